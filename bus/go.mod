@@ -1,0 +1,3 @@
+module github.com/jisr-bus/jisr/bus
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/jisr-bus/jisr/certs
+
+go 1.26

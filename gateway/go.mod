@@ -1,0 +1,3 @@
+module github.com/jisr-bus/jisr/gateway
+
+go 1.26
