@@ -1,0 +1,235 @@
+package svid
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/jisr-bus/jisr/certs/devca"
+)
+
+var (
+	td       = spiffeid.RequireTrustDomainFromString("jisr.internal")
+	serverID = spiffeid.RequireFromPath(td, "/nats")
+	clientID = spiffeid.RequireFromPath(td, "/member/cnss")
+)
+
+func newCA(t *testing.T) *devca.CA {
+	t.Helper()
+	ca, err := devca.New(td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+func issue(t *testing.T, ca *devca.CA, id spiffeid.ID, opts ...devca.IssueOption) *x509svid.SVID {
+	t.Helper()
+	s, err := ca.Issue(id, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestFileSourceReloadsAndKeepsLastGood(t *testing.T) {
+	ca := newCA(t)
+	dir := t.TempDir()
+	if err := ca.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	first := issue(t, ca, clientID)
+	devca.WriteSVID(dir, first)
+	changed := make(chan struct{}, 4)
+	ctx := context.Background()
+	src, err := Open(ctx, dir, clientID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Close()
+	certFile, keyFile := devca.Paths(dir, clientID)
+	fs, err := NewFileSource(ctx, certFile, keyFile, devca.BundlePath(dir), WithPollInterval(20*time.Millisecond), WithOnChange(func() { changed <- struct{}{} }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	second := issue(t, ca, clientID)
+	devca.WriteSVID(dir, second)
+	select {
+	case <-changed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reload after the files changed")
+	}
+	got, _ := fs.GetX509SVID()
+	if got.Certificates[0].SerialNumber.Cmp(second.Certificates[0].SerialNumber) != 0 {
+		t.Fatal("the reloaded SVID is not the new one")
+	}
+	os.WriteFile(certFile, []byte("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"), 0o600)
+	time.Sleep(100 * time.Millisecond)
+	got, _ = fs.GetX509SVID()
+	if got.Certificates[0].SerialNumber.Cmp(second.Certificates[0].SerialNumber) != 0 {
+		t.Fatal("a corrupt rewrite replaced the last good SVID")
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Open(context.Background(), dir, clientID, nil); err == nil {
+		t.Fatal("opened missing files")
+	}
+	ca := newCA(t)
+	ca.Save(dir)
+	s := issue(t, ca, spiffeid.RequireFromPath(td, "/member/tax"))
+	// Files of tax placed where cnss's should be.
+	c, k := devca.Paths(dir, clientID)
+	certPEM, keyPEM, _ := s.Marshal()
+	os.MkdirAll(dir+"/svid", 0o700)
+	os.WriteFile(c, certPEM, 0o600)
+	os.WriteFile(k, keyPEM, 0o600)
+	if _, err := Open(context.Background(), dir, clientID, nil); !errors.Is(err, ErrWrongID) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// handshake runs one TLS handshake over loopback and returns both errors.
+func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr error) {
+	t.Helper()
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	done := make(chan error, 1)
+	go func() {
+		c, err := lis.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		err = c.(*tls.Conn).Handshake()
+		if err == nil {
+			_, err = io.ReadAll(c)
+		}
+		done <- err
+	}()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", lis.Addr().String(), client)
+	if err == nil {
+		// TLS 1.3: the server's verdict on our certificate arrives on first read.
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		if ne, ok := err.(net.Error); ok && ne.Timeout() || err == io.EOF {
+			err = nil
+		}
+		c.Close()
+	}
+	return <-done, err
+}
+
+func TestSPIFFEMutualTLS(t *testing.T) {
+	ca := newCA(t)
+	srv := NewStatic(issue(t, ca, serverID), ca.Bundle())
+	cli := NewStatic(issue(t, ca, clientID), ca.Bundle())
+	if serr, cerr := handshake(t, ServerTLS(srv, tlsconfig.AuthorizeID(clientID)), ClientTLS(cli, tlsconfig.AuthorizeID(serverID))); serr != nil || cerr != nil {
+		t.Fatalf("good handshake failed: %v / %v", serr, cerr)
+	}
+	// The client expects another server identity.
+	if _, cerr := handshake(t, ServerTLS(srv, tlsconfig.AuthorizeAny()), ClientTLS(cli, tlsconfig.AuthorizeID(clientID))); cerr == nil {
+		t.Fatal("client accepted the wrong server identity")
+	}
+	// The server expects another client identity.
+	if serr, _ := handshake(t, ServerTLS(srv, tlsconfig.AuthorizeID(serverID)), ClientTLS(cli, tlsconfig.AuthorizeAny())); serr == nil {
+		t.Fatal("server accepted the wrong client identity")
+	}
+}
+
+func TestNATSServerTLSRefusesBadClients(t *testing.T) {
+	ca := newCA(t)
+	other := newCA(t)
+	srv := NewStatic(issue(t, ca, serverID), ca.Bundle())
+	conf, err := NATSServerTLS(srv, td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := func(s *x509svid.SVID) *tls.Config {
+		return ClientTLS(NewStatic(s, ca.Bundle()), tlsconfig.AuthorizeID(serverID))
+	}
+	if serr, cerr := handshake(t, conf, client(issue(t, ca, clientID))); serr != nil || cerr != nil {
+		t.Fatalf("good client refused: %v / %v", serr, cerr)
+	}
+	for name, s := range map[string]*x509svid.SVID{
+		"another CA": issue(t, other, clientID),
+		"expired":    issue(t, ca, clientID, devca.WithNotBefore(time.Now().Add(-2*time.Hour)), devca.WithTTL(time.Hour)),
+	} {
+		if serr, _ := handshake(t, conf, client(s)); serr == nil {
+			t.Errorf("%s: the server accepted the client", name)
+		}
+	}
+	// No client certificate at all.
+	noCert := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+	if serr, _ := handshake(t, conf, noCert); serr == nil {
+		t.Error("the server accepted a client without a certificate")
+	}
+}
+
+
+func TestRotationWithoutRestart(t *testing.T) {
+	ca := newCA(t)
+	dir := t.TempDir()
+	ca.Save(dir)
+	devca.WriteSVID(dir, issue(t, ca, serverID))
+	c, k := devca.Paths(dir, serverID)
+	fs, err := NewFileSource(context.Background(), c, k, devca.BundlePath(dir), WithPollInterval(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	conf, _ := NATSServerTLS(fs, td)
+	lis, _ := tls.Listen("tcp", "127.0.0.1:0", conf)
+	defer lis.Close()
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	cli := ClientTLS(NewStatic(issue(t, ca, clientID), ca.Bundle()), tlsconfig.AuthorizeID(serverID))
+	serialSeen := func() string {
+		conn, err := tls.Dial("tcp", lis.Addr().String(), cli)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := serialSeen()
+	rotated := issue(t, ca, serverID)
+	devca.WriteSVID(dir, rotated)
+	deadline := time.Now().Add(5 * time.Second)
+	for serialSeen() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the listener kept serving the old certificate")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if serialSeen() != rotated.Certificates[0].SerialNumber.String() {
+		t.Fatal("not the rotated certificate")
+	}
+	exp, _ := ExpiresAt(fs)
+	if !exp.Equal(rotated.Certificates[0].NotAfter) {
+		t.Fatal("ExpiresAt is not the current SVID's")
+	}
+}
