@@ -181,7 +181,6 @@ func TestNATSServerTLSRefusesBadClients(t *testing.T) {
 	}
 }
 
-
 func TestRotationWithoutRestart(t *testing.T) {
 	ca := newCA(t)
 	dir := t.TempDir()
