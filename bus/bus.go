@@ -1,0 +1,339 @@
+// Package bus carries gRPC calls over NATS: it connects with the caller's
+// SVID over mutual TLS, and moves gRPC status codes, deadlines, purpose,
+// consent and W3C trace context across NATS headers.
+//
+// Invariant: a reply without a status header is OK, and a status message is
+// written only from fixed texts by the federation's own parts — never from a
+// payload — so no citizen data can ride on a status.
+package bus
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"go.opentelemetry.io/otel/propagation"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/certs/svid"
+)
+
+// NATS header keys. The gRPC ones keep gRPC's names; trace context uses the
+// exact W3C keys.
+const (
+	HeaderStatus      = "Grpc-Status"
+	HeaderMessage     = "Grpc-Message"
+	HeaderDetails     = "Grpc-Status-Details-Bin"
+	HeaderTimeout     = "Grpc-Timeout"
+	HeaderPurpose     = "Jisr-Purpose"
+	HeaderConsent     = "Jisr-Consent"
+	HeaderConsumer    = "Jisr-Consumer"
+	HeaderTraceparent = "traceparent"
+	HeaderTracestate  = "tracestate"
+)
+
+// gRPC metadata keys a backend uses when calling its adapter, and that the
+// provider adapter sets when calling its backend.
+const (
+	MetadataConsent  = "jisr-consent"
+	MetadataPurpose  = "jisr-purpose"
+	MetadataProvider = "jisr-provider"
+	MetadataConsumer = "jisr-consumer"
+)
+
+// DefaultTimeout applies when a caller sets no deadline.
+const DefaultTimeout = 10 * time.Second
+
+// ErrEmptyURL is returned by Connect without a server URL.
+var ErrEmptyURL = errors.New("bus: empty NATS URL")
+
+type options struct {
+	log     *slog.Logger
+	name    string
+	natsOpt []nats.Option
+}
+
+// Option configures Connect.
+type Option func(*options)
+
+// WithLogger sets the logger for connection events.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithName sets the connection name shown in NATS monitoring.
+func WithName(n string) Option { return func(o *options) { o.name = n } }
+
+// WithNATSOptions appends raw nats.go options (tests use it for short timeouts).
+func WithNATSOptions(opts ...nats.Option) Option {
+	return func(o *options) { o.natsOpt = append(o.natsOpt, opts...) }
+}
+
+// Connect dials the federation's NATS server as identity (a member name,
+// "gateway", "consent" or "auditor") with the SVID from src. The server must
+// present the SVID of serverID. Replies come to _INBOX.<identity>.>, the only
+// inbox the identity may subscribe to.
+func Connect(ctx context.Context, url, identity string, src svid.Source, serverID spiffeid.ID, opts ...Option) (*nats.Conn, error) {
+	if url == "" {
+		return nil, ErrEmptyURL
+	}
+	if err := subject.CheckToken(identity); err != nil {
+		return nil, fmt.Errorf("bus: identity %q: %w", identity, err)
+	}
+	o := options{log: slog.Default(), name: "jisr-" + identity}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	tlsConf := svid.ClientTLS(src, tlsconfig.AuthorizeID(serverID))
+	log := o.log.With("component", "bus", "identity", identity)
+	nopts := []nats.Option{
+		nats.Name(o.name),
+		nats.Secure(tlsConf),
+		nats.CustomInboxPrefix(subject.Inbox(identity)),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectBufSize(8 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("disconnected from NATS", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				log.Error("NATS async error", "subject", sub.Subject, "err", err)
+				return
+			}
+			log.Error("NATS async error", "err", err)
+		}),
+	}
+	nopts = append(nopts, o.natsOpt...)
+	type result struct {
+		nc  *nats.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		nc, err := nats.Connect(url, nopts...)
+		ch <- result{nc, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, fmt.Errorf("bus: connect to %s as %s: %w", url, identity, r.err)
+		}
+		return r.nc, nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.nc != nil {
+				r.nc.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// ClientTLSConfig is exposed for tools (the `nats` CLI walkthrough in tests).
+func ClientTLSConfig(src svid.Source, serverID spiffeid.ID) *tls.Config {
+	return svid.ClientTLS(src, tlsconfig.AuthorizeID(serverID))
+}
+
+// SetStatus writes st into h. OK is written as no header at all.
+func SetStatus(h nats.Header, st *status.Status) {
+	if st == nil || st.Code() == codes.OK {
+		return
+	}
+	h.Set(HeaderStatus, strconv.Itoa(int(st.Code())))
+	h.Set(HeaderMessage, headerSafe(st.Message()))
+	if p := st.Proto(); len(p.GetDetails()) > 0 {
+		if b, err := proto.Marshal(p); err == nil {
+			h.Set(HeaderDetails, base64.RawStdEncoding.EncodeToString(b))
+		}
+	}
+}
+
+// StatusOf reads the status of a reply. A missing status header is OK; an
+// unreadable one is Internal.
+func StatusOf(h nats.Header) *status.Status {
+	v := h.Get(HeaderStatus)
+	if v == "" {
+		return status.New(codes.OK, "")
+	}
+	c, err := strconv.Atoi(v)
+	if err != nil || c <= 0 || c > 16 {
+		return status.New(codes.Internal, "bus: unreadable status in reply")
+	}
+	if d := h.Get(HeaderDetails); d != "" {
+		if b, err := base64.RawStdEncoding.DecodeString(d); err == nil {
+			var p spb.Status
+			if proto.Unmarshal(b, &p) == nil && p.GetCode() == int32(c) {
+				return status.FromProto(&p)
+			}
+		}
+	}
+	return status.New(codes.Code(c), h.Get(HeaderMessage))
+}
+
+// headerSafe keeps a status message on one header line.
+func headerSafe(s string) string {
+	if len(s) > 512 {
+		s = s[:512]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// Respond answers a request with a payload (nil unless st is OK) and a status.
+func Respond(msg *nats.Msg, payload []byte, st *status.Status) error {
+	if msg.Reply == "" {
+		return nil
+	}
+	out := &nats.Msg{Subject: msg.Reply, Header: nats.Header{}}
+	if st == nil || st.Code() == codes.OK {
+		out.Data = payload
+	} else {
+		SetStatus(out.Header, st)
+	}
+	return msg.RespondMsg(out)
+}
+
+// RespondError answers a request with an error status and no payload.
+func RespondError(msg *nats.Msg, err error) error {
+	return Respond(msg, nil, status.Convert(err))
+}
+
+// SetTimeout writes the time left before ctx's deadline into h, in gRPC's
+// grpc-timeout format (milliseconds), so the next hop can honour it.
+func SetTimeout(ctx context.Context, h nats.Header) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return
+	}
+	ms := time.Until(d).Milliseconds()
+	if ms < 1 {
+		ms = 1
+	}
+	h.Set(HeaderTimeout, strconv.FormatInt(ms, 10)+"m")
+}
+
+// Timeout reads the grpc-timeout header; without one (or an unreadable one)
+// it returns def. The result never exceeds max.
+func Timeout(h nats.Header, def, max time.Duration) time.Duration {
+	d := def
+	if v := h.Get(HeaderTimeout); len(v) >= 2 {
+		n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+		if err == nil && n > 0 && n < 1e8 {
+			unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second,
+				'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+			if unit != 0 {
+				d = time.Duration(n) * unit
+			}
+		}
+	}
+	if max > 0 && d > max {
+		d = max
+	}
+	return d
+}
+
+// Trace context travels in W3C headers (traceparent, tracestate) whatever
+// global propagator the process set.
+var traceContext = propagation.TraceContext{}
+
+// HeaderCarrier adapts nats.Header to OpenTelemetry's TextMapCarrier,
+// keeping the exact W3C key spelling (NATS headers are case-sensitive).
+type HeaderCarrier nats.Header
+
+// Get returns the first value of key.
+func (c HeaderCarrier) Get(key string) string { return nats.Header(c).Get(key) }
+
+// Set sets key to value.
+func (c HeaderCarrier) Set(key, value string) { nats.Header(c).Set(key, value) }
+
+// Keys lists the keys present.
+func (c HeaderCarrier) Keys() []string {
+	out := make([]string, 0, len(c))
+	for k := range c {
+		out = append(out, k)
+	}
+	return out
+}
+
+// InjectTrace writes ctx's span context into h.
+func InjectTrace(ctx context.Context, h nats.Header) {
+	traceContext.Inject(ctx, HeaderCarrier(h))
+}
+
+// ExtractTrace returns ctx with the remote span context found in h.
+func ExtractTrace(ctx context.Context, h nats.Header) context.Context {
+	return traceContext.Extract(ctx, HeaderCarrier(h))
+}
+
+// Call sends a request and waits for its reply. Transport failures become
+// gRPC statuses: no responders → Unavailable, deadline → DeadlineExceeded,
+// cancellation → Canceled, an oversized payload → InvalidArgument. A reply
+// with a non-OK status is returned as that status's error.
+func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (*nats.Msg, error) {
+	if msg.Header == nil {
+		msg.Header = nats.Header{}
+	}
+	if max := nc.MaxPayload(); max > 0 && int64(len(msg.Data)+headerSize(msg.Header)) > max {
+		return nil, status.Error(codes.InvalidArgument, "request exceeds the bus's maximum payload")
+	}
+	SetTimeout(ctx, msg.Header)
+	reply, err := nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		return nil, TransportStatus(ctx, err)
+	}
+	if st := StatusOf(reply.Header); st.Code() != codes.OK {
+		return nil, st.Err()
+	}
+	return reply, nil
+}
+
+// TransportStatus maps a NATS request error to a gRPC status error.
+func TransportStatus(ctx context.Context, err error) error {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return status.Error(codes.Unavailable, "no responder for this service is connected")
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded waiting for the reply")
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "call cancelled")
+	case errors.Is(err, nats.ErrMaxPayload):
+		return status.Error(codes.InvalidArgument, "request exceeds the bus's maximum payload")
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining), errors.Is(err, nats.ErrDisconnected):
+		return status.Error(codes.Unavailable, "the bus connection is not available")
+	case errors.Is(err, nats.ErrPermissionViolation):
+		return status.Error(codes.PermissionDenied, "the bus refused this subject for this identity")
+	}
+	if ctx.Err() != nil {
+		return TransportStatus(ctx, ctx.Err())
+	}
+	return status.Error(codes.Unavailable, "bus request failed")
+}
+
+func headerSize(h nats.Header) int {
+	n := 12
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}

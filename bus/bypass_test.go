@@ -1,0 +1,278 @@
+package bus_test
+
+// These tests try to get around the gateway with real certificates against a
+// real NATS server configured exactly as production renders it. Each attempt
+// must be refused by the server itself.
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/certs/devca"
+)
+
+// violations collects the server's asynchronous permission errors.
+type violations struct {
+	mu   sync.Mutex
+	errs []error
+	ch   chan struct{}
+}
+
+func newViolations() *violations { return &violations{ch: make(chan struct{}, 64)} }
+
+func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
+	v.mu.Lock()
+	v.errs = append(v.errs, err)
+	v.mu.Unlock()
+	v.ch <- struct{}{}
+}
+
+// wait returns the first permission violation that names subj.
+func (v *violations) wait(t *testing.T, subj string) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		v.mu.Lock()
+		for _, err := range v.errs {
+			if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+				if strings.Contains(err.Error(), subj) {
+					v.mu.Unlock()
+					return
+				}
+			}
+		}
+		v.mu.Unlock()
+		select {
+		case <-v.ch:
+		case <-deadline:
+			t.Fatalf("no permission violation for %q; errors seen: %v", subj, v.errs)
+		}
+	}
+}
+
+func TestMemberCannotBypassTheGateway(t *testing.T) {
+	env := bustest.Start(t)
+
+	// The real civil-registry provider listens on its provider subject; if
+	// any attempt below reached it, the test fails.
+	provider := env.Connect(t, "civil-registry")
+	leaked := make(chan *nats.Msg, 16)
+	if _, err := provider.ChanSubscribe("jisr.p.civil-registry.>", leaked); err != nil {
+		t.Fatal(err)
+	}
+	tax := env.Connect(t, "tax")
+	taxInbox := make(chan *nats.Msg, 16)
+	if _, err := tax.ChanSubscribe("_INBOX.tax.>", taxInbox); err != nil {
+		t.Fatal(err)
+	}
+	for _, nc := range []*nats.Conn{provider, tax} {
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	v := newViolations()
+	cnss := env.Connect(t, "cnss", nats.ErrorHandler(v.handler))
+	const ck = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
+	t.Run("publish on a provider subject", func(t *testing.T) {
+		s := "jisr.p.civil-registry.jisr_civilregistry_v1_CivilRegistry.GetPerson." + ck
+		if err := cnss.Publish(s, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		v.wait(t, s)
+	})
+	t.Run("publish as another consumer", func(t *testing.T) {
+		s := "jisr.q.tax.civil-registry.jisr_civilregistry_v1_CivilRegistry.GetPerson." + ck
+		if err := cnss.Publish(s, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		v.wait(t, s)
+	})
+	t.Run("subscribe to every query", func(t *testing.T) {
+		if _, err := cnss.SubscribeSync("jisr.q.>"); err != nil {
+			t.Fatal(err)
+		}
+		v.wait(t, "jisr.q.>")
+	})
+	t.Run("subscribe to another member's inbox", func(t *testing.T) {
+		if _, err := cnss.SubscribeSync("_INBOX.tax.>"); err != nil {
+			t.Fatal(err)
+		}
+		v.wait(t, "_INBOX.tax.>")
+	})
+	t.Run("subscribe to another provider's subject", func(t *testing.T) {
+		if _, err := cnss.SubscribeSync("jisr.p.civil-registry.>"); err != nil {
+			t.Fatal(err)
+		}
+		v.wait(t, "jisr.p.civil-registry.>")
+	})
+	t.Run("subscribe to the audit stream's subjects", func(t *testing.T) {
+		if _, err := cnss.SubscribeSync("jisr.audit.>"); err != nil {
+			t.Fatal(err)
+		}
+		v.wait(t, "jisr.audit.>")
+	})
+	t.Run("touch the JetStream API", func(t *testing.T) {
+		for _, s := range []string{"$JS.API.INFO", "$JS.API.STREAM.DELETE." + natsconf.AuditStream, "$JS.API.STREAM.PURGE." + natsconf.AuditStream} {
+			if err := cnss.Publish(s, nil); err != nil {
+				t.Fatal(err)
+			}
+			v.wait(t, s)
+		}
+	})
+	t.Run("publish on the audit subjects", func(t *testing.T) {
+		s := "jisr.audit." + ck
+		if err := cnss.Publish(s, []byte("forged record")); err != nil {
+			t.Fatal(err)
+		}
+		v.wait(t, s)
+	})
+
+	if err := cnss.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-leaked:
+		t.Fatalf("a bypass attempt reached the provider on %s", m.Subject)
+	case m := <-taxInbox:
+		t.Fatalf("a bypass attempt reached tax's inbox on %s", m.Subject)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func TestMemberMayUseItsOwnSubjects(t *testing.T) {
+	env := bustest.Start(t)
+	v := newViolations()
+	cnss := env.Connect(t, "cnss", nats.ErrorHandler(v.handler))
+	gw := env.Connect(t, "gateway")
+	got := make(chan *nats.Msg, 1)
+	if _, err := gw.ChanQueueSubscribe("jisr.q.>", "jisr-gateway", got); err != nil {
+		t.Fatal(err)
+	}
+	gw.Flush()
+	if _, err := cnss.SubscribeSync("jisr.p.cnss.>"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cnss.Publish("jisr.q.cnss.tax.jisr_tax_v1_Tax.IsIncomeBelow.K", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	cnss.Flush()
+	select {
+	case m := <-got:
+		if m.Subject != "jisr.q.cnss.tax.jisr_tax_v1_Tax.IsIncomeBelow.K" {
+			t.Fatalf("gateway got %s", m.Subject)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the gateway did not receive cnss's own query")
+	}
+	if len(v.errs) > 0 {
+		t.Fatalf("permission errors on allowed subjects: %v", v.errs)
+	}
+	// Request/reply through the member's own inbox works end to end. (A
+	// second connection answers: NATS counts each delivery of a request to
+	// one client against that client's single allowed response.)
+	responder := env.Connect(t, "gateway")
+	if _, err := responder.Subscribe("jisr.q.cnss.>", func(m *nats.Msg) { m.Respond([]byte("pong")) }); err != nil {
+		t.Fatal(err)
+	}
+	responder.Flush()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := cnss.RequestWithContext(ctx, "jisr.q.cnss.tax.S.M.K2", nil); err != nil {
+		t.Fatalf("request through the member's own inbox: %v", err)
+	}
+}
+
+func TestBadCertificatesAreRefusedAtConnect(t *testing.T) {
+	env := bustest.Start(t)
+	other, err := devca.New(env.Fed.TrustDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cnssID := env.ID("cnss")
+	issue := func(ca *devca.CA, id spiffeid.ID, opts ...devca.IssueOption) *x509svid.SVID {
+		s, err := ca.Issue(id, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// A certificate from the federation's own CA but without any SPIFFE URI.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	noURI, err := env.CA.Sign(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: "cnss"},
+		NotBefore:   time.Now().Add(-time.Minute),
+		NotAfter:    time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client side presents whatever certificate it is given; build it
+	// with the standard library so go-spiffe's client checks do not stop it first.
+	raw := func(certs []*x509.Certificate, k crypto.Signer) *tls.Config {
+		c := tls.Certificate{PrivateKey: k}
+		for _, x := range certs {
+			c.Certificate = append(c.Certificate, x.Raw)
+		}
+		pool := x509.NewCertPool()
+		pool.AddCert(env.CA.Certificate())
+		return &tls.Config{Certificates: []tls.Certificate{c}, RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+	}
+	dial := func(conf *tls.Config) error {
+		nc, err := nats.Connect(env.URL, nats.Secure(conf), nats.MaxReconnects(0), nats.Timeout(3*time.Second))
+		if err == nil {
+			nc.Close()
+		}
+		return err
+	}
+	good := issue(env.CA, cnssID)
+	if err := dial(raw(good.Certificates, good.PrivateKey)); err != nil {
+		t.Fatalf("the control case (a good SVID) was refused: %v", err)
+	}
+	for name, conf := range map[string]*tls.Config{
+		"certificate from another CA": func() *tls.Config {
+			s := issue(other, cnssID)
+			return raw(s.Certificates, s.PrivateKey)
+		}(),
+		"expired SVID": func() *tls.Config {
+			s := issue(env.CA, cnssID, devca.WithNotBefore(time.Now().Add(-3*time.Hour)), devca.WithTTL(time.Hour))
+			return raw(s.Certificates, s.PrivateKey)
+		}(),
+		"no SPIFFE URI": raw([]*x509.Certificate{noURI}, key),
+		"SPIFFE ID not in the federation": func() *tls.Config {
+			s := issue(env.CA, spiffeid.RequireFromPath(env.Fed.TrustDomain, "/member/intruder"))
+			return raw(s.Certificates, s.PrivateKey)
+		}(),
+		"no client certificate": func() *tls.Config {
+			c := raw(nil, nil)
+			c.Certificates = nil
+			return c
+		}(),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := dial(conf); err == nil {
+				t.Fatal("connected")
+			}
+		})
+	}
+}

@@ -1,0 +1,426 @@
+// Package federation loads the federation file, the single source of truth of
+// a jisr federation: its trust domain, its members and the services they
+// provide, the citizen eID format, and the access rules between members.
+//
+// Invariant: a *Federation returned by Load or Parse is fully validated —
+// every name that will become a NATS subject token is a safe token, every
+// rule names a known consumer, a provider that really provides the service,
+// and a legal basis with what that basis needs (a mandate names its law).
+// Everything derived from it (NATS permissions, gateway policy) can trust it.
+package federation
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"gopkg.in/yaml.v3"
+)
+
+// DefaultTrustDomain is used when the federation file names none.
+const DefaultTrustDomain = "jisr.internal"
+
+// Legal bases a rule may rest on.
+const (
+	BasisConsent         = "consent"          // the citizen agreed; a consent token is required
+	BasisExplicitRequest = "explicit_request" // the citizen asked for the procedure; a token is required
+	BasisMandate         = "mandate"          // a law allows it; no token, the rule names the law
+)
+
+// Reserved identity names: they are not members and a member may not take them,
+// because they name inboxes and SPIFFE IDs of the federation's own parts.
+var reserved = []string{"gateway", "consent", "auditor", "nats", "jisr"}
+
+// Sentinel errors callers may branch on.
+var (
+	ErrInvalid       = errors.New("federation: invalid federation file")
+	ErrUnknownMember = errors.New("federation: unknown member")
+	ErrBadEID        = errors.New("eID does not match the federation's eID format")
+)
+
+// Federation is the validated federation file.
+type Federation struct {
+	TrustDomain spiffeid.TrustDomain
+	EID         EIDFormat
+	Members     []*Member
+	Rules       []*Rule
+
+	members  map[string]*Member
+	byID     map[string]*Member // SPIFFE ID string → member
+	services map[string][]*Member
+}
+
+// EIDFormat says what a citizen identifier looks like once normalised.
+type EIDFormat struct {
+	Pattern   *regexp.Regexp
+	MaxLength int
+}
+
+// Member is one information system joined to the federation.
+type Member struct {
+	Name     string
+	Title    string
+	ID       spiffeid.ID
+	Provides []string // full protobuf service names
+}
+
+// Rule lets one consumer call some methods of one provider's service.
+type Rule struct {
+	Name       string
+	Consumer   string
+	Provider   string
+	Service    string // full protobuf service name
+	Methods    []string
+	Fields     []string // response field paths that may be released; empty = the whole response
+	Purposes   []string
+	LegalBasis string
+	Law        string        // for a mandate: the law it rests on
+	LogDelay   time.Duration // delay before the access shows in the citizen's access log (mandates only)
+}
+
+// file is the YAML shape. Kept separate from Federation so the on-disk
+// format can evolve without touching the validated model.
+type file struct {
+	TrustDomain string `yaml:"trust_domain"`
+	EID         struct {
+		Pattern   string `yaml:"pattern"`
+		MaxLength int    `yaml:"max_length"`
+	} `yaml:"eid"`
+	Members []struct {
+		Name     string   `yaml:"name"`
+		Title    string   `yaml:"title"`
+		Provides []string `yaml:"provides"`
+	} `yaml:"members"`
+	Rules []struct {
+		Name       string   `yaml:"name"`
+		Consumer   string   `yaml:"consumer"`
+		Provider   string   `yaml:"provider"`
+		Service    string   `yaml:"service"`
+		Methods    []string `yaml:"methods"`
+		Fields     []string `yaml:"fields"`
+		Purposes   []string `yaml:"purposes"`
+		LegalBasis string   `yaml:"legal_basis"`
+		Law        string   `yaml:"law"`
+		LogDelay   string   `yaml:"access_log_delay"`
+	} `yaml:"rules"`
+}
+
+// Load reads and validates a federation file.
+func Load(path string) (*Federation, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("federation: %w", err)
+	}
+	f, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Parse validates a federation file's content.
+func Parse(data []byte) (*Federation, error) {
+	var raw file
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...))
+	}
+
+	fed := &Federation{
+		members:  map[string]*Member{},
+		byID:     map[string]*Member{},
+		services: map[string][]*Member{},
+	}
+	td := raw.TrustDomain
+	if td == "" {
+		td = DefaultTrustDomain
+	}
+	var err error
+	if fed.TrustDomain, err = spiffeid.TrustDomainFromString(td); err != nil {
+		return nil, bad("trust_domain %q: %v", td, err)
+	}
+
+	pattern := raw.EID.Pattern
+	if pattern == "" {
+		return nil, bad("eid.pattern is required (a regular expression for a normalised eID)")
+	}
+	re, err := regexp.Compile("^(?:" + pattern + ")$")
+	if err != nil {
+		return nil, bad("eid.pattern: %v", err)
+	}
+	fed.EID = EIDFormat{Pattern: re, MaxLength: raw.EID.MaxLength}
+	if fed.EID.MaxLength == 0 {
+		fed.EID.MaxLength = 32
+	}
+	if fed.EID.MaxLength < 0 || fed.EID.MaxLength > 256 {
+		return nil, bad("eid.max_length %d: must be between 1 and 256", fed.EID.MaxLength)
+	}
+
+	if len(raw.Members) == 0 {
+		return nil, bad("members: at least one member is required")
+	}
+	for i, rm := range raw.Members {
+		if err := CheckName(rm.Name); err != nil {
+			return nil, bad("members[%d].name: %v", i, err)
+		}
+		if slices.Contains(reserved, rm.Name) {
+			return nil, bad("members[%d].name %q is reserved for the federation's own parts", i, rm.Name)
+		}
+		if _, dup := fed.members[rm.Name]; dup {
+			return nil, bad("members[%d].name %q appears twice", i, rm.Name)
+		}
+		id, err := spiffeid.FromSegments(fed.TrustDomain, "member", rm.Name)
+		if err != nil {
+			return nil, bad("members[%d].name %q: %v", i, rm.Name, err)
+		}
+		m := &Member{Name: rm.Name, Title: rm.Title, ID: id}
+		for j, svc := range rm.Provides {
+			if err := CheckServiceName(svc); err != nil {
+				return nil, bad("members[%d].provides[%d]: %v", i, j, err)
+			}
+			if slices.Contains(m.Provides, svc) {
+				return nil, bad("members[%d].provides[%d] %q appears twice", i, j, svc)
+			}
+			m.Provides = append(m.Provides, svc)
+			fed.services[svc] = append(fed.services[svc], m)
+		}
+		fed.Members = append(fed.Members, m)
+		fed.members[m.Name] = m
+		fed.byID[id.String()] = m
+	}
+
+	names := map[string]bool{}
+	for i, rr := range raw.Rules {
+		where := fmt.Sprintf("rules[%d]", i)
+		if rr.Name != "" {
+			where = fmt.Sprintf("rules[%d] (%s)", i, rr.Name)
+			if names[rr.Name] {
+				return nil, bad("%s: name appears twice", where)
+			}
+			names[rr.Name] = true
+		}
+		r := &Rule{
+			Name: rr.Name, Consumer: rr.Consumer, Provider: rr.Provider, Service: rr.Service,
+			Methods: rr.Methods, Fields: rr.Fields, Purposes: rr.Purposes,
+			LegalBasis: rr.LegalBasis, Law: strings.TrimSpace(rr.Law),
+		}
+		if r.Name == "" {
+			r.Name = fmt.Sprintf("%s-%s-%d", r.Consumer, r.Provider, i)
+		}
+		if _, ok := fed.members[r.Consumer]; !ok {
+			return nil, bad("%s.consumer %q is not a member", where, r.Consumer)
+		}
+		prov, ok := fed.members[r.Provider]
+		if !ok {
+			return nil, bad("%s.provider %q is not a member", where, r.Provider)
+		}
+		if r.Consumer == r.Provider {
+			return nil, bad("%s: consumer and provider are the same member; a member reads its own data without jisr", where)
+		}
+		if !slices.Contains(prov.Provides, r.Service) {
+			return nil, bad("%s.service %q is not provided by %q", where, r.Service, r.Provider)
+		}
+		if len(r.Methods) == 0 {
+			return nil, bad("%s.methods: at least one method is required", where)
+		}
+		for j, m := range r.Methods {
+			if err := CheckToken(m); err != nil {
+				return nil, bad("%s.methods[%d]: %v", where, j, err)
+			}
+		}
+		for j, f := range r.Fields {
+			if err := checkFieldPath(f); err != nil {
+				return nil, bad("%s.fields[%d]: %v", where, j, err)
+			}
+		}
+		if len(r.Purposes) == 0 {
+			return nil, bad("%s.purposes: at least one purpose is required", where)
+		}
+		for j, p := range r.Purposes {
+			if err := CheckPurpose(p); err != nil {
+				return nil, bad("%s.purposes[%d]: %v", where, j, err)
+			}
+		}
+		switch r.LegalBasis {
+		case BasisConsent, BasisExplicitRequest:
+			if r.Law != "" {
+				return nil, bad("%s.law is only for legal_basis %q", where, BasisMandate)
+			}
+		case BasisMandate:
+			if r.Law == "" {
+				return nil, bad("%s.law: a mandate must name the law it rests on", where)
+			}
+		default:
+			return nil, bad("%s.legal_basis %q: must be one of %s, %s, %s", where, r.LegalBasis, BasisConsent, BasisExplicitRequest, BasisMandate)
+		}
+		if rr.LogDelay != "" {
+			if r.LegalBasis != BasisMandate {
+				return nil, bad("%s.access_log_delay is only for mandates", where)
+			}
+			d, err := time.ParseDuration(rr.LogDelay)
+			if err != nil || d < 0 {
+				return nil, bad("%s.access_log_delay %q: a duration such as 720h", where, rr.LogDelay)
+			}
+			r.LogDelay = d
+		}
+		fed.Rules = append(fed.Rules, r)
+	}
+	return fed, nil
+}
+
+// Member returns the named member.
+func (f *Federation) Member(name string) (*Member, error) {
+	m, ok := f.members[name]
+	if !ok {
+		return nil, ErrUnknownMember
+	}
+	return m, nil
+}
+
+// MemberByID returns the member a SPIFFE ID belongs to.
+func (f *Federation) MemberByID(id spiffeid.ID) (*Member, error) {
+	m, ok := f.byID[id.String()]
+	if !ok {
+		return nil, ErrUnknownMember
+	}
+	return m, nil
+}
+
+// Providers returns the members that provide a service (full protobuf name).
+func (f *Federation) Providers(service string) []*Member {
+	return f.services[service]
+}
+
+// Services returns every service provided in the federation, sorted.
+func (f *Federation) Services() []string {
+	out := make([]string, 0, len(f.services))
+	for s := range f.services {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ID returns the SPIFFE ID of one of the federation's own parts
+// ("gateway", "consent", "auditor", "nats").
+func (f *Federation) ID(part string) spiffeid.ID {
+	return spiffeid.RequireFromSegments(f.TrustDomain, part)
+}
+
+// Identities returns every SPIFFE ID the federation needs an SVID for:
+// the NATS server, the gateway, the consent service, the auditor and each member.
+func (f *Federation) Identities() []spiffeid.ID {
+	ids := []spiffeid.ID{f.ID("nats"), f.ID("gateway"), f.ID("consent"), f.ID("auditor")}
+	for _, m := range f.Members {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+// NormaliseEID trims and upper-cases a raw eID and checks it against the
+// federation's format. The error never contains the eID.
+func (f *Federation) NormaliseEID(raw string) (string, error) {
+	if len(raw) > f.EID.MaxLength+16 {
+		return "", ErrBadEID
+	}
+	eid := strings.ToUpper(strings.TrimSpace(raw))
+	if eid == "" || len(eid) > f.EID.MaxLength || !f.EID.Pattern.MatchString(eid) {
+		return "", ErrBadEID
+	}
+	// The pattern is the federation's, so check the subject-safety invariant here
+	// too: a normalised eID is printable ASCII without subject metacharacters.
+	for i := 0; i < len(eid); i++ {
+		c := eid[i]
+		if c <= ' ' || c >= 0x7f || c == '.' || c == '*' || c == '>' {
+			return "", ErrBadEID
+		}
+	}
+	return eid, nil
+}
+
+// CheckName checks a member name: lower-case ASCII letters, digits and '-',
+// starting with a letter, at most 63 characters. Member names become NATS
+// subject tokens, SPIFFE ID segments and inbox prefixes.
+func CheckName(s string) error {
+	if s == "" || len(s) > 63 {
+		return errors.New("a name is 1 to 63 characters")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c >= 'a' && c <= 'z' || c == '-' && i > 0 || c >= '0' && c <= '9' && i > 0
+		if !ok {
+			return fmt.Errorf("%q: use lower-case letters, digits and '-', starting with a letter", s)
+		}
+	}
+	return nil
+}
+
+// CheckServiceName checks a full protobuf service name (package.Service).
+func CheckServiceName(s string) error {
+	parts := strings.Split(s, ".")
+	if len(parts) < 2 {
+		return fmt.Errorf("%q: a full protobuf service name such as jisr.civilregistry.v1.CivilRegistry", s)
+	}
+	for _, p := range parts {
+		if !isIdent(p) {
+			return fmt.Errorf("%q: a full protobuf service name such as jisr.civilregistry.v1.CivilRegistry", s)
+		}
+	}
+	return nil
+}
+
+// CheckToken checks a protobuf identifier used as one subject token (a method name).
+func CheckToken(s string) error {
+	if !isIdent(s) {
+		return fmt.Errorf("%q: letters, digits and '_', starting with a letter", s)
+	}
+	return nil
+}
+
+// CheckPurpose checks a purpose code: lower-case letters, digits, '-' and '_'.
+func CheckPurpose(s string) error {
+	if s == "" || len(s) > 64 {
+		return errors.New("a purpose is 1 to 64 characters")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return errors.New("a purpose uses lower-case letters, digits, '-' and '_'")
+		}
+	}
+	return nil
+}
+
+func checkFieldPath(s string) error {
+	if s == "" {
+		return errors.New("empty field path")
+	}
+	for _, p := range strings.Split(s, ".") {
+		if !isIdent(p) {
+			return fmt.Errorf("%q: a field path such as person.birth.date", s)
+		}
+	}
+	return nil
+}
+
+func isIdent(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c >= '0' && c <= '9' && i > 0) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,105 @@
+package federation
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestDemoFederationLoads(t *testing.T) {
+	f, err := Load("../../deploy/federation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.TrustDomain.Name() != "jisr.internal" || len(f.Members) != 4 || len(f.Rules) == 0 {
+		t.Fatalf("unexpected federation: %s, %d members, %d rules", f.TrustDomain, len(f.Members), len(f.Rules))
+	}
+	m, err := f.Member("cnss")
+	if err != nil || m.ID.String() != "spiffe://jisr.internal/member/cnss" {
+		t.Fatalf("cnss = %v, %v", m, err)
+	}
+	if got, err := f.MemberByID(m.ID); err != nil || got != m {
+		t.Fatalf("MemberByID = %v, %v", got, err)
+	}
+	if p := f.Providers("jisr.civilregistry.v1.CivilRegistry"); len(p) != 1 || p[0].Name != "civil-registry" {
+		t.Fatalf("providers = %v", p)
+	}
+	if _, err := f.Member("nobody"); !errors.Is(err, ErrUnknownMember) {
+		t.Fatalf("err = %v", err)
+	}
+	ids := f.Identities()
+	if len(ids) != 8 || ids[0].String() != "spiffe://jisr.internal/nats" {
+		t.Fatalf("identities = %v", ids)
+	}
+	// The test bus embeds a copy of the demo file; keep them equal.
+	a, _ := os.ReadFile("../../deploy/federation.yaml")
+	b, _ := os.ReadFile("../bustest/federation.yaml")
+	if !strings.HasSuffix(string(a), string(b)) {
+		t.Error("bus/bustest/federation.yaml differs from deploy/federation.yaml: copy it again")
+	}
+}
+
+func TestNormaliseEID(t *testing.T) {
+	f, err := Load("../../deploy/federation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string]string{"ab123456": "AB123456", "  J12 ": "J12", "Z1": "Z1"} {
+		if got, err := f.NormaliseEID(in); err != nil || got != want {
+			t.Errorf("NormaliseEID(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "AB.123", "AB*1", "AB>1", "AB 12", "ÄB123", "123456", "ABC12345", "A1234567", strings.Repeat("A1", 5000), "AB12\x00"} {
+		got, err := f.NormaliseEID(bad)
+		if !errors.Is(err, ErrBadEID) {
+			t.Errorf("NormaliseEID(%q) = %q, %v; want ErrBadEID", bad, got, err)
+		}
+		if err != nil && bad != "" && strings.Contains(err.Error(), bad) {
+			t.Errorf("error %q repeats the eID", err)
+		}
+	}
+}
+
+const base = `
+trust_domain: example.org
+eid: {pattern: "[A-Z][0-9]{3}"}
+members:
+  - {name: alpha, provides: [a.v1.Alpha]}
+  - {name: beta, provides: [b.v1.Beta]}
+`
+
+func TestInvalidFilesNameTheField(t *testing.T) {
+	rule := func(s string) string { return base + "rules:\n  - " + s + "\n" }
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown key", base + "extra: 1\n", "field extra not found"},
+		{"bad trust domain", strings.Replace(base, "example.org", "Bad Domain", 1), "trust_domain"},
+		{"no pattern", strings.Replace(base, `eid: {pattern: "[A-Z][0-9]{3}"}`, "", 1), "eid.pattern"},
+		{"bad pattern", strings.Replace(base, `[A-Z][0-9]{3}`, `[`, 1), "eid.pattern"},
+		{"no members", "eid: {pattern: x}\n", "members"},
+		{"member with dot", strings.Replace(base, "name: alpha", "name: al.pha", 1), "members[0].name"},
+		{"member wildcard", strings.Replace(base, "name: alpha", "name: '>'", 1), "members[0].name"},
+		{"reserved member", strings.Replace(base, "name: alpha", "name: gateway", 1), "reserved"},
+		{"duplicate member", strings.Replace(base, "name: beta", "name: alpha", 1), "twice"},
+		{"bad service", strings.Replace(base, "a.v1.Alpha", "Alpha", 1), "members[0].provides[0]"},
+		{"unknown consumer", rule("{consumer: zed, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: consent}"), "rules[0].consumer"},
+		{"service not provided", rule("{consumer: alpha, provider: beta, service: a.v1.Alpha, methods: [M], purposes: [p], legal_basis: consent}"), "not provided by"},
+		{"self", rule("{consumer: beta, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: consent}"), "same member"},
+		{"no methods", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, purposes: [p], legal_basis: consent}"), "rules[0].methods"},
+		{"method with dot", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [a.b], purposes: [p], legal_basis: consent}"), "rules[0].methods[0]"},
+		{"no purposes", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], legal_basis: consent}"), "rules[0].purposes"},
+		{"bad basis", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: because}"), "legal_basis"},
+		{"mandate without law", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: mandate}"), "must name the law"},
+		{"law on consent", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: consent, law: x}"), "rules[0].law"},
+		{"delay on consent", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: consent, access_log_delay: 1h}"), "only for mandates"},
+		{"bad delay", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: mandate, law: L, access_log_delay: soon}"), "access_log_delay"},
+		{"bad field", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: consent, fields: [a..b]}"), "rules[0].fields[0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v; want ErrInvalid mentioning %q", err, tc.want)
+			}
+		})
+	}
+}

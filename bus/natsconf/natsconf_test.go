@@ -1,0 +1,98 @@
+package natsconf
+
+import (
+	"crypto/tls"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/certs/devca"
+)
+
+func demo(t *testing.T) *federation.Federation {
+	t.Helper()
+	f, err := federation.Load("../../deploy/federation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
+	fed := demo(t)
+	dir := t.TempDir()
+	if _, err := devca.Init(dir, fed.TrustDomain, fed.Identities()); err != nil {
+		t.Fatal(err)
+	}
+	cert, key := devca.Paths(dir, fed.ID("nats"))
+	text, err := Render(Config{Federation: fed, CertFile: cert, KeyFile: key, CAFile: devca.BundlePath(dir), StoreDir: filepath.Join(dir, "js")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(text); err != nil {
+		t.Fatalf("nats-server rejects the rendered config: %v\n%s", err, text)
+	}
+	if !opts.TLSMap || opts.TLSConfig == nil || opts.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert {
+		t.Fatal("verify_and_map must be on")
+	}
+	if opts.Host != "127.0.0.1" || opts.Port != 4222 || !opts.JetStream {
+		t.Fatalf("host %s port %d jetstream %v", opts.Host, opts.Port, opts.JetStream)
+	}
+	users := map[string]*server.User{}
+	for _, u := range opts.Users {
+		users[u.Username] = u
+	}
+	if len(users) != len(fed.Identities())-1 { // every identity but the server itself
+		t.Fatalf("%d users, want %d", len(users), len(fed.Identities())-1)
+	}
+	cnss := users["spiffe://jisr.internal/member/cnss"]
+	if cnss == nil {
+		t.Fatal("no user for cnss")
+	}
+	p := cnss.Permissions
+	if got := p.Publish.Allow; len(got) != 1 || got[0] != "jisr.q.cnss.>" {
+		t.Fatalf("cnss may publish %v", got)
+	}
+	if got := p.Subscribe.Allow; len(got) != 2 || got[0] != "jisr.p.cnss.>" || got[1] != "_INBOX.cnss.>" {
+		t.Fatalf("cnss may subscribe %v", got)
+	}
+	if p.Response == nil {
+		t.Fatal("cnss must be allowed to answer the gateway's requests")
+	}
+	gw := users["spiffe://jisr.internal/gateway"].Permissions
+	if !contains(gw.Subscribe.Allow, "jisr.q.>") || !contains(gw.Publish.Allow, "jisr.p.>") {
+		t.Fatalf("gateway permissions %+v", gw)
+	}
+	if !contains(gw.Publish.Deny, "$JS.API.STREAM.DELETE."+AuditStream) {
+		t.Fatal("the gateway must not be able to delete the audit stream")
+	}
+	for id, u := range users {
+		if id == "spiffe://jisr.internal/gateway" {
+			continue
+		}
+		for _, s := range append(u.Permissions.Publish.Allow, u.Permissions.Subscribe.Allow...) {
+			if s == ">" || strings.HasPrefix(s, "jisr.q.>") || strings.HasPrefix(s, "jisr.p.>") || s == "$JS.API.>" {
+				t.Errorf("%s has the over-broad permission %q", id, s)
+			}
+		}
+	}
+}
+
+func TestRenderRequiresTLS(t *testing.T) {
+	if _, err := Render(Config{Federation: demo(t)}); err == nil {
+		t.Fatal("rendered a config without TLS")
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,109 @@
+// Package natsserver runs the federation's NATS server inside the process
+// (nats-server/v2 as a library) for `jisr dev` and for tests.
+//
+// Invariant: the embedded server runs exactly the configuration natsconf
+// renders — mTLS required, users mapped from SPIFFE IDs, allow-list
+// permissions — with one addition: its own certificate and the client CA
+// pool come from an SVID source at handshake time, so a rotated SVID or
+// bundle takes effect without a restart.
+package natsserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/certs/svid"
+)
+
+// ErrNotReady is returned when the server does not accept connections in time.
+var ErrNotReady = errors.New("natsserver: server not ready for connections")
+
+// Server is a running embedded NATS server.
+type Server struct {
+	ns       *server.Server
+	confPath string
+}
+
+// Start renders cfg, writes it next to the JetStream store (for operators to
+// read), and starts the server. src supplies the server's SVID and the trust
+// bundle; it must be the SVID of spiffe://<td>/nats.
+func Start(ctx context.Context, cfg natsconf.Config, src svid.Source, log *slog.Logger) (*Server, error) {
+	text, err := natsconf.Render(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(text); err != nil {
+		return nil, fmt.Errorf("natsserver: rendered configuration rejected: %w", err)
+	}
+	tlsConf, err := svid.NATSServerTLS(src, cfg.Federation.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("natsserver: %w", err)
+	}
+	opts.TLSConfig = tlsConf
+	opts.NoSigs = true
+	opts.NoLog = log == nil
+
+	s := &Server{}
+	if cfg.StoreDir != "" {
+		if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
+			return nil, fmt.Errorf("natsserver: %w", err)
+		}
+		s.confPath = filepath.Join(filepath.Dir(filepath.Clean(cfg.StoreDir)), "nats.conf")
+		if err := os.WriteFile(s.confPath, []byte(text), 0o600); err != nil {
+			return nil, fmt.Errorf("natsserver: %w", err)
+		}
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("natsserver: %w", err)
+	}
+	if log != nil {
+		ns.SetLoggerV2(&slogAdapter{log: log.With("component", "nats")}, false, false, false)
+	}
+	go ns.Start()
+	deadline := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		deadline = time.Until(d)
+	}
+	if !ns.ReadyForConnections(deadline) {
+		ns.Shutdown()
+		return nil, ErrNotReady
+	}
+	s.ns = ns
+	return s, nil
+}
+
+// ClientURL is the URL clients connect to (tls://host:port).
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// ConfigPath is where the rendered configuration was written ("" if not).
+func (s *Server) ConfigPath() string { return s.confPath }
+
+// NATS exposes the underlying server (monitoring in tests and health checks).
+func (s *Server) NATS() *server.Server { return s.ns }
+
+// Shutdown stops the server and waits for it.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+// slogAdapter routes nats-server's logger into slog. Subjects in its lines
+// carry ckeys at most, never eIDs (see package subject).
+type slogAdapter struct{ log *slog.Logger }
+
+func (a *slogAdapter) Noticef(format string, v ...any) { a.log.Info(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Warnf(format string, v ...any)   { a.log.Warn(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Fatalf(format string, v ...any)  { a.log.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Errorf(format string, v ...any)  { a.log.Error(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Debugf(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }
+func (a *slogAdapter) Tracef(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }
