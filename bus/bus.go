@@ -337,3 +337,18 @@ func headerSize(h nats.Header) int {
 	}
 	return n
 }
+
+// Flush waits until the server has processed everything sent so far (so a
+// subscription is in place, or a permission error has arrived). Without a
+// deadline on ctx it waits at most five seconds.
+func Flush(ctx context.Context, nc *nats.Conn) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	if err := nc.FlushWithContext(ctx); err != nil {
+		return err
+	}
+	return nc.LastError()
+}

@@ -1,0 +1,126 @@
+// Package decision holds what the gateway knows and decides about one query:
+// the request as the legal-basis check sees it, what a verified consent
+// grants, the refusal with its machine-readable reason, and the decision
+// that the audit log records.
+//
+// Invariant: none of these types has a place for a raw eID or a payload; a
+// citizen appears only as a ckey, and a consent token only by its jti.
+package decision
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/jisr-bus/jisr/bus/federation"
+)
+
+// Domain is the ErrorInfo domain of jisr's refusals.
+const Domain = "jisr"
+
+// Reasons: machine-readable, stable, UPPER_SNAKE_CASE (google.rpc.ErrorInfo).
+const (
+	ReasonBadSubject          = "BAD_SUBJECT"
+	ReasonUnknownMethod       = "UNKNOWN_METHOD"
+	ReasonUnknownMember       = "UNKNOWN_MEMBER"
+	ReasonMalformedPayload    = "MALFORMED_PAYLOAD"
+	ReasonBadEID              = "BAD_EID"
+	ReasonCKeyMismatch        = "CKEY_MISMATCH"
+	ReasonPurposeMissing      = "PURPOSE_MISSING"
+	ReasonNoRule              = "NO_ACCESS_RULE"
+	ReasonPurposeNotAllowed   = "PURPOSE_NOT_ALLOWED"
+	ReasonConsentRequired     = "CONSENT_REQUIRED"
+	ReasonProviderUnavailable = "PROVIDER_UNAVAILABLE"
+	ReasonProviderError       = "PROVIDER_ERROR"
+	ReasonDeadline            = "DEADLINE_EXCEEDED"
+	ReasonAuditUnavailable    = "AUDIT_UNAVAILABLE"
+	ReasonOverloaded          = "GATEWAY_OVERLOADED"
+	ReasonMinimisation        = "MINIMISATION_FAILED"
+	ReasonAllowed             = "ALLOWED"
+)
+
+// Request is what the legal-basis check sees of a query.
+type Request struct {
+	Consumer   string      // member name, proven by the subject it published on
+	ConsumerID spiffeid.ID // that member's SPIFFE ID (the token audience)
+	Provider   string
+	Service    string // full protobuf service name
+	Method     string
+	CKey       string
+	Purpose    string
+	Token      string // the raw consent token; never logged, never recorded
+	Rule       *federation.Rule
+	Predicate  bool
+	Now        time.Time
+}
+
+// Grant is what a verified consent token allows.
+type Grant struct {
+	TokenID    string   // jti
+	Fields     []string // field paths granted; empty = all the rule allows
+	LegalBasis string
+	Expires    time.Time
+}
+
+// Refusal is an error that carries its gRPC code and reason. Its message is a
+// fixed text: it never contains citizen data or token content.
+type Refusal struct {
+	Code    codes.Code
+	Reason  string
+	Message string
+}
+
+// Refuse builds a Refusal.
+func Refuse(code codes.Code, reason, format string, a ...any) *Refusal {
+	return &Refusal{Code: code, Reason: reason, Message: fmt.Sprintf(format, a...)}
+}
+
+func (r *Refusal) Error() string { return r.Message + " (" + r.Reason + ")" }
+
+// GRPCStatus lets status.Convert and status.FromError see the code and an
+// ErrorInfo detail with the reason.
+func (r *Refusal) GRPCStatus() *status.Status {
+	st := status.New(r.Code, r.Message)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: r.Reason, Domain: Domain}); err == nil {
+		return d
+	}
+	return st
+}
+
+// ReasonOf returns the ErrorInfo reason of a status, or "".
+func ReasonOf(st *status.Status) string {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return ei.GetReason()
+		}
+	}
+	return ""
+}
+
+// Decision is one audited decision about one query, allowed or refused.
+type Decision struct {
+	Time       time.Time
+	Consumer   string
+	Provider   string
+	Service    string
+	Method     string
+	CKey       string
+	Purpose    string
+	LegalBasis string
+	Law        string // for a mandate
+	Rule       string
+	TokenID    string
+	Allowed    bool
+	Reason     string
+	Fields     []string // released
+	Code       codes.Code
+	Latency    time.Duration
+	TraceID    string
+	// VisibleAt is when the citizen's access log may show this access
+	// (later than Time only for mandates the law allows to delay).
+	VisibleAt time.Time
+}

@@ -1,0 +1,396 @@
+// Package gateway is the one place where a query between members is decided:
+// it checks that the subject matches the payload, applies the access rule,
+// verifies the consent or other legal basis, forwards the query to the
+// provider, trims the reply to the agreed fields and releases it only after
+// the decision is durably audited.
+//
+// Invariant: fail closed. A reply payload leaves the gateway only when every
+// check passed and the audit log acknowledged the decision; every other path
+// answers with a status whose message carries no citizen data.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jisr-bus/jisr/bus"
+	"github.com/jisr-bus/jisr/bus/catalog"
+	"github.com/jisr-bus/jisr/bus/ckey"
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/gateway/decision"
+	"github.com/jisr-bus/jisr/gateway/minimise"
+	"github.com/jisr-bus/jisr/gateway/policy"
+)
+
+// ConsentVerifier checks the consent token of a query whose rule needs one.
+// It returns a *decision.Refusal (Unauthenticated or PermissionDenied) when
+// the token does not allow the query.
+type ConsentVerifier interface {
+	Verify(ctx context.Context, req *decision.Request) (*decision.Grant, error)
+}
+
+// AuditLog makes a decision durable. Append returns only once the record is
+// stored; an error means it is not, and the gateway then releases nothing.
+type AuditLog interface {
+	Append(ctx context.Context, d *decision.Decision) error
+}
+
+// Safeguards lists checks that can be switched off for the benchmark report
+// only (`jisr bench` measures what each costs). Production never sets them.
+type Safeguards struct {
+	SkipConsent, SkipAudit, SkipMinimise bool
+}
+
+// Config is the gateway's configuration, validated once by New.
+type Config struct {
+	Federation *federation.Federation
+	Keyer      *ckey.Keyer
+	Conn       *nats.Conn
+	Consent    ConsentVerifier
+	Audit      AuditLog
+	Log        *slog.Logger
+	Registerer prometheus.Registerer // metrics; nil = not registered
+	// MaxInFlight bounds the queries decided at once (default 4096).
+	MaxInFlight int
+	// MaxTimeout caps a caller's deadline (default 30s); DefaultTimeout
+	// applies to a caller without one.
+	MaxTimeout     time.Duration
+	DefaultTimeout time.Duration
+	Unsafe         Safeguards
+}
+
+// Sentinel errors of New.
+var ErrConfig = errors.New("gateway: invalid configuration")
+
+// Gateway decides queries. Create with New, then Start.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	cat     *catalog.Catalog
+	pol     *policy.Policy
+	metrics *metrics
+
+	sem   chan struct{}
+	wg    sync.WaitGroup
+	sub   *nats.Subscription
+	ready atomic.Bool
+}
+
+// New validates cfg and builds a gateway.
+func New(cfg Config) (*Gateway, error) {
+	switch {
+	case cfg.Federation == nil:
+		return nil, fmt.Errorf("%w: Federation is required", ErrConfig)
+	case cfg.Keyer == nil:
+		return nil, fmt.Errorf("%w: Keyer is required", ErrConfig)
+	case cfg.Conn == nil:
+		return nil, fmt.Errorf("%w: Conn is required", ErrConfig)
+	case cfg.Consent == nil && !cfg.Unsafe.SkipConsent:
+		return nil, fmt.Errorf("%w: Consent is required", ErrConfig)
+	case cfg.Audit == nil && !cfg.Unsafe.SkipAudit:
+		return nil, fmt.Errorf("%w: Audit is required", ErrConfig)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 4096
+	}
+	if cfg.MaxTimeout <= 0 {
+		cfg.MaxTimeout = 30 * time.Second
+	}
+	if cfg.DefaultTimeout <= 0 {
+		cfg.DefaultTimeout = bus.DefaultTimeout
+	}
+	cat, err := catalog.New(cfg.Federation)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{
+		cfg: cfg, log: cfg.Log.With("component", "gateway"),
+		cat: cat, pol: policy.New(cfg.Federation), metrics: m,
+		sem: make(chan struct{}, cfg.MaxInFlight),
+	}
+	if u := cfg.Unsafe; u.SkipAudit || u.SkipConsent || u.SkipMinimise {
+		g.log.Warn("SAFEGUARDS SWITCHED OFF — benchmark mode, never use in production",
+			"skip_consent", u.SkipConsent, "skip_audit", u.SkipAudit, "skip_minimise", u.SkipMinimise)
+	}
+	return g, nil
+}
+
+// Start subscribes to every query subject in the gateway queue group, so
+// several replicas share the load.
+func (g *Gateway) Start(ctx context.Context) error {
+	sub, err := g.cfg.Conn.QueueSubscribe(subject.AllQueries(), subject.GatewayQueue, g.dispatch)
+	if err != nil {
+		return fmt.Errorf("gateway: subscribe: %w", err)
+	}
+	if err := sub.SetPendingLimits(1<<16, 256<<20); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	if err := bus.Flush(ctx, g.cfg.Conn); err != nil {
+		return fmt.Errorf("gateway: subscribe: %w", err)
+	}
+	g.sub = sub
+	g.ready.Store(true)
+	g.log.Info("gateway ready", "subject", subject.AllQueries(), "queue", subject.GatewayQueue)
+	return nil
+}
+
+// Ready reports whether the gateway is subscribed and connected.
+func (g *Gateway) Ready() error {
+	if !g.ready.Load() {
+		return errors.New("not subscribed")
+	}
+	if !g.cfg.Conn.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	return nil
+}
+
+// Stop stops taking queries and waits, until ctx ends, for those in flight.
+func (g *Gateway) Stop(ctx context.Context) error {
+	g.ready.Store(false)
+	if g.sub != nil {
+		if err := g.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			g.log.Warn("unsubscribe", "err", err)
+		}
+	}
+	done := make(chan struct{})
+	go func() { g.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("gateway: queries still in flight: %w", ctx.Err())
+	}
+}
+
+// Catalog exposes the gateway's method catalog (for the HTTP consoles).
+func (g *Gateway) Catalog() *catalog.Catalog { return g.cat }
+
+func (g *Gateway) dispatch(msg *nats.Msg) {
+	g.sem <- struct{}{}
+	g.wg.Add(1)
+	go func() {
+		defer func() { <-g.sem; g.wg.Done() }()
+		g.handle(msg)
+	}()
+}
+
+// handle decides one query, audits the decision, and answers.
+func (g *Gateway) handle(msg *nats.Msg) {
+	start := time.Now()
+	timeout := bus.Timeout(msg.Header, g.cfg.DefaultTimeout, g.cfg.MaxTimeout)
+	ctx, cancel := context.WithTimeout(bus.ExtractTrace(context.Background(), msg.Header), timeout)
+	defer cancel()
+
+	d := &decision.Decision{Time: start.UTC()}
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		d.TraceID = sc.TraceID().String()
+	}
+	payload, err := g.decide(ctx, msg, d)
+	d.Latency = time.Since(start)
+	st := status.Convert(err)
+	d.Code = st.Code()
+	d.Allowed = err == nil
+	switch {
+	case err == nil:
+		d.Reason = decision.ReasonAllowed
+	default:
+		d.Reason = decision.ReasonOf(st)
+		if d.Reason == "" {
+			d.Reason = decision.ReasonProviderError
+		}
+		payload = nil
+	}
+	if d.VisibleAt.IsZero() {
+		d.VisibleAt = d.Time
+	}
+
+	if !g.cfg.Unsafe.SkipAudit {
+		astart := time.Now()
+		// A caller hanging up must not drop the record.
+		aerr := g.cfg.Audit.Append(context.WithoutCancel(ctx), d)
+		g.metrics.auditLatency.Observe(time.Since(astart).Seconds())
+		if aerr != nil {
+			g.metrics.auditFailures.Inc()
+			g.log.Error("audit append failed: reply withheld", "trace_id", d.TraceID, "err", aerr)
+			payload = nil
+			st = decision.Refuse(codes.Unavailable, decision.ReasonAuditUnavailable,
+				"the audit log is unavailable, so no data was released; retry later").GRPCStatus()
+			d.Allowed = false
+		}
+	}
+	g.metrics.observe(d)
+	if !d.Allowed {
+		g.log.Info("query refused", "consumer", d.Consumer, "provider", d.Provider, "method", d.Method,
+			"reason", decision.ReasonOf(st), "code", st.Code().String(), "trace_id", d.TraceID)
+	}
+	if err := bus.Respond(msg, payload, st); err != nil {
+		g.log.Warn("reply not sent", "consumer", d.Consumer, "trace_id", d.TraceID, "err", err)
+	}
+}
+
+// decide runs the checks in order and, when all pass, forwards the query and
+// returns the minimised reply. It fills d as it learns.
+func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decision) ([]byte, error) {
+	q, err := subject.ParseQuery(msg.Subject)
+	if err != nil {
+		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed query subject")
+	}
+	consumer, err := g.cfg.Federation.Member(q.Consumer)
+	if err != nil {
+		return nil, decision.Refuse(codes.PermissionDenied, decision.ReasonUnknownMember, "unknown consumer member")
+	}
+	d.Consumer = q.Consumer
+	if _, err := g.cfg.Federation.Member(q.Provider); err != nil {
+		return nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMember, "unknown provider member")
+	}
+	d.Provider = q.Provider
+	m, err := g.cat.Lookup(q.Service, q.Method)
+	if err != nil {
+		return nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "unknown service or method")
+	}
+	d.Service, d.Method = m.Service, m.Name
+	if !provides(g.cfg.Federation, q.Provider, m.Service) {
+		return nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "%s does not provide %s", q.Provider, m.Service)
+	}
+
+	_, rawEID, err := m.Decode(msg.Data)
+	switch {
+	case errors.Is(err, catalog.ErrNoEID):
+		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the request carries no eID")
+	case err != nil:
+		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the request payload is not a valid %s", m.Input.Descriptor().FullName())
+	}
+	eid, err := g.cfg.Federation.NormaliseEID(rawEID)
+	if err != nil {
+		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the eID does not match the federation's eID format")
+	}
+	ck := g.cfg.Keyer.CKey(eid)
+	d.CKey = ck // always the key derived from the payload, never the subject's
+	if !ckey.Equal(ck, q.CKey) {
+		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonCKeyMismatch, "the subject's citizen key does not match the request's eID")
+	}
+
+	purpose := msg.Header.Get(bus.HeaderPurpose)
+	if federation.CheckPurpose(purpose) != nil {
+		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonPurposeMissing, "a purpose is required: send it in jisr-purpose metadata")
+	}
+	d.Purpose = purpose
+	token := msg.Header.Get(bus.HeaderConsent)
+	rule, err := g.pol.Check(q.Consumer, q.Provider, m.Service, m.Name, purpose, token != "")
+	if err != nil {
+		return nil, err
+	}
+	d.Rule, d.LegalBasis, d.Law = rule.Name, rule.LegalBasis, rule.Law
+	d.VisibleAt = d.Time.Add(rule.LogDelay)
+
+	fields := ruleFields(rule)
+	if rule.LegalBasis != federation.BasisMandate && !g.cfg.Unsafe.SkipConsent {
+		grant, err := g.cfg.Consent.Verify(ctx, &decision.Request{
+			Consumer: q.Consumer, ConsumerID: consumer.ID, Provider: q.Provider,
+			Service: m.Service, Method: m.Name, CKey: ck, Purpose: purpose, Token: token,
+			Rule: rule, Predicate: m.Predicate, Now: d.Time,
+		})
+		if grant != nil {
+			d.TokenID = grant.TokenID
+		}
+		if err != nil {
+			return nil, err
+		}
+		fields = minimise.Intersect(fields, grant.Fields)
+	}
+
+	reply, err := g.forward(ctx, q, m.Name, msg, purpose, eid)
+	if err != nil {
+		return nil, err
+	}
+	if g.cfg.Unsafe.SkipMinimise {
+		return reply, nil
+	}
+	out := m.Output.New().Interface()
+	if err := proto.Unmarshal(reply, out); err != nil {
+		return nil, decision.Refuse(codes.Internal, decision.ReasonProviderError, "the provider's reply is not a valid %s", m.Output.Descriptor().FullName())
+	}
+	d.Fields = minimise.Trim(out.ProtoReflect(), fields)
+	if fields == nil {
+		return reply, nil
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(out)
+	if err != nil {
+		return nil, decision.Refuse(codes.Internal, decision.ReasonMinimisation, "the reply could not be minimised")
+	}
+	return b, nil
+}
+
+// forward sends the query to the provider and returns its reply payload. A
+// provider's error status passes through, unless its message would leak the
+// eID, in which case only the code does.
+func (g *Gateway) forward(ctx context.Context, q subject.Query, method string, in *nats.Msg, purpose, eid string) ([]byte, error) {
+	subj, err := q.ProviderSubject()
+	if err != nil {
+		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed query subject")
+	}
+	out := &nats.Msg{Subject: subj, Data: in.Data, Header: nats.Header{}}
+	out.Header.Set(bus.HeaderPurpose, purpose)
+	out.Header.Set(bus.HeaderConsumer, q.Consumer)
+	bus.InjectTrace(ctx, out.Header)
+	reply, err := bus.Call(ctx, g.cfg.Conn, out)
+	if err == nil {
+		return reply.Data, nil
+	}
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.Unavailable:
+		if decision.ReasonOf(st) == "" {
+			return nil, decision.Refuse(codes.Unavailable, decision.ReasonProviderUnavailable, "provider %s is unavailable", q.Provider)
+		}
+	case codes.DeadlineExceeded:
+		return nil, decision.Refuse(codes.DeadlineExceeded, decision.ReasonDeadline, "provider %s did not answer before the deadline", q.Provider)
+	}
+	if leaks(st.Message(), eid) {
+		return nil, decision.Refuse(st.Code(), decision.ReasonProviderError, "provider %s refused the query (its message was withheld because it contained citizen data)", q.Provider)
+	}
+	return nil, &decision.Refusal{Code: st.Code(), Reason: decision.ReasonProviderError, Message: st.Message()}
+}
+
+func leaks(msg, eid string) bool {
+	return eid != "" && strings.Contains(strings.ToUpper(msg), eid)
+}
+
+func provides(fed *federation.Federation, provider, service string) bool {
+	for _, m := range fed.Providers(service) {
+		if m.Name == provider {
+			return true
+		}
+	}
+	return false
+}
+
+// ruleFields turns a rule's field list into a minimise set (nil = whole reply).
+func ruleFields(r *federation.Rule) []string {
+	if len(r.Fields) == 0 {
+		return nil
+	}
+	return r.Fields
+}
