@@ -213,12 +213,12 @@ func TestRefusals(t *testing.T) {
 	h := start(t, nil, answer)
 	long := strings.Repeat("A", 10<<10)
 	for _, tc := range []struct {
-		name                  string
-		eid, subjEID, method  string
-		purpose, token        string
-		payload               []byte
-		code                  codes.Code
-		reason                string
+		name                 string
+		eid, subjEID, method string
+		purpose, token       string
+		payload              []byte
+		code                 codes.Code
+		reason               string
 	}{
 		{"no consent", testEID, testEID, "GetPerson", "amo-enrolment", "", nil, codes.Unauthenticated, decision.ReasonConsentRequired},
 		{"bad consent", testEID, testEID, "GetPerson", "amo-enrolment", "forged", nil, codes.Unauthenticated, "CONSENT_INVALID"},

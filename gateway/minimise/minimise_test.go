@@ -52,7 +52,9 @@ func TestTrim(t *testing.T) {
 		{"absent field is not released", []string{"syntax", "name"}, []string{"name"},
 			func(f *descriptorpb.FileDescriptorProto) bool { return f.GetName() == "a.proto" }},
 		{"prefix lookalike is not a parent", []string{"name_x", "options.go"}, nil,
-			func(f *descriptorpb.FileDescriptorProto) bool { return proto.Size(f) == 0 || proto.Size(f.Options) == 0 && f.Name == nil }},
+			func(f *descriptorpb.FileDescriptorProto) bool {
+				return proto.Size(f) == 0 || proto.Size(f.Options) == 0 && f.Name == nil
+			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := sample()
