@@ -1,6 +1,9 @@
 # Protocol tooling: pinned buf and protoc plugins in ./bin, generation, lint,
 # breaking-change check, and a check that committed generated code is current.
 
+BIN := $(CURDIR)/bin
+GO  ?= go
+
 BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2

@@ -1,11 +1,9 @@
 package eidfield_test
 
 import (
-	"errors"
 	"testing"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/jisr-bus/jisr/proto/eidfield"
 	"github.com/jisr-bus/jisr/proto/services"
@@ -45,19 +43,3 @@ func TestEveryMethodHasOneEIDField(t *testing.T) {
 		t.Errorf("%d predicates", predicates)
 	}
 }
-
-func TestLookupRefusesARequestWithoutEID(t *testing.T) {
-	// A method whose input is Empty: build a descriptor view through a
-	// service that does not exist is overkill; Empty's fields suffice.
-	md := fakeMethod{in: (&emptypb.Empty{}).ProtoReflect().Descriptor()}
-	if _, err := eidfield.Lookup(md); !errors.Is(err, eidfield.ErrNoEIDField) {
-		t.Fatalf("err = %v", err)
-	}
-}
-
-type fakeMethod struct {
-	protoreflect.MethodDescriptor
-	in protoreflect.MessageDescriptor
-}
-
-func (f fakeMethod) Input() protoreflect.MessageDescriptor { return f.in }
