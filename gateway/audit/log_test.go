@@ -1,0 +1,493 @@
+package audit_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/natsserver"
+	"github.com/jisr-bus/jisr/certs/devca"
+	"github.com/jisr-bus/jisr/gateway/audit"
+	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
+	"github.com/jisr-bus/jisr/gateway/audit/record"
+	"github.com/jisr-bus/jisr/gateway/audit/stream"
+	"github.com/jisr-bus/jisr/gateway/audit/tree"
+	"github.com/jisr-bus/jisr/gateway/decision"
+	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
+)
+
+const td = "jisr.internal"
+
+// fixture is a real bus and a key directory for the audit logs.
+type fixture struct {
+	env  *bustest.Env
+	keys string
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	return &fixture{env: bustest.Start(t), keys: t.TempDir()}
+}
+
+func (f *fixture) key(t testing.TB, id string) *checkpoint.KeyPair {
+	t.Helper()
+	kp, _, err := checkpoint.EnsureKey(f.keys, id, checkpoint.Origin(td, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+func (f *fixture) open(t testing.TB, nc *nats.Conn, id string, opts ...audit.Option) *audit.Log {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l, err := audit.Open(ctx, nc, td, id, f.key(t, id), opts...)
+	if err != nil {
+		t.Fatalf("open log %s: %v", id, err)
+	}
+	return l
+}
+
+func decisionN(f *fixture, i int) *decision.Decision {
+	eid := fmt.Sprintf("AB%06d", i%1000000)
+	allowed := i%3 != 0
+	d := &decision.Decision{
+		Time: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Millisecond),
+		Consumer: "cnss", Provider: "civil-registry",
+		Service: "jisr.civilregistry.v1.CivilRegistry", Method: "GetPerson",
+		CKey: f.env.Keyer.CKey(eid), Purpose: "amo-enrolment",
+		LegalBasis: "consent", Rule: "cnss-civil-status", TokenID: fmt.Sprintf("jti-%d", i),
+		Allowed: allowed, Reason: decision.ReasonAllowed, Fields: []string{"person.names"},
+		Code: codes.OK, Latency: time.Millisecond, TraceID: fmt.Sprintf("%032x", i+1),
+	}
+	if !allowed {
+		d.Reason, d.Code, d.Fields = "CONSENT_INVALID", codes.Unauthenticated, nil
+	}
+	return d
+}
+
+func appendN(t testing.TB, f *fixture, l *audit.Log, from, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := from; i < from+n; i++ {
+		wg.Go(func() {
+			if err := l.Append(context.Background(), decisionN(f, i)); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("append: %v", err)
+	}
+}
+
+type storedRecord struct {
+	seq     uint64
+	subject string
+	data    []byte
+	rec     *auditv1.Record
+}
+
+// readLog reads every record of a log, as the auditor.
+func readLog(t testing.TB, f *fixture, id string) []storedRecord {
+	t.Helper()
+	js, err := jetstream.New(f.env.Connect(t, "auditor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream.Audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []storedRecord
+	err = stream.Scan(ctx, s, stream.ScanOptions{Filters: []string{record.LogFilter(id)}}, func(m stream.Msg) error {
+		r, err := record.Parse(m.Data)
+		if err != nil {
+			return err
+		}
+		out = append(out, storedRecord{seq: m.Seq, subject: m.Subject, data: m.Data, rec: r})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkChain checks that recs are leaves 0..n-1 of one log, each chained to
+// the one before, and returns the root of the tree they make.
+func checkChain(t testing.TB, recs []storedRecord) []byte {
+	t.Helper()
+	r := tree.Factory.NewEmptyRange(0)
+	var prev []byte
+	for i, s := range recs {
+		if s.rec.GetLeafIndex() != uint64(i) {
+			t.Fatalf("record %d (seq %d) is leaf %d", i, s.seq, s.rec.GetLeafIndex())
+		}
+		if !bytes.Equal(s.rec.GetPrevLeafHash(), prev) {
+			t.Fatalf("leaf %d does not chain to leaf %d", i, i-1)
+		}
+		prev = tree.LeafHash(s.data)
+		if err := r.Append(prev, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, err := tree.Root(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// lastCheckpoint reads and verifies the last checkpoint of a log.
+func lastCheckpoint(t testing.TB, f *fixture, id string) (checkpoint.Checkpoint, *auditv1.CheckpointState) {
+	t.Helper()
+	js, err := jetstream.New(f.env.Connect(t, "auditor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream.Checkpoints)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj, _ := record.CheckpointSubject(id)
+	m, err := s.GetLastMsgForSubject(ctx, subj)
+	if err != nil {
+		t.Fatalf("last checkpoint of %s: %v", id, err)
+	}
+	st := &auditv1.CheckpointState{}
+	if err := proto.Unmarshal(m.Data, st); err != nil {
+		t.Fatal(err)
+	}
+	c, err := checkpoint.Open(st.GetCheckpoint(), note.VerifierList(f.key(t, id).Verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, st
+}
+
+func TestAppendIsStoredChainedAndCheckpointed(t *testing.T) {
+	f := newFixture(t)
+	l := f.open(t, f.env.Connect(t, "gateway"), "gw-1")
+	appendN(t, f, l, 0, 500)
+	if size, _ := l.Size(); size != 500 {
+		t.Fatalf("size %d, want 500", size)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs := readLog(t, f, "gw-1")
+	if len(recs) != 500 {
+		t.Fatalf("%d records stored, want 500", len(recs))
+	}
+	root := checkChain(t, recs)
+	traces := map[string]bool{}
+	for _, s := range recs {
+		id, ck, err := record.ParseSubject(s.subject)
+		if err != nil || id != "gw-1" || ck != s.rec.GetCkey() {
+			t.Fatalf("record leaf %d on subject %s", s.rec.GetLeafIndex(), s.subject)
+		}
+		traces[s.rec.GetTraceId()] = true
+	}
+	if len(traces) != 500 {
+		t.Fatalf("%d distinct decisions stored, want 500 (one record per decision)", len(traces))
+	}
+	// The final checkpoint covers every record.
+	c, st := lastCheckpoint(t, f, "gw-1")
+	if c.Size != 500 || !bytes.Equal(c.Root, root) {
+		t.Fatalf("final checkpoint size %d root %x, want 500 %x", c.Size, c.Root, root)
+	}
+	if st.GetLastSequence() != recs[499].seq || !bytes.Equal(st.GetLastLeafHash(), tree.LeafHash(recs[499].data)) {
+		t.Fatal("the checkpoint does not name its last record")
+	}
+	if err := l.Append(context.Background(), decisionN(f, 1)); !errors.Is(err, audit.ErrClosed) {
+		t.Fatalf("append after close: %v, want ErrClosed", err)
+	}
+}
+
+func TestReopenResumesTheLog(t *testing.T) {
+	f := newFixture(t)
+	nc := f.env.Connect(t, "gateway")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// A clean stop: resumed from its final checkpoint.
+	l := f.open(t, nc, "gw-1")
+	appendN(t, f, l, 0, 40)
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l = f.open(t, nc, "gw-1")
+	if size, ckpt := l.Size(); size != 40 || ckpt != 40 {
+		t.Fatalf("reopened at size %d checkpoint %d, want 40 40", size, ckpt)
+	}
+	appendN(t, f, l, 40, 30)
+
+	// A crash: the log is abandoned without Close, with records after its
+	// last checkpoint; the next process adopts them from the stream.
+	l2 := f.open(t, nc, "gw-1", audit.WithCheckpointEvery(time.Hour))
+	if size, ckpt := l2.Size(); size != 70 {
+		t.Fatalf("after a crash, reopened at size %d (checkpoint %d), want 70", size, ckpt)
+	}
+	appendN(t, f, l2, 70, 5)
+	if err := l2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs := readLog(t, f, "gw-1")
+	if len(recs) != 75 {
+		t.Fatalf("%d records, want 75", len(recs))
+	}
+	root := checkChain(t, recs)
+	if c, _ := lastCheckpoint(t, f, "gw-1"); c.Size != 75 || !bytes.Equal(c.Root, root) {
+		t.Fatalf("checkpoint size %d, want 75 with the recomputed root", c.Size)
+	}
+	_ = l // abandoned on purpose (the "crashed" process)
+}
+
+func TestLogsOfTwoInstancesAreSeparate(t *testing.T) {
+	f := newFixture(t)
+	nc := f.env.Connect(t, "gateway")
+	a, b := f.open(t, nc, "gw-1"), f.open(t, nc, "gw-2")
+	var wg sync.WaitGroup
+	wg.Go(func() { appendN(t, f, a, 0, 60) })
+	wg.Go(func() { appendN(t, f, b, 1000, 40) })
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, l := range []*audit.Log{a, b} {
+		if err := l.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(readLog(t, f, "gw-1")); n != 60 {
+		t.Fatalf("gw-1 has %d records", n)
+	}
+	checkChain(t, readLog(t, f, "gw-1"))
+	checkChain(t, readLog(t, f, "gw-2"))
+}
+
+func TestOpenRefuses(t *testing.T) {
+	f := newFixture(t)
+	nc := f.env.Connect(t, "gateway")
+	ctx := context.Background()
+	if _, err := audit.Open(ctx, nc, td, "gw.1", f.key(t, "gw-1")); !errors.Is(err, audit.ErrConfig) {
+		t.Errorf("unsafe instance name: %v", err)
+	}
+	if _, err := audit.Open(ctx, nc, td, "gw-2", f.key(t, "gw-1")); !errors.Is(err, audit.ErrConfig) {
+		t.Errorf("another log's key: %v", err)
+	}
+	if _, err := audit.Open(ctx, nil, td, "gw-1", f.key(t, "gw-1")); !errors.Is(err, audit.ErrConfig) {
+		t.Errorf("no connection: %v", err)
+	}
+	// A member may not create or read the audit streams.
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := audit.Open(cctx, f.env.Connect(t, "cnss"), td, "gw-1", f.key(t, "gw-1")); err == nil {
+		t.Error("a member opened the audit log")
+	}
+}
+
+func TestOpenRefusesAStreamThatAllowsDeletes(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		modify func(*jetstream.StreamConfig)
+	}{
+		{"deletes", func(c *jetstream.StreamConfig) { c.DenyDelete = false }},
+		{"purges", func(c *jetstream.StreamConfig) { c.DenyPurge = false }},
+		{"discard old", func(c *jetstream.StreamConfig) { c.Discard = jetstream.DiscardOld; c.MaxBytes = 1 << 30 }},
+		{"async persistence", func(c *jetstream.StreamConfig) { c.PersistMode = jetstream.AsyncPersistMode }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			nc := f.env.Connect(t, "gateway")
+			js, _ := jetstream.New(nc)
+			cfg, _, err := stream.StreamConfigs(stream.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.modify(&cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := js.CreateStream(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := audit.Open(ctx, nc, td, "gw-1", f.key(t, "gw-1")); !errors.Is(err, stream.ErrUnsafeStream) {
+				t.Fatalf("opened on a stream that allows %s: %v", c.name, err)
+			}
+		})
+	}
+}
+
+// restartable is a bus whose NATS server can be stopped and started again
+// on the same port and JetStream store.
+type restartable struct {
+	*fixture
+	cfg natsconf.Config
+}
+
+func newRestartable(t *testing.T) *restartable {
+	t.Helper()
+	f := newFixture(t)
+	u, err := url.Parse(f.env.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var port int
+	fmt.Sscanf(u.Port(), "%d", &port)
+	nats := f.env.Fed.ID("nats")
+	cert, key := devca.Paths(f.env.Dir, nats)
+	return &restartable{fixture: f, cfg: natsconf.Config{
+		Federation: f.env.Fed, Port: port, CertFile: cert, KeyFile: key, CAFile: devca.BundlePath(f.env.Dir),
+		StoreDir: f.env.Server.NATS().JetStreamConfig().StoreDir,
+	}}
+}
+
+func (r *restartable) stop() { r.env.Server.Shutdown() }
+
+func (r *restartable) start(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	s, err := natsserver.Start(ctx, r.cfg, r.env.Source(t, r.env.Fed.ID("nats")), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.env.Server = s
+	t.Cleanup(s.Shutdown)
+}
+
+func TestJetStreamDownFailsAppendsAndTheLogResumes(t *testing.T) {
+	r := newRestartable(t)
+	nc := r.env.Connect(t, "gateway", nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	l := r.open(t, nc, "gw-1", audit.WithAckTimeout(time.Second), audit.WithRetryEvery(10*time.Millisecond))
+	appendN(t, r.fixture, l, 0, 20)
+
+	// JetStream off, server up: no responders.
+	r.env.Server.NATS().DisableJetStream()
+	for i := range 5 {
+		if err := l.Append(context.Background(), decisionN(r.fixture, 100+i)); !errors.Is(err, audit.ErrUnavailable) {
+			t.Fatalf("append with JetStream disabled: %v, want ErrUnavailable", err)
+		}
+	}
+	// The whole server down.
+	r.stop()
+	if err := l.Append(context.Background(), decisionN(r.fixture, 200)); !errors.Is(err, audit.ErrUnavailable) {
+		t.Fatalf("append with NATS down: %v, want ErrUnavailable", err)
+	}
+	r.start(t)
+	// Appends resume once the client has reconnected and the tail is re-read.
+	deadline := time.Now().Add(20 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = l.Append(context.Background(), decisionN(r.fixture, 300)); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("appends did not resume: %v", err)
+	}
+	appendN(t, r.fixture, l, 400, 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs := readLog(t, r.fixture, "gw-1")
+	root := checkChain(t, recs)
+	c, _ := lastCheckpoint(t, r.fixture, "gw-1")
+	if c.Size != uint64(len(recs)) || !bytes.Equal(c.Root, root) {
+		t.Fatalf("checkpoint %d, %d records", c.Size, len(recs))
+	}
+	// Every failed append may or may not have left a record (a record without
+	// a reply is allowed); every successful one must have.
+	ok := map[string]bool{}
+	for _, s := range recs {
+		ok[s.rec.GetTraceId()] = true
+	}
+	for i := range 20 {
+		if !ok[fmt.Sprintf("%032x", i+1)] || !ok[fmt.Sprintf("%032x", 400+i+1)] {
+			t.Fatalf("an acknowledged record is missing")
+		}
+	}
+}
+
+func TestFullStreamFailsAppends(t *testing.T) {
+	f := newFixture(t)
+	nc := f.env.Connect(t, "gateway")
+	l := f.open(t, nc, "gw-1", audit.WithStream(stream.Config{MaxBytes: 16 << 10}), audit.WithRetryEvery(time.Millisecond))
+	var err error
+	n := 0
+	for ; n < 10000; n++ {
+		if err = l.Append(context.Background(), decisionN(f, n)); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, audit.ErrUnavailable) || n == 0 {
+		t.Fatalf("after %d appends: %v, want ErrUnavailable once the stream is full", n, err)
+	}
+	if err := l.Append(context.Background(), decisionN(f, n+1)); !errors.Is(err, audit.ErrUnavailable) {
+		t.Fatalf("append to a full stream: %v", err)
+	}
+	// Nothing was dropped to make room.
+	recs := readLog(t, f, "gw-1")
+	if len(recs) < n {
+		t.Fatalf("%d records stored, %d acknowledged", len(recs), n)
+	}
+	checkChain(t, recs)
+	if recs[0].rec.GetLeafIndex() != 0 {
+		t.Fatal("the oldest record was dropped")
+	}
+}
+
+func BenchmarkAppend(b *testing.B) {
+	for _, par := range []int{1, 64, 1024} {
+		b.Run(fmt.Sprintf("concurrent=%d", par), func(b *testing.B) {
+			f := newFixture(b)
+			l := f.open(b, f.env.Connect(b, "gateway"), "gw-1")
+			b.SetParallelism(max(1, par/8))
+			d := decisionN(f, 1)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := l.Append(context.Background(), d); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_ = l.Close(ctx)
+		})
+	}
+}
+
+var _ = filepath.Join
+var _ = slices.Sort[[]int]

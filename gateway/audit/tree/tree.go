@@ -1,0 +1,126 @@
+// Package tree holds the RFC 6962 Merkle tree arithmetic of jisr's audit
+// logs: leaf hashing, compact ranges for appending, and proofs — consistency
+// proofs built from two compact ranges (what a writer keeps in memory), and
+// inclusion and consistency proofs from a Store of tree nodes (what the
+// citizen's access log serves).
+//
+// Invariant: every hash here is computed with the RFC 6962 SHA-256 hasher of
+// github.com/transparency-dev/merkle, and every proof this package returns
+// has been checked against the roots it claims before it is returned.
+package tree
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+)
+
+// Hasher is the RFC 6962 SHA-256 tree hasher.
+var Hasher = rfc6962.DefaultHasher
+
+// Factory makes compact ranges that hash with Hasher.
+var Factory = &compact.RangeFactory{Hash: Hasher.HashChildren}
+
+// ErrProof: a proof could not be built from what is known.
+var ErrProof = errors.New("tree: cannot build proof")
+
+// LeafHash is the RFC 6962 leaf hash of a record's stored bytes:
+// SHA-256(0x00 || data).
+func LeafHash(data []byte) []byte { return Hasher.HashLeaf(data) }
+
+// EmptyRoot is the root hash of the empty tree.
+func EmptyRoot() []byte { return Hasher.EmptyRoot() }
+
+// Root returns the root hash of a compact range starting at 0.
+func Root(r *compact.Range) ([]byte, error) {
+	if r.Begin() != 0 {
+		return nil, fmt.Errorf("tree: root of a range starting at %d", r.Begin())
+	}
+	if r.End() == 0 {
+		return EmptyRoot(), nil
+	}
+	return r.GetRootHash(nil)
+}
+
+// NewRange rebuilds the compact range [0, size) from its hashes.
+func NewRange(size uint64, hashes [][]byte) (*compact.Range, error) {
+	return Factory.NewRange(0, size, hashes)
+}
+
+// Clone copies a compact range.
+func Clone(r *compact.Range) *compact.Range {
+	hs := make([][]byte, len(r.Hashes()))
+	copy(hs, r.Hashes())
+	c, err := Factory.NewRange(r.Begin(), r.End(), hs)
+	if err != nil {
+		panic(err) // cannot happen: the hashes come from a valid range
+	}
+	return c
+}
+
+// ConsistencyFromRanges builds the RFC 6962 consistency proof from tree size
+// old.End() to old.End()+since.End()-since.Begin(), given the compact range
+// old = [0, size1) and since = [size1, size2). Every node of such a proof is
+// a node of one of the two ranges, so no other storage is needed. The proof
+// is verified against both roots before it is returned.
+func ConsistencyFromRanges(old, since *compact.Range) ([][]byte, error) {
+	size1, size2 := old.End(), since.End()
+	if old.Begin() != 0 || since.Begin() != size1 {
+		return nil, fmt.Errorf("%w: ranges [%d,%d) and [%d,%d) do not meet", ErrProof, old.Begin(), size1, since.Begin(), size2)
+	}
+	nodes, err := proof.Consistency(size1, size2)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrProof, err)
+	}
+	known := map[compact.NodeID][]byte{}
+	for i, id := range compact.RangeNodes(0, size1, nil) {
+		known[id] = old.Hashes()[i]
+	}
+	for i, id := range compact.RangeNodes(size1, size2, nil) {
+		known[id] = since.Hashes()[i]
+	}
+	hashes := make([][]byte, len(nodes.IDs))
+	for i, id := range nodes.IDs {
+		h, ok := known[id]
+		if !ok {
+			return nil, fmt.Errorf("%w: node (%d,%d) of the consistency proof %d→%d is in neither range", ErrProof, id.Level, id.Index, size1, size2)
+		}
+		hashes[i] = h
+	}
+	p, err := nodes.Rehash(hashes, Hasher.HashChildren)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrProof, err)
+	}
+	if size1 == 0 || size1 == size2 {
+		return p, nil
+	}
+	root1, err := Root(old)
+	if err != nil {
+		return nil, err
+	}
+	all := Clone(old)
+	if err := all.AppendRange(since, nil); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrProof, err)
+	}
+	root2, err := Root(all)
+	if err != nil {
+		return nil, err
+	}
+	if err := proof.VerifyConsistency(Hasher, size1, size2, p, root1, root2); err != nil {
+		return nil, fmt.Errorf("%w: self-check: %v", ErrProof, err)
+	}
+	return p, nil
+}
+
+// VerifyConsistency checks an RFC 6962 consistency proof.
+func VerifyConsistency(size1, size2 uint64, p [][]byte, root1, root2 []byte) error {
+	return proof.VerifyConsistency(Hasher, size1, size2, p, root1, root2)
+}
+
+// VerifyInclusion checks an RFC 6962 inclusion proof of a leaf hash.
+func VerifyInclusion(index, size uint64, leafHash []byte, p [][]byte, root []byte) error {
+	return proof.VerifyInclusion(Hasher, index, size, leafHash, p, root)
+}

@@ -1,0 +1,108 @@
+package tree
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+
+	"github.com/transparency-dev/merkle/compact"
+)
+
+func leaf(i uint64) []byte { return LeafHash(fmt.Appendf(nil, "record %d", i)) }
+
+// ranges returns the compact ranges [0,size1) and [size1,size2).
+func ranges(t *testing.T, size1, size2 uint64) (*compact.Range, *compact.Range) {
+	t.Helper()
+	old := Factory.NewEmptyRange(0)
+	since := Factory.NewEmptyRange(size1)
+	for i := uint64(0); i < size2; i++ {
+		r := old
+		if i >= size1 {
+			r = since
+		}
+		if err := r.Append(leaf(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return old, since
+}
+
+func TestConsistencyFromRangesEverySizeUpTo70(t *testing.T) {
+	for size2 := uint64(0); size2 <= 70; size2++ {
+		for size1 := uint64(0); size1 <= size2; size1++ {
+			old, since := ranges(t, size1, size2)
+			p, err := ConsistencyFromRanges(old, since)
+			if err != nil {
+				t.Fatalf("%d→%d: %v", size1, size2, err)
+			}
+			if size1 == 0 || size1 == size2 {
+				if len(p) != 0 {
+					t.Fatalf("%d→%d: want an empty proof, got %d hashes", size1, size2, len(p))
+				}
+				continue
+			}
+			root1, _ := Root(old)
+			all, _ := ranges(t, size2, size2)
+			root2, _ := Root(all)
+			if err := VerifyConsistency(size1, size2, p, root1, root2); err != nil {
+				t.Fatalf("%d→%d: %v", size1, size2, err)
+			}
+			// A proof for other roots must not verify.
+			bad := bytes.Clone(root2)
+			bad[0] ^= 1
+			if VerifyConsistency(size1, size2, p, root1, bad) == nil {
+				t.Fatalf("%d→%d: proof verified against a wrong root", size1, size2)
+			}
+		}
+	}
+}
+
+func TestConsistencyFromRangesLarge(t *testing.T) {
+	for _, c := range [][2]uint64{{1000, 1001}, {1023, 1024}, {1024, 4097}, {65535, 100000}} {
+		old, since := ranges(t, c[0], c[1])
+		if _, err := ConsistencyFromRanges(old, since); err != nil {
+			t.Fatalf("%d→%d: %v", c[0], c[1], err)
+		}
+	}
+}
+
+func TestConsistencyFromRangesRefusesRangesThatDoNotMeet(t *testing.T) {
+	old, _ := ranges(t, 5, 5)
+	_, since := ranges(t, 6, 9)
+	if _, err := ConsistencyFromRanges(old, since); err == nil {
+		t.Fatal("built a proof from [0,5) and [6,9)")
+	}
+	shifted := Factory.NewEmptyRange(2)
+	if _, err := ConsistencyFromRanges(shifted, Factory.NewEmptyRange(2)); err == nil {
+		t.Fatal("built a proof from a range not starting at 0")
+	}
+}
+
+func TestRootOfEmptyRangeIsEmptyRoot(t *testing.T) {
+	r, err := Root(Factory.NewEmptyRange(0))
+	if err != nil || !bytes.Equal(r, EmptyRoot()) {
+		t.Fatalf("root %x, %v", r, err)
+	}
+	// RFC 6962: the root of one leaf is its leaf hash.
+	one := Factory.NewEmptyRange(0)
+	_ = one.Append(leaf(0), nil)
+	if r, _ := Root(one); !bytes.Equal(r, leaf(0)) {
+		t.Fatal("root of a one-leaf tree is not its leaf hash")
+	}
+}
+
+func TestNewRangeAndClone(t *testing.T) {
+	all, _ := ranges(t, 13, 13)
+	again, err := NewRange(13, all.Hashes())
+	if err != nil || !again.Equal(all) {
+		t.Fatalf("rebuilt range differs: %v", err)
+	}
+	if _, err := NewRange(16, all.Hashes()); err == nil {
+		t.Fatal("accepted hashes of the wrong count for the size")
+	}
+	c := Clone(all)
+	_ = c.Append(leaf(13), nil)
+	if all.End() != 13 {
+		t.Fatal("Clone shares state with the original")
+	}
+}
