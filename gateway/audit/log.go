@@ -185,8 +185,8 @@ func Open(ctx context.Context, nc *nats.Conn, trustDomain, logID string, key *ch
 	}
 	l := &Log{
 		id: logID, origin: origin, key: key, o: o,
-		log: o.log.With("component", "audit", "log", logID),
-		js:  js,
+		log:   o.log.With("component", "audit", "log", logID),
+		js:    js,
 		queue: make(chan *pending, o.queue), done: make(chan struct{}),
 		ckptRq: make(chan chan error),
 	}

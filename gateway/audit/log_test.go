@@ -68,7 +68,7 @@ func decisionN(f *fixture, i int) *decision.Decision {
 	eid := fmt.Sprintf("AB%06d", i%1000000)
 	allowed := i%3 != 0
 	d := &decision.Decision{
-		Time: time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Millisecond),
+		Time:     time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Millisecond),
 		Consumer: "cnss", Provider: "civil-registry",
 		Service: "jisr.civilregistry.v1.CivilRegistry", Method: "GetPerson",
 		CKey: f.env.Keyer.CKey(eid), Purpose: "amo-enrolment",
