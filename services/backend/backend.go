@@ -1,0 +1,130 @@
+// Package backend runs one ministry's reference backend: its gRPC service
+// over its embedded store, with the standard health service and reflection
+// so grpcurl and any gRPC client work against it directly.
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sort"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/jisr-bus/jisr/services/civilregistry"
+	"github.com/jisr-bus/jisr/services/cnss"
+	healthsvc "github.com/jisr-bus/jisr/services/health"
+	"github.com/jisr-bus/jisr/services/store"
+	"github.com/jisr-bus/jisr/services/tax"
+)
+
+// ErrUnknownMember is returned for a member without a reference backend.
+var ErrUnknownMember = errors.New("backend: no reference backend for this member")
+
+type ministry interface {
+	Register(grpc.ServiceRegistrar)
+	Close() error
+}
+
+var ministries = map[string]struct {
+	service string
+	open    func(ctx context.Context, path string, opts ...store.Option) (ministry, error)
+}{
+	"civil-registry": {"jisr.civilregistry.v1.CivilRegistry", func(ctx context.Context, p string, o ...store.Option) (ministry, error) {
+		return civilregistry.Open(ctx, p, o...)
+	}},
+	"tax": {"jisr.tax.v1.Tax", func(ctx context.Context, p string, o ...store.Option) (ministry, error) {
+		return tax.Open(ctx, p, o...)
+	}},
+	"cnss": {"jisr.cnss.v1.SocialSecurity", func(ctx context.Context, p string, o ...store.Option) (ministry, error) {
+		return cnss.Open(ctx, p, o...)
+	}},
+	"health": {"jisr.health.v1.Health", func(ctx context.Context, p string, o ...store.Option) (ministry, error) {
+		return healthsvc.Open(ctx, p, o...)
+	}},
+}
+
+// Members lists the members that have a reference backend.
+func Members() []string {
+	var out []string
+	for m := range ministries {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}
+
+type options struct {
+	store  []store.Option
+	server []grpc.ServerOption
+}
+
+// Option configures New.
+type Option func(*options)
+
+// WithStore passes options to the store (population, seed, progress, logger).
+func WithStore(opts ...store.Option) Option {
+	return func(o *options) { o.store = append(o.store, opts...) }
+}
+
+// WithServerOptions adds gRPC server options (stats handlers for tracing).
+func WithServerOptions(opts ...grpc.ServerOption) Option {
+	return func(o *options) { o.server = append(o.server, opts...) }
+}
+
+// Backend is a running reference backend.
+type Backend struct {
+	srv    *grpc.Server
+	m      ministry
+	health *health.Server
+}
+
+// New opens member's store under dataDir (<dataDir>/<member>.db), seeding it
+// if needed, and builds its gRPC server.
+func New(ctx context.Context, member, dataDir string, opts ...Option) (*Backend, error) {
+	spec, ok := ministries[member]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q (have %v)", ErrUnknownMember, member, Members())
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	m, err := spec.open(ctx, filepath.Join(dataDir, member+".db"), o.store...)
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{srv: grpc.NewServer(o.server...), m: m, health: health.NewServer()}
+	m.Register(b.srv)
+	b.health.SetServingStatus(spec.service, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(b.srv, b.health)
+	reflection.Register(b.srv)
+	return b, nil
+}
+
+// Serve serves gRPC on lis until Stop.
+func (b *Backend) Serve(lis net.Listener) error {
+	err := b.srv.Serve(lis)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// Stop stops gracefully, forcing at ctx's end, then closes the store.
+func (b *Backend) Stop(ctx context.Context) error {
+	b.health.Shutdown()
+	done := make(chan struct{})
+	go func() { b.srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		b.srv.Stop()
+	}
+	return b.m.Close()
+}

@@ -1,0 +1,211 @@
+// Package civilregistry is the reference civil registry backend: the
+// jisr.civilregistry.v1.CivilRegistry service over its own SQLite store.
+//
+// Invariant: look-ups are by primary key or index only, and no status message
+// ever repeats the eID it was asked about.
+package civilregistry
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+
+	"google.golang.org/grpc"
+
+	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
+	jisrv1 "github.com/jisr-bus/jisr/proto/gen/jisr/v1"
+	"github.com/jisr-bus/jisr/services/demodata"
+	"github.com/jisr-bus/jisr/services/store"
+)
+
+var spec = store.Spec{
+	Name:    "civil-registry",
+	Version: 1,
+	Schema: []string{
+		`CREATE TABLE person (
+			eid TEXT PRIMARY KEY, sex INTEGER, given_latin TEXT, family_latin TEXT, given_arabic TEXT, family_arabic TEXT,
+			birth_date TEXT, commune TEXT, province TEXT, deceased INTEGER, death_date TEXT, marital INTEGER,
+			father_name TEXT, mother_name TEXT, household_id TEXT, relation INTEGER) WITHOUT ROWID`,
+		`CREATE INDEX person_household ON person (household_id)`,
+		`CREATE TABLE birth_act (
+			eid TEXT PRIMARY KEY, act_number TEXT, registry_office TEXT, registration_year INTEGER, notes TEXT) WITHOUT ROWID`,
+	},
+	Inserts: map[string]string{
+		"person":    `INSERT INTO person VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		"birth_act": `INSERT INTO birth_act VALUES (?,?,?,?,?)`,
+	},
+	Seed: func(ins map[string]*sql.Stmt, c *demodata.Citizen, _ []demodata.Citizen) error {
+		if _, err := ins["person"].Exec(c.EID, c.Sex, c.GivenLatin, c.FamilyLatin, c.GivenArabic, c.FamilyArabic,
+			store.Date(c.Birth), c.Commune, c.Province, c.Deceased, store.Date(c.Death), c.Marital,
+			c.FatherName, c.MotherName, c.Household, c.Relation); err != nil {
+			return err
+		}
+		var notes []string
+		if c.Marital != demodata.Single {
+			notes = append(notes, "Mariage inscrit en marge")
+		}
+		if c.Marital == demodata.Divorced {
+			notes = append(notes, "Divorce inscrit en marge")
+		}
+		if c.Deceased {
+			notes = append(notes, "Décès le "+c.Death.String())
+		}
+		_, err := ins["birth_act"].Exec(c.EID, c.ActNumber, c.RegistryOffice, c.RegistrationYear, strings.Join(notes, "\n"))
+		return err
+	},
+}
+
+// Server implements the civil registry service.
+type Server struct {
+	civilv1.UnimplementedCivilRegistryServer
+	db                            *sql.DB
+	person, act, household, alive *sql.Stmt
+}
+
+// Open opens (seeding if needed) the store at path.
+func Open(ctx context.Context, path string, opts ...store.Option) (*Server, error) {
+	db, _, err := store.Open(ctx, path, spec, opts...)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{db: db}
+	for q, st := range map[string]**sql.Stmt{
+		`SELECT eid, sex, given_latin, family_latin, given_arabic, family_arabic, birth_date, commune, province,
+			deceased, death_date, marital, father_name, mother_name FROM person WHERE eid = ?`: &s.person,
+		`SELECT a.act_number, a.registry_office, a.registration_year, a.notes, p.given_latin, p.family_latin,
+			p.given_arabic, p.family_arabic, p.birth_date, p.commune, p.province, p.father_name, p.mother_name
+			FROM birth_act a JOIN person p ON p.eid = a.eid WHERE a.eid = ?`: &s.act,
+		`SELECT m.eid, m.relation, m.given_latin, m.birth_date, m.deceased, m.household_id FROM person m
+			WHERE m.household_id = (SELECT household_id FROM person WHERE eid = ?) ORDER BY m.relation, m.birth_date`: &s.household,
+		`SELECT deceased, marital FROM person WHERE eid = ?`: &s.alive,
+	} {
+		if *st, err = db.PrepareContext(ctx, q); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Register adds the service to a gRPC server.
+func (s *Server) Register(r grpc.ServiceRegistrar) { civilv1.RegisterCivilRegistryServer(r, s) }
+
+// Close closes the store.
+func (s *Server) Close() error { return s.db.Close() }
+
+func checkEID(eid string) (string, error) { return store.CheckEID(eid) }
+
+func notFound(err error) error { return store.NotFound(err, "civil registry") }
+
+func date(s sql.NullString) *jisrv1.Date { return store.ProtoDate(s) }
+
+// GetPerson returns a person's civil identity and status.
+func (s *Server) GetPerson(ctx context.Context, req *civilv1.GetPersonRequest) (*civilv1.GetPersonResponse, error) {
+	eid, err := checkEID(req.GetEid())
+	if err != nil {
+		return nil, err
+	}
+	var p civilv1.Person
+	var gl, fl, ga, fa, commune, province string
+	var birth, death sql.NullString
+	var sex, marital int32
+	var deceased bool
+	err = s.person.QueryRowContext(ctx, eid).Scan(&p.Eid, &sex, &gl, &fl, &ga, &fa, &birth, &commune, &province,
+		&deceased, &death, &marital, &p.FatherName, &p.MotherName)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	p.Names = &civilv1.Names{Latin: &jisrv1.Name{Given: gl, Family: fl}, Arabic: &jisrv1.Name{Given: ga, Family: fa}}
+	p.Sex = civilv1.Sex(sex)
+	p.Birth = &civilv1.Birth{Date: date(birth), Place: &jisrv1.Place{Commune: commune, Province: province, Country: "MA"}}
+	p.VitalStatus = civilv1.VitalStatus_VITAL_STATUS_ALIVE
+	if deceased {
+		p.VitalStatus = civilv1.VitalStatus_VITAL_STATUS_DECEASED
+		p.DeathDate = date(death)
+	}
+	p.MaritalStatus = civilv1.MaritalStatus(marital)
+	return &civilv1.GetPersonResponse{Person: &p}, nil
+}
+
+// GetBirthAct returns the birth act.
+func (s *Server) GetBirthAct(ctx context.Context, req *civilv1.GetBirthActRequest) (*civilv1.GetBirthActResponse, error) {
+	eid, err := checkEID(req.GetEid())
+	if err != nil {
+		return nil, err
+	}
+	var a civilv1.BirthAct
+	var notes, gl, fl, ga, fa, commune, province string
+	var birth sql.NullString
+	err = s.act.QueryRowContext(ctx, eid).Scan(&a.ActNumber, &a.RegistryOffice, &a.RegistrationYear, &notes,
+		&gl, &fl, &ga, &fa, &birth, &commune, &province, &a.FatherName, &a.MotherName)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	a.ChildNames = &civilv1.Names{Latin: &jisrv1.Name{Given: gl, Family: fl}, Arabic: &jisrv1.Name{Given: ga, Family: fa}}
+	a.Birth = &civilv1.Birth{Date: date(birth), Place: &jisrv1.Place{Commune: commune, Province: province, Country: "MA"}}
+	if notes != "" {
+		a.MarginalNotes = strings.Split(notes, "\n")
+	}
+	return &civilv1.GetBirthActResponse{BirthAct: &a}, nil
+}
+
+// GetHousehold returns the household the person belongs to.
+func (s *Server) GetHousehold(ctx context.Context, req *civilv1.GetHouseholdRequest) (*civilv1.GetHouseholdResponse, error) {
+	eid, err := checkEID(req.GetEid())
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.household.QueryContext(ctx, eid)
+	if err != nil {
+		return nil, notFound(err)
+	}
+	defer rows.Close()
+	h := &civilv1.Household{}
+	for rows.Next() {
+		var m civilv1.HouseholdMember
+		var rel int32
+		var birth sql.NullString
+		var deceased bool
+		if err := rows.Scan(&m.Eid, &rel, &m.GivenName, &birth, &deceased, &h.HouseholdId); err != nil {
+			return nil, notFound(err)
+		}
+		m.Relation, m.BirthDate, m.Alive = civilv1.Relation(rel), date(birth), !deceased
+		h.Members = append(h.Members, &m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, notFound(err)
+	}
+	if len(h.Members) == 0 {
+		return nil, notFound(sql.ErrNoRows)
+	}
+	return &civilv1.GetHouseholdResponse{Household: h}, nil
+}
+
+func (s *Server) status(ctx context.Context, raw string) (deceased bool, marital int, err error) {
+	eid, err := checkEID(raw)
+	if err != nil {
+		return false, 0, err
+	}
+	if err := s.alive.QueryRowContext(ctx, eid).Scan(&deceased, &marital); err != nil {
+		return false, 0, notFound(err)
+	}
+	return deceased, marital, nil
+}
+
+// IsAlive answers whether the person is alive.
+func (s *Server) IsAlive(ctx context.Context, req *civilv1.IsAliveRequest) (*civilv1.IsAliveResponse, error) {
+	deceased, _, err := s.status(ctx, req.GetEid())
+	if err != nil {
+		return nil, err
+	}
+	return &civilv1.IsAliveResponse{Alive: !deceased}, nil
+}
+
+// IsMarried answers whether the person is currently married.
+func (s *Server) IsMarried(ctx context.Context, req *civilv1.IsMarriedRequest) (*civilv1.IsMarriedResponse, error) {
+	deceased, marital, err := s.status(ctx, req.GetEid())
+	if err != nil {
+		return nil, err
+	}
+	return &civilv1.IsMarriedResponse{Married: !deceased && marital == demodata.Married}, nil
+}

@@ -1,0 +1,48 @@
+package demodata
+
+// Example is a demo citizen with a one-line description.
+type Example struct {
+	EID         string
+	Description string
+}
+
+// Showcase picks a handful of telling citizens, deterministically, among the
+// first blocks of the population.
+func Showcase(seed uint64) []Example {
+	var out []Example
+	seen := map[string]bool{}
+	want := []struct {
+		key, desc string
+		match     func(c *Citizen) bool
+	}{
+		{"married", "married salaried worker, insured (AMO), declared income above the Tadamon threshold", func(c *Citizen) bool {
+			return c.Alive() && c.Marital == Married && c.Work == Employee && c.AMOCovered && c.Incomes[NYears-1].Total() > LowIncomeThreshold
+		}},
+		{"deceased", "deceased pensioner: the civil registry records the death", func(c *Citizen) bool {
+			return c.Deceased && c.Age() > 60
+		}},
+		{"tadamon", "low-income household head covered by AMO Tadamon", func(c *Citizen) bool {
+			return c.Alive() && c.Relation == Head && c.AMOScheme == AMOTadamon && len(c.Members) > 1
+		}},
+		{"disability", "person with a recognised disability", func(c *Citizen) bool {
+			return c.Alive() && c.Disability && c.Age() >= 18
+		}},
+		{"selfemployed", "self-employed, not in good tax standing", func(c *Citizen) bool {
+			return c.Alive() && c.Work == SelfEmployed && !c.GoodStanding
+		}},
+	}
+	for b := 0; b < 2500 && len(out) < len(want); b++ {
+		blk := Block(seed, b)
+		for k := range blk {
+			c := &blk[k]
+			for _, w := range want {
+				if !seen[w.key] && w.match(c) {
+					seen[w.key] = true
+					out = append(out, Example{EID: c.EID, Description: w.desc})
+					break
+				}
+			}
+		}
+	}
+	return out
+}
