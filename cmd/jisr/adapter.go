@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/certs/svid"
+	"github.com/jisr-bus/jisr/services/adapter"
+)
+
+func init() { commandSet = append(commandSet, newAdapterCmd) }
+
+type adapterOptions struct {
+	member  string
+	listen  string
+	backend string
+}
+
+func newAdapterCmd(g *globals) *cobra.Command {
+	var o adapterOptions
+	cmd := &cobra.Command{
+		Use:   "adapter --member NAME",
+		Short: "Run a member's adapter: its backend's gRPC door to the federation",
+		Long: `Run the generic adapter of one member.
+
+Consumer side: serves every federation service over gRPC on --listen. The
+member's backend calls the method it wants from a peer (for example
+jisr.civilregistry.v1.CivilRegistry/GetPerson) with metadata jisr-purpose and,
+unless a mandate applies, jisr-consent (a consent token). The adapter sends the
+call to the gateway over NATS with the member's SVID.
+
+Provider side (members that provide a service): takes the gateway's requests
+and calls the member's backend at --backend.
+
+Plaintext gRPC is allowed only on loopback addresses (the sidecar case);
+anywhere else both links use mTLS with the member's SVID.`,
+		Example: `  jisr adapter --member cnss --listen 127.0.0.1:7003 --backend 127.0.0.1:7103
+  grpcurl -plaintext 127.0.0.1:7003 list`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.member == "" {
+				return usageError{errors.New("--member is required")}
+			}
+			ctx := cmd.Context()
+			n, err := startAdapter(ctx, g, o)
+			if err != nil {
+				return err
+			}
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			return n.stop(sctx)
+		},
+	}
+	cmd.Flags().StringVar(&o.member, "member", "", "the member this adapter serves (a name from the federation file)")
+	cmd.Flags().StringVar(&o.listen, "listen", "", "consumer-side gRPC listen address (default: the member's dev port, 127.0.0.1:700N)")
+	cmd.Flags().StringVar(&o.backend, "backend", "", "provider-side backend gRPC address (default: the member's dev backend port, 127.0.0.1:710N)")
+	return cmd
+}
+
+// devPort returns the dev port offset of a member: its position in the
+// federation file, from 1 (civil-registry 1, tax 2, cnss 3, health 4).
+func devPort(fed *federation.Federation, member string, base int) string {
+	for i, m := range fed.Members {
+		if m.Name == member {
+			return fmt.Sprintf("127.0.0.1:%d", base+i+1)
+		}
+	}
+	return ""
+}
+
+type adapterNode struct {
+	member string
+	ad     *adapter.Adapter
+	nc     *nats.Conn
+	src    svid.Source
+	srv    *grpc.Server
+	addr   string
+}
+
+func startAdapter(ctx context.Context, g *globals, o adapterOptions, extra ...grpc.ServerOption) (n *adapterNode, err error) {
+	fed, err := g.federation()
+	if err != nil {
+		return nil, err
+	}
+	m, err := fed.Member(o.member)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--member %q is not in %s", o.member, g.federationPath)}
+	}
+	if o.listen == "" {
+		o.listen = devPort(fed, o.member, 7000)
+	}
+	if o.backend == "" && len(m.Provides) > 0 {
+		o.backend = devPort(fed, o.member, 7100)
+	}
+	keyer, err := g.keyer()
+	if err != nil {
+		return nil, err
+	}
+	n = &adapterNode{member: o.member}
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
+	n.nc, n.src, err = g.connect(ctx, o.member)
+	if err != nil {
+		return nil, err
+	}
+	cfg := adapter.Config{Member: o.member, Federation: fed, Keyer: keyer, Conn: n.nc, Log: g.log, Backend: o.backend}
+	if o.backend != "" && !adapter.IsLoopback(o.backend) {
+		cfg.BackendTLS = svid.ClientTLS(n.src, backendOf(fed.TrustDomain, o.member))
+	}
+	if n.ad, err = adapter.New(cfg); err != nil {
+		return nil, err
+	}
+	if len(m.Provides) > 0 {
+		if err := n.ad.StartProvider(ctx); err != nil {
+			return nil, err
+		}
+	}
+	creds, err := adapter.ServerCredentials(o.listen, svid.ServerTLS(n.src, backendOf(fed.TrustDomain, o.member)))
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return nil, fmt.Errorf("adapter %s: %w", o.member, err)
+	}
+	n.addr = lis.Addr().String()
+	n.srv = n.ad.GRPCServer(append(creds, extra...)...)
+	go func() {
+		if err := n.srv.Serve(lis); err != nil {
+			g.log.Error("adapter gRPC server stopped", "member", o.member, "err", err)
+		}
+	}()
+	g.log.Info("adapter listening", "member", o.member, "grpc", n.addr, "backend", o.backend)
+	return n, nil
+}
+
+// backendOf authorizes the member's own workloads: its adapter
+// (spiffe://td/member/m) and anything under it (spiffe://td/member/m/backend).
+func backendOf(td spiffeid.TrustDomain, member string) tlsconfig.Authorizer {
+	base := "/member/" + member
+	return tlsconfig.AdaptMatcher(func(id spiffeid.ID) error {
+		if id.MemberOf(td) && (id.Path() == base || strings.HasPrefix(id.Path(), base+"/")) {
+			return nil
+		}
+		return fmt.Errorf("%s is not a workload of member %s", id, member)
+	})
+}
+
+func (n *adapterNode) stop(ctx context.Context) error {
+	var err error
+	if n.srv != nil {
+		done := make(chan struct{})
+		go func() { n.srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			n.srv.Stop()
+		}
+	}
+	if n.ad != nil {
+		err = n.ad.Stop(ctx)
+	}
+	n.close()
+	return err
+}
+
+func (n *adapterNode) close() {
+	if n.nc != nil {
+		_ = n.nc.Drain()
+	}
+	if n.src != nil {
+		_ = n.src.Close()
+	}
+}

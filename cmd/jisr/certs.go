@@ -1,0 +1,70 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jisr-bus/jisr/bus/ckey"
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/certs/devca"
+)
+
+func init() { commandSet = append(commandSet, newCertsCmd) }
+
+func newCertsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "certs",
+		Short: "Development PKI: a dev CA, SVIDs and the federation's keys",
+	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "init",
+		Short: "Create the dev CA and an X.509-SVID for every identity of the federation",
+		Long: `Create (or complete) the development PKI in --certs:
+
+  ca.pem, ca.key, bundle.pem     the dev CA of the federation's trust domain
+  svid/<name>.pem, .key          an X.509-SVID per identity: the NATS server, the
+                                 gateway, the consent service, the auditor and
+                                 spiffe://<td>/member/<name> for every member
+  citizen.key                    the federation's secret for citizen keys (ckeys)
+
+It is idempotent: existing files are kept; SVIDs that are missing, expired or
+close to expiry are reissued (running processes pick them up without restart).
+In production, SVIDs come from SPIRE through the Workload API
+(SPIFFE_ENDPOINT_SOCKET) and this command is not used.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fed, err := g.federation()
+			if err != nil {
+				return err
+			}
+			res, err := initCerts(g, fed)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\n", res)
+			return nil
+		},
+	})
+	return cmd
+}
+
+// initCerts creates whatever of the dev PKI and keys is missing.
+func initCerts(g *globals, fed *federation.Federation) (*devca.InitResult, error) {
+	res, err := devca.Init(g.certsDir, fed.TrustDomain, fed.Identities())
+	if err != nil {
+		return nil, err
+	}
+	keyPath := citizenKeyPath(g.certsDir)
+	if _, err := os.Stat(keyPath); errors.Is(err, fs.ErrNotExist) {
+		if err := ckey.Generate(keyPath); err != nil {
+			return nil, fmt.Errorf("citizen key: %w", err)
+		}
+	} else if err != nil {
+		return nil, err
+	}
+	return res, nil
+}

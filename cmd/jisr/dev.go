@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/natsserver"
+)
+
+func init() { commandSet = append(commandSet, newDevCmd) }
+
+type devOptions struct {
+	citizens int
+	httpAddr string
+	nats     natsOptions
+	// anyPort binds every listener to 127.0.0.1:0 (tests run several
+	// federations side by side).
+	anyPort bool
+}
+
+func newDevCmd(g *globals) *cobra.Command {
+	o := devOptions{}
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the whole federation on this machine with demo data",
+		Long: `Run the whole demo federation in one process: the NATS server (mTLS,
+JetStream under --data), the gateway, one adapter and one reference backend per
+member, seeded with deterministic synthetic citizens. It creates the dev CA and
+SVIDs on first run (as 'jisr certs init' does), writes var/demo.json with demo
+eIDs and ready consent tokens, and prints a grpcurl command to try.
+
+Ctrl-C shuts everything down gracefully.`,
+		Example: `  jisr dev
+  jisr dev --citizens 1000000`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDev(cmd.Context(), g, o, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().IntVar(&o.citizens, "citizens", 10000, "synthetic citizens in each reference backend")
+	cmd.Flags().StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "gateway HTTP address")
+	o.nats.flags(cmd)
+	return cmd
+}
+
+// devFederation is a running dev federation, stopped in reverse order.
+type devFederation struct {
+	nats     *natsserver.Server
+	backends []*backendNode
+	gateway  *gatewayNode
+	adapters []*adapterNode
+}
+
+func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err error) {
+	start := time.Now()
+	fed, err := g.federation()
+	if err != nil {
+		return err
+	}
+	res, err := initCerts(g, fed)
+	if err != nil {
+		return err
+	}
+	g.log.Info("certificates", "dir", g.certsDir, "summary", res)
+
+	d := &devFederation{}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+		defer cancel()
+		if serr := d.stop(sctx, g); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	if o.anyPort {
+		o.nats.listen, o.httpAddr = "127.0.0.1:-1", "127.0.0.1:0"
+	}
+	if d.nats, err = startNATS(ctx, g, o.nats); err != nil {
+		return err
+	}
+	g.natsURL = d.nats.ClientURL()
+
+	for _, m := range fed.Members {
+		if len(m.Provides) == 0 {
+			continue
+		}
+		bo := backendOptions{member: m.Name, citizens: o.citizens}
+		if o.anyPort {
+			bo.listen = "127.0.0.1:0"
+		}
+		b, err := startBackend(ctx, g, bo)
+		if err != nil {
+			return err
+		}
+		d.backends = append(d.backends, b)
+	}
+	if d.gateway, err = startGateway(ctx, g, gatewayOptions{httpAddr: o.httpAddr, instance: "gw-1"}); err != nil {
+		return err
+	}
+	backendAddr := map[string]string{}
+	for _, b := range d.backends {
+		backendAddr[b.member] = b.addr
+	}
+	for _, m := range fed.Members {
+		ao := adapterOptions{member: m.Name, backend: backendAddr[m.Name]}
+		if o.anyPort {
+			ao.listen = "127.0.0.1:0"
+		}
+		a, err := startAdapter(ctx, g, ao)
+		if err != nil {
+			return err
+		}
+		d.adapters = append(d.adapters, a)
+	}
+
+	demo, err := writeDemo(ctx, g, fed, d)
+	if err != nil {
+		return err
+	}
+	printDemo(out, fed, d, demo, time.Since(start))
+	<-ctx.Done()
+	fmt.Fprintln(out, "\nshutting down…")
+	return nil
+}
+
+// stop shuts down in reverse order of dependency: adapters stop taking
+// calls, the gateway finishes and audits what is in flight, backends stop,
+// and NATS goes last.
+func (d *devFederation) stop(ctx context.Context, g *globals) error {
+	var errs []error
+	for _, a := range d.adapters {
+		errs = append(errs, a.stop(ctx))
+	}
+	if d.gateway != nil {
+		errs = append(errs, d.gateway.stop(ctx))
+	}
+	for _, b := range d.backends {
+		errs = append(errs, b.stop(ctx))
+	}
+	if d.nats != nil {
+		d.nats.Shutdown()
+	}
+	return errors.Join(errs...)
+}
+
+// demoFile is var/demo.json: what a newcomer or a script needs to make a
+// first call without reading code.
+type demoFile struct {
+	Endpoints map[string]string `json:"endpoints"`
+	Citizens  []demoCitizen     `json:"citizens"`
+	Tokens    []demoToken       `json:"tokens"`
+	Try       string            `json:"try"`
+}
+
+type demoCitizen struct {
+	EID         string `json:"eid"`
+	Description string `json:"description"`
+}
+
+func writeDemo(ctx context.Context, g *globals, fed *federation.Federation, d *devFederation) (*demoFile, error) {
+	demo := &demoFile{Endpoints: map[string]string{
+		"nats":         d.nats.ClientURL(),
+		"gateway_http": "http://" + d.gateway.addr,
+	}}
+	for _, a := range d.adapters {
+		demo.Endpoints["adapter/"+a.member] = a.addr
+	}
+	for _, b := range d.backends {
+		demo.Endpoints["backend/"+b.member] = b.addr
+	}
+	demo.Citizens = showcase()
+	eids := make([]string, len(demo.Citizens))
+	for i, c := range demo.Citizens {
+		eids[i] = c.EID
+	}
+	tokens, err := demoConsents(ctx, g, eids)
+	if err != nil {
+		return nil, fmt.Errorf("demo consents: %w", err)
+	}
+	demo.Tokens = tokens
+	demo.Try = tryCommand(fed, d, demo)
+	path := filepath.Join(g.dataDir, "demo.json")
+	b, err := json.MarshalIndent(demo, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return nil, err
+	}
+	return demo, nil
+}
+
+// tryCommand is a grpcurl call through the CNSS adapter to the civil
+// registry, with a ready consent token when there is one.
+func tryCommand(fed *federation.Federation, d *devFederation, demo *demoFile) string {
+	addr := ""
+	for _, a := range d.adapters {
+		if a.member == "cnss" {
+			addr = a.addr
+		}
+	}
+	if addr == "" || len(demo.Citizens) == 0 {
+		return ""
+	}
+	eid, token, purpose := demo.Citizens[0].EID, "", "amo-enrolment"
+	for _, t := range demo.Tokens {
+		if t.Consumer == "cnss" && t.Provider == "civil-registry" && contains(t.Methods, "GetPerson") {
+			eid, token, purpose = t.Citizen, t.Token, t.Purpose
+			break
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "grpcurl -plaintext -H 'jisr-purpose: %s'", purpose)
+	if token != "" {
+		fmt.Fprintf(&b, " -H 'jisr-consent: %s'", token)
+	}
+	fmt.Fprintf(&b, ` -d '{"eid": "%s"}' %s jisr.civilregistry.v1.CivilRegistry/GetPerson`, eid, addr)
+	return b.String()
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func printDemo(out io.Writer, fed *federation.Federation, d *devFederation, demo *demoFile, took time.Duration) {
+	fmt.Fprintf(out, "\njisr dev: federation %q is up in %s\n\n", fed.TrustDomain.Name(), took.Round(time.Millisecond))
+	fmt.Fprintf(out, "  NATS (mTLS only)   %s\n", d.nats.ClientURL())
+	fmt.Fprintf(out, "  gateway HTTP       http://%s  (/healthz /readyz /metrics)\n", d.gateway.addr)
+	for _, a := range d.adapters {
+		fmt.Fprintf(out, "  adapter %-14s %s  (gRPC, what the %s backend calls)\n", a.member, a.addr, a.member)
+	}
+	for _, b := range d.backends {
+		fmt.Fprintf(out, "  backend %-14s %s  (reference %s service)\n", b.member, b.addr, b.member)
+	}
+	fmt.Fprintln(out, "\nDemo citizens:")
+	for _, c := range demo.Citizens {
+		fmt.Fprintf(out, "  %-10s %s\n", c.EID, c.Description)
+	}
+	fmt.Fprintf(out, "\nTokens and endpoints: %s\n", filepath.Join("var", "demo.json"))
+	if demo.Try != "" {
+		fmt.Fprintf(out, "\nTry it — CNSS asks the civil registry about a citizen, with their consent:\n\n  %s\n", demo.Try)
+	}
+	fmt.Fprintln(out, "\nCtrl-C to stop.")
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/jisr-bus/jisr/certs/svid"
+	"github.com/jisr-bus/jisr/gateway"
+)
+
+func init() { commandSet = append(commandSet, newGatewayCmd) }
+
+type gatewayOptions struct {
+	httpAddr string
+	instance string
+	unsafe   gateway.Safeguards
+}
+
+func newGatewayCmd(g *globals) *cobra.Command {
+	var o gatewayOptions
+	var skip []string
+	cmd := &cobra.Command{
+		Use:   "gateway",
+		Short: "Run the gateway: consent, access rules, audit and minimisation for every query",
+		Long: `Run one gateway replica. It subscribes to every query subject (jisr.q.>) in a
+queue group, so several replicas share the load; each keeps its own audit log.
+
+HTTP (--http): /healthz, /readyz, /metrics, the consent JWKS and APIs, and the
+citizen's access log.`,
+		Example: `  jisr gateway --instance gw-1 --http 127.0.0.1:8080
+  jisr gateway --instance gw-2 --http 127.0.0.1:8081   # a second replica`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, s := range skip {
+				switch s {
+				case "consent":
+					o.unsafe.SkipConsent = true
+				case "audit":
+					o.unsafe.SkipAudit = true
+				case "minimise":
+					o.unsafe.SkipMinimise = true
+				default:
+					return usageError{fmt.Errorf("--unsafe-skip %q: one of consent, audit, minimise", s)}
+				}
+			}
+			ctx := cmd.Context()
+			n, err := startGateway(ctx, g, o)
+			if err != nil {
+				return err
+			}
+			<-ctx.Done()
+			g.log.Info("shutting down the gateway")
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+			defer cancel()
+			return n.stop(sctx)
+		},
+	}
+	cmd.Flags().StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "HTTP listen address (health, metrics, consent, access log)")
+	cmd.Flags().StringVar(&o.instance, "instance", "gw-1", "this replica's name: names its audit log, so keep it stable across restarts")
+	cmd.Flags().StringSliceVar(&skip, "unsafe-skip", nil, "BENCHMARK ONLY: switch off safeguards (consent, audit, minimise) to measure their cost")
+	_ = cmd.Flags().MarkHidden("unsafe-skip")
+	return cmd
+}
+
+// gatewayNode is a running gateway with its NATS connection and HTTP server.
+type gatewayNode struct {
+	gw      *gateway.Gateway
+	nc      *nats.Conn
+	src     svid.Source
+	srv     *http.Server
+	addr    string
+	consent *consentParts
+	audit   *auditParts
+}
+
+func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gatewayNode, err error) {
+	fed, err := g.federation()
+	if err != nil {
+		return nil, err
+	}
+	keyer, err := g.keyer()
+	if err != nil {
+		return nil, err
+	}
+	n = &gatewayNode{}
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
+	n.nc, n.src, err = g.connect(ctx, "gateway")
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	cfg := gateway.Config{
+		Federation: fed, Keyer: keyer, Conn: n.nc, Log: g.log, Registerer: reg, Unsafe: o.unsafe,
+	}
+	routes := map[string]http.Handler{}
+	if !o.unsafe.SkipConsent {
+		if n.consent, err = startConsent(ctx, g, n.nc); err != nil {
+			return nil, fmt.Errorf("consent: %w", err)
+		}
+		cfg.Consent = n.consent.Verifier
+		for p, h := range n.consent.Routes {
+			routes[p] = h
+		}
+	}
+	if !o.unsafe.SkipAudit {
+		if n.audit, err = startAudit(ctx, g, n.nc, o.instance); err != nil {
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		cfg.Audit = n.audit.Log
+		for p, h := range n.audit.Routes {
+			routes[p] = h
+		}
+	}
+	if n.gw, err = gateway.New(cfg); err != nil {
+		return nil, err
+	}
+	if err := n.gw.Start(ctx); err != nil {
+		return nil, err
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := n.gw.Ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	for p, h := range routes {
+		mux.Handle(p, h)
+	}
+	lis, err := net.Listen("tcp", o.httpAddr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway HTTP: %w", err)
+	}
+	n.addr = lis.Addr().String()
+	n.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := n.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			g.log.Error("gateway HTTP server stopped", "err", err)
+		}
+	}()
+	g.log.Info("gateway HTTP listening", "addr", n.addr, "instance", o.instance)
+	return n, nil
+}
+
+// stop drains in order: no new queries, in-flight ones finish (and are
+// audited), the audit log publishes its checkpoint, then connections close.
+func (n *gatewayNode) stop(ctx context.Context) error {
+	var errs []error
+	if n.gw != nil {
+		errs = append(errs, n.gw.Stop(ctx))
+	}
+	if n.srv != nil {
+		errs = append(errs, n.srv.Shutdown(ctx))
+	}
+	if n.audit != nil && n.audit.Close != nil {
+		errs = append(errs, n.audit.Close(ctx))
+		n.audit = nil
+	}
+	n.close()
+	return errors.Join(errs...)
+}
+
+func (n *gatewayNode) close() {
+	if n.consent != nil && n.consent.Close != nil {
+		n.consent.Close()
+	}
+	if n.audit != nil && n.audit.Close != nil {
+		_ = n.audit.Close(context.Background())
+	}
+	if n.nc != nil {
+		_ = n.nc.Drain()
+	}
+	if n.src != nil {
+		_ = n.src.Close()
+	}
+}

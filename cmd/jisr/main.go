@@ -1,0 +1,31 @@
+// Command jisr is the single binary of the jisr interoperability bus: each
+// subcommand wires the modules into one part of the federation (NATS server,
+// gateway, adapter, reference backend), or all of them at once (`jisr dev`),
+// or is a tool for operators, auditors and citizens' consent.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCmd().ExecuteContext(ctx); err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(os.Stderr, "jisr:", err)
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "jisr:", err)
+		os.Exit(1)
+	}
+}
+
+// usageError marks an error in how the command was called (exit status 2).
+type usageError struct{ error }

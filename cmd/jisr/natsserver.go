@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/natsserver"
+	"github.com/jisr-bus/jisr/certs/devca"
+)
+
+func init() {
+	commandSet = append(commandSet, newNATSConfigCmd, newNATSServerCmd)
+}
+
+type natsOptions struct {
+	listen   string
+	httpPort int
+	sync     string
+}
+
+func (o *natsOptions) flags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&o.listen, "listen", "127.0.0.1:4222", "client listen address")
+	cmd.Flags().IntVar(&o.httpPort, "monitor-port", 0, "NATS monitoring HTTP port (0: off)")
+	cmd.Flags().StringVar(&o.sync, "sync", "1s", `JetStream fsync interval, or "always" (see docs/audit.md)`)
+}
+
+func (g *globals) natsConfig(o natsOptions) (natsconf.Config, error) {
+	fed, err := g.federation()
+	if err != nil {
+		return natsconf.Config{}, err
+	}
+	host, portStr, err := net.SplitHostPort(o.listen)
+	if err != nil {
+		return natsconf.Config{}, usageError{fmt.Errorf("--listen %q: %w", o.listen, err)}
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return natsconf.Config{}, usageError{fmt.Errorf("--listen %q: bad port", o.listen)}
+	}
+	abs := func(p string) string {
+		if a, err := filepath.Abs(p); err == nil {
+			return a
+		}
+		return p
+	}
+	cert, key := devca.Paths(g.certsDir, fed.ID("nats"))
+	return natsconf.Config{
+		Federation: fed, Host: host, Port: port, HTTPPort: o.httpPort,
+		CertFile: abs(cert), KeyFile: abs(key), CAFile: abs(devca.BundlePath(g.certsDir)),
+		StoreDir: abs(filepath.Join(g.dataDir, "jetstream")), SyncInterval: o.sync,
+	}, nil
+}
+
+func newNATSConfigCmd(g *globals) *cobra.Command {
+	var o natsOptions
+	cmd := &cobra.Command{
+		Use:   "nats-config",
+		Short: "Print the NATS server configuration derived from the federation file",
+		Long: `Print the configuration of a standalone nats-server for this federation: mTLS
+with verify_and_map on the SPIFFE URI SAN, one user per SPIFFE ID, and
+allow-list permissions derived from the federation file (anything not listed is
+denied). It is the exact text the embedded server of jisr dev runs.`,
+		Example: `  jisr nats-config > nats.conf && nats-server -c nats.conf`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.natsConfig(o)
+			if err != nil {
+				return err
+			}
+			text, err := natsconf.Render(cfg)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), text)
+			return err
+		},
+	}
+	o.flags(cmd)
+	return cmd
+}
+
+func newNATSServerCmd(g *globals) *cobra.Command {
+	var o natsOptions
+	cmd := &cobra.Command{
+		Use:   "nats-server",
+		Short: "Run the federation's NATS server (embedded nats-server, JetStream under --data)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := startNATS(cmd.Context(), g, o)
+			if err != nil {
+				return err
+			}
+			<-cmd.Context().Done()
+			g.log.Info("shutting down NATS")
+			s.Shutdown()
+			return nil
+		},
+	}
+	o.flags(cmd)
+	return cmd
+}
+
+func startNATS(ctx context.Context, g *globals, o natsOptions) (*natsserver.Server, error) {
+	cfg, err := g.natsConfig(o)
+	if err != nil {
+		return nil, err
+	}
+	src, err := g.source(ctx, cfg.Federation.ID("nats"))
+	if err != nil {
+		return nil, err
+	}
+	s, err := natsserver.Start(ctx, cfg, src, g.log)
+	if err != nil {
+		src.Close()
+		return nil, err
+	}
+	g.log.Info("NATS listening", "url", s.ClientURL(), "config", s.ConfigPath())
+	return s, nil
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/jisr-bus/jisr/bus"
+	"github.com/jisr-bus/jisr/bus/ckey"
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/certs/svid"
+)
+
+// globals are the flags every subcommand shares, loaded once.
+type globals struct {
+	federationPath string
+	certsDir       string
+	dataDir        string
+	natsURL        string
+	logFormat      string
+	logLevel       string
+
+	log *slog.Logger
+	fed *federation.Federation
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "jisr",
+		Short: "jisr — the interoperability bus for public information systems",
+		Long: `jisr lets public information systems answer each other's questions about a
+citizen through one gateway that checks consent or another legal basis, applies
+the access rules, releases only the agreed fields and audits every look.
+
+Start here:
+  jisr dev                 the whole federation on this machine, with demo data
+  jisr certs init          a dev CA and an SVID for every identity of the federation
+  jisr nats-config         the NATS server configuration derived from the federation file
+
+Every part also runs on its own, as deployed:
+  jisr nats-server | jisr gateway | jisr adapter --member M | jisr backend --member M`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return g.init()
+		},
+	}
+	f := root.PersistentFlags()
+	f.StringVar(&g.federationPath, "federation", envOr("JISR_FEDERATION", "deploy/federation.yaml"), "the federation file (env JISR_FEDERATION)")
+	f.StringVar(&g.certsDir, "certs", envOr("JISR_CERTS", "var/certs"), "directory of the dev CA, SVIDs and keys (env JISR_CERTS); ignored for SVIDs when SPIFFE_ENDPOINT_SOCKET is set")
+	f.StringVar(&g.dataDir, "data", envOr("JISR_DATA", "var"), "directory for JetStream and backend stores (env JISR_DATA)")
+	f.StringVar(&g.natsURL, "nats", envOr("JISR_NATS", "tls://127.0.0.1:4222"), "NATS server URL, mTLS only (env JISR_NATS)")
+	f.StringVar(&g.logFormat, "log-format", envOr("JISR_LOG_FORMAT", "text"), "log format: text (dev) or json (production)")
+	f.StringVar(&g.logLevel, "log-level", envOr("JISR_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+
+	for _, c := range subcommands(g) {
+		root.AddCommand(c)
+	}
+	return root
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func (g *globals) init() error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", g.logLevel)}
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch g.logFormat {
+	case "text":
+		g.log = slog.New(slog.NewTextHandler(os.Stderr, hopts))
+	case "json":
+		g.log = slog.New(slog.NewJSONHandler(os.Stderr, hopts))
+	default:
+		return usageError{fmt.Errorf("--log-format %q: use text or json", g.logFormat)}
+	}
+	return nil
+}
+
+// federation loads the federation file once.
+func (g *globals) federation() (*federation.Federation, error) {
+	if g.fed != nil {
+		return g.fed, nil
+	}
+	fed, err := federation.Load(g.federationPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w (set --federation to the federation file)", err)
+	}
+	g.fed = fed
+	return fed, nil
+}
+
+// keyer loads the federation's citizen key from the certs directory.
+func (g *globals) keyer() (*ckey.Keyer, error) {
+	return ckey.Load(citizenKeyPath(g.certsDir))
+}
+
+func citizenKeyPath(certsDir string) string { return filepath.Join(certsDir, "citizen.key") }
+
+// source opens the SVID source of one identity.
+func (g *globals) source(ctx context.Context, id spiffeid.ID) (svid.Source, error) {
+	return svid.Open(ctx, g.certsDir, id, g.log)
+}
+
+// connect dials NATS as an identity ("gateway", "consent", "auditor" or a member).
+func (g *globals) connect(ctx context.Context, identity string, opts ...nats.Option) (*nats.Conn, svid.Source, error) {
+	fed, err := g.federation()
+	if err != nil {
+		return nil, nil, err
+	}
+	id := fed.ID(identity)
+	if m, err := fed.Member(identity); err == nil {
+		id = m.ID
+	}
+	src, err := g.source(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := bus.Connect(ctx, g.natsURL, identity, src, fed.ID("nats"), bus.WithLogger(g.log), bus.WithNATSOptions(opts...))
+	if err != nil {
+		src.Close()
+		if strings.Contains(err.Error(), "connection refused") {
+			err = fmt.Errorf("%w (is the NATS server running? start it with `jisr nats-server` or `jisr dev`)", err)
+		}
+		return nil, nil, err
+	}
+	return nc, src, nil
+}
+
+// commandSet lists the constructors of jisr's subcommands; each file adds its
+// own in an init function, so a new subcommand touches no shared file.
+var commandSet []func(*globals) *cobra.Command
+
+func subcommands(g *globals) []*cobra.Command {
+	out := make([]*cobra.Command, 0, len(commandSet))
+	for _, c := range commandSet {
+		out = append(out, c(g))
+	}
+	return out
+}
