@@ -187,7 +187,9 @@ func TestDevRestartsFastWithExistingData(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	os.Remove(filepath.Join(dir, "demo.json"))
-	go func() { done <- runDev(ctx, &g2, devOptions{citizens: 500, anyPort: true, nats: natsOptions{sync: "1s"}}, io.Discard) }()
+	go func() {
+		done <- runDev(ctx, &g2, devOptions{citizens: 500, anyPort: true, nats: natsOptions{sync: "1s"}}, io.Discard)
+	}()
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "demo.json")); err == nil {
 			break
