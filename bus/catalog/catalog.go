@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -90,7 +91,48 @@ func New(fed *federation.Federation) (*Catalog, error) {
 			c.byFull[m.FullMethod] = m
 		}
 	}
+	if err := c.checkRules(fed); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// checkRules makes sure every rule names methods the service has and field
+// paths that exist in the reply of at least one of those methods, so a typo
+// in the federation file stops the process instead of silently releasing
+// nothing (or refusing everything).
+func (c *Catalog) checkRules(fed *federation.Federation) error {
+	for _, r := range fed.Rules {
+		tok := subject.ServiceToken(r.Service)
+		var outs []protoreflect.MessageDescriptor
+		for _, name := range r.Methods {
+			m, ok := c.byToken[[2]string{tok, name}]
+			if !ok {
+				return fmt.Errorf("catalog: rule %s: %s has no method %s", r.Name, r.Service, name)
+			}
+			outs = append(outs, m.Desc.Output())
+		}
+		for _, path := range r.Fields {
+			if !slices.ContainsFunc(outs, func(md protoreflect.MessageDescriptor) bool { return hasPath(md, path) }) {
+				return fmt.Errorf("catalog: rule %s: field %q is in no reply of %v", r.Name, path, r.Methods)
+			}
+		}
+	}
+	return nil
+}
+
+func hasPath(md protoreflect.MessageDescriptor, path string) bool {
+	for _, name := range strings.Split(path, ".") {
+		if md == nil {
+			return false
+		}
+		fd := md.Fields().ByName(protoreflect.Name(name))
+		if fd == nil {
+			return false
+		}
+		md = fd.Message()
+	}
+	return true
 }
 
 // Lookup finds a method by its subject tokens.

@@ -1,0 +1,83 @@
+package catalog
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jisr-bus/jisr/bus/federation"
+	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
+)
+
+func demo(t *testing.T) *federation.Federation {
+	t.Helper()
+	f, err := federation.Load("../../deploy/federation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestCatalogOfTheDemoFederation(t *testing.T) {
+	c, err := New(demo(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Services()) != 4 || len(c.Methods()) < 14 {
+		t.Fatalf("%d services, %d methods", len(c.Services()), len(c.Methods()))
+	}
+	m, err := c.Lookup("jisr_civilregistry_v1_CivilRegistry", "GetPerson")
+	if err != nil || m.FullMethod != "/jisr.civilregistry.v1.CivilRegistry/GetPerson" || m.Predicate {
+		t.Fatalf("%+v %v", m, err)
+	}
+	if p, _ := c.ByFullMethod("/jisr.civilregistry.v1.CivilRegistry/IsAlive"); p == nil || !p.Predicate {
+		t.Fatal("IsAlive is a predicate")
+	}
+	if _, err := c.Lookup("jisr_civilregistry_v1_CivilRegistry", "Nope"); !errors.Is(err, ErrUnknownMethod) {
+		t.Fatalf("err = %v", err)
+	}
+	b, _ := proto.Marshal(&civilv1.GetPersonRequest{Eid: "AB123"})
+	if _, eid, err := m.Decode(b); err != nil || eid != "AB123" {
+		t.Fatalf("Decode = %q, %v", eid, err)
+	}
+	if _, _, err := m.Decode([]byte{0xff}); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, _, err := m.Decode(nil); !errors.Is(err, ErrNoEID) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestRulesAreCheckedAgainstTheProtocol(t *testing.T) {
+	base := `
+eid: {pattern: "[A-Z]{1,2}[0-9]{1,6}"}
+members:
+  - {name: civil-registry, provides: [jisr.civilregistry.v1.CivilRegistry]}
+  - {name: cnss}
+rules:
+  - {consumer: cnss, provider: civil-registry, service: jisr.civilregistry.v1.CivilRegistry, purposes: [p], legal_basis: consent, `
+	for _, tc := range []struct{ rule, want string }{
+		{`methods: [GetPerson], fields: [person.names.latin]}`, ""},
+		{`methods: [GetPerson, IsAlive], fields: [alive, person.sex]}`, ""},
+		{`methods: [GetPersonne]}`, "has no method GetPersonne"},
+		{`methods: [GetPerson], fields: [person.nickname]}`, `field "person.nickname"`},
+		{`methods: [GetPerson], fields: [person.sex.value]}`, `field "person.sex.value"`},
+	} {
+		fed, err := federation.Parse([]byte(base + tc.rule + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = New(fed)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: err = %v, want %q", tc.rule, err, tc.want)
+		}
+	}
+	fed, _ := federation.Parse([]byte(strings.Replace(base, "jisr.civilregistry.v1.CivilRegistry]", "jisr.nothing.v1.Nothing]", 1) + "methods: [X]}\n"))
+	if fed != nil {
+		if _, err := New(fed); err == nil || !strings.Contains(err.Error(), "not linked") {
+			t.Errorf("unlinked service: %v", err)
+		}
+	}
+}
