@@ -63,21 +63,28 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 			AllowResponses: true, // a provider replies to the gateway's request
 		}
 	}
-	// Deletes and purges of the audit stream are refused to everyone, the
-	// gateway included: a record, once acknowledged, stays (see ARCHITECTURE "Audit").
-	auditTamper := []string{
-		"$JS.API.STREAM.DELETE." + AuditStream,
-		"$JS.API.STREAM.PURGE." + AuditStream,
-		"$JS.API.STREAM.MSG.DELETE." + AuditStream,
-		"$JS.API.STREAM.DELETE." + CheckpointStream,
-		"$JS.API.STREAM.PURGE." + CheckpointStream,
-		"$JS.API.STREAM.MSG.DELETE." + CheckpointStream,
+	// Deletes and purges of the audit streams are refused to everyone, the
+	// gateway included: a record, once acknowledged, stays (see ARCHITECTURE
+	// "Audit"). The streams also deny them themselves (deny_delete,
+	// deny_purge); updates are refused too, because an update could shorten
+	// the retention or the limits and so remove records. The gateway may
+	// create the streams (first start) but never change them.
+	var auditTamper []string
+	for _, s := range []string{AuditStream, CheckpointStream} {
+		auditTamper = append(auditTamper,
+			"$JS.API.STREAM.DELETE."+s,
+			"$JS.API.STREAM.PURGE."+s,
+			"$JS.API.STREAM.MSG.DELETE."+s,
+			"$JS.API.STREAM.UPDATE."+s,
+			"$JS.API.STREAM.PEER.REMOVE."+s,
+		)
 	}
+	auditTamper = append(auditTamper, "$JS.API.ACCOUNT.PURGE.>")
 	out[fed.ID("gateway").String()] = Permission{
 		PublishAllow: []string{
 			subject.ProviderPrefix + ".>",
 			subject.AuditPrefix + ".>",
-			"jisr.checkpoint.>",
+			subject.CheckpointPrefix + ".>",
 			"$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>",
 		},
 		PublishDeny:    auditTamper,

@@ -96,3 +96,20 @@ func contains(ss []string, s string) bool {
 	}
 	return false
 }
+
+func TestGatewayMayNotChangeTheAuditStreams(t *testing.T) {
+	gw := Permissions(demo(t))["spiffe://jisr.internal/gateway"]
+	for _, s := range []string{AuditStream, CheckpointStream} {
+		for _, api := range []string{"DELETE", "PURGE", "MSG.DELETE", "UPDATE", "PEER.REMOVE"} {
+			if !contains(gw.PublishDeny, "$JS.API.STREAM."+api+"."+s) {
+				t.Errorf("the gateway may %s %s", api, s)
+			}
+		}
+	}
+	auditor := Permissions(demo(t))["spiffe://jisr.internal/auditor"]
+	for _, s := range auditor.PublishAllow {
+		if strings.Contains(s, "STREAM.DELETE") || strings.Contains(s, "MSG.DELETE") || strings.Contains(s, "PURGE") || strings.Contains(s, "UPDATE") || strings.HasPrefix(s, "jisr.") || s == "$JS.API.>" {
+			t.Errorf("the auditor may publish %s", s)
+		}
+	}
+}

@@ -15,10 +15,11 @@ import (
 
 // Prefixes of jisr's subject spaces.
 const (
-	QueryPrefix    = "jisr.q"     // jisr.q.<consumer>.<provider>.<service>.<method>.<ckey>
-	ProviderPrefix = "jisr.p"     // jisr.p.<provider>.<service>.<method>.<ckey>
-	AuditPrefix    = "jisr.audit" // jisr.audit.<ckey>
-	InboxPrefix    = "_INBOX"     // _INBOX.<identity>.>
+	QueryPrefix      = "jisr.q"          // jisr.q.<consumer>.<provider>.<service>.<method>.<ckey>
+	ProviderPrefix   = "jisr.p"          // jisr.p.<provider>.<service>.<method>.<ckey>
+	AuditPrefix      = "jisr.audit"      // jisr.audit.<log>.<ckey>: one record of a gateway instance's audit log
+	CheckpointPrefix = "jisr.checkpoint" // jisr.checkpoint.<log>: the signed checkpoints of that log
+	InboxPrefix      = "_INBOX"          // _INBOX.<identity>.>
 )
 
 // Queue groups.
@@ -109,12 +110,69 @@ func ConsumerQueries(consumer string) string { return QueryPrefix + "." + consum
 // Inbox is the reply-subject prefix of an identity (member name or "gateway").
 func Inbox(identity string) string { return InboxPrefix + "." + identity }
 
-// Audit is the audit subject of one citizen.
-func Audit(ckey string) (string, error) {
-	if err := CheckToken(ckey); err != nil {
+// NoCKey is the ckey token of an audit record about no known citizen (a
+// query refused before its payload named a valid eID). A ckey is base32 in
+// upper case, so it is never "_".
+const NoCKey = "_"
+
+// Audit is the subject of one record of log (a gateway instance's name)
+// about the citizen ckey ("" for NoCKey): jisr.audit.<log>.<ckey>. The log
+// comes first so a gateway reads its own log with one filter, and the ckey
+// last, as in every subject, so one citizen's records are jisr.audit.*.<ckey>.
+func Audit(log, ckey string) (string, error) {
+	if ckey == "" {
+		ckey = NoCKey
+	}
+	if err := checkAll(log, ckey); err != nil {
 		return "", err
 	}
-	return AuditPrefix + "." + ckey, nil
+	return AuditPrefix + "." + log + "." + ckey, nil
+}
+
+// ParseAudit parses an audit subject; ckey is "" for NoCKey.
+func ParseAudit(s string) (log, ckey string, err error) {
+	t, err := split(s, AuditPrefix, 2)
+	if err != nil {
+		return "", "", err
+	}
+	if t[1] == NoCKey {
+		t[1] = ""
+	}
+	return t[0], t[1], nil
+}
+
+// AuditLog selects every record of one log: jisr.audit.<log>.>.
+func AuditLog(log string) (string, error) {
+	if err := CheckToken(log); err != nil {
+		return "", err
+	}
+	return AuditPrefix + "." + log + ".>", nil
+}
+
+// AuditCitizen selects every record about one citizen in every log:
+// jisr.audit.*.<ckey>.
+func AuditCitizen(ckey string) (string, error) {
+	if err := CheckToken(ckey); err != nil || ckey == NoCKey {
+		return "", ErrBadToken
+	}
+	return AuditPrefix + ".*." + ckey, nil
+}
+
+// Checkpoint is the subject of the checkpoints of one log: jisr.checkpoint.<log>.
+func Checkpoint(log string) (string, error) {
+	if err := CheckToken(log); err != nil {
+		return "", err
+	}
+	return CheckpointPrefix + "." + log, nil
+}
+
+// ParseCheckpoint returns the log of a checkpoint subject.
+func ParseCheckpoint(s string) (string, error) {
+	t, err := split(s, CheckpointPrefix, 1)
+	if err != nil {
+		return "", err
+	}
+	return t[0], nil
 }
 
 func checkAll(tokens ...string) error {

@@ -84,3 +84,44 @@ func BenchmarkQuerySubject(b *testing.B) {
 		}
 	}
 }
+
+func TestAuditSubjects(t *testing.T) {
+	s, err := Audit("gw-1", "CKEY")
+	if err != nil || s != "jisr.audit.gw-1.CKEY" {
+		t.Fatalf("Audit: %q, %v", s, err)
+	}
+	if s, _ := Audit("gw-1", ""); s != "jisr.audit.gw-1._" {
+		t.Fatalf("record about no citizen: %q", s)
+	}
+	if log, ck, err := ParseAudit("jisr.audit.gw-1._"); err != nil || log != "gw-1" || ck != "" {
+		t.Fatalf("ParseAudit: %q %q %v", log, ck, err)
+	}
+	for _, bad := range [][2]string{{"gw.1", "CK"}, {"gw-1", "C K"}, {"", "CK"}, {"gw-1", "*"}, {"gw-1", ">"}} {
+		if _, err := Audit(bad[0], bad[1]); err == nil {
+			t.Errorf("Audit(%q, %q) accepted", bad[0], bad[1])
+		}
+	}
+	for _, bad := range []string{"jisr.audit.CK", "jisr.audit.gw-1.CK.x", "jisr.q.gw-1.CK", "jisr.audit.*.CK"} {
+		if _, _, err := ParseAudit(bad); err == nil {
+			t.Errorf("ParseAudit(%q) accepted", bad)
+		}
+	}
+	if f, _ := AuditCitizen("CK"); f != "jisr.audit.*.CK" {
+		t.Fatalf("AuditCitizen %q", f)
+	}
+	if _, err := AuditCitizen(NoCKey); err == nil {
+		t.Fatal("a filter for the records about no citizen")
+	}
+	if f, _ := AuditLog("gw-1"); f != "jisr.audit.gw-1.>" {
+		t.Fatalf("AuditLog %q", f)
+	}
+	if c, _ := Checkpoint("gw-1"); c != "jisr.checkpoint.gw-1" {
+		t.Fatalf("Checkpoint %q", c)
+	}
+	if l, err := ParseCheckpoint("jisr.checkpoint.gw-1"); err != nil || l != "gw-1" {
+		t.Fatalf("ParseCheckpoint %q %v", l, err)
+	}
+	if _, err := ParseCheckpoint("jisr.checkpoint.gw-1.x"); err == nil {
+		t.Fatal("ParseCheckpoint accepted a subject with too many tokens")
+	}
+}

@@ -5,9 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
-	"path/filepath"
-	"slices"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -57,6 +57,7 @@ func (f *fixture) open(t testing.TB, nc *nats.Conn, id string, opts ...audit.Opt
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	opts = append([]audit.Option{audit.WithLogger(slog.New(slog.DiscardHandler))}, opts...)
 	l, err := audit.Open(ctx, nc, td, id, f.key(t, id), opts...)
 	if err != nil {
 		t.Fatalf("open log %s: %v", id, err)
@@ -467,10 +468,10 @@ func TestFullStreamFailsAppends(t *testing.T) {
 
 func BenchmarkAppend(b *testing.B) {
 	for _, par := range []int{1, 64, 1024} {
-		b.Run(fmt.Sprintf("concurrent=%d", par), func(b *testing.B) {
+		b.Run(fmt.Sprintf("goroutines=%d", par), func(b *testing.B) {
 			f := newFixture(b)
 			l := f.open(b, f.env.Connect(b, "gateway"), "gw-1")
-			b.SetParallelism(max(1, par/8))
+			b.SetParallelism(max(1, par/runtime.GOMAXPROCS(0))) // RunParallel starts parallelism×GOMAXPROCS goroutines
 			d := decisionN(f, 1)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
@@ -488,6 +489,3 @@ func BenchmarkAppend(b *testing.B) {
 		})
 	}
 }
-
-var _ = filepath.Join
-var _ = slices.Sort[[]int]

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -22,14 +21,11 @@ import (
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
 )
 
-// NoCKey is the subject token of records without a citizen key (a query
-// refused before its payload named a valid citizen). A ckey is base32 in
-// upper case, so it can never be "_".
-const NoCKey = "_"
+// NoCKey is the subject token of records about no known citizen.
+const NoCKey = subject.NoCKey
 
-// CheckpointPrefix is the subject space of the checkpoint stream:
-// jisr.checkpoint.<log>.
-const CheckpointPrefix = "jisr.checkpoint"
+// CheckpointPrefix is the subject space of the checkpoint stream.
+const CheckpointPrefix = subject.CheckpointPrefix
 
 // Sentinel errors.
 var (
@@ -99,41 +95,32 @@ func Parse(b []byte) (*auditv1.Record, error) {
 
 // Subject is where a record is stored: jisr.audit.<log>.<ckey>.
 func Subject(logID, ckey string) (string, error) {
-	if ckey == "" {
-		ckey = NoCKey
+	s, err := subject.Audit(logID, ckey)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrBadSubject, err)
 	}
-	if err := subject.CheckToken(logID); err != nil {
-		return "", fmt.Errorf("%w: log id: %w", ErrBadSubject, err)
-	}
-	if err := subject.CheckToken(ckey); err != nil {
-		return "", fmt.Errorf("%w: ckey: %w", ErrBadSubject, err)
-	}
-	return subject.AuditPrefix + "." + logID + "." + ckey, nil
+	return s, nil
 }
 
 // ParseSubject splits an audit subject into its log id and ckey ("" for NoCKey).
 func ParseSubject(s string) (logID, ckey string, err error) {
-	rest, ok := strings.CutPrefix(s, subject.AuditPrefix+".")
-	t := strings.Split(rest, ".")
-	if !ok || len(t) != 2 || subject.CheckToken(t[0]) != nil || subject.CheckToken(t[1]) != nil {
-		return "", "", fmt.Errorf("%w: %q", ErrBadSubject, s)
+	logID, ckey, err = subject.ParseAudit(s)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %w", ErrBadSubject, err)
 	}
-	if t[1] == NoCKey {
-		t[1] = ""
-	}
-	return t[0], t[1], nil
+	return logID, ckey, nil
 }
 
 // LogFilter selects every record of one log: jisr.audit.<log>.>.
 func LogFilter(logID string) string { return subject.AuditPrefix + "." + logID + ".>" }
 
-// CitizenFilter selects every record about one citizen, in every log:
-// jisr.audit.*.<ckey>.
+// CitizenFilter selects every record about one citizen, in every log.
 func CitizenFilter(ckey string) (string, error) {
-	if err := subject.CheckToken(ckey); err != nil || ckey == NoCKey {
-		return "", fmt.Errorf("%w: ckey", ErrBadSubject)
+	f, err := subject.AuditCitizen(ckey)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrBadSubject, err)
 	}
-	return subject.AuditPrefix + ".*." + ckey, nil
+	return f, nil
 }
 
 // AllFilter selects every record.
@@ -141,10 +128,20 @@ func AllFilter() string { return subject.AuditPrefix + ".>" }
 
 // CheckpointSubject is where a log's checkpoints are published.
 func CheckpointSubject(logID string) (string, error) {
-	if err := subject.CheckToken(logID); err != nil {
-		return "", fmt.Errorf("%w: log id: %w", ErrBadSubject, err)
+	s, err := subject.Checkpoint(logID)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrBadSubject, err)
 	}
-	return CheckpointPrefix + "." + logID, nil
+	return s, nil
+}
+
+// ParseCheckpointSubject returns the log of a checkpoint subject.
+func ParseCheckpointSubject(s string) (string, error) {
+	id, err := subject.ParseCheckpoint(s)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrBadSubject, err)
+	}
+	return id, nil
 }
 
 // MsgID is the JetStream deduplication id of a leaf: a retried publish of the

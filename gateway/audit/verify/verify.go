@@ -216,8 +216,8 @@ func (v *Verifier) problem(l *logState, p Problem) {
 // before the first record.
 func (v *Verifier) AddCheckpoint(seq uint64, subj string, data []byte) {
 	v.report.CheckpointMsgs++
-	id, ok := strings.CutPrefix(subj, record.CheckpointPrefix+".")
-	if !ok || id == "" || strings.Contains(id, ".") {
+	id, err := record.ParseCheckpointSubject(subj)
+	if err != nil {
 		v.report.Problems = append(v.report.Problems, Problem{Kind: BadCheckpoint, Log: "?", Seq: seq, Stream: "checkpoints", Detail: fmt.Sprintf("subject %q is not a checkpoint subject", subj)})
 		return
 	}

@@ -1,0 +1,192 @@
+package audit_test
+
+// These tests try to read, forge, delete and purge the audit streams with the
+// real certificates of each identity against a server configured exactly as
+// production renders it. The server itself must refuse.
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jisr-bus/jisr/gateway/audit/stream"
+)
+
+// violations collects the server's asynchronous permission errors.
+type violations struct {
+	mu   sync.Mutex
+	errs []error
+	ch   chan struct{}
+}
+
+func newViolations() *violations { return &violations{ch: make(chan struct{}, 256)} }
+
+func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
+	v.mu.Lock()
+	v.errs = append(v.errs, err)
+	v.mu.Unlock()
+	select {
+	case v.ch <- struct{}{}:
+	default:
+	}
+}
+
+// wait fails the test unless the server reports a permission violation on subj.
+func (v *violations) wait(t *testing.T, subj string) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		v.mu.Lock()
+		for _, err := range v.errs {
+			if strings.Contains(strings.ToLower(err.Error()), "permissions violation") && strings.Contains(err.Error(), subj) {
+				v.mu.Unlock()
+				return
+			}
+		}
+		v.mu.Unlock()
+		select {
+		case <-v.ch:
+		case <-deadline:
+			t.Fatalf("no permission violation for %q; errors seen: %v", subj, v.errs)
+		}
+	}
+}
+
+func TestMembersCannotReadForgeDeleteOrPurgeTheAudit(t *testing.T) {
+	f := newFixture(t)
+	l := f.open(t, f.env.Connect(t, "gateway"), "gw-1")
+	appendN(t, f, l, 0, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, member := range []string{"cnss", "civil-registry", "consent"} {
+		t.Run(member, func(t *testing.T) {
+			v := newViolations()
+			nc := f.env.Connect(t, member, nats.ErrorHandler(v.handler))
+			for _, s := range []string{stream.Audit, stream.Checkpoints} {
+				for _, api := range []string{
+					"$JS.API.STREAM.INFO." + s,
+					"$JS.API.STREAM.MSG.GET." + s,
+					"$JS.API.DIRECT.GET." + s,
+					"$JS.API.CONSUMER.CREATE." + s,
+					"$JS.API.CONSUMER.CREATE." + s + ".spy.jisr.audit.>",
+					"$JS.API.STREAM.MSG.DELETE." + s,
+					"$JS.API.STREAM.PURGE." + s,
+					"$JS.API.STREAM.DELETE." + s,
+					"$JS.API.STREAM.UPDATE." + s,
+				} {
+					if err := nc.PublishRequest(api, "_INBOX."+member+".x", []byte(`{"seq":1}`)); err != nil {
+						t.Fatal(err)
+					}
+					v.wait(t, api)
+				}
+			}
+			for _, s := range []string{"jisr.audit.gw-1.FORGED", "jisr.checkpoint.gw-1"} {
+				if err := nc.Publish(s, []byte("forged")); err != nil {
+					t.Fatal(err)
+				}
+				v.wait(t, s)
+			}
+			if _, err := nc.SubscribeSync("jisr.audit.>"); err != nil {
+				t.Fatal(err)
+			}
+			v.wait(t, "jisr.audit.>")
+			// Through the JetStream client, reading fails too.
+			js, _ := jetstream.New(nc)
+			rctx, rcancel := context.WithTimeout(ctx, time.Second)
+			defer rcancel()
+			if _, err := js.Stream(rctx, stream.Audit); err == nil {
+				t.Fatal("a member read the audit stream's information")
+			}
+		})
+	}
+	if got := len(readLog(t, f, "gw-1")); got != 10 {
+		t.Fatalf("%d records after the attempts, want 10", got)
+	}
+}
+
+func TestAuditorReadsButCannotChange(t *testing.T) {
+	f := newFixture(t)
+	l := f.open(t, f.env.Connect(t, "gateway"), "gw-1")
+	appendN(t, f, l, 0, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v := newViolations()
+	nc := f.env.Connect(t, "auditor", nats.ErrorHandler(v.handler))
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(ctx, stream.Audit)
+	if err != nil {
+		t.Fatalf("the auditor cannot read the stream: %v", err)
+	}
+	if _, err := s.GetMsg(ctx, 1); err != nil {
+		t.Fatalf("the auditor cannot get a record: %v", err)
+	}
+	for _, api := range []string{
+		"$JS.API.STREAM.MSG.DELETE." + stream.Audit,
+		"$JS.API.STREAM.PURGE." + stream.Audit,
+		"$JS.API.STREAM.DELETE." + stream.Audit,
+		"$JS.API.STREAM.UPDATE." + stream.Audit,
+		"$JS.API.STREAM.PURGE." + stream.Checkpoints,
+	} {
+		if err := nc.PublishRequest(api, "_INBOX.auditor.x", []byte(`{"seq":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		v.wait(t, api)
+	}
+	if err := nc.Publish("jisr.audit.gw-1.FORGED", []byte("forged")); err != nil {
+		t.Fatal(err)
+	}
+	v.wait(t, "jisr.audit.gw-1.FORGED")
+}
+
+func TestGatewayCannotDeleteOrShortenTheAudit(t *testing.T) {
+	f := newFixture(t)
+	v := newViolations()
+	nc := f.env.Connect(t, "gateway", nats.ErrorHandler(v.handler))
+	l := f.open(t, nc, "gw-1")
+	appendN(t, f, l, 0, 10)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(ctx, stream.Audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := s.CachedInfo().Config
+	short.MaxAge = time.Second
+	for name, try := range map[string]func(context.Context) error{
+		"delete a record": func(ctx context.Context) error { return s.DeleteMsg(ctx, 3) },
+		"erase a record":  func(ctx context.Context) error { return s.SecureDeleteMsg(ctx, 3) },
+		"purge":           func(ctx context.Context) error { return s.Purge(ctx) },
+		"delete stream":   func(ctx context.Context) error { return js.DeleteStream(ctx, stream.Audit) },
+		"shorten":         func(ctx context.Context) error { _, err := js.UpdateStream(ctx, short); return err },
+	} {
+		tctx, tcancel := context.WithTimeout(ctx, time.Second)
+		err := try(tctx)
+		tcancel()
+		if err == nil {
+			t.Errorf("the gateway could %s", name)
+		}
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatal("timed out")
+	}
+	if got := len(readLog(t, f, "gw-1")); got != 10 {
+		t.Fatalf("%d records after the attempts, want 10", got)
+	}
+}
