@@ -1,0 +1,340 @@
+package index
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
+	"github.com/jisr-bus/jisr/gateway/audit/record"
+	"github.com/jisr-bus/jisr/gateway/audit/stream"
+	"github.com/jisr-bus/jisr/gateway/audit/tree"
+	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
+)
+
+// Checkpoint is a log's checkpoint whose signature verified and whose root
+// the index recomputed.
+type Checkpoint struct {
+	checkpoint.Checkpoint
+	LogID  string
+	Signed string // the signed note
+}
+
+// Index follows the audit streams and serves inclusion proofs.
+type Index struct {
+	store   *Store
+	td      string
+	keys    note.Verifiers
+	records jetstream.Stream
+	ckpts   jetstream.Stream
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced whenever latest changes
+	latest  map[string]Checkpoint
+	waiting map[string][]Checkpoint // verified signatures, sizes not yet indexed
+	broken  map[string]error
+	// Records stored ahead of a missing one, per log (a refilled leaf).
+	ahead map[string]map[uint64]aheadLeaf
+}
+
+type aheadLeaf struct {
+	Leaf
+	index uint64
+}
+
+// New returns an index over the two streams that trusts keys for the logs
+// of trustDomain. Start it with Run.
+func New(store *Store, records, checkpoints jetstream.Stream, trustDomain string, keys *checkpoint.Keys, log *slog.Logger) *Index {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Index{
+		store: store, td: trustDomain, keys: keys.Verifiers(), records: records, ckpts: checkpoints,
+		log:     log.With("component", "audit-index"),
+		changed: make(chan struct{}), latest: map[string]Checkpoint{}, waiting: map[string][]Checkpoint{},
+		broken: map[string]error{}, ahead: map[string]map[uint64]aheadLeaf{},
+	}
+}
+
+// Run follows both streams until ctx ends, retrying after errors.
+func (ix *Index) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { ix.loop(ctx, "records", ix.followRecords) })
+	wg.Go(func() { ix.loop(ctx, "checkpoints", ix.followCheckpoints) })
+	wg.Wait()
+}
+
+func (ix *Index) loop(ctx context.Context, what string, follow func(context.Context) error) {
+	for ctx.Err() == nil {
+		err := follow(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		ix.log.Warn("following the audit "+what+" stopped; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (ix *Index) followRecords(ctx context.Context) error {
+	pos, err := ix.store.Position(ctx)
+	if err != nil {
+		return err
+	}
+	batch := map[string][]aheadLeaf{}
+	count := 0
+	flush := func(seq uint64) error {
+		for id, leaves := range batch {
+			ix.add(ctx, id, leaves)
+		}
+		clear(batch)
+		count = 0
+		return ix.store.SetPosition(ctx, ix.safePosition(seq))
+	}
+	return stream.Scan(ctx, ix.records, stream.ScanOptions{StartSeq: pos + 1, Follow: true}, func(m stream.Msg) error {
+		id, _, err := record.ParseSubject(m.Subject)
+		rec, perr := record.Parse(m.Data)
+		switch {
+		case err != nil || perr != nil:
+			ix.log.Error("a message of the audit stream is not a record: run `jisr audit verify`", "seq", m.Seq)
+		case rec.GetLogId() != id:
+			ix.log.Error("a record is stored on another log's subject: run `jisr audit verify`", "seq", m.Seq)
+		default:
+			batch[id] = append(batch[id], aheadLeaf{Leaf: Leaf{Hash: tree.LeafHash(m.Data), Prev: rec.GetPrevLeafHash(), Seq: m.Seq}, index: rec.GetLeafIndex()})
+			count++
+		}
+		if m.Pending == 0 || count >= 512 {
+			return flush(m.Seq)
+		}
+		return nil
+	})
+}
+
+// safePosition is the sequence the next start may resume after: not past a
+// record held back waiting for a missing one.
+func (ix *Index) safePosition(seq uint64) uint64 {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	for _, held := range ix.ahead {
+		for _, a := range held {
+			seq = min(seq, a.Seq-1)
+		}
+	}
+	return seq
+}
+
+// add indexes the leaves of one log that continue it, holding back those
+// that arrive ahead of a missing one.
+func (ix *Index) add(ctx context.Context, id string, leaves []aheadLeaf) {
+	ix.mu.Lock()
+	if ix.broken[id] != nil {
+		ix.mu.Unlock()
+		return
+	}
+	held := ix.ahead[id]
+	if held == nil {
+		held = map[uint64]aheadLeaf{}
+		ix.ahead[id] = held
+	}
+	for _, l := range leaves {
+		held[l.index] = l
+	}
+	ix.mu.Unlock()
+
+	size, _, err := ix.store.Size(ctx, id)
+	if err != nil {
+		ix.log.Error("index", "log", id, "err", err)
+		return
+	}
+	var next []Leaf
+	ix.mu.Lock()
+	for i := range held {
+		if i < size {
+			delete(held, i) // already indexed (a re-read after a restart)
+		}
+	}
+	for {
+		l, ok := held[size+uint64(len(next))]
+		if !ok {
+			break
+		}
+		next = append(next, l.Leaf)
+		delete(held, l.index)
+	}
+	ix.mu.Unlock()
+	if len(next) == 0 {
+		return
+	}
+	if err := ix.store.Append(ctx, id, next); err != nil {
+		ix.mu.Lock()
+		if errors.Is(err, ErrBroken) {
+			ix.broken[id] = err
+			ix.log.Error("the stored audit log does not chain: no proofs for it; run `jisr audit verify`", "log", id, "err", err)
+		}
+		ix.mu.Unlock()
+		if !errors.Is(err, ErrBroken) {
+			ix.log.Error("index", "log", id, "err", err)
+		}
+		return
+	}
+	ix.settle(ctx, id)
+}
+
+func (ix *Index) followCheckpoints(ctx context.Context) error {
+	// The latest checkpoint of every log known so far, then every new one.
+	info, err := ix.ckpts.Info(ctx)
+	if err != nil {
+		return err
+	}
+	known, err := ix.store.Logs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range known {
+		subj, err := record.CheckpointSubject(id)
+		if err != nil {
+			continue
+		}
+		m, err := ix.ckpts.GetLastMsgForSubject(ctx, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		ix.addCheckpoint(ctx, m.Subject, m.Data)
+	}
+	start := uint64(1)
+	if len(known) > 0 {
+		start = info.State.LastSeq + 1
+	}
+	return stream.Scan(ctx, ix.ckpts, stream.ScanOptions{StartSeq: start, Follow: true}, func(m stream.Msg) error {
+		ix.addCheckpoint(ctx, m.Subject, m.Data)
+		return nil
+	})
+}
+
+func (ix *Index) addCheckpoint(ctx context.Context, subj string, data []byte) {
+	id, err := record.ParseCheckpointSubject(subj)
+	if err != nil {
+		return
+	}
+	st := &auditv1.CheckpointState{}
+	if err := proto.Unmarshal(data, st); err != nil {
+		ix.log.Error("a message of the checkpoint stream is not a checkpoint", "log", id)
+		return
+	}
+	c, err := checkpoint.Open(st.GetCheckpoint(), ix.keys)
+	if err != nil || c.Origin != checkpoint.Origin(ix.td, id) {
+		ix.log.Warn("checkpoint not verified: unknown key or bad signature", "log", id, "err", err)
+		return
+	}
+	ix.mu.Lock()
+	if cur, ok := ix.latest[id]; ok && cur.Size >= c.Size {
+		ix.mu.Unlock()
+		return
+	}
+	ix.waiting[id] = append(ix.waiting[id], Checkpoint{Checkpoint: c, LogID: id, Signed: st.GetCheckpoint()})
+	ix.mu.Unlock()
+	ix.settle(ctx, id)
+}
+
+// settle promotes the waiting checkpoints of a log that the index has caught
+// up with, once their roots match.
+func (ix *Index) settle(ctx context.Context, id string) {
+	size, _, err := ix.store.Size(ctx, id)
+	if err != nil {
+		return
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	var keep []Checkpoint
+	for _, c := range ix.waiting[id] {
+		if c.Size > size {
+			keep = append(keep, c)
+			continue
+		}
+		if cur, ok := ix.latest[id]; ok && cur.Size >= c.Size {
+			continue
+		}
+		root, err := ix.store.Root(ctx, id, c.Size)
+		if err != nil {
+			keep = append(keep, c)
+			continue
+		}
+		if string(root) != string(c.Root) {
+			ix.broken[id] = fmt.Errorf("the records of log %s do not hash to its signed checkpoint of size %d", id, c.Size)
+			ix.log.Error("the stored audit log does not match its signed checkpoint: no proofs for it; run `jisr audit verify`", "log", id, "size", c.Size)
+			continue
+		}
+		ix.latest[id] = c
+		close(ix.changed)
+		ix.changed = make(chan struct{})
+	}
+	ix.waiting[id] = keep
+}
+
+// Latest returns the latest verified checkpoint of a log.
+func (ix *Index) Latest(id string) (Checkpoint, bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	c, ok := ix.latest[id]
+	return c, ok && ix.broken[id] == nil
+}
+
+// Logs returns the ids of the logs with a verified checkpoint.
+func (ix *Index) Logs() []string {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	return slices.Sorted(maps.Keys(ix.latest))
+}
+
+// WaitFor blocks until a log has a verified checkpoint of at least size.
+func (ix *Index) WaitFor(ctx context.Context, id string, size uint64) (Checkpoint, error) {
+	for {
+		ix.mu.Lock()
+		c, ok := ix.latest[id]
+		ch := ix.changed
+		ix.mu.Unlock()
+		if ok && c.Size >= size {
+			return c, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return Checkpoint{}, fmt.Errorf("%w: log %s at size %d: %w", ErrNotIndexed, id, size, ctx.Err())
+		}
+	}
+}
+
+// Proof proves that the record with leafHash is leaf index of log id,
+// against the log's latest verified checkpoint.
+func (ix *Index) Proof(ctx context.Context, id string, index uint64, leafHash []byte) (*auditv1.InclusionProof, error) {
+	ix.mu.Lock()
+	c, ok := ix.latest[id]
+	broken := ix.broken[id]
+	ix.mu.Unlock()
+	switch {
+	case broken != nil:
+		return nil, fmt.Errorf("%w: %w", ErrBroken, broken)
+	case !ok || index >= c.Size:
+		return nil, fmt.Errorf("%w: no checkpoint of log %s covers record %d yet", ErrNotIndexed, id, index)
+	}
+	hashes, err := ix.store.InclusionProof(ctx, id, index, c.Size, leafHash, c.Root)
+	if err != nil {
+		return nil, err
+	}
+	return &auditv1.InclusionProof{LogId: id, LeafIndex: index, TreeSize: c.Size, Hashes: hashes, Checkpoint: c.Signed}, nil
+}

@@ -1,0 +1,134 @@
+package index_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc/codes"
+
+	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/gateway/audit"
+	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
+	"github.com/jisr-bus/jisr/gateway/audit/index"
+	"github.com/jisr-bus/jisr/gateway/audit/record"
+	"github.com/jisr-bus/jisr/gateway/audit/stream"
+	"github.com/jisr-bus/jisr/gateway/audit/tree"
+	"github.com/jisr-bus/jisr/gateway/decision"
+)
+
+const td = "jisr.internal"
+
+func TestIndexFollowsEveryLogAndProvesEveryRecord(t *testing.T) {
+	env := bustest.Start(t)
+	keyDir := t.TempDir()
+	quiet := slog.New(slog.DiscardHandler)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	gw := env.Connect(t, "gateway")
+	logs := map[string]*audit.Log{}
+	for _, id := range []string{"gw-1", "gw-2"} {
+		kp, _, err := checkpoint.EnsureKey(keyDir, id, checkpoint.Origin(td, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := audit.Open(ctx, gw, td, id, kp, audit.WithLogger(quiet), audit.WithCheckpointEvery(50*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs[id] = l
+	}
+	appendSome := func(l *audit.Log, from, n int) {
+		var wg sync.WaitGroup
+		for i := from; i < from+n; i++ {
+			wg.Go(func() {
+				d := &decision.Decision{Time: time.Now(), Consumer: "cnss", CKey: env.Keyer.CKey(fmt.Sprintf("AB%d", i%5)), Code: codes.OK, Allowed: true}
+				if err := l.Append(ctx, d); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	appendSome(logs["gw-1"], 0, 40)
+	appendSome(logs["gw-2"], 0, 25)
+
+	keys, err := checkpoint.LoadPublicKeys(keyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(gw)
+	records, _ := js.Stream(ctx, stream.Audit)
+	ckpts, _ := js.Stream(ctx, stream.Checkpoints)
+	dbPath := filepath.Join(t.TempDir(), "index.db")
+	run := func(ctx context.Context) (*index.Index, func()) {
+		store, err := index.OpenStore(dbPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ix := index.New(store, records, ckpts, td, keys, quiet)
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { ix.Run(rctx); close(done) }()
+		return ix, func() { stop(); <-done; store.Close() }
+	}
+	ix, stop := run(ctx)
+	// Records keep coming while the index follows.
+	appendSome(logs["gw-1"], 40, 30)
+	for id, want := range map[string]uint64{"gw-1": 70, "gw-2": 25} {
+		if _, err := ix.WaitFor(ctx, id, want); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prove := func(ix *index.Index) {
+		t.Helper()
+		err := stream.Scan(ctx, records, stream.ScanOptions{}, func(m stream.Msg) error {
+			rec, err := record.Parse(m.Data)
+			if err != nil {
+				return err
+			}
+			p, err := ix.Proof(ctx, rec.GetLogId(), rec.GetLeafIndex(), tree.LeafHash(m.Data))
+			if err != nil {
+				return err
+			}
+			// What a citizen does: open the checkpoint with the public key and
+			// check the path from the record's bytes to its root.
+			c, err := checkpoint.Open(p.GetCheckpoint(), keys.Verifiers())
+			if err != nil {
+				return err
+			}
+			return tree.VerifyInclusion(p.GetLeafIndex(), c.Size, tree.LeafHash(m.Data), p.GetHashes(), c.Root)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	prove(ix)
+	if _, err := ix.Proof(ctx, "gw-1", 999, tree.LeafHash([]byte("x"))); err == nil {
+		t.Fatal("a proof for a leaf no checkpoint covers")
+	}
+	stop()
+
+	// A restarted index resumes from its database and follows new records.
+	appendSome(logs["gw-2"], 25, 10)
+	ix, stop = run(ctx)
+	defer stop()
+	if _, err := ix.WaitFor(ctx, "gw-2", 35); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.WaitFor(ctx, "gw-1", 70); err != nil {
+		t.Fatal(err)
+	}
+	prove(ix)
+	for _, l := range logs {
+		if err := l.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,307 @@
+// Package index follows the audit streams into a local SQLite store of
+// every log's Merkle tree nodes and each log's latest verified checkpoint, so
+// the gateway can prove to a citizen that a record about them is in the log,
+// for any record of any gateway instance.
+//
+// Invariant: the index is derived data. It adopts a record only when it
+// chains to the record before it and a checkpoint only when its signature
+// verifies and its root equals the root the index recomputed; it never
+// serves a proof it has not checked against that signed root. Deleting the
+// database loses nothing: the index is rebuilt from the streams.
+package index
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
+
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver
+
+	"github.com/jisr-bus/jisr/gateway/audit/tree"
+)
+
+// Sentinel errors.
+var (
+	// ErrNotIndexed: the index does not (yet) hold what was asked.
+	ErrNotIndexed = errors.New("index: not indexed yet")
+	// ErrBroken: a log's stored records do not chain; no proof is served for it.
+	ErrBroken = errors.New("index: the stored log does not chain")
+)
+
+// Store keeps the nodes of every log's tree.
+type Store struct {
+	db *sql.DB
+	mu sync.Mutex
+	// ranges caches each log's compact range [0, size) and its last leaf.
+	logs map[string]*logRow
+}
+
+type logRow struct {
+	num     int64
+	size    uint64
+	prev    []byte
+	r       *compact.Range
+	lastSeq uint64
+}
+
+const schema = `
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS logs (
+	num      INTEGER PRIMARY KEY,
+	name     TEXT NOT NULL UNIQUE,
+	size     INTEGER NOT NULL,
+	prev     BLOB,
+	last_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nodes (
+	log   INTEGER NOT NULL,
+	level INTEGER NOT NULL,
+	idx   INTEGER NOT NULL,
+	hash  BLOB NOT NULL,
+	PRIMARY KEY (log, level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+	key   TEXT PRIMARY KEY,
+	value INTEGER NOT NULL
+);
+`
+
+// OpenStore opens (creating) the store at path; ":memory:" keeps it in memory.
+func OpenStore(path string) (*Store, error) {
+	dsn := "file:" + path + "?_pragma=busy_timeout(5000)"
+	if path == ":memory:" {
+		dsn = "file::memory:"
+	}
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("index: %w", err)
+	}
+	db.SetMaxOpenConns(1) // one writer; a single connection also keeps :memory: one database
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("index: %s: %w", path, err)
+	}
+	return &Store{db: db, logs: map[string]*logRow{}}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// log loads (creating) a log's row and compact range. Callers hold s.mu.
+func (s *Store) log(ctx context.Context, name string) (*logRow, error) {
+	if l, ok := s.logs[name]; ok {
+		return l, nil
+	}
+	l := &logRow{}
+	err := s.db.QueryRowContext(ctx, `SELECT num, size, prev, last_seq FROM logs WHERE name = ?`, name).Scan(&l.num, &l.size, &l.prev, &l.lastSeq)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		res, err := s.db.ExecContext(ctx, `INSERT INTO logs (name, size, prev, last_seq) VALUES (?, 0, NULL, 0)`, name)
+		if err != nil {
+			return nil, fmt.Errorf("index: %w", err)
+		}
+		if l.num, err = res.LastInsertId(); err != nil {
+			return nil, fmt.Errorf("index: %w", err)
+		}
+		l.r = tree.Factory.NewEmptyRange(0)
+	case err != nil:
+		return nil, fmt.Errorf("index: %w", err)
+	default:
+		ids := compact.RangeNodes(0, l.size, nil)
+		hashes, err := s.nodes(ctx, l.num, ids)
+		if err != nil {
+			return nil, err
+		}
+		if l.r, err = tree.NewRange(l.size, hashes); err != nil {
+			return nil, fmt.Errorf("index: %w", err)
+		}
+	}
+	s.logs[name] = l
+	return l, nil
+}
+
+func (s *Store) nodes(ctx context.Context, log int64, ids []compact.NodeID) ([][]byte, error) {
+	out := make([][]byte, len(ids))
+	for i, id := range ids {
+		err := s.db.QueryRowContext(ctx, `SELECT hash FROM nodes WHERE log = ? AND level = ? AND idx = ?`, log, id.Level, int64(id.Index)).Scan(&out[i])
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("%w: node (%d,%d)", ErrNotIndexed, id.Level, id.Index)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("index: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// Leaf is one record to index.
+type Leaf struct {
+	Hash []byte
+	Prev []byte // the record's prev_leaf_hash
+	Seq  uint64
+}
+
+// Size returns how many leaves of a log are indexed, and the leaf hash of
+// the last one.
+func (s *Store) Size(ctx context.Context, name string) (uint64, []byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, err := s.log(ctx, name)
+	if err != nil {
+		return 0, nil, err
+	}
+	return l.size, l.prev, nil
+}
+
+// Append indexes the next leaves of a log, in one transaction. Each must
+// chain to the one before.
+func (s *Store) Append(ctx context.Context, name string, leaves []Leaf) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, err := s.log(ctx, name)
+	if err != nil {
+		return err
+	}
+	r := tree.Clone(l.r)
+	prev, size, lastSeq := l.prev, l.size, l.lastSeq
+	type node struct {
+		id   compact.NodeID
+		hash []byte
+	}
+	var added []node
+	visit := func(id compact.NodeID, h []byte) { added = append(added, node{id, h}) }
+	for _, lf := range leaves {
+		if !equal(lf.Prev, prev) {
+			return fmt.Errorf("%w: log %s, leaf %d", ErrBroken, name, size)
+		}
+		if err := r.Append(lf.Hash, visit); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+		prev, size, lastSeq = lf.Hash, size+1, max(lastSeq, lf.Seq)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO nodes (log, level, idx, hash) VALUES (?, ?, ?, ?)`)
+	if err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	defer stmt.Close()
+	for _, n := range added {
+		if _, err := stmt.ExecContext(ctx, l.num, n.id.Level, int64(n.id.Index), n.hash); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE logs SET size = ?, prev = ?, last_seq = ? WHERE num = ?`, int64(size), prev, int64(lastSeq), l.num); err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	l.r, l.prev, l.size, l.lastSeq = r, prev, size, lastSeq
+	return nil
+}
+
+// Root returns the root of a log's tree at a size no larger than what is indexed.
+func (s *Store) Root(ctx context.Context, name string, size uint64) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, err := s.log(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if size > l.size {
+		return nil, fmt.Errorf("%w: log %s has %d leaves indexed, not %d", ErrNotIndexed, name, l.size, size)
+	}
+	if size == l.size {
+		return tree.Root(l.r)
+	}
+	hashes, err := s.nodes(ctx, l.num, compact.RangeNodes(0, size, nil))
+	if err != nil {
+		return nil, err
+	}
+	r, err := tree.NewRange(size, hashes)
+	if err != nil {
+		return nil, fmt.Errorf("index: %w", err)
+	}
+	return tree.Root(r)
+}
+
+// InclusionProof returns the RFC 6962 audit path of leaf index in the tree
+// of a log at size, checked against root before it is returned.
+func (s *Store) InclusionProof(ctx context.Context, name string, index, size uint64, leafHash, root []byte) ([][]byte, error) {
+	nodes, err := proof.Inclusion(index, size)
+	if err != nil {
+		return nil, fmt.Errorf("index: %w", err)
+	}
+	s.mu.Lock()
+	l, err := s.log(ctx, name)
+	if err == nil && size > l.size {
+		err = fmt.Errorf("%w: log %s has %d leaves indexed, not %d", ErrNotIndexed, name, l.size, size)
+	}
+	var hashes [][]byte
+	if err == nil {
+		hashes, err = s.nodes(ctx, l.num, nodes.IDs)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	p, err := nodes.Rehash(hashes, tree.Hasher.HashChildren)
+	if err != nil {
+		return nil, fmt.Errorf("index: %w", err)
+	}
+	if err := tree.VerifyInclusion(index, size, leafHash, p, root); err != nil {
+		return nil, fmt.Errorf("index: the proof of leaf %d in log %s does not verify: %w", index, name, err)
+	}
+	return p, nil
+}
+
+// Position is the stream sequence up to which the audit stream is indexed.
+func (s *Store) Position(ctx context.Context) (uint64, error) {
+	var v int64
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'audit_seq'`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("index: %w", err)
+	}
+	return uint64(v), nil
+}
+
+// SetPosition records the stream sequence up to which the audit stream is indexed.
+func (s *Store) SetPosition(ctx context.Context, seq uint64) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('audit_seq', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, int64(seq)); err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	return nil
+}
+
+// Logs lists the logs the store knows.
+func (s *Store) Logs(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name FROM logs ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("index: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, fmt.Errorf("index: %w", err)
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+func equal(a, b []byte) bool { return string(a) == string(b) }

@@ -1,0 +1,104 @@
+package index
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/jisr-bus/jisr/gateway/audit/tree"
+)
+
+func leaves(from, n int, prev []byte) ([]Leaf, []byte) {
+	out := make([]Leaf, n)
+	for i := range out {
+		h := tree.LeafHash(fmt.Appendf(nil, "record %d", from+i))
+		out[i] = Leaf{Hash: h, Prev: prev, Seq: uint64(from + i + 1)}
+		prev = h
+	}
+	return out, prev
+}
+
+func TestStoreProvesEveryLeafAtEverySize(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenStore(":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var all []Leaf
+	var prev []byte
+	for _, n := range []int{1, 2, 5, 13, 20} { // appended in batches of odd sizes
+		batch, p := leaves(len(all), n, prev)
+		if err := s.Append(ctx, "gw-1", batch); err != nil {
+			t.Fatal(err)
+		}
+		all, prev = append(all, batch...), p
+	}
+	for size := uint64(1); size <= uint64(len(all)); size++ {
+		root, err := s.Root(ctx, "gw-1", size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range size {
+			if _, err := s.InclusionProof(ctx, "gw-1", i, size, all[i].Hash, root); err != nil {
+				t.Fatalf("leaf %d of %d: %v", i, size, err)
+			}
+		}
+		// A proof for another leaf's hash does not verify.
+		if size > 1 {
+			if _, err := s.InclusionProof(ctx, "gw-1", 0, size, all[1].Hash, root); err == nil {
+				t.Fatalf("size %d: proved a wrong leaf", size)
+			}
+		}
+	}
+	if _, err := s.Root(ctx, "gw-1", 42); !errors.Is(err, ErrNotIndexed) {
+		t.Fatalf("root beyond the indexed size: %v", err)
+	}
+}
+
+func TestStoreRefusesABrokenChainAndSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "index.db")
+	s, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, prev := leaves(0, 10, nil)
+	if err := s.Append(ctx, "gw-1", batch); err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := leaves(10, 2, tree.LeafHash([]byte("not the previous leaf")))
+	if err := s.Append(ctx, "gw-1", bad); !errors.Is(err, ErrBroken) {
+		t.Fatalf("a leaf that does not chain: %v", err)
+	}
+	if err := s.SetPosition(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	root10, _ := s.Root(ctx, "gw-1", 10)
+	s.Close()
+
+	s, err = OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	size, last, err := s.Size(ctx, "gw-1")
+	if err != nil || size != 10 || string(last) != string(prev) {
+		t.Fatalf("reopened at size %d: %v", size, err)
+	}
+	if pos, _ := s.Position(ctx); pos != 10 {
+		t.Fatalf("position %d", pos)
+	}
+	more, _ := leaves(10, 7, prev)
+	if err := s.Append(ctx, "gw-1", more); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := s.Root(ctx, "gw-1", 10); string(r) != string(root10) {
+		t.Fatal("the root at size 10 changed after appending")
+	}
+	if logs, _ := s.Logs(ctx); len(logs) != 1 || logs[0] != "gw-1" {
+		t.Fatalf("logs %v", logs)
+	}
+}
