@@ -11,6 +11,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/certs/devca"
+	"github.com/jisr-bus/jisr/gateway/consent"
 )
 
 func init() { commandSet = append(commandSet, newCertsCmd) }
@@ -30,6 +31,7 @@ func newCertsCmd(g *globals) *cobra.Command {
                                  gateway, the consent service, the auditor and
                                  spiffe://<td>/member/<name> for every member
   citizen.key                    the federation's secret for citizen keys (ckeys)
+  consent/<time>-<kid>.key       the consent service's Ed25519 signing key(s)
 
 It is idempotent: existing files are kept; SVIDs that are missing, expired or
 close to expiry are reissued (running processes pick them up without restart).
@@ -65,6 +67,9 @@ func initCerts(g *globals, fed *federation.Federation) (*devca.InitResult, error
 		}
 	} else if err != nil {
 		return nil, err
+	}
+	if err := consent.InitKeys(g.certsDir); err != nil {
+		return nil, fmt.Errorf("consent keys: %w", err)
 	}
 	return res, nil
 }

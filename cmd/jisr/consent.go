@@ -1,33 +1,356 @@
 package main
 
-// PLACEHOLDER — replaced wholesale by the consent work (issue 4).
-
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
 
+	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/gateway"
+	"github.com/jisr-bus/jisr/gateway/consent"
 )
 
+func init() { commandSet = append(commandSet, newConsentCmd) }
+
+// consentParts is the consent service as the gateway process hosts it.
 type consentParts struct {
 	Verifier gateway.ConsentVerifier
+	Service  *consent.Service
 	Routes   map[string]http.Handler
 	Close    func()
 }
 
+// startConsent opens the consent state (creating its buckets with the
+// gateway's connection), watches revocations, and builds the verifier. The
+// grant/list/revoke service runs under the consent identity's own NATS
+// connection and signing keys.
 func startConsent(ctx context.Context, g *globals, nc *nats.Conn) (*consentParts, error) {
-	return nil, errors.New("consent verification is not built yet")
+	fed, err := g.federation()
+	if err != nil {
+		return nil, err
+	}
+	keys, err := consent.LoadKeys(g.certsDir)
+	if err != nil {
+		return nil, err
+	}
+	store, err := consent.OpenStore(ctx, nc, true, g.log)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	if err := store.WatchRevocations(wctx); err != nil {
+		cancel()
+		return nil, err
+	}
+	p := &consentParts{
+		Verifier: consent.NewVerifier(keys.PublicOnly(), fed.ID("consent"), store, store),
+	}
+	closers := []func(){cancel}
+	// The consent service itself, under its own identity.
+	cnc, src, err := g.connect(ctx, "consent")
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	closers = append(closers, func() { cnc.Drain(); src.Close() })
+	cstore, err := consent.OpenStore(ctx, cnc, false, g.log)
+	if err != nil {
+		for _, c := range closers {
+			c()
+		}
+		return nil, err
+	}
+	p.Service = &consent.Service{
+		Issuer: consent.NewIssuer(keys, fed.ID("consent")), Store: cstore, Keys: keys, Federation: fed, Log: g.log,
+	}
+	p.Routes = p.Service.Routes(nil)
+	p.Close = func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	return p, nil
 }
 
 type demoToken struct {
-	Citizen, Consumer, Provider, Service string
-	Methods, Fields                      []string
-	Purpose, LegalBasis, JTI, Token      string
+	Citizen    string   `json:"citizen"`
+	Consumer   string   `json:"consumer"`
+	Provider   string   `json:"provider"`
+	Service    string   `json:"service"`
+	Methods    []string `json:"methods"`
+	Fields     []string `json:"fields,omitempty"`
+	Purpose    string   `json:"purpose"`
+	LegalBasis string   `json:"legal_basis"`
+	JTI        string   `json:"jti"`
+	Token      string   `json:"token"`
 }
 
-func demoConsents(ctx context.Context, g *globals, eids []string) ([]demoToken, error) {
-	return nil, nil
+// demoConsents mints, for every demo citizen and every rule that needs a
+// token, one token to that rule's consumer, and records it.
+func demoConsents(ctx context.Context, g *globals, svc *consent.Service, eids []string) ([]demoToken, error) {
+	fed, err := g.federation()
+	if err != nil {
+		return nil, err
+	}
+	keyer, err := g.keyer()
+	if err != nil {
+		return nil, err
+	}
+	var out []demoToken
+	for _, raw := range eids {
+		eid, err := fed.NormaliseEID(raw)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range fed.Rules {
+			if r.LegalBasis == federation.BasisMandate {
+				continue
+			}
+			resp, err := svc.Grant(ctx, keyer.CKey(eid), consent.GrantRequest{
+				To: r.Consumer, Service: r.Service, Methods: r.Methods, Purpose: r.Purposes[0],
+				TTL: "24h", LegalBasis: r.LegalBasis,
+			})
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, demoToken{
+				Citizen: eid, Consumer: r.Consumer, Provider: r.Provider, Service: r.Service, Methods: r.Methods,
+				Fields: r.Fields, Purpose: r.Purposes[0], LegalBasis: r.LegalBasis, JTI: resp.ID, Token: resp.Token,
+			})
+		}
+	}
+	return out, nil
+}
+
+func newConsentCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "consent",
+		Short: "Grant, inspect, list and revoke citizens' consent tokens",
+		Long: `A consent token is a JWS (EdDSA) issued by the consent service after the
+citizen authenticated: it lets one member call some methods of one service,
+for one purpose, about one citizen, until it expires (docs/consent-tokens.md).
+
+These commands act as the consent service (spiffe://<td>/consent): they use its
+signing keys in --certs and, to record grants and revocations, its SVID to reach
+the running federation's NATS (--nats).`,
+	}
+	cmd.AddCommand(newConsentGrantCmd(g), newConsentInspectCmd(g), newConsentRevokeCmd(g), newConsentListCmd(g), newConsentRotateCmd(g))
+	return cmd
+}
+
+// consentService builds the consent service from the certs directory,
+// connected to NATS unless offline.
+func (g *globals) consentService(ctx context.Context, offline bool) (*consent.Service, func(), error) {
+	fed, err := g.federation()
+	if err != nil {
+		return nil, nil, err
+	}
+	keys, err := consent.LoadKeys(g.certsDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	svc := &consent.Service{Issuer: consent.NewIssuer(keys, fed.ID("consent")), Keys: keys, Federation: fed, Log: g.log}
+	if offline {
+		return svc, func() {}, nil
+	}
+	nc, src, err := g.connect(ctx, "consent", nats.MaxReconnects(0))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (use --offline to mint without recording)", err)
+	}
+	if svc.Store, err = consent.OpenStore(ctx, nc, false, g.log); err != nil {
+		nc.Close()
+		src.Close()
+		return nil, nil, fmt.Errorf("%w (is the gateway running? it creates the consent buckets)", err)
+	}
+	return svc, func() { nc.Drain(); src.Close() }, nil
+}
+
+func newConsentGrantCmd(g *globals) *cobra.Command {
+	var citizen string
+	var req consent.GrantRequest
+	var offline bool
+	cmd := &cobra.Command{
+		Use:   "grant --citizen EID --to MEMBER --service SVC --methods M[,M] --purpose P",
+		Short: "Mint a consent token (prints it on stdout)",
+		Example: `  jisr consent grant --citizen BK482913 --to cnss \
+    --service jisr.civilregistry.v1.CivilRegistry --methods GetPerson,IsAlive \
+    --fields person.names,person.birth --purpose amo-enrolment --ttl 24h`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fed, err := g.federation()
+			if err != nil {
+				return err
+			}
+			if citizen == "" || req.To == "" || req.Service == "" || len(req.Methods) == 0 || req.Purpose == "" {
+				return usageError{errors.New("--citizen, --to, --service, --methods and --purpose are required")}
+			}
+			eid, err := fed.NormaliseEID(citizen)
+			if err != nil {
+				return usageError{fmt.Errorf("--citizen: %w", err)}
+			}
+			keyer, err := g.keyer()
+			if err != nil {
+				return err
+			}
+			svc, done, err := g.consentService(cmd.Context(), offline)
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := svc.Grant(cmd.Context(), keyer.CKey(eid), req)
+			if errors.Is(err, consent.ErrBadRequest) {
+				return usageError{err}
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), resp.Token)
+			fmt.Fprintf(cmd.ErrOrStderr(), "jti %s, expires %s\n", resp.ID, resp.Expires.Format(time.RFC3339))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&citizen, "citizen", "", "the citizen's eID (used only to derive their ckey)")
+	f.StringVar(&req.To, "to", "", "the consumer member the citizen consents to")
+	f.StringVar(&req.Service, "service", "", "full protobuf service name, e.g. jisr.civilregistry.v1.CivilRegistry")
+	f.StringSliceVar(&req.Methods, "methods", nil, "methods covered, comma-separated")
+	f.StringSliceVar(&req.Fields, "fields", nil, "reply field paths released (default: all the access rule allows)")
+	f.StringVar(&req.Purpose, "purpose", "", "the purpose consented to (must match the access rule's)")
+	f.StringVar(&req.TTL, "ttl", "24h", "lifetime, at most 2160h (90 days)")
+	f.IntVar(&req.MaxUses, "max-uses", 0, "number of queries allowed (0: unlimited until expiry)")
+	f.StringVar(&req.LegalBasis, "basis", "consent", "legal basis: consent or explicit_request")
+	f.BoolVar(&offline, "offline", false, "mint without recording the grant (it cannot be listed, and revoking it needs its jti)")
+	return cmd
+}
+
+func newConsentInspectCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "inspect TOKEN",
+		Short: "Decode a consent token and verify its signature and validity offline",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			keys, err := consent.LoadKeys(g.certsDir)
+			if err != nil {
+				return err
+			}
+			tok := strings.TrimSpace(args[0])
+			if tok == "-" {
+				b, _ := os.ReadFile("/dev/stdin")
+				tok = strings.TrimSpace(string(b))
+			}
+			c, verr := consent.Inspect(keys, tok, time.Now())
+			if c == nil {
+				return fmt.Errorf("invalid token: %w", verr)
+			}
+			out, _ := json.MarshalIndent(c, "", "  ")
+			fmt.Fprintln(cmd.OutOrStdout(), string(out))
+			if verr != nil {
+				return fmt.Errorf("signature valid, but: %w", verr)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "signature valid (kid %s), valid until %s\n", keys.Signing().ID, c.Expires().Format(time.RFC3339))
+			return nil
+		},
+	}
+}
+
+func newConsentRevokeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke JTI",
+		Short: "Revoke a consent: every gateway refuses its token within a second",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			svc, done, err := g.consentService(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer done()
+			gr, err := svc.Store.Revoke(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s → %s %v, purpose %s)\n", gr.ID,
+				consent.ConsumerName(svc.Federation, gr.Consumer), gr.Service, gr.Methods, gr.Purpose)
+			return nil
+		},
+	}
+}
+
+func newConsentListCmd(g *globals) *cobra.Command {
+	var citizen string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list --citizen EID",
+		Short: "List a citizen's consents",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fed, err := g.federation()
+			if err != nil {
+				return err
+			}
+			eid, err := fed.NormaliseEID(citizen)
+			if err != nil {
+				return usageError{fmt.Errorf("--citizen: %w", err)}
+			}
+			keyer, err := g.keyer()
+			if err != nil {
+				return err
+			}
+			svc, done, err := g.consentService(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			defer done()
+			gs, err := svc.Store.List(cmd.Context(), keyer.CKey(eid))
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				b, _ := json.MarshalIndent(gs, "", "  ")
+				fmt.Fprintln(cmd.OutOrStdout(), string(b))
+				return nil
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "JTI\tTO\tSERVICE\tMETHODS\tPURPOSE\tBASIS\tEXPIRES\tSTATE")
+			for _, c := range gs {
+				state := "active"
+				switch {
+				case c.Revoked:
+					state = "revoked"
+				case time.Now().After(c.Expires):
+					state = "expired"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, consent.ConsumerName(fed, c.Consumer), c.Service,
+					strings.Join(c.Methods, ","), c.Purpose, c.LegalBasis, c.Expires.Format(time.RFC3339), state)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&citizen, "citizen", "", "the citizen's eID")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "JSON output")
+	return cmd
+}
+
+func newConsentRotateCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rotate-key",
+		Short: "Add a new signing key; tokens signed with older keys keep verifying until they expire",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k, err := consent.RotateKey(g.certsDir, time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "new signing key %s; restart gateways to load it (old keys verify for %s more)\n", k.ID, consent.MaxTTL)
+			return nil
+		},
+	}
 }

@@ -182,7 +182,7 @@ func writeDemo(ctx context.Context, g *globals, fed *federation.Federation, d *d
 	for i, c := range demo.Citizens {
 		eids[i] = c.EID
 	}
-	tokens, err := demoConsents(ctx, g, eids)
+	tokens, err := demoConsents(ctx, g, d.gateway.consent.Service, eids)
 	if err != nil {
 		return nil, fmt.Errorf("demo consents: %w", err)
 	}

@@ -1,0 +1,502 @@
+package consent_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jisr-bus/jisr/bus"
+	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/gateway"
+	"github.com/jisr-bus/jisr/gateway/consent"
+	"github.com/jisr-bus/jisr/gateway/decision"
+	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
+	jisrv1 "github.com/jisr-bus/jisr/proto/gen/jisr/v1"
+)
+
+const (
+	citizen = "BK482913"
+	other   = "ZA100200"
+	svc     = "jisr.civilregistry.v1.CivilRegistry"
+	purpose = "amo-enrolment"
+)
+
+type nopAudit struct{}
+
+func (nopAudit) Append(context.Context, *decision.Decision) error { return nil }
+
+type fed struct {
+	env    *bustest.Env
+	keys   *consent.KeySet
+	issuer *consent.Issuer
+	store  *consent.Store // the consent service's view
+	cnss   *nats.Conn
+	tax    *nats.Conn
+}
+
+// start brings up a real bus, n gateway replicas with real verifiers, and a
+// civil-registry provider answering GetPerson.
+func start(t *testing.T, replicas int) *fed {
+	t.Helper()
+	env := bustest.Start(t)
+	if err := consent.InitKeys(env.Dir); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := consent.LoadKeys(env.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := 0; i < replicas; i++ {
+		nc := env.Connect(t, "gateway")
+		st, err := consent.OpenStore(ctx, nc, true, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		t.Cleanup(cancel)
+		if err := st.WatchRevocations(wctx); err != nil {
+			t.Fatal(err)
+		}
+		gw, err := gateway.New(gateway.Config{
+			Federation: env.Fed, Keyer: env.Keyer, Conn: nc, Audit: nopAudit{},
+			Consent: consent.NewVerifier(keys.PublicOnly(), env.Fed.ID("consent"), st, st),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := gw.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { gw.Stop(ctx) })
+	}
+	prov := env.Connect(t, "civil-registry")
+	prov.QueueSubscribe("jisr.p.civil-registry.>", "p", func(m *nats.Msg) {
+		var req civilv1.GetPersonRequest
+		proto.Unmarshal(m.Data, &req)
+		b, _ := proto.Marshal(&civilv1.GetPersonResponse{Person: &civilv1.Person{
+			Eid: req.GetEid(), Names: &civilv1.Names{Latin: &jisrv1.Name{Given: "Amina"}, Arabic: &jisrv1.Name{Given: "أمينة"}},
+			Sex: civilv1.Sex_SEX_FEMALE, FatherName: "Mohammed",
+		}})
+		bus.Respond(m, b, nil)
+	})
+	prov.Flush()
+	cs := env.Connect(t, "consent")
+	store, err := consent.OpenStore(ctx, cs, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fed{env: env, keys: keys, issuer: consent.NewIssuer(keys, env.Fed.ID("consent")), store: store,
+		cnss: env.Connect(t, "cnss"), tax: env.Connect(t, "tax")}
+}
+
+func (f *fed) grant(t *testing.T, mod func(r *consent.Request)) (string, *consent.Claims) {
+	t.Helper()
+	m, _ := f.env.Fed.Member("cnss")
+	r := &consent.Request{CKey: f.env.Keyer.CKey(citizen), Audience: m.ID, Service: svc, Methods: []string{"GetPerson"},
+		Fields: []string{"person.names.latin", "person.sex"}, Purpose: purpose, LegalBasis: "consent", TTL: time.Hour}
+	if mod != nil {
+		mod(r)
+	}
+	tok, c, err := f.issuer.Issue(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.Record(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	return tok, c
+}
+
+// call sends GetPerson as a member, through the gateway.
+func (f *fed) call(t *testing.T, as *nats.Conn, consumer, eid, token, purp string) (*civilv1.GetPersonResponse, error) {
+	t.Helper()
+	payload, _ := proto.Marshal(&civilv1.GetPersonRequest{Eid: eid})
+	subj, _ := subject.Query{Consumer: consumer, Provider: "civil-registry", Service: subject.ServiceToken(svc), Method: "GetPerson", CKey: f.env.Keyer.CKey(eid)}.Subject()
+	msg := &nats.Msg{Subject: subj, Data: payload, Header: nats.Header{}}
+	msg.Header.Set(bus.HeaderPurpose, purp)
+	if token != "" {
+		msg.Header.Set(bus.HeaderConsent, token)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	reply, err := bus.Call(ctx, as, msg)
+	if err != nil {
+		return nil, err
+	}
+	var resp civilv1.GetPersonResponse
+	return &resp, proto.Unmarshal(reply.Data, &resp)
+}
+
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// forge builds a compact JWS by hand (for alg=none and HS256 attacks).
+func forge(header map[string]any, claims *consent.Claims, sign func(input string) []byte) string {
+	h, _ := json.Marshal(header)
+	c, _ := json.Marshal(claims)
+	input := b64(h) + "." + b64(c)
+	return input + "." + b64(sign(input))
+}
+
+func TestBadTokensAreRefusedWithTheirReason(t *testing.T) {
+	f := start(t, 1)
+	good, claims := f.grant(t, nil)
+	ctx := context.Background()
+	parts := strings.Split(good, ".")
+
+	otherKeys := t.TempDir()
+	consent.InitKeys(otherKeys)
+	foreignKeys, _ := consent.LoadKeys(otherKeys)
+	foreignTD := spiffeid.RequireFromString("spiffe://other.example/consent")
+	tax, _ := f.env.Fed.Member("tax")
+
+	revoked, rc := f.grant(t, nil)
+	if _, err := f.store.Revoke(ctx, rc.ID); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the watcher is push-based; this is generous
+
+	pubDER, _ := json.Marshal(jose.JSONWebKey{Key: f.keys.Signing().Public})
+	cases := []struct {
+		name, token string
+		code        codes.Code
+		reason      string
+	}{
+		{"garbage", "not-a-token", codes.Unauthenticated, consent.ReasonMalformed},
+		{"two parts", parts[0] + "." + parts[1], codes.Unauthenticated, consent.ReasonMalformed},
+		{"huge", strings.Repeat("a", 20000), codes.Unauthenticated, consent.ReasonMalformed},
+		{"alg none", forge(map[string]any{"alg": "none", "kid": f.keys.Signing().ID}, claims, func(string) []byte { return nil }), codes.Unauthenticated, consent.ReasonBadSignature},
+		{"HS256 with the public key", forge(map[string]any{"alg": "HS256", "kid": f.keys.Signing().ID}, claims, func(in string) []byte {
+			m := hmac.New(sha256.New, pubDER)
+			m.Write([]byte(in))
+			return m.Sum(nil)
+		}), codes.Unauthenticated, consent.ReasonBadSignature},
+		{"unknown kid", func() string {
+			_, priv, _ := ed25519.GenerateKey(rand.Reader)
+			tok, _ := consent.Sign(&consent.Key{ID: "nobody", Private: priv}, claims)
+			return tok
+		}(), codes.Unauthenticated, consent.ReasonUnknownKey},
+		{"edited payload", func() string {
+			c := *claims
+			c.Subject = f.env.Keyer.CKey(other)
+			b, _ := json.Marshal(c)
+			return parts[0] + "." + b64(b) + "." + parts[2]
+		}(), codes.Unauthenticated, consent.ReasonBadSignature},
+		{"signature of another key with our kid", func() string {
+			_, priv, _ := ed25519.GenerateKey(rand.Reader)
+			tok, _ := consent.Sign(&consent.Key{ID: f.keys.Signing().ID, Private: priv}, claims)
+			return tok
+		}(), codes.Unauthenticated, consent.ReasonBadSignature},
+		{"another trust domain", func() string {
+			tok, _, _ := consent.NewIssuer(foreignKeys, foreignTD).Issue(&consent.Request{CKey: claims.Subject, Audience: spiffeid.RequireFromString(claims.Audience), Service: svc, Methods: []string{"GetPerson"}, Purpose: purpose, LegalBasis: "consent", TTL: time.Hour})
+			return tok
+		}(), codes.Unauthenticated, consent.ReasonUnknownKey},
+		{"wrong issuer, right key", func() string {
+			c := *claims
+			c.Issuer = foreignTD.String()
+			tok, _ := consent.Sign(f.keys.Signing(), &c)
+			return tok
+		}(), codes.Unauthenticated, consent.ReasonWrongIssuer},
+		{"expired", func() string {
+			tok, _ := f.grant(t, func(r *consent.Request) { r.NotBefore = time.Now().Add(-3 * time.Hour) })
+			return tok
+		}(), codes.Unauthenticated, consent.ReasonExpired},
+		{"not yet valid", func() string {
+			tok, _ := f.grant(t, func(r *consent.Request) { r.NotBefore = time.Now().Add(time.Hour) })
+			return tok
+		}(), codes.Unauthenticated, consent.ReasonNotYetValid},
+		{"another audience", func() string {
+			tok, _ := f.grant(t, func(r *consent.Request) { r.Audience = tax.ID })
+			return tok
+		}(), codes.PermissionDenied, consent.ReasonWrongAudience},
+		{"another citizen", func() string {
+			tok, _ := f.grant(t, func(r *consent.Request) { r.CKey = f.env.Keyer.CKey(other) })
+			return tok
+		}(), codes.PermissionDenied, consent.ReasonWrongCitizen},
+		{"another method", func() string {
+			tok, _ := f.grant(t, func(r *consent.Request) { r.Methods = []string{"IsAlive"} })
+			return tok
+		}(), codes.PermissionDenied, consent.ReasonNotCovered},
+		{"another service", func() string {
+			tok, _ := f.grant(t, func(r *consent.Request) { r.Service = "jisr.tax.v1.Tax" })
+			return tok
+		}(), codes.PermissionDenied, consent.ReasonNotCovered},
+		{"another purpose", func() string {
+			tok, _ := f.grant(t, func(r *consent.Request) { r.Purpose = "family-allowance" })
+			return tok
+		}(), codes.PermissionDenied, consent.ReasonPurposeMismatch},
+		{"another legal basis", func() string {
+			tok, _ := f.grant(t, func(r *consent.Request) { r.LegalBasis = "explicit_request" })
+			return tok
+		}(), codes.PermissionDenied, consent.ReasonBasisMismatch},
+		{"revoked", revoked, codes.PermissionDenied, consent.ReasonRevoked},
+	}
+	if len(cases) < 15 {
+		t.Fatal("the issue asks for at least 15 bad tokens")
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.call(t, f.cnss, "cnss", citizen, tc.token, purpose)
+			st := status.Convert(err)
+			if st.Code() != tc.code || decision.ReasonOf(st) != tc.reason {
+				t.Fatalf("got %v %q (%s); want %v %q", st.Code(), decision.ReasonOf(st), st.Message(), tc.code, tc.reason)
+			}
+			if strings.Contains(st.Message(), citizen) || len(tc.token) > 20 && strings.Contains(st.Message(), tc.token[:20]) {
+				t.Fatalf("status message leaks: %q", st.Message())
+			}
+		})
+	}
+
+	t.Run("the good token works and only granted fields come back", func(t *testing.T) {
+		resp, err := f.call(t, f.cnss, "cnss", citizen, good, purpose)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := resp.GetPerson()
+		if p.GetNames().GetLatin().GetGiven() != "Amina" || p.GetSex() != civilv1.Sex_SEX_FEMALE {
+			t.Fatalf("granted fields missing: %v", p)
+		}
+		if p.GetNames().GetArabic() != nil || p.GetFatherName() != "" || p.GetEid() != "" {
+			t.Fatalf("fields not granted were released: %v", p)
+		}
+	})
+	t.Run("the CNSS token used by the tax adapter", func(t *testing.T) {
+		_, err := f.call(t, f.tax, "tax", citizen, good, "tax-clearance")
+		if st := status.Convert(err); st.Code() != codes.PermissionDenied {
+			t.Fatalf("got %v %s", st.Code(), st.Message())
+		}
+	})
+	t.Run("one citizen's token used for another", func(t *testing.T) {
+		_, err := f.call(t, f.cnss, "cnss", other, good, purpose)
+		if st := status.Convert(err); st.Code() != codes.PermissionDenied || decision.ReasonOf(st) != consent.ReasonWrongCitizen {
+			t.Fatalf("got %v %s", st.Code(), st.Message())
+		}
+	})
+}
+
+func TestRevocationReachesEveryReplica(t *testing.T) {
+	f := start(t, 2)
+	tok, c := f.grant(t, nil)
+	// Both replicas accept the token (the queue group spreads the calls).
+	for i := 0; i < 10; i++ {
+		if _, err := f.call(t, f.cnss, "cnss", citizen, tok, purpose); err != nil {
+			t.Fatal(err)
+		}
+	}
+	revokedAt := time.Now()
+	if _, err := f.store.Revoke(context.Background(), c.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Every call after a short grace must be refused, whichever replica takes it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		refused := 0
+		for i := 0; i < 20; i++ {
+			_, err := f.call(t, f.cnss, "cnss", citizen, tok, purpose)
+			if decision.ReasonOf(status.Convert(err)) == consent.ReasonRevoked {
+				refused++
+			}
+		}
+		if refused == 20 {
+			t.Logf("refused on every replica %s after revoke", time.Since(revokedAt))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5s only %d/20 calls refused", refused)
+		}
+	}
+}
+
+func TestMaxUsesIsExactAcrossReplicas(t *testing.T) {
+	f := start(t, 2)
+	tok, _ := f.grant(t, func(r *consent.Request) { r.MaxUses = 3 })
+	var ok, usedUp atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 12; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := f.call(t, f.cnss, "cnss", citizen, tok, purpose)
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case decision.ReasonOf(status.Convert(err)) == consent.ReasonUsedUp:
+				usedUp.Add(1)
+			default:
+				t.Errorf("unexpected %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 3 || usedUp.Load() != 9 {
+		t.Fatalf("%d succeeded and %d were used up; want 3 and 9", ok.Load(), usedUp.Load())
+	}
+}
+
+func TestListAndRevokeThroughTheStore(t *testing.T) {
+	f := start(t, 1)
+	_, c1 := f.grant(t, nil)
+	f.grant(t, func(r *consent.Request) { r.Purpose = "family-allowance" })
+	gs, err := f.store.List(context.Background(), f.env.Keyer.CKey(citizen))
+	if err != nil || len(gs) != 2 {
+		t.Fatalf("list = %v, %v", gs, err)
+	}
+	if _, err := f.store.Revoke(context.Background(), c1.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Revoke(context.Background(), consent.NewID()); err == nil {
+		t.Fatal("revoked a token never granted")
+	}
+	gs, _ = f.store.List(context.Background(), f.env.Keyer.CKey(citizen))
+	n := 0
+	for _, g := range gs {
+		if g.Revoked {
+			n++
+		}
+		if strings.Contains(g.CKey, citizen) {
+			t.Fatal("a grant record holds the eID")
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d revoked", n)
+	}
+}
+
+func TestKeyRotationKeepsOldTokensValid(t *testing.T) {
+	dir := t.TempDir()
+	consent.InitKeys(dir)
+	ks1, _ := consent.LoadKeys(dir)
+	iss := spiffeid.RequireFromString("spiffe://jisr.internal/consent")
+	aud := spiffeid.RequireFromString("spiffe://jisr.internal/member/cnss")
+	req := &consent.Request{CKey: "K", Audience: aud, Service: svc, Methods: []string{"GetPerson"}, Purpose: purpose, LegalBasis: "consent", TTL: time.Hour}
+	old, _, _ := consent.NewIssuer(ks1, iss).Issue(req)
+	if _, err := consent.RotateKey(dir, time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	ks2, _ := consent.LoadKeys(dir)
+	if ks2.Signing().ID == ks1.Signing().ID {
+		t.Fatal("rotation did not change the signing key")
+	}
+	if _, err := consent.Inspect(ks2, old, time.Now()); err != nil {
+		t.Fatalf("a token of the previous key no longer verifies: %v", err)
+	}
+	if n := len(ks2.JWKS(time.Now()).Keys); n != 2 {
+		t.Fatalf("JWKS has %d keys, want both", n)
+	}
+	// Once MaxTTL has passed since the rotation, the old key is retired.
+	if _, err := consent.Inspect(ks2, old, time.Now().Add(consent.MaxTTL+time.Hour)); err == nil {
+		t.Fatal("a retired key still verifies")
+	}
+}
+
+// A token minted by an independent JOSE implementation (the npm `jose`
+// package, from the consent service's key) is accepted: the format is standard.
+func TestTokenFromAnotherJOSEImplementation(t *testing.T) {
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed: the cross-implementation check needs it")
+	}
+	if _, err := exec.LookPath("npm"); err != nil {
+		t.Skip("npm is not installed: the cross-implementation check needs it")
+	}
+	f := start(t, 1)
+	work := t.TempDir()
+	script, err := os.ReadFile("testdata/mint.mjs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(work, "mint.mjs"), script, 0o600)
+	os.WriteFile(filepath.Join(work, "package.json"), []byte(`{"type":"module","dependencies":{"jose":"5.9.6"}}`), 0o600)
+	install := exec.Command("npm", "install", "--no-audit", "--no-fund", "--silent")
+	install.Dir = work
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("npm install jose: %v\n%s", err, out)
+	}
+	k := f.keys.Signing()
+	jwk, _ := json.Marshal(jose.JSONWebKey{Key: k.Private, KeyID: k.ID, Algorithm: "EdDSA"})
+	m, _ := f.env.Fed.Member("cnss")
+	claims, _ := json.Marshal(map[string]any{
+		"iss": f.env.Fed.ID("consent").String(), "sub": f.env.Keyer.CKey(citizen), "aud": m.ID.String(),
+		"jti": consent.NewID(), "purpose": purpose, "legal_basis": "consent",
+		"authorization_details": []map[string]any{{"type": "jisr_query", "service": svc, "methods": []string{"GetPerson"}}},
+	})
+	cmd := exec.Command("node", "mint.mjs", string(jwk), string(claims))
+	cmd.Dir = work
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node mint.mjs: %v", err)
+	}
+	tok := strings.TrimSpace(string(out))
+	resp, err := f.call(t, f.cnss, "cnss", citizen, tok, purpose)
+	if err != nil {
+		t.Fatalf("the jose-minted token was refused: %v", err)
+	}
+	if resp.GetPerson().GetNames().GetLatin().GetGiven() != "Amina" {
+		t.Fatal("no person")
+	}
+	// And the other way: our token verifies with jose.
+	good, _ := f.grant(t, nil)
+	pub, _ := json.Marshal(jose.JSONWebKey{Key: k.Public, KeyID: k.ID, Algorithm: "EdDSA"})
+	verify := exec.Command("node", "mint.mjs", "--verify", string(pub), good)
+	verify.Dir = work
+	if out, err := verify.CombinedOutput(); err != nil {
+		t.Fatalf("jose does not verify our token: %v\n%s", err, out)
+	}
+}
+
+func benchVerifier(b *testing.B) (*consent.Verifier, *decision.Request) {
+	dir := b.TempDir()
+	consent.InitKeys(dir)
+	ks, _ := consent.LoadKeys(dir)
+	iss := spiffeid.RequireFromString("spiffe://jisr.internal/consent")
+	aud := spiffeid.RequireFromString("spiffe://jisr.internal/member/cnss")
+	tok, c, _ := consent.NewIssuer(ks, iss).Issue(&consent.Request{CKey: "CK", Audience: aud, Service: svc, Methods: []string{"GetPerson"}, Purpose: purpose, LegalBasis: "consent", TTL: time.Hour})
+	_ = c
+	v := consent.NewVerifier(ks.PublicOnly(), iss, nil, nil)
+	return v, &decision.Request{ConsumerID: aud, CKey: "CK", Service: svc, Method: "GetPerson", Purpose: purpose, Token: tok}
+}
+
+func BenchmarkVerifyCached(b *testing.B) {
+	v, r := benchVerifier(b)
+	ctx := context.Background()
+	if _, err := v.Verify(ctx, r); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := v.Verify(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkVerifyCold(b *testing.B) {
+	v, r := benchVerifier(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		consent.WithCacheSize(0)(v) // every call verifies the signature
+		if _, err := v.Verify(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

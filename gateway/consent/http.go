@@ -1,0 +1,190 @@
+package consent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/jisr-bus/jisr/bus/federation"
+)
+
+// Authenticator turns a citizen's bearer credential into their ckey (the demo
+// login's session in dev; the national e-ID platform's token in production).
+type Authenticator interface {
+	Authenticate(ctx context.Context, credential string) (ckey string, err error)
+}
+
+// Service is the consent service: it grants, lists and revokes a citizen's
+// consents. It holds the signing keys; it never sees more of the citizen
+// than their ckey.
+type Service struct {
+	Issuer     *Issuer
+	Store      *Store
+	Keys       *KeySet
+	Federation *federation.Federation
+	Log        *slog.Logger
+}
+
+// GrantRequest is the HTTP/JSON body of a grant.
+type GrantRequest struct {
+	To         string   `json:"to"` // consumer member name
+	Service    string   `json:"service"`
+	Methods    []string `json:"methods"`
+	Fields     []string `json:"fields,omitempty"`
+	Purpose    string   `json:"purpose"`
+	TTL        string   `json:"ttl"` // Go duration, e.g. "24h"
+	MaxUses    int      `json:"max_uses,omitempty"`
+	LegalBasis string   `json:"legal_basis,omitempty"` // default consent
+}
+
+// GrantResponse is a granted token.
+type GrantResponse struct {
+	Token   string    `json:"token"`
+	ID      string    `json:"jti"`
+	Expires time.Time `json:"expires"`
+}
+
+// Grant mints, records and returns a token of ckey's consent.
+func (s *Service) Grant(ctx context.Context, ckey string, g GrantRequest) (*GrantResponse, error) {
+	m, err := s.Federation.Member(g.To)
+	if err != nil {
+		return nil, errors.Join(ErrBadRequest, errors.New("the consumer is not a member of the federation"))
+	}
+	ttl, err := time.ParseDuration(g.TTL)
+	if g.TTL == "" {
+		ttl, err = 24*time.Hour, nil
+	}
+	if err != nil {
+		return nil, errors.Join(ErrBadRequest, errors.New("ttl is a duration such as 24h"))
+	}
+	if g.LegalBasis == "" {
+		g.LegalBasis = federation.BasisConsent
+	}
+	tok, c, err := s.Issuer.Issue(&Request{
+		CKey: ckey, Audience: m.ID, Service: g.Service, Methods: g.Methods, Fields: g.Fields,
+		Purpose: g.Purpose, LegalBasis: g.LegalBasis, TTL: ttl, MaxUses: g.MaxUses,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if s.Store != nil {
+		if err := s.Store.Record(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	return &GrantResponse{Token: tok, ID: c.ID, Expires: c.Expires()}, nil
+}
+
+// Routes returns the HTTP routes to mount on the gateway's port.
+func (s *Service) Routes(auth Authenticator) map[string]http.Handler {
+	return map[string]http.Handler{
+		"GET /.well-known/jwks.json": http.HandlerFunc(s.jwks),
+		"POST /v1/consents":          s.authed(auth, s.httpGrant),
+		"GET /v1/consents":           s.authed(auth, s.httpList),
+		"DELETE /v1/consents/{jti}":  s.authed(auth, s.httpRevoke),
+	}
+}
+
+func (s *Service) jwks(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "max-age=60")
+	writeJSON(w, http.StatusOK, s.Keys.JWKS(time.Now()))
+}
+
+func (s *Service) authed(auth Authenticator, h func(http.ResponseWriter, *http.Request, string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if auth == nil {
+			httpError(w, http.StatusServiceUnavailable, "citizen login is not configured")
+			return
+		}
+		cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			httpError(w, http.StatusUnauthorized, "log in first: send Authorization: Bearer <session>")
+			return
+		}
+		ckey, err := auth.Authenticate(r.Context(), cred)
+		if err != nil {
+			httpError(w, http.StatusUnauthorized, "the session is not valid: log in again")
+			return
+		}
+		h(w, r, ckey)
+	})
+}
+
+func (s *Service) httpGrant(w http.ResponseWriter, r *http.Request, ckey string) {
+	var g GrantRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&g); err != nil {
+		httpError(w, http.StatusBadRequest, "the body is not a JSON grant request")
+		return
+	}
+	resp, err := s.Grant(r.Context(), ckey, g)
+	switch {
+	case errors.Is(err, ErrBadRequest):
+		httpError(w, http.StatusBadRequest, err.Error())
+	case err != nil:
+		s.Log.Error("consent grant failed", "err", err)
+		httpError(w, http.StatusServiceUnavailable, "the consent store is unavailable")
+	default:
+		writeJSON(w, http.StatusCreated, resp)
+	}
+}
+
+func (s *Service) httpList(w http.ResponseWriter, r *http.Request, ckey string) {
+	gs, err := s.Store.List(r.Context(), ckey)
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, "the consent store is unavailable")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"consents": gs})
+}
+
+func (s *Service) httpRevoke(w http.ResponseWriter, r *http.Request, ckey string) {
+	jti := r.PathValue("jti")
+	gs, err := s.Store.List(r.Context(), ckey)
+	if err != nil {
+		httpError(w, http.StatusServiceUnavailable, "the consent store is unavailable")
+		return
+	}
+	for _, g := range gs {
+		if g.ID == jti {
+			rg, err := s.Store.Revoke(r.Context(), jti)
+			if err != nil {
+				httpError(w, http.StatusServiceUnavailable, "the consent store is unavailable")
+				return
+			}
+			writeJSON(w, http.StatusOK, rg)
+			return
+		}
+	}
+	httpError(w, http.StatusNotFound, "no consent of yours has this ID")
+}
+
+// ConsumerName returns the member a token's audience names ("" if none).
+func ConsumerName(fed *federation.Federation, aud string) string {
+	id, err := spiffeid.FromString(aud)
+	if err != nil {
+		return ""
+	}
+	m, err := fed.MemberByID(id)
+	if err != nil {
+		return ""
+	}
+	return m.Name
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}

@@ -1,0 +1,243 @@
+package consent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jisr-bus/jisr/bus/natsconf"
+)
+
+// Store keeps the consent service's shared state in JetStream key-value
+// buckets: grants (by citizen), revocations (watched by every gateway
+// replica), and use counters (compare-and-set, exact across replicas).
+type Store struct {
+	js                          jetstream.JetStream
+	grants, revocations, usage  jetstream.KeyValue
+	log                         *slog.Logger
+
+	mu      sync.RWMutex
+	revoked map[string]time.Time
+	synced  chan struct{}
+}
+
+// Grant is what the consent service records of a token: never the token
+// itself, never the eID.
+type Grant struct {
+	ID         string    `json:"jti"`
+	CKey       string    `json:"ckey"`
+	Consumer   string    `json:"consumer"` // SPIFFE ID
+	Service    string    `json:"service"`
+	Methods    []string  `json:"methods"`
+	Fields     []string  `json:"fields,omitempty"`
+	Purpose    string    `json:"purpose"`
+	LegalBasis string    `json:"legal_basis"`
+	IssuedAt   time.Time `json:"issued_at"`
+	Expires    time.Time `json:"expires"`
+	MaxUses    int       `json:"max_uses,omitempty"`
+	Revoked    bool      `json:"revoked"`
+}
+
+// GrantOf summarises claims.
+func GrantOf(c *Claims) Grant {
+	d := c.AuthorizationDetails[0]
+	return Grant{
+		ID: c.ID, CKey: c.Subject, Consumer: c.Audience, Service: d.Service, Methods: d.Methods, Fields: d.Fields,
+		Purpose: c.Purpose, LegalBasis: c.LegalBasis, IssuedAt: time.Unix(c.IssuedAt, 0).UTC(),
+		Expires: time.Unix(c.Expiry, 0).UTC(), MaxUses: c.MaxUses,
+	}
+}
+
+// OpenStore binds the buckets. With create (the gateway, which may manage
+// JetStream), missing buckets are created; the consent identity only uses them.
+func OpenStore(ctx context.Context, nc *nats.Conn, create bool, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{js: js, log: log, revoked: map[string]time.Time{}, synced: make(chan struct{})}
+	open := func(bucket, desc string) (jetstream.KeyValue, error) {
+		if create {
+			return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket: bucket, Description: desc, History: 1, TTL: MaxTTL + 24*time.Hour, Storage: jetstream.FileStorage,
+			})
+		}
+		return js.KeyValue(ctx, bucket)
+	}
+	if s.grants, err = open(natsconf.ConsentBucket, "jisr consent grants, by citizen key"); err != nil {
+		return nil, fmt.Errorf("consent: bucket %s: %w", natsconf.ConsentBucket, err)
+	}
+	if s.revocations, err = open(natsconf.RevocationBucket, "jisr revoked consent token IDs"); err != nil {
+		return nil, fmt.Errorf("consent: bucket %s: %w", natsconf.RevocationBucket, err)
+	}
+	if s.usage, err = open(natsconf.UsageBucket, "jisr consent token use counters"); err != nil {
+		return nil, fmt.Errorf("consent: bucket %s: %w", natsconf.UsageBucket, err)
+	}
+	return s, nil
+}
+
+// Record stores a new grant.
+func (s *Store) Record(ctx context.Context, c *Claims) error {
+	b, err := json.Marshal(GrantOf(c))
+	if err != nil {
+		return err
+	}
+	_, err = s.grants.Create(ctx, c.Subject+"."+c.ID, b)
+	return err
+}
+
+// ErrUnknownToken is returned when revoking a token ID never granted.
+var ErrUnknownToken = errors.New("consent: no grant with this token ID")
+
+// Revoke marks a token ID revoked. Every gateway watching the bucket refuses
+// it from then on.
+func (s *Store) Revoke(ctx context.Context, jti string) (*Grant, error) {
+	if !CheckID(jti) {
+		return nil, ErrUnknownToken
+	}
+	lister, err := s.grants.ListKeysFiltered(ctx, "*."+jti)
+	if err != nil {
+		return nil, err
+	}
+	var key string
+	for k := range lister.Keys() {
+		key = k
+	}
+	if key == "" {
+		return nil, ErrUnknownToken
+	}
+	if _, err := s.revocations.Put(ctx, jti, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+		return nil, err
+	}
+	e, err := s.grants.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	var g Grant
+	if err := json.Unmarshal(e.Value(), &g); err != nil {
+		return nil, err
+	}
+	g.Revoked = true
+	return &g, nil
+}
+
+// List returns a citizen's grants, with their revocation state.
+func (s *Store) List(ctx context.Context, ckey string) ([]Grant, error) {
+	lister, err := s.grants.ListKeysFiltered(ctx, ckey+".*")
+	if err != nil {
+		return nil, err
+	}
+	var out []Grant
+	for k := range lister.Keys() {
+		e, err := s.grants.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var g Grant
+		if json.Unmarshal(e.Value(), &g) != nil {
+			continue
+		}
+		if _, err := s.revocations.Get(ctx, g.ID); err == nil {
+			g.Revoked = true
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+// WatchRevocations keeps the in-memory revocation set in step with the
+// bucket until ctx ends. Synced is closed once the existing revocations are
+// loaded.
+func (s *Store) WatchRevocations(ctx context.Context) error {
+	w, err := s.revocations.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	go func() {
+		defer w.Stop()
+		first := true
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil { // end of the initial values
+					if first {
+						close(s.synced)
+						first = false
+					}
+					continue
+				}
+				s.mu.Lock()
+				if e.Operation() == jetstream.KeyValuePut {
+					s.revoked[e.Key()] = e.Created()
+				}
+				s.mu.Unlock()
+			}
+		}
+	}()
+	select {
+	case <-s.synced:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(10 * time.Second):
+		return errors.New("consent: revocations not loaded within 10s")
+	}
+}
+
+// Revoked reports whether jti is revoked.
+func (s *Store) Revoked(jti string) bool {
+	s.mu.RLock()
+	_, ok := s.revoked[jti]
+	s.mu.RUnlock()
+	return ok
+}
+
+// Use counts one use of jti, refusing past max; compare-and-set makes the
+// count exact however many gateway replicas race.
+func (s *Store) Use(ctx context.Context, jti string, max int) error {
+	for attempt := 0; attempt < 64; attempt++ {
+		e, err := s.usage.Get(ctx, jti)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			if _, err := s.usage.Create(ctx, jti, []byte("1")); err == nil {
+				return nil
+			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+				return err
+			}
+			continue
+		case err != nil:
+			return err
+		}
+		n, _ := strconv.Atoi(string(e.Value()))
+		if n >= max {
+			return ErrUsedUp
+		}
+		if _, err := s.usage.Update(ctx, jti, []byte(strconv.Itoa(n+1)), e.Revision()); err == nil {
+			return nil
+		} else if !isConflict(err) {
+			return err
+		}
+	}
+	return errors.New("consent: use counter contended")
+}
+
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}

@@ -1,0 +1,135 @@
+// Package consent issues and verifies jisr consent tokens: JWS compact
+// serialisation signed with EdDSA (Ed25519) by the consent service, carrying
+// standard JWT claims and RFC 9396 authorization_details, so that any JOSE
+// library can verify (or, given the key, mint) them.
+//
+// Invariant: a token allows a query only if every check passes, in a fixed
+// order, each failure with its own reason — and the verifier never logs or
+// echoes the token or the citizen it names (sub is a ckey, never an eID).
+package consent
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/jisr-bus/jisr/bus/federation"
+)
+
+// DetailType is the authorization_details type of a jisr consent.
+const DetailType = "jisr_query"
+
+// MaxTTL bounds a token's lifetime, and so how long a retired signing key
+// must keep verifying.
+const MaxTTL = 90 * 24 * time.Hour
+
+// Detail is one RFC 9396 authorization_details entry.
+type Detail struct {
+	Type    string   `json:"type"`
+	Service string   `json:"service"`
+	Methods []string `json:"methods"`
+	Fields  []string `json:"fields,omitempty"`
+}
+
+// Claims are a consent token's claims.
+type Claims struct {
+	Issuer               string   `json:"iss"`
+	Subject              string   `json:"sub"` // the citizen's ckey
+	Audience             string   `json:"aud"` // the consumer member's SPIFFE ID
+	IssuedAt             int64    `json:"iat"`
+	NotBefore            int64    `json:"nbf"`
+	Expiry               int64    `json:"exp"`
+	ID                   string   `json:"jti"`
+	Purpose              string   `json:"purpose"`
+	LegalBasis           string   `json:"legal_basis"`
+	AuthorizationDetails []Detail `json:"authorization_details"`
+	MaxUses              int      `json:"max_uses,omitempty"`
+}
+
+// Expires is exp as a time.
+func (c *Claims) Expires() time.Time { return time.Unix(c.Expiry, 0) }
+
+// Request is what a citizen agrees to.
+type Request struct {
+	CKey       string
+	Audience   spiffeid.ID // the consumer member
+	Service    string      // full protobuf service name
+	Methods    []string
+	Fields     []string // empty: whatever the access rule allows
+	Purpose    string
+	LegalBasis string // consent or explicit_request
+	TTL        time.Duration
+	NotBefore  time.Time // zero: now
+	MaxUses    int       // 0: unlimited
+}
+
+// ErrBadRequest is returned for a grant request that cannot be a valid token.
+var ErrBadRequest = errors.New("consent: invalid grant")
+
+// Claims builds the claims of a new token for r.
+func (r *Request) Claims(issuer spiffeid.ID, now time.Time) (*Claims, error) {
+	bad := func(format string, a ...any) error { return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, a...)) }
+	switch {
+	case r.CKey == "":
+		return nil, bad("no citizen")
+	case r.Audience.IsZero():
+		return nil, bad("no consumer")
+	case federation.CheckServiceName(r.Service) != nil:
+		return nil, bad("service %q is not a full protobuf service name", r.Service)
+	case len(r.Methods) == 0:
+		return nil, bad("at least one method")
+	case federation.CheckPurpose(r.Purpose) != nil:
+		return nil, bad("purpose %q: lower-case letters, digits, '-' and '_'", r.Purpose)
+	case r.LegalBasis != federation.BasisConsent && r.LegalBasis != federation.BasisExplicitRequest:
+		return nil, bad("legal basis %q: a token is for %s or %s", r.LegalBasis, federation.BasisConsent, federation.BasisExplicitRequest)
+	case r.TTL <= 0 || r.TTL > MaxTTL:
+		return nil, bad("ttl %s: between 1s and %s", r.TTL, MaxTTL)
+	case r.MaxUses < 0:
+		return nil, bad("max uses must not be negative")
+	}
+	for _, m := range r.Methods {
+		if federation.CheckToken(m) != nil {
+			return nil, bad("method %q", m)
+		}
+	}
+	nbf := r.NotBefore
+	if nbf.IsZero() {
+		nbf = now
+	}
+	return &Claims{
+		Issuer: issuer.String(), Subject: r.CKey, Audience: r.Audience.String(),
+		IssuedAt: now.Unix(), NotBefore: nbf.Unix(), Expiry: nbf.Add(r.TTL).Unix(),
+		ID: NewID(), Purpose: r.Purpose, LegalBasis: r.LegalBasis, MaxUses: r.MaxUses,
+		AuthorizationDetails: []Detail{{Type: DetailType, Service: r.Service, Methods: slices.Clone(r.Methods), Fields: slices.Clone(r.Fields)}},
+	}, nil
+}
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// NewID returns a random token ID, safe as a NATS KV key.
+func NewID() string {
+	b := make([]byte, 15)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return strings.ToLower(idEncoding.EncodeToString(b))
+}
+
+// CheckID reports whether s is a token ID as NewID makes them.
+func CheckID(s string) bool {
+	if len(s) != 24 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
+}
