@@ -143,7 +143,8 @@ func Open(signed string, trusted note.Verifiers) (Checkpoint, error) {
 
 // Keys maps origins to their verifiers: the trusted keys of a verifier.
 type Keys struct {
-	list []note.Verifier
+	list  []note.Verifier
+	vkeys []string
 }
 
 // ParseKeys parses verifier keys (<name>+<hash>+<base64 key>), one per entry.
@@ -155,9 +156,13 @@ func ParseKeys(vkeys ...string) (*Keys, error) {
 			return nil, fmt.Errorf("%w: verifier key: %v", ErrKey, err)
 		}
 		k.list = append(k.list, v)
+		k.vkeys = append(k.vkeys, strings.TrimSpace(s))
 	}
 	return k, nil
 }
+
+// VerifierKeys returns the keys in their text form, sorted.
+func (k *Keys) VerifierKeys() []string { return slices.Sorted(slices.Values(k.vkeys)) }
 
 // Verifiers returns the keys as note.Verifiers.
 func (k *Keys) Verifiers() note.Verifiers { return note.VerifierList(k.list...) }
