@@ -116,4 +116,3 @@ func checkTimes(c *Claims, now time.Time) error {
 	}
 	return nil
 }
-

@@ -20,9 +20,9 @@ import (
 // buckets: grants (by citizen), revocations (watched by every gateway
 // replica), and use counters (compare-and-set, exact across replicas).
 type Store struct {
-	js                          jetstream.JetStream
-	grants, revocations, usage  jetstream.KeyValue
-	log                         *slog.Logger
+	js                         jetstream.JetStream
+	grants, revocations, usage jetstream.KeyValue
+	log                        *slog.Logger
 
 	mu      sync.RWMutex
 	revoked map[string]time.Time

@@ -74,7 +74,9 @@ var ErrBadRequest = errors.New("consent: invalid grant")
 
 // Claims builds the claims of a new token for r.
 func (r *Request) Claims(issuer spiffeid.ID, now time.Time) (*Claims, error) {
-	bad := func(format string, a ...any) error { return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, a...)) }
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, a...))
+	}
 	switch {
 	case r.CKey == "":
 		return nil, bad("no citizen")
