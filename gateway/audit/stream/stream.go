@@ -44,8 +44,11 @@ var (
 
 // Config is the retention configuration of both streams.
 type Config struct {
-	// MaxAge is how long records and checkpoints are kept (default ten years).
+	// MaxAge is how long records are kept (default ten years).
 	MaxAge time.Duration
+	// CheckpointMaxAge is how long checkpoints are kept (default MaxAge).
+	// The newest checkpoint covers every record, so older ones may go first.
+	CheckpointMaxAge time.Duration
 	// MaxBytes bounds the audit stream's size; when it is reached new records
 	// are refused (and the gateway answers Unavailable). 0 = unlimited.
 	MaxBytes int64
@@ -59,6 +62,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxAge == 0 {
 		c.MaxAge = DefaultMaxAge
 	}
+	if c.CheckpointMaxAge == 0 {
+		c.CheckpointMaxAge = c.MaxAge
+	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
 	}
@@ -66,8 +72,8 @@ func (c Config) withDefaults() (Config, error) {
 		c.Duplicates = DefaultDuplicates
 	}
 	switch {
-	case c.MaxAge < 0:
-		return c, fmt.Errorf("%w: max_age %s must be positive", ErrConfig, c.MaxAge)
+	case c.MaxAge < 0 || c.CheckpointMaxAge < 0:
+		return c, fmt.Errorf("%w: max_age must be positive", ErrConfig)
 	case c.MaxBytes < 0:
 		return c, fmt.Errorf("%w: max_bytes %d must be positive (0 = unlimited)", ErrConfig, c.MaxBytes)
 	case c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5:
@@ -105,6 +111,7 @@ func StreamConfigs(c Config) (audit, checkpoints jetstream.StreamConfig, err err
 	if c.MaxBytes > 0 {
 		audit.MaxBytes = c.MaxBytes
 	}
+	checkpoints.MaxAge = c.CheckpointMaxAge
 	checkpoints.Name = Checkpoints
 	checkpoints.Description = "jisr audit checkpoints: C2SP signed checkpoints of the audit logs"
 	checkpoints.Subjects = []string{record.CheckpointPrefix + ".>"}
