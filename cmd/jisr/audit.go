@@ -27,7 +27,7 @@ import (
 // decision is appended to, the citizen's access log routes, and Close.
 type auditParts struct {
 	Log    gateway.AuditLog
-	Routes map[string]http.Handler  // mounted on the gateway HTTP mux
+	Routes map[string]http.Handler         // mounted on the gateway HTTP mux
 	Close  func(ctx context.Context) error // flushes, publishes the final checkpoint
 }
 
