@@ -31,17 +31,23 @@ func Showcase(seed uint64) []Example {
 			return c.Alive() && c.Work == SelfEmployed && !c.GoodStanding
 		}},
 	}
-	for b := 0; b < 2500 && len(out) < len(want); b++ {
+	found := make([]*Example, len(want))
+	for b := 0; b < 2500 && len(seen) < len(want); b++ {
 		blk := Block(seed, b)
 		for k := range blk {
 			c := &blk[k]
-			for _, w := range want {
+			for i, w := range want {
 				if !seen[w.key] && w.match(c) {
 					seen[w.key] = true
-					out = append(out, Example{EID: c.EID, Description: w.desc})
+					found[i] = &Example{EID: c.EID, Description: w.desc}
 					break
 				}
 			}
+		}
+	}
+	for _, e := range found { // in the order of want: the first is the demo's main citizen
+		if e != nil {
+			out = append(out, *e)
 		}
 	}
 	return out
