@@ -144,24 +144,33 @@ func (s *Service) httpList(w http.ResponseWriter, r *http.Request, ckey string) 
 }
 
 func (s *Service) httpRevoke(w http.ResponseWriter, r *http.Request, ckey string) {
-	jti := r.PathValue("jti")
-	gs, err := s.Store.List(r.Context(), ckey)
-	if err != nil {
+	g, err := s.RevokeFor(r.Context(), ckey, r.PathValue("jti"))
+	switch {
+	case errors.Is(err, ErrUnknownToken):
+		httpError(w, http.StatusNotFound, "no consent of yours has this ID")
+	case err != nil:
 		httpError(w, http.StatusServiceUnavailable, "the consent store is unavailable")
-		return
+	default:
+		writeJSON(w, http.StatusOK, g)
+	}
+}
+
+// RevokeFor revokes jti if it is one of ckey's consents; a citizen can only
+// revoke their own.
+func (s *Service) RevokeFor(ctx context.Context, ckey, jti string) (*Grant, error) {
+	if !CheckID(jti) {
+		return nil, ErrUnknownToken
+	}
+	gs, err := s.Store.List(ctx, ckey)
+	if err != nil {
+		return nil, err
 	}
 	for _, g := range gs {
 		if g.ID == jti {
-			rg, err := s.Store.Revoke(r.Context(), jti)
-			if err != nil {
-				httpError(w, http.StatusServiceUnavailable, "the consent store is unavailable")
-				return
-			}
-			writeJSON(w, http.StatusOK, rg)
-			return
+			return s.Store.Revoke(ctx, jti)
 		}
 	}
-	httpError(w, http.StatusNotFound, "no consent of yours has this ID")
+	return nil, ErrUnknownToken
 }
 
 // ConsumerName returns the member a token's audience names ("" if none).

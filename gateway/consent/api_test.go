@@ -1,0 +1,129 @@
+package consent_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/jisr-bus/jisr/gateway/audit/accesslog"
+	"github.com/jisr-bus/jisr/gateway/consent"
+	consentv1 "github.com/jisr-bus/jisr/proto/gen/jisr/consent/v1"
+)
+
+// The consent API over HTTP/JSON and gRPC: the citizen is whoever the
+// session names, and can act only on their own consents.
+func TestConsentAPI(t *testing.T) {
+	f := start(t, 1)
+	sessions, err := accesslog.NewSessions(time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &consent.Service{Issuer: f.issuer, Store: f.store, Keys: f.keys, Federation: f.env.Fed}
+	mux := http.NewServeMux()
+	for p, h := range svc.Routes(sessions) {
+		mux.Handle(p, h)
+	}
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	mine, _ := sessions.Issue(f.env.Keyer.CKey(citizen))
+	theirs, _ := sessions.Issue(f.env.Keyer.CKey(other))
+
+	do := func(method, path, session string, body any) (int, map[string]any) {
+		var rd bytes.Buffer
+		if body != nil {
+			json.NewEncoder(&rd).Encode(body)
+		}
+		req, _ := http.NewRequest(method, srv.URL+path, &rd)
+		if session != "" {
+			req.Header.Set("Authorization", "Bearer "+session)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	grant := consent.GrantRequest{To: "cnss", Service: svc.Federation.Rules[0].Service, Methods: []string{"GetPerson"}, Purpose: purpose, TTL: "1h"}
+	if code, _ := do("POST", "/v1/consents", "", grant); code != http.StatusUnauthorized {
+		t.Fatalf("grant without login: %d", code)
+	}
+	if code, _ := do("POST", "/v1/consents", "forged.session", grant); code != http.StatusUnauthorized {
+		t.Fatalf("grant with a forged session: %d", code)
+	}
+	code, out := do("POST", "/v1/consents", mine, grant)
+	if code != http.StatusCreated || out["token"] == nil {
+		t.Fatalf("grant: %d %v", code, out)
+	}
+	jti := out["jti"].(string)
+	// The token works at the gateway.
+	if _, err := f.call(t, f.cnss, "cnss", citizen, out["token"].(string), purpose); err != nil {
+		t.Fatalf("the granted token was refused: %v", err)
+	}
+	if code, _ := do("POST", "/v1/consents", mine, consent.GrantRequest{To: "nobody", Service: grant.Service, Methods: grant.Methods, Purpose: purpose}); code != http.StatusBadRequest {
+		t.Fatalf("grant to a non-member: %d", code)
+	}
+	if code, out := do("GET", "/v1/consents", mine, nil); code != http.StatusOK || len(out["consents"].([]any)) != 1 {
+		t.Fatalf("list: %d %v", code, out)
+	}
+	if code, _ := do("DELETE", "/v1/consents/"+jti, theirs, nil); code != http.StatusNotFound {
+		t.Fatalf("another citizen revoked my consent: %d", code)
+	}
+	if code, out := do("DELETE", "/v1/consents/"+jti, mine, nil); code != http.StatusOK || out["revoked"] != true {
+		t.Fatalf("revoke: %d %v", code, out)
+	}
+	if code, out := do("GET", "/.well-known/jwks.json", "", nil); code != http.StatusOK || len(out["keys"].([]any)) != 1 {
+		t.Fatalf("jwks: %d %v", code, out)
+	}
+
+	// gRPC, on a real listener.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	consent.NewGRPC(svc, sessions).Register(gs)
+	go gs.Serve(lis)
+	defer gs.Stop()
+	cc, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	defer cc.Close()
+	client := consentv1.NewConsentClient(cc)
+	as := func(session string) context.Context {
+		return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+session)
+	}
+	if _, err := client.ListConsents(context.Background(), &consentv1.ListConsentsRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("gRPC list without login: %v", err)
+	}
+	g, err := client.Grant(as(mine), &consentv1.GrantRequest{To: "cnss", Service: grant.Service, Methods: []string{"IsAlive"}, Purpose: purpose, Ttl: durationpb.New(time.Hour), MaxUses: 2})
+	if err != nil || g.GetToken() == "" {
+		t.Fatalf("gRPC grant: %v", err)
+	}
+	if _, err := client.Grant(as(mine), &consentv1.GrantRequest{To: "cnss", Service: grant.Service, Purpose: purpose}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("gRPC grant without methods: %v", err)
+	}
+	l, err := client.ListConsents(as(mine), &consentv1.ListConsentsRequest{})
+	if err != nil || len(l.GetConsents()) != 2 {
+		t.Fatalf("gRPC list: %v %v", l, err)
+	}
+	if _, err := client.Revoke(as(theirs), &consentv1.RevokeRequest{Jti: g.GetJti()}); status.Code(err) != codes.NotFound {
+		t.Fatalf("gRPC revoke of another's consent: %v", err)
+	}
+	r, err := client.Revoke(as(mine), &consentv1.RevokeRequest{Jti: g.GetJti()})
+	if err != nil || !r.GetConsent().GetRevoked() {
+		t.Fatalf("gRPC revoke: %v %v", r, err)
+	}
+}
