@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
 
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/gateway"
@@ -29,6 +30,11 @@ type auditParts struct {
 	Log    gateway.AuditLog
 	Routes map[string]http.Handler         // mounted on the gateway HTTP mux
 	Close  func(ctx context.Context) error // flushes, publishes the final checkpoint
+	// Citizens authenticates citizens (the demo login's sessions); the
+	// consent API uses it too.
+	Citizens accesslog.Authenticator
+	// RegisterGRPC adds the access log's gRPC service to the gateway's gRPC server.
+	RegisterGRPC func(*grpc.Server)
 }
 
 // auditKeyDir is where the checkpoint keys of the audit logs live: one
@@ -198,8 +204,10 @@ func startAudit(ctx context.Context, g *globals, nc *nats.Conn, instance string)
 	var once sync.Once
 	var closeErr error
 	return &auditParts{
-		Log:    l,
-		Routes: svc.Routes(demo),
+		Log:          l,
+		Routes:       svc.Routes(demo),
+		Citizens:     sessions,
+		RegisterGRPC: svc.Register,
 		Close: func(ctx context.Context) error {
 			once.Do(func() {
 				var errs []error

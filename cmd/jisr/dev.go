@@ -22,6 +22,7 @@ func init() { commandSet = append(commandSet, newDevCmd) }
 type devOptions struct {
 	citizens int
 	httpAddr string
+	grpcAddr string
 	nats     natsOptions
 	// anyPort binds every listener to 127.0.0.1:0 (tests run several
 	// federations side by side).
@@ -49,6 +50,7 @@ Ctrl-C shuts everything down gracefully.`,
 	}
 	cmd.Flags().IntVar(&o.citizens, "citizens", 10000, "synthetic citizens in each reference backend")
 	cmd.Flags().StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "gateway HTTP address")
+	cmd.Flags().StringVar(&o.grpcAddr, "grpc", "127.0.0.1:7000", "gateway gRPC address (consent and access-log APIs)")
 	o.nats.flags(cmd)
 	return cmd
 }
@@ -82,7 +84,7 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 		}
 	}()
 	if o.anyPort {
-		o.nats.listen, o.httpAddr = "127.0.0.1:-1", "127.0.0.1:0"
+		o.nats.listen, o.httpAddr, o.grpcAddr = "127.0.0.1:-1", "127.0.0.1:0", "127.0.0.1:0"
 	}
 	if d.nats, err = startNATS(ctx, g, o.nats); err != nil {
 		return err
@@ -103,7 +105,7 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 		}
 		d.backends = append(d.backends, b)
 	}
-	if d.gateway, err = startGateway(ctx, g, gatewayOptions{httpAddr: o.httpAddr, instance: "gw-1"}); err != nil {
+	if d.gateway, err = startGateway(ctx, g, gatewayOptions{httpAddr: o.httpAddr, grpcAddr: o.grpcAddr, instance: "gw-1"}); err != nil {
 		return err
 	}
 	backendAddr := map[string]string{}
@@ -170,6 +172,7 @@ func writeDemo(ctx context.Context, g *globals, fed *federation.Federation, d *d
 	demo := &demoFile{Endpoints: map[string]string{
 		"nats":         d.nats.ClientURL(),
 		"gateway_http": "http://" + d.gateway.addr,
+		"gateway_grpc": d.gateway.grpcAddr,
 	}}
 	for _, a := range d.adapters {
 		demo.Endpoints["adapter/"+a.member] = a.addr
@@ -239,7 +242,8 @@ func contains(ss []string, s string) bool {
 func printDemo(out io.Writer, fed *federation.Federation, d *devFederation, demo *demoFile, took time.Duration) {
 	fmt.Fprintf(out, "\njisr dev: federation %q is up in %s\n\n", fed.TrustDomain.Name(), took.Round(time.Millisecond))
 	fmt.Fprintf(out, "  NATS (mTLS only)   %s\n", d.nats.ClientURL())
-	fmt.Fprintf(out, "  gateway HTTP       http://%s  (/healthz /readyz /metrics)\n", d.gateway.addr)
+	fmt.Fprintf(out, "  gateway HTTP       http://%s  (/healthz /readyz /metrics, consent and access-log APIs)\n", d.gateway.addr)
+	fmt.Fprintf(out, "  gateway gRPC       %s  (jisr.consent.v1.Consent, the citizen's access log)\n", d.gateway.grpcAddr)
 	for _, a := range d.adapters {
 		fmt.Fprintf(out, "  adapter %-14s %s  (gRPC, what the %s backend calls)\n", a.member, a.addr, a.member)
 	}

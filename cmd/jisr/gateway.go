@@ -13,15 +13,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway"
+	"github.com/jisr-bus/jisr/gateway/consent"
+	"github.com/jisr-bus/jisr/services/adapter"
 )
 
 func init() { commandSet = append(commandSet, newGatewayCmd) }
 
 type gatewayOptions struct {
 	httpAddr string
+	grpcAddr string
 	instance string
 	unsafe   gateway.Safeguards
 }
@@ -66,6 +74,7 @@ citizen's access log.`,
 		},
 	}
 	cmd.Flags().StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "HTTP listen address (health, metrics, consent, access log)")
+	cmd.Flags().StringVar(&o.grpcAddr, "grpc", "127.0.0.1:7000", "gRPC listen address of the consent and access-log APIs (plaintext on loopback only, else mTLS)")
 	cmd.Flags().StringVar(&o.instance, "instance", "gw-1", "this replica's name: names its audit log, so keep it stable across restarts")
 	cmd.Flags().StringSliceVar(&skip, "unsafe-skip", nil, "BENCHMARK ONLY: switch off safeguards (consent, audit, minimise) to measure their cost")
 	_ = cmd.Flags().MarkHidden("unsafe-skip")
@@ -74,13 +83,15 @@ citizen's access log.`,
 
 // gatewayNode is a running gateway with its NATS connection and HTTP server.
 type gatewayNode struct {
-	gw      *gateway.Gateway
-	nc      *nats.Conn
-	src     svid.Source
-	srv     *http.Server
-	addr    string
-	consent *consentParts
-	audit   *auditParts
+	gw       *gateway.Gateway
+	nc       *nats.Conn
+	src      svid.Source
+	srv      *http.Server
+	addr     string
+	grpc     *grpc.Server
+	grpcAddr string
+	consent  *consentParts
+	audit    *auditParts
 }
 
 func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gatewayNode, err error) {
@@ -127,6 +138,12 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gateway
 			routes[p] = h
 		}
 	}
+	if n.consent != nil && n.audit != nil && n.audit.Citizens != nil {
+		// The consent API acts for the citizen the access log's login authenticated.
+		for p, h := range n.consent.Service.Routes(n.audit.Citizens) {
+			routes[p] = h
+		}
+	}
 	if n.gw, err = gateway.New(cfg); err != nil {
 		return nil, err
 	}
@@ -159,7 +176,50 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gateway
 		}
 	}()
 	g.log.Info("gateway HTTP listening", "addr", n.addr, "instance", o.instance)
+	if err := n.serveGRPC(g, o); err != nil {
+		return nil, err
+	}
 	return n, nil
+}
+
+// serveGRPC serves the citizen-facing APIs (consent, access log) over gRPC,
+// with health and reflection.
+func (n *gatewayNode) serveGRPC(g *globals, o gatewayOptions) error {
+	if o.grpcAddr == "" || n.consent == nil && n.audit == nil {
+		return nil
+	}
+	fed, _ := g.federation()
+	creds, err := adapter.ServerCredentials(o.grpcAddr, svid.ServerTLS(n.src, tlsconfig.AuthorizeMemberOf(fed.TrustDomain)))
+	if err != nil {
+		return err
+	}
+	n.grpc = grpc.NewServer(creds...)
+	hs := health.NewServer()
+	if n.consent != nil {
+		var auth consent.Authenticator
+		if n.audit != nil && n.audit.Citizens != nil {
+			auth = n.audit.Citizens
+		}
+		consent.NewGRPC(n.consent.Service, auth).Register(n.grpc)
+		hs.SetServingStatus("jisr.consent.v1.Consent", healthpb.HealthCheckResponse_SERVING)
+	}
+	if n.audit != nil && n.audit.RegisterGRPC != nil {
+		n.audit.RegisterGRPC(n.grpc)
+	}
+	healthpb.RegisterHealthServer(n.grpc, hs)
+	reflection.Register(n.grpc)
+	lis, err := net.Listen("tcp", o.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("gateway gRPC: %w", err)
+	}
+	n.grpcAddr = lis.Addr().String()
+	go func() {
+		if err := n.grpc.Serve(lis); err != nil {
+			g.log.Error("gateway gRPC server stopped", "err", err)
+		}
+	}()
+	g.log.Info("gateway gRPC listening (consent, access log)", "addr", n.grpcAddr)
+	return nil
 }
 
 // stop drains in order: no new queries, in-flight ones finish (and are
@@ -171,6 +231,9 @@ func (n *gatewayNode) stop(ctx context.Context) error {
 	}
 	if n.srv != nil {
 		errs = append(errs, n.srv.Shutdown(ctx))
+	}
+	if n.grpc != nil {
+		n.grpc.GracefulStop()
 	}
 	if n.audit != nil && n.audit.Close != nil {
 		errs = append(errs, n.audit.Close(ctx))
