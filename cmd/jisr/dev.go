@@ -52,6 +52,8 @@ Ctrl-C shuts everything down gracefully.`,
 	cmd.Flags().StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "gateway HTTP address")
 	cmd.Flags().StringVar(&o.grpcAddr, "grpc", "127.0.0.1:7000", "gateway gRPC address (consent and access-log APIs)")
 	o.nats.flags(cmd)
+	cmd.Flags().BoolVar(&o.anyPort, "any-port", false, "bind every listener to a free loopback port (tests and benchmarks); the ports are in var/demo.json")
+	_ = cmd.Flags().MarkHidden("any-port")
 	return cmd
 }
 
