@@ -30,12 +30,35 @@ var ErrNotReady = errors.New("natsserver: server not ready for connections")
 type Server struct {
 	ns       *server.Server
 	confPath string
+	onStop   []func()
 }
+
+// Option configures Start.
+type Option func(*startOptions)
+
+type startOptions struct {
+	trace  bool
+	onStop []func()
+}
+
+// WithProtocolTrace logs every protocol operation (subjects of every
+// publish and delivery) at debug level, with payloads cut to their first
+// byte: for operators chasing a routing problem, and for tests that check
+// no subject ever carries an eID.
+func WithProtocolTrace() Option { return func(o *startOptions) { o.trace = true } }
+
+// OnShutdown runs f after the server has shut down (closing the SVID source
+// the server was started with, for example).
+func OnShutdown(f func()) Option { return func(o *startOptions) { o.onStop = append(o.onStop, f) } }
 
 // Start renders cfg, writes it next to the JetStream store (for operators to
 // read), and starts the server. src supplies the server's SVID and the trust
 // bundle; it must be the SVID of spiffe://<td>/nats.
-func Start(ctx context.Context, cfg natsconf.Config, src svid.Source, log *slog.Logger) (*Server, error) {
+func Start(ctx context.Context, cfg natsconf.Config, src svid.Source, log *slog.Logger, options ...Option) (*Server, error) {
+	var so startOptions
+	for _, o := range options {
+		o(&so)
+	}
 	text, err := natsconf.Render(cfg)
 	if err != nil {
 		return nil, err
@@ -51,8 +74,11 @@ func Start(ctx context.Context, cfg natsconf.Config, src svid.Source, log *slog.
 	opts.TLSConfig = tlsConf
 	opts.NoSigs = true
 	opts.NoLog = log == nil
+	if so.trace {
+		opts.Trace, opts.Debug, opts.MaxTracedMsgLen = true, true, 1
+	}
 
-	s := &Server{}
+	s := &Server{onStop: so.onStop}
 	if cfg.StoreDir != "" {
 		if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
 			return nil, fmt.Errorf("natsserver: %w", err)
@@ -67,7 +93,7 @@ func Start(ctx context.Context, cfg natsconf.Config, src svid.Source, log *slog.
 		return nil, fmt.Errorf("natsserver: %w", err)
 	}
 	if log != nil {
-		ns.SetLoggerV2(&slogAdapter{log: log.With("component", "nats")}, false, false, false)
+		ns.SetLoggerV2(&slogAdapter{log: log.With("component", "nats")}, so.trace, so.trace, false)
 	}
 	go ns.Start()
 	deadline := 10 * time.Second
@@ -95,6 +121,10 @@ func (s *Server) NATS() *server.Server { return s.ns }
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+	for _, f := range s.onStop {
+		f()
+	}
+	s.onStop = nil
 }
 
 // slogAdapter routes nats-server's logger into slog. Subjects in its lines

@@ -44,11 +44,17 @@ type auditFed struct {
 	gw       *gatewayNode
 	adapters []*adapterNode
 	cnss     civilv1.CivilRegistryClient
+	cnssConn *grpc.ClientConn
 }
 
 func startAuditFed(t *testing.T, dir string) *auditFed {
 	t.Helper()
-	f := &auditFed{logs: &syncBuffer{}, natsOpts: natsOptions{listen: "127.0.0.1:-1", sync: "1s"}}
+	return startAuditFedWith(t, dir, natsOptions{listen: "127.0.0.1:-1", sync: "1s"})
+}
+
+func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed {
+	t.Helper()
+	f := &auditFed{logs: &syncBuffer{}, natsOpts: natsOpts}
 	f.g = &globals{
 		federationPath: "../../deploy/federation.yaml",
 		certsDir:       filepath.Join(dir, "certs"),
@@ -84,7 +90,7 @@ func startAuditFed(t *testing.T, dir string) *auditFed {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { cc.Close() })
-			f.cnss = civilv1.NewCivilRegistryClient(cc)
+			f.cnss, f.cnssConn = civilv1.NewCivilRegistryClient(cc), cc
 		}
 	}
 	t.Cleanup(func() { f.stop(t) })

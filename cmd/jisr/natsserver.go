@@ -22,12 +22,14 @@ type natsOptions struct {
 	listen   string
 	httpPort int
 	sync     string
+	trace    bool
 }
 
 func (o *natsOptions) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.listen, "listen", "127.0.0.1:4222", "client listen address")
 	cmd.Flags().IntVar(&o.httpPort, "monitor-port", 0, "NATS monitoring HTTP port (0: off)")
 	cmd.Flags().StringVar(&o.sync, "sync", "1s", `JetStream fsync interval, or "always" (see docs/audit.md)`)
+	cmd.Flags().BoolVar(&o.trace, "trace", false, "log the subject of every publish and delivery at debug level (payloads cut to one byte; needs --log-level debug)")
 }
 
 func (g *globals) natsConfig(o natsOptions) (natsconf.Config, error) {
@@ -115,7 +117,11 @@ func startNATS(ctx context.Context, g *globals, o natsOptions) (*natsserver.Serv
 	if err != nil {
 		return nil, err
 	}
-	s, err := natsserver.Start(ctx, cfg, src, g.log)
+	opts := []natsserver.Option{natsserver.OnShutdown(func() { _ = src.Close() })}
+	if o.trace {
+		opts = append(opts, natsserver.WithProtocolTrace())
+	}
+	s, err := natsserver.Start(ctx, cfg, src, g.log, opts...)
 	if err != nil {
 		src.Close()
 		return nil, err
