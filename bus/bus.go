@@ -21,7 +21,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -288,15 +292,21 @@ func ExtractTrace(ctx context.Context, h nats.Header) context.Context {
 // gRPC statuses: no responders → Unavailable, deadline → DeadlineExceeded,
 // cancellation → Canceled, an oversized payload → InvalidArgument. A reply
 // with a non-OK status is returned as that status's error.
-func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (*nats.Msg, error) {
+//
+// The call is one client span ("send jisr.q", "send jisr.p") whose context
+// travels in the request's traceparent header.
+func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (reply *nats.Msg, err error) {
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
 	}
+	ctx, span := StartSpan(ctx, "send", msg.Subject, trace.SpanKindClient, len(msg.Data))
+	defer func() { EndSpan(span, err) }()
+	InjectTrace(ctx, msg.Header)
 	if max := nc.MaxPayload(); max > 0 && int64(len(msg.Data)+headerSize(msg.Header)) > max {
 		return nil, status.Error(codes.InvalidArgument, "request exceeds the bus's maximum payload")
 	}
 	SetTimeout(ctx, msg.Header)
-	reply, err := nc.RequestMsgWithContext(ctx, msg)
+	reply, err = nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {
 		return nil, TransportStatus(ctx, err)
 	}
@@ -304,6 +314,41 @@ func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (*nats.Msg, error) 
 		return nil, st.Err()
 	}
 	return reply, nil
+}
+
+var tracer = otel.Tracer("github.com/jisr-bus/jisr/bus")
+
+// StartSpan starts a messaging span for one NATS operation ("send" a
+// request, "process" a received one) on subject, following the OpenTelemetry
+// messaging conventions. Subjects carry ckeys at most, never an eID.
+func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int) (context.Context, trace.Span) {
+	return tracer.Start(ctx, operation+" "+subjectFamily(subj), trace.WithSpanKind(kind), trace.WithAttributes(
+		attribute.String("messaging.system", "nats"),
+		attribute.String("messaging.operation.type", operation),
+		attribute.String("messaging.destination.name", subj),
+		attribute.Int("messaging.message.body.size", size),
+	))
+}
+
+// EndSpan records err's gRPC code on span and ends it.
+func EndSpan(span trace.Span, err error) {
+	if err != nil {
+		st := status.Convert(err)
+		span.SetAttributes(attribute.Int("rpc.grpc.status_code", int(st.Code())))
+		span.SetStatus(otelcodes.Error, st.Code().String())
+	}
+	span.End()
+}
+
+// subjectFamily is the low-cardinality head of a subject ("jisr.q"), for
+// span names.
+func subjectFamily(subj string) string {
+	if i := strings.IndexByte(subj, '.'); i >= 0 {
+		if j := strings.IndexByte(subj[i+1:], '.'); j >= 0 {
+			return subj[:i+1+j]
+		}
+	}
+	return subj
 }
 
 // TransportStatus maps a NATS request error to a gRPC status error.

@@ -21,6 +21,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -202,6 +205,8 @@ func (g *Gateway) handle(msg *nats.Msg) {
 	timeout := bus.Timeout(msg.Header, g.cfg.DefaultTimeout, g.cfg.MaxTimeout)
 	ctx, cancel := context.WithTimeout(bus.ExtractTrace(context.Background(), msg.Header), timeout)
 	defer cancel()
+	ctx, span := bus.StartSpan(ctx, "process", msg.Subject, trace.SpanKindServer, len(msg.Data))
+	defer span.End()
 
 	d := &decision.Decision{Time: start.UTC()}
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
@@ -228,12 +233,14 @@ func (g *Gateway) handle(msg *nats.Msg) {
 
 	if !g.cfg.Unsafe.SkipAudit {
 		astart := time.Now()
+		actx, aspan := tracer.Start(ctx, "gateway.audit.append")
 		// A caller hanging up must not drop the record.
-		aerr := g.cfg.Audit.Append(context.WithoutCancel(ctx), d)
+		aerr := g.cfg.Audit.Append(context.WithoutCancel(actx), d)
+		endStep(aspan, aerr)
 		g.metrics.auditLatency.Observe(time.Since(astart).Seconds())
 		if aerr != nil {
 			g.metrics.auditFailures.Inc()
-			g.log.Error("audit append failed: reply withheld", "trace_id", d.TraceID, "err", aerr)
+			g.log.ErrorContext(ctx, "audit append failed: reply withheld", "err", aerr)
 			payload = nil
 			st = decision.Refuse(codes.Unavailable, decision.ReasonAuditUnavailable,
 				"the audit log is unavailable, so no data was released; retry later").GRPCStatus()
@@ -241,13 +248,34 @@ func (g *Gateway) handle(msg *nats.Msg) {
 		}
 	}
 	g.metrics.observe(d)
+	span.SetAttributes(
+		attribute.String("jisr.consumer", d.Consumer), attribute.String("jisr.provider", d.Provider),
+		attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", d.Service), attribute.String("rpc.method", d.Method),
+		attribute.String("jisr.ckey", d.CKey), attribute.String("jisr.legal_basis", d.LegalBasis),
+		attribute.Bool("jisr.allowed", d.Allowed), attribute.String("jisr.reason", decision.ReasonOf(st)),
+		attribute.Int("rpc.grpc.status_code", int(st.Code())))
 	if !d.Allowed {
-		g.log.Info("query refused", "consumer", d.Consumer, "provider", d.Provider, "method", d.Method,
-			"reason", decision.ReasonOf(st), "code", st.Code().String(), "trace_id", d.TraceID)
+		span.SetStatus(otelcodes.Error, st.Code().String())
+		g.log.InfoContext(ctx, "query refused", "consumer", d.Consumer, "provider", d.Provider, "method", d.Method,
+			"reason", decision.ReasonOf(st), "code", st.Code().String())
+	} else {
+		g.log.DebugContext(ctx, "query answered", "consumer", d.Consumer, "provider", d.Provider, "method", d.Method,
+			"basis", d.LegalBasis, "fields", len(d.Fields))
 	}
 	if err := bus.Respond(msg, payload, st); err != nil {
-		g.log.Warn("reply not sent", "consumer", d.Consumer, "trace_id", d.TraceID, "err", err)
+		g.log.WarnContext(ctx, "reply not sent", "consumer", d.Consumer, "err", err)
 	}
+}
+
+var tracer = otel.Tracer("github.com/jisr-bus/jisr/gateway")
+
+// endStep ends the span of one gateway step, marking it failed on err.
+func endStep(span trace.Span, err error) {
+	if err != nil {
+		span.SetStatus(otelcodes.Error, status.Code(err).String())
+		span.SetAttributes(attribute.String("jisr.reason", decision.ReasonOf(status.Convert(err))))
+	}
+	span.End()
 }
 
 // decide runs the checks in order and, when all pass, forwards the query and
@@ -298,7 +326,9 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	}
 	d.Purpose = purpose
 	token := msg.Header.Get(bus.HeaderConsent)
+	_, rspan := tracer.Start(ctx, "gateway.policy.check")
 	rule, err := g.pol.Check(q.Consumer, q.Provider, m.Service, m.Name, purpose, token != "")
+	endStep(rspan, err)
 	if err != nil {
 		return nil, err
 	}
@@ -307,11 +337,13 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 
 	fields := ruleFields(rule)
 	if rule.LegalBasis != federation.BasisMandate && !g.cfg.Unsafe.SkipConsent {
-		grant, err := g.cfg.Consent.Verify(ctx, &decision.Request{
+		cctx, cspan := tracer.Start(ctx, "gateway.consent.verify")
+		grant, err := g.cfg.Consent.Verify(cctx, &decision.Request{
 			Consumer: q.Consumer, ConsumerID: consumer.ID, Provider: q.Provider,
 			Service: m.Service, Method: m.Name, CKey: ck, Purpose: purpose, Token: token,
 			Rule: rule, Predicate: m.Predicate, Now: d.Time,
 		})
+		endStep(cspan, err)
 		if grant != nil {
 			d.TokenID = grant.TokenID
 		}
@@ -328,6 +360,8 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	if g.cfg.Unsafe.SkipMinimise {
 		return reply, nil
 	}
+	_, mspan := tracer.Start(ctx, "gateway.minimise")
+	defer mspan.End()
 	out := m.Output.New().Interface()
 	if err := proto.Unmarshal(reply, out); err != nil {
 		return nil, decision.Refuse(codes.Internal, decision.ReasonProviderError, "the provider's reply is not a valid %s", m.Output.Descriptor().FullName())
@@ -354,8 +388,7 @@ func (g *Gateway) forward(ctx context.Context, q subject.Query, method string, i
 	out := &nats.Msg{Subject: subj, Data: in.Data, Header: nats.Header{}}
 	out.Header.Set(bus.HeaderPurpose, purpose)
 	out.Header.Set(bus.HeaderConsumer, q.Consumer)
-	bus.InjectTrace(ctx, out.Header)
-	reply, err := bus.Call(ctx, g.cfg.Conn, out)
+	reply, err := bus.Call(ctx, g.cfg.Conn, out) // its span is the forward step
 	if err == nil {
 		return reply.Data, nil
 	}

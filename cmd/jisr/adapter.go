@@ -25,6 +25,7 @@ type adapterOptions struct {
 	member  string
 	listen  string
 	backend string
+	http    string
 }
 
 func newAdapterCmd(g *globals) *cobra.Command {
@@ -53,6 +54,16 @@ anywhere else both links use mTLS with the member's SVID.`,
 				return usageError{errors.New("--member is required")}
 			}
 			ctx := cmd.Context()
+			stopTelemetry, err := g.startTelemetry(ctx, "adapter-"+o.member, false)
+			if err != nil {
+				return err
+			}
+			defer stopTelemetry()
+			stopMetrics, err := g.serveMetrics(o.http, "adapter")
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopMetrics(context.WithoutCancel(ctx)) }()
 			n, err := startAdapter(ctx, g, o)
 			if err != nil {
 				return err
@@ -65,6 +76,7 @@ anywhere else both links use mTLS with the member's SVID.`,
 	}
 	cmd.Flags().StringVar(&o.member, "member", "", "the member this adapter serves (a name from the federation file)")
 	cmd.Flags().StringVar(&o.listen, "listen", "", "consumer-side gRPC listen address (default: the member's dev port, 127.0.0.1:700N)")
+	cmd.Flags().StringVar(&o.http, "http", "", "HTTP listen address for /metrics and /healthz (default: none)")
 	cmd.Flags().StringVar(&o.backend, "backend", "", "provider-side backend gRPC address (default: the member's dev backend port, 127.0.0.1:710N)")
 	return cmd
 }
@@ -118,7 +130,8 @@ func startAdapter(ctx context.Context, g *globals, o adapterOptions, extra ...gr
 	if err != nil {
 		return nil, err
 	}
-	cfg := adapter.Config{Member: o.member, Federation: fed, Keyer: keyer, Conn: n.nc, Log: g.log, Backend: o.backend}
+	cfg := adapter.Config{Member: o.member, Federation: fed, Keyer: keyer, Conn: n.nc, Log: g.log, Backend: o.backend,
+		ServerOptions: g.grpcServerOptions("adapter", o.member), DialOptions: grpcDialOptions()}
 	if o.backend != "" && !adapter.IsLoopback(o.backend) {
 		cfg.BackendTLS = svid.ClientTLS(n.src, backendOf(fed.TrustDomain, o.member))
 	}

@@ -21,6 +21,7 @@ type backendOptions struct {
 	member   string
 	listen   string
 	citizens int
+	http     string
 }
 
 func newBackendCmd(g *globals) *cobra.Command {
@@ -41,6 +42,16 @@ It listens on loopback only: the member's adapter is its one client.`,
 				return usageError{fmt.Errorf("--member is required")}
 			}
 			ctx := cmd.Context()
+			stopTelemetry, err := g.startTelemetry(ctx, "backend-"+o.member, false)
+			if err != nil {
+				return err
+			}
+			defer stopTelemetry()
+			stopMetrics, err := g.serveMetrics(o.http, "backend")
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopMetrics(context.WithoutCancel(ctx)) }()
 			n, err := startBackend(ctx, g, o)
 			if err != nil {
 				return err
@@ -54,6 +65,7 @@ It listens on loopback only: the member's adapter is its one client.`,
 	cmd.Flags().StringVar(&o.member, "member", "", "the ministry: civil-registry, tax, cnss or health")
 	cmd.Flags().StringVar(&o.listen, "listen", "", "gRPC listen address (default: the member's dev backend port, 127.0.0.1:710N)")
 	cmd.Flags().IntVar(&o.citizens, "citizens", 10000, "synthetic citizens to seed on first start")
+	cmd.Flags().StringVar(&o.http, "http", "", "HTTP listen address for /metrics and /healthz (default: none)")
 	return cmd
 }
 
@@ -73,7 +85,8 @@ func startBackend(ctx context.Context, g *globals, o backendOptions) (*backendNo
 	}
 	bar := progress.New(os.Stderr, "seeding "+o.member)
 	b, err := backend.New(ctx, o.member, g.dataDir, backend.WithStore(
-		store.WithCitizens(o.citizens), store.WithProgress(bar.Update), store.WithLogger(g.log)))
+		store.WithCitizens(o.citizens), store.WithProgress(bar.Update), store.WithLogger(g.log)),
+		backend.WithServerOptions(g.grpcServerOptions("backend", o.member)...))
 	bar.Done()
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/jisr-bus/jisr/bus/federation"
@@ -33,7 +34,7 @@ type consentParts struct {
 // gateway's connection), watches revocations, and builds the verifier. The
 // grant/list/revoke service runs under the consent identity's own NATS
 // connection and signing keys.
-func startConsent(ctx context.Context, g *globals, nc *nats.Conn) (*consentParts, error) {
+func startConsent(ctx context.Context, g *globals, nc *nats.Conn, reg prometheus.Registerer) (*consentParts, error) {
 	fed, err := g.federation()
 	if err != nil {
 		return nil, err
@@ -46,13 +47,34 @@ func startConsent(ctx context.Context, g *globals, nc *nats.Conn) (*consentParts
 	if err != nil {
 		return nil, err
 	}
+	lag := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "jisr", Subsystem: "consent", Name: "revocation_lag_seconds",
+		Help:    "Time from a revocation's write in the bucket to this gateway replica refusing the token.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
+	store.OnRevocation = func(d time.Duration) { lag.Observe(d.Seconds()) }
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	if err := store.WatchRevocations(wctx); err != nil {
 		cancel()
 		return nil, err
 	}
-	p := &consentParts{
-		Verifier: consent.NewVerifier(keys.PublicOnly(), fed.ID("consent"), store, store),
+	verifier := consent.NewVerifier(keys.PublicOnly(), fed.ID("consent"), store, store)
+	p := &consentParts{Verifier: verifier}
+	if reg != nil {
+		lookups := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "jisr", Subsystem: "consent", Name: "token_cache_lookups_total",
+			Help: "Consent tokens looked up in the verified-token cache.",
+		}, func() float64 { calls, _ := verifier.CacheStats(); return float64(calls) })
+		hits := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "jisr", Subsystem: "consent", Name: "token_cache_hits_total",
+			Help: "Look-ups answered from the cache (no signature verification); hits/lookups is the hit ratio.",
+		}, func() float64 { _, h := verifier.CacheStats(); return float64(h) })
+		for _, c := range []prometheus.Collector{lag, lookups, hits} {
+			if err := reg.Register(c); err != nil {
+				cancel()
+				return nil, err
+			}
+		}
 	}
 	closers := []func(){cancel}
 	// The consent service itself, under its own identity.

@@ -76,6 +76,11 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 		return err
 	}
 	g.log.Info("certificates", "dir", g.certsDir, "summary", res)
+	stopTelemetry, err := g.startTelemetry(ctx, "dev", true)
+	if err != nil {
+		return err
+	}
+	defer stopTelemetry()
 
 	d := &devFederation{}
 	defer func() {

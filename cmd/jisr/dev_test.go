@@ -53,6 +53,12 @@ type devFixture struct {
 
 func startDev(t *testing.T) *devFixture {
 	t.Helper()
+	return startDevWith(t, nil)
+}
+
+// startDevWith lets the test adjust the globals (telemetry, logging) first.
+func startDevWith(t *testing.T, adjust func(*globals)) *devFixture {
+	t.Helper()
 	dir := t.TempDir()
 	f := &devFixture{logs: &syncBuffer{}, out: &syncBuffer{}, done: make(chan error, 1)}
 	f.g = &globals{
@@ -60,6 +66,9 @@ func startDev(t *testing.T) *devFixture {
 		certsDir:       filepath.Join(dir, "certs"),
 		dataDir:        dir,
 		log:            slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if adjust != nil {
+		adjust(f.g)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel

@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -43,8 +42,10 @@ func newGatewayCmd(g *globals) *cobra.Command {
 		Long: `Run one gateway replica. It subscribes to every query subject (jisr.q.>) in a
 queue group, so several replicas share the load; each keeps its own audit log.
 
-HTTP (--http): /healthz, /readyz, /metrics, the consent JWKS and APIs, and the
-citizen's access log.`,
+HTTP (--http): /healthz, /readyz, /metrics, the consent JWKS and APIs, the
+citizen's access log, and GET /v1/traces/{trace-id} (recent spans kept in
+memory, see --trace-memory). Traces go to --otlp or the OTEL_* variables
+(docs/observability.md).`,
 		Example: `  jisr gateway --instance gw-1 --http 127.0.0.1:8080
   jisr gateway --instance gw-2 --http 127.0.0.1:8081   # a second replica`,
 		Args: cobra.NoArgs,
@@ -62,6 +63,11 @@ citizen's access log.`,
 				}
 			}
 			ctx := cmd.Context()
+			stopTelemetry, err := g.startTelemetry(ctx, "gateway", true)
+			if err != nil {
+				return err
+			}
+			defer stopTelemetry()
 			n, err := startGateway(ctx, g, o)
 			if err != nil {
 				return err
@@ -113,15 +119,14 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gateway
 	if err != nil {
 		return nil, err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := prometheus.NewRegistry() // this gateway's own; process-wide metrics are in g.registry()
 
 	cfg := gateway.Config{
 		Federation: fed, Keyer: keyer, Conn: n.nc, Log: g.log, Registerer: reg, Unsafe: o.unsafe,
 	}
 	routes := map[string]http.Handler{}
 	if !o.unsafe.SkipConsent {
-		if n.consent, err = startConsent(ctx, g, n.nc); err != nil {
+		if n.consent, err = startConsent(ctx, g, n.nc, reg); err != nil {
 			return nil, fmt.Errorf("consent: %w", err)
 		}
 		cfg.Consent = n.consent.Verifier
@@ -134,6 +139,12 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gateway
 			return nil, fmt.Errorf("audit: %w", err)
 		}
 		cfg.Audit = n.audit.Log
+		if l, ok := n.audit.Log.(interface{ Pending() int }); ok {
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: "jisr", Subsystem: "gateway", Name: "audit_backlog",
+				Help: "Audit records waiting to be made durable.",
+			}, func() float64 { return float64(l.Pending()) }))
+		}
 		for p, h := range n.audit.Routes {
 			routes[p] = h
 		}
@@ -160,7 +171,10 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gateway
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{reg, g.registry()}, promhttp.HandlerOpts{}))
+	if mem := g.traces(); mem != nil {
+		mux.Handle("GET /v1/traces/{id}", mem.Handler())
+	}
 	for p, h := range routes {
 		mux.Handle(p, h)
 	}
@@ -193,7 +207,7 @@ func (n *gatewayNode) serveGRPC(g *globals, o gatewayOptions) error {
 	if err != nil {
 		return err
 	}
-	n.grpc = grpc.NewServer(creds...)
+	n.grpc = grpc.NewServer(append(creds, g.grpcServerOptions("gateway", "")...)...)
 	hs := health.NewServer()
 	if n.consent != nil {
 		var auth consent.Authenticator

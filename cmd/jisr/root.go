@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
@@ -15,6 +16,7 @@ import (
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/svid"
 )
 
@@ -27,8 +29,12 @@ type globals struct {
 	logFormat      string
 	logLevel       string
 
-	log *slog.Logger
-	fed *federation.Federation
+	otlp        string
+	traceMemory int
+
+	log       *slog.Logger
+	fed       *federation.Federation
+	telemetry telemetryState
 }
 
 func newRootCmd() *cobra.Command {
@@ -60,6 +66,8 @@ Every part also runs on its own, as deployed:
 	f.StringVar(&g.natsURL, "nats", envOr("JISR_NATS", "tls://127.0.0.1:4222"), "NATS server URL, mTLS only (env JISR_NATS)")
 	f.StringVar(&g.logFormat, "log-format", envOr("JISR_LOG_FORMAT", "text"), "log format: text (dev) or json (production)")
 	f.StringVar(&g.logLevel, "log-level", envOr("JISR_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+	f.StringVar(&g.otlp, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC) or http(s)://… (default: the OTEL_EXPORTER_OTLP_* variables; none: no export)")
+	f.IntVar(&g.traceMemory, "trace-memory", 10000, "spans the gateway keeps in memory for GET /v1/traces/{id} (0: none)")
 
 	for _, c := range subcommands(g) {
 		root.AddCommand(c)
@@ -80,11 +88,12 @@ func (g *globals) init() error {
 		return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", g.logLevel)}
 	}
 	hopts := &slog.HandlerOptions{Level: level}
+	// Lines logged with a query's context carry its trace_id and span_id.
 	switch g.logFormat {
 	case "text":
-		g.log = slog.New(slog.NewTextHandler(os.Stderr, hopts))
+		g.log = slog.New(telemetry.LogHandler(slog.NewTextHandler(os.Stderr, hopts)))
 	case "json":
-		g.log = slog.New(slog.NewJSONHandler(os.Stderr, hopts))
+		g.log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(os.Stderr, hopts)))
 	default:
 		return usageError{fmt.Errorf("--log-format %q: use text or json", g.logFormat)}
 	}
@@ -138,6 +147,8 @@ func (g *globals) connect(ctx context.Context, identity string, opts ...nats.Opt
 		}
 		return nil, nil, err
 	}
+	telemetry.RegisterConnection(g.registry(), identity, nc)
+	telemetry.RegisterSVIDExpiry(g.registry(), identity, func() (time.Time, error) { return svid.ExpiresAt(src) })
 	return nc, src, nil
 }
 

@@ -221,6 +221,10 @@ func (l *Log) Size() (size, checkpointed uint64) {
 	return l.stats.size, l.stats.checkpoint
 }
 
+// Pending is the number of records waiting for the sequencer: the audit
+// backlog (it grows when JetStream slows down).
+func (l *Log) Pending() int { return len(l.queue) }
+
 // Append makes the record of d durable. It returns nil only once the record
 // is stored; ctx bounds the wait (the gateway passes a context that a caller
 // hanging up cannot cancel).

@@ -27,6 +27,11 @@ type Store struct {
 	mu      sync.RWMutex
 	revoked map[string]time.Time
 	synced  chan struct{}
+
+	// OnRevocation, when set before WatchRevocations, is told how long each
+	// revocation took from its write in the bucket to this replica applying
+	// it (the revocation lag).
+	OnRevocation func(lag time.Duration)
 }
 
 // Grant is what the consent service records of a token: never the token
@@ -187,6 +192,9 @@ func (s *Store) WatchRevocations(ctx context.Context) error {
 					s.revoked[e.Key()] = e.Created()
 				}
 				s.mu.Unlock()
+				if !first && s.OnRevocation != nil && e.Operation() == jetstream.KeyValuePut {
+					s.OnRevocation(time.Since(e.Created()))
+				}
 			}
 		}
 	}()

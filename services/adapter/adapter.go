@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -212,7 +214,6 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 	if t := first(md, bus.MetadataConsent); t != "" {
 		msg.Header.Set(bus.HeaderConsent, t)
 	}
-	bus.InjectTrace(ctx, msg.Header)
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, a.cfg.DefaultTimeout)
@@ -320,6 +321,8 @@ func (a *Adapter) serve(msg *nats.Msg) {
 	timeout := bus.Timeout(msg.Header, a.cfg.DefaultTimeout, 0)
 	ctx, cancel := context.WithTimeout(bus.ExtractTrace(context.Background(), msg.Header), timeout)
 	defer cancel()
+	ctx, span := bus.StartSpan(ctx, "process", msg.Subject, trace.SpanKindServer, len(msg.Data))
+	defer span.End()
 	ctx = metadata.AppendToOutgoingContext(ctx,
 		bus.MetadataConsumer, msg.Header.Get(bus.HeaderConsumer),
 		bus.MetadataPurpose, msg.Header.Get(bus.HeaderPurpose))
@@ -329,13 +332,14 @@ func (a *Adapter) serve(msg *nats.Msg) {
 		if ctx.Err() != nil && st.Code() == codes.Unknown {
 			st = status.New(codes.DeadlineExceeded, "the backend did not answer before the deadline")
 		}
+		span.SetStatus(otelcodes.Error, st.Code().String())
 		if err := bus.Respond(msg, nil, st); err != nil {
-			a.log.Warn("reply not sent", "err", err)
+			a.log.WarnContext(ctx, "reply not sent", "err", err)
 		}
 		return
 	}
 	if err := bus.Respond(msg, out.b, nil); err != nil {
-		a.log.Warn("reply not sent", "err", err)
+		a.log.WarnContext(ctx, "reply not sent", "err", err)
 	}
 }
 

@@ -4,9 +4,16 @@
 package backend
 
 import (
+	"strings"
+
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/status"
 	"net"
 	"path/filepath"
 	"sort"
@@ -99,7 +106,8 @@ func New(ctx context.Context, member, dataDir string, opts ...Option) (*Backend,
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{srv: grpc.NewServer(o.server...), m: m, health: health.NewServer()}
+	sopts := append(append([]grpc.ServerOption{}, o.server...), grpc.ChainUnaryInterceptor(lookupSpan(spec.service)))
+	b := &Backend{srv: grpc.NewServer(sopts...), m: m, health: health.NewServer()}
 	m.Register(b.srv)
 	b.health.SetServingStatus(spec.service, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(b.srv, b.health)
@@ -127,4 +135,27 @@ func (b *Backend) Stop(ctx context.Context) error {
 		b.srv.Stop()
 	}
 	return b.m.Close()
+}
+
+var tracer = otel.Tracer("github.com/jisr-bus/jisr/services/backend")
+
+// lookupSpan wraps each call of the ministry's service in a "store.lookup"
+// span: the SQLite queries and the building of the reply.
+func lookupSpan(service string) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if !strings.HasPrefix(info.FullMethod, "/"+service+"/") {
+			return handler(ctx, req)
+		}
+		ctx, span := tracer.Start(ctx, "store.lookup", trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(
+			attribute.String("db.system.name", "sqlite"),
+			attribute.String("db.operation.name", "SELECT"),
+			attribute.String("rpc.method", info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]),
+		))
+		defer span.End()
+		resp, err := handler(ctx, req)
+		if err != nil {
+			span.SetStatus(otelcodes.Error, status.Code(err).String())
+		}
+		return resp, err
+	}
 }

@@ -1,0 +1,140 @@
+package telemetry
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Memory keeps the most recent spans (a ring of fixed size) so that a
+// query's path can be shown next to its audit record where no tracing
+// backend is deployed. It is an sdktrace.SpanProcessor.
+type Memory struct {
+	mu    sync.Mutex
+	ring  []Span
+	next  int
+	full  bool
+	index map[trace.TraceID][]int // positions in ring
+}
+
+// Span is one finished span as served by Handler (JSON).
+type Span struct {
+	TraceID    string            `json:"trace_id"`
+	SpanID     string            `json:"span_id"`
+	ParentID   string            `json:"parent_span_id,omitempty"`
+	Name       string            `json:"name"`
+	Kind       string            `json:"kind"`
+	Service    string            `json:"service,omitempty"`
+	Start      time.Time         `json:"start"`
+	End        time.Time         `json:"end"`
+	DurationUS int64             `json:"duration_us"`
+	Status     string            `json:"status,omitempty"`
+	StatusMsg  string            `json:"status_message,omitempty"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+
+	traceID trace.TraceID
+}
+
+// NewMemory keeps the last n spans.
+func NewMemory(n int) *Memory {
+	return &Memory{ring: make([]Span, n), index: map[trace.TraceID][]int{}}
+}
+
+// OnStart implements sdktrace.SpanProcessor.
+func (m *Memory) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+
+// OnEnd stores the span, evicting the oldest.
+func (m *Memory) OnEnd(s sdktrace.ReadOnlySpan) {
+	sc := s.SpanContext()
+	sp := Span{
+		TraceID: sc.TraceID().String(), SpanID: sc.SpanID().String(), Name: s.Name(),
+		Kind: s.SpanKind().String(), Start: s.StartTime(), End: s.EndTime(),
+		DurationUS: s.EndTime().Sub(s.StartTime()).Microseconds(),
+		traceID:    sc.TraceID(),
+	}
+	if p := s.Parent(); p.IsValid() {
+		sp.ParentID = p.SpanID().String()
+	}
+	if st := s.Status(); st.Code != 0 {
+		sp.Status, sp.StatusMsg = st.Code.String(), st.Description
+	}
+	if attrs := s.Attributes(); len(attrs) > 0 {
+		sp.Attributes = make(map[string]string, len(attrs))
+		for _, a := range attrs {
+			sp.Attributes[string(a.Key)] = a.Value.Emit()
+		}
+	}
+	if r := s.Resource(); r != nil {
+		if v, ok := r.Set().Value("service.name"); ok {
+			sp.Service = v.Emit()
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.full {
+		old := m.ring[m.next].traceID
+		pos := m.index[old]
+		for i, p := range pos {
+			if p == m.next {
+				pos = append(pos[:i], pos[i+1:]...)
+				break
+			}
+		}
+		if len(pos) == 0 {
+			delete(m.index, old)
+		} else {
+			m.index[old] = pos
+		}
+	}
+	m.ring[m.next] = sp
+	m.index[sp.traceID] = append(m.index[sp.traceID], m.next)
+	m.next++
+	if m.next == len(m.ring) {
+		m.next, m.full = 0, true
+	}
+}
+
+// Shutdown implements sdktrace.SpanProcessor.
+func (m *Memory) Shutdown(context.Context) error { return nil }
+
+// ForceFlush implements sdktrace.SpanProcessor.
+func (m *Memory) ForceFlush(context.Context) error { return nil }
+
+// Trace returns the spans kept of one trace, oldest start first.
+func (m *Memory) Trace(id trace.TraceID) []Span {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Span, 0, len(m.index[id]))
+	for _, p := range m.index[id] {
+		out = append(out, m.ring[p])
+	}
+	for i := 1; i < len(out); i++ { // few spans: insertion sort by start
+		for j := i; j > 0 && out[j].Start.Before(out[j-1].Start); j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+// Handler serves GET /v1/traces/{id}: the kept spans of one trace as JSON.
+func (m *Memory) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := trace.TraceIDFromHex(r.PathValue("id"))
+		if err != nil {
+			http.Error(w, "a trace id is 32 hexadecimal digits", http.StatusBadRequest)
+			return
+		}
+		spans := m.Trace(id)
+		if len(spans) == 0 {
+			http.Error(w, "no spans of this trace are kept here (unknown, or evicted)", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"trace_id": id.String(), "spans": spans})
+	})
+}

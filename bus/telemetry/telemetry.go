@@ -1,0 +1,160 @@
+// Package telemetry sets up jisr's traces and their companions in logs: an
+// OpenTelemetry tracer provider configured from the standard OTEL_*
+// environment variables (or an explicit OTLP endpoint), a bounded in-memory
+// store of recent spans that the gateway serves by trace id, and a slog
+// handler that stamps trace_id and span_id on every line logged with a
+// query's context.
+//
+// Invariant: nothing is recorded or exported unless asked for. With no OTLP
+// endpoint and no in-memory store, the provider is the no-op one and a span
+// costs what a no-op costs. Span attributes name citizens only by ckey.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// ErrConfig reports a bad telemetry setting; the message names it.
+var ErrConfig = errors.New("telemetry: invalid configuration")
+
+// Options configures Setup.
+type Options struct {
+	// ServiceName is service.name unless OTEL_SERVICE_NAME is set.
+	ServiceName string
+	// Endpoint is an OTLP endpoint given on the command line (--otlp):
+	// host:port (gRPC, plaintext), or a URL (http://, https:// — OTLP/HTTP
+	// unless OTEL_EXPORTER_OTLP_PROTOCOL says grpc). Empty: the OTEL_*
+	// variables decide, and without them nothing is exported.
+	Endpoint string
+	// MemorySpans keeps this many recent spans in memory (0: none).
+	MemorySpans int
+}
+
+// Telemetry is what Setup built. Shut it down to flush spans.
+type Telemetry struct {
+	// TracerProvider is the provider to install (no-op when nothing is
+	// configured).
+	TracerProvider trace.TracerProvider
+	// Memory holds recent spans; nil unless Options.MemorySpans > 0.
+	Memory *Memory
+	// Exporting says whether spans leave the process.
+	Exporting bool
+
+	sdk *sdktrace.TracerProvider
+}
+
+// Setup builds the tracer provider. It does not install it globally; the
+// command does that explicitly with otel.SetTracerProvider.
+func Setup(ctx context.Context, o Options) (*Telemetry, error) {
+	t := &Telemetry{TracerProvider: noop.NewTracerProvider()}
+	if strings.EqualFold(os.Getenv("OTEL_SDK_DISABLED"), "true") {
+		return t, nil
+	}
+	exp, err := exporter(ctx, o.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if exp == nil && o.MemorySpans <= 0 {
+		return t, nil
+	}
+	name := o.ServiceName
+	if name == "" {
+		name = "jisr"
+	}
+	res, err := resource.New(ctx,
+		resource.WithAttributes(semconv.ServiceName(name)),
+		resource.WithFromEnv(), // OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+		resource.WithTelemetrySDK())
+	if err != nil {
+		return nil, fmt.Errorf("%w: resource: %v", ErrConfig, err)
+	}
+	// The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG
+	// (default: parent-based, always on).
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	if exp != nil {
+		opts = append(opts, sdktrace.WithBatcher(exp))
+		t.Exporting = true
+	}
+	if o.MemorySpans > 0 {
+		t.Memory = NewMemory(o.MemorySpans)
+		opts = append(opts, sdktrace.WithSpanProcessor(t.Memory))
+	}
+	t.sdk = sdktrace.NewTracerProvider(opts...)
+	t.TracerProvider = t.sdk
+	return t, nil
+}
+
+// Shutdown flushes pending spans to the exporter and stops it.
+func (t *Telemetry) Shutdown(ctx context.Context) error {
+	if t == nil || t.sdk == nil {
+		return nil
+	}
+	return t.sdk.Shutdown(ctx)
+}
+
+// ForceFlush exports the spans ended so far.
+func (t *Telemetry) ForceFlush(ctx context.Context) error {
+	if t == nil || t.sdk == nil {
+		return nil
+	}
+	return t.sdk.ForceFlush(ctx)
+}
+
+// exporter returns the OTLP exporter asked for, or nil.
+func exporter(ctx context.Context, endpoint string) (sdktrace.SpanExporter, error) {
+	protocol := firstEnv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+	if endpoint == "" {
+		if firstEnv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT") == "" {
+			return nil, nil
+		}
+		if strings.EqualFold(firstEnv("OTEL_TRACES_EXPORTER"), "none") {
+			return nil, nil
+		}
+		// The exporters read the endpoint, headers, TLS and timeout
+		// variables themselves.
+		switch protocol {
+		case "", "grpc":
+			return otlptracegrpc.New(ctx)
+		case "http/protobuf":
+			return otlptracehttp.New(ctx)
+		default:
+			return nil, fmt.Errorf("%w: OTEL_EXPORTER_OTLP_PROTOCOL %q: use grpc or http/protobuf", ErrConfig, protocol)
+		}
+	}
+	if !strings.Contains(endpoint, "://") {
+		if protocol == "http/protobuf" {
+			return otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(endpoint), otlptracehttp.WithInsecure())
+		}
+		return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(endpoint), otlptracegrpc.WithInsecure())
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("%w: --otlp %q: want host:port or an http(s) URL", ErrConfig, endpoint)
+	}
+	if protocol == "grpc" {
+		return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(endpoint))
+	}
+	return otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint))
+}
+
+func firstEnv(keys ...string) string {
+	for _, k := range keys {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+	}
+	return ""
+}

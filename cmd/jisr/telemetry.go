@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/grpc"
+
+	"github.com/jisr-bus/jisr/bus/telemetry"
+)
+
+// telemetryState is the process's tracing and metrics, set up once by the
+// long-running commands (dev, gateway, adapter, backend).
+type telemetryState struct {
+	tel  *telemetry.Telemetry
+	reg  *prometheus.Registry
+	grpc *telemetry.GRPCMetrics
+}
+
+// registry is the process-wide Prometheus registry: Go and process
+// collectors, NATS connection state, SVID expiry and gRPC hop latencies.
+// Each gateway adds its own registry beside it.
+func (g *globals) registry() *prometheus.Registry {
+	if g.telemetry.reg == nil {
+		g.telemetry.reg = prometheus.NewRegistry()
+		g.telemetry.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return g.telemetry.reg
+}
+
+// startTelemetry sets up tracing from --otlp and the OTEL_* variables, with
+// the in-memory span store when keepSpans (the gateway), and installs it as
+// the process's tracer provider. The returned function flushes and stops it.
+func (g *globals) startTelemetry(ctx context.Context, service string, keepSpans bool) (func(), error) {
+	o := telemetry.Options{ServiceName: "jisr-" + service, Endpoint: g.otlp}
+	if keepSpans {
+		o.MemorySpans = g.traceMemory
+	}
+	t, err := telemetry.Setup(ctx, o)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	g.telemetry.tel = t
+	otel.SetTracerProvider(t.TracerProvider)
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	if t.Exporting {
+		g.log.Info("exporting traces over OTLP", "service", o.ServiceName)
+	}
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := t.Shutdown(sctx); err != nil {
+			g.log.Warn("flushing traces", "err", err)
+		}
+	}, nil
+}
+
+// traces is the in-memory span store, or nil.
+func (g *globals) traces() *telemetry.Memory {
+	if g.telemetry.tel == nil {
+		return nil
+	}
+	return g.telemetry.tel.Memory
+}
+
+// grpcServerOptions instrument a gRPC server: OpenTelemetry server spans
+// and the hop-latency histogram.
+func (g *globals) grpcServerOptions(component, member string) []grpc.ServerOption {
+	if g.telemetry.grpc == nil {
+		m, err := telemetry.NewGRPCMetrics(g.registry())
+		if err != nil {
+			panic(err) // only a programming error: a clashing collector
+		}
+		g.telemetry.grpc = m
+	}
+	return []grpc.ServerOption{
+		grpc.StatsHandler(otelgrpc.NewServerHandler()),
+		grpc.ChainUnaryInterceptor(g.telemetry.grpc.Interceptor(component, member)),
+	}
+}
+
+// grpcDialOptions instrument a gRPC client with OpenTelemetry client spans.
+func grpcDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler())}
+}
+
+// serveMetrics serves /metrics and /healthz for a standalone adapter or
+// backend; addr "" serves nothing.
+func (g *globals) serveMetrics(addr, component string) (stop func(context.Context) error, err error) {
+	if addr == "" {
+		return func(context.Context) error { return nil }, nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.registry(), promhttp.HandlerOpts{}))
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s HTTP: %w", component, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			g.log.Error(component+" HTTP server stopped", "err", err)
+		}
+	}()
+	g.log.Info(component+" HTTP listening (/metrics /healthz)", "addr", lis.Addr().String())
+	return srv.Shutdown, nil
+}
