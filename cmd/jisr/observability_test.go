@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +24,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"gopkg.in/yaml.v3"
 
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
@@ -121,6 +124,8 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 			t.Errorf("no hop latency for %s", hop)
 		}
 	}
+
+	checkObservabilityFiles(t, after)
 
 	// The audit record names the trace.
 	out, _, err := f.cliAudit(t, "audit", "query", "--citizen", tok.Citizen, "--json")
@@ -279,4 +284,91 @@ func (f *devFixture) cliAudit(t *testing.T, args ...string) (string, string, err
 		"--nats", f.demo.Endpoints["nats"], "--log-level", "error"}, args...))
 	err := root.ExecuteContext(context.Background())
 	return out.String(), errb.String(), err
+}
+
+// checkObservabilityFiles loads deploy/observability: the alert rules and
+// the Grafana dashboard parse, have what Prometheus and Grafana require, and
+// every jisr metric they query is one a live federation exports.
+func checkObservabilityFiles(t *testing.T, live scraped) {
+	t.Helper()
+	exists := func(name string) bool {
+		for _, suffix := range []string{"", "_bucket", "_count", "_sum"} {
+			if base, ok := strings.CutSuffix(name, suffix); ok && suffix != "" && live.families[base] {
+				return true
+			}
+		}
+		return live.families[name]
+	}
+	metricName := regexp.MustCompile(`\b(jisr_[a-z_]+|process_[a-z_]+)`)
+
+	var rules struct {
+		Groups []struct {
+			Name  string
+			Rules []struct {
+				Alert, Expr, For string
+				Labels           map[string]string
+				Annotations      map[string]string
+			}
+		}
+	}
+	b, err := os.ReadFile("../../deploy/observability/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &rules); err != nil {
+		t.Fatalf("alerts.yml: %v", err)
+	}
+	alerts := map[string]bool{}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			alerts[r.Alert] = true
+			if r.Expr == "" || r.Annotations["summary"] == "" || r.Labels["severity"] == "" {
+				t.Errorf("alert %q lacks an expr, a summary or a severity", r.Alert)
+			}
+			if strings.Count(r.Expr, "(") != strings.Count(r.Expr, ")") {
+				t.Errorf("alert %q: unbalanced parentheses", r.Alert)
+			}
+			for _, m := range metricName.FindAllString(r.Expr, -1) {
+				if !exists(m) {
+					t.Errorf("alert %q queries %s, which no component exports", r.Alert, m)
+				}
+			}
+		}
+	}
+	for _, a := range []string{"JisrAuditFailing", "JisrSVIDExpiringSoon", "JisrRefusalRateJump", "JisrGatewayP99High"} {
+		if !alerts[a] {
+			t.Errorf("alerts.yml has no %s", a)
+		}
+	}
+
+	var dash struct {
+		UID, Title    string
+		SchemaVersion int
+		Panels        []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	b, err = os.ReadFile("../../deploy/observability/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("grafana-dashboard.json: %v", err)
+	}
+	if dash.UID == "" || dash.Title == "" || dash.SchemaVersion == 0 || len(dash.Panels) == 0 {
+		t.Fatalf("dashboard lacks uid, title, schemaVersion or panels")
+	}
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, q := range p.Targets {
+			for _, m := range metricName.FindAllString(q.Expr, -1) {
+				if !exists(m) {
+					t.Errorf("panel %q queries %s, which no component exports", p.Title, m)
+				}
+			}
+		}
+	}
 }
