@@ -42,6 +42,7 @@ const (
 	HeaderMessage     = "Grpc-Message"
 	HeaderDetails     = "Grpc-Status-Details-Bin"
 	HeaderTimeout     = "Grpc-Timeout"
+	HeaderGateway     = "Jisr-Gateway" // the gateway replica that answered
 	HeaderPurpose     = "Jisr-Purpose"
 	HeaderConsent     = "Jisr-Consent"
 	HeaderConsumer    = "Jisr-Consumer"
@@ -204,10 +205,19 @@ func headerSafe(s string) string {
 
 // Respond answers a request with a payload (nil unless st is OK) and a status.
 func Respond(msg *nats.Msg, payload []byte, st *status.Status) error {
+	return RespondFrom(msg, payload, st, "")
+}
+
+// RespondFrom is Respond with the answering gateway replica named in the
+// Jisr-Gateway header (for operators, and for measuring per replica).
+func RespondFrom(msg *nats.Msg, payload []byte, st *status.Status, instance string) error {
 	if msg.Reply == "" {
 		return nil
 	}
 	out := &nats.Msg{Subject: msg.Reply, Header: nats.Header{}}
+	if instance != "" {
+		out.Header.Set(HeaderGateway, instance)
+	}
 	if st == nil || st.Code() == codes.OK {
 		out.Data = payload
 	} else {

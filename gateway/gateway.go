@@ -74,6 +74,8 @@ type Config struct {
 	MaxTimeout     time.Duration
 	DefaultTimeout time.Duration
 	Unsafe         Safeguards
+	// Instance names this replica in the Jisr-Gateway header of its replies.
+	Instance string
 }
 
 // Sentinel errors of New.
@@ -262,7 +264,7 @@ func (g *Gateway) handle(msg *nats.Msg) {
 		g.log.DebugContext(ctx, "query answered", "consumer", d.Consumer, "provider", d.Provider, "method", d.Method,
 			"basis", d.LegalBasis, "fields", len(d.Fields))
 	}
-	if err := bus.Respond(msg, payload, st); err != nil {
+	if err := bus.RespondFrom(msg, payload, st, g.cfg.Instance); err != nil {
 		g.log.WarnContext(ctx, "reply not sent", "consumer", d.Consumer, "err", err)
 	}
 }

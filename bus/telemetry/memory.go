@@ -16,7 +16,7 @@ import (
 // backend is deployed. It is an sdktrace.SpanProcessor.
 type Memory struct {
 	mu    sync.Mutex
-	ring  []Span
+	ring  []sdktrace.ReadOnlySpan // converted to Span only when asked for
 	next  int
 	full  bool
 	index map[trace.TraceID][]int // positions in ring
@@ -36,26 +36,51 @@ type Span struct {
 	Status     string            `json:"status,omitempty"`
 	StatusMsg  string            `json:"status_message,omitempty"`
 	Attributes map[string]string `json:"attributes,omitempty"`
-
-	traceID trace.TraceID
 }
 
 // NewMemory keeps the last n spans.
 func NewMemory(n int) *Memory {
-	return &Memory{ring: make([]Span, n), index: map[trace.TraceID][]int{}}
+	return &Memory{ring: make([]sdktrace.ReadOnlySpan, n), index: map[trace.TraceID][]int{}}
 }
 
 // OnStart implements sdktrace.SpanProcessor.
 func (m *Memory) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
 
-// OnEnd stores the span, evicting the oldest.
+// OnEnd keeps the span (a snapshot the SDK already made), evicting the
+// oldest; the hot path does no conversion.
 func (m *Memory) OnEnd(s sdktrace.ReadOnlySpan) {
+	id := s.SpanContext().TraceID()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.full {
+		old := m.ring[m.next].SpanContext().TraceID()
+		pos := m.index[old]
+		for i, p := range pos {
+			if p == m.next {
+				pos = append(pos[:i], pos[i+1:]...)
+				break
+			}
+		}
+		if len(pos) == 0 {
+			delete(m.index, old)
+		} else {
+			m.index[old] = pos
+		}
+	}
+	m.ring[m.next] = s
+	m.index[id] = append(m.index[id], m.next)
+	m.next++
+	if m.next == len(m.ring) {
+		m.next, m.full = 0, true
+	}
+}
+
+func toSpan(s sdktrace.ReadOnlySpan) Span {
 	sc := s.SpanContext()
 	sp := Span{
 		TraceID: sc.TraceID().String(), SpanID: sc.SpanID().String(), Name: s.Name(),
 		Kind: s.SpanKind().String(), Start: s.StartTime(), End: s.EndTime(),
 		DurationUS: s.EndTime().Sub(s.StartTime()).Microseconds(),
-		traceID:    sc.TraceID(),
 	}
 	if p := s.Parent(); p.IsValid() {
 		sp.ParentID = p.SpanID().String()
@@ -74,29 +99,7 @@ func (m *Memory) OnEnd(s sdktrace.ReadOnlySpan) {
 			sp.Service = v.Emit()
 		}
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.full {
-		old := m.ring[m.next].traceID
-		pos := m.index[old]
-		for i, p := range pos {
-			if p == m.next {
-				pos = append(pos[:i], pos[i+1:]...)
-				break
-			}
-		}
-		if len(pos) == 0 {
-			delete(m.index, old)
-		} else {
-			m.index[old] = pos
-		}
-	}
-	m.ring[m.next] = sp
-	m.index[sp.traceID] = append(m.index[sp.traceID], m.next)
-	m.next++
-	if m.next == len(m.ring) {
-		m.next, m.full = 0, true
-	}
+	return sp
 }
 
 // Shutdown implements sdktrace.SpanProcessor.
@@ -111,7 +114,7 @@ func (m *Memory) Trace(id trace.TraceID) []Span {
 	defer m.mu.Unlock()
 	out := make([]Span, 0, len(m.index[id]))
 	for _, p := range m.index[id] {
-		out = append(out, m.ring[p])
+		out = append(out, toSpan(m.ring[p]))
 	}
 	for i := 1; i < len(out); i++ { // few spans: insertion sort by start
 		for j := i; j > 0 && out[j].Start.Before(out[j-1].Start); j-- {

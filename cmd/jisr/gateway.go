@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,6 +32,7 @@ type gatewayOptions struct {
 	grpcAddr string
 	instance string
 	unsafe   gateway.Safeguards
+	pprof    bool
 }
 
 func newGatewayCmd(g *globals) *cobra.Command {
@@ -84,6 +86,8 @@ memory, see --trace-memory). Traces go to --otlp or the OTEL_* variables
 	cmd.Flags().StringVar(&o.instance, "instance", "gw-1", "this replica's name: names its audit log, so keep it stable across restarts")
 	cmd.Flags().StringSliceVar(&skip, "unsafe-skip", nil, "BENCHMARK ONLY: switch off safeguards (consent, audit, minimise) to measure their cost")
 	_ = cmd.Flags().MarkHidden("unsafe-skip")
+	cmd.Flags().BoolVar(&o.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP port (profiling only)")
+	_ = cmd.Flags().MarkHidden("pprof")
 	return cmd
 }
 
@@ -122,7 +126,7 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gateway
 	reg := prometheus.NewRegistry() // this gateway's own; process-wide metrics are in g.registry()
 
 	cfg := gateway.Config{
-		Federation: fed, Keyer: keyer, Conn: n.nc, Log: g.log, Registerer: reg, Unsafe: o.unsafe,
+		Federation: fed, Keyer: keyer, Conn: n.nc, Log: g.log, Registerer: reg, Unsafe: o.unsafe, Instance: o.instance,
 	}
 	routes := map[string]http.Handler{}
 	if !o.unsafe.SkipConsent {
@@ -177,6 +181,10 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gateway
 	}
 	for p, h := range routes {
 		mux.Handle(p, h)
+	}
+	if o.pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	}
 	lis, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {

@@ -31,6 +31,7 @@ type globals struct {
 
 	otlp        string
 	traceMemory int
+	pprofAddr   string
 
 	log       *slog.Logger
 	fed       *federation.Federation
@@ -68,6 +69,8 @@ Every part also runs on its own, as deployed:
 	f.StringVar(&g.logLevel, "log-level", envOr("JISR_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	f.StringVar(&g.otlp, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC) or http(s)://… (default: the OTEL_EXPORTER_OTLP_* variables; none: no export)")
 	f.IntVar(&g.traceMemory, "trace-memory", 10000, "spans the gateway keeps in memory for GET /v1/traces/{id} (0: none)")
+	f.StringVar(&g.pprofAddr, "pprof-addr", "", "serve Go profiles (/debug/pprof/) on this loopback address (profiling only)")
+	_ = f.MarkHidden("pprof-addr")
 
 	for _, c := range subcommands(g) {
 		root.AddCommand(c)
@@ -96,6 +99,9 @@ func (g *globals) init() error {
 		g.log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(os.Stderr, hopts)))
 	default:
 		return usageError{fmt.Errorf("--log-format %q: use text or json", g.logFormat)}
+	}
+	if g.pprofAddr != "" {
+		return g.servePprof(g.pprofAddr)
 	}
 	return nil
 }

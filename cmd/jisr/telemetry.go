@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/jisr-bus/jisr/bus/telemetry"
+	"github.com/jisr-bus/jisr/services/adapter"
 )
 
 // telemetryState is the process's tracing and metrics, set up once by the
@@ -83,15 +85,27 @@ func (g *globals) grpcServerOptions(component, member string) []grpc.ServerOptio
 		}
 		g.telemetry.grpc = m
 	}
-	return []grpc.ServerOption{
-		grpc.StatsHandler(otelgrpc.NewServerHandler()),
-		grpc.ChainUnaryInterceptor(g.telemetry.grpc.Interceptor(component, member)),
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(g.telemetry.grpc.Interceptor(component, member))}
+	if g.tracing() {
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
 	}
+	return opts
 }
 
 // grpcDialOptions instrument a gRPC client with OpenTelemetry client spans.
-func grpcDialOptions() []grpc.DialOption {
+func (g *globals) grpcDialOptions() []grpc.DialOption {
+	if !g.tracing() {
+		return nil
+	}
 	return []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler())}
+}
+
+// tracing reports whether spans are recorded (exported or kept in memory);
+// without it the gRPC stats handlers are left out entirely, so tracing
+// costs nothing at all on the hot path.
+func (g *globals) tracing() bool {
+	t := g.telemetry.tel
+	return t != nil && (t.Exporting || t.Memory != nil)
 }
 
 // serveMetrics serves /metrics and /healthz for a standalone adapter or
@@ -115,4 +129,22 @@ func (g *globals) serveMetrics(addr, component string) (stop func(context.Contex
 	}()
 	g.log.Info(component+" HTTP listening (/metrics /healthz)", "addr", lis.Addr().String())
 	return srv.Shutdown, nil
+}
+
+// servePprof serves the Go profiles on a loopback address, for the life of
+// the process (the benchmark profiles each component this way).
+func (g *globals) servePprof(addr string) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return usageError{fmt.Errorf("--pprof-addr: %w", err)}
+	}
+	if !adapter.IsLoopback(lis.Addr().String()) {
+		lis.Close()
+		return usageError{fmt.Errorf("--pprof-addr %s: profiles are served on loopback only", addr)}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	go func() { _ = (&http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}).Serve(lis) }()
+	return nil
 }

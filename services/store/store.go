@@ -80,7 +80,7 @@ func Open(ctx context.Context, path string, spec Spec, opts ...Option) (*sql.DB,
 		}
 		o.Log.Info("store seeded", "store", spec.Name, "took", time.Since(start).Round(time.Millisecond))
 	}
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=query_only(1)&_pragma=mmap_size(1073741824)&_pragma=cache_size(-16000)")
 	if err != nil {
 		return nil, o, err
 	}

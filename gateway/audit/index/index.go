@@ -93,17 +93,50 @@ func (ix *Index) followRecords(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	batch := map[string][]aheadLeaf{}
-	count := 0
-	flush := func(seq uint64) error {
+	// Leaves are indexed in batches — one SQLite transaction for up to 512
+	// records, or for what arrived in the last 200 ms — so that indexing
+	// stays cheap beside the gateway under load.
+	var (
+		mu      sync.Mutex
+		batch   = map[string][]aheadLeaf{}
+		count   int
+		lastSeq uint64
+	)
+	flushLocked := func() error {
+		if lastSeq == 0 {
+			return nil
+		}
 		for id, leaves := range batch {
 			ix.add(ctx, id, leaves)
 		}
 		clear(batch)
 		count = 0
+		seq := lastSeq
+		lastSeq = 0
 		return ix.store.SetPosition(ctx, ix.safePosition(seq))
 	}
+	tctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-tctx.Done():
+				return
+			case <-t.C:
+				mu.Lock()
+				if err := flushLocked(); err != nil {
+					ix.log.Warn("index position", "err", err)
+				}
+				mu.Unlock()
+			}
+		}
+	}()
 	return stream.Scan(ctx, ix.records, stream.ScanOptions{StartSeq: pos + 1, Follow: true}, func(m stream.Msg) error {
+		mu.Lock()
+		defer mu.Unlock()
+		lastSeq = m.Seq
 		id, _, err := record.ParseSubject(m.Subject)
 		rec, perr := record.Parse(m.Data)
 		switch {
@@ -115,8 +148,8 @@ func (ix *Index) followRecords(ctx context.Context) error {
 			batch[id] = append(batch[id], aheadLeaf{Leaf: Leaf{Hash: tree.LeafHash(m.Data), Prev: rec.GetPrevLeafHash(), Seq: m.Seq}, index: rec.GetLeafIndex()})
 			count++
 		}
-		if m.Pending == 0 || count >= 512 {
-			return flush(m.Seq)
+		if count >= 512 {
+			return flushLocked()
 		}
 		return nil
 	})

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// benchResult is one scenario's measurement.
+type benchResult struct {
+	Name         string             `json:"name"`
+	Scenario     string             `json:"scenario"`
+	Concurrency  int                `json:"concurrency"`
+	Queries      int64              `json:"queries"`
+	Errors       int64              `json:"errors"`
+	FirstError   string             `json:"first_error,omitempty"`
+	Seconds      float64            `json:"seconds"`
+	QPS          float64            `json:"qps"`
+	P50          float64            `json:"p50_ms"`
+	P90          float64            `json:"p90_ms"`
+	P99          float64            `json:"p99_ms"`
+	CPUMicros    float64            `json:"cpu_us_per_query"`
+	CPUByProcess map[string]float64 `json:"cpu_us_per_query_by_process,omitempty"`
+	Ratio        float64            `json:"ratio_to_baseline,omitempty"`
+	RSSUnderLoad map[string]int64   `json:"rss_under_load_bytes,omitempty"`
+}
+
+type revocationFacts struct {
+	Revocations int     `json:"revocations"`
+	Samples     int     `json:"samples"` // revocations × replicas
+	P50         float64 `json:"p50_ms"`
+	P99         float64 `json:"p99_ms"`
+	Max         float64 `json:"max_ms"`
+}
+
+// benchFacts are the run's other measurements.
+type benchFacts struct {
+	Started       time.Time        `json:"started"`
+	Machine       string           `json:"machine"`
+	Seed10k       float64          `json:"seed_10k_seconds"`
+	Large         int              `json:"large_citizens,omitempty"`
+	SeedLarge     float64          `json:"seed_large_seconds,omitempty"`
+	HeaderBytes   int              `json:"header_bytes"`
+	IdleRSS       map[string]int64 `json:"idle_rss_bytes"`
+	Revocation    *revocationFacts `json:"revocation,omitempty"`
+	DevFirstStart float64          `json:"dev_first_start_seconds"`
+	DevStart      float64          `json:"dev_start_seconds"`
+	DevIdleRSS    int64            `json:"dev_idle_rss_bytes"`
+	Profiles      []string         `json:"profiles,omitempty"`
+}
+
+type benchTarget struct {
+	Target   string `json:"target"`
+	Measured string `json:"measured"`
+	Met      bool   `json:"met"`
+}
+
+type benchReport struct {
+	Facts   benchFacts    `json:"facts"`
+	Sizes   [2]int        `json:"request_reply_bytes"`
+	Results []benchResult `json:"results"`
+	Targets []benchTarget `json:"targets"`
+}
+
+func machine() string {
+	model := ""
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+		f.Close()
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		fmt.Sscanf(strings.TrimPrefix(strings.SplitN(string(b), "\n", 2)[0], "MemTotal:"), "%d", &kb)
+		mem = fmt.Sprintf(", %.0f GiB", float64(kb)/(1<<20))
+	}
+	return fmt.Sprintf("%d cores (%s)%s, %s/%s, %s", runtime.NumCPU(), model, mem, runtime.GOOS, runtime.GOARCH, runtime.Version())
+}
+
+func (b *bench) find(scenario string, conc int) *benchResult {
+	for i := range b.results {
+		if r := &b.results[i]; r.Scenario == scenario && (conc == 0 || r.Concurrency == conc) {
+			return r
+		}
+	}
+	return nil
+}
+
+// report fills the ratios and targets, writes latest.{json,md,svg} and a
+// dated copy of each under --out, and prints the Markdown.
+func (b *bench) report(out io.Writer) error {
+	for i := range b.results {
+		r := &b.results[i]
+		if r.Scenario != "baseline" {
+			if base := b.find("baseline", r.Concurrency); base != nil && base.QPS > 0 {
+				r.Ratio = r.QPS / base.QPS
+			}
+		}
+	}
+	rep := benchReport{Facts: b.facts, Sizes: [2]int{b.reqSize, b.respSize}, Results: b.results, Targets: b.targets()}
+	if err := os.MkdirAll(b.o.out, 0o755); err != nil {
+		return err
+	}
+	stamp := b.facts.Started.Format("2006-01-02T1504Z")
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	md := b.markdown(rep)
+	svg := b.svg()
+	for name, data := range map[string][]byte{"json": append(js, '\n'), "md": []byte(md), "svg": []byte(svg)} {
+		for _, base := range []string{"latest", stamp} {
+			if err := os.WriteFile(filepath.Join(b.o.out, base+"."+name), data, 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	fmt.Fprintln(out, md)
+	fmt.Fprintf(out, "written: %s/latest.{md,json,svg} (and %s.*)\n", b.o.out, stamp)
+	return nil
+}
+
+func (b *bench) targets() []benchTarget {
+	var ts []benchTarget
+	add := func(target string, ok bool, measured string, args ...any) {
+		ts = append(ts, benchTarget{Target: target, Measured: fmt.Sprintf(measured, args...), Met: ok})
+	}
+	top := b.o.concurrency[len(b.o.concurrency)-1]
+	if f, base := b.find("full", top), b.find("baseline", top); f != nil && base != nil && base.QPS > 0 {
+		ratio := f.QPS / base.QPS
+		add(fmt.Sprintf("full path at c=%d ≥ 50%% of the raw two-hop baseline (aim 70%%)", top), ratio >= .5,
+			"%.0f%% (%.0f of %.0f queries/s)", 100*ratio, f.QPS, base.QPS)
+	}
+	if f := b.find("full", 16); f != nil {
+		add("p99 at c=16 ≤ 5 ms end to end", f.P99 <= 5, "%.2f ms", f.P99)
+	}
+	if small, large := b.find("full", 16), b.find("large", 0); small != nil && large != nil && small.P50 > 0 {
+		add(fmt.Sprintf("%d citizens: p50 within 20%% of 10,000", b.facts.Large), large.P50 <= 1.2*small.P50,
+			"%.2f ms vs %.2f ms (%+.0f%%)", large.P50, small.P50, 100*(large.P50/small.P50-1))
+	}
+	if r := b.facts.Revocation; r != nil {
+		add("revocation effective on both replicas: p99 < 1 s", r.P99 < 1000, "p99 %.1f ms (p50 %.1f ms, max %.1f ms, %d samples)", r.P99, r.P50, r.Max, r.Samples)
+	}
+	if b.facts.DevIdleRSS > 0 {
+		add("whole dev federation < 300 MiB resident, idle", b.facts.DevIdleRSS < 300<<20, "%.0f MiB", mib(b.facts.DevIdleRSS))
+	}
+	if b.facts.DevStart > 0 {
+		add("`jisr dev` ready < 5 s with an existing data directory", b.facts.DevStart < 5, "%.2f s", b.facts.DevStart)
+	}
+	return ts
+}
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+func (b *bench) markdown(rep benchReport) string {
+	var s strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&s, format, args...) }
+	w("# jisr bench — %s\n\n", rep.Facts.Started.Format("2006-01-02 15:04 MST"))
+	w("Machine: %s. Every component a separate process on loopback, mTLS on every NATS link. ", rep.Facts.Machine)
+	w("Query: `CivilRegistry/GetPerson` through the CNSS adapter with a consent token (request %d B + %d B of headers, reply %d B after minimisation), %d citizens with a token each. ", rep.Sizes[0], rep.Facts.HeaderBytes, rep.Sizes[1], benchTokens)
+	w("Each scenario: %s warm-up, %s measured.\n\n", b.o.warmup, b.o.duration)
+	w("| scenario | callers | queries/s | p50 ms | p90 ms | p99 ms | CPU µs/query | vs baseline | errors |\n")
+	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rep.Results {
+		ratio := "—"
+		if r.Ratio > 0 {
+			ratio = fmt.Sprintf("%.0f%%", 100*r.Ratio)
+		}
+		w("| %s | %d | %.0f | %.2f | %.2f | %.2f | %.0f | %s | %d |\n", r.Name, r.Concurrency, r.QPS, r.P50, r.P90, r.P99, r.CPUMicros, ratio, r.Errors)
+	}
+	w("\nCPU µs/query is the user+system CPU of every process of the path (NATS, gateway, adapters, backend — or NATS, relay, responder for the baseline) divided by the queries; on 2 cores the ceiling is 2,000,000 µs per second.\n\n")
+	w("## Targets\n\n| target | measured | met |\n|---|---|---|\n")
+	for _, t := range rep.Targets {
+		met := "yes"
+		if !t.Met {
+			met = "**no**"
+		}
+		w("| %s | %s | %s |\n", t.Target, t.Measured, met)
+	}
+	w("\n## Memory and start-up\n\n| process | resident idle | resident under load (c=%d) |\n|---|---:|---:|\n", b.o.concurrency[len(b.o.concurrency)-1])
+	var loaded map[string]int64
+	if f := b.find("full", b.o.concurrency[len(b.o.concurrency)-1]); f != nil {
+		loaded = f.RSSUnderLoad
+	}
+	var idleSum, loadSum int64
+	for _, name := range sortedKeys(rep.Facts.IdleRSS) {
+		w("| %s | %.0f MiB | %.0f MiB |\n", name, mib(rep.Facts.IdleRSS[name]), mib(loaded[name]))
+		idleSum += rep.Facts.IdleRSS[name]
+		loadSum += loaded[name]
+	}
+	w("| **all five** | **%.0f MiB** | **%.0f MiB** |\n", mib(idleSum), mib(loadSum))
+	w("| `jisr dev` (everything, 4 ministries, one process) | %.0f MiB | |\n\n", mib(rep.Facts.DevIdleRSS))
+	w("`jisr dev` start: %.2f s with an existing data directory (first start, creating the PKI and seeding 4 × 10,000 citizens: %.2f s). ", rep.Facts.DevStart, rep.Facts.DevFirstStart)
+	w("Seeding the civil registry: 10,000 citizens %.1f s", rep.Facts.Seed10k)
+	if rep.Facts.Large > 0 {
+		w(", %d citizens %.1f s", rep.Facts.Large, rep.Facts.SeedLarge)
+	}
+	w(".\n")
+	if r := rep.Facts.Revocation; r != nil {
+		w("\nRevocation lag, two replicas: from the revoke call to the first refusal by each replica, %d revocations: p50 %.1f ms, p99 %.1f ms, max %.1f ms.\n", r.Revocations, r.P50, r.P99, r.Max)
+	}
+	if len(rep.Facts.Profiles) > 0 {
+		w("\nCPU profiles of each component under the heaviest full-path load, beside this report: %s (e.g. `go tool pprof -top bin/jisr %s`).\n",
+			"`"+strings.Join(rep.Facts.Profiles, "`, `")+"`", rep.Facts.Profiles[0])
+	}
+	return s.String()
+}
+
+func sortedKeys(m map[string]int64) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	for i := 1; i < len(ks); i++ {
+		for j := i; j > 0 && ks[j] < ks[j-1]; j-- {
+			ks[j], ks[j-1] = ks[j-1], ks[j]
+		}
+	}
+	return ks
+}
+
+// svg draws throughput and p99 against concurrency for the full path and
+// the baseline: two panels, log-scaled concurrency axis.
+func (b *bench) svg() string {
+	series := []struct {
+		scenario, label, color string
+	}{{"full", "full path", "#1f6feb"}, {"baseline", "raw two-hop baseline", "#8b949e"}}
+	var s strings.Builder
+	const W, H, pad = 900, 360, 60
+	pw := (W - 3*pad) / 2
+	ph := H - 2*pad
+	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", W, H)
+	fmt.Fprintf(&s, `<rect width="%d" height="%d" fill="white"/>`+"\n", W, H)
+	concs := b.o.concurrency
+	xOf := func(c int, x0 int) float64 {
+		lo, hi := math.Log2(float64(concs[0])), math.Log2(float64(concs[len(concs)-1]))
+		if hi == lo {
+			return float64(x0 + pw/2)
+		}
+		return float64(x0) + (math.Log2(float64(c))-lo)/(hi-lo)*float64(pw)
+	}
+	panel := func(x0 int, title string, value func(r *benchResult) float64, unit string) {
+		maxV := 0.0
+		for _, sr := range series {
+			for _, c := range concs {
+				if r := b.find(sr.scenario, c); r != nil {
+					maxV = math.Max(maxV, value(r))
+				}
+			}
+		}
+		if maxV == 0 {
+			maxV = 1
+		}
+		maxV *= 1.1
+		fmt.Fprintf(&s, `<text x="%d" y="%d" font-size="14" font-weight="bold">%s</text>`+"\n", x0, pad-25, title)
+		fmt.Fprintf(&s, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0, pad+ph, x0+pw, pad+ph)
+		fmt.Fprintf(&s, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0, pad, x0, pad+ph)
+		for i := 0; i <= 4; i++ {
+			v := maxV * float64(i) / 4
+			y := float64(pad+ph) - float64(ph)*float64(i)/4
+			fmt.Fprintf(&s, `<text x="%d" y="%.0f" text-anchor="end">%.4g</text>`+"\n", x0-5, y+4, v)
+			fmt.Fprintf(&s, `<line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="#eee"/>`+"\n", x0, y, x0+pw, y)
+		}
+		for _, c := range concs {
+			fmt.Fprintf(&s, `<text x="%.0f" y="%d" text-anchor="middle">%d</text>`+"\n", xOf(c, x0), pad+ph+16, c)
+		}
+		fmt.Fprintf(&s, `<text x="%d" y="%d" text-anchor="middle">concurrent callers (%s)</text>`+"\n", x0+pw/2, pad+ph+34, unit)
+		for _, sr := range series {
+			var pts []string
+			for _, c := range concs {
+				if r := b.find(sr.scenario, c); r != nil {
+					x, y := xOf(c, x0), float64(pad+ph)-value(r)/maxV*float64(ph)
+					pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, y))
+					fmt.Fprintf(&s, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", x, y, sr.color)
+				}
+			}
+			fmt.Fprintf(&s, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(pts, " "), sr.color)
+		}
+	}
+	panel(pad, "Throughput (queries/s)", func(r *benchResult) float64 { return r.QPS }, "queries/s")
+	panel(2*pad+pw, "p99 latency (ms)", func(r *benchResult) float64 { return r.P99 }, "ms")
+	for i, sr := range series {
+		fmt.Fprintf(&s, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>`+"\n",
+			pad+i*220, H-14, sr.color, pad+i*220+18, H-4, sr.label)
+	}
+	s.WriteString("</svg>\n")
+	return s.String()
+}

@@ -1,0 +1,757 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jisr-bus/jisr/bus"
+	"github.com/jisr-bus/jisr/bus/catalog"
+	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/gateway/consent"
+	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
+	"github.com/jisr-bus/jisr/services/demodata"
+	"github.com/jisr-bus/jisr/services/progress"
+)
+
+const (
+	benchService = "jisr.civilregistry.v1.CivilRegistry"
+	benchMethod  = "GetPerson"
+	benchPurpose = "amo-enrolment"
+	benchTokens  = 1000 // distinct citizens (and tokens) per run
+)
+
+// benchFed is the federation under test, one process per component.
+type benchFed struct {
+	nats         *benchProc
+	natsURL      string
+	backend      *benchProc
+	backendAddr  string
+	gateways     []*benchProc
+	gwHTTP       []string
+	provider     *benchProc
+	consumer     *benchProc
+	consumerAddr string
+}
+
+func (f *benchFed) procs() []*benchProc {
+	out := []*benchProc{f.nats, f.backend, f.provider, f.consumer}
+	out = append(out, f.gateways...)
+	var live []*benchProc
+	for _, p := range out {
+		if p != nil {
+			live = append(live, p)
+		}
+	}
+	return live
+}
+
+func runBench(ctx context.Context, g *globals, o benchOptions, out, stderr io.Writer) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fedPath, err := filepath.Abs(g.federationPath)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "jisr-bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Fprintf(stderr, "working directory (kept): %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		return err
+	}
+	b := &bench{g: g, o: o, dir: dir, exe: exe, fedPath: fedPath, stderr: stderr, pprof: map[string]string{}}
+	b.facts.Started = time.Now().UTC()
+	b.facts.Machine = machine()
+
+	// The dev PKI, as `jisr certs init` makes it.
+	bg := b.globals("")
+	fed, err := bg.federation()
+	if err != nil {
+		return err
+	}
+	if _, err := initCerts(bg, fed); err != nil {
+		return err
+	}
+	if err := b.run(ctx); err != nil {
+		return err
+	}
+	return b.report(out)
+}
+
+// globals for the bench's own clients (consent service, NATS clients).
+func (b *bench) globals(natsURL string) *globals {
+	return &globals{federationPath: b.fedPath, certsDir: filepath.Join(b.dir, "certs"), dataDir: filepath.Join(b.dir, "data"),
+		natsURL: natsURL, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+}
+
+func (b *bench) run(ctx context.Context) error {
+	f := &benchFed{}
+	defer func() {
+		for _, p := range f.procs() {
+			p.stop()
+		}
+	}()
+	step := func(msg string) { fmt.Fprintf(b.stderr, "» %s\n", msg) }
+
+	step("starting NATS, backend (10,000 citizens), gateway and two adapters, each as its own process")
+	if err := b.startNATS(ctx, f); err != nil {
+		return err
+	}
+	seed := time.Now()
+	if err := b.startBackend(ctx, f, 10000, filepath.Join(b.dir, "data")); err != nil {
+		return err
+	}
+	b.facts.Seed10k = time.Since(seed).Seconds()
+	if err := b.startGateways(ctx, f, nil, "gw-1"); err != nil {
+		return err
+	}
+	if err := b.startAdapters(ctx, f); err != nil {
+		return err
+	}
+	tokens, err := b.mint(ctx, f, 10000)
+	if err != nil {
+		return err
+	}
+	client, closeClient, err := b.dial(f)
+	if err != nil {
+		return err
+	}
+	// One call to learn the payload sizes the baseline must carry.
+	resp, err := client.GetPerson(tokens[0].ctx(ctx), &civilv1.GetPersonRequest{Eid: tokens[0].eid})
+	if err != nil {
+		return fmt.Errorf("first call through the federation: %w", err)
+	}
+	b.reqSize, b.respSize = proto.Size(&civilv1.GetPersonRequest{Eid: tokens[0].eid}), proto.Size(resp)
+	b.facts.HeaderBytes = len(tokens[0].token) + len(benchPurpose) + 64
+	time.Sleep(500 * time.Millisecond)
+	b.facts.IdleRSS = map[string]int64{}
+	for _, p := range f.procs() {
+		b.facts.IdleRSS[p.name] = p.rss()
+	}
+
+	full := func(label, scenario string, conc int, toks []benchToken, cl civilv1.CivilRegistryClient) benchResult {
+		r := b.load(ctx, label, conc, f.procs(), func(ctx context.Context, w, i int) error {
+			t := toks[(w*7919+i)%len(toks)]
+			cctx, cancel := context.WithTimeout(t.ctx(ctx), 10*time.Second)
+			defer cancel()
+			_, err := cl.GetPerson(cctx, &civilv1.GetPersonRequest{Eid: t.eid})
+			return err
+		})
+		r.Scenario = scenario
+		b.results = append(b.results, r)
+		return r
+	}
+
+	for _, c := range b.o.concurrency {
+		var prof chan error
+		if b.o.profile && c == b.o.concurrency[len(b.o.concurrency)-1] {
+			prof = b.profile(ctx, f.procs(), b.o.warmup)
+		}
+		full(fmt.Sprintf("full path, c=%d", c), "full", c, tokens, client)
+		if prof != nil {
+			if err := <-prof; err != nil {
+				fmt.Fprintf(b.stderr, "profile: %v\n", err)
+			}
+		}
+	}
+	top := b.o.concurrency[len(b.o.concurrency)-1]
+
+	// The cost of each safeguard: the same load with it switched off.
+	for _, skip := range []string{"consent", "audit", "minimise"} {
+		step("restarting the gateway without " + skip)
+		if err := b.restartGateways(ctx, f, []string{skip}, "gw-1"); err != nil {
+			return err
+		}
+		full(fmt.Sprintf("without %s, c=%d", skip, top), "no-"+skip, top, tokens, client)
+	}
+
+	step("two gateway replicas")
+	if err := b.restartGateways(ctx, f, nil, "gw-1", "gw-2"); err != nil {
+		return err
+	}
+	full(fmt.Sprintf("two gateway replicas, c=%d", top), "two-replicas", top, tokens, client)
+	if b.o.revocations > 0 {
+		if err := b.revocationLag(ctx, f); err != nil {
+			return fmt.Errorf("revocation lag: %w", err)
+		}
+	}
+	closeClient()
+
+	// The transport's own limit: client → relay → responder over the same
+	// NATS, mTLS and sizes, without a single check.
+	step("raw two-hop baseline (gateway, adapters and backend stopped)")
+	for _, p := range append(f.gateways, f.provider, f.consumer) {
+		p.stop()
+	}
+	f.gateways, f.gwHTTP, f.provider, f.consumer = nil, nil, nil, nil
+	if err := b.baseline(ctx, f, tokens); err != nil {
+		return fmt.Errorf("baseline: %w", err)
+	}
+
+	if b.o.large > 0 {
+		step(fmt.Sprintf("seeding a backend with %d citizens", b.o.large))
+		f.backend.stop()
+		f.backend = nil
+		seed := time.Now()
+		if err := b.startBackend(ctx, f, b.o.large, filepath.Join(b.dir, "data-large")); err != nil {
+			return err
+		}
+		b.facts.SeedLarge, b.facts.Large = time.Since(seed).Seconds(), b.o.large
+		if err := b.startGateways(ctx, f, nil, "gw-1"); err != nil {
+			return err
+		}
+		if err := b.startAdapters(ctx, f); err != nil {
+			return err
+		}
+		large, err := b.mint(ctx, f, b.o.large)
+		if err != nil {
+			return err
+		}
+		cl, closeCl, err := b.dial(f)
+		if err != nil {
+			return err
+		}
+		c := 16
+		if !containsInt(b.o.concurrency, c) {
+			c = b.o.concurrency[0]
+		}
+		full(fmt.Sprintf("%d citizens, c=%d", b.o.large, c), "large", c, large, cl)
+		closeCl()
+	}
+	for _, p := range f.procs() {
+		p.stop()
+	}
+	*f = benchFed{}
+
+	step("start-up time and memory of `jisr dev` with an existing data directory")
+	return b.devStartup(ctx)
+}
+
+func containsInt(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *bench) startNATS(ctx context.Context, f *benchFed) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	if f.nats, err = b.spawn("nats", "nats-server", "--listen", addr); err != nil {
+		return err
+	}
+	f.natsURL = "tls://" + addr
+	return waitFor(ctx, f.nats, "NATS", tcpOpen(addr))
+}
+
+func (b *bench) startBackend(ctx context.Context, f *benchFed, citizens int, dataDir string) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	if f.backend, err = b.spawn("backend", "--data", dataDir, "backend", "--member", "civil-registry",
+		"--listen", addr, "--citizens", fmt.Sprint(citizens)); err != nil {
+		return err
+	}
+	f.backendAddr = addr
+	return waitFor(ctx, f.backend, "backend", grpcServing(addr))
+}
+
+func (b *bench) startGateways(ctx context.Context, f *benchFed, skip []string, instances ...string) error {
+	for _, inst := range instances {
+		httpAddr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		args := []string{"--nats", f.natsURL, "gateway", "--instance", inst, "--http", httpAddr, "--grpc", "", "--pprof"}
+		for _, s := range skip {
+			args = append(args, "--unsafe-skip", s)
+		}
+		p, err := b.spawn("gateway-"+inst, args...)
+		if err != nil {
+			return err
+		}
+		f.gateways = append(f.gateways, p)
+		f.gwHTTP = append(f.gwHTTP, "http://"+httpAddr)
+		if err := waitFor(ctx, p, "gateway", httpOK("http://"+httpAddr+"/readyz")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bench) restartGateways(ctx context.Context, f *benchFed, skip []string, instances ...string) error {
+	for _, p := range f.gateways {
+		p.stop()
+	}
+	f.gateways, f.gwHTTP = nil, nil
+	return b.startGateways(ctx, f, skip, instances...)
+}
+
+func (b *bench) startAdapters(ctx context.Context, f *benchFed) error {
+	paddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	if f.provider, err = b.spawn("adapter-civil-registry", "--nats", f.natsURL, "adapter", "--member", "civil-registry",
+		"--listen", paddr, "--backend", f.backendAddr); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, f.provider, "provider adapter", grpcServing(paddr)); err != nil {
+		return err
+	}
+	caddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	if f.consumer, err = b.spawn("adapter-cnss", "--nats", f.natsURL, "adapter", "--member", "cnss", "--listen", caddr); err != nil {
+		return err
+	}
+	f.consumerAddr = caddr
+	return waitFor(ctx, f.consumer, "consumer adapter", grpcServing(caddr))
+}
+
+func (b *bench) dial(f *benchFed) (civilv1.CivilRegistryClient, func(), error) {
+	cc, err := grpc.NewClient(f.consumerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	return civilv1.NewCivilRegistryClient(cc), func() { cc.Close() }, nil
+}
+
+// benchToken is a citizen and a consent token for them.
+type benchToken struct {
+	eid, token, jti string
+	md              metadata.MD
+}
+
+func (t benchToken) ctx(ctx context.Context) context.Context {
+	return metadata.NewOutgoingContext(ctx, t.md)
+}
+
+// mint grants, through the consent service, one token per citizen for
+// benchTokens citizens spread over a population of n.
+func (b *bench) mint(ctx context.Context, f *benchFed, n int) ([]benchToken, error) {
+	bg := b.globals(f.natsURL)
+	svc, done, err := bg.consentService(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	keyer, err := bg.keyer()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]benchToken, 0, benchTokens)
+	for k := range benchTokens {
+		eid := demodata.EID(demodata.DefaultSeed, int((int64(k)*7919+13)%int64(n)))
+		resp, err := svc.Grant(ctx, keyer.CKey(eid), consent.GrantRequest{
+			To: "cnss", Service: benchService, Methods: []string{benchMethod}, Purpose: benchPurpose, TTL: "2h"})
+		if err != nil {
+			return nil, fmt.Errorf("grant: %w", err)
+		}
+		out = append(out, benchToken{eid: eid, token: resp.Token, jti: resp.ID,
+			md: metadata.Pairs("jisr-purpose", benchPurpose, "jisr-consent", resp.Token)})
+	}
+	return out, nil
+}
+
+// profile collects a CPU profile of every component while the next
+// scenario runs, into the results directory as <component>-cpu.pprof.
+func (b *bench) profile(ctx context.Context, procs []*benchProc, after time.Duration) chan error {
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(after)
+		secs := max(1, int(b.o.duration/time.Second))
+		if err := os.MkdirAll(b.o.out, 0o755); err != nil {
+			done <- err
+			return
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var errs []error
+		for _, p := range procs {
+			addr, ok := b.pprof[p.name]
+			if !ok {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				path := filepath.Join(b.o.out, p.name+"-cpu.pprof")
+				err := fetchTo(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), path)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
+					return
+				}
+				b.facts.Profiles = append(b.facts.Profiles, filepath.Base(path))
+			}()
+		}
+		wg.Wait()
+		sort.Strings(b.facts.Profiles)
+		done <- errors.Join(errs...)
+	}()
+	return done
+}
+
+func fetchTo(ctx context.Context, url, path string) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	fh, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(fh, resp.Body); err != nil {
+		fh.Close()
+		return err
+	}
+	return fh.Close()
+}
+
+// baseline runs the raw two-hop path at every concurrency.
+func (b *bench) baseline(ctx context.Context, f *benchFed, tokens []benchToken) error {
+	relay, err := b.spawn("relay", "--nats", f.natsURL, "bench", "relay")
+	if err != nil {
+		return err
+	}
+	defer relay.stop()
+	responder, err := b.spawn("responder", "--nats", f.natsURL, "bench", "responder", "--member", "civil-registry",
+		"--size", fmt.Sprint(b.respSize))
+	if err != nil {
+		return err
+	}
+	defer responder.stop()
+	for _, p := range []*benchProc{relay, responder} {
+		if err := waitFor(ctx, p, p.name, logSays(p.logf, "ready")); err != nil {
+			return err
+		}
+	}
+	bg := b.globals(f.natsURL)
+	nc, src, err := bg.connect(ctx, "cnss")
+	if err != nil {
+		return err
+	}
+	defer func() { nc.Close(); src.Close() }()
+	msgs, err := b.queryMsgs(bg, tokens)
+	if err != nil {
+		return err
+	}
+	procs := []*benchProc{f.nats, relay, responder}
+	for _, c := range b.o.concurrency {
+		r := b.load(ctx, fmt.Sprintf("raw two-hop baseline, c=%d", c), c, procs, func(ctx context.Context, w, i int) error {
+			m := msgs[(w*7919+i)%len(msgs)]
+			out := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			_, err := nc.RequestMsgWithContext(cctx, out)
+			return err
+		})
+		r.Scenario = "baseline"
+		b.results = append(b.results, r)
+	}
+	return nil
+}
+
+// queryMsgs builds, for each token, the NATS message the consumer adapter
+// would publish: the query subject (with the citizen's ckey), the same
+// payload and the same headers.
+func (b *bench) queryMsgs(bg *globals, tokens []benchToken) ([]*nats.Msg, error) {
+	fed, err := bg.federation()
+	if err != nil {
+		return nil, err
+	}
+	keyer, err := bg.keyer()
+	if err != nil {
+		return nil, err
+	}
+	cat, err := catalog.New(fed)
+	if err != nil {
+		return nil, err
+	}
+	m, err := cat.ByFullMethod("/" + benchService + "/" + benchMethod)
+	if err != nil {
+		return nil, err
+	}
+	var out []*nats.Msg
+	for _, t := range tokens {
+		subj, err := subject.Query{Consumer: "cnss", Provider: "civil-registry", Service: m.ServiceToken, Method: m.Name, CKey: keyer.CKey(t.eid)}.Subject()
+		if err != nil {
+			return nil, err
+		}
+		data, _ := proto.Marshal(&civilv1.GetPersonRequest{Eid: t.eid})
+		h := nats.Header{}
+		h.Set(bus.HeaderPurpose, benchPurpose)
+		h.Set(bus.HeaderConsent, t.token)
+		out = append(out, &nats.Msg{Subject: subj, Data: data, Header: h})
+	}
+	return out, nil
+}
+
+func logSays(path, word string) func(context.Context) error {
+	return func(context.Context) error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), word) {
+			return fmt.Errorf("not yet %s", word)
+		}
+		return nil
+	}
+}
+
+// revocationLag revokes tokens one at a time while two gateway replicas
+// serve them, and times, for each replica, from the revoke call to the first
+// reply in which that replica refuses the token. Queries go straight to NATS
+// as the consumer adapter would send them; the Jisr-Gateway reply header
+// says which replica answered.
+func (b *bench) revocationLag(ctx context.Context, f *benchFed) error {
+	bg := b.globals(f.natsURL)
+	nc, src, err := bg.connect(ctx, "cnss")
+	if err != nil {
+		return err
+	}
+	defer func() { nc.Close(); src.Close() }()
+	svc, done, err := bg.consentService(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	keyer, err := bg.keyer()
+	if err != nil {
+		return err
+	}
+	bar := progress.New(b.stderr, fmt.Sprintf("%-34s", "revocation lag, two replicas"))
+	defer bar.Done()
+	var lags []float64
+	for rep := range b.o.revocations {
+		eid := demodata.EID(demodata.DefaultSeed, 5000+rep)
+		g, err := svc.Grant(ctx, keyer.CKey(eid), consent.GrantRequest{To: "cnss", Service: benchService,
+			Methods: []string{benchMethod}, Purpose: benchPurpose, TTL: "1h"})
+		if err != nil {
+			return err
+		}
+		msgs, err := b.queryMsgs(bg, []benchToken{{eid: eid, token: g.Token}})
+		if err != nil {
+			return err
+		}
+		ask := func() (replica string, allowed bool, err error) {
+			m := msgs[0]
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			reply, err := nc.RequestMsgWithContext(cctx, &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header})
+			if err != nil {
+				return "", false, err
+			}
+			return reply.Header.Get(bus.HeaderGateway), bus.StatusOf(reply.Header).Code() == 0, nil
+		}
+		// Both replicas have verified (and cached) the token.
+		seen := map[string]bool{}
+		for i := 0; len(seen) < len(f.gateways) && i < 500; i++ {
+			r, ok, err := ask()
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("the fresh token was refused by %s", r)
+			}
+			seen[r] = true
+		}
+		if len(seen) < len(f.gateways) {
+			return fmt.Errorf("queries reached only %v", seen)
+		}
+		t0 := time.Now()
+		if _, err := svc.Store.Revoke(ctx, g.ID); err != nil {
+			return err
+		}
+		var mu sync.Mutex
+		first := map[string]time.Duration{}
+		var wg sync.WaitGroup
+		deadline := t0.Add(5 * time.Second)
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(deadline) {
+					r, ok, err := ask()
+					mu.Lock()
+					if err == nil && !ok {
+						if _, have := first[r]; !have {
+							first[r] = time.Since(t0)
+						}
+					}
+					n := len(first)
+					mu.Unlock()
+					if n == len(f.gateways) {
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		for _, inst := range []string{"gw-1", "gw-2"} {
+			d, ok := first[inst]
+			if !ok {
+				d = 5 * time.Second // not refused within the bound: counted at the bound
+			}
+			lags = append(lags, ms(d))
+		}
+		bar.Update(rep+1, b.o.revocations)
+	}
+	sort.Float64s(lags)
+	b.facts.Revocation = &revocationFacts{Revocations: b.o.revocations, Samples: len(lags),
+		P50: lags[len(lags)*50/100], P99: lags[min(len(lags)-1, len(lags)*99/100)], Max: lags[len(lags)-1]}
+	return nil
+}
+
+// devStartup times `jisr dev` with an existing data directory: a first run
+// creates the PKI and seeds the stores, the second is timed until
+// demo.json is written, then its idle memory is read.
+func (b *bench) devStartup(ctx context.Context) error {
+	dir := filepath.Join(b.dir, "dev")
+	demo := filepath.Join(dir, "demo.json")
+	run := func(name string) (*benchProc, time.Duration, error) {
+		start := time.Now()
+		p, err := b.spawn(name, "--data", dir, "--certs", filepath.Join(dir, "certs"), "dev", "--any-port")
+		if err != nil {
+			return nil, 0, err
+		}
+		err = waitFor(ctx, p, "jisr dev", func(context.Context) error { _, err := os.Stat(demo); return err })
+		return p, time.Since(start), err
+	}
+	p, took, err := run("dev-first")
+	if err != nil {
+		return err
+	}
+	p.stop()
+	b.facts.DevFirstStart = took.Seconds()
+	_ = os.Remove(demo)
+	p, took, err = run("dev")
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	b.facts.DevStart = took.Seconds()
+	time.Sleep(2 * time.Second)
+	b.facts.DevIdleRSS = p.rss()
+	return nil
+}
+
+// --- baseline processes -------------------------------------------------
+
+func newBenchRelayCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:    "relay",
+		Short:  "Baseline relay: forwards every query to its provider, no checks (as the gateway identity)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			nc, src, err := g.connect(ctx, "gateway")
+			if err != nil {
+				return err
+			}
+			defer func() { nc.Close(); src.Close() }()
+			sub, err := nc.QueueSubscribe(subject.AllQueries(), "jisr-bench-relay", func(msg *nats.Msg) {
+				go func() {
+					q, err := subject.ParseQuery(msg.Subject)
+					if err != nil {
+						return
+					}
+					ps, err := q.ProviderSubject()
+					if err != nil {
+						return
+					}
+					reply, err := nc.RequestMsg(&nats.Msg{Subject: ps, Data: msg.Data, Header: msg.Header}, 10*time.Second)
+					if err != nil {
+						return
+					}
+					_ = msg.RespondMsg(&nats.Msg{Subject: msg.Reply, Data: reply.Data, Header: reply.Header})
+				}()
+			})
+			if err != nil {
+				return err
+			}
+			_ = sub.SetPendingLimits(1<<16, 256<<20)
+			if err := nc.Flush(); err != nil {
+				return err
+			}
+			g.log.Warn("relay ready")
+			<-ctx.Done()
+			return nil
+		},
+	}
+}
+
+func newBenchResponderCmd(g *globals) *cobra.Command {
+	var member string
+	var size int
+	cmd := &cobra.Command{
+		Use:    "responder",
+		Short:  "Baseline responder: answers every provider query with a fixed payload (as a member)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			nc, src, err := g.connect(ctx, member)
+			if err != nil {
+				return err
+			}
+			defer func() { nc.Close(); src.Close() }()
+			payload := make([]byte, size)
+			sub, err := nc.QueueSubscribe(subject.ProviderQueries(member), "jisr-bench-responder", func(msg *nats.Msg) {
+				_ = msg.Respond(payload)
+			})
+			if err != nil {
+				return err
+			}
+			_ = sub.SetPendingLimits(1<<16, 256<<20)
+			if err := nc.Flush(); err != nil {
+				return err
+			}
+			g.log.Warn("responder ready")
+			<-ctx.Done()
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&member, "member", "civil-registry", "the provider member whose identity answers")
+	cmd.Flags().IntVar(&size, "size", 200, "reply payload size in bytes")
+	return cmd
+}

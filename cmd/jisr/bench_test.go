@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBenchQuickRunsEveryScenario runs `jisr bench --quick` end to end —
+// every component a separate process (this test binary acting as jisr) —
+// and checks the report: every scenario measured without errors, the
+// targets evaluated, the JSON, Markdown and SVG written.
+func TestBenchQuickRunsEveryScenario(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a federation of processes")
+	}
+	out := t.TempDir()
+	root := newRootCmd()
+	var stdout, stderr bytes.Buffer
+	root.SetOut(&stdout)
+	root.SetErr(&stderr)
+	root.SetArgs([]string{"--federation", "../../deploy/federation.yaml", "bench", "--quick", "--out", out})
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	var rep benchReport
+	b, err := os.ReadFile(filepath.Join(out, "latest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, r := range rep.Results {
+		seen[r.Scenario]++
+		if r.Queries == 0 || r.Errors != 0 || r.QPS <= 0 || r.P99 < r.P50 || r.CPUMicros <= 0 {
+			t.Errorf("%s: %+v", r.Name, r)
+		}
+		if r.Scenario == "full" && r.Ratio <= 0 {
+			t.Errorf("%s has no ratio to the baseline", r.Name)
+		}
+	}
+	for _, s := range []string{"full", "baseline", "no-consent", "no-audit", "no-minimise", "two-replicas"} {
+		if seen[s] == 0 {
+			t.Errorf("no %s scenario in the report", s)
+		}
+	}
+	if rep.Facts.Revocation == nil || rep.Facts.Revocation.Samples == 0 || rep.Facts.Revocation.Max >= 5000 {
+		t.Errorf("revocation lag not measured or not effective: %+v", rep.Facts.Revocation)
+	}
+	if rep.Facts.DevStart <= 0 || rep.Facts.DevIdleRSS <= 0 || len(rep.Facts.IdleRSS) != 5 {
+		t.Errorf("start-up or memory not measured: %+v", rep.Facts)
+	}
+	if len(rep.Targets) < 4 {
+		t.Errorf("targets: %+v", rep.Targets)
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "latest.md"))
+	if !strings.Contains(string(md), "| full path, c=16 |") || !strings.Contains(stdout.String(), "## Targets") {
+		t.Errorf("the Markdown report lacks the table:\n%s", md)
+	}
+	svg, _ := os.ReadFile(filepath.Join(out, "latest.svg"))
+	if err := xml.Unmarshal(svg, new(struct{ XMLName xml.Name })); err != nil || !bytes.Contains(svg, []byte("<polyline")) {
+		t.Errorf("the SVG chart is not well-formed or has no series: %v", err)
+	}
+}
