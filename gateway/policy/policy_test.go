@@ -25,12 +25,12 @@ func load(tb testing.TB) *policy.Policy {
 func TestCheck(t *testing.T) {
 	p := load(t)
 	for _, c := range []struct {
-		name                                        string
+		name                                         string
 		consumer, provider, service, method, purpose string
-		token                                       bool
-		rule                                        string
-		code                                        codes.Code
-		reason                                      string
+		token                                        bool
+		rule                                         string
+		code                                         codes.Code
+		reason                                       string
 	}{
 		{"consent rule with a token", "cnss", "civil-registry", civil, "GetPerson", "amo-enrolment", true, "cnss-civil-status", codes.OK, ""},
 		{"consent rule without a token", "cnss", "civil-registry", civil, "GetPerson", "amo-enrolment", false, "", codes.Unauthenticated, decision.ReasonConsentRequired},
