@@ -21,7 +21,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -32,6 +31,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/svid"
 )
 
@@ -326,18 +326,36 @@ func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (reply *nats.Msg, e
 	return reply, nil
 }
 
-var tracer = otel.Tracer("github.com/jisr-bus/jisr/bus")
+var tracer = telemetry.Tracer("github.com/jisr-bus/jisr/bus")
 
 // StartSpan starts a messaging span for one NATS operation ("send" a
 // request, "process" a received one) on subject, following the OpenTelemetry
-// messaging conventions. Subjects carry ckeys at most, never an eID.
+// messaging conventions (messaging.operation is the older name of
+// messaging.operation.type; both are set for backends of either age).
+// Subjects carry ckeys at most, never an eID; a query's or provider
+// request's ckey is also the span's jisr.ckey.
 func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int) (context.Context, trace.Span) {
-	return tracer.Start(ctx, operation+" "+subjectFamily(subj), trace.WithSpanKind(kind), trace.WithAttributes(
+	attrs := make([]attribute.KeyValue, 0, 6)
+	attrs = append(attrs,
 		attribute.String("messaging.system", "nats"),
 		attribute.String("messaging.operation.type", operation),
+		attribute.String("messaging.operation", operation),
 		attribute.String("messaging.destination.name", subj),
 		attribute.Int("messaging.message.body.size", size),
-	))
+	)
+	if ck := subjectCKey(subj); ck != "" {
+		attrs = append(attrs, attribute.String("jisr.ckey", ck))
+	}
+	return tracer.Start(ctx, operation+" "+subjectFamily(subj), trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+}
+
+// subjectCKey is the ckey of a query (jisr.q.…) or provider request
+// (jisr.p.…) subject: always its last token.
+func subjectCKey(subj string) string {
+	if !strings.HasPrefix(subj, "jisr.q.") && !strings.HasPrefix(subj, "jisr.p.") {
+		return ""
+	}
+	return subj[strings.LastIndexByte(subj, '.')+1:]
 }
 
 // EndSpan records err's gRPC code on span and ends it.

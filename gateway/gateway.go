@@ -21,7 +21,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -34,6 +33,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	"github.com/jisr-bus/jisr/gateway/minimise"
 	"github.com/jisr-bus/jisr/gateway/policy"
@@ -269,7 +269,7 @@ func (g *Gateway) handle(msg *nats.Msg) {
 	}
 }
 
-var tracer = otel.Tracer("github.com/jisr-bus/jisr/gateway")
+var tracer = telemetry.Tracer("github.com/jisr-bus/jisr/gateway")
 
 // endStep ends the span of one gateway step, marking it failed on err.
 func endStep(span trace.Span, err error) {

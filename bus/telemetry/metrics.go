@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -25,19 +26,62 @@ type GRPCMetrics struct {
 // NewGRPCMetrics registers jisr_grpc_server_duration_seconds with reg (once
 // per registry: a second call returns the collector already registered).
 func NewGRPCMetrics(reg prometheus.Registerer) (*GRPCMetrics, error) {
-	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	h, err := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "jisr", Subsystem: "grpc", Name: "server_duration_seconds",
 		Help:    "Time to handle one gRPC call, by component (adapter, backend, gateway), member, service, method and code.",
 		Buckets: LatencyBuckets,
-	}, []string{"component", "member", "service", "method", "code"})
-	if err := reg.Register(h); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, err
-		}
-		h = are.ExistingCollector.(*prometheus.HistogramVec)
+	}, []string{"component", "member", "service", "method", "code"}))
+	if err != nil {
+		return nil, err
 	}
 	return &GRPCMetrics{duration: h}, nil
+}
+
+// register registers c with reg, or returns the equal collector already
+// registered there (several adapters of one process share a registry).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return c, err
+		}
+		existing, ok := are.ExistingCollector.(C)
+		if !ok {
+			return c, err
+		}
+		return existing, nil
+	}
+	return c, nil
+}
+
+// ProviderMetrics times the provider side of adapters: from a request of
+// the gateway on jisr.p.… to the reply sent, the backend call included — the
+// provider-adapter hop of a query.
+type ProviderMetrics struct {
+	duration *prometheus.HistogramVec
+}
+
+// NewProviderMetrics registers jisr_adapter_provider_duration_seconds with
+// reg (or reuses the one registered already).
+func NewProviderMetrics(reg prometheus.Registerer) (*ProviderMetrics, error) {
+	h, err := register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "jisr", Subsystem: "adapter", Name: "provider_duration_seconds",
+		Help:    "Time for a provider adapter to answer one request of the gateway (backend call included), by member, service, method and code.",
+		Buckets: LatencyBuckets,
+	}, []string{"member", "service", "method", "code"}))
+	if err != nil {
+		return nil, err
+	}
+	return &ProviderMetrics{duration: h}, nil
+}
+
+// Observe records one request answered by member's provider side. A nil
+// *ProviderMetrics records nothing.
+func (m *ProviderMetrics) Observe(member, service, method string, code codes.Code, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.duration.WithLabelValues(member, service, method, code.String()).Observe(d.Seconds())
 }
 
 // Interceptor times every unary call of one component's server.

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -38,6 +39,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/bus/telemetry"
 )
 
 // Sentinel errors.
@@ -67,6 +69,10 @@ type Config struct {
 	// backend connection (stats handlers for tracing, for example).
 	ServerOptions []grpc.ServerOption
 	DialOptions   []grpc.DialOption
+	// Registerer, when set, receives the provider side's hop latency
+	// (jisr_adapter_provider_duration_seconds, by member: adapters of one
+	// process may share it).
+	Registerer prometheus.Registerer
 }
 
 // Adapter is one member's adapter.
@@ -78,6 +84,7 @@ type Adapter struct {
 	health *health.Server
 
 	backend *grpc.ClientConn
+	metrics *telemetry.ProviderMetrics
 	sub     *nats.Subscription
 	sem     chan struct{}
 	wg      sync.WaitGroup
@@ -105,12 +112,18 @@ func New(cfg Config) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Adapter{
+	a := &Adapter{
 		cfg: cfg, member: m, cat: cat,
 		log:    cfg.Log.With("component", "adapter", "member", cfg.Member),
 		health: health.NewServer(),
 		sem:    make(chan struct{}, cfg.MaxInFlight),
-	}, nil
+	}
+	if cfg.Registerer != nil {
+		if a.metrics, err = telemetry.NewProviderMetrics(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("%w: metrics: %v", ErrConfig, err)
+		}
+	}
+	return a, nil
 }
 
 // IsLoopback reports whether a listen or dial address is on a loopback
@@ -318,11 +331,14 @@ func (a *Adapter) serve(msg *nats.Msg) {
 		_ = bus.RespondError(msg, status.Error(codes.Unimplemented, "unknown service or method"))
 		return
 	}
+	start := time.Now()
 	timeout := bus.Timeout(msg.Header, a.cfg.DefaultTimeout, 0)
 	ctx, cancel := context.WithTimeout(bus.ExtractTrace(context.Background(), msg.Header), timeout)
 	defer cancel()
 	ctx, span := bus.StartSpan(ctx, "process", msg.Subject, trace.SpanKindServer, len(msg.Data))
 	defer span.End()
+	code := codes.OK
+	defer func() { a.metrics.Observe(a.cfg.Member, m.Service, m.Name, code, time.Since(start)) }()
 	ctx = metadata.AppendToOutgoingContext(ctx,
 		bus.MetadataConsumer, msg.Header.Get(bus.HeaderConsumer),
 		bus.MetadataPurpose, msg.Header.Get(bus.HeaderPurpose))
@@ -333,6 +349,7 @@ func (a *Adapter) serve(msg *nats.Msg) {
 			st = status.New(codes.DeadlineExceeded, "the backend did not answer before the deadline")
 		}
 		span.SetStatus(otelcodes.Error, st.Code().String())
+		code = st.Code()
 		if err := bus.Respond(msg, nil, st); err != nil {
 			a.log.WarnContext(ctx, "reply not sent", "err", err)
 		}

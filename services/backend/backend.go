@@ -4,25 +4,24 @@
 package backend
 
 import (
-	"strings"
-
 	"context"
 	"errors"
 	"fmt"
-	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
-	otelcodes "go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc/status"
 	"net"
 	"path/filepath"
 	"sort"
+	"strings"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
+	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/services/civilregistry"
 	"github.com/jisr-bus/jisr/services/cnss"
 	healthsvc "github.com/jisr-bus/jisr/services/health"
@@ -137,7 +136,7 @@ func (b *Backend) Stop(ctx context.Context) error {
 	return b.m.Close()
 }
 
-var tracer = otel.Tracer("github.com/jisr-bus/jisr/services/backend")
+var tracer = telemetry.Tracer("github.com/jisr-bus/jisr/services/backend")
 
 // lookupSpan wraps each call of the ministry's service in a "store.lookup"
 // span: the SQLite queries and the building of the reply.
