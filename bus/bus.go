@@ -336,17 +336,43 @@ var tracer = telemetry.Tracer("github.com/jisr-bus/jisr/bus")
 // request's ckey is also the span's jisr.ckey.
 func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int) (context.Context, trace.Span) {
 	attrs := make([]attribute.KeyValue, 0, 6)
-	attrs = append(attrs,
+	attrs = append(messagingAttrs(attrs, operation, size), subjectAttrs(subj)...)
+	return tracer.Start(ctx, operation+" "+subjectFamily(subj), trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+}
+
+// StartUnverifiedSpan is StartSpan for a received message whose subject its
+// sender chose: a query at the gateway, where NATS vouches only for the
+// consumer token and the sender picks every other token. Until the receiver
+// has checked the subject (known provider and method, a ckey that matches
+// the payload's eID), only its family is recorded — a hostile member could
+// put anything, an eID included, in a token. SetSpanSubject records the
+// whole subject once checked.
+func StartUnverifiedSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int) (context.Context, trace.Span) {
+	attrs := messagingAttrs(make([]attribute.KeyValue, 0, 6), operation, size)
+	return tracer.Start(ctx, operation+" "+subjectFamily(subj), trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+}
+
+// SetSpanSubject records a checked subject (and its ckey) on span.
+func SetSpanSubject(span trace.Span, subj string) {
+	if span.IsRecording() {
+		span.SetAttributes(subjectAttrs(subj)...)
+	}
+}
+
+func messagingAttrs(attrs []attribute.KeyValue, operation string, size int) []attribute.KeyValue {
+	return append(attrs,
 		attribute.String("messaging.system", "nats"),
 		attribute.String("messaging.operation.type", operation),
 		attribute.String("messaging.operation", operation),
-		attribute.String("messaging.destination.name", subj),
 		attribute.Int("messaging.message.body.size", size),
 	)
+}
+
+func subjectAttrs(subj string) []attribute.KeyValue {
 	if ck := subjectCKey(subj); ck != "" {
-		attrs = append(attrs, attribute.String("jisr.ckey", ck))
+		return []attribute.KeyValue{attribute.String("messaging.destination.name", subj), attribute.String("jisr.ckey", ck)}
 	}
-	return tracer.Start(ctx, operation+" "+subjectFamily(subj), trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+	return []attribute.KeyValue{attribute.String("messaging.destination.name", subj)}
 }
 
 // subjectCKey is the ckey of a query (jisr.q.…) or provider request

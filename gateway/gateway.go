@@ -207,7 +207,9 @@ func (g *Gateway) handle(msg *nats.Msg) {
 	timeout := bus.Timeout(msg.Header, g.cfg.DefaultTimeout, g.cfg.MaxTimeout)
 	ctx, cancel := context.WithTimeout(bus.ExtractTrace(context.Background(), msg.Header), timeout)
 	defer cancel()
-	ctx, span := bus.StartSpan(ctx, "process", msg.Subject, trace.SpanKindServer, len(msg.Data))
+	// The consumer chose the subject's tokens: the span records it only once
+	// decide has checked them.
+	ctx, span := bus.StartUnverifiedSpan(ctx, "process", msg.Subject, trace.SpanKindServer, len(msg.Data))
 	defer span.End()
 
 	d := &decision.Decision{Time: start.UTC()}
@@ -250,6 +252,11 @@ func (g *Gateway) handle(msg *nats.Msg) {
 		}
 	}
 	g.metrics.observe(d)
+	if d.CKey != "" && d.Reason != decision.ReasonCKeyMismatch {
+		// Provider, service and method were found in the federation and the
+		// subject's ckey is the payload eID's: nothing else can be in it.
+		bus.SetSpanSubject(span, msg.Subject)
+	}
 	span.SetAttributes(
 		attribute.String("jisr.consumer", d.Consumer), attribute.String("jisr.provider", d.Provider),
 		attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", d.Service), attribute.String("rpc.method", d.Method),

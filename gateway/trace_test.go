@@ -1,0 +1,102 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jisr-bus/jisr/bus"
+	"github.com/jisr-bus/jisr/bus/telemetry"
+	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
+)
+
+// TestQuerySpansAndTheirPrivacy follows queries through a real gateway with
+// spans kept in memory: an allowed query is one span per step under the
+// query's span, whose trace id is the audit record's; and a member that
+// bypasses its adapter to put a raw eID in the subject (as the ckey, or as
+// the method) does not get that eID into any span.
+func TestQuerySpansAndTheirPrivacy(t *testing.T) {
+	mem := telemetry.NewMemory(1000)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(mem))
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+
+	h := start(t, []string{"person.eid", "person.names.latin"}, answer)
+	ctx, root := tp.Tracer("test").Start(context.Background(), "consumer adapter")
+	payload, _ := proto.Marshal(&civilv1.GetPersonRequest{Eid: testEID})
+	call := func(subj string) {
+		msg := &nats.Msg{Subject: subj, Data: payload, Header: nats.Header{}}
+		msg.Header.Set(bus.HeaderPurpose, "amo-enrolment")
+		msg.Header.Set(bus.HeaderConsent, "ok")
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, _ = bus.Call(cctx, h.cnss, msg)
+	}
+	good := "jisr.q.cnss.civil-registry.jisr_civilregistry_v1_CivilRegistry.GetPerson." + h.env.Keyer.CKey(testEID)
+	call(good)
+	call("jisr.q.cnss.civil-registry.jisr_civilregistry_v1_CivilRegistry.GetPerson." + testEID)
+	call("jisr.q.cnss.civil-registry.jisr_civilregistry_v1_CivilRegistry." + testEID + "." + h.env.Keyer.CKey(testEID))
+	root.End()
+	_ = tp.ForceFlush(context.Background())
+
+	recs := h.audit.all()
+	if len(recs) != 3 || !recs[0].Allowed || recs[1].Allowed || recs[2].Allowed {
+		t.Fatalf("audit records: %+v", recs)
+	}
+	traceID := root.SpanContext().TraceID()
+	for _, r := range recs {
+		if r.TraceID != traceID.String() {
+			t.Errorf("audit record's trace id %q, want the query's %s", r.TraceID, traceID)
+		}
+	}
+	spans := mem.Trace(traceID)
+	for _, s := range spans {
+		if s.Name == "send jisr.q" {
+			continue // the hostile member's own span, in its own process
+		}
+		if raw, _ := json.Marshal(s); strings.Contains(string(raw), testEID) {
+			t.Errorf("a gateway span carries the eID: %s", raw)
+		}
+	}
+
+	var queries []telemetry.Span
+	byID := map[string]telemetry.Span{}
+	for _, s := range spans {
+		byID[s.SpanID] = s
+		if s.Name == "process jisr.q" {
+			queries = append(queries, s)
+		}
+	}
+	if len(queries) != 3 {
+		t.Fatalf("%d query spans, want 3", len(queries))
+	}
+	allowed := queries[0]
+	if allowed.Attributes["messaging.destination.name"] != good || allowed.Attributes["jisr.ckey"] != h.env.Keyer.CKey(testEID) ||
+		allowed.Attributes["jisr.allowed"] != "true" || allowed.Attributes["rpc.method"] != "GetPerson" {
+		t.Errorf("allowed query span: %v", allowed.Attributes)
+	}
+	for _, refused := range queries[1:] {
+		if _, ok := refused.Attributes["messaging.destination.name"]; ok || refused.Status != "Error" {
+			t.Errorf("refused query with an unchecked subject: %+v", refused)
+		}
+	}
+	steps := map[string]bool{}
+	for _, s := range spans {
+		if p, ok := byID[s.ParentID]; ok && p.SpanID == allowed.SpanID {
+			steps[s.Name] = true
+		}
+	}
+	for _, step := range []string{"gateway.policy.check", "gateway.consent.verify", "send jisr.p", "gateway.minimise", "gateway.audit.append"} {
+		if !steps[step] {
+			t.Errorf("no %s span under the allowed query (have %v)", step, steps)
+		}
+	}
+}
