@@ -131,7 +131,8 @@ func startAdapter(ctx context.Context, g *globals, o adapterOptions, extra ...gr
 		return nil, err
 	}
 	cfg := adapter.Config{Member: o.member, Federation: fed, Keyer: keyer, Conn: n.nc, Log: g.log, Backend: o.backend,
-		ServerOptions: g.grpcServerOptions("adapter", o.member), DialOptions: g.grpcDialOptions()}
+		ServerOptions: g.grpcServerOptions("adapter", o.member), DialOptions: g.grpcDialOptions(),
+		Registerer: g.registry()}
 	if o.backend != "" && !adapter.IsLoopback(o.backend) {
 		cfg.BackendTLS = svid.ClientTLS(n.src, backendOf(fed.TrustDomain, o.member))
 	}

@@ -69,7 +69,11 @@ func startConsent(ctx context.Context, g *globals, nc *nats.Conn, reg prometheus
 			Namespace: "jisr", Subsystem: "consent", Name: "token_cache_hits_total",
 			Help: "Look-ups answered from the cache (no signature verification); hits/lookups is the hit ratio.",
 		}, func() float64 { _, h := verifier.CacheStats(); return float64(h) })
-		for _, c := range []prometheus.Collector{lag, lookups, hits} {
+		misses := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "jisr", Subsystem: "consent", Name: "token_cache_misses_total",
+			Help: "Look-ups the cache could not answer: the token's signature and claims were verified in full.",
+		}, func() float64 { calls, h := verifier.CacheStats(); return float64(max(calls-h, 0)) })
+		for _, c := range []prometheus.Collector{lag, lookups, hits, misses} {
 			if err := reg.Register(c); err != nil {
 				cancel()
 				return nil, err

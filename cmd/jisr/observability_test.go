@@ -17,10 +17,12 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/promql/parser"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracev1 "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -29,6 +31,9 @@ import (
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
+
+// promql parses rule and panel expressions as Prometheus itself does.
+var promql = parser.NewParser(parser.Options{})
 
 // otlpReceiver is a real OTLP/gRPC trace collector endpoint, in the test.
 type otlpReceiver struct {
@@ -114,14 +119,35 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 	}
 	for _, name := range []string{"jisr_grpc_server_duration_seconds", "jisr_gateway_audit_append_duration_seconds",
 		"jisr_gateway_audit_backlog", "jisr_consent_token_cache_hits_total", "jisr_consent_token_cache_lookups_total",
-		"jisr_consent_revocation_lag_seconds", "jisr_nats_connected", "jisr_svid_expiry_timestamp_seconds", "jisr_gateway_query_duration_seconds"} {
+		"jisr_consent_revocation_lag_seconds", "jisr_nats_connected", "jisr_svid_expiry_timestamp_seconds", "jisr_gateway_query_duration_seconds",
+		"jisr_consent_token_cache_misses_total", "jisr_adapter_provider_duration_seconds", "jisr_gateway_audit_failures_total"} {
 		if !after.families[name] {
 			t.Errorf("metric %s is missing from /metrics", name)
 		}
 	}
-	for _, hop := range []string{`component="adapter"`, `component="backend"`} {
-		if !strings.Contains(after.text, "jisr_grpc_server_duration_seconds_count{code=\"OK\","+hop) {
-			t.Errorf("no hop latency for %s", hop)
+	// Latency of every hop, each labelled by its component and member.
+	for _, hop := range []string{
+		`jisr_grpc_server_duration_seconds_count{code="OK",component="adapter",member="cnss",method="GetPerson",service="jisr.civilregistry.v1.CivilRegistry"}`,
+		`jisr_gateway_query_duration_seconds_count{decision="allowed",method="GetPerson",provider="civil-registry"}`,
+		`jisr_adapter_provider_duration_seconds_count{code="OK",member="civil-registry",method="GetPerson",service="jisr.civilregistry.v1.CivilRegistry"}`,
+		`jisr_grpc_server_duration_seconds_count{code="OK",component="backend",member="civil-registry",method="GetPerson",service="jisr.civilregistry.v1.CivilRegistry"}`,
+	} {
+		if after.values[hop]-before.values[hop] != 1 {
+			t.Errorf("%s moved by %v, want 1", hop, after.values[hop]-before.values[hop])
+		}
+	}
+	if after.values["jisr_gateway_audit_append_duration_seconds_count{}"]-before.values["jisr_gateway_audit_append_duration_seconds_count{}"] != 2 {
+		t.Error("two decisions, yet not two audit appends timed")
+	}
+	if after.values["jisr_consent_token_cache_lookups_total{}"] <= before.values["jisr_consent_token_cache_lookups_total{}"] {
+		t.Error("the consented query did not look its token up in the cache")
+	}
+	for _, id := range []string{"gateway", "consent", "cnss", "civil-registry"} {
+		if after.values[`jisr_nats_connected{identity="`+id+`"}`] != 1 {
+			t.Errorf("jisr_nats_connected{identity=%q} is not 1", id)
+		}
+		if exp := after.values[`jisr_svid_expiry_timestamp_seconds{identity="`+id+`"}`]; exp < float64(time.Now().Unix()) {
+			t.Errorf("SVID expiry of %s: %v", id, exp)
 		}
 	}
 
@@ -165,6 +191,21 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 		t.Fatalf("unknown trace: %v %v", resp, err)
 	}
 
+	// Revocation lag: revoking the token is seen by the gateway replica, which
+	// times it from the KV entry's creation; the token is then refused.
+	if _, stderr, err := f.cliAudit(t, "consent", "revoke", tok.JTI); err != nil {
+		t.Fatalf("consent revoke: %v\n%s", err, stderr)
+	}
+	lag := "jisr_consent_revocation_lag_seconds_count{}"
+	for deadline := time.Now().Add(5 * time.Second); scrape(t, gwHTTP).values[lag] < 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the revocation was not observed in jisr_consent_revocation_lag_seconds within 5s")
+		}
+	}
+	if _, err := client.GetPerson(call, &civilv1.GetPersonRequest{Eid: tok.Citizen}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("with a revoked token: %v", err)
+	}
+
 	f.stop(t) // flushes the exporter
 
 	recv.mu.Lock()
@@ -206,6 +247,7 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 	if names["jisr.civilregistry.v1.CivilRegistry/GetPerson"] != 3 {
 		t.Errorf("%d gRPC spans for GetPerson, want 3 (adapter server, provider-adapter client, backend server)", names["jisr.civilregistry.v1.CivilRegistry/GetPerson"])
 	}
+	checkTraceShape(t, spans)
 	// The ckey, not the eID.
 	if !bytes.Contains(recv.raw, []byte("jisr.ckey")) {
 		t.Error("no span carries the citizen's ckey")
@@ -251,14 +293,19 @@ func scrape(t *testing.T, base string) scraped {
 	for name, mf := range fams {
 		s.families[name] = true
 		for _, m := range mf.GetMetric() {
-			if m.GetCounter() == nil {
-				continue
-			}
 			var labels []string
 			for _, l := range m.GetLabel() {
 				labels = append(labels, l.GetName()+`="`+l.GetValue()+`"`)
 			}
-			s.values[name+"{"+strings.Join(labels, ",")+"}"] = m.GetCounter().GetValue()
+			key := "{" + strings.Join(labels, ",") + "}"
+			switch {
+			case m.GetCounter() != nil:
+				s.values[name+key] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				s.values[name+key] = m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				s.values[name+"_count"+key] = float64(m.GetHistogram().GetSampleCount())
+			}
 		}
 	}
 	return s
@@ -325,8 +372,11 @@ func checkObservabilityFiles(t *testing.T, live scraped) {
 			if r.Expr == "" || r.Annotations["summary"] == "" || r.Labels["severity"] == "" {
 				t.Errorf("alert %q lacks an expr, a summary or a severity", r.Alert)
 			}
-			if strings.Count(r.Expr, "(") != strings.Count(r.Expr, ")") {
-				t.Errorf("alert %q: unbalanced parentheses", r.Alert)
+			if _, err := promql.ParseExpr(r.Expr); err != nil {
+				t.Errorf("alert %q: expr is not PromQL: %v", r.Alert, err)
+			}
+			if _, err := model.ParseDuration(r.For); r.For != "" && err != nil {
+				t.Errorf("alert %q: for %q: %v", r.Alert, r.For, err)
 			}
 			for _, m := range metricName.FindAllString(r.Expr, -1) {
 				if !exists(m) {
@@ -341,12 +391,53 @@ func checkObservabilityFiles(t *testing.T, live scraped) {
 		}
 	}
 
+	// The scrape configuration loads the rules and scrapes every component.
+	var scrapeConf struct {
+		RuleFiles     []string `yaml:"rule_files"`
+		ScrapeConfigs []struct {
+			JobName       string `yaml:"job_name"`
+			StaticConfigs []struct {
+				Targets []string
+				Labels  map[string]string
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	b, err = os.ReadFile("../../deploy/observability/prometheus.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &scrapeConf); err != nil {
+		t.Fatalf("prometheus.yml: %v", err)
+	}
+	if !contains(scrapeConf.RuleFiles, "alerts.yml") {
+		t.Error("prometheus.yml does not load alerts.yml")
+	}
+	jobs := map[string]bool{}
+	for _, sc := range scrapeConf.ScrapeConfigs {
+		for _, st := range sc.StaticConfigs {
+			jobs[sc.JobName] = len(st.Targets) > 0
+			if _, clash := st.Labels["component"]; clash {
+				t.Errorf("job %s: a target label named component hides the metrics' own", sc.JobName)
+			}
+		}
+	}
+	for _, j := range []string{"jisr-gateway", "jisr-adapter", "jisr-backend"} {
+		if !jobs[j] {
+			t.Errorf("prometheus.yml: no targets for job %s", j)
+		}
+	}
+
+	type datasource struct{ Type, UID string }
 	var dash struct {
 		UID, Title    string
 		SchemaVersion int
-		Panels        []struct {
-			Title   string
-			Targets []struct{ Expr string }
+		Templating    struct {
+			List []struct{ Name, Type, Query string }
+		}
+		Panels []struct {
+			Title      string
+			Datasource datasource
+			Targets    []struct{ Expr string }
 		}
 	}
 	b, err = os.ReadFile("../../deploy/observability/grafana-dashboard.json")
@@ -359,16 +450,241 @@ func checkObservabilityFiles(t *testing.T, live scraped) {
 	if dash.UID == "" || dash.Title == "" || dash.SchemaVersion == 0 || len(dash.Panels) == 0 {
 		t.Fatalf("dashboard lacks uid, title, schemaVersion or panels")
 	}
+	dsVar := false
+	for _, v := range dash.Templating.List {
+		dsVar = dsVar || (v.Name == "datasource" && v.Type == "datasource" && v.Query == "prometheus")
+	}
+	if !dsVar {
+		t.Error("dashboard has no Prometheus data source variable to pick at import")
+	}
 	for _, p := range dash.Panels {
+		if p.Datasource != (datasource{Type: "prometheus", UID: "${datasource}"}) {
+			t.Errorf("panel %q does not query the chosen data source: %+v", p.Title, p.Datasource)
+		}
 		if len(p.Targets) == 0 {
 			t.Errorf("panel %q has no query", p.Title)
 		}
 		for _, q := range p.Targets {
+			// Grafana replaces its interval variables before querying.
+			if _, err := promql.ParseExpr(strings.NewReplacer("$__rate_interval", "5m", "$__interval", "1m").Replace(q.Expr)); err != nil {
+				t.Errorf("panel %q: %q is not PromQL: %v", p.Title, q.Expr, err)
+			}
 			for _, m := range metricName.FindAllString(q.Expr, -1) {
 				if !exists(m) {
 					t.Errorf("panel %q queries %s, which no component exports", p.Title, m)
 				}
 			}
 		}
+	}
+}
+
+// checkTraceShape checks each span's parent, kind and attributes against
+// the path of a query: consumer adapter → gateway (steps) → provider adapter
+// → backend → store.
+func checkTraceShape(t *testing.T, spans []*tracev1.Span) {
+	t.Helper()
+	const grpcName = "jisr.civilregistry.v1.CivilRegistry/GetPerson"
+	key := func(s *tracev1.Span) string {
+		if s == nil {
+			return ""
+		}
+		return s.GetName() + "/" + strings.TrimPrefix(s.GetKind().String(), "SPAN_KIND_")
+	}
+	parents := map[string][]string{ // span → the parents it may have
+		grpcName + "/SERVER":              {"", grpcName + "/CLIENT"}, // consumer adapter (root), backend
+		"send jisr.q/CLIENT":              {grpcName + "/SERVER"},
+		"process jisr.q/SERVER":           {"send jisr.q/CLIENT"},
+		"gateway.policy.check/INTERNAL":   {"process jisr.q/SERVER"},
+		"gateway.consent.verify/INTERNAL": {"process jisr.q/SERVER"},
+		"gateway.minimise/INTERNAL":       {"process jisr.q/SERVER"},
+		"gateway.audit.append/INTERNAL":   {"process jisr.q/SERVER"},
+		"send jisr.p/CLIENT":              {"process jisr.q/SERVER"},
+		"process jisr.p/SERVER":           {"send jisr.p/CLIENT"},
+		grpcName + "/CLIENT":              {"process jisr.p/SERVER"},
+		"store.lookup/INTERNAL":           {grpcName + "/SERVER"},
+	}
+	byID := map[string]*tracev1.Span{}
+	for _, s := range spans {
+		byID[hexID(s.GetSpanId())] = s
+	}
+	for _, s := range spans {
+		want, ok := parents[key(s)]
+		if !ok {
+			t.Errorf("unexpected span %s in the query's trace", key(s))
+			continue
+		}
+		if got := key(byID[hexID(s.GetParentSpanId())]); !contains(want, got) {
+			t.Errorf("span %s: parent %q, want one of %q", key(s), got, want)
+		}
+		attrs := map[string]string{}
+		for _, a := range s.GetAttributes() {
+			attrs[a.GetKey()] = a.GetValue().GetStringValue()
+		}
+		switch name := s.GetName(); {
+		case name == grpcName:
+			if attrs["rpc.system"] != "grpc" || attrs["rpc.service"] != "jisr.civilregistry.v1.CivilRegistry" || !strings.HasSuffix(attrs["rpc.method"], "GetPerson") {
+				t.Errorf("%s: RPC attributes %v", key(s), attrs)
+			}
+		case strings.HasPrefix(name, "send ") || strings.HasPrefix(name, "process "):
+			subj := attrs["messaging.destination.name"]
+			if attrs["messaging.system"] != "nats" || attrs["messaging.operation"] != strings.Fields(name)[0] ||
+				!strings.HasPrefix(subj, strings.Fields(name)[1]+".") || attrs["jisr.ckey"] == "" || !strings.HasSuffix(subj, "."+attrs["jisr.ckey"]) {
+				t.Errorf("%s: messaging attributes %v", key(s), attrs)
+			}
+			if name == "process jisr.q" && (attrs["jisr.consumer"] != "cnss" || attrs["jisr.provider"] != "civil-registry" ||
+				attrs["rpc.system"] != "grpc" || attrs["rpc.method"] != "GetPerson" || attrs["jisr.legal_basis"] != "consent") {
+				t.Errorf("gateway query span attributes %v", attrs)
+			}
+		}
+	}
+}
+
+// loopbackAddr returns a loopback address with a port free at the time of the
+// call (for flags that take an address but do not report the port chosen).
+func loopbackAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	return lis.Addr().String()
+}
+
+// runBackground runs one jisr command against the dev fixture's federation
+// until the test ends.
+func (f *devFixture) runBackground(t *testing.T, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	root := newRootCmd()
+	root.SetArgs(append([]string{"--federation", f.g.federationPath, "--certs", f.g.certsDir,
+		"--nats", f.demo.Endpoints["nats"], "--log-level", "warn"}, args...))
+	go func() { done <- root.ExecuteContext(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("jisr %v: %v", args, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("jisr %v did not stop", args)
+		}
+	})
+}
+
+// waitHealthy polls /healthz until it answers 200.
+func waitHealthy(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/healthz not ready: %v", base, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStandaloneAdapterAndBackendServeMetrics runs an adapter and a backend
+// as their own commands (as deployed) beside the dev federation, each with
+// --http: both serve /healthz and valid Prometheus exposition on /metrics,
+// their hop latency moves with a query, and no eID appears in either.
+func TestStandaloneAdapterAndBackendServeMetrics(t *testing.T) {
+	f := startDev(t)
+	var tok *demoToken
+	for i := range f.demo.Tokens {
+		if d := &f.demo.Tokens[i]; d.Consumer == "cnss" && d.Provider == "civil-registry" && contains(d.Methods, "GetPerson") {
+			tok = d
+			break
+		}
+	}
+	if tok == nil {
+		t.Fatal("no demo token")
+	}
+	// A second civil-registry backend, with its own store (same demo
+	// citizens), and a second cnss adapter whose provider side uses dev's
+	// cnss backend.
+	backendGRPC, backendHTTP := loopbackAddr(t), loopbackAddr(t)
+	f.runBackground(t, "--data", t.TempDir(), "backend", "--member", "civil-registry", "--citizens", "500",
+		"--listen", backendGRPC, "--http", backendHTTP)
+	adapterGRPC, adapterHTTP := loopbackAddr(t), loopbackAddr(t)
+	f.runBackground(t, "--data", t.TempDir(), "adapter", "--member", "cnss",
+		"--listen", adapterGRPC, "--http", adapterHTTP, "--backend", f.demo.Endpoints["backend/cnss"])
+	waitHealthy(t, "http://"+backendHTTP)
+	waitHealthy(t, "http://"+adapterHTTP)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dial := func(addr string) civilv1.CivilRegistryClient {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return civilv1.NewCivilRegistryClient(cc)
+	}
+	call := metadata.NewOutgoingContext(ctx, metadata.Pairs("jisr-purpose", tok.Purpose, "jisr-consent", tok.Token))
+	// The standalone adapter's consumer side, through the gateway …
+	// (/healthz answers while the component still starts; WaitForReady
+	// waits for its gRPC port.)
+	if _, err := dial(adapterGRPC).GetPerson(call, &civilv1.GetPersonRequest{Eid: tok.Citizen}, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("through the standalone adapter: %v", err)
+	}
+	// … and the standalone backend directly (as its adapter would).
+	if _, err := dial(backendGRPC).GetPerson(ctx, &civilv1.GetPersonRequest{Eid: tok.Citizen}, grpc.WaitForReady(true)); err != nil {
+		t.Fatalf("the standalone backend: %v", err)
+	}
+
+	for _, tc := range []struct {
+		addr, series string
+		identity     string // its NATS connection, if any
+	}{
+		{adapterHTTP, `jisr_grpc_server_duration_seconds_count{code="OK",component="adapter",member="cnss",method="GetPerson",service="jisr.civilregistry.v1.CivilRegistry"}`, "cnss"},
+		{backendHTTP, `jisr_grpc_server_duration_seconds_count{code="OK",component="backend",member="civil-registry",method="GetPerson",service="jisr.civilregistry.v1.CivilRegistry"}`, ""},
+	} {
+		m := scrape(t, "http://"+tc.addr)
+		if m.values[tc.series] != 1 {
+			t.Errorf("%s: %s = %v, want 1", tc.addr, tc.series, m.values[tc.series])
+		}
+		if !m.families["process_resident_memory_bytes"] && !m.families["go_goroutines"] {
+			t.Errorf("%s: no runtime metrics", tc.addr)
+		}
+		if tc.identity != "" {
+			if m.values[`jisr_nats_connected{identity="`+tc.identity+`"}`] != 1 || m.values[`jisr_svid_expiry_timestamp_seconds{identity="`+tc.identity+`"}`] == 0 {
+				t.Errorf("%s: NATS connection or SVID expiry missing", tc.addr)
+			}
+		}
+		if strings.Contains(m.text, tok.Citizen) {
+			t.Errorf("%s: /metrics contains the eID", tc.addr)
+		}
+	}
+}
+
+func TestLogFormatAuto(t *testing.T) {
+	for _, tc := range []struct{ flag, command, want string }{
+		{"auto", "dev", "text"},
+		{"auto", "gateway", "json"},
+		{"auto", "adapter", "json"},
+		{"auto", "backend", "json"},
+		{"auto", "nats-server", "json"},
+		{"auto", "query", "text"},
+		{"json", "dev", "json"},
+		{"text", "gateway", "text"},
+	} {
+		if got := logFormat(tc.flag, tc.command); got != tc.want {
+			t.Errorf("--log-format %s for %s: %s, want %s", tc.flag, tc.command, got, tc.want)
+		}
+	}
+	g := &globals{logFormat: "yaml", logLevel: "info"}
+	if err := g.init(); err == nil || !strings.Contains(err.Error(), "--log-format") {
+		t.Errorf("--log-format yaml: %v", err)
 	}
 }

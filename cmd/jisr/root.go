@@ -27,6 +27,7 @@ type globals struct {
 	dataDir        string
 	natsURL        string
 	logFormat      string
+	command        string // the subcommand run, for --log-format auto
 	logLevel       string
 
 	otlp        string
@@ -57,6 +58,7 @@ Every part also runs on its own, as deployed:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			g.command = cmd.Name()
 			return g.init()
 		},
 	}
@@ -65,7 +67,7 @@ Every part also runs on its own, as deployed:
 	f.StringVar(&g.certsDir, "certs", envOr("JISR_CERTS", "var/certs"), "directory of the dev CA, SVIDs and keys (env JISR_CERTS); ignored for SVIDs when SPIFFE_ENDPOINT_SOCKET is set")
 	f.StringVar(&g.dataDir, "data", envOr("JISR_DATA", "var"), "directory for JetStream and backend stores (env JISR_DATA)")
 	f.StringVar(&g.natsURL, "nats", envOr("JISR_NATS", "tls://127.0.0.1:4222"), "NATS server URL, mTLS only (env JISR_NATS)")
-	f.StringVar(&g.logFormat, "log-format", envOr("JISR_LOG_FORMAT", "text"), "log format: text (dev) or json (production)")
+	f.StringVar(&g.logFormat, "log-format", envOr("JISR_LOG_FORMAT", "auto"), "log format: text, json, or auto (json for gateway, adapter, backend and nats-server; text for dev and the other commands)")
 	f.StringVar(&g.logLevel, "log-level", envOr("JISR_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	f.StringVar(&g.otlp, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC) or http(s)://… (default: the OTEL_EXPORTER_OTLP_* variables; none: no export)")
 	f.IntVar(&g.traceMemory, "trace-memory", 10000, "spans the gateway keeps in memory for GET /v1/traces/{id} (0: none)")
@@ -92,18 +94,32 @@ func (g *globals) init() error {
 	}
 	hopts := &slog.HandlerOptions{Level: level}
 	// Lines logged with a query's context carry its trace_id and span_id.
-	switch g.logFormat {
+	switch logFormat(g.logFormat, g.command) {
 	case "text":
 		g.log = slog.New(telemetry.LogHandler(slog.NewTextHandler(os.Stderr, hopts)))
 	case "json":
 		g.log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(os.Stderr, hopts)))
 	default:
-		return usageError{fmt.Errorf("--log-format %q: use text or json", g.logFormat)}
+		return usageError{fmt.Errorf("--log-format %q: use text, json or auto", g.logFormat)}
 	}
 	if g.pprofAddr != "" {
 		return g.servePprof(g.pprofAddr)
 	}
 	return nil
+}
+
+// logFormat resolves --log-format auto: JSON for the components that are
+// deployed and whose logs are collected (gateway, adapter, backend,
+// nats-server), text for jisr dev and the command-line tools a person reads.
+func logFormat(flag, command string) string {
+	if flag != "auto" {
+		return flag
+	}
+	switch command {
+	case "gateway", "adapter", "backend", "nats-server":
+		return "json"
+	}
+	return "text"
 }
 
 // federation loads the federation file once.

@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
@@ -87,7 +86,7 @@ func (g *globals) grpcServerOptions(component, member string) []grpc.ServerOptio
 	}
 	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(g.telemetry.grpc.Interceptor(component, member))}
 	if g.tracing() {
-		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
+		opts = append(opts, grpc.StatsHandler(telemetry.GRPCServerHandler()))
 	}
 	return opts
 }
@@ -97,7 +96,7 @@ func (g *globals) grpcDialOptions() []grpc.DialOption {
 	if !g.tracing() {
 		return nil
 	}
-	return []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler())}
+	return []grpc.DialOption{grpc.WithStatsHandler(telemetry.GRPCClientHandler())}
 }
 
 // tracing reports whether spans are recorded (exported or kept in memory);
