@@ -77,9 +77,14 @@ func startOTLPReceiver(t *testing.T) (*otlpReceiver, string) {
 // spans, the metrics or the logs.
 func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 	recv, endpoint := startOTLPReceiver(t)
+	// Configured as an operator would: the standard OTLP variables (the
+	// --otlp flag's path is tested in bus/telemetry).
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+endpoint)
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+	t.Setenv("OTEL_SERVICE_NAME", "")
+	t.Setenv("OTEL_SDK_DISABLED", "")
 	logs := &syncBuffer{}
 	f := startDevWith(t, func(g *globals) {
-		g.otlp = endpoint
 		g.traceMemory = 1000
 		g.log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	})
