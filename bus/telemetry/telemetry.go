@@ -37,7 +37,8 @@ type Options struct {
 	// Endpoint is an OTLP endpoint given on the command line (--otlp):
 	// host:port (gRPC, plaintext), or a URL (http://, https:// — OTLP/HTTP
 	// unless OTEL_EXPORTER_OTLP_PROTOCOL says grpc). Empty: the OTEL_*
-	// variables decide, and without them nothing is exported.
+	// variables decide, and without them nothing is exported. "none":
+	// nothing is exported, whatever the variables say.
 	Endpoint string
 	// MemorySpans keeps this many recent spans in memory (0: none).
 	MemorySpans int
@@ -116,6 +117,9 @@ func (t *Telemetry) ForceFlush(ctx context.Context) error {
 // exporter returns the OTLP exporter asked for, or nil.
 func exporter(ctx context.Context, endpoint string) (sdktrace.SpanExporter, error) {
 	protocol := firstEnv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+	if endpoint == "none" {
+		return nil, nil
+	}
 	if endpoint == "" {
 		if firstEnv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT") == "" {
 			return nil, nil

@@ -191,6 +191,12 @@ func TestSetupNothingConfiguredIsNoop(t *testing.T) {
 		t.Error("OTEL_SDK_DISABLED=true: still tracing")
 	}
 
+	// --otlp none overrides the variables.
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+	if tel, err = Setup(context.Background(), Options{Endpoint: "none"}); err != nil || tel.Exporting {
+		t.Errorf("--otlp none: %v, exporting %v", err, tel != nil && tel.Exporting)
+	}
+
 	// OTEL_TRACES_EXPORTER=none with an endpoint: no export.
 	t.Setenv("OTEL_SDK_DISABLED", "")
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
