@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -64,7 +65,7 @@ the gateway under the heaviest load is saved beside it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.quick {
-				o.duration, o.warmup, o.concurrency, o.large, o.revocations, o.profile = 500*time.Millisecond, 200*time.Millisecond, []int{1, 16}, 0, 3, false
+				o.duration, o.warmup, o.concurrency, o.large, o.revocations, o.profile = 500*time.Millisecond, 200*time.Millisecond, []int{1, 16}, 20000, 3, false
 			}
 			return runBench(cmd.Context(), g, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
@@ -77,7 +78,7 @@ the gateway under the heaviest load is saved beside it.`,
 	f.IntVar(&o.large, "large", 1000000, "citizens of the large-population run (0: skip it)")
 	f.IntVar(&o.revocations, "revocations", 20, "revocations timed on two gateway replicas")
 	f.BoolVar(&o.profile, "profile", true, "save a CPU profile of the gateway under the heaviest load")
-	f.BoolVar(&o.quick, "quick", false, "a smoke run: short scenarios, no large population, no profile")
+	f.BoolVar(&o.quick, "quick", false, "a smoke run: short scenarios, a 20,000-citizen \"large\" population, no profile")
 	f.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs of every process)")
 	cmd.AddCommand(newBenchRelayCmd(g), newBenchResponderCmd(g))
 	return cmd
@@ -133,6 +134,26 @@ func (b *bench) spawn(name string, args ...string) (*benchProc, error) {
 	p := &benchProc{name: name, cmd: c, done: make(chan struct{}), logf: logf}
 	go func() { p.err = c.Wait(); lf.Close(); close(p.done) }()
 	return p, nil
+}
+
+// runOnce runs a jisr command to completion (e.g. certs init).
+func (b *bench) runOnce(ctx context.Context, name string, args ...string) error {
+	p, err := b.spawn(name, args...)
+	if err != nil {
+		return err
+	}
+	delete(b.pprof, name) // nothing to profile
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		p.stop()
+		return ctx.Err()
+	}
+	if p.err != nil {
+		out, _ := os.ReadFile(p.logf)
+		return fmt.Errorf("jisr %s: %v\n%s", strings.Join(args, " "), p.err, tail(string(out), 2000))
+	}
+	return nil
 }
 
 // stop asks the process to shut down gracefully and waits.
@@ -309,6 +330,7 @@ func (b *bench) load(ctx context.Context, label string, conc int, procs []*bench
 	total := b.o.warmup + b.o.duration
 	sleepBar(b.o.warmup, 0, total)
 	cpu0 := sumCPU(procs)
+	self0, mach0 := selfCPU(), machineCPU()
 	per0 := map[string]time.Duration{}
 	for _, p := range procs {
 		per0[p.name] = p.cpu()
@@ -319,6 +341,7 @@ func (b *bench) load(ctx context.Context, label string, conc int, procs []*bench
 	measuring.Store(false)
 	elapsed := time.Since(t0)
 	cpu1 := sumCPU(procs)
+	self1, mach1 := selfCPU(), machineCPU()
 	rss := map[string]int64{}
 	perCPU := map[string]time.Duration{}
 	for _, p := range procs {
@@ -333,25 +356,63 @@ func (b *bench) load(ctx context.Context, label string, conc int, procs []*bench
 	for _, l := range lat {
 		all = append(all, l...)
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	r := benchResult{Name: label, Concurrency: conc, Queries: int64(len(all)), Errors: errs.Load(),
-		Seconds: elapsed.Seconds(), RSSUnderLoad: rss}
+	r := benchResult{Name: label, Concurrency: conc, Errors: errs.Load(), Seconds: elapsed.Seconds(), RSSUnderLoad: rss,
+		lat: all, cpu: cpu1 - cpu0, clientCPU: self1 - self0, machine: mach1.sub(mach0), perCPU: perCPU}
 	if e, ok := firstErr.Load().(string); ok {
 		r.FirstError = e
 	}
-	if len(all) > 0 {
-		r.QPS = float64(len(all)) / elapsed.Seconds()
-		r.P50 = ms(all[len(all)*50/100])
-		r.P90 = ms(all[len(all)*90/100])
-		r.P99 = ms(all[min(len(all)-1, len(all)*99/100)])
-		n := float64(len(all) + int(r.Errors))
-		r.CPUMicros = float64((cpu1-cpu0)/time.Microsecond) / n
-		r.CPUByProcess = map[string]float64{}
-		for name, d := range perCPU {
-			r.CPUByProcess[name] = float64(d/time.Microsecond) / n
-		}
-	}
+	r.summarise()
 	return r
+}
+
+// summarise computes the figures of r from its raw measurements.
+func (r *benchResult) summarise() {
+	all := r.lat
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	r.Queries = int64(len(all))
+	if len(all) == 0 {
+		return
+	}
+	r.QPS = float64(len(all)) / r.Seconds
+	r.P50 = ms(all[len(all)*50/100])
+	r.P90 = ms(all[len(all)*90/100])
+	r.P99 = ms(all[min(len(all)-1, len(all)*99/100)])
+	n := float64(len(all) + int(r.Errors))
+	r.CPUMicros = float64(r.cpu/time.Microsecond) / n
+	r.ClientCPUMicros = float64(r.clientCPU/time.Microsecond) / n
+	r.CPUByProcess = map[string]float64{}
+	for name, d := range r.perCPU {
+		r.CPUByProcess[name] = float64(d/time.Microsecond) / n
+	}
+	wall := r.Seconds * float64(runtime.NumCPU())
+	r.BusyPath = r.cpu.Seconds() / wall
+	r.BusyClient = r.clientCPU.Seconds() / wall
+	if r.machine.total > 0 {
+		r.BusyMachine = float64(r.machine.busy) / float64(r.machine.total)
+	}
+}
+
+// mergeResults combines rounds of the same scenario into one result.
+func mergeResults(name string, rounds []benchResult) benchResult {
+	m := benchResult{Name: name, Scenario: rounds[0].Scenario, Concurrency: rounds[0].Concurrency, Rounds: len(rounds), perCPU: map[string]time.Duration{}}
+	for _, r := range rounds {
+		m.lat = append(m.lat, r.lat...)
+		m.Errors += r.Errors
+		m.Seconds += r.Seconds
+		m.cpu += r.cpu
+		m.clientCPU += r.clientCPU
+		m.machine = m.machine.add(r.machine)
+		for k, v := range r.perCPU {
+			m.perCPU[k] += v
+		}
+		if m.FirstError == "" {
+			m.FirstError = r.FirstError
+		}
+		m.RSSUnderLoad = r.RSSUnderLoad
+		m.RoundP50 = append(m.RoundP50, r.P50)
+	}
+	m.summarise()
+	return m
 }
 
 func sumCPU(ps []*benchProc) time.Duration {
@@ -369,4 +430,40 @@ func tail(s string, n int) string {
 		return "…" + s[len(s)-n:]
 	}
 	return s
+}
+
+// selfCPU is this process's (the load generator's) user+system CPU time.
+func selfCPU() time.Duration {
+	return (&benchProc{cmd: &exec.Cmd{Process: &os.Process{Pid: os.Getpid()}}}).cpu()
+}
+
+// cpuTicks is the machine's CPU time from /proc/stat, in clock ticks: all
+// of it and the part not idle (or waiting for I/O).
+type cpuTicks struct{ total, busy int64 }
+
+func (a cpuTicks) sub(b cpuTicks) cpuTicks { return cpuTicks{a.total - b.total, a.busy - b.busy} }
+func (a cpuTicks) add(b cpuTicks) cpuTicks { return cpuTicks{a.total + b.total, a.busy + b.busy} }
+
+func machineCPU() cpuTicks {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTicks{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 6 || fields[0] != "cpu" {
+		return cpuTicks{}
+	}
+	var t cpuTicks
+	for i, f := range fields[1:] {
+		v, _ := strconv.ParseInt(f, 10, 64)
+		if i >= 8 { // guest time is already counted in user time
+			break
+		}
+		t.total += v
+		if i != 3 && i != 4 { // idle, iowait
+			t.busy += v
+		}
+	}
+	return t
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -44,6 +45,8 @@ type benchFed struct {
 	natsURL      string
 	backend      *benchProc
 	backendAddr  string
+	large        *benchProc // the large population's backend, beside the 10,000
+	largeAddr    string
 	gateways     []*benchProc
 	gwHTTP       []string
 	provider     *benchProc
@@ -52,7 +55,7 @@ type benchFed struct {
 }
 
 func (f *benchFed) procs() []*benchProc {
-	out := []*benchProc{f.nats, f.backend, f.provider, f.consumer}
+	out := []*benchProc{f.nats, f.backend, f.large, f.provider, f.consumer}
 	out = append(out, f.gateways...)
 	var live []*benchProc
 	for _, p := range out {
@@ -88,13 +91,8 @@ func runBench(ctx context.Context, g *globals, o benchOptions, out, stderr io.Wr
 	b.facts.Started = time.Now().UTC()
 	b.facts.Machine = machine()
 
-	// The dev PKI, as `jisr certs init` makes it.
-	bg := b.globals("")
-	fed, err := bg.federation()
-	if err != nil {
-		return err
-	}
-	if _, err := initCerts(bg, fed); err != nil {
+	// The dev PKI, as an operator makes it.
+	if err := b.runOnce(ctx, "certs", "certs", "init"); err != nil {
 		return err
 	}
 	if err := b.run(ctx); err != nil {
@@ -123,7 +121,8 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	seed := time.Now()
-	if err := b.startBackend(ctx, f, 10000, filepath.Join(b.dir, "data")); err != nil {
+	var err error
+	if f.backend, f.backendAddr, err = b.startBackend(ctx, "backend", 10000, filepath.Join(b.dir, "data")); err != nil {
 		return err
 	}
 	b.facts.Seed10k = time.Since(seed).Seconds()
@@ -214,38 +213,9 @@ func (b *bench) run(ctx context.Context) error {
 	}
 
 	if b.o.large > 0 {
-		step(fmt.Sprintf("seeding a backend with %d citizens", b.o.large))
-		f.backend.stop()
-		f.backend = nil
-		seed := time.Now()
-		if err := b.startBackend(ctx, f, b.o.large, filepath.Join(b.dir, "data-large")); err != nil {
-			return err
+		if err := b.population(ctx, f, tokens); err != nil {
+			return fmt.Errorf("large population: %w", err)
 		}
-		b.facts.SeedLarge, b.facts.Large = time.Since(seed).Seconds(), b.o.large
-		// Let the kernel write the freshly seeded store back before
-		// measuring, so the run does not compete with that I/O.
-		syscall.Sync()
-		time.Sleep(2 * time.Second)
-		if err := b.startGateways(ctx, f, nil, "gw-1"); err != nil {
-			return err
-		}
-		if err := b.startAdapters(ctx, f); err != nil {
-			return err
-		}
-		large, err := b.mint(ctx, f, b.o.large)
-		if err != nil {
-			return err
-		}
-		cl, closeCl, err := b.dial(f)
-		if err != nil {
-			return err
-		}
-		c := 16
-		if !containsInt(b.o.concurrency, c) {
-			c = b.o.concurrency[0]
-		}
-		full(fmt.Sprintf("%d citizens, c=%d", b.o.large, c), "large", c, large, cl)
-		closeCl()
 	}
 	for _, p := range f.procs() {
 		p.stop()
@@ -277,17 +247,92 @@ func (b *bench) startNATS(ctx context.Context, f *benchFed) error {
 	return waitFor(ctx, f.nats, "NATS", tcpOpen(addr))
 }
 
-func (b *bench) startBackend(ctx context.Context, f *benchFed, citizens int, dataDir string) error {
-	addr, err := freeAddr()
+// population compares a store of --large citizens with the 10,000 of the
+// other runs under the same conditions: both backends run side by side and
+// the provider adapter is pointed at one, then the other, in alternating
+// rounds (10k, large, large, 10k) so that drift and other load on the
+// machine fall on both alike.
+func (b *bench) population(ctx context.Context, f *benchFed, small []benchToken) error {
+	fmt.Fprintf(b.stderr, "» seeding a second backend with %d citizens\n", b.o.large)
+	seed := time.Now()
+	var err error
+	if f.large, f.largeAddr, err = b.startBackend(ctx, "backend-large", b.o.large, filepath.Join(b.dir, "data-large")); err != nil {
+		return err
+	}
+	b.facts.SeedLarge, b.facts.Large = time.Since(seed).Seconds(), b.o.large
+	b.facts.LargeStoreBytes = dirSize(filepath.Join(b.dir, "data-large"))
+	// Let the kernel write the freshly seeded store back before
+	// measuring, so the run does not compete with that I/O.
+	syscall.Sync()
+	time.Sleep(2 * time.Second)
+	if err := b.startGateways(ctx, f, nil, "gw-1"); err != nil {
+		return err
+	}
+	if err := b.startConsumer(ctx, f); err != nil {
+		return err
+	}
+	largeTokens, err := b.mint(ctx, f, b.o.large)
 	if err != nil {
 		return err
 	}
-	if f.backend, err = b.spawn("backend", "--data", dataDir, "backend", "--member", "civil-registry",
-		"--listen", addr, "--citizens", fmt.Sprint(citizens)); err != nil {
+	cl, closeCl, err := b.dial(f)
+	if err != nil {
 		return err
 	}
-	f.backendAddr = addr
-	return waitFor(ctx, f.backend, "backend", grpcServing(addr))
+	defer closeCl()
+	c := 16
+	if !containsInt(b.o.concurrency, c) {
+		c = b.o.concurrency[0]
+	}
+	type pop struct {
+		name     string
+		backend  *benchProc
+		addr     string
+		tokens   []benchToken
+		rounds   []benchResult
+		scenario string
+	}
+	pops := []*pop{
+		{name: "10,000", backend: f.backend, addr: f.backendAddr, tokens: small, scenario: "population-10k"},
+		{name: fmt.Sprintf("%d", b.o.large), backend: f.large, addr: f.largeAddr, tokens: largeTokens, scenario: "large"},
+	}
+	order := []*pop{pops[0], pops[1], pops[1], pops[0]}
+	for i, p := range order {
+		if f.provider != nil {
+			f.provider.stop()
+			f.provider = nil
+		}
+		if err := b.startProvider(ctx, f, p.addr); err != nil {
+			return err
+		}
+		procs := append([]*benchProc{f.nats, f.consumer, f.provider, p.backend}, f.gateways...)
+		r := b.load(ctx, fmt.Sprintf("%s citizens, c=%d (%d/%d)", p.name, c, i+1, len(order)), c, procs, func(ctx context.Context, w, i int) error {
+			t := p.tokens[(w*7919+i)%len(p.tokens)]
+			cctx, cancel := context.WithTimeout(t.ctx(ctx), 10*time.Second)
+			defer cancel()
+			_, err := cl.GetPerson(cctx, &civilv1.GetPersonRequest{Eid: t.eid})
+			return err
+		})
+		r.Scenario = p.scenario
+		p.rounds = append(p.rounds, r)
+	}
+	for _, p := range pops {
+		b.results = append(b.results, mergeResults(fmt.Sprintf("%s citizens, c=%d", p.name, c), p.rounds))
+	}
+	return nil
+}
+
+func (b *bench) startBackend(ctx context.Context, name string, citizens int, dataDir string) (*benchProc, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := b.spawn(name, "--data", dataDir, "backend", "--member", "civil-registry",
+		"--listen", addr, "--citizens", fmt.Sprint(citizens))
+	if err != nil {
+		return nil, "", err
+	}
+	return p, addr, waitFor(ctx, p, name, grpcServing(addr))
 }
 
 func (b *bench) startGateways(ctx context.Context, f *benchFed, skip []string, instances ...string) error {
@@ -322,17 +367,25 @@ func (b *bench) restartGateways(ctx context.Context, f *benchFed, skip []string,
 }
 
 func (b *bench) startAdapters(ctx context.Context, f *benchFed) error {
+	if err := b.startProvider(ctx, f, f.backendAddr); err != nil {
+		return err
+	}
+	return b.startConsumer(ctx, f)
+}
+
+func (b *bench) startProvider(ctx context.Context, f *benchFed, backendAddr string) error {
 	paddr, err := freeAddr()
 	if err != nil {
 		return err
 	}
 	if f.provider, err = b.spawn("adapter-civil-registry", "--nats", f.natsURL, "adapter", "--member", "civil-registry",
-		"--listen", paddr, "--backend", f.backendAddr); err != nil {
+		"--listen", paddr, "--backend", backendAddr); err != nil {
 		return err
 	}
-	if err := waitFor(ctx, f.provider, "provider adapter", grpcServing(paddr)); err != nil {
-		return err
-	}
+	return waitFor(ctx, f.provider, "provider adapter", grpcServing(paddr))
+}
+
+func (b *bench) startConsumer(ctx context.Context, f *benchFed) error {
 	caddr, err := freeAddr()
 	if err != nil {
 		return err
@@ -759,4 +812,17 @@ func newBenchResponderCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&member, "member", "civil-registry", "the provider member whose identity answers")
 	cmd.Flags().IntVar(&size, "size", 200, "reply payload size in bytes")
 	return cmd
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
 }

@@ -45,8 +45,14 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 		if r.Scenario == "full" && r.Ratio <= 0 {
 			t.Errorf("%s has no ratio to the baseline", r.Name)
 		}
+		if r.BusyPath <= 0 || r.BusyClient <= 0 || r.BusyMachine <= 0 {
+			t.Errorf("%s: cores busy not measured: path %v, load generator %v, machine %v", r.Name, r.BusyPath, r.BusyClient, r.BusyMachine)
+		}
+		if (r.Scenario == "large" || r.Scenario == "population-10k") && len(r.RoundP50) != 2 {
+			t.Errorf("%s: %d rounds, want 2 alternating", r.Name, len(r.RoundP50))
+		}
 	}
-	for _, s := range []string{"full", "baseline", "no-consent", "no-audit", "no-minimise", "two-replicas"} {
+	for _, s := range []string{"full", "baseline", "no-consent", "no-audit", "no-minimise", "two-replicas", "population-10k", "large"} {
 		if seen[s] == 0 {
 			t.Errorf("no %s scenario in the report", s)
 		}
