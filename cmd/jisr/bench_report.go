@@ -34,11 +34,14 @@ type benchResult struct {
 	// BusyPath, BusyClient and BusyMachine are the fractions of all the
 	// machine's cores used by the path's processes, by the load generator
 	// and by everything (other users included) during the scenario.
-	BusyPath     float64          `json:"busy_path"`
-	BusyClient   float64          `json:"busy_client"`
-	BusyMachine  float64          `json:"busy_machine"`
-	Rounds       int              `json:"rounds,omitempty"` // alternating rounds merged into this result
-	RoundP50     []float64        `json:"round_p50_ms,omitempty"`
+	BusyPath    float64   `json:"busy_path"`
+	BusyClient  float64   `json:"busy_client"`
+	BusyMachine float64   `json:"busy_machine"`
+	Rounds      int       `json:"rounds,omitempty"` // alternating rounds merged into this result
+	RoundP50    []float64 `json:"round_p50_ms,omitempty"`
+	// Control is, for a safeguard switched off, the full path measured in
+	// the rounds alternating with it.
+	Control      *benchControl    `json:"control,omitempty"`
 	Ratio        float64          `json:"ratio_to_baseline,omitempty"`
 	RSSUnderLoad map[string]int64 `json:"rss_under_load_bytes,omitempty"`
 
@@ -46,6 +49,13 @@ type benchResult struct {
 	cpu, clientCPU time.Duration
 	perCPU         map[string]time.Duration
 	machine        cpuTicks
+}
+
+type benchControl struct {
+	QPS       float64 `json:"qps"`
+	P50       float64 `json:"p50_ms"`
+	P99       float64 `json:"p99_ms"`
+	CPUMicros float64 `json:"cpu_us_per_query"`
 }
 
 type revocationFacts struct {
@@ -203,6 +213,23 @@ func (b *bench) markdown(rep benchReport) string {
 	}
 	w("\nCPU µs/query is the user+system CPU (from /proc/<pid>/stat) of every process of the path — NATS, gateway(s), both adapters, backend; or NATS, relay, responder for the baseline — divided by the queries; the load generator (this process) is not in it. ")
 	w("Cores busy: the share of all %d cores used by the path's processes, by the load generator, and by the whole machine (other users included: anything above the first two is noise from elsewhere).\n\n", runtime.NumCPU())
+	var costs []benchResult
+	for _, r := range rep.Results {
+		if r.Control != nil {
+			costs = append(costs, r)
+		}
+	}
+	if len(costs) > 0 {
+		w("## The cost of each safeguard\n\n")
+		w("The gateway restarted with `--unsafe-skip <safeguard>`, against the full path with a gateway restarted the same way, in alternating rounds (on, off, off, on), c=%d.\n\n", costs[0].Concurrency)
+		w("| safeguard | queries/s on → off | p50 ms on → off | p99 ms on → off | CPU µs/query on → off | its cost per query |\n|---|---:|---:|---:|---:|---:|\n")
+		for _, r := range costs {
+			c := r.Control
+			w("| %s | %.0f → %.0f (%+.0f%%) | %.2f → %.2f | %.2f → %.2f | %.0f → %.0f | %.0f µs |\n", strings.TrimPrefix(r.Scenario, "no-"),
+				c.QPS, r.QPS, 100*(r.QPS/c.QPS-1), c.P50, r.P50, c.P99, r.P99, c.CPUMicros, r.CPUMicros, c.CPUMicros-r.CPUMicros)
+		}
+		w("\n")
+	}
 	w("## Targets\n\n| target | measured | met |\n|---|---|---|\n")
 	for _, t := range rep.Targets {
 		met := "yes"

@@ -153,7 +153,7 @@ func (b *bench) run(ctx context.Context) error {
 		b.facts.IdleRSS[p.name] = p.rss()
 	}
 
-	full := func(label, scenario string, conc int, toks []benchToken, cl civilv1.CivilRegistryClient) benchResult {
+	measure := func(label, scenario string, conc int, toks []benchToken, cl civilv1.CivilRegistryClient) benchResult {
 		r := b.load(ctx, label, conc, f.procs(), func(ctx context.Context, w, i int) error {
 			t := toks[(w*7919+i)%len(toks)]
 			cctx, cancel := context.WithTimeout(t.ctx(ctx), 10*time.Second)
@@ -162,6 +162,10 @@ func (b *bench) run(ctx context.Context) error {
 			return err
 		})
 		r.Scenario = scenario
+		return r
+	}
+	full := func(label, scenario string, conc int, toks []benchToken, cl civilv1.CivilRegistryClient) benchResult {
+		r := measure(label, scenario, conc, toks, cl)
 		b.results = append(b.results, r)
 		return r
 	}
@@ -180,13 +184,41 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	top := b.o.concurrency[len(b.o.concurrency)-1]
 
-	// The cost of each safeguard: the same load with it switched off.
+	// The cost of each safeguard: the same load with it switched off,
+	// against the full path with a gateway restarted the same way, in
+	// alternating rounds (on, off, off, on) so that drift and other load on
+	// the machine fall on both alike.
+	var controls []benchResult
 	for _, skip := range []string{"consent", "audit", "minimise"} {
-		step("restarting the gateway without " + skip)
-		if err := b.restartGateways(ctx, f, []string{skip}, "gw-1"); err != nil {
-			return err
+		step("the gateway with and without " + skip + ", alternating")
+		var on, off []benchResult
+		for i, without := range []bool{false, true, true, false} {
+			var skips []string
+			label := fmt.Sprintf("full path (control for %s), c=%d (%d/4)", skip, top, i+1)
+			if without {
+				skips = []string{skip}
+				label = fmt.Sprintf("without %s, c=%d (%d/4)", skip, top, i+1)
+			}
+			if err := b.restartGateways(ctx, f, skips, "gw-1"); err != nil {
+				return err
+			}
+			r := measure(label, "control", top, tokens, client)
+			if without {
+				r.Scenario = "no-" + skip
+				off = append(off, r)
+			} else {
+				on = append(on, r)
+			}
 		}
-		full(fmt.Sprintf("without %s, c=%d", skip, top), "no-"+skip, top, tokens, client)
+		ctl := mergeResults("", on)
+		r := mergeResults(fmt.Sprintf("without %s, c=%d", skip, top), off)
+		r.Control = &benchControl{QPS: ctl.QPS, P50: ctl.P50, P99: ctl.P99, CPUMicros: ctl.CPUMicros}
+		b.results = append(b.results, r)
+		controls = append(controls, on...)
+	}
+	b.results = append(b.results, mergeResults(fmt.Sprintf("full path, restarted gateway (the controls), c=%d", top), controls))
+	if err := b.restartGateways(ctx, f, nil, "gw-1"); err != nil {
+		return err
 	}
 
 	step("two gateway replicas")
