@@ -96,7 +96,9 @@ type bench struct {
 	facts    benchFacts
 	reqSize  int
 	respSize int
-	pprof    map[string]string // component → its pprof address
+	// fullRespSize is the provider's reply before minimisation.
+	fullRespSize int
+	pprof        map[string]string // component → its pprof address
 }
 
 // benchProc is one component running as its own process.

@@ -146,6 +146,11 @@ func (b *bench) run(ctx context.Context) error {
 		return fmt.Errorf("first call through the federation: %w", err)
 	}
 	b.reqSize, b.respSize = proto.Size(&civilv1.GetPersonRequest{Eid: tokens[0].eid}), proto.Size(resp)
+	// The provider's reply before minimisation: what crosses the provider
+	// hop, asked of the backend directly.
+	if b.fullRespSize, err = b.backendReplySize(ctx, f.backendAddr, tokens[0].eid); err != nil {
+		return fmt.Errorf("the backend's reply size: %w", err)
+	}
 	b.facts.HeaderBytes = len(tokens[0].token) + len(benchPurpose) + 64
 	time.Sleep(500 * time.Millisecond)
 	b.facts.IdleRSS = map[string]int64{}
@@ -537,13 +542,13 @@ func fetchTo(ctx context.Context, url, path string) error {
 
 // baseline runs the raw two-hop path at every concurrency.
 func (b *bench) baseline(ctx context.Context, f *benchFed, tokens []benchToken) error {
-	relay, err := b.spawn("relay", "--nats", f.natsURL, "bench", "relay")
+	relay, err := b.spawn("relay", "--nats", f.natsURL, "bench", "relay", "--size", fmt.Sprint(b.respSize))
 	if err != nil {
 		return err
 	}
 	defer relay.stop()
 	responder, err := b.spawn("responder", "--nats", f.natsURL, "bench", "responder", "--member", "civil-registry",
-		"--size", fmt.Sprint(b.respSize))
+		"--size", fmt.Sprint(max(b.fullRespSize, b.respSize)))
 	if err != nil {
 		return err
 	}
@@ -651,6 +656,7 @@ func (b *bench) revocationLag(ctx context.Context, f *benchFed) error {
 	bar := progress.New(b.stderr, fmt.Sprintf("%-34s", "revocation lag, two replicas"))
 	defer bar.Done()
 	var lags []float64
+	perReplica := map[string][]float64{}
 	for rep := range b.o.revocations {
 		eid := demodata.EID(demodata.DefaultSeed, 5000+rep)
 		g, err := svc.Grant(ctx, keyer.CKey(eid), consent.GrantRequest{To: "cnss", Service: benchService,
@@ -722,12 +728,15 @@ func (b *bench) revocationLag(ctx context.Context, f *benchFed) error {
 				d = 5 * time.Second // not refused within the bound: counted at the bound
 			}
 			lags = append(lags, ms(d))
+			perReplica[inst] = append(perReplica[inst], ms(d))
 		}
 		bar.Update(rep+1, b.o.revocations)
 	}
-	sort.Float64s(lags)
-	b.facts.Revocation = &revocationFacts{Revocations: b.o.revocations, Samples: len(lags),
-		P50: lags[len(lags)*50/100], P99: lags[min(len(lags)-1, len(lags)*99/100)], Max: lags[len(lags)-1]}
+	b.facts.Revocation = &revocationFacts{Revocations: b.o.revocations, Samples: len(lags), PerReplica: map[string]revocationLag{}}
+	b.facts.Revocation.revocationLag = lagOf(lags)
+	for inst, l := range perReplica {
+		b.facts.Revocation.PerReplica[inst] = lagOf(l)
+	}
 	return nil
 }
 
@@ -766,10 +775,27 @@ func (b *bench) devStartup(ctx context.Context) error {
 
 // --- baseline processes -------------------------------------------------
 
+// backendReplySize is the size of the backend's own reply to GetPerson.
+func (b *bench) backendReplySize(ctx context.Context, addr, eid string) (int, error) {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Close()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := civilv1.NewCivilRegistryClient(cc).GetPerson(cctx, &civilv1.GetPersonRequest{Eid: eid})
+	if err != nil {
+		return 0, err
+	}
+	return proto.Size(resp), nil
+}
+
 func newBenchRelayCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var size int
+	cmd := &cobra.Command{
 		Use:    "relay",
-		Short:  "Baseline relay: forwards every query to its provider, no checks (as the gateway identity)",
+		Short:  "Baseline relay: forwards every query to its provider, no checks (as the gateway identity); replies --size bytes, as the gateway's trimmed reply",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -793,7 +819,11 @@ func newBenchRelayCmd(g *globals) *cobra.Command {
 					if err != nil {
 						return
 					}
-					_ = msg.RespondMsg(&nats.Msg{Subject: msg.Reply, Data: reply.Data, Header: reply.Header})
+					data := reply.Data
+					if size >= 0 && size < len(data) {
+						data = data[:size] // the same bytes as the gateway's minimised reply
+					}
+					_ = msg.RespondMsg(&nats.Msg{Subject: msg.Reply, Data: data, Header: reply.Header})
 				}()
 			})
 			if err != nil {
@@ -808,6 +838,8 @@ func newBenchRelayCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().IntVar(&size, "size", -1, "reply payload size in bytes (-1: as the responder sent it)")
+	return cmd
 }
 
 func newBenchResponderCmd(g *globals) *cobra.Command {
@@ -857,4 +889,9 @@ func dirSize(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+func lagOf(ms []float64) revocationLag {
+	sort.Float64s(ms)
+	return revocationLag{P50: ms[len(ms)*50/100], P99: ms[min(len(ms)-1, len(ms)*99/100)], Max: ms[len(ms)-1]}
 }

@@ -60,6 +60,12 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 	if rep.Facts.Revocation == nil || rep.Facts.Revocation.Samples == 0 || rep.Facts.Revocation.Max >= 5000 {
 		t.Errorf("revocation lag not measured or not effective: %+v", rep.Facts.Revocation)
 	}
+	if r := rep.Facts.Revocation; r != nil && (r.PerReplica["gw-1"].Max <= 0 || r.PerReplica["gw-2"].Max <= 0) {
+		t.Errorf("revocation lag not measured per replica: %+v", r.PerReplica)
+	}
+	if rep.Sizes[0] <= 0 || rep.Sizes[1] <= 0 || rep.ProviderReply < rep.Sizes[1] {
+		t.Errorf("payload sizes: request and reply %v, provider's reply %d", rep.Sizes, rep.ProviderReply)
+	}
 	if rep.Facts.DevStart <= 0 || rep.Facts.DevIdleRSS <= 0 || len(rep.Facts.IdleRSS) != 5 {
 		t.Errorf("start-up or memory not measured: %+v", rep.Facts)
 	}
