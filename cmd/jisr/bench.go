@@ -46,19 +46,24 @@ func newBenchCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure the full query path against the transport's own limit, and write the report",
-		Long: `Start a federation from scratch in a temporary directory — NATS, gateway,
-consumer adapter (cnss), provider adapter and reference backend (civil
-registry), each as its own process, as deployed — and drive real gRPC calls
-(CivilRegistry/GetPerson with a consent token) through the consumer adapter.
+		Long: `Start a federation from scratch in a temporary directory — 'jisr certs init',
+then NATS, gateway, consumer adapter (cnss), provider adapter and reference
+backend (civil registry), each as its own process, as deployed — and drive
+real gRPC calls (CivilRegistry/GetPerson with a consent token) through the
+consumer adapter.
 
-In the same run it measures a raw two-hop baseline over the same NATS, mTLS
-and payload sizes (client → relay → responder, no checks), the cost of each
-safeguard (consent, audit, minimisation switched off in turn), 10,000 vs
-1,000,000 citizens, two gateway replicas, revocation lag on both replicas,
-the start-up time and memory of 'jisr dev'.
+In the same run it measures a raw two-hop baseline over the same NATS, mTLS,
+identities and payload sizes (client as cnss → relay as the gateway →
+responder as civil-registry, no checks), the cost of each safeguard
+(consent, audit, minimisation switched off in turn, against a control in
+alternating rounds), 10,000 vs 1,000,000 citizens (alternating rounds), two
+gateway replicas, revocation lag on each replica, the start-up time and
+memory of 'jisr dev'. CPU per query is read from /proc for every process.
 
-The report (Markdown, JSON and an SVG chart) goes to --out; a CPU profile of
-the gateway under the heaviest load is saved beside it.`,
+The report (Markdown, JSON and an SVG chart of throughput and p99 against
+concurrency) goes to --out as latest.* and a dated copy, with the targets,
+whether each is met and notes on what limits those that are not; a CPU
+profile of every component under the heaviest load is saved beside it.`,
 		Example: `  make bench
   jisr bench --duration 10s --concurrency 1,16,128,512
   jisr bench --quick       # a smoke run of a few seconds`,
@@ -77,7 +82,7 @@ the gateway under the heaviest load is saved beside it.`,
 	f.IntSliceVar(&o.concurrency, "concurrency", []int{1, 16, 128}, "concurrent callers of the full path and of the baseline")
 	f.IntVar(&o.large, "large", 1000000, "citizens of the large-population run (0: skip it)")
 	f.IntVar(&o.revocations, "revocations", 20, "revocations timed on two gateway replicas")
-	f.BoolVar(&o.profile, "profile", true, "save a CPU profile of the gateway under the heaviest load")
+	f.BoolVar(&o.profile, "profile", true, "save a CPU profile of every component under the heaviest load")
 	f.BoolVar(&o.quick, "quick", false, "a smoke run: short scenarios, a 20,000-citizen \"large\" population, no profile")
 	f.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs of every process)")
 	cmd.AddCommand(newBenchRelayCmd(g), newBenchResponderCmd(g))
