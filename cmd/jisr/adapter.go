@@ -54,16 +54,11 @@ anywhere else both links use mTLS with the member's SVID.`,
 				return usageError{errors.New("--member is required")}
 			}
 			ctx := cmd.Context()
-			stopTelemetry, err := g.startTelemetry(ctx, "adapter-"+o.member, false)
+			stop, err := g.startStandalone(ctx, "adapter", o.member, o.http)
 			if err != nil {
 				return err
 			}
-			defer stopTelemetry()
-			stopMetrics, err := g.serveMetrics(o.http, "adapter")
-			if err != nil {
-				return err
-			}
-			defer func() { _ = stopMetrics(context.WithoutCancel(ctx)) }()
+			defer stop()
 			n, err := startAdapter(ctx, g, o)
 			if err != nil {
 				return err

@@ -42,16 +42,11 @@ It listens on loopback only: the member's adapter is its one client.`,
 				return usageError{fmt.Errorf("--member is required")}
 			}
 			ctx := cmd.Context()
-			stopTelemetry, err := g.startTelemetry(ctx, "backend-"+o.member, false)
+			stop, err := g.startStandalone(ctx, "backend", o.member, o.http)
 			if err != nil {
 				return err
 			}
-			defer stopTelemetry()
-			stopMetrics, err := g.serveMetrics(o.http, "backend")
-			if err != nil {
-				return err
-			}
-			defer func() { _ = stopMetrics(context.WithoutCancel(ctx)) }()
+			defer stop()
 			n, err := startBackend(ctx, g, o)
 			if err != nil {
 				return err

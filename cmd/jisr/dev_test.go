@@ -219,3 +219,16 @@ func TestDevRestartsFastWithExistingData(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// getPersonToken is the demo token for CNSS asking the civil registry for a
+// person (the scenario of the printed grpcurl call).
+func (f *devFixture) getPersonToken(t *testing.T) *demoToken {
+	t.Helper()
+	for i := range f.demo.Tokens {
+		if d := &f.demo.Tokens[i]; d.Consumer == "cnss" && d.Provider == "civil-registry" && contains(d.Methods, "GetPerson") {
+			return d
+		}
+	}
+	t.Fatalf("demo.json has no cnss → civil-registry GetPerson token: %+v", f.demo.Tokens)
+	return nil
+}

@@ -88,16 +88,7 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 		g.traceMemory = 1000
 		g.log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	})
-	var tok *demoToken
-	for i := range f.demo.Tokens {
-		if d := &f.demo.Tokens[i]; d.Consumer == "cnss" && d.Provider == "civil-registry" && contains(d.Methods, "GetPerson") {
-			tok = d
-			break
-		}
-	}
-	if tok == nil {
-		t.Fatal("no demo token")
-	}
+	tok := f.getPersonToken(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client := civilv1.NewCivilRegistryClient(f.dial(t, "cnss"))
@@ -604,16 +595,7 @@ func waitHealthy(t *testing.T, base string) {
 // their hop latency moves with a query, and no eID appears in either.
 func TestStandaloneAdapterAndBackendServeMetrics(t *testing.T) {
 	f := startDev(t)
-	var tok *demoToken
-	for i := range f.demo.Tokens {
-		if d := &f.demo.Tokens[i]; d.Consumer == "cnss" && d.Provider == "civil-registry" && contains(d.Methods, "GetPerson") {
-			tok = d
-			break
-		}
-	}
-	if tok == nil {
-		t.Fatal("no demo token")
-	}
+	tok := f.getPersonToken(t)
 	// A second civil-registry backend, with its own store (same demo
 	// citizens), and a second cnss adapter whose provider side uses dev's
 	// cnss backend.

@@ -147,3 +147,22 @@ func (g *globals) servePprof(addr string) error {
 	go func() { _ = (&http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}).Serve(lis) }()
 	return nil
 }
+
+// startStandalone sets up what a standalone adapter or backend runs beside
+// its work: tracing, and /metrics and /healthz on httpAddr (if given). The
+// returned function stops both.
+func (g *globals) startStandalone(ctx context.Context, component, member, httpAddr string) (func(), error) {
+	stopTelemetry, err := g.startTelemetry(ctx, component+"-"+member, false)
+	if err != nil {
+		return nil, err
+	}
+	stopMetrics, err := g.serveMetrics(httpAddr, component)
+	if err != nil {
+		stopTelemetry()
+		return nil, err
+	}
+	return func() {
+		_ = stopMetrics(context.WithoutCancel(ctx))
+		stopTelemetry()
+	}, nil
+}
