@@ -25,6 +25,8 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/jisr-bus/jisr/bus/loopback"
 )
 
 // ErrConfig reports a bad telemetry setting; the message names it.
@@ -127,6 +129,10 @@ func exporter(ctx context.Context, endpoint string) (sdktrace.SpanExporter, erro
 		if strings.EqualFold(firstEnv("OTEL_TRACES_EXPORTER"), "none") {
 			return nil, nil
 		}
+		if err := checkPlaintext(firstEnv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+			strings.EqualFold(firstEnv("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE"), "true")); err != nil {
+			return nil, err
+		}
 		// The exporters read the endpoint, headers, TLS and timeout
 		// variables themselves.
 		switch protocol {
@@ -139,19 +145,46 @@ func exporter(ctx context.Context, endpoint string) (sdktrace.SpanExporter, erro
 		}
 	}
 	if !strings.Contains(endpoint, "://") {
+		// host:port: plaintext to a collector on this host (the dev and
+		// sidecar case), TLS with the system roots to any other.
 		if protocol == "http/protobuf" {
-			return otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(endpoint), otlptracehttp.WithInsecure())
+			if loopback.Is(endpoint) {
+				return otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(endpoint), otlptracehttp.WithInsecure())
+			}
+			return otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(endpoint))
 		}
-		return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(endpoint), otlptracegrpc.WithInsecure())
+		if loopback.Is(endpoint) {
+			return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(endpoint), otlptracegrpc.WithInsecure())
+		}
+		return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(endpoint))
 	}
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("%w: --otlp %q: want host:port or an http(s) URL", ErrConfig, endpoint)
 	}
+	if err := checkPlaintext(endpoint, false); err != nil {
+		return nil, err
+	}
 	if protocol == "grpc" {
 		return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(endpoint))
 	}
 	return otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint))
+}
+
+// checkPlaintext refuses a plaintext export to a collector off this host:
+// spans carry ckeys, members and purposes, and jisr keeps every link that
+// leaves the host encrypted. endpoint is a URL or host:port; insecure says
+// the variables asked for plaintext whatever the scheme.
+func checkPlaintext(endpoint string, insecure bool) error {
+	host := endpoint
+	plain := insecure
+	if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
+		host, plain = u.Host, plain || u.Scheme == "http"
+	}
+	if plain && !loopback.Is(host) {
+		return fmt.Errorf("%w: OTLP endpoint %q: plaintext export is allowed only to a collector on this host (loopback); use https://", ErrConfig, endpoint)
+	}
+	return nil
 }
 
 func firstEnv(keys ...string) string {

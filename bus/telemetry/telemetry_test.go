@@ -91,7 +91,8 @@ func httpReceiver(t *testing.T) (*receiver, string) {
 func clearEnv(t *testing.T) {
 	for _, k := range []string{"OTEL_SDK_DISABLED", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 		"OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_TRACES_EXPORTER",
-		"OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"} {
+		"OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
+		"OTEL_EXPORTER_OTLP_INSECURE", "OTEL_EXPORTER_OTLP_TRACES_INSECURE"} {
 		t.Setenv(k, "")
 	}
 }
@@ -243,6 +244,9 @@ func TestSetupRejectsBadSettings(t *testing.T) {
 		{name: "unknown protocol", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}},
 		{name: "endpoint scheme", endpoint: "ftp://collector:4317"},
 		{name: "endpoint without host", endpoint: "http://"},
+		{name: "plaintext URL off this host", endpoint: "http://collector.example:4318"},
+		{name: "plaintext variable off this host", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://10.0.0.8:4317"}},
+		{name: "insecure variable off this host", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "collector.example:4317", "OTEL_EXPORTER_OTLP_INSECURE": "true"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clearEnv(t)
@@ -253,5 +257,20 @@ func TestSetupRejectsBadSettings(t *testing.T) {
 				t.Errorf("Setup: %v, want ErrConfig", err)
 			}
 		})
+	}
+}
+
+// A collector off this host is reached over TLS, never refused: only
+// plaintext off the host is.
+func TestSetupRemoteCollectorUsesTLS(t *testing.T) {
+	for _, endpoint := range []string{"collector.example:4317", "https://collector.example:4318"} {
+		clearEnv(t)
+		tel, err := Setup(context.Background(), Options{Endpoint: endpoint})
+		if err != nil || !tel.Exporting {
+			t.Fatalf("Setup(%q): %v, exporting %v", endpoint, err, tel != nil && tel.Exporting)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = tel.Shutdown(ctx)
+		cancel()
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/jisr-bus/jisr/services/adapter"
 	"github.com/jisr-bus/jisr/services/progress"
 )
 
@@ -251,9 +252,20 @@ func waitFor(ctx context.Context, p *benchProc, what string, check func(context.
 	}
 }
 
+// dialLoopback dials a component's gRPC port as its local client would: the
+// adapters and backends of the bench listen on loopback, where they serve
+// plaintext by design (the sidecar exception, docs/ARCHITECTURE.md); any
+// other address is refused rather than dialled in plaintext.
+func dialLoopback(addr string) (*grpc.ClientConn, error) {
+	if !adapter.IsLoopback(addr) {
+		return nil, fmt.Errorf("%s is not a loopback address: the bench dials components only on this host", addr)
+	}
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
 func grpcServing(addr string) func(context.Context) error {
 	return func(ctx context.Context) error {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := dialLoopback(addr)
 		if err != nil {
 			return err
 		}

@@ -18,8 +18,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
@@ -435,7 +433,7 @@ func (b *bench) startConsumer(ctx context.Context, f *benchFed) error {
 }
 
 func (b *bench) dial(f *benchFed) (civilv1.CivilRegistryClient, func(), error) {
-	cc, err := grpc.NewClient(f.consumerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := dialLoopback(f.consumerAddr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -777,7 +775,7 @@ func (b *bench) devStartup(ctx context.Context) error {
 
 // backendReplySize is the size of the backend's own reply to GetPerson.
 func (b *bench) backendReplySize(ctx context.Context, addr, eid string) (int, error) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := dialLoopback(addr)
 	if err != nil {
 		return 0, err
 	}

@@ -69,7 +69,7 @@ Every part also runs on its own, as deployed:
 	f.StringVar(&g.natsURL, "nats", envOr("JISR_NATS", "tls://127.0.0.1:4222"), "NATS server URL, mTLS only (env JISR_NATS)")
 	f.StringVar(&g.logFormat, "log-format", envOr("JISR_LOG_FORMAT", "auto"), "log format: text, json, or auto (json for gateway, adapter, backend and nats-server; text for dev and the other commands)")
 	f.StringVar(&g.logLevel, "log-level", envOr("JISR_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
-	f.StringVar(&g.otlp, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC) or http(s)://… (default: the OTEL_EXPORTER_OTLP_* variables; none: no export)")
+	f.StringVar(&g.otlp, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC; plaintext only on loopback, else TLS) or https://… (default: the OTEL_EXPORTER_OTLP_* variables; none: no export)")
 	f.IntVar(&g.traceMemory, "trace-memory", 10000, "spans the gateway keeps in memory for GET /v1/traces/{id} (0: none)")
 	f.StringVar(&g.pprofAddr, "pprof-addr", "", "serve Go profiles (/debug/pprof/) on this loopback address (profiling only)")
 	_ = f.MarkHidden("pprof-addr")

@@ -15,8 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -38,6 +36,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/catalog"
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 )
@@ -127,18 +126,8 @@ func New(cfg Config) (*Adapter, error) {
 }
 
 // IsLoopback reports whether a listen or dial address is on a loopback
-// interface (or "localhost").
-func IsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
-}
+// interface (or "localhost"): where plaintext is allowed.
+func IsLoopback(addr string) bool { return loopback.Is(addr) }
 
 // ServerCredentials returns the consumer side's transport: plaintext on a
 // loopback address (the sidecar case: the backend and the adapter share the
