@@ -335,9 +335,12 @@ var tracer = telemetry.Tracer("github.com/jisr-bus/jisr/bus")
 // Subjects carry ckeys at most, never an eID; a query's or provider
 // request's ckey is also the span's jisr.ckey.
 func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int) (context.Context, trace.Span) {
-	attrs := make([]attribute.KeyValue, 0, 6)
-	attrs = append(messagingAttrs(attrs, operation, size), subjectAttrs(subj)...)
-	return tracer.Start(ctx, operation+" "+subjectFamily(subj), trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+	ctx, span := tracer.Start(ctx, spanName(operation, subj), trace.WithSpanKind(kind))
+	if span.IsRecording() {
+		span.SetAttributes(messagingAttrs(operation, size)...)
+		span.SetAttributes(subjectAttrs(subj)...)
+	}
+	return ctx, span
 }
 
 // StartUnverifiedSpan is StartSpan for a received message whose subject its
@@ -348,8 +351,11 @@ func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind,
 // put anything, an eID included, in a token. SetSpanSubject records the
 // whole subject once checked.
 func StartUnverifiedSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int) (context.Context, trace.Span) {
-	attrs := messagingAttrs(make([]attribute.KeyValue, 0, 6), operation, size)
-	return tracer.Start(ctx, operation+" "+subjectFamily(subj), trace.WithSpanKind(kind), trace.WithAttributes(attrs...))
+	ctx, span := tracer.Start(ctx, spanName(operation, subj), trace.WithSpanKind(kind))
+	if span.IsRecording() {
+		span.SetAttributes(messagingAttrs(operation, size)...)
+	}
+	return ctx, span
 }
 
 // SetSpanSubject records a checked subject (and its ckey) on span.
@@ -359,8 +365,8 @@ func SetSpanSubject(span trace.Span, subj string) {
 	}
 }
 
-func messagingAttrs(attrs []attribute.KeyValue, operation string, size int) []attribute.KeyValue {
-	return append(attrs,
+func messagingAttrs(operation string, size int) []attribute.KeyValue {
+	return append(make([]attribute.KeyValue, 0, 4),
 		attribute.String("messaging.system", "nats"),
 		attribute.String("messaging.operation.type", operation),
 		attribute.String("messaging.operation", operation),
@@ -392,6 +398,24 @@ func EndSpan(span trace.Span, err error) {
 		span.SetStatus(otelcodes.Error, st.Code().String())
 	}
 	span.End()
+}
+
+// spanName is "<operation> <family>", e.g. "send jisr.q": low-cardinality,
+// and built without allocating for the query path's own subjects, so a span
+// costs nothing when nothing records it.
+func spanName(operation, subj string) string {
+	switch fam := subjectFamily(subj); {
+	case operation == "send" && fam == "jisr.q":
+		return "send jisr.q"
+	case operation == "send" && fam == "jisr.p":
+		return "send jisr.p"
+	case operation == "process" && fam == "jisr.q":
+		return "process jisr.q"
+	case operation == "process" && fam == "jisr.p":
+		return "process jisr.p"
+	default:
+		return operation + " " + fam
+	}
 }
 
 // subjectFamily is the low-cardinality head of a subject ("jisr.q"), for

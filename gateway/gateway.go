@@ -248,25 +248,30 @@ func (g *Gateway) handle(msg *nats.Msg) {
 			payload = nil
 			st = decision.Refuse(codes.Unavailable, decision.ReasonAuditUnavailable,
 				"the audit log is unavailable, so no data was released; retry later").GRPCStatus()
-			d.Allowed = false
+			// The metrics count what the caller got (the record could not be written).
+			d.Allowed, d.Code, d.Reason = false, codes.Unavailable, decision.ReasonAuditUnavailable
 		}
 	}
 	g.metrics.observe(d)
-	if d.CKey != "" && d.Reason != decision.ReasonCKeyMismatch {
-		// Provider, service and method were found in the federation and the
-		// subject's ckey is the payload eID's: nothing else can be in it.
-		bus.SetSpanSubject(span, msg.Subject)
+	if span.IsRecording() {
+		if d.CKey != "" && d.Reason != decision.ReasonCKeyMismatch {
+			// Provider, service and method were found in the federation and the
+			// subject's ckey is the payload eID's: nothing else can be in it.
+			bus.SetSpanSubject(span, msg.Subject)
+		}
+		span.SetAttributes(
+			attribute.String("jisr.consumer", d.Consumer), attribute.String("jisr.provider", d.Provider),
+			attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", d.Service), attribute.String("rpc.method", d.Method),
+			attribute.String("jisr.ckey", d.CKey), attribute.String("jisr.legal_basis", d.LegalBasis),
+			attribute.Bool("jisr.allowed", d.Allowed), attribute.String("jisr.reason", d.Reason),
+			attribute.Int("rpc.grpc.status_code", int(st.Code())))
+		if !d.Allowed {
+			span.SetStatus(otelcodes.Error, st.Code().String())
+		}
 	}
-	span.SetAttributes(
-		attribute.String("jisr.consumer", d.Consumer), attribute.String("jisr.provider", d.Provider),
-		attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", d.Service), attribute.String("rpc.method", d.Method),
-		attribute.String("jisr.ckey", d.CKey), attribute.String("jisr.legal_basis", d.LegalBasis),
-		attribute.Bool("jisr.allowed", d.Allowed), attribute.String("jisr.reason", decision.ReasonOf(st)),
-		attribute.Int("rpc.grpc.status_code", int(st.Code())))
 	if !d.Allowed {
-		span.SetStatus(otelcodes.Error, st.Code().String())
 		g.log.InfoContext(ctx, "query refused", "consumer", d.Consumer, "provider", d.Provider, "method", d.Method,
-			"reason", decision.ReasonOf(st), "code", st.Code().String())
+			"reason", d.Reason, "code", st.Code().String())
 	} else {
 		g.log.DebugContext(ctx, "query answered", "consumer", d.Consumer, "provider", d.Provider, "method", d.Method,
 			"basis", d.LegalBasis, "fields", len(d.Fields))
