@@ -20,8 +20,8 @@ test: ## Run every module's tests with the race detector
 		(cd $$m && $(GO) test -race -count=1 -timeout 15m ./...); \
 	done
 
-test-short: ## Every module's tests without -race (quick local loop)
-	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -count=1 ./...); done
+test-short: ## Every module's tests with -short, without -race (quick local loop; skips the multi-process runs)
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -short -count=1 ./...); done
 
 vet: ## go vet every module
 	@set -e; for m in $(MODULES); do echo "== go vet $$m"; (cd $$m && $(GO) vet ./...); done

@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 // and the log must still verify.
 func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts and kills a federation process")
+		t.Skip("-short (make test-short): starts a whole jisr dev process and kills it under load; make test and CI run it")
 	}
 	dir := t.TempDir()
 	certs := filepath.Join(dir, "certs")

@@ -186,7 +186,7 @@ func TestDevFederationAnswersThePrintedCall(t *testing.T) {
 
 func TestDevRestartsFastWithExistingData(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts the federation twice")
+		t.Skip("-short (make test-short): starts the dev federation twice to time the restart; make test and CI run it")
 	}
 	f := startDev(t)
 	dir := f.g.dataDir

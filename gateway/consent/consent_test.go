@@ -412,11 +412,15 @@ func TestKeyRotationKeepsOldTokensValid(t *testing.T) {
 // A token minted by an independent JOSE implementation (the npm `jose`
 // package, from the consent service's key) is accepted: the format is standard.
 func TestTokenFromAnotherJOSEImplementation(t *testing.T) {
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("node is not installed: the cross-implementation check needs it")
-	}
-	if _, err := exec.LookPath("npm"); err != nil {
-		t.Skip("npm is not installed: the cross-implementation check needs it")
+	for _, tool := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			// CI installs Node (.ci/run), so there the check always runs; a
+			// developer's machine without Node skips it, as the issue allows.
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is not installed, and CI must run the cross-implementation check", tool)
+			}
+			t.Skipf("%s is not installed: this check mints a token with the npm jose package under Node (CI always runs it)", tool)
+		}
 	}
 	f := start(t, 1)
 	work := t.TempDir()
