@@ -354,6 +354,9 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	if err := g.fixParams(req, rule, m); err != nil {
 		return nil, err
 	}
+	// Counted before the consent check, so a refused limit spends no use of
+	// a max_uses token; a query refused later still counts (per replica, in
+	// memory: see package quota).
 	if m.Predicate && rule.PredicateLimit.Count > 0 &&
 		!g.quota.Allow(rule.Name+"\x00"+q.Consumer+"\x00"+ck, rule.PredicateLimit.Count, rule.PredicateLimit.Period, d.Time) {
 		return nil, decision.Refuse(codes.ResourceExhausted, decision.ReasonPredicateLimit,
