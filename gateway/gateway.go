@@ -37,6 +37,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/decision"
 	"github.com/jisr-bus/jisr/gateway/minimise"
 	"github.com/jisr-bus/jisr/gateway/policy"
+	"github.com/jisr-bus/jisr/gateway/quota"
 )
 
 // ConsentVerifier checks the consent token of a query whose rule needs one.
@@ -88,6 +89,7 @@ type Gateway struct {
 	cat     *catalog.Catalog
 	pol     *policy.Policy
 	metrics *metrics
+	quota   *quota.Limiter // predicate queries per rule and citizen
 
 	sem   chan struct{}
 	wg    sync.WaitGroup
@@ -131,7 +133,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{
 		cfg: cfg, log: cfg.Log.With("component", "gateway"),
-		cat: cat, pol: policy.New(cfg.Federation), metrics: m,
+		cat: cat, pol: policy.New(cfg.Federation), metrics: m, quota: quota.New(0),
 		sem: make(chan struct{}, cfg.MaxInFlight),
 	}
 	if u := cfg.Unsafe; u.SkipAudit || u.SkipConsent || u.SkipMinimise {
@@ -317,7 +319,7 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 		return nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "%s does not provide %s", q.Provider, m.Service)
 	}
 
-	_, rawEID, err := m.Decode(msg.Data)
+	req, rawEID, err := m.Decode(msg.Data)
 	switch {
 	case errors.Is(err, catalog.ErrNoEID):
 		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the request carries no eID")
@@ -349,6 +351,18 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	d.Rule, d.LegalBasis, d.Law = rule.Name, rule.LegalBasis, rule.Law
 	d.VisibleAt = d.Time.Add(rule.LogDelay)
 
+	if err := g.fixParams(req, rule, m); err != nil {
+		return nil, err
+	}
+	// Counted before the consent check, so a refused limit spends no use of
+	// a max_uses token; a query refused later still counts (per replica, in
+	// memory: see package quota).
+	if m.Predicate && rule.PredicateLimit.Count > 0 &&
+		!g.quota.Allow(rule.Name+"\x00"+q.Consumer+"\x00"+ck, rule.PredicateLimit.Count, rule.PredicateLimit.Period, d.Time) {
+		return nil, decision.Refuse(codes.ResourceExhausted, decision.ReasonPredicateLimit,
+			"rule %s allows %d predicate queries about one citizen per %s", rule.Name, rule.PredicateLimit.Count, rule.PredicateLimit.Period)
+	}
+
 	fields := ruleFields(rule)
 	if rule.LegalBasis != federation.BasisMandate && !g.cfg.Unsafe.SkipConsent {
 		cctx, cspan := tracer.Start(ctx, "gateway.consent.verify")
@@ -367,39 +381,78 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 		fields = minimise.Intersect(fields, grant.Fields)
 	}
 
-	reply, err := g.forward(ctx, q, m.Name, msg, purpose, eid)
+	// The provider gets the request as the gateway read it, re-encoded:
+	// fields no descriptor knows (padding, smuggled data) never reach it.
+	if n := minimise.DropUnknown(req.ProtoReflect()); n > 0 {
+		g.metrics.unknownFields.WithLabelValues(q.Consumer, q.Provider, "request").Add(float64(n))
+	}
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+	if err != nil {
+		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the request payload is not a valid %s", m.Input.Descriptor().FullName())
+	}
+	reply, err := g.forward(ctx, q, data, purpose, eid)
 	if err != nil {
 		return nil, err
 	}
 	if g.cfg.Unsafe.SkipMinimise {
 		return reply, nil
 	}
+	return g.minimise(ctx, q, m, reply, fields, d)
+}
+
+// fixParams sets the predicate parameters that the rule fixes into the
+// request. A caller may leave one unset or send exactly the rule's value;
+// any other value is refused, so a yes/no question cannot be asked with
+// chosen values until it gives the hidden value away.
+func (g *Gateway) fixParams(req proto.Message, rule *federation.Rule, m *catalog.Method) error {
+	r := req.ProtoReflect()
+	for _, p := range g.cat.Params(rule, m) {
+		if r.Has(p.Field) && !r.Get(p.Field).Equal(p.Value) {
+			return decision.Refuse(codes.PermissionDenied, decision.ReasonPredicateParameter,
+				"%s is fixed by rule %s: leave it unset or send the rule's value", p.Field.Name(), rule.Name)
+		}
+		r.Set(p.Field, p.Value)
+	}
+	return nil
+}
+
+// minimise drops the reply's unknown fields at every level, trims it to the
+// agreed fields, and records in d the fields of the bytes that leave,
+// decoded again, so that the audit record says what was released, not what
+// was meant to be.
+func (g *Gateway) minimise(ctx context.Context, q subject.Query, m *catalog.Method, reply []byte, fields []string, d *decision.Decision) ([]byte, error) {
 	_, mspan := tracer.Start(ctx, "gateway.minimise")
 	defer mspan.End()
 	out := m.Output.New().Interface()
 	if err := proto.Unmarshal(reply, out); err != nil {
 		return nil, decision.Refuse(codes.Internal, decision.ReasonProviderError, "the provider's reply is not a valid %s", m.Output.Descriptor().FullName())
 	}
-	d.Fields = minimise.Trim(out.ProtoReflect(), fields)
-	if fields == nil {
-		return reply, nil
+	if n := minimise.DropUnknown(out.ProtoReflect()); n > 0 {
+		g.metrics.unknownFields.WithLabelValues(q.Consumer, q.Provider, "reply").Add(float64(n))
+		g.log.WarnContext(ctx, "provider reply carried unknown fields: dropped", "provider", q.Provider, "method", m.Name, "fields", n)
 	}
+	minimise.Trim(out.ProtoReflect(), fields)
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(out)
 	if err != nil {
 		return nil, decision.Refuse(codes.Internal, decision.ReasonMinimisation, "the reply could not be minimised")
 	}
+	sent := m.Output.New().Interface()
+	if err := proto.Unmarshal(b, sent); err != nil {
+		return nil, decision.Refuse(codes.Internal, decision.ReasonMinimisation, "the reply could not be minimised")
+	}
+	d.Fields = minimise.Released(sent.ProtoReflect())
 	return b, nil
 }
 
-// forward sends the query to the provider and returns its reply payload. A
+// forward sends the re-encoded request to the provider and returns its reply payload. A
 // provider's error status passes through, unless its message would leak the
 // eID, in which case only the code does.
-func (g *Gateway) forward(ctx context.Context, q subject.Query, method string, in *nats.Msg, purpose, eid string) ([]byte, error) {
+func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, purpose, eid string) ([]byte, error) {
 	subj, err := q.ProviderSubject()
 	if err != nil {
 		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed query subject")
 	}
-	out := &nats.Msg{Subject: subj, Data: in.Data, Header: nats.Header{}}
+	out := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
 	out.Header.Set(bus.HeaderPurpose, purpose)
 	out.Header.Set(bus.HeaderConsumer, q.Consumer)
 	reply, err := bus.Call(ctx, g.cfg.Conn, out) // its span is the forward step

@@ -183,7 +183,7 @@ func TestAllowedQueryIsForwardedMinimisedAndAudited(t *testing.T) {
 		r.LegalBasis != "consent" || r.TokenID != "jti-1" || r.CKey != h.env.Keyer.CKey(testEID) || r.Purpose != "amo-enrolment" {
 		t.Fatalf("audit record %+v", r)
 	}
-	if strings.Join(r.Fields, ",") != "person.eid,person.marital_status,person.names.latin" {
+	if strings.Join(r.Fields, ",") != "person.eid,person.marital_status,person.names.latin.family,person.names.latin.given" {
 		t.Fatalf("fields released %v", r.Fields)
 	}
 }

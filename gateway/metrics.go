@@ -13,6 +13,10 @@ type metrics struct {
 	latency       *prometheus.HistogramVec
 	auditLatency  prometheus.Histogram
 	auditFailures prometheus.Counter
+	// unknownFields counts protobuf fields no descriptor knows, dropped from
+	// requests (sent by the consumer) and replies (sent by the provider). A
+	// provider that sends them is a finding for its operators.
+	unknownFields *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -35,9 +39,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "jisr", Subsystem: "gateway", Name: "audit_failures_total",
 			Help: "Audit appends that failed; each withheld a reply.",
 		}),
+		unknownFields: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "jisr", Subsystem: "gateway", Name: "unknown_fields_dropped_total",
+			Help: "Protobuf fields unknown to the gateway's descriptors, dropped before forwarding (direction=request, sent by the consumer) or releasing (direction=reply, sent by the provider).",
+		}, []string{"consumer", "provider", "direction"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.queries, m.latency, m.auditLatency, m.auditFailures} {
+		for _, c := range []prometheus.Collector{m.queries, m.latency, m.auditLatency, m.auditFailures, m.unknownFields} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

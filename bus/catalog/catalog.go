@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -43,16 +44,29 @@ type Method struct {
 	Predicate    bool
 }
 
+// Param is one request field whose value an access rule fixes: a
+// predicate's parameter, marked (jisr.v1.parameter).
+type Param struct {
+	Field protoreflect.FieldDescriptor
+	Value protoreflect.Value
+}
+
 // Catalog indexes the federation's methods.
 type Catalog struct {
 	byToken  map[[2]string]*Method
 	byFull   map[string]*Method
 	services []protoreflect.ServiceDescriptor
+	params   map[paramKey][]Param
+}
+
+type paramKey struct {
+	rule   *federation.Rule
+	method string // FullMethod
 }
 
 // New builds the catalog of every service the federation names.
 func New(fed *federation.Federation) (*Catalog, error) {
-	c := &Catalog{byToken: map[[2]string]*Method{}, byFull: map[string]*Method{}}
+	c := &Catalog{byToken: map[[2]string]*Method{}, byFull: map[string]*Method{}, params: map[paramKey][]Param{}}
 	for _, svc := range fed.Services() {
 		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
 		if err != nil {
@@ -105,12 +119,25 @@ func (c *Catalog) checkRules(fed *federation.Federation) error {
 	for _, r := range fed.Rules {
 		tok := subject.ServiceToken(r.Service)
 		var outs []protoreflect.MessageDescriptor
+		used := map[string]bool{}
 		for _, name := range r.Methods {
 			m, ok := c.byToken[[2]string{tok, name}]
 			if !ok {
 				return fmt.Errorf("catalog: rule %s: %s has no method %s", r.Name, r.Service, name)
 			}
 			outs = append(outs, m.Desc.Output())
+			params, err := ruleParams(r, m, used)
+			if err != nil {
+				return err
+			}
+			if params != nil {
+				c.params[paramKey{r, m.FullMethod}] = params
+			}
+		}
+		for name := range r.Params {
+			if !used[name] {
+				return fmt.Errorf("catalog: rule %s: params.%s is no parameter of %v (a request field marked (jisr.v1.parameter))", r.Name, name, r.Methods)
+			}
 		}
 		for _, path := range r.Fields {
 			if !slices.ContainsFunc(outs, func(md protoreflect.MessageDescriptor) bool { return hasPath(md, path) }) {
@@ -119,6 +146,83 @@ func (c *Catalog) checkRules(fed *federation.Federation) error {
 		}
 	}
 	return nil
+}
+
+// ruleParams resolves the parameters rule r fixes for m. Every parameter
+// field of m's request must have a value in the rule: a predicate whose
+// parameter the caller chose could be asked again and again to narrow the
+// hidden value down. The names it uses are marked in used.
+func ruleParams(r *federation.Rule, m *Method, used map[string]bool) ([]Param, error) {
+	var out []Param
+	fields := m.Desc.Input().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if !eidfield.IsParameter(fd) {
+			continue
+		}
+		raw, ok := r.Params[string(fd.Name())]
+		if !ok {
+			return nil, fmt.Errorf("catalog: rule %s: %s needs params.%s: a predicate's parameter is fixed by the access rule", r.Name, m.Name, fd.Name())
+		}
+		v, err := paramValue(fd, raw)
+		if err != nil {
+			return nil, fmt.Errorf("catalog: rule %s: params.%s: %w", r.Name, fd.Name(), err)
+		}
+		used[string(fd.Name())] = true
+		out = append(out, Param{Field: fd, Value: v})
+	}
+	return out, nil
+}
+
+// paramValue parses a rule's parameter value for a singular scalar field.
+func paramValue(fd protoreflect.FieldDescriptor, raw string) (protoreflect.Value, error) {
+	if fd.Cardinality() == protoreflect.Repeated || fd.Message() != nil {
+		return protoreflect.Value{}, errors.New("a parameter is a singular scalar field")
+	}
+	var v protoreflect.Value
+	var err error
+	switch fd.Kind() {
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		var n int64
+		n, err = strconv.ParseInt(raw, 10, 32)
+		v = protoreflect.ValueOfInt32(int32(n))
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		var n int64
+		n, err = strconv.ParseInt(raw, 10, 64)
+		v = protoreflect.ValueOfInt64(n)
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		var n uint64
+		n, err = strconv.ParseUint(raw, 10, 32)
+		v = protoreflect.ValueOfUint32(uint32(n))
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		var n uint64
+		n, err = strconv.ParseUint(raw, 10, 64)
+		v = protoreflect.ValueOfUint64(n)
+	case protoreflect.BoolKind:
+		var b bool
+		b, err = strconv.ParseBool(raw)
+		v = protoreflect.ValueOfBool(b)
+	case protoreflect.StringKind:
+		v = protoreflect.ValueOfString(raw)
+	case protoreflect.EnumKind:
+		ev := fd.Enum().Values().ByName(protoreflect.Name(raw))
+		if ev == nil {
+			return protoreflect.Value{}, fmt.Errorf("%q is no value of %s", raw, fd.Enum().FullName())
+		}
+		v = protoreflect.ValueOfEnum(ev.Number())
+	default:
+		return protoreflect.Value{}, fmt.Errorf("%s parameters are not supported", fd.Kind())
+	}
+	if err != nil {
+		return protoreflect.Value{}, fmt.Errorf("%q is not a %s", raw, fd.Kind())
+	}
+	return v, nil
+}
+
+// Params returns the request fields that rule r fixes for m, with their
+// values (nil when m has no parameter).
+func (c *Catalog) Params(r *federation.Rule, m *Method) []Param {
+	return c.params[paramKey{r, m.FullMethod}]
 }
 
 func hasPath(md protoreflect.MessageDescriptor, path string) bool {

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -80,4 +81,52 @@ rules:
 			t.Errorf("unlinked service: %v", err)
 		}
 	}
+}
+
+func TestPredicateParametersAreFixedByTheRule(t *testing.T) {
+	base := `
+eid: {pattern: "[A-Z]{1,2}[0-9]{1,6}"}
+members:
+  - {name: tax, provides: [jisr.tax.v1.Tax]}
+  - {name: cnss}
+rules:
+  - {consumer: cnss, provider: tax, service: jisr.tax.v1.Tax, purposes: [p], legal_basis: consent, `
+	for _, tc := range []struct{ rule, want string }{
+		{`methods: [IsIncomeBelow], params: {threshold_minor_units: 6000000}}`, ""},
+		{`methods: [IsIncomeBelow, GetTaxClearance], params: {threshold_minor_units: 1}}`, ""},
+		{`methods: [IsIncomeBelow]}`, "needs params.threshold_minor_units"},
+		{`methods: [IsIncomeBelow], params: {threshold_minor_units: lots}}`, `"lots" is not a int64`},
+		{`methods: [IsIncomeBelow], params: {threshold_minor_units: 1, year: 2024}}`, "params.year is no parameter"},
+		{`methods: [GetTaxClearance], params: {eid: AB1}}`, "params.eid is no parameter"},
+	} {
+		fed, err := federation.Parse([]byte(base + tc.rule + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := New(fed)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: err = %v, want %q", tc.rule, err, tc.want)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		m, _ := c.Lookup("jisr_tax_v1_Tax", "IsIncomeBelow")
+		p := c.Params(fed.Rules[0], m)
+		if len(p) != 1 || p[0].Field.Name() != "threshold_minor_units" || p[0].Value.Int() != mustInt(t, fed.Rules[0].Params["threshold_minor_units"]) {
+			t.Errorf("%s: params = %v", tc.rule, p)
+		}
+		if g, _ := c.Lookup("jisr_tax_v1_Tax", "GetTaxClearance"); c.Params(fed.Rules[0], g) != nil {
+			t.Errorf("%s: GetTaxClearance has no parameter", tc.rule)
+		}
+	}
+}
+
+func mustInt(t *testing.T, s string) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -81,6 +81,22 @@ type Rule struct {
 	LegalBasis string
 	Law        string        // for a mandate: the law it rests on
 	LogDelay   time.Duration // delay before the access shows in the citizen's access log (mandates only)
+
+	// Params fixes the parameters of the rule's predicate methods: request
+	// field name → value (as written in the file; the catalog checks each
+	// against the request's descriptor). A caller may send no value or
+	// exactly this one; the gateway forwards this one.
+	Params map[string]string
+	// PredicateLimit bounds the predicate queries about one citizen under
+	// this rule (zero Count = no limit).
+	PredicateLimit PredicateLimit
+}
+
+// PredicateLimit is at most Count predicate queries about one citizen in any
+// Period.
+type PredicateLimit struct {
+	Count  int
+	Period time.Duration
 }
 
 // file is the YAML shape. Kept separate from Federation so the on-disk
@@ -107,7 +123,15 @@ type file struct {
 		LegalBasis string   `yaml:"legal_basis"`
 		Law        string   `yaml:"law"`
 		LogDelay   string   `yaml:"access_log_delay"`
+		// Rule-level predicate parameters and limit (see Rule).
+		Params         map[string]string `yaml:"params"`
+		PredicateLimit *limitFile        `yaml:"predicate_limit"`
 	} `yaml:"rules"`
+}
+
+type limitFile struct {
+	Count  int    `yaml:"count"`
+	Period string `yaml:"period"`
 }
 
 // Load reads and validates a federation file.
@@ -272,9 +296,38 @@ func Parse(data []byte) (*Federation, error) {
 			}
 			r.LogDelay = d
 		}
+		if err := parsePredicateRule(r, rr.Params, rr.PredicateLimit, where); err != nil {
+			return nil, err
+		}
 		fed.Rules = append(fed.Rules, r)
 	}
 	return fed, nil
+}
+
+// parsePredicateRule validates a rule's predicate parameters and limit. The
+// parameter names and values are checked against the request descriptors by
+// the catalog; here only their shape.
+func parsePredicateRule(r *Rule, params map[string]string, limit *limitFile, where string) error {
+	for name, v := range params {
+		if !isIdent(name) {
+			return fmt.Errorf("%w: %s.params: %q is not a request field name", ErrInvalid, where, name)
+		}
+		if v == "" || len(v) > 256 {
+			return fmt.Errorf("%w: %s.params.%s: a value of 1 to 256 characters", ErrInvalid, where, name)
+		}
+	}
+	if len(params) > 0 {
+		r.Params = params
+	}
+	if limit == nil {
+		return nil
+	}
+	d, err := time.ParseDuration(limit.Period)
+	if err != nil || d <= 0 || limit.Count <= 0 {
+		return fmt.Errorf("%w: %s.predicate_limit: a positive count and a period such as 24h", ErrInvalid, where)
+	}
+	r.PredicateLimit = PredicateLimit{Count: limit.Count, Period: d}
+	return nil
 }
 
 // Member returns the named member.

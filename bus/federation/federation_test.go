@@ -94,6 +94,10 @@ func TestInvalidFilesNameTheField(t *testing.T) {
 		{"delay on consent", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: consent, access_log_delay: 1h}"), "only for mandates"},
 		{"bad delay", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: mandate, law: L, access_log_delay: soon}"), "access_log_delay"},
 		{"bad field", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: consent, fields: [a..b]}"), "rules[0].fields[0]"},
+		{"bad param name", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: consent, params: {a.b: 1}}"), "rules[0].params"},
+		{"empty param", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: consent, params: {t: ''}}"), "rules[0].params.t"},
+		{"limit without period", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: consent, predicate_limit: {count: 3}}"), "rules[0].predicate_limit"},
+		{"limit of zero", rule("{consumer: alpha, provider: beta, service: b.v1.Beta, methods: [M], purposes: [p], legal_basis: consent, predicate_limit: {count: 0, period: 24h}}"), "rules[0].predicate_limit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))

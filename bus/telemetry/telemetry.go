@@ -12,6 +12,7 @@ package telemetry
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
@@ -25,6 +26,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/jisr-bus/jisr/bus/loopback"
 )
@@ -151,12 +153,12 @@ func exporter(ctx context.Context, endpoint string) (sdktrace.SpanExporter, erro
 			if loopback.Is(endpoint) {
 				return otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(endpoint), otlptracehttp.WithInsecure())
 			}
-			return otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(endpoint))
+			return otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(endpoint), otlptracehttp.WithTLSClientConfig(exportTLS()))
 		}
 		if loopback.Is(endpoint) {
 			return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(endpoint), otlptracegrpc.WithInsecure())
 		}
-		return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(endpoint))
+		return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(endpoint), otlptracegrpc.WithTLSCredentials(credentials.NewTLS(exportTLS())))
 	}
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
@@ -166,10 +168,22 @@ func exporter(ctx context.Context, endpoint string) (sdktrace.SpanExporter, erro
 		return nil, err
 	}
 	if protocol == "grpc" {
-		return otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(endpoint))
+		opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpointURL(endpoint)}
+		if u.Scheme == "https" {
+			opts = append(opts, otlptracegrpc.WithTLSCredentials(credentials.NewTLS(exportTLS())))
+		}
+		return otlptracegrpc.New(ctx, opts...)
 	}
-	return otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint))
+	opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(endpoint)}
+	if u.Scheme == "https" {
+		opts = append(opts, otlptracehttp.WithTLSClientConfig(exportTLS()))
+	}
+	return otlptracehttp.New(ctx, opts...)
 }
+
+// exportTLS is the TLS of an export jisr configures itself: the system
+// roots, TLS 1.3 at least, like every other link jisr controls.
+func exportTLS() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS13} }
 
 // checkPlaintext refuses a plaintext export to a collector off this host:
 // spans carry ckeys, members and purposes, and jisr keeps every link that

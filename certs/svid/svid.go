@@ -227,16 +227,25 @@ func ExpiresAt(src x509svid.Source) (time.Time, error) {
 	return s.Certificates[0].NotAfter, nil
 }
 
+// MinTLSVersion is the oldest TLS version any jisr listener or client
+// accepts: TLS 1.3 (no renegotiation, no static-RSA or CBC suites, an
+// encrypted certificate exchange). Every tls.Config jisr builds sets it.
+const MinTLSVersion = tls.VersionTLS13
+
 // ClientTLS is an mTLS client configuration that presents src's SVID and
 // accepts a server whose SVID authz allows.
 func ClientTLS(src Source, authz tlsconfig.Authorizer) *tls.Config {
-	return tlsconfig.MTLSClientConfig(src, src, authz)
+	c := &tls.Config{MinVersion: MinTLSVersion}
+	tlsconfig.HookMTLSClientConfig(c, src, src, authz)
+	return c
 }
 
 // ServerTLS is an mTLS server configuration (gRPC) that presents src's SVID
 // and accepts clients whose SVID authz allows.
 func ServerTLS(src Source, authz tlsconfig.Authorizer) *tls.Config {
-	return tlsconfig.MTLSServerConfig(src, src, authz)
+	c := &tls.Config{MinVersion: MinTLSVersion}
+	tlsconfig.HookMTLSServerConfig(c, src, src, authz)
+	return c
 }
 
 // NATSServerTLS is the NATS server's configuration: the server maps the
@@ -255,7 +264,7 @@ func NATSServerTLS(src Source, td spiffeid.TrustDomain) (*tls.Config, error) {
 		return tlsCertificate(s), nil
 	}
 	base := &tls.Config{
-		MinVersion:     tls.VersionTLS12,
+		MinVersion:     MinTLSVersion,
 		ClientAuth:     tls.RequireAndVerifyClientCert,
 		GetCertificate: getCert,
 	}

@@ -152,6 +152,49 @@ func TestSPIFFEMutualTLS(t *testing.T) {
 	}
 }
 
+// TestTLS12IsRefused: every configuration jisr builds (gRPC mTLS server and
+// client, the NATS server) refuses a peer that offers TLS 1.2 at most, with
+// an otherwise valid SVID.
+func TestTLS12IsRefused(t *testing.T) {
+	ca := newCA(t)
+	srv := NewStatic(issue(t, ca, serverID), ca.Bundle())
+	cli := NewStatic(issue(t, ca, clientID), ca.Bundle())
+	tls12 := func() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12} }
+	oldClient := tls12()
+	tlsconfig.HookMTLSClientConfig(oldClient, cli, cli, tlsconfig.AuthorizeID(serverID))
+	oldServer := tls12()
+	tlsconfig.HookMTLSServerConfig(oldServer, srv, srv, tlsconfig.AuthorizeID(clientID))
+	natsConf, err := NATSServerTLS(srv, td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same peers speaking TLS 1.2 and 1.3 shake hands, so a refusal below
+	// is the version's.
+	both := tls12()
+	both.MaxVersion = tls.VersionTLS13
+	tlsconfig.HookMTLSClientConfig(both, cli, cli, tlsconfig.AuthorizeID(serverID))
+	if serr, cerr := handshake(t, ServerTLS(srv, tlsconfig.AuthorizeID(clientID)), both); serr != nil || cerr != nil {
+		t.Fatalf("a TLS 1.3 handshake failed: %v / %v", serr, cerr)
+	}
+	for _, tc := range []struct {
+		name           string
+		server, client *tls.Config
+		serverSide     bool // the refusing side is the server
+	}{
+		{"gRPC server, TLS 1.2 client", ServerTLS(srv, tlsconfig.AuthorizeID(clientID)), oldClient, true},
+		{"NATS server, TLS 1.2 client", natsConf, oldClient, true},
+		{"client, TLS 1.2 server", oldServer, ClientTLS(cli, tlsconfig.AuthorizeID(serverID)), false},
+	} {
+		serr, cerr := handshake(t, tc.server, tc.client)
+		if serr == nil || cerr == nil {
+			t.Errorf("%s: handshake went through (%v / %v)", tc.name, serr, cerr)
+		}
+		if got := tc.server.MinVersion; tc.serverSide && got != tls.VersionTLS13 {
+			t.Errorf("%s: MinVersion %x", tc.name, got)
+		}
+	}
+}
+
 func TestNATSServerTLSRefusesBadClients(t *testing.T) {
 	ca := newCA(t)
 	other := newCA(t)

@@ -43,6 +43,13 @@ const (
 	ReasonAllowed             = "ALLOWED"
 )
 
+// Reasons of the predicate safeguards (issue 12): a caller-chosen predicate
+// parameter, and too many predicate queries about one citizen.
+const (
+	ReasonPredicateParameter = "PREDICATE_PARAMETER_NOT_ALLOWED"
+	ReasonPredicateLimit     = "PREDICATE_LIMIT_EXCEEDED"
+)
+
 // Request is what the legal-basis check sees of a query.
 type Request struct {
 	Consumer   string      // member name, proven by the subject it published on

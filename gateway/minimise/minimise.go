@@ -2,17 +2,24 @@
 //
 // Field sets are lists of field paths relative to the response message
 // ("person.birth.date"); a path covers its whole subtree. A nil set means
-// "no restriction"; an empty non-nil set means "nothing".
+// "no restriction"; an empty non-nil set means "nothing". A field marked
+// (jisr.v1.named_only) is the exception: only a path that names it, or a
+// field under it, releases it — neither a path above it nor a nil set does.
 //
-// Invariant: after Trim, every populated field of the message lies on or
-// under an allowed path; nothing outside them can leave the gateway.
+// Invariant: after DropUnknown and Trim, every populated field of the message
+// is one its descriptor knows and lies on or under an allowed path; nothing
+// outside them can leave the gateway.
 package minimise
 
 import (
 	"slices"
 	"strings"
+	"sync"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/jisr-bus/jisr/proto/eidfield"
 )
 
 // Intersect returns the paths allowed by both sets.
@@ -43,12 +50,63 @@ func covers(p, q string) bool {
 	return p == q || strings.HasPrefix(q, p) && q[len(p)] == '.'
 }
 
+// DropUnknown clears the unknown fields of m and of every message inside it
+// (singular, repeated and map values, at any depth) and returns how many
+// fields it dropped. Fields the descriptors do not know are never agreed,
+// and Trim cannot see them: they must go before anything is released.
+func DropUnknown(m protoreflect.Message) int {
+	n := 0
+	if u := m.GetUnknown(); len(u) > 0 {
+		n += countFields(u)
+		m.SetUnknown(nil)
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					n += DropUnknown(mv.Message())
+					return true
+				})
+			}
+		case fd.Message() == nil:
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				n += DropUnknown(l.Get(i).Message())
+			}
+		default:
+			n += DropUnknown(v.Message())
+		}
+		return true
+	})
+	return n
+}
+
+// countFields counts the fields in raw wire bytes (at least 1 when there
+// are bytes: a malformed tail counts as one field).
+func countFields(b []byte) int {
+	n := 0
+	for len(b) > 0 {
+		n++
+		_, _, l := protowire.ConsumeField(b)
+		if l < 0 {
+			break
+		}
+		b = b[l:]
+	}
+	return n
+}
+
 // Trim clears every field of m outside paths and returns the paths of what
 // is released: each allowed path that is populated (or, without a
-// restriction, each populated top-level field).
+// restriction, each populated top-level field). Call DropUnknown first:
+// Trim sees only the fields the descriptors know. What leaves is best
+// described by Released on the bytes that are sent.
 func Trim(m protoreflect.Message, paths []string) []string {
 	var released []string
 	if paths == nil {
+		clearNamedOnly(m, "", nil)
 		m.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
 			released = append(released, string(fd.Name()))
 			return true
@@ -57,6 +115,7 @@ func Trim(m protoreflect.Message, paths []string) []string {
 		return released
 	}
 	trim(m, "", paths, &released)
+	clearNamedOnly(m, "", paths)
 	slices.Sort(released)
 	return slices.Compact(released)
 }
@@ -66,7 +125,7 @@ func trim(m protoreflect.Message, prefix string, paths []string, released *[]str
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		p := prefix + string(fd.Name())
 		switch {
-		case slices.Contains(paths, p) || slices.ContainsFunc(paths, func(a string) bool { return covers(a, p) }):
+		case slices.ContainsFunc(paths, func(a string) bool { return covers(a, p) }):
 			*released = append(*released, p)
 		case fd.Message() != nil && !fd.IsMap() && slices.ContainsFunc(paths, func(a string) bool { return covers(p, a) }):
 			if fd.IsList() {
@@ -85,4 +144,101 @@ func trim(m protoreflect.Message, prefix string, paths []string, released *[]str
 	for _, fd := range clear {
 		m.Clear(fd)
 	}
+}
+
+// clearNamedOnly clears every (jisr.v1.named_only) field of m that no path
+// names (the path itself or one under it).
+func clearNamedOnly(m protoreflect.Message, prefix string, paths []string) {
+	if !hasNamedOnly(m.Descriptor()) {
+		return
+	}
+	var clear []protoreflect.FieldDescriptor
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		p := prefix + string(fd.Name())
+		if eidfield.IsNamedOnly(fd) && !slices.ContainsFunc(paths, func(a string) bool { return covers(p, a) }) {
+			clear = append(clear, fd)
+			return true
+		}
+		switch {
+		case fd.Message() == nil || fd.IsMap():
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				clearNamedOnly(l.Get(i).Message(), p+".", paths)
+			}
+		default:
+			clearNamedOnly(v.Message(), p+".", paths)
+		}
+		return true
+	})
+	for _, fd := range clear {
+		m.Clear(fd)
+	}
+}
+
+var namedOnly sync.Map // protoreflect.FullName → bool
+
+// hasNamedOnly reports whether md, or a message under it (maps aside), has
+// a (jisr.v1.named_only) field. Trim does not descend into maps, and a map
+// value's named_only field is refused by nothing else, so map values are
+// released or cleared whole.
+func hasNamedOnly(md protoreflect.MessageDescriptor) bool {
+	if v, ok := namedOnly.Load(md.FullName()); ok {
+		return v.(bool)
+	}
+	found := scanNamedOnly(md, map[protoreflect.FullName]bool{})
+	namedOnly.Store(md.FullName(), found)
+	return found
+}
+
+func scanNamedOnly(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]bool) bool {
+	if seen[md.FullName()] {
+		return false
+	}
+	seen[md.FullName()] = true
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if eidfield.IsNamedOnly(fd) {
+			return true
+		}
+		if fd.Message() != nil && !fd.IsMap() && scanNamedOnly(fd.Message(), seen) {
+			return true
+		}
+	}
+	return false
+}
+
+// Released lists the populated fields of m as paths to its leaves: each
+// populated scalar, enum, repeated scalar or map field, and each present
+// message that holds nothing. Computed on the bytes that leave the gateway
+// (decoded again), it is exactly what was released.
+func Released(m protoreflect.Message) []string {
+	var out []string
+	released(m, "", &out)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func released(m protoreflect.Message, prefix string, out *[]string) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		p := prefix + string(fd.Name())
+		if fd.Message() == nil || fd.IsMap() {
+			*out = append(*out, p)
+			return true
+		}
+		before := len(*out)
+		if fd.IsList() {
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				released(l.Get(i).Message(), p+".", out)
+			}
+		} else {
+			released(v.Message(), p+".", out)
+		}
+		if len(*out) == before {
+			*out = append(*out, p)
+		}
+		return true
+	})
 }

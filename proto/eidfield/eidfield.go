@@ -1,5 +1,6 @@
 // Package eidfield finds, in a jisr method's request, the field that carries
-// the citizen's eID, and tells predicate methods apart.
+// the citizen's eID, tells predicate methods apart, and reads jisr's other
+// field options (a predicate's parameters, fields released only when named).
 //
 // Invariant: Lookup succeeds only for a request with exactly one top-level,
 // singular string field marked (jisr.v1.eid) — the contract every ministry
@@ -49,4 +50,21 @@ func Lookup(md protoreflect.MethodDescriptor) (protoreflect.FieldDescriptor, err
 func IsPredicate(md protoreflect.MethodDescriptor) bool {
 	opts, ok := md.Options().(*descriptorpb.MethodOptions)
 	return ok && opts != nil && proto.GetExtension(opts, jisrv1.E_Predicate).(bool)
+}
+
+// IsParameter reports whether fd is marked (jisr.v1.parameter): a predicate's
+// parameter, whose value the access rule fixes.
+func IsParameter(fd protoreflect.FieldDescriptor) bool {
+	return fieldOption(fd, jisrv1.E_Parameter)
+}
+
+// IsNamedOnly reports whether fd is marked (jisr.v1.named_only): released
+// only where an access rule names it (or a field under it).
+func IsNamedOnly(fd protoreflect.FieldDescriptor) bool {
+	return fieldOption(fd, jisrv1.E_NamedOnly)
+}
+
+func fieldOption(fd protoreflect.FieldDescriptor, xt protoreflect.ExtensionType) bool {
+	opts, ok := fd.Options().(*descriptorpb.FieldOptions)
+	return ok && opts != nil && proto.GetExtension(opts, xt).(bool)
 }

@@ -31,6 +31,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/catalog"
@@ -39,6 +41,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
+	"github.com/jisr-bus/jisr/gateway/minimise"
 )
 
 // Sentinel errors.
@@ -331,8 +334,14 @@ func (a *Adapter) serve(msg *nats.Msg) {
 	ctx = metadata.AppendToOutgoingContext(ctx,
 		bus.MetadataConsumer, msg.Header.Get(bus.HeaderConsumer),
 		bus.MetadataPurpose, msg.Header.Get(bus.HeaderPurpose))
+	in, _, err := knownFields(m.Input, msg.Data)
+	if err != nil {
+		code = codes.InvalidArgument
+		_ = bus.RespondError(msg, status.Errorf(codes.InvalidArgument, "the request is not a valid %s", m.Input.Descriptor().FullName()))
+		return
+	}
 	out := new(frame)
-	if err := a.backend.Invoke(ctx, m.FullMethod, &frame{b: msg.Data}, out); err != nil {
+	if err := a.backend.Invoke(ctx, m.FullMethod, &frame{b: in}, out); err != nil {
 		st := status.Convert(err)
 		if ctx.Err() != nil && st.Code() == codes.Unknown {
 			st = status.New(codes.DeadlineExceeded, "the backend did not answer before the deadline")
@@ -344,9 +353,35 @@ func (a *Adapter) serve(msg *nats.Msg) {
 		}
 		return
 	}
-	if err := bus.Respond(msg, out.b, nil); err != nil {
+	reply, n, err := knownFields(m.Output, out.b)
+	if err != nil {
+		code = codes.Internal
+		_ = bus.RespondError(msg, status.Errorf(codes.Internal, "the backend's reply is not a valid %s", m.Output.Descriptor().FullName()))
+		return
+	}
+	if n > 0 {
+		a.log.WarnContext(ctx, "backend reply carried unknown fields: dropped", "method", m.Name, "fields", n)
+	}
+	if err := bus.Respond(msg, reply, nil); err != nil {
 		a.log.WarnContext(ctx, "reply not sent", "err", err)
 	}
+}
+
+// knownFields re-encodes a payload with only the fields its descriptor
+// knows, at every level, and says how many others it dropped. The gateway
+// does the same at the boundary; the provider side does it too, so that a
+// backend's extra fields never even reach the bus (defence in depth).
+func knownFields(mt protoreflect.MessageType, b []byte) ([]byte, int, error) {
+	msg := mt.New().Interface()
+	if err := proto.Unmarshal(b, msg); err != nil {
+		return nil, 0, err
+	}
+	n := minimise.DropUnknown(msg.ProtoReflect())
+	if n == 0 {
+		return b, 0, nil
+	}
+	out, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+	return out, n, err
 }
 
 // Stop stops the provider side and waits, until ctx ends, for requests in flight.

@@ -1,10 +1,15 @@
 // Package backend runs one ministry's reference backend: its gRPC service
 // over its embedded store, with the standard health service and reflection
 // so grpcurl and any gRPC client work against it directly.
+//
+// Invariant: a backend serves plaintext only on a loopback address (the
+// sidecar case: its adapter on the same host); anywhere else it serves mTLS
+// with an SVID (WithTLS), or not at all.
 package backend
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -16,11 +21,13 @@ import (
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/services/civilregistry"
 	"github.com/jisr-bus/jisr/services/cnss"
@@ -29,8 +36,14 @@ import (
 	"github.com/jisr-bus/jisr/services/tax"
 )
 
-// ErrUnknownMember is returned for a member without a reference backend.
-var ErrUnknownMember = errors.New("backend: no reference backend for this member")
+// Sentinel errors.
+var (
+	// ErrUnknownMember is returned for a member without a reference backend.
+	ErrUnknownMember = errors.New("backend: no reference backend for this member")
+	// ErrPlaintextNotLocal is returned for a backend without TLS asked to
+	// listen or serve on a non-loopback address.
+	ErrPlaintextNotLocal = errors.New("backend: plaintext gRPC is allowed only on a loopback address; serve mTLS with the member's SVID")
+)
 
 type ministry interface {
 	Register(grpc.ServiceRegistrar)
@@ -68,6 +81,7 @@ func Members() []string {
 type options struct {
 	store  []store.Option
 	server []grpc.ServerOption
+	tls    *tls.Config
 }
 
 // Option configures New.
@@ -83,11 +97,18 @@ func WithServerOptions(opts ...grpc.ServerOption) Option {
 	return func(o *options) { o.server = append(o.server, opts...) }
 }
 
+// WithTLS serves mTLS with this configuration (svid.ServerTLS with the
+// member's SVID, authorising the member's adapter): required off loopback.
+func WithTLS(c *tls.Config) Option {
+	return func(o *options) { o.tls = c }
+}
+
 // Backend is a running reference backend.
 type Backend struct {
 	srv    *grpc.Server
 	m      ministry
 	health *health.Server
+	tls    bool
 }
 
 // New opens member's store under dataDir (<dataDir>/<member>.db), seeding it
@@ -106,7 +127,10 @@ func New(ctx context.Context, member, dataDir string, opts ...Option) (*Backend,
 		return nil, err
 	}
 	sopts := append(append([]grpc.ServerOption{}, o.server...), grpc.ChainUnaryInterceptor(lookupSpan(spec.service)))
-	b := &Backend{srv: grpc.NewServer(sopts...), m: m, health: health.NewServer()}
+	if o.tls != nil {
+		sopts = append(sopts, grpc.Creds(credentials.NewTLS(o.tls)))
+	}
+	b := &Backend{srv: grpc.NewServer(sopts...), m: m, health: health.NewServer(), tls: o.tls != nil}
 	m.Register(b.srv)
 	b.health.SetServingStatus(spec.service, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(b.srv, b.health)
@@ -114,8 +138,24 @@ func New(ctx context.Context, member, dataDir string, opts ...Option) (*Backend,
 	return b, nil
 }
 
-// Serve serves gRPC on lis until Stop.
+// Listen listens on addr, refusing a non-loopback address without TLS.
+func (b *Backend) Listen(addr string) (net.Listener, error) {
+	if !b.tls && !loopback.Is(addr) {
+		return nil, ErrPlaintextNotLocal
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("backend: %w", err)
+	}
+	return lis, nil
+}
+
+// Serve serves gRPC on lis until Stop. Without TLS, lis must be on a
+// loopback address.
 func (b *Backend) Serve(lis net.Listener) error {
+	if !b.tls && !loopback.Is(lis.Addr().String()) {
+		return ErrPlaintextNotLocal
+	}
 	err := b.srv.Serve(lis)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil

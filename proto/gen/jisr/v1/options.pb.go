@@ -31,6 +31,22 @@ var file_jisr_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 		Filename:      "jisr/v1/options.proto",
 	},
 	{
+		ExtendedType:  (*descriptorpb.FieldOptions)(nil),
+		ExtensionType: (*bool)(nil),
+		Field:         50003,
+		Name:          "jisr.v1.parameter",
+		Tag:           "varint,50003,opt,name=parameter",
+		Filename:      "jisr/v1/options.proto",
+	},
+	{
+		ExtendedType:  (*descriptorpb.FieldOptions)(nil),
+		ExtensionType: (*bool)(nil),
+		Field:         50004,
+		Name:          "jisr.v1.named_only",
+		Tag:           "varint,50004,opt,name=named_only",
+		Filename:      "jisr/v1/options.proto",
+	},
+	{
 		ExtendedType:  (*descriptorpb.MethodOptions)(nil),
 		ExtensionType: (*bool)(nil),
 		Field:         50002,
@@ -47,6 +63,22 @@ var (
 	//
 	// optional bool eid = 50001;
 	E_Eid = &file_jisr_v1_options_proto_extTypes[0]
+	// Marks a request field of a predicate method that sets the question's
+	// parameter (an income threshold, an age). Its value is fixed by the access
+	// rule (`params` in the federation file), never chosen by the caller:
+	// otherwise repeated yes/no answers with chosen values would narrow down
+	// the hidden value. The gateway refuses a different value and forwards the
+	// rule's own.
+	//
+	// optional bool parameter = 50003;
+	E_Parameter = &file_jisr_v1_options_proto_extTypes[1]
+	// Marks a reply field that is released only when an access rule names it
+	// (or a field under it): a rule that names a field above it, or a rule
+	// without a field list, does not release it. Used for data about other
+	// people than the citizen who consented (relatives' eIDs in a household).
+	//
+	// optional bool named_only = 50004;
+	E_NamedOnly = &file_jisr_v1_options_proto_extTypes[2]
 )
 
 // Extension fields to descriptorpb.MethodOptions.
@@ -56,7 +88,7 @@ var (
 	// the record, so the consumer learns only what the purpose needs.
 	//
 	// optional bool predicate = 50002;
-	E_Predicate = &file_jisr_v1_options_proto_extTypes[1]
+	E_Predicate = &file_jisr_v1_options_proto_extTypes[3]
 )
 
 var File_jisr_v1_options_proto protoreflect.FileDescriptor
@@ -64,7 +96,10 @@ var File_jisr_v1_options_proto protoreflect.FileDescriptor
 const file_jisr_v1_options_proto_rawDesc = "" +
 	"\n" +
 	"\x15jisr/v1/options.proto\x12\ajisr.v1\x1a google/protobuf/descriptor.proto:1\n" +
-	"\x03eid\x12\x1d.google.protobuf.FieldOptions\x18ц\x03 \x01(\bR\x03eid:>\n" +
+	"\x03eid\x12\x1d.google.protobuf.FieldOptions\x18ц\x03 \x01(\bR\x03eid:=\n" +
+	"\tparameter\x12\x1d.google.protobuf.FieldOptions\x18ӆ\x03 \x01(\bR\tparameter:>\n" +
+	"\n" +
+	"named_only\x12\x1d.google.protobuf.FieldOptions\x18Ԇ\x03 \x01(\bR\tnamedOnly:>\n" +
 	"\tpredicate\x12\x1e.google.protobuf.MethodOptions\x18҆\x03 \x01(\bR\tpredicateB3Z1github.com/jisr-bus/jisr/proto/gen/jisr/v1;jisrv1b\x06proto3"
 
 var file_jisr_v1_options_proto_goTypes = []any{
@@ -73,11 +108,13 @@ var file_jisr_v1_options_proto_goTypes = []any{
 }
 var file_jisr_v1_options_proto_depIdxs = []int32{
 	0, // 0: jisr.v1.eid:extendee -> google.protobuf.FieldOptions
-	1, // 1: jisr.v1.predicate:extendee -> google.protobuf.MethodOptions
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	0, // [0:2] is the sub-list for extension extendee
+	0, // 1: jisr.v1.parameter:extendee -> google.protobuf.FieldOptions
+	0, // 2: jisr.v1.named_only:extendee -> google.protobuf.FieldOptions
+	1, // 3: jisr.v1.predicate:extendee -> google.protobuf.MethodOptions
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	0, // [0:4] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
 }
 
@@ -93,7 +130,7 @@ func file_jisr_v1_options_proto_init() {
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jisr_v1_options_proto_rawDesc), len(file_jisr_v1_options_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   0,
-			NumExtensions: 2,
+			NumExtensions: 4,
 			NumServices:   0,
 		},
 		GoTypes:           file_jisr_v1_options_proto_goTypes,

@@ -504,7 +504,8 @@ type IsIncomeBelowRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Eid   string                 `protobuf:"bytes,1,opt,name=eid,proto3" json:"eid,omitempty"`
 	Year  int32                  `protobuf:"varint,2,opt,name=year,proto3" json:"year,omitempty"`
-	// Threshold in minor units (centimes of MAD).
+	// Threshold in minor units (centimes of MAD). Fixed by the access rule:
+	// a caller may leave it unset or send exactly the rule's value.
 	ThresholdMinorUnits int64 `protobuf:"varint,3,opt,name=threshold_minor_units,json=thresholdMinorUnits,proto3" json:"threshold_minor_units,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
@@ -642,11 +643,11 @@ const file_jisr_tax_v1_tax_proto_rawDesc = "" +
 	"\x16GetTaxClearanceRequest\x12\x16\n" +
 	"\x03eid\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01R\x03eid\"R\n" +
 	"\x17GetTaxClearanceResponse\x127\n" +
-	"\tclearance\x18\x01 \x01(\v2\x19.jisr.tax.v1.TaxClearanceR\tclearance\"v\n" +
+	"\tclearance\x18\x01 \x01(\v2\x19.jisr.tax.v1.TaxClearanceR\tclearance\"|\n" +
 	"\x14IsIncomeBelowRequest\x12\x16\n" +
 	"\x03eid\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01R\x03eid\x12\x12\n" +
-	"\x04year\x18\x02 \x01(\x05R\x04year\x122\n" +
-	"\x15threshold_minor_units\x18\x03 \x01(\x03R\x13thresholdMinorUnits\"-\n" +
+	"\x04year\x18\x02 \x01(\x05R\x04year\x128\n" +
+	"\x15threshold_minor_units\x18\x03 \x01(\x03B\x04\x98\xb5\x18\x01R\x13thresholdMinorUnits\"-\n" +
 	"\x15IsIncomeBelowResponse\x12\x14\n" +
 	"\x05below\x18\x01 \x01(\bR\x05below*\x85\x01\n" +
 	"\x0fClearanceStatus\x12 \n" +
