@@ -254,7 +254,7 @@ func newConsentGrantCmd(g *globals) *cobra.Command {
 	f.StringVar(&req.TTL, "ttl", "24h", "lifetime, at most 2160h (90 days)")
 	f.IntVar(&req.MaxUses, "max-uses", 0, "number of queries allowed (0: unlimited until expiry)")
 	f.StringVar(&req.LegalBasis, "basis", "consent", "legal basis: consent or explicit_request")
-	f.BoolVar(&offline, "offline", false, "mint without recording the grant (it cannot be listed, and revoking it needs its jti)")
+	f.BoolVar(&offline, "offline", false, "mint without recording the grant (it cannot be listed; `jisr consent revoke <jti>` still revokes it)")
 	return cmd
 }
 
@@ -292,7 +292,11 @@ func newConsentRevokeCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "revoke JTI",
 		Short: "Revoke a consent: every gateway refuses its token within a second",
-		Args:  cobra.ExactArgs(1),
+		Long: `Revoke the token with this ID (jti), whoever minted it: the revocation is
+written even when no grant is recorded (a token minted with --offline, or by
+another holder of the signing key). A jti is 16 to 64 characters of
+A-Z a-z 0-9 _ -.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			svc, done, err := g.consentService(cmd.Context(), false)
 			if err != nil {
@@ -300,8 +304,15 @@ func newConsentRevokeCmd(g *globals) *cobra.Command {
 			}
 			defer done()
 			gr, err := svc.Store.Revoke(cmd.Context(), args[0])
+			if errors.Is(err, consent.ErrBadID) {
+				return usageError{err}
+			}
 			if err != nil {
 				return err
+			}
+			if gr == nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (no grant recorded: a token minted --offline or outside the consent service)\n", args[0])
+				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s → %s %v, purpose %s)\n", gr.ID,
 				consent.ConsumerName(svc.Federation, gr.Consumer), gr.Service, gr.Methods, gr.Purpose)
