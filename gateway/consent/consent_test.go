@@ -49,15 +49,18 @@ func (nopAudit) Append(context.Context, *decision.Decision) error { return nil }
 
 type fed struct {
 	env    *bustest.Env
-	keys   *consent.KeySet
+	keys   *consent.KeySet // the consent service's, private
+	pub    *consent.KeySet // the gateways', loaded from the public JWKS
 	issuer *consent.Issuer
 	store  *consent.Store // the consent service's view
+	gwNC   *nats.Conn     // the first gateway replica's connection
 	cnss   *nats.Conn
 	tax    *nats.Conn
 }
 
-// start brings up a real bus, n gateway replicas with real verifiers, and a
-// civil-registry provider answering GetPerson.
+// start brings up a real bus, n gateway replicas with real verifiers built
+// from the public JWKS only, the consent service answering its NATS API
+// under its own identity, and a civil-registry provider answering GetPerson.
 func start(t *testing.T, replicas int) *fed {
 	t.Helper()
 	env := bustest.Start(t)
@@ -68,9 +71,17 @@ func start(t *testing.T, replicas int) *fed {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pub, err := consent.LoadJWKS(consent.JWKSPath(env.Dir))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
+	var gwNC *nats.Conn
 	for i := 0; i < replicas; i++ {
 		nc := env.Connect(t, "gateway")
+		if gwNC == nil {
+			gwNC = nc
+		}
 		st, err := consent.OpenStore(ctx, nc, true, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -82,7 +93,7 @@ func start(t *testing.T, replicas int) *fed {
 		}
 		gw, err := gateway.New(gateway.Config{
 			Federation: env.Fed, Keyer: env.Keyer, Conn: nc, Audit: nopAudit{},
-			Consent: consent.NewVerifier(keys.PublicOnly(), env.Fed.ID("consent"), st, st),
+			Consent: consent.NewVerifier(pub, env.Fed.ID("consent"), st, st),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -108,7 +119,11 @@ func start(t *testing.T, replicas int) *fed {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fed{env: env, keys: keys, issuer: consent.NewIssuer(keys, env.Fed.ID("consent")), store: store,
+	issuer := consent.NewIssuer(keys, env.Fed.ID("consent"))
+	if _, err := consent.Serve(cs, &consent.Service{Issuer: issuer, Store: store, Keys: keys, Federation: env.Fed}); err != nil {
+		t.Fatal(err)
+	}
+	return &fed{env: env, keys: keys, pub: pub, issuer: issuer, store: store, gwNC: gwNC,
 		cnss: env.Connect(t, "cnss"), tax: env.Connect(t, "tax")}
 }
 

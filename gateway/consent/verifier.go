@@ -111,6 +111,7 @@ type Verifier struct {
 	log     *slog.Logger
 
 	mu    sync.RWMutex
+	gen   uint64 // the key set's generation the cache was filled under
 	cache map[[32]byte]*Claims
 	max   int
 	hits  atomic.Int64
@@ -143,10 +144,23 @@ func NewVerifier(keys *KeySet, issuer spiffeid.ID, revoked Revocations, usage Us
 // token was verified before. A signature costs ~50 µs; a hit, a map look-up.
 func (v *Verifier) claims(token string, now time.Time) (*Claims, error) {
 	key := sha256.Sum256([]byte(token))
+	gen := v.keys.gen.Load()
 	v.mu.RLock()
+	stale := v.gen != gen
 	c, ok := v.cache[key]
 	v.mu.RUnlock()
 	v.calls.Add(1)
+	if stale {
+		// The keys changed (a rotation, or a key withdrawn): what was
+		// verified with the old set is verified again.
+		v.mu.Lock()
+		if v.gen != gen {
+			clear(v.cache)
+			v.gen = gen
+		}
+		v.mu.Unlock()
+		ok = false
+	}
 	if ok && now.Unix() <= c.Expiry+30 {
 		v.hits.Add(1)
 		return c, nil
@@ -159,15 +173,17 @@ func (v *Verifier) claims(token string, now time.Time) (*Claims, error) {
 		return nil, refuse(ReasonWrongIssuer)
 	}
 	v.mu.Lock()
-	if len(v.cache) >= v.max {
-		for k, old := range v.cache { // evict expired entries, else an arbitrary one
-			delete(v.cache, k)
-			if now.Unix() <= old.Expiry {
-				break
+	if v.gen == gen { // not verified with keys that have since been replaced
+		if len(v.cache) >= v.max {
+			for k, old := range v.cache { // evict expired entries, else an arbitrary one
+				delete(v.cache, k)
+				if now.Unix() <= old.Expiry {
+					break
+				}
 			}
 		}
+		v.cache[key] = c
 	}
-	v.cache[key] = c
 	v.mu.Unlock()
 	return c, nil
 }
