@@ -354,12 +354,16 @@ func newConsentGrantCmd(g *globals) *cobra.Command {
 }
 
 func newConsentInspectCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var jwks string
+	cmd := &cobra.Command{
 		Use:   "inspect TOKEN",
-		Short: "Decode a consent token and verify its signature and validity offline",
-		Args:  cobra.ExactArgs(1),
+		Short: "Decode a consent token and verify it offline, as a gateway reads it",
+		Long: `Decode a consent token and verify it with the consent service's public keys
+(--jwks, default <certs>/consent-jwks.json), reading it exactly as a gateway
+does: the refusal reason is printed for a token a gateway would refuse.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			keys, err := consent.LoadKeys(g.certsDir)
+			keys, _, err := gatewayConsentKeys(g, jwks)
 			if err != nil {
 				return err
 			}
@@ -377,10 +381,12 @@ func newConsentInspectCmd(g *globals) *cobra.Command {
 			if verr != nil {
 				return fmt.Errorf("signature valid, but: %w", verr)
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "signature valid (kid %s), valid until %s\n", keys.Signing().ID, c.Expires().Format(time.RFC3339))
+			fmt.Fprintf(cmd.ErrOrStderr(), "signature valid, valid until %s\n", c.Expires().Format(time.RFC3339))
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&jwks, "jwks", "", "the consent service's public JWKS (default <certs>/consent-jwks.json)")
+	return cmd
 }
 
 func newConsentRevokeCmd(g *globals) *cobra.Command {
