@@ -27,6 +27,11 @@ const (
 	ConsentBucket    = "jisr_consents"
 )
 
+// ConsentAPI prefixes the consent service's NATS API (grant, list, revoke):
+// only the gateway publishes there, only the consent identity subscribes
+// (h5-tokens: the signing key lives with the consent service alone).
+const ConsentAPI = "jisr.consent"
+
 // Config is what the rendered server needs besides the federation.
 type Config struct {
 	Federation *federation.Federation
@@ -86,6 +91,7 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 			subject.AuditPrefix + ".>",
 			subject.CheckpointPrefix + ".>",
 			"$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>",
+			ConsentAPI + ".>", // the citizen-facing consent API asks the consent service
 		},
 		PublishDeny:    auditTamper,
 		SubscribeAllow: []string{subject.AllQueries(), subject.Inbox("gateway") + ".>"},
@@ -109,7 +115,8 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	consentPub = append(consentPub, "$JS.API.INFO", "$JS.FC.>", "$JS.ACK.KV_"+ConsentBucket+".>", "$JS.ACK.KV_"+RevocationBucket+".>")
 	out[fed.ID("consent").String()] = Permission{
 		PublishAllow:   consentPub,
-		SubscribeAllow: []string{subject.Inbox("consent") + ".>"},
+		SubscribeAllow: []string{subject.Inbox("consent") + ".>", ConsentAPI + ".>"},
+		AllowResponses: true, // answers the gateway's consent API requests
 	}
 	readStream := func(s string) []string {
 		return []string{

@@ -94,6 +94,11 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed
 		}
 	}
 	t.Cleanup(func() { f.stop(t) })
+	cs, err := startConsentService(ctx, f.g) // grants go to the consent service, apart from the gateway
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cs.stop)
 	return f
 }
 

@@ -22,24 +22,42 @@ import (
 
 func init() { commandSet = append(commandSet, newConsentCmd) }
 
-// consentParts is the consent service as the gateway process hosts it.
+// consentParts is the gateway's side of consent: a verifier built from the
+// consent service's public keys only, and the citizen-facing consent API,
+// which asks the consent service (over NATS) to grant, list and revoke.
 type consentParts struct {
 	Verifier gateway.ConsentVerifier
-	Service  *consent.Service
+	Service  *consent.Service // the API's face: Backend is a consent.Client, no Issuer
 	Routes   map[string]http.Handler
 	Close    func()
 }
 
+// jwksReload is how often a gateway looks for a changed consent JWKS.
+const jwksReload = 10 * time.Second
+
+// gatewayConsentKeys loads the public keys a gateway verifies tokens with:
+// the JWKS at path (default <certs>/consent-jwks.json). Key material that
+// holds a private key is refused (consent.ErrPrivateKey): the gateway never
+// loads the signing key.
+func gatewayConsentKeys(g *globals, path string) (*consent.KeySet, string, error) {
+	if path == "" {
+		path = consent.JWKSPath(g.certsDir)
+	}
+	ks, err := consent.LoadJWKS(path)
+	return ks, path, err
+}
+
 // startConsent opens the consent state (creating its buckets with the
-// gateway's connection), watches revocations, and builds the verifier. The
-// grant/list/revoke service runs under the consent identity's own NATS
-// connection and signing keys.
-func startConsent(ctx context.Context, g *globals, nc *nats.Conn, reg prometheus.Registerer) (*consentParts, error) {
+// gateway's connection), watches revocations and the public keys, and builds
+// the verifier and the consent API's face. The gateway holds no consent
+// signing key and no consent SVID: minting is the consent service's
+// (startConsentService, `jisr consent serve`).
+func startConsent(ctx context.Context, g *globals, nc *nats.Conn, reg prometheus.Registerer, jwksPath string) (*consentParts, error) {
 	fed, err := g.federation()
 	if err != nil {
 		return nil, err
 	}
-	keys, err := consent.LoadKeys(g.certsDir)
+	keys, jwksPath, err := gatewayConsentKeys(g, jwksPath)
 	if err != nil {
 		return nil, err
 	}
@@ -58,8 +76,9 @@ func startConsent(ctx context.Context, g *globals, nc *nats.Conn, reg prometheus
 		cancel()
 		return nil, err
 	}
-	verifier := consent.NewVerifier(keys.PublicOnly(), fed.ID("consent"), store, store)
-	p := &consentParts{Verifier: verifier}
+	stopWatch := consent.WatchJWKS(jwksPath, keys, jwksReload, g.log)
+	verifier := consent.NewVerifier(keys, fed.ID("consent"), store, store)
+	p := &consentParts{Verifier: verifier, Close: func() { cancel(); stopWatch() }}
 	if reg != nil {
 		lookups := prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "jisr", Subsystem: "consent", Name: "token_cache_lookups_total",
@@ -75,36 +94,112 @@ func startConsent(ctx context.Context, g *globals, nc *nats.Conn, reg prometheus
 		}, func() float64 { calls, h := verifier.CacheStats(); return float64(max(calls-h, 0)) })
 		for _, c := range []prometheus.Collector{lag, lookups, hits, misses} {
 			if err := reg.Register(c); err != nil {
-				cancel()
+				p.Close()
 				return nil, err
 			}
 		}
 	}
-	closers := []func(){cancel}
-	// The consent service itself, under its own identity.
-	cnc, src, err := g.connect(ctx, "consent")
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	closers = append(closers, func() { cnc.Drain(); src.Close() })
-	cstore, err := consent.OpenStore(ctx, cnc, false, g.log)
-	if err != nil {
-		for _, c := range closers {
-			c()
-		}
-		return nil, err
-	}
-	p.Service = &consent.Service{
-		Issuer: consent.NewIssuer(keys, fed.ID("consent")), Store: cstore, Keys: keys, Federation: fed, Log: g.log,
-	}
+	p.Service = &consent.Service{Backend: consent.NewClient(nc), Keys: keys, Federation: fed, Log: g.log}
 	p.Routes = p.Service.Routes(nil)
-	p.Close = func() {
-		for _, c := range closers {
-			c()
-		}
-	}
 	return p, nil
+}
+
+// consentNode is a running consent service: the signing keys, its own NATS
+// identity, the grant/list/revoke API on NATS, and the public JWKS file it
+// keeps current for gateways.
+type consentNode struct {
+	Service *consent.Service
+	stop    func()
+}
+
+// jwksRewrite is how often the consent service rewrites its public JWKS, so
+// that a retired key leaves it (and a rotation made by `jisr consent
+// rotate-key` elsewhere is published).
+const jwksRewrite = time.Minute
+
+// startConsentService runs the consent service under its own identity: it
+// loads the signing keys (refusing key files open to others), publishes the
+// public JWKS, and answers the consent API. The consent buckets must exist.
+func startConsentService(ctx context.Context, g *globals) (*consentNode, error) {
+	fed, err := g.federation()
+	if err != nil {
+		return nil, err
+	}
+	keys, err := consent.LoadKeys(g.certsDir)
+	if err != nil {
+		return nil, err
+	}
+	jwks := consent.JWKSPath(g.certsDir)
+	if err := consent.WriteJWKS(keys, jwks, time.Now()); err != nil {
+		return nil, err
+	}
+	nc, src, err := g.connect(ctx, "consent")
+	if err != nil {
+		return nil, err
+	}
+	closeConn := func() { _ = nc.Drain(); _ = src.Close() }
+	store, err := consent.OpenStore(ctx, nc, false, g.log)
+	if err != nil {
+		closeConn()
+		return nil, fmt.Errorf("%w (the consent buckets are created before the consent service starts)", err)
+	}
+	svc := &consent.Service{Issuer: consent.NewIssuer(keys, fed.ID("consent")), Store: store, Keys: keys, Federation: fed, Log: g.log}
+	sub, err := consent.Serve(nc, svc)
+	if err != nil {
+		closeConn()
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(jwksRewrite)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+			}
+			// Reload the keys from disk: a rotate-key run elsewhere, or a key
+			// past its retirement, changes what is published.
+			if ks, err := consent.LoadKeys(g.certsDir); err != nil {
+				g.log.Error("consent keys unreadable; the JWKS is not rewritten", "err", err)
+			} else if err := consent.WriteJWKS(ks, jwks, time.Now()); err != nil {
+				g.log.Error("consent JWKS not written", "path", jwks, "err", err)
+			}
+		}
+	}()
+	g.log.Info("consent service ready", "subject", consent.SubjectGrant, "jwks", jwks, "kid", keys.Signing().ID)
+	return &consentNode{Service: svc, stop: func() {
+		cancel()
+		<-done
+		_ = sub.Drain()
+		closeConn()
+	}}, nil
+}
+
+func newConsentServeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the consent service: the only holder of the signing keys",
+		Long: `Run the consent service under its own identity (spiffe://<td>/consent). It
+loads the signing keys from <certs>/consent/ (a key file open to group or
+other users is refused), writes the public keys to <certs>/consent-jwks.json
+for the gateways (rewritten every minute), and answers the citizen-facing
+consent API that gateways forward over NATS (jisr.consent.grant, .list,
+.revoke). Gateways never hold the signing keys.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			n, err := startConsentService(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			<-cmd.Context().Done()
+			n.stop()
+			return nil
+		},
+	}
 }
 
 type demoToken struct {
@@ -169,7 +264,7 @@ These commands act as the consent service (spiffe://<td>/consent): they use its
 signing keys in --certs and, to record grants and revocations, its SVID to reach
 the running federation's NATS (--nats).`,
 	}
-	cmd.AddCommand(newConsentGrantCmd(g), newConsentInspectCmd(g), newConsentRevokeCmd(g), newConsentListCmd(g), newConsentRotateCmd(g))
+	cmd.AddCommand(newConsentServeCmd(g), newConsentGrantCmd(g), newConsentInspectCmd(g), newConsentRevokeCmd(g), newConsentListCmd(g), newConsentRotateCmd(g))
 	return cmd
 }
 
@@ -254,17 +349,21 @@ func newConsentGrantCmd(g *globals) *cobra.Command {
 	f.StringVar(&req.TTL, "ttl", "24h", "lifetime, at most 2160h (90 days)")
 	f.IntVar(&req.MaxUses, "max-uses", 0, "number of queries allowed (0: unlimited until expiry)")
 	f.StringVar(&req.LegalBasis, "basis", "consent", "legal basis: consent or explicit_request")
-	f.BoolVar(&offline, "offline", false, "mint without recording the grant (it cannot be listed, and revoking it needs its jti)")
+	f.BoolVar(&offline, "offline", false, "mint without recording the grant (it cannot be listed; `jisr consent revoke <jti>` still revokes it)")
 	return cmd
 }
 
 func newConsentInspectCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var jwks string
+	cmd := &cobra.Command{
 		Use:   "inspect TOKEN",
-		Short: "Decode a consent token and verify its signature and validity offline",
-		Args:  cobra.ExactArgs(1),
+		Short: "Decode a consent token and verify it offline, as a gateway reads it",
+		Long: `Decode a consent token and verify it with the consent service's public keys
+(--jwks, default <certs>/consent-jwks.json), reading it exactly as a gateway
+does: the refusal reason is printed for a token a gateway would refuse.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			keys, err := consent.LoadKeys(g.certsDir)
+			keys, _, err := gatewayConsentKeys(g, jwks)
 			if err != nil {
 				return err
 			}
@@ -282,17 +381,23 @@ func newConsentInspectCmd(g *globals) *cobra.Command {
 			if verr != nil {
 				return fmt.Errorf("signature valid, but: %w", verr)
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "signature valid (kid %s), valid until %s\n", keys.Signing().ID, c.Expires().Format(time.RFC3339))
+			fmt.Fprintf(cmd.ErrOrStderr(), "signature valid, valid until %s\n", c.Expires().Format(time.RFC3339))
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&jwks, "jwks", "", "the consent service's public JWKS (default <certs>/consent-jwks.json)")
+	return cmd
 }
 
 func newConsentRevokeCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "revoke JTI",
 		Short: "Revoke a consent: every gateway refuses its token within a second",
-		Args:  cobra.ExactArgs(1),
+		Long: `Revoke the token with this ID (jti), whoever minted it: the revocation is
+written even when no grant is recorded (a token minted with --offline, or by
+another holder of the signing key). A jti is 16 to 64 characters of
+A-Z a-z 0-9 _ -.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			svc, done, err := g.consentService(cmd.Context(), false)
 			if err != nil {
@@ -300,8 +405,15 @@ func newConsentRevokeCmd(g *globals) *cobra.Command {
 			}
 			defer done()
 			gr, err := svc.Store.Revoke(cmd.Context(), args[0])
+			if errors.Is(err, consent.ErrBadID) {
+				return usageError{err}
+			}
 			if err != nil {
 				return err
+			}
+			if gr == nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (no grant recorded: a token minted --offline or outside the consent service)\n", args[0])
+				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s → %s %v, purpose %s)\n", gr.ID,
 				consent.ConsumerName(svc.Federation, gr.Consumer), gr.Service, gr.Methods, gr.Purpose)
@@ -375,7 +487,8 @@ func newConsentRotateCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "new signing key %s; restart gateways to load it (old keys verify for %s more)\n", k.ID, consent.MaxTTL)
+			fmt.Fprintf(cmd.OutOrStdout(), "new signing key %s; public keys written to %s (gateways reload it within %s; a running consent service signs with the new key after a restart); old keys verify for %s more\n",
+				k.ID, consent.JWKSPath(g.certsDir), jwksReload, consent.MaxTTL)
 			return nil
 		},
 	}

@@ -62,6 +62,7 @@ type devFederation struct {
 	nats     *natsserver.Server
 	backends []*backendNode
 	gateway  *gatewayNode
+	consent  *consentNode // the consent service, apart from the gateway: it alone holds the signing key
 	adapters []*adapterNode
 }
 
@@ -115,6 +116,9 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 	if d.gateway, err = startGateway(ctx, g, gatewayOptions{httpAddr: o.httpAddr, grpcAddr: o.grpcAddr, instance: "gw-1"}); err != nil {
 		return err
 	}
+	if d.consent, err = startConsentService(ctx, g); err != nil {
+		return fmt.Errorf("consent service: %w", err)
+	}
 	backendAddr := map[string]string{}
 	for _, b := range d.backends {
 		backendAddr[b.member] = b.addr
@@ -151,6 +155,9 @@ func (d *devFederation) stop(ctx context.Context, g *globals) error {
 	}
 	if d.gateway != nil {
 		errs = append(errs, d.gateway.stop(ctx))
+	}
+	if d.consent != nil {
+		d.consent.stop()
 	}
 	for _, b := range d.backends {
 		errs = append(errs, b.stop(ctx))

@@ -33,6 +33,9 @@ type gatewayOptions struct {
 	instance string
 	unsafe   gateway.Safeguards
 	pprof    bool
+	// consentJWKS is the consent service's public JWKS (default
+	// <certs>/consent-jwks.json); a private key there stops the gateway.
+	consentJWKS string
 }
 
 func newGatewayCmd(g *globals) *cobra.Command {
@@ -64,6 +67,11 @@ memory, see --trace-memory). Traces go to --otlp or the OTEL_* variables
 					return usageError{fmt.Errorf("--unsafe-skip %q: one of consent, audit, minimise", s)}
 				}
 			}
+			if !o.unsafe.SkipConsent {
+				if _, _, err := gatewayConsentKeys(g, o.consentJWKS); err != nil {
+					return fmt.Errorf("consent keys: %w", err)
+				}
+			}
 			ctx := cmd.Context()
 			stopTelemetry, err := g.startTelemetry(ctx, "gateway", true)
 			if err != nil {
@@ -83,6 +91,7 @@ memory, see --trace-memory). Traces go to --otlp or the OTEL_* variables
 	}
 	cmd.Flags().StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "HTTP listen address (health, metrics, consent, access log)")
 	cmd.Flags().StringVar(&o.grpcAddr, "grpc", "127.0.0.1:7000", "gRPC listen address of the consent and access-log APIs (plaintext on loopback only, else mTLS)")
+	cmd.Flags().StringVar(&o.consentJWKS, "consent-jwks", "", "the consent service's public keys, a JWKS file reloaded when it changes (default <certs>/consent-jwks.json); the gateway refuses to start if it holds a private key")
 	cmd.Flags().StringVar(&o.instance, "instance", "gw-1", "this replica's name: names its audit log, so keep it stable across restarts")
 	cmd.Flags().StringSliceVar(&skip, "unsafe-skip", nil, "BENCHMARK ONLY: switch off safeguards (consent, audit, minimise) to measure their cost")
 	_ = cmd.Flags().MarkHidden("unsafe-skip")
@@ -130,7 +139,7 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gateway
 	}
 	routes := map[string]http.Handler{}
 	if !o.unsafe.SkipConsent {
-		if n.consent, err = startConsent(ctx, g, n.nc, reg); err != nil {
+		if n.consent, err = startConsent(ctx, g, n.nc, reg, o.consentJWKS); err != nil {
 			return nil, fmt.Errorf("consent: %w", err)
 		}
 		cfg.Consent = n.consent.Verifier

@@ -30,7 +30,9 @@ func TestConsentAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := &consent.Service{Issuer: f.issuer, Store: f.store, Keys: f.keys, Federation: f.env.Fed}
+	// The gateway's face of the consent API: no signing key, public keys for
+	// the JWKS, grants and revocations asked of the consent service over NATS.
+	svc := &consent.Service{Backend: consent.NewClient(f.gwNC), Keys: f.pub, Federation: f.env.Fed}
 	mux := http.NewServeMux()
 	for p, h := range svc.Routes(sessions) {
 		mux.Handle(p, h)

@@ -74,7 +74,7 @@ func (g *GRPC) ListConsents(ctx context.Context, _ *consentv1.ListConsentsReques
 	if err != nil {
 		return nil, err
 	}
-	gs, err := g.svc.Store.List(ctx, ckey)
+	gs, err := g.svc.List(ctx, ckey)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, "the consent store is unavailable")
 	}

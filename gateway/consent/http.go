@@ -22,13 +22,16 @@ type Authenticator interface {
 
 // Service is the consent service: it grants, lists and revokes a citizen's
 // consents. It holds the signing keys; it never sees more of the citizen
-// than their ckey.
+// than their ckey. On a gateway, Service is only the citizen-facing API:
+// Backend is set (a Client of the consent service), Keys holds public keys,
+// and Issuer and Store are nil.
 type Service struct {
 	Issuer     *Issuer
 	Store      *Store
 	Keys       *KeySet
 	Federation *federation.Federation
 	Log        *slog.Logger
+	Backend    Backend // when set, grants, lists and revocations go to it
 }
 
 // GrantRequest is the HTTP/JSON body of a grant.
@@ -52,6 +55,12 @@ type GrantResponse struct {
 
 // Grant mints, records and returns a token of ckey's consent.
 func (s *Service) Grant(ctx context.Context, ckey string, g GrantRequest) (*GrantResponse, error) {
+	if s.Backend != nil {
+		return s.Backend.Grant(ctx, ckey, g)
+	}
+	if s.Issuer == nil {
+		return nil, ErrUnavailable
+	}
 	m, err := s.Federation.Member(g.To)
 	if err != nil {
 		return nil, errors.Join(ErrBadRequest, errors.New("the consumer is not a member of the federation"))
@@ -135,7 +144,7 @@ func (s *Service) httpGrant(w http.ResponseWriter, r *http.Request, ckey string)
 }
 
 func (s *Service) httpList(w http.ResponseWriter, r *http.Request, ckey string) {
-	gs, err := s.Store.List(r.Context(), ckey)
+	gs, err := s.List(r.Context(), ckey)
 	if err != nil {
 		httpError(w, http.StatusServiceUnavailable, "the consent store is unavailable")
 		return
@@ -158,6 +167,12 @@ func (s *Service) httpRevoke(w http.ResponseWriter, r *http.Request, ckey string
 // RevokeFor revokes jti if it is one of ckey's consents; a citizen can only
 // revoke their own.
 func (s *Service) RevokeFor(ctx context.Context, ckey, jti string) (*Grant, error) {
+	if s.Backend != nil {
+		return s.Backend.RevokeFor(ctx, ckey, jti)
+	}
+	if s.Store == nil {
+		return nil, ErrUnavailable
+	}
 	if !CheckID(jti) {
 		return nil, ErrUnknownToken
 	}
@@ -171,6 +186,17 @@ func (s *Service) RevokeFor(ctx context.Context, ckey, jti string) (*Grant, erro
 		}
 	}
 	return nil, ErrUnknownToken
+}
+
+// List returns ckey's grants.
+func (s *Service) List(ctx context.Context, ckey string) ([]Grant, error) {
+	if s.Backend != nil {
+		return s.Backend.List(ctx, ckey)
+	}
+	if s.Store == nil {
+		return nil, ErrUnavailable
+	}
+	return s.Store.List(ctx, ckey)
 }
 
 // ConsumerName returns the member a token's audience names ("" if none).

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -24,6 +26,10 @@ import (
 
 // ErrNoKey is returned when the consent key directory holds no key.
 var ErrNoKey = errors.New("consent: no signing key (run `jisr certs init`)")
+
+// ErrKeyPermissions is returned for a private key file that its group or
+// other users may read or write: it is refused, not loaded.
+var ErrKeyPermissions = errors.New("consent: a signing key file is open to group or other users")
 
 // KeyDir is where the consent keys live under a certs directory.
 func KeyDir(certsDir string) string { return filepath.Join(certsDir, "consent") }
@@ -38,16 +44,36 @@ type Key struct {
 	Until time.Time
 }
 
-// KeySet is the consent service's keys, newest last.
+// KeySet is the consent service's keys, newest last. A gateway's set holds
+// public keys only and is replaced in place when the JWKS it was loaded from
+// changes (WatchJWKS); gen counts the replacements.
 type KeySet struct {
+	mu   sync.RWMutex
 	keys []*Key
+	gen  atomic.Uint64
 }
 
-// InitKeys creates the first signing key if there is none.
+// list returns the keys (the slice is never modified once set).
+func (ks *KeySet) list() []*Key {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	return ks.keys
+}
+
+// replace swaps in another set's keys.
+func (ks *KeySet) replace(keys []*Key) {
+	ks.mu.Lock()
+	ks.keys = keys
+	ks.mu.Unlock()
+	ks.gen.Add(1)
+}
+
+// InitKeys creates the first signing key if there is none, and writes the
+// public JWKS (JWKSPath) that gateways load.
 func InitKeys(certsDir string) error {
 	ks, err := LoadKeys(certsDir)
 	if err == nil && len(ks.keys) > 0 {
-		return nil
+		return WriteJWKS(ks, JWKSPath(certsDir), time.Now())
 	}
 	if err != nil && !errors.Is(err, ErrNoKey) {
 		return err
@@ -75,7 +101,11 @@ func RotateKey(certsDir string, now time.Time) (*Key, error) {
 	if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return nil, err
 	}
-	return k, nil
+	ks, err := LoadKeys(certsDir)
+	if err != nil {
+		return nil, err
+	}
+	return k, WriteJWKS(ks, JWKSPath(certsDir), now)
 }
 
 // kid is the RFC 7638 thumbprint of the public key, shortened.
@@ -108,7 +138,15 @@ func LoadKeys(certsDir string) (*KeySet, error) {
 		if !ok || err != nil {
 			return nil, fmt.Errorf("consent: %s: not a key file name (<unix time>-<kid>.key)", e.Name())
 		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		path := filepath.Join(dir, e.Name())
+		fi, err := os.Stat(path)
+		if err != nil {
+			return nil, err
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("%w: %s is mode %04o (chmod 600 it)", ErrKeyPermissions, path, fi.Mode().Perm())
+		}
+		b, err := os.ReadFile(path)
 		if err != nil {
 			return nil, err
 		}
@@ -141,11 +179,14 @@ func LoadKeys(certsDir string) (*KeySet, error) {
 }
 
 // Signing is the newest key.
-func (ks *KeySet) Signing() *Key { return ks.keys[len(ks.keys)-1] }
+func (ks *KeySet) Signing() *Key {
+	keys := ks.list()
+	return keys[len(keys)-1]
+}
 
 // Verifying returns the key with this kid if it still verifies at now.
 func (ks *KeySet) Verifying(kid string, now time.Time) (*Key, bool) {
-	for _, k := range ks.keys {
+	for _, k := range ks.list() {
 		if k.ID == kid {
 			return k, k.Until.IsZero() || now.Before(k.Until)
 		}
@@ -155,8 +196,8 @@ func (ks *KeySet) Verifying(kid string, now time.Time) (*Key, bool) {
 
 // JWKS returns the public keys that still verify, as a JSON Web Key Set.
 func (ks *KeySet) JWKS(now time.Time) jose.JSONWebKeySet {
-	var set jose.JSONWebKeySet
-	for _, k := range ks.keys {
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{}}
+	for _, k := range ks.list() {
 		if !k.Until.IsZero() && !now.Before(k.Until) {
 			continue
 		}
@@ -168,7 +209,7 @@ func (ks *KeySet) JWKS(now time.Time) jose.JSONWebKeySet {
 // PublicOnly returns a copy of the set without private keys (what a gateway needs).
 func (ks *KeySet) PublicOnly() *KeySet {
 	out := &KeySet{}
-	for _, k := range ks.keys {
+	for _, k := range ks.list() {
 		c := *k
 		c.Private = nil
 		out.keys = append(out.keys, &c)

@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"encoding/json"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -54,42 +53,6 @@ func Sign(k *Key, c *Claims) (string, error) {
 		return "", err
 	}
 	return jws.CompactSerialize()
-}
-
-// parse checks a token's form and signature and returns its claims and kid.
-// It does not check times, audience or scope.
-func parse(keys *KeySet, token string, now time.Time) (*Claims, error) {
-	if len(token) > 8<<10 {
-		return nil, refuse(ReasonMalformed)
-	}
-	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.EdDSA})
-	if err != nil {
-		// alg "none", HS256 and every other algorithm are refused here.
-		if jws == nil && isAlgError(err) {
-			return nil, refuse(ReasonBadSignature)
-		}
-		return nil, refuse(ReasonMalformed)
-	}
-	if len(jws.Signatures) != 1 {
-		return nil, refuse(ReasonMalformed)
-	}
-	k, ok := keys.Verifying(jws.Signatures[0].Header.KeyID, now)
-	if !ok {
-		return nil, refuse(ReasonUnknownKey)
-	}
-	payload, err := jws.Verify(k.Public)
-	if err != nil {
-		return nil, refuse(ReasonBadSignature)
-	}
-	var c Claims
-	if err := json.Unmarshal(payload, &c); err != nil || c.ID == "" || c.Expiry == 0 || len(c.AuthorizationDetails) == 0 {
-		return nil, refuse(ReasonMalformed)
-	}
-	return &c, nil
-}
-
-func isAlgError(err error) bool {
-	return strings.Contains(err.Error(), "unexpected signature algorithm")
 }
 
 // Inspect decodes and verifies a token offline (for `jisr consent inspect`):

@@ -102,14 +102,25 @@ func (s *Store) Record(ctx context.Context, c *Claims) error {
 	return err
 }
 
-// ErrUnknownToken is returned when revoking a token ID never granted.
+// ErrUnknownToken is returned when a citizen revokes a token ID that is not
+// one of their grants.
 var ErrUnknownToken = errors.New("consent: no grant with this token ID")
 
-// Revoke marks a token ID revoked. Every gateway watching the bucket refuses
-// it from then on.
+// ErrBadID is returned for a token ID outside the grammar (CheckID): no
+// token with such an ID can pass the verifier, so there is nothing to revoke.
+var ErrBadID = errors.New("consent: not a token ID (16 to 64 characters of A-Z a-z 0-9 _ -)")
+
+// Revoke marks a token ID revoked, whoever minted the token: the revocation
+// is written whether or not a grant is recorded (tokens minted --offline or
+// by another holder of the key have none). Every gateway watching the bucket
+// refuses the ID from then on. The grant is returned when one is recorded,
+// else nil.
 func (s *Store) Revoke(ctx context.Context, jti string) (*Grant, error) {
 	if !CheckID(jti) {
-		return nil, ErrUnknownToken
+		return nil, ErrBadID
+	}
+	if _, err := s.revocations.Put(ctx, jti, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
+		return nil, err
 	}
 	lister, err := s.grants.ListKeysFiltered(ctx, "*."+jti)
 	if err != nil {
@@ -120,10 +131,7 @@ func (s *Store) Revoke(ctx context.Context, jti string) (*Grant, error) {
 		key = k
 	}
 	if key == "" {
-		return nil, ErrUnknownToken
-	}
-	if _, err := s.revocations.Put(ctx, jti, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
-		return nil, err
+		return nil, nil
 	}
 	e, err := s.grants.Get(ctx, key)
 	if err != nil {

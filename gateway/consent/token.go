@@ -104,6 +104,9 @@ func (r *Request) Claims(issuer spiffeid.ID, now time.Time) (*Claims, error) {
 	if nbf.IsZero() {
 		nbf = now
 	}
+	if nbf.Add(r.TTL).Sub(now) > MaxTTL {
+		return nil, bad("the token would end more than %s after it is issued", MaxTTL)
+	}
 	return &Claims{
 		Issuer: issuer.String(), Subject: r.CKey, Audience: r.Audience.String(),
 		IssuedAt: now.Unix(), NotBefore: nbf.Unix(), Expiry: nbf.Add(r.TTL).Unix(),
@@ -123,13 +126,23 @@ func NewID() string {
 	return strings.ToLower(idEncoding.EncodeToString(b))
 }
 
-// CheckID reports whether s is a token ID as NewID makes them.
+// ID grammar: a token ID (jti) is IDMinLen to IDMaxLen characters of
+// A-Z a-z 0-9 '_' '-' — safe as a NATS KV key and a subject token, long
+// enough to be unguessable when random. NewID makes 24 of them.
+const (
+	IDMinLen = 16
+	IDMaxLen = 64
+)
+
+// CheckID reports whether s is a token ID of the one grammar every part of
+// jisr uses (the verifier, revocation, the consent API and the CLI).
 func CheckID(s string) bool {
-	if len(s) != 24 {
+	if len(s) < IDMinLen || len(s) > IDMaxLen {
 		return false
 	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
 			return false
 		}
 	}

@@ -19,8 +19,21 @@ import (
 // Refusal reasons (google.rpc.ErrorInfo reason), in the order they are checked.
 const (
 	ReasonMalformed        = "CONSENT_MALFORMED"
+	ReasonBadEncoding      = "CONSENT_BAD_ENCODING"
+	ReasonBadHeader        = "CONSENT_BAD_HEADER"
+	ReasonDuplicateKey     = "CONSENT_DUPLICATE_KEY"
+	ReasonHeaderForbidden  = "CONSENT_HEADER_FORBIDDEN"
+	ReasonHeaderUnknown    = "CONSENT_HEADER_UNKNOWN"
+	ReasonBadAlgorithm     = "CONSENT_ALGORITHM_REFUSED"
+	ReasonWrongType        = "CONSENT_WRONG_TYPE"
 	ReasonUnknownKey       = "CONSENT_UNKNOWN_KEY"
 	ReasonBadSignature     = "CONSENT_BAD_SIGNATURE"
+	ReasonUnknownClaim     = "CONSENT_UNKNOWN_CLAIM"
+	ReasonBadClaim         = "CONSENT_BAD_CLAIM"
+	ReasonBadID            = "CONSENT_BAD_ID"
+	ReasonBadPeriod        = "CONSENT_NBF_AFTER_EXP"
+	ReasonLifetimeTooLong  = "CONSENT_LIFETIME_TOO_LONG"
+	ReasonIssuedInFuture   = "CONSENT_ISSUED_IN_FUTURE"
 	ReasonWrongIssuer      = "CONSENT_WRONG_ISSUER"
 	ReasonExpired          = "CONSENT_EXPIRED"
 	ReasonNotYetValid      = "CONSENT_NOT_YET_VALID"
@@ -39,9 +52,22 @@ var refusals = map[string]struct {
 	msg  string
 }{
 	decision.ReasonConsentRequired: {codes.Unauthenticated, "this query needs the citizen's consent: send a consent token in jisr-consent metadata"},
-	ReasonMalformed:                {codes.Unauthenticated, "the consent token is not a well-formed JWS with jisr claims"},
+	ReasonMalformed:                {codes.Unauthenticated, "the consent token is not a compact JWS of three parts (at most 8 KiB) with a JSON object of claims"},
+	ReasonBadEncoding:              {codes.Unauthenticated, "a part of the consent token is not canonical unpadded base64url"},
+	ReasonBadHeader:                {codes.Unauthenticated, "the consent token's header is not a JSON object of string members"},
+	ReasonDuplicateKey:             {codes.Unauthenticated, "the consent token repeats a JSON key"},
+	ReasonHeaderForbidden:          {codes.Unauthenticated, "the consent token's header has a member jisr refuses (b64, crit, jwk, jku, x5u, x5c, ...)"},
+	ReasonHeaderUnknown:            {codes.Unauthenticated, "the consent token's header has a member other than alg, kid and typ"},
+	ReasonBadAlgorithm:             {codes.Unauthenticated, "the consent token's alg is not EdDSA"},
+	ReasonWrongType:                {codes.Unauthenticated, "the consent token's typ is not JWT"},
 	ReasonUnknownKey:               {codes.Unauthenticated, "the consent token is signed with a key this federation does not know (or no longer accepts)"},
-	ReasonBadSignature:             {codes.Unauthenticated, "the consent token's signature is invalid (only EdDSA tokens of the consent service are accepted)"},
+	ReasonBadSignature:             {codes.Unauthenticated, "the consent token's signature is invalid"},
+	ReasonUnknownClaim:             {codes.Unauthenticated, "the consent token has a claim jisr does not define (names are case-sensitive)"},
+	ReasonBadClaim:                 {codes.Unauthenticated, "a claim of the consent token is missing, null or of the wrong type"},
+	ReasonBadID:                    {codes.Unauthenticated, "the consent token's jti is not 16 to 64 characters of A-Z a-z 0-9 _ -"},
+	ReasonBadPeriod:                {codes.Unauthenticated, "the consent token's nbf is after its exp"},
+	ReasonLifetimeTooLong:          {codes.Unauthenticated, "the consent token is valid for longer than the maximum lifetime (90 days)"},
+	ReasonIssuedInFuture:           {codes.Unauthenticated, "the consent token's iat is in the future"},
 	ReasonWrongIssuer:              {codes.Unauthenticated, "the consent token was not issued by this federation's consent service"},
 	ReasonExpired:                  {codes.Unauthenticated, "the consent token has expired"},
 	ReasonNotYetValid:              {codes.Unauthenticated, "the consent token is not valid yet"},
@@ -85,6 +111,7 @@ type Verifier struct {
 	log     *slog.Logger
 
 	mu    sync.RWMutex
+	gen   uint64 // the key set's generation the cache was filled under
 	cache map[[32]byte]*Claims
 	max   int
 	hits  atomic.Int64
@@ -117,10 +144,23 @@ func NewVerifier(keys *KeySet, issuer spiffeid.ID, revoked Revocations, usage Us
 // token was verified before. A signature costs ~50 µs; a hit, a map look-up.
 func (v *Verifier) claims(token string, now time.Time) (*Claims, error) {
 	key := sha256.Sum256([]byte(token))
+	gen := v.keys.gen.Load()
 	v.mu.RLock()
+	stale := v.gen != gen
 	c, ok := v.cache[key]
 	v.mu.RUnlock()
 	v.calls.Add(1)
+	if stale {
+		// The keys changed (a rotation, or a key withdrawn): what was
+		// verified with the old set is verified again.
+		v.mu.Lock()
+		if v.gen != gen {
+			clear(v.cache)
+			v.gen = gen
+		}
+		v.mu.Unlock()
+		ok = false
+	}
 	if ok && now.Unix() <= c.Expiry+30 {
 		v.hits.Add(1)
 		return c, nil
@@ -133,15 +173,17 @@ func (v *Verifier) claims(token string, now time.Time) (*Claims, error) {
 		return nil, refuse(ReasonWrongIssuer)
 	}
 	v.mu.Lock()
-	if len(v.cache) >= v.max {
-		for k, old := range v.cache { // evict expired entries, else an arbitrary one
-			delete(v.cache, k)
-			if now.Unix() <= old.Expiry {
-				break
+	if v.gen == gen { // not verified with keys that have since been replaced
+		if len(v.cache) >= v.max {
+			for k, old := range v.cache { // evict expired entries, else an arbitrary one
+				delete(v.cache, k)
+				if now.Unix() <= old.Expiry {
+					break
+				}
 			}
 		}
+		v.cache[key] = c
 	}
-	v.cache[key] = c
 	v.mu.Unlock()
 	return c, nil
 }

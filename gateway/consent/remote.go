@@ -1,0 +1,184 @@
+package consent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jisr-bus/jisr/bus/natsconf"
+)
+
+// The consent service runs apart from the gateway: it alone holds the
+// signing keys. The gateway's citizen-facing consent API (HTTP and gRPC)
+// authenticates the citizen, then asks the consent service over NATS, on
+// subjects only the gateway may publish to and only the consent identity may
+// subscribe to (natsconf.ConsentAPI.>). The request names the citizen by
+// their ckey: the consent service trusts it because NATS permissions let
+// nothing but a gateway send it.
+
+// Subjects of the consent service's NATS API.
+var (
+	SubjectGrant  = natsconf.ConsentAPI + ".grant"
+	SubjectList   = natsconf.ConsentAPI + ".list"
+	SubjectRevoke = natsconf.ConsentAPI + ".revoke"
+)
+
+// Backend does what only the consent service may do for a citizen: mint
+// and record a grant, list and revoke their grants. *Service implements it
+// with the keys and the store; *Client asks the consent service over NATS.
+type Backend interface {
+	Grant(ctx context.Context, ckey string, g GrantRequest) (*GrantResponse, error)
+	List(ctx context.Context, ckey string) ([]Grant, error)
+	RevokeFor(ctx context.Context, ckey, jti string) (*Grant, error)
+}
+
+// ErrUnavailable is returned when the consent service or its store cannot
+// be reached.
+var ErrUnavailable = errors.New("consent: the consent service is unavailable")
+
+type apiRequest struct {
+	CKey  string        `json:"ckey"`
+	Grant *GrantRequest `json:"grant,omitempty"`
+	JTI   string        `json:"jti,omitempty"`
+}
+
+type apiReply struct {
+	Error   string          `json:"error,omitempty"` // bad_request, not_found, unavailable
+	Message string          `json:"message,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
+}
+
+// Serve answers the consent API on nc (the consent identity's connection)
+// with svc; replicas share the load in one queue group. Drain or
+// unsubscribe the returned subscription to stop.
+func Serve(nc *nats.Conn, svc *Service) (*nats.Subscription, error) {
+	log := svc.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	sub, err := nc.QueueSubscribe(natsconf.ConsentAPI+".>", "jisr-consent", func(m *nats.Msg) {
+		b, _ := json.Marshal(svc.answer(m))
+		if err := m.Respond(b); err != nil {
+			log.Warn("consent API reply failed", "subject", m.Subject, "err", err)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, err
+	}
+	return sub, nil
+}
+
+func (s *Service) answer(m *nats.Msg) apiReply {
+	var req apiRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil || req.CKey == "" {
+		return apiReply{Error: "bad_request", Message: "not a consent API request"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var result any
+	var err error
+	switch m.Subject {
+	case SubjectGrant:
+		if req.Grant == nil {
+			return apiReply{Error: "bad_request", Message: "no grant"}
+		}
+		result, err = s.Grant(ctx, req.CKey, *req.Grant)
+	case SubjectList:
+		result, err = s.List(ctx, req.CKey)
+	case SubjectRevoke:
+		result, err = s.RevokeFor(ctx, req.CKey, req.JTI)
+	default:
+		return apiReply{Error: "bad_request", Message: "unknown consent API subject"}
+	}
+	switch {
+	case errors.Is(err, ErrBadRequest):
+		return apiReply{Error: "bad_request", Message: err.Error()}
+	case errors.Is(err, ErrUnknownToken):
+		return apiReply{Error: "not_found", Message: err.Error()}
+	case err != nil:
+		if s.Log != nil {
+			s.Log.Error("consent API", "subject", m.Subject, "err", err)
+		}
+		return apiReply{Error: "unavailable", Message: "the consent store is unavailable"}
+	}
+	b, err := json.Marshal(result)
+	if err != nil {
+		return apiReply{Error: "unavailable", Message: "the reply could not be encoded"}
+	}
+	return apiReply{Result: b}
+}
+
+// Client is the gateway's side of the consent API: a Backend that asks the
+// consent service over NATS.
+type Client struct {
+	nc      *nats.Conn
+	timeout time.Duration
+}
+
+// NewClient returns a client of the consent service on nc (the gateway's
+// connection).
+func NewClient(nc *nats.Conn) *Client { return &Client{nc: nc, timeout: 10 * time.Second} }
+
+func (c *Client) call(ctx context.Context, subj string, req apiRequest, out any) error {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	m, err := c.nc.RequestWithContext(ctx, subj, b)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	var rep apiReply
+	if err := json.Unmarshal(m.Data, &rep); err != nil {
+		return fmt.Errorf("%w: unreadable reply", ErrUnavailable)
+	}
+	switch rep.Error {
+	case "":
+		return json.Unmarshal(rep.Result, out)
+	case "bad_request":
+		return fmt.Errorf("%w: %s", ErrBadRequest, strings.TrimPrefix(rep.Message, ErrBadRequest.Error()+": "))
+	case "not_found":
+		return ErrUnknownToken
+	default:
+		return fmt.Errorf("%w: %s", ErrUnavailable, rep.Message)
+	}
+}
+
+// Grant asks the consent service to mint and record a token of ckey's consent.
+func (c *Client) Grant(ctx context.Context, ckey string, g GrantRequest) (*GrantResponse, error) {
+	var out GrantResponse
+	if err := c.call(ctx, SubjectGrant, apiRequest{CKey: ckey, Grant: &g}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// List asks the consent service for ckey's grants.
+func (c *Client) List(ctx context.Context, ckey string) ([]Grant, error) {
+	var out []Grant
+	if err := c.call(ctx, SubjectList, apiRequest{CKey: ckey}, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RevokeFor asks the consent service to revoke jti if it is one of ckey's.
+func (c *Client) RevokeFor(ctx context.Context, ckey, jti string) (*Grant, error) {
+	var out Grant
+	if err := c.call(ctx, SubjectRevoke, apiRequest{CKey: ckey, JTI: jti}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
