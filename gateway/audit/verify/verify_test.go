@@ -367,7 +367,14 @@ func TestTrustedCheckpointMustStillBeExtended(t *testing.T) {
 		now  func() *synth
 		want string // "" = still extends
 	}{
-		{"grown", func() *synth { s := newSynth(t, keyDir, "gw-1"); s.append(40); s.checkpoint(); s.append(25); s.checkpoint(); return s }, ""},
+		{"grown", func() *synth {
+			s := newSynth(t, keyDir, "gw-1")
+			s.append(40)
+			s.checkpoint()
+			s.append(25)
+			s.checkpoint()
+			return s
+		}, ""},
 		{"erased", func() *synth { return newSynth(t, keyDir, "gw-1") }, "records 0 to 39 are missing"},
 		{"shortened", func() *synth { s := newSynth(t, keyDir, "gw-1"); s.append(40); s.records = s.records[:31]; return s }, "records 31 to 39 are missing"},
 		{"restarted with other records", func() *synth {
