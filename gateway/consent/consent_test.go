@@ -52,6 +52,9 @@ type fed struct {
 	store  *consent.Store // the consent service's view
 	cnss   *nats.Conn
 	tax    *nats.Conn
+	// each gateway replica and its store
+	gws    []*gateway.Gateway
+	stores []*consent.Store
 }
 
 // start brings up a real bus, n gateway replicas with real verifiers, and a
@@ -67,6 +70,8 @@ func start(t *testing.T, replicas int) *fed {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	var gws []*gateway.Gateway
+	var stores []*consent.Store
 	for i := 0; i < replicas; i++ {
 		nc := env.Connect(t, "gateway")
 		st, err := consent.OpenStore(ctx, nc, true, nil)
@@ -89,6 +94,7 @@ func start(t *testing.T, replicas int) *fed {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { gw.Stop(ctx) })
+		gws, stores = append(gws, gw), append(stores, st)
 	}
 	prov := env.Connect(t, "civil-registry")
 	prov.QueueSubscribe("jisr.p.civil-registry.>", "p", func(m *nats.Msg) {
@@ -107,7 +113,7 @@ func start(t *testing.T, replicas int) *fed {
 		t.Fatal(err)
 	}
 	return &fed{env: env, keys: keys, issuer: consent.NewIssuer(keys, env.Fed.ID("consent")), store: store,
-		cnss: env.Connect(t, "cnss"), tax: env.Connect(t, "tax")}
+		cnss: env.Connect(t, "cnss"), tax: env.Connect(t, "tax"), gws: gws, stores: stores}
 }
 
 func (f *fed) grant(t *testing.T, mod func(r *consent.Request)) (string, *consent.Claims) {

@@ -44,6 +44,7 @@ type watchState struct {
 	usage    time.Time // the usage stream seen at start
 	synced   bool
 	syncedCh chan struct{}
+	wasReady bool // it was ready once (so a return to readiness is news)
 	target   uint64 // what the watch must have delivered by the next check
 	firstSeq uint64 // the revocation stream's first sequence at the last check
 
@@ -237,13 +238,14 @@ func (s *Store) check(ctx context.Context) {
 	switch {
 	case err != nil && w.err == nil:
 		s.log.Error("consent state unavailable: tokens are refused until it is back", "err", err)
-	case err == nil && w.err != nil && gen == w.gen:
+	case err == nil && w.err != nil && gen == w.gen && w.wasReady:
 		s.log.Info("consent state back in step: tokens are accepted again")
 	}
 	if err == nil && gen != w.gen {
 		return
 	}
 	w.err = err
+	w.wasReady = w.wasReady || err == nil
 }
 
 func (s *Store) inStep(ctx context.Context) error {
