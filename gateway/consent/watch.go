@@ -44,7 +44,7 @@ type watchState struct {
 	usage    time.Time // the usage stream seen at start
 	synced   bool
 	syncedCh chan struct{}
-	wasReady bool // it was ready once (so a return to readiness is news)
+	wasReady bool   // it was ready once (so a return to readiness is news)
 	target   uint64 // what the watch must have delivered by the next check
 	firstSeq uint64 // the revocation stream's first sequence at the last check
 
