@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -411,6 +412,8 @@ func TestJetStreamDownWithholdsRepliesAndServiceResumes(t *testing.T) {
 	}
 	js := f.nats.NATS()
 	js.DisableJetStream()
+	// The gateway says so: its consent state (the revocation watch) is gone.
+	f.waitReadyz(t, http.StatusServiceUnavailable)
 	for i := 10; i < 20; i++ {
 		err := call(i)
 		if status.Code(err) != codes.Unavailable {
@@ -439,6 +442,7 @@ func TestJetStreamDownWithholdsRepliesAndServiceResumes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("service did not resume: %v\n%s", err, f.logs.String())
 	}
+	f.waitReadyz(t, http.StatusOK)
 	for i := 20; i < 40; i++ {
 		err := call(i)
 		if err != nil {
@@ -594,6 +598,25 @@ func TestAuditCLIUsageErrors(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "not an eid") {
 			t.Errorf("%v: the error echoes the eID argument", args)
 		}
+	}
+}
+
+// waitReadyz waits until the gateway's /readyz answers with code.
+func (f *auditFed) waitReadyz(t *testing.T, code int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + f.gw.addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == code {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz did not answer %d within 30s (last: %v %v)", code, resp, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
