@@ -131,6 +131,9 @@ type Log struct {
 	// some may be stored. Until the tail is re-read, nothing else is appended.
 	uncertain   []*item
 	lastAttempt time.Time
+	// fatal: the stored log was erased or replaced while this process
+	// wrote it (ErrNotExtended); nothing more is appended.
+	fatal error
 
 	stats struct {
 		sync.Mutex
@@ -142,7 +145,8 @@ type Log struct {
 type state struct {
 	size    uint64         // leaves in the log
 	prev    []byte         // leaf hash of leaf size-1
-	lastSeq uint64         // stream sequence of the last record adopted
+	lastSeq uint64         // highest stream sequence of a record adopted
+	tailSeq uint64         // stream sequence of leaf size-1
 	all     *compact.Range // [0, size)
 	// The last published checkpoint and the leaves since.
 	ckptSize   uint64
@@ -378,6 +382,10 @@ func (l *Log) finalCheckpoint() {
 // acknowledgement, then advance the tail — or, on any failure, fail the whole
 // batch and leave the log uncertain until its tail is re-read.
 func (l *Log) commit(batch []*pending) {
+	if l.fatal != nil {
+		failAll(batch, l.fatal)
+		return
+	}
 	if l.uncertain != nil {
 		if time.Since(l.lastAttempt) < l.o.retryEvery {
 			failAll(batch, fmt.Errorf("%w: recovering from an earlier failure", ErrUnavailable))
@@ -424,6 +432,12 @@ func (l *Log) commit(batch []*pending) {
 		}
 		if it.err != nil {
 			ok = false
+		}
+	}
+	for _, it := range items {
+		if ok && it.seq <= l.lastSeq {
+			// Sequences never go back in a stream: this is another one.
+			ok, it.err = false, fmt.Errorf("stored at sequence %d, before the log's last record (%d): the audit stream was replaced", it.seq, l.lastSeq)
 		}
 	}
 	if ok {
@@ -510,6 +524,7 @@ func (l *Log) adopt(hash []byte, seq uint64) {
 	l.size++
 	l.prev = hash
 	l.lastSeq = max(l.lastSeq, seq)
+	l.tailSeq = seq
 }
 
 // recover re-reads the log's records stored after the last adopted one and
@@ -518,6 +533,9 @@ func (l *Log) adopt(hash []byte, seq uint64) {
 // the stored tail is settled.
 func (l *Log) recover(ctx context.Context) error {
 	l.lastAttempt = time.Now()
+	if err := l.checkStored(ctx); err != nil {
+		return err
+	}
 	held := map[uint64]*item{}
 	for _, it := range l.uncertain {
 		held[it.leaf] = it
@@ -722,10 +740,46 @@ func (l *Log) keepTrusted() {
 	}
 }
 
+// checkStored checks that the stream still holds the log's last record:
+// a log erased, or its stream replaced, behind this process is never
+// continued (nor checkpointed). It latches ErrNotExtended in l.fatal.
+func (l *Log) checkStored(ctx context.Context) error {
+	if l.fatal != nil {
+		return l.fatal
+	}
+	if l.size == 0 {
+		return nil
+	}
+	m, err := l.records.GetMsg(ctx, l.tailSeq)
+	var why string
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		why = "is no longer stored"
+	case err != nil:
+		return fmt.Errorf("%w: reading the log's last record: %w", ErrUnavailable, err)
+	case !slices.Equal(tree.LeafHash(m.Data), l.prev):
+		why = "is another message now"
+	default:
+		return nil
+	}
+	l.fatal = fmt.Errorf("%w: log %s: its last record (leaf %d, sequence %d) %s: the stored log was erased or replaced, and holds fewer than its %d records",
+		ErrNotExtended, l.id, l.size-1, l.tailSeq, why, l.size)
+	l.log.Error("the audit log was erased or replaced behind the gateway: no more records are appended, no reply is released (run jisr audit verify; a restart refuses too)", "err", l.fatal)
+	return l.fatal
+}
+
 // checkpoint signs and publishes a checkpoint of the current tail.
 func (l *Log) checkpoint(ctx context.Context) error {
+	if l.fatal != nil {
+		return l.fatal
+	}
 	if l.uncertain != nil {
 		return fmt.Errorf("%w: no checkpoint while the tail is unsettled", ErrUnavailable)
+	}
+	if l.size > l.ckptSize {
+		if err := l.checkStored(ctx); err != nil {
+			return err
+		}
 	}
 	if l.size == l.ckptSize && l.ckptSize > 0 {
 		return nil
@@ -745,7 +799,7 @@ func (l *Log) checkpoint(ctx context.Context) error {
 		Checkpoint:   signed,
 		LogId:        l.id,
 		CompactRange: l.all.Hashes(),
-		LastSequence: l.lastSeq,
+		LastSequence: l.tailSeq,
 		LastLeafHash: l.prev,
 	}
 	if l.ckptSize > 0 {
@@ -833,7 +887,7 @@ func (l *Log) loadCheckpoint(ctx context.Context, data []byte) error {
 	if err != nil || rec.GetLogId() != l.id || rec.GetLeafIndex() != c.Size-1 || !slices.Equal(tree.LeafHash(m.Data), st.GetLastLeafHash()) {
 		return bad("its last record (sequence %d) is not leaf %d as checkpointed", st.GetLastSequence(), c.Size-1)
 	}
-	l.size, l.prev, l.lastSeq, l.all = c.Size, st.GetLastLeafHash(), st.GetLastSequence(), r
+	l.size, l.prev, l.lastSeq, l.tailSeq, l.all = c.Size, st.GetLastLeafHash(), st.GetLastSequence(), st.GetLastSequence(), r
 	l.ckptSize, l.ckptRange, l.ckptSigned = c.Size, tree.Clone(r), st.GetCheckpoint()
 	l.since = tree.Factory.NewEmptyRange(c.Size)
 	return nil

@@ -759,3 +759,31 @@ func (s *syncBuf) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestALogErasedWhileOpenIsNotContinued(t *testing.T) {
+	r := newRestartable(t)
+	nc := r.env.Connect(t, "gateway", nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	l := r.open(t, nc, "gw-1", audit.WithAckTimeout(time.Second), audit.WithRetryEvery(10*time.Millisecond))
+	appendN(t, r.fixture, l, 0, 5)
+	r.eraseStreams(t) // while the log is open
+	deadline := time.Now().Add(30 * time.Second)
+	var err error
+	for i := 0; ; i++ {
+		err = l.Append(context.Background(), decisionN(r.fixture, 100+i))
+		if err == nil {
+			t.Fatal("a record was appended to an erased log")
+		}
+		if errors.Is(err, audit.ErrNotExtended) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !errors.Is(err, audit.ErrNotExtended) || !strings.Contains(err.Error(), "log gw-1") {
+		t.Fatalf("append to an erased log: %v, want ErrNotExtended", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Checkpoint(ctx); !errors.Is(err, audit.ErrNotExtended) {
+		t.Fatalf("checkpoint of an erased log: %v", err)
+	}
+}
