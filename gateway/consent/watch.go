@@ -105,8 +105,9 @@ func (s *Store) startWatch(ctx context.Context) (<-chan struct{}, error) {
 		return nil, fmt.Errorf("consent: watch %s: %w", natsconf.RevocationBucket, err)
 	}
 	w.mu.Lock()
-	if w.cons != nil {
-		w.cons.Stop()
+	if old := w.cons; old != nil {
+		w.cons = nil
+		defer old.Stop() // outside w.mu: its handlers take w.mu
 	}
 	w.gen++
 	gen := w.gen
@@ -122,7 +123,8 @@ func (s *Store) startWatch(ctx context.Context) (<-chan struct{}, error) {
 	w.mu.Unlock()
 	cons, err := oc.Consume(func(m jetstream.Msg) { s.apply(gen, m) },
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			s.notReady(gen, fmt.Errorf("%w: revocation watch: %w", ErrStateUnavailable, err))
+			// Called under the consumer's lock: never wait for w.mu here.
+			go s.notReady(gen, fmt.Errorf("%w: revocation watch: %w", ErrStateUnavailable, err))
 		}))
 	if err != nil {
 		return nil, fmt.Errorf("consent: watch %s: %w", natsconf.RevocationBucket, err)
