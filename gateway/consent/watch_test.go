@@ -197,3 +197,52 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+func TestAWatchThatStopsMovingIsNoticed(t *testing.T) {
+	f := start(t, 1)
+	gw, store := f.gws[0], f.stores[0]
+	tok, c := f.grant(t, nil)
+	if _, err := f.call(t, f.cnss, "cnss", citizen, tok, purpose); err != nil {
+		t.Fatal(err)
+	}
+	// The watch's consumer is paused (an insider): it exists, it is
+	// healthy, and it delivers nothing more.
+	js := insiderJS(t, f.env)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rs, err := js.Stream(ctx, "KV_"+natsconf.RevocationBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paused []string
+	for name := range rs.ConsumerNames(ctx).Name() {
+		if _, err := rs.PauseConsumer(ctx, name, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		paused = append(paused, name)
+	}
+	if len(paused) == 0 {
+		t.Fatal("no watch consumer")
+	}
+	// A revocation now cannot reach the gateway: it must stop accepting
+	// tokens rather than accept a revoked one.
+	if _, err := f.store.Revoke(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the stalled watch is noticed", func() bool {
+		err := gw.Ready()
+		return err != nil && strings.Contains(err.Error(), "stalled")
+	})
+	if code, reason := f.refusedFor(t, tok); code != codes.Unavailable || reason != decision.ReasonConsentStateUnavailable {
+		t.Fatalf("a token query while the watch is stalled: %v %s", code, reason)
+	}
+	for _, name := range paused {
+		if _, err := rs.ResumeConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the watch moves again", func() bool { return gw.Ready() == nil && store.Revoked(c.ID) })
+	if code, reason := f.refusedFor(t, tok); reason != consent.ReasonRevoked {
+		t.Fatalf("the revoked token once the watch is back: %v %s", code, reason)
+	}
+}
