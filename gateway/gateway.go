@@ -170,6 +170,13 @@ func (g *Gateway) Ready() error {
 	if !g.cfg.Conn.IsConnected() {
 		return errors.New("not connected to NATS")
 	}
+	// The consent state (revocation watch) must be current too, when the
+	// verifier can tell.
+	if r, ok := g.cfg.Consent.(interface{ Ready() error }); ok && !g.cfg.Unsafe.SkipConsent {
+		if err := r.Ready(); err != nil {
+			return fmt.Errorf("consent: %w", err)
+		}
+	}
 	return nil
 }
 

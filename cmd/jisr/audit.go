@@ -49,6 +49,13 @@ func ensureAuditKey(certsDir string, fed *federation.Federation, instance string
 	return created, err
 }
 
+// trustedCheckpointPath is where a gateway instance keeps the last checkpoint
+// it published, outside NATS: <data>/audit/<instance>.checkpoint (a signed
+// note; `jisr audit verify --trusted` reads it too).
+func trustedCheckpointPath(dataDir, instance string) string {
+	return filepath.Join(dataDir, "audit", instance+".checkpoint")
+}
+
 // auditSettings is the audit's configuration, from the environment, read
 // and validated once at start.
 type auditSettings struct {
@@ -145,8 +152,13 @@ func startAudit(ctx context.Context, g *globals, nc *nats.Conn, instance string)
 			}
 		}
 	}()
+	dir := filepath.Join(g.dataDir, "audit")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	l, err := audit.Open(ctx, nc, td, instance, kp,
-		audit.WithLogger(g.log), audit.WithStream(settings.stream), audit.WithCheckpointEvery(settings.checkpointEvery))
+		audit.WithLogger(g.log), audit.WithStream(settings.stream), audit.WithCheckpointEvery(settings.checkpointEvery),
+		audit.WithTrustedCheckpoint(trustedCheckpointPath(g.dataDir, instance)))
 	if err != nil {
 		return nil, err
 	}
@@ -167,10 +179,6 @@ func startAudit(ctx context.Context, g *globals, nc *nats.Conn, instance string)
 	}
 	ckpts, err := js.Stream(ctx, stream.Checkpoints)
 	if err != nil {
-		return nil, err
-	}
-	dir := filepath.Join(g.dataDir, "audit")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	store, err := index.OpenStore(filepath.Join(dir, "index-"+instance+".db"))

@@ -543,8 +543,9 @@ but the log cannot be recomputed from it.`,
 var errVerifyFailed = errors.New("audit verification FAILED")
 
 func newAuditVerifyCmd(g *globals) *cobra.Command {
-	var keysDir, file string
-	var quiet bool
+	var keysDir, file, seenDir string
+	var trusted []string
+	var quiet, strict bool
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Recompute every audit log and check it against its signed checkpoints",
@@ -555,9 +556,24 @@ parses, sits on its own subject, appears once, and chains to the one before;
 and that the tree recomputed from the records has each checkpoint's signed root.
 
 It names the first bad record of each log (edited, deleted, misfiled) and exits
-with status 1 when anything is wrong. Progress goes to stderr.`,
+with status 1 when anything is wrong. Progress goes to stderr.
+
+A log must also still extend every checkpoint seen before, so that a log
+erased or cut short (and its checkpoints with it) cannot pass unseen:
+
+  --trusted FILE   a signed checkpoint to check against, e.g. the gateway's
+                   own <data>/audit/<instance>.checkpoint (repeatable);
+  --seen-dir DIR   the checkpoints this auditor saw at its last successful
+                   verification of the live streams, one file per log and key
+                   (default $JISR_AUDIT_SEEN_DIR, else <user config
+                   dir>/jisr/audit-seen; "none" to keep none). They are
+                   checked, then advanced after a successful verification.
+
+Messages on the audit subjects that are not records of any log are named by
+their sequence as a warning (--strict: an error).`,
 		Example: `  jisr audit verify
   jisr audit verify --keys /etc/jisr/audit-keys
+  jisr audit verify --trusted /var/lib/jisr/audit/gw-1.checkpoint
   jisr audit verify --file audit-2026-11.jsonl`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -576,6 +592,24 @@ with status 1 when anything is wrong. Progress goes to stderr.`,
 				return fmt.Errorf("no trusted keys (*.pub) in %s", keysDir)
 			}
 			v := verify.New(fed.TrustDomain.Name(), keys)
+			for _, path := range trusted {
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return fmt.Errorf("--trusted: %w", err)
+				}
+				if _, err := v.Trust(string(b), path); err != nil {
+					return fmt.Errorf("--trusted: %w", err)
+				}
+			}
+			var seen *seenCheckpoints
+			if file == "" { // an export is a snapshot: only --trusted applies to it
+				if seen, err = openSeen(seenDir, fed.TrustDomain.Name(), keys); err != nil {
+					return err
+				}
+				if err := seen.trust(v); err != nil {
+					return err
+				}
+			}
 			prog := newProgress(cmd.ErrOrStderr(), quiet)
 			if file != "" {
 				err = verifyFile(file, v, prog)
@@ -591,9 +625,18 @@ with status 1 when anything is wrong. Progress goes to stderr.`,
 			if !rep.OK() {
 				return fmt.Errorf("%w: %d problem(s)", errVerifyFailed, len(rep.Problems))
 			}
+			if strict && len(rep.Foreign) > 0 {
+				return fmt.Errorf("%w: %d message(s) that are not records (--strict)", errVerifyFailed, len(rep.Foreign))
+			}
+			if err := seen.keep(rep); err != nil {
+				return fmt.Errorf("verified, but the checkpoints seen could not be kept: %w", err)
+			}
 			return nil
 		},
 	}
+	cmd.Flags().StringSliceVar(&trusted, "trusted", nil, "a signed checkpoint file the logs must still extend, e.g. the gateway's <data>/audit/<instance>.checkpoint (repeatable)")
+	cmd.Flags().StringVar(&seenDir, "seen-dir", "", `the checkpoints seen at the last successful verification, checked and advanced (default $JISR_AUDIT_SEEN_DIR, else <user config dir>/jisr/audit-seen; "none" to keep none)`)
+	cmd.Flags().BoolVar(&strict, "strict", false, "also fail on messages on the audit subjects that are not records")
 	cmd.Flags().StringVar(&keysDir, "keys", "", "directory of the logs' trusted public keys, <instance>.pub (default <certs>/audit)")
 	cmd.Flags().StringVar(&file, "file", "", "verify an export file instead of the live streams")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
@@ -699,12 +742,23 @@ func printReport(w io.Writer, rep *verify.Report) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", l.ID, l.Records, l.Checkpoints, l.CheckpointSize, l.Uncovered, l.Duplicates, st)
 	}
 	tw.Flush()
+	printForeign(w, rep)
 	if rep.OK() {
 		fmt.Fprintf(w, "\nOK: %d record(s) and %d checkpoint(s) verified.\n", rep.Records, rep.CheckpointMsgs)
 		return
 	}
 	fmt.Fprintf(w, "\nFAILED: %d problem(s):\n", len(rep.Problems))
 	for _, p := range rep.Problems {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
+}
+
+func printForeign(w io.Writer, rep *verify.Report) {
+	if len(rep.Foreign) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nWARNING: %d message(s) on the audit subjects are not records of their log; they change nothing in the logs, but only the gateway may publish there:\n", len(rep.Foreign))
+	for _, p := range rep.Foreign {
 		fmt.Fprintf(w, "  %s\n", p)
 	}
 }

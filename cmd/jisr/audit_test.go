@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/minio/highwayhash"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -24,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/jisr-bus/jisr/bus/natsserver"
+	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
@@ -414,6 +417,8 @@ func TestJetStreamDownWithholdsRepliesAndServiceResumes(t *testing.T) {
 	}
 	js := f.nats.NATS()
 	js.DisableJetStream()
+	// The gateway says so: its consent state (the revocation watch) is gone.
+	f.waitReadyz(t, http.StatusServiceUnavailable)
 	for i := 10; i < 20; i++ {
 		err := call(i)
 		if status.Code(err) != codes.Unavailable {
@@ -442,6 +447,7 @@ func TestJetStreamDownWithholdsRepliesAndServiceResumes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("service did not resume: %v\n%s", err, f.logs.String())
 	}
+	f.waitReadyz(t, http.StatusOK)
 	for i := 20; i < 40; i++ {
 		err := call(i)
 		if err != nil {
@@ -597,5 +603,174 @@ func TestAuditCLIUsageErrors(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "not an eid") {
 			t.Errorf("%v: the error echoes the eID argument", args)
 		}
+	}
+}
+
+// waitReadyz waits until the gateway's /readyz answers with code.
+func (f *auditFed) waitReadyz(t *testing.T, code int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + f.gw.addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == code {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz did not answer %d within 30s (last: %v %v)", code, resp, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// eraseAuditStreams is an insider with the NATS server's disk: it stops
+// NATS, removes the audit and checkpoint streams from the JetStream store,
+// starts NATS again and creates both streams again, empty (as the operator
+// identity once the federation has one, else as the gateway).
+func (f *auditFed) eraseAuditStreams(t *testing.T) {
+	t.Helper()
+	storeDir := f.nats.NATS().JetStreamConfig().StoreDir
+	f.nats.Shutdown()
+	f.nats = nil
+	n := 0
+	err := filepath.WalkDir(storeDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && filepath.Base(filepath.Dir(p)) == "streams" && (d.Name() == stream.Audit || d.Name() == stream.Checkpoints) {
+			n++
+			if err := os.RemoveAll(p); err != nil {
+				return err
+			}
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("erased %d streams: %v", n, err)
+	}
+	f.startNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	acfg, ccfg, err := stream.StreamConfigs(stream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"operator", "gateway"} {
+		nc, src, err := f.g.connect(ctx, id)
+		if err != nil {
+			continue
+		}
+		js, _ := jetstream.New(nc)
+		_, err1 := js.CreateStream(ctx, acfg)
+		_, err2 := js.CreateStream(ctx, ccfg)
+		nc.Close()
+		src.Close()
+		if err1 == nil && err2 == nil {
+			return
+		}
+	}
+	t.Fatal("no identity could create the audit streams again")
+}
+
+func TestAnErasedLogIsRefusedAndVerifyNamesTheMissingRecords(t *testing.T) {
+	dir := t.TempDir()
+	f := startAuditFed(t, dir)
+	seen := filepath.Join(t.TempDir(), "seen")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	for i := range 9 {
+		if _, err := f.cnss.IsAlive(md(ctx, "jisr-purpose", "pension-continuity"), &civilv1.IsAliveRequest{Eid: eidN(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.stopGateway(t) // its final checkpoint covers the nine records
+	trusted := trustedCheckpointPath(dir, "gw-1")
+	if b, err := os.ReadFile(trusted); err != nil || !strings.Contains(string(b), "/audit/gw-1\n9\n") {
+		t.Fatalf("the gateway's trusted checkpoint: %v\n%s", err, b)
+	}
+	// The auditor verifies, and keeps what it saw.
+	if out, _, err := f.cli("audit", "verify", "--seen-dir", seen); err != nil || !strings.Contains(out, "OK: 9 record(s)") {
+		t.Fatalf("verify: %v\n%s", err, out)
+	}
+
+	f.eraseAuditStreams(t)
+
+	// The gateway refuses to append to the erased log.
+	gw, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "127.0.0.1:0", instance: "gw-1"})
+	if err == nil {
+		f.gw = gw
+		t.Fatal("the gateway started on an erased audit log")
+	}
+	if !errors.Is(err, audit.ErrNotExtended) || !strings.Contains(err.Error(), "log gw-1") ||
+		!strings.Contains(err.Error(), "covers 9 records, the stored log holds 0: records 0 to 8 are missing") {
+		t.Fatalf("gateway start: %v, want ErrNotExtended naming the log and the sizes", err)
+	}
+	// Without memory of what was there, the empty streams verify: that is
+	// what the trusted and the seen checkpoints are for.
+	if out, _, err := f.cli("audit", "verify", "--seen-dir", "none"); err != nil {
+		t.Fatalf("verify of empty streams: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{
+		{"audit", "verify", "--seen-dir", "none", "--trusted", trusted},
+		{"audit", "verify", "--seen-dir", seen},
+	} {
+		out, _, err := f.cli(args...)
+		if !errors.Is(err, errVerifyFailed) {
+			t.Fatalf("%v passed on an erased log:\n%s", args, out)
+		}
+		if !strings.Contains(out, "not-extended: log gw-1: records 0 to 8 are missing") {
+			t.Fatalf("%v does not name the missing records:\n%s", args, out)
+		}
+	}
+}
+
+func TestAForgedMessageOnTheAuditSubjectIsNamedAndTheGatewayStarts(t *testing.T) {
+	f := startAuditFed(t, t.TempDir())
+	seen := filepath.Join(t.TempDir(), "seen")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	call := func(i int) {
+		t.Helper()
+		if _, err := f.cnss.IsAlive(md(ctx, "jisr-purpose", "pension-continuity"), &civilv1.IsAliveRequest{Eid: eidN(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		call(i)
+	}
+	// A message that is not a record, on the log's own subject (what a
+	// forged reply of the gateway once stored there).
+	nc, src, err := f.g.connect(ctx, "gateway")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	defer nc.Close()
+	keyer, _ := f.g.keyer()
+	subj, _ := record.Subject("gw-1", keyer.CKey(eidN(1)))
+	js, _ := jetstream.New(nc)
+	ack, err := js.Publish(ctx, subj, []byte("not a record"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.stopGateway(t)
+	f.startGateway(t) // it starts, and skips the message
+	if !strings.Contains(f.logs.String(), fmt.Sprintf("seq=%d", ack.Sequence)) {
+		t.Fatalf("the gateway did not log the forged message's sequence %d:\n%s", ack.Sequence, f.logs.String())
+	}
+	for i := 3; i < 6; i++ {
+		call(i)
+	}
+	f.stopGateway(t)
+	want := fmt.Sprintf("not-a-record: log gw-1 (audit sequence %d)", ack.Sequence)
+	out, _, err := f.cli("audit", "verify", "--seen-dir", seen)
+	if err != nil || !strings.Contains(out, want) || logRow(out, "gw-1")[1] != "6" {
+		t.Fatalf("verify: %v, want OK with six records and a warning %q:\n%s", err, want, out)
+	}
+	if out, _, err := f.cli("audit", "verify", "--seen-dir", seen, "--strict"); !errors.Is(err, errVerifyFailed) || !strings.Contains(out, want) {
+		t.Fatalf("verify --strict: %v\n%s", err, out)
 	}
 }

@@ -71,6 +71,11 @@ func startConsent(ctx context.Context, g *globals, nc *nats.Conn, reg prometheus
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
 	store.OnRevocation = func(d time.Duration) { lag.Observe(d.Seconds()) }
+	tampering := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "jisr", Subsystem: "consent", Name: "tampering_total",
+		Help: "Signs of tampering with the consent state: revocations deleted or purged, buckets replaced (see the ERROR log).",
+	})
+	store.OnTampering = tampering.Inc
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	if err := store.WatchRevocations(wctx); err != nil {
 		cancel()
@@ -92,7 +97,7 @@ func startConsent(ctx context.Context, g *globals, nc *nats.Conn, reg prometheus
 			Namespace: "jisr", Subsystem: "consent", Name: "token_cache_misses_total",
 			Help: "Look-ups the cache could not answer: the token's signature and claims were verified in full.",
 		}, func() float64 { calls, h := verifier.CacheStats(); return float64(max(calls-h, 0)) })
-		for _, c := range []prometheus.Collector{lag, lookups, hits, misses} {
+		for _, c := range []prometheus.Collector{lag, tampering, lookups, hits, misses} {
 			if err := reg.Register(c); err != nil {
 				p.Close()
 				return nil, err

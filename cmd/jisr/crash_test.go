@@ -30,6 +30,14 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
+	if os.Getenv("JISR_AUDIT_SEEN_DIR") == "" { // `audit verify` in tests keeps its seen checkpoints here, not in $HOME
+		dir, err := os.MkdirTemp("", "jisr-audit-seen-")
+		if err != nil {
+			panic(err)
+		}
+		defer os.RemoveAll(dir)
+		os.Setenv("JISR_AUDIT_SEEN_DIR", dir)
+	}
 	os.Exit(m.Run())
 }
 

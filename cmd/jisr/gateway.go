@@ -123,11 +123,11 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gateway
 		return nil, err
 	}
 	n = &gatewayNode{}
-	defer func() {
+	defer func(node *gatewayNode) { // n is nil once an error is returned
 		if err != nil {
-			n.close()
+			node.close()
 		}
-	}()
+	}(n)
 	n.nc, n.src, err = g.connect(ctx, "gateway")
 	if err != nil {
 		return nil, err

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -57,6 +58,11 @@ var (
 	ErrBroken = errors.New("audit: the stored log is broken")
 	// ErrConfig: invalid options.
 	ErrConfig = errors.New("audit: invalid configuration")
+	// ErrNotExtended: the stored log is shorter than the checkpoint this
+	// gateway last published and kept on its own disk, or has another root
+	// at that size: it was truncated, replaced or forked behind the
+	// gateway's back. The gateway refuses to append to it.
+	ErrNotExtended = errors.New("audit: the stored log does not extend the gateway's trusted checkpoint")
 )
 
 type options struct {
@@ -67,6 +73,7 @@ type options struct {
 	ackTimeout      time.Duration
 	queue           int
 	retryEvery      time.Duration
+	trustedPath     string
 }
 
 // Option configures Open.
@@ -95,6 +102,13 @@ func WithQueue(n int) Option { return func(o *options) { o.queue = n } }
 // it (default 250ms); in between, Appends fail at once.
 func WithRetryEvery(d time.Duration) Option { return func(o *options) { o.retryEvery = d } }
 
+// WithTrustedCheckpoint keeps the log's last published checkpoint (its
+// signed note) in the file at path, outside NATS, rewritten atomically after
+// each checkpoint. Open refuses a stored log that does not extend the
+// checkpoint in that file (ErrNotExtended). A missing file is trusted on
+// first use.
+func WithTrustedCheckpoint(path string) Option { return func(o *options) { o.trustedPath = path } }
+
 // Log is one gateway instance's audit log. Create it with Open.
 type Log struct {
 	id, origin string
@@ -117,6 +131,9 @@ type Log struct {
 	// some may be stored. Until the tail is re-read, nothing else is appended.
 	uncertain   []*item
 	lastAttempt time.Time
+	// fatal: the stored log was erased or replaced while this process
+	// wrote it (ErrNotExtended); nothing more is appended.
+	fatal error
 
 	stats struct {
 		sync.Mutex
@@ -128,12 +145,14 @@ type Log struct {
 type state struct {
 	size    uint64         // leaves in the log
 	prev    []byte         // leaf hash of leaf size-1
-	lastSeq uint64         // stream sequence of the last record adopted
+	lastSeq uint64         // highest stream sequence of a record adopted
+	tailSeq uint64         // stream sequence of leaf size-1
 	all     *compact.Range // [0, size)
 	// The last published checkpoint and the leaves since.
-	ckptSize  uint64
-	ckptRange *compact.Range // [0, ckptSize)
-	since     *compact.Range // [ckptSize, size)
+	ckptSize   uint64
+	ckptRange  *compact.Range // [0, ckptSize)
+	ckptSigned string         // its signed note
+	since      *compact.Range // [ckptSize, size)
 }
 
 type pending struct {
@@ -195,6 +214,13 @@ func Open(ctx context.Context, nc *nats.Conn, trustDomain, logID string, key *ch
 	}
 	if err := l.resume(ctx); err != nil {
 		return nil, err
+	}
+	trustedSize, err := l.checkTrusted(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if l.ckptSize > trustedSize {
+		l.keepTrusted()
 	}
 	l.publishStats()
 	l.log.Info("audit log open", "size", l.size, "checkpoint", l.ckptSize, "last_sequence", l.lastSeq)
@@ -356,6 +382,10 @@ func (l *Log) finalCheckpoint() {
 // acknowledgement, then advance the tail — or, on any failure, fail the whole
 // batch and leave the log uncertain until its tail is re-read.
 func (l *Log) commit(batch []*pending) {
+	if l.fatal != nil {
+		failAll(batch, l.fatal)
+		return
+	}
 	if l.uncertain != nil {
 		if time.Since(l.lastAttempt) < l.o.retryEvery {
 			failAll(batch, fmt.Errorf("%w: recovering from an earlier failure", ErrUnavailable))
@@ -402,6 +432,12 @@ func (l *Log) commit(batch []*pending) {
 		}
 		if it.err != nil {
 			ok = false
+		}
+	}
+	for _, it := range items {
+		if ok && it.seq <= l.lastSeq {
+			// Sequences never go back in a stream: this is another one.
+			ok, it.err = false, fmt.Errorf("stored at sequence %d, before the log's last record (%d): the audit stream was replaced", it.seq, l.lastSeq)
 		}
 	}
 	if ok {
@@ -488,6 +524,7 @@ func (l *Log) adopt(hash []byte, seq uint64) {
 	l.size++
 	l.prev = hash
 	l.lastSeq = max(l.lastSeq, seq)
+	l.tailSeq = seq
 }
 
 // recover re-reads the log's records stored after the last adopted one and
@@ -496,6 +533,9 @@ func (l *Log) adopt(hash []byte, seq uint64) {
 // the stored tail is settled.
 func (l *Log) recover(ctx context.Context) error {
 	l.lastAttempt = time.Now()
+	if err := l.checkStored(ctx); err != nil {
+		return err
+	}
 	held := map[uint64]*item{}
 	for _, it := range l.uncertain {
 		held[it.leaf] = it
@@ -519,48 +559,72 @@ func (l *Log) recover(ctx context.Context) error {
 
 // readTail adopts the stored records after lastSeq. It reports whether it
 // had to republish a held record to fill a gap (the caller then re-reads).
+//
+// A message on the log's subjects that is not a record of this log — it
+// does not parse, names another log, or claims the next leaf without
+// chaining to the tail — is logged at ERROR with its sequence and skipped:
+// only the gateway writes there, so it was put there by someone else, and
+// it must not stop the log (`jisr audit verify` names it too). A well-formed
+// record of this log stored after a missing leaf is a gap, and is not
+// skipped.
 func (l *Log) readTail(ctx context.Context, held map[uint64]*item) (bool, error) {
 	type stored struct {
 		seq  uint64
 		data []byte
 		rec  *auditv1.Record
 	}
-	found := map[uint64]stored{}
+	found := map[uint64][]stored{}
 	err := stream.Scan(ctx, l.records, stream.ScanOptions{Filters: []string{record.LogFilter(l.id)}, StartSeq: l.lastSeq + 1}, func(m stream.Msg) error {
 		rec, err := record.Parse(m.Data)
-		if err != nil || rec.GetLogId() != l.id {
-			return fmt.Errorf("%w: the message at sequence %d is not a record of log %s", ErrBroken, m.Seq, l.id)
-		}
-		if rec.GetLeafIndex() < l.size {
+		switch {
+		case err != nil:
+			l.log.Error("a message on this log's audit subject is not a record: skipped (jisr audit verify names it)", "seq", m.Seq, "subject", m.Subject, "err", err)
+			return nil
+		case rec.GetLogId() != l.id:
+			l.log.Error("a record of another log is stored on this log's audit subject: skipped (jisr audit verify names it)", "seq", m.Seq, "record_log", rec.GetLogId())
+			return nil
+		case rec.GetLeafIndex() < l.size:
 			l.log.Warn("a second copy of an adopted leaf is stored (a retry outside the deduplication window)", "leaf", rec.GetLeafIndex(), "seq", m.Seq)
 			return nil
 		}
-		if _, dup := found[rec.GetLeafIndex()]; !dup {
-			found[rec.GetLeafIndex()] = stored{seq: m.Seq, data: m.Data, rec: rec}
-		}
+		found[rec.GetLeafIndex()] = append(found[rec.GetLeafIndex()], stored{seq: m.Seq, data: m.Data, rec: rec})
 		return nil
 	})
 	if err != nil {
-		if errors.Is(err, ErrBroken) {
-			return false, err
-		}
 		return false, fmt.Errorf("%w: re-reading the log: %w", ErrUnavailable, err)
 	}
 	adopted := 0
 	for {
-		s, ok := found[l.size]
+		cands, ok := found[l.size]
 		if !ok {
 			break
 		}
-		if !slices.Equal(s.rec.GetPrevLeafHash(), l.prev) {
-			return false, fmt.Errorf("%w: leaf %d (sequence %d) does not chain to leaf %d", ErrBroken, l.size, s.seq, l.size-1)
-		}
-		h := tree.LeafHash(s.data)
-		if it, mine := held[l.size]; !mine || !slices.Equal(it.hash, h) {
-			l.log.Error("adopted a record this process did not write: is another gateway running with the same --instance?", "leaf", l.size, "seq", s.seq)
-		}
 		delete(found, l.size)
-		l.adopt(h, s.seq)
+		// The record that chains to the tail; one this process holds first.
+		var pick *stored
+		for i := range cands {
+			c := &cands[i]
+			if !slices.Equal(c.rec.GetPrevLeafHash(), l.prev) {
+				continue
+			}
+			if it, mine := held[l.size]; mine && slices.Equal(it.hash, tree.LeafHash(c.data)) || pick == nil {
+				pick = c
+			}
+		}
+		for i := range cands {
+			if c := &cands[i]; c != pick {
+				l.log.Error("a message claiming this log's next leaf is not its record (it does not chain, or another copy was adopted): skipped (jisr audit verify names it)",
+					"leaf", l.size, "seq", c.seq)
+			}
+		}
+		if pick == nil {
+			break
+		}
+		h := tree.LeafHash(pick.data)
+		if it, mine := held[l.size]; !mine || !slices.Equal(it.hash, h) {
+			l.log.Error("adopted a record this process did not write: is another gateway running with the same --instance?", "leaf", l.size, "seq", pick.seq)
+		}
+		l.adopt(h, pick.seq)
 		adopted++
 	}
 	if adopted > 0 {
@@ -573,7 +637,7 @@ func (l *Log) readTail(ctx context.Context, held map[uint64]*item) (bool, error)
 	it, ok := held[l.size]
 	if !ok || !slices.Equal(it.prev, l.prev) {
 		later := slices.Sorted(maps.Keys(found))
-		return false, fmt.Errorf("%w: leaf %d is missing but leaf %d is stored (sequence %d)", ErrBroken, l.size, later[0], found[later[0]].seq)
+		return false, fmt.Errorf("%w: leaf %d is missing but leaf %d is stored (sequence %d)", ErrBroken, l.size, later[0], found[later[0]][0].seq)
 	}
 	ack, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: it.subject, Data: it.data, Header: nats.Header{}},
 		jetstream.WithMsgID(record.MsgID(l.id, it.leaf)), jetstream.WithExpectStream(stream.Audit))
@@ -584,10 +648,138 @@ func (l *Log) readTail(ctx context.Context, held map[uint64]*item) (bool, error)
 	return true, nil
 }
 
+// checkTrusted compares the resumed log with the checkpoint kept on disk
+// (WithTrustedCheckpoint): the log must hold at least as many records, with
+// the same root at that size. It returns the trusted size (0 without one).
+func (l *Log) checkTrusted(ctx context.Context) (uint64, error) {
+	path := l.o.trustedPath
+	if path == "" {
+		return 0, nil
+	}
+	c, _, err := checkpoint.ReadFile(path, note.VerifierList(l.key.Verifier))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if l.size > 0 {
+			l.log.Warn("no trusted checkpoint on disk: trusting the stored log as it is (first start with this data directory?)", "file", path, "size", l.size)
+		}
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("%w: log %s: the trusted checkpoint cannot be read: %w", ErrNotExtended, l.id, err)
+	case c.Origin != l.origin:
+		return 0, fmt.Errorf("%w: log %s: %s is a checkpoint of %q", ErrNotExtended, l.id, path, c.Origin)
+	case c.Size == 0:
+		return 0, nil
+	}
+	if l.size < c.Size {
+		return 0, fmt.Errorf("%w: log %s: the trusted checkpoint (%s) covers %d records, the stored log holds %d: records %d to %d are missing",
+			ErrNotExtended, l.id, path, c.Size, l.size, l.size, c.Size-1)
+	}
+	root, err := l.rootAt(ctx, c.Size)
+	if err != nil {
+		return 0, err
+	}
+	if !slices.Equal(root, c.Root) {
+		return 0, fmt.Errorf("%w: log %s: the trusted checkpoint (%s) covers %d records, and the stored log of %d records has another root at that size: records before %d were replaced",
+			ErrNotExtended, l.id, path, c.Size, l.size, c.Size)
+	}
+	l.log.Info("the stored log extends the trusted checkpoint", "trusted_size", c.Size, "size", l.size)
+	return c.Size, nil
+}
+
+// rootAt returns the root of the log's first n leaves (n <= size): from the
+// state in hand when n is the size of the last checkpoint or of the log, else
+// recomputed from the stored records.
+func (l *Log) rootAt(ctx context.Context, n uint64) ([]byte, error) {
+	switch n {
+	case l.ckptSize:
+		return tree.Root(l.ckptRange)
+	case l.size:
+		return tree.Root(l.all)
+	}
+	r := tree.Factory.NewEmptyRange(0)
+	var prev []byte
+	byLeaf := map[uint64][][]byte{}
+	err := stream.Scan(ctx, l.records, stream.ScanOptions{Filters: []string{record.LogFilter(l.id)}}, func(m stream.Msg) error {
+		rec, err := record.Parse(m.Data)
+		if err != nil || rec.GetLogId() != l.id || rec.GetLeafIndex() >= n {
+			return nil
+		}
+		byLeaf[rec.GetLeafIndex()] = append(byLeaf[rec.GetLeafIndex()], m.Data)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: re-reading the log: %w", ErrUnavailable, err)
+	}
+	for i := range n {
+		var h []byte
+		for _, data := range byLeaf[i] {
+			if rec, _ := record.Parse(data); slices.Equal(rec.GetPrevLeafHash(), prev) {
+				h = tree.LeafHash(data)
+				break
+			}
+		}
+		if h == nil {
+			return nil, fmt.Errorf("%w: log %s: leaf %d, covered by the trusted checkpoint, is not stored", ErrNotExtended, l.id, i)
+		}
+		if err := r.Append(h, nil); err != nil {
+			return nil, err
+		}
+		prev = h
+	}
+	return tree.Root(r)
+}
+
+// keepTrusted writes the last published checkpoint to the trusted file. A
+// failure is logged: the checkpoint is published, and the next one retries.
+func (l *Log) keepTrusted() {
+	if l.o.trustedPath == "" || l.ckptSigned == "" {
+		return
+	}
+	if err := checkpoint.WriteFile(l.o.trustedPath, l.ckptSigned); err != nil {
+		l.log.Error("the trusted checkpoint could not be written to disk", "file", l.o.trustedPath, "size", l.ckptSize, "err", err)
+	}
+}
+
+// checkStored checks that the stream still holds the log's last record:
+// a log erased, or its stream replaced, behind this process is never
+// continued (nor checkpointed). It latches ErrNotExtended in l.fatal.
+func (l *Log) checkStored(ctx context.Context) error {
+	if l.fatal != nil {
+		return l.fatal
+	}
+	if l.size == 0 {
+		return nil
+	}
+	m, err := l.records.GetMsg(ctx, l.tailSeq)
+	var why string
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		why = "is no longer stored"
+	case err != nil:
+		return fmt.Errorf("%w: reading the log's last record: %w", ErrUnavailable, err)
+	case !slices.Equal(tree.LeafHash(m.Data), l.prev):
+		why = "is another message now"
+	default:
+		return nil
+	}
+	l.fatal = fmt.Errorf("%w: log %s: its last record (leaf %d, sequence %d) %s: the stored log was erased or replaced, and holds fewer than its %d records",
+		ErrNotExtended, l.id, l.size-1, l.tailSeq, why, l.size)
+	l.log.Error("the audit log was erased or replaced behind the gateway: no more records are appended, no reply is released (run jisr audit verify; a restart refuses too)", "err", l.fatal)
+	return l.fatal
+}
+
 // checkpoint signs and publishes a checkpoint of the current tail.
 func (l *Log) checkpoint(ctx context.Context) error {
+	if l.fatal != nil {
+		return l.fatal
+	}
 	if l.uncertain != nil {
 		return fmt.Errorf("%w: no checkpoint while the tail is unsettled", ErrUnavailable)
+	}
+	if l.size > l.ckptSize {
+		if err := l.checkStored(ctx); err != nil {
+			return err
+		}
 	}
 	if l.size == l.ckptSize && l.ckptSize > 0 {
 		return nil
@@ -607,7 +799,7 @@ func (l *Log) checkpoint(ctx context.Context) error {
 		Checkpoint:   signed,
 		LogId:        l.id,
 		CompactRange: l.all.Hashes(),
-		LastSequence: l.lastSeq,
+		LastSequence: l.tailSeq,
 		LastLeafHash: l.prev,
 	}
 	if l.ckptSize > 0 {
@@ -629,9 +821,10 @@ func (l *Log) checkpoint(ctx context.Context) error {
 		jetstream.WithMsgID(fmt.Sprintf("%s:checkpoint:%d", l.id, l.size)), jetstream.WithExpectStream(stream.Checkpoints)); err != nil {
 		return fmt.Errorf("%w: publish checkpoint: %w", ErrUnavailable, err)
 	}
-	l.ckptSize, l.ckptRange = l.size, tree.Clone(l.all)
+	l.ckptSize, l.ckptRange, l.ckptSigned = l.size, tree.Clone(l.all), signed
 	l.since = tree.Factory.NewEmptyRange(l.size)
 	l.publishStats()
+	l.keepTrusted()
 	l.log.Debug("checkpoint published", "size", l.size)
 	return nil
 }
@@ -694,8 +887,8 @@ func (l *Log) loadCheckpoint(ctx context.Context, data []byte) error {
 	if err != nil || rec.GetLogId() != l.id || rec.GetLeafIndex() != c.Size-1 || !slices.Equal(tree.LeafHash(m.Data), st.GetLastLeafHash()) {
 		return bad("its last record (sequence %d) is not leaf %d as checkpointed", st.GetLastSequence(), c.Size-1)
 	}
-	l.size, l.prev, l.lastSeq, l.all = c.Size, st.GetLastLeafHash(), st.GetLastSequence(), r
-	l.ckptSize, l.ckptRange = c.Size, tree.Clone(r)
+	l.size, l.prev, l.lastSeq, l.tailSeq, l.all = c.Size, st.GetLastLeafHash(), st.GetLastSequence(), st.GetLastSequence(), r
+	l.ckptSize, l.ckptRange, l.ckptSigned = c.Size, tree.Clone(r), st.GetCheckpoint()
 	l.since = tree.Factory.NewEmptyRange(c.Size)
 	return nil
 }

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -487,5 +490,300 @@ func BenchmarkAppend(b *testing.B) {
 			defer cancel()
 			_ = l.Close(ctx)
 		})
+	}
+}
+
+// insider connects with the identity that may create streams: the operator
+// once the federation has one, else the gateway.
+func insider(t *testing.T, env *bustest.Env) jetstream.JetStream {
+	t.Helper()
+	for _, id := range []string{"operator", "gateway"} {
+		nc, err := env.Dial(id, env.Source(t, env.ID(id)))
+		if err != nil {
+			continue
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	t.Fatal("no identity may manage streams")
+	return nil
+}
+
+// eraseStreams is an insider with the server's disk: it stops NATS, removes
+// the audit and checkpoint streams from the JetStream store, starts NATS
+// again and creates both streams again, empty.
+func (r *restartable) eraseStreams(t *testing.T) {
+	t.Helper()
+	r.stop()
+	n := 0
+	err := filepath.WalkDir(r.cfg.StoreDir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && filepath.Base(filepath.Dir(p)) == "streams" && (d.Name() == stream.Audit || d.Name() == stream.Checkpoints) {
+			n++
+			if err := os.RemoveAll(p); err != nil {
+				return err
+			}
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("erased %d streams: %v", n, err)
+	}
+	r.start(t)
+	recreateStreams(t, r.env)
+}
+
+func recreateStreams(t *testing.T, env *bustest.Env) {
+	t.Helper()
+	js := insider(t, env)
+	acfg, ccfg, err := stream.StreamConfigs(stream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, c := range []jetstream.StreamConfig{acfg, ccfg} {
+		if _, err := js.CreateStream(ctx, c); err != nil {
+			t.Fatalf("recreate %s: %v", c.Name, err)
+		}
+	}
+}
+
+func TestALogThatNoLongerExtendsItsTrustedCheckpointIsRefused(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		// after the streams are erased and recreated empty
+		refill func(t *testing.T, r *restartable, nc *nats.Conn)
+		want   string
+	}{
+		{"erased", func(*testing.T, *restartable, *nats.Conn) {}, "covers 9 records, the stored log holds 0: records 0 to 8 are missing"},
+		{"replaced by a shorter log", func(t *testing.T, r *restartable, nc *nats.Conn) {
+			l := r.open(t, nc, "gw-1")
+			appendN(t, r.fixture, l, 100, 4)
+			closeLog(t, l)
+		}, "covers 9 records, the stored log holds 4: records 4 to 8 are missing"},
+		{"replaced by another log as long", func(t *testing.T, r *restartable, nc *nats.Conn) {
+			l := r.open(t, nc, "gw-1")
+			appendN(t, r.fixture, l, 100, 12)
+			closeLog(t, l)
+		}, "covers 9 records, and the stored log of 12 records has another root at that size"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRestartable(t)
+			trusted := filepath.Join(t.TempDir(), "gw-1.checkpoint")
+			nc := r.env.Connect(t, "gateway", nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+			l := r.open(t, nc, "gw-1", audit.WithTrustedCheckpoint(trusted))
+			for i := range 9 { // one at a time: one decision, one record
+				appendN(t, r.fixture, l, i, 1)
+			}
+			closeLog(t, l)
+			kept, _, err := checkpoint.ReadFile(trusted, note.VerifierList(r.key(t, "gw-1").Verifier))
+			if err != nil || kept.Size != 9 {
+				t.Fatalf("trusted checkpoint on disk: size %d, %v", kept.Size, err)
+			}
+
+			r.eraseStreams(t)
+			nc = r.env.Connect(t, "gateway")
+			c.refill(t, r, nc)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_, err = audit.Open(ctx, nc, td, "gw-1", r.key(t, "gw-1"), audit.WithTrustedCheckpoint(trusted),
+				audit.WithLogger(slog.New(slog.DiscardHandler)))
+			if !errors.Is(err, audit.ErrNotExtended) {
+				t.Fatalf("open on a log that no longer extends its trusted checkpoint: %v, want ErrNotExtended", err)
+			}
+			if !strings.Contains(err.Error(), "log gw-1") || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("the error does not name the log and the sizes: %v", err)
+			}
+			// The file is left as it was: the evidence stays.
+			if again, _, err := checkpoint.ReadFile(trusted, note.VerifierList(r.key(t, "gw-1").Verifier)); err != nil || again.Size != 9 {
+				t.Fatalf("the trusted checkpoint changed: %d %v", again.Size, err)
+			}
+		})
+	}
+}
+
+func closeLog(t *testing.T, l *audit.Log) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTrustedCheckpointBehindTheStreamIsCaughtUp(t *testing.T) {
+	// A crash after a checkpoint was published but before the file was
+	// rewritten leaves the file behind the stream: the log still extends it.
+	f := newFixture(t)
+	trusted := filepath.Join(t.TempDir(), "gw-1.checkpoint")
+	nc := f.env.Connect(t, "gateway")
+	l := f.open(t, nc, "gw-1", audit.WithTrustedCheckpoint(trusted))
+	appendN(t, f, l, 0, 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := l.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	old := mustReadFile(t, trusted)
+	appendN(t, f, l, 5, 3)
+	if err := l.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, f, l, 8, 4)
+	closeLog(t, l)
+	if err := checkpoint.WriteFile(trusted, string(old)); err != nil {
+		t.Fatal(err)
+	}
+	l = f.open(t, nc, "gw-1", audit.WithTrustedCheckpoint(trusted))
+	if size, _ := l.Size(); size != 12 {
+		t.Fatalf("reopened at %d, want 12", size)
+	}
+	kept, _, err := checkpoint.ReadFile(trusted, note.VerifierList(f.key(t, "gw-1").Verifier))
+	if err != nil || kept.Size != 12 {
+		t.Fatalf("the trusted checkpoint was not caught up: %d %v", kept.Size, err)
+	}
+	closeLog(t, l)
+}
+
+func TestANonRecordOnTheAuditSubjectDoesNotStopTheLog(t *testing.T) {
+	f := newFixture(t)
+	nc := f.env.Connect(t, "gateway")
+	l := f.open(t, nc, "gw-1", audit.WithCheckpointEvery(time.Hour))
+	appendN(t, f, l, 0, 3)
+	// Someone (here with the gateway's own rights) publishes junk on the
+	// log's subjects: bytes that are not a record, a record of another log,
+	// a record that claims the next leaf without chaining to it.
+	ck := f.env.Keyer.CKey("AB000001")
+	subj, _ := record.Subject("gw-1", ck)
+	next := record.FromDecision(decisionN(f, 50))
+	next.LogId, next.LeafIndex, next.PrevLeafHash = "gw-1", 3, tree.LeafHash([]byte("not the tail"))
+	nextData, _ := record.Marshal(next)
+	other := record.FromDecision(decisionN(f, 51))
+	other.LogId = "gw-9"
+	otherData, _ := record.Marshal(other)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var junk []uint64
+	for _, data := range [][]byte{[]byte("{\"person\":\"forged\"}"), otherData, nextData} {
+		ack, err := js.Publish(ctx, subj, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		junk = append(junk, ack.Sequence)
+	}
+	// A restart reads the tail back: the junk is logged and skipped.
+	var logs syncBuf
+	l2, err := audit.Open(ctx, nc, td, "gw-1", f.key(t, "gw-1"), audit.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	if err != nil {
+		t.Fatalf("a forged message stopped the log from opening: %v", err)
+	}
+	if size, _ := l2.Size(); size != 3 {
+		t.Fatalf("reopened at %d, want 3", size)
+	}
+	for _, seq := range junk {
+		if !strings.Contains(logs.String(), "level=ERROR msg=\"a message") || !strings.Contains(logs.String(), fmt.Sprintf("seq=%d", seq)) {
+			t.Fatalf("the message at sequence %d was not logged at ERROR:\n%s", seq, logs.String())
+		}
+	}
+	appendN(t, f, l2, 3, 4)
+	closeLog(t, l2)
+	recs := readLogRecords(t, f, "gw-1")
+	if len(recs) != 7 {
+		t.Fatalf("%d records of gw-1, want 7", len(recs))
+	}
+	checkChain(t, recs)
+}
+
+// readLogRecords reads the records of a log, leaving out the messages on its
+// subjects that are not records of it and the ones that do not chain.
+func readLogRecords(t *testing.T, f *fixture, id string) []storedRecord {
+	t.Helper()
+	js, err := jetstream.New(f.env.Connect(t, "auditor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream.Audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []storedRecord
+	var prev []byte
+	err = stream.Scan(ctx, s, stream.ScanOptions{Filters: []string{record.LogFilter(id)}}, func(m stream.Msg) error {
+		r, err := record.Parse(m.Data)
+		if err != nil || r.GetLogId() != id || r.GetLeafIndex() != uint64(len(out)) || !bytes.Equal(r.GetPrevLeafHash(), prev) {
+			return nil
+		}
+		out = append(out, storedRecord{seq: m.Seq, subject: m.Subject, data: m.Data, rec: r})
+		prev = tree.LeafHash(m.Data)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func mustReadFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestALogErasedWhileOpenIsNotContinued(t *testing.T) {
+	r := newRestartable(t)
+	nc := r.env.Connect(t, "gateway", nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	l := r.open(t, nc, "gw-1", audit.WithAckTimeout(time.Second), audit.WithRetryEvery(10*time.Millisecond))
+	appendN(t, r.fixture, l, 0, 5)
+	r.eraseStreams(t) // while the log is open
+	deadline := time.Now().Add(30 * time.Second)
+	var err error
+	for i := 0; ; i++ {
+		err = l.Append(context.Background(), decisionN(r.fixture, 100+i))
+		if err == nil {
+			t.Fatal("a record was appended to an erased log")
+		}
+		if errors.Is(err, audit.ErrNotExtended) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !errors.Is(err, audit.ErrNotExtended) || !strings.Contains(err.Error(), "log gw-1") {
+		t.Fatalf("append to an erased log: %v, want ErrNotExtended", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Checkpoint(ctx); !errors.Is(err, audit.ErrNotExtended) {
+		t.Fatalf("checkpoint of an erased log: %v", err)
 	}
 }

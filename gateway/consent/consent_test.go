@@ -56,6 +56,9 @@ type fed struct {
 	gwNC   *nats.Conn     // the first gateway replica's connection
 	cnss   *nats.Conn
 	tax    *nats.Conn
+	// each gateway replica and its store
+	gws    []*gateway.Gateway
+	stores []*consent.Store
 }
 
 // start brings up a real bus, n gateway replicas with real verifiers built
@@ -77,6 +80,8 @@ func start(t *testing.T, replicas int) *fed {
 	}
 	ctx := context.Background()
 	var gwNC *nats.Conn
+	var gws []*gateway.Gateway
+	var stores []*consent.Store
 	for i := 0; i < replicas; i++ {
 		nc := env.Connect(t, "gateway")
 		if gwNC == nil {
@@ -102,6 +107,7 @@ func start(t *testing.T, replicas int) *fed {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { gw.Stop(ctx) })
+		gws, stores = append(gws, gw), append(stores, st)
 	}
 	prov := env.Connect(t, "civil-registry")
 	prov.QueueSubscribe("jisr.p.civil-registry.>", "p", func(m *nats.Msg) {
@@ -124,7 +130,7 @@ func start(t *testing.T, replicas int) *fed {
 		t.Fatal(err)
 	}
 	return &fed{env: env, keys: keys, pub: pub, issuer: issuer, store: store, gwNC: gwNC,
-		cnss: env.Connect(t, "cnss"), tax: env.Connect(t, "tax")}
+		cnss: env.Connect(t, "cnss"), tax: env.Connect(t, "tax"), gws: gws, stores: stores}
 }
 
 func (f *fed) grant(t *testing.T, mod func(r *consent.Request)) (string, *consent.Claims) {

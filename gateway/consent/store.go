@@ -25,13 +25,26 @@ type Store struct {
 	log                        *slog.Logger
 
 	mu      sync.RWMutex
-	revoked map[string]time.Time
-	synced  chan struct{}
+	revoked map[string]revocation
+	watch   watchState
 
 	// OnRevocation, when set before WatchRevocations, is told how long each
 	// revocation took from its write in the bucket to this replica applying
 	// it (the revocation lag).
 	OnRevocation func(lag time.Duration)
+	// OnTampering, when set before WatchRevocations, is called for each
+	// sign of tampering with the consent state: a revocation deleted or
+	// purged, entries removed from the revocation stream, a bucket replaced.
+	OnTampering func()
+	// WatchEvery is how often the watch is checked against the buckets
+	// (default 1s): how long a stopped watch may go unnoticed.
+	WatchEvery time.Duration
+}
+
+// revocation is what a replica holds of one revoked token ID.
+type revocation struct {
+	at  time.Time // when it was written
+	rev uint64    // its sequence in the bucket's stream
 }
 
 // Grant is what the consent service records of a token: never the token
@@ -71,7 +84,7 @@ func OpenStore(ctx context.Context, nc *nats.Conn, create bool, log *slog.Logger
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{js: js, log: log, revoked: map[string]time.Time{}, synced: make(chan struct{})}
+	s := &Store{js: js, log: log, revoked: map[string]revocation{}}
 	open := func(bucket, desc string) (jetstream.KeyValue, error) {
 		if create {
 			return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -167,61 +180,6 @@ func (s *Store) List(ctx context.Context, ckey string) ([]Grant, error) {
 		out = append(out, g)
 	}
 	return out, nil
-}
-
-// WatchRevocations keeps the in-memory revocation set in step with the
-// bucket until ctx ends. Synced is closed once the existing revocations are
-// loaded.
-func (s *Store) WatchRevocations(ctx context.Context) error {
-	w, err := s.revocations.WatchAll(ctx)
-	if err != nil {
-		return err
-	}
-	go func() {
-		defer w.Stop()
-		first := true
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil { // end of the initial values
-					if first {
-						close(s.synced)
-						first = false
-					}
-					continue
-				}
-				s.mu.Lock()
-				if e.Operation() == jetstream.KeyValuePut {
-					s.revoked[e.Key()] = e.Created()
-				}
-				s.mu.Unlock()
-				if !first && s.OnRevocation != nil && e.Operation() == jetstream.KeyValuePut {
-					s.OnRevocation(time.Since(e.Created()))
-				}
-			}
-		}
-	}()
-	select {
-	case <-s.synced:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(10 * time.Second):
-		return errors.New("consent: revocations not loaded within 10s")
-	}
-}
-
-// Revoked reports whether jti is revoked.
-func (s *Store) Revoked(jti string) bool {
-	s.mu.RLock()
-	_, ok := s.revoked[jti]
-	s.mu.RUnlock()
-	return ok
 }
 
 // Use counts one use of jti, refusing past max; compare-and-set makes the

@@ -79,6 +79,8 @@ var refusals = map[string]struct {
 	ReasonRevoked:                  {codes.PermissionDenied, "the citizen has revoked this consent"},
 	ReasonUsedUp:                   {codes.PermissionDenied, "the consent token has been used as many times as it allows"},
 	ReasonUsageUnavailable:         {codes.Unavailable, "the consent usage counter is unavailable; retry later"},
+	decision.ReasonConsentStateUnavailable: {codes.Unavailable,
+		"the gateway cannot confirm that its view of revocations and use counters is current, so no consent token is accepted; retry later"},
 }
 
 func refuse(reason string) *decision.Refusal {
@@ -193,10 +195,28 @@ func (v *Verifier) CacheStats() (calls, hits int64) {
 	return v.calls.Load(), v.hits.Load()
 }
 
+// Ready reports whether the revocations and use counters the verifier reads
+// are known to be current: nil, or why not. While they are not, Verify
+// refuses every query that needs a token (Unavailable,
+// CONSENT_STATE_UNAVAILABLE). The gateway's readiness includes it.
+func (v *Verifier) Ready() error {
+	for _, c := range []any{v.revoked, v.usage} {
+		if r, ok := c.(interface{ Ready() error }); ok {
+			if err := r.Ready(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Verify checks the query's token. When the token is authentic but does not
 // allow the query, the grant is returned with the error so the refusal is
 // audited with the token's jti.
 func (v *Verifier) Verify(ctx context.Context, r *decision.Request) (*decision.Grant, error) {
+	if v.Ready() != nil { // fail closed: a revocation may have been missed
+		return nil, refuse(decision.ReasonConsentStateUnavailable)
+	}
 	if r.Token == "" {
 		return nil, refuse(decision.ReasonConsentRequired)
 	}

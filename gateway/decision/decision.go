@@ -50,6 +50,11 @@ const (
 	ReasonPredicateLimit     = "PREDICATE_LIMIT_EXCEEDED"
 )
 
+// ReasonConsentStateUnavailable: the gateway's view of revocations and use
+// counters is not known to be current (its watch stopped), so no consent
+// token is accepted (Unavailable) until it is.
+const ReasonConsentStateUnavailable = "CONSENT_STATE_UNAVAILABLE"
+
 // Request is what the legal-basis check sees of a query.
 type Request struct {
 	Consumer   string      // member name, proven by the subject it published on

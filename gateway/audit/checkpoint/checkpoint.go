@@ -307,3 +307,60 @@ func writeExclusive(path, content string, mode os.FileMode) error {
 	}
 	return f.Close()
 }
+
+// ReadFile reads a signed checkpoint kept in a file (what WriteFile wrote, or
+// a checkpoint copied from the stream) and verifies it against trusted keys.
+// It returns the checkpoint and its signed text. A missing file is an
+// os.ErrNotExist.
+func ReadFile(path string, trusted note.Verifiers) (Checkpoint, string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Checkpoint{}, "", err
+	}
+	c, err := Open(string(b), trusted)
+	if err != nil {
+		return Checkpoint{}, "", fmt.Errorf("%s: %w", path, err)
+	}
+	return c, string(b), nil
+}
+
+// WriteFile replaces the file at path with a signed checkpoint, atomically:
+// a temporary file in the same directory, written and synced, renamed over
+// path, and the directory synced. A crash leaves the old or the new
+// checkpoint, never a torn one.
+func WriteFile(path, signed string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after a successful rename there is nothing to remove
+	if _, err := f.WriteString(signed); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

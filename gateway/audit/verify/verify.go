@@ -58,6 +58,15 @@ const (
 	Inconsistent Kind = "inconsistent"
 	// Untrusted: no trusted key for a log, so nothing about it can be proven.
 	Untrusted Kind = "untrusted"
+	// NotExtended: the log no longer extends a checkpoint seen before (one
+	// given to Trust: the gateway's own, or one an auditor verified earlier):
+	// it was truncated, replaced or forked.
+	NotExtended Kind = "not-extended"
+	// NotARecord: a message on a log's audit subject that is not a record of
+	// the log (it does not parse, or names another log), stored besides the
+	// log's records. It is reported in Report.Foreign and changes nothing in
+	// the log; only the gateway may publish there, so someone else did.
+	NotARecord Kind = "not-a-record"
 )
 
 // Problem is one finding.
@@ -106,12 +115,21 @@ type LogReport struct {
 	Duplicates int
 	// FirstBad is the first bad record of the log, if any.
 	FirstBad *Problem
+	// Checkpoint is the signed note of the largest verified checkpoint
+	// (what an auditor keeps, to check next time that the log extends it).
+	Checkpoint string
+	// Foreign counts the messages on the log's subjects that are not its
+	// records (Report.Foreign names them).
+	Foreign int
 }
 
 // Report is the outcome of a verification.
 type Report struct {
 	Logs     []*LogReport
 	Problems []Problem
+	// Foreign are the messages that are not records of any log (NotARecord),
+	// by sequence: reported, but not a problem of the logs themselves.
+	Foreign []Problem
 	// Records and CheckpointMsgs count the messages read.
 	Records, CheckpointMsgs uint64
 }
@@ -180,7 +198,26 @@ type logState struct {
 	// failed: a bad record is named; deeper checks stop for this log.
 	failed bool
 	sealed bool
+	// junk holds messages that are not records, by the leaf that was
+	// expected when they came (noLeaf when none was): a junk message where a
+	// leaf then turns out missing took that leaf's place (BadRecord); one
+	// followed by the leaf is foreign (NotARecord).
+	junk map[uint64][]junkMsg
+	// trusted are checkpoints given to Trust, by size.
+	trusted []trustedCheckpoint
 }
+
+type junkMsg struct {
+	seq    uint64
+	detail string
+}
+
+type trustedCheckpoint struct {
+	c      checkpoint.Checkpoint
+	source string
+}
+
+const noLeaf = ^uint64(0)
 
 type suspectLink struct {
 	leaf         uint64 // link leaf-1 → leaf is broken
@@ -196,7 +233,7 @@ type rootMismatch struct {
 func (v *Verifier) log(id string) *logState {
 	l, ok := v.logs[id]
 	if !ok {
-		l = &logState{id: id, rep: LogReport{ID: id}, r: tree.Factory.NewEmptyRange(0), pending: map[uint64]pendingLeaf{}}
+		l = &logState{id: id, rep: LogReport{ID: id}, r: tree.Factory.NewEmptyRange(0), pending: map[uint64]pendingLeaf{}, junk: map[uint64][]junkMsg{}}
 		v.logs[id] = l
 	}
 	return l
@@ -325,17 +362,19 @@ func (v *Verifier) AddRecord(seq uint64, subj string, data []byte) {
 		v.sealLog(l) // a log with records and no checkpoint at all
 	}
 	rec, err := record.Parse(data)
+	if err == nil && rec.GetLogId() != id {
+		err = fmt.Errorf("a record of log %q", rec.GetLogId())
+	}
 	if err != nil {
-		p := Problem{Kind: BadRecord, Seq: seq, Stream: "audit", Detail: fmt.Sprintf("not a valid record (%v)", err)}
+		at := noLeaf
 		if len(l.pending) == 0 && !l.failed {
-			p.Leaf, p.HasLeaf = l.rep.Records, true
-			p.Detail += "; it is stored where this record was expected"
+			at = l.rep.Records
 		}
-		v.problem(l, p)
+		l.junk[at] = append(l.junk[at], junkMsg{seq: seq, detail: fmt.Sprintf("not a record of the log (%v)", err)})
 		return
 	}
 	leaf := rec.GetLeafIndex()
-	if rec.GetLogId() != id || rec.GetCkey() != ck {
+	if rec.GetCkey() != ck {
 		v.problem(l, Problem{Kind: Misfiled, Leaf: leaf, HasLeaf: true, Seq: seq, Stream: "audit",
 			Detail: fmt.Sprintf("record of log %q about citizen key %q stored on subject %s", rec.GetLogId(), rec.GetCkey(), subj)})
 		return
@@ -388,9 +427,71 @@ func (v *Verifier) declareMissing(l *logState) {
 	}
 	first := slices.Min(slices.Collect(maps.Keys(l.pending)))
 	after := l.pending[first]
-	v.problem(l, Problem{Kind: Missing, Leaf: l.rep.Records, HasLeaf: true, Seq: after.seq, Stream: "audit",
-		Detail: fmt.Sprintf("not stored; the log goes on with record %d at sequence %d", first, after.seq)})
+	if !v.junkInPlace(l) {
+		v.problem(l, Problem{Kind: Missing, Leaf: l.rep.Records, HasLeaf: true, Seq: after.seq, Stream: "audit",
+			Detail: fmt.Sprintf("not stored; the log goes on with record %d at sequence %d", first, after.seq)})
+	}
 	clear(l.pending)
+}
+
+// junkInPlace names, as the bad record, a message that is not a record and
+// was stored where the missing leaf was expected. It reports whether there
+// was one.
+func (v *Verifier) junkInPlace(l *logState) bool {
+	js := l.junk[l.rep.Records]
+	if len(js) == 0 {
+		return false
+	}
+	delete(l.junk, l.rep.Records)
+	v.problem(l, Problem{Kind: BadRecord, Leaf: l.rep.Records, HasLeaf: true, Seq: js[0].seq, Stream: "audit",
+		Detail: js[0].detail + "; it is stored where this record was expected"})
+	for _, j := range js[1:] {
+		v.foreign(l, j)
+	}
+	return true
+}
+
+func (v *Verifier) foreign(l *logState, j junkMsg) {
+	l.rep.Foreign++
+	v.report.Foreign = append(v.report.Foreign, Problem{Kind: NotARecord, Log: l.id, Seq: j.seq, Stream: "audit", Detail: j.detail})
+}
+
+// Trust adds a checkpoint seen before — the gateway's trusted checkpoint, or
+// one an auditor kept from an earlier verification — that the log must still
+// extend: hold at least its size of records, with its root at that size.
+// It must be signed by a trusted key. Call it before the first record;
+// source names it in problems (a file name).
+func (v *Verifier) Trust(signed, source string) (checkpoint.Checkpoint, error) {
+	c, err := checkpoint.Open(signed, v.keys)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", source, err)
+	}
+	id := checkpoint.LogID(v.td, c.Origin)
+	if id == "" {
+		return c, fmt.Errorf("%s: a checkpoint of %q, not of a log of %s", source, c.Origin, v.td)
+	}
+	l := v.log(id)
+	l.trusted = append(l.trusted, trustedCheckpoint{c: c, source: source})
+	return c, nil
+}
+
+// reachTrusted compares the recomputed root with the trusted checkpoints of
+// the current size.
+func (v *Verifier) reachTrusted(l *logState) {
+	for _, t := range l.trusted {
+		if t.c.Size != l.rep.Records {
+			continue
+		}
+		root, err := tree.Root(l.r)
+		if err != nil {
+			panic(err)
+		}
+		if !bytes.Equal(root, t.c.Root) {
+			v.problem(l, Problem{Kind: NotExtended, Detail: fmt.Sprintf(
+				"the log does not extend the checkpoint seen before (%s): at its size, %d records, the stored log has another root; records before %d were replaced",
+				t.source, t.c.Size, t.c.Size)})
+		}
+	}
 }
 
 // leaf processes the next leaf of a log, in order.
@@ -415,8 +516,13 @@ func (v *Verifier) leaf(l *logState, seq uint64, data, h []byte, rec *auditv1.Re
 	}
 	l.hashes = append(l.hashes, h...)
 	l.prev, l.lastSeq = h, seq
+	for _, j := range l.junk[i] { // the leaf came after all: extra messages
+		v.foreign(l, j)
+	}
+	delete(l.junk, i)
 	l.rep.Records++
 	v.reachCheckpoints(l)
+	v.reachTrusted(l)
 }
 
 func (v *Verifier) altered(l *logState, leaf, seq uint64, detail string) {
@@ -463,7 +569,7 @@ func (v *Verifier) reachCheckpoints(l *logState) {
 		}
 		if l.mismatch == nil {
 			l.rep.Checkpoints++
-			l.rep.CheckpointSize, l.rep.Root = c.c.Size, c.c.Root
+			l.rep.CheckpointSize, l.rep.Root, l.rep.Checkpoint = c.c.Size, c.c.Root, c.state.GetCheckpoint()
 		}
 	}
 }
@@ -478,6 +584,7 @@ func (v *Verifier) Finish() *Report {
 		v.report.Logs = append(v.report.Logs, &l.rep)
 	}
 	sort.SliceStable(v.report.Problems, func(i, j int) bool { return v.report.Problems[i].Log < v.report.Problems[j].Log })
+	sort.SliceStable(v.report.Foreign, func(i, j int) bool { return v.report.Foreign[i].Seq < v.report.Foreign[j].Seq })
 	return &v.report
 }
 
@@ -491,11 +598,24 @@ func (v *Verifier) finishLog(l *logState) {
 		v.declareMissing(l)
 	}
 	// Checkpoints never reached: records at their end are missing.
-	if l.next < len(l.bySize) && !l.failed {
+	if l.next < len(l.bySize) && !l.failed && !v.junkInPlace(l) {
 		c := l.bySize[len(l.bySize)-1]
 		v.problem(l, Problem{Kind: Missing, Leaf: l.rep.Records, HasLeaf: true, Seq: c.seq, Stream: "checkpoints",
 			Detail: fmt.Sprintf("not stored: a signed checkpoint covers %d records, only %d are stored in order", c.c.Size, l.rep.Records)})
 	}
+	for _, t := range l.trusted {
+		if t.c.Size > l.rep.Records {
+			v.problem(l, Problem{Kind: NotExtended, Detail: fmt.Sprintf(
+				"records %d to %d are missing: the checkpoint seen before (%s) covers %d records, the stored log holds %d in order",
+				l.rep.Records, t.c.Size-1, t.source, t.c.Size, l.rep.Records)})
+		}
+	}
+	for _, at := range slices.Sorted(maps.Keys(l.junk)) {
+		for _, j := range l.junk[at] {
+			v.foreign(l, j)
+		}
+	}
+	clear(l.junk)
 	if m := l.mismatch; m != nil && !l.failed {
 		switch {
 		case m.to-m.from == 1:

@@ -355,3 +355,107 @@ func has(rep *verify.Report, kind verify.Kind, text string) bool {
 	}
 	return false
 }
+
+func TestTrustedCheckpointMustStillBeExtended(t *testing.T) {
+	keyDir := t.TempDir()
+	seen := newSynth(t, keyDir, "gw-1")
+	seen.append(40)
+	seen.checkpoint()
+	signed := string(lastNote(t, seen))
+	for _, c := range []struct {
+		name string
+		now  func() *synth
+		want string // "" = still extends
+	}{
+		{"grown", func() *synth {
+			s := newSynth(t, keyDir, "gw-1")
+			s.append(40)
+			s.checkpoint()
+			s.append(25)
+			s.checkpoint()
+			return s
+		}, ""},
+		{"erased", func() *synth { return newSynth(t, keyDir, "gw-1") }, "records 0 to 39 are missing"},
+		{"shortened", func() *synth { s := newSynth(t, keyDir, "gw-1"); s.append(40); s.records = s.records[:31]; return s }, "records 31 to 39 are missing"},
+		{"restarted with other records", func() *synth {
+			s := newSynth(t, keyDir, "gw-1")
+			s.append(1)
+			s.edit(0, func(r *auditv1.Record) { r.Purpose = "tax-clearance" })
+			s.prev = tree.LeafHash(s.records[0].data)
+			s.all = tree.Factory.NewEmptyRange(0)
+			_ = s.all.Append(s.prev, nil)
+			s.since = tree.Factory.NewEmptyRange(0)
+			_ = s.since.Append(s.prev, nil)
+			s.append(59)
+			s.checkpoint()
+			return s
+		}, "at its size, 40 records, the stored log has another root"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := c.now()
+			v := verify.New(td, keysOf(t, seen))
+			if _, err := v.Trust(signed, "seen/gw-1"); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range s.ckpts {
+				v.AddCheckpoint(m.seq, m.subject, m.data)
+			}
+			for _, m := range s.records {
+				v.AddRecord(m.seq, m.subject, m.data)
+			}
+			rep := v.Finish()
+			if c.want == "" {
+				if !rep.OK() {
+					t.Fatalf("problems: %v", rep.Problems)
+				}
+				return
+			}
+			for _, p := range rep.Problems {
+				if p.Kind == verify.NotExtended && p.Log == "gw-1" && strings.Contains(p.String(), c.want) && strings.Contains(p.String(), "seen/gw-1") {
+					return
+				}
+			}
+			t.Fatalf("no not-extended problem naming %q: %v", c.want, rep.Problems)
+		})
+	}
+	v := verify.New(td, keysOf(t, newSynth(t, t.TempDir(), "gw-1")))
+	if _, err := v.Trust(signed, "x"); err == nil {
+		t.Fatal("a checkpoint signed by an untrusted key was trusted")
+	}
+}
+
+func lastNote(t *testing.T, s *synth) []byte {
+	t.Helper()
+	st := &auditv1.CheckpointState{}
+	if err := proto.Unmarshal(s.ckpts[len(s.ckpts)-1].data, st); err != nil {
+		t.Fatal(err)
+	}
+	return []byte(st.GetCheckpoint())
+}
+
+func TestMessagesThatAreNotRecordsAreNamedAndTheLogStillVerifies(t *testing.T) {
+	s := clean(t)
+	subj, _ := record.Subject("gw-1", "CKEY0001")
+	other := s.mustParse(3)
+	other.LogId = "gw-9"
+	otherData, _ := record.Marshal(other)
+	// Forged messages between records, and after the last one.
+	insert := func(at int, seq uint64, data []byte) {
+		s.records = append(s.records[:at:at], append([]msg{{seq: seq, subject: subj, data: data}}, s.records[at:]...)...)
+	}
+	insert(50, 9001, []byte(`{"person":"forged"}`))
+	insert(20, 9000, otherData)
+	s.records = append(s.records, msg{seq: 9002, subject: subj, data: []byte{0x0a, 0x01}})
+	rep := run(t, keysOf(t, s), s)
+	if !rep.OK() {
+		t.Fatalf("the log's own records are intact, yet: %v", rep.Problems)
+	}
+	if rep.Logs[0].Records != 100 || rep.Logs[0].Foreign != 3 || len(rep.Foreign) != 3 {
+		t.Fatalf("report %+v, foreign %v", rep.Logs[0], rep.Foreign)
+	}
+	for i, seq := range []uint64{9000, 9001, 9002} {
+		if p := rep.Foreign[i]; p.Kind != verify.NotARecord || p.Seq != seq || !strings.Contains(p.String(), fmt.Sprintf("log gw-1 (audit sequence %d)", seq)) {
+			t.Fatalf("foreign message %d: %s", i, p)
+		}
+	}
+}
