@@ -1,0 +1,71 @@
+package natsserver
+
+import (
+	"crypto/x509"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// svidAuth maps a client to its user as verify_and_map does — the SPIFFE
+// URI SAN of the verified client certificate is the user name, and the
+// user's permissions are those natsconf rendered — and in addition sets the
+// user's ConnectionDeadline to the certificate chain's expiry: the server
+// closes the connection when the SVID expires ("Authentication Expired"),
+// and the reconnect with the expired certificate fails the TLS handshake.
+//
+// The certificate chain was verified at the handshake against the trust
+// bundle the svid.Source holds at that moment, so a rotated bundle applies to
+// every new connection without a restart.
+type svidAuth struct {
+	users map[string]*server.User // SPIFFE ID → the rendered user
+	now   func() time.Time
+}
+
+func newSVIDAuth(users []*server.User) *svidAuth {
+	a := &svidAuth{users: make(map[string]*server.User, len(users)), now: time.Now}
+	for _, u := range users {
+		a.users[u.Username] = u
+	}
+	return a
+}
+
+// Check implements server.Authentication.
+func (a *svidAuth) Check(c server.ClientAuthentication) bool {
+	if c.Kind() != server.CLIENT {
+		return false
+	}
+	st := c.GetTLSConnectionState()
+	if st == nil || len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
+		return false
+	}
+	chain := st.VerifiedChains[0]
+	id, err := x509svid.IDFromCert(chain[0])
+	if err != nil {
+		return false
+	}
+	u, ok := a.users[id.String()]
+	if !ok {
+		return false
+	}
+	deadline := expiry(chain)
+	if !a.now().Before(deadline) {
+		return false
+	}
+	mapped := *u
+	mapped.ConnectionDeadline = deadline
+	c.RegisterUser(&mapped)
+	return true
+}
+
+// expiry is when the first certificate of a verified chain expires.
+func expiry(chain []*x509.Certificate) time.Time {
+	t := chain[0].NotAfter
+	for _, c := range chain[1:] {
+		if c.NotAfter.Before(t) {
+			t = c.NotAfter
+		}
+	}
+	return t
+}
