@@ -258,7 +258,7 @@ func TestFloodFromOneMemberLeavesOthersTheirShare(t *testing.T) {
 	const (
 		flood        = 300
 		pad          = 1<<20 - 4<<10 // the request is just under NATS's 1 MiB max_payload
-		pendingBytes = 64 << 20 // the default
+		pendingBytes = 64 << 20      // the default
 	)
 	for _, tc := range []struct {
 		name, limits string
