@@ -104,7 +104,7 @@ type gatewayNode struct {
 	audit    *auditParts
 }
 
-func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gatewayNode, err error) {
+func startGateway(ctx context.Context, g *globals, o gatewayOptions) (_ *gatewayNode, err error) {
 	fed, err := g.federation()
 	if err != nil {
 		return nil, err
@@ -113,10 +113,14 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gateway
 	if err != nil {
 		return nil, err
 	}
-	n = &gatewayNode{}
+	// n, not the result: an error return sets the result to nil, and what was
+	// started (the gateway's subscription, the HTTP server) must still be stopped.
+	n := &gatewayNode{}
 	defer func() {
 		if err != nil {
-			n.close()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = n.stop(sctx)
 		}
 	}()
 	n.nc, n.src, err = g.connect(ctx, "gateway")
