@@ -182,6 +182,8 @@ func Render(c Config) (string, error) {
 	w("max_pending: %d\nwrite_deadline: %s\n", c.MaxPending, q(c.WriteDeadline))
 	w("\n")
 	w("# Mutual TLS is mandatory: the client certificate's SPIFFE URI SAN is the user name.\n")
+	w("# `jisr nats-server` also closes each connection when its SVID expires; a stock\n")
+	w("# nats-server checks a certificate's validity only when the client connects.\n")
 	w("tls {\n  cert_file: %s\n  key_file: %s\n  ca_file: %s\n  verify_and_map: true\n  timeout: 2\n}\n\n",
 		q(c.CertFile), q(c.KeyFile), q(c.CAFile))
 	if c.StoreDir != "" {
