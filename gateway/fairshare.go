@@ -96,6 +96,7 @@ func (g *Gateway) refuseEarly(msg *nats.Msg, r *decision.Refusal) {
 	d := &decision.Decision{Time: now, VisibleAt: now, Code: r.Code, Reason: r.Reason}
 	_, _, _, _ = g.name(msg.Subject, d)
 	g.metrics.observe(d)
+	g.metrics.shed.WithLabelValues(d.Consumer, d.Reason).Inc()
 	if replyTo(msg, d.Consumer) {
 		if err := bus.RespondFrom(msg, nil, r.GRPCStatus(), g.cfg.Instance); err != nil {
 			g.log.Debug("refusal not sent", "consumer", d.Consumer, "err", err)

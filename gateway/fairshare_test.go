@@ -212,6 +212,9 @@ func TestFairShareRefusesEarlyAndAudits(t *testing.T) {
 				r.Method != "GetPerson" || r.CKey != "" || r.Time.IsZero() {
 				t.Errorf("refusal recorded as %+v", r)
 			}
+			if n := f.metric(t, "jisr_gateway_shed_total"); n != 1 {
+				t.Errorf("jisr_gateway_shed_total %v, want 1", n)
+			}
 		})
 	}
 }

@@ -15,6 +15,7 @@ type metrics struct {
 	auditLatency  prometheus.Histogram
 	auditFailures prometheus.Counter
 	unaudited     prometheus.Counter
+	shed          *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -37,13 +38,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "jisr", Subsystem: "gateway", Name: "audit_failures_total",
 			Help: "Audit appends that failed; each withheld a reply.",
 		}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "jisr", Subsystem: "gateway", Name: "shed_total",
+			Help: "Queries refused at dispatch for fair share, by member and reason (REQUEST_TOO_LARGE, TOO_MANY_IN_FLIGHT, RATE_LIMITED, GATEWAY_OVERLOADED).",
+		}, []string{"consumer", "reason"}),
 		unaudited: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "jisr", Subsystem: "gateway", Name: "refusals_unaudited_total",
 			Help: "Queries refused at dispatch (fair share) whose record found the refusal audit queue full.",
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.queries, m.latency, m.auditLatency, m.auditFailures, m.unaudited} {
+		for _, c := range []prometheus.Collector{m.queries, m.latency, m.auditLatency, m.auditFailures, m.unaudited, m.shed} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
