@@ -2,6 +2,7 @@ package natsserver
 
 import (
 	"crypto/x509"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -29,6 +30,46 @@ func newSVIDAuth(users []*server.User) *svidAuth {
 		a.users[u.Username] = u
 	}
 	return a
+}
+
+// bind prepares the users as the server prepares its own configured users
+// (which it skips when authentication is custom): each in the account the
+// server registered under that name, or the global account, and a response
+// permission with its defaults and no blanket publish allow. Call it after
+// server.NewServer and before Start.
+func (a *svidAuth) bind(ns *server.Server) error {
+	for name, u := range a.users {
+		c := *u
+		c.Account = ns.GlobalAccount()
+		if u.Account != nil {
+			acc, err := ns.LookupAccount(u.Account.Name)
+			if err != nil {
+				return fmt.Errorf("natsserver: user %s: account %s: %w", name, u.Account.Name, err)
+			}
+			c.Account = acc
+		}
+		if p := u.Permissions; p != nil && p.Response != nil {
+			cp, rp := *p, *p.Response
+			if cp.Publish == nil {
+				cp.Publish = &server.SubjectPermission{}
+			}
+			if cp.Publish.Allow == nil {
+				pub := *cp.Publish
+				pub.Allow = []string{}
+				cp.Publish = &pub
+			}
+			if rp.MaxMsgs == 0 {
+				rp.MaxMsgs = server.DEFAULT_ALLOW_RESPONSE_MAX_MSGS
+			}
+			if rp.Expires == 0 {
+				rp.Expires = server.DEFAULT_ALLOW_RESPONSE_EXPIRATION
+			}
+			cp.Response = &rp
+			c.Permissions = &cp
+		}
+		a.users[name] = &c
+	}
+	return nil
 }
 
 // Check implements server.Authentication.

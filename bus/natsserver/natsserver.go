@@ -78,7 +78,8 @@ func Start(ctx context.Context, cfg natsconf.Config, src svid.Source, log *slog.
 	opts.TLSConfig = tlsConf
 	// verify_and_map's mapping, done here so the user also gets the SVID's
 	// expiry as its connection deadline (see auth.go).
-	opts.CustomClientAuthentication = newSVIDAuth(opts.Users)
+	auth := newSVIDAuth(opts.Users)
+	opts.CustomClientAuthentication = auth
 	opts.NoSigs = true
 	opts.NoLog = log == nil
 	if so.trace {
@@ -98,6 +99,10 @@ func Start(ctx context.Context, cfg natsconf.Config, src svid.Source, log *slog.
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsserver: %w", err)
+	}
+	if err := auth.bind(ns); err != nil {
+		ns.Shutdown()
+		return nil, err
 	}
 	if log != nil {
 		ns.SetLoggerV2(&slogAdapter{log: log.With("component", "nats")}, so.trace, so.trace, false)
