@@ -89,12 +89,15 @@ func (g *Gateway) release(sh *share) {
 }
 
 // refuseEarly answers a query that admit refused and queues its record.
-// Only the consumer, provider, service and method the federation knows are
-// named; nothing is decoded.
+// Only the consumer, provider, service and method the federation knows, and
+// a well-formed purpose, are named; the payload is not decoded.
 func (g *Gateway) refuseEarly(msg *nats.Msg, r *decision.Refusal) {
 	now := time.Now().UTC()
 	d := &decision.Decision{Time: now, VisibleAt: now, Code: r.Code, Reason: r.Reason}
 	_, _, _, _ = g.name(msg.Subject, d)
+	if p := msg.Header.Get(bus.HeaderPurpose); federation.CheckPurpose(p) == nil {
+		d.Purpose = p
+	}
 	g.metrics.observe(d)
 	g.metrics.shed.WithLabelValues(d.Consumer, d.Reason).Inc()
 	if replyTo(msg, d.Consumer) {

@@ -209,7 +209,7 @@ func TestFairShareRefusesEarlyAndAudits(t *testing.T) {
 			}
 			r := f.waitRefusals(t, 1)[0]
 			if r.Allowed || r.Reason != tc.reason || r.Consumer != "cnss" || r.Provider != "civil-registry" ||
-				r.Method != "GetPerson" || r.CKey != "" || r.Time.IsZero() {
+				r.Method != "GetPerson" || r.Purpose != "amo-enrolment" || r.CKey != "" || r.Time.IsZero() {
 				t.Errorf("refusal recorded as %+v", r)
 			}
 			if n := f.metric(t, "jisr_gateway_shed_total"); n != 1 {
