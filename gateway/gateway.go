@@ -68,8 +68,18 @@ type Config struct {
 	Audit      AuditLog
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // metrics; nil = not registered
-	// MaxInFlight bounds the queries decided at once (default 4096).
+	// MaxInFlight bounds the queries decided at once, all members together
+	// (default 4096); a query over it is refused at once (GATEWAY_OVERLOADED).
+	// Each member is also bounded by its federation limits.
 	MaxInFlight int
+	// PendingMessages and PendingBytes bound the queries received and not
+	// yet dispatched (defaults 65536 and 64 MiB). Dispatch only admits or
+	// refuses, so they stay near empty; past them the NATS client drops
+	// messages rather than the server cutting the gateway off.
+	PendingMessages, PendingBytes int
+	// RefusalQueue bounds the records of queries refused at dispatch that
+	// wait for the audit log (default 8192).
+	RefusalQueue int
 	// MaxTimeout caps a caller's deadline (default 30s); DefaultTimeout
 	// applies to a caller without one.
 	MaxTimeout     time.Duration
@@ -91,11 +101,19 @@ type Gateway struct {
 	metrics *metrics
 	quota   *quota.Limiter // predicate queries per rule and citizen
 
-	sem   chan struct{}
-	wg    sync.WaitGroup
-	sub   *nats.Subscription
-	ready atomic.Bool
+	shares   map[string]*share // member name → its fair share
+	sem      chan struct{}     // one slot per query being decided
+	refusals chan *decision.Decision
+	quit     chan struct{}
+	stopOnce sync.Once
+	auditors sync.WaitGroup
+	wg       sync.WaitGroup
+	sub      *nats.Subscription
+	ready    atomic.Bool
 }
+
+// refusalAuditors is how many appends of early refusals run at once.
+const refusalAuditors = 16
 
 // New validates cfg and builds a gateway.
 func New(cfg Config) (*Gateway, error) {
@@ -117,6 +135,15 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 4096
 	}
+	if cfg.PendingMessages <= 0 {
+		cfg.PendingMessages = 1 << 16
+	}
+	if cfg.PendingBytes <= 0 {
+		cfg.PendingBytes = 64 << 20
+	}
+	if cfg.RefusalQueue <= 0 {
+		cfg.RefusalQueue = 8192
+	}
 	if cfg.MaxTimeout <= 0 {
 		cfg.MaxTimeout = 30 * time.Second
 	}
@@ -134,7 +161,8 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{
 		cfg: cfg, log: cfg.Log.With("component", "gateway"),
 		cat: cat, pol: policy.New(cfg.Federation), metrics: m, quota: quota.New(0),
-		sem: make(chan struct{}, cfg.MaxInFlight),
+		shares: newShares(cfg.Federation), sem: make(chan struct{}, cfg.MaxInFlight),
+		refusals: make(chan *decision.Decision, cfg.RefusalQueue), quit: make(chan struct{}),
 	}
 	if u := cfg.Unsafe; u.SkipAudit || u.SkipConsent || u.SkipMinimise {
 		g.log.Warn("SAFEGUARDS SWITCHED OFF — benchmark mode, never use in production",
@@ -150,11 +178,20 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway: subscribe: %w", err)
 	}
-	if err := sub.SetPendingLimits(1<<16, 256<<20); err != nil {
+	if err := sub.SetPendingLimits(g.cfg.PendingMessages, g.cfg.PendingBytes); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	if err := bus.Flush(ctx, g.cfg.Conn); err != nil {
 		return fmt.Errorf("gateway: subscribe: %w", err)
+	}
+	if err := g.metrics.watch(g.cfg.Registerer, sub); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	if !g.cfg.Unsafe.SkipAudit {
+		for range refusalAuditors {
+			g.auditors.Add(1)
+			go g.auditRefusals()
+		}
 	}
 	g.sub = sub
 	g.ready.Store(true)
@@ -189,7 +226,12 @@ func (g *Gateway) Stop(ctx context.Context) error {
 		}
 	}
 	done := make(chan struct{})
-	go func() { g.wg.Wait(); close(done) }()
+	go func() {
+		g.wg.Wait()
+		g.stopOnce.Do(func() { close(g.quit) }) // the refusal auditors write what is queued, then end
+		g.auditors.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil
@@ -201,11 +243,18 @@ func (g *Gateway) Stop(ctx context.Context) error {
 // Catalog exposes the gateway's method catalog (for the HTTP consoles).
 func (g *Gateway) Catalog() *catalog.Catalog { return g.cat }
 
+// dispatch runs on the subscription's delivery goroutine: it must never
+// block, or messages pile up in front of it. It admits the query to its own
+// goroutine or refuses it at once (see fairshare.go).
 func (g *Gateway) dispatch(msg *nats.Msg) {
-	g.sem <- struct{}{}
+	sh := g.shares[consumerToken(msg.Subject)]
+	if r := g.admit(sh, msg); r != nil {
+		g.refuseEarly(msg, r)
+		return
+	}
 	g.wg.Add(1)
 	go func() {
-		defer func() { <-g.sem; g.wg.Done() }()
+		defer func() { g.release(sh); g.wg.Done() }()
 		g.handle(msg)
 	}()
 }
@@ -214,12 +263,17 @@ func (g *Gateway) dispatch(msg *nats.Msg) {
 func (g *Gateway) handle(msg *nats.Msg) {
 	start := time.Now()
 	timeout := bus.Timeout(msg.Header, g.cfg.DefaultTimeout, g.cfg.MaxTimeout)
-	ctx, cancel := context.WithTimeout(bus.ExtractTrace(context.Background(), msg.Header), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	// The consumer chose the subject's tokens: the span records it only once
-	// decide has checked them.
+	// decide has checked them. It also chose its trace context, so the query
+	// span is the root of a trace of the gateway's own, linked to the
+	// caller's span: the trace id in the audit record is one no member picked.
 	ctx, span := bus.StartUnverifiedSpan(ctx, "process", msg.Subject, trace.SpanKindServer, len(msg.Data))
 	defer span.End()
+	if caller := trace.SpanContextFromContext(bus.ExtractTrace(context.Background(), msg.Header)); caller.IsValid() && span.IsRecording() {
+		span.AddLink(trace.Link{SpanContext: caller})
+	}
 
 	d := &decision.Decision{Time: start.UTC()}
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
@@ -304,26 +358,9 @@ func endStep(span trace.Span, err error) {
 // decide runs the checks in order and, when all pass, forwards the query and
 // returns the minimised reply. It fills d as it learns.
 func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decision) ([]byte, error) {
-	q, err := subject.ParseQuery(msg.Subject)
+	q, consumer, m, err := g.name(msg.Subject, d)
 	if err != nil {
-		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed query subject")
-	}
-	consumer, err := g.cfg.Federation.Member(q.Consumer)
-	if err != nil {
-		return nil, decision.Refuse(codes.PermissionDenied, decision.ReasonUnknownMember, "unknown consumer member")
-	}
-	d.Consumer = q.Consumer
-	if _, err := g.cfg.Federation.Member(q.Provider); err != nil {
-		return nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMember, "unknown provider member")
-	}
-	d.Provider = q.Provider
-	m, err := g.cat.Lookup(q.Service, q.Method)
-	if err != nil {
-		return nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "unknown service or method")
-	}
-	d.Service, d.Method = m.Service, m.Name
-	if !provides(g.cfg.Federation, q.Provider, m.Service) {
-		return nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "%s does not provide %s", q.Provider, m.Service)
+		return nil, err
 	}
 
 	req, rawEID, err := m.Decode(msg.Data)
@@ -449,6 +486,40 @@ func (g *Gateway) minimise(ctx context.Context, q subject.Query, m *catalog.Meth
 	}
 	d.Fields = minimise.Released(sent.ProtoReflect())
 	return b, nil
+}
+
+// name fills d with the consumer, provider, service and method of a query
+// subject, each once the federation knows it, in the order decide checks
+// them; it returns them, or the refusal of the first that does not check.
+func (g *Gateway) name(subj string, d *decision.Decision) (subject.Query, *federation.Member, *catalog.Method, error) {
+	q, err := subject.ParseQuery(subj)
+	if err != nil {
+		// A member may publish only on jisr.q.<itself>.>, so even a subject
+		// that does not parse (a wildcard, a token too many) names its sender
+		// in its first token.
+		if c, err := g.cfg.Federation.Member(consumerToken(subj)); err == nil {
+			d.Consumer = c.Name
+		}
+		return q, nil, nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed query subject")
+	}
+	consumer, err := g.cfg.Federation.Member(q.Consumer)
+	if err != nil {
+		return q, nil, nil, decision.Refuse(codes.PermissionDenied, decision.ReasonUnknownMember, "unknown consumer member")
+	}
+	d.Consumer = q.Consumer
+	if _, err := g.cfg.Federation.Member(q.Provider); err != nil {
+		return q, nil, nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMember, "unknown provider member")
+	}
+	d.Provider = q.Provider
+	m, err := g.cat.Lookup(q.Service, q.Method)
+	if err != nil {
+		return q, nil, nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "unknown service or method")
+	}
+	d.Service, d.Method = m.Service, m.Name
+	if !provides(g.cfg.Federation, q.Provider, m.Service) {
+		return q, nil, nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "%s does not provide %s", q.Provider, m.Service)
+	}
+	return q, consumer, m, nil
 }
 
 // forward sends the re-encoded request to the provider and returns its reply payload. A

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jisr-bus/jisr/gateway/decision"
@@ -17,6 +18,8 @@ type metrics struct {
 	// requests (sent by the consumer) and replies (sent by the provider). A
 	// provider that sends them is a finding for its operators.
 	unknownFields *prometheus.CounterVec
+	unaudited     prometheus.Counter
+	shed          *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,9 +46,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "jisr", Subsystem: "gateway", Name: "unknown_fields_dropped_total",
 			Help: "Protobuf fields unknown to the gateway's descriptors, dropped before forwarding (direction=request, sent by the consumer) or releasing (direction=reply, sent by the provider).",
 		}, []string{"consumer", "provider", "direction"}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "jisr", Subsystem: "gateway", Name: "shed_total",
+			Help: "Queries refused at dispatch for fair share, by member and reason (REQUEST_TOO_LARGE, TOO_MANY_IN_FLIGHT, RATE_LIMITED, GATEWAY_OVERLOADED).",
+		}, []string{"consumer", "reason"}),
+		unaudited: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "jisr", Subsystem: "gateway", Name: "refusals_unaudited_total",
+			Help: "Queries refused at dispatch (fair share) whose record found the refusal audit queue full.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.queries, m.latency, m.auditLatency, m.auditFailures, m.unknownFields} {
+		for _, c := range []prometheus.Collector{m.queries, m.latency, m.auditLatency, m.auditFailures, m.unknownFields, m.unaudited, m.shed} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -65,4 +76,48 @@ func (m *metrics) observe(d *decision.Decision) {
 	}
 	m.queries.WithLabelValues(d.Consumer, d.Provider, method, d.LegalBasis, dec, d.Code.String()).Inc()
 	m.latency.WithLabelValues(d.Provider, method, dec).Observe(d.Latency.Seconds())
+}
+
+// watch exports the query subscription's backlog: what waits for dispatch,
+// its high-water mark, and what the NATS client dropped over the pending
+// limits (nothing, as long as dispatch keeps up).
+func (m *metrics) watch(reg prometheus.Registerer, sub *nats.Subscription) error {
+	if reg == nil {
+		return nil
+	}
+	get := func(f func() (int, int, error)) func() float64 {
+		return func() float64 {
+			_, bytes, err := f()
+			if err != nil {
+				return 0
+			}
+			return float64(bytes)
+		}
+	}
+	dropped := func() float64 {
+		n, err := sub.Dropped()
+		if err != nil {
+			return 0
+		}
+		return float64(n)
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "jisr", Subsystem: "gateway", Name: "pending_bytes",
+			Help: "Bytes of queries received and not yet dispatched.",
+		}, get(sub.Pending)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "jisr", Subsystem: "gateway", Name: "pending_bytes_max",
+			Help: "High-water mark of jisr_gateway_pending_bytes since the gateway started.",
+		}, get(sub.MaxPending)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "jisr", Subsystem: "gateway", Name: "dropped_total",
+			Help: "Queries the NATS client dropped because the pending limits were reached.",
+		}, dropped),
+	} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/bus"
@@ -19,7 +20,8 @@ import (
 
 // TestQuerySpansAndTheirPrivacy follows queries through a real gateway with
 // spans kept in memory: an allowed query is one span per step under the
-// query's span, whose trace id is the audit record's; and a member that
+// query's span, the root of a trace of the gateway's own (linked to the
+// caller's span) whose trace id is the audit record's; and a member that
 // bypasses its adapter to put a raw eID in the subject (as the ckey, or as
 // the method) does not get that eID into any span.
 func TestQuerySpansAndTheirPrivacy(t *testing.T) {
@@ -51,28 +53,51 @@ func TestQuerySpansAndTheirPrivacy(t *testing.T) {
 	if len(recs) != 3 || !recs[0].Allowed || recs[1].Allowed || recs[2].Allowed {
 		t.Fatalf("audit records: %+v", recs)
 	}
-	traceID := root.SpanContext().TraceID()
-	for _, r := range recs {
-		if r.TraceID != traceID.String() {
-			t.Errorf("audit record's trace id %q, want the query's %s", r.TraceID, traceID)
-		}
-	}
-	// The gateway ends its query span just after sending the reply, in its
-	// own goroutine: wait for the third one to end rather than race it.
+	// The caller chose its trace context; each record names a trace of the
+	// gateway's own, whose root (the query span) links the caller's span.
+	callerTrace := root.SpanContext().TraceID()
+	callerSpans := map[string]bool{}
 	var spans []telemetry.Span
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		spans = mem.Trace(traceID)
-		n := 0
-		for _, s := range spans {
-			if s.Name == "process jisr.q" {
-				n++
+	seen := map[string]bool{}
+	for i, r := range recs {
+		if len(r.TraceID) != 32 || r.TraceID == callerTrace.String() || seen[r.TraceID] {
+			t.Fatalf("record %d: trace id %q; want a new trace per query, never the caller's %s", i, r.TraceID, callerTrace)
+		}
+		seen[r.TraceID] = true
+		id, err := trace.TraceIDFromHex(r.TraceID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The gateway ends its query span just after sending the reply, in
+		// its own goroutine: wait for it rather than race it.
+		var q *telemetry.Span
+		for deadline := time.Now().Add(5 * time.Second); q == nil && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			for _, s := range mem.Trace(id) {
+				if s.Name == "process jisr.q" {
+					q = &s
+				}
 			}
 		}
-		if n >= 3 || time.Now().After(deadline) {
-			break
+		if q == nil {
+			t.Fatalf("record %d: no query span in its trace %s", i, id)
+		}
+		if q.ParentID != "" || len(q.Links) != 1 || q.Links[0].TraceID != callerTrace.String() {
+			t.Errorf("record %d: query span parent %q, links %+v; want a root linking the caller's trace %s", i, q.ParentID, q.Links, callerTrace)
+		} else {
+			callerSpans[q.Links[0].SpanID] = true
+		}
+		spans = append(spans, mem.Trace(id)...)
+	}
+	// Each link names the caller's own "send jisr.q" span.
+	for _, s := range mem.Trace(callerTrace) {
+		if s.Name == "send jisr.q" {
+			delete(callerSpans, s.SpanID)
 		}
 	}
-	for _, s := range spans {
+	if len(callerSpans) != 0 {
+		t.Errorf("query spans link spans that are not the caller's send spans: %v", callerSpans)
+	}
+	for _, s := range append(spans, mem.Trace(callerTrace)...) {
 		if s.Name == "send jisr.q" {
 			continue // the hostile member's own span, in its own process
 		}

@@ -49,6 +49,9 @@ type Federation struct {
 	EID         EIDFormat
 	Members     []*Member
 	Rules       []*Rule
+	// Limits are the federation-wide defaults of every member's limits
+	// (DefaultLimits where the file names none).
+	Limits Limits
 
 	members  map[string]*Member
 	byID     map[string]*Member // SPIFFE ID string → member
@@ -67,6 +70,65 @@ type Member struct {
 	Title    string
 	ID       spiffeid.ID
 	Provides []string // full protobuf service names
+	Limits   Limits   // the member's own limits, defaults filled in
+}
+
+// Limits are a member's fair share of the gateway: the gateway refuses at
+// once, with ResourceExhausted, a query over any of them.
+type Limits struct {
+	// QueriesPerSecond is the sustained rate of queries (a token bucket
+	// refilled at this rate), Burst the bucket's size: how many may come at once.
+	QueriesPerSecond float64
+	Burst            int
+	// InFlight bounds the member's queries the gateway is deciding at once.
+	InFlight int
+	// MaxRequestBytes bounds one query message (payload and headers).
+	MaxRequestBytes int
+}
+
+// DefaultLimits apply where the federation file sets no limits.
+var DefaultLimits = Limits{QueriesPerSecond: 200, Burst: 400, InFlight: 64, MaxRequestBytes: 64 << 10}
+
+// MaxRequestBytesCeiling is the largest max_request_bytes a file may set:
+// NATS's default max_payload, which no message can exceed anyway.
+const MaxRequestBytesCeiling = 1 << 20
+
+// limitsFile is the YAML shape of limits: a field left out is inherited.
+type limitsFile struct {
+	QueriesPerSecond *float64 `yaml:"queries_per_second"`
+	Burst            *int     `yaml:"burst"`
+	InFlight         *int     `yaml:"in_flight"`
+	MaxRequestBytes  *int     `yaml:"max_request_bytes"`
+}
+
+// resolve fills the fields lf leaves out from base and validates the result.
+func (lf *limitsFile) resolve(base Limits) (Limits, error) {
+	l := base
+	if lf != nil {
+		if lf.QueriesPerSecond != nil {
+			l.QueriesPerSecond = *lf.QueriesPerSecond
+		}
+		if lf.Burst != nil {
+			l.Burst = *lf.Burst
+		}
+		if lf.InFlight != nil {
+			l.InFlight = *lf.InFlight
+		}
+		if lf.MaxRequestBytes != nil {
+			l.MaxRequestBytes = *lf.MaxRequestBytes
+		}
+	}
+	switch {
+	case !(l.QueriesPerSecond > 0) || l.QueriesPerSecond > 1e6:
+		return l, fmt.Errorf("queries_per_second %v: must be more than 0 and at most 1000000", l.QueriesPerSecond)
+	case l.Burst < 1 || l.Burst > 1e6:
+		return l, fmt.Errorf("burst %d: must be between 1 and 1000000", l.Burst)
+	case l.InFlight < 1 || l.InFlight > 1e5:
+		return l, fmt.Errorf("in_flight %d: must be between 1 and 100000", l.InFlight)
+	case l.MaxRequestBytes < 1024 || l.MaxRequestBytes > MaxRequestBytesCeiling:
+		return l, fmt.Errorf("max_request_bytes %d: must be between 1024 and %d", l.MaxRequestBytes, MaxRequestBytesCeiling)
+	}
+	return l, nil
 }
 
 // Rule lets one consumer call some methods of one provider's service.
@@ -107,10 +169,12 @@ type file struct {
 		Pattern   string `yaml:"pattern"`
 		MaxLength int    `yaml:"max_length"`
 	} `yaml:"eid"`
+	Limits  *limitsFile `yaml:"limits"`
 	Members []struct {
-		Name     string   `yaml:"name"`
-		Title    string   `yaml:"title"`
-		Provides []string `yaml:"provides"`
+		Name     string      `yaml:"name"`
+		Title    string      `yaml:"title"`
+		Provides []string    `yaml:"provides"`
+		Limits   *limitsFile `yaml:"limits"`
 	} `yaml:"members"`
 	Rules []struct {
 		Name       string   `yaml:"name"`
@@ -189,6 +253,10 @@ func Parse(data []byte) (*Federation, error) {
 		return nil, bad("eid.max_length %d: must be between 1 and 256", fed.EID.MaxLength)
 	}
 
+	if fed.Limits, err = raw.Limits.resolve(DefaultLimits); err != nil {
+		return nil, bad("limits.%v", err)
+	}
+
 	if len(raw.Members) == 0 {
 		return nil, bad("members: at least one member is required")
 	}
@@ -207,6 +275,9 @@ func Parse(data []byte) (*Federation, error) {
 			return nil, bad("members[%d].name %q: %v", i, rm.Name, err)
 		}
 		m := &Member{Name: rm.Name, Title: rm.Title, ID: id}
+		if m.Limits, err = rm.Limits.resolve(fed.Limits); err != nil {
+			return nil, bad("members[%d] (%s).limits.%v", i, rm.Name, err)
+		}
 		for j, svc := range rm.Provides {
 			if err := CheckServiceName(svc); err != nil {
 				return nil, bad("members[%d].provides[%d]: %v", i, j, err)

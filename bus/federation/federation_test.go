@@ -107,3 +107,44 @@ func TestInvalidFilesNameTheField(t *testing.T) {
 		})
 	}
 }
+
+func TestLimitsInheritAndValidate(t *testing.T) {
+	f, err := Parse([]byte(strings.Replace(base, "{name: beta, provides: [b.v1.Beta]}",
+		"{name: beta, provides: [b.v1.Beta], limits: {in_flight: 3, max_request_bytes: 2048}}", 1) +
+		"limits: {queries_per_second: 0.5, burst: 2}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alpha, _ := f.Member("alpha")
+	beta, _ := f.Member("beta")
+	wantFed := Limits{QueriesPerSecond: 0.5, Burst: 2, InFlight: DefaultLimits.InFlight, MaxRequestBytes: DefaultLimits.MaxRequestBytes}
+	if f.Limits != wantFed || alpha.Limits != wantFed {
+		t.Fatalf("federation limits %+v, alpha %+v; want %+v", f.Limits, alpha.Limits, wantFed)
+	}
+	if want := (Limits{QueriesPerSecond: 0.5, Burst: 2, InFlight: 3, MaxRequestBytes: 2048}); beta.Limits != want {
+		t.Fatalf("beta limits %+v, want %+v", beta.Limits, want)
+	}
+	if f, err := Parse([]byte(base)); err != nil || f.Members[0].Limits != DefaultLimits {
+		t.Fatalf("no limits in the file: %+v, %v", f.Members[0].Limits, err)
+	}
+
+	member := func(l string) string {
+		return strings.Replace(base, "{name: beta, provides: [b.v1.Beta]}", "{name: beta, provides: [b.v1.Beta], limits: "+l+"}", 1)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"zero rate", base + "limits: {queries_per_second: 0}\n", "limits.queries_per_second"},
+		{"negative rate", member("{queries_per_second: -1}"), "members[1] (beta).limits.queries_per_second"},
+		{"zero burst", member("{burst: 0}"), "members[1] (beta).limits.burst"},
+		{"zero in flight", base + "limits: {in_flight: 0}\n", "limits.in_flight"},
+		{"request bytes over max_payload", member("{max_request_bytes: 2097152}"), "members[1] (beta).limits.max_request_bytes"},
+		{"request bytes tiny", member("{max_request_bytes: 10}"), "limits.max_request_bytes"},
+		{"unknown limit", member("{qps: 5}"), "field qps not found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v; want ErrInvalid mentioning %q", err, tc.want)
+			}
+		})
+	}
+}

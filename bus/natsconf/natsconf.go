@@ -44,6 +44,15 @@ type Config struct {
 	CAFile     string // the trust bundle
 	StoreDir   string // JetStream store directory
 	MaxPayload int    // bytes; default 1 MiB
+	// MaxPending bounds the bytes the server holds for one client that reads
+	// slower than messages arrive for it (default 128 MiB); past it the
+	// client is cut off as a slow consumer. The gateway reads every query,
+	// so this is its headroom under a flood; it also bounds the server's
+	// memory per connection.
+	MaxPending int
+	// WriteDeadline bounds one write to a client (default "10s"); a client
+	// that takes longer to read is cut off as a slow consumer.
+	WriteDeadline string
 	// SyncInterval is JetStream's fsync interval ("always", or a duration
 	// such as "1s"). Acknowledged messages are written to the OS before the
 	// ack, so a process crash (kill -9) loses nothing; this bounds what a
@@ -160,6 +169,12 @@ func Render(c Config) (string, error) {
 	if c.SyncInterval == "" {
 		c.SyncInterval = "1s"
 	}
+	if c.MaxPending == 0 {
+		c.MaxPending = 128 << 20
+	}
+	if c.WriteDeadline == "" {
+		c.WriteDeadline = "10s"
+	}
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	w("# NATS server configuration for the jisr federation %q.\n", c.Federation.TrustDomain.Name())
@@ -170,8 +185,12 @@ func Render(c Config) (string, error) {
 		w("http: %s\n", q(c.Host+":"+strconv.Itoa(c.HTTPPort)))
 	}
 	w("max_payload: %d\n", c.MaxPayload)
+	w("# Slow consumers: what the server holds for one client, and how long one write may take.\n")
+	w("max_pending: %d\nwrite_deadline: %s\n", c.MaxPending, q(c.WriteDeadline))
 	w("\n")
 	w("# Mutual TLS is mandatory: the client certificate's SPIFFE URI SAN is the user name.\n")
+	w("# `jisr nats-server` also closes each connection when its SVID expires; a stock\n")
+	w("# nats-server checks a certificate's validity only when the client connects.\n")
 	w("tls {\n  cert_file: %s\n  key_file: %s\n  ca_file: %s\n  verify_and_map: true\n  timeout: 2\n}\n\n",
 		q(c.CertFile), q(c.KeyFile), q(c.CAFile))
 	if c.StoreDir != "" {

@@ -3,9 +3,13 @@
 //
 // Invariant: the embedded server runs exactly the configuration natsconf
 // renders — mTLS required, users mapped from SPIFFE IDs, allow-list
-// permissions — with one addition: its own certificate and the client CA
+// permissions — with two additions: its own certificate and the client CA
 // pool come from an SVID source at handshake time, so a rotated SVID or
-// bundle takes effect without a restart.
+// bundle takes effect without a restart; and a client's connection lasts no
+// longer than its certificate: the user mapped from the SVID (the rendered
+// user, permissions unchanged) carries the certificate's NotAfter as its
+// ConnectionDeadline, so the server closes the connection when the SVID
+// expires, and the reconnect with the expired certificate fails its handshake.
 package natsserver
 
 import (
@@ -72,6 +76,10 @@ func Start(ctx context.Context, cfg natsconf.Config, src svid.Source, log *slog.
 		return nil, fmt.Errorf("natsserver: %w", err)
 	}
 	opts.TLSConfig = tlsConf
+	// verify_and_map's mapping, done here so the user also gets the SVID's
+	// expiry as its connection deadline (see auth.go).
+	auth := newSVIDAuth(opts.Users)
+	opts.CustomClientAuthentication = auth
 	opts.NoSigs = true
 	opts.NoLog = log == nil
 	if so.trace {
@@ -91,6 +99,10 @@ func Start(ctx context.Context, cfg natsconf.Config, src svid.Source, log *slog.
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsserver: %w", err)
+	}
+	if err := auth.bind(ns); err != nil {
+		ns.Shutdown()
+		return nil, err
 	}
 	if log != nil {
 		ns.SetLoggerV2(&slogAdapter{log: log.With("component", "nats")}, so.trace, so.trace, false)

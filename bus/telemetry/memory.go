@@ -36,6 +36,15 @@ type Span struct {
 	Status     string            `json:"status,omitempty"`
 	StatusMsg  string            `json:"status_message,omitempty"`
 	Attributes map[string]string `json:"attributes,omitempty"`
+	// Links name spans of other traces this one follows from (the gateway's
+	// query span links the caller's span: see docs/observability.md).
+	Links []Link `json:"links,omitempty"`
+}
+
+// Link is a span of another trace.
+type Link struct {
+	TraceID string `json:"trace_id"`
+	SpanID  string `json:"span_id"`
 }
 
 // NewMemory keeps the last n spans.
@@ -93,6 +102,9 @@ func toSpan(s sdktrace.ReadOnlySpan) Span {
 		for _, a := range attrs {
 			sp.Attributes[string(a.Key)] = a.Value.Emit()
 		}
+	}
+	for _, l := range s.Links() {
+		sp.Links = append(sp.Links, Link{TraceID: l.SpanContext.TraceID().String(), SpanID: l.SpanContext.SpanID().String()})
 	}
 	if r := s.Resource(); r != nil {
 		if v, ok := r.Set().Value("service.name"); ok {

@@ -96,7 +96,7 @@ type adapterNode struct {
 	addr   string
 }
 
-func startAdapter(ctx context.Context, g *globals, o adapterOptions, extra ...grpc.ServerOption) (n *adapterNode, err error) {
+func startAdapter(ctx context.Context, g *globals, o adapterOptions, extra ...grpc.ServerOption) (_ *adapterNode, err error) {
 	fed, err := g.federation()
 	if err != nil {
 		return nil, err
@@ -115,10 +115,14 @@ func startAdapter(ctx context.Context, g *globals, o adapterOptions, extra ...gr
 	if err != nil {
 		return nil, err
 	}
-	n = &adapterNode{member: o.member}
+	// n, not the result: an error return sets the result to nil, and what was
+	// started must still be stopped.
+	n := &adapterNode{member: o.member}
 	defer func() {
 		if err != nil {
-			n.close()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = n.stop(sctx)
 		}
 	}()
 	n.nc, n.src, err = g.connect(ctx, o.member)

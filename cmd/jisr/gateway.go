@@ -113,7 +113,7 @@ type gatewayNode struct {
 	audit    *auditParts
 }
 
-func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gatewayNode, err error) {
+func startGateway(ctx context.Context, g *globals, o gatewayOptions) (_ *gatewayNode, err error) {
 	fed, err := g.federation()
 	if err != nil {
 		return nil, err
@@ -122,12 +122,16 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gateway
 	if err != nil {
 		return nil, err
 	}
-	n = &gatewayNode{}
-	defer func(node *gatewayNode) { // n is nil once an error is returned
+	// n, not the result: an error return sets the result to nil, and what was
+	// started (the gateway's subscription, the HTTP server) must still be stopped.
+	n := &gatewayNode{}
+	defer func() {
 		if err != nil {
-			node.close()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = n.stop(sctx)
 		}
-	}(n)
+	}()
 	n.nc, n.src, err = g.connect(ctx, "gateway")
 	if err != nil {
 		return nil, err

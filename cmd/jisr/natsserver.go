@@ -67,7 +67,12 @@ func newNATSConfigCmd(g *globals) *cobra.Command {
 		Long: `Print the configuration of a standalone nats-server for this federation: mTLS
 with verify_and_map on the SPIFFE URI SAN, one user per SPIFFE ID, and
 allow-list permissions derived from the federation file (anything not listed is
-denied). It is the exact text the embedded server of jisr dev runs.`,
+denied). It is the exact text the embedded server of jisr dev runs.
+
+The embedded server (jisr dev, jisr nats-server) also closes each client's
+connection when its SVID expires, and takes a rotated trust bundle at the next
+handshake. A stock nats-server run with this file checks a certificate only when
+the client connects: an SVID that expires later keeps its connection open.`,
 		Example: `  jisr nats-config > nats.conf && nats-server -c nats.conf`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

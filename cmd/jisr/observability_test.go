@@ -206,17 +206,41 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 
 	recv.mu.Lock()
 	defer recv.mu.Unlock()
-	var spans []*tracev1.Span
-	for _, s := range recv.spans {
-		if hexID(s.GetTraceId()) == traceID {
-			spans = append(spans, s)
+	// The record names the gateway's trace. Its root, the gateway's query
+	// span, links the caller's span ("send jisr.q" of the consumer's adapter)
+	// in the caller's trace: the two together are the query's whole path.
+	inTrace := func(id string) []*tracev1.Span {
+		var out []*tracev1.Span
+		for _, s := range recv.spans {
+			if hexID(s.GetTraceId()) == id {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	spans := inTrace(traceID)
+	var callerTrace, callerSpan string
+	for _, s := range spans {
+		if s.GetName() == "process jisr.q" {
+			if len(s.GetParentSpanId()) != 0 || len(s.GetLinks()) != 1 {
+				t.Fatalf("the gateway's query span has parent %x and %d links; want a root with one link to the caller", s.GetParentSpanId(), len(s.GetLinks()))
+			}
+			callerTrace, callerSpan = hexID(s.GetLinks()[0].GetTraceId()), hexID(s.GetLinks()[0].GetSpanId())
 		}
 	}
+	if callerTrace == "" || callerTrace == traceID {
+		t.Fatalf("the gateway's trace %s does not link a caller's trace (%q)", traceID, callerTrace)
+	}
+	caller := inTrace(callerTrace)
+	spans = append(spans, caller...)
 	byID := map[string]*tracev1.Span{}
 	names := map[string]int{}
 	for _, s := range spans {
 		byID[hexID(s.GetSpanId())] = s
 		names[s.GetName()]++
+	}
+	if s := byID[callerSpan]; s == nil || s.GetName() != "send jisr.q" || hexID(s.GetTraceId()) != callerTrace {
+		t.Errorf("the query span links %s, not the caller's send jisr.q span", callerSpan)
 	}
 	roots := 0
 	for _, s := range spans {
@@ -224,12 +248,12 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 			roots++
 			continue
 		}
-		if byID[hexID(s.GetParentSpanId())] == nil {
-			t.Errorf("span %q has a parent that is not in the trace", s.GetName())
+		if p := byID[hexID(s.GetParentSpanId())]; p == nil || hexID(p.GetTraceId()) != hexID(s.GetTraceId()) {
+			t.Errorf("span %q has a parent that is not in its trace", s.GetName())
 		}
 	}
-	if roots != 1 {
-		t.Errorf("%d root spans, want 1 (the adapter's server span)", roots)
+	if roots != 2 {
+		t.Errorf("%d root spans, want 2 (the adapter's server span, the gateway's query span)", roots)
 	}
 	for _, want := range []string{
 		"jisr.civilregistry.v1.CivilRegistry/GetPerson", // adapter server, provider adapter client, backend server
@@ -489,7 +513,7 @@ func checkTraceShape(t *testing.T, spans []*tracev1.Span) {
 	parents := map[string][]string{ // span → the parents it may have
 		grpcName + "/SERVER":              {"", grpcName + "/CLIENT"}, // consumer adapter (root), backend
 		"send jisr.q/CLIENT":              {grpcName + "/SERVER"},
-		"process jisr.q/SERVER":           {"send jisr.q/CLIENT"},
+		"process jisr.q/SERVER":           {""}, // a root, linked to send jisr.q
 		"gateway.policy.check/INTERNAL":   {"process jisr.q/SERVER"},
 		"gateway.consent.verify/INTERNAL": {"process jisr.q/SERVER"},
 		"gateway.minimise/INTERNAL":       {"process jisr.q/SERVER"},

@@ -38,7 +38,10 @@ const (
 	ReasonProviderError       = "PROVIDER_ERROR"
 	ReasonDeadline            = "DEADLINE_EXCEEDED"
 	ReasonAuditUnavailable    = "AUDIT_UNAVAILABLE"
-	ReasonOverloaded          = "GATEWAY_OVERLOADED"
+	ReasonOverloaded          = "GATEWAY_OVERLOADED" // the gateway's work slots are all taken
+	ReasonRequestTooLarge     = "REQUEST_TOO_LARGE"  // over the member's max_request_bytes
+	ReasonTooManyInFlight     = "TOO_MANY_IN_FLIGHT" // the member's in_flight queries are all being decided
+	ReasonRateLimited         = "RATE_LIMITED"       // over the member's queries_per_second (and burst)
 	ReasonMinimisation        = "MINIMISATION_FAILED"
 	ReasonAllowed             = "ALLOWED"
 )

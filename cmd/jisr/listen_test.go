@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A port already in use makes startGateway and startAdapter return the
+// error (they used to panic on a nil node), and what they had started is
+// stopped: the gateway's HTTP server no longer listens when its gRPC port
+// was the one taken.
+func TestListenErrorsAreReturned(t *testing.T) {
+	f := startAuditFed(t, t.TempDir())
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	busy := taken.Addr().String()
+	free := loopbackAddr(t)
+	ctx := context.Background()
+
+	for _, tc := range []struct {
+		name  string
+		start func() error
+	}{
+		{"gateway HTTP", func() error {
+			n, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: busy, instance: "gw-2"})
+			if n != nil {
+				t.Error("a node with the error")
+			}
+			return err
+		}},
+		{"gateway gRPC", func() error {
+			n, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: free, grpcAddr: busy, instance: "gw-2"})
+			if n != nil {
+				t.Error("a node with the error")
+			}
+			return err
+		}},
+		{"adapter", func() error {
+			n, err := startAdapter(ctx, f.g, adapterOptions{member: "tax", listen: busy})
+			if n != nil {
+				t.Error("a node with the error")
+			}
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.start(); !errors.Is(err, syscall.EADDRINUSE) {
+				t.Fatalf("err = %v; want address already in use", err)
+			}
+		})
+	}
+	// The gateway whose gRPC port was taken shut its HTTP server down.
+	if c, err := net.DialTimeout("tcp", free, 2*time.Second); err == nil {
+		c.Close()
+		t.Errorf("%s still listens after the gateway failed to start", free)
+	}
+}
