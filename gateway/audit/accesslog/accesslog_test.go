@@ -25,11 +25,11 @@ import (
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/accesslog"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
-	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/audit/index"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/audit/tree"
+	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
 )
