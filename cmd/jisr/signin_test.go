@@ -1,0 +1,323 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/jisr-bus/jisr/certs/svid"
+	"github.com/jisr-bus/jisr/gateway/citizen"
+	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
+	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
+)
+
+const idpSecret = "signin-test-secret"
+
+// signinFed is the audit test federation with its gateway restarted as
+// `jisr gateway` starts it in a deployment (no demo login), signing citizens
+// in through a real OpenID Provider (devidp), with a short read timeout.
+type signinFed struct {
+	*auditFed
+	idp  *devidp.Provider
+	base string
+}
+
+func startSigninFed(t *testing.T) *signinFed {
+	t.Helper()
+	f := &signinFed{auditFed: startAuditFed(t, t.TempDir())}
+	var err error
+	f.idp, err = devidp.Start("127.0.0.1:0", devidp.Config{
+		Citizens:     []devidp.Citizen{{EID: eidN(0)}, {EID: eidN(1)}},
+		ClientSecret: idpSecret, ACR: citizen.DefaultACR, Log: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.idp.Close(context.Background()) })
+	f.stopGateway(t)
+	o := gatewayOptions{httpAddr: "127.0.0.1:0", instance: "gw-1", signin: signinOptions{
+		oidcIssuer: f.idp.Issuer(), oidcClientID: f.idp.ClientID(), oidcClientSecret: idpSecret,
+		oidcEIDClaim: citizen.DefaultEIDClaim, oidcACR: []string{citizen.DefaultACR},
+		readTimeout: time.Second,
+	}}
+	if f.gw, err = startGateway(context.Background(), f.g, o); err != nil {
+		t.Fatalf("gateway: %v\n%s", err, f.logs.String())
+	}
+	f.base = "http://" + f.gw.addr
+	f.idp.AllowRedirect(redirectURLFor(f.gw.addr, f.gw.secure))
+	return f
+}
+
+var idpRequestField = regexp.MustCompile(`name="request" value="([^"]+)"`)
+
+// signIn runs the OIDC flow in a fresh browser-like client: the gateway's
+// login, the provider's page and form, the callback, the access-log page.
+func (f *signinFed) signIn(t *testing.T, eid string) *http.Client {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 20 * time.Second}
+	resp, err := c.Get(f.base + citizen.PathLogin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := idpRequestField.FindSubmatch(page)
+	if resp.StatusCode != http.StatusOK || m == nil {
+		t.Fatalf("provider page: %s %s", resp.Status, page)
+	}
+	resp, err = c.PostForm(f.idp.Issuer()+"/login", url.Values{"request": {string(m[1])}, "eid": {eid}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/access-log/" || !bytes.Contains(b, []byte("Who looked at my data?")) {
+		t.Fatalf("after sign-in: %s %s %s", resp.Status, resp.Request.URL, b)
+	}
+	return c
+}
+
+func (f *signinFed) session(t *testing.T, c *http.Client) string {
+	t.Helper()
+	u, _ := url.Parse(f.base + "/")
+	for _, ck := range c.Jar.Cookies(u) {
+		if ck.Name == "jisr_session" {
+			return ck.Value
+		}
+	}
+	t.Fatal("no session cookie")
+	return ""
+}
+
+// call sends one request with a JSON body and header pairs.
+func (f *signinFed) call(t *testing.T, c *http.Client, method, path string, body any, hdr ...string) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, f.base+path, rd)
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// count is the length of a JSON list (null or absent: 0).
+func count(v any) int {
+	l, _ := v.([]any)
+	return len(l)
+}
+
+// The issue's HTTP attack list, against the gateway as deployed.
+func TestGatewaySignInAsDeployed(t *testing.T) {
+	f := startSigninFed(t)
+	plain := &http.Client{Timeout: 20 * time.Second}
+	alice := eidN(0)
+	grant := map[string]any{
+		"to": "cnss", "service": "jisr.civilregistry.v1.CivilRegistry", "methods": []string{"GetPerson"},
+		"purpose": "amo-enrolment", "ttl": "1h",
+	}
+
+	// No demo login: an eID alone gets nothing.
+	for _, ct := range []string{"application/x-www-form-urlencoded", "application/json"} {
+		body := "eid=" + alice
+		if ct == "application/json" {
+			body = `{"eid":"` + alice + `"}`
+		}
+		resp, err := plain.Post(f.base+"/access-log/login", ct, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound && resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("demo login on the deployed gateway: %d", resp.StatusCode)
+		}
+		if len(resp.Cookies()) != 0 {
+			t.Fatal("the refused demo login set a cookie")
+		}
+	}
+	// No state change and no reading without a session.
+	if code, _ := f.call(t, plain, "POST", "/v1/consents", grant, "Origin", f.base); code != http.StatusUnauthorized {
+		t.Fatalf("grant without a session: %d", code)
+	}
+	if code, _ := f.call(t, plain, "GET", "/access-log/v1/accesses", nil); code != http.StatusUnauthorized {
+		t.Fatalf("access log without a session: %d", code)
+	}
+
+	// The OIDC sign-in through the provider.
+	c := f.signIn(t, alice)
+	sid := f.session(t, c)
+
+	// A cross-origin grant with the citizen's cookie is refused and mints nothing.
+	if code, _ := f.call(t, c, "POST", "/v1/consents", grant, "Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"); code != http.StatusForbidden {
+		t.Fatalf("cross-origin grant: %d", code)
+	}
+	if code, _ := f.call(t, c, "POST", "/v1/consents", grant); code != http.StatusForbidden {
+		t.Fatalf("cookie grant without Origin: %d", code)
+	}
+	if code, out := f.call(t, c, "GET", "/v1/consents", nil); code != http.StatusOK || count(out["consents"]) != 0 {
+		t.Fatalf("consents after refused grants: %d %v", code, out)
+	}
+	// A forged session.
+	if code, _ := f.call(t, plain, "GET", "/access-log/v1/accesses", nil, "Cookie", "jisr_session="+strings.Repeat("A", 43)); code != http.StatusUnauthorized {
+		t.Fatalf("forged session: %d", code)
+	}
+
+	// Same origin: the citizen grants, CNSS asks, the access log shows it.
+	code, out := f.call(t, c, "POST", "/v1/consents", grant, "Origin", f.base)
+	if code != http.StatusCreated {
+		t.Fatalf("grant: %d %v", code, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := f.cnss.GetPerson(md(ctx, "jisr-purpose", "amo-enrolment", "jisr-consent", out["token"].(string)), &civilv1.GetPersonRequest{Eid: alice}); err != nil {
+		t.Fatalf("GetPerson with the granted token: %v", err)
+	}
+	for {
+		code, out := f.call(t, c, "GET", "/access-log/v1/accesses", nil)
+		if code != http.StatusOK {
+			t.Fatalf("access log: %d %v", code, out)
+		}
+		if as, _ := out["accesses"].([]any); len(as) == 1 {
+			a := as[0].(map[string]any)
+			if a["method"] != "GetPerson" || a["consumer"].(map[string]any)["name"] != "cnss" {
+				t.Fatalf("access %v", a)
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the access never appeared in the citizen's log")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	// Another citizen signed in sees none of it.
+	if code, out := f.call(t, f.signIn(t, eidN(1)), "GET", "/access-log/v1/accesses", nil); code != http.StatusOK || count(out["accesses"]) != 0 {
+		t.Fatalf("another citizen's log: %d %v", code, out)
+	}
+
+	// The page: a CSP without unsafe-inline, and the other headers.
+	resp, err := plain.Get(f.base + "/access-log/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	csp := resp.Header.Get("Content-Security-Policy")
+	if strings.Contains(csp, "unsafe-inline") || !strings.Contains(csp, "frame-ancestors 'none'") || !strings.Contains(csp, "script-src 'self'") ||
+		resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("Referrer-Policy") != "no-referrer" {
+		t.Fatalf("page headers: %v", resp.Header)
+	}
+
+	// A slow body is cut by the read timeout: the server answers or closes
+	// instead of waiting for the rest.
+	conn, err := net.Dial("tcp", f.gw.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = io.WriteString(conn, "POST /v1/consents HTTP/1.1\r\nHost: "+f.gw.addr+"\r\nAuthorization: Bearer "+sid+
+		"\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n{\"to\":")
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	reply, err := io.ReadAll(conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the server still waits for a body that never comes")
+	}
+	if bytes.Contains(reply, []byte("201 Created")) {
+		t.Fatalf("slow request granted: %s", reply)
+	}
+
+	// Logout kills the session; replaying it gets nothing.
+	if code, _ := f.call(t, c, "POST", citizen.PathLogout, nil, "Origin", f.base); code != http.StatusNoContent {
+		t.Fatalf("logout: %d", code)
+	}
+	for _, hdr := range [][]string{{"Cookie", "jisr_session=" + sid}, {"Authorization", "Bearer " + sid}} {
+		if code, _ := f.call(t, plain, "GET", "/access-log/v1/accesses", nil, hdr...); code != http.StatusUnauthorized {
+			t.Fatalf("replayed session after logout (%s): %d", hdr[0], code)
+		}
+		if code, _ := f.call(t, plain, "POST", "/v1/consents", grant, append(hdr, "Origin", f.base)...); code != http.StatusUnauthorized {
+			t.Fatalf("grant with a replayed session (%s): %d", hdr[0], code)
+		}
+	}
+}
+
+// Off loopback the HTTP side is never plaintext, and the demo login is
+// refused at start.
+func TestGatewayHTTPOffLoopback(t *testing.T) {
+	f := startAuditFed(t, t.TempDir())
+	f.stopGateway(t)
+	ctx := context.Background()
+
+	if _, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", instance: "gw-1", signin: signinOptions{demoLogin: true}}); !errors.Is(err, errDemoOffLocal) {
+		t.Fatalf("demo login off loopback: %v", err)
+	}
+	if _, err := httpTLS("0.0.0.0:8080", signinOptions{}, nil, nil); !errors.Is(err, errHTTPPlaintext) {
+		t.Fatalf("plaintext off loopback without a certificate: %v", err)
+	}
+
+	gw, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", instance: "gw-1"})
+	if err != nil {
+		t.Fatalf("gateway: %v\n%s", err, f.logs.String())
+	}
+	f.gw = gw
+	if !gw.secure {
+		t.Fatal("the HTTP side is plaintext off loopback")
+	}
+	_, port, _ := net.SplitHostPort(gw.addr)
+	addr := net.JoinHostPort("127.0.0.1", port)
+	plain := &http.Client{Timeout: 10 * time.Second}
+	if resp, err := plain.Get("http://" + addr + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatal("plaintext HTTP answered off loopback")
+		}
+	}
+	// A member with its SVID reaches it over mTLS, TLS 1.3.
+	fed, _ := f.g.federation()
+	src, err := svid.Open(ctx, f.g.certsDir, fed.ID("auditor"), f.g.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	tc := svid.ClientTLS(src, tlsconfig.AuthorizeID(fed.ID("gateway")))
+	tc.MaxVersion = tls.VersionTLS12
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	if resp, err := c.Get("https://" + addr + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatal("TLS 1.2 accepted")
+	}
+	tc.MaxVersion = 0
+	resp, err := c.Get("https://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS.Version != tls.VersionTLS13 {
+		t.Fatalf("mTLS healthz: %d", resp.StatusCode)
+	}
+}
