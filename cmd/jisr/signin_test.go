@@ -68,9 +68,14 @@ var idpRequestField = regexp.MustCompile(`name="request" value="([^"]+)"`)
 // login, the provider's page and form, the callback, the access-log page.
 func (f *signinFed) signIn(t *testing.T, eid string) *http.Client {
 	t.Helper()
+	return signInAt(t, f.base, f.idp.Issuer(), eid)
+}
+
+func signInAt(t *testing.T, base, issuer, eid string) *http.Client {
+	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 20 * time.Second}
-	resp, err := c.Get(f.base + citizen.PathLogin)
+	resp, err := c.Get(base + citizen.PathLogin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +85,7 @@ func (f *signinFed) signIn(t *testing.T, eid string) *http.Client {
 	if resp.StatusCode != http.StatusOK || m == nil {
 		t.Fatalf("provider page: %s %s", resp.Status, page)
 	}
-	resp, err = c.PostForm(f.idp.Issuer()+"/login", url.Values{"request": {string(m[1])}, "eid": {eid}})
+	resp, err = c.PostForm(issuer+"/login", url.Values{"request": {string(m[1])}, "eid": {eid}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,5 +324,35 @@ func TestGatewayHTTPOffLoopback(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || resp.TLS.Version != tls.VersionTLS13 {
 		t.Fatalf("mTLS healthz: %d", resp.StatusCode)
+	}
+}
+
+// `jisr dev` prints how to sign in, writes the provider's issuer into
+// var/demo.json, and a demo citizen signs in through it; an eID alone does
+// not sign anyone in unless --demo-login.
+func TestDevSignInThroughTheEmbeddedProvider(t *testing.T) {
+	f := startDev(t)
+	issuer := f.demo.Endpoints["oidc_issuer"]
+	if issuer == "" || !strings.Contains(f.out.String(), "Citizen sign-in: open "+f.demo.Endpoints["gateway_http"]+"/access-log/") ||
+		!strings.Contains(f.out.String(), issuer) || f.demo.SignIn == "" {
+		t.Fatalf("no sign-in printed or in demo.json:\n%s\n%+v", f.out.String(), f.demo.Endpoints)
+	}
+	base := f.demo.Endpoints["gateway_http"]
+	resp, err := http.Post(base+citizen.PathLogin, "application/x-www-form-urlencoded", strings.NewReader("eid="+f.demo.Citizens[0].EID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("demo login without --demo-login: %d", resp.StatusCode)
+	}
+	c := signInAt(t, base, issuer, f.demo.Citizens[0].EID)
+	resp, err = c.Get(base + "/access-log/v1/accesses")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("access log after sign-in: %d", resp.StatusCode)
 	}
 }
