@@ -14,7 +14,9 @@
 //
 // Sessions are server-side: a random 256-bit ID held by the citizen (cookie,
 // or bearer for API clients), of which the server keeps only the SHA-256;
-// rotated at login, destroyed at logout, with idle and absolute expiry.
+// rotated at login, destroyed at logout, with idle and absolute expiry. A
+// sign-in in progress (state, nonce, PKCE verifier) travels sealed in a
+// short-lived cookie, so anonymous requests cannot fill the server's memory.
 // State-changing requests are refused cross-origin (Sec-Fetch-Site, Origin),
 // and a state change authenticated by the cookie needs a browser's proof of
 // origin (Origin or Sec-Fetch-Site: same-origin).
@@ -104,6 +106,7 @@ type Config struct {
 type Auth struct {
 	cfg      Config
 	sessions *store
+	logins   *sealer
 	cop      *http.CrossOriginProtection
 	log      *slog.Logger
 
@@ -151,8 +154,12 @@ func New(cfg Config) (*Auth, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	logins, err := newSealer()
+	if err != nil {
+		return nil, err
+	}
 	return &Auth{
-		cfg: cfg, sessions: newStore(cfg.IdleTimeout, cfg.MaxAge, maxSessions, cfg.Now),
+		cfg: cfg, sessions: newStore(cfg.IdleTimeout, cfg.MaxAge, maxSessions, cfg.Now), logins: logins,
 		cop: http.NewCrossOriginProtection(), log: cfg.Log.With("component", "citizen-sign-in"),
 	}, nil
 }
@@ -254,13 +261,14 @@ func (a *Auth) startLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	verifier := oauth2.GenerateVerifier()
-	if err := a.sessions.begin(state, &pendingLogin{nonce: nonce, verifier: verifier, expires: a.cfg.Now().Add(loginTTL)}); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "too many sign-ins in progress; retry later")
+	sealed, err := a.logins.seal(&pendingLogin{State: state, Nonce: nonce, Verifier: verifier, Expires: a.cfg.Now().Add(loginTTL).Unix()})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "the sign-in cannot start")
 		return
 	}
 	// Lax: the provider sends the browser back with a cross-site navigation.
 	http.SetCookie(w, &http.Cookie{
-		Name: a.loginCookieName(), Value: state, Path: "/", MaxAge: int(loginTTL.Seconds()),
+		Name: a.loginCookieName(), Value: sealed, Path: "/", MaxAge: int(loginTTL.Seconds()),
 		HttpOnly: true, Secure: a.cfg.Secure, SameSite: http.SameSiteLaxMode,
 	})
 	u := oc.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce),
@@ -313,12 +321,12 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 	c, cerr := r.Cookie(a.loginCookieName())
 	http.SetCookie(w, &http.Cookie{Name: a.loginCookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: a.cfg.Secure, SameSite: http.SameSiteLaxMode})
 	state := q.Get("state")
-	if cerr != nil || state == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(state)) != 1 {
+	if cerr != nil || state == "" {
 		a.refuse(w, http.StatusBadRequest, errState)
 		return
 	}
-	pl, ok := a.sessions.finish(state)
-	if !ok {
+	pl, err := a.logins.open(c.Value, a.cfg.Now())
+	if err != nil || subtle.ConstantTimeCompare([]byte(pl.State), []byte(state)) != 1 {
 		a.refuse(w, http.StatusBadRequest, errState)
 		return
 	}
@@ -333,7 +341,7 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(oidc.ClientContext(r.Context(), a.cfg.OIDC.HTTPClient), 15*time.Second)
 	defer cancel()
-	tok, err := oc.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(pl.verifier))
+	tok, err := oc.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(pl.Verifier))
 	if err != nil {
 		a.refuse(w, http.StatusUnauthorized, fmt.Errorf("code exchange: %w", err))
 		return
@@ -344,7 +352,7 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 		a.refuse(w, http.StatusUnauthorized, fmt.Errorf("ID token: %w", err))
 		return
 	}
-	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(pl.nonce)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(pl.Nonce)) != 1 {
 		a.refuse(w, http.StatusUnauthorized, errNonce)
 		return
 	}

@@ -417,11 +417,21 @@ func TestCallbackRefusals(t *testing.T) {
 	cases := []struct {
 		name   string
 		tamper func(map[string]any)
-		edit   func(u *url.URL) // of the callback URL
+		edit   func(u *url.URL)                 // of the callback URL
+		jar    func(c *http.Client, u *url.URL) // of the browser
 		code   int
 	}{
 		{name: "state mismatch", edit: func(u *url.URL) { setQuery(u, "state", "bm90LXRoZS1zdGF0ZQ") }, code: http.StatusBadRequest},
 		{name: "no state", edit: func(u *url.URL) { setQuery(u, "state", "") }, code: http.StatusBadRequest},
+		{name: "login cookie forged", jar: func(c *http.Client, u *url.URL) {
+			for _, ck := range c.Jar.Cookies(u) {
+				if ck.Name == "jisr_login" {
+					ck.Value = ck.Value[:len(ck.Value)-2] + "AA"
+					c.Jar.SetCookies(u, []*http.Cookie{ck})
+				}
+			}
+		}, code: http.StatusBadRequest},
+		{name: "login cookie missing", jar: func(c *http.Client, _ *url.URL) { c.Jar, _ = cookiejar.New(nil) }, code: http.StatusBadRequest},
 		{name: "code altered", edit: func(u *url.URL) { setQuery(u, "code", "x"+u.Query().Get("code")) }, code: http.StatusUnauthorized},
 		{name: "nonce mismatch", tamper: func(c map[string]any) { c["nonce"] = "another-nonce" }, code: http.StatusUnauthorized},
 		{name: "no nonce", tamper: func(c map[string]any) { delete(c, "nonce") }, code: http.StatusUnauthorized},
@@ -443,6 +453,9 @@ func TestCallbackRefusals(t *testing.T) {
 			u, _ := url.Parse(s.toCallback(t, c, alice))
 			if tc.edit != nil {
 				tc.edit(u)
+			}
+			if tc.jar != nil {
+				tc.jar(c, u)
 			}
 			resp, err := c.Get(u.String())
 			if err != nil {

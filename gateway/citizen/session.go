@@ -20,8 +20,7 @@ type session struct {
 	last    time.Time
 }
 
-// store holds sessions server-side with idle and absolute expiry, and the
-// sign-ins in progress (state → nonce and PKCE verifier).
+// store holds sessions server-side with idle and absolute expiry.
 type store struct {
 	idle, max time.Duration
 	limit     int
@@ -29,18 +28,12 @@ type store struct {
 
 	mu       sync.Mutex
 	sessions map[[32]byte]*session
-	pending  map[[32]byte]*pendingLogin
-}
-
-type pendingLogin struct {
-	nonce, verifier string
-	expires         time.Time
 }
 
 func newStore(idle, max time.Duration, limit int, now func() time.Time) *store {
 	return &store{
 		idle: idle, max: max, limit: limit, now: now,
-		sessions: map[[32]byte]*session{}, pending: map[[32]byte]*pendingLogin{},
+		sessions: map[[32]byte]*session{},
 	}
 }
 
@@ -112,37 +105,4 @@ func (s *store) pruneLocked(now time.Time) {
 			delete(s.sessions, k)
 		}
 	}
-	for k, p := range s.pending {
-		if !now.Before(p.expires) {
-			delete(s.pending, k)
-		}
-	}
-}
-
-// begin records a sign-in in progress under its state.
-func (s *store) begin(state string, p *pendingLogin) error {
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.pending) >= s.limit {
-		s.pruneLocked(now)
-		if len(s.pending) >= s.limit {
-			return ErrBusy
-		}
-	}
-	s.pending[hashID(state)] = p
-	return nil
-}
-
-// finish takes the sign-in in progress of state: each is used once.
-func (s *store) finish(state string) (*pendingLogin, bool) {
-	h := hashID(state)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, ok := s.pending[h]
-	delete(s.pending, h)
-	if !ok || !s.now().Before(p.expires) {
-		return nil, false
-	}
-	return p, true
 }

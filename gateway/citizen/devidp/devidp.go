@@ -242,6 +242,10 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many sign-ins in progress; retry later", http.StatusServiceUnavailable)
 		return
 	}
+	// The form's answer redirects to the client: browsers apply
+	// form-action to that redirect too.
+	ru, _ := url.Parse(req.redirectURI)
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; form-action 'self' "+ru.Scheme+"://"+ru.Host+"; base-uri 'none'; frame-ancestors 'none'")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_ = loginPage.Execute(w, map[string]any{"Request": id, "Citizens": p.cfg.Citizens})
 }
