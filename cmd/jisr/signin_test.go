@@ -3,15 +3,24 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -355,4 +364,70 @@ func TestDevSignInThroughTheEmbeddedProvider(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("access log after sign-in: %d", resp.StatusCode)
 	}
+}
+
+// --http-cert/--http-key: HTTPS for citizens' browsers (no client
+// certificate), TLS 1.3 only.
+func TestGatewayHTTPWithACertificate(t *testing.T) {
+	f := startAuditFed(t, t.TempDir())
+	f.stopGateway(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	certFile, keyFile, roots := writeLocalCert(t, dir)
+	if _, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", instance: "gw-1", signin: signinOptions{httpCert: certFile}}); err == nil {
+		t.Fatal("--http-cert without --http-key accepted")
+	}
+	gw, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", instance: "gw-1", signin: signinOptions{httpCert: certFile, httpKey: keyFile}})
+	if err != nil {
+		t.Fatalf("gateway: %v\n%s", err, f.logs.String())
+	}
+	f.gw = gw
+	_, port, _ := net.SplitHostPort(gw.addr)
+	base := "https://" + net.JoinHostPort("127.0.0.1", port)
+	tc := &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS12}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	if resp, err := c.Get(base + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatal("TLS 1.2 accepted")
+	}
+	c = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	resp, err := c.Get(base + "/access-log/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS.Version != tls.VersionTLS13 || resp.Header.Get("Strict-Transport-Security") == "" {
+		t.Fatalf("page over HTTPS: %d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+// writeLocalCert writes a self-signed certificate for 127.0.0.1 and its key.
+func writeLocalCert(t *testing.T, dir string) (certFile, keyFile string, roots *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalPKCS8PrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	roots = x509.NewCertPool()
+	roots.AddCert(cert)
+	return certFile, keyFile, roots
 }
