@@ -51,7 +51,16 @@ func TestProviderRefusesOffProtocolRequests(t *testing.T) {
 		"state": {"st"}, "nonce": {"no"}, "code_challenge": {challenge(verifier)}, "code_challenge_method": {"S256"},
 		"acr_values": {"urn:test:high"},
 	}
-	authorize := func(edit func(url.Values)) (int, string) {
+	// authorize answers the login page, or "" when the provider refused:
+	// 400, or a redirect to the client with an error (which op chooses once
+	// the redirect URL is known good).
+	follow := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(req *http.Request, _ []*http.Request) error {
+		if req.URL.Host != strings.TrimPrefix(p.Issuer(), "http://") {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}}
+	authorize := func(edit func(url.Values)) string {
 		q := url.Values{}
 		for k, v := range good {
 			q[k] = v
@@ -59,13 +68,29 @@ func TestProviderRefusesOffProtocolRequests(t *testing.T) {
 		if edit != nil {
 			edit(q)
 		}
-		resp, err := c.Get(p.Issuer() + "/authorize?" + q.Encode())
+		resp, err := follow.Get(p.Issuer() + "/authorize?" + q.Encode())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		switch {
+		case resp.StatusCode == http.StatusOK:
+			return string(b)
+		case resp.StatusCode == http.StatusBadRequest:
+			return ""
+		case resp.StatusCode == http.StatusFound || resp.StatusCode == http.StatusSeeOther:
+			loc, _ := url.Parse(resp.Header.Get("Location"))
+			if loc.Query().Get("error") == "" || loc.Query().Get("code") != "" {
+				t.Fatalf("redirect without an error: %s", loc)
+			}
+			if !strings.HasPrefix(loc.String(), redirect) {
+				t.Fatalf("error sent to an unregistered URL: %s", loc)
+			}
+			return ""
+		}
+		t.Fatalf("authorize: %d %s", resp.StatusCode, b)
+		return ""
 	}
 	for name, edit := range map[string]func(url.Values){
 		"unknown client":      func(q url.Values) { q.Set("client_id", "other") },
@@ -78,29 +103,28 @@ func TestProviderRefusesOffProtocolRequests(t *testing.T) {
 		"PKCE plain":          func(q url.Values) { q.Set("code_challenge_method", "plain") },
 		"unknown acr":         func(q url.Values) { q.Set("acr_values", "urn:test:low") },
 	} {
-		if code, _ := authorize(edit); code != http.StatusBadRequest {
-			t.Errorf("%s: %d", name, code)
+		if page := authorize(edit); page != "" {
+			t.Errorf("%s: not refused", name)
 		}
 	}
 
 	// The good path, and what the token endpoint refuses.
 	code := func(eid string) string {
 		t.Helper()
-		status, page := authorize(nil)
-		m := requestField.FindStringSubmatch(page)
-		if status != http.StatusOK || m == nil {
-			t.Fatalf("authorize: %d", status)
+		m := requestField.FindStringSubmatch(authorize(nil))
+		if m == nil {
+			t.Fatal("no login page")
 		}
-		resp, err := c.PostForm(p.Issuer()+"/login", url.Values{"request": {m[1]}, "eid": {eid}})
+		resp, err := follow.PostForm(p.Issuer()+"/login", url.Values{"request": {m[1]}, "eid": {eid}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusSeeOther {
+		if resp.StatusCode != http.StatusFound && resp.StatusCode != http.StatusSeeOther {
 			return ""
 		}
 		loc, _ := url.Parse(resp.Header.Get("Location"))
-		if loc.Query().Get("state") != "st" {
+		if loc.Query().Get("state") != "st" || !strings.HasPrefix(loc.String(), redirect) {
 			t.Fatalf("callback %s", loc)
 		}
 		return loc.Query().Get("code")
@@ -109,7 +133,7 @@ func TestProviderRefusesOffProtocolRequests(t *testing.T) {
 		t.Fatal("a citizen who is not a demo citizen signed in")
 	}
 	exchange := func(f url.Values, user, pass string) (int, map[string]any) {
-		req, _ := http.NewRequest(http.MethodPost, p.Issuer()+"/token", strings.NewReader(f.Encode()))
+		req, _ := http.NewRequest(http.MethodPost, p.Issuer()+"/oauth/token", strings.NewReader(f.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.SetBasicAuth(user, pass)
 		resp, err := c.Do(req)
@@ -125,11 +149,15 @@ func TestProviderRefusesOffProtocolRequests(t *testing.T) {
 		return url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect}, "code_verifier": {v}}
 	}
 	k := code("ab123456")
-	if st, _ := exchange(form(k, verifier), p.ClientID(), "wrong"); st != http.StatusUnauthorized {
+	if st, _ := exchange(form(k, verifier), p.ClientID(), "wrong"); st != http.StatusUnauthorized && st != http.StatusBadRequest {
 		t.Fatalf("wrong client secret: %d", st)
 	}
-	if st, _ := exchange(form(k, verifier), p.ClientID(), secret); st != http.StatusOK {
-		t.Fatalf("exchange: %d", st)
+	if st, _ := exchange(form(k, verifier), p.ClientID(), secret); st != http.StatusBadRequest {
+		t.Fatalf("a code reused after a wrong client secret: %d", st)
+	}
+	k = code("ab123456")
+	if st, out := exchange(form(k, verifier), p.ClientID(), secret); st != http.StatusOK || out["id_token"] == nil {
+		t.Fatalf("exchange: %d %v", st, out)
 	}
 	if st, _ := exchange(form(k, verifier), p.ClientID(), secret); st != http.StatusBadRequest {
 		t.Fatalf("a code used twice: %d", st)
