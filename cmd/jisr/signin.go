@@ -50,8 +50,9 @@ const (
 
 // Errors of the HTTP side's configuration.
 var (
-	errHTTPPlaintext = errors.New("gateway HTTP: plaintext is allowed only on a loopback address; give --http-cert/--http-key or an SVID")
-	errDemoOffLocal  = errors.New("gateway HTTP: the demo login (sign-in by eID alone) is allowed only on a loopback address")
+	errHTTPPlaintext  = errors.New("gateway HTTP: plaintext is allowed only on a loopback address; give --http-cert/--http-key or an SVID")
+	errDemoOffLocal   = errors.New("gateway HTTP: the demo login (sign-in by eID alone) is allowed only on a loopback address")
+	errSecretFileOpen = errors.New("readable by group or others: chmod 600")
 )
 
 func (o *signinOptions) flags(cmd *cobra.Command) {
@@ -119,6 +120,13 @@ func newCitizenAuth(g *globals, addr string, secure bool, o signinOptions) (*cit
 		switch {
 		case secret != "":
 		case o.oidcSecretFile != "":
+			fi, err := os.Stat(o.oidcSecretFile)
+			if err != nil {
+				return nil, fmt.Errorf("--oidc-client-secret-file: %w", err)
+			}
+			if fi.Mode().Perm()&0o077 != 0 {
+				return nil, usageError{fmt.Errorf("--oidc-client-secret-file %s: %w", o.oidcSecretFile, errSecretFileOpen)}
+			}
 			b, err := os.ReadFile(o.oidcSecretFile)
 			if err != nil {
 				return nil, fmt.Errorf("--oidc-client-secret-file: %w", err)

@@ -431,3 +431,62 @@ func writeLocalCert(t *testing.T, dir string) (certFile, keyFile string, roots *
 	roots.AddCert(cert)
 	return certFile, keyFile, roots
 }
+
+// The sign-in options are checked once, at start.
+func TestSignInOptions(t *testing.T) {
+	dir := t.TempDir()
+	g := &globals{federationPath: "../../deploy/federation.yaml", certsDir: filepath.Join(dir, "certs"), dataDir: dir,
+		log: slog.New(slog.DiscardHandler)}
+	fed, err := g.federation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := initCerts(g, fed); err != nil {
+		t.Fatal(err)
+	}
+	open, closed := filepath.Join(dir, "open"), filepath.Join(dir, "closed")
+	os.WriteFile(open, []byte("s3cret\n"), 0o644)
+	os.WriteFile(closed, []byte("s3cret\n"), 0o600)
+	os.Chmod(open, 0o644) // whatever the umask
+	oidc := func(edit func(*signinOptions)) signinOptions {
+		o := signinOptions{oidcIssuer: "https://idp.example", oidcClientID: "jisr", oidcSecretFile: closed,
+			oidcRedirectURL: "https://jisr.example/access-log/callback", oidcEIDClaim: citizen.DefaultEIDClaim}
+		if edit != nil {
+			edit(&o)
+		}
+		return o
+	}
+	cases := []struct {
+		name string
+		addr string
+		o    signinOptions
+		ok   bool
+	}{
+		{"production", "0.0.0.0:8443", oidc(nil), true},
+		{"no sign-in at all", "0.0.0.0:8443", signinOptions{}, true},
+		{"demo login on loopback", "127.0.0.1:8080", signinOptions{demoLogin: true}, true},
+		{"demo login off loopback", "0.0.0.0:8443", signinOptions{demoLogin: true}, false},
+		{"secret file readable by others", "0.0.0.0:8443", oidc(func(o *signinOptions) { o.oidcSecretFile = open }), false},
+		{"no secret", "0.0.0.0:8443", oidc(func(o *signinOptions) { o.oidcSecretFile = "" }), false},
+		{"no client ID", "0.0.0.0:8443", oidc(func(o *signinOptions) { o.oidcClientID = "" }), false},
+		{"plaintext issuer", "0.0.0.0:8443", oidc(func(o *signinOptions) { o.oidcIssuer = "http://idp.example" }), false},
+		{"plaintext redirect off loopback", "0.0.0.0:8443", oidc(func(o *signinOptions) { o.oidcRedirectURL = "http://jisr.example/access-log/callback" }), false},
+		{"no redirect off loopback", "0.0.0.0:8443", oidc(func(o *signinOptions) { o.oidcRedirectURL = "" }), false},
+		{"redirect derived on loopback", "127.0.0.1:8080", oidc(func(o *signinOptions) { o.oidcRedirectURL = "" }), true},
+	}
+	t.Setenv("JISR_OIDC_CLIENT_SECRET", "")
+	for _, tc := range cases {
+		_, err := newCitizenAuth(g, tc.addr, true, tc.o)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	t.Setenv("JISR_OIDC_CLIENT_SECRET", "from-the-environment")
+	if _, err := newCitizenAuth(g, "0.0.0.0:8443", true, oidc(func(o *signinOptions) { o.oidcSecretFile = "" })); err != nil {
+		t.Errorf("secret from the environment: %v", err)
+	}
+	t.Setenv("JISR_CITIZEN_LOGIN", "demo")
+	if _, err := loadAuditSettings(); err == nil {
+		t.Error("JISR_CITIZEN_LOGIN=demo accepted")
+	}
+}
