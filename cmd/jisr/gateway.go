@@ -20,7 +20,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
-	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway"
 	"github.com/jisr-bus/jisr/gateway/citizen"
@@ -148,9 +147,6 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gateway
 	httpTLSConf, err := httpTLS(o.httpAddr, o.signin, n.src, tlsconfig.AuthorizeMemberOf(fed.TrustDomain))
 	if err != nil {
 		return nil, err
-	}
-	if o.signin.demoLogin && !loopback.Is(o.httpAddr) {
-		return nil, usageError{errDemoOffLocal}
 	}
 	if n.lis, err = net.Listen("tcp", o.httpAddr); err != nil {
 		return nil, fmt.Errorf("gateway HTTP: %w", err)
