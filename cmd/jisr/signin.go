@@ -142,6 +142,11 @@ func newCitizenAuth(g *globals, addr string, secure bool, o signinOptions) (*cit
 			}
 			redirect = redirectURLFor(addr, secure)
 		}
+		if strings.HasPrefix(redirect, "https://") {
+			// Browsers reach this gateway over HTTPS (perhaps through a
+			// TLS-terminating proxy on loopback): Secure cookies.
+			cfg.Secure = true
+		}
 		cfg.OIDC = &citizen.OIDC{
 			Issuer: o.oidcIssuer, ClientID: o.oidcClientID, ClientSecret: secret, RedirectURL: redirect,
 			EIDClaim: o.oidcEIDClaim, ACR: o.oidcACR,
