@@ -30,9 +30,6 @@ type auditParts struct {
 	Log    gateway.AuditLog
 	Routes map[string]http.Handler         // mounted on the gateway HTTP mux
 	Close  func(ctx context.Context) error // flushes, publishes the final checkpoint
-	// Citizens authenticates citizens (the demo login's sessions); the
-	// consent API uses it too.
-	Citizens accesslog.Authenticator
 	// RegisterGRPC adds the access log's gRPC service to the gateway's gRPC server.
 	RegisterGRPC func(*grpc.Server)
 }
@@ -61,14 +58,10 @@ func trustedCheckpointPath(dataDir, instance string) string {
 type auditSettings struct {
 	stream          stream.Config
 	checkpointEvery time.Duration
-	citizenLogin    string // "demo" or "off"
 }
 
 func loadAuditSettings() (auditSettings, error) {
-	s := auditSettings{checkpointEvery: 15 * time.Second, citizenLogin: "demo"}
-	if os.Getenv("SPIFFE_ENDPOINT_SOCKET") != "" {
-		s.citizenLogin = "off" // production identities: no demo login unless asked for
-	}
+	s := auditSettings{checkpointEvery: 15 * time.Second}
 	bad := func(name, v, want string) error {
 		return usageError{fmt.Errorf("%s=%q: %s", name, v, want)}
 	}
@@ -105,12 +98,11 @@ func loadAuditSettings() (auditSettings, error) {
 		}
 		s.stream.Replicas = n
 	}
-	switch v := os.Getenv("JISR_CITIZEN_LOGIN"); v {
-	case "":
-	case "demo", "off":
-		s.citizenLogin = v
-	default:
-		return s, bad("JISR_CITIZEN_LOGIN", v, "want demo or off")
+	// The demo login is no longer an environment default: only
+	// `jisr dev --demo-login` turns it on. Refuse the old switch rather
+	// than let an operator believe it still does something.
+	if v := os.Getenv("JISR_CITIZEN_LOGIN"); v != "" && v != "off" {
+		return s, bad("JISR_CITIZEN_LOGIN", v, "no longer read: citizens sign in with --oidc-*, and only `jisr dev --demo-login` has a demo login")
 	}
 	if _, _, err := stream.StreamConfigs(s.stream); err != nil {
 		return s, usageError{err}
@@ -122,16 +114,12 @@ func loadAuditSettings() (auditSettings, error) {
 // (creating the streams on first start, resuming the log after a restart),
 // starts the index that proves records to citizens, and builds the citizen's
 // access log routes.
-func startAudit(ctx context.Context, g *globals, nc *nats.Conn, instance string) (p *auditParts, err error) {
+func startAudit(ctx context.Context, g *globals, nc *nats.Conn, instance string, citizens accesslog.Authenticator) (p *auditParts, err error) {
 	settings, err := loadAuditSettings()
 	if err != nil {
 		return nil, err
 	}
 	fed, err := g.federation()
-	if err != nil {
-		return nil, err
-	}
-	keyer, err := g.keyer()
 	if err != nil {
 		return nil, err
 	}
@@ -194,27 +182,17 @@ func startAudit(ctx context.Context, g *globals, nc *nats.Conn, instance string)
 		wg.Wait()
 		return store.Close()
 	})
-	sessions, err := accesslog.NewSessions(30 * time.Minute)
-	if err != nil {
-		return nil, err
-	}
 	svc, err := accesslog.New(accesslog.Config{
-		Federation: fed, Records: records, Index: ix, Keys: keys, Auth: sessions, Log: g.log,
+		Federation: fed, Records: records, Index: ix, Keys: keys, Auth: citizens, Log: g.log,
 	})
 	if err != nil {
 		return nil, err
-	}
-	var demo *accesslog.DemoLogin
-	if settings.citizenLogin == "demo" {
-		demo = &accesslog.DemoLogin{Federation: fed, Keyer: keyer, Sessions: sessions}
-		g.log.Warn("citizen access log: DEMO LOGIN by eID alone is on (development only; JISR_CITIZEN_LOGIN=off to disable)")
 	}
 	var once sync.Once
 	var closeErr error
 	return &auditParts{
 		Log:          l,
-		Routes:       svc.Routes(demo),
-		Citizens:     sessions,
+		Routes:       svc.Routes(),
 		RegisterGRPC: svc.Register,
 		Close: func(ctx context.Context) error {
 			once.Do(func() {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/natsserver"
+	"github.com/jisr-bus/jisr/gateway/citizen"
+	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
 )
 
 func init() { commandSet = append(commandSet, newDevCmd) }
@@ -24,6 +28,10 @@ type devOptions struct {
 	httpAddr string
 	grpcAddr string
 	nats     natsOptions
+	// idpAddr is the embedded demo OpenID Provider's loopback address.
+	idpAddr string
+	// demoLogin turns on sign-in by eID alone (loopback only).
+	demoLogin bool
 	// anyPort binds every listener to 127.0.0.1:0 (tests run several
 	// federations side by side).
 	anyPort bool
@@ -40,6 +48,11 @@ member, seeded with deterministic synthetic citizens. It creates the dev CA and
 SVIDs on first run (as 'jisr certs init' does), writes var/demo.json with demo
 eIDs and ready consent tokens, and prints a grpcurl command to try.
 
+Citizens sign in to their access log and consents through a small embedded
+OpenID Provider (on --idp, loopback only) that lists the demo citizens, with
+the same OpenID Connect flow as production. --demo-login also turns on
+sign-in by eID alone (POST /access-log/login), for scripts; loopback only.
+
 Ctrl-C shuts everything down gracefully.`,
 		Example: `  jisr dev
   jisr dev --citizens 1000000`,
@@ -51,6 +64,8 @@ Ctrl-C shuts everything down gracefully.`,
 	cmd.Flags().IntVar(&o.citizens, "citizens", 10000, "synthetic citizens in each reference backend")
 	cmd.Flags().StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "gateway HTTP address")
 	cmd.Flags().StringVar(&o.grpcAddr, "grpc", "127.0.0.1:7000", "gateway gRPC address (consent and access-log APIs)")
+	cmd.Flags().StringVar(&o.idpAddr, "idp", "127.0.0.1:8090", "loopback address of the embedded demo OpenID Provider (citizen sign-in)")
+	cmd.Flags().BoolVar(&o.demoLogin, "demo-login", false, "also let anyone sign in as a citizen by eID alone (POST /access-log/login; loopback only)")
 	o.nats.flags(cmd)
 	cmd.Flags().BoolVar(&o.anyPort, "any-port", false, "bind every listener to a free loopback port (tests and benchmarks); the ports are in var/demo.json")
 	_ = cmd.Flags().MarkHidden("any-port")
@@ -59,6 +74,7 @@ Ctrl-C shuts everything down gracefully.`,
 
 // devFederation is a running dev federation, stopped in reverse order.
 type devFederation struct {
+	idp      *devidp.Provider
 	nats     *natsserver.Server
 	backends []*backendNode
 	gateway  *gatewayNode
@@ -92,7 +108,7 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 		}
 	}()
 	if o.anyPort {
-		o.nats.listen, o.httpAddr, o.grpcAddr = "127.0.0.1:-1", "127.0.0.1:0", "127.0.0.1:0"
+		o.nats.listen, o.httpAddr, o.grpcAddr, o.idpAddr = "127.0.0.1:-1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	}
 	if d.nats, err = startNATS(ctx, g, o.nats); err != nil {
 		return err
@@ -113,9 +129,14 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 		}
 		d.backends = append(d.backends, b)
 	}
-	if d.gateway, err = startGateway(ctx, g, gatewayOptions{httpAddr: o.httpAddr, grpcAddr: o.grpcAddr, instance: "gw-1"}); err != nil {
+	signin, err := d.startIdP(g, o)
+	if err != nil {
 		return err
 	}
+	if d.gateway, err = startGateway(ctx, g, gatewayOptions{httpAddr: o.httpAddr, grpcAddr: o.grpcAddr, instance: "gw-1", signin: signin}); err != nil {
+		return err
+	}
+	d.idp.AllowRedirect(redirectURLFor(d.gateway.addr, d.gateway.secure))
 	if d.consent, err = startConsentService(ctx, g); err != nil {
 		return fmt.Errorf("consent service: %w", err)
 	}
@@ -165,13 +186,44 @@ func (d *devFederation) stop(ctx context.Context, g *globals) error {
 	if d.nats != nil {
 		d.nats.Shutdown()
 	}
+	if d.idp != nil {
+		errs = append(errs, d.idp.Close(ctx))
+	}
 	return errors.Join(errs...)
+}
+
+// startIdP starts the embedded demo OpenID Provider for the demo citizens
+// and returns the gateway's sign-in options for it.
+func (d *devFederation) startIdP(g *globals, o devOptions) (signinOptions, error) {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return signinOptions{}, err
+	}
+	var citizens []devidp.Citizen
+	for _, c := range showcase() {
+		citizens = append(citizens, devidp.Citizen{EID: c.EID, Description: c.Description})
+	}
+	cfg := devidp.Config{
+		Citizens: citizens, ClientSecret: hex.EncodeToString(secret), ACR: citizen.DefaultACR,
+		EIDClaim: citizen.DefaultEIDClaim, Log: g.log,
+	}
+	p, err := devidp.Start(o.idpAddr, cfg)
+	if err != nil {
+		return signinOptions{}, usageError{fmt.Errorf("--idp: %w", err)}
+	}
+	d.idp = p
+	g.log.Info("demo OpenID Provider for citizen sign-in", "issuer", p.Issuer())
+	return signinOptions{
+		oidcIssuer: p.Issuer(), oidcClientID: p.ClientID(), oidcClientSecret: cfg.ClientSecret,
+		oidcEIDClaim: cfg.EIDClaim, oidcACR: []string{cfg.ACR}, demoLogin: o.demoLogin,
+	}, nil
 }
 
 // demoFile is var/demo.json: what a newcomer or a script needs to make a
 // first call without reading code.
 type demoFile struct {
 	Endpoints map[string]string `json:"endpoints"`
+	SignIn    string            `json:"sign_in"`
 	Citizens  []demoCitizen     `json:"citizens"`
 	Tokens    []demoToken       `json:"tokens"`
 	Try       string            `json:"try"`
@@ -183,11 +235,18 @@ type demoCitizen struct {
 }
 
 func writeDemo(ctx context.Context, g *globals, fed *federation.Federation, d *devFederation) (*demoFile, error) {
+	scheme := "http://"
+	if d.gateway.secure {
+		scheme = "https://"
+	}
 	demo := &demoFile{Endpoints: map[string]string{
 		"nats":         d.nats.ClientURL(),
-		"gateway_http": "http://" + d.gateway.addr,
+		"gateway_http": scheme + d.gateway.addr,
 		"gateway_grpc": d.gateway.grpcAddr,
+		"oidc_issuer":  d.idp.Issuer(),
 	}}
+	demo.SignIn = "open " + scheme + d.gateway.addr + "/access-log/ and sign in with the national e-ID: the demo provider at " +
+		d.idp.Issuer() + " lists the demo citizens"
 	for _, a := range d.adapters {
 		demo.Endpoints["adapter/"+a.member] = a.addr
 	}
@@ -256,7 +315,8 @@ func contains(ss []string, s string) bool {
 func printDemo(out io.Writer, fed *federation.Federation, d *devFederation, demo *demoFile, took time.Duration) {
 	fmt.Fprintf(out, "\njisr dev: federation %q is up in %s\n\n", fed.TrustDomain.Name(), took.Round(time.Millisecond))
 	fmt.Fprintf(out, "  NATS (mTLS only)   %s\n", d.nats.ClientURL())
-	fmt.Fprintf(out, "  gateway HTTP       http://%s  (/healthz /readyz /metrics, consent and access-log APIs)\n", d.gateway.addr)
+	fmt.Fprintf(out, "  gateway HTTP       %s  (/healthz /readyz /metrics, consent and access-log APIs)\n", demo.Endpoints["gateway_http"])
+	fmt.Fprintf(out, "  demo e-ID (OIDC)   %s  (the citizens' sign-in; loopback only)\n", d.idp.Issuer())
 	fmt.Fprintf(out, "  gateway gRPC       %s  (jisr.consent.v1.Consent, the citizen's access log)\n", d.gateway.grpcAddr)
 	for _, a := range d.adapters {
 		fmt.Fprintf(out, "  adapter %-14s %s  (gRPC, what the %s backend calls)\n", a.member, a.addr, a.member)
@@ -268,6 +328,7 @@ func printDemo(out io.Writer, fed *federation.Federation, d *devFederation, demo
 	for _, c := range demo.Citizens {
 		fmt.Fprintf(out, "  %-10s %s\n", c.EID, c.Description)
 	}
+	fmt.Fprintf(out, "\nCitizen sign-in: %s\n", demo.SignIn)
 	fmt.Fprintf(out, "\nTokens and endpoints: %s\n", filepath.Join("var", "demo.json"))
 	if demo.Try != "" {
 		fmt.Fprintf(out, "\nTry it — CNSS asks the civil registry about a citizen, with their consent:\n\n  %s\n", demo.Try)

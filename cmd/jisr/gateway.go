@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway"
+	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/services/adapter"
 )
@@ -36,6 +38,7 @@ type gatewayOptions struct {
 	// consentJWKS is the consent service's public JWKS (default
 	// <certs>/consent-jwks.json); a private key there stops the gateway.
 	consentJWKS string
+	signin      signinOptions
 }
 
 func newGatewayCmd(g *globals) *cobra.Command {
@@ -50,9 +53,19 @@ queue group, so several replicas share the load; each keeps its own audit log.
 HTTP (--http): /healthz, /readyz, /metrics, the consent JWKS and APIs, the
 citizen's access log, and GET /v1/traces/{trace-id} (recent spans kept in
 memory, see --trace-memory). Traces go to --otlp or the OTEL_* variables
-(docs/observability.md).`,
+(docs/observability.md). Plaintext only on a loopback address; elsewhere
+HTTPS with --http-cert/--http-key (for citizens' browsers) or the gateway's
+SVID (mTLS).
+
+Citizens sign in through the national e-ID platform's OpenID Connect
+provider (--oidc-*; authorization code with PKCE, nonce, acr); the client
+secret comes from --oidc-client-secret-file or $JISR_OIDC_CLIENT_SECRET.
+Without --oidc-issuer there is no citizen sign-in.`,
 		Example: `  jisr gateway --instance gw-1 --http 127.0.0.1:8080
-  jisr gateway --instance gw-2 --http 127.0.0.1:8081   # a second replica`,
+  jisr gateway --instance gw-2 --http 127.0.0.1:8081   # a second replica
+  jisr gateway --http :8443 --http-cert tls.crt --http-key tls.key \
+    --oidc-issuer https://idp.example --oidc-client-id jisr --oidc-client-secret-file secret \
+    --oidc-redirect-url https://jisr.example:8443/access-log/callback --oidc-acr <CNIE level>`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, s := range skip {
@@ -97,6 +110,7 @@ memory, see --trace-memory). Traces go to --otlp or the OTEL_* variables
 	_ = cmd.Flags().MarkHidden("unsafe-skip")
 	cmd.Flags().BoolVar(&o.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP port (profiling only)")
 	_ = cmd.Flags().MarkHidden("pprof")
+	o.signin.flags(cmd)
 	return cmd
 }
 
@@ -111,6 +125,9 @@ type gatewayNode struct {
 	grpcAddr string
 	consent  *consentParts
 	audit    *auditParts
+	citizens *citizen.Auth
+	lis      net.Listener // the HTTP listener until srv serves it
+	secure   bool         // the HTTP side speaks TLS
 }
 
 func startGateway(ctx context.Context, g *globals, o gatewayOptions) (_ *gatewayNode, err error) {
@@ -138,6 +155,19 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (_ *gateway
 	}
 	reg := prometheus.NewRegistry() // this gateway's own; process-wide metrics are in g.registry()
 
+	// The HTTP side: TLS off loopback, then the citizens' sign-in.
+	httpTLSConf, err := httpTLS(o.httpAddr, o.signin, n.src, tlsconfig.AuthorizeMemberOf(fed.TrustDomain))
+	if err != nil {
+		return nil, err
+	}
+	if n.lis, err = net.Listen("tcp", o.httpAddr); err != nil {
+		return nil, fmt.Errorf("gateway HTTP: %w", err)
+	}
+	n.addr, n.secure = n.lis.Addr().String(), httpTLSConf != nil
+	if n.citizens, err = newCitizenAuth(g, n.addr, n.secure, o.signin); err != nil {
+		return nil, err
+	}
+
 	cfg := gateway.Config{
 		Federation: fed, Keyer: keyer, Conn: n.nc, Log: g.log, Registerer: reg, Unsafe: o.unsafe, Instance: o.instance,
 	}
@@ -152,7 +182,7 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (_ *gateway
 		}
 	}
 	if !o.unsafe.SkipAudit {
-		if n.audit, err = startAudit(ctx, g, n.nc, o.instance); err != nil {
+		if n.audit, err = startAudit(ctx, g, n.nc, o.instance, n.citizens); err != nil {
 			return nil, fmt.Errorf("audit: %w", err)
 		}
 		cfg.Audit = n.audit.Log
@@ -166,11 +196,14 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (_ *gateway
 			routes[p] = h
 		}
 	}
-	if n.consent != nil && n.audit != nil && n.audit.Citizens != nil {
-		// The consent API acts for the citizen the access log's login authenticated.
-		for p, h := range n.consent.Service.Routes(n.audit.Citizens) {
+	if n.consent != nil {
+		// The consent API acts for the citizen the sign-in authenticated.
+		for p, h := range n.consent.Service.Routes(n.citizens) {
 			routes[p] = h
 		}
+	}
+	for p, h := range n.citizens.Routes() {
+		routes[p] = h
 	}
 	if n.gw, err = gateway.New(cfg); err != nil {
 		return nil, err
@@ -199,18 +232,18 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (_ *gateway
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	}
-	lis, err := net.Listen("tcp", o.httpAddr)
-	if err != nil {
-		return nil, fmt.Errorf("gateway HTTP: %w", err)
+	n.srv = newHTTPServer(mux, httpTLSConf, o.signin)
+	lis := n.lis
+	if httpTLSConf != nil {
+		lis = tls.NewListener(lis, httpTLSConf)
 	}
-	n.addr = lis.Addr().String()
-	n.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	n.lis = nil
 	go func() {
 		if err := n.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			g.log.Error("gateway HTTP server stopped", "err", err)
 		}
 	}()
-	g.log.Info("gateway HTTP listening", "addr", n.addr, "instance", o.instance)
+	g.log.Info("gateway HTTP listening", "addr", n.addr, "tls", n.secure, "instance", o.instance)
 	if err := n.serveGRPC(g, o); err != nil {
 		return nil, err
 	}
@@ -231,11 +264,7 @@ func (n *gatewayNode) serveGRPC(g *globals, o gatewayOptions) error {
 	n.grpc = grpc.NewServer(append(creds, g.grpcServerOptions("gateway", "")...)...)
 	hs := health.NewServer()
 	if n.consent != nil {
-		var auth consent.Authenticator
-		if n.audit != nil && n.audit.Citizens != nil {
-			auth = n.audit.Citizens
-		}
-		consent.NewGRPC(n.consent.Service, auth).Register(n.grpc)
+		consent.NewGRPC(n.consent.Service, n.citizens).Register(n.grpc)
 		hs.SetServingStatus("jisr.consent.v1.Consent", healthpb.HealthCheckResponse_SERVING)
 	}
 	if n.audit != nil && n.audit.RegisterGRPC != nil {
@@ -279,6 +308,9 @@ func (n *gatewayNode) stop(ctx context.Context) error {
 }
 
 func (n *gatewayNode) close() {
+	if n.lis != nil {
+		_ = n.lis.Close()
+	}
 	if n.consent != nil && n.consent.Close != nil {
 		n.consent.Close()
 	}

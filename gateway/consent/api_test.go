@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/jisr-bus/jisr/gateway/audit/accesslog"
+	signin "github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	consentv1 "github.com/jisr-bus/jisr/proto/gen/jisr/consent/v1"
 )
@@ -26,7 +26,7 @@ import (
 // session names, and can act only on their own consents.
 func TestConsentAPI(t *testing.T) {
 	f := start(t, 1)
-	sessions, err := accesslog.NewSessions(time.Hour)
+	sessions, err := signin.New(signin.Config{Federation: f.env.Fed, Keyer: f.env.Keyer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +39,8 @@ func TestConsentAPI(t *testing.T) {
 	}
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	mine, _ := sessions.Issue(f.env.Keyer.CKey(citizen))
-	theirs, _ := sessions.Issue(f.env.Keyer.CKey(other))
+	mine, _ := sessions.IssueSession(f.env.Keyer.CKey(citizen))
+	theirs, _ := sessions.IssueSession(f.env.Keyer.CKey(other))
 
 	do := func(method, path, session string, body any) (int, map[string]any) {
 		var rd bytes.Buffer

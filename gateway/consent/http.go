@@ -12,12 +12,19 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/gateway/citizen"
 )
 
-// Authenticator turns a citizen's bearer credential into their ckey (the demo
-// login's session in dev; the national e-ID platform's token in production).
+// Authenticator turns a citizen's bearer credential (a session of package
+// citizen's sign-in) into their ckey.
 type Authenticator interface {
 	Authenticate(ctx context.Context, credential string) (ckey string, err error)
+}
+
+// RequestAuthenticator authenticates an HTTP request: the session cookie or
+// bearer, with the cross-origin checks of state changes (citizen.Auth).
+type RequestAuthenticator interface {
+	AuthenticateRequest(r *http.Request) (ckey string, err error)
 }
 
 // Service is the consent service: it grants, lists and revokes a citizen's
@@ -111,12 +118,21 @@ func (s *Service) authed(auth Authenticator, h func(http.ResponseWriter, *http.R
 			httpError(w, http.StatusServiceUnavailable, "citizen login is not configured")
 			return
 		}
-		cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok {
-			httpError(w, http.StatusUnauthorized, "log in first: send Authorization: Bearer <session>")
+		var ckey string
+		var err error
+		if ra, ok := auth.(RequestAuthenticator); ok {
+			// The session cookie or bearer, and the cross-origin checks.
+			ckey, err = ra.AuthenticateRequest(r)
+		} else if cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+			ckey, err = auth.Authenticate(r.Context(), cred)
+		} else {
+			httpError(w, http.StatusUnauthorized, "sign in first: send the session cookie or Authorization: Bearer <session>")
 			return
 		}
-		ckey, err := auth.Authenticate(r.Context(), cred)
+		if errors.Is(err, citizen.ErrCrossOrigin) {
+			httpError(w, http.StatusForbidden, "cross-origin request refused")
+			return
+		}
 		if err != nil {
 			httpError(w, http.StatusUnauthorized, "the session is not valid: log in again")
 			return

@@ -6,9 +6,9 @@
 //
 // Invariant: the citizen is always the one the credential names; no request
 // field can select another citizen. An access appears only once its
-// VisibleAt has passed (mandates the law allows to disclose late), and an
-// eID appears only in the login request's body, never in a URL, a log line
-// or an error.
+// VisibleAt has passed (mandates the law allows to disclose late). No eID
+// reaches it: only the citizen key that the sign-in (package citizen)
+// derived, so none can appear in a URL, a log line or an error.
 package accesslog
 
 import (

@@ -1,0 +1,482 @@
+// Package citizen signs citizens in to the gateway's HTTP side (their access
+// log, their consents) and keeps their sessions.
+//
+// Production: the gateway is an OpenID Connect relying party of the national
+// e-ID platform — authorization-code flow with PKCE (S256), state bound to
+// the browser by a cookie, nonce, and the acr (CNIE level of assurance)
+// requested and checked. The eID comes from one configured claim of the
+// verified ID token, never from a form field; the gateway keeps only the
+// citizen key derived from it.
+//
+// Development: `jisr dev` may also turn on a demo login by eID alone
+// (DemoLogin), on a loopback address only, and runs package devidp as the
+// provider so that the real flow runs on one machine.
+//
+// Sessions are server-side: a random 256-bit ID held by the citizen (cookie,
+// or bearer for API clients), of which the server keeps only the SHA-256;
+// rotated at login, destroyed at logout, with idle and absolute expiry. A
+// sign-in in progress (state, nonce, PKCE verifier) travels sealed in a
+// short-lived cookie, so anonymous requests cannot fill the server's memory.
+// State-changing requests are refused cross-origin (Sec-Fetch-Site, Origin),
+// and a state change authenticated by the cookie needs a browser's proof of
+// origin (Origin or Sec-Fetch-Site: same-origin).
+package citizen
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	"github.com/jisr-bus/jisr/bus/ckey"
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/loopback"
+)
+
+// Paths of the sign-in, next to the citizen's access-log page.
+const (
+	PathLogin    = "/access-log/login"
+	PathCallback = "/access-log/callback"
+	PathLogout   = "/access-log/logout"
+	PathSession  = "/access-log/session"
+	AfterLogin   = "/access-log/"
+)
+
+// Defaults.
+const (
+	DefaultEIDClaim    = "cnie"
+	DefaultACR         = "urn:jisr:acr:cnie-substantial"
+	DefaultIdleTimeout = 15 * time.Minute
+	DefaultMaxAge      = 8 * time.Hour
+	loginTTL           = 10 * time.Minute
+	maxSessions        = 100000
+)
+
+// Errors.
+var (
+	ErrUnauthenticated = errors.New("citizen: not signed in")
+	ErrExpired         = fmt.Errorf("%w: the session has expired", ErrUnauthenticated)
+	ErrCrossOrigin     = errors.New("citizen: cross-origin request refused")
+	ErrBusy            = errors.New("citizen: too many sessions or sign-ins in progress")
+	ErrConfig          = errors.New("citizen: invalid configuration")
+)
+
+// OIDC is the relying party's configuration.
+type OIDC struct {
+	Issuer       string   // the provider's issuer URL (https, or http on loopback)
+	ClientID     string   // this gateway's client ID at the provider
+	ClientSecret string   // from a file or the environment, never a flag value
+	RedirectURL  string   // https://<gateway>/access-log/callback, registered at the provider
+	EIDClaim     string   // the ID token claim that carries the eID (default DefaultEIDClaim)
+	ACR          []string // accepted acr values, requested as acr_values (default DefaultACR)
+	Scopes       []string // beyond openid
+	HTTPClient   *http.Client
+}
+
+// Config configures sign-in.
+type Config struct {
+	Federation *federation.Federation
+	Keyer      *ckey.Keyer
+	OIDC       *OIDC // nil: no production sign-in
+	// DemoLogin turns on POST /access-log/login with an eID alone. Only
+	// `jisr dev` sets it, and only with a loopback listener (Check).
+	DemoLogin bool
+	// Secure: the HTTP server speaks TLS; cookies are Secure and __Host-.
+	Secure      bool
+	IdleTimeout time.Duration // default DefaultIdleTimeout
+	MaxAge      time.Duration // default DefaultMaxAge
+	Log         *slog.Logger
+	Now         func() time.Time
+}
+
+// Auth signs citizens in and authenticates their requests.
+type Auth struct {
+	cfg      Config
+	sessions *store
+	logins   *sealer
+	cop      *http.CrossOriginProtection
+	log      *slog.Logger
+
+	mu       sync.Mutex
+	oauth    *oauth2.Config
+	verifier *oidc.IDTokenVerifier
+}
+
+// New validates cfg and returns the sign-in.
+func New(cfg Config) (*Auth, error) {
+	if cfg.Federation == nil || cfg.Keyer == nil {
+		return nil, fmt.Errorf("%w: Federation and Keyer are required", ErrConfig)
+	}
+	if o := cfg.OIDC; o != nil {
+		iss, err := url.Parse(o.Issuer)
+		switch {
+		case err != nil || iss.Host == "" || (iss.Scheme != "https" && !(iss.Scheme == "http" && loopback.Is(iss.Hostname()))):
+			return nil, fmt.Errorf("%w: the OIDC issuer must be an https URL (http only on loopback)", ErrConfig)
+		case o.ClientID == "" || o.ClientSecret == "":
+			return nil, fmt.Errorf("%w: the OIDC client ID and secret are required", ErrConfig)
+		}
+		ru, err := url.Parse(o.RedirectURL)
+		if err != nil || ru.Host == "" || ru.Path != PathCallback || (ru.Scheme != "https" && !(ru.Scheme == "http" && loopback.Is(ru.Hostname()))) {
+			return nil, fmt.Errorf("%w: the redirect URL must be https://<gateway>%s (http only on loopback)", ErrConfig, PathCallback)
+		}
+		if o.EIDClaim == "" {
+			o.EIDClaim = DefaultEIDClaim
+		}
+		if len(o.ACR) == 0 {
+			o.ACR = []string{DefaultACR}
+		}
+		if o.HTTPClient == nil {
+			o.HTTPClient = &http.Client{Timeout: 15 * time.Second}
+		}
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = DefaultMaxAge
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	logins, err := newSealer()
+	if err != nil {
+		return nil, err
+	}
+	return &Auth{
+		cfg: cfg, sessions: newStore(cfg.IdleTimeout, cfg.MaxAge, maxSessions, cfg.Now), logins: logins,
+		cop: http.NewCrossOriginProtection(), log: cfg.Log.With("component", "citizen-sign-in"),
+	}, nil
+}
+
+// IssueSession starts a session for a citizen key without a sign-in, for
+// in-process callers that authenticated the citizen themselves (tests).
+func (a *Auth) IssueSession(ckey string) (string, error) { return a.sessions.create(ckey) }
+
+// CookieName is the session cookie's name: __Host- prefixed when Secure.
+func (a *Auth) CookieName() string {
+	if a.cfg.Secure {
+		return "__Host-jisr_session"
+	}
+	return "jisr_session"
+}
+
+func (a *Auth) loginCookieName() string {
+	if a.cfg.Secure {
+		return "__Host-jisr_login"
+	}
+	return "jisr_login"
+}
+
+// Authenticate checks a bearer session ID (gRPC metadata, API clients) and
+// returns the citizen key.
+func (a *Auth) Authenticate(_ context.Context, credential string) (string, error) {
+	return a.sessions.lookup(credential)
+}
+
+// AuthenticateRequest authenticates an HTTP request by its bearer session
+// or its session cookie. A state-changing request is refused cross-origin;
+// authenticated by the cookie, it must also prove its origin (Origin, or
+// Sec-Fetch-Site: same-origin), which browsers always send.
+func (a *Auth) AuthenticateRequest(r *http.Request) (string, error) {
+	if err := a.CheckOrigin(r); err != nil {
+		return "", err
+	}
+	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return a.sessions.lookup(strings.TrimSpace(t))
+	}
+	c, err := r.Cookie(a.CookieName())
+	if err != nil {
+		return "", ErrUnauthenticated
+	}
+	if unsafeMethod(r.Method) && r.Header.Get("Origin") == "" && r.Header.Get("Sec-Fetch-Site") != "same-origin" {
+		return "", fmt.Errorf("%w: a cookie-authenticated change needs Origin", ErrCrossOrigin)
+	}
+	return a.sessions.lookup(c.Value)
+}
+
+// CheckOrigin refuses a cross-origin state-changing request.
+func (a *Auth) CheckOrigin(r *http.Request) error {
+	if err := a.cop.Check(r); err != nil {
+		return fmt.Errorf("%w: %v", ErrCrossOrigin, err)
+	}
+	return nil
+}
+
+func unsafeMethod(m string) bool {
+	return m != http.MethodGet && m != http.MethodHead && m != http.MethodOptions
+}
+
+// Routes returns the sign-in routes, keyed by mux pattern.
+func (a *Auth) Routes() map[string]http.Handler {
+	return map[string]http.Handler{
+		"GET " + PathLogin:    http.HandlerFunc(a.startLogin),
+		"POST " + PathLogin:   http.HandlerFunc(a.demoLogin),
+		"GET " + PathCallback: http.HandlerFunc(a.callback),
+		"POST " + PathLogout:  http.HandlerFunc(a.logout),
+		"GET " + PathSession:  http.HandlerFunc(a.sessionInfo),
+	}
+}
+
+// sessionInfo tells the page how the citizen can sign in and whether they are.
+func (a *Auth) sessionInfo(w http.ResponseWriter, r *http.Request) {
+	_, err := a.AuthenticateRequest(r)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"signed_in": err == nil, "oidc": a.cfg.OIDC != nil, "demo_login": a.cfg.DemoLogin,
+	})
+}
+
+// startLogin sends the browser to the provider with a fresh state, nonce
+// and PKCE verifier; the state is bound to this browser by a cookie.
+func (a *Auth) startLogin(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.OIDC == nil {
+		writeError(w, http.StatusNotFound, "sign-in through the national e-ID platform is not configured")
+		return
+	}
+	oc, _, err := a.relyingParty(r.Context())
+	if err != nil {
+		a.log.Warn("the identity provider cannot be reached", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "the national e-ID platform cannot be reached; retry later")
+		return
+	}
+	state, err1 := randomID()
+	nonce, err2 := randomID()
+	if err1 != nil || err2 != nil {
+		writeError(w, http.StatusInternalServerError, "no randomness")
+		return
+	}
+	verifier := oauth2.GenerateVerifier()
+	sealed, err := a.logins.seal(&pendingLogin{State: state, Nonce: nonce, Verifier: verifier, Expires: a.cfg.Now().Add(loginTTL).Unix()})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "the sign-in cannot start")
+		return
+	}
+	// Lax: the provider sends the browser back with a cross-site navigation.
+	http.SetCookie(w, &http.Cookie{
+		Name: a.loginCookieName(), Value: sealed, Path: "/", MaxAge: int(loginTTL.Seconds()),
+		HttpOnly: true, Secure: a.cfg.Secure, SameSite: http.SameSiteLaxMode,
+	})
+	u := oc.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce),
+		oauth2.SetAuthURLParam("acr_values", strings.Join(a.cfg.OIDC.ACR, " ")))
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, u, http.StatusFound)
+}
+
+// relyingParty discovers the provider once (retried until it answers).
+func (a *Auth) relyingParty(ctx context.Context) (*oauth2.Config, *oidc.IDTokenVerifier, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.oauth != nil {
+		return a.oauth, a.verifier, nil
+	}
+	o := a.cfg.OIDC
+	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, o.HTTPClient), 15*time.Second)
+	defer cancel()
+	p, err := oidc.NewProvider(ctx, o.Issuer)
+	if err != nil {
+		return nil, nil, err
+	}
+	a.oauth = &oauth2.Config{
+		ClientID: o.ClientID, ClientSecret: o.ClientSecret, RedirectURL: o.RedirectURL,
+		Endpoint: p.Endpoint(), Scopes: append([]string{oidc.ScopeOpenID}, o.Scopes...),
+	}
+	a.verifier = p.VerifierContext(oidc.ClientContext(context.WithoutCancel(ctx), o.HTTPClient),
+		&oidc.Config{ClientID: o.ClientID, Now: a.cfg.Now})
+	return a.oauth, a.verifier, nil
+}
+
+// Reasons a callback is refused (logged; the citizen sees a generic message).
+var (
+	errState = errors.New("state does not match this browser's sign-in")
+	errNonce = errors.New("the ID token's nonce does not match")
+	errACR   = errors.New("the ID token's acr is not an accepted level of assurance")
+	errEID   = errors.New("the ID token carries no valid eID in the configured claim")
+)
+
+// callback finishes the sign-in: state, code exchange with the PKCE
+// verifier, ID token verification (signature, issuer, audience, expiry),
+// nonce, acr, the eID claim; then a fresh session (rotation).
+func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if a.cfg.OIDC == nil {
+		writeError(w, http.StatusNotFound, "sign-in through the national e-ID platform is not configured")
+		return
+	}
+	q := r.URL.Query()
+	c, cerr := r.Cookie(a.loginCookieName())
+	http.SetCookie(w, &http.Cookie{Name: a.loginCookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: a.cfg.Secure, SameSite: http.SameSiteLaxMode})
+	state := q.Get("state")
+	if cerr != nil || state == "" {
+		a.refuse(w, http.StatusBadRequest, errState)
+		return
+	}
+	pl, err := a.logins.open(c.Value, a.cfg.Now())
+	if err != nil || subtle.ConstantTimeCompare([]byte(pl.State), []byte(state)) != 1 {
+		a.refuse(w, http.StatusBadRequest, errState)
+		return
+	}
+	if e := q.Get("error"); e != "" {
+		a.refuse(w, http.StatusUnauthorized, fmt.Errorf("the provider refused the sign-in: %.64q", e))
+		return
+	}
+	oc, verifier, err := a.relyingParty(r.Context())
+	if err != nil {
+		a.refuse(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(oidc.ClientContext(r.Context(), a.cfg.OIDC.HTTPClient), 15*time.Second)
+	defer cancel()
+	tok, err := oc.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(pl.Verifier))
+	if err != nil {
+		a.refuse(w, http.StatusUnauthorized, fmt.Errorf("code exchange: %w", err))
+		return
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	idt, err := verifier.Verify(ctx, raw)
+	if err != nil {
+		a.refuse(w, http.StatusUnauthorized, fmt.Errorf("ID token: %w", err))
+		return
+	}
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(pl.Nonce)) != 1 {
+		a.refuse(w, http.StatusUnauthorized, errNonce)
+		return
+	}
+	var claims map[string]any
+	if err := idt.Claims(&claims); err != nil {
+		a.refuse(w, http.StatusUnauthorized, err)
+		return
+	}
+	if acr, _ := claims["acr"].(string); !slices.Contains(a.cfg.OIDC.ACR, acr) {
+		a.refuse(w, http.StatusForbidden, errACR)
+		return
+	}
+	raweid, _ := claims[a.cfg.OIDC.EIDClaim].(string)
+	eid, err := a.cfg.Federation.NormaliseEID(raweid)
+	if err != nil {
+		a.refuse(w, http.StatusUnauthorized, errEID)
+		return
+	}
+	if _, err := a.startSession(w, r, a.cfg.Keyer.CKey(eid)); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "too many sessions; retry later")
+		return
+	}
+	http.Redirect(w, r, AfterLogin, http.StatusSeeOther)
+}
+
+func (a *Auth) refuse(w http.ResponseWriter, code int, reason error) {
+	a.log.Warn("citizen sign-in refused", "reason", reason)
+	writeError(w, code, "sign-in failed: start again from the access log page")
+}
+
+// startSession rotates: the browser's previous session, if any, ends, and a
+// new ID is issued.
+func (a *Auth) startSession(w http.ResponseWriter, r *http.Request, ck string) (string, error) {
+	if old, err := r.Cookie(a.CookieName()); err == nil {
+		a.sessions.destroy(old.Value)
+	}
+	id, err := a.sessions.create(ck)
+	if err != nil {
+		return "", err
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name: a.CookieName(), Value: id, Path: "/", HttpOnly: true, Secure: a.cfg.Secure, SameSite: http.SameSiteStrictMode,
+	})
+	return id, nil
+}
+
+// demoLogin signs a citizen in by eID alone (jisr dev only). It answers
+// the session ID too, for curl and gRPC clients.
+func (a *Auth) demoLogin(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if !a.cfg.DemoLogin {
+		writeError(w, http.StatusNotFound, "sign in through the national e-ID platform: GET "+PathLogin)
+		return
+	}
+	if err := a.CheckOrigin(r); err != nil {
+		writeError(w, http.StatusForbidden, "cross-origin sign-in refused")
+		return
+	}
+	raw, err := eidFrom(w, r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "send the eID as JSON {\"eid\": ...} or as the form field eid")
+		return
+	}
+	eid, err := a.cfg.Federation.NormaliseEID(raw)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "the eID does not match the federation's eID format")
+		return
+	}
+	id, err := a.startSession(w, r, a.cfg.Keyer.CKey(eid))
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "too many sessions; retry later")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"token": id})
+}
+
+func eidFrom(w http.ResponseWriter, r *http.Request) (string, error) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ct == "application/json" {
+		var body struct {
+			EID string `json:"eid"`
+		}
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return "", err
+		}
+		if err := json.Unmarshal(b, &body); err != nil || body.EID == "" {
+			return "", errors.New("no eid")
+		}
+		return body.EID, nil
+	}
+	if err := r.ParseForm(); err != nil {
+		return "", err
+	}
+	if v := r.PostForm.Get("eid"); v != "" {
+		return v, nil
+	}
+	return "", errors.New("no eid")
+}
+
+// logout destroys the session and clears the cookie.
+func (a *Auth) logout(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if err := a.CheckOrigin(r); err != nil {
+		writeError(w, http.StatusForbidden, "cross-origin request refused")
+		return
+	}
+	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		a.sessions.destroy(strings.TrimSpace(t))
+	}
+	if c, err := r.Cookie(a.CookieName()); err == nil {
+		a.sessions.destroy(c.Value)
+	}
+	http.SetCookie(w, &http.Cookie{Name: a.CookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: a.cfg.Secure, SameSite: http.SameSiteStrictMode})
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
