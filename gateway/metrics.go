@@ -13,6 +13,7 @@ type metrics struct {
 	latency       *prometheus.HistogramVec
 	auditLatency  prometheus.Histogram
 	auditFailures prometheus.Counter
+	badReplies    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -35,9 +36,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "jisr", Subsystem: "gateway", Name: "audit_failures_total",
 			Help: "Audit appends that failed; each withheld a reply.",
 		}),
+		badReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "jisr", Subsystem: "gateway", Name: "bad_reply_subjects_total",
+			Help: "Queries dropped unanswered because their reply subject was not the asker's inbox (BAD_REPLY_SUBJECT).",
+		}, []string{"consumer"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.queries, m.latency, m.auditLatency, m.auditFailures} {
+		for _, c := range []prometheus.Collector{m.queries, m.latency, m.auditLatency, m.auditFailures, m.badReplies} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -30,8 +30,8 @@ type consentParts struct {
 	Close    func()
 }
 
-// startConsent opens the consent state (creating its buckets with the
-// gateway's connection), watches revocations, and builds the verifier. The
+// startConsent opens the consent state (the buckets `jisr nats init`
+// created) with the gateway's connection, watches revocations, and builds the verifier. The
 // grant/list/revoke service runs under the consent identity's own NATS
 // connection and signing keys.
 func startConsent(ctx context.Context, g *globals, nc *nats.Conn, reg prometheus.Registerer) (*consentParts, error) {
@@ -43,7 +43,7 @@ func startConsent(ctx context.Context, g *globals, nc *nats.Conn, reg prometheus
 	if err != nil {
 		return nil, err
 	}
-	store, err := consent.OpenStore(ctx, nc, true, g.log)
+	store, err := consent.OpenStore(ctx, nc, g.log)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +88,7 @@ func startConsent(ctx context.Context, g *globals, nc *nats.Conn, reg prometheus
 		return nil, err
 	}
 	closers = append(closers, func() { cnc.Drain(); src.Close() })
-	cstore, err := consent.OpenStore(ctx, cnc, false, g.log)
+	cstore, err := consent.OpenStore(ctx, cnc, g.log)
 	if err != nil {
 		for _, c := range closers {
 			c()
@@ -192,10 +192,10 @@ func (g *globals) consentService(ctx context.Context, offline bool) (*consent.Se
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (use --offline to mint without recording)", err)
 	}
-	if svc.Store, err = consent.OpenStore(ctx, nc, false, g.log); err != nil {
+	if svc.Store, err = consent.OpenStore(ctx, nc, g.log); err != nil {
 		nc.Close()
 		src.Close()
-		return nil, nil, fmt.Errorf("%w (is the gateway running? it creates the consent buckets)", err)
+		return nil, nil, err
 	}
 	return svc, func() { nc.Drain(); src.Close() }, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
 
 // Store keeps the consent service's shared state in JetStream key-value
@@ -61,9 +62,11 @@ func GrantOf(c *Claims) Grant {
 	}
 }
 
-// OpenStore binds the buckets. With create (the gateway, which may manage
-// JetStream), missing buckets are created; the consent identity only uses them.
-func OpenStore(ctx context.Context, nc *nats.Conn, create bool, log *slog.Logger) (*Store, error) {
+// OpenStore binds the buckets. It never creates one: a missing bucket is
+// natsstate.ErrMissing (the operator creates them with `jisr nats init`),
+// because a bucket recreated empty would forget revocations and use counts.
+// A bucket that could be purged or rolled up is refused (natsstate.ErrUnsafe).
+func OpenStore(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -72,22 +75,14 @@ func OpenStore(ctx context.Context, nc *nats.Conn, create bool, log *slog.Logger
 		return nil, err
 	}
 	s := &Store{js: js, log: log, revoked: map[string]time.Time{}, synced: make(chan struct{})}
-	open := func(bucket, desc string) (jetstream.KeyValue, error) {
-		if create {
-			return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-				Bucket: bucket, Description: desc, History: 1, TTL: MaxTTL + 24*time.Hour, Storage: jetstream.FileStorage,
-			})
-		}
-		return js.KeyValue(ctx, bucket)
+	if s.grants, err = natsstate.OpenBucket(ctx, js, natsconf.ConsentBucket); err != nil {
+		return nil, fmt.Errorf("consent: %w", err)
 	}
-	if s.grants, err = open(natsconf.ConsentBucket, "jisr consent grants, by citizen key"); err != nil {
-		return nil, fmt.Errorf("consent: bucket %s: %w", natsconf.ConsentBucket, err)
+	if s.revocations, err = natsstate.OpenBucket(ctx, js, natsconf.RevocationBucket); err != nil {
+		return nil, fmt.Errorf("consent: %w", err)
 	}
-	if s.revocations, err = open(natsconf.RevocationBucket, "jisr revoked consent token IDs"); err != nil {
-		return nil, fmt.Errorf("consent: bucket %s: %w", natsconf.RevocationBucket, err)
-	}
-	if s.usage, err = open(natsconf.UsageBucket, "jisr consent token use counters"); err != nil {
-		return nil, fmt.Errorf("consent: bucket %s: %w", natsconf.UsageBucket, err)
+	if s.usage, err = natsstate.OpenBucket(ctx, js, natsconf.UsageBucket); err != nil {
+		return nil, fmt.Errorf("consent: %w", err)
 	}
 	return s, nil
 }
@@ -232,8 +227,10 @@ func (s *Store) Use(ctx context.Context, jti string, max int) error {
 		case err != nil:
 			return err
 		}
-		n, _ := strconv.Atoi(string(e.Value()))
-		if n >= max {
+		// A value that is not a count (empty, garbage) was not written by a
+		// gateway: fail closed, the token is used up.
+		n, err := strconv.Atoi(string(e.Value()))
+		if err != nil || n < 0 || n >= max {
 			return ErrUsedUp
 		}
 		if _, err := s.usage.Update(ctx, jti, []byte(strconv.Itoa(n+1)), e.Revision()); err == nil {
