@@ -214,15 +214,25 @@ func (s *Store) Revoked(jti string) bool {
 // Use counts one use of jti, refusing past max; compare-and-set makes the
 // count exact however many gateway replicas race.
 func (s *Store) Use(ctx context.Context, jti string, max int) error {
+	lostCreate := false
 	for attempt := 0; attempt < 64; attempt++ {
 		e, err := s.usage.Get(ctx, jti)
 		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound) && lostCreate:
+			// The first use may be written only where the key never held
+			// anything. Still "not found" after that write was refused: the
+			// key holds a delete marker — a counter someone erased, never
+			// a gateway. Fail closed.
+			return ErrUsedUp
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			if _, err := s.usage.Create(ctx, jti, []byte("1")); err == nil {
+			// Revision 0: only if no value and no delete marker was ever
+			// stored (nats.go's Create would write over a delete marker).
+			if _, err := s.usage.Update(ctx, jti, []byte("1"), 0); err == nil {
 				return nil
-			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			} else if !isConflict(err) {
 				return err
 			}
+			lostCreate = true
 			continue
 		case err != nil:
 			return err
@@ -233,6 +243,7 @@ func (s *Store) Use(ctx context.Context, jti string, max int) error {
 		if err != nil || n < 0 || n >= max {
 			return ErrUsedUp
 		}
+		lostCreate = false
 		if _, err := s.usage.Update(ctx, jti, []byte(strconv.Itoa(n+1)), e.Revision()); err == nil {
 			return nil
 		} else if !isConflict(err) {
@@ -244,5 +255,5 @@ func (s *Store) Use(ctx context.Context, jti string, max int) error {
 
 func isConflict(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.Is(err, jetstream.ErrKeyExists) || errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
