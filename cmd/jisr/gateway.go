@@ -114,9 +114,10 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (n *gateway
 		return nil, err
 	}
 	n = &gatewayNode{}
+	node := n // every error return sets n to nil
 	defer func() {
 		if err != nil {
-			n.close()
+			node.close()
 		}
 	}()
 	n.nc, n.src, err = g.connect(ctx, "gateway")

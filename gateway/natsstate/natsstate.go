@@ -192,7 +192,7 @@ func OpenBucket(ctx context.Context, js jetstream.JetStream, name string) (jetst
 	}
 	s, err := js.Stream(ctx, want.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("%w: bucket %s: run `jisr nats init` as the operator", ErrMissing, name)
+		return nil, fmt.Errorf("bucket %s does not exist (%w): run `jisr nats init`", name, ErrMissing)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", name, err)

@@ -40,7 +40,7 @@ var (
 	// ErrUnsafeStream: an existing stream would let records be deleted or lost.
 	ErrUnsafeStream = errors.New("stream: the existing audit stream is not tamper-resistant")
 	// ErrMissing: a stream or bucket the federation needs does not exist.
-	ErrMissing = errors.New("missing: the operator has not created it")
+	ErrMissing = errors.New("not created by the operator")
 	// ErrConfig: an invalid retention configuration.
 	ErrConfig = errors.New("stream: invalid configuration")
 )
@@ -138,7 +138,7 @@ func Open(ctx context.Context, js jetstream.JetStream, c Config, log *slog.Logge
 	open := func(want jetstream.StreamConfig) (jetstream.Stream, error) {
 		s, err := js.Stream(ctx, want.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return nil, fmt.Errorf("%w: stream %s: run `jisr nats init` as the operator", ErrMissing, want.Name)
+			return nil, fmt.Errorf("stream %s does not exist (%w): run `jisr nats init`", want.Name, ErrMissing)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("stream %s: %w", want.Name, err)
