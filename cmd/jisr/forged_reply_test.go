@@ -426,6 +426,11 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 		t.Fatalf("verify counts %v records, want %d:\n%s", row, wantRecords, out)
 	}
 
+	// The federation's own parts did all of the above with what they hold.
+	if logs := f.logs.String(); strings.Contains(strings.ToLower(logs), "permissions violation") {
+		t.Fatalf("a part of the federation was refused a subject:\n%s", logs)
+	}
+
 	t.Run("the gateway's own certificate", func(t *testing.T) {
 		v := newPermViolations()
 		gw := connect("gateway", nats.ErrorHandler(v.handler))
