@@ -29,8 +29,11 @@ consent grants, revocations and use counters (jisr_consents, jisr_revocations,
 jisr_usage). Each denies deletes and purges, allows no roll-up and no
 per-message TTL, and refuses new messages when full.
 
-Existing ones are checked, never changed: the command fails, naming it, when
-one could be rewritten. The gateway, the consent service and the auditor only
+Existing ones are checked. One that allows deletes, purges or roll-ups, or
+drops old messages when full (a bucket made by an older jisr), has those
+rights taken away — nothing stored is removed; one that cannot be made safe
+(per-message TTLs, other subjects, storage or retention) is refused, named,
+and left as it is. The gateway, the consent service and the auditor only
 open them, and refuse to start until this has run. The audit retention comes
 from the JISR_AUDIT_* variables, as for the gateway.`,
 		Args: cobra.NoArgs,
@@ -59,8 +62,11 @@ func natsInit(ctx context.Context, g *globals, out io.Writer) error {
 	}
 	for _, r := range rs {
 		what := "ok"
-		if r.Created {
+		switch {
+		case r.Created:
 			what = "created"
+		case r.Hardened:
+			what = "hardened (deletes, purges and roll-ups taken away)"
 		}
 		kind := "stream"
 		if r.Bucket != "" {

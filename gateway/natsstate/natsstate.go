@@ -142,11 +142,18 @@ func Check(have jetstream.StreamConfig, want Spec) error {
 type Result struct {
 	Spec
 	Created bool
+	// Hardened: the existing stream allowed rewrites (a bucket made by an
+	// older jisr or by nats.go's defaults) and Init took those rights away.
+	Hardened bool
 }
 
 // Init creates every missing stream and bucket and checks every existing
-// one; it never changes an existing one. It runs on the operator's
-// connection (the only identity allowed the JetStream management API).
+// one. It changes an existing one only to take rights away — deny deletes
+// and purges, no roll-ups, discard new — which JetStream allows and which
+// removes nothing stored; what it cannot make safe (per-message TTLs, other
+// subjects, storage or retention) it refuses, naming it. It runs on the
+// operator's connection, the only identity allowed the JetStream
+// management API.
 func Init(ctx context.Context, nc *nats.Conn, c stream.Config) ([]Result, error) {
 	specs, err := All(c)
 	if err != nil {
@@ -158,11 +165,11 @@ func Init(ctx context.Context, nc *nats.Conn, c stream.Config) ([]Result, error)
 	}
 	var out []Result
 	for _, sp := range specs {
-		created := false
+		r := Result{Spec: sp}
 		s, err := js.Stream(ctx, sp.Stream)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			s, err = js.CreateStream(ctx, sp.Config)
-			created = err == nil
+			r.Created = err == nil
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created concurrently
 				s, err = js.Stream(ctx, sp.Stream)
 			}
@@ -171,11 +178,34 @@ func Init(ctx context.Context, nc *nats.Conn, c stream.Config) ([]Result, error)
 			return out, fmt.Errorf("natsstate: %s: %w", sp.Name(), err)
 		}
 		if err := Check(s.CachedInfo().Config, sp); err != nil {
-			return out, err
+			h, ok := hardened(s.CachedInfo().Config, sp)
+			if !ok {
+				return out, err
+			}
+			if s, err = js.UpdateStream(ctx, h); err != nil {
+				return out, fmt.Errorf("natsstate: %s: taking away rewrites: %w", sp.Name(), err)
+			}
+			if err := Check(s.CachedInfo().Config, sp); err != nil {
+				return out, err
+			}
+			r.Hardened = true
 		}
-		out = append(out, Result{Spec: sp, Created: created})
+		out = append(out, r)
 	}
 	return out, nil
+}
+
+// hardened is have with every right to rewrite taken away, when that is all
+// that separates it from want.
+func hardened(have jetstream.StreamConfig, want Spec) (jetstream.StreamConfig, bool) {
+	if have.AllowMsgTTL || have.Storage != want.Config.Storage || have.Retention != want.Config.Retention ||
+		len(have.Subjects) != 1 || have.Subjects[0] != want.Config.Subjects[0] ||
+		have.Mirror != nil || len(have.Sources) > 0 || have.RePublish != nil {
+		return have, false
+	}
+	have.DenyDelete, have.DenyPurge, have.AllowRollup = true, true, false
+	have.Discard = jetstream.DiscardNew
+	return have, true
 }
 
 // OpenBucket binds an existing bucket after checking its protections. A
@@ -210,6 +240,6 @@ func OpenBucket(ctx context.Context, js jetstream.JetStream, name string) (jetst
 // Log writes what Init did, one line per stream or bucket.
 func Log(log *slog.Logger, rs []Result) {
 	for _, r := range rs {
-		log.Info("JetStream state", "name", r.Name(), "stream", r.Stream, "created", r.Created)
+		log.Info("JetStream state", "name", r.Name(), "stream", r.Stream, "created", r.Created, "hardened", r.Hardened)
 	}
 }

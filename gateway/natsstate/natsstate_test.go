@@ -122,16 +122,18 @@ func TestEveryStreamAndBucketRefusesRewrites(t *testing.T) {
 	}
 }
 
-func TestOpenRefusesABucketThatCanBeRewritten(t *testing.T) {
+func TestOpenRefusesABucketThatCanBeRewrittenAndInitHardensIt(t *testing.T) {
 	for _, c := range []struct {
-		name   string
-		modify func(*jetstream.StreamConfig)
+		name     string
+		modify   func(*jetstream.StreamConfig)
+		hardened bool // Init can take the right away
 	}{
-		{"purges", func(c *jetstream.StreamConfig) { c.DenyPurge = false }},
-		{"deletes", func(c *jetstream.StreamConfig) { c.DenyDelete = false }},
-		{"roll-ups", func(c *jetstream.StreamConfig) { c.AllowRollup, c.DenyPurge = true, false }},
-		{"message TTLs", func(c *jetstream.StreamConfig) { c.AllowMsgTTL = true }},
-		{"discard old", func(c *jetstream.StreamConfig) { c.Discard = jetstream.DiscardOld }},
+		{"purges", func(c *jetstream.StreamConfig) { c.DenyPurge = false }, true},
+		{"deletes", func(c *jetstream.StreamConfig) { c.DenyDelete = false }, true},
+		{"roll-ups", func(c *jetstream.StreamConfig) { c.AllowRollup, c.DenyPurge = true, false }, true},
+		{"discard old", func(c *jetstream.StreamConfig) { c.Discard = jetstream.DiscardOld }, true},
+		{"message TTLs", func(c *jetstream.StreamConfig) { c.AllowMsgTTL = true }, false},
+		{"other subjects", func(c *jetstream.StreamConfig) { c.Subjects = append(c.Subjects, "jisr.extra") }, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			env := bustest.Start(t)
@@ -147,11 +149,54 @@ func TestOpenRefusesABucketThatCanBeRewritten(t *testing.T) {
 			if _, err := js.CreateStream(cx, cfg); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := natsstate.Init(cx, op, stream.Config{}); !errors.Is(err, natsstate.ErrUnsafe) {
-				t.Fatalf("init accepted a bucket that allows %s: %v", c.name, err)
+			cjs, err := jetstream.New(env.Connect(t, "consent")) // the bucket's writer
+			if err != nil {
+				t.Fatal(err)
 			}
-			if _, err := consent.OpenStore(cx, env.Connect(t, "gateway"), nil); !errors.Is(err, natsstate.ErrUnsafe) {
+			kv, err := cjs.KeyValue(cx, b.Bucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Put(cx, "jti-1", []byte("revoked")); err != nil {
+				t.Fatal(err)
+			}
+			gjs, err := jetstream.New(env.Connect(t, "gateway"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := natsstate.OpenBucket(cx, gjs, b.Bucket); !errors.Is(err, natsstate.ErrUnsafe) {
 				t.Fatalf("opened a bucket that allows %s: %v", c.name, err)
+			}
+			rs, err := natsstate.Init(cx, op, stream.Config{})
+			if !c.hardened {
+				if !errors.Is(err, natsstate.ErrUnsafe) {
+					t.Fatalf("init accepted a bucket with %s: %v", c.name, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("init did not harden a bucket that allows %s: %v", c.name, err)
+			}
+			for _, r := range rs {
+				if r.Hardened != (r.Bucket == b.Bucket) {
+					t.Errorf("%s hardened %v", r.Name(), r.Hardened)
+				}
+			}
+			if _, err := consent.OpenStore(cx, env.Connect(t, "gateway"), nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := kv.Purge(cx, "jti-1"); err == nil {
+				t.Fatal("a key was purged after hardening")
+			}
+			st, err := js.Stream(cx, b.Stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Purge(cx); err == nil {
+				t.Fatal("the bucket was purged after hardening")
+			}
+			if e, err := kv.Get(cx, "jti-1"); err != nil || string(e.Value()) != "revoked" {
+				t.Fatalf("the revocation after hardening: %v %v", e, err)
 			}
 		})
 	}
