@@ -76,6 +76,8 @@ func natsInit(ctx context.Context, g *globals, out io.Writer) error {
 			fmt.Fprintf(out, "%-7s %-18s %s\n", kind, r.Name(), what)
 		}
 	}
-	natsstate.Log(g.log, rs)
+	if out == nil { // jisr dev: into its log instead
+		natsstate.Log(g.log, rs)
+	}
 	return nil
 }
