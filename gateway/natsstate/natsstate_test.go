@@ -3,6 +3,7 @@ package natsstate_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
@@ -267,3 +270,34 @@ func TestHardenedBucketsStillWork(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// natsconf (in the bus module) names the streams in its deny lists; they
+// must be exactly the ones this package creates.
+func TestEveryStreamIsProtectedInThePermissions(t *testing.T) {
+	fed, err := federation.Parse(bustest.FederationYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs, err := natsstate.All(stream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perms := natsconf.Permissions(fed)
+	for id, p := range perms {
+		if id == fed.ID(natsconf.Operator).String() {
+			continue
+		}
+		for _, sp := range specs {
+			for _, api := range []string{"DELETE", "PURGE", "UPDATE", "MSG.DELETE"} {
+				subj := "$JS.API.STREAM." + api + "." + sp.Stream
+				if slices.Contains(p.PublishAllow, subj) || slices.Contains(p.PublishAllow, "$JS.API.>") {
+					t.Errorf("%s may publish %s", id, subj)
+				}
+				if (id == fed.ID("gateway").String() || id == fed.ID("consent").String() || id == fed.ID("auditor").String()) &&
+					!slices.Contains(p.PublishDeny, subj) {
+					t.Errorf("%s is not denied %s", id, subj)
+				}
+			}
+		}
+	}
+}
