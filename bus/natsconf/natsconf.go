@@ -3,8 +3,12 @@
 // Invariant: every user of the server is a SPIFFE ID from the federation
 // (mapped from the client certificate's URI SAN with verify_and_map), and
 // every user's permissions are an allow-list derived from the federation —
-// anything not listed is denied. The embedded server of `jisr dev` loads the
-// very text Render returns, so `jisr nats-config` prints what really runs.
+// anything not listed is denied. No identity that answers a reply subject a
+// member chose holds allow_responses (it would override every deny), no
+// runtime identity holds $JS.API.> or $KV.>, and only the operator may
+// create or change a stream or bucket. The embedded server of `jisr dev`
+// loads the very text Render returns, so `jisr nats-config` prints what
+// really runs.
 package natsconf
 
 import (
