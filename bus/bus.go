@@ -208,11 +208,30 @@ func Respond(msg *nats.Msg, payload []byte, st *status.Status) error {
 	return RespondFrom(msg, payload, st, "")
 }
 
+// ErrBadReply is returned, and nothing is sent, when a request's reply
+// subject is not an inbox (_INBOX.<identity>.<token>…): an answer never goes
+// to a JetStream API, key-value or federation subject, whoever asked.
+var ErrBadReply = subject.ErrBadReply
+
+// ReplyTo reports whether msg's reply subject lies in identity's inbox
+// (_INBOX.<identity>.…, safe tokens only). A component checks it before any
+// work for the request: the gateway with the consumer named by the query
+// subject, a provider adapter with "gateway".
+func ReplyTo(msg *nats.Msg, identity string) error {
+	return subject.CheckReply(msg.Reply, identity)
+}
+
 // RespondFrom is Respond with the answering gateway replica named in the
-// Jisr-Gateway header (for operators, and for measuring per replica).
+// Jisr-Gateway header (for operators, and for measuring per replica). The
+// answer carries only the headers set here (status, Jisr-Gateway), never
+// one of the request's.
 func RespondFrom(msg *nats.Msg, payload []byte, st *status.Status, instance string) error {
 	if msg.Reply == "" {
 		return nil
+	}
+	id, _, _ := strings.Cut(strings.TrimPrefix(msg.Reply, subject.InboxPrefix+"."), ".")
+	if err := subject.CheckReply(msg.Reply, id); err != nil {
+		return err
 	}
 	out := &nats.Msg{Subject: msg.Reply, Header: nats.Header{}}
 	if instance != "" {

@@ -131,7 +131,17 @@ func TestMemberCannotBypassTheGateway(t *testing.T) {
 		v.wait(t, "jisr.audit.>")
 	})
 	t.Run("touch the JetStream API", func(t *testing.T) {
-		for _, s := range []string{"$JS.API.INFO", "$JS.API.STREAM.DELETE." + natsconf.AuditStream, "$JS.API.STREAM.PURGE." + natsconf.AuditStream} {
+		subjects := []string{"$JS.API.INFO", "$JS.API.STREAM.LIST", "$JS.API.STREAM.CREATE.EVIL"}
+		for _, st := range []string{natsconf.AuditStream, natsconf.CheckpointStream, natsconf.BucketStream(natsconf.ConsentBucket),
+			natsconf.BucketStream(natsconf.RevocationBucket), natsconf.BucketStream(natsconf.UsageBucket)} {
+			for _, api := range []string{"STREAM.DELETE", "STREAM.PURGE", "STREAM.UPDATE", "STREAM.MSG.DELETE", "STREAM.INFO", "DIRECT.GET"} {
+				subjects = append(subjects, "$JS.API."+api+"."+st)
+			}
+		}
+		for _, b := range []string{natsconf.ConsentBucket, natsconf.RevocationBucket, natsconf.UsageBucket} {
+			subjects = append(subjects, "$KV."+b+".x")
+		}
+		for _, s := range subjects {
 			if err := cnss.Publish(s, nil); err != nil {
 				t.Fatal(err)
 			}

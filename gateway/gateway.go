@@ -279,6 +279,10 @@ func (g *Gateway) handle(msg *nats.Msg) {
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		d.TraceID = sc.TraceID().String()
 	}
+	if consumer, ok := g.checkReply(msg); !ok {
+		g.refuseReply(ctx, span, d, consumer, start)
+		return
+	}
 	payload, err := g.decide(ctx, msg, d)
 	d.Latency = time.Since(start)
 	st := status.Convert(err)
@@ -345,6 +349,59 @@ func (g *Gateway) handle(msg *nats.Msg) {
 }
 
 var tracer = telemetry.Tracer("github.com/jisr-bus/jisr/gateway")
+
+// checkReply reports whether the query's reply subject is the asker's own
+// inbox: _INBOX.<consumer>.…, where consumer is the first token after
+// jisr.q — the one NATS's permissions vouch for. The gateway may publish on
+// every member's inbox, so an answer on any other subject would be the
+// gateway publishing where the member chose (another member's inbox, a
+// provider subject, the audit log, the JetStream API). consumer is returned
+// when it names a member, for the refusal's record.
+func (g *Gateway) checkReply(msg *nats.Msg) (consumer string, ok bool) {
+	c, err := subject.QueryConsumer(msg.Subject)
+	if err != nil {
+		return "", false
+	}
+	if _, err := g.cfg.Federation.Member(c); err != nil {
+		return "", false
+	}
+	return c, bus.ReplyTo(msg, c) == nil
+}
+
+// refuseReply handles a query whose reply subject is not the asker's inbox:
+// nothing is decided, forwarded or answered; the refusal is counted and
+// audited, naming the consumer (when a member) and nothing the sender chose.
+func (g *Gateway) refuseReply(ctx context.Context, span trace.Span, d *decision.Decision, consumer string, start time.Time) {
+	d.Consumer = consumer
+	d.Code, d.Allowed, d.Reason = codes.PermissionDenied, false, decision.ReasonBadReplySubject
+	d.Latency = time.Since(start)
+	d.VisibleAt = d.Time
+	g.metrics.badReplies.WithLabelValues(metricMember(consumer)).Inc()
+	if !g.cfg.Unsafe.SkipAudit {
+		actx, aspan := tracer.Start(ctx, "gateway.audit.append")
+		aerr := g.cfg.Audit.Append(context.WithoutCancel(actx), d)
+		endStep(aspan, aerr)
+		if aerr != nil {
+			g.metrics.auditFailures.Inc()
+			g.log.ErrorContext(ctx, "audit append of a refused reply subject failed", "err", aerr)
+		}
+	}
+	g.metrics.observe(d)
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("jisr.consumer", consumer), attribute.Bool("jisr.allowed", false),
+			attribute.String("jisr.reason", d.Reason))
+		span.SetStatus(otelcodes.Error, codes.PermissionDenied.String())
+	}
+	g.log.WarnContext(ctx, "query dropped unanswered: its reply subject is not the asker's inbox",
+		"consumer", consumer, "reason", d.Reason)
+}
+
+func metricMember(m string) string {
+	if m == "" {
+		return "unknown"
+	}
+	return m
+}
 
 // endStep ends the span of one gateway step, marking it failed on err.
 func endStep(span trace.Span, err error) {

@@ -20,6 +20,7 @@ type metrics struct {
 	unknownFields *prometheus.CounterVec
 	unaudited     prometheus.Counter
 	shed          *prometheus.CounterVec
+	badReplies    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -54,9 +55,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "jisr", Subsystem: "gateway", Name: "refusals_unaudited_total",
 			Help: "Queries refused at dispatch (fair share) whose record found the refusal audit queue full.",
 		}),
+		badReplies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "jisr", Subsystem: "gateway", Name: "bad_reply_subjects_total",
+			Help: "Queries dropped unanswered because their reply subject was not the asker's inbox (BAD_REPLY_SUBJECT).",
+		}, []string{"consumer"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.queries, m.latency, m.auditLatency, m.auditFailures, m.unknownFields, m.unaudited, m.shed} {
+		for _, c := range []prometheus.Collector{m.queries, m.latency, m.auditLatency, m.auditFailures, m.unknownFields, m.unaudited, m.shed, m.badReplies} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -34,7 +34,7 @@ const (
 
 // Reserved identity names: they are not members and a member may not take them,
 // because they name inboxes and SPIFFE IDs of the federation's own parts.
-var reserved = []string{"gateway", "consent", "auditor", "nats", "jisr"}
+var reserved = []string{"gateway", "consent", "auditor", "nats", "operator", "jisr"}
 
 // Sentinel errors callers may branch on.
 var (
@@ -435,15 +435,16 @@ func (f *Federation) Services() []string {
 }
 
 // ID returns the SPIFFE ID of one of the federation's own parts
-// ("gateway", "consent", "auditor", "nats").
+// ("gateway", "consent", "auditor", "nats", "operator").
 func (f *Federation) ID(part string) spiffeid.ID {
 	return spiffeid.RequireFromSegments(f.TrustDomain, part)
 }
 
 // Identities returns every SPIFFE ID the federation needs an SVID for:
-// the NATS server, the gateway, the consent service, the auditor and each member.
+// the NATS server, the gateway, the consent service, the auditor, the
+// operator (who creates the streams and buckets) and each member.
 func (f *Federation) Identities() []spiffeid.ID {
-	ids := []spiffeid.ID{f.ID("nats"), f.ID("gateway"), f.ID("consent"), f.ID("auditor")}
+	ids := []spiffeid.ID{f.ID("nats"), f.ID("gateway"), f.ID("consent"), f.ID("auditor"), f.ID("operator")}
 	for _, m := range f.Members {
 		ids = append(ids, m.ID)
 	}

@@ -29,7 +29,7 @@ func TestDemoFederationLoads(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	ids := f.Identities()
-	if len(ids) != 8 || ids[0].String() != "spiffe://jisr.internal/nats" {
+	if len(ids) != 9 || ids[0].String() != "spiffe://jisr.internal/nats" {
 		t.Fatalf("identities = %v", ids)
 	}
 	// The test bus embeds a copy of the demo file; keep them equal.

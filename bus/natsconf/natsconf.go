@@ -3,8 +3,12 @@
 // Invariant: every user of the server is a SPIFFE ID from the federation
 // (mapped from the client certificate's URI SAN with verify_and_map), and
 // every user's permissions are an allow-list derived from the federation —
-// anything not listed is denied. The embedded server of `jisr dev` loads the
-// very text Render returns, so `jisr nats-config` prints what really runs.
+// anything not listed is denied. No identity that answers a reply subject a
+// member chose holds allow_responses (it would override every deny), no
+// runtime identity holds $JS.API.> or $KV.>, and only the operator may
+// create or change a stream or bucket. The embedded server of `jisr dev`
+// loads the very text Render returns, so `jisr nats-config` prints what
+// really runs.
 package natsconf
 
 import (
@@ -64,28 +68,69 @@ type Config struct {
 type Permission struct {
 	PublishAllow, PublishDeny     []string
 	SubscribeAllow, SubscribeDeny []string
-	AllowResponses                bool
+	// MaxResponses > 0 lets the user answer a request it received on a
+	// subscription with at most that many messages on the request's reply
+	// subject (nats-server's allow_responses). It overrides the publish
+	// lists for that reply subject, so only a user that answers requests of
+	// the federation's own parts has it — never one that answers a reply
+	// subject a member chose (the gateway).
+	MaxResponses int
+}
+
+// StreamAPI is the part of the JetStream API a user may call on one stream:
+// enough to bind to it and to read it through its own ephemeral consumers,
+// never to create, update, delete or purge it or one of its messages.
+func StreamAPI(stream string) []string {
+	return []string{
+		"$JS.API.STREAM.INFO." + stream,
+		"$JS.API.DIRECT.GET." + stream, "$JS.API.DIRECT.GET." + stream + ".>",
+		"$JS.API.STREAM.MSG.GET." + stream,
+		"$JS.API.CONSUMER.CREATE." + stream, "$JS.API.CONSUMER.CREATE." + stream + ".>",
+		"$JS.API.CONSUMER.MSG.NEXT." + stream + ".>",
+		"$JS.API.CONSUMER.INFO." + stream + ".>",
+		"$JS.API.CONSUMER.DELETE." + stream + ".>",
+	}
+}
+
+// BucketStream is the stream that holds a key-value bucket.
+func BucketStream(bucket string) string { return "KV_" + bucket }
+
+// bucketRead is what reading (Get, Keys, Watch) a key-value bucket needs.
+func bucketRead(bucket string) []string { return StreamAPI(BucketStream(bucket)) }
+
+// bucketWrite adds writing its keys (Put, Create, Update).
+func bucketWrite(bucket string) []string {
+	return append(bucketRead(bucket), "$KV."+bucket+".>")
 }
 
 // Permissions returns each identity's permissions, keyed by SPIFFE ID.
+//
+// Only the operator identity (`jisr nats init`, and `jisr dev` at start)
+// may create or change streams and buckets. The gateway publishes only on
+// the inboxes of members (its answers), provider subjects, its audit
+// subjects, the keys of the usage bucket, and the read side of the
+// JetStream API on the federation's own streams: it holds no
+// allow_responses (a member chooses the reply subject of a query, and the
+// gateway itself checks it), no $JS.API.> and no $KV.>.
 func Permissions(fed *federation.Federation) map[string]Permission {
 	out := map[string]Permission{}
+	var inboxes []string
 	for _, m := range fed.Members {
+		inboxes = append(inboxes, subject.Inbox(m.Name)+".>")
 		out[m.ID.String()] = Permission{
 			PublishAllow:   []string{subject.ConsumerQueries(m.Name)},
 			SubscribeAllow: []string{subject.ProviderQueries(m.Name), subject.Inbox(m.Name) + ".>"},
-			AllowResponses: true, // a provider replies to the gateway's request
+			// A provider answers the gateway's request, once.
+			MaxResponses: 1,
 		}
 	}
-	// Deletes and purges of the audit streams are refused to everyone, the
-	// gateway included: a record, once acknowledged, stays (see ARCHITECTURE
-	// "Audit"). The streams also deny them themselves (deny_delete,
-	// deny_purge); updates are refused too, because an update could shorten
-	// the retention or the limits and so remove records. The gateway may
-	// create the streams (first start) but never change them.
-	var auditTamper []string
-	for _, s := range []string{AuditStream, CheckpointStream} {
-		auditTamper = append(auditTamper,
+	// Deletes, purges and updates of any stream are refused to every user
+	// but the operator. The streams also deny deletes and purges themselves
+	// (deny_delete, deny_purge); this list keeps the refusal even if the
+	// allow-lists below grow by mistake.
+	var tamper []string
+	for _, s := range []string{AuditStream, CheckpointStream, BucketStream(ConsentBucket), BucketStream(RevocationBucket), BucketStream(UsageBucket)} {
+		tamper = append(tamper,
 			"$JS.API.STREAM.DELETE."+s,
 			"$JS.API.STREAM.PURGE."+s,
 			"$JS.API.STREAM.MSG.DELETE."+s,
@@ -93,58 +138,53 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 			"$JS.API.STREAM.PEER.REMOVE."+s,
 		)
 	}
-	auditTamper = append(auditTamper, "$JS.API.ACCOUNT.PURGE.>")
+	tamper = append(tamper, "$JS.API.ACCOUNT.PURGE.>")
+
+	gwPub := append([]string{
+		subject.ProviderPrefix + ".>",
+		subject.AuditPrefix + ".>",
+		subject.CheckpointPrefix + ".>",
+		"$JS.FC.>", // flow control of its ordered consumers (revocation watch)
+	}, inboxes...)
+	gwPub = append(gwPub, StreamAPI(AuditStream)...)
+	gwPub = append(gwPub, StreamAPI(CheckpointStream)...)
+	gwPub = append(gwPub, bucketRead(RevocationBucket)...)
+	gwPub = append(gwPub, bucketRead(ConsentBucket)...)
+	gwPub = append(gwPub, bucketWrite(UsageBucket)...)
+	gwPub = append(gwPub, ConsentAPI+".>") // the citizen-facing consent API asks the consent service
 	out[fed.ID("gateway").String()] = Permission{
-		PublishAllow: []string{
-			subject.ProviderPrefix + ".>",
-			subject.AuditPrefix + ".>",
-			subject.CheckpointPrefix + ".>",
-			"$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "$KV.>",
-			ConsentAPI + ".>", // the citizen-facing consent API asks the consent service
-		},
-		PublishDeny:    auditTamper,
+		PublishAllow:   gwPub,
+		PublishDeny:    tamper,
 		SubscribeAllow: []string{subject.AllQueries(), subject.Inbox("gateway") + ".>"},
-		AllowResponses: true, // the gateway answers the consumer's request
 	}
-	kvAPI := func(bucket string) []string {
-		s := "KV_" + bucket
-		return []string{
-			"$KV." + bucket + ".>",
-			"$JS.API.STREAM.INFO." + s,
-			"$JS.API.DIRECT.GET." + s, "$JS.API.DIRECT.GET." + s + ".>",
-			"$JS.API.STREAM.MSG.GET." + s,
-			"$JS.API.CONSUMER.CREATE." + s, "$JS.API.CONSUMER.CREATE." + s + ".>",
-			"$JS.API.CONSUMER.DELETE." + s + ".>",
-		}
-	}
+
 	var consentPub []string
 	for _, b := range []string{RevocationBucket, ConsentBucket, UsageBucket} {
-		consentPub = append(consentPub, kvAPI(b)...)
+		consentPub = append(consentPub, bucketWrite(b)...)
 	}
-	consentPub = append(consentPub, "$JS.API.INFO", "$JS.FC.>", "$JS.ACK.KV_"+ConsentBucket+".>", "$JS.ACK.KV_"+RevocationBucket+".>")
+	consentPub = append(consentPub, "$JS.FC.>")
 	out[fed.ID("consent").String()] = Permission{
 		PublishAllow:   consentPub,
+		PublishDeny:    tamper,
 		SubscribeAllow: []string{subject.Inbox("consent") + ".>", ConsentAPI + ".>"},
-		AllowResponses: true, // answers the gateway's consent API requests
-	}
-	readStream := func(s string) []string {
-		return []string{
-			"$JS.API.STREAM.INFO." + s,
-			"$JS.API.DIRECT.GET." + s, "$JS.API.DIRECT.GET." + s + ".>",
-			"$JS.API.STREAM.MSG.GET." + s,
-			"$JS.API.CONSUMER.CREATE." + s, "$JS.API.CONSUMER.CREATE." + s + ".>",
-			"$JS.API.CONSUMER.MSG.NEXT." + s + ".>",
-			"$JS.API.CONSUMER.DELETE." + s + ".>",
-			"$JS.API.CONSUMER.INFO." + s + ".>",
-			"$JS.ACK." + s + ".>",
-		}
+		MaxResponses:   1, // answers each of the gateway's consent API requests once
 	}
 	out[fed.ID("auditor").String()] = Permission{
-		PublishAllow:   append(append([]string{"$JS.API.INFO", "$JS.FC.>"}, readStream(AuditStream)...), readStream(CheckpointStream)...),
+		PublishAllow:   append(append([]string{"$JS.FC.>"}, StreamAPI(AuditStream)...), StreamAPI(CheckpointStream)...),
+		PublishDeny:    tamper,
 		SubscribeAllow: []string{subject.Inbox("auditor") + ".>"},
+	}
+	// The operator creates and checks the streams and buckets. It needs the
+	// JetStream API, and nothing of the federation's traffic.
+	out[fed.ID(Operator).String()] = Permission{
+		PublishAllow:   []string{"$JS.API.>"},
+		SubscribeAllow: []string{subject.Inbox(Operator) + ".>"},
 	}
 	return out
 }
+
+// Operator is the identity name of the operator: spiffe://<td>/operator.
+const Operator = "operator"
 
 // Render returns the server configuration text.
 func Render(c Config) (string, error) {
@@ -216,8 +256,8 @@ func Render(c Config) (string, error) {
 			w("          deny: %s\n", list(p.SubscribeDeny))
 		}
 		w("        }\n")
-		if p.AllowResponses {
-			w("        allow_responses: true\n")
+		if p.MaxResponses > 0 {
+			w("        allow_responses: {max: %d}\n", p.MaxResponses)
 		}
 		w("      }\n    }\n")
 	}

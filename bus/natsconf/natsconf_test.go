@@ -60,18 +60,40 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 	if got := p.Subscribe.Allow; len(got) != 2 || got[0] != "jisr.p.cnss.>" || got[1] != "_INBOX.cnss.>" {
 		t.Fatalf("cnss may subscribe %v", got)
 	}
-	if p.Response == nil {
-		t.Fatal("cnss must be allowed to answer the gateway's requests")
+	if p.Response == nil || p.Response.MaxMsgs != 1 {
+		t.Fatalf("cnss must be allowed to answer the gateway's requests, once each: %+v", p.Response)
 	}
 	gw := users["spiffe://jisr.internal/gateway"].Permissions
-	if !contains(gw.Subscribe.Allow, "jisr.q.>") || !contains(gw.Publish.Allow, "jisr.p.>") {
+	if !contains(gw.Subscribe.Allow, "jisr.q.>") || !contains(gw.Publish.Allow, "jisr.p.>") || !contains(gw.Publish.Allow, "_INBOX.tax.>") {
 		t.Fatalf("gateway permissions %+v", gw)
 	}
 	if !contains(gw.Publish.Deny, "$JS.API.STREAM.DELETE."+AuditStream) {
 		t.Fatal("the gateway must not be able to delete the audit stream")
 	}
+	// A member chooses the reply subject of its query: whoever answers it
+	// must hold no allow_responses, which would override every deny.
+	if gw.Response != nil {
+		t.Fatalf("the gateway holds allow_responses %+v", gw.Response)
+	}
+	for _, s := range gw.Publish.Allow {
+		if s == "$JS.API.>" || s == "$KV.>" || s == ">" || strings.HasPrefix(s, "$JS.API.STREAM.CREATE") ||
+			strings.HasPrefix(s, "$JS.API.STREAM.UPDATE") || strings.HasPrefix(s, "$JS.API.STREAM.DELETE") ||
+			strings.HasPrefix(s, "$JS.API.STREAM.PURGE") || strings.HasPrefix(s, "$JS.API.STREAM.MSG.DELETE") ||
+			(strings.HasPrefix(s, "$KV.") && s != "$KV."+UsageBucket+".>") {
+			t.Errorf("the gateway may publish %q", s)
+		}
+	}
+	op := users["spiffe://jisr.internal/operator"]
+	if op == nil || !contains(op.Permissions.Publish.Allow, "$JS.API.>") || op.Permissions.Response != nil {
+		t.Fatalf("the operator manages JetStream and nothing else: %+v", op)
+	}
+	for _, s := range append(op.Permissions.Publish.Allow, op.Permissions.Subscribe.Allow...) {
+		if strings.HasPrefix(s, "jisr.") || s == ">" {
+			t.Errorf("the operator may use %q", s)
+		}
+	}
 	for id, u := range users {
-		if id == "spiffe://jisr.internal/gateway" {
+		if id == "spiffe://jisr.internal/gateway" || id == "spiffe://jisr.internal/operator" {
 			continue
 		}
 		for _, s := range append(u.Permissions.Publish.Allow, u.Permissions.Subscribe.Allow...) {

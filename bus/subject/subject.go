@@ -33,6 +33,8 @@ const maxToken = 128
 var (
 	ErrBadToken   = errors.New("subject: invalid subject token")
 	ErrBadSubject = errors.New("subject: malformed subject")
+	// ErrBadReply: a reply subject outside the inbox it must be in.
+	ErrBadReply = errors.New("subject: the reply subject is not in the expected inbox")
 )
 
 // CheckToken reports whether s may be used as one subject token.
@@ -173,6 +175,41 @@ func ParseCheckpoint(s string) (string, error) {
 		return "", err
 	}
 	return t[0], nil
+}
+
+// QueryConsumer returns the consumer token of a query subject (the first
+// token after jisr.q), which NATS's permissions vouch for even when the rest
+// of the subject is malformed.
+func QueryConsumer(s string) (string, error) {
+	rest, ok := strings.CutPrefix(s, QueryPrefix+".")
+	if !ok {
+		return "", fmt.Errorf("%w: want prefix %s", ErrBadSubject, QueryPrefix)
+	}
+	c, _, _ := strings.Cut(rest, ".")
+	if err := CheckToken(c); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrBadSubject, err)
+	}
+	return c, nil
+}
+
+// CheckReply reports whether reply lies in identity's own inbox:
+// _INBOX.<identity>.<token>[.<token>…], every token safe (no wildcards).
+// A reply anywhere else was chosen to make its answerer publish where the
+// asker itself may not.
+func CheckReply(reply, identity string) error {
+	if CheckToken(identity) != nil {
+		return ErrBadReply
+	}
+	rest, ok := strings.CutPrefix(reply, Inbox(identity)+".")
+	if !ok || len(reply) > 512 {
+		return ErrBadReply
+	}
+	for t := range strings.SplitSeq(rest, ".") {
+		if CheckToken(t) != nil {
+			return ErrBadReply
+		}
+	}
+	return nil
 }
 
 func checkAll(tokens ...string) error {

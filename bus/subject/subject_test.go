@@ -125,3 +125,50 @@ func TestAuditSubjects(t *testing.T) {
 		t.Fatal("ParseCheckpoint accepted a subject with too many tokens")
 	}
 }
+
+func TestCheckReplyAcceptsOnlyTheIdentitysOwnInbox(t *testing.T) {
+	for _, c := range []struct {
+		reply, identity string
+		ok              bool
+	}{
+		{"_INBOX.cnss.abc", "cnss", true},
+		{"_INBOX.cnss.abc.def", "cnss", true},
+		{"_INBOX.cnss", "cnss", false},
+		{"_INBOX.cnss.", "cnss", false},
+		{"_INBOX.cnss..x", "cnss", false},
+		{"_INBOX.cnss.*", "cnss", false},
+		{"_INBOX.cnss.>", "cnss", false},
+		{"_INBOX.cnss.a b", "cnss", false},
+		{"_INBOX.cnssx.a", "cnss", false},
+		{"_INBOX.tax.a", "cnss", false},
+		{"_INBOX.gateway.a", "cnss", false},
+		{"$JS.API.STREAM.DELETE.JISR_AUDIT", "cnss", false},
+		{"$KV.jisr_usage.x", "cnss", false},
+		{"jisr.audit.gw-1.x", "cnss", false},
+		{"jisr.q.tax.civil-registry.s.m.k", "cnss", false},
+		{"", "cnss", false},
+		{"_INBOX.cnss.a", "", false},
+		{"_INBOX.*.a", "*", false},
+		{"_INBOX.cnss." + strings.Repeat("a", 600), "cnss", false},
+	} {
+		if err := CheckReply(c.reply, c.identity); (err == nil) != c.ok {
+			t.Errorf("CheckReply(%q, %q) = %v, want ok %v", c.reply, c.identity, err, c.ok)
+		}
+	}
+}
+
+func TestQueryConsumer(t *testing.T) {
+	for s, want := range map[string]string{
+		"jisr.q.cnss.civil-registry.s.m.k": "cnss",
+		"jisr.q.cnss":                      "cnss",
+		"jisr.q.cnss.>":                    "cnss",
+		"jisr.q.*.x":                       "",
+		"jisr.q.":                          "",
+		"jisr.p.cnss.x":                    "",
+	} {
+		got, err := QueryConsumer(s)
+		if got != want || (err == nil) != (want != "") {
+			t.Errorf("QueryConsumer(%q) = %q, %v; want %q", s, got, err, want)
+		}
+	}
+}

@@ -111,7 +111,7 @@ func loadAuditSettings() (auditSettings, error) {
 }
 
 // startAudit opens this instance's audit log on the gateway's connection
-// (creating the streams on first start, resuming the log after a restart),
+// (the streams `jisr nats init` created; resuming the log after a restart),
 // starts the index that proves records to citizens, and builds the citizen's
 // access log routes.
 func startAudit(ctx context.Context, g *globals, nc *nats.Conn, instance string, citizens accesslog.Authenticator) (p *auditParts, err error) {

@@ -64,7 +64,7 @@ func auditorStreams(ctx context.Context, g *globals) (records, ckpts jetstream.S
 	if err != nil {
 		closeFn()
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			err = fmt.Errorf("%w (no gateway has started against this NATS server yet)", err)
+			err = fmt.Errorf("%w (create the streams with `jisr nats init`)", err)
 		}
 		return nil, nil, nil, fmt.Errorf("audit streams: %w", err)
 	}

@@ -114,6 +114,9 @@ func (f *auditFed) startNATS(t *testing.T) {
 	f.nats = s
 	f.g.natsURL = s.ClientURL()
 	f.natsOpts.listen = strings.TrimPrefix(s.ClientURL(), "tls://") // the same port after a restart
+	if err := natsInit(context.Background(), f.g, nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (f *auditFed) startGateway(t *testing.T) {

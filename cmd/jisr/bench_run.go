@@ -279,7 +279,25 @@ func (b *bench) startNATS(ctx context.Context, f *benchFed) error {
 		return err
 	}
 	f.natsURL = "tls://" + addr
-	return waitFor(ctx, f.nats, "NATS", tcpOpen(addr))
+	if err := waitFor(ctx, f.nats, "NATS", tcpOpen(addr)); err != nil {
+		return err
+	}
+	// The operator creates the streams and buckets, as in production: the
+	// gateway only opens them.
+	p, err := b.spawn("nats-init", "--nats", f.natsURL, "nats", "init")
+	if err != nil {
+		return err
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		p.stop()
+		return ctx.Err()
+	}
+	if p.err != nil {
+		return p.exited()
+	}
+	return nil
 }
 
 // population compares a store of --large citizens with the 10,000 of the

@@ -28,8 +28,10 @@ func newCertsCmd(g *globals) *cobra.Command {
 
   ca.pem, ca.key, bundle.pem     the dev CA of the federation's trust domain
   svid/<name>.pem, .key          an X.509-SVID per identity: the NATS server, the
-                                 gateway, the consent service, the auditor and
-                                 spiffe://<td>/member/<name> for every member
+                                 gateway, the consent service, the auditor, the
+                                 operator (jisr nats init: creates the streams
+                                 and buckets) and spiffe://<td>/member/<name>
+                                 for every member
   citizen.key                    the federation's secret for citizen keys (ckeys)
   consent/<time>-<kid>.key       the consent service's Ed25519 signing key(s)
 

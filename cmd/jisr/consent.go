@@ -47,8 +47,8 @@ func gatewayConsentKeys(g *globals, path string) (*consent.KeySet, string, error
 	return ks, path, err
 }
 
-// startConsent opens the consent state (creating its buckets with the
-// gateway's connection), watches revocations and the public keys, and builds
+// startConsent opens the consent state (the buckets `jisr nats init`
+// created) with the gateway's connection, watches revocations and the public keys, and builds
 // the verifier and the consent API's face. The gateway holds no consent
 // signing key and no consent SVID: minting is the consent service's
 // (startConsentService, `jisr consent serve`).
@@ -61,7 +61,7 @@ func startConsent(ctx context.Context, g *globals, nc *nats.Conn, reg prometheus
 	if err != nil {
 		return nil, err
 	}
-	store, err := consent.OpenStore(ctx, nc, true, g.log)
+	store, err := consent.OpenStore(ctx, nc, g.log)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +143,7 @@ func startConsentService(ctx context.Context, g *globals) (*consentNode, error) 
 		return nil, err
 	}
 	closeConn := func() { _ = nc.Drain(); _ = src.Close() }
-	store, err := consent.OpenStore(ctx, nc, false, g.log)
+	store, err := consent.OpenStore(ctx, nc, g.log)
 	if err != nil {
 		closeConn()
 		return nil, fmt.Errorf("%w (the consent buckets are created before the consent service starts)", err)
@@ -292,10 +292,10 @@ func (g *globals) consentService(ctx context.Context, offline bool) (*consent.Se
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (use --offline to mint without recording)", err)
 	}
-	if svc.Store, err = consent.OpenStore(ctx, nc, false, g.log); err != nil {
+	if svc.Store, err = consent.OpenStore(ctx, nc, g.log); err != nil {
 		nc.Close()
 		src.Close()
-		return nil, nil, fmt.Errorf("%w (is the gateway running? it creates the consent buckets)", err)
+		return nil, nil, err
 	}
 	return svc, func() { nc.Drain(); src.Close() }, nil
 }

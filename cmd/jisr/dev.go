@@ -114,6 +114,10 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 		return err
 	}
 	g.natsURL = d.nats.ClientURL()
+	// The operator creates the streams and buckets; every other part only opens them.
+	if err := natsInit(ctx, g, nil); err != nil {
+		return err
+	}
 
 	for _, m := range fed.Members {
 		if len(m.Provides) == 0 {

@@ -174,9 +174,13 @@ func TestDevFederationAnswersThePrintedCall(t *testing.T) {
 	}
 	_ = alive
 
-	// No demo eID appears in any log line of the whole federation.
+	// No demo eID appears in any log line of the whole federation, and no
+	// part was refused a subject it needed (each holds only what it uses).
 	f.stop(t)
 	logs := f.logs.String()
+	if strings.Contains(strings.ToLower(logs), "permissions violation") {
+		t.Fatalf("a part of the federation was refused a subject:\n%s", logs)
+	}
 	for _, c := range f.demo.Citizens {
 		if strings.Contains(logs, c.EID) {
 			t.Fatalf("logs contain the eID %s", c.EID)

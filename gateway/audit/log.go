@@ -173,7 +173,7 @@ type item struct {
 }
 
 // Open opens the log of instance logID on the gateway's connection: it
-// creates the streams if needed, resumes the log from its last checkpoint and
+// opens the streams (never creating one), resumes the log from its last checkpoint and
 // the records after it, and starts the sequencer. The key's name must be the
 // log's origin (checkpoint.Origin(trustDomain, logID)).
 func Open(ctx context.Context, nc *nats.Conn, trustDomain, logID string, key *checkpoint.KeyPair, opts ...Option) (*Log, error) {
@@ -209,7 +209,7 @@ func Open(ctx context.Context, nc *nats.Conn, trustDomain, logID string, key *ch
 		queue: make(chan *pending, o.queue), done: make(chan struct{}),
 		ckptRq: make(chan chan error),
 	}
-	if l.records, l.ckpts, err = stream.Ensure(ctx, js, o.stream, l.log); err != nil {
+	if l.records, l.ckpts, err = stream.Open(ctx, js, o.stream, l.log); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	if err := l.resume(ctx); err != nil {

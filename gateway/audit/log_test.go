@@ -31,6 +31,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/audit/tree"
 	"github.com/jisr-bus/jisr/gateway/decision"
+	"github.com/jisr-bus/jisr/gateway/natsstate"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
 )
 
@@ -42,7 +43,20 @@ type fixture struct {
 	keys string
 }
 
+// newFixture starts a bus whose streams and buckets the operator created.
 func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	f := newBareFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := natsstate.Init(ctx, f.env.Connect(t, "operator"), stream.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// newBareFixture starts a bus with no stream or bucket.
+func newBareFixture(t testing.TB) *fixture {
 	t.Helper()
 	return &fixture{env: bustest.Start(t), keys: t.TempDir()}
 }
@@ -327,9 +341,9 @@ func TestOpenRefusesAStreamThatAllowsDeletes(t *testing.T) {
 		{"async persistence", func(c *jetstream.StreamConfig) { c.PersistMode = jetstream.AsyncPersistMode }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			f := newFixture(t)
+			f := newBareFixture(t)
 			nc := f.env.Connect(t, "gateway")
-			js, _ := jetstream.New(nc)
+			js, _ := jetstream.New(f.env.Connect(t, "operator"))
 			cfg, _, err := stream.StreamConfigs(stream.Config{})
 			if err != nil {
 				t.Fatal(err)
@@ -442,9 +456,13 @@ func TestJetStreamDownFailsAppendsAndTheLogResumes(t *testing.T) {
 }
 
 func TestFullStreamFailsAppends(t *testing.T) {
-	f := newFixture(t)
+	f := newBareFixture(t)
+	small := stream.Config{MaxBytes: 16 << 10}
+	if _, err := natsstate.Init(context.Background(), f.env.Connect(t, "operator"), small); err != nil {
+		t.Fatal(err)
+	}
 	nc := f.env.Connect(t, "gateway")
-	l := f.open(t, nc, "gw-1", audit.WithStream(stream.Config{MaxBytes: 16 << 10}), audit.WithRetryEvery(time.Millisecond))
+	l := f.open(t, nc, "gw-1", audit.WithStream(small), audit.WithRetryEvery(time.Millisecond))
 	var err error
 	n := 0
 	for ; n < 10000; n++ {

@@ -30,8 +30,10 @@ import (
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway"
+	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/decision"
+	"github.com/jisr-bus/jisr/gateway/natsstate"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 	jisrv1 "github.com/jisr-bus/jisr/proto/gen/jisr/v1"
 )
@@ -79,6 +81,9 @@ func start(t *testing.T, replicas int) *fed {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
+		t.Fatal(err)
+	}
 	var gwNC *nats.Conn
 	var gws []*gateway.Gateway
 	var stores []*consent.Store
@@ -87,7 +92,7 @@ func start(t *testing.T, replicas int) *fed {
 		if gwNC == nil {
 			gwNC = nc
 		}
-		st, err := consent.OpenStore(ctx, nc, true, nil)
+		st, err := consent.OpenStore(ctx, nc, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,7 +126,7 @@ func start(t *testing.T, replicas int) *fed {
 	})
 	prov.Flush()
 	cs := env.Connect(t, "consent")
-	store, err := consent.OpenStore(ctx, cs, false, nil)
+	store, err := consent.OpenStore(ctx, cs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/subject"
 )
 
 // The consent service runs apart from the gateway: it alone holds the
@@ -63,6 +64,12 @@ func Serve(nc *nats.Conn, svc *Service) (*nats.Subscription, error) {
 		log = slog.Default()
 	}
 	sub, err := nc.QueueSubscribe(natsconf.ConsentAPI+".>", "jisr-consent", func(m *nats.Msg) {
+		// Only the gateway may publish here, and it asks from its own inbox:
+		// anything else is not answered (reply subjects are input).
+		if subject.CheckReply(m.Reply, "gateway") != nil {
+			log.Warn("consent API request with a reply subject outside the gateway's inbox dropped", "subject", m.Subject)
+			return
+		}
 		b, _ := json.Marshal(svc.answer(m))
 		if err := m.Respond(b); err != nil {
 			log.Warn("consent API reply failed", "subject", m.Subject, "err", err)

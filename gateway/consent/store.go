@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
 
 // Store keeps the consent service's shared state in JetStream key-value
@@ -74,9 +75,11 @@ func GrantOf(c *Claims) Grant {
 	}
 }
 
-// OpenStore binds the buckets. With create (the gateway, which may manage
-// JetStream), missing buckets are created; the consent identity only uses them.
-func OpenStore(ctx context.Context, nc *nats.Conn, create bool, log *slog.Logger) (*Store, error) {
+// OpenStore binds the buckets. It never creates one: a missing bucket is
+// natsstate.ErrMissing (the operator creates them with `jisr nats init`),
+// because a bucket recreated empty would forget revocations and use counts.
+// A bucket that could be purged or rolled up is refused (natsstate.ErrUnsafe).
+func OpenStore(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -85,22 +88,14 @@ func OpenStore(ctx context.Context, nc *nats.Conn, create bool, log *slog.Logger
 		return nil, err
 	}
 	s := &Store{js: js, log: log, revoked: map[string]revocation{}}
-	open := func(bucket, desc string) (jetstream.KeyValue, error) {
-		if create {
-			return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-				Bucket: bucket, Description: desc, History: 1, TTL: MaxTTL + 24*time.Hour, Storage: jetstream.FileStorage,
-			})
-		}
-		return js.KeyValue(ctx, bucket)
+	if s.grants, err = natsstate.OpenBucket(ctx, js, natsconf.ConsentBucket); err != nil {
+		return nil, fmt.Errorf("consent: %w", err)
 	}
-	if s.grants, err = open(natsconf.ConsentBucket, "jisr consent grants, by citizen key"); err != nil {
-		return nil, fmt.Errorf("consent: bucket %s: %w", natsconf.ConsentBucket, err)
+	if s.revocations, err = natsstate.OpenBucket(ctx, js, natsconf.RevocationBucket); err != nil {
+		return nil, fmt.Errorf("consent: %w", err)
 	}
-	if s.revocations, err = open(natsconf.RevocationBucket, "jisr revoked consent token IDs"); err != nil {
-		return nil, fmt.Errorf("consent: bucket %s: %w", natsconf.RevocationBucket, err)
-	}
-	if s.usage, err = open(natsconf.UsageBucket, "jisr consent token use counters"); err != nil {
-		return nil, fmt.Errorf("consent: bucket %s: %w", natsconf.UsageBucket, err)
+	if s.usage, err = natsstate.OpenBucket(ctx, js, natsconf.UsageBucket); err != nil {
+		return nil, fmt.Errorf("consent: %w", err)
 	}
 	return s, nil
 }
@@ -185,23 +180,36 @@ func (s *Store) List(ctx context.Context, ckey string) ([]Grant, error) {
 // Use counts one use of jti, refusing past max; compare-and-set makes the
 // count exact however many gateway replicas race.
 func (s *Store) Use(ctx context.Context, jti string, max int) error {
+	lostCreate := false
 	for attempt := 0; attempt < 64; attempt++ {
 		e, err := s.usage.Get(ctx, jti)
 		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound) && lostCreate:
+			// The first use may be written only where the key never held
+			// anything. Still "not found" after that write was refused: the
+			// key holds a delete marker — a counter someone erased, never
+			// a gateway. Fail closed.
+			return ErrUsedUp
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			if _, err := s.usage.Create(ctx, jti, []byte("1")); err == nil {
+			// Revision 0: only if no value and no delete marker was ever
+			// stored (nats.go's Create would write over a delete marker).
+			if _, err := s.usage.Update(ctx, jti, []byte("1"), 0); err == nil {
 				return nil
-			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			} else if !isConflict(err) {
 				return err
 			}
+			lostCreate = true
 			continue
 		case err != nil:
 			return err
 		}
-		n, _ := strconv.Atoi(string(e.Value()))
-		if n >= max {
+		// A value that is not a count (empty, garbage) was not written by a
+		// gateway: fail closed, the token is used up.
+		n, err := strconv.Atoi(string(e.Value()))
+		if err != nil || n < 0 || n >= max {
 			return ErrUsedUp
 		}
+		lostCreate = false
 		if _, err := s.usage.Update(ctx, jti, []byte(strconv.Itoa(n+1)), e.Revision()); err == nil {
 			return nil
 		} else if !isConflict(err) {
@@ -213,5 +221,5 @@ func (s *Store) Use(ctx context.Context, jti string, max int) error {
 
 func isConflict(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.Is(err, jetstream.ErrKeyExists) || errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }

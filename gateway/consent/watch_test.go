@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -147,7 +148,14 @@ func TestDeletingARevocationIsTamperingAndDoesNotUnrevoke(t *testing.T) {
 	if err := kv.Delete(ctx, cDel.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := kv.Purge(ctx, cPurge.ID); err != nil {
+	// The bucket refuses roll-ups, so a KV purge is refused outright...
+	if err := kv.Purge(ctx, cPurge.ID); err == nil {
+		t.Fatal("a KV purge of a revocation was accepted: the bucket allows roll-ups")
+	}
+	// ...but a writer can still publish a bare PURGE marker (no roll-up
+	// header). It is tampering too, and must not un-revoke.
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "$KV." + natsconf.RevocationBucket + "." + cPurge.ID,
+		Header: nats.Header{"KV-Operation": []string{"PURGE"}}}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "both are seen as tampering", func() bool { return store.Tampered() >= 2 })
@@ -162,7 +170,7 @@ func TestDeletingARevocationIsTamperingAndDoesNotUnrevoke(t *testing.T) {
 		}
 	}
 	// A replica started after the delete reads the markers: still revoked.
-	late, err := consent.OpenStore(ctx, f.env.Connect(t, "gateway"), false, nil)
+	late, err := consent.OpenStore(ctx, f.env.Connect(t, "gateway"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ const Domain = "jisr"
 // Reasons: machine-readable, stable, UPPER_SNAKE_CASE (google.rpc.ErrorInfo).
 const (
 	ReasonBadSubject          = "BAD_SUBJECT"
+	ReasonBadReplySubject     = "BAD_REPLY_SUBJECT" // the reply subject is not the asker's inbox: dropped unanswered
 	ReasonUnknownMethod       = "UNKNOWN_METHOD"
 	ReasonUnknownMember       = "UNKNOWN_MEMBER"
 	ReasonMalformedPayload    = "MALFORMED_PAYLOAD"

@@ -258,6 +258,10 @@ func first(md metadata.MD, key string) string {
 	return ""
 }
 
+// gatewayIdentity names the gateway's inbox (_INBOX.gateway.…), the only
+// reply subject a provider answers on.
+const gatewayIdentity = "gateway"
+
 // StartProvider connects to the backend and starts taking the gateway's
 // requests for this member's services.
 func (a *Adapter) StartProvider(ctx context.Context) error {
@@ -313,6 +317,13 @@ func (a *Adapter) dispatch(msg *nats.Msg) {
 
 // serve calls the backend for one request from the gateway.
 func (a *Adapter) serve(msg *nats.Msg) {
+	// Only the gateway asks a provider, and it asks from its own inbox: a
+	// request with any other reply subject is dropped before the backend is
+	// called, so the adapter never publishes where someone else chose.
+	if err := bus.ReplyTo(msg, gatewayIdentity); err != nil {
+		a.log.Warn("provider request dropped unanswered: its reply subject is not the gateway's inbox", "subject", msg.Subject)
+		return
+	}
 	q, err := subject.ParseProvider(msg.Subject)
 	if err != nil || q.Provider != a.cfg.Member {
 		_ = bus.RespondError(msg, status.Error(codes.InvalidArgument, "malformed provider subject"))

@@ -31,6 +31,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/audit/tree"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/decision"
+	"github.com/jisr-bus/jisr/gateway/natsstate"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
 )
 
@@ -64,6 +65,9 @@ func newHarness(t *testing.T) *harness {
 	keyDir := t.TempDir()
 	kp, _, err := checkpoint.EnsureKey(keyDir, "gw-1", checkpoint.Origin(td, "gw-1"))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
 		t.Fatal(err)
 	}
 	gw := env.Connect(t, "gateway")

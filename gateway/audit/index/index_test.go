@@ -20,6 +20,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/audit/tree"
 	"github.com/jisr-bus/jisr/gateway/decision"
+	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
 
 const td = "jisr.internal"
@@ -31,6 +32,9 @@ func TestIndexFollowsEveryLogAndProvesEveryRecord(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
+	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
+		t.Fatal(err)
+	}
 	gw := env.Connect(t, "gateway")
 	logs := map[string]*audit.Log{}
 	for _, id := range []string{"gw-1", "gw-2"} {

@@ -5,7 +5,8 @@
 // Invariant: the streams this package creates or accepts keep every record
 // until its retention age: file storage, limits retention, deletes and purges
 // denied, and a full stream refuses new records (discard new) instead of
-// dropping old ones. Ensure refuses to run on a stream that does not.
+// dropping old ones. Open refuses a stream that does not, and never creates
+// one: the operator does (gateway/natsstate, `jisr nats init`).
 package stream
 
 import (
@@ -38,6 +39,8 @@ const (
 var (
 	// ErrUnsafeStream: an existing stream would let records be deleted or lost.
 	ErrUnsafeStream = errors.New("stream: the existing audit stream is not tamper-resistant")
+	// ErrMissing: a stream or bucket the federation needs does not exist.
+	ErrMissing = errors.New("not created by the operator")
 	// ErrConfig: an invalid retention configuration.
 	ErrConfig = errors.New("stream: invalid configuration")
 )
@@ -119,11 +122,12 @@ func StreamConfigs(c Config) (audit, checkpoints jetstream.StreamConfig, err err
 	return audit, checkpoints, nil
 }
 
-// Ensure creates the two streams if they do not exist, and checks that
-// existing ones are tamper-resistant. Retention settings of an existing
-// stream are not changed (the gateway may not update the audit streams);
-// a difference is logged.
-func Ensure(ctx context.Context, js jetstream.JetStream, c Config, log *slog.Logger) (audit, checkpoints jetstream.Stream, err error) {
+// Open binds the two streams and checks that they are tamper-resistant. It
+// never creates one: a missing stream is ErrMissing (the operator creates
+// them with `jisr nats init`), because a stream recreated empty would start
+// the log again from nothing. Retention settings that differ from c are
+// logged, not changed (only the operator may update a stream).
+func Open(ctx context.Context, js jetstream.JetStream, c Config, log *slog.Logger) (audit, checkpoints jetstream.Stream, err error) {
 	acfg, ccfg, err := StreamConfigs(c)
 	if err != nil {
 		return nil, nil, err
@@ -131,21 +135,18 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config, log *slog.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	ensure := func(want jetstream.StreamConfig) (jetstream.Stream, error) {
+	open := func(want jetstream.StreamConfig) (jetstream.Stream, error) {
 		s, err := js.Stream(ctx, want.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			s, err = js.CreateStream(ctx, want)
-			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) { // created concurrently by another replica
-				s, err = js.Stream(ctx, want.Name)
-			}
+			return nil, fmt.Errorf("stream %s does not exist (%w): run `jisr nats init`", want.Name, ErrMissing)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("stream %s: %w", want.Name, err)
 		}
-		if err := Check(s.CachedInfo().Config, want); err != nil {
+		have := s.CachedInfo().Config
+		if err := Check(have, want); err != nil {
 			return nil, err
 		}
-		have := s.CachedInfo().Config
 		if have.MaxAge != want.MaxAge || have.Replicas != want.Replicas || have.MaxBytes != want.MaxBytes {
 			log.Warn("the audit stream's retention differs from the configuration; the stored settings apply (changing them is an operator action)",
 				"stream", want.Name, "max_age", have.MaxAge, "want_max_age", want.MaxAge,
@@ -153,10 +154,10 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config, log *slog.Log
 		}
 		return s, nil
 	}
-	if audit, err = ensure(acfg); err != nil {
+	if audit, err = open(acfg); err != nil {
 		return nil, nil, err
 	}
-	if checkpoints, err = ensure(ccfg); err != nil {
+	if checkpoints, err = open(ccfg); err != nil {
 		return nil, nil, err
 	}
 	return audit, checkpoints, nil
@@ -174,7 +175,7 @@ func Check(have, want jetstream.StreamConfig) error {
 		return bad("retention is not limits-based (records could be removed by consumers)")
 	case have.Storage != jetstream.FileStorage:
 		return bad("storage is not file storage")
-	case have.Discard != jetstream.DiscardNew && (have.MaxBytes > 0 || have.MaxMsgs > 0):
+	case have.Discard != jetstream.DiscardNew:
 		return bad("a full stream would drop old records (discard old)")
 	case have.MaxMsgsPerSubject > 0:
 		return bad("a per-subject limit would drop old records")

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jisr-bus/jisr/gateway/audit/stream"
+	"github.com/jisr-bus/jisr/gateway/natsstate"
+)
+
+// Before `jisr nats init` nothing starts, and each refusal names what is
+// missing and what to run; the operator's init creates every stream and
+// bucket once, and a second run only checks them.
+func TestNothingStartsBeforeNATSInit(t *testing.T) {
+	dir := t.TempDir()
+	logs := &syncBuffer{}
+	g := &globals{
+		federationPath: "../../deploy/federation.yaml",
+		certsDir:       filepath.Join(dir, "certs"),
+		dataDir:        dir,
+		log:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	fed, err := g.federation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := initCerts(g, fed); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := startNATS(context.Background(), g, natsOptions{listen: "127.0.0.1:-1", sync: "1s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	g.natsURL = ns.ClientURL()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	if _, err := startGateway(ctx, g, gatewayOptions{httpAddr: "127.0.0.1:0", instance: "gw-1"}); err == nil ||
+		!strings.Contains(err.Error(), "does not exist") || !strings.Contains(err.Error(), "jisr nats init") {
+		t.Fatalf("the gateway started, or did not say why: %v", err)
+	}
+	f := &auditFed{g: g}
+	if _, _, err := f.cli("consent", "list", "--citizen", eidN(1)); err == nil || !strings.Contains(err.Error(), "jisr nats init") {
+		t.Fatalf("jisr consent list: %v", err)
+	}
+	if _, _, err := f.cli("audit", "query", "--consumer", "cnss"); err == nil || !strings.Contains(err.Error(), "jisr nats init") {
+		t.Fatalf("jisr audit query: %v", err)
+	}
+
+	specs, err := natsstate.All(stream.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"created", "ok"} {
+		var out bytes.Buffer
+		if err := natsInit(ctx, g, &out); err != nil {
+			t.Fatal(err)
+		}
+		for _, sp := range specs {
+			if !strings.Contains(out.String(), sp.Name()) || strings.Count(out.String(), want) != len(specs) {
+				t.Fatalf("jisr nats init printed:\n%s\nwant every stream and bucket %s", out.String(), want)
+			}
+		}
+	}
+	n, err := startGateway(ctx, g, gatewayOptions{httpAddr: "127.0.0.1:0", instance: "gw-1"})
+	if err != nil {
+		t.Fatalf("the gateway after init: %v\n%s", err, logs.String())
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer scancel()
+	if err := n.stop(sctx); err != nil {
+		t.Fatal(err)
+	}
+}
