@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -13,8 +13,8 @@ import (
 	"time"
 )
 
-// benchResult is one scenario's measurement.
-type benchResult struct {
+// Result is one scenario's measurement.
+type Result struct {
 	Name         string             `json:"name"`
 	Scenario     string             `json:"scenario"`
 	Concurrency  int                `json:"concurrency"`
@@ -41,7 +41,7 @@ type benchResult struct {
 	RoundP50    []float64 `json:"round_p50_ms,omitempty"`
 	// Control is, for a safeguard switched off, the full path measured in
 	// the rounds alternating with it.
-	Control      *benchControl    `json:"control,omitempty"`
+	Control      *Control         `json:"control,omitempty"`
 	Ratio        float64          `json:"ratio_to_baseline,omitempty"`
 	RSSUnderLoad map[string]int64 `json:"rss_under_load_bytes,omitempty"`
 
@@ -51,29 +51,29 @@ type benchResult struct {
 	machine        cpuTicks
 }
 
-type benchControl struct {
+type Control struct {
 	QPS       float64 `json:"qps"`
 	P50       float64 `json:"p50_ms"`
 	P99       float64 `json:"p99_ms"`
 	CPUMicros float64 `json:"cpu_us_per_query"`
 }
 
-type revocationFacts struct {
+type RevocationFacts struct {
 	Revocations int `json:"revocations"`
 	Samples     int `json:"samples"` // revocations × replicas
-	revocationLag
-	PerReplica map[string]revocationLag `json:"per_replica"`
+	RevocationLag
+	PerReplica map[string]RevocationLag `json:"per_replica"`
 }
 
 // revocationLag is the time from the revocation to the first refusal.
-type revocationLag struct {
+type RevocationLag struct {
 	P50 float64 `json:"p50_ms"`
 	P99 float64 `json:"p99_ms"`
 	Max float64 `json:"max_ms"`
 }
 
-// benchFacts are the run's other measurements.
-type benchFacts struct {
+// Facts are the run's other measurements.
+type Facts struct {
 	Started         time.Time        `json:"started"`
 	Machine         string           `json:"machine"`
 	Seed10k         float64          `json:"seed_10k_seconds"`
@@ -82,28 +82,28 @@ type benchFacts struct {
 	LargeStoreBytes int64            `json:"large_store_bytes,omitempty"`
 	HeaderBytes     int              `json:"header_bytes"`
 	IdleRSS         map[string]int64 `json:"idle_rss_bytes"`
-	Revocation      *revocationFacts `json:"revocation,omitempty"`
+	Revocation      *RevocationFacts `json:"revocation,omitempty"`
 	DevFirstStart   float64          `json:"dev_first_start_seconds"`
 	DevStart        float64          `json:"dev_start_seconds"`
 	DevIdleRSS      int64            `json:"dev_idle_rss_bytes"`
 	Profiles        []string         `json:"profiles,omitempty"`
 }
 
-type benchTarget struct {
+type Target struct {
 	Target   string `json:"target"`
 	Measured string `json:"measured"`
 	Met      bool   `json:"met"`
 }
 
-type benchReport struct {
-	Facts benchFacts `json:"facts"`
-	Sizes [2]int     `json:"request_reply_bytes"`
+type Report struct {
+	Facts Facts  `json:"facts"`
+	Sizes [2]int `json:"request_reply_bytes"`
 	// ProviderReply is the provider's reply before minimisation: the
 	// size that crosses the provider hop (the baseline's responder sends it).
-	ProviderReply int           `json:"provider_reply_bytes"`
-	Results       []benchResult `json:"results"`
-	Targets       []benchTarget `json:"targets"`
-	Notes         []string      `json:"notes"`
+	ProviderReply int      `json:"provider_reply_bytes"`
+	Results       []Result `json:"results"`
+	Targets       []Target `json:"targets"`
+	Notes         []string `json:"notes"`
 }
 
 func machine() string {
@@ -127,7 +127,7 @@ func machine() string {
 	return fmt.Sprintf("%d cores (%s)%s, %s/%s, %s", runtime.NumCPU(), model, mem, runtime.GOOS, runtime.GOARCH, runtime.Version())
 }
 
-func (b *bench) find(scenario string, conc int) *benchResult {
+func (b *harness) find(scenario string, conc int) *Result {
 	for i := range b.results {
 		if r := &b.results[i]; r.Scenario == scenario && (conc == 0 || r.Concurrency == conc) {
 			return r
@@ -138,7 +138,7 @@ func (b *bench) find(scenario string, conc int) *benchResult {
 
 // report fills the ratios and targets, writes latest.{json,md,svg} and a
 // dated copy of each under --out, and prints the Markdown.
-func (b *bench) report(out io.Writer) error {
+func (b *harness) report(out io.Writer) error {
 	for i := range b.results {
 		r := &b.results[i]
 		if r.Scenario != "baseline" {
@@ -147,7 +147,7 @@ func (b *bench) report(out io.Writer) error {
 			}
 		}
 	}
-	rep := benchReport{Facts: b.facts, Sizes: [2]int{b.reqSize, b.respSize}, Results: b.results, Targets: b.targets(), ProviderReply: b.fullRespSize}
+	rep := Report{Facts: b.facts, Sizes: [2]int{b.reqSize, b.respSize}, Results: b.results, Targets: b.targets(), ProviderReply: b.fullRespSize}
 	rep.Notes = b.notes(rep.Targets)
 	if err := os.MkdirAll(b.o.out, 0o755); err != nil {
 		return err
@@ -171,10 +171,10 @@ func (b *bench) report(out io.Writer) error {
 	return nil
 }
 
-func (b *bench) targets() []benchTarget {
-	var ts []benchTarget
+func (b *harness) targets() []Target {
+	var ts []Target
 	add := func(target string, ok bool, measured string, args ...any) {
-		ts = append(ts, benchTarget{Target: target, Measured: fmt.Sprintf(measured, args...), Met: ok})
+		ts = append(ts, Target{Target: target, Measured: fmt.Sprintf(measured, args...), Met: ok})
 	}
 	top := b.o.concurrency[len(b.o.concurrency)-1]
 	if f, base := b.find("full", top), b.find("baseline", top); f != nil && base != nil && base.QPS > 0 {
@@ -208,12 +208,12 @@ func (b *bench) targets() []benchTarget {
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
-func (b *bench) markdown(rep benchReport) string {
+func (b *harness) markdown(rep Report) string {
 	var s strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&s, format, args...) }
 	w("# jisr bench — %s\n\n", rep.Facts.Started.Format("2006-01-02 15:04 MST"))
 	w("Machine: %s. Every component a separate process on loopback, mTLS on every NATS link. ", rep.Facts.Machine)
-	w("Query: `CivilRegistry/GetPerson` through the CNSS adapter with a consent token (request %d B + %d B of headers; reply %d B from the provider, %d B after minimisation — the baseline carries the same sizes on each hop), %d citizens with a token each. ", rep.Sizes[0], rep.Facts.HeaderBytes, rep.ProviderReply, rep.Sizes[1], benchTokens)
+	w("Query: `CivilRegistry/GetPerson` through the CNSS adapter with a consent token (request %d B + %d B of headers; reply %d B from the provider, %d B after minimisation — the baseline carries the same sizes on each hop), %d citizens with a token each. ", rep.Sizes[0], rep.Facts.HeaderBytes, rep.ProviderReply, rep.Sizes[1], tokensPerRun)
 	w("Each scenario: %s warm-up, %s measured.\n\n", b.o.warmup, b.o.duration)
 	w("| scenario | callers | queries/s | p50 ms | p90 ms | p99 ms | CPU µs/query | vs baseline | cores busy: path + load generator / machine | errors |\n")
 	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -227,7 +227,7 @@ func (b *bench) markdown(rep benchReport) string {
 	}
 	w("\nCPU µs/query is the user+system CPU (from /proc/<pid>/stat) of every process of the path — NATS, gateway(s), both adapters, backend; or NATS, relay, responder for the baseline — divided by the queries; the load generator (this process) is not in it. ")
 	w("Cores busy: the share of all %d cores used by the path's processes, by the load generator, and by the whole machine (other users included: anything above the first two is noise from elsewhere).\n\n", runtime.NumCPU())
-	var costs []benchResult
+	var costs []Result
 	for _, r := range rep.Results {
 		if r.Control != nil {
 			costs = append(costs, r)
@@ -307,7 +307,7 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // svg draws throughput and p99 against concurrency for the full path and
 // the baseline: two panels, log-scaled concurrency axis.
-func (b *bench) svg() string {
+func (b *harness) svg() string {
 	series := []struct {
 		scenario, label, color string
 	}{{"full", "full path", "#1f6feb"}, {"baseline", "raw two-hop baseline", "#8b949e"}}
@@ -325,7 +325,7 @@ func (b *bench) svg() string {
 		}
 		return float64(x0) + (math.Log2(float64(c))-lo)/(hi-lo)*float64(pw)
 	}
-	panel := func(x0 int, title string, value func(r *benchResult) float64, unit string) {
+	panel := func(x0 int, title string, value func(r *Result) float64, unit string) {
 		maxV := 0.0
 		for _, sr := range series {
 			for _, c := range concs {
@@ -363,8 +363,8 @@ func (b *bench) svg() string {
 			fmt.Fprintf(&s, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(pts, " "), sr.color)
 		}
 	}
-	panel(pad, "Throughput (queries/s)", func(r *benchResult) float64 { return r.QPS }, "queries/s")
-	panel(2*pad+pw, "p99 latency (ms)", func(r *benchResult) float64 { return r.P99 }, "ms")
+	panel(pad, "Throughput (queries/s)", func(r *Result) float64 { return r.QPS }, "queries/s")
+	panel(2*pad+pw, "p99 latency (ms)", func(r *Result) float64 { return r.P99 }, "ms")
 	for i, sr := range series {
 		fmt.Fprintf(&s, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>`+"\n",
 			pad+i*220, H-14, sr.color, pad+i*220+18, H-4, sr.label)

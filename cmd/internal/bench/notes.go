@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -17,7 +17,7 @@ import (
 // notes explains, from the run's own measurements, what limits each missed
 // target, and summarises the CPU profiles. They are generated, not written
 // by hand, so that they stay true of the figures beside them.
-func (b *bench) notes(targets []benchTarget) []string {
+func (b *harness) notes(targets []Target) []string {
 	var out []string
 	missed := func(prefix string) bool {
 		for _, t := range targets {
@@ -121,7 +121,7 @@ func (b *bench) notes(targets []benchTarget) []string {
 	return out
 }
 
-func byProcess(r *benchResult) string {
+func byProcess(r *Result) string {
 	names := make([]string, 0, len(r.CPUByProcess))
 	for k := range r.CPUByProcess {
 		names = append(names, k)

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/spf13/cobra"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
@@ -31,31 +30,31 @@ import (
 )
 
 const (
-	benchService = "jisr.civilregistry.v1.CivilRegistry"
-	benchMethod  = "GetPerson"
-	benchPurpose = "amo-enrolment"
-	benchTokens  = 1000 // distinct citizens (and tokens) per run
+	queryService = "jisr.civilregistry.v1.CivilRegistry"
+	queryMethod  = "GetPerson"
+	queryPurpose = "amo-enrolment"
+	tokensPerRun = 1000 // distinct citizens (and tokens) per run
 )
 
-// benchFed is the federation under test, one process per component.
-type benchFed struct {
-	nats         *benchProc
+// cluster is the federation under test, one process per component.
+type cluster struct {
+	nats         *proc
 	natsURL      string
-	backend      *benchProc
+	backend      *proc
 	backendAddr  string
-	large        *benchProc // the large population's backend, beside the 10,000
+	large        *proc // the large population's backend, beside the 10,000
 	largeAddr    string
-	gateways     []*benchProc
+	gateways     []*proc
 	gwHTTP       []string
-	provider     *benchProc
-	consumer     *benchProc
+	provider     *proc
+	consumer     *proc
 	consumerAddr string
 }
 
-func (f *benchFed) procs() []*benchProc {
-	out := []*benchProc{f.nats, f.backend, f.large, f.provider, f.consumer}
+func (f *cluster) procs() []*proc {
+	out := []*proc{f.nats, f.backend, f.large, f.provider, f.consumer}
 	out = append(out, f.gateways...)
-	var live []*benchProc
+	var live []*proc
 	for _, p := range out {
 		if p != nil {
 			live = append(live, p)
@@ -64,12 +63,17 @@ func (f *benchFed) procs() []*benchProc {
 	return live
 }
 
-func runBench(ctx context.Context, g *globals, o benchOptions, out, stderr io.Writer) error {
-	exe, err := os.Executable()
-	if err != nil {
+// Run runs every scenario and writes the report under cfg.Out.
+func Run(ctx context.Context, cfg Config, opts ...Option) error {
+	o := defaults()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := validate(cfg, o); err != nil {
 		return err
 	}
-	fedPath, err := filepath.Abs(g.federationPath)
+	o.out = cfg.Out
+	fedPath, err := filepath.Abs(cfg.Federation)
 	if err != nil {
 		return err
 	}
@@ -78,14 +82,14 @@ func runBench(ctx context.Context, g *globals, o benchOptions, out, stderr io.Wr
 		return err
 	}
 	if o.keep {
-		fmt.Fprintf(stderr, "working directory (kept): %s\n", dir)
+		fmt.Fprintf(o.progress, "working directory (kept): %s\n", dir)
 	} else {
 		defer os.RemoveAll(dir)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return err
 	}
-	b := &bench{g: g, o: o, dir: dir, exe: exe, fedPath: fedPath, stderr: stderr, pprof: map[string]string{}}
+	b := &harness{cfg: cfg, o: o, dir: dir, exe: cfg.Exe, fedPath: fedPath, stderr: o.progress, pprof: map[string]string{}}
 	b.facts.Started = time.Now().UTC()
 	b.facts.Machine = machine()
 
@@ -96,17 +100,32 @@ func runBench(ctx context.Context, g *globals, o benchOptions, out, stderr io.Wr
 	if err := b.run(ctx); err != nil {
 		return err
 	}
-	return b.report(out)
+	return b.report(o.stdout)
 }
 
-// globals for the bench's own clients (consent service, NATS clients).
-func (b *bench) globals(natsURL string) *globals {
-	return &globals{federationPath: b.fedPath, certsDir: filepath.Join(b.dir, "certs"), dataDir: filepath.Join(b.dir, "data"),
-		natsURL: natsURL, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+func validate(cfg Config, o options) error {
+	switch {
+	case cfg.Exe == "":
+		return fmt.Errorf("%w: Config.Exe: the jisr binary is required", ErrConfig)
+	case cfg.Federation == "":
+		return fmt.Errorf("%w: Config.Federation: the federation file is required", ErrConfig)
+	case cfg.Out == "":
+		return fmt.Errorf("%w: Config.Out: the report directory is required", ErrConfig)
+	case cfg.Clients == nil:
+		return fmt.Errorf("%w: Config.Clients is required", ErrConfig)
+	case len(o.concurrency) == 0:
+		return fmt.Errorf("%w: at least one concurrency is required", ErrConfig)
+	}
+	return nil
 }
 
-func (b *bench) run(ctx context.Context) error {
-	f := &benchFed{}
+// clients opens the harness's own clients of the federation at natsURL.
+func (b *harness) clients(natsURL string) Clients {
+	return b.cfg.Clients(Env{Federation: b.fedPath, Certs: filepath.Join(b.dir, "certs"), Data: filepath.Join(b.dir, "data"), NATS: natsURL})
+}
+
+func (b *harness) run(ctx context.Context) error {
+	f := &cluster{}
 	defer func() {
 		for _, p := range f.procs() {
 			p.stop()
@@ -149,14 +168,14 @@ func (b *bench) run(ctx context.Context) error {
 	if b.fullRespSize, err = b.backendReplySize(ctx, f.backendAddr, tokens[0].eid); err != nil {
 		return fmt.Errorf("the backend's reply size: %w", err)
 	}
-	b.facts.HeaderBytes = len(tokens[0].token) + len(benchPurpose) + 64
+	b.facts.HeaderBytes = len(tokens[0].token) + len(queryPurpose) + 64
 	time.Sleep(500 * time.Millisecond)
 	b.facts.IdleRSS = map[string]int64{}
 	for _, p := range f.procs() {
 		b.facts.IdleRSS[p.name] = p.rss()
 	}
 
-	measure := func(label, scenario string, conc int, toks []benchToken, cl civilv1.CivilRegistryClient) benchResult {
+	measure := func(label, scenario string, conc int, toks []token, cl civilv1.CivilRegistryClient) Result {
 		r := b.load(ctx, label, conc, f.procs(), func(ctx context.Context, w, i int) error {
 			t := toks[(w*7919+i)%len(toks)]
 			cctx, cancel := context.WithTimeout(t.ctx(ctx), 10*time.Second)
@@ -167,7 +186,7 @@ func (b *bench) run(ctx context.Context) error {
 		r.Scenario = scenario
 		return r
 	}
-	full := func(label, scenario string, conc int, toks []benchToken, cl civilv1.CivilRegistryClient) benchResult {
+	full := func(label, scenario string, conc int, toks []token, cl civilv1.CivilRegistryClient) Result {
 		r := measure(label, scenario, conc, toks, cl)
 		b.results = append(b.results, r)
 		return r
@@ -191,10 +210,10 @@ func (b *bench) run(ctx context.Context) error {
 	// against the full path with a gateway restarted the same way, in
 	// alternating rounds (on, off, off, on) so that drift and other load on
 	// the machine fall on both alike.
-	var controls []benchResult
+	var controls []Result
 	for _, skip := range []string{"consent", "audit", "minimise"} {
 		step("the gateway with and without " + skip + ", alternating")
-		var on, off []benchResult
+		var on, off []Result
 		for i, without := range []bool{false, true, true, false} {
 			var skips []string
 			label := fmt.Sprintf("full path (control for %s), c=%d (%d/4)", skip, top, i+1)
@@ -215,7 +234,7 @@ func (b *bench) run(ctx context.Context) error {
 		}
 		ctl := mergeResults("", on)
 		r := mergeResults(fmt.Sprintf("without %s, c=%d", skip, top), off)
-		r.Control = &benchControl{QPS: ctl.QPS, P50: ctl.P50, P99: ctl.P99, CPUMicros: ctl.CPUMicros}
+		r.Control = &Control{QPS: ctl.QPS, P50: ctl.P50, P99: ctl.P99, CPUMicros: ctl.CPUMicros}
 		b.results = append(b.results, r)
 		controls = append(controls, on...)
 	}
@@ -230,7 +249,7 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	full(fmt.Sprintf("two gateway replicas, c=%d", top), "two-replicas", top, tokens, client)
 	if b.o.revocations > 0 {
-		if err := b.revocationLag(ctx, f); err != nil {
+		if err := b.measureRevocation(ctx, f); err != nil {
 			return fmt.Errorf("revocation lag: %w", err)
 		}
 	}
@@ -255,7 +274,7 @@ func (b *bench) run(ctx context.Context) error {
 	for _, p := range f.procs() {
 		p.stop()
 	}
-	*f = benchFed{}
+	*f = cluster{}
 
 	step("start-up time and memory of `jisr dev` with an existing data directory")
 	return b.devStartup(ctx)
@@ -270,7 +289,7 @@ func containsInt(xs []int, x int) bool {
 	return false
 }
 
-func (b *bench) startNATS(ctx context.Context, f *benchFed) error {
+func (b *harness) startNATS(ctx context.Context, f *cluster) error {
 	addr, err := freeAddr()
 	if err != nil {
 		return err
@@ -305,7 +324,7 @@ func (b *bench) startNATS(ctx context.Context, f *benchFed) error {
 // the provider adapter is pointed at one, then the other, in alternating
 // rounds (10k, large, large, 10k) so that drift and other load on the
 // machine fall on both alike.
-func (b *bench) population(ctx context.Context, f *benchFed, small []benchToken) error {
+func (b *harness) population(ctx context.Context, f *cluster, small []token) error {
 	fmt.Fprintf(b.stderr, "» seeding a second backend with %d citizens\n", b.o.large)
 	seed := time.Now()
 	var err error
@@ -339,10 +358,10 @@ func (b *bench) population(ctx context.Context, f *benchFed, small []benchToken)
 	}
 	type pop struct {
 		name     string
-		backend  *benchProc
+		backend  *proc
 		addr     string
-		tokens   []benchToken
-		rounds   []benchResult
+		tokens   []token
+		rounds   []Result
 		scenario string
 	}
 	pops := []*pop{
@@ -358,7 +377,7 @@ func (b *bench) population(ctx context.Context, f *benchFed, small []benchToken)
 		if err := b.startProvider(ctx, f, p.addr); err != nil {
 			return err
 		}
-		procs := append([]*benchProc{f.nats, f.consumer, f.provider, p.backend}, f.gateways...)
+		procs := append([]*proc{f.nats, f.consumer, f.provider, p.backend}, f.gateways...)
 		r := b.load(ctx, fmt.Sprintf("%s citizens, c=%d (%d/%d)", p.name, c, i+1, len(order)), c, procs, func(ctx context.Context, w, i int) error {
 			t := p.tokens[(w*7919+i)%len(p.tokens)]
 			cctx, cancel := context.WithTimeout(t.ctx(ctx), 10*time.Second)
@@ -375,7 +394,7 @@ func (b *bench) population(ctx context.Context, f *benchFed, small []benchToken)
 	return nil
 }
 
-func (b *bench) startBackend(ctx context.Context, name string, citizens int, dataDir string) (*benchProc, string, error) {
+func (b *harness) startBackend(ctx context.Context, name string, citizens int, dataDir string) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
@@ -388,7 +407,7 @@ func (b *bench) startBackend(ctx context.Context, name string, citizens int, dat
 	return p, addr, waitFor(ctx, p, name, grpcServing(addr))
 }
 
-func (b *bench) startGateways(ctx context.Context, f *benchFed, skip []string, instances ...string) error {
+func (b *harness) startGateways(ctx context.Context, f *cluster, skip []string, instances ...string) error {
 	for _, inst := range instances {
 		httpAddr, err := freeAddr()
 		if err != nil {
@@ -411,7 +430,7 @@ func (b *bench) startGateways(ctx context.Context, f *benchFed, skip []string, i
 	return nil
 }
 
-func (b *bench) restartGateways(ctx context.Context, f *benchFed, skip []string, instances ...string) error {
+func (b *harness) restartGateways(ctx context.Context, f *cluster, skip []string, instances ...string) error {
 	for _, p := range f.gateways {
 		p.stop()
 	}
@@ -419,14 +438,14 @@ func (b *bench) restartGateways(ctx context.Context, f *benchFed, skip []string,
 	return b.startGateways(ctx, f, skip, instances...)
 }
 
-func (b *bench) startAdapters(ctx context.Context, f *benchFed) error {
+func (b *harness) startAdapters(ctx context.Context, f *cluster) error {
 	if err := b.startProvider(ctx, f, f.backendAddr); err != nil {
 		return err
 	}
 	return b.startConsumer(ctx, f)
 }
 
-func (b *bench) startProvider(ctx context.Context, f *benchFed, backendAddr string) error {
+func (b *harness) startProvider(ctx context.Context, f *cluster, backendAddr string) error {
 	paddr, err := freeAddr()
 	if err != nil {
 		return err
@@ -438,7 +457,7 @@ func (b *bench) startProvider(ctx context.Context, f *benchFed, backendAddr stri
 	return waitFor(ctx, f.provider, "provider adapter", grpcServing(paddr))
 }
 
-func (b *bench) startConsumer(ctx context.Context, f *benchFed) error {
+func (b *harness) startConsumer(ctx context.Context, f *cluster) error {
 	caddr, err := freeAddr()
 	if err != nil {
 		return err
@@ -450,7 +469,7 @@ func (b *bench) startConsumer(ctx context.Context, f *benchFed) error {
 	return waitFor(ctx, f.consumer, "consumer adapter", grpcServing(caddr))
 }
 
-func (b *bench) dial(f *benchFed) (civilv1.CivilRegistryClient, func(), error) {
+func (b *harness) dial(f *cluster) (civilv1.CivilRegistryClient, func(), error) {
 	cc, err := dialLoopback(f.consumerAddr)
 	if err != nil {
 		return nil, nil, err
@@ -458,46 +477,46 @@ func (b *bench) dial(f *benchFed) (civilv1.CivilRegistryClient, func(), error) {
 	return civilv1.NewCivilRegistryClient(cc), func() { cc.Close() }, nil
 }
 
-// benchToken is a citizen and a consent token for them.
-type benchToken struct {
+// token is a citizen and a consent token for them.
+type token struct {
 	eid, token, jti string
 	md              metadata.MD
 }
 
-func (t benchToken) ctx(ctx context.Context) context.Context {
+func (t token) ctx(ctx context.Context) context.Context {
 	return metadata.NewOutgoingContext(ctx, t.md)
 }
 
 // mint grants, through the consent service, one token per citizen for
-// benchTokens citizens spread over a population of n.
-func (b *bench) mint(ctx context.Context, f *benchFed, n int) ([]benchToken, error) {
-	bg := b.globals(f.natsURL)
-	svc, done, err := bg.consentService(ctx, false)
+// tokensPerRun citizens spread over a population of n.
+func (b *harness) mint(ctx context.Context, f *cluster, n int) ([]token, error) {
+	bg := b.clients(f.natsURL)
+	svc, done, err := bg.ConsentService(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	keyer, err := bg.keyer()
+	keyer, err := bg.Keyer()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]benchToken, 0, benchTokens)
-	for k := range benchTokens {
+	out := make([]token, 0, tokensPerRun)
+	for k := range tokensPerRun {
 		eid := demodata.EID(demodata.DefaultSeed, int((int64(k)*7919+13)%int64(n)))
 		resp, err := svc.Grant(ctx, keyer.CKey(eid), consent.GrantRequest{
-			To: "cnss", Service: benchService, Methods: []string{benchMethod}, Purpose: benchPurpose, TTL: "2h"})
+			To: "cnss", Service: queryService, Methods: []string{queryMethod}, Purpose: queryPurpose, TTL: "2h"})
 		if err != nil {
 			return nil, fmt.Errorf("grant: %w", err)
 		}
-		out = append(out, benchToken{eid: eid, token: resp.Token, jti: resp.ID,
-			md: metadata.Pairs("jisr-purpose", benchPurpose, "jisr-consent", resp.Token)})
+		out = append(out, token{eid: eid, token: resp.Token, jti: resp.ID,
+			md: metadata.Pairs("jisr-purpose", queryPurpose, "jisr-consent", resp.Token)})
 	}
 	return out, nil
 }
 
 // profile collects a CPU profile of every component while the next
 // scenario runs, into the results directory as <component>-cpu.pprof.
-func (b *bench) profile(ctx context.Context, procs []*benchProc, after time.Duration) chan error {
+func (b *harness) profile(ctx context.Context, procs []*proc, after time.Duration) chan error {
 	done := make(chan error, 1)
 	go func() {
 		time.Sleep(after)
@@ -557,7 +576,7 @@ func fetchTo(ctx context.Context, url, path string) error {
 }
 
 // baseline runs the raw two-hop path at every concurrency.
-func (b *bench) baseline(ctx context.Context, f *benchFed, tokens []benchToken) error {
+func (b *harness) baseline(ctx context.Context, f *cluster, tokens []token) error {
 	relay, err := b.spawn("relay", "--nats", f.natsURL, "bench", "relay", "--size", fmt.Sprint(b.respSize))
 	if err != nil {
 		return err
@@ -569,13 +588,13 @@ func (b *bench) baseline(ctx context.Context, f *benchFed, tokens []benchToken) 
 		return err
 	}
 	defer responder.stop()
-	for _, p := range []*benchProc{relay, responder} {
+	for _, p := range []*proc{relay, responder} {
 		if err := waitFor(ctx, p, p.name, logSays(p.logf, "ready")); err != nil {
 			return err
 		}
 	}
-	bg := b.globals(f.natsURL)
-	nc, src, err := bg.connect(ctx, "cnss")
+	bg := b.clients(f.natsURL)
+	nc, src, err := bg.Connect(ctx, "cnss")
 	if err != nil {
 		return err
 	}
@@ -584,7 +603,7 @@ func (b *bench) baseline(ctx context.Context, f *benchFed, tokens []benchToken) 
 	if err != nil {
 		return err
 	}
-	procs := []*benchProc{f.nats, relay, responder}
+	procs := []*proc{f.nats, relay, responder}
 	for _, c := range b.o.concurrency {
 		r := b.load(ctx, fmt.Sprintf("raw two-hop baseline, c=%d", c), c, procs, func(ctx context.Context, w, i int) error {
 			m := msgs[(w*7919+i)%len(msgs)]
@@ -603,12 +622,12 @@ func (b *bench) baseline(ctx context.Context, f *benchFed, tokens []benchToken) 
 // queryMsgs builds, for each token, the NATS message the consumer adapter
 // would publish: the query subject (with the citizen's ckey), the same
 // payload and the same headers.
-func (b *bench) queryMsgs(bg *globals, tokens []benchToken) ([]*nats.Msg, error) {
-	fed, err := bg.federation()
+func (b *harness) queryMsgs(bg Clients, tokens []token) ([]*nats.Msg, error) {
+	fed, err := bg.Federation()
 	if err != nil {
 		return nil, err
 	}
-	keyer, err := bg.keyer()
+	keyer, err := bg.Keyer()
 	if err != nil {
 		return nil, err
 	}
@@ -616,7 +635,7 @@ func (b *bench) queryMsgs(bg *globals, tokens []benchToken) ([]*nats.Msg, error)
 	if err != nil {
 		return nil, err
 	}
-	m, err := cat.ByFullMethod("/" + benchService + "/" + benchMethod)
+	m, err := cat.ByFullMethod("/" + queryService + "/" + queryMethod)
 	if err != nil {
 		return nil, err
 	}
@@ -628,7 +647,7 @@ func (b *bench) queryMsgs(bg *globals, tokens []benchToken) ([]*nats.Msg, error)
 		}
 		data, _ := proto.Marshal(&civilv1.GetPersonRequest{Eid: t.eid})
 		h := nats.Header{}
-		h.Set(bus.HeaderPurpose, benchPurpose)
+		h.Set(bus.HeaderPurpose, queryPurpose)
 		h.Set(bus.HeaderConsent, t.token)
 		out = append(out, &nats.Msg{Subject: subj, Data: data, Header: h})
 	}
@@ -648,24 +667,24 @@ func logSays(path, word string) func(context.Context) error {
 	}
 }
 
-// revocationLag revokes tokens one at a time while two gateway replicas
+// measureRevocation revokes tokens one at a time while two gateway replicas
 // serve them, and times, for each replica, from the revoke call to the first
 // reply in which that replica refuses the token. Queries go straight to NATS
 // as the consumer adapter would send them; the Jisr-Gateway reply header
 // says which replica answered.
-func (b *bench) revocationLag(ctx context.Context, f *benchFed) error {
-	bg := b.globals(f.natsURL)
-	nc, src, err := bg.connect(ctx, "cnss")
+func (b *harness) measureRevocation(ctx context.Context, f *cluster) error {
+	bg := b.clients(f.natsURL)
+	nc, src, err := bg.Connect(ctx, "cnss")
 	if err != nil {
 		return err
 	}
 	defer func() { nc.Close(); src.Close() }()
-	svc, done, err := bg.consentService(ctx, false)
+	svc, done, err := bg.ConsentService(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	keyer, err := bg.keyer()
+	keyer, err := bg.Keyer()
 	if err != nil {
 		return err
 	}
@@ -675,12 +694,12 @@ func (b *bench) revocationLag(ctx context.Context, f *benchFed) error {
 	perReplica := map[string][]float64{}
 	for rep := range b.o.revocations {
 		eid := demodata.EID(demodata.DefaultSeed, 5000+rep)
-		g, err := svc.Grant(ctx, keyer.CKey(eid), consent.GrantRequest{To: "cnss", Service: benchService,
-			Methods: []string{benchMethod}, Purpose: benchPurpose, TTL: "1h"})
+		g, err := svc.Grant(ctx, keyer.CKey(eid), consent.GrantRequest{To: "cnss", Service: queryService,
+			Methods: []string{queryMethod}, Purpose: queryPurpose, TTL: "1h"})
 		if err != nil {
 			return err
 		}
-		msgs, err := b.queryMsgs(bg, []benchToken{{eid: eid, token: g.Token}})
+		msgs, err := b.queryMsgs(bg, []token{{eid: eid, token: g.Token}})
 		if err != nil {
 			return err
 		}
@@ -748,8 +767,8 @@ func (b *bench) revocationLag(ctx context.Context, f *benchFed) error {
 		}
 		bar.Update(rep+1, b.o.revocations)
 	}
-	b.facts.Revocation = &revocationFacts{Revocations: b.o.revocations, Samples: len(lags), PerReplica: map[string]revocationLag{}}
-	b.facts.Revocation.revocationLag = lagOf(lags)
+	b.facts.Revocation = &RevocationFacts{Revocations: b.o.revocations, Samples: len(lags), PerReplica: map[string]RevocationLag{}}
+	b.facts.Revocation.RevocationLag = lagOf(lags)
 	for inst, l := range perReplica {
 		b.facts.Revocation.PerReplica[inst] = lagOf(l)
 	}
@@ -759,10 +778,10 @@ func (b *bench) revocationLag(ctx context.Context, f *benchFed) error {
 // devStartup times `jisr dev` with an existing data directory: a first run
 // creates the PKI and seeds the stores, the second is timed until
 // demo.json is written, then its idle memory is read.
-func (b *bench) devStartup(ctx context.Context) error {
+func (b *harness) devStartup(ctx context.Context) error {
 	dir := filepath.Join(b.dir, "dev")
 	demo := filepath.Join(dir, "demo.json")
-	run := func(name string) (*benchProc, time.Duration, error) {
+	run := func(name string) (*proc, time.Duration, error) {
 		start := time.Now()
 		p, err := b.spawn(name, "--data", dir, "--certs", filepath.Join(dir, "certs"), "dev", "--any-port")
 		if err != nil {
@@ -792,7 +811,7 @@ func (b *bench) devStartup(ctx context.Context) error {
 // --- baseline processes -------------------------------------------------
 
 // backendReplySize is the size of the backend's own reply to GetPerson.
-func (b *bench) backendReplySize(ctx context.Context, addr, eid string) (int, error) {
+func (b *harness) backendReplySize(ctx context.Context, addr, eid string) (int, error) {
 	cc, err := dialLoopback(addr)
 	if err != nil {
 		return 0, err
@@ -807,91 +826,66 @@ func (b *bench) backendReplySize(ctx context.Context, addr, eid string) (int, er
 	return proto.Size(resp), nil
 }
 
-func newBenchRelayCmd(g *globals) *cobra.Command {
-	var size int
-	cmd := &cobra.Command{
-		Use:    "relay",
-		Short:  "Baseline relay: forwards every query to its provider, no checks (as the gateway identity); replies --size bytes, as the gateway's trimmed reply",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			nc, src, err := g.connect(ctx, "gateway")
-			if err != nil {
-				return err
-			}
-			defer func() { nc.Close(); src.Close() }()
-			sub, err := nc.QueueSubscribe(subject.AllQueries(), "jisr-bench-relay", func(msg *nats.Msg) {
-				go func() {
-					q, err := subject.ParseQuery(msg.Subject)
-					if err != nil {
-						return
-					}
-					ps, err := q.ProviderSubject()
-					if err != nil {
-						return
-					}
-					reply, err := nc.RequestMsg(&nats.Msg{Subject: ps, Data: msg.Data, Header: msg.Header}, 10*time.Second)
-					if err != nil {
-						return
-					}
-					data := reply.Data
-					if size >= 0 && size < len(data) {
-						data = data[:size] // the same bytes as the gateway's minimised reply
-					}
-					_ = msg.RespondMsg(&nats.Msg{Subject: msg.Reply, Data: data, Header: reply.Header})
-				}()
-			})
-			if err != nil {
-				return err
-			}
-			_ = sub.SetPendingLimits(1<<16, 256<<20)
-			if err := nc.Flush(); err != nil {
-				return err
-			}
-			g.log.Warn("relay ready")
-			<-ctx.Done()
-			return nil
-		},
+// Relay is the baseline's relay, run as the gateway identity on nc: it
+// forwards every query to its provider without a single check, and replies
+// with the first size bytes of the provider's answer (size < 0: all of it),
+// as the gateway's minimised reply. It logs "relay ready" once subscribed
+// and returns when ctx ends.
+func Relay(ctx context.Context, nc *nats.Conn, size int, log *slog.Logger) error {
+	sub, err := nc.QueueSubscribe(subject.AllQueries(), "jisr-bench-relay", func(msg *nats.Msg) {
+		go relay(nc, msg, size)
+	})
+	if err != nil {
+		return err
 	}
-	cmd.Flags().IntVar(&size, "size", -1, "reply payload size in bytes (-1: as the responder sent it)")
-	return cmd
+	return serve(ctx, nc, sub, log, "relay ready")
 }
 
-func newBenchResponderCmd(g *globals) *cobra.Command {
-	var member string
-	var size int
-	cmd := &cobra.Command{
-		Use:    "responder",
-		Short:  "Baseline responder: answers every provider query with a fixed payload (as a member)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			nc, src, err := g.connect(ctx, member)
-			if err != nil {
-				return err
-			}
-			defer func() { nc.Close(); src.Close() }()
-			payload := make([]byte, size)
-			sub, err := nc.QueueSubscribe(subject.ProviderQueries(member), "jisr-bench-responder", func(msg *nats.Msg) {
-				_ = msg.Respond(payload)
-			})
-			if err != nil {
-				return err
-			}
-			_ = sub.SetPendingLimits(1<<16, 256<<20)
-			if err := nc.Flush(); err != nil {
-				return err
-			}
-			g.log.Warn("responder ready")
-			<-ctx.Done()
-			return nil
-		},
+func relay(nc *nats.Conn, msg *nats.Msg, size int) {
+	q, err := subject.ParseQuery(msg.Subject)
+	if err != nil {
+		return
 	}
-	cmd.Flags().StringVar(&member, "member", "civil-registry", "the provider member whose identity answers")
-	cmd.Flags().IntVar(&size, "size", 200, "reply payload size in bytes")
-	return cmd
+	ps, err := q.ProviderSubject()
+	if err != nil {
+		return
+	}
+	reply, err := nc.RequestMsg(&nats.Msg{Subject: ps, Data: msg.Data, Header: msg.Header}, 10*time.Second)
+	if err != nil {
+		return
+	}
+	data := reply.Data
+	if size >= 0 && size < len(data) {
+		data = data[:size] // the same bytes as the gateway's minimised reply
+	}
+	_ = msg.RespondMsg(&nats.Msg{Subject: msg.Reply, Data: data, Header: reply.Header})
+}
+
+// Responder is the baseline's provider, run as member on nc: it answers
+// every provider query to member with size bytes. It logs "responder
+// ready" once subscribed and returns when ctx ends.
+func Responder(ctx context.Context, nc *nats.Conn, member string, size int, log *slog.Logger) error {
+	payload := make([]byte, size)
+	sub, err := nc.QueueSubscribe(subject.ProviderQueries(member), "jisr-bench-responder", func(msg *nats.Msg) {
+		_ = msg.Respond(payload)
+	})
+	if err != nil {
+		return err
+	}
+	return serve(ctx, nc, sub, log, "responder ready")
+}
+
+// serve raises sub's pending limits, flushes the subscription to the
+// server, says ready (the harness waits for the word in the log) and waits
+// for ctx.
+func serve(ctx context.Context, nc *nats.Conn, sub *nats.Subscription, log *slog.Logger, ready string) error {
+	_ = sub.SetPendingLimits(1<<16, 256<<20)
+	if err := nc.Flush(); err != nil {
+		return err
+	}
+	log.Warn(ready)
+	<-ctx.Done()
+	return nil
 }
 
 func dirSize(dir string) int64 {
@@ -907,7 +901,7 @@ func dirSize(dir string) int64 {
 	return n
 }
 
-func lagOf(ms []float64) revocationLag {
+func lagOf(ms []float64) RevocationLag {
 	sort.Float64s(ms)
-	return revocationLag{P50: ms[len(ms)*50/100], P99: ms[min(len(ms)-1, len(ms)*99/100)], Max: ms[len(ms)-1]}
+	return RevocationLag{P50: ms[len(ms)*50/100], P99: ms[min(len(ms)-1, len(ms)*99/100)], Max: ms[len(ms)-1]}
 }
