@@ -111,12 +111,9 @@ func newBenchRelayCmd(g *globals) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, src, err := g.connect(cmd.Context(), "gateway")
-			if err != nil {
-				return err
-			}
-			defer func() { nc.Close(); src.Close() }()
-			return bench.Relay(cmd.Context(), nc, size, g.log)
+			return benchServe(cmd.Context(), g, "gateway", func(ctx context.Context, nc *nats.Conn) error {
+				return bench.Relay(ctx, nc, size, g.log)
+			})
 		},
 	}
 	cmd.Flags().IntVar(&size, "size", -1, "reply payload size in bytes (-1: as the responder sent it)")
@@ -132,15 +129,22 @@ func newBenchResponderCmd(g *globals) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, src, err := g.connect(cmd.Context(), member)
-			if err != nil {
-				return err
-			}
-			defer func() { nc.Close(); src.Close() }()
-			return bench.Responder(cmd.Context(), nc, member, size, g.log)
+			return benchServe(cmd.Context(), g, member, func(ctx context.Context, nc *nats.Conn) error {
+				return bench.Responder(ctx, nc, member, size, g.log)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&member, "member", "civil-registry", "the provider member whose identity answers")
 	cmd.Flags().IntVar(&size, "size", 200, "reply payload size in bytes")
 	return cmd
+}
+
+// benchServe connects to NATS as identity and runs serve on the connection.
+func benchServe(ctx context.Context, g *globals, identity string, serve func(context.Context, *nats.Conn) error) error {
+	nc, src, err := g.connect(ctx, identity)
+	if err != nil {
+		return err
+	}
+	defer func() { nc.Close(); src.Close() }()
+	return serve(ctx, nc)
 }

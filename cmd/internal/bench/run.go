@@ -303,20 +303,7 @@ func (b *harness) startNATS(ctx context.Context, f *cluster) error {
 	}
 	// The operator creates the streams and buckets, as in production: the
 	// gateway only opens them.
-	p, err := b.spawn("nats-init", "--nats", f.natsURL, "nats", "init")
-	if err != nil {
-		return err
-	}
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		p.stop()
-		return ctx.Err()
-	}
-	if p.err != nil {
-		return p.exited()
-	}
-	return nil
+	return b.runOnce(ctx, "nats-init", "--nats", f.natsURL, "nats", "init")
 }
 
 // population compares a store of --large citizens with the 10,000 of the
