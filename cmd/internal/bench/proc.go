@@ -247,34 +247,7 @@ func tcpOpen(addr string) func(context.Context) error {
 // measures the steady part: latencies, errors, and the CPU the given
 // processes spent.
 func (b *harness) load(ctx context.Context, label string, conc int, procs []*proc, call func(ctx context.Context, worker, i int) error) Result {
-	var (
-		measuring atomic.Bool
-		stop      atomic.Bool
-		errs      atomic.Int64
-		firstErr  atomic.Value
-		wg        sync.WaitGroup
-	)
-	lat := make([][]time.Duration, conc)
-	for w := range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; !stop.Load(); i++ {
-				t0 := time.Now()
-				err := call(ctx, w, i)
-				d := time.Since(t0)
-				if !measuring.Load() {
-					continue
-				}
-				if err != nil {
-					errs.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-					continue
-				}
-				lat[w] = append(lat[w], d)
-			}
-		}()
-	}
+	ws := startWorkers(ctx, conc, call)
 	bar := progress.New(b.stderr, fmt.Sprintf("%-34s", label))
 	sleepBar := func(d time.Duration, from, total time.Duration) {
 		end := time.Now().Add(d)
@@ -285,40 +258,88 @@ func (b *harness) load(ctx context.Context, label string, conc int, procs []*pro
 	}
 	total := b.o.warmup + b.o.duration
 	sleepBar(b.o.warmup, 0, total)
-	cpu0 := sumCPU(procs)
-	self0, mach0 := selfCPU(), machineCPU()
-	per0 := map[string]time.Duration{}
-	for _, p := range procs {
-		per0[p.name] = p.cpu()
-	}
+	s0 := sampleCPU(procs)
 	t0 := time.Now()
-	measuring.Store(true)
+	ws.measuring.Store(true)
 	sleepBar(b.o.duration, b.o.warmup, total)
-	measuring.Store(false)
+	ws.measuring.Store(false)
 	elapsed := time.Since(t0)
-	cpu1 := sumCPU(procs)
-	self1, mach1 := selfCPU(), machineCPU()
+	s1 := sampleCPU(procs)
 	rss := map[string]int64{}
 	perCPU := map[string]time.Duration{}
 	for _, p := range procs {
 		rss[p.name] = p.rss()
-		perCPU[p.name] = p.cpu() - per0[p.name]
+		perCPU[p.name] = s1.per[p.name] - s0.per[p.name]
 	}
-	stop.Store(true)
-	wg.Wait()
+	lat, errs, firstErr := ws.halt()
 	bar.Done()
 
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	r := Result{Name: label, Concurrency: conc, Errors: errs.Load(), Seconds: elapsed.Seconds(), RSSUnderLoad: rss,
-		lat: all, cpu: cpu1 - cpu0, clientCPU: self1 - self0, machine: mach1.sub(mach0), perCPU: perCPU}
-	if e, ok := firstErr.Load().(string); ok {
-		r.FirstError = e
-	}
+	r := Result{Name: label, Concurrency: conc, Errors: errs, FirstError: firstErr, Seconds: elapsed.Seconds(), RSSUnderLoad: rss,
+		lat: lat, cpu: s1.path - s0.path, clientCPU: s1.self - s0.self, machine: s1.machine.sub(s0.machine), perCPU: perCPU}
 	r.summarise()
 	return r
+}
+
+// workers are callers running call in a loop; they record latencies and
+// errors only while measuring is set.
+type workers struct {
+	measuring, stop atomic.Bool
+	errs            atomic.Int64
+	firstErr        atomic.Value
+	wg              sync.WaitGroup
+	lat             [][]time.Duration
+}
+
+func startWorkers(ctx context.Context, conc int, call func(ctx context.Context, worker, i int) error) *workers {
+	ws := &workers{lat: make([][]time.Duration, conc)}
+	for w := range conc {
+		ws.wg.Add(1)
+		go func() {
+			defer ws.wg.Done()
+			for i := 0; !ws.stop.Load(); i++ {
+				t0 := time.Now()
+				err := call(ctx, w, i)
+				d := time.Since(t0)
+				if !ws.measuring.Load() {
+					continue
+				}
+				if err != nil {
+					ws.errs.Add(1)
+					ws.firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				ws.lat[w] = append(ws.lat[w], d)
+			}
+		}()
+	}
+	return ws
+}
+
+// halt stops the workers, waits for them and returns what they recorded.
+func (ws *workers) halt() (lat []time.Duration, errs int64, firstErr string) {
+	ws.stop.Store(true)
+	ws.wg.Wait()
+	for _, l := range ws.lat {
+		lat = append(lat, l...)
+	}
+	firstErr, _ = ws.firstErr.Load().(string)
+	return lat, ws.errs.Load(), firstErr
+}
+
+// cpuSample is the CPU time spent so far by the path's processes (in all
+// and each), by the load generator and by the whole machine.
+type cpuSample struct {
+	path, self time.Duration
+	machine    cpuTicks
+	per        map[string]time.Duration
+}
+
+func sampleCPU(procs []*proc) cpuSample {
+	s := cpuSample{path: sumCPU(procs), self: selfCPU(), machine: machineCPU(), per: map[string]time.Duration{}}
+	for _, p := range procs {
+		s.per[p.name] = p.cpu()
+	}
+	return s
 }
 
 // summarise computes the figures of r from its raw measurements.

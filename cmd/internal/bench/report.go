@@ -227,23 +227,7 @@ func (b *harness) markdown(rep Report) string {
 	}
 	w("\nCPU µs/query is the user+system CPU (from /proc/<pid>/stat) of every process of the path — NATS, gateway(s), both adapters, backend; or NATS, relay, responder for the baseline — divided by the queries; the load generator (this process) is not in it. ")
 	w("Cores busy: the share of all %d cores used by the path's processes, by the load generator, and by the whole machine (other users included: anything above the first two is noise from elsewhere).\n\n", runtime.NumCPU())
-	var costs []Result
-	for _, r := range rep.Results {
-		if r.Control != nil {
-			costs = append(costs, r)
-		}
-	}
-	if len(costs) > 0 {
-		w("## The cost of each safeguard\n\n")
-		w("The gateway restarted with `--unsafe-skip <safeguard>`, against the full path with a gateway restarted the same way, in alternating rounds (on, off, off, on), c=%d.\n\n", costs[0].Concurrency)
-		w("| safeguard | queries/s on → off | p50 ms on → off | p99 ms on → off | CPU µs/query on → off | its cost per query |\n|---|---:|---:|---:|---:|---:|\n")
-		for _, r := range costs {
-			c := r.Control
-			w("| %s | %.0f → %.0f (%+.0f%%) | %.2f → %.2f | %.2f → %.2f | %.0f → %.0f | %.0f µs |\n", strings.TrimPrefix(r.Scenario, "no-"),
-				c.QPS, r.QPS, 100*(r.QPS/c.QPS-1), c.P50, r.P50, c.P99, r.P99, c.CPUMicros, r.CPUMicros, c.CPUMicros-r.CPUMicros)
-		}
-		w("\n")
-	}
+	markdownCosts(w, rep)
 	w("## Targets\n\n| target | measured | met |\n|---|---|---|\n")
 	for _, t := range rep.Targets {
 		met := "yes"
@@ -252,9 +236,47 @@ func (b *harness) markdown(rep Report) string {
 		}
 		w("| %s | %s | %s |\n", t.Target, t.Measured, met)
 	}
-	w("\n## Memory and start-up\n\n| process | resident idle | resident under load (c=%d) |\n|---|---:|---:|\n", b.o.concurrency[len(b.o.concurrency)-1])
+	b.markdownMemory(w, rep)
+	if len(rep.Notes) > 0 {
+		w("\n## Notes: what limits the missed targets\n\n")
+		for _, n := range rep.Notes {
+			w("- %s\n", n)
+		}
+	}
+	if len(rep.Facts.Profiles) > 0 {
+		w("\nCPU profiles of each component under the heaviest full-path load, beside this report: %s (e.g. `go tool pprof -top bin/jisr %s`).\n",
+			"`"+strings.Join(rep.Facts.Profiles, "`, `")+"`", rep.Facts.Profiles[0])
+	}
+	return s.String()
+}
+
+// markdownCosts writes the table of the cost of each safeguard.
+func markdownCosts(w func(string, ...any), rep Report) {
+	var costs []Result
+	for _, r := range rep.Results {
+		if r.Control != nil {
+			costs = append(costs, r)
+		}
+	}
+	if len(costs) == 0 {
+		return
+	}
+	w("## The cost of each safeguard\n\n")
+	w("The gateway restarted with `--unsafe-skip <safeguard>`, against the full path with a gateway restarted the same way, in alternating rounds (on, off, off, on), c=%d.\n\n", costs[0].Concurrency)
+	w("| safeguard | queries/s on → off | p50 ms on → off | p99 ms on → off | CPU µs/query on → off | its cost per query |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, r := range costs {
+		c := r.Control
+		w("| %s | %.0f → %.0f (%+.0f%%) | %.2f → %.2f | %.2f → %.2f | %.0f → %.0f | %.0f µs |\n", strings.TrimPrefix(r.Scenario, "no-"),
+			c.QPS, r.QPS, 100*(r.QPS/c.QPS-1), c.P50, r.P50, c.P99, r.P99, c.CPUMicros, r.CPUMicros, c.CPUMicros-r.CPUMicros)
+	}
+	w("\n")
+}
+
+// markdownMemory writes the memory and start-up section.
+func (b *harness) markdownMemory(w func(string, ...any), rep Report) {
+	w("\n## Memory and start-up\n\n| process | resident idle | resident under load (c=%d) |\n|---|---:|---:|\n", b.top())
 	var loaded map[string]int64
-	if f := b.find("full", b.o.concurrency[len(b.o.concurrency)-1]); f != nil {
+	if f := b.find("full", b.top()); f != nil {
 		loaded = f.RSSUnderLoad
 	}
 	var idleSum, loadSum int64
@@ -279,17 +301,6 @@ func (b *harness) markdown(rep Report) string {
 		}
 		w(". Queries carrying the revoked token are sent as the cnss adapter sends them, four at a time, until each replica has refused one; the `Jisr-Gateway` reply header names the replica that answered.\n")
 	}
-	if len(rep.Notes) > 0 {
-		w("\n## Notes: what limits the missed targets\n\n")
-		for _, n := range rep.Notes {
-			w("- %s\n", n)
-		}
-	}
-	if len(rep.Facts.Profiles) > 0 {
-		w("\nCPU profiles of each component under the heaviest full-path load, beside this report: %s (e.g. `go tool pprof -top bin/jisr %s`).\n",
-			"`"+strings.Join(rep.Facts.Profiles, "`, `")+"`", rep.Facts.Profiles[0])
-	}
-	return s.String()
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -308,67 +319,78 @@ func sortedKeys[V any](m map[string]V) []string {
 // svg draws throughput and p99 against concurrency for the full path and
 // the baseline: two panels, log-scaled concurrency axis.
 func (b *harness) svg() string {
-	series := []struct {
-		scenario, label, color string
-	}{{"full", "full path", "#1f6feb"}, {"baseline", "raw two-hop baseline", "#8b949e"}}
 	var s strings.Builder
-	const W, H, pad = 900, 360, 60
-	pw := (W - 3*pad) / 2
-	ph := H - 2*pad
-	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", W, H)
-	fmt.Fprintf(&s, `<rect width="%d" height="%d" fill="white"/>`+"\n", W, H)
-	concs := b.o.concurrency
-	xOf := func(c int, x0 int) float64 {
-		lo, hi := math.Log2(float64(concs[0])), math.Log2(float64(concs[len(concs)-1]))
-		if hi == lo {
-			return float64(x0 + pw/2)
-		}
-		return float64(x0) + (math.Log2(float64(c))-lo)/(hi-lo)*float64(pw)
-	}
-	panel := func(x0 int, title string, value func(r *Result) float64, unit string) {
-		maxV := 0.0
-		for _, sr := range series {
-			for _, c := range concs {
-				if r := b.find(sr.scenario, c); r != nil {
-					maxV = math.Max(maxV, value(r))
-				}
-			}
-		}
-		if maxV == 0 {
-			maxV = 1
-		}
-		maxV *= 1.1
-		fmt.Fprintf(&s, `<text x="%d" y="%d" font-size="14" font-weight="bold">%s</text>`+"\n", x0, pad-25, title)
-		fmt.Fprintf(&s, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0, pad+ph, x0+pw, pad+ph)
-		fmt.Fprintf(&s, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0, pad, x0, pad+ph)
-		for i := 0; i <= 4; i++ {
-			v := maxV * float64(i) / 4
-			y := float64(pad+ph) - float64(ph)*float64(i)/4
-			fmt.Fprintf(&s, `<text x="%d" y="%.0f" text-anchor="end">%.4g</text>`+"\n", x0-5, y+4, v)
-			fmt.Fprintf(&s, `<line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="#eee"/>`+"\n", x0, y, x0+pw, y)
-		}
-		for _, c := range concs {
-			fmt.Fprintf(&s, `<text x="%.0f" y="%d" text-anchor="middle">%d</text>`+"\n", xOf(c, x0), pad+ph+16, c)
-		}
-		fmt.Fprintf(&s, `<text x="%d" y="%d" text-anchor="middle">concurrent callers (%s)</text>`+"\n", x0+pw/2, pad+ph+34, unit)
-		for _, sr := range series {
-			var pts []string
-			for _, c := range concs {
-				if r := b.find(sr.scenario, c); r != nil {
-					x, y := xOf(c, x0), float64(pad+ph)-value(r)/maxV*float64(ph)
-					pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, y))
-					fmt.Fprintf(&s, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", x, y, sr.color)
-				}
-			}
-			fmt.Fprintf(&s, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(pts, " "), sr.color)
-		}
-	}
-	panel(pad, "Throughput (queries/s)", func(r *Result) float64 { return r.QPS }, "queries/s")
-	panel(2*pad+pw, "p99 latency (ms)", func(r *Result) float64 { return r.P99 }, "ms")
-	for i, sr := range series {
+	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", svgW, svgH)
+	fmt.Fprintf(&s, `<rect width="%d" height="%d" fill="white"/>`+"\n", svgW, svgH)
+	b.svgPanel(&s, svgPad, "Throughput (queries/s)", func(r *Result) float64 { return r.QPS }, "queries/s")
+	b.svgPanel(&s, 2*svgPad+svgPW, "p99 latency (ms)", func(r *Result) float64 { return r.P99 }, "ms")
+	for i, sr := range svgSeries {
 		fmt.Fprintf(&s, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>`+"\n",
-			pad+i*220, H-14, sr.color, pad+i*220+18, H-4, sr.label)
+			svgPad+i*220, svgH-14, sr.color, svgPad+i*220+18, svgH-4, sr.label)
 	}
 	s.WriteString("</svg>\n")
 	return s.String()
+}
+
+// The chart's size, padding and panels.
+const (
+	svgW, svgH, svgPad = 900, 360, 60
+	svgPW              = (svgW - 3*svgPad) / 2
+	svgPH              = svgH - 2*svgPad
+)
+
+var svgSeries = []struct {
+	scenario, label, color string
+}{{"full", "full path", "#1f6feb"}, {"baseline", "raw two-hop baseline", "#8b949e"}}
+
+// svgX is the abscissa of concurrency c in the panel at x0.
+func (b *harness) svgX(c int, x0 int) float64 {
+	concs := b.o.concurrency
+	lo, hi := math.Log2(float64(concs[0])), math.Log2(float64(concs[len(concs)-1]))
+	if hi == lo {
+		return float64(x0 + svgPW/2)
+	}
+	return float64(x0) + (math.Log2(float64(c))-lo)/(hi-lo)*float64(svgPW)
+}
+
+// svgPanel draws one panel at x0: value of each series against concurrency.
+func (b *harness) svgPanel(s *strings.Builder, x0 int, title string, value func(r *Result) float64, unit string) {
+	const pad, pw, ph = svgPad, svgPW, svgPH
+	concs := b.o.concurrency
+	maxV := 0.0
+	for _, sr := range svgSeries {
+		for _, c := range concs {
+			if r := b.find(sr.scenario, c); r != nil {
+				maxV = math.Max(maxV, value(r))
+			}
+		}
+	}
+	if maxV == 0 {
+		maxV = 1
+	}
+	maxV *= 1.1
+	fmt.Fprintf(s, `<text x="%d" y="%d" font-size="14" font-weight="bold">%s</text>`+"\n", x0, pad-25, title)
+	fmt.Fprintf(s, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0, pad+ph, x0+pw, pad+ph)
+	fmt.Fprintf(s, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0, pad, x0, pad+ph)
+	for i := 0; i <= 4; i++ {
+		v := maxV * float64(i) / 4
+		y := float64(pad+ph) - float64(ph)*float64(i)/4
+		fmt.Fprintf(s, `<text x="%d" y="%.0f" text-anchor="end">%.4g</text>`+"\n", x0-5, y+4, v)
+		fmt.Fprintf(s, `<line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="#eee"/>`+"\n", x0, y, x0+pw, y)
+	}
+	for _, c := range concs {
+		fmt.Fprintf(s, `<text x="%.0f" y="%d" text-anchor="middle">%d</text>`+"\n", b.svgX(c, x0), pad+ph+16, c)
+	}
+	fmt.Fprintf(s, `<text x="%d" y="%d" text-anchor="middle">concurrent callers (%s)</text>`+"\n", x0+pw/2, pad+ph+34, unit)
+	for _, sr := range svgSeries {
+		var pts []string
+		for _, c := range concs {
+			if r := b.find(sr.scenario, c); r != nil {
+				x, y := b.svgX(c, x0), float64(pad+ph)-value(r)/maxV*float64(ph)
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, y))
+				fmt.Fprintf(s, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", x, y, sr.color)
+			}
+		}
+		fmt.Fprintf(s, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(pts, " "), sr.color)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -131,25 +132,8 @@ func (b *harness) run(ctx context.Context) error {
 			p.stop()
 		}
 	}()
-	step := func(msg string) { fmt.Fprintf(b.stderr, "» %s\n", msg) }
-
-	step("starting NATS, backend (10,000 citizens), gateway and two adapters, each as its own process")
-	if err := b.startNATS(ctx, f); err != nil {
-		return err
-	}
-	seed := time.Now()
-	var err error
-	if f.backend, f.backendAddr, err = b.startBackend(ctx, "backend", 10000, filepath.Join(b.dir, "data")); err != nil {
-		return err
-	}
-	b.facts.Seed10k = time.Since(seed).Seconds()
-	if err := b.startGateways(ctx, f, nil, "gw-1"); err != nil {
-		return err
-	}
-	if err := b.startAdapters(ctx, f); err != nil {
-		return err
-	}
-	tokens, err := b.mint(ctx, f, 10000)
+	b.step("starting NATS, backend (10,000 citizens), gateway and two adapters, each as its own process")
+	tokens, err := b.startFederation(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -157,107 +141,17 @@ func (b *harness) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// One call to learn the payload sizes the baseline must carry.
-	resp, err := client.GetPerson(tokens[0].ctx(ctx), &civilv1.GetPersonRequest{Eid: tokens[0].eid})
-	if err != nil {
-		return fmt.Errorf("first call through the federation: %w", err)
-	}
-	b.reqSize, b.respSize = proto.Size(&civilv1.GetPersonRequest{Eid: tokens[0].eid}), proto.Size(resp)
-	// The provider's reply before minimisation: what crosses the provider
-	// hop, asked of the backend directly.
-	if b.fullRespSize, err = b.backendReplySize(ctx, f.backendAddr, tokens[0].eid); err != nil {
-		return fmt.Errorf("the backend's reply size: %w", err)
-	}
-	b.facts.HeaderBytes = len(tokens[0].token) + len(queryPurpose) + 64
-	time.Sleep(500 * time.Millisecond)
-	b.facts.IdleRSS = map[string]int64{}
-	for _, p := range f.procs() {
-		b.facts.IdleRSS[p.name] = p.rss()
-	}
-
-	measure := func(label, scenario string, conc int, toks []token, cl civilv1.CivilRegistryClient) Result {
-		r := b.load(ctx, label, conc, f.procs(), func(ctx context.Context, w, i int) error {
-			t := toks[(w*7919+i)%len(toks)]
-			cctx, cancel := context.WithTimeout(t.ctx(ctx), 10*time.Second)
-			defer cancel()
-			_, err := cl.GetPerson(cctx, &civilv1.GetPersonRequest{Eid: t.eid})
-			return err
-		})
-		r.Scenario = scenario
-		return r
-	}
-	full := func(label, scenario string, conc int, toks []token, cl civilv1.CivilRegistryClient) Result {
-		r := measure(label, scenario, conc, toks, cl)
-		b.results = append(b.results, r)
-		return r
-	}
-
-	for _, c := range b.o.concurrency {
-		var prof chan error
-		if b.o.profile && c == b.o.concurrency[len(b.o.concurrency)-1] {
-			prof = b.profile(ctx, f.procs(), b.o.warmup)
-		}
-		full(fmt.Sprintf("full path, c=%d", c), "full", c, tokens, client)
-		if prof != nil {
-			if err := <-prof; err != nil {
-				fmt.Fprintf(b.stderr, "profile: %v\n", err)
-			}
-		}
-	}
-	top := b.o.concurrency[len(b.o.concurrency)-1]
-
-	// The cost of each safeguard: the same load with it switched off,
-	// against the full path with a gateway restarted the same way, in
-	// alternating rounds (on, off, off, on) so that drift and other load on
-	// the machine fall on both alike.
-	var controls []Result
-	for _, skip := range []string{"consent", "audit", "minimise"} {
-		step("the gateway with and without " + skip + ", alternating")
-		var on, off []Result
-		for i, without := range []bool{false, true, true, false} {
-			var skips []string
-			label := fmt.Sprintf("full path (control for %s), c=%d (%d/4)", skip, top, i+1)
-			if without {
-				skips = []string{skip}
-				label = fmt.Sprintf("without %s, c=%d (%d/4)", skip, top, i+1)
-			}
-			if err := b.restartGateways(ctx, f, skips, "gw-1"); err != nil {
-				return err
-			}
-			r := measure(label, "control", top, tokens, client)
-			if without {
-				r.Scenario = "no-" + skip
-				off = append(off, r)
-			} else {
-				on = append(on, r)
-			}
-		}
-		ctl := mergeResults("", on)
-		r := mergeResults(fmt.Sprintf("without %s, c=%d", skip, top), off)
-		r.Control = &Control{QPS: ctl.QPS, P50: ctl.P50, P99: ctl.P99, CPUMicros: ctl.CPUMicros}
-		b.results = append(b.results, r)
-		controls = append(controls, on...)
-	}
-	b.results = append(b.results, mergeResults(fmt.Sprintf("full path, restarted gateway (the controls), c=%d", top), controls))
-	if err := b.restartGateways(ctx, f, nil, "gw-1"); err != nil {
+	if err := b.measureSizes(ctx, f, client, tokens[0]); err != nil {
 		return err
 	}
-
-	step("two gateway replicas")
-	if err := b.restartGateways(ctx, f, nil, "gw-1", "gw-2"); err != nil {
+	if err := b.measureFull(ctx, f, tokens, client); err != nil {
 		return err
-	}
-	full(fmt.Sprintf("two gateway replicas, c=%d", top), "two-replicas", top, tokens, client)
-	if b.o.revocations > 0 {
-		if err := b.measureRevocation(ctx, f); err != nil {
-			return fmt.Errorf("revocation lag: %w", err)
-		}
 	}
 	closeClient()
 
 	// The transport's own limit: client → relay → responder over the same
 	// NATS, mTLS and sizes, without a single check.
-	step("raw two-hop baseline (gateway, adapters and backend stopped)")
+	b.step("raw two-hop baseline (gateway, adapters and backend stopped)")
 	for _, p := range append(f.gateways, f.provider, f.consumer) {
 		p.stop()
 	}
@@ -276,17 +170,140 @@ func (b *harness) run(ctx context.Context) error {
 	}
 	*f = cluster{}
 
-	step("start-up time and memory of `jisr dev` with an existing data directory")
+	b.step("start-up time and memory of `jisr dev` with an existing data directory")
 	return b.devStartup(ctx)
 }
 
-func containsInt(xs []int, x int) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
+// step says which part of the run starts.
+func (b *harness) step(msg string) { fmt.Fprintf(b.stderr, "» %s\n", msg) }
+
+// top is the heaviest load: the last concurrency.
+func (b *harness) top() int { return b.o.concurrency[len(b.o.concurrency)-1] }
+
+// startFederation starts NATS, the 10,000-citizen backend, a gateway and
+// both adapters, and mints the tokens of the run.
+func (b *harness) startFederation(ctx context.Context, f *cluster) ([]token, error) {
+	if err := b.startNATS(ctx, f); err != nil {
+		return nil, err
+	}
+	seed := time.Now()
+	var err error
+	if f.backend, f.backendAddr, err = b.startBackend(ctx, "backend", 10000, filepath.Join(b.dir, "data")); err != nil {
+		return nil, err
+	}
+	b.facts.Seed10k = time.Since(seed).Seconds()
+	if err := b.startGateways(ctx, f, nil, "gw-1"); err != nil {
+		return nil, err
+	}
+	if err := b.startAdapters(ctx, f); err != nil {
+		return nil, err
+	}
+	return b.mint(ctx, f, 10000)
+}
+
+// measureSizes makes one call to learn the payload sizes the baseline must
+// carry, and reads the idle memory of every process.
+func (b *harness) measureSizes(ctx context.Context, f *cluster, client civilv1.CivilRegistryClient, t token) error {
+	resp, err := client.GetPerson(t.ctx(ctx), &civilv1.GetPersonRequest{Eid: t.eid})
+	if err != nil {
+		return fmt.Errorf("first call through the federation: %w", err)
+	}
+	b.reqSize, b.respSize = proto.Size(&civilv1.GetPersonRequest{Eid: t.eid}), proto.Size(resp)
+	// The provider's reply before minimisation: what crosses the provider
+	// hop, asked of the backend directly.
+	if b.fullRespSize, err = b.backendReplySize(ctx, f.backendAddr, t.eid); err != nil {
+		return fmt.Errorf("the backend's reply size: %w", err)
+	}
+	b.facts.HeaderBytes = len(t.token) + len(queryPurpose) + 64
+	time.Sleep(500 * time.Millisecond)
+	b.facts.IdleRSS = map[string]int64{}
+	for _, p := range f.procs() {
+		b.facts.IdleRSS[p.name] = p.rss()
+	}
+	return nil
+}
+
+// measureCalls drives GetPerson calls with toks through cl, measuring procs.
+func (b *harness) measureCalls(ctx context.Context, label, scenario string, conc int, procs []*proc, toks []token, cl civilv1.CivilRegistryClient) Result {
+	r := b.load(ctx, label, conc, procs, func(ctx context.Context, w, i int) error {
+		t := toks[(w*7919+i)%len(toks)]
+		cctx, cancel := context.WithTimeout(t.ctx(ctx), 10*time.Second)
+		defer cancel()
+		_, err := cl.GetPerson(cctx, &civilv1.GetPersonRequest{Eid: t.eid})
+		return err
+	})
+	r.Scenario = scenario
+	return r
+}
+
+// measureFull measures the full path at every concurrency, the cost of
+// each safeguard, two gateway replicas and the revocation lag.
+func (b *harness) measureFull(ctx context.Context, f *cluster, tokens []token, client civilv1.CivilRegistryClient) error {
+	for _, c := range b.o.concurrency {
+		var prof chan error
+		if b.o.profile && c == b.top() {
+			prof = b.profile(ctx, f.procs(), b.o.warmup)
+		}
+		b.results = append(b.results, b.measureCalls(ctx, fmt.Sprintf("full path, c=%d", c), "full", c, f.procs(), tokens, client))
+		if prof != nil {
+			if err := <-prof; err != nil {
+				fmt.Fprintf(b.stderr, "profile: %v\n", err)
+			}
 		}
 	}
-	return false
+	if err := b.safeguards(ctx, f, tokens, client); err != nil {
+		return err
+	}
+	b.step("two gateway replicas")
+	if err := b.restartGateways(ctx, f, nil, "gw-1", "gw-2"); err != nil {
+		return err
+	}
+	top := b.top()
+	b.results = append(b.results, b.measureCalls(ctx, fmt.Sprintf("two gateway replicas, c=%d", top), "two-replicas", top, f.procs(), tokens, client))
+	if b.o.revocations > 0 {
+		if err := b.measureRevocation(ctx, f); err != nil {
+			return fmt.Errorf("revocation lag: %w", err)
+		}
+	}
+	return nil
+}
+
+// safeguards measures the cost of each safeguard: the same load with it
+// switched off, against the full path with a gateway restarted the same
+// way, in alternating rounds (on, off, off, on) so that drift and other
+// load on the machine fall on both alike.
+func (b *harness) safeguards(ctx context.Context, f *cluster, tokens []token, client civilv1.CivilRegistryClient) error {
+	top := b.top()
+	var controls []Result
+	for _, skip := range []string{"consent", "audit", "minimise"} {
+		b.step("the gateway with and without " + skip + ", alternating")
+		var on, off []Result
+		for i, without := range []bool{false, true, true, false} {
+			var skips []string
+			label := fmt.Sprintf("full path (control for %s), c=%d (%d/4)", skip, top, i+1)
+			if without {
+				skips = []string{skip}
+				label = fmt.Sprintf("without %s, c=%d (%d/4)", skip, top, i+1)
+			}
+			if err := b.restartGateways(ctx, f, skips, "gw-1"); err != nil {
+				return err
+			}
+			r := b.measureCalls(ctx, label, "control", top, f.procs(), tokens, client)
+			if without {
+				r.Scenario = "no-" + skip
+				off = append(off, r)
+			} else {
+				on = append(on, r)
+			}
+		}
+		ctl := mergeResults("", on)
+		r := mergeResults(fmt.Sprintf("without %s, c=%d", skip, top), off)
+		r.Control = &Control{QPS: ctl.QPS, P50: ctl.P50, P99: ctl.P99, CPUMicros: ctl.CPUMicros}
+		b.results = append(b.results, r)
+		controls = append(controls, on...)
+	}
+	b.results = append(b.results, mergeResults(fmt.Sprintf("full path, restarted gateway (the controls), c=%d", top), controls))
+	return b.restartGateways(ctx, f, nil, "gw-1")
 }
 
 func (b *harness) startNATS(ctx context.Context, f *cluster) error {
@@ -312,25 +329,7 @@ func (b *harness) startNATS(ctx context.Context, f *cluster) error {
 // rounds (10k, large, large, 10k) so that drift and other load on the
 // machine fall on both alike.
 func (b *harness) population(ctx context.Context, f *cluster, small []token) error {
-	fmt.Fprintf(b.stderr, "» seeding a second backend with %d citizens\n", b.o.large)
-	seed := time.Now()
-	var err error
-	if f.large, f.largeAddr, err = b.startBackend(ctx, "backend-large", b.o.large, filepath.Join(b.dir, "data-large")); err != nil {
-		return err
-	}
-	b.facts.SeedLarge, b.facts.Large = time.Since(seed).Seconds(), b.o.large
-	b.facts.LargeStoreBytes = dirSize(filepath.Join(b.dir, "data-large"))
-	// Let the kernel write the freshly seeded store back before
-	// measuring, so the run does not compete with that I/O.
-	syscall.Sync()
-	time.Sleep(2 * time.Second)
-	if err := b.startGateways(ctx, f, nil, "gw-1"); err != nil {
-		return err
-	}
-	if err := b.startConsumer(ctx, f); err != nil {
-		return err
-	}
-	largeTokens, err := b.mint(ctx, f, b.o.large)
+	largeTokens, err := b.startLarge(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -340,7 +339,7 @@ func (b *harness) population(ctx context.Context, f *cluster, small []token) err
 	}
 	defer closeCl()
 	c := 16
-	if !containsInt(b.o.concurrency, c) {
+	if !slices.Contains(b.o.concurrency, c) {
 		c = b.o.concurrency[0]
 	}
 	type pop struct {
@@ -365,20 +364,38 @@ func (b *harness) population(ctx context.Context, f *cluster, small []token) err
 			return err
 		}
 		procs := append([]*proc{f.nats, f.consumer, f.provider, p.backend}, f.gateways...)
-		r := b.load(ctx, fmt.Sprintf("%s citizens, c=%d (%d/%d)", p.name, c, i+1, len(order)), c, procs, func(ctx context.Context, w, i int) error {
-			t := p.tokens[(w*7919+i)%len(p.tokens)]
-			cctx, cancel := context.WithTimeout(t.ctx(ctx), 10*time.Second)
-			defer cancel()
-			_, err := cl.GetPerson(cctx, &civilv1.GetPersonRequest{Eid: t.eid})
-			return err
-		})
-		r.Scenario = p.scenario
-		p.rounds = append(p.rounds, r)
+		label := fmt.Sprintf("%s citizens, c=%d (%d/%d)", p.name, c, i+1, len(order))
+		p.rounds = append(p.rounds, b.measureCalls(ctx, label, p.scenario, c, procs, p.tokens, cl))
 	}
 	for _, p := range pops {
 		b.results = append(b.results, mergeResults(fmt.Sprintf("%s citizens, c=%d", p.name, c), p.rounds))
 	}
 	return nil
+}
+
+// startLarge seeds the large population's backend beside the 10,000 and
+// starts a gateway and the consumer adapter again; it returns the tokens of
+// the large population.
+func (b *harness) startLarge(ctx context.Context, f *cluster) ([]token, error) {
+	fmt.Fprintf(b.stderr, "» seeding a second backend with %d citizens\n", b.o.large)
+	seed := time.Now()
+	var err error
+	if f.large, f.largeAddr, err = b.startBackend(ctx, "backend-large", b.o.large, filepath.Join(b.dir, "data-large")); err != nil {
+		return nil, err
+	}
+	b.facts.SeedLarge, b.facts.Large = time.Since(seed).Seconds(), b.o.large
+	b.facts.LargeStoreBytes = dirSize(filepath.Join(b.dir, "data-large"))
+	// Let the kernel write the freshly seeded store back before
+	// measuring, so the run does not compete with that I/O.
+	syscall.Sync()
+	time.Sleep(2 * time.Second)
+	if err := b.startGateways(ctx, f, nil, "gw-1"); err != nil {
+		return nil, err
+	}
+	if err := b.startConsumer(ctx, f); err != nil {
+		return nil, err
+	}
+	return b.mint(ctx, f, b.o.large)
 }
 
 func (b *harness) startBackend(ctx context.Context, name string, citizens int, dataDir string) (*proc, string, error) {
@@ -681,69 +698,10 @@ func (b *harness) measureRevocation(ctx context.Context, f *cluster) error {
 	perReplica := map[string][]float64{}
 	for rep := range b.o.revocations {
 		eid := demodata.EID(demodata.DefaultSeed, 5000+rep)
-		g, err := svc.Grant(ctx, keyer.CKey(eid), consent.GrantRequest{To: "cnss", Service: queryService,
-			Methods: []string{queryMethod}, Purpose: queryPurpose, TTL: "1h"})
+		first, err := b.revokeOnce(ctx, bg, nc, svc, keyer.CKey(eid), eid, len(f.gateways))
 		if err != nil {
 			return err
 		}
-		msgs, err := b.queryMsgs(bg, []token{{eid: eid, token: g.Token}})
-		if err != nil {
-			return err
-		}
-		ask := func() (replica string, allowed bool, err error) {
-			m := msgs[0]
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			reply, err := nc.RequestMsgWithContext(cctx, &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header})
-			if err != nil {
-				return "", false, err
-			}
-			return reply.Header.Get(bus.HeaderGateway), bus.StatusOf(reply.Header).Code() == 0, nil
-		}
-		// Both replicas have verified (and cached) the token.
-		seen := map[string]bool{}
-		for i := 0; len(seen) < len(f.gateways) && i < 500; i++ {
-			r, ok, err := ask()
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return fmt.Errorf("the fresh token was refused by %s", r)
-			}
-			seen[r] = true
-		}
-		if len(seen) < len(f.gateways) {
-			return fmt.Errorf("queries reached only %v", seen)
-		}
-		t0 := time.Now()
-		if _, err := svc.Store.Revoke(ctx, g.ID); err != nil {
-			return err
-		}
-		var mu sync.Mutex
-		first := map[string]time.Duration{}
-		var wg sync.WaitGroup
-		deadline := t0.Add(5 * time.Second)
-		for range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for time.Now().Before(deadline) {
-					r, ok, err := ask()
-					mu.Lock()
-					if err == nil && !ok {
-						if _, have := first[r]; !have {
-							first[r] = time.Since(t0)
-						}
-					}
-					n := len(first)
-					mu.Unlock()
-					if n == len(f.gateways) {
-						return
-					}
-				}
-			}()
-		}
-		wg.Wait()
 		for _, inst := range []string{"gw-1", "gw-2"} {
 			d, ok := first[inst]
 			if !ok {
@@ -760,6 +718,82 @@ func (b *harness) measureRevocation(ctx context.Context, f *cluster) error {
 		b.facts.Revocation.PerReplica[inst] = lagOf(l)
 	}
 	return nil
+}
+
+// revokeOnce grants a token for eid, has each of the replicas accept (and
+// cache) it, revokes it and returns, for each replica, the time from the
+// revocation to its first refusal (absent: none within 5 s).
+func (b *harness) revokeOnce(ctx context.Context, bg Clients, nc *nats.Conn, svc *consent.Service, ck, eid string, replicas int) (map[string]time.Duration, error) {
+	g, err := svc.Grant(ctx, ck, consent.GrantRequest{To: "cnss", Service: queryService,
+		Methods: []string{queryMethod}, Purpose: queryPurpose, TTL: "1h"})
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := b.queryMsgs(bg, []token{{eid: eid, token: g.Token}})
+	if err != nil {
+		return nil, err
+	}
+	ask := func() (replica string, allowed bool, err error) {
+		m := msgs[0]
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		reply, err := nc.RequestMsgWithContext(cctx, &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header})
+		if err != nil {
+			return "", false, err
+		}
+		return reply.Header.Get(bus.HeaderGateway), bus.StatusOf(reply.Header).Code() == 0, nil
+	}
+	// Both replicas have verified (and cached) the token.
+	seen := map[string]bool{}
+	for i := 0; len(seen) < replicas && i < 500; i++ {
+		r, ok, err := ask()
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("the fresh token was refused by %s", r)
+		}
+		seen[r] = true
+	}
+	if len(seen) < replicas {
+		return nil, fmt.Errorf("queries reached only %v", seen)
+	}
+	t0 := time.Now()
+	if _, err := svc.Store.Revoke(ctx, g.ID); err != nil {
+		return nil, err
+	}
+	return firstRefusals(ask, t0, replicas), nil
+}
+
+// firstRefusals asks, four at a time, until each of the replicas has
+// refused once or 5 s have passed since t0, and returns when each refused.
+func firstRefusals(ask func() (string, bool, error), t0 time.Time, replicas int) map[string]time.Duration {
+	var mu sync.Mutex
+	first := map[string]time.Duration{}
+	var wg sync.WaitGroup
+	deadline := t0.Add(5 * time.Second)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				r, ok, err := ask()
+				mu.Lock()
+				if err == nil && !ok {
+					if _, have := first[r]; !have {
+						first[r] = time.Since(t0)
+					}
+				}
+				n := len(first)
+				mu.Unlock()
+				if n == replicas {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
 }
 
 // devStartup times `jisr dev` with an existing data directory: a first run
