@@ -1,53 +1,24 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"io"
-	"net"
-	"net/http"
+	"log/slog"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
-	"sort"
-	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/jisr-bus/jisr/services/adapter"
-	"github.com/jisr-bus/jisr/services/progress"
+	"github.com/jisr-bus/jisr/bus/ckey"
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/cmd/internal/bench"
+	"github.com/jisr-bus/jisr/gateway/consent"
 )
 
 func init() { commandSet = append(commandSet, newBenchCmd) }
 
-type benchOptions struct {
-	out         string
-	duration    time.Duration
-	warmup      time.Duration
-	concurrency []int
-	large       int
-	revocations int
-	profile     bool
-	quick       bool
-	keep        bool
-}
-
-func newBenchCmd(g *globals) *cobra.Command {
-	o := benchOptions{}
-	cmd := &cobra.Command{
-		Use:   "bench",
-		Short: "Measure the full query path against the transport's own limit, and write the report",
-		Long: `Start a federation from scratch in a temporary directory — 'jisr certs init',
+const benchLong = `Start a federation from scratch in a temporary directory — 'jisr certs init',
 then NATS, gateway, consumer adapter (cnss), provider adapter and reference
 backend (civil registry), each as its own process, as deployed — and drive
 real gRPC calls (CivilRegistry/GetPerson with a consent token) through the
@@ -64,425 +35,116 @@ memory of 'jisr dev'. CPU per query is read from /proc for every process.
 The report (Markdown, JSON and an SVG chart of throughput and p99 against
 concurrency) goes to --out as latest.* and a dated copy, with the targets,
 whether each is met and notes on what limits those that are not; a CPU
-profile of every component under the heaviest load is saved beside it.`,
+profile of every component under the heaviest load is saved beside it.`
+
+func newBenchCmd(g *globals) *cobra.Command {
+	var (
+		out                string
+		duration, warmup   time.Duration
+		concurrency        []int
+		large, revocations int
+		profile, quick     bool
+		keep               bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure the full query path against the transport's own limit, and write the report",
+		Long:  benchLong,
 		Example: `  make bench
   jisr bench --duration 10s --concurrency 1,16,128,512
   jisr bench --quick       # a smoke run of a few seconds`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.quick {
-				o.duration, o.warmup, o.concurrency, o.large, o.revocations, o.profile = 500*time.Millisecond, 200*time.Millisecond, []int{1, 16}, 20000, 3, false
+			exe, err := os.Executable()
+			if err != nil {
+				return err
 			}
-			return runBench(cmd.Context(), g, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			opts := []bench.Option{bench.WithDuration(duration), bench.WithWarmup(warmup), bench.WithConcurrency(concurrency...),
+				bench.WithLarge(large), bench.WithRevocations(revocations), bench.WithProfile(profile), bench.WithKeep(keep),
+				bench.WithStdout(cmd.OutOrStdout()), bench.WithProgress(cmd.ErrOrStderr())}
+			if quick {
+				opts = append(opts, bench.Quick())
+			}
+			cfg := bench.Config{Exe: exe, Federation: g.federationPath, Out: out, Clients: benchClientsOf}
+			return bench.Run(cmd.Context(), cfg, opts...)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.out, "out", "bench/results", "directory for the report (latest.md, latest.json, latest.svg and dated copies)")
-	f.DurationVar(&o.duration, "duration", 3*time.Second, "measured time of each scenario")
-	f.DurationVar(&o.warmup, "warmup", 700*time.Millisecond, "unmeasured warm-up before each scenario")
-	f.IntSliceVar(&o.concurrency, "concurrency", []int{1, 16, 128}, "concurrent callers of the full path and of the baseline")
-	f.IntVar(&o.large, "large", 1000000, "citizens of the large-population run (0: skip it)")
-	f.IntVar(&o.revocations, "revocations", 20, "revocations timed on two gateway replicas")
-	f.BoolVar(&o.profile, "profile", true, "save a CPU profile of every component under the heaviest load")
-	f.BoolVar(&o.quick, "quick", false, "a smoke run: short scenarios, a 20,000-citizen \"large\" population, no profile")
-	f.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs of every process)")
+	f.StringVar(&out, "out", "bench/results", "directory for the report (latest.md, latest.json, latest.svg and dated copies)")
+	f.DurationVar(&duration, "duration", 3*time.Second, "measured time of each scenario")
+	f.DurationVar(&warmup, "warmup", 700*time.Millisecond, "unmeasured warm-up before each scenario")
+	f.IntSliceVar(&concurrency, "concurrency", []int{1, 16, 128}, "concurrent callers of the full path and of the baseline")
+	f.IntVar(&large, "large", 1000000, "citizens of the large-population run (0: skip it)")
+	f.IntVar(&revocations, "revocations", 20, "revocations timed on two gateway replicas")
+	f.BoolVar(&profile, "profile", true, "save a CPU profile of every component under the heaviest load")
+	f.BoolVar(&quick, "quick", false, "a smoke run: short scenarios, a 20,000-citizen \"large\" population, no profile")
+	f.BoolVar(&keep, "keep", false, "keep the temporary directory (logs of every process)")
 	cmd.AddCommand(newBenchRelayCmd(g), newBenchResponderCmd(g))
 	return cmd
 }
 
-// bench is one run: its temporary directory, processes and results.
-type bench struct {
-	g        *globals
-	o        benchOptions
-	dir      string
-	exe      string
-	fedPath  string
-	stderr   io.Writer
-	results  []benchResult
-	facts    benchFacts
-	reqSize  int
-	respSize int
-	// fullRespSize is the provider's reply before minimisation.
-	fullRespSize int
-	pprof        map[string]string // component → its pprof address
+// benchClients are the bench harness's clients of the federation it
+// started: the globals of that federation, made as for any other command.
+type benchClients struct{ g *globals }
+
+func benchClientsOf(env bench.Env) bench.Clients {
+	return benchClients{&globals{federationPath: env.Federation, certsDir: env.Certs, dataDir: env.Data,
+		natsURL: env.NATS, log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 }
 
-// benchProc is one component running as its own process.
-type benchProc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-	logf string
+func (c benchClients) Federation() (*federation.Federation, error) { return c.g.federation() }
+func (c benchClients) Keyer() (*ckey.Keyer, error)                 { return c.g.keyer() }
+
+func (c benchClients) Connect(ctx context.Context, identity string) (*nats.Conn, io.Closer, error) {
+	return c.g.connect(ctx, identity)
 }
 
-func (b *bench) spawn(name string, args ...string) (*benchProc, error) {
-	logf := filepath.Join(b.dir, "logs", name+".log")
-	lf, err := os.Create(logf)
-	if err != nil {
-		return nil, err
-	}
-	base := []string{"--federation", b.fedPath, "--certs", filepath.Join(b.dir, "certs"),
-		"--data", filepath.Join(b.dir, "data"), "--log-level", "warn"}
-	if b.o.profile {
-		addr, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		base = append(base, "--pprof-addr", addr)
-		b.pprof[name] = addr
-	}
-	c := exec.Command(b.exe, append(base, args...)...)
-	c.Stdout, c.Stderr = lf, lf
-	c.Env = append(os.Environ(), "JISR_TEST_MAIN=1") // lets a test binary act as jisr
-	if err := c.Start(); err != nil {
-		lf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &benchProc{name: name, cmd: c, done: make(chan struct{}), logf: logf}
-	go func() { p.err = c.Wait(); lf.Close(); close(p.done) }()
-	return p, nil
+func (c benchClients) ConsentService(ctx context.Context) (*consent.Service, func(), error) {
+	return c.g.consentService(ctx, false)
 }
 
-// runOnce runs a jisr command to completion (e.g. certs init).
-func (b *bench) runOnce(ctx context.Context, name string, args ...string) error {
-	p, err := b.spawn(name, args...)
+func newBenchRelayCmd(g *globals) *cobra.Command {
+	var size int
+	cmd := &cobra.Command{
+		Use:    "relay",
+		Short:  "Baseline relay: forwards every query to its provider, no checks (as the gateway identity); replies --size bytes, as the gateway's trimmed reply",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return benchServe(cmd.Context(), g, "gateway", func(ctx context.Context, nc *nats.Conn) error {
+				return bench.Relay(ctx, nc, size, g.log)
+			})
+		},
+	}
+	cmd.Flags().IntVar(&size, "size", -1, "reply payload size in bytes (-1: as the responder sent it)")
+	return cmd
+}
+
+func newBenchResponderCmd(g *globals) *cobra.Command {
+	var member string
+	var size int
+	cmd := &cobra.Command{
+		Use:    "responder",
+		Short:  "Baseline responder: answers every provider query with a fixed payload (as a member)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return benchServe(cmd.Context(), g, member, func(ctx context.Context, nc *nats.Conn) error {
+				return bench.Responder(ctx, nc, member, size, g.log)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&member, "member", "civil-registry", "the provider member whose identity answers")
+	cmd.Flags().IntVar(&size, "size", 200, "reply payload size in bytes")
+	return cmd
+}
+
+// benchServe connects to NATS as identity and runs serve on the connection.
+func benchServe(ctx context.Context, g *globals, identity string, serve func(context.Context, *nats.Conn) error) error {
+	nc, src, err := g.connect(ctx, identity)
 	if err != nil {
 		return err
 	}
-	delete(b.pprof, name) // nothing to profile
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		p.stop()
-		return ctx.Err()
-	}
-	if p.err != nil {
-		out, _ := os.ReadFile(p.logf)
-		return fmt.Errorf("jisr %s: %v\n%s", strings.Join(args, " "), p.err, tail(string(out), 2000))
-	}
-	return nil
-}
-
-// stop asks the process to shut down gracefully and waits.
-func (p *benchProc) stop() {
-	if p == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *benchProc) exited() error {
-	select {
-	case <-p.done:
-		b, _ := os.ReadFile(p.logf)
-		return fmt.Errorf("%s exited (%v):\n%s", p.name, p.err, tail(string(b), 2000))
-	default:
-		return nil
-	}
-}
-
-// cpu is the process's user+system CPU time so far.
-func (p *benchProc) cpu() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(fields) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(fields[11], 10, 64)
-	st, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(ut+st) * (time.Second / 100) // USER_HZ is 100 on Linux
-}
-
-// rss is the process's resident memory in bytes.
-func (p *benchProc) rss() int64 { return rssOf(p.cmd.Process.Pid) }
-
-func rssOf(pid int) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// waitFor polls check until it succeeds, the process dies or 60 s pass.
-func waitFor(ctx context.Context, p *benchProc, what string, check func(context.Context) error) error {
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := check(cctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if e := p.exited(); e != nil {
-			return e
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%s not ready: %v", what, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// dialLoopback dials a component's gRPC port as its local client would: the
-// adapters and backends of the bench listen on loopback, where they serve
-// plaintext by design (the sidecar exception, docs/ARCHITECTURE.md); any
-// other address is refused rather than dialled in plaintext.
-func dialLoopback(addr string) (*grpc.ClientConn, error) {
-	if !adapter.IsLoopback(addr) {
-		return nil, fmt.Errorf("%s is not a loopback address: the bench dials components only on this host", addr)
-	}
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-}
-
-func grpcServing(addr string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		cc, err := dialLoopback(addr)
-		if err != nil {
-			return err
-		}
-		defer cc.Close()
-		r, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
-		if err != nil {
-			return err
-		}
-		if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-			return fmt.Errorf("status %v", r.GetStatus())
-		}
-		return nil
-	}
-}
-
-func httpOK(url string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("%s: %s", url, resp.Status)
-		}
-		return nil
-	}
-}
-
-func tcpOpen(addr string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err
-	}
-}
-
-// load drives calls from conc workers for warm-up plus duration and
-// measures the steady part: latencies, errors, and the CPU the given
-// processes spent.
-func (b *bench) load(ctx context.Context, label string, conc int, procs []*benchProc, call func(ctx context.Context, worker, i int) error) benchResult {
-	var (
-		measuring atomic.Bool
-		stop      atomic.Bool
-		errs      atomic.Int64
-		firstErr  atomic.Value
-		wg        sync.WaitGroup
-	)
-	lat := make([][]time.Duration, conc)
-	for w := range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; !stop.Load(); i++ {
-				t0 := time.Now()
-				err := call(ctx, w, i)
-				d := time.Since(t0)
-				if !measuring.Load() {
-					continue
-				}
-				if err != nil {
-					errs.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-					continue
-				}
-				lat[w] = append(lat[w], d)
-			}
-		}()
-	}
-	bar := progress.New(b.stderr, fmt.Sprintf("%-34s", label))
-	sleepBar := func(d time.Duration, from, total time.Duration) {
-		end := time.Now().Add(d)
-		for time.Now().Before(end) {
-			time.Sleep(min(100*time.Millisecond, time.Until(end)))
-			bar.Update(int((from+d-time.Until(end))/time.Millisecond), int(total/time.Millisecond))
-		}
-	}
-	total := b.o.warmup + b.o.duration
-	sleepBar(b.o.warmup, 0, total)
-	cpu0 := sumCPU(procs)
-	self0, mach0 := selfCPU(), machineCPU()
-	per0 := map[string]time.Duration{}
-	for _, p := range procs {
-		per0[p.name] = p.cpu()
-	}
-	t0 := time.Now()
-	measuring.Store(true)
-	sleepBar(b.o.duration, b.o.warmup, total)
-	measuring.Store(false)
-	elapsed := time.Since(t0)
-	cpu1 := sumCPU(procs)
-	self1, mach1 := selfCPU(), machineCPU()
-	rss := map[string]int64{}
-	perCPU := map[string]time.Duration{}
-	for _, p := range procs {
-		rss[p.name] = p.rss()
-		perCPU[p.name] = p.cpu() - per0[p.name]
-	}
-	stop.Store(true)
-	wg.Wait()
-	bar.Done()
-
-	var all []time.Duration
-	for _, l := range lat {
-		all = append(all, l...)
-	}
-	r := benchResult{Name: label, Concurrency: conc, Errors: errs.Load(), Seconds: elapsed.Seconds(), RSSUnderLoad: rss,
-		lat: all, cpu: cpu1 - cpu0, clientCPU: self1 - self0, machine: mach1.sub(mach0), perCPU: perCPU}
-	if e, ok := firstErr.Load().(string); ok {
-		r.FirstError = e
-	}
-	r.summarise()
-	return r
-}
-
-// summarise computes the figures of r from its raw measurements.
-func (r *benchResult) summarise() {
-	all := r.lat
-	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	r.Queries = int64(len(all))
-	if len(all) == 0 {
-		return
-	}
-	r.QPS = float64(len(all)) / r.Seconds
-	r.P50 = ms(all[len(all)*50/100])
-	r.P90 = ms(all[len(all)*90/100])
-	r.P99 = ms(all[min(len(all)-1, len(all)*99/100)])
-	n := float64(len(all) + int(r.Errors))
-	r.CPUMicros = float64(r.cpu/time.Microsecond) / n
-	r.ClientCPUMicros = float64(r.clientCPU/time.Microsecond) / n
-	r.CPUByProcess = map[string]float64{}
-	for name, d := range r.perCPU {
-		r.CPUByProcess[name] = float64(d/time.Microsecond) / n
-	}
-	wall := r.Seconds * float64(runtime.NumCPU())
-	r.BusyPath = r.cpu.Seconds() / wall
-	r.BusyClient = r.clientCPU.Seconds() / wall
-	if r.machine.total > 0 {
-		r.BusyMachine = float64(r.machine.busy) / float64(r.machine.total)
-	}
-}
-
-// mergeResults combines rounds of the same scenario into one result.
-func mergeResults(name string, rounds []benchResult) benchResult {
-	m := benchResult{Name: name, Scenario: rounds[0].Scenario, Concurrency: rounds[0].Concurrency, Rounds: len(rounds), perCPU: map[string]time.Duration{}}
-	for _, r := range rounds {
-		m.lat = append(m.lat, r.lat...)
-		m.Errors += r.Errors
-		m.Seconds += r.Seconds
-		m.cpu += r.cpu
-		m.clientCPU += r.clientCPU
-		m.machine = m.machine.add(r.machine)
-		for k, v := range r.perCPU {
-			m.perCPU[k] += v
-		}
-		if m.FirstError == "" {
-			m.FirstError = r.FirstError
-		}
-		m.RSSUnderLoad = r.RSSUnderLoad
-		m.RoundP50 = append(m.RoundP50, r.P50)
-	}
-	m.summarise()
-	return m
-}
-
-func sumCPU(ps []*benchProc) time.Duration {
-	var t time.Duration
-	for _, p := range ps {
-		t += p.cpu()
-	}
-	return t
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
-}
-
-// selfCPU is this process's (the load generator's) user+system CPU time.
-func selfCPU() time.Duration {
-	return (&benchProc{cmd: &exec.Cmd{Process: &os.Process{Pid: os.Getpid()}}}).cpu()
-}
-
-// cpuTicks is the machine's CPU time from /proc/stat, in clock ticks: all
-// of it and the part not idle (or waiting for I/O).
-type cpuTicks struct{ total, busy int64 }
-
-func (a cpuTicks) sub(b cpuTicks) cpuTicks { return cpuTicks{a.total - b.total, a.busy - b.busy} }
-func (a cpuTicks) add(b cpuTicks) cpuTicks { return cpuTicks{a.total + b.total, a.busy + b.busy} }
-
-func machineCPU() cpuTicks {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return cpuTicks{}
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	fields := strings.Fields(line)
-	if len(fields) < 6 || fields[0] != "cpu" {
-		return cpuTicks{}
-	}
-	var t cpuTicks
-	for i, f := range fields[1:] {
-		v, _ := strconv.ParseInt(f, 10, 64)
-		if i >= 8 { // guest time is already counted in user time
-			break
-		}
-		t.total += v
-		if i != 3 && i != 4 { // idle, iowait
-			t.busy += v
-		}
-	}
-	return t
+	defer func() { nc.Close(); src.Close() }()
+	return serve(ctx, nc)
 }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jisr-bus/jisr/cmd/internal/bench"
 )
 
 // TestBenchQuickRunsEveryScenario runs `jisr bench --quick` end to end —
@@ -28,7 +30,7 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		t.Fatalf("bench: %v\n%s", err, stderr.String())
 	}
-	var rep benchReport
+	var rep bench.Report
 	b, err := os.ReadFile(filepath.Join(out, "latest.json"))
 	if err != nil {
 		t.Fatal(err)

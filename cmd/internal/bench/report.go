@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -13,8 +13,8 @@ import (
 	"time"
 )
 
-// benchResult is one scenario's measurement.
-type benchResult struct {
+// Result is one scenario's measurement.
+type Result struct {
 	Name         string             `json:"name"`
 	Scenario     string             `json:"scenario"`
 	Concurrency  int                `json:"concurrency"`
@@ -41,7 +41,7 @@ type benchResult struct {
 	RoundP50    []float64 `json:"round_p50_ms,omitempty"`
 	// Control is, for a safeguard switched off, the full path measured in
 	// the rounds alternating with it.
-	Control      *benchControl    `json:"control,omitempty"`
+	Control      *Control         `json:"control,omitempty"`
 	Ratio        float64          `json:"ratio_to_baseline,omitempty"`
 	RSSUnderLoad map[string]int64 `json:"rss_under_load_bytes,omitempty"`
 
@@ -51,29 +51,29 @@ type benchResult struct {
 	machine        cpuTicks
 }
 
-type benchControl struct {
+type Control struct {
 	QPS       float64 `json:"qps"`
 	P50       float64 `json:"p50_ms"`
 	P99       float64 `json:"p99_ms"`
 	CPUMicros float64 `json:"cpu_us_per_query"`
 }
 
-type revocationFacts struct {
+type RevocationFacts struct {
 	Revocations int `json:"revocations"`
 	Samples     int `json:"samples"` // revocations × replicas
-	revocationLag
-	PerReplica map[string]revocationLag `json:"per_replica"`
+	RevocationLag
+	PerReplica map[string]RevocationLag `json:"per_replica"`
 }
 
 // revocationLag is the time from the revocation to the first refusal.
-type revocationLag struct {
+type RevocationLag struct {
 	P50 float64 `json:"p50_ms"`
 	P99 float64 `json:"p99_ms"`
 	Max float64 `json:"max_ms"`
 }
 
-// benchFacts are the run's other measurements.
-type benchFacts struct {
+// Facts are the run's other measurements.
+type Facts struct {
 	Started         time.Time        `json:"started"`
 	Machine         string           `json:"machine"`
 	Seed10k         float64          `json:"seed_10k_seconds"`
@@ -82,28 +82,28 @@ type benchFacts struct {
 	LargeStoreBytes int64            `json:"large_store_bytes,omitempty"`
 	HeaderBytes     int              `json:"header_bytes"`
 	IdleRSS         map[string]int64 `json:"idle_rss_bytes"`
-	Revocation      *revocationFacts `json:"revocation,omitempty"`
+	Revocation      *RevocationFacts `json:"revocation,omitempty"`
 	DevFirstStart   float64          `json:"dev_first_start_seconds"`
 	DevStart        float64          `json:"dev_start_seconds"`
 	DevIdleRSS      int64            `json:"dev_idle_rss_bytes"`
 	Profiles        []string         `json:"profiles,omitempty"`
 }
 
-type benchTarget struct {
+type Target struct {
 	Target   string `json:"target"`
 	Measured string `json:"measured"`
 	Met      bool   `json:"met"`
 }
 
-type benchReport struct {
-	Facts benchFacts `json:"facts"`
-	Sizes [2]int     `json:"request_reply_bytes"`
+type Report struct {
+	Facts Facts  `json:"facts"`
+	Sizes [2]int `json:"request_reply_bytes"`
 	// ProviderReply is the provider's reply before minimisation: the
 	// size that crosses the provider hop (the baseline's responder sends it).
-	ProviderReply int           `json:"provider_reply_bytes"`
-	Results       []benchResult `json:"results"`
-	Targets       []benchTarget `json:"targets"`
-	Notes         []string      `json:"notes"`
+	ProviderReply int      `json:"provider_reply_bytes"`
+	Results       []Result `json:"results"`
+	Targets       []Target `json:"targets"`
+	Notes         []string `json:"notes"`
 }
 
 func machine() string {
@@ -127,7 +127,7 @@ func machine() string {
 	return fmt.Sprintf("%d cores (%s)%s, %s/%s, %s", runtime.NumCPU(), model, mem, runtime.GOOS, runtime.GOARCH, runtime.Version())
 }
 
-func (b *bench) find(scenario string, conc int) *benchResult {
+func (b *harness) find(scenario string, conc int) *Result {
 	for i := range b.results {
 		if r := &b.results[i]; r.Scenario == scenario && (conc == 0 || r.Concurrency == conc) {
 			return r
@@ -138,7 +138,7 @@ func (b *bench) find(scenario string, conc int) *benchResult {
 
 // report fills the ratios and targets, writes latest.{json,md,svg} and a
 // dated copy of each under --out, and prints the Markdown.
-func (b *bench) report(out io.Writer) error {
+func (b *harness) report(out io.Writer) error {
 	for i := range b.results {
 		r := &b.results[i]
 		if r.Scenario != "baseline" {
@@ -147,7 +147,7 @@ func (b *bench) report(out io.Writer) error {
 			}
 		}
 	}
-	rep := benchReport{Facts: b.facts, Sizes: [2]int{b.reqSize, b.respSize}, Results: b.results, Targets: b.targets(), ProviderReply: b.fullRespSize}
+	rep := Report{Facts: b.facts, Sizes: [2]int{b.reqSize, b.respSize}, Results: b.results, Targets: b.targets(), ProviderReply: b.fullRespSize}
 	rep.Notes = b.notes(rep.Targets)
 	if err := os.MkdirAll(b.o.out, 0o755); err != nil {
 		return err
@@ -171,10 +171,10 @@ func (b *bench) report(out io.Writer) error {
 	return nil
 }
 
-func (b *bench) targets() []benchTarget {
-	var ts []benchTarget
+func (b *harness) targets() []Target {
+	var ts []Target
 	add := func(target string, ok bool, measured string, args ...any) {
-		ts = append(ts, benchTarget{Target: target, Measured: fmt.Sprintf(measured, args...), Met: ok})
+		ts = append(ts, Target{Target: target, Measured: fmt.Sprintf(measured, args...), Met: ok})
 	}
 	top := b.o.concurrency[len(b.o.concurrency)-1]
 	if f, base := b.find("full", top), b.find("baseline", top); f != nil && base != nil && base.QPS > 0 {
@@ -208,12 +208,12 @@ func (b *bench) targets() []benchTarget {
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
-func (b *bench) markdown(rep benchReport) string {
+func (b *harness) markdown(rep Report) string {
 	var s strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&s, format, args...) }
 	w("# jisr bench — %s\n\n", rep.Facts.Started.Format("2006-01-02 15:04 MST"))
 	w("Machine: %s. Every component a separate process on loopback, mTLS on every NATS link. ", rep.Facts.Machine)
-	w("Query: `CivilRegistry/GetPerson` through the CNSS adapter with a consent token (request %d B + %d B of headers; reply %d B from the provider, %d B after minimisation — the baseline carries the same sizes on each hop), %d citizens with a token each. ", rep.Sizes[0], rep.Facts.HeaderBytes, rep.ProviderReply, rep.Sizes[1], benchTokens)
+	w("Query: `CivilRegistry/GetPerson` through the CNSS adapter with a consent token (request %d B + %d B of headers; reply %d B from the provider, %d B after minimisation — the baseline carries the same sizes on each hop), %d citizens with a token each. ", rep.Sizes[0], rep.Facts.HeaderBytes, rep.ProviderReply, rep.Sizes[1], tokensPerRun)
 	w("Each scenario: %s warm-up, %s measured.\n\n", b.o.warmup, b.o.duration)
 	w("| scenario | callers | queries/s | p50 ms | p90 ms | p99 ms | CPU µs/query | vs baseline | cores busy: path + load generator / machine | errors |\n")
 	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
@@ -227,23 +227,7 @@ func (b *bench) markdown(rep benchReport) string {
 	}
 	w("\nCPU µs/query is the user+system CPU (from /proc/<pid>/stat) of every process of the path — NATS, gateway(s), both adapters, backend; or NATS, relay, responder for the baseline — divided by the queries; the load generator (this process) is not in it. ")
 	w("Cores busy: the share of all %d cores used by the path's processes, by the load generator, and by the whole machine (other users included: anything above the first two is noise from elsewhere).\n\n", runtime.NumCPU())
-	var costs []benchResult
-	for _, r := range rep.Results {
-		if r.Control != nil {
-			costs = append(costs, r)
-		}
-	}
-	if len(costs) > 0 {
-		w("## The cost of each safeguard\n\n")
-		w("The gateway restarted with `--unsafe-skip <safeguard>`, against the full path with a gateway restarted the same way, in alternating rounds (on, off, off, on), c=%d.\n\n", costs[0].Concurrency)
-		w("| safeguard | queries/s on → off | p50 ms on → off | p99 ms on → off | CPU µs/query on → off | its cost per query |\n|---|---:|---:|---:|---:|---:|\n")
-		for _, r := range costs {
-			c := r.Control
-			w("| %s | %.0f → %.0f (%+.0f%%) | %.2f → %.2f | %.2f → %.2f | %.0f → %.0f | %.0f µs |\n", strings.TrimPrefix(r.Scenario, "no-"),
-				c.QPS, r.QPS, 100*(r.QPS/c.QPS-1), c.P50, r.P50, c.P99, r.P99, c.CPUMicros, r.CPUMicros, c.CPUMicros-r.CPUMicros)
-		}
-		w("\n")
-	}
+	markdownCosts(w, rep)
 	w("## Targets\n\n| target | measured | met |\n|---|---|---|\n")
 	for _, t := range rep.Targets {
 		met := "yes"
@@ -252,9 +236,47 @@ func (b *bench) markdown(rep benchReport) string {
 		}
 		w("| %s | %s | %s |\n", t.Target, t.Measured, met)
 	}
-	w("\n## Memory and start-up\n\n| process | resident idle | resident under load (c=%d) |\n|---|---:|---:|\n", b.o.concurrency[len(b.o.concurrency)-1])
+	b.markdownMemory(w, rep)
+	if len(rep.Notes) > 0 {
+		w("\n## Notes: what limits the missed targets\n\n")
+		for _, n := range rep.Notes {
+			w("- %s\n", n)
+		}
+	}
+	if len(rep.Facts.Profiles) > 0 {
+		w("\nCPU profiles of each component under the heaviest full-path load, beside this report: %s (e.g. `go tool pprof -top bin/jisr %s`).\n",
+			"`"+strings.Join(rep.Facts.Profiles, "`, `")+"`", rep.Facts.Profiles[0])
+	}
+	return s.String()
+}
+
+// markdownCosts writes the table of the cost of each safeguard.
+func markdownCosts(w func(string, ...any), rep Report) {
+	var costs []Result
+	for _, r := range rep.Results {
+		if r.Control != nil {
+			costs = append(costs, r)
+		}
+	}
+	if len(costs) == 0 {
+		return
+	}
+	w("## The cost of each safeguard\n\n")
+	w("The gateway restarted with `--unsafe-skip <safeguard>`, against the full path with a gateway restarted the same way, in alternating rounds (on, off, off, on), c=%d.\n\n", costs[0].Concurrency)
+	w("| safeguard | queries/s on → off | p50 ms on → off | p99 ms on → off | CPU µs/query on → off | its cost per query |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, r := range costs {
+		c := r.Control
+		w("| %s | %.0f → %.0f (%+.0f%%) | %.2f → %.2f | %.2f → %.2f | %.0f → %.0f | %.0f µs |\n", strings.TrimPrefix(r.Scenario, "no-"),
+			c.QPS, r.QPS, 100*(r.QPS/c.QPS-1), c.P50, r.P50, c.P99, r.P99, c.CPUMicros, r.CPUMicros, c.CPUMicros-r.CPUMicros)
+	}
+	w("\n")
+}
+
+// markdownMemory writes the memory and start-up section.
+func (b *harness) markdownMemory(w func(string, ...any), rep Report) {
+	w("\n## Memory and start-up\n\n| process | resident idle | resident under load (c=%d) |\n|---|---:|---:|\n", b.top())
 	var loaded map[string]int64
-	if f := b.find("full", b.o.concurrency[len(b.o.concurrency)-1]); f != nil {
+	if f := b.find("full", b.top()); f != nil {
 		loaded = f.RSSUnderLoad
 	}
 	var idleSum, loadSum int64
@@ -279,17 +301,6 @@ func (b *bench) markdown(rep benchReport) string {
 		}
 		w(". Queries carrying the revoked token are sent as the cnss adapter sends them, four at a time, until each replica has refused one; the `Jisr-Gateway` reply header names the replica that answered.\n")
 	}
-	if len(rep.Notes) > 0 {
-		w("\n## Notes: what limits the missed targets\n\n")
-		for _, n := range rep.Notes {
-			w("- %s\n", n)
-		}
-	}
-	if len(rep.Facts.Profiles) > 0 {
-		w("\nCPU profiles of each component under the heaviest full-path load, beside this report: %s (e.g. `go tool pprof -top bin/jisr %s`).\n",
-			"`"+strings.Join(rep.Facts.Profiles, "`, `")+"`", rep.Facts.Profiles[0])
-	}
-	return s.String()
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -307,68 +318,79 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // svg draws throughput and p99 against concurrency for the full path and
 // the baseline: two panels, log-scaled concurrency axis.
-func (b *bench) svg() string {
-	series := []struct {
-		scenario, label, color string
-	}{{"full", "full path", "#1f6feb"}, {"baseline", "raw two-hop baseline", "#8b949e"}}
+func (b *harness) svg() string {
 	var s strings.Builder
-	const W, H, pad = 900, 360, 60
-	pw := (W - 3*pad) / 2
-	ph := H - 2*pad
-	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", W, H)
-	fmt.Fprintf(&s, `<rect width="%d" height="%d" fill="white"/>`+"\n", W, H)
-	concs := b.o.concurrency
-	xOf := func(c int, x0 int) float64 {
-		lo, hi := math.Log2(float64(concs[0])), math.Log2(float64(concs[len(concs)-1]))
-		if hi == lo {
-			return float64(x0 + pw/2)
-		}
-		return float64(x0) + (math.Log2(float64(c))-lo)/(hi-lo)*float64(pw)
-	}
-	panel := func(x0 int, title string, value func(r *benchResult) float64, unit string) {
-		maxV := 0.0
-		for _, sr := range series {
-			for _, c := range concs {
-				if r := b.find(sr.scenario, c); r != nil {
-					maxV = math.Max(maxV, value(r))
-				}
-			}
-		}
-		if maxV == 0 {
-			maxV = 1
-		}
-		maxV *= 1.1
-		fmt.Fprintf(&s, `<text x="%d" y="%d" font-size="14" font-weight="bold">%s</text>`+"\n", x0, pad-25, title)
-		fmt.Fprintf(&s, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0, pad+ph, x0+pw, pad+ph)
-		fmt.Fprintf(&s, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0, pad, x0, pad+ph)
-		for i := 0; i <= 4; i++ {
-			v := maxV * float64(i) / 4
-			y := float64(pad+ph) - float64(ph)*float64(i)/4
-			fmt.Fprintf(&s, `<text x="%d" y="%.0f" text-anchor="end">%.4g</text>`+"\n", x0-5, y+4, v)
-			fmt.Fprintf(&s, `<line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="#eee"/>`+"\n", x0, y, x0+pw, y)
-		}
-		for _, c := range concs {
-			fmt.Fprintf(&s, `<text x="%.0f" y="%d" text-anchor="middle">%d</text>`+"\n", xOf(c, x0), pad+ph+16, c)
-		}
-		fmt.Fprintf(&s, `<text x="%d" y="%d" text-anchor="middle">concurrent callers (%s)</text>`+"\n", x0+pw/2, pad+ph+34, unit)
-		for _, sr := range series {
-			var pts []string
-			for _, c := range concs {
-				if r := b.find(sr.scenario, c); r != nil {
-					x, y := xOf(c, x0), float64(pad+ph)-value(r)/maxV*float64(ph)
-					pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, y))
-					fmt.Fprintf(&s, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", x, y, sr.color)
-				}
-			}
-			fmt.Fprintf(&s, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(pts, " "), sr.color)
-		}
-	}
-	panel(pad, "Throughput (queries/s)", func(r *benchResult) float64 { return r.QPS }, "queries/s")
-	panel(2*pad+pw, "p99 latency (ms)", func(r *benchResult) float64 { return r.P99 }, "ms")
-	for i, sr := range series {
+	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", svgW, svgH)
+	fmt.Fprintf(&s, `<rect width="%d" height="%d" fill="white"/>`+"\n", svgW, svgH)
+	b.svgPanel(&s, svgPad, "Throughput (queries/s)", func(r *Result) float64 { return r.QPS }, "queries/s")
+	b.svgPanel(&s, 2*svgPad+svgPW, "p99 latency (ms)", func(r *Result) float64 { return r.P99 }, "ms")
+	for i, sr := range svgSeries {
 		fmt.Fprintf(&s, `<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>`+"\n",
-			pad+i*220, H-14, sr.color, pad+i*220+18, H-4, sr.label)
+			svgPad+i*220, svgH-14, sr.color, svgPad+i*220+18, svgH-4, sr.label)
 	}
 	s.WriteString("</svg>\n")
 	return s.String()
+}
+
+// The chart's size, padding and panels.
+const (
+	svgW, svgH, svgPad = 900, 360, 60
+	svgPW              = (svgW - 3*svgPad) / 2
+	svgPH              = svgH - 2*svgPad
+)
+
+var svgSeries = []struct {
+	scenario, label, color string
+}{{"full", "full path", "#1f6feb"}, {"baseline", "raw two-hop baseline", "#8b949e"}}
+
+// svgX is the abscissa of concurrency c in the panel at x0.
+func (b *harness) svgX(c int, x0 int) float64 {
+	concs := b.o.concurrency
+	lo, hi := math.Log2(float64(concs[0])), math.Log2(float64(concs[len(concs)-1]))
+	if hi == lo {
+		return float64(x0 + svgPW/2)
+	}
+	return float64(x0) + (math.Log2(float64(c))-lo)/(hi-lo)*float64(svgPW)
+}
+
+// svgPanel draws one panel at x0: value of each series against concurrency.
+func (b *harness) svgPanel(s *strings.Builder, x0 int, title string, value func(r *Result) float64, unit string) {
+	const pad, pw, ph = svgPad, svgPW, svgPH
+	concs := b.o.concurrency
+	maxV := 0.0
+	for _, sr := range svgSeries {
+		for _, c := range concs {
+			if r := b.find(sr.scenario, c); r != nil {
+				maxV = math.Max(maxV, value(r))
+			}
+		}
+	}
+	if maxV == 0 {
+		maxV = 1
+	}
+	maxV *= 1.1
+	fmt.Fprintf(s, `<text x="%d" y="%d" font-size="14" font-weight="bold">%s</text>`+"\n", x0, pad-25, title)
+	fmt.Fprintf(s, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0, pad+ph, x0+pw, pad+ph)
+	fmt.Fprintf(s, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0, pad, x0, pad+ph)
+	for i := 0; i <= 4; i++ {
+		v := maxV * float64(i) / 4
+		y := float64(pad+ph) - float64(ph)*float64(i)/4
+		fmt.Fprintf(s, `<text x="%d" y="%.0f" text-anchor="end">%.4g</text>`+"\n", x0-5, y+4, v)
+		fmt.Fprintf(s, `<line x1="%d" y1="%.0f" x2="%d" y2="%.0f" stroke="#eee"/>`+"\n", x0, y, x0+pw, y)
+	}
+	for _, c := range concs {
+		fmt.Fprintf(s, `<text x="%.0f" y="%d" text-anchor="middle">%d</text>`+"\n", b.svgX(c, x0), pad+ph+16, c)
+	}
+	fmt.Fprintf(s, `<text x="%d" y="%d" text-anchor="middle">concurrent callers (%s)</text>`+"\n", x0+pw/2, pad+ph+34, unit)
+	for _, sr := range svgSeries {
+		var pts []string
+		for _, c := range concs {
+			if r := b.find(sr.scenario, c); r != nil {
+				x, y := b.svgX(c, x0), float64(pad+ph)-value(r)/maxV*float64(ph)
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, y))
+				fmt.Fprintf(s, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", x, y, sr.color)
+			}
+		}
+		fmt.Fprintf(s, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(pts, " "), sr.color)
+	}
 }

@@ -1,0 +1,928 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jisr-bus/jisr/bus"
+	"github.com/jisr-bus/jisr/bus/catalog"
+	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/gateway/consent"
+	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
+	"github.com/jisr-bus/jisr/services/demodata"
+	"github.com/jisr-bus/jisr/services/progress"
+)
+
+const (
+	queryService = "jisr.civilregistry.v1.CivilRegistry"
+	queryMethod  = "GetPerson"
+	queryPurpose = "amo-enrolment"
+	tokensPerRun = 1000 // distinct citizens (and tokens) per run
+)
+
+// cluster is the federation under test, one process per component.
+type cluster struct {
+	nats         *proc
+	natsURL      string
+	backend      *proc
+	backendAddr  string
+	large        *proc // the large population's backend, beside the 10,000
+	largeAddr    string
+	gateways     []*proc
+	gwHTTP       []string
+	provider     *proc
+	consumer     *proc
+	consumerAddr string
+}
+
+func (f *cluster) procs() []*proc {
+	out := []*proc{f.nats, f.backend, f.large, f.provider, f.consumer}
+	out = append(out, f.gateways...)
+	var live []*proc
+	for _, p := range out {
+		if p != nil {
+			live = append(live, p)
+		}
+	}
+	return live
+}
+
+// Run runs every scenario and writes the report under cfg.Out.
+func Run(ctx context.Context, cfg Config, opts ...Option) error {
+	o := defaults()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := validate(cfg, o); err != nil {
+		return err
+	}
+	o.out = cfg.Out
+	fedPath, err := filepath.Abs(cfg.Federation)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "jisr-bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Fprintf(o.progress, "working directory (kept): %s\n", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		return err
+	}
+	b := &harness{cfg: cfg, o: o, dir: dir, exe: cfg.Exe, fedPath: fedPath, stderr: o.progress, pprof: map[string]string{}}
+	b.facts.Started = time.Now().UTC()
+	b.facts.Machine = machine()
+
+	// The dev PKI, as an operator makes it.
+	if err := b.runOnce(ctx, "certs", "certs", "init"); err != nil {
+		return err
+	}
+	if err := b.run(ctx); err != nil {
+		return err
+	}
+	return b.report(o.stdout)
+}
+
+func validate(cfg Config, o options) error {
+	switch {
+	case cfg.Exe == "":
+		return fmt.Errorf("%w: Config.Exe: the jisr binary is required", ErrConfig)
+	case cfg.Federation == "":
+		return fmt.Errorf("%w: Config.Federation: the federation file is required", ErrConfig)
+	case cfg.Out == "":
+		return fmt.Errorf("%w: Config.Out: the report directory is required", ErrConfig)
+	case cfg.Clients == nil:
+		return fmt.Errorf("%w: Config.Clients is required", ErrConfig)
+	case len(o.concurrency) == 0:
+		return fmt.Errorf("%w: at least one concurrency is required", ErrConfig)
+	}
+	return nil
+}
+
+// clients opens the harness's own clients of the federation at natsURL.
+func (b *harness) clients(natsURL string) Clients {
+	return b.cfg.Clients(Env{Federation: b.fedPath, Certs: filepath.Join(b.dir, "certs"), Data: filepath.Join(b.dir, "data"), NATS: natsURL})
+}
+
+func (b *harness) run(ctx context.Context) error {
+	f := &cluster{}
+	defer func() {
+		for _, p := range f.procs() {
+			p.stop()
+		}
+	}()
+	b.step("starting NATS, backend (10,000 citizens), gateway and two adapters, each as its own process")
+	tokens, err := b.startFederation(ctx, f)
+	if err != nil {
+		return err
+	}
+	client, closeClient, err := b.dial(f)
+	if err != nil {
+		return err
+	}
+	if err := b.measureSizes(ctx, f, client, tokens[0]); err != nil {
+		return err
+	}
+	if err := b.measureFull(ctx, f, tokens, client); err != nil {
+		return err
+	}
+	closeClient()
+
+	// The transport's own limit: client → relay → responder over the same
+	// NATS, mTLS and sizes, without a single check.
+	b.step("raw two-hop baseline (gateway, adapters and backend stopped)")
+	for _, p := range append(f.gateways, f.provider, f.consumer) {
+		p.stop()
+	}
+	f.gateways, f.gwHTTP, f.provider, f.consumer = nil, nil, nil, nil
+	if err := b.baseline(ctx, f, tokens); err != nil {
+		return fmt.Errorf("baseline: %w", err)
+	}
+
+	if b.o.large > 0 {
+		if err := b.population(ctx, f, tokens); err != nil {
+			return fmt.Errorf("large population: %w", err)
+		}
+	}
+	for _, p := range f.procs() {
+		p.stop()
+	}
+	*f = cluster{}
+
+	b.step("start-up time and memory of `jisr dev` with an existing data directory")
+	return b.devStartup(ctx)
+}
+
+// step says which part of the run starts.
+func (b *harness) step(msg string) { fmt.Fprintf(b.stderr, "» %s\n", msg) }
+
+// top is the heaviest load: the last concurrency.
+func (b *harness) top() int { return b.o.concurrency[len(b.o.concurrency)-1] }
+
+// startFederation starts NATS, the 10,000-citizen backend, a gateway and
+// both adapters, and mints the tokens of the run.
+func (b *harness) startFederation(ctx context.Context, f *cluster) ([]token, error) {
+	if err := b.startNATS(ctx, f); err != nil {
+		return nil, err
+	}
+	seed := time.Now()
+	var err error
+	if f.backend, f.backendAddr, err = b.startBackend(ctx, "backend", 10000, filepath.Join(b.dir, "data")); err != nil {
+		return nil, err
+	}
+	b.facts.Seed10k = time.Since(seed).Seconds()
+	if err := b.startGateways(ctx, f, nil, "gw-1"); err != nil {
+		return nil, err
+	}
+	if err := b.startAdapters(ctx, f); err != nil {
+		return nil, err
+	}
+	return b.mint(ctx, f, 10000)
+}
+
+// measureSizes makes one call to learn the payload sizes the baseline must
+// carry, and reads the idle memory of every process.
+func (b *harness) measureSizes(ctx context.Context, f *cluster, client civilv1.CivilRegistryClient, t token) error {
+	resp, err := client.GetPerson(t.ctx(ctx), &civilv1.GetPersonRequest{Eid: t.eid})
+	if err != nil {
+		return fmt.Errorf("first call through the federation: %w", err)
+	}
+	b.reqSize, b.respSize = proto.Size(&civilv1.GetPersonRequest{Eid: t.eid}), proto.Size(resp)
+	// The provider's reply before minimisation: what crosses the provider
+	// hop, asked of the backend directly.
+	if b.fullRespSize, err = b.backendReplySize(ctx, f.backendAddr, t.eid); err != nil {
+		return fmt.Errorf("the backend's reply size: %w", err)
+	}
+	b.facts.HeaderBytes = len(t.token) + len(queryPurpose) + 64
+	time.Sleep(500 * time.Millisecond)
+	b.facts.IdleRSS = map[string]int64{}
+	for _, p := range f.procs() {
+		b.facts.IdleRSS[p.name] = p.rss()
+	}
+	return nil
+}
+
+// measureCalls drives GetPerson calls with toks through cl, measuring procs.
+func (b *harness) measureCalls(ctx context.Context, label, scenario string, conc int, procs []*proc, toks []token, cl civilv1.CivilRegistryClient) Result {
+	r := b.load(ctx, label, conc, procs, func(ctx context.Context, w, i int) error {
+		t := toks[(w*7919+i)%len(toks)]
+		cctx, cancel := context.WithTimeout(t.ctx(ctx), 10*time.Second)
+		defer cancel()
+		_, err := cl.GetPerson(cctx, &civilv1.GetPersonRequest{Eid: t.eid})
+		return err
+	})
+	r.Scenario = scenario
+	return r
+}
+
+// measureFull measures the full path at every concurrency, the cost of
+// each safeguard, two gateway replicas and the revocation lag.
+func (b *harness) measureFull(ctx context.Context, f *cluster, tokens []token, client civilv1.CivilRegistryClient) error {
+	for _, c := range b.o.concurrency {
+		var prof chan error
+		if b.o.profile && c == b.top() {
+			prof = b.profile(ctx, f.procs(), b.o.warmup)
+		}
+		b.results = append(b.results, b.measureCalls(ctx, fmt.Sprintf("full path, c=%d", c), "full", c, f.procs(), tokens, client))
+		if prof != nil {
+			if err := <-prof; err != nil {
+				fmt.Fprintf(b.stderr, "profile: %v\n", err)
+			}
+		}
+	}
+	if err := b.safeguards(ctx, f, tokens, client); err != nil {
+		return err
+	}
+	b.step("two gateway replicas")
+	if err := b.restartGateways(ctx, f, nil, "gw-1", "gw-2"); err != nil {
+		return err
+	}
+	top := b.top()
+	b.results = append(b.results, b.measureCalls(ctx, fmt.Sprintf("two gateway replicas, c=%d", top), "two-replicas", top, f.procs(), tokens, client))
+	if b.o.revocations > 0 {
+		if err := b.measureRevocation(ctx, f); err != nil {
+			return fmt.Errorf("revocation lag: %w", err)
+		}
+	}
+	return nil
+}
+
+// safeguards measures the cost of each safeguard: the same load with it
+// switched off, against the full path with a gateway restarted the same
+// way, in alternating rounds (on, off, off, on) so that drift and other
+// load on the machine fall on both alike.
+func (b *harness) safeguards(ctx context.Context, f *cluster, tokens []token, client civilv1.CivilRegistryClient) error {
+	top := b.top()
+	var controls []Result
+	for _, skip := range []string{"consent", "audit", "minimise"} {
+		b.step("the gateway with and without " + skip + ", alternating")
+		var on, off []Result
+		for i, without := range []bool{false, true, true, false} {
+			var skips []string
+			label := fmt.Sprintf("full path (control for %s), c=%d (%d/4)", skip, top, i+1)
+			if without {
+				skips = []string{skip}
+				label = fmt.Sprintf("without %s, c=%d (%d/4)", skip, top, i+1)
+			}
+			if err := b.restartGateways(ctx, f, skips, "gw-1"); err != nil {
+				return err
+			}
+			r := b.measureCalls(ctx, label, "control", top, f.procs(), tokens, client)
+			if without {
+				r.Scenario = "no-" + skip
+				off = append(off, r)
+			} else {
+				on = append(on, r)
+			}
+		}
+		ctl := mergeResults("", on)
+		r := mergeResults(fmt.Sprintf("without %s, c=%d", skip, top), off)
+		r.Control = &Control{QPS: ctl.QPS, P50: ctl.P50, P99: ctl.P99, CPUMicros: ctl.CPUMicros}
+		b.results = append(b.results, r)
+		controls = append(controls, on...)
+	}
+	b.results = append(b.results, mergeResults(fmt.Sprintf("full path, restarted gateway (the controls), c=%d", top), controls))
+	return b.restartGateways(ctx, f, nil, "gw-1")
+}
+
+func (b *harness) startNATS(ctx context.Context, f *cluster) error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	if f.nats, err = b.spawn("nats", "nats-server", "--listen", addr); err != nil {
+		return err
+	}
+	f.natsURL = "tls://" + addr
+	if err := waitFor(ctx, f.nats, "NATS", tcpOpen(addr)); err != nil {
+		return err
+	}
+	// The operator creates the streams and buckets, as in production: the
+	// gateway only opens them.
+	return b.runOnce(ctx, "nats-init", "--nats", f.natsURL, "nats", "init")
+}
+
+// population compares a store of --large citizens with the 10,000 of the
+// other runs under the same conditions: both backends run side by side and
+// the provider adapter is pointed at one, then the other, in alternating
+// rounds (10k, large, large, 10k) so that drift and other load on the
+// machine fall on both alike.
+func (b *harness) population(ctx context.Context, f *cluster, small []token) error {
+	largeTokens, err := b.startLarge(ctx, f)
+	if err != nil {
+		return err
+	}
+	cl, closeCl, err := b.dial(f)
+	if err != nil {
+		return err
+	}
+	defer closeCl()
+	c := 16
+	if !slices.Contains(b.o.concurrency, c) {
+		c = b.o.concurrency[0]
+	}
+	type pop struct {
+		name     string
+		backend  *proc
+		addr     string
+		tokens   []token
+		rounds   []Result
+		scenario string
+	}
+	pops := []*pop{
+		{name: "10,000", backend: f.backend, addr: f.backendAddr, tokens: small, scenario: "population-10k"},
+		{name: fmt.Sprintf("%d", b.o.large), backend: f.large, addr: f.largeAddr, tokens: largeTokens, scenario: "large"},
+	}
+	order := []*pop{pops[0], pops[1], pops[1], pops[0]}
+	for i, p := range order {
+		if f.provider != nil {
+			f.provider.stop()
+			f.provider = nil
+		}
+		if err := b.startProvider(ctx, f, p.addr); err != nil {
+			return err
+		}
+		procs := append([]*proc{f.nats, f.consumer, f.provider, p.backend}, f.gateways...)
+		label := fmt.Sprintf("%s citizens, c=%d (%d/%d)", p.name, c, i+1, len(order))
+		p.rounds = append(p.rounds, b.measureCalls(ctx, label, p.scenario, c, procs, p.tokens, cl))
+	}
+	for _, p := range pops {
+		b.results = append(b.results, mergeResults(fmt.Sprintf("%s citizens, c=%d", p.name, c), p.rounds))
+	}
+	return nil
+}
+
+// startLarge seeds the large population's backend beside the 10,000 and
+// starts a gateway and the consumer adapter again; it returns the tokens of
+// the large population.
+func (b *harness) startLarge(ctx context.Context, f *cluster) ([]token, error) {
+	fmt.Fprintf(b.stderr, "» seeding a second backend with %d citizens\n", b.o.large)
+	seed := time.Now()
+	var err error
+	if f.large, f.largeAddr, err = b.startBackend(ctx, "backend-large", b.o.large, filepath.Join(b.dir, "data-large")); err != nil {
+		return nil, err
+	}
+	b.facts.SeedLarge, b.facts.Large = time.Since(seed).Seconds(), b.o.large
+	b.facts.LargeStoreBytes = dirSize(filepath.Join(b.dir, "data-large"))
+	// Let the kernel write the freshly seeded store back before
+	// measuring, so the run does not compete with that I/O.
+	syscall.Sync()
+	time.Sleep(2 * time.Second)
+	if err := b.startGateways(ctx, f, nil, "gw-1"); err != nil {
+		return nil, err
+	}
+	if err := b.startConsumer(ctx, f); err != nil {
+		return nil, err
+	}
+	return b.mint(ctx, f, b.o.large)
+}
+
+func (b *harness) startBackend(ctx context.Context, name string, citizens int, dataDir string) (*proc, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := b.spawn(name, "--data", dataDir, "backend", "--member", "civil-registry",
+		"--listen", addr, "--citizens", fmt.Sprint(citizens))
+	if err != nil {
+		return nil, "", err
+	}
+	return p, addr, waitFor(ctx, p, name, grpcServing(addr))
+}
+
+func (b *harness) startGateways(ctx context.Context, f *cluster, skip []string, instances ...string) error {
+	for _, inst := range instances {
+		httpAddr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		args := []string{"--nats", f.natsURL, "gateway", "--instance", inst, "--http", httpAddr, "--grpc", "", "--pprof"}
+		for _, s := range skip {
+			args = append(args, "--unsafe-skip", s)
+		}
+		p, err := b.spawn("gateway-"+inst, args...)
+		if err != nil {
+			return err
+		}
+		f.gateways = append(f.gateways, p)
+		f.gwHTTP = append(f.gwHTTP, "http://"+httpAddr)
+		if err := waitFor(ctx, p, "gateway", httpOK("http://"+httpAddr+"/readyz")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *harness) restartGateways(ctx context.Context, f *cluster, skip []string, instances ...string) error {
+	for _, p := range f.gateways {
+		p.stop()
+	}
+	f.gateways, f.gwHTTP = nil, nil
+	return b.startGateways(ctx, f, skip, instances...)
+}
+
+func (b *harness) startAdapters(ctx context.Context, f *cluster) error {
+	if err := b.startProvider(ctx, f, f.backendAddr); err != nil {
+		return err
+	}
+	return b.startConsumer(ctx, f)
+}
+
+func (b *harness) startProvider(ctx context.Context, f *cluster, backendAddr string) error {
+	paddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	if f.provider, err = b.spawn("adapter-civil-registry", "--nats", f.natsURL, "adapter", "--member", "civil-registry",
+		"--listen", paddr, "--backend", backendAddr); err != nil {
+		return err
+	}
+	return waitFor(ctx, f.provider, "provider adapter", grpcServing(paddr))
+}
+
+func (b *harness) startConsumer(ctx context.Context, f *cluster) error {
+	caddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	if f.consumer, err = b.spawn("adapter-cnss", "--nats", f.natsURL, "adapter", "--member", "cnss", "--listen", caddr); err != nil {
+		return err
+	}
+	f.consumerAddr = caddr
+	return waitFor(ctx, f.consumer, "consumer adapter", grpcServing(caddr))
+}
+
+func (b *harness) dial(f *cluster) (civilv1.CivilRegistryClient, func(), error) {
+	cc, err := dialLoopback(f.consumerAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return civilv1.NewCivilRegistryClient(cc), func() { cc.Close() }, nil
+}
+
+// token is a citizen and a consent token for them.
+type token struct {
+	eid, token, jti string
+	md              metadata.MD
+}
+
+func (t token) ctx(ctx context.Context) context.Context {
+	return metadata.NewOutgoingContext(ctx, t.md)
+}
+
+// mint grants, through the consent service, one token per citizen for
+// tokensPerRun citizens spread over a population of n.
+func (b *harness) mint(ctx context.Context, f *cluster, n int) ([]token, error) {
+	bg := b.clients(f.natsURL)
+	svc, done, err := bg.ConsentService(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	keyer, err := bg.Keyer()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]token, 0, tokensPerRun)
+	for k := range tokensPerRun {
+		eid := demodata.EID(demodata.DefaultSeed, int((int64(k)*7919+13)%int64(n)))
+		resp, err := svc.Grant(ctx, keyer.CKey(eid), consent.GrantRequest{
+			To: "cnss", Service: queryService, Methods: []string{queryMethod}, Purpose: queryPurpose, TTL: "2h"})
+		if err != nil {
+			return nil, fmt.Errorf("grant: %w", err)
+		}
+		out = append(out, token{eid: eid, token: resp.Token, jti: resp.ID,
+			md: metadata.Pairs("jisr-purpose", queryPurpose, "jisr-consent", resp.Token)})
+	}
+	return out, nil
+}
+
+// profile collects a CPU profile of every component while the next
+// scenario runs, into the results directory as <component>-cpu.pprof.
+func (b *harness) profile(ctx context.Context, procs []*proc, after time.Duration) chan error {
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(after)
+		secs := max(1, int(b.o.duration/time.Second))
+		if err := os.MkdirAll(b.o.out, 0o755); err != nil {
+			done <- err
+			return
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var errs []error
+		for _, p := range procs {
+			addr, ok := b.pprof[p.name]
+			if !ok {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				path := filepath.Join(b.o.out, p.name+"-cpu.pprof")
+				err := fetchTo(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), path)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
+					return
+				}
+				b.facts.Profiles = append(b.facts.Profiles, filepath.Base(path))
+			}()
+		}
+		wg.Wait()
+		sort.Strings(b.facts.Profiles)
+		done <- errors.Join(errs...)
+	}()
+	return done
+}
+
+func fetchTo(ctx context.Context, url, path string) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	fh, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(fh, resp.Body); err != nil {
+		fh.Close()
+		return err
+	}
+	return fh.Close()
+}
+
+// baseline runs the raw two-hop path at every concurrency.
+func (b *harness) baseline(ctx context.Context, f *cluster, tokens []token) error {
+	relay, err := b.spawn("relay", "--nats", f.natsURL, "bench", "relay", "--size", fmt.Sprint(b.respSize))
+	if err != nil {
+		return err
+	}
+	defer relay.stop()
+	responder, err := b.spawn("responder", "--nats", f.natsURL, "bench", "responder", "--member", "civil-registry",
+		"--size", fmt.Sprint(max(b.fullRespSize, b.respSize)))
+	if err != nil {
+		return err
+	}
+	defer responder.stop()
+	for _, p := range []*proc{relay, responder} {
+		if err := waitFor(ctx, p, p.name, logSays(p.logf, "ready")); err != nil {
+			return err
+		}
+	}
+	bg := b.clients(f.natsURL)
+	nc, src, err := bg.Connect(ctx, "cnss")
+	if err != nil {
+		return err
+	}
+	defer func() { nc.Close(); src.Close() }()
+	msgs, err := b.queryMsgs(bg, tokens)
+	if err != nil {
+		return err
+	}
+	procs := []*proc{f.nats, relay, responder}
+	for _, c := range b.o.concurrency {
+		r := b.load(ctx, fmt.Sprintf("raw two-hop baseline, c=%d", c), c, procs, func(ctx context.Context, w, i int) error {
+			m := msgs[(w*7919+i)%len(msgs)]
+			out := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			_, err := nc.RequestMsgWithContext(cctx, out)
+			return err
+		})
+		r.Scenario = "baseline"
+		b.results = append(b.results, r)
+	}
+	return nil
+}
+
+// queryMsgs builds, for each token, the NATS message the consumer adapter
+// would publish: the query subject (with the citizen's ckey), the same
+// payload and the same headers.
+func (b *harness) queryMsgs(bg Clients, tokens []token) ([]*nats.Msg, error) {
+	fed, err := bg.Federation()
+	if err != nil {
+		return nil, err
+	}
+	keyer, err := bg.Keyer()
+	if err != nil {
+		return nil, err
+	}
+	cat, err := catalog.New(fed)
+	if err != nil {
+		return nil, err
+	}
+	m, err := cat.ByFullMethod("/" + queryService + "/" + queryMethod)
+	if err != nil {
+		return nil, err
+	}
+	var out []*nats.Msg
+	for _, t := range tokens {
+		subj, err := subject.Query{Consumer: "cnss", Provider: "civil-registry", Service: m.ServiceToken, Method: m.Name, CKey: keyer.CKey(t.eid)}.Subject()
+		if err != nil {
+			return nil, err
+		}
+		data, _ := proto.Marshal(&civilv1.GetPersonRequest{Eid: t.eid})
+		h := nats.Header{}
+		h.Set(bus.HeaderPurpose, queryPurpose)
+		h.Set(bus.HeaderConsent, t.token)
+		out = append(out, &nats.Msg{Subject: subj, Data: data, Header: h})
+	}
+	return out, nil
+}
+
+func logSays(path, word string) func(context.Context) error {
+	return func(context.Context) error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), word) {
+			return fmt.Errorf("not yet %s", word)
+		}
+		return nil
+	}
+}
+
+// measureRevocation revokes tokens one at a time while two gateway replicas
+// serve them, and times, for each replica, from the revoke call to the first
+// reply in which that replica refuses the token. Queries go straight to NATS
+// as the consumer adapter would send them; the Jisr-Gateway reply header
+// says which replica answered.
+func (b *harness) measureRevocation(ctx context.Context, f *cluster) error {
+	bg := b.clients(f.natsURL)
+	nc, src, err := bg.Connect(ctx, "cnss")
+	if err != nil {
+		return err
+	}
+	defer func() { nc.Close(); src.Close() }()
+	svc, done, err := bg.ConsentService(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	keyer, err := bg.Keyer()
+	if err != nil {
+		return err
+	}
+	bar := progress.New(b.stderr, fmt.Sprintf("%-34s", "revocation lag, two replicas"))
+	defer bar.Done()
+	var lags []float64
+	perReplica := map[string][]float64{}
+	for rep := range b.o.revocations {
+		eid := demodata.EID(demodata.DefaultSeed, 5000+rep)
+		first, err := b.revokeOnce(ctx, bg, nc, svc, keyer.CKey(eid), eid, len(f.gateways))
+		if err != nil {
+			return err
+		}
+		for _, inst := range []string{"gw-1", "gw-2"} {
+			d, ok := first[inst]
+			if !ok {
+				d = 5 * time.Second // not refused within the bound: counted at the bound
+			}
+			lags = append(lags, ms(d))
+			perReplica[inst] = append(perReplica[inst], ms(d))
+		}
+		bar.Update(rep+1, b.o.revocations)
+	}
+	b.facts.Revocation = &RevocationFacts{Revocations: b.o.revocations, Samples: len(lags), PerReplica: map[string]RevocationLag{}}
+	b.facts.Revocation.RevocationLag = lagOf(lags)
+	for inst, l := range perReplica {
+		b.facts.Revocation.PerReplica[inst] = lagOf(l)
+	}
+	return nil
+}
+
+// revokeOnce grants a token for eid, has each of the replicas accept (and
+// cache) it, revokes it and returns, for each replica, the time from the
+// revocation to its first refusal (absent: none within 5 s).
+func (b *harness) revokeOnce(ctx context.Context, bg Clients, nc *nats.Conn, svc *consent.Service, ck, eid string, replicas int) (map[string]time.Duration, error) {
+	g, err := svc.Grant(ctx, ck, consent.GrantRequest{To: "cnss", Service: queryService,
+		Methods: []string{queryMethod}, Purpose: queryPurpose, TTL: "1h"})
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := b.queryMsgs(bg, []token{{eid: eid, token: g.Token}})
+	if err != nil {
+		return nil, err
+	}
+	ask := func() (replica string, allowed bool, err error) {
+		m := msgs[0]
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		reply, err := nc.RequestMsgWithContext(cctx, &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header})
+		if err != nil {
+			return "", false, err
+		}
+		return reply.Header.Get(bus.HeaderGateway), bus.StatusOf(reply.Header).Code() == 0, nil
+	}
+	// Both replicas have verified (and cached) the token.
+	seen := map[string]bool{}
+	for i := 0; len(seen) < replicas && i < 500; i++ {
+		r, ok, err := ask()
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("the fresh token was refused by %s", r)
+		}
+		seen[r] = true
+	}
+	if len(seen) < replicas {
+		return nil, fmt.Errorf("queries reached only %v", seen)
+	}
+	t0 := time.Now()
+	if _, err := svc.Store.Revoke(ctx, g.ID); err != nil {
+		return nil, err
+	}
+	return firstRefusals(ask, t0, replicas), nil
+}
+
+// firstRefusals asks, four at a time, until each of the replicas has
+// refused once or 5 s have passed since t0, and returns when each refused.
+func firstRefusals(ask func() (string, bool, error), t0 time.Time, replicas int) map[string]time.Duration {
+	var mu sync.Mutex
+	first := map[string]time.Duration{}
+	var wg sync.WaitGroup
+	deadline := t0.Add(5 * time.Second)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				r, ok, err := ask()
+				mu.Lock()
+				if err == nil && !ok {
+					if _, have := first[r]; !have {
+						first[r] = time.Since(t0)
+					}
+				}
+				n := len(first)
+				mu.Unlock()
+				if n == replicas {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// devStartup times `jisr dev` with an existing data directory: a first run
+// creates the PKI and seeds the stores, the second is timed until
+// demo.json is written, then its idle memory is read.
+func (b *harness) devStartup(ctx context.Context) error {
+	dir := filepath.Join(b.dir, "dev")
+	demo := filepath.Join(dir, "demo.json")
+	run := func(name string) (*proc, time.Duration, error) {
+		start := time.Now()
+		p, err := b.spawn(name, "--data", dir, "--certs", filepath.Join(dir, "certs"), "dev", "--any-port")
+		if err != nil {
+			return nil, 0, err
+		}
+		err = waitFor(ctx, p, "jisr dev", func(context.Context) error { _, err := os.Stat(demo); return err })
+		return p, time.Since(start), err
+	}
+	p, took, err := run("dev-first")
+	if err != nil {
+		return err
+	}
+	p.stop()
+	b.facts.DevFirstStart = took.Seconds()
+	_ = os.Remove(demo)
+	p, took, err = run("dev")
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	b.facts.DevStart = took.Seconds()
+	time.Sleep(2 * time.Second)
+	b.facts.DevIdleRSS = p.rss()
+	return nil
+}
+
+// --- baseline processes -------------------------------------------------
+
+// backendReplySize is the size of the backend's own reply to GetPerson.
+func (b *harness) backendReplySize(ctx context.Context, addr, eid string) (int, error) {
+	cc, err := dialLoopback(addr)
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Close()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := civilv1.NewCivilRegistryClient(cc).GetPerson(cctx, &civilv1.GetPersonRequest{Eid: eid})
+	if err != nil {
+		return 0, err
+	}
+	return proto.Size(resp), nil
+}
+
+// Relay is the baseline's relay, run as the gateway identity on nc: it
+// forwards every query to its provider without a single check, and replies
+// with the first size bytes of the provider's answer (size < 0: all of it),
+// as the gateway's minimised reply. It logs "relay ready" once subscribed
+// and returns when ctx ends.
+func Relay(ctx context.Context, nc *nats.Conn, size int, log *slog.Logger) error {
+	sub, err := nc.QueueSubscribe(subject.AllQueries(), "jisr-bench-relay", func(msg *nats.Msg) {
+		go relay(nc, msg, size)
+	})
+	if err != nil {
+		return err
+	}
+	return serve(ctx, nc, sub, log, "relay ready")
+}
+
+func relay(nc *nats.Conn, msg *nats.Msg, size int) {
+	q, err := subject.ParseQuery(msg.Subject)
+	if err != nil {
+		return
+	}
+	ps, err := q.ProviderSubject()
+	if err != nil {
+		return
+	}
+	reply, err := nc.RequestMsg(&nats.Msg{Subject: ps, Data: msg.Data, Header: msg.Header}, 10*time.Second)
+	if err != nil {
+		return
+	}
+	data := reply.Data
+	if size >= 0 && size < len(data) {
+		data = data[:size] // the same bytes as the gateway's minimised reply
+	}
+	_ = msg.RespondMsg(&nats.Msg{Subject: msg.Reply, Data: data, Header: reply.Header})
+}
+
+// Responder is the baseline's provider, run as member on nc: it answers
+// every provider query to member with size bytes. It logs "responder
+// ready" once subscribed and returns when ctx ends.
+func Responder(ctx context.Context, nc *nats.Conn, member string, size int, log *slog.Logger) error {
+	payload := make([]byte, size)
+	sub, err := nc.QueueSubscribe(subject.ProviderQueries(member), "jisr-bench-responder", func(msg *nats.Msg) {
+		_ = msg.Respond(payload)
+	})
+	if err != nil {
+		return err
+	}
+	return serve(ctx, nc, sub, log, "responder ready")
+}
+
+// serve raises sub's pending limits, flushes the subscription to the
+// server, says ready (the harness waits for the word in the log) and waits
+// for ctx.
+func serve(ctx context.Context, nc *nats.Conn, sub *nats.Subscription, log *slog.Logger, ready string) error {
+	_ = sub.SetPendingLimits(1<<16, 256<<20)
+	if err := nc.Flush(); err != nil {
+		return err
+	}
+	log.Warn(ready)
+	<-ctx.Done()
+	return nil
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+func lagOf(ms []float64) RevocationLag {
+	sort.Float64s(ms)
+	return RevocationLag{P50: ms[len(ms)*50/100], P99: ms[min(len(ms)-1, len(ms)*99/100)], Max: ms[len(ms)-1]}
+}
