@@ -41,7 +41,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
-	"github.com/jisr-bus/jisr/gateway/minimise"
+	"github.com/jisr-bus/jisr/proto/unknownfields"
 )
 
 // Sentinel errors.
@@ -387,7 +387,7 @@ func knownFields(mt protoreflect.MessageType, b []byte) ([]byte, int, error) {
 	if err := proto.Unmarshal(b, msg); err != nil {
 		return nil, 0, err
 	}
-	n := minimise.DropUnknown(msg.ProtoReflect())
+	n := unknownfields.Drop(msg.ProtoReflect())
 	if n == 0 {
 		return b, 0, nil
 	}
