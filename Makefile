@@ -32,7 +32,7 @@ fmt: ## gofmt every Go file
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-lint: fmt-check vet lint-proto check-generated ## gofmt, go vet, buf lint, generated code up to date
+lint: fmt-check vet lint-imports lint-proto check-generated ## gofmt, go vet, import rules, buf lint, generated code up to date
 
 run: build ## The whole federation on this machine with demo data (jisr dev)
 	$(BIN)/jisr dev

@@ -1,9 +1,3 @@
-// Package bustest starts a real federation bus for tests: an in-memory dev CA,
-// SVIDs for every identity, and an embedded NATS server on 127.0.0.1 with
-// exactly the configuration production renders (mTLS, verify_and_map,
-// allow-list permissions, JetStream in a temporary directory).
-//
-// Invariant: nothing here is a mock — tests talk real TLS to a real server.
 package bustest
 
 import (

@@ -16,10 +16,10 @@ import (
 	"strings"
 	"sync"
 
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/jisr-bus/jisr/proto/eidfield"
+	"github.com/jisr-bus/jisr/proto/unknownfields"
 )
 
 // Intersect returns the paths allowed by both sets.
@@ -55,47 +55,7 @@ func covers(p, q string) bool {
 // fields it dropped. Fields the descriptors do not know are never agreed,
 // and Trim cannot see them: they must go before anything is released.
 func DropUnknown(m protoreflect.Message) int {
-	n := 0
-	if u := m.GetUnknown(); len(u) > 0 {
-		n += countFields(u)
-		m.SetUnknown(nil)
-	}
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsMap():
-			if fd.MapValue().Message() != nil {
-				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-					n += DropUnknown(mv.Message())
-					return true
-				})
-			}
-		case fd.Message() == nil:
-		case fd.IsList():
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				n += DropUnknown(l.Get(i).Message())
-			}
-		default:
-			n += DropUnknown(v.Message())
-		}
-		return true
-	})
-	return n
-}
-
-// countFields counts the fields in raw wire bytes (at least 1 when there
-// are bytes: a malformed tail counts as one field).
-func countFields(b []byte) int {
-	n := 0
-	for len(b) > 0 {
-		n++
-		_, _, l := protowire.ConsumeField(b)
-		if l < 0 {
-			break
-		}
-		b = b[l:]
-	}
-	return n
+	return unknownfields.Drop(m)
 }
 
 // Trim clears every field of m outside paths and returns the paths of what

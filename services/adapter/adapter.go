@@ -1,12 +1,3 @@
-// Package adapter is jisr's one generic adapter. Its consumer side serves
-// every federation service over gRPC to the member's own backend and sends
-// each call as a NATS request on jisr.q.<member>.…; its provider side takes
-// jisr.p.<member>.… requests from the gateway and calls the member's backend
-// over gRPC.
-//
-// Invariant: the adapter never sees another member's subjects (its NATS
-// permissions forbid it) and never puts the eID anywhere but the payload:
-// the subject carries the ckey, status messages are fixed texts.
 package adapter
 
 import (
@@ -41,7 +32,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
-	"github.com/jisr-bus/jisr/gateway/minimise"
+	"github.com/jisr-bus/jisr/proto/unknownfields"
 )
 
 // Sentinel errors.
@@ -387,7 +378,7 @@ func knownFields(mt protoreflect.MessageType, b []byte) ([]byte, int, error) {
 	if err := proto.Unmarshal(b, msg); err != nil {
 		return nil, 0, err
 	}
-	n := minimise.DropUnknown(msg.ProtoReflect())
+	n := unknownfields.Drop(msg.ProtoReflect())
 	if n == 0 {
 		return b, 0, nil
 	}
