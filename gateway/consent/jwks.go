@@ -72,6 +72,54 @@ func hasPrivate(jwk map[string]json.RawMessage) bool {
 	return false
 }
 
+// privateAnywhere reports whether a private member name (hasPrivate) is a
+// key of any object at any depth of the JSON document b, duplicates and
+// members no JWKS defines included: a private key nested in a public JWK,
+// in a second set beside "keys", or in a duplicate member that decoding
+// would overwrite is still a private key in the gateway's configuration.
+func privateAnywhere(b []byte) bool {
+	found := false
+	var value func(dec *json.Decoder, depth int) bool // false: stop (not JSON, too deep)
+	value = func(dec *json.Decoder, depth int) bool {
+		if depth > 32 {
+			found = true // too deep to look through: refused as if it held one
+			return false
+		}
+		t, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		switch t {
+		case json.Delim('{'):
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return false
+				}
+				if name, _ := kt.(string); hasPrivate(map[string]json.RawMessage{name: nil}) {
+					found = true
+				}
+				if !value(dec, depth+1) {
+					return false
+				}
+			}
+			_, err = dec.Token()
+			return err == nil
+		case json.Delim('['):
+			for dec.More() {
+				if !value(dec, depth+1) {
+					return false
+				}
+			}
+			_, err = dec.Token()
+			return err == nil
+		}
+		return true
+	}
+	value(json.NewDecoder(bytes.NewReader(b)), 0)
+	return found
+}
+
 // ParseJWKS reads public Ed25519 keys from a JWKS. Every key must be
 // kty OKP, crv Ed25519, with its kid the one jisr derives from it (RFC 7638
 // thumbprint); a private key anywhere, or a PEM private key, is ErrPrivateKey.
@@ -89,7 +137,7 @@ func ParseJWKS(b []byte) (*KeySet, error) {
 	if err := json.Unmarshal(b, &top); err != nil {
 		return nil, fmt.Errorf("consent: the JWKS is not a JSON object: %w", err)
 	}
-	if hasPrivate(top) {
+	if privateAnywhere(b) {
 		return nil, ErrPrivateKey
 	}
 	if err := json.Unmarshal(b, &set); err != nil {

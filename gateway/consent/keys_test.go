@@ -198,3 +198,39 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// Attack: a private key hidden where the loader did not look — nested in a
+// public JWK, in a second key set beside "keys", in an array, or in an
+// earlier duplicate "keys" member that encoding/json would overwrite — is
+// still found, and the gateway's key material refused.
+func TestJWKSPrivateKeyHiddenAnywhereIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := consent.InitKeys(dir); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := consent.LoadKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := keys.Signing()
+	pubJWK, _ := json.Marshal(jose.JSONWebKey{Key: k.Public, KeyID: k.ID, Algorithm: "EdDSA", Use: "sig"})
+	privJWK, _ := json.Marshal(jose.JSONWebKey{Key: k.Private, KeyID: k.ID, Algorithm: "EdDSA", Use: "sig"})
+	pub, priv := string(pubJWK), string(privJWK)
+	nested := strings.Replace(pub, `{`, `{"ext":`+priv+`,`, 1)
+	if _, err := consent.ParseJWKS([]byte(`{"keys":[` + pub + `]}`)); err != nil {
+		t.Fatalf("the public set itself: %v", err)
+	}
+	for name, b := range map[string]string{
+		"a private JWK nested in a public one":  `{"keys":[` + nested + `]}`,
+		"a second key set beside keys":          `{"keys":[` + pub + `],"backup":{"keys":[` + priv + `]}}`,
+		"a private JWK in another array":        `{"keys":[` + pub + `],"old":[[` + priv + `]]}`,
+		"an earlier duplicate keys member":      `{"keys":[` + priv + `],"keys":[` + pub + `]}`,
+		"a case-variant keys member first":      `{"KEYS":[` + priv + `],"keys":[` + pub + `]}`,
+		"a private member spelled with escapes": `{"keys":[` + strings.Replace(priv, `"d":`, `"\u0064":`, 1) + `]}`,
+		"a private member nested in capitals":   `{"keys":[` + strings.Replace(nested, `"d":`, `"D":`, 1) + `]}`,
+	} {
+		if _, err := consent.ParseJWKS([]byte(b)); !errors.Is(err, consent.ErrPrivateKey) {
+			t.Errorf("%s: %v, want ErrPrivateKey", name, err)
+		}
+	}
+}
