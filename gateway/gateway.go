@@ -498,7 +498,7 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	if g.cfg.Unsafe.SkipMinimise {
 		return reply, nil
 	}
-	return g.minimise(ctx, q, m, reply, fields, d)
+	return g.minimise(ctx, q, m, reply, fields, ruleFields(rule), d)
 }
 
 // fixParams sets the predicate parameters that the rule fixes into the
@@ -518,10 +518,11 @@ func (g *Gateway) fixParams(req proto.Message, rule *federation.Rule, m *catalog
 }
 
 // minimise drops the reply's unknown fields at every level, trims it to the
-// agreed fields, and records in d the fields of the bytes that leave,
-// decoded again, so that the audit record says what was released, not what
-// was meant to be.
-func (g *Gateway) minimise(ctx context.Context, q subject.Query, m *catalog.Method, reply []byte, fields []string, d *decision.Decision) ([]byte, error) {
+// agreed fields, clears the named_only fields the rule itself does not name
+// (named: a token's fields cannot release them), and records in d the
+// fields of the bytes that leave, decoded again, so that the audit record
+// says what was released, not what was meant to be.
+func (g *Gateway) minimise(ctx context.Context, q subject.Query, m *catalog.Method, reply []byte, fields, named []string, d *decision.Decision) ([]byte, error) {
 	_, mspan := tracer.Start(ctx, "gateway.minimise")
 	defer mspan.End()
 	out := m.Output.New().Interface()
@@ -533,6 +534,7 @@ func (g *Gateway) minimise(ctx context.Context, q subject.Query, m *catalog.Meth
 		g.log.WarnContext(ctx, "provider reply carried unknown fields: dropped", "provider", q.Provider, "method", m.Name, "fields", n)
 	}
 	minimise.Trim(out.ProtoReflect(), fields)
+	minimise.ClearNamedOnly(out.ProtoReflect(), named)
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(out)
 	if err != nil {
 		return nil, decision.Refuse(codes.Internal, decision.ReasonMinimisation, "the reply could not be minimised")

@@ -131,3 +131,72 @@ func dropped(t *testing.T, reg *prometheus.Registry, direction string) float64 {
 	t.Fatalf("no %s counter", direction)
 	return 0
 }
+
+// TestRelativesEIDsNeedTheRuleNotTheToken: under a rule that names no
+// fields (the whole reply), a consent token whose fields name
+// household.members.eid must not release relatives' eIDs: one citizen's
+// consent does not reach their relatives; only the rule can name that field.
+func TestRelativesEIDsNeedTheRuleNotTheToken(t *testing.T) {
+	fed := strings.Replace(string(bustest.FederationYAML), `    fields:
+      - person.eid
+      - person.names
+      - person.sex
+      - person.birth
+      - person.vital_status
+      - person.marital_status
+      # The household's size and each member's relation to the citizen,
+      # never the relatives' eIDs (household.members.eid is released only
+      # where a rule names it).
+      - household.members.relation
+      - alive
+      - married
+`, "", 1)
+	if fed == string(bustest.FederationYAML) {
+		t.Fatal("the test federation's cnss-civil-status fields were not found")
+	}
+	env := bustest.Start(t, bustest.WithFederation([]byte(fed)))
+	audit := &recorder{}
+	gw, err := gateway.New(gateway.Config{
+		Federation: env.Fed, Keyer: env.Keyer, Conn: env.Connect(t, "gateway"),
+		Consent: consents{fields: []string{"household.members.eid", "household.members.relation"}}, Audit: audit,
+		Registerer: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := gw.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Stop(ctx) })
+	cr := env.Connect(t, "civil-registry")
+	if _, err := cr.Subscribe("jisr.p.civil-registry.>", func(m *nats.Msg) {
+		b, _ := proto.Marshal(&civilv1.GetHouseholdResponse{Household: &civilv1.Household{Members: []*civilv1.HouseholdMember{
+			{Eid: testEID, Relation: civilv1.Relation_RELATION_HEAD},
+			{Eid: "RELATIVE1", Relation: civilv1.Relation_RELATION_SPOUSE},
+		}}})
+		bus.Respond(m, b, nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cr.Flush()
+	h := &harness{env: env, audit: audit, cnss: env.Connect(t, "cnss")}
+	payload, _ := proto.Marshal(&civilv1.GetHouseholdRequest{Eid: testEID})
+	reply, err := h.call(t, testEID, testEID, "GetHousehold", "amo-enrolment", "ok", payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp civilv1.GetHouseholdResponse
+	if err := proto.Unmarshal(reply.Data, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(reply.Data), "RELATIVE1") || strings.Contains(string(reply.Data), testEID) {
+		t.Fatalf("a token released the household's eIDs that the rule does not name: %v", &resp)
+	}
+	if ms := resp.GetHousehold().GetMembers(); len(ms) != 2 || ms[1].GetRelation() != civilv1.Relation_RELATION_SPOUSE {
+		t.Fatalf("the members' relations are missing: %v", &resp)
+	}
+	if recs := audit.all(); len(recs) != 1 || !slices.Equal(recs[0].Fields, []string{"household.members.relation"}) {
+		t.Fatalf("audited %v", recs)
+	}
+}
