@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/catalog"
@@ -483,7 +484,9 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	}
 
 	// The provider gets the request as the gateway read it, re-encoded:
-	// fields no descriptor knows (padding, smuggled data) never reach it.
+	// fields no descriptor knows (padding, smuggled data) never reach it,
+	// and the eID is the normalised one whose consent was checked.
+	req.ProtoReflect().Set(m.EID, protoreflect.ValueOfString(eid))
 	if n := minimise.DropUnknown(req.ProtoReflect()); n > 0 {
 		g.metrics.unknownFields.WithLabelValues(q.Consumer, q.Provider, "request").Add(float64(n))
 	}

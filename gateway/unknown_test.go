@@ -200,3 +200,43 @@ func TestRelativesEIDsNeedTheRuleNotTheToken(t *testing.T) {
 		t.Fatalf("audited %v", recs)
 	}
 }
+
+// TestTheProviderGetsTheEIDTheGatewayChecked: a consumer spelling the eID
+// another way ("  bk482913 ") gets the consent check of the normalised eID;
+// the provider must receive that eID, not the consumer's spelling, which its
+// own normalisation might read as someone else.
+func TestTheProviderGetsTheEIDTheGatewayChecked(t *testing.T) {
+	env := bustest.Start(t)
+	audit := &recorder{}
+	gw, err := gateway.New(gateway.Config{
+		Federation: env.Fed, Keyer: env.Keyer, Conn: env.Connect(t, "gateway"),
+		Consent: consents{}, Audit: audit, Registerer: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := gw.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Stop(ctx) })
+	got := make(chan string, 1)
+	cr := env.Connect(t, "civil-registry")
+	if _, err := cr.Subscribe("jisr.p.civil-registry.>", func(m *nats.Msg) {
+		var req civilv1.GetPersonRequest
+		_ = proto.Unmarshal(m.Data, &req)
+		got <- req.GetEid()
+		b, _ := proto.Marshal(&civilv1.GetPersonResponse{Person: &civilv1.Person{Eid: testEID}})
+		bus.Respond(m, b, nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cr.Flush()
+	h := &harness{env: env, audit: audit, cnss: env.Connect(t, "cnss")}
+	if _, err := h.call(t, "  "+strings.ToLower(testEID)+" ", testEID, "GetPerson", "amo-enrolment", "ok", nil); err != nil {
+		t.Fatal(err)
+	}
+	if eid := <-got; eid != testEID {
+		t.Fatalf("the provider received the eID %q, want the normalised %q", eid, testEID)
+	}
+}
