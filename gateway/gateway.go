@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -494,7 +493,7 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	if err != nil {
 		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the request payload is not a valid %s", m.Input.Descriptor().FullName())
 	}
-	reply, err := g.forward(ctx, q, data, purpose, eid)
+	reply, err := g.forward(ctx, q, data, purpose)
 	if err != nil {
 		return nil, err
 	}
@@ -584,10 +583,9 @@ func (g *Gateway) name(subj string, d *decision.Decision) (subject.Query, *feder
 	return q, consumer, m, nil
 }
 
-// forward sends the re-encoded request to the provider and returns its reply payload. A
-// provider's error status passes through, unless its message would leak the
-// eID, in which case only the code does.
-func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, purpose, eid string) ([]byte, error) {
+// forward sends the re-encoded request to the provider and returns its
+// reply payload. Of a provider's error status, only the code passes.
+func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, purpose string) ([]byte, error) {
 	subj, err := q.ProviderSubject()
 	if err != nil {
 		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed query subject")
@@ -608,14 +606,10 @@ func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, pur
 	case codes.DeadlineExceeded:
 		return nil, decision.Refuse(codes.DeadlineExceeded, decision.ReasonDeadline, "provider %s did not answer before the deadline", q.Provider)
 	}
-	if leaks(st.Message(), eid) {
-		return nil, decision.Refuse(st.Code(), decision.ReasonProviderError, "provider %s refused the query (its message was withheld because it contained citizen data)", q.Provider)
-	}
-	return nil, &decision.Refusal{Code: st.Code(), Reason: decision.ReasonProviderError, Message: st.Message()}
-}
-
-func leaks(msg, eid string) bool {
-	return eid != "" && strings.Contains(strings.ToUpper(msg), eid)
+	// The provider's message is free text that minimisation cannot read
+	// (it may name the citizen or carry fields no one agreed to): only the
+	// code passes.
+	return nil, decision.Refuse(st.Code(), decision.ReasonProviderError, "provider %s refused the query with %s (its message is withheld: it may carry citizen data)", q.Provider, st.Code())
 }
 
 func provides(fed *federation.Federation, provider, service string) bool {

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -9,12 +10,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/gateway"
+	"github.com/jisr-bus/jisr/gateway/decision"
 	"github.com/jisr-bus/jisr/gateway/minimise"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 	jisrv1 "github.com/jisr-bus/jisr/proto/gen/jisr/v1"
@@ -238,5 +242,25 @@ func TestTheProviderGetsTheEIDTheGatewayChecked(t *testing.T) {
 	}
 	if eid := <-got; eid != testEID {
 		t.Fatalf("the provider received the eID %q, want the normalised %q", eid, testEID)
+	}
+}
+
+// TestAProviderErrorCarriesNoData: a provider that refuses with a status
+// whose message carries citizen data (not the eID, so the eID filter does
+// not see it) must not pass that data to the consumer: an error is a reply
+// too, and minimisation cannot read free text.
+func TestAProviderErrorCarriesNoData(t *testing.T) {
+	h := start(t, []string{"person.names"}, func(m *nats.Msg) {
+		bus.RespondError(m, status.Error(codes.FailedPrecondition, "Meryem Alaoui: diagnosis=HIV-POSITIVE criminal-record=YES"))
+	})
+	_, err := h.call(t, testEID, testEID, "GetPerson", "amo-enrolment", "ok", nil)
+	st := status.Convert(err)
+	if st.Code() != codes.FailedPrecondition || decision.ReasonOf(st) != decision.ReasonProviderError {
+		t.Fatalf("got %v %q (%s), want the provider's code with %s", st.Code(), decision.ReasonOf(st), st.Message(), decision.ReasonProviderError)
+	}
+	for _, bad := range []string{"HIV", "criminal", "Meryem"} {
+		if strings.Contains(st.Message(), bad) || strings.Contains(fmt.Sprint(st.Details()), bad) {
+			t.Fatalf("the provider's error passed %q to the consumer: %q %v", bad, st.Message(), st.Details())
+		}
 	}
 }
