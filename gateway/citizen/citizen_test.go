@@ -458,6 +458,13 @@ func TestCallbackRefusals(t *testing.T) {
 		{name: "no eID claim", tamper: func(c map[string]any) { delete(c, "cnie") }, code: http.StatusUnauthorized},
 		{name: "bad eID", tamper: func(c map[string]any) { c["cnie"] = "a.b>*" }, code: http.StatusUnauthorized},
 		{name: "eID in another claim", tamper: func(c map[string]any) { c["eid"] = c["cnie"]; delete(c, "cnie") }, code: http.StatusUnauthorized},
+		// Attacks of phase 2 (r12-attack): other types and spellings.
+		{name: "acr an array of the accepted value", tamper: func(c map[string]any) { c["acr"] = []string{citizen.DefaultACR} }, code: http.StatusForbidden},
+		{name: "acr with a trailing space", tamper: func(c map[string]any) { c["acr"] = citizen.DefaultACR + " " }, code: http.StatusForbidden},
+		{name: "eID a number", tamper: func(c map[string]any) { c["cnie"] = 123456 }, code: http.StatusUnauthorized},
+		{name: "eID an array", tamper: func(c map[string]any) { c["cnie"] = []string{alice} }, code: http.StatusUnauthorized},
+		{name: "eID with a letter whose upper case is ASCII", tamper: func(c map[string]any) { c["cnie"] = "Aſ123456" }, code: http.StatusUnauthorized},
+		{name: "eID with a Unicode space", tamper: func(c map[string]any) { c["cnie"] = "\u00a0" + alice }, code: http.StatusUnauthorized},
 	}
 	s := newSite(t, siteOptions{})
 	for _, tc := range cases {
@@ -505,6 +512,30 @@ func TestCallbackRefusals(t *testing.T) {
 	}
 	if code, _ := s.whoami(t, other); code != http.StatusUnauthorized {
 		t.Fatal("the replayed callback made a session")
+	}
+	// Replayed with the sealed login cookie copied too, after the sign-in
+	// succeeded: the code was spent, so no second session.
+	c = s.client(t)
+	cb = s.toCallback(t, c, alice)
+	cbURL, _ := url.Parse(cb)
+	stolen := c.Jar.Cookies(cbURL)
+	resp, err = c.Get(cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if code, _ := s.whoami(t, c); code != http.StatusOK {
+		t.Fatalf("the sign-in itself: %d", code)
+	}
+	thief := s.client(t)
+	thief.Jar.SetCookies(cbURL, stolen)
+	resp, err = thief.Get(cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if code, _ := s.whoami(t, thief); resp.StatusCode == http.StatusOK || code != http.StatusUnauthorized {
+		t.Fatalf("a callback replayed with the login cookie: %d, whoami %d", resp.StatusCode, code)
 	}
 }
 
