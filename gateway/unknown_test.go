@@ -264,3 +264,67 @@ func TestAProviderErrorCarriesNoData(t *testing.T) {
 		}
 	}
 }
+
+// TestWireTricksInTheReplyAreDropped (phase 2 attack): a provider hides data
+// in a reply where a descriptor-driven trim might not look — a known field
+// number with the wrong wire type (father_name, 8, as a group holding the
+// text; names, 2, as a fixed64), an unknown group at top level — for a
+// token limited to person.names. Only the names leave; a string that is not UTF-8
+// fails the whole reply rather than passing.
+func TestWireTricksInTheReplyAreDropped(t *testing.T) {
+	var bad bool
+	var mu sync.Mutex
+	h := start(t, []string{"person.names"}, func(m *nats.Msg) {
+		mu.Lock()
+		invalid := bad
+		mu.Unlock()
+		names, _ := proto.Marshal(&civilv1.Names{Latin: &jisrv1.Name{Given: "Meryem"}})
+		var p []byte
+		p = protowire.AppendTag(p, 2, protowire.BytesType)
+		p = protowire.AppendBytes(p, names)
+		// father_name as a group: not a string, so not "known".
+		p = protowire.AppendTag(p, 8, protowire.StartGroupType)
+		p = protowire.AppendTag(p, 1, protowire.BytesType)
+		p = protowire.AppendString(p, "diagnosis=HIV-POSITIVE")
+		p = protowire.AppendTag(p, 8, protowire.EndGroupType)
+		// names as a fixed64.
+		p = protowire.AppendTag(p, 2, protowire.Fixed64Type)
+		p = protowire.AppendFixed64(p, 0x4956494e494d4952) // "RIMINIVI"
+		// mother_name, a known string, holding bytes that are not UTF-8.
+		if invalid {
+			p = protowire.AppendTag(p, 9, protowire.BytesType)
+			p = protowire.AppendBytes(p, []byte("criminal-record=YES\xff"))
+		}
+		var r []byte
+		r = protowire.AppendTag(r, 1, protowire.BytesType)
+		r = protowire.AppendBytes(r, p)
+		r = protowire.AppendTag(r, 31, protowire.StartGroupType)
+		r = protowire.AppendTag(r, 1, protowire.BytesType)
+		r = protowire.AppendString(r, "criminal-record=YES")
+		r = protowire.AppendTag(r, 31, protowire.EndGroupType)
+		bus.Respond(m, r, nil)
+	})
+	reply, err := h.call(t, testEID, testEID, "GetPerson", "amo-enrolment", "ok", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"HIV", "criminal", "RIMINIVI"} {
+		if strings.Contains(string(reply.Data), s) {
+			t.Fatalf("released %q: %q", s, reply.Data)
+		}
+	}
+	var resp civilv1.GetPersonResponse
+	if err := proto.Unmarshal(reply.Data, &resp); err != nil || resp.GetPerson().GetNames().GetLatin().GetGiven() != "Meryem" || len(resp.ProtoReflect().GetUnknown()) != 0 {
+		t.Fatalf("reply %v, %v", &resp, err)
+	}
+	mu.Lock()
+	bad = true
+	mu.Unlock()
+	reply, err = h.call(t, testEID, testEID, "GetPerson", "amo-enrolment", "ok", nil)
+	if err == nil {
+		t.Fatalf("a reply with a string that is not UTF-8 passed: %q", reply.Data)
+	}
+	if strings.Contains(err.Error(), "criminal") {
+		t.Fatalf("the refusal carries the data: %v", err)
+	}
+}
