@@ -27,6 +27,11 @@ import (
 // private (or symmetric) key: a gateway refuses to start with it.
 var ErrPrivateKey = errors.New("consent: the gateway's consent key file holds a private key; give it the public JWKS only")
 
+// ErrJWKSWritable is returned for a public key file that its group or other
+// users can write: the keys are public, but whoever can write the file can
+// add a key and mint any consent.
+var ErrJWKSWritable = errors.New("consent: the public key file is writable by group or other users (chmod 644 it)")
+
 // JWKSPath is where the consent service writes its public JWKS under a
 // certs directory (beside the SVIDs, not in the private key directory).
 func JWKSPath(certsDir string) string { return filepath.Join(certsDir, "consent-jwks.json") }
@@ -180,7 +185,10 @@ func ParseJWKS(b []byte) (*KeySet, error) {
 
 // LoadJWKS reads the public keys a gateway verifies with from path.
 func LoadJWKS(path string) (*KeySet, error) {
-	b, err := os.ReadFile(path)
+	b, err := readJWKS(path)
+	if errors.Is(err, ErrJWKSWritable) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("consent: public keys: %w (the consent service writes them; `jisr certs init` does too)", err)
 	}
@@ -189,6 +197,19 @@ func LoadJWKS(path string) (*KeySet, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return ks, nil
+}
+
+// readJWKS reads a JWKS file that only its owner can write (the mode of
+// the file a symlink points to).
+func readJWKS(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return nil, ErrJWKSWritable
+	}
+	return os.ReadFile(path)
 }
 
 // WatchJWKS reloads path into ks every interval until the returned stop is
@@ -213,7 +234,7 @@ func WatchJWKS(path string, ks *KeySet, every time.Duration, log *slog.Logger) (
 				return
 			case <-t.C:
 			}
-			b, err := os.ReadFile(path)
+			b, err := readJWKS(path)
 			if err != nil || bytes.Equal(b, last) {
 				if err != nil {
 					log.Error("consent public keys unreadable; keeping the keys in use", "path", path, "err", err)

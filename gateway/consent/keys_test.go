@@ -234,3 +234,61 @@ func TestJWKSPrivateKeyHiddenAnywhereIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// Attack (phase 2): the gateway's public JWKS is not secret, but whoever can
+// write it can add a key and mint any consent. A JWKS file writable by group
+// or others is refused at load, and a reload from such a file is ignored.
+func TestJWKSWritableByOthersIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := consent.InitKeys(dir); err != nil {
+		t.Fatal(err)
+	}
+	path := consent.JWKSPath(dir)
+	for _, mode := range []os.FileMode{0o666, 0o664, 0o646, 0o662} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := consent.LoadJWKS(path); !errors.Is(err, consent.ErrJWKSWritable) {
+			t.Errorf("mode %04o: %v, want ErrJWKSWritable", mode, err)
+		}
+	}
+	link := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := consent.LoadJWKS(link); !errors.Is(err, consent.ErrJWKSWritable) {
+		t.Errorf("a symlink to a writable JWKS: %v, want ErrJWKSWritable", err)
+	}
+	for _, mode := range []os.FileMode{0o644, 0o600, 0o444} {
+		os.Chmod(path, mode)
+		if _, err := consent.LoadJWKS(path); err != nil {
+			t.Errorf("mode %04o: %v", mode, err)
+		}
+	}
+
+	// A reload from a file made writable by others is ignored.
+	os.Chmod(path, 0o644)
+	ks, err := consent.LoadJWKS(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	stop := consent.WatchJWKS(path, ks, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+	defer stop()
+	other := t.TempDir()
+	if err := consent.InitKeys(other); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(consent.JWKSPath(other))
+	if err := os.Chmod(path, 0o666); err != nil { // writable first, then written
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the watcher to refuse the writable file", func() bool { return strings.Contains(logs.String(), consent.ErrJWKSWritable.Error()) })
+	otherKeys, _ := consent.LoadKeys(other)
+	if _, ok := ks.Verifying(otherKeys.Signing().ID, time.Now()); ok {
+		t.Fatal("a key from a file writable by others was loaded")
+	}
+}
