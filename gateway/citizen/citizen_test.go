@@ -363,6 +363,18 @@ func TestLogoutKillsTheSessionAndReplayFails(t *testing.T) {
 	if code, _ := s.whoami(t, c); code != http.StatusOK {
 		t.Fatalf("after refused logout: %d", code)
 	}
+	// A logout by GET (an image tag, a link) does nothing.
+	if resp, err := c.Get(s.url + citizen.PathLogout); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Content-Security-Policy") == "" {
+			t.Fatalf("GET logout: %d, CSP %q", resp.StatusCode, resp.Header.Get("Content-Security-Policy"))
+		}
+	}
+	if code, _ := s.whoami(t, c); code != http.StatusOK {
+		t.Fatalf("after GET logout: %d", code)
+	}
 	if code := s.post(t, c, citizen.PathLogout, "Origin", s.url); code != http.StatusNoContent {
 		t.Fatalf("logout: %d", code)
 	}
