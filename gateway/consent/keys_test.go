@@ -43,6 +43,19 @@ func TestKeyFilesOpenToOthersAreRefused(t *testing.T) {
 	if _, err := consent.LoadKeys(dir); err != nil {
 		t.Fatalf("mode 0600: %v", err)
 	}
+	// Attack (phase 2): the key file is a symlink (mode 0777 itself) to a
+	// copy that others can read: the copy's mode is what counts.
+	open := filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(open, []byte(mustRead(t, files[0])), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(files[0])
+	if err := os.Symlink(open, files[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := consent.LoadKeys(dir); !errors.Is(err, consent.ErrKeyPermissions) {
+		t.Errorf("a symlink to a key file of mode 0644: %v, want ErrKeyPermissions", err)
+	}
 }
 
 // The gateway's key material is public keys only: a JWKS with a private
