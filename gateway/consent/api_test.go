@@ -126,6 +126,21 @@ func TestConsentAPI(t *testing.T) {
 	if _, err := client.ListConsents(context.Background(), &consentv1.ListConsentsRequest{}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("gRPC list without login: %v", err)
 	}
+	// Metadata tricks (phase 2): a forged credential first and the real one
+	// second, the scheme in lower case, the session in another key, the
+	// session with a space before it.
+	for name, md := range map[string][]string{
+		"forged then real":  {"authorization", "Bearer forged", "authorization", "Bearer " + mine},
+		"lower-case scheme": {"authorization", "bearer " + mine},
+		"another key":       {"x-authorization", "Bearer " + mine},
+		"a space before it": {"authorization", "Bearer  " + mine},
+		"the session alone": {"authorization", mine + "x"},
+	} {
+		ctx := metadata.AppendToOutgoingContext(context.Background(), md...)
+		if _, err := client.ListConsents(ctx, &consentv1.ListConsentsRequest{}); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("gRPC list with %s: %v", name, err)
+		}
+	}
 	g, err := client.Grant(as(mine), &consentv1.GrantRequest{To: "cnss", Service: grant.Service, Methods: []string{"IsAlive"}, Purpose: purpose, Ttl: durationpb.New(time.Hour), MaxUses: 2})
 	if err != nil || g.GetToken() == "" {
 		t.Fatalf("gRPC grant: %v", err)
