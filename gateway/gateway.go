@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/catalog"
@@ -474,7 +474,9 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	}
 
 	// The provider gets the request as the gateway read it, re-encoded:
-	// fields no descriptor knows (padding, smuggled data) never reach it.
+	// fields no descriptor knows (padding, smuggled data) never reach it,
+	// and the eID is the normalised one whose consent was checked.
+	req.ProtoReflect().Set(m.EID, protoreflect.ValueOfString(eid))
 	if n := minimise.DropUnknown(req.ProtoReflect()); n > 0 {
 		g.metrics.unknownFields.WithLabelValues(q.Consumer, q.Provider, "request").Add(float64(n))
 	}
@@ -482,14 +484,14 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	if err != nil {
 		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the request payload is not a valid %s", m.Input.Descriptor().FullName())
 	}
-	reply, err := g.forward(ctx, q, data, purpose, eid)
+	reply, err := g.forward(ctx, q, data, purpose)
 	if err != nil {
 		return nil, err
 	}
 	if g.cfg.Unsafe.SkipMinimise {
 		return reply, nil
 	}
-	return g.minimise(ctx, q, m, reply, fields, d)
+	return g.minimise(ctx, q, m, reply, fields, ruleFields(rule), d)
 }
 
 // fixParams sets the predicate parameters that the rule fixes into the
@@ -509,10 +511,11 @@ func (g *Gateway) fixParams(req proto.Message, rule *federation.Rule, m *catalog
 }
 
 // minimise drops the reply's unknown fields at every level, trims it to the
-// agreed fields, and records in d the fields of the bytes that leave,
-// decoded again, so that the audit record says what was released, not what
-// was meant to be.
-func (g *Gateway) minimise(ctx context.Context, q subject.Query, m *catalog.Method, reply []byte, fields []string, d *decision.Decision) ([]byte, error) {
+// agreed fields, clears the named_only fields the rule itself does not name
+// (named: a token's fields cannot release them), and records in d the
+// fields of the bytes that leave, decoded again, so that the audit record
+// says what was released, not what was meant to be.
+func (g *Gateway) minimise(ctx context.Context, q subject.Query, m *catalog.Method, reply []byte, fields, named []string, d *decision.Decision) ([]byte, error) {
 	_, mspan := tracer.Start(ctx, "gateway.minimise")
 	defer mspan.End()
 	out := m.Output.New().Interface()
@@ -524,6 +527,7 @@ func (g *Gateway) minimise(ctx context.Context, q subject.Query, m *catalog.Meth
 		g.log.WarnContext(ctx, "provider reply carried unknown fields: dropped", "provider", q.Provider, "method", m.Name, "fields", n)
 	}
 	minimise.Trim(out.ProtoReflect(), fields)
+	minimise.ClearNamedOnly(out.ProtoReflect(), named)
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(out)
 	if err != nil {
 		return nil, decision.Refuse(codes.Internal, decision.ReasonMinimisation, "the reply could not be minimised")
@@ -570,10 +574,9 @@ func (g *Gateway) name(subj string, d *decision.Decision) (subject.Query, *feder
 	return q, consumer, m, nil
 }
 
-// forward sends the re-encoded request to the provider and returns its reply payload. A
-// provider's error status passes through, unless its message would leak the
-// eID, in which case only the code does.
-func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, purpose, eid string) ([]byte, error) {
+// forward sends the re-encoded request to the provider and returns its
+// reply payload. Of a provider's error status, only the code passes.
+func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, purpose string) ([]byte, error) {
 	subj, err := q.ProviderSubject()
 	if err != nil {
 		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed query subject")
@@ -594,14 +597,10 @@ func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, pur
 	case codes.DeadlineExceeded:
 		return nil, decision.Refuse(codes.DeadlineExceeded, decision.ReasonDeadline, "provider %s did not answer before the deadline", q.Provider)
 	}
-	if leaks(st.Message(), eid) {
-		return nil, decision.Refuse(st.Code(), decision.ReasonProviderError, "provider %s refused the query (its message was withheld because it contained citizen data)", q.Provider)
-	}
-	return nil, &decision.Refusal{Code: st.Code(), Reason: decision.ReasonProviderError, Message: st.Message()}
-}
-
-func leaks(msg, eid string) bool {
-	return eid != "" && strings.Contains(strings.ToUpper(msg), eid)
+	// The provider's message is free text that minimisation cannot read
+	// (it may name the citizen or carry fields no one agreed to): only the
+	// code passes.
+	return nil, decision.Refuse(st.Code(), decision.ReasonProviderError, "provider %s refused the query with %s (its message is withheld: it may carry citizen data)", q.Provider, st.Code())
 }
 
 func provides(fed *federation.Federation, provider, service string) bool {

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/bus"
@@ -136,5 +138,65 @@ func TestThresholdScanningIsRefused(t *testing.T) {
 	}
 	if counts[decision.ReasonPredicateParameter] != 20 || counts[decision.ReasonPredicateLimit] != 1 || counts[decision.ReasonAllowed] != 4 {
 		t.Fatalf("audited reasons %v", counts)
+	}
+}
+
+// TestPredicateParameterEncodings (phase 2 attack): the threshold sent in
+// another encoding — twice with the chosen value last or first, with the
+// wrong wire type (fixed64, a packed list, a group), as an overlong varint,
+// or as -0 — is either refused or replaced by the rule's value: the
+// provider is never asked another threshold.
+func TestPredicateParameterEncodings(t *testing.T) {
+	tax := &taxProvider{income: 5321742}
+	h := start(t, nil, nil)
+	tc := h.env.Connect(t, "tax")
+	if _, err := tc.Subscribe("jisr.p.tax.>", tax.serve); err != nil {
+		t.Fatal(err)
+	}
+	tc.Flush()
+	const chosen = 5321743
+	varint := func(v uint64) []byte {
+		return protowire.AppendVarint(protowire.AppendTag(nil, 3, protowire.VarintType), v)
+	}
+	overlong := append(protowire.AppendTag(nil, 3, protowire.VarintType), 0x80|byte(chosen&0x7f), 0x80|byte(chosen>>7&0x7f), 0x80|byte(chosen>>14&0x7f), 0x80|byte(chosen>>21&0x7f), 0x80, 0x00)
+	packed := protowire.AppendBytes(protowire.AppendTag(nil, 3, protowire.BytesType), protowire.AppendVarint(nil, chosen))
+	group := protowire.AppendTag(protowire.AppendVarint(protowire.AppendTag(protowire.AppendTag(nil, 3, protowire.StartGroupType), 1, protowire.VarintType), chosen), 3, protowire.EndGroupType)
+	cases := map[string][]byte{
+		"the rule's value then the chosen one":          append(varint(ruleThreshold), varint(chosen)...),
+		"the chosen value then the rule's":              append(varint(chosen), varint(ruleThreshold)...),
+		"as fixed64":                                    protowire.AppendFixed64(protowire.AppendTag(nil, 3, protowire.Fixed64Type), chosen),
+		"as a packed list":                              packed,
+		"as a group":                                    group,
+		"as an overlong varint":                         overlong,
+		"negative zero (all bits of -0 as int64 are 0)": varint(0),
+	}
+	answered, i := 0, 0
+	for name, extra := range cases {
+		i++
+		eid := fmt.Sprintf("BK2000%02d", i) // one citizen each: the predicate limit stays out of the way
+		base, _ := proto.Marshal(&taxv1.IsIncomeBelowRequest{Eid: eid, Year: 2024})
+		req := append(base, extra...)
+		subj, _ := subject.Query{Consumer: "cnss", Provider: "tax", Service: "jisr_tax_v1_Tax", Method: "IsIncomeBelow", CKey: h.env.Keyer.CKey(eid)}.Subject()
+		msg := &nats.Msg{Subject: subj, Data: req, Header: nats.Header{}}
+		msg.Header.Set(bus.HeaderPurpose, "amo-enrolment")
+		msg.Header.Set(bus.HeaderConsent, "ok")
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := bus.Call(ctx, h.cnss, msg)
+		cancel()
+		if err == nil {
+			answered++
+		} else if st := status.Convert(err); decision.ReasonOf(st) != decision.ReasonPredicateParameter {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	tax.mu.Lock()
+	defer tax.mu.Unlock()
+	if len(tax.asked) != answered || answered == 0 {
+		t.Fatalf("%d answered, the provider asked %d times", answered, len(tax.asked))
+	}
+	for _, th := range tax.asked {
+		if th != ruleThreshold {
+			t.Fatalf("the provider was asked threshold %d, not the rule's", th)
+		}
 	}
 }

@@ -452,10 +452,17 @@ func (f *Federation) Identities() []spiffeid.ID {
 }
 
 // NormaliseEID trims and upper-cases a raw eID and checks it against the
-// federation's format. The error never contains the eID.
+// federation's format. The error never contains the eID. Only ASCII is
+// read: a letter whose upper case is ASCII (ſ, ı) or a Unicode space would
+// otherwise give a second spelling of a citizen's eID.
 func (f *Federation) NormaliseEID(raw string) (string, error) {
 	if len(raw) > f.EID.MaxLength+16 {
 		return "", ErrBadEID
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] >= 0x80 {
+			return "", ErrBadEID
+		}
 	}
 	eid := strings.ToUpper(strings.TrimSpace(raw))
 	if eid == "" || len(eid) > f.EID.MaxLength || !f.EID.Pattern.MatchString(eid) {

@@ -148,3 +148,19 @@ func TestLimitsInheritAndValidate(t *testing.T) {
 		})
 	}
 }
+
+// Attack: letters outside ASCII whose upper case is ASCII (ſ → S, ı → I),
+// and Unicode spaces around the eID, must not normalise to a citizen's eID:
+// one spelling per citizen, so that no party reads a different eID into the
+// same bytes.
+func TestNormaliseEIDRefusesUnicodeAliases(t *testing.T) {
+	f, err := Load("../../deploy/federation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"nſ389813", "Nſ389813", "ıD12345", "\u00a0NS389813", "NS389813\u3000", "\u2028NS1", "\ufeffNS1"} {
+		if got, err := f.NormaliseEID(bad); !errors.Is(err, ErrBadEID) {
+			t.Errorf("NormaliseEID(%q) = %q, %v; want ErrBadEID", bad, got, err)
+		}
+	}
+}

@@ -3,6 +3,8 @@ package citizen
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,14 +56,14 @@ var (
 
 // OIDC is the relying party's configuration.
 type OIDC struct {
-	Issuer       string   // the provider's issuer URL (https, or http on loopback)
-	ClientID     string   // this gateway's client ID at the provider
-	ClientSecret string   // from a file or the environment, never a flag value
-	RedirectURL  string   // https://<gateway>/access-log/callback, registered at the provider
-	EIDClaim     string   // the ID token claim that carries the eID (default DefaultEIDClaim)
-	ACR          []string // accepted acr values, requested as acr_values (default DefaultACR)
-	Scopes       []string // beyond openid
-	HTTPClient   *http.Client
+	Issuer       string       // the provider's issuer URL (https, or http on loopback)
+	ClientID     string       // this gateway's client ID at the provider
+	ClientSecret string       // from a file or the environment, never a flag value
+	RedirectURL  string       // https://<gateway>/access-log/callback, registered at the provider
+	EIDClaim     string       // the ID token claim that carries the eID (default DefaultEIDClaim)
+	ACR          []string     // accepted acr values, requested as acr_values (default DefaultACR)
+	Scopes       []string     // beyond openid
+	HTTPClient   *http.Client // default NewHTTPClient(nil)
 }
 
 // Config configures sign-in.
@@ -117,7 +119,7 @@ func New(cfg Config) (*Auth, error) {
 			o.ACR = []string{DefaultACR}
 		}
 		if o.HTTPClient == nil {
-			o.HTTPClient = &http.Client{Timeout: 15 * time.Second}
+			o.HTTPClient = NewHTTPClient(nil)
 		}
 	}
 	if cfg.IdleTimeout <= 0 {
@@ -140,6 +142,15 @@ func New(cfg Config) (*Auth, error) {
 		cfg: cfg, sessions: newStore(cfg.IdleTimeout, cfg.MaxAge, maxSessions, cfg.Now), logins: logins,
 		cop: http.NewCrossOriginProtection(), log: cfg.Log.With("component", "citizen-sign-in"),
 	}, nil
+}
+
+// NewHTTPClient is the client the relying party talks to the provider with
+// (discovery, keys, the code exchange): TLS 1.3 at least, like every client
+// jisr controls, trusting roots (nil: the system's).
+func NewHTTPClient(roots *x509.CertPool) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots}
+	return &http.Client{Timeout: 15 * time.Second, Transport: t}
 }
 
 // IssueSession starts a session for a citizen key without a sign-in, for

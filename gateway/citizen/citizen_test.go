@@ -363,6 +363,18 @@ func TestLogoutKillsTheSessionAndReplayFails(t *testing.T) {
 	if code, _ := s.whoami(t, c); code != http.StatusOK {
 		t.Fatalf("after refused logout: %d", code)
 	}
+	// A logout by GET (an image tag, a link) does nothing.
+	if resp, err := c.Get(s.url + citizen.PathLogout); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Content-Security-Policy") == "" {
+			t.Fatalf("GET logout: %d, CSP %q", resp.StatusCode, resp.Header.Get("Content-Security-Policy"))
+		}
+	}
+	if code, _ := s.whoami(t, c); code != http.StatusOK {
+		t.Fatalf("after GET logout: %d", code)
+	}
 	if code := s.post(t, c, citizen.PathLogout, "Origin", s.url); code != http.StatusNoContent {
 		t.Fatalf("logout: %d", code)
 	}
@@ -458,6 +470,13 @@ func TestCallbackRefusals(t *testing.T) {
 		{name: "no eID claim", tamper: func(c map[string]any) { delete(c, "cnie") }, code: http.StatusUnauthorized},
 		{name: "bad eID", tamper: func(c map[string]any) { c["cnie"] = "a.b>*" }, code: http.StatusUnauthorized},
 		{name: "eID in another claim", tamper: func(c map[string]any) { c["eid"] = c["cnie"]; delete(c, "cnie") }, code: http.StatusUnauthorized},
+		// Attacks of phase 2 (r12-attack): other types and spellings.
+		{name: "acr an array of the accepted value", tamper: func(c map[string]any) { c["acr"] = []string{citizen.DefaultACR} }, code: http.StatusForbidden},
+		{name: "acr with a trailing space", tamper: func(c map[string]any) { c["acr"] = citizen.DefaultACR + " " }, code: http.StatusForbidden},
+		{name: "eID a number", tamper: func(c map[string]any) { c["cnie"] = 123456 }, code: http.StatusUnauthorized},
+		{name: "eID an array", tamper: func(c map[string]any) { c["cnie"] = []string{alice} }, code: http.StatusUnauthorized},
+		{name: "eID with a letter whose upper case is ASCII", tamper: func(c map[string]any) { c["cnie"] = "Aſ123456" }, code: http.StatusUnauthorized},
+		{name: "eID with a Unicode space", tamper: func(c map[string]any) { c["cnie"] = "\u00a0" + alice }, code: http.StatusUnauthorized},
 	}
 	s := newSite(t, siteOptions{})
 	for _, tc := range cases {
@@ -506,6 +525,30 @@ func TestCallbackRefusals(t *testing.T) {
 	if code, _ := s.whoami(t, other); code != http.StatusUnauthorized {
 		t.Fatal("the replayed callback made a session")
 	}
+	// Replayed with the sealed login cookie copied too, after the sign-in
+	// succeeded: the code was spent, so no second session.
+	c = s.client(t)
+	cb = s.toCallback(t, c, alice)
+	cbURL, _ := url.Parse(cb)
+	stolen := c.Jar.Cookies(cbURL)
+	resp, err = c.Get(cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if code, _ := s.whoami(t, c); code != http.StatusOK {
+		t.Fatalf("the sign-in itself: %d", code)
+	}
+	thief := s.client(t)
+	thief.Jar.SetCookies(cbURL, stolen)
+	resp, err = thief.Get(cb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if code, _ := s.whoami(t, thief); resp.StatusCode == http.StatusOK || code != http.StatusUnauthorized {
+		t.Fatalf("a callback replayed with the login cookie: %d, whoami %d", resp.StatusCode, code)
+	}
 }
 
 func setQuery(u *url.URL, k, v string) {
@@ -530,6 +573,9 @@ func TestStateChangesRefuseCrossOrigin(t *testing.T) {
 		{"foreign Origin with the cookie", c, []string{"Origin", evil}, http.StatusForbidden},
 		{"same-site sibling with the cookie", c, []string{"Sec-Fetch-Site", "same-site"}, http.StatusForbidden},
 		{"cookie without Origin", c, nil, http.StatusForbidden},
+		{"Origin null (sandboxed frame) with the cookie", c, []string{"Origin", "null"}, http.StatusForbidden},
+		{"Origin of another port with the cookie", c, []string{"Origin", "http://127.0.0.1:1"}, http.StatusForbidden},
+		{"Sec-Fetch-Site cross-site with our own Origin", c, []string{"Sec-Fetch-Site", "cross-site", "Origin", s.url}, http.StatusForbidden},
 		{"cross-site with a bearer", plain, []string{"Authorization", bearer, "Origin", evil, "Sec-Fetch-Site", "cross-site"}, http.StatusForbidden},
 		{"no session", plain, []string{"Origin", s.url}, http.StatusUnauthorized},
 		{"same origin with the cookie", c, []string{"Origin", s.url}, http.StatusOK},

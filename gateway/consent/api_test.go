@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,6 +80,21 @@ func TestConsentAPI(t *testing.T) {
 	if code, _ := do("POST", "/v1/consents", mine, consent.GrantRequest{To: "nobody", Service: grant.Service, Methods: grant.Methods, Purpose: purpose}); code != http.StatusBadRequest {
 		t.Fatalf("grant to a non-member: %d", code)
 	}
+	// Attacks of phase 2 (r12-attack): a body past the limit, a lifetime
+	// past 90 days, negative uses, a basis a citizen cannot give.
+	huge := grant
+	huge.Fields = []string{strings.Repeat("x", 70<<10)}
+	for name, g := range map[string]consent.GrantRequest{
+		"a body over 64 KiB":   huge,
+		"a ttl over 90 days":   {To: "cnss", Service: grant.Service, Methods: grant.Methods, Purpose: purpose, TTL: "2161h"},
+		"negative max_uses":    {To: "cnss", Service: grant.Service, Methods: grant.Methods, Purpose: purpose, TTL: "1h", MaxUses: -1},
+		"a mandate as basis":   {To: "cnss", Service: grant.Service, Methods: grant.Methods, Purpose: purpose, TTL: "1h", LegalBasis: "mandate"},
+		"a method not a token": {To: "cnss", Service: grant.Service, Methods: []string{"Get.*"}, Purpose: purpose, TTL: "1h"},
+	} {
+		if code, _ := do("POST", "/v1/consents", mine, g); code != http.StatusBadRequest {
+			t.Errorf("grant with %s: %d", name, code)
+		}
+	}
 	if code, out := do("GET", "/v1/consents", mine, nil); code != http.StatusOK || len(out["consents"].([]any)) != 1 {
 		t.Fatalf("list: %d %v", code, out)
 	}
@@ -109,6 +125,21 @@ func TestConsentAPI(t *testing.T) {
 	}
 	if _, err := client.ListConsents(context.Background(), &consentv1.ListConsentsRequest{}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("gRPC list without login: %v", err)
+	}
+	// Metadata tricks (phase 2): a forged credential first and the real one
+	// second, the scheme in lower case, the session in another key, the
+	// session with a space before it.
+	for name, md := range map[string][]string{
+		"forged then real":  {"authorization", "Bearer forged", "authorization", "Bearer " + mine},
+		"lower-case scheme": {"authorization", "bearer " + mine},
+		"another key":       {"x-authorization", "Bearer " + mine},
+		"a space before it": {"authorization", "Bearer  " + mine},
+		"the session alone": {"authorization", mine + "x"},
+	} {
+		ctx := metadata.AppendToOutgoingContext(context.Background(), md...)
+		if _, err := client.ListConsents(ctx, &consentv1.ListConsentsRequest{}); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("gRPC list with %s: %v", name, err)
+		}
 	}
 	g, err := client.Grant(as(mine), &consentv1.GrantRequest{To: "cnss", Service: grant.Service, Methods: []string{"IsAlive"}, Purpose: purpose, Ttl: durationpb.New(time.Hour), MaxUses: 2})
 	if err != nil || g.GetToken() == "" {

@@ -314,6 +314,22 @@ func TestBadTokensAreRefusedWithTheirReason(t *testing.T) {
 		{"valid for 90 days and a second", times(now, now, now+int64(consent.MaxTTL/time.Second)+1), un, consent.ReasonLifetimeTooLong},
 		{"issued 100 days ago, valid now for an hour", times(now-100*86400, now-60, now+3600), un, consent.ReasonLifetimeTooLong},
 		{"iat an hour ahead", times(now+3600, now-60, now+7200), un, consent.ReasonIssuedInFuture},
+		// Attacks of phase 2 (r12-attack).
+		{"typ application/jwt", signed(`{"alg":"EdDSA","kid":"`+kid+`","typ":"application/jwt"}`, body), un, consent.ReasonWrongType},
+		{"typ JWT with a space", signed(`{"alg":"EdDSA","kid":"`+kid+`","typ":"JWT "}`, body), un, consent.ReasonWrongType},
+		{"kid with path characters", signed(`{"alg":"EdDSA","kid":"../../`+kid+`","typ":"JWT"}`, body), un, consent.ReasonUnknownKey},
+		{"header with a byte-order mark", signed("\ufeff"+hdr, body), un, consent.ReasonBadHeader},
+		{"exp 1e309", signed(hdr, with(exp, `"exp":1e309`)), un, consent.ReasonBadClaim},
+		{"exp past int64", signed(hdr, with(exp, `"exp":9223372036854775808`)), un, consent.ReasonBadClaim},
+		{"exp negative", times(now, now, -1), un, consent.ReasonBadClaim},
+		{"exp -0", signed(hdr, with(exp, `"exp":-0`)), un, consent.ReasonBadClaim},
+		{"iat negative", times(-1, now, now+3600), un, consent.ReasonBadClaim},
+		{"all times at int64's end", times(1<<63-100, 1<<63-100, 1<<63-1), un, consent.ReasonIssuedInFuture},
+		{"no nbf", signed(hdr, with(nbf+`,`, ``)), un, consent.ReasonBadClaim},
+		{"max_uses a float", signed(hdr, with(jti, jti+`,"max_uses":1.5`)), un, consent.ReasonBadClaim},
+		{"authorization_details empty", signed(hdr, with(`"authorization_details":`+q(claims.AuthorizationDetails), `"authorization_details":[]`)), un, consent.ReasonBadClaim},
+		{"a detail of an unknown type", signed(hdr, with(`"type":"jisr_query"`, `"type":"jisr_admin"`)), codes.PermissionDenied, consent.ReasonNotCovered},
+		{"a detail a string", signed(hdr, with(`"authorization_details":[`, `"authorization_details":["jisr_query",`)), un, consent.ReasonBadClaim},
 
 		// The checks after the form.
 		{"garbage", "not-a-token", codes.Unauthenticated, consent.ReasonMalformed},

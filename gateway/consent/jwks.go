@@ -27,6 +27,11 @@ import (
 // private (or symmetric) key: a gateway refuses to start with it.
 var ErrPrivateKey = errors.New("consent: the gateway's consent key file holds a private key; give it the public JWKS only")
 
+// ErrJWKSWritable is returned for a public key file that its group or other
+// users can write: the keys are public, but whoever can write the file can
+// add a key and mint any consent.
+var ErrJWKSWritable = errors.New("consent: the public key file is writable by group or other users (chmod 644 it)")
+
 // JWKSPath is where the consent service writes its public JWKS under a
 // certs directory (beside the SVIDs, not in the private key directory).
 func JWKSPath(certsDir string) string { return filepath.Join(certsDir, "consent-jwks.json") }
@@ -72,6 +77,54 @@ func hasPrivate(jwk map[string]json.RawMessage) bool {
 	return false
 }
 
+// privateAnywhere reports whether a private member name (hasPrivate) is a
+// key of any object at any depth of the JSON document b, duplicates and
+// members no JWKS defines included: a private key nested in a public JWK,
+// in a second set beside "keys", or in a duplicate member that decoding
+// would overwrite is still a private key in the gateway's configuration.
+func privateAnywhere(b []byte) bool {
+	found := false
+	var value func(dec *json.Decoder, depth int) bool // false: stop (not JSON, too deep)
+	value = func(dec *json.Decoder, depth int) bool {
+		if depth > 32 {
+			found = true // too deep to look through: refused as if it held one
+			return false
+		}
+		t, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		switch t {
+		case json.Delim('{'):
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return false
+				}
+				if name, _ := kt.(string); hasPrivate(map[string]json.RawMessage{name: nil}) {
+					found = true
+				}
+				if !value(dec, depth+1) {
+					return false
+				}
+			}
+			_, err = dec.Token()
+			return err == nil
+		case json.Delim('['):
+			for dec.More() {
+				if !value(dec, depth+1) {
+					return false
+				}
+			}
+			_, err = dec.Token()
+			return err == nil
+		}
+		return true
+	}
+	value(json.NewDecoder(bytes.NewReader(b)), 0)
+	return found
+}
+
 // ParseJWKS reads public Ed25519 keys from a JWKS. Every key must be
 // kty OKP, crv Ed25519, with its kid the one jisr derives from it (RFC 7638
 // thumbprint); a private key anywhere, or a PEM private key, is ErrPrivateKey.
@@ -89,7 +142,7 @@ func ParseJWKS(b []byte) (*KeySet, error) {
 	if err := json.Unmarshal(b, &top); err != nil {
 		return nil, fmt.Errorf("consent: the JWKS is not a JSON object: %w", err)
 	}
-	if hasPrivate(top) {
+	if privateAnywhere(b) {
 		return nil, ErrPrivateKey
 	}
 	if err := json.Unmarshal(b, &set); err != nil {
@@ -132,7 +185,10 @@ func ParseJWKS(b []byte) (*KeySet, error) {
 
 // LoadJWKS reads the public keys a gateway verifies with from path.
 func LoadJWKS(path string) (*KeySet, error) {
-	b, err := os.ReadFile(path)
+	b, err := readJWKS(path)
+	if errors.Is(err, ErrJWKSWritable) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("consent: public keys: %w (the consent service writes them; `jisr certs init` does too)", err)
 	}
@@ -141,6 +197,19 @@ func LoadJWKS(path string) (*KeySet, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return ks, nil
+}
+
+// readJWKS reads a JWKS file that only its owner can write (the mode of
+// the file a symlink points to).
+func readJWKS(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return nil, ErrJWKSWritable
+	}
+	return os.ReadFile(path)
 }
 
 // WatchJWKS reloads path into ks every interval until the returned stop is
@@ -165,7 +234,7 @@ func WatchJWKS(path string, ks *KeySet, every time.Duration, log *slog.Logger) (
 				return
 			case <-t.C:
 			}
-			b, err := os.ReadFile(path)
+			b, err := readJWKS(path)
 			if err != nil || bytes.Equal(b, last) {
 				if err != nil {
 					log.Error("consent public keys unreadable; keeping the keys in use", "path", path, "err", err)

@@ -43,6 +43,19 @@ func TestKeyFilesOpenToOthersAreRefused(t *testing.T) {
 	if _, err := consent.LoadKeys(dir); err != nil {
 		t.Fatalf("mode 0600: %v", err)
 	}
+	// Attack (phase 2): the key file is a symlink (mode 0777 itself) to a
+	// copy that others can read: the copy's mode is what counts.
+	open := filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(open, []byte(mustRead(t, files[0])), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(files[0])
+	if err := os.Symlink(open, files[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := consent.LoadKeys(dir); !errors.Is(err, consent.ErrKeyPermissions) {
+		t.Errorf("a symlink to a key file of mode 0644: %v, want ErrKeyPermissions", err)
+	}
 }
 
 // The gateway's key material is public keys only: a JWKS with a private
@@ -196,5 +209,99 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+	}
+}
+
+// Attack: a private key hidden where the loader did not look — nested in a
+// public JWK, in a second key set beside "keys", in an array, or in an
+// earlier duplicate "keys" member that encoding/json would overwrite — is
+// still found, and the gateway's key material refused.
+func TestJWKSPrivateKeyHiddenAnywhereIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := consent.InitKeys(dir); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := consent.LoadKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := keys.Signing()
+	pubJWK, _ := json.Marshal(jose.JSONWebKey{Key: k.Public, KeyID: k.ID, Algorithm: "EdDSA", Use: "sig"})
+	privJWK, _ := json.Marshal(jose.JSONWebKey{Key: k.Private, KeyID: k.ID, Algorithm: "EdDSA", Use: "sig"})
+	pub, priv := string(pubJWK), string(privJWK)
+	nested := strings.Replace(pub, `{`, `{"ext":`+priv+`,`, 1)
+	if _, err := consent.ParseJWKS([]byte(`{"keys":[` + pub + `]}`)); err != nil {
+		t.Fatalf("the public set itself: %v", err)
+	}
+	for name, b := range map[string]string{
+		"a private JWK nested in a public one":  `{"keys":[` + nested + `]}`,
+		"a second key set beside keys":          `{"keys":[` + pub + `],"backup":{"keys":[` + priv + `]}}`,
+		"a private JWK in another array":        `{"keys":[` + pub + `],"old":[[` + priv + `]]}`,
+		"an earlier duplicate keys member":      `{"keys":[` + priv + `],"keys":[` + pub + `]}`,
+		"a case-variant keys member first":      `{"KEYS":[` + priv + `],"keys":[` + pub + `]}`,
+		"a private member spelled with escapes": `{"keys":[` + strings.Replace(priv, `"d":`, `"\u0064":`, 1) + `]}`,
+		"a private member nested in capitals":   `{"keys":[` + strings.Replace(nested, `"d":`, `"D":`, 1) + `]}`,
+	} {
+		if _, err := consent.ParseJWKS([]byte(b)); !errors.Is(err, consent.ErrPrivateKey) {
+			t.Errorf("%s: %v, want ErrPrivateKey", name, err)
+		}
+	}
+}
+
+// Attack (phase 2): the gateway's public JWKS is not secret, but whoever can
+// write it can add a key and mint any consent. A JWKS file writable by group
+// or others is refused at load, and a reload from such a file is ignored.
+func TestJWKSWritableByOthersIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	if err := consent.InitKeys(dir); err != nil {
+		t.Fatal(err)
+	}
+	path := consent.JWKSPath(dir)
+	for _, mode := range []os.FileMode{0o666, 0o664, 0o646, 0o662} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := consent.LoadJWKS(path); !errors.Is(err, consent.ErrJWKSWritable) {
+			t.Errorf("mode %04o: %v, want ErrJWKSWritable", mode, err)
+		}
+	}
+	link := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := consent.LoadJWKS(link); !errors.Is(err, consent.ErrJWKSWritable) {
+		t.Errorf("a symlink to a writable JWKS: %v, want ErrJWKSWritable", err)
+	}
+	for _, mode := range []os.FileMode{0o644, 0o600, 0o444} {
+		os.Chmod(path, mode)
+		if _, err := consent.LoadJWKS(path); err != nil {
+			t.Errorf("mode %04o: %v", mode, err)
+		}
+	}
+
+	// A reload from a file made writable by others is ignored.
+	os.Chmod(path, 0o644)
+	ks, err := consent.LoadJWKS(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	stop := consent.WatchJWKS(path, ks, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+	defer stop()
+	other := t.TempDir()
+	if err := consent.InitKeys(other); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(consent.JWKSPath(other))
+	if err := os.Chmod(path, 0o666); err != nil { // writable first, then written
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the watcher to refuse the writable file", func() bool { return strings.Contains(logs.String(), consent.ErrJWKSWritable.Error()) })
+	otherKeys, _ := consent.LoadKeys(other)
+	if _, ok := ks.Verifying(otherKeys.Signing().ID, time.Now()); ok {
+		t.Fatal("a key from a file writable by others was loaded")
 	}
 }

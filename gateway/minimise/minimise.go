@@ -106,6 +106,15 @@ func trim(m protoreflect.Message, prefix string, paths []string, released *[]str
 	}
 }
 
+// ClearNamedOnly clears every (jisr.v1.named_only) field of m that no path
+// of named names; a nil set names none. The gateway calls it with the access
+// rule's own fields after Trim: a named_only field (a relative's eID) is
+// released only where the rule names it, never because a consent token's
+// fields do — one citizen's consent does not reach another.
+func ClearNamedOnly(m protoreflect.Message, named []string) {
+	clearNamedOnly(m, "", named)
+}
+
 // clearNamedOnly clears every (jisr.v1.named_only) field of m that no path
 // names (the path itself or one under it).
 func clearNamedOnly(m protoreflect.Message, prefix string, paths []string) {
