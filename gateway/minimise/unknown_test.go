@@ -69,13 +69,14 @@ func TestNamedOnlyFieldsNeedTheirOwnPath(t *testing.T) {
 		eids  bool
 		want  []string
 	}{
-		{"no restriction", nil, false, []string{
-			"household.household_id", "household.members.birth_date.year", "household.members.given_name", "household.members.relation"}},
-		{"a path above it", []string{"household"}, false, []string{
-			"household.household_id", "household.members.birth_date.year", "household.members.given_name", "household.members.relation"}},
-		{"its parent", []string{"household.members"}, false, []string{
-			"household.members.birth_date.year", "household.members.given_name", "household.members.relation"}},
+		// Who a relative is (eID, name, birth, alive) is released only where
+		// it is named: otherwise the members' count and relation only.
+		{"no restriction", nil, false, []string{"household.household_id", "household.members.relation"}},
+		{"a path above it", []string{"household"}, false, []string{"household.household_id", "household.members.relation"}},
+		{"its parent", []string{"household.members"}, false, []string{"household.members.relation"}},
 		{"relation only", []string{"household.members.relation"}, false, []string{"household.members.relation"}},
+		{"names named", []string{"household.members.given_name", "household.members.birth_date", "household.members.relation"}, false, []string{
+			"household.members.birth_date.year", "household.members.given_name", "household.members.relation"}},
 		{"named", []string{"household.members.eid", "household.members.relation"}, true, []string{
 			"household.members.eid", "household.members.relation"}},
 	} {

@@ -723,15 +723,17 @@ func (x *GetBirthActResponse) GetBirthAct() *BirthAct {
 	return nil
 }
 
+// One relative in a household. Under one person's consent or a rule that
+// names "household" or "household.members", only the members' count and
+// relation are released: every field that says who a relative is (eID,
+// name, birth, alive) is released only where the access rule names it.
 type HouseholdMember struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// A relative's eID: released only where the access rule names
-	// household.members.eid, never under one person's consent to "household".
-	Eid           string   `protobuf:"bytes,1,opt,name=eid,proto3" json:"eid,omitempty"`
-	Relation      Relation `protobuf:"varint,2,opt,name=relation,proto3,enum=jisr.civilregistry.v1.Relation" json:"relation,omitempty"`
-	GivenName     string   `protobuf:"bytes,3,opt,name=given_name,json=givenName,proto3" json:"given_name,omitempty"`
-	BirthDate     *v1.Date `protobuf:"bytes,4,opt,name=birth_date,json=birthDate,proto3" json:"birth_date,omitempty"`
-	Alive         bool     `protobuf:"varint,5,opt,name=alive,proto3" json:"alive,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Eid           string                 `protobuf:"bytes,1,opt,name=eid,proto3" json:"eid,omitempty"`
+	Relation      Relation               `protobuf:"varint,2,opt,name=relation,proto3,enum=jisr.civilregistry.v1.Relation" json:"relation,omitempty"`
+	GivenName     string                 `protobuf:"bytes,3,opt,name=given_name,json=givenName,proto3" json:"given_name,omitempty"`
+	BirthDate     *v1.Date               `protobuf:"bytes,4,opt,name=birth_date,json=birthDate,proto3" json:"birth_date,omitempty"`
+	Alive         bool                   `protobuf:"varint,5,opt,name=alive,proto3" json:"alive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1161,15 +1163,15 @@ const file_jisr_civilregistry_v1_civilregistry_proto_rawDesc = "" +
 	"\x12GetBirthActRequest\x12\x16\n" +
 	"\x03eid\x18\x01 \x01(\tB\x04\x88\xb5\x18\x01R\x03eid\"S\n" +
 	"\x13GetBirthActResponse\x12<\n" +
-	"\tbirth_act\x18\x01 \x01(\v2\x1f.jisr.civilregistry.v1.BirthActR\bbirthAct\"\xc9\x01\n" +
+	"\tbirth_act\x18\x01 \x01(\v2\x1f.jisr.civilregistry.v1.BirthActR\bbirthAct\"\xdb\x01\n" +
 	"\x0fHouseholdMember\x12\x16\n" +
 	"\x03eid\x18\x01 \x01(\tB\x04\xa0\xb5\x18\x01R\x03eid\x12;\n" +
-	"\brelation\x18\x02 \x01(\x0e2\x1f.jisr.civilregistry.v1.RelationR\brelation\x12\x1d\n" +
+	"\brelation\x18\x02 \x01(\x0e2\x1f.jisr.civilregistry.v1.RelationR\brelation\x12#\n" +
 	"\n" +
-	"given_name\x18\x03 \x01(\tR\tgivenName\x12,\n" +
+	"given_name\x18\x03 \x01(\tB\x04\xa0\xb5\x18\x01R\tgivenName\x122\n" +
 	"\n" +
-	"birth_date\x18\x04 \x01(\v2\r.jisr.v1.DateR\tbirthDate\x12\x14\n" +
-	"\x05alive\x18\x05 \x01(\bR\x05alive\"p\n" +
+	"birth_date\x18\x04 \x01(\v2\r.jisr.v1.DateB\x04\xa0\xb5\x18\x01R\tbirthDate\x12\x1a\n" +
+	"\x05alive\x18\x05 \x01(\bB\x04\xa0\xb5\x18\x01R\x05alive\"p\n" +
 	"\tHousehold\x12!\n" +
 	"\fhousehold_id\x18\x01 \x01(\tR\vhouseholdId\x12@\n" +
 	"\amembers\x18\x02 \x03(\v2&.jisr.civilregistry.v1.HouseholdMemberR\amembers\"-\n" +
