@@ -651,3 +651,29 @@ func TestConfigRefusesPlaintextIssuerOffLoopback(t *testing.T) {
 		}
 	}
 }
+
+// One citizen signing in again and again cannot fill the session store:
+// past citizen.SessionsPerCitizen sessions, each sign-in ends that citizen's oldest.
+func TestOneCitizenCannotFillTheSessionStore(t *testing.T) {
+	s := newSite(t, siteOptions{})
+	var clients []*http.Client
+	for range citizen.SessionsPerCitizen + 1 {
+		c := s.client(t)
+		s.signIn(t, c, alice)
+		clients = append(clients, c)
+	}
+	if code, _ := s.whoami(t, clients[0]); code != http.StatusUnauthorized {
+		t.Fatalf("the oldest of %d sessions of one citizen still works: %d", citizen.SessionsPerCitizen+1, code)
+	}
+	for i, c := range clients[1:] {
+		if code, _ := s.whoami(t, c); code != http.StatusOK {
+			t.Fatalf("session %d of the newest %d refused: %d", i+1, citizen.SessionsPerCitizen, code)
+		}
+	}
+	// Another citizen still signs in.
+	c := s.client(t)
+	s.signIn(t, c, bob)
+	if code, _ := s.whoami(t, c); code != http.StatusOK {
+		t.Fatalf("another citizen refused: %d", code)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"slices"
 	"sync"
 	"time"
 )
@@ -20,20 +21,26 @@ type session struct {
 	last    time.Time
 }
 
+// SessionsPerCitizen is how many live sessions one citizen may hold (a phone, a
+// laptop, a few tabs signed in apart). Signing in once more ends the oldest,
+// so one real account cannot fill the store and lock every other citizen out.
+const SessionsPerCitizen = 8
+
 // store holds sessions server-side with idle and absolute expiry.
 type store struct {
 	idle, max time.Duration
 	limit     int
 	now       func() time.Time
 
-	mu       sync.Mutex
-	sessions map[[32]byte]*session
+	mu        sync.Mutex
+	sessions  map[[32]byte]*session
+	byCitizen map[string][][32]byte // ckey → its sessions, oldest first
 }
 
 func newStore(idle, max time.Duration, limit int, now func() time.Time) *store {
 	return &store{
 		idle: idle, max: max, limit: limit, now: now,
-		sessions: map[[32]byte]*session{},
+		sessions: map[[32]byte]*session{}, byCitizen: map[string][][32]byte{},
 	}
 }
 
@@ -56,13 +63,18 @@ func (s *store) create(ckey string) (string, error) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if mine := s.byCitizen[ckey]; len(mine) >= SessionsPerCitizen {
+		s.removeLocked(mine[0])
+	}
 	if len(s.sessions) >= s.limit {
 		s.pruneLocked(now)
 		if len(s.sessions) >= s.limit {
 			return "", ErrBusy
 		}
 	}
-	s.sessions[hashID(id)] = &session{ckey: ckey, created: now, last: now}
+	h := hashID(id)
+	s.sessions[h] = &session{ckey: ckey, created: now, last: now}
+	s.byCitizen[ckey] = append(s.byCitizen[ckey], h)
 	return id, nil
 }
 
@@ -81,7 +93,7 @@ func (s *store) lookup(id string) (string, error) {
 		return "", ErrUnauthenticated
 	}
 	if s.expired(ss, now) {
-		delete(s.sessions, h)
+		s.removeLocked(h)
 		return "", ErrExpired
 	}
 	ss.last = now
@@ -92,7 +104,22 @@ func (s *store) lookup(id string) (string, error) {
 func (s *store) destroy(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.sessions, hashID(id))
+	s.removeLocked(hashID(id))
+}
+
+// removeLocked ends the session h.
+func (s *store) removeLocked(h [32]byte) {
+	ss, ok := s.sessions[h]
+	if !ok {
+		return
+	}
+	delete(s.sessions, h)
+	mine := slices.DeleteFunc(s.byCitizen[ss.ckey], func(x [32]byte) bool { return x == h })
+	if len(mine) == 0 {
+		delete(s.byCitizen, ss.ckey)
+	} else {
+		s.byCitizen[ss.ckey] = mine
+	}
 }
 
 func (s *store) expired(ss *session, now time.Time) bool {
@@ -102,7 +129,7 @@ func (s *store) expired(ss *session, now time.Time) bool {
 func (s *store) pruneLocked(now time.Time) {
 	for k, ss := range s.sessions {
 		if s.expired(ss, now) {
-			delete(s.sessions, k)
+			s.removeLocked(k)
 		}
 	}
 }
