@@ -63,8 +63,12 @@ func TestPushConsumersOfThePartsWriteNothing(t *testing.T) {
 		case sp.Stream == natsconf.CheckpointStream:
 			_, err = gjs.Publish(c, "jisr.checkpoint.gw-1", []byte("seed"))
 		default:
+			js := cjs // grants and revocations: the consent service
+			if sp.Bucket == natsconf.UsageBucket {
+				js = gjs // use counters: the gateway
+			}
 			var kv jetstream.KeyValue
-			if kv, err = cjs.KeyValue(c, sp.Bucket); err == nil {
+			if kv, err = js.KeyValue(c, sp.Bucket); err == nil {
 				_, err = kv.Put(c, "seed", []byte("1"))
 			}
 		}
