@@ -65,10 +65,11 @@ func (s *seenCheckpoints) path(origin string) (string, bool) {
 }
 
 // trust gives the verifier every checkpoint seen before. A checkpoint seen
-// of a log under another key than the one trusted now fails: a log erased
-// together with its key, and begun again under a new one, must not pass
-// because the old key is gone (a legitimate key change is for the auditor
-// to acknowledge, by removing the old file).
+// of a log that has no trusted key now, or another key than the one trusted
+// now, fails: a log erased together with its key, begun again under a new
+// key or a new name, must not pass because the old key is gone (a
+// legitimate key change or a retired log is for the auditor to
+// acknowledge, by removing the old file).
 func (s *seenCheckpoints) trust(v *verify.Verifier) error {
 	if s == nil {
 		return nil
@@ -83,6 +84,15 @@ func (s *seenCheckpoints) trust(v *verify.Verifier) error {
 			continue
 		}
 		log, hash, _ := strings.Cut(name, "+")
+		known := false
+		for origin := range s.keys {
+			known = known || strings.ReplaceAll(origin, "/", "_") == log
+		}
+		if !known {
+			return fmt.Errorf("seen checkpoints: %s: the log %s was seen before, and no key of it is trusted now: "+
+				"the log may have been erased together with its key; remove the file only if you know why the log is gone",
+				filepath.Join(s.dir, e.Name()), log)
+		}
 		for origin, now := range s.keys {
 			if strings.ReplaceAll(origin, "/", "_") == log && now != name {
 				_, nowHash, _ := strings.Cut(now, "+")
