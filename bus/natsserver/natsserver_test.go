@@ -171,7 +171,40 @@ func TestRotatedTrustBundleAppliesWithoutRestart(t *testing.T) {
 	if err := dial(next); err != nil {
 		t.Fatalf("SVID from the CA added to the bundle: %v", err)
 	}
+	// Open connections: one with an SVID of the CA about to be removed, one
+	// of the CA that stays. Removing the CA closes the first, not the second.
+	keep := func(ca *devca.CA, closed chan struct{}) *nats.Conn {
+		t.Helper()
+		sv, err := ca.Issue(env.ID("tax"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := *env
+		e.URL = s.ClientURL()
+		nc, err := e.Dial("tax", svid.NewStatic(sv, env.CA.Bundle()), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	oldClosed, nextClosed := make(chan struct{}), make(chan struct{})
+	keep(env.CA, oldClosed)
+	stays := keep(next, nextClosed)
 	rotate(next.Certificate())
+	select {
+	case <-oldClosed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a connection whose CA was removed from the bundle is still open")
+	}
+	select {
+	case <-nextClosed:
+		t.Fatal("a connection of the CA left in the bundle was closed")
+	default:
+	}
+	if !stays.IsConnected() {
+		t.Fatal("a connection of the CA left in the bundle was closed")
+	}
 	if err := dial(env.CA); err == nil {
 		t.Fatal("SVID from the CA removed from the bundle was accepted")
 	}
