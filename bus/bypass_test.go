@@ -14,6 +14,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"math/big"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -256,6 +258,21 @@ func TestBadCertificatesAreRefusedAtConnect(t *testing.T) {
 		return err
 	}
 	good := issue(env.CA, cnssID)
+	// withURIs is a certificate the federation's CA signed with these URI SANs.
+	withURIs := func(uris ...*url.URL) *tls.Config {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		c, err := env.CA.Sign(&x509.Certificate{
+			URIs:        uris,
+			NotBefore:   time.Now().Add(-time.Minute),
+			NotAfter:    time.Now().Add(time.Hour),
+			KeyUsage:    x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}, k.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw([]*x509.Certificate{c}, k)
+	}
 	if err := dial(raw(good.Certificates, good.PrivateKey)); err != nil {
 		t.Fatalf("the control case (a good SVID) was refused: %v", err)
 	}
@@ -273,6 +290,34 @@ func TestBadCertificatesAreRefusedAtConnect(t *testing.T) {
 			s := issue(env.CA, spiffeid.RequireFromPath(env.Fed.TrustDomain, "/member/intruder"))
 			return raw(s.Certificates, s.PrivateKey)
 		}(),
+		// The CA signed a certificate naming cnss and the gateway: which one
+		// would be the user? Neither (x509svid refuses two URI SANs).
+		"two SPIFFE URI SANs (cnss and the gateway)": withURIs(cnssID.URL(), env.Fed.ID("gateway").URL()),
+		"a URI SAN that is not SPIFFE":               withURIs(mustURL(t, "https://jisr.internal/gateway")),
+		"the gateway's path in another trust domain": withURIs(mustURL(t, "spiffe://evil.example/gateway")),
+		"the gateway's ID with an upper-case domain": withURIs(mustURL(t, "spiffe://"+strings.ToUpper(env.Fed.TrustDomain.Name())+"/gateway")),
+		// cnss uses its own SVID as a CA and issues itself the gateway's
+		// SVID: an SVID is not a CA, so the chain does not verify.
+		"the gateway's ID issued by cnss's SVID": func() *tls.Config {
+			k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			tmpl := &x509.Certificate{
+				SerialNumber: big.NewInt(7),
+				URIs:         []*url.URL{env.Fed.ID("gateway").URL()},
+				NotBefore:    time.Now().Add(-time.Minute),
+				NotAfter:     time.Now().Add(time.Hour),
+				KeyUsage:     x509.KeyUsageDigitalSignature,
+				ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+			}
+			der, err := x509.CreateCertificate(rand.Reader, tmpl, good.Certificates[0], k.Public(), good.PrivateKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			forged, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return raw([]*x509.Certificate{forged, good.Certificates[0]}, k)
+		}(),
 		"no client certificate": func() *tls.Config {
 			c := raw(nil, nil)
 			c.Certificates = nil
@@ -285,4 +330,101 @@ func TestBadCertificatesAreRefusedAtConnect(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A provider's allow_responses lets it answer the gateway's request once, on
+// the request's own reply subject: not twice, not on the inbox of another
+// request in flight (to it or to another provider), and never for a request
+// it did not receive. Another member cannot answer it at all, nor reach the
+// consent service's API.
+func TestProviderAnswersOnlyTheRequestItReceivedAndOnlyOnce(t *testing.T) {
+	env := bustest.Start(t, bustest.WithoutJetStream())
+	gw := env.Connect(t, "gateway")
+	answers := make(chan *nats.Msg, 16)
+	if _, err := gw.ChanSubscribe("_INBOX.gateway.>", answers); err != nil {
+		t.Fatal(err)
+	}
+	v := newViolations()
+	provider := env.Connect(t, "civil-registry", nats.ErrorHandler(v.handler))
+	requests := make(chan *nats.Msg, 4)
+	if _, err := provider.ChanSubscribe("jisr.p.civil-registry.>", requests); err != nil {
+		t.Fatal(err)
+	}
+	tv := newViolations()
+	tax := env.Connect(t, "tax", nats.ErrorHandler(tv.handler))
+	taxRequests := make(chan *nats.Msg, 4)
+	if _, err := tax.ChanSubscribe("jisr.p.tax.>", taxRequests); err != nil {
+		t.Fatal(err)
+	}
+	for _, nc := range []*nats.Conn{provider, tax} {
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const ck = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+	// Two requests in flight: one to civil-registry, one to tax.
+	if err := gw.PublishRequest("jisr.p.civil-registry.S.M."+ck, "_INBOX.gateway.mine", []byte("q")); err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.PublishRequest("jisr.p.tax.S.M."+ck, "_INBOX.gateway.taxs", []byte("q")); err != nil {
+		t.Fatal(err)
+	}
+	recv := func(ch chan *nats.Msg) *nats.Msg {
+		t.Helper()
+		select {
+		case m := <-ch:
+			return m
+		case <-time.After(5 * time.Second):
+			t.Fatal("the gateway's request did not arrive")
+			return nil
+		}
+	}
+	req := recv(requests)
+	recv(taxRequests)
+	if err := req.Respond([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(answers); string(got.Data) != "first" || got.Subject != "_INBOX.gateway.mine" {
+		t.Fatalf("the one allowed answer: %s %q", got.Subject, got.Data)
+	}
+	for _, s := range []string{
+		"_INBOX.gateway.mine",              // a second answer
+		"_INBOX.gateway.taxs",              // tax's request in flight
+		"_INBOX.gateway.never",             // a request never received
+		"_INBOX.gateway.mine.x",            // under the answered inbox
+		"jisr.consent.grant",               // the consent service's API
+		"$JS.API.STREAM.DELETE.JISR_AUDIT", // the JetStream API
+	} {
+		if err := provider.Publish(s, []byte("forged")); err != nil {
+			t.Fatal(err)
+		}
+		v.wait(t, s)
+	}
+	// Another member answering civil-registry's request.
+	if err := tax.Publish("_INBOX.gateway.mine", []byte("forged")); err != nil {
+		t.Fatal(err)
+	}
+	tv.wait(t, "_INBOX.gateway.mine")
+	for _, nc := range []*nats.Conn{provider, tax} {
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := gw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-answers:
+		t.Fatalf("a forged answer reached the gateway on %s: %q", m.Subject, m.Data)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

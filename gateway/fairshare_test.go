@@ -391,3 +391,49 @@ func contains(ss []string, s string) bool {
 	}
 	return false
 }
+
+// A query refused early (here: too large) whose reply subject is not the
+// asker's own inbox gets no answer there: the refusal is audited, and no
+// other member's inbox, nor any subject outside cnss's inbox, receives it.
+func TestEarlyRefusalIsNeverAnsweredOnAForgedReply(t *testing.T) {
+	f := startFair(t, withCNSSLimits(t, "{max_request_bytes: 4096}"), gateway.Config{}, answer)
+	tax := f.env.Connect(t, "tax")
+	leaked := make(chan *nats.Msg, 16)
+	if _, err := tax.ChanSubscribe("_INBOX.tax.>", leaked); err != nil {
+		t.Fatal(err)
+	}
+	if err := tax.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	cnss := f.env.Connect(t, "cnss")
+	replies := []string{"_INBOX.tax.leak", "_INBOX.cnss.>", "_INBOX.cnss.*", "_INBOX.cnss..x",
+		"_INBOX.cnss", "_INBOX.cnssx.a", "$KV.jisr_usage.x", "jisr.audit.gw-1.x", ""}
+	for _, reply := range replies {
+		msg := f.getPerson(t, 8192)
+		msg.Reply = reply
+		if err := cnss.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cnss.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.waitRefusals(t, len(replies))
+	// Control: the same refusal on cnss's own inbox is answered, after all
+	// of the above were handled (the subscription delivers in order).
+	err := call(cnss, f.getPerson(t, 8192), 5*time.Second)
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted {
+		t.Fatalf("control: %v", err)
+	}
+	if err := tax.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-leaked:
+		t.Fatalf("an early refusal reached tax's inbox on %s", m.Subject)
+	default:
+	}
+	if n := f.asyncErrs.Load(); n != 0 {
+		t.Fatalf("the gateway's connection saw %d errors (a publish it may not make?)", n)
+	}
+}

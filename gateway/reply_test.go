@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway"
 	"github.com/jisr-bus/jisr/gateway/decision"
@@ -63,6 +65,37 @@ func TestQueryWithAForeignReplySubjectIsDroppedAndAudited(t *testing.T) {
 	data, _ := proto.Marshal(&civilv1.IsAliveRequest{Eid: testEID})
 	replies := []string{"_INBOX.tax.leak", "$JS.API.STREAM.DELETE.JISR_AUDIT", "$KV.jisr_usage.jti", "jisr.audit.gw-1.x",
 		"jisr.q.tax.civil-registry.jisr_civilregistry_v1_CivilRegistry.IsAlive." + env.Keyer.CKey(testEID), "_INBOX.gateway.x", "", "_INBOX.cnss"}
+	// And every subject the gateway's NATS user may publish on, taken from
+	// the rendered permissions (wildcards made concrete) — the consent
+	// service's API, the checkpoint subjects, flow control, each member's
+	// inbox, provider subjects — but cnss's own inbox.
+	for _, allow := range natsconf.Permissions(env.Fed)[env.Fed.ID("gateway").String()].PublishAllow {
+		r := strings.NewReplacer("*", "x", ">", "x").Replace(allow)
+		if subject.CheckReply(r, "cnss") != nil {
+			replies = append(replies, r)
+		}
+	}
+	// Whoever listens on those subjects hears nothing.
+	cs := env.Connect(t, "consent")
+	if _, err := cs.ChanSubscribe(natsconf.ConsentAPI+".>", leaked); err != nil {
+		t.Fatal(err)
+	}
+	listeners := []*nats.Conn{cs}
+	for _, m := range env.Fed.Members {
+		if m.Name == "cnss" || m.Name == "tax" {
+			continue
+		}
+		nc := env.Connect(t, m.Name)
+		if _, err := nc.ChanSubscribe(subject.Inbox(m.Name)+".>", leaked); err != nil {
+			t.Fatal(err)
+		}
+		listeners = append(listeners, nc)
+	}
+	for _, nc := range listeners {
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, r := range replies {
 		h := nats.Header{}
 		h.Set(bus.HeaderPurpose, "pension-continuity") // a mandate: it would be answered
@@ -106,11 +139,14 @@ func TestQueryWithAForeignReplySubjectIsDroppedAndAudited(t *testing.T) {
 	if n := len(forwarded); n != 1 {
 		t.Fatalf("the provider saw %d queries, want 1", n)
 	}
-	if err := tax.Flush(); err != nil {
-		t.Fatal(err)
+	for _, nc := range append(listeners, tax) {
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if len(leaked) != 0 {
-		t.Fatal("tax received cnss's answer")
+		m := <-leaked
+		t.Fatalf("a forged reply reached %s", m.Subject)
 	}
 	mfs, err := reg.Gather()
 	if err != nil {

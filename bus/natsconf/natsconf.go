@@ -158,10 +158,14 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 		SubscribeAllow: []string{subject.AllQueries(), subject.Inbox("gateway") + ".>"},
 	}
 
+	// The consent service records grants and revocations; it reads the use
+	// counters (to open its state) but never writes one: only the gateway
+	// counts a use.
 	var consentPub []string
-	for _, b := range []string{RevocationBucket, ConsentBucket, UsageBucket} {
+	for _, b := range []string{RevocationBucket, ConsentBucket} {
 		consentPub = append(consentPub, bucketWrite(b)...)
 	}
+	consentPub = append(consentPub, bucketRead(UsageBucket)...)
 	consentPub = append(consentPub, "$JS.FC.>")
 	out[fed.ID("consent").String()] = Permission{
 		PublishAllow:   consentPub,

@@ -3,6 +3,7 @@ package natsconf
 import (
 	"crypto/tls"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -132,6 +133,33 @@ func TestGatewayMayNotChangeTheAuditStreams(t *testing.T) {
 	for _, s := range auditor.PublishAllow {
 		if strings.Contains(s, "STREAM.DELETE") || strings.Contains(s, "MSG.DELETE") || strings.Contains(s, "PURGE") || strings.Contains(s, "UPDATE") || strings.HasPrefix(s, "jisr.") || s == "$JS.API.>" {
 			t.Errorf("the auditor may publish %s", s)
+		}
+	}
+}
+
+// Each identity writes only the buckets it writes: the gateway counts uses,
+// the consent service records grants and revocations (it never counts a
+// use: a consent service that could write the usage bucket could reset a
+// used-up token's counter). Nobody else writes a key.
+func TestEachIdentityWritesOnlyItsOwnBuckets(t *testing.T) {
+	fed := demo(t)
+	want := map[string][]string{
+		fed.ID("gateway").String(): {"$KV." + UsageBucket + ".>"},
+		fed.ID("consent").String(): {"$KV." + ConsentBucket + ".>", "$KV." + RevocationBucket + ".>"},
+	}
+	for id, p := range Permissions(fed) {
+		if id == fed.ID(Operator).String() {
+			continue // the JetStream API as a whole, and no key (see TestRender)
+		}
+		var got []string
+		for _, s := range p.PublishAllow {
+			if strings.HasPrefix(s, "$KV.") {
+				got = append(got, s)
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want[id]) {
+			t.Errorf("%s writes %v, want %v", id, got, want[id])
 		}
 	}
 }

@@ -10,4 +10,7 @@
 // user, permissions unchanged) carries the certificate's NotAfter as its
 // ConnectionDeadline, so the server closes the connection when the SVID
 // expires, and the reconnect with the expired certificate fails its handshake.
+// When the trust bundle changes, every open client connection whose
+// certificate chain no longer verifies against it (a CA removed) is closed
+// within BundleSweepInterval.
 package natsserver

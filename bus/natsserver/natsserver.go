@@ -2,6 +2,7 @@ package natsserver
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/certs/svid"
@@ -23,7 +26,13 @@ type Server struct {
 	ns       *server.Server
 	confPath string
 	onStop   []func()
+	stop     chan struct{}
+	swept    chan struct{} // closed when the bundle watch has ended
 }
+
+// BundleSweepInterval is how often the server compares the trust bundle
+// with the one its open connections were last checked against.
+const BundleSweepInterval = time.Second
 
 // Option configures Start.
 type Option func(*startOptions)
@@ -105,7 +114,72 @@ func Start(ctx context.Context, cfg natsconf.Config, src svid.Source, log *slog.
 		return nil, ErrNotReady
 	}
 	s.ns = ns
+	s.stop, s.swept = make(chan struct{}), make(chan struct{})
+	go s.watchBundle(src, cfg.Federation.TrustDomain, log)
 	return s, nil
+}
+
+// watchBundle closes, whenever the trust bundle changes, every client
+// connection whose certificate chain no longer verifies against it. A new
+// connection is verified against the bundle of the moment at its handshake;
+// an open one would otherwise outlive the removal of its CA until its
+// certificate expires.
+func (s *Server) watchBundle(src svid.Source, td spiffeid.TrustDomain, log *slog.Logger) {
+	defer close(s.swept)
+	last, _ := src.GetX509BundleForTrustDomain(td)
+	t := time.NewTicker(BundleSweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		b, err := src.GetX509BundleForTrustDomain(td)
+		if err != nil || last != nil && b.Equal(last) {
+			continue
+		}
+		last = b
+		for _, cid := range s.untrusted(b) {
+			if err := s.ns.DisconnectClientByID(cid); err == nil && log != nil {
+				log.Warn("closed a connection whose certificate the new trust bundle no longer trusts", "component", "nats", "cid", cid)
+			}
+		}
+	}
+}
+
+// untrusted returns the open client connections whose certificate chain
+// does not verify against b, as at the handshake.
+func (s *Server) untrusted(b *x509bundle.Bundle) []uint64 {
+	roots := x509.NewCertPool()
+	for _, c := range b.X509Authorities() {
+		roots.AddCert(c)
+	}
+	cz, err := s.ns.Connz(&server.ConnzOptions{Limit: 1 << 20})
+	if err != nil {
+		return nil
+	}
+	var out []uint64
+	for _, ci := range cz.Conns {
+		c := s.ns.GetClient(ci.Cid)
+		if c == nil {
+			continue
+		}
+		st := c.GetTLSConnectionState()
+		if st == nil || len(st.PeerCertificates) == 0 {
+			continue
+		}
+		inter := x509.NewCertPool()
+		for _, ic := range st.PeerCertificates[1:] {
+			inter.AddCert(ic)
+		}
+		if _, err := st.PeerCertificates[0].Verify(x509.VerifyOptions{
+			Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		}); err != nil {
+			out = append(out, ci.Cid)
+		}
+	}
+	return out
 }
 
 // ClientURL is the URL clients connect to (tls://host:port).
@@ -119,6 +193,14 @@ func (s *Server) NATS() *server.Server { return s.ns }
 
 // Shutdown stops the server and waits for it.
 func (s *Server) Shutdown() {
+	if s.stop != nil {
+		select {
+		case <-s.stop:
+		default:
+			close(s.stop)
+		}
+		<-s.swept
+	}
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
 	for _, f := range s.onStop {

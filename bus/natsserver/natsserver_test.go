@@ -2,7 +2,12 @@ package natsserver_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +19,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/federation"
@@ -171,7 +177,40 @@ func TestRotatedTrustBundleAppliesWithoutRestart(t *testing.T) {
 	if err := dial(next); err != nil {
 		t.Fatalf("SVID from the CA added to the bundle: %v", err)
 	}
+	// Open connections: one with an SVID of the CA about to be removed, one
+	// of the CA that stays. Removing the CA closes the first, not the second.
+	keep := func(ca *devca.CA, closed chan struct{}) *nats.Conn {
+		t.Helper()
+		sv, err := ca.Issue(env.ID("tax"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := *env
+		e.URL = s.ClientURL()
+		nc, err := e.Dial("tax", svid.NewStatic(sv, env.CA.Bundle()), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	oldClosed, nextClosed := make(chan struct{}), make(chan struct{})
+	keep(env.CA, oldClosed)
+	stays := keep(next, nextClosed)
 	rotate(next.Certificate())
+	select {
+	case <-oldClosed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a connection whose CA was removed from the bundle is still open")
+	}
+	select {
+	case <-nextClosed:
+		t.Fatal("a connection of the CA left in the bundle was closed")
+	default:
+	}
+	if !stays.IsConnected() {
+		t.Fatal("a connection of the CA left in the bundle was closed")
+	}
 	if err := dial(env.CA); err == nil {
 		t.Fatal("SVID from the CA removed from the bundle was accepted")
 	}
@@ -198,4 +237,63 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
+}
+
+// A member's SVID issued by an intermediate CA that expires before the SVID
+// does: the connection lasts no longer than the shortest-lived certificate
+// of the chain, and is closed as an expired authentication.
+func TestConnectionEndsWhenItsIntermediateCAExpires(t *testing.T) {
+	env := bustest.Start(t, bustest.WithoutJetStream())
+	id := env.ID("tax")
+	now := time.Now()
+	ik, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter, err := env.CA.Sign(&x509.Certificate{
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		URIs:      []*url.URL{env.Fed.TrustDomain.ID().URL()},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(3 * time.Second),
+	}, ik.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
+		SerialNumber: big.NewInt(2), URIs: []*url.URL{id.URL()},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, inter, lk.Public(), ik)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	nc, err := env.Dial("tax", svid.NewStatic(&x509svid.SVID{ID: id, Certificates: []*x509.Certificate{leaf, inter}, PrivateKey: lk}, env.CA.Bundle()),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatalf("connect with a chain through a valid intermediate: %v", err)
+	}
+	defer nc.Close()
+	select {
+	case <-closed:
+	case <-time.After(time.Until(inter.NotAfter) + time.Minute):
+		t.Fatalf("still connected a minute after the intermediate CA expired at %s", inter.NotAfter)
+	}
+	cz, err := env.Server.NATS().Connz(&server.ConnzOptions{State: server.ConnClosed, Username: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cz.Conns {
+		if c.AuthorizedUser == id.String() && c.Reason == server.AuthenticationExpired.String() {
+			return
+		}
+	}
+	t.Errorf("no closed connection of %s with reason %q", id, server.AuthenticationExpired)
 }

@@ -64,10 +64,43 @@ func (s *seenCheckpoints) path(origin string) (string, bool) {
 	return filepath.Join(s.dir, name+".checkpoint"), ok
 }
 
-// trust gives the verifier every checkpoint seen before.
+// trust gives the verifier every checkpoint seen before. A checkpoint seen
+// of a log that has no trusted key now, or another key than the one trusted
+// now, fails: a log erased together with its key, begun again under a new
+// key or a new name, must not pass because the old key is gone (a
+// legitimate key change or a retired log is for the auditor to
+// acknowledge, by removing the old file).
 func (s *seenCheckpoints) trust(v *verify.Verifier) error {
 	if s == nil {
 		return nil
+	}
+	entries, err := os.ReadDir(s.dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("seen checkpoints: %w", err)
+	}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".checkpoint")
+		if !ok || strings.HasPrefix(name, ".") {
+			continue
+		}
+		log, hash, _ := strings.Cut(name, "+")
+		known := false
+		for origin := range s.keys {
+			known = known || strings.ReplaceAll(origin, "/", "_") == log
+		}
+		if !known {
+			return fmt.Errorf("seen checkpoints: %s: the log %s was seen before, and no key of it is trusted now: "+
+				"the log may have been erased together with its key; remove the file only if you know why the log is gone",
+				filepath.Join(s.dir, e.Name()), log)
+		}
+		for origin, now := range s.keys {
+			if strings.ReplaceAll(origin, "/", "_") == log && now != name {
+				_, nowHash, _ := strings.Cut(now, "+")
+				return fmt.Errorf("seen checkpoints: %s: the log %s was seen under the key %s, and the key trusted now is %s: "+
+					"the log may have been erased and begun again under a new key; remove the file only if you know why its key changed",
+					filepath.Join(s.dir, e.Name()), origin, hash, nowHash)
+			}
+		}
 	}
 	for origin := range s.keys {
 		p, _ := s.path(origin)

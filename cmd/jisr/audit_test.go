@@ -57,6 +57,9 @@ func startAuditFed(t *testing.T, dir string) *auditFed {
 
 func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed {
 	t.Helper()
+	// Each federation has its own audit keys, so its own auditor's memory:
+	// `audit verify` fails on a checkpoint seen of gw-1 under another key.
+	t.Setenv("JISR_AUDIT_SEEN_DIR", filepath.Join(t.TempDir(), "seen"))
 	f := &auditFed{logs: &syncBuffer{}, natsOpts: natsOpts}
 	f.g = &globals{
 		federationPath: "../../deploy/federation.yaml",
@@ -775,5 +778,102 @@ func TestAForgedMessageOnTheAuditSubjectIsNamedAndTheGatewayStarts(t *testing.T)
 	}
 	if out, _, err := f.cli("audit", "verify", "--seen-dir", seen, "--strict"); !errors.Is(err, errVerifyFailed) || !strings.Contains(out, want) {
 		t.Fatalf("verify --strict: %v\n%s", err, out)
+	}
+}
+
+// An insider erases the log, the gateway's trusted checkpoint and its audit
+// key: the gateway restarts with a new key on a new, empty log, and keeps
+// writing. The auditor's memory still holds the checkpoint it saw of gw-1,
+// signed by the old key: verify fails, naming the log whose key changed,
+// instead of passing the new log because the old key is gone.
+func TestALogSeenBeforeUnderAnotherKeyFailsVerify(t *testing.T) {
+	dir := t.TempDir()
+	f := startAuditFed(t, dir)
+	seen := filepath.Join(t.TempDir(), "seen")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	isAlive := func(n int) {
+		t.Helper()
+		for i := range n {
+			if _, err := f.cnss.IsAlive(md(ctx, "jisr-purpose", "pension-continuity"), &civilv1.IsAliveRequest{Eid: eidN(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	isAlive(3)
+	f.stopGateway(t)
+	if out, _, err := f.cli("audit", "verify", "--seen-dir", seen); err != nil || !strings.Contains(out, "OK: 3 record(s)") {
+		t.Fatalf("verify: %v\n%s", err, out)
+	}
+
+	f.eraseAuditStreams(t)
+	for _, p := range []string{trustedCheckpointPath(dir, "gw-1"), filepath.Join(auditKeyDir(f.g.certsDir), "gw-1.key"), filepath.Join(auditKeyDir(f.g.certsDir), "gw-1.pub")} {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.startGateway(t) // a new key, a new log
+	// The adapters reconnect to the restarted NATS server in their own time.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, err := f.cnss.IsAlive(md(ctx, "jisr-purpose", "pension-continuity"), &civilv1.IsAliveRequest{Eid: eidN(0)})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no answer after the restart: %v", err)
+		}
+	}
+	isAlive(4)
+	f.stopGateway(t)
+	// Without the auditor's memory, the new log verifies on its own.
+	if out, _, err := f.cli("audit", "verify", "--seen-dir", "none"); err != nil {
+		t.Fatalf("verify of the new log: %v\n%s", err, out)
+	}
+	out, _, err := f.cli("audit", "verify", "--seen-dir", seen)
+	if err == nil {
+		t.Fatalf("verify passed a log seen before under another key:\n%s", out)
+	}
+	if !strings.Contains(err.Error(), "gw-1") || !strings.Contains(err.Error(), "key") {
+		t.Fatalf("verify does not say which log's key changed: %v\n%s", err, out)
+	}
+}
+
+// The same insider, but the gateway begins again under another instance
+// name, and the old log's key is removed from the trusted keys: the log the
+// auditor saw has vanished, keys and all. Verify fails, naming it.
+func TestALogSeenBeforeWhoseKeyIsGoneFailsVerify(t *testing.T) {
+	dir := t.TempDir()
+	f := startAuditFed(t, dir)
+	seen := filepath.Join(t.TempDir(), "seen")
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	if _, err := f.cnss.IsAlive(md(ctx, "jisr-purpose", "pension-continuity"), &civilv1.IsAliveRequest{Eid: eidN(0)}); err != nil {
+		t.Fatal(err)
+	}
+	f.stopGateway(t)
+	if out, _, err := f.cli("audit", "verify", "--seen-dir", seen); err != nil {
+		t.Fatalf("verify: %v\n%s", err, out)
+	}
+	f.eraseAuditStreams(t)
+	for _, p := range []string{trustedCheckpointPath(dir, "gw-1"), filepath.Join(auditKeyDir(f.g.certsDir), "gw-1.key"), filepath.Join(auditKeyDir(f.g.certsDir), "gw-1.pub")} {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gw, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "127.0.0.1:0", instance: "gw-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.gw = gw
+	f.stopGateway(t)
+	if out, _, err := f.cli("audit", "verify", "--seen-dir", "none"); err != nil {
+		t.Fatalf("verify without memory: %v\n%s", err, out)
+	}
+	out, _, err := f.cli("audit", "verify", "--seen-dir", seen)
+	if err == nil {
+		t.Fatalf("verify passed after a log seen before vanished with its key:\n%s", out)
+	}
+	if !strings.Contains(err.Error(), "gw-1") {
+		t.Fatalf("verify does not name the vanished log: %v\n%s", err, out)
 	}
 }

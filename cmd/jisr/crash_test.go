@@ -182,6 +182,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	}
 	t.Logf("%d allowed records on disk cover all %d replies", len(allowed), len(answered))
 
+	t.Setenv("JISR_AUDIT_SEEN_DIR", filepath.Join(t.TempDir(), "seen")) // this federation's keys, this auditor's memory
 	root := newRootCmd()
 	var out syncBuffer
 	root.SetOut(&out)

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/gateway/consent"
 )
 
@@ -76,5 +78,58 @@ func TestConsentAPIOnlyFromTheGateway(t *testing.T) {
 	}
 	if _, err := consent.NewClient(f.gwNC).RevokeFor(context.Background(), f.env.Keyer.CKey(other), resp.ID); !errors.Is(err, consent.ErrUnknownToken) {
 		t.Fatalf("another citizen's revocation over NATS: %v, want ErrUnknownToken", err)
+	}
+}
+
+// The consent service may answer each request it receives once
+// (allow_responses), which NATS lets through whatever the reply subject, and
+// it may write the grant and revocation buckets: a request on the consent
+// API whose reply subject is not the gateway's own inbox — as a compromised
+// gateway could send — is not answered, so its answer never becomes a key,
+// a JetStream API call or another member's message.
+func TestConsentAPIAnswersOnlyTheGatewaysInbox(t *testing.T) {
+	f := start(t, 1)
+	ckey := f.env.Keyer.CKey(citizen)
+	body, _ := json.Marshal(map[string]any{"ckey": ckey, "grant": consent.GrantRequest{To: "cnss", Service: svc, Methods: []string{"GetPerson"}, Purpose: purpose, TTL: "1h"}})
+	tax := f.env.Connect(t, "tax")
+	leaked, err := tax.SubscribeSync("_INBOX.tax.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tax.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	forged := []string{"$KV." + natsconf.RevocationBucket + ".forged", "$KV." + natsconf.ConsentBucket + ".forged",
+		"$KV." + natsconf.UsageBucket + ".forged", "_INBOX.tax.leak", "$JS.API.STREAM.PURGE." + natsconf.BucketStream(natsconf.RevocationBucket),
+		"_INBOX.gateway", "_INBOX.gateway.>", ""}
+	for _, r := range forged {
+		if err := f.gwNC.PublishMsg(&nats.Msg{Subject: consent.SubjectGrant, Reply: r, Data: body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Control: the same request from the gateway's inbox is answered; the
+	// consent service handles requests in order, so the forged ones are done.
+	if _, err := consent.NewClient(f.gwNC).Grant(context.Background(), ckey, consent.GrantRequest{To: "cnss", Service: svc, Methods: []string{"GetPerson"}, Purpose: purpose, TTL: "1h"}); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(f.env.Connect(t, "operator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, b := range []string{natsconf.RevocationBucket, natsconf.ConsentBucket, natsconf.UsageBucket} {
+		kv, err := js.KeyValue(ctx, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Get(ctx, "forged"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("bucket %s: a key was written by a forged reply (get: %v)", b, err)
+		}
+	}
+	if err := tax.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := leaked.NextMsg(100 * time.Millisecond); err == nil {
+		t.Fatalf("tax received the consent service's answer on %s", m.Subject)
 	}
 }

@@ -28,7 +28,9 @@ func TestUseCountsAnUnreadableCounterAsUsedUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(env.Connect(t, "consent"))
+	// The tampering writer: only a gateway may write a use counter (the
+	// consent service may not), so a compromised gateway replica.
+	js, err := jetstream.New(env.Connect(t, "gateway"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -213,11 +213,21 @@ func TestHardenedBucketsStillWork(t *testing.T) {
 	if _, err := natsstate.Init(c, env.Connect(t, "operator"), stream.Config{}); err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(env.Connect(t, "consent"))
+	// Each bucket with its writer: the consent service records grants and
+	// revocations, the gateway counts uses.
+	cjs, err := jetstream.New(env.Connect(t, "consent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gjs, err := jetstream.New(env.Connect(t, "gateway"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range natsstate.Buckets() {
+		js := cjs
+		if b.Bucket == natsconf.UsageBucket {
+			js = gjs
+		}
 		kv, err := natsstate.OpenBucket(c, js, b.Bucket)
 		if err != nil {
 			t.Fatal(err)
