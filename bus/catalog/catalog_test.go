@@ -14,7 +14,7 @@ import (
 
 func demo(t *testing.T) *federation.Federation {
 	t.Helper()
-	f, err := federation.Load("../../deploy/federation.yaml")
+	f, err := federation.Load("../testdata/federation.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

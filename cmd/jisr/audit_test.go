@@ -59,7 +59,7 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed
 	t.Helper()
 	f := &auditFed{logs: &syncBuffer{}, natsOpts: natsOpts}
 	f.g = &globals{
-		federationPath: "../../deploy/federation.yaml",
+		federationPath: "../testdata/federation.yaml",
 		certsDir:       filepath.Join(dir, "certs"),
 		dataDir:        dir,
 		log:            slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -590,7 +590,7 @@ func TestVerifyNamesARecordEditedOrDeletedOnDisk(t *testing.T) {
 }
 
 func TestAuditCLIUsageErrors(t *testing.T) {
-	f := &auditFed{g: &globals{federationPath: "../../deploy/federation.yaml", certsDir: t.TempDir(), dataDir: t.TempDir(), natsURL: "tls://127.0.0.1:1"}}
+	f := &auditFed{g: &globals{federationPath: "../testdata/federation.yaml", certsDir: t.TempDir(), dataDir: t.TempDir(), natsURL: "tls://127.0.0.1:1"}}
 	for _, args := range [][]string{
 		{"audit", "query", "--citizen", "not an eid"},
 		{"audit", "query", "--decision", "maybe"},

@@ -22,7 +22,7 @@ import (
 // refuses to start rather than serve plaintext.
 func TestBackendOffLoopbackServesMTLS(t *testing.T) {
 	dir := t.TempDir()
-	g := &globals{federationPath: "../../deploy/federation.yaml", certsDir: filepath.Join(dir, "certs"), dataDir: dir, log: slog.New(slog.DiscardHandler)}
+	g := &globals{federationPath: "../testdata/federation.yaml", certsDir: filepath.Join(dir, "certs"), dataDir: dir, log: slog.New(slog.DiscardHandler)}
 	ctx := context.Background()
 	if _, err := startBackend(ctx, g, backendOptions{member: "civil-registry", listen: "0.0.0.0:0", citizens: 8}); err == nil {
 		t.Fatal("the backend served off loopback without an SVID")

@@ -38,7 +38,7 @@ func TestGatewayRefusesPrivateConsentKey(t *testing.T) {
 	if err := os.WriteFile(privJWKS, privSet, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := &auditFed{g: &globals{federationPath: "../../deploy/federation.yaml", certsDir: certs, dataDir: t.TempDir(), natsURL: "tls://127.0.0.1:1"}}
+	f := &auditFed{g: &globals{federationPath: "../testdata/federation.yaml", certsDir: certs, dataDir: t.TempDir(), natsURL: "tls://127.0.0.1:1"}}
 	for name, path := range map[string]string{"the PEM signing key": pemKey[0], "a JWKS with the private key": privJWKS} {
 		_, _, err := f.cli("gateway", "--consent-jwks", path, "--http", "127.0.0.1:0", "--grpc", "")
 		if !errors.Is(err, consent.ErrPrivateKey) {

@@ -52,7 +52,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	}
 	dir := t.TempDir()
 	certs := filepath.Join(dir, "certs")
-	fedPath := "../../deploy/federation.yaml"
+	fedPath := "../testdata/federation.yaml"
 	proc := exec.Command(os.Args[0], "dev", "--any-port", "--citizens", "3000",
 		"--federation", fedPath, "--certs", certs, "--data", dir, "--log-level", "warn")
 	proc.Env = append(os.Environ(), "JISR_TEST_MAIN=1")

@@ -62,7 +62,7 @@ func startDevWith(t *testing.T, adjust func(*globals)) *devFixture {
 	dir := t.TempDir()
 	f := &devFixture{logs: &syncBuffer{}, out: &syncBuffer{}, done: make(chan error, 1)}
 	f.g = &globals{
-		federationPath: "../../deploy/federation.yaml",
+		federationPath: "../testdata/federation.yaml",
 		certsDir:       filepath.Join(dir, "certs"),
 		dataDir:        dir,
 		log:            slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

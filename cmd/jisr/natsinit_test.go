@@ -20,7 +20,7 @@ func TestNothingStartsBeforeNATSInit(t *testing.T) {
 	dir := t.TempDir()
 	logs := &syncBuffer{}
 	g := &globals{
-		federationPath: "../../deploy/federation.yaml",
+		federationPath: "../testdata/federation.yaml",
 		certsDir:       filepath.Join(dir, "certs"),
 		dataDir:        dir,
 		log:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),

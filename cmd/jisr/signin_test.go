@@ -435,7 +435,7 @@ func writeLocalCert(t *testing.T, dir string) (certFile, keyFile string, roots *
 // The sign-in options are checked once, at start.
 func TestSignInOptions(t *testing.T) {
 	dir := t.TempDir()
-	g := &globals{federationPath: "../../deploy/federation.yaml", certsDir: filepath.Join(dir, "certs"), dataDir: dir,
+	g := &globals{federationPath: "../testdata/federation.yaml", certsDir: filepath.Join(dir, "certs"), dataDir: dir,
 		log: slog.New(slog.DiscardHandler)}
 	fed, err := g.federation()
 	if err != nil {

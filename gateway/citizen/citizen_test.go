@@ -67,7 +67,7 @@ type siteOptions struct {
 
 func newSite(t *testing.T, o siteOptions) *site {
 	t.Helper()
-	fed, err := federation.Load("../../deploy/federation.yaml")
+	fed, err := federation.Load("../testdata/federation.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -589,7 +589,7 @@ func TestDemoLoginIsOffUnlessAsked(t *testing.T) {
 }
 
 func TestConfigRefusesPlaintextIssuerOffLoopback(t *testing.T) {
-	fed, err := federation.Load("../../deploy/federation.yaml")
+	fed, err := federation.Load("../testdata/federation.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
