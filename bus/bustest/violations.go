@@ -59,3 +59,10 @@ func (v *Violations) Wait(t testing.TB, subj string) {
 func isViolation(err error) bool {
 	return errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(err.Error()), "permissions violation")
 }
+
+// Errors returns every error the connection has been sent so far.
+func (v *Violations) Errors() []error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]error(nil), v.errs...)
+}
