@@ -139,17 +139,18 @@ func (f *fair) closedReasons(t *testing.T) string {
 func (f *fair) waitRefusals(t *testing.T, n int) []*decision.Decision {
 	t.Helper()
 	var got []*decision.Decision
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	bustest.Eventually(t, 20*time.Second, func() error {
 		got = got[:0]
 		for _, r := range f.audit.all() {
 			if r.Code == codes.ResourceExhausted {
 				got = append(got, r)
 			}
 		}
-		if len(got) >= n || time.Now().After(deadline) {
-			break
+		if len(got) < n {
+			return fmt.Errorf("%d audit records of ResourceExhausted refusals, want %d", len(got), n)
 		}
-	}
+		return nil
+	})
 	if len(got) != n {
 		t.Fatalf("%d audit records of ResourceExhausted refusals, want %d", len(got), n)
 	}

@@ -419,17 +419,12 @@ func TestJetStreamDownFailsAppendsAndTheLogResumes(t *testing.T) {
 	}
 	r.start(t)
 	// Appends resume once the client has reconnected and the tail is re-read.
-	deadline := time.Now().Add(20 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = l.Append(context.Background(), decisionN(r.fixture, 300)); err == nil {
-			break
+	bustest.Eventually(t, 20*time.Second, func() error {
+		if err := l.Append(context.Background(), decisionN(r.fixture, 300)); err != nil {
+			return fmt.Errorf("appends did not resume: %w", err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("appends did not resume: %v", err)
-	}
+		return nil
+	})
 	appendN(t, r.fixture, l, 400, 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -784,18 +779,19 @@ func TestALogErasedWhileOpenIsNotContinued(t *testing.T) {
 	l := r.open(t, nc, "gw-1", audit.WithAckTimeout(time.Second), audit.WithRetryEvery(10*time.Millisecond))
 	appendN(t, r.fixture, l, 0, 5)
 	r.eraseStreams(t) // while the log is open
-	deadline := time.Now().Add(30 * time.Second)
 	var err error
-	for i := 0; ; i++ {
+	i := 0
+	bustest.Eventually(t, 30*time.Second, func() error {
 		err = l.Append(context.Background(), decisionN(r.fixture, 100+i))
+		i++
 		if err == nil {
 			t.Fatal("a record was appended to an erased log")
 		}
-		if errors.Is(err, audit.ErrNotExtended) || time.Now().After(deadline) {
-			break
+		if !errors.Is(err, audit.ErrNotExtended) {
+			return fmt.Errorf("append to an erased log: %w, want ErrNotExtended", err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if !errors.Is(err, audit.ErrNotExtended) || !strings.Contains(err.Error(), "log gw-1") {
 		t.Fatalf("append to an erased log: %v, want ErrNotExtended", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/decision"
 )
@@ -189,12 +190,8 @@ func mustRead(t *testing.T, path string) string {
 	return string(b)
 }
 
-// waitFor polls cond until it holds, failing after 10s.
+// waitFor waits up to 10s until cond holds (bustest.Eventually).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+	bustest.Eventually(t, 10*time.Second, func() error { return bustest.Check(cond(), what) })
 }

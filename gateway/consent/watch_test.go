@@ -39,16 +39,10 @@ func insiderJS(t *testing.T, env *bustest.Env) jetstream.JetStream {
 	return nil
 }
 
-// eventually waits until cond holds (it is checked every 20ms, for up to 20s).
+// eventually waits up to 20s until cond holds (bustest.Eventually).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 20s: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	bustest.Eventually(t, 20*time.Second, func() error { return bustest.Check(cond(), what) })
 }
 
 // refusedFor reports the reason of a refused call ("" when it was answered).
