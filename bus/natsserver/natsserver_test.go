@@ -3,6 +3,7 @@ package natsserver_test
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,15 +71,15 @@ func TestExpiredSVIDIsDisconnectedAndReconnectRefused(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "a permissions violation for jisr.p.tax.>", func() bool {
+	bustest.Eventually(t, 10*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, e := range asyncErrs {
 			if strings.Contains(e.Error(), "Permissions Violation") && strings.Contains(e.Error(), "jisr.p.tax.>") {
-				return true
+				return nil
 			}
 		}
-		return false
+		return fmt.Errorf("no permissions violation for jisr.p.tax.>; errors seen: %v", asyncErrs)
 	})
 
 	select {
@@ -188,14 +189,5 @@ func writeBundle(t *testing.T, path string, fed *federation.Federation, cas ...*
 	}
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
 	}
 }

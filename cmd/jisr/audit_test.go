@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/natsserver"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
@@ -438,18 +439,15 @@ func TestJetStreamDownWithholdsRepliesAndServiceResumes(t *testing.T) {
 	// the service resumes by itself.
 	f.nats.Shutdown()
 	f.startNATS(t)
-	deadline := time.Now().Add(30 * time.Second)
-	var err error
-	for i := 100; time.Now().Before(deadline); i++ {
-		if err = call(i); err == nil {
-			note(i, nil)
-			break
+	i := 100
+	bustest.Eventually(t, 30*time.Second, func() error {
+		if err := call(i); err != nil {
+			i++
+			return fmt.Errorf("service did not resume: %w\n%s", err, f.logs.String())
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("service did not resume: %v\n%s", err, f.logs.String())
-	}
+		note(i, nil)
+		return nil
+	})
 	f.waitReadyz(t, http.StatusOK)
 	for i := 20; i < 40; i++ {
 		err := call(i)
@@ -612,20 +610,17 @@ func TestAuditCLIUsageErrors(t *testing.T) {
 // waitReadyz waits until the gateway's /readyz answers with code.
 func (f *auditFed) waitReadyz(t *testing.T, code int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	bustest.Eventually(t, 30*time.Second, func() error {
 		resp, err := http.Get("http://" + f.gw.addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == code {
-				return
-			}
+		if err != nil {
+			return fmt.Errorf("/readyz did not answer %d: %w", code, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz did not answer %d within 30s (last: %v %v)", code, resp, err)
+		resp.Body.Close()
+		if resp.StatusCode != code {
+			return fmt.Errorf("/readyz did not answer %d: %s", code, resp.Status)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // eraseAuditStreams is an insider with the NATS server's disk: it stops

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
@@ -82,15 +84,13 @@ func TestRevokeOfflineTokenByJTI(t *testing.T) {
 	if !strings.Contains(out, "no grant recorded") {
 		t.Errorf("revoke output: %q", out)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	bustest.Eventually(t, 10*time.Second, func() error {
 		st := status.Convert(getPerson())
 		if st.Code() == codes.PermissionDenied && decision.ReasonOf(st) == consent.ReasonRevoked {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the revoked offline token still gets %v", st)
-		}
-	}
+		return fmt.Errorf("the revoked offline token still gets %v", st)
+	})
 	for _, bad := range []string{"*", ">", "a b", "../x", strings.Repeat("a", 500)} {
 		var ue usageError
 		if _, _, err := f.cli("consent", "revoke", bad); !errors.As(err, &ue) {
