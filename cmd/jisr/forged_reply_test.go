@@ -106,7 +106,7 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 	if usedUpReason == "" {
 		t.Fatal("a token of one use was used twice")
 	}
-	if _, err := svc.Store.Revoke(ctx, revoked.ID); err != nil {
+	if _, err := svc.RevokeFor(ctx, ck, revoked.ID); err != nil {
 		t.Fatal(err)
 	}
 	revokedReason := ""
