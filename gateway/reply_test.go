@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -28,7 +27,7 @@ func TestQueryWithAForeignReplySubjectIsDroppedAndAudited(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	gw, err := gateway.New(gateway.Config{
 		Federation: env.Fed, Keyer: env.Keyer, Conn: env.Connect(t, "gateway"),
-		Consent: consents{}, Audit: rec, Log: slog.New(slog.DiscardHandler), Registerer: reg,
+		Consent: consents{}, Audit: rec, Log: bustest.Logger(t), Registerer: reg,
 	})
 	if err != nil {
 		t.Fatal(err)

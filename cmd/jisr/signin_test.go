@@ -13,7 +13,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
@@ -51,7 +51,7 @@ func startSigninFed(t *testing.T) *signinFed {
 	var err error
 	f.idp, err = devidp.Start("127.0.0.1:0", devidp.Config{
 		Citizens:     []devidp.Citizen{{EID: eidN(0)}, {EID: eidN(1)}},
-		ClientSecret: idpSecret, ACR: citizen.DefaultACR, Log: slog.New(slog.DiscardHandler),
+		ClientSecret: idpSecret, ACR: citizen.DefaultACR, Log: bustest.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -436,7 +436,7 @@ func writeLocalCert(t *testing.T, dir string) (certFile, keyFile string, roots *
 func TestSignInOptions(t *testing.T) {
 	dir := t.TempDir()
 	g := &globals{federationPath: "../testdata/federation.yaml", certsDir: filepath.Join(dir, "certs"), dataDir: dir,
-		log: slog.New(slog.DiscardHandler)}
+		log: bustest.Logger(t)}
 	fed, err := g.federation()
 	if err != nil {
 		t.Fatal(err)

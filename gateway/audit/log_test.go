@@ -74,7 +74,7 @@ func (f *fixture) open(t testing.TB, nc *nats.Conn, id string, opts ...audit.Opt
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	opts = append([]audit.Option{audit.WithLogger(slog.New(slog.DiscardHandler))}, opts...)
+	opts = append([]audit.Option{audit.WithLogger(bustest.Logger(t))}, opts...)
 	l, err := audit.Open(ctx, nc, td, id, f.key(t, id), opts...)
 	if err != nil {
 		t.Fatalf("open log %s: %v", id, err)
@@ -608,7 +608,7 @@ func TestALogThatNoLongerExtendsItsTrustedCheckpointIsRefused(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			_, err = audit.Open(ctx, nc, td, "gw-1", r.key(t, "gw-1"), audit.WithTrustedCheckpoint(trusted),
-				audit.WithLogger(slog.New(slog.DiscardHandler)))
+				audit.WithLogger(bustest.Logger(t)))
 			if !errors.Is(err, audit.ErrNotExtended) {
 				t.Fatalf("open on a log that no longer extends its trusted checkpoint: %v, want ErrNotExtended", err)
 			}

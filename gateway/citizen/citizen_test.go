@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/gateway/citizen"
@@ -79,7 +79,7 @@ func newSite(t *testing.T, o siteOptions) *site {
 	}
 	idp, err := devidp.Start("127.0.0.1:0", devidp.Config{
 		Citizens:     []devidp.Citizen{{EID: alice}, {EID: bob}},
-		ClientSecret: secret, ACR: citizen.DefaultACR, Log: slog.New(slog.DiscardHandler),
+		ClientSecret: secret, ACR: citizen.DefaultACR, Log: bustest.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func newSite(t *testing.T, o siteOptions) *site {
 	cfg := citizen.Config{
 		Federation: fed, Keyer: keyer, DemoLogin: o.demo, Secure: o.secure,
 		IdleTimeout: 10 * time.Minute, MaxAge: time.Hour, Now: s.clock.now,
-		Log: slog.New(slog.DiscardHandler),
+		Log: bustest.Logger(t),
 	}
 	if !o.noOIDC {
 		cfg.OIDC = &citizen.OIDC{

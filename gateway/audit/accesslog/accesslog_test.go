@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -61,7 +60,7 @@ func newHarness(t *testing.T) *harness {
 	env := bustest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	quiet := slog.New(slog.DiscardHandler)
+	logger := bustest.Logger(t)
 	keyDir := t.TempDir()
 	kp, _, err := checkpoint.EnsureKey(keyDir, "gw-1", checkpoint.Origin(td, "gw-1"))
 	if err != nil {
@@ -71,7 +70,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	gw := env.Connect(t, "gateway")
-	l, err := audit.Open(ctx, gw, td, "gw-1", kp, audit.WithLogger(quiet))
+	l, err := audit.Open(ctx, gw, td, "gw-1", kp, audit.WithLogger(logger))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +112,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ix := index.New(store, records, ckpts, td, keys, quiet)
+	ix := index.New(store, records, ckpts, td, keys, logger)
 	ictx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { ix.Run(ictx); close(done) }()
@@ -123,12 +122,12 @@ func newHarness(t *testing.T) *harness {
 	}
 
 	h := &harness{env: env, keys: keys, now: t0.Add(24 * time.Hour), total: len(decisions)}
-	h.auth, err = citizen.New(citizen.Config{Federation: env.Fed, Keyer: env.Keyer, DemoLogin: true, Log: quiet})
+	h.auth, err = citizen.New(citizen.Config{Federation: env.Fed, Keyer: env.Keyer, DemoLogin: true, Log: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.svc, err = accesslog.New(accesslog.Config{
-		Federation: env.Fed, Records: records, Index: ix, Keys: keys, Auth: h.auth, Log: quiet,
+		Federation: env.Fed, Records: records, Index: ix, Keys: keys, Auth: h.auth, Log: logger,
 		Now: func() time.Time { return h.now },
 	})
 	if err != nil {

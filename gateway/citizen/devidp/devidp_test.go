@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
 )
 
@@ -39,7 +39,7 @@ func TestProviderRefusesOffProtocolRequests(t *testing.T) {
 	}
 	p, err := devidp.Start("127.0.0.1:0", devidp.Config{
 		Citizens: []devidp.Citizen{{EID: "AB123456"}}, ClientSecret: secret, ACR: "urn:test:high",
-		RedirectURLs: []string{redirect}, Log: slog.New(slog.DiscardHandler),
+		RedirectURLs: []string{redirect}, Log: bustest.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
