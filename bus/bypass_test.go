@@ -162,7 +162,7 @@ func TestMemberMayUseItsOwnSubjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	responder.Flush()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if _, err := cnss.RequestWithContext(ctx, "jisr.q.cnss.tax.S.M.K2", nil); err != nil {
 		t.Fatalf("request through the member's own inbox: %v", err)

@@ -150,7 +150,7 @@ func (h *harness) call(t *testing.T, eid, subjEID, method, purpose, token string
 	if token != "" {
 		msg.Header.Set(bus.HeaderConsent, token)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	return bus.Call(ctx, h.cnss, msg)
 }
@@ -286,7 +286,7 @@ func TestProviderDownSlowOrLeaky(t *testing.T) {
 		msg := &nats.Msg{Subject: subj, Data: payload, Header: nats.Header{}}
 		msg.Header.Set(bus.HeaderPurpose, "amo-enrolment")
 		msg.Header.Set(bus.HeaderConsent, "ok")
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 		defer cancel()
 		begin := time.Now()
 		_, err := bus.Call(ctx, h.cnss, msg)

@@ -32,7 +32,7 @@ func TestQueryWithAForeignReplySubjectIsDroppedAndAudited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if err := gw.Start(ctx); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package natsserver_test
 
 import (
-	"context"
 	"crypto/x509"
 	"fmt"
 	"os"
@@ -121,7 +120,7 @@ func TestRotatedTrustBundleAppliesWithoutRestart(t *testing.T) {
 	writeBundle(t, bundleFile, fed, env.CA.Certificate())
 
 	reloaded := make(chan struct{}, 4)
-	ctx := context.Background()
+	ctx := t.Context()
 	src, err := svid.NewFileSource(ctx, certFile, keyFile, bundleFile,
 		svid.WithPollInterval(20*time.Millisecond), svid.WithOnChange(func() { reloaded <- struct{}{} }))
 	if err != nil {

@@ -52,7 +52,7 @@ func TestFileSourceReloadsAndKeepsLastGood(t *testing.T) {
 	first := issue(t, ca, clientID)
 	devca.WriteSVID(dir, first)
 	changed := make(chan struct{}, 4)
-	ctx := context.Background()
+	ctx := t.Context()
 	src, err := Open(ctx, dir, clientID, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -73,7 +73,7 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed
 		t.Fatal(err)
 	}
 	f.startNATS(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	if f.backend, err = startBackend(ctx, f.g, backendOptions{member: "civil-registry", listen: "127.0.0.1:0", citizens: 200}); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func (f *auditFed) stopGateway(t *testing.T) {
 	if f.gw == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if err := f.gw.stop(ctx); err != nil {
 		t.Errorf("gateway stop: %v", err)
@@ -143,7 +143,7 @@ func (f *auditFed) stopGateway(t *testing.T) {
 }
 
 func (f *auditFed) stop(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	for _, a := range f.adapters {
 		_ = a.stop(ctx)
@@ -182,7 +182,7 @@ func md(ctx context.Context, kv ...string) context.Context {
 // auditRecords reads every record as the auditor.
 func (f *auditFed) auditRecords(t *testing.T) []stream.Msg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	records, _, closeFn, err := auditorStreams(ctx, f.g)
 	if err != nil {
@@ -198,7 +198,7 @@ func (f *auditFed) auditRecords(t *testing.T) []stream.Msg {
 
 func TestEveryQueryHasExactlyOneRecordWithoutEIDAndVerifies(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
 	tokens, err := demoConsents(ctx, f.g, f.gw.consent.Service, []string{eidN(40), eidN(41), eidN(42)})
@@ -398,7 +398,7 @@ func mustRead(t *testing.T, p string) []byte {
 
 func TestJetStreamDownWithholdsRepliesAndServiceResumes(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	call := func(i int) error {
 		_, err := f.cnss.IsAlive(md(ctx, "jisr-purpose", "pension-continuity"), &civilv1.IsAliveRequest{Eid: eidN(i)})
@@ -550,7 +550,7 @@ func TestVerifyNamesARecordEditedOrDeletedOnDisk(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := startAuditFed(t, t.TempDir())
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 			defer cancel()
 			for i := range 12 {
 				if _, err := f.cnss.IsAlive(md(ctx, "jisr-purpose", "pension-continuity"), &civilv1.IsAliveRequest{Eid: eidN(i)}); err != nil {
@@ -650,7 +650,7 @@ func (f *auditFed) eraseAuditStreams(t *testing.T) {
 		t.Fatalf("erased %d streams: %v", n, err)
 	}
 	f.startNATS(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	acfg, ccfg, err := stream.StreamConfigs(stream.Config{})
 	if err != nil {
@@ -677,7 +677,7 @@ func TestAnErasedLogIsRefusedAndVerifyNamesTheMissingRecords(t *testing.T) {
 	dir := t.TempDir()
 	f := startAuditFed(t, dir)
 	seen := filepath.Join(t.TempDir(), "seen")
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
 	for i := range 9 {
 		if _, err := f.cnss.IsAlive(md(ctx, "jisr-purpose", "pension-continuity"), &civilv1.IsAliveRequest{Eid: eidN(i)}); err != nil {
@@ -728,7 +728,7 @@ func TestAnErasedLogIsRefusedAndVerifyNamesTheMissingRecords(t *testing.T) {
 func TestAForgedMessageOnTheAuditSubjectIsNamedAndTheGatewayStarts(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
 	seen := filepath.Join(t.TempDir(), "seen")
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
 	call := func(i int) {
 		t.Helper()

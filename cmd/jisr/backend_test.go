@@ -23,7 +23,7 @@ import (
 func TestBackendOffLoopbackServesMTLS(t *testing.T) {
 	dir := t.TempDir()
 	g := &globals{federationPath: "../testdata/federation.yaml", certsDir: filepath.Join(dir, "certs"), dataDir: dir, log: bustest.Logger(t)}
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := startBackend(ctx, g, backendOptions{member: "civil-registry", listen: "0.0.0.0:0", citizens: 8}); err == nil {
 		t.Fatal("the backend served off loopback without an SVID")
 	}

@@ -69,7 +69,7 @@ func TestRevokeOfflineTokenByJTI(t *testing.T) {
 		t.Fatal(err)
 	}
 	getPerson := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
 		_, err := f.cnss.GetPerson(md(ctx, "jisr-purpose", "amo-enrolment", "jisr-consent", tok), &civilv1.GetPersonRequest{Eid: eid})
 		return err

@@ -149,7 +149,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	}
 	defer ns.Shutdown()
 	g.natsURL = ns.ClientURL()
-	rctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	rctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	records, _, closeFn, err := auditorStreams(rctx, g)
 	if err != nil {

@@ -139,7 +139,7 @@ func TestDevFederationAnswersThePrintedCall(t *testing.T) {
 		t.Fatal("the printed command does not carry the demo token and citizen")
 	}
 	cc := f.dial(t, "cnss")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	withMD := func(kv ...string) context.Context { return metadata.NewOutgoingContext(ctx, metadata.Pairs(kv...)) }
 	client := civilv1.NewCivilRegistryClient(cc)

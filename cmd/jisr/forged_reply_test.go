@@ -48,7 +48,7 @@ type stateOf struct {
 
 func TestForgedRepliesReachNothing(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	fed, err := f.g.federation()
 	if err != nil {

@@ -91,7 +91,7 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 		g.log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	})
 	tok := f.getPersonToken(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	client := civilv1.NewCivilRegistryClient(f.dial(t, "cnss"))
 	gwHTTP := f.demo.Endpoints["gateway_http"]
@@ -629,7 +629,7 @@ func TestStandaloneAdapterAndBackendServeMetrics(t *testing.T) {
 	waitHealthy(t, "http://"+backendHTTP)
 	waitHealthy(t, "http://"+adapterHTTP)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	dial := func(addr string) civilv1.CivilRegistryClient {
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

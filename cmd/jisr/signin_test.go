@@ -207,7 +207,7 @@ func TestGatewaySignInAsDeployed(t *testing.T) {
 	if code != http.StatusCreated {
 		t.Fatalf("grant: %d %v", code, out)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if _, err := f.cnss.GetPerson(md(ctx, "jisr-purpose", "amo-enrolment", "jisr-consent", out["token"].(string)), &civilv1.GetPersonRequest{Eid: alice}); err != nil {
 		t.Fatalf("GetPerson with the granted token: %v", err)
@@ -285,7 +285,7 @@ func TestGatewaySignInAsDeployed(t *testing.T) {
 func TestGatewayHTTPOffLoopback(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
 	f.stopGateway(t)
-	ctx := context.Background()
+	ctx := t.Context()
 
 	if _, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", instance: "gw-1", signin: signinOptions{demoLogin: true}}); !errors.Is(err, errDemoOffLocal) {
 		t.Fatalf("demo login off loopback: %v", err)
@@ -371,7 +371,7 @@ func TestDevSignInThroughTheEmbeddedProvider(t *testing.T) {
 func TestGatewayHTTPWithACertificate(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
 	f.stopGateway(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	dir := t.TempDir()
 	certFile, keyFile, roots := writeLocalCert(t, dir)
 	if _, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", instance: "gw-1", signin: signinOptions{httpCert: certFile}}); err == nil {

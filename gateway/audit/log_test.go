@@ -47,7 +47,7 @@ type fixture struct {
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := newBareFixture(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if _, err := natsstate.Init(ctx, f.env.Connect(t, "operator"), stream.Config{}); err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func (f *fixture) key(t testing.TB, id string) *checkpoint.KeyPair {
 
 func (f *fixture) open(t testing.TB, nc *nats.Conn, id string, opts ...audit.Option) *audit.Log {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	opts = append([]audit.Option{audit.WithLogger(bustest.Logger(t))}, opts...)
 	l, err := audit.Open(ctx, nc, td, id, f.key(t, id), opts...)
@@ -132,7 +132,7 @@ func readLog(t testing.TB, f *fixture, id string) []storedRecord {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, stream.Audit)
 	if err != nil {
@@ -185,7 +185,7 @@ func lastCheckpoint(t testing.TB, f *fixture, id string) (checkpoint.Checkpoint,
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, stream.Checkpoints)
 	if err != nil {
@@ -214,7 +214,7 @@ func TestAppendIsStoredChainedAndCheckpointed(t *testing.T) {
 	if size, _ := l.Size(); size != 500 {
 		t.Fatalf("size %d, want 500", size)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -251,7 +251,7 @@ func TestAppendIsStoredChainedAndCheckpointed(t *testing.T) {
 func TestReopenResumesTheLog(t *testing.T) {
 	f := newFixture(t)
 	nc := f.env.Connect(t, "gateway")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 
 	// A clean stop: resumed from its final checkpoint.
@@ -295,7 +295,7 @@ func TestLogsOfTwoInstancesAreSeparate(t *testing.T) {
 	wg.Go(func() { appendN(t, f, a, 0, 60) })
 	wg.Go(func() { appendN(t, f, b, 1000, 40) })
 	wg.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	for _, l := range []*audit.Log{a, b} {
 		if err := l.Close(ctx); err != nil {
@@ -312,7 +312,7 @@ func TestLogsOfTwoInstancesAreSeparate(t *testing.T) {
 func TestOpenRefuses(t *testing.T) {
 	f := newFixture(t)
 	nc := f.env.Connect(t, "gateway")
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := audit.Open(ctx, nc, td, "gw.1", f.key(t, "gw-1")); !errors.Is(err, audit.ErrConfig) {
 		t.Errorf("unsafe instance name: %v", err)
 	}
@@ -349,7 +349,7 @@ func TestOpenRefusesAStreamThatAllowsDeletes(t *testing.T) {
 				t.Fatal(err)
 			}
 			c.modify(&cfg)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 			if _, err := js.CreateStream(ctx, cfg); err != nil {
 				t.Fatal(err)
@@ -389,7 +389,7 @@ func (r *restartable) stop() { r.env.Server.Shutdown() }
 
 func (r *restartable) start(t *testing.T) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer cancel()
 	s, err := natsserver.Start(ctx, r.cfg, r.env.Source(t, r.env.Fed.ID("nats")), nil)
 	if err != nil {
@@ -426,7 +426,7 @@ func TestJetStreamDownFailsAppendsAndTheLogResumes(t *testing.T) {
 		return nil
 	})
 	appendN(t, r.fixture, l, 400, 20)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -499,7 +499,7 @@ func BenchmarkAppend(b *testing.B) {
 				}
 			})
 			b.StopTimer()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(b.Context(), 30*time.Second)
 			defer cancel()
 			_ = l.Close(ctx)
 		})
@@ -560,7 +560,7 @@ func recreateStreams(t *testing.T, env *bustest.Env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	for _, c := range []jetstream.StreamConfig{acfg, ccfg} {
 		if _, err := js.CreateStream(ctx, c); err != nil {
@@ -605,7 +605,7 @@ func TestALogThatNoLongerExtendsItsTrustedCheckpointIsRefused(t *testing.T) {
 			r.eraseStreams(t)
 			nc = r.env.Connect(t, "gateway")
 			c.refill(t, r, nc)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
 			_, err = audit.Open(ctx, nc, td, "gw-1", r.key(t, "gw-1"), audit.WithTrustedCheckpoint(trusted),
 				audit.WithLogger(bustest.Logger(t)))
@@ -625,7 +625,7 @@ func TestALogThatNoLongerExtendsItsTrustedCheckpointIsRefused(t *testing.T) {
 
 func closeLog(t *testing.T, l *audit.Log) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -640,7 +640,7 @@ func TestTrustedCheckpointBehindTheStreamIsCaughtUp(t *testing.T) {
 	nc := f.env.Connect(t, "gateway")
 	l := f.open(t, nc, "gw-1", audit.WithTrustedCheckpoint(trusted))
 	appendN(t, f, l, 0, 5)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if err := l.Checkpoint(ctx); err != nil {
 		t.Fatal(err)
@@ -683,7 +683,7 @@ func TestANonRecordOnTheAuditSubjectDoesNotStopTheLog(t *testing.T) {
 	other.LogId = "gw-9"
 	otherData, _ := record.Marshal(other)
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	var junk []uint64
 	for _, data := range [][]byte{[]byte("{\"person\":\"forged\"}"), otherData, nextData} {
@@ -724,7 +724,7 @@ func readLogRecords(t *testing.T, f *fixture, id string) []storedRecord {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, stream.Audit)
 	if err != nil {
@@ -795,7 +795,7 @@ func TestALogErasedWhileOpenIsNotContinued(t *testing.T) {
 	if !errors.Is(err, audit.ErrNotExtended) || !strings.Contains(err.Error(), "log gw-1") {
 		t.Fatalf("append to an erased log: %v, want ErrNotExtended", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if err := l.Checkpoint(ctx); !errors.Is(err, audit.ErrNotExtended) {
 		t.Fatalf("checkpoint of an erased log: %v", err)

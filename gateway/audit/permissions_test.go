@@ -21,7 +21,7 @@ func TestMembersCannotReadForgeDeleteOrPurgeTheAudit(t *testing.T) {
 	f := newFixture(t)
 	l := f.open(t, f.env.Connect(t, "gateway"), "gw-1")
 	appendN(t, f, l, 0, 10)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func TestAuditorReadsButCannotChange(t *testing.T) {
 	f := newFixture(t)
 	l := f.open(t, f.env.Connect(t, "gateway"), "gw-1")
 	appendN(t, f, l, 0, 10)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ func TestGatewayCannotDeleteOrShortenTheAudit(t *testing.T) {
 	nc := f.env.Connect(t, "gateway", nats.ErrorHandler(v.Handler))
 	l := f.open(t, nc, "gw-1")
 	appendN(t, f, l, 0, 10)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)

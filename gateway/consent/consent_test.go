@@ -166,7 +166,7 @@ func (f *fed) call(t *testing.T, as *nats.Conn, consumer, eid, token, purp strin
 	if token != "" {
 		msg.Header.Set(bus.HeaderConsent, token)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	reply, err := bus.Call(ctx, as, msg)
 	if err != nil {
@@ -189,7 +189,7 @@ func forge(header map[string]any, claims *consent.Claims, sign func(input string
 func TestBadTokensAreRefusedWithTheirReason(t *testing.T) {
 	f := start(t, 1)
 	good, claims := f.grant(t, nil)
-	ctx := context.Background()
+	ctx := t.Context()
 	parts := strings.Split(good, ".")
 
 	otherKeys := t.TempDir()
@@ -653,7 +653,7 @@ func benchVerifier(b *testing.B) (func() *consent.Verifier, *decision.Request) {
 func BenchmarkVerifyCached(b *testing.B) {
 	newV, r := benchVerifier(b)
 	v := newV()
-	ctx := context.Background()
+	ctx := b.Context()
 	if _, err := v.Verify(ctx, r); err != nil {
 		b.Fatal(err)
 	}
@@ -667,7 +667,7 @@ func BenchmarkVerifyCached(b *testing.B) {
 
 func BenchmarkVerifyCold(b *testing.B) {
 	newV, r := benchVerifier(b)
-	ctx := context.Background()
+	ctx := b.Context()
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := newV().Verify(ctx, r); err != nil { // an empty cache: the signature is verified

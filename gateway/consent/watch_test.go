@@ -73,7 +73,7 @@ func TestAStoppedRevocationWatchClosesTheGateway(t *testing.T) {
 	// The revocation bucket is deleted (an insider): the watch has nothing
 	// to read, and the gateway must not pretend it has.
 	js := insiderJS(t, f.env)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := js.DeleteKeyValue(ctx, natsconf.RevocationBucket); err != nil {
 		t.Fatal(err)
@@ -122,7 +122,7 @@ func TestDeletingARevocationIsTamperingAndDoesNotUnrevoke(t *testing.T) {
 	store := f.stores[0]
 	tokDel, cDel := f.grant(t, nil)
 	tokPurge, cPurge := f.grant(t, func(r *consent.Request) { r.Fields = []string{"person.sex"} })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	for _, id := range []string{cDel.ID, cPurge.ID} {
 		if _, err := f.store.Revoke(ctx, id); err != nil {
@@ -191,7 +191,7 @@ func TestAWatchThatStopsMovingIsNoticed(t *testing.T) {
 	// The watch's consumer is paused (an insider): it exists, it is
 	// healthy, and it delivers nothing more.
 	js := insiderJS(t, f.env)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	rs, err := js.Stream(ctx, "KV_"+natsconf.RevocationBucket)
 	if err != nil {

@@ -42,7 +42,7 @@ func serve(t *testing.T, dir string) map[string]*grpc.ClientConn {
 		}
 		go b.Serve(lis)
 		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			defer cancel()
 			b.Stop(ctx)
 		})
@@ -58,7 +58,7 @@ func serve(t *testing.T, dir string) map[string]*grpc.ClientConn {
 
 func TestMinistriesAgreeAboutEveryCitizen(t *testing.T) {
 	cc := serve(t, t.TempDir())
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	civil := civilv1.NewCivilRegistryClient(cc["civil-registry"])
 	taxc := taxv1.NewTaxClient(cc["tax"])
@@ -164,7 +164,7 @@ func TestMinistriesAgreeAboutEveryCitizen(t *testing.T) {
 
 func TestErrorsNeverRepeatTheEID(t *testing.T) {
 	cc := serve(t, t.TempDir())
-	ctx := context.Background()
+	ctx := t.Context()
 	civil := civilv1.NewCivilRegistryClient(cc["civil-registry"])
 	const unknown = "QQ999999"
 	for _, tc := range []struct {
@@ -245,7 +245,7 @@ func BenchmarkGetPerson(b *testing.B) {
 	cc, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	defer cc.Close()
 	c := civilv1.NewCivilRegistryClient(cc)
-	ctx := context.Background()
+	ctx := b.Context()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0

@@ -86,7 +86,7 @@ func TestOffLoopbackServesMTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cc.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
 		_, err = civilv1.NewCivilRegistryClient(cc).IsAlive(ctx, &civilv1.IsAliveRequest{Eid: demodata.EID(demodata.DefaultSeed, 0)})
 		return err

@@ -58,7 +58,7 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	env := bustest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	t.Cleanup(cancel)
 	logger := bustest.Logger(t)
 	keyDir := t.TempDir()
@@ -356,7 +356,7 @@ func TestAccessLogNeedsASignedInCitizen(t *testing.T) {
 func TestGRPCAccessLog(t *testing.T) {
 	h := newHarness(t)
 	client := auditv1.NewAccessLogClient(h.grpc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	_, err := client.ListAccesses(ctx, &auditv1.ListAccessesRequest{})
 	if status.Code(err) != codes.Unauthenticated {

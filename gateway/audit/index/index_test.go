@@ -28,7 +28,7 @@ func TestIndexFollowsEveryLogAndProvesEveryRecord(t *testing.T) {
 	env := bustest.Start(t)
 	keyDir := t.TempDir()
 	logger := bustest.Logger(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
 	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
