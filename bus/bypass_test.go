@@ -26,6 +26,7 @@ import (
 )
 
 func TestMemberCannotBypassTheGateway(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 
 	// The real civil-registry provider listens on its provider subject; if
@@ -127,6 +128,7 @@ func TestMemberCannotBypassTheGateway(t *testing.T) {
 }
 
 func TestMemberMayUseItsOwnSubjects(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	v := bustest.NewViolations()
 	cnss := env.Connect(t, "cnss", nats.ErrorHandler(v.Handler))
@@ -170,6 +172,7 @@ func TestMemberMayUseItsOwnSubjects(t *testing.T) {
 }
 
 func TestBadCertificatesAreRefusedAtConnect(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	other, err := devca.New(env.Fed.TrustDomain)
 	if err != nil {

@@ -82,6 +82,7 @@ func TestTraceCrossesNATSInW3CHeaders(t *testing.T) {
 // TestCallWithoutTracingCarriesNoHeader: with the no-op provider (nothing
 // configured) no trace header is invented.
 func TestCallWithoutTracingCarriesNoHeader(t *testing.T) {
+	t.Parallel()
 	h := nats.Header{}
 	bus.InjectTrace(context.Background(), h)
 	if len(h) != 0 {

@@ -161,6 +161,7 @@ func (f *fair) waitRefusals(t *testing.T, n int) []*decision.Decision {
 // refusal is audited with the member, provider and method named. A provider
 // that holds its queries fills the in-flight slots deterministically.
 func TestFairShareRefusesEarlyAndAudits(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, limits string
 		maxInFlight  int
@@ -223,6 +224,7 @@ func TestFairShareRefusesEarlyAndAudits(t *testing.T) {
 // A member may publish only on jisr.q.<itself>.>, but may put wildcards in
 // the rest: the refusal names it.
 func TestWildcardSubjectIsAuditedWithItsMember(t *testing.T) {
+	t.Parallel()
 	h := start(t, nil, answer)
 	for _, subj := range []string{
 		"jisr.q.cnss.civil-registry.*.GetPerson." + h.env.Keyer.CKey(testEID),
@@ -259,6 +261,7 @@ func TestWildcardSubjectIsAuditedWithItsMember(t *testing.T) {
 // deciding, at most each member's in_flight × max_request_bytes (4 MiB for
 // CNSS in the second row). The test checks the high-water mark of the first.
 func TestFloodFromOneMemberLeavesOthersTheirShare(t *testing.T) {
+	t.Parallel()
 	const (
 		flood        = 300
 		pad          = 1<<20 - 4<<10 // the request is just under NATS's 1 MiB max_payload

@@ -150,12 +150,13 @@ func (h *harness) call(t *testing.T, eid, subjEID, method, purpose, token string
 	if token != "" {
 		msg.Header.Set(bus.HeaderConsent, token)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return bus.Call(ctx, h.cnss, msg)
 }
 
 func TestAllowedQueryIsForwardedMinimisedAndAudited(t *testing.T) {
+	t.Parallel()
 	h := start(t, []string{"person.eid", "person.names.latin", "person.marital_status", "person.father_name"}, answer)
 	reply, err := h.call(t, testEID, testEID, "GetPerson", "amo-enrolment", "ok", nil)
 	if err != nil {
@@ -189,6 +190,7 @@ func TestAllowedQueryIsForwardedMinimisedAndAudited(t *testing.T) {
 }
 
 func TestMandateNeedsNoToken(t *testing.T) {
+	t.Parallel()
 	h := start(t, nil, func(m *nats.Msg) {
 		b, _ := proto.Marshal(&civilv1.IsAliveResponse{Alive: true})
 		bus.Respond(m, b, nil)
@@ -210,6 +212,7 @@ func TestMandateNeedsNoToken(t *testing.T) {
 }
 
 func TestRefusals(t *testing.T) {
+	t.Parallel()
 	h := start(t, nil, answer)
 	long := strings.Repeat("A", 10<<10)
 	for _, tc := range []struct {
@@ -270,6 +273,7 @@ func TestRefusals(t *testing.T) {
 }
 
 func TestProviderDownSlowOrLeaky(t *testing.T) {
+	t.Parallel()
 	t.Run("no provider connected", func(t *testing.T) {
 		h := start(t, nil, nil)
 		_, err := h.call(t, testEID, testEID, "GetPerson", "amo-enrolment", "ok", nil)
@@ -315,6 +319,7 @@ func TestProviderDownSlowOrLeaky(t *testing.T) {
 }
 
 func TestAuditDownWithholdsTheReply(t *testing.T) {
+	t.Parallel()
 	h := start(t, nil, answer)
 	h.audit.fail = true
 	reply, err := h.call(t, testEID, testEID, "GetPerson", "amo-enrolment", "ok", nil)
@@ -325,6 +330,7 @@ func TestAuditDownWithholdsTheReply(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
+	t.Parallel()
 	if _, err := gateway.New(gateway.Config{}); !errors.Is(err, gateway.ErrConfig) {
 		t.Fatalf("err = %v", err)
 	}

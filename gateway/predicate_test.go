@@ -54,7 +54,7 @@ func (h *harness) askTax(t *testing.T, eid string, req *taxv1.IsIncomeBelowReque
 	msg := &nats.Msg{Subject: subj, Data: payload, Header: nats.Header{}}
 	msg.Header.Set(bus.HeaderPurpose, "amo-enrolment")
 	msg.Header.Set(bus.HeaderConsent, "ok")
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	reply, err := bus.Call(ctx, h.cnss, msg)
 	if err != nil {
@@ -71,6 +71,7 @@ func (h *harness) askTax(t *testing.T, eid string, req *taxv1.IsIncomeBelowReque
 // a valid consent asks IsIncomeBelow with thresholds of its choice, halving
 // the interval each time, to learn the income within 1 MAD.
 func TestThresholdScanningIsRefused(t *testing.T) {
+	t.Parallel()
 	tax := &taxProvider{income: 5321742}
 	h := start(t, nil, nil)
 	tc := h.env.Connect(t, "tax")

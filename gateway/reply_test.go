@@ -22,6 +22,7 @@ import (
 // any work: nothing is forwarded to the provider, nothing is answered, and
 // the refusal is audited and counted with its own reason.
 func TestQueryWithAForeignReplySubjectIsDroppedAndAudited(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	rec := &recorder{}
 	reg := prometheus.NewRegistry()

@@ -7,6 +7,7 @@ import (
 )
 
 func TestDemoFederationLoads(t *testing.T) {
+	t.Parallel()
 	f, err := Load("../testdata/federation.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -34,6 +35,7 @@ func TestDemoFederationLoads(t *testing.T) {
 }
 
 func TestNormaliseEID(t *testing.T) {
+	t.Parallel()
 	f, err := Load("../testdata/federation.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -63,6 +65,7 @@ members:
 `
 
 func TestInvalidFilesNameTheField(t *testing.T) {
+	t.Parallel()
 	rule := func(s string) string { return base + "rules:\n  - " + s + "\n" }
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"unknown key", base + "extra: 1\n", "field extra not found"},
@@ -102,6 +105,7 @@ func TestInvalidFilesNameTheField(t *testing.T) {
 }
 
 func TestLimitsInheritAndValidate(t *testing.T) {
+	t.Parallel()
 	f, err := Parse([]byte(strings.Replace(base, "{name: beta, provides: [b.v1.Beta]}",
 		"{name: beta, provides: [b.v1.Beta], limits: {in_flight: 3, max_request_bytes: 2048}}", 1) +
 		"limits: {queries_per_second: 0.5, burst: 2}\n"))

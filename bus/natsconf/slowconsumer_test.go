@@ -12,6 +12,7 @@ import (
 
 // The slow-consumer bounds are rendered explicitly, and the server reads them.
 func TestSlowConsumerBoundsAreRendered(t *testing.T) {
+	t.Parallel()
 	fed, err := federation.Load("../testdata/federation.yaml")
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,7 @@ import (
 // refused; until then the user mapped from the SVID keeps the rendered
 // permissions.
 func TestExpiredSVIDIsDisconnectedAndReconnectRefused(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t, bustest.WithoutJetStream())
 	id := env.ID("cnss")
 	// A 30-second SVID issued 27 seconds ago: the test waits only for its
@@ -112,6 +113,7 @@ func TestExpiredSVIDIsDisconnectedAndReconnectRefused(t *testing.T) {
 // bundle file is trusted by the next connection, and a CA removed from it is
 // not, without a restart.
 func TestRotatedTrustBundleAppliesWithoutRestart(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t, bustest.WithoutJetStream())
 	fed := env.Fed
 	natsID := fed.ID("nats")

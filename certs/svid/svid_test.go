@@ -44,6 +44,7 @@ func issue(t *testing.T, ca *devca.CA, id spiffeid.ID, opts ...devca.IssueOption
 }
 
 func TestFileSourceReloadsAndKeepsLastGood(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	dir := t.TempDir()
 	if err := ca.Save(dir); err != nil {
@@ -98,6 +99,7 @@ func TestFileSourceReloadsAndKeepsLastGood(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if _, err := Open(context.Background(), dir, clientID, nil); err == nil {
 		t.Fatal("opened missing files")
@@ -152,6 +154,7 @@ func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr e
 }
 
 func TestSPIFFEMutualTLS(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	srv := NewStatic(issue(t, ca, serverID), ca.Bundle())
 	cli := NewStatic(issue(t, ca, clientID), ca.Bundle())
@@ -172,6 +175,7 @@ func TestSPIFFEMutualTLS(t *testing.T) {
 // client, the NATS server) refuses a peer that offers TLS 1.2 at most, with
 // an otherwise valid SVID.
 func TestTLS12IsRefused(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	srv := NewStatic(issue(t, ca, serverID), ca.Bundle())
 	cli := NewStatic(issue(t, ca, clientID), ca.Bundle())
@@ -212,6 +216,7 @@ func TestTLS12IsRefused(t *testing.T) {
 }
 
 func TestNATSServerTLSRefusesBadClients(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	other := newCA(t)
 	srv := NewStatic(issue(t, ca, serverID), ca.Bundle())
@@ -241,6 +246,7 @@ func TestNATSServerTLSRefusesBadClients(t *testing.T) {
 }
 
 func TestRotationWithoutRestart(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	dir := t.TempDir()
 	ca.Save(dir)

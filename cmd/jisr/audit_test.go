@@ -73,7 +73,7 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed
 		t.Fatal(err)
 	}
 	f.startNATS(t)
-	ctx := t.Context()
+	ctx := context.Background()
 	if f.backend, err = startBackend(ctx, f.g, backendOptions{member: "civil-registry", listen: "127.0.0.1:0", citizens: 200}); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func (f *auditFed) stopGateway(t *testing.T) {
 	if f.gw == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := f.gw.stop(ctx); err != nil {
 		t.Errorf("gateway stop: %v", err)
@@ -143,7 +143,7 @@ func (f *auditFed) stopGateway(t *testing.T) {
 }
 
 func (f *auditFed) stop(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, a := range f.adapters {
 		_ = a.stop(ctx)
@@ -182,7 +182,7 @@ func md(ctx context.Context, kv ...string) context.Context {
 // auditRecords reads every record as the auditor.
 func (f *auditFed) auditRecords(t *testing.T) []stream.Msg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	records, _, closeFn, err := auditorStreams(ctx, f.g)
 	if err != nil {
@@ -650,7 +650,7 @@ func (f *auditFed) eraseAuditStreams(t *testing.T) {
 		t.Fatalf("erased %d streams: %v", n, err)
 	}
 	f.startNATS(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	acfg, ccfg, err := stream.StreamConfigs(stream.Config{})
 	if err != nil {

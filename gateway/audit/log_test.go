@@ -47,7 +47,7 @@ type fixture struct {
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := newBareFixture(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := natsstate.Init(ctx, f.env.Connect(t, "operator"), stream.Config{}); err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func (f *fixture) key(t testing.TB, id string) *checkpoint.KeyPair {
 
 func (f *fixture) open(t testing.TB, nc *nats.Conn, id string, opts ...audit.Option) *audit.Log {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	opts = append([]audit.Option{audit.WithLogger(bustest.Logger(t))}, opts...)
 	l, err := audit.Open(ctx, nc, td, id, f.key(t, id), opts...)
@@ -132,7 +132,7 @@ func readLog(t testing.TB, f *fixture, id string) []storedRecord {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, stream.Audit)
 	if err != nil {
@@ -185,7 +185,7 @@ func lastCheckpoint(t testing.TB, f *fixture, id string) (checkpoint.Checkpoint,
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, stream.Checkpoints)
 	if err != nil {
@@ -208,6 +208,7 @@ func lastCheckpoint(t testing.TB, f *fixture, id string) (checkpoint.Checkpoint,
 }
 
 func TestAppendIsStoredChainedAndCheckpointed(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	l := f.open(t, f.env.Connect(t, "gateway"), "gw-1")
 	appendN(t, f, l, 0, 500)
@@ -249,6 +250,7 @@ func TestAppendIsStoredChainedAndCheckpointed(t *testing.T) {
 }
 
 func TestReopenResumesTheLog(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	nc := f.env.Connect(t, "gateway")
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -288,6 +290,7 @@ func TestReopenResumesTheLog(t *testing.T) {
 }
 
 func TestLogsOfTwoInstancesAreSeparate(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	nc := f.env.Connect(t, "gateway")
 	a, b := f.open(t, nc, "gw-1"), f.open(t, nc, "gw-2")
@@ -310,6 +313,7 @@ func TestLogsOfTwoInstancesAreSeparate(t *testing.T) {
 }
 
 func TestOpenRefuses(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	nc := f.env.Connect(t, "gateway")
 	ctx := t.Context()
@@ -331,6 +335,7 @@ func TestOpenRefuses(t *testing.T) {
 }
 
 func TestOpenRefusesAStreamThatAllowsDeletes(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name   string
 		modify func(*jetstream.StreamConfig)
@@ -389,7 +394,7 @@ func (r *restartable) stop() { r.env.Server.Shutdown() }
 
 func (r *restartable) start(t *testing.T) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	s, err := natsserver.Start(ctx, r.cfg, r.env.Source(t, r.env.Fed.ID("nats")), nil)
 	if err != nil {
@@ -400,6 +405,7 @@ func (r *restartable) start(t *testing.T) {
 }
 
 func TestJetStreamDownFailsAppendsAndTheLogResumes(t *testing.T) {
+	t.Parallel()
 	r := newRestartable(t)
 	nc := r.env.Connect(t, "gateway", nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	l := r.open(t, nc, "gw-1", audit.WithAckTimeout(time.Second), audit.WithRetryEvery(10*time.Millisecond))
@@ -451,6 +457,7 @@ func TestJetStreamDownFailsAppendsAndTheLogResumes(t *testing.T) {
 }
 
 func TestFullStreamFailsAppends(t *testing.T) {
+	t.Parallel()
 	f := newBareFixture(t)
 	small := stream.Config{MaxBytes: 16 << 10}
 	if _, err := natsstate.Init(context.Background(), f.env.Connect(t, "operator"), small); err != nil {
@@ -560,7 +567,7 @@ func recreateStreams(t *testing.T, env *bustest.Env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, c := range []jetstream.StreamConfig{acfg, ccfg} {
 		if _, err := js.CreateStream(ctx, c); err != nil {
@@ -570,6 +577,7 @@ func recreateStreams(t *testing.T, env *bustest.Env) {
 }
 
 func TestALogThatNoLongerExtendsItsTrustedCheckpointIsRefused(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name string
 		// after the streams are erased and recreated empty
@@ -625,7 +633,7 @@ func TestALogThatNoLongerExtendsItsTrustedCheckpointIsRefused(t *testing.T) {
 
 func closeLog(t *testing.T, l *audit.Log) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -633,6 +641,7 @@ func closeLog(t *testing.T, l *audit.Log) {
 }
 
 func TestTrustedCheckpointBehindTheStreamIsCaughtUp(t *testing.T) {
+	t.Parallel()
 	// A crash after a checkpoint was published but before the file was
 	// rewritten leaves the file behind the stream: the log still extends it.
 	f := newFixture(t)
@@ -667,6 +676,7 @@ func TestTrustedCheckpointBehindTheStreamIsCaughtUp(t *testing.T) {
 }
 
 func TestANonRecordOnTheAuditSubjectDoesNotStopTheLog(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	nc := f.env.Connect(t, "gateway")
 	l := f.open(t, nc, "gw-1", audit.WithCheckpointEvery(time.Hour))
@@ -724,7 +734,7 @@ func readLogRecords(t *testing.T, f *fixture, id string) []storedRecord {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, stream.Audit)
 	if err != nil {
@@ -774,6 +784,7 @@ func (s *syncBuf) String() string {
 }
 
 func TestALogErasedWhileOpenIsNotContinued(t *testing.T) {
+	t.Parallel()
 	r := newRestartable(t)
 	nc := r.env.Connect(t, "gateway", nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	l := r.open(t, nc, "gw-1", audit.WithAckTimeout(time.Second), audit.WithRetryEvery(10*time.Millisecond))

@@ -18,6 +18,7 @@ import (
 )
 
 func TestMembersCannotReadForgeDeleteOrPurgeTheAudit(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	l := f.open(t, f.env.Connect(t, "gateway"), "gw-1")
 	appendN(t, f, l, 0, 10)
@@ -74,6 +75,7 @@ func TestMembersCannotReadForgeDeleteOrPurgeTheAudit(t *testing.T) {
 }
 
 func TestAuditorReadsButCannotChange(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	l := f.open(t, f.env.Connect(t, "gateway"), "gw-1")
 	appendN(t, f, l, 0, 10)
@@ -111,6 +113,7 @@ func TestAuditorReadsButCannotChange(t *testing.T) {
 }
 
 func TestGatewayCannotDeleteOrShortenTheAudit(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	v := bustest.NewViolations()
 	nc := f.env.Connect(t, "gateway", nats.ErrorHandler(v.Handler))

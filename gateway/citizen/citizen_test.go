@@ -268,6 +268,7 @@ func (s *site) sessionCookie(t *testing.T, c *http.Client) *http.Cookie {
 }
 
 func TestSignInThroughTheProvider(t *testing.T) {
+	t.Parallel()
 	for _, secure := range []bool{false, true} {
 		name := map[bool]string{false: "loopback-plaintext", true: "tls"}[secure]
 		t.Run(name, func(t *testing.T) {
@@ -302,6 +303,7 @@ func TestSignInThroughTheProvider(t *testing.T) {
 
 // The cookie's attributes as the server sets them.
 func TestSessionCookieAttributes(t *testing.T) {
+	t.Parallel()
 	for _, secure := range []bool{false, true} {
 		s := newSite(t, siteOptions{secure: secure, demo: true})
 		c := s.client(t)
@@ -323,6 +325,7 @@ func TestSessionCookieAttributes(t *testing.T) {
 }
 
 func TestForgedSessionsAreRefused(t *testing.T) {
+	t.Parallel()
 	s := newSite(t, siteOptions{})
 	c := s.client(t)
 	s.signIn(t, c, alice)
@@ -352,6 +355,7 @@ func flip(b byte) string {
 }
 
 func TestLogoutKillsTheSessionAndReplayFails(t *testing.T) {
+	t.Parallel()
 	s := newSite(t, siteOptions{})
 	c := s.client(t)
 	s.signIn(t, c, alice)
@@ -378,6 +382,7 @@ func TestLogoutKillsTheSessionAndReplayFails(t *testing.T) {
 }
 
 func TestSessionIsRotatedAtLogin(t *testing.T) {
+	t.Parallel()
 	s := newSite(t, siteOptions{})
 	c := s.client(t)
 	s.signIn(t, c, alice)
@@ -397,6 +402,7 @@ func TestSessionIsRotatedAtLogin(t *testing.T) {
 }
 
 func TestSessionsExpire(t *testing.T) {
+	t.Parallel()
 	t.Run("idle", func(t *testing.T) {
 		s := newSite(t, siteOptions{})
 		c := s.client(t)
@@ -429,6 +435,7 @@ func TestSessionsExpire(t *testing.T) {
 
 // A provider answer that does not hold gives no session.
 func TestCallbackRefusals(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name   string
 		tamper func(map[string]any)
@@ -515,6 +522,7 @@ func setQuery(u *url.URL, k, v string) {
 }
 
 func TestStateChangesRefuseCrossOrigin(t *testing.T) {
+	t.Parallel()
 	s := newSite(t, siteOptions{demo: true})
 	c := s.client(t)
 	s.signIn(t, c, alice)
@@ -563,6 +571,7 @@ func TestStateChangesRefuseCrossOrigin(t *testing.T) {
 }
 
 func TestDemoLoginIsOffUnlessAsked(t *testing.T) {
+	t.Parallel()
 	s := newSite(t, siteOptions{})
 	c := s.client(t)
 	resp, err := c.PostForm(s.url+citizen.PathLogin, url.Values{"eid": {alice}})
@@ -589,6 +598,7 @@ func TestDemoLoginIsOffUnlessAsked(t *testing.T) {
 }
 
 func TestConfigRefusesPlaintextIssuerOffLoopback(t *testing.T) {
+	t.Parallel()
 	fed, err := federation.Load("../testdata/federation.yaml")
 	if err != nil {
 		t.Fatal(err)

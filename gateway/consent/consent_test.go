@@ -166,7 +166,7 @@ func (f *fed) call(t *testing.T, as *nats.Conn, consumer, eid, token, purp strin
 	if token != "" {
 		msg.Header.Set(bus.HeaderConsent, token)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	reply, err := bus.Call(ctx, as, msg)
 	if err != nil {
@@ -187,6 +187,7 @@ func forge(header map[string]any, claims *consent.Claims, sign func(input string
 }
 
 func TestBadTokensAreRefusedWithTheirReason(t *testing.T) {
+	t.Parallel()
 	f := start(t, 1)
 	good, claims := f.grant(t, nil)
 	ctx := t.Context()
@@ -441,6 +442,7 @@ func TestBadTokensAreRefusedWithTheirReason(t *testing.T) {
 }
 
 func TestRevocationReachesEveryReplica(t *testing.T) {
+	t.Parallel()
 	f := start(t, 2)
 	tok, c := f.grant(t, nil)
 	// Both replicas accept the token (the queue group spreads the calls).
@@ -471,6 +473,7 @@ func TestRevocationReachesEveryReplica(t *testing.T) {
 }
 
 func TestMaxUsesIsExactAcrossReplicas(t *testing.T) {
+	t.Parallel()
 	f := start(t, 2)
 	tok, _ := f.grant(t, func(r *consent.Request) { r.MaxUses = 3 })
 	var ok, usedUp atomic.Int32
@@ -497,6 +500,7 @@ func TestMaxUsesIsExactAcrossReplicas(t *testing.T) {
 }
 
 func TestListAndRevokeThroughTheStore(t *testing.T) {
+	t.Parallel()
 	f := start(t, 1)
 	_, c1 := f.grant(t, nil)
 	f.grant(t, func(r *consent.Request) { r.Purpose = "family-allowance" })
@@ -530,6 +534,7 @@ func TestListAndRevokeThroughTheStore(t *testing.T) {
 // A token with no recorded grant (minted --offline, or by any holder of the
 // key) is revocable by its jti like any other.
 func TestRevokeTokenWithoutGrant(t *testing.T) {
+	t.Parallel()
 	f := start(t, 1)
 	m, _ := f.env.Fed.Member("cnss")
 	tok, c, err := f.issuer.Issue(&consent.Request{CKey: f.env.Keyer.CKey(citizen), Audience: m.ID, Service: svc,
@@ -554,6 +559,7 @@ func TestRevokeTokenWithoutGrant(t *testing.T) {
 }
 
 func TestKeyRotationKeepsOldTokensValid(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	consent.InitKeys(dir)
 	ks1, _ := consent.LoadKeys(dir)
@@ -583,6 +589,7 @@ func TestKeyRotationKeepsOldTokensValid(t *testing.T) {
 // A token minted by an independent JOSE implementation (the npm `jose`
 // package, from the consent service's key) is accepted: the format is standard.
 func TestTokenFromAnotherJOSEImplementation(t *testing.T) {
+	t.Parallel()
 	for _, tool := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			// CI installs Node (.ci/run), so there the check always runs; a

@@ -24,6 +24,7 @@ import (
 // A signing key file that its group or other users can read (or write) is
 // refused at load, not used.
 func TestKeyFilesOpenToOthersAreRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := consent.InitKeys(dir); err != nil {
 		t.Fatal(err)
@@ -49,6 +50,7 @@ func TestKeyFilesOpenToOthersAreRefused(t *testing.T) {
 // The gateway's key material is public keys only: a JWKS with a private
 // member, a lone private JWK, or the PEM signing key itself is refused.
 func TestGatewayKeyMaterialIsPublicOnly(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := consent.InitKeys(dir); err != nil {
 		t.Fatal(err)
@@ -95,6 +97,7 @@ func TestGatewayKeyMaterialIsPublicOnly(t *testing.T) {
 // withdrawn from the JWKS stops verifying at once, even for tokens the
 // verifier had cached.
 func TestJWKSChangesReachTheVerifier(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := consent.InitKeys(dir); err != nil {
 		t.Fatal(err)

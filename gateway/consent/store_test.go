@@ -18,6 +18,7 @@ import (
 // A use counter that is not a count — empty, garbage, negative, or erased
 // with a delete marker — was not written by a gateway: the token is used up.
 func TestUseCountsAnUnreadableCounterAsUsedUp(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()

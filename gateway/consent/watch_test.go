@@ -54,6 +54,7 @@ func (f *fed) refusedFor(t *testing.T, token string) (codes.Code, string) {
 }
 
 func TestAStoppedRevocationWatchClosesTheGateway(t *testing.T) {
+	t.Parallel()
 	f := start(t, 1)
 	gw, store := f.gws[0], f.stores[0]
 	tok, _ := f.grant(t, nil)
@@ -182,6 +183,7 @@ func TestDeletingARevocationIsTamperingAndDoesNotUnrevoke(t *testing.T) {
 }
 
 func TestAWatchThatStopsMovingIsNoticed(t *testing.T) {
+	t.Parallel()
 	f := start(t, 1)
 	gw, store := f.gws[0], f.stores[0]
 	tok, c := f.grant(t, nil)

@@ -23,6 +23,7 @@ func load(tb testing.TB) *policy.Policy {
 }
 
 func TestCheck(t *testing.T) {
+	t.Parallel()
 	p := load(t)
 	for _, c := range []struct {
 		name                                         string

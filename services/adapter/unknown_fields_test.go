@@ -121,6 +121,7 @@ func (a *auditRecorder) last() decision.Decision {
 // backend none of the consumer's, and the audit record lists exactly the
 // fields of the bytes that reached the consumer.
 func TestUnknownFieldsNeverCrossTheBus(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -240,6 +241,7 @@ func hasUnknown(m protoreflect.Message) bool {
 // TestProviderAdapterDropsUnknownFields calls the provider side directly, as
 // the gateway does: the backend's unknown fields do not even reach the bus.
 func TestProviderAdapterDropsUnknownFields(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

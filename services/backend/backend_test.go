@@ -42,7 +42,7 @@ func serve(t *testing.T, dir string) map[string]*grpc.ClientConn {
 		}
 		go b.Serve(lis)
 		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			b.Stop(ctx)
 		})
@@ -57,6 +57,7 @@ func serve(t *testing.T, dir string) map[string]*grpc.ClientConn {
 }
 
 func TestMinistriesAgreeAboutEveryCitizen(t *testing.T) {
+	t.Parallel()
 	cc := serve(t, t.TempDir())
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
@@ -163,6 +164,7 @@ func TestMinistriesAgreeAboutEveryCitizen(t *testing.T) {
 }
 
 func TestErrorsNeverRepeatTheEID(t *testing.T) {
+	t.Parallel()
 	cc := serve(t, t.TempDir())
 	ctx := t.Context()
 	civil := civilv1.NewCivilRegistryClient(cc["civil-registry"])
@@ -199,6 +201,7 @@ func TestErrorsNeverRepeatTheEID(t *testing.T) {
 }
 
 func TestReopenDoesNotReseed(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	open := func(n int) time.Duration {
 		seeded := false

@@ -58,7 +58,7 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	env := bustest.Start(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	logger := bustest.Logger(t)
 	keyDir := t.TempDir()
@@ -213,6 +213,7 @@ func (h *harness) checkProof(t *testing.T, a *auditv1.Access) {
 }
 
 func TestCitizenSeesTheirOwnAccessesNewestFirstWithProofs(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	c := h.client(t, " ab123456 ") // normalised like the federation's eIDs
 	got, code := h.list(t, c, "")
@@ -268,6 +269,7 @@ func TestCitizenSeesTheirOwnAccessesNewestFirstWithProofs(t *testing.T) {
 }
 
 func TestPagesCoverEverythingOnce(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	c := h.client(t, alice)
 	seen := map[string]bool{}
@@ -305,6 +307,7 @@ func TestPagesCoverEverythingOnce(t *testing.T) {
 }
 
 func TestAccessLogNeedsASignedInCitizen(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	plain := &http.Client{Timeout: 10 * time.Second}
 	if _, code := h.list(t, plain, ""); code != http.StatusUnauthorized {
@@ -354,6 +357,7 @@ func TestAccessLogNeedsASignedInCitizen(t *testing.T) {
 }
 
 func TestGRPCAccessLog(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	client := auditv1.NewAccessLogClient(h.grpc)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -382,6 +386,7 @@ func TestGRPCAccessLog(t *testing.T) {
 }
 
 func TestPageAndKeys(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	resp, err := http.Get(h.url + "/access-log/")
 	if err != nil {

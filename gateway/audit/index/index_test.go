@@ -25,6 +25,7 @@ import (
 const td = "jisr.internal"
 
 func TestIndexFollowsEveryLogAndProvesEveryRecord(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	keyDir := t.TempDir()
 	logger := bustest.Logger(t)

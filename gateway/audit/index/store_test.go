@@ -20,6 +20,7 @@ func leaves(from, n int, prev []byte) ([]Leaf, []byte) {
 }
 
 func TestStoreProvesEveryLeafAtEverySize(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	s, err := OpenStore(":memory:")
 	if err != nil {
@@ -58,6 +59,7 @@ func TestStoreProvesEveryLeafAtEverySize(t *testing.T) {
 }
 
 func TestStoreRefusesABrokenChainAndSurvivesReopen(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "index.db")
 	s, err := OpenStore(path)

@@ -34,6 +34,7 @@ func challenge(v string) string {
 // line: registered redirect only, PKCE S256 required, the client
 // authenticated, a code used once, demo citizens only, loopback only.
 func TestProviderRefusesOffProtocolRequests(t *testing.T) {
+	t.Parallel()
 	if _, err := devidp.Start("0.0.0.0:0", devidp.Config{ClientSecret: secret, ACR: "x"}); err == nil {
 		t.Fatal("started off loopback")
 	}
