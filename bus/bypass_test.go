@@ -13,11 +13,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"math/big"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,46 +28,8 @@ import (
 	"github.com/jisr-bus/jisr/certs/devca"
 )
 
-// violations collects the server's asynchronous permission errors.
-type violations struct {
-	mu   sync.Mutex
-	errs []error
-	ch   chan struct{}
-}
-
-func newViolations() *violations { return &violations{ch: make(chan struct{}, 64)} }
-
-func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
-	v.mu.Lock()
-	v.errs = append(v.errs, err)
-	v.mu.Unlock()
-	v.ch <- struct{}{}
-}
-
-// wait returns the first permission violation that names subj.
-func (v *violations) wait(t *testing.T, subj string) {
-	t.Helper()
-	deadline := time.After(5 * time.Second)
-	for {
-		v.mu.Lock()
-		for _, err := range v.errs {
-			if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
-				if strings.Contains(err.Error(), subj) {
-					v.mu.Unlock()
-					return
-				}
-			}
-		}
-		v.mu.Unlock()
-		select {
-		case <-v.ch:
-		case <-deadline:
-			t.Fatalf("no permission violation for %q; errors seen: %v", subj, v.errs)
-		}
-	}
-}
-
 func TestMemberCannotBypassTheGateway(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 
 	// The real civil-registry provider listens on its provider subject; if
@@ -90,8 +50,8 @@ func TestMemberCannotBypassTheGateway(t *testing.T) {
 		}
 	}
 
-	v := newViolations()
-	cnss := env.Connect(t, "cnss", nats.ErrorHandler(v.handler))
+	v := bustest.NewViolations()
+	cnss := env.Connect(t, "cnss", nats.ErrorHandler(v.Handler))
 	const ck = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
 
 	t.Run("publish on a provider subject", func(t *testing.T) {
@@ -99,38 +59,38 @@ func TestMemberCannotBypassTheGateway(t *testing.T) {
 		if err := cnss.Publish(s, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
-		v.wait(t, s)
+		v.Wait(t, s)
 	})
 	t.Run("publish as another consumer", func(t *testing.T) {
 		s := "jisr.q.tax.civil-registry.jisr_civilregistry_v1_CivilRegistry.GetPerson." + ck
 		if err := cnss.Publish(s, []byte("x")); err != nil {
 			t.Fatal(err)
 		}
-		v.wait(t, s)
+		v.Wait(t, s)
 	})
 	t.Run("subscribe to every query", func(t *testing.T) {
 		if _, err := cnss.SubscribeSync("jisr.q.>"); err != nil {
 			t.Fatal(err)
 		}
-		v.wait(t, "jisr.q.>")
+		v.Wait(t, "jisr.q.>")
 	})
 	t.Run("subscribe to another member's inbox", func(t *testing.T) {
 		if _, err := cnss.SubscribeSync("_INBOX.tax.>"); err != nil {
 			t.Fatal(err)
 		}
-		v.wait(t, "_INBOX.tax.>")
+		v.Wait(t, "_INBOX.tax.>")
 	})
 	t.Run("subscribe to another provider's subject", func(t *testing.T) {
 		if _, err := cnss.SubscribeSync("jisr.p.civil-registry.>"); err != nil {
 			t.Fatal(err)
 		}
-		v.wait(t, "jisr.p.civil-registry.>")
+		v.Wait(t, "jisr.p.civil-registry.>")
 	})
 	t.Run("subscribe to the audit stream's subjects", func(t *testing.T) {
 		if _, err := cnss.SubscribeSync("jisr.audit.>"); err != nil {
 			t.Fatal(err)
 		}
-		v.wait(t, "jisr.audit.>")
+		v.Wait(t, "jisr.audit.>")
 	})
 	t.Run("touch the JetStream API", func(t *testing.T) {
 		subjects := []string{"$JS.API.INFO", "$JS.API.STREAM.LIST", "$JS.API.STREAM.CREATE.EVIL"}
@@ -147,7 +107,7 @@ func TestMemberCannotBypassTheGateway(t *testing.T) {
 			if err := cnss.Publish(s, nil); err != nil {
 				t.Fatal(err)
 			}
-			v.wait(t, s)
+			v.Wait(t, s)
 		}
 	})
 	t.Run("publish on the audit subjects", func(t *testing.T) {
@@ -155,7 +115,7 @@ func TestMemberCannotBypassTheGateway(t *testing.T) {
 		if err := cnss.Publish(s, []byte("forged record")); err != nil {
 			t.Fatal(err)
 		}
-		v.wait(t, s)
+		v.Wait(t, s)
 	})
 
 	if err := cnss.Flush(); err != nil {
@@ -171,9 +131,10 @@ func TestMemberCannotBypassTheGateway(t *testing.T) {
 }
 
 func TestMemberMayUseItsOwnSubjects(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
-	v := newViolations()
-	cnss := env.Connect(t, "cnss", nats.ErrorHandler(v.handler))
+	v := bustest.NewViolations()
+	cnss := env.Connect(t, "cnss", nats.ErrorHandler(v.Handler))
 	gw := env.Connect(t, "gateway")
 	got := make(chan *nats.Msg, 1)
 	if _, err := gw.ChanQueueSubscribe("jisr.q.>", "jisr-gateway", got); err != nil {
@@ -195,8 +156,8 @@ func TestMemberMayUseItsOwnSubjects(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the gateway did not receive cnss's own query")
 	}
-	if len(v.errs) > 0 {
-		t.Fatalf("permission errors on allowed subjects: %v", v.errs)
+	if errs := v.Errors(); len(errs) > 0 {
+		t.Fatalf("permission errors on allowed subjects: %v", errs)
 	}
 	// Request/reply through the member's own inbox works end to end. (A
 	// second connection answers: NATS counts each delivery of a request to
@@ -206,7 +167,7 @@ func TestMemberMayUseItsOwnSubjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	responder.Flush()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if _, err := cnss.RequestWithContext(ctx, "jisr.q.cnss.tax.S.M.K2", nil); err != nil {
 		t.Fatalf("request through the member's own inbox: %v", err)
@@ -214,6 +175,7 @@ func TestMemberMayUseItsOwnSubjects(t *testing.T) {
 }
 
 func TestBadCertificatesAreRefusedAtConnect(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	other, err := devca.New(env.Fed.TrustDomain)
 	if err != nil {
@@ -344,14 +306,14 @@ func TestProviderAnswersOnlyTheRequestItReceivedAndOnlyOnce(t *testing.T) {
 	if _, err := gw.ChanSubscribe("_INBOX.gateway.>", answers); err != nil {
 		t.Fatal(err)
 	}
-	v := newViolations()
-	provider := env.Connect(t, "civil-registry", nats.ErrorHandler(v.handler))
+	v := bustest.NewViolations()
+	provider := env.Connect(t, "civil-registry", nats.ErrorHandler(v.Handler))
 	requests := make(chan *nats.Msg, 4)
 	if _, err := provider.ChanSubscribe("jisr.p.civil-registry.>", requests); err != nil {
 		t.Fatal(err)
 	}
-	tv := newViolations()
-	tax := env.Connect(t, "tax", nats.ErrorHandler(tv.handler))
+	tv := bustest.NewViolations()
+	tax := env.Connect(t, "tax", nats.ErrorHandler(tv.Handler))
 	taxRequests := make(chan *nats.Msg, 4)
 	if _, err := tax.ChanSubscribe("jisr.p.tax.>", taxRequests); err != nil {
 		t.Fatal(err)
@@ -398,13 +360,13 @@ func TestProviderAnswersOnlyTheRequestItReceivedAndOnlyOnce(t *testing.T) {
 		if err := provider.Publish(s, []byte("forged")); err != nil {
 			t.Fatal(err)
 		}
-		v.wait(t, s)
+		v.Wait(t, s)
 	}
 	// Another member answering civil-registry's request.
 	if err := tax.Publish("_INBOX.gateway.mine", []byte("forged")); err != nil {
 		t.Fatal(err)
 	}
-	tv.wait(t, "_INBOX.gateway.mine")
+	tv.Wait(t, "_INBOX.gateway.mine")
 	for _, nc := range []*nats.Conn{provider, tax} {
 		if err := nc.Flush(); err != nil {
 			t.Fatal(err)

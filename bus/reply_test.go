@@ -14,6 +14,7 @@ import (
 // An answer goes to an inbox or nowhere: never to a JetStream API, key-value
 // or federation subject, whoever chose the reply subject.
 func TestRespondSendsNothingOutsideAnInbox(t *testing.T) {
+	t.Parallel()
 	for _, reply := range []string{
 		"$JS.API.STREAM.DELETE.JISR_AUDIT", "$KV.jisr_usage.x", "jisr.audit.gw-1.x", "jisr.p.tax.s.m.k",
 		"jisr.q.tax.civil-registry.s.m.k", "_INBOX.cnss", "_INBOX.cnss.*", "_INBOX.cnss.>", "_INBOX..x",

@@ -15,6 +15,7 @@ import (
 // a valid SVID but TLS 1.2 at most: refused. The same member with TLS 1.3
 // connects, so the refusal is the version's.
 func TestNATSRefusesTLS12(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t, bustest.WithoutJetStream())
 	src := env.Source(t, env.ID("cnss"))
 	dial := func(maxVersion uint16) error {

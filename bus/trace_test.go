@@ -46,7 +46,7 @@ func TestTraceCrossesNATSInW3CHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	ctx, root := tp.Tracer("test").Start(ctx, "backend call")
 	if _, err := bus.Call(ctx, cnss, &nats.Msg{Subject: subj, Data: []byte("payload")}); err != nil {
@@ -82,6 +82,7 @@ func TestTraceCrossesNATSInW3CHeaders(t *testing.T) {
 // TestCallWithoutTracingCarriesNoHeader: with the no-op provider (nothing
 // configured) no trace header is invented.
 func TestCallWithoutTracingCarriesNoHeader(t *testing.T) {
+	t.Parallel()
 	h := nats.Header{}
 	bus.InjectTrace(context.Background(), h)
 	if len(h) != 0 {

@@ -139,17 +139,18 @@ func (f *fair) closedReasons(t *testing.T) string {
 func (f *fair) waitRefusals(t *testing.T, n int) []*decision.Decision {
 	t.Helper()
 	var got []*decision.Decision
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	bustest.Eventually(t, 20*time.Second, func() error {
 		got = got[:0]
 		for _, r := range f.audit.all() {
 			if r.Code == codes.ResourceExhausted {
 				got = append(got, r)
 			}
 		}
-		if len(got) >= n || time.Now().After(deadline) {
-			break
+		if len(got) < n {
+			return fmt.Errorf("%d audit records of ResourceExhausted refusals, want %d", len(got), n)
 		}
-	}
+		return nil
+	})
 	if len(got) != n {
 		t.Fatalf("%d audit records of ResourceExhausted refusals, want %d", len(got), n)
 	}
@@ -160,6 +161,7 @@ func (f *fair) waitRefusals(t *testing.T, n int) []*decision.Decision {
 // refusal is audited with the member, provider and method named. A provider
 // that holds its queries fills the in-flight slots deterministically.
 func TestFairShareRefusesEarlyAndAudits(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, limits string
 		maxInFlight  int
@@ -222,6 +224,7 @@ func TestFairShareRefusesEarlyAndAudits(t *testing.T) {
 // A member may publish only on jisr.q.<itself>.>, but may put wildcards in
 // the rest: the refusal names it.
 func TestWildcardSubjectIsAuditedWithItsMember(t *testing.T) {
+	t.Parallel()
 	h := start(t, nil, answer)
 	for _, subj := range []string{
 		"jisr.q.cnss.civil-registry.*.GetPerson." + h.env.Keyer.CKey(testEID),
@@ -258,6 +261,7 @@ func TestWildcardSubjectIsAuditedWithItsMember(t *testing.T) {
 // deciding, at most each member's in_flight × max_request_bytes (4 MiB for
 // CNSS in the second row). The test checks the high-water mark of the first.
 func TestFloodFromOneMemberLeavesOthersTheirShare(t *testing.T) {
+	t.Parallel()
 	const (
 		flood        = 300
 		pad          = 1<<20 - 4<<10 // the request is just under NATS's 1 MiB max_payload

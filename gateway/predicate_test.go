@@ -73,6 +73,7 @@ func (h *harness) askTax(t *testing.T, eid string, req *taxv1.IsIncomeBelowReque
 // a valid consent asks IsIncomeBelow with thresholds of its choice, halving
 // the interval each time, to learn the income within 1 MAD.
 func TestThresholdScanningIsRefused(t *testing.T) {
+	t.Parallel()
 	tax := &taxProvider{income: 5321742}
 	h := start(t, nil, nil)
 	tc := h.env.Connect(t, "tax")

@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -25,17 +24,18 @@ import (
 // any work: nothing is forwarded to the provider, nothing is answered, and
 // the refusal is audited and counted with its own reason.
 func TestQueryWithAForeignReplySubjectIsDroppedAndAudited(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	rec := &recorder{}
 	reg := prometheus.NewRegistry()
 	gw, err := gateway.New(gateway.Config{
 		Federation: env.Fed, Keyer: env.Keyer, Conn: env.Connect(t, "gateway"),
-		Consent: consents{}, Audit: rec, Log: slog.New(slog.DiscardHandler), Registerer: reg,
+		Consent: consents{}, Audit: rec, Log: bustest.Logger(t), Registerer: reg,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if err := gw.Start(ctx); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/bus"
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
@@ -71,16 +73,17 @@ func TestQuerySpansAndTheirPrivacy(t *testing.T) {
 		// The gateway ends its query span just after sending the reply, in
 		// its own goroutine: wait for it rather than race it.
 		var q *telemetry.Span
-		for deadline := time.Now().Add(5 * time.Second); q == nil && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		bustest.Eventually(t, 10*time.Second, func() error {
 			for _, s := range mem.Trace(id) {
 				if s.Name == "process jisr.q" {
 					q = &s
 				}
 			}
-		}
-		if q == nil {
-			t.Fatalf("record %d: no query span in its trace %s", i, id)
-		}
+			if q == nil {
+				return fmt.Errorf("record %d: no query span in its trace %s", i, id)
+			}
+			return nil
+		})
 		if q.ParentID != "" || len(q.Links) != 1 || q.Links[0].TraceID != callerTrace.String() {
 			t.Errorf("record %d: query span parent %q, links %+v; want a root linking the caller's trace %s", i, q.ParentID, q.Links, callerTrace)
 		} else {

@@ -34,6 +34,7 @@ func withUnknown(m proto.Message, num protowire.Number, text string) {
 // field 40 inside person and field 31 at top level to a token limited to
 // person.names; a consumer pads its request with field 9.
 func TestUnknownFieldsAreDroppedByTheGateway(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	audit := &recorder{}
 	reg := prometheus.NewRegistry()

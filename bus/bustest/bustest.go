@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	_ "embed"
+	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
@@ -34,6 +35,7 @@ type Env struct {
 	Keyer  *ckey.Keyer
 	Server *natsserver.Server
 	URL    string
+	Log    *slog.Logger // writes to the test's log; the server's goes there too
 }
 
 type options struct {
@@ -69,7 +71,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if err != nil {
 		t.Fatalf("bustest: CA: %v", err)
 	}
-	e := &Env{Fed: fed, CA: ca, Dir: dir}
+	e := &Env{Fed: fed, CA: ca, Dir: dir, Log: Logger(t)}
 	key := make([]byte, ckey.KeySize)
 	if _, err := rand.Read(key); err != nil {
 		t.Fatal(err)
@@ -86,9 +88,9 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if o.jetstream {
 		cfg.StoreDir = filepath.Join(t.TempDir(), "jetstream")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer cancel()
-	e.Server, err = natsserver.Start(ctx, cfg, e.Source(t, natsID), nil)
+	e.Server, err = natsserver.Start(ctx, cfg, e.Source(t, natsID), e.Log)
 	if err != nil {
 		t.Fatalf("bustest: NATS: %v", err)
 	}

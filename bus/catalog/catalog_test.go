@@ -14,7 +14,7 @@ import (
 
 func demo(t *testing.T) *federation.Federation {
 	t.Helper()
-	f, err := federation.Load("../../deploy/federation.yaml")
+	f, err := federation.Load("../testdata/federation.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,6 +22,7 @@ func demo(t *testing.T) *federation.Federation {
 }
 
 func TestCatalogOfTheDemoFederation(t *testing.T) {
+	t.Parallel()
 	c, err := New(demo(t))
 	if err != nil {
 		t.Fatal(err)
@@ -52,6 +53,7 @@ func TestCatalogOfTheDemoFederation(t *testing.T) {
 }
 
 func TestRulesAreCheckedAgainstTheProtocol(t *testing.T) {
+	t.Parallel()
 	base := `
 eid: {pattern: "[A-Z]{1,2}[0-9]{1,6}"}
 members:
@@ -84,6 +86,7 @@ rules:
 }
 
 func TestPredicateParametersAreFixedByTheRule(t *testing.T) {
+	t.Parallel()
 	base := `
 eid: {pattern: "[A-Z]{1,2}[0-9]{1,6}"}
 members:

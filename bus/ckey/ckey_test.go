@@ -12,6 +12,7 @@ import (
 )
 
 func TestCKeyIsKeyedStableAndSubjectSafe(t *testing.T) {
+	t.Parallel()
 	k1, err := New(bytes.Repeat([]byte{1}, KeySize))
 	if err != nil {
 		t.Fatal(err)
@@ -36,12 +37,14 @@ func TestCKeyIsKeyedStableAndSubjectSafe(t *testing.T) {
 }
 
 func TestShortKeyRefused(t *testing.T) {
+	t.Parallel()
 	if _, err := New(make([]byte, KeySize-1)); !errors.Is(err, ErrBadKey) {
 		t.Fatalf("err = %v, want ErrBadKey", err)
 	}
 }
 
 func TestGenerateLoad(t *testing.T) {
+	t.Parallel()
 	p := filepath.Join(t.TempDir(), "k", "citizen.key")
 	if err := Generate(p); err != nil {
 		t.Fatal(err)

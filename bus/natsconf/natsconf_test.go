@@ -15,7 +15,7 @@ import (
 
 func demo(t *testing.T) *federation.Federation {
 	t.Helper()
-	f, err := federation.Load("../../deploy/federation.yaml")
+	f, err := federation.Load("../testdata/federation.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,6 +23,7 @@ func demo(t *testing.T) *federation.Federation {
 }
 
 func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
+	t.Parallel()
 	fed := demo(t)
 	dir := t.TempDir()
 	if _, err := devca.Init(dir, fed.TrustDomain, fed.Identities()); err != nil {
@@ -106,6 +107,7 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 }
 
 func TestRenderRequiresTLS(t *testing.T) {
+	t.Parallel()
 	if _, err := Render(Config{Federation: demo(t)}); err == nil {
 		t.Fatal("rendered a config without TLS")
 	}
@@ -121,6 +123,7 @@ func contains(ss []string, s string) bool {
 }
 
 func TestGatewayMayNotChangeTheAuditStreams(t *testing.T) {
+	t.Parallel()
 	gw := Permissions(demo(t))["spiffe://jisr.internal/gateway"]
 	for _, s := range []string{AuditStream, CheckpointStream} {
 		for _, api := range []string{"DELETE", "PURGE", "MSG.DELETE", "UPDATE", "PEER.REMOVE"} {

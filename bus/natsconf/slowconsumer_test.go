@@ -12,7 +12,8 @@ import (
 
 // The slow-consumer bounds are rendered explicitly, and the server reads them.
 func TestSlowConsumerBoundsAreRendered(t *testing.T) {
-	fed, err := federation.Load("../../deploy/federation.yaml")
+	t.Parallel()
+	fed, err := federation.Load("../testdata/federation.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 // account registered under its name (or the global one), and response
 // permissions with their defaults and no blanket publish allow.
 func TestBindPreparesUsersAsTheServerWould(t *testing.T) {
+	t.Parallel()
 	opts := &server.Options{}
 	if err := opts.ProcessConfigString(`
 port: -1

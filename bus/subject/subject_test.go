@@ -7,6 +7,7 @@ import (
 )
 
 func TestQueryRoundTrip(t *testing.T) {
+	t.Parallel()
 	q := Query{Consumer: "cnss", Provider: "civil-registry", Service: ServiceToken("jisr.civilregistry.v1.CivilRegistry"), Method: "GetPerson", CKey: "ABCDEF234567"}
 	s, err := q.Subject()
 	if err != nil {
@@ -30,6 +31,7 @@ func TestQueryRoundTrip(t *testing.T) {
 }
 
 func TestBadTokensNeverReachASubject(t *testing.T) {
+	t.Parallel()
 	for _, bad := range []string{"", "a.b", "a*", ">", "a b", "a\tb", "é", "a\x00", "a\nb", strings.Repeat("x", 10<<10)} {
 		q := Query{Consumer: "cnss", Provider: "tax", Service: "s", Method: "m", CKey: bad}
 		if _, err := q.Subject(); !errors.Is(err, ErrBadToken) {
@@ -43,6 +45,7 @@ func TestBadTokensNeverReachASubject(t *testing.T) {
 }
 
 func TestParseRejects(t *testing.T) {
+	t.Parallel()
 	for _, s := range []string{
 		"jisr.q.cnss.tax.svc.M",             // too few tokens
 		"jisr.q.cnss.tax.svc.M.K.extra",     // too many
@@ -86,6 +89,7 @@ func BenchmarkQuerySubject(b *testing.B) {
 }
 
 func TestAuditSubjects(t *testing.T) {
+	t.Parallel()
 	s, err := Audit("gw-1", "CKEY")
 	if err != nil || s != "jisr.audit.gw-1.CKEY" {
 		t.Fatalf("Audit: %q, %v", s, err)
@@ -127,6 +131,7 @@ func TestAuditSubjects(t *testing.T) {
 }
 
 func TestCheckReplyAcceptsOnlyTheIdentitysOwnInbox(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		reply, identity string
 		ok              bool
@@ -158,6 +163,7 @@ func TestCheckReplyAcceptsOnlyTheIdentitysOwnInbox(t *testing.T) {
 }
 
 func TestQueryConsumer(t *testing.T) {
+	t.Parallel()
 	for s, want := range map[string]string{
 		"jisr.q.cnss.civil-registry.s.m.k": "cnss",
 		"jisr.q.cnss":                      "cnss",

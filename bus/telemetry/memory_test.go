@@ -32,6 +32,7 @@ func memoryProvider(n int) (*sdktrace.TracerProvider, *Memory) {
 }
 
 func TestMemoryKeepsTheLastSpansByTrace(t *testing.T) {
+	t.Parallel()
 	tp, m := memoryProvider(3)
 	tr := tp.Tracer("test")
 	ctx1, root1 := tr.Start(context.Background(), "root1")
@@ -82,6 +83,7 @@ func TestMemoryKeepsTheLastSpansByTrace(t *testing.T) {
 }
 
 func TestMemoryHandler(t *testing.T) {
+	t.Parallel()
 	tp, m := memoryProvider(10)
 	_, s := tp.Tracer("test").Start(context.Background(), "query")
 	s.End()
@@ -123,6 +125,7 @@ func TestMemoryHandler(t *testing.T) {
 }
 
 func TestLogHandlerStampsTraceAndSpan(t *testing.T) {
+	t.Parallel()
 	tp, _ := memoryProvider(10)
 	var buf bytes.Buffer
 	log := slog.New(LogHandler(slog.NewJSONHandler(&buf, nil))).With("component", "gateway").WithGroup("q")
@@ -235,6 +238,7 @@ func TestGRPCHandlersLinkClientAndServer(t *testing.T) {
 }
 
 func TestProviderMetrics(t *testing.T) {
+	t.Parallel()
 	reg := prometheus.NewRegistry()
 	a, err := NewProviderMetrics(reg)
 	if err != nil {

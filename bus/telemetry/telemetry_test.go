@@ -144,7 +144,7 @@ func TestSetupExportsWhereConfigured(t *testing.T) {
 			_, span := tel.TracerProvider.Tracer("test").Start(context.Background(), "one")
 			span.SetAttributes(attribute.String("jisr.ckey", "CKEY"))
 			span.End()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 			if err := tel.Shutdown(ctx); err != nil { // flushes
 				t.Fatal(err)
@@ -269,7 +269,7 @@ func TestSetupRemoteCollectorUsesTLS(t *testing.T) {
 		if err != nil || !tel.Exporting {
 			t.Fatalf("Setup(%q): %v, exporting %v", endpoint, err, tel != nil && tel.Exporting)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		_ = tel.Shutdown(ctx)
 		cancel()
 	}

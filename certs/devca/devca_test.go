@@ -15,6 +15,7 @@ import (
 var td = spiffeid.RequireTrustDomainFromString("jisr.internal")
 
 func TestIssueVerifies(t *testing.T) {
+	t.Parallel()
 	ca, err := New(td)
 	if err != nil {
 		t.Fatal(err)
@@ -34,6 +35,7 @@ func TestIssueVerifies(t *testing.T) {
 }
 
 func TestPaths(t *testing.T) {
+	t.Parallel()
 	c, k := Paths("/d", spiffeid.RequireFromPath(td, "/member/cnss"))
 	if c != "/d/svid/member-cnss.pem" || k != "/d/svid/member-cnss.key" {
 		t.Fatalf("%s %s", c, k)
@@ -41,6 +43,7 @@ func TestPaths(t *testing.T) {
 }
 
 func TestInitIsIdempotentAndReissues(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ids := []spiffeid.ID{spiffeid.RequireFromPath(td, "/nats"), spiffeid.RequireFromPath(td, "/member/cnss")}
 	r1, err := Init(dir, td, ids)
@@ -95,6 +98,7 @@ func TestInitIsIdempotentAndReissues(t *testing.T) {
 }
 
 func TestLoadRejectsGarbage(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if _, err := Load(dir); !errors.Is(err, ErrNoCA) {
 		t.Fatalf("err = %v", err)
@@ -107,6 +111,7 @@ func TestLoadRejectsGarbage(t *testing.T) {
 }
 
 func TestSignWithoutURI(t *testing.T) {
+	t.Parallel()
 	ca, _ := New(td)
 	s, _ := ca.Issue(spiffeid.RequireFromPath(td, "/x"))
 	c, err := ca.Sign(&x509.Certificate{NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}, s.PrivateKey.Public())

@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,6 +44,7 @@ func issue(t *testing.T, ca *devca.CA, id spiffeid.ID, opts ...devca.IssueOption
 }
 
 func TestFileSourceReloadsAndKeepsLastGood(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	dir := t.TempDir()
 	if err := ca.Save(dir); err != nil {
@@ -50,14 +53,24 @@ func TestFileSourceReloadsAndKeepsLastGood(t *testing.T) {
 	first := issue(t, ca, clientID)
 	devca.WriteSVID(dir, first)
 	changed := make(chan struct{}, 4)
-	ctx := context.Background()
+	ctx := t.Context()
 	src, err := Open(ctx, dir, clientID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	src.Close()
 	certFile, keyFile := devca.Paths(dir, clientID)
-	fs, err := NewFileSource(ctx, certFile, keyFile, devca.BundlePath(dir), WithPollInterval(20*time.Millisecond), WithOnChange(func() { changed <- struct{}{} }))
+	refused := make(chan struct{}, 1) // the poller read files it could not load
+	logs := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) {
+		t.Log(strings.TrimSuffix(string(p), "\n"))
+		if strings.Contains(string(p), "do not load") {
+			select {
+			case refused <- struct{}{}:
+			default:
+			}
+		}
+	}), nil))
+	fs, err := NewFileSource(ctx, certFile, keyFile, devca.BundlePath(dir), WithPollInterval(20*time.Millisecond), WithOnChange(func() { changed <- struct{}{} }), WithLogger(logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +87,11 @@ func TestFileSourceReloadsAndKeepsLastGood(t *testing.T) {
 		t.Fatal("the reloaded SVID is not the new one")
 	}
 	os.WriteFile(certFile, []byte("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"), 0o600)
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-refused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the poller did not try the corrupt files")
+	}
 	got, _ = fs.GetX509SVID()
 	if got.Certificates[0].SerialNumber.Cmp(second.Certificates[0].SerialNumber) != 0 {
 		t.Fatal("a corrupt rewrite replaced the last good SVID")
@@ -82,6 +99,7 @@ func TestFileSourceReloadsAndKeepsLastGood(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if _, err := Open(context.Background(), dir, clientID, nil); err == nil {
 		t.Fatal("opened missing files")
@@ -136,6 +154,7 @@ func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr e
 }
 
 func TestSPIFFEMutualTLS(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	srv := NewStatic(issue(t, ca, serverID), ca.Bundle())
 	cli := NewStatic(issue(t, ca, clientID), ca.Bundle())
@@ -156,6 +175,7 @@ func TestSPIFFEMutualTLS(t *testing.T) {
 // client, the NATS server) refuses a peer that offers TLS 1.2 at most, with
 // an otherwise valid SVID.
 func TestTLS12IsRefused(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	srv := NewStatic(issue(t, ca, serverID), ca.Bundle())
 	cli := NewStatic(issue(t, ca, clientID), ca.Bundle())
@@ -196,6 +216,7 @@ func TestTLS12IsRefused(t *testing.T) {
 }
 
 func TestNATSServerTLSRefusesBadClients(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	other := newCA(t)
 	srv := NewStatic(issue(t, ca, serverID), ca.Bundle())
@@ -225,6 +246,7 @@ func TestNATSServerTLSRefusesBadClients(t *testing.T) {
 }
 
 func TestRotationWithoutRestart(t *testing.T) {
+	t.Parallel()
 	ca := newCA(t)
 	dir := t.TempDir()
 	ca.Save(dir)
@@ -260,18 +282,30 @@ func TestRotationWithoutRestart(t *testing.T) {
 	before := serialSeen()
 	rotated := issue(t, ca, serverID)
 	devca.WriteSVID(dir, rotated)
-	deadline := time.Now().Add(5 * time.Second)
-	for serialSeen() == before {
-		if time.Now().After(deadline) {
-			t.Fatal("the listener kept serving the old certificate")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(t, 10*time.Second, "the listener kept serving the old certificate", func() bool { return serialSeen() != before })
 	if serialSeen() != rotated.Certificates[0].SerialNumber.String() {
 		t.Fatal("not the rotated certificate")
 	}
 	exp, _ := ExpiresAt(fs)
 	if !exp.Equal(rotated.Certificates[0].NotAfter) {
 		t.Fatal("ExpiresAt is not the current SVID's")
+	}
+}
+
+// writerFunc is an io.Writer that hands each write to a function.
+type writerFunc func(p []byte)
+
+func (f writerFunc) Write(p []byte) (int, error) { f(p); return len(p), nil }
+
+// eventually polls cond until it holds and fails with what after timeout.
+// (certs cannot import bus, whose bustest.Eventually this mirrors.)
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for wait := 2 * time.Millisecond; !cond(); wait = min(2*wait, 100*time.Millisecond) {
+		if !time.Now().Before(deadline) {
+			t.Fatal(what)
+		}
+		time.Sleep(wait)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/natsserver"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
@@ -62,7 +63,7 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed
 	t.Setenv("JISR_AUDIT_SEEN_DIR", filepath.Join(t.TempDir(), "seen"))
 	f := &auditFed{logs: &syncBuffer{}, natsOpts: natsOpts}
 	f.g = &globals{
-		federationPath: "../../deploy/federation.yaml",
+		federationPath: "../testdata/federation.yaml",
 		certsDir:       filepath.Join(dir, "certs"),
 		dataDir:        dir,
 		log:            slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -200,7 +201,7 @@ func (f *auditFed) auditRecords(t *testing.T) []stream.Msg {
 
 func TestEveryQueryHasExactlyOneRecordWithoutEIDAndVerifies(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
 	tokens, err := demoConsents(ctx, f.g, f.gw.consent.Service, []string{eidN(40), eidN(41), eidN(42)})
@@ -400,7 +401,7 @@ func mustRead(t *testing.T, p string) []byte {
 
 func TestJetStreamDownWithholdsRepliesAndServiceResumes(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
 	call := func(i int) error {
 		_, err := f.cnss.IsAlive(md(ctx, "jisr-purpose", "pension-continuity"), &civilv1.IsAliveRequest{Eid: eidN(i)})
@@ -441,18 +442,15 @@ func TestJetStreamDownWithholdsRepliesAndServiceResumes(t *testing.T) {
 	// the service resumes by itself.
 	f.nats.Shutdown()
 	f.startNATS(t)
-	deadline := time.Now().Add(30 * time.Second)
-	var err error
-	for i := 100; time.Now().Before(deadline); i++ {
-		if err = call(i); err == nil {
-			note(i, nil)
-			break
+	i := 100
+	bustest.Eventually(t, 30*time.Second, func() error {
+		if err := call(i); err != nil {
+			i++
+			return fmt.Errorf("service did not resume: %w\n%s", err, f.logs.String())
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("service did not resume: %v\n%s", err, f.logs.String())
-	}
+		note(i, nil)
+		return nil
+	})
 	f.waitReadyz(t, http.StatusOK)
 	for i := 20; i < 40; i++ {
 		err := call(i)
@@ -555,7 +553,7 @@ func TestVerifyNamesARecordEditedOrDeletedOnDisk(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := startAuditFed(t, t.TempDir())
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 			defer cancel()
 			for i := range 12 {
 				if _, err := f.cnss.IsAlive(md(ctx, "jisr-purpose", "pension-continuity"), &civilv1.IsAliveRequest{Eid: eidN(i)}); err != nil {
@@ -593,7 +591,7 @@ func TestVerifyNamesARecordEditedOrDeletedOnDisk(t *testing.T) {
 }
 
 func TestAuditCLIUsageErrors(t *testing.T) {
-	f := &auditFed{g: &globals{federationPath: "../../deploy/federation.yaml", certsDir: t.TempDir(), dataDir: t.TempDir(), natsURL: "tls://127.0.0.1:1"}}
+	f := &auditFed{g: &globals{federationPath: "../testdata/federation.yaml", certsDir: t.TempDir(), dataDir: t.TempDir(), natsURL: "tls://127.0.0.1:1"}}
 	for _, args := range [][]string{
 		{"audit", "query", "--citizen", "not an eid"},
 		{"audit", "query", "--decision", "maybe"},
@@ -615,20 +613,17 @@ func TestAuditCLIUsageErrors(t *testing.T) {
 // waitReadyz waits until the gateway's /readyz answers with code.
 func (f *auditFed) waitReadyz(t *testing.T, code int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	bustest.Eventually(t, 30*time.Second, func() error {
 		resp, err := http.Get("http://" + f.gw.addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == code {
-				return
-			}
+		if err != nil {
+			return fmt.Errorf("/readyz did not answer %d: %w", code, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz did not answer %d within 30s (last: %v %v)", code, resp, err)
+		resp.Body.Close()
+		if resp.StatusCode != code {
+			return fmt.Errorf("/readyz did not answer %d: %s", code, resp.Status)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // eraseAuditStreams is an insider with the NATS server's disk: it stops
@@ -685,7 +680,7 @@ func TestAnErasedLogIsRefusedAndVerifyNamesTheMissingRecords(t *testing.T) {
 	dir := t.TempDir()
 	f := startAuditFed(t, dir)
 	seen := filepath.Join(t.TempDir(), "seen")
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
 	for i := range 9 {
 		if _, err := f.cnss.IsAlive(md(ctx, "jisr-purpose", "pension-continuity"), &civilv1.IsAliveRequest{Eid: eidN(i)}); err != nil {
@@ -736,7 +731,7 @@ func TestAnErasedLogIsRefusedAndVerifyNamesTheMissingRecords(t *testing.T) {
 func TestAForgedMessageOnTheAuditSubjectIsNamedAndTheGatewayStarts(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
 	seen := filepath.Join(t.TempDir(), "seen")
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
 	defer cancel()
 	call := func(i int) {
 		t.Helper()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"path/filepath"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/certs/svid"
 )
 
@@ -22,8 +22,8 @@ import (
 // refuses to start rather than serve plaintext.
 func TestBackendOffLoopbackServesMTLS(t *testing.T) {
 	dir := t.TempDir()
-	g := &globals{federationPath: "../../deploy/federation.yaml", certsDir: filepath.Join(dir, "certs"), dataDir: dir, log: slog.New(slog.DiscardHandler)}
-	ctx := context.Background()
+	g := &globals{federationPath: "../testdata/federation.yaml", certsDir: filepath.Join(dir, "certs"), dataDir: dir, log: bustest.Logger(t)}
+	ctx := t.Context()
 	if _, err := startBackend(ctx, g, backendOptions{member: "civil-registry", listen: "0.0.0.0:0", citizens: 8}); err == nil {
 		t.Fatal("the backend served off loopback without an SVID")
 	}

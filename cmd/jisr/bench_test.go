@@ -26,7 +26,7 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	root.SetOut(&stdout)
 	root.SetErr(&stderr)
-	root.SetArgs([]string{"--federation", "../../deploy/federation.yaml", "bench", "--quick", "--out", out})
+	root.SetArgs([]string{"--federation", "../testdata/federation.yaml", "bench", "--quick", "--out", out})
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		t.Fatalf("bench: %v\n%s", err, stderr.String())
 	}

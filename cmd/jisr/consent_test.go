@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
@@ -38,7 +40,7 @@ func TestGatewayRefusesPrivateConsentKey(t *testing.T) {
 	if err := os.WriteFile(privJWKS, privSet, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := &auditFed{g: &globals{federationPath: "../../deploy/federation.yaml", certsDir: certs, dataDir: t.TempDir(), natsURL: "tls://127.0.0.1:1"}}
+	f := &auditFed{g: &globals{federationPath: "../testdata/federation.yaml", certsDir: certs, dataDir: t.TempDir(), natsURL: "tls://127.0.0.1:1"}}
 	for name, path := range map[string]string{"the PEM signing key": pemKey[0], "a JWKS with the private key": privJWKS} {
 		_, _, err := f.cli("gateway", "--consent-jwks", path, "--http", "127.0.0.1:0", "--grpc", "")
 		if !errors.Is(err, consent.ErrPrivateKey) {
@@ -67,7 +69,7 @@ func TestRevokeOfflineTokenByJTI(t *testing.T) {
 		t.Fatal(err)
 	}
 	getPerson := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
 		_, err := f.cnss.GetPerson(md(ctx, "jisr-purpose", "amo-enrolment", "jisr-consent", tok), &civilv1.GetPersonRequest{Eid: eid})
 		return err
@@ -82,15 +84,13 @@ func TestRevokeOfflineTokenByJTI(t *testing.T) {
 	if !strings.Contains(out, "no grant recorded") {
 		t.Errorf("revoke output: %q", out)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	bustest.Eventually(t, 10*time.Second, func() error {
 		st := status.Convert(getPerson())
 		if st.Code() == codes.PermissionDenied && decision.ReasonOf(st) == consent.ReasonRevoked {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the revoked offline token still gets %v", st)
-		}
-	}
+		return fmt.Errorf("the revoked offline token still gets %v", st)
+	})
 	for _, bad := range []string{"*", ">", "a b", "../x", strings.Repeat("a", 500)} {
 		var ue usageError
 		if _, _, err := f.cli("consent", "revoke", bad); !errors.As(err, &ue) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
@@ -52,7 +54,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	}
 	dir := t.TempDir()
 	certs := filepath.Join(dir, "certs")
-	fedPath := "../../deploy/federation.yaml"
+	fedPath := "../testdata/federation.yaml"
 	proc := exec.Command(os.Args[0], "dev", "--any-port", "--citizens", "3000",
 		"--federation", fedPath, "--certs", certs, "--data", dir, "--log-level", "warn")
 	proc.Env = append(os.Environ(), "JISR_TEST_MAIN=1")
@@ -66,22 +68,18 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	t.Cleanup(func() { _ = proc.Process.Kill(); <-exited })
 
 	var demo demoFile
-	deadline := time.Now().Add(90 * time.Second)
-	for {
+	bustest.Eventually(t, 90*time.Second, func() error {
 		b, err := os.ReadFile(filepath.Join(dir, "demo.json"))
 		if err == nil && json.Unmarshal(b, &demo) == nil {
-			break
+			return nil
 		}
 		select {
 		case <-exited:
 			t.Fatalf("jisr dev exited early:\n%s", logs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jisr dev not ready after 90s:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("jisr dev not ready:\n%s", logs.String())
+	})
 	cc, err := grpc.NewClient(demo.Endpoints["adapter/cnss"], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +149,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	}
 	defer ns.Shutdown()
 	g.natsURL = ns.ClientURL()
-	rctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	rctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	records, _, closeFn, err := auditorStreams(rctx, g)
 	if err != nil {

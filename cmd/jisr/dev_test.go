@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
@@ -62,7 +64,7 @@ func startDevWith(t *testing.T, adjust func(*globals)) *devFixture {
 	dir := t.TempDir()
 	f := &devFixture{logs: &syncBuffer{}, out: &syncBuffer{}, done: make(chan error, 1)}
 	f.g = &globals{
-		federationPath: "../../deploy/federation.yaml",
+		federationPath: "../testdata/federation.yaml",
 		certsDir:       filepath.Join(dir, "certs"),
 		dataDir:        dir,
 		log:            slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -76,22 +78,18 @@ func startDevWith(t *testing.T, adjust func(*globals)) *devFixture {
 		f.done <- runDev(ctx, f.g, devOptions{citizens: 500, anyPort: true, nats: natsOptions{sync: "1s"}}, f.out)
 	}()
 	t.Cleanup(func() { f.stop(t) })
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	bustest.Eventually(t, 60*time.Second, func() error {
 		b, err := os.ReadFile(filepath.Join(dir, "demo.json"))
 		if err == nil && json.Unmarshal(b, &f.demo) == nil {
-			break
+			return nil
 		}
 		select {
 		case err := <-f.done:
 			t.Fatalf("jisr dev stopped: %v\n%s", err, f.logs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jisr dev not ready after 60s\n%s", f.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("jisr dev not ready\n%s", f.logs.String())
+	})
 	return f
 }
 
@@ -141,7 +139,7 @@ func TestDevFederationAnswersThePrintedCall(t *testing.T) {
 		t.Fatal("the printed command does not carry the demo token and citizen")
 	}
 	cc := f.dial(t, "cnss")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	withMD := func(kv ...string) context.Context { return metadata.NewOutgoingContext(ctx, metadata.Pairs(kv...)) }
 	client := civilv1.NewCivilRegistryClient(cc)
@@ -203,20 +201,17 @@ func TestDevRestartsFastWithExistingData(t *testing.T) {
 	go func() {
 		done <- runDev(ctx, &g2, devOptions{citizens: 500, anyPort: true, nats: natsOptions{sync: "1s"}}, io.Discard)
 	}()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "demo.json")); err == nil {
-			break
+	bustest.Eventually(t, 60*time.Second, func() error {
+		if _, err := os.Stat(filepath.Join(dir, "demo.json")); err != nil {
+			select {
+			case err := <-done:
+				t.Fatalf("restart failed: %v", err)
+			default:
+			}
+			return fmt.Errorf("restart not ready: %w", err)
 		}
-		select {
-		case err := <-done:
-			t.Fatalf("restart failed: %v", err)
-		default:
-		}
-		if time.Since(begin) > 60*time.Second {
-			t.Fatal("restart not ready after 60s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	t.Logf("restart with existing data ready in %s", time.Since(begin))
 	cancel()
 	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {

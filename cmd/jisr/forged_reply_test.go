@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/bus"
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
@@ -40,46 +40,6 @@ import (
 
 const civilService = "jisr.civilregistry.v1.CivilRegistry"
 
-// permViolations collects a connection's asynchronous permission errors.
-type permViolations struct {
-	mu   sync.Mutex
-	errs []string
-	ch   chan struct{}
-}
-
-func newPermViolations() *permViolations { return &permViolations{ch: make(chan struct{}, 1)} }
-
-func (v *permViolations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
-	v.mu.Lock()
-	v.errs = append(v.errs, err.Error())
-	v.mu.Unlock()
-	select {
-	case v.ch <- struct{}{}:
-	default:
-	}
-}
-
-// wait returns once the server has refused a publish to subj.
-func (v *permViolations) wait(ctx context.Context, t *testing.T, subj string) {
-	t.Helper()
-	for {
-		v.mu.Lock()
-		for _, e := range v.errs {
-			if strings.Contains(strings.ToLower(e), "permissions violation") && strings.Contains(e, `"`+subj+`"`) {
-				v.mu.Unlock()
-				return
-			}
-		}
-		seen := append([]string(nil), v.errs...)
-		v.mu.Unlock()
-		select {
-		case <-v.ch:
-		case <-ctx.Done():
-			t.Fatalf("the server did not refuse a publish to %q; errors seen: %v", subj, seen)
-		}
-	}
-}
-
 // stateOf is what a stream or bucket holds.
 type stateOf struct {
 	cfg   jetstream.StreamConfig
@@ -88,7 +48,7 @@ type stateOf struct {
 
 func TestForgedRepliesReachNothing(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	fed, err := f.g.federation()
 	if err != nil {
@@ -432,8 +392,8 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 	}
 
 	t.Run("the gateway's own certificate", func(t *testing.T) {
-		v := newPermViolations()
-		gw := connect("gateway", nats.ErrorHandler(v.handler))
+		v := bustest.NewViolations()
+		gw := connect("gateway", nats.ErrorHandler(v.Handler))
 		inbox := gw.NewRespInbox()
 		for _, sp := range specs {
 			for _, api := range []string{"STREAM.DELETE", "STREAM.PURGE", "STREAM.UPDATE", "STREAM.MSG.DELETE", "STREAM.CREATE"} {
@@ -441,21 +401,21 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 				if err := gw.PublishRequest(subj, inbox, []byte(`{"seq":1}`)); err != nil {
 					t.Fatal(err)
 				}
-				v.wait(ctx, t, subj)
+				v.Wait(t, subj)
 			}
 			if sp.Bucket != "" && sp.Bucket != natsconf.UsageBucket { // the gateway writes use counters, nothing else
 				subj := "$KV." + sp.Bucket + "." + keys[sp.Bucket]
 				if err := gw.PublishRequest(subj, inbox, nil); err != nil {
 					t.Fatal(err)
 				}
-				v.wait(ctx, t, subj)
+				v.Wait(t, subj)
 			}
 		}
 		for _, subj := range []string{"$JS.API.ACCOUNT.PURGE.x", "$JS.API.STREAM.CREATE.EVIL", "$JS.API.INFO"} {
 			if err := gw.PublishRequest(subj, inbox, nil); err != nil {
 				t.Fatal(err)
 			}
-			v.wait(ctx, t, subj)
+			v.Wait(t, subj)
 		}
 		// The usage bucket refuses the gateway a purge; a counter it erases
 		// with a delete marker counts as used up.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"net"
 	"syscall"
@@ -22,7 +21,7 @@ func TestListenErrorsAreReturned(t *testing.T) {
 	defer taken.Close()
 	busy := taken.Addr().String()
 	free := loopbackAddr(t)
-	ctx := context.Background()
+	ctx := t.Context()
 
 	for _, tc := range []struct {
 		name  string

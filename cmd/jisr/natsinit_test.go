@@ -20,7 +20,7 @@ func TestNothingStartsBeforeNATSInit(t *testing.T) {
 	dir := t.TempDir()
 	logs := &syncBuffer{}
 	g := &globals{
-		federationPath: "../../deploy/federation.yaml",
+		federationPath: "../testdata/federation.yaml",
 		certsDir:       filepath.Join(dir, "certs"),
 		dataDir:        dir,
 		log:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
@@ -38,7 +38,7 @@ func TestNothingStartsBeforeNATSInit(t *testing.T) {
 	}
 	t.Cleanup(ns.Shutdown)
 	g.natsURL = ns.ClientURL()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
 	if _, err := startGateway(ctx, g, gatewayOptions{httpAddr: "127.0.0.1:0", instance: "gw-1"}); err == nil ||
@@ -72,7 +72,7 @@ func TestNothingStartsBeforeNATSInit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the gateway after init: %v\n%s", err, logs.String())
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
+	sctx, scancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer scancel()
 	if err := n.stop(sctx); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -28,6 +29,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"gopkg.in/yaml.v3"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
@@ -89,7 +91,7 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 		g.log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	})
 	tok := f.getPersonToken(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	client := civilv1.NewCivilRegistryClient(f.dial(t, "cnss"))
 	gwHTTP := f.demo.Endpoints["gateway_http"]
@@ -193,11 +195,9 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 		t.Fatalf("consent revoke: %v\n%s", err, stderr)
 	}
 	lag := "jisr_consent_revocation_lag_seconds_count{}"
-	for deadline := time.Now().Add(5 * time.Second); scrape(t, gwHTTP).values[lag] < 1; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the revocation was not observed in jisr_consent_revocation_lag_seconds within 5s")
-		}
-	}
+	bustest.Eventually(t, 10*time.Second, func() error {
+		return bustest.Check(scrape(t, gwHTTP).values[lag] >= 1, "the revocation observed in jisr_consent_revocation_lag_seconds")
+	})
 	if _, err := client.GetPerson(call, &civilv1.GetPersonRequest{Eid: tok.Citizen}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("with a revoked token: %v", err)
 	}
@@ -597,20 +597,17 @@ func (f *devFixture) runBackground(t *testing.T, args ...string) {
 // waitHealthy polls /healthz until it answers 200.
 func waitHealthy(t *testing.T, base string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	bustest.Eventually(t, 60*time.Second, func() error {
 		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			return fmt.Errorf("%s/healthz not ready: %w", base, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s/healthz not ready: %v", base, err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s/healthz not ready: %s", base, resp.Status)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestStandaloneAdapterAndBackendServeMetrics runs an adapter and a backend
@@ -632,7 +629,7 @@ func TestStandaloneAdapterAndBackendServeMetrics(t *testing.T) {
 	waitHealthy(t, "http://"+backendHTTP)
 	waitHealthy(t, "http://"+adapterHTTP)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	dial := func(addr string) civilv1.CivilRegistryClient {
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

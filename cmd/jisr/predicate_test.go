@@ -35,7 +35,7 @@ func TestDevPredicatesCannotBecomeLookUps(t *testing.T) {
 	if taxTok == nil || civilTok == nil {
 		t.Fatalf("demo.json lacks the cnss → tax IsIncomeBelow or cnss → civil-registry GetHousehold token: %+v", f.demo.Tokens)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	cc := f.dial(t, "cnss")
 	tax := taxv1.NewTaxClient(cc)

@@ -22,7 +22,7 @@ import (
 // message, and nothing crashes.
 func TestBadInputAndNoEIDOnTheWire(t *testing.T) {
 	f := startAuditFedWith(t, t.TempDir(), natsOptions{listen: "127.0.0.1:-1", sync: "1s", trace: true})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	mandate := md(ctx, "jisr-purpose", "pension-continuity")
 

@@ -13,7 +13,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
@@ -51,7 +51,7 @@ func startSigninFed(t *testing.T) *signinFed {
 	var err error
 	f.idp, err = devidp.Start("127.0.0.1:0", devidp.Config{
 		Citizens:     []devidp.Citizen{{EID: eidN(0)}, {EID: eidN(1)}},
-		ClientSecret: idpSecret, ACR: citizen.DefaultACR, Log: slog.New(slog.DiscardHandler),
+		ClientSecret: idpSecret, ACR: citizen.DefaultACR, Log: bustest.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +207,7 @@ func TestGatewaySignInAsDeployed(t *testing.T) {
 	if code != http.StatusCreated {
 		t.Fatalf("grant: %d %v", code, out)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if _, err := f.cnss.GetPerson(md(ctx, "jisr-purpose", "amo-enrolment", "jisr-consent", out["token"].(string)), &civilv1.GetPersonRequest{Eid: alice}); err != nil {
 		t.Fatalf("GetPerson with the granted token: %v", err)
@@ -285,7 +285,7 @@ func TestGatewaySignInAsDeployed(t *testing.T) {
 func TestGatewayHTTPOffLoopback(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
 	f.stopGateway(t)
-	ctx := context.Background()
+	ctx := t.Context()
 
 	if _, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", instance: "gw-1", signin: signinOptions{demoLogin: true}}); !errors.Is(err, errDemoOffLocal) {
 		t.Fatalf("demo login off loopback: %v", err)
@@ -371,7 +371,7 @@ func TestDevSignInThroughTheEmbeddedProvider(t *testing.T) {
 func TestGatewayHTTPWithACertificate(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
 	f.stopGateway(t)
-	ctx := context.Background()
+	ctx := t.Context()
 	dir := t.TempDir()
 	certFile, keyFile, roots := writeLocalCert(t, dir)
 	if _, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", instance: "gw-1", signin: signinOptions{httpCert: certFile}}); err == nil {
@@ -435,8 +435,8 @@ func writeLocalCert(t *testing.T, dir string) (certFile, keyFile string, roots *
 // The sign-in options are checked once, at start.
 func TestSignInOptions(t *testing.T) {
 	dir := t.TempDir()
-	g := &globals{federationPath: "../../deploy/federation.yaml", certsDir: filepath.Join(dir, "certs"), dataDir: dir,
-		log: slog.New(slog.DiscardHandler)}
+	g := &globals{federationPath: "../testdata/federation.yaml", certsDir: filepath.Join(dir, "certs"), dataDir: dir,
+		log: bustest.Logger(t)}
 	fed, err := g.federation()
 	if err != nil {
 		t.Fatal(err)

@@ -74,7 +74,7 @@ func (f *fixture) open(t testing.TB, nc *nats.Conn, id string, opts ...audit.Opt
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	opts = append([]audit.Option{audit.WithLogger(slog.New(slog.DiscardHandler))}, opts...)
+	opts = append([]audit.Option{audit.WithLogger(bustest.Logger(t))}, opts...)
 	l, err := audit.Open(ctx, nc, td, id, f.key(t, id), opts...)
 	if err != nil {
 		t.Fatalf("open log %s: %v", id, err)
@@ -208,13 +208,14 @@ func lastCheckpoint(t testing.TB, f *fixture, id string) (checkpoint.Checkpoint,
 }
 
 func TestAppendIsStoredChainedAndCheckpointed(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	l := f.open(t, f.env.Connect(t, "gateway"), "gw-1")
 	appendN(t, f, l, 0, 500)
 	if size, _ := l.Size(); size != 500 {
 		t.Fatalf("size %d, want 500", size)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -249,9 +250,10 @@ func TestAppendIsStoredChainedAndCheckpointed(t *testing.T) {
 }
 
 func TestReopenResumesTheLog(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	nc := f.env.Connect(t, "gateway")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 
 	// A clean stop: resumed from its final checkpoint.
@@ -288,6 +290,7 @@ func TestReopenResumesTheLog(t *testing.T) {
 }
 
 func TestLogsOfTwoInstancesAreSeparate(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	nc := f.env.Connect(t, "gateway")
 	a, b := f.open(t, nc, "gw-1"), f.open(t, nc, "gw-2")
@@ -295,7 +298,7 @@ func TestLogsOfTwoInstancesAreSeparate(t *testing.T) {
 	wg.Go(func() { appendN(t, f, a, 0, 60) })
 	wg.Go(func() { appendN(t, f, b, 1000, 40) })
 	wg.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	for _, l := range []*audit.Log{a, b} {
 		if err := l.Close(ctx); err != nil {
@@ -310,9 +313,10 @@ func TestLogsOfTwoInstancesAreSeparate(t *testing.T) {
 }
 
 func TestOpenRefuses(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	nc := f.env.Connect(t, "gateway")
-	ctx := context.Background()
+	ctx := t.Context()
 	if _, err := audit.Open(ctx, nc, td, "gw.1", f.key(t, "gw-1")); !errors.Is(err, audit.ErrConfig) {
 		t.Errorf("unsafe instance name: %v", err)
 	}
@@ -331,6 +335,7 @@ func TestOpenRefuses(t *testing.T) {
 }
 
 func TestOpenRefusesAStreamThatAllowsDeletes(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name   string
 		modify func(*jetstream.StreamConfig)
@@ -349,7 +354,7 @@ func TestOpenRefusesAStreamThatAllowsDeletes(t *testing.T) {
 				t.Fatal(err)
 			}
 			c.modify(&cfg)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 			if _, err := js.CreateStream(ctx, cfg); err != nil {
 				t.Fatal(err)
@@ -400,6 +405,7 @@ func (r *restartable) start(t *testing.T) {
 }
 
 func TestJetStreamDownFailsAppendsAndTheLogResumes(t *testing.T) {
+	t.Parallel()
 	r := newRestartable(t)
 	nc := r.env.Connect(t, "gateway", nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	l := r.open(t, nc, "gw-1", audit.WithAckTimeout(time.Second), audit.WithRetryEvery(10*time.Millisecond))
@@ -419,19 +425,14 @@ func TestJetStreamDownFailsAppendsAndTheLogResumes(t *testing.T) {
 	}
 	r.start(t)
 	// Appends resume once the client has reconnected and the tail is re-read.
-	deadline := time.Now().Add(20 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = l.Append(context.Background(), decisionN(r.fixture, 300)); err == nil {
-			break
+	bustest.Eventually(t, 20*time.Second, func() error {
+		if err := l.Append(context.Background(), decisionN(r.fixture, 300)); err != nil {
+			return fmt.Errorf("appends did not resume: %w", err)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("appends did not resume: %v", err)
-	}
+		return nil
+	})
 	appendN(t, r.fixture, l, 400, 20)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -456,6 +457,7 @@ func TestJetStreamDownFailsAppendsAndTheLogResumes(t *testing.T) {
 }
 
 func TestFullStreamFailsAppends(t *testing.T) {
+	t.Parallel()
 	f := newBareFixture(t)
 	small := stream.Config{MaxBytes: 16 << 10}
 	if _, err := natsstate.Init(context.Background(), f.env.Connect(t, "operator"), small); err != nil {
@@ -504,7 +506,7 @@ func BenchmarkAppend(b *testing.B) {
 				}
 			})
 			b.StopTimer()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(b.Context(), 30*time.Second)
 			defer cancel()
 			_ = l.Close(ctx)
 		})
@@ -575,6 +577,7 @@ func recreateStreams(t *testing.T, env *bustest.Env) {
 }
 
 func TestALogThatNoLongerExtendsItsTrustedCheckpointIsRefused(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name string
 		// after the streams are erased and recreated empty
@@ -610,10 +613,10 @@ func TestALogThatNoLongerExtendsItsTrustedCheckpointIsRefused(t *testing.T) {
 			r.eraseStreams(t)
 			nc = r.env.Connect(t, "gateway")
 			c.refill(t, r, nc)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
 			_, err = audit.Open(ctx, nc, td, "gw-1", r.key(t, "gw-1"), audit.WithTrustedCheckpoint(trusted),
-				audit.WithLogger(slog.New(slog.DiscardHandler)))
+				audit.WithLogger(bustest.Logger(t)))
 			if !errors.Is(err, audit.ErrNotExtended) {
 				t.Fatalf("open on a log that no longer extends its trusted checkpoint: %v, want ErrNotExtended", err)
 			}
@@ -638,6 +641,7 @@ func closeLog(t *testing.T, l *audit.Log) {
 }
 
 func TestTrustedCheckpointBehindTheStreamIsCaughtUp(t *testing.T) {
+	t.Parallel()
 	// A crash after a checkpoint was published but before the file was
 	// rewritten leaves the file behind the stream: the log still extends it.
 	f := newFixture(t)
@@ -645,7 +649,7 @@ func TestTrustedCheckpointBehindTheStreamIsCaughtUp(t *testing.T) {
 	nc := f.env.Connect(t, "gateway")
 	l := f.open(t, nc, "gw-1", audit.WithTrustedCheckpoint(trusted))
 	appendN(t, f, l, 0, 5)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	if err := l.Checkpoint(ctx); err != nil {
 		t.Fatal(err)
@@ -672,6 +676,7 @@ func TestTrustedCheckpointBehindTheStreamIsCaughtUp(t *testing.T) {
 }
 
 func TestANonRecordOnTheAuditSubjectDoesNotStopTheLog(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	nc := f.env.Connect(t, "gateway")
 	l := f.open(t, nc, "gw-1", audit.WithCheckpointEvery(time.Hour))
@@ -688,7 +693,7 @@ func TestANonRecordOnTheAuditSubjectDoesNotStopTheLog(t *testing.T) {
 	other.LogId = "gw-9"
 	otherData, _ := record.Marshal(other)
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	var junk []uint64
 	for _, data := range [][]byte{[]byte("{\"person\":\"forged\"}"), otherData, nextData} {
@@ -779,27 +784,29 @@ func (s *syncBuf) String() string {
 }
 
 func TestALogErasedWhileOpenIsNotContinued(t *testing.T) {
+	t.Parallel()
 	r := newRestartable(t)
 	nc := r.env.Connect(t, "gateway", nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	l := r.open(t, nc, "gw-1", audit.WithAckTimeout(time.Second), audit.WithRetryEvery(10*time.Millisecond))
 	appendN(t, r.fixture, l, 0, 5)
 	r.eraseStreams(t) // while the log is open
-	deadline := time.Now().Add(30 * time.Second)
 	var err error
-	for i := 0; ; i++ {
+	i := 0
+	bustest.Eventually(t, 30*time.Second, func() error {
 		err = l.Append(context.Background(), decisionN(r.fixture, 100+i))
+		i++
 		if err == nil {
 			t.Fatal("a record was appended to an erased log")
 		}
-		if errors.Is(err, audit.ErrNotExtended) || time.Now().After(deadline) {
-			break
+		if !errors.Is(err, audit.ErrNotExtended) {
+			return fmt.Errorf("append to an erased log: %w, want ErrNotExtended", err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if !errors.Is(err, audit.ErrNotExtended) || !strings.Contains(err.Error(), "log gw-1") {
 		t.Fatalf("append to an erased log: %v, want ErrNotExtended", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if err := l.Checkpoint(ctx); !errors.Is(err, audit.ErrNotExtended) {
 		t.Fatalf("checkpoint of an erased log: %v", err)

@@ -7,62 +7,22 @@ package audit_test
 import (
 	"context"
 	"errors"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 )
 
-// violations collects the server's asynchronous permission errors.
-type violations struct {
-	mu   sync.Mutex
-	errs []error
-	ch   chan struct{}
-}
-
-func newViolations() *violations { return &violations{ch: make(chan struct{}, 256)} }
-
-func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
-	v.mu.Lock()
-	v.errs = append(v.errs, err)
-	v.mu.Unlock()
-	select {
-	case v.ch <- struct{}{}:
-	default:
-	}
-}
-
-// wait fails the test unless the server reports a permission violation on subj.
-func (v *violations) wait(t *testing.T, subj string) {
-	t.Helper()
-	deadline := time.After(5 * time.Second)
-	for {
-		v.mu.Lock()
-		for _, err := range v.errs {
-			if strings.Contains(strings.ToLower(err.Error()), "permissions violation") && strings.Contains(err.Error(), subj) {
-				v.mu.Unlock()
-				return
-			}
-		}
-		v.mu.Unlock()
-		select {
-		case <-v.ch:
-		case <-deadline:
-			t.Fatalf("no permission violation for %q; errors seen: %v", subj, v.errs)
-		}
-	}
-}
-
 func TestMembersCannotReadForgeDeleteOrPurgeTheAudit(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	l := f.open(t, f.env.Connect(t, "gateway"), "gw-1")
 	appendN(t, f, l, 0, 10)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -70,8 +30,8 @@ func TestMembersCannotReadForgeDeleteOrPurgeTheAudit(t *testing.T) {
 
 	for _, member := range []string{"cnss", "civil-registry", "consent"} {
 		t.Run(member, func(t *testing.T) {
-			v := newViolations()
-			nc := f.env.Connect(t, member, nats.ErrorHandler(v.handler))
+			v := bustest.NewViolations()
+			nc := f.env.Connect(t, member, nats.ErrorHandler(v.Handler))
 			for _, s := range []string{stream.Audit, stream.Checkpoints} {
 				for _, api := range []string{
 					"$JS.API.STREAM.INFO." + s,
@@ -87,19 +47,19 @@ func TestMembersCannotReadForgeDeleteOrPurgeTheAudit(t *testing.T) {
 					if err := nc.PublishRequest(api, "_INBOX."+member+".x", []byte(`{"seq":1}`)); err != nil {
 						t.Fatal(err)
 					}
-					v.wait(t, api)
+					v.Wait(t, api)
 				}
 			}
 			for _, s := range []string{"jisr.audit.gw-1.FORGED", "jisr.checkpoint.gw-1"} {
 				if err := nc.Publish(s, []byte("forged")); err != nil {
 					t.Fatal(err)
 				}
-				v.wait(t, s)
+				v.Wait(t, s)
 			}
 			if _, err := nc.SubscribeSync("jisr.audit.>"); err != nil {
 				t.Fatal(err)
 			}
-			v.wait(t, "jisr.audit.>")
+			v.Wait(t, "jisr.audit.>")
 			// Through the JetStream client, reading fails too.
 			js, _ := jetstream.New(nc)
 			rctx, rcancel := context.WithTimeout(ctx, time.Second)
@@ -115,16 +75,17 @@ func TestMembersCannotReadForgeDeleteOrPurgeTheAudit(t *testing.T) {
 }
 
 func TestAuditorReadsButCannotChange(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	l := f.open(t, f.env.Connect(t, "gateway"), "gw-1")
 	appendN(t, f, l, 0, 10)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	v := newViolations()
-	nc := f.env.Connect(t, "auditor", nats.ErrorHandler(v.handler))
+	v := bustest.NewViolations()
+	nc := f.env.Connect(t, "auditor", nats.ErrorHandler(v.Handler))
 	js, _ := jetstream.New(nc)
 	s, err := js.Stream(ctx, stream.Audit)
 	if err != nil {
@@ -143,21 +104,22 @@ func TestAuditorReadsButCannotChange(t *testing.T) {
 		if err := nc.PublishRequest(api, "_INBOX.auditor.x", []byte(`{"seq":1}`)); err != nil {
 			t.Fatal(err)
 		}
-		v.wait(t, api)
+		v.Wait(t, api)
 	}
 	if err := nc.Publish("jisr.audit.gw-1.FORGED", []byte("forged")); err != nil {
 		t.Fatal(err)
 	}
-	v.wait(t, "jisr.audit.gw-1.FORGED")
+	v.Wait(t, "jisr.audit.gw-1.FORGED")
 }
 
 func TestGatewayCannotDeleteOrShortenTheAudit(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
-	v := newViolations()
-	nc := f.env.Connect(t, "gateway", nats.ErrorHandler(v.handler))
+	v := bustest.NewViolations()
+	nc := f.env.Connect(t, "gateway", nats.ErrorHandler(v.Handler))
 	l := f.open(t, nc, "gw-1")
 	appendN(t, f, l, 0, 10)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := l.Close(ctx); err != nil {
 		t.Fatal(err)

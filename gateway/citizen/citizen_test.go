@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/gateway/citizen"
@@ -67,7 +67,7 @@ type siteOptions struct {
 
 func newSite(t *testing.T, o siteOptions) *site {
 	t.Helper()
-	fed, err := federation.Load("../../deploy/federation.yaml")
+	fed, err := federation.Load("../testdata/federation.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func newSite(t *testing.T, o siteOptions) *site {
 	}
 	idp, err := devidp.Start("127.0.0.1:0", devidp.Config{
 		Citizens:     []devidp.Citizen{{EID: alice}, {EID: bob}},
-		ClientSecret: secret, ACR: citizen.DefaultACR, Log: slog.New(slog.DiscardHandler),
+		ClientSecret: secret, ACR: citizen.DefaultACR, Log: bustest.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func newSite(t *testing.T, o siteOptions) *site {
 	cfg := citizen.Config{
 		Federation: fed, Keyer: keyer, DemoLogin: o.demo, Secure: o.secure,
 		IdleTimeout: 10 * time.Minute, MaxAge: time.Hour, Now: s.clock.now,
-		Log: slog.New(slog.DiscardHandler),
+		Log: bustest.Logger(t),
 	}
 	if !o.noOIDC {
 		cfg.OIDC = &citizen.OIDC{
@@ -268,6 +268,7 @@ func (s *site) sessionCookie(t *testing.T, c *http.Client) *http.Cookie {
 }
 
 func TestSignInThroughTheProvider(t *testing.T) {
+	t.Parallel()
 	for _, secure := range []bool{false, true} {
 		name := map[bool]string{false: "loopback-plaintext", true: "tls"}[secure]
 		t.Run(name, func(t *testing.T) {
@@ -302,6 +303,7 @@ func TestSignInThroughTheProvider(t *testing.T) {
 
 // The cookie's attributes as the server sets them.
 func TestSessionCookieAttributes(t *testing.T) {
+	t.Parallel()
 	for _, secure := range []bool{false, true} {
 		s := newSite(t, siteOptions{secure: secure, demo: true})
 		c := s.client(t)
@@ -323,6 +325,7 @@ func TestSessionCookieAttributes(t *testing.T) {
 }
 
 func TestForgedSessionsAreRefused(t *testing.T) {
+	t.Parallel()
 	s := newSite(t, siteOptions{})
 	c := s.client(t)
 	s.signIn(t, c, alice)
@@ -352,6 +355,7 @@ func flip(b byte) string {
 }
 
 func TestLogoutKillsTheSessionAndReplayFails(t *testing.T) {
+	t.Parallel()
 	s := newSite(t, siteOptions{})
 	c := s.client(t)
 	s.signIn(t, c, alice)
@@ -390,6 +394,7 @@ func TestLogoutKillsTheSessionAndReplayFails(t *testing.T) {
 }
 
 func TestSessionIsRotatedAtLogin(t *testing.T) {
+	t.Parallel()
 	s := newSite(t, siteOptions{})
 	c := s.client(t)
 	s.signIn(t, c, alice)
@@ -409,6 +414,7 @@ func TestSessionIsRotatedAtLogin(t *testing.T) {
 }
 
 func TestSessionsExpire(t *testing.T) {
+	t.Parallel()
 	t.Run("idle", func(t *testing.T) {
 		s := newSite(t, siteOptions{})
 		c := s.client(t)
@@ -441,6 +447,7 @@ func TestSessionsExpire(t *testing.T) {
 
 // A provider answer that does not hold gives no session.
 func TestCallbackRefusals(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name   string
 		tamper func(map[string]any)
@@ -558,6 +565,7 @@ func setQuery(u *url.URL, k, v string) {
 }
 
 func TestStateChangesRefuseCrossOrigin(t *testing.T) {
+	t.Parallel()
 	s := newSite(t, siteOptions{demo: true})
 	c := s.client(t)
 	s.signIn(t, c, alice)
@@ -609,6 +617,7 @@ func TestStateChangesRefuseCrossOrigin(t *testing.T) {
 }
 
 func TestDemoLoginIsOffUnlessAsked(t *testing.T) {
+	t.Parallel()
 	s := newSite(t, siteOptions{})
 	c := s.client(t)
 	resp, err := c.PostForm(s.url+citizen.PathLogin, url.Values{"eid": {alice}})
@@ -635,7 +644,8 @@ func TestDemoLoginIsOffUnlessAsked(t *testing.T) {
 }
 
 func TestConfigRefusesPlaintextIssuerOffLoopback(t *testing.T) {
-	fed, err := federation.Load("../../deploy/federation.yaml")
+	t.Parallel()
+	fed, err := federation.Load("../testdata/federation.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

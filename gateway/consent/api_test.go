@@ -26,6 +26,7 @@ import (
 // The consent API over HTTP/JSON and gRPC: the citizen is whoever the
 // session names, and can act only on their own consents.
 func TestConsentAPI(t *testing.T) {
+	t.Parallel()
 	f := start(t, 1)
 	sessions, err := signin.New(signin.Config{Federation: f.env.Fed, Keyer: f.env.Keyer})
 	if err != nil {

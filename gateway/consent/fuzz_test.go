@@ -123,6 +123,7 @@ func FuzzParseToken(f *testing.F) {
 // as they should: the valid ones accepted, every other one refused. Run with
 // JISR_WRITE_FUZZ_CORPUS=1 to rewrite testdata/fuzz/FuzzParseToken.
 func TestFuzzSeedCorpus(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join("testdata", "fuzz", "FuzzParseToken")
 	ks := fuzzKeys()
 	for name, tok := range fuzzSeeds() {

@@ -16,6 +16,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/decision"
 )
@@ -23,6 +24,7 @@ import (
 // A signing key file that its group or other users can read (or write) is
 // refused at load, not used.
 func TestKeyFilesOpenToOthersAreRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := consent.InitKeys(dir); err != nil {
 		t.Fatal(err)
@@ -61,6 +63,7 @@ func TestKeyFilesOpenToOthersAreRefused(t *testing.T) {
 // The gateway's key material is public keys only: a JWKS with a private
 // member, a lone private JWK, or the PEM signing key itself is refused.
 func TestGatewayKeyMaterialIsPublicOnly(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := consent.InitKeys(dir); err != nil {
 		t.Fatal(err)
@@ -107,6 +110,7 @@ func TestGatewayKeyMaterialIsPublicOnly(t *testing.T) {
 // withdrawn from the JWKS stops verifying at once, even for tokens the
 // verifier had cached.
 func TestJWKSChangesReachTheVerifier(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := consent.InitKeys(dir); err != nil {
 		t.Fatal(err)
@@ -202,14 +206,10 @@ func mustRead(t *testing.T, path string) string {
 	return string(b)
 }
 
-// waitFor polls cond until it holds, failing after 10s.
+// waitFor waits up to 10s until cond holds (bustest.Eventually).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+	bustest.Eventually(t, 10*time.Second, func() error { return bustest.Check(cond(), what) })
 }
 
 // Attack: a private key hidden where the loader did not look — nested in a

@@ -19,6 +19,7 @@ import (
 // gets nothing, and cannot listen there to read the requests either. The
 // gateway's request is answered, with a token its verifier accepts.
 func TestConsentAPIOnlyFromTheGateway(t *testing.T) {
+	t.Parallel()
 	f := start(t, 1)
 	ckey := f.env.Keyer.CKey(citizen)
 	grant := consent.GrantRequest{To: "cnss", Service: svc, Methods: []string{"GetPerson"}, Purpose: purpose, TTL: "1h"}

@@ -18,8 +18,9 @@ import (
 // A use counter that is not a count — empty, garbage, negative, or erased
 // with a delete marker — was not written by a gateway: the token is used up.
 func TestUseCountsAnUnreadableCounterAsUsedUp(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
 		t.Fatal(err)

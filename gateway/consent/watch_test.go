@@ -39,16 +39,10 @@ func insiderJS(t *testing.T, env *bustest.Env) jetstream.JetStream {
 	return nil
 }
 
-// eventually waits until cond holds (it is checked every 20ms, for up to 20s).
+// eventually waits up to 20s until cond holds (bustest.Eventually).
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 20s: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	bustest.Eventually(t, 20*time.Second, func() error { return bustest.Check(cond(), what) })
 }
 
 // refusedFor reports the reason of a refused call ("" when it was answered).
@@ -60,6 +54,7 @@ func (f *fed) refusedFor(t *testing.T, token string) (codes.Code, string) {
 }
 
 func TestAStoppedRevocationWatchClosesTheGateway(t *testing.T) {
+	t.Parallel()
 	f := start(t, 1)
 	gw, store := f.gws[0], f.stores[0]
 	tok, _ := f.grant(t, nil)
@@ -79,7 +74,7 @@ func TestAStoppedRevocationWatchClosesTheGateway(t *testing.T) {
 	// The revocation bucket is deleted (an insider): the watch has nothing
 	// to read, and the gateway must not pretend it has.
 	js := insiderJS(t, f.env)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if err := js.DeleteKeyValue(ctx, natsconf.RevocationBucket); err != nil {
 		t.Fatal(err)
@@ -128,7 +123,7 @@ func TestDeletingARevocationIsTamperingAndDoesNotUnrevoke(t *testing.T) {
 	store := f.stores[0]
 	tokDel, cDel := f.grant(t, nil)
 	tokPurge, cPurge := f.grant(t, func(r *consent.Request) { r.Fields = []string{"person.sex"} })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	for _, id := range []string{cDel.ID, cPurge.ID} {
 		if _, err := f.store.Revoke(ctx, id); err != nil {
@@ -188,6 +183,7 @@ func TestDeletingARevocationIsTamperingAndDoesNotUnrevoke(t *testing.T) {
 }
 
 func TestAWatchThatStopsMovingIsNoticed(t *testing.T) {
+	t.Parallel()
 	f := start(t, 1)
 	gw, store := f.gws[0], f.stores[0]
 	tok, c := f.grant(t, nil)
@@ -197,7 +193,7 @@ func TestAWatchThatStopsMovingIsNoticed(t *testing.T) {
 	// The watch's consumer is paused (an insider): it exists, it is
 	// healthy, and it delivers nothing more.
 	js := insiderJS(t, f.env)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	rs, err := js.Stream(ctx, "KV_"+natsconf.RevocationBucket)
 	if err != nil {

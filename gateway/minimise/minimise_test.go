@@ -23,6 +23,7 @@ func sample() *descriptorpb.FileDescriptorProto {
 }
 
 func TestTrim(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		paths    []string
@@ -70,6 +71,7 @@ func TestTrim(t *testing.T) {
 }
 
 func TestIntersect(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ a, b, want []string }{
 		{nil, nil, nil},
 		{nil, []string{"x"}, []string{"x"}},

@@ -29,6 +29,7 @@ func household() *civilv1.GetHouseholdResponse {
 }
 
 func TestDropUnknownAtEveryLevel(t *testing.T) {
+	t.Parallel()
 	h := household()
 	junk(h, 31)
 	junk(h.Household, 40)
@@ -63,6 +64,7 @@ func TestDropUnknownAtEveryLevel(t *testing.T) {
 }
 
 func TestNamedOnlyFieldsNeedTheirOwnPath(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		paths []string
@@ -95,6 +97,7 @@ func TestNamedOnlyFieldsNeedTheirOwnPath(t *testing.T) {
 }
 
 func TestReleasedListsLeavesAndEmptyMessages(t *testing.T) {
+	t.Parallel()
 	r := &civilv1.GetPersonResponse{Person: &civilv1.Person{Eid: "BK1", Names: &civilv1.Names{Latin: &jisrv1.Name{Given: "A"}}, Birth: &civilv1.Birth{}}}
 	want := []string{"person.birth", "person.eid", "person.names.latin.given"}
 	if got := minimise.Released(r.ProtoReflect()); !slices.Equal(got, want) {

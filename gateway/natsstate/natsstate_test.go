@@ -29,6 +29,7 @@ func ctx(t *testing.T) context.Context {
 }
 
 func TestNothingButTheOperatorCreatesAndNothingOpensWhatIsMissing(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	c := ctx(t)
 	// Before `jisr nats init`: the gateway, the consent service and the
@@ -106,6 +107,7 @@ func TestNothingButTheOperatorCreatesAndNothingOpensWhatIsMissing(t *testing.T) 
 }
 
 func TestEveryStreamAndBucketRefusesRewrites(t *testing.T) {
+	t.Parallel()
 	specs, err := natsstate.All(stream.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -126,6 +128,7 @@ func TestEveryStreamAndBucketRefusesRewrites(t *testing.T) {
 }
 
 func TestOpenRefusesABucketThatCanBeRewrittenAndInitHardensIt(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name     string
 		modify   func(*jetstream.StreamConfig)
@@ -208,6 +211,7 @@ func TestOpenRefusesABucketThatCanBeRewrittenAndInitHardensIt(t *testing.T) {
 // The hardened buckets still work as key-value buckets for what the
 // federation does with them, and refuse a purge.
 func TestHardenedBucketsStillWork(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	c := ctx(t)
 	if _, err := natsstate.Init(c, env.Connect(t, "operator"), stream.Config{}); err != nil {
@@ -284,6 +288,7 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 // natsconf (in the bus module) names the streams in its deny lists; they
 // must be exactly the ones this package creates.
 func TestEveryStreamIsProtectedInThePermissions(t *testing.T) {
+	t.Parallel()
 	fed, err := federation.Parse(bustest.FederationYAML)
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ const civil = "jisr.civilregistry.v1.CivilRegistry"
 
 func load(tb testing.TB) *policy.Policy {
 	tb.Helper()
-	fed, err := federation.Load("../../deploy/federation.yaml")
+	fed, err := federation.Load("../testdata/federation.yaml")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -23,6 +23,7 @@ func load(tb testing.TB) *policy.Policy {
 }
 
 func TestCheck(t *testing.T) {
+	t.Parallel()
 	p := load(t)
 	for _, c := range []struct {
 		name                                         string

@@ -6,6 +6,7 @@ import (
 )
 
 func TestAllowCountsPerKeyInASlidingWindow(t *testing.T) {
+	t.Parallel()
 	l := New(0)
 	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
@@ -30,6 +31,7 @@ func TestAllowCountsPerKeyInASlidingWindow(t *testing.T) {
 }
 
 func TestFullLimiterForgetsOnlyExpiredKeysAndOtherwiseRefuses(t *testing.T) {
+	t.Parallel()
 	l := New(2)
 	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	if !l.Allow("a", 1, time.Hour, t0) || !l.Allow("b", 1, 48*time.Hour, t0) {

@@ -76,6 +76,7 @@ const (
 )
 
 func TestLookupEnforcesTheContract(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		fields []*descriptorpb.FieldDescriptorProto
@@ -109,6 +110,7 @@ func TestLookupEnforcesTheContract(t *testing.T) {
 }
 
 func TestIsPredicate(t *testing.T) {
+	t.Parallel()
 	eid := field("eid", 1, str, false, true)
 	if !eidfield.IsPredicate(method(t, true, eid)) {
 		t.Error("marked method not reported as predicate")

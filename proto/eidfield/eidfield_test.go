@@ -11,6 +11,7 @@ import (
 
 // Every method of every ministry service follows the contract: one eID field.
 func TestEveryMethodHasOneEIDField(t *testing.T) {
+	t.Parallel()
 	predicates := 0
 	for _, sd := range services.All() {
 		if sd.Methods().Len() == 0 {

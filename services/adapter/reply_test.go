@@ -34,6 +34,7 @@ func (c *counting) GetPerson(ctx context.Context, req *civilv1.GetPersonRequest)
 // so the provider (which may answer once, allow_responses) never publishes
 // where the asker chose.
 func TestProviderAnswersOnlyTheGatewaysInbox(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

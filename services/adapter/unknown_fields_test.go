@@ -98,6 +98,7 @@ func hasUnknown(m protoreflect.Message) bool {
 // TestProviderAdapterDropsUnknownFields calls the provider side directly, as
 // the gateway does: the backend's unknown fields do not even reach the bus.
 func TestProviderAdapterDropsUnknownFields(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

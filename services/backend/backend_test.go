@@ -57,8 +57,9 @@ func serve(t *testing.T, dir string) map[string]*grpc.ClientConn {
 }
 
 func TestMinistriesAgreeAboutEveryCitizen(t *testing.T) {
+	t.Parallel()
 	cc := serve(t, t.TempDir())
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	civil := civilv1.NewCivilRegistryClient(cc["civil-registry"])
 	taxc := taxv1.NewTaxClient(cc["tax"])
@@ -163,8 +164,9 @@ func TestMinistriesAgreeAboutEveryCitizen(t *testing.T) {
 }
 
 func TestErrorsNeverRepeatTheEID(t *testing.T) {
+	t.Parallel()
 	cc := serve(t, t.TempDir())
-	ctx := context.Background()
+	ctx := t.Context()
 	civil := civilv1.NewCivilRegistryClient(cc["civil-registry"])
 	const unknown = "QQ999999"
 	for _, tc := range []struct {
@@ -199,6 +201,7 @@ func TestErrorsNeverRepeatTheEID(t *testing.T) {
 }
 
 func TestReopenDoesNotReseed(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	open := func(n int) time.Duration {
 		seeded := false
@@ -245,7 +248,7 @@ func BenchmarkGetPerson(b *testing.B) {
 	cc, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	defer cc.Close()
 	c := civilv1.NewCivilRegistryClient(cc)
-	ctx := context.Background()
+	ctx := b.Context()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0

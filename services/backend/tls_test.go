@@ -23,6 +23,7 @@ import (
 )
 
 func TestPlaintextOnlyOnLoopback(t *testing.T) {
+	t.Parallel()
 	b, err := backend.New(context.Background(), "civil-registry", t.TempDir(), backend.WithStore(store.WithCitizens(8)))
 	if err != nil {
 		t.Fatal(err)
@@ -52,6 +53,7 @@ func TestPlaintextOnlyOnLoopback(t *testing.T) {
 // member's SVID: the member's adapter gets an answer; a plaintext client, a
 // TLS 1.2 client and another member's workload do not.
 func TestOffLoopbackServesMTLS(t *testing.T) {
+	t.Parallel()
 	td := spiffeid.RequireTrustDomainFromString("jisr.internal")
 	member := spiffeid.RequireFromPath(td, "/member/civil-registry")
 	ca, err := devca.New(td)
@@ -86,7 +88,7 @@ func TestOffLoopbackServesMTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cc.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
 		_, err = civilv1.NewCivilRegistryClient(cc).IsAlive(ctx, &civilv1.IsAliveRequest{Eid: demodata.EID(demodata.DefaultSeed, 0)})
 		return err

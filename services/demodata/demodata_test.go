@@ -5,6 +5,7 @@ import (
 )
 
 func TestEIDsAreUniqueAndInvertible(t *testing.T) {
+	t.Parallel()
 	seen := make(map[string]struct{}, 2_000_000)
 	for i := 0; i < 2_000_000; i++ {
 		e := EID(DefaultSeed, i)
@@ -32,6 +33,7 @@ func TestEIDsAreUniqueAndInvertible(t *testing.T) {
 }
 
 func TestDeterministic(t *testing.T) {
+	t.Parallel()
 	for i := 0; i < 1000; i += 37 {
 		a, b := Get(DefaultSeed, i), Get(DefaultSeed, i)
 		if a.EID != b.EID || a.GivenArabic != b.GivenArabic || a.Incomes != b.Incomes || a.AMOScheme != b.AMOScheme {
@@ -41,6 +43,7 @@ func TestDeterministic(t *testing.T) {
 }
 
 func TestConsistencyAcrossMinistries(t *testing.T) {
+	t.Parallel()
 	var deceased, disabled, n int
 	for b := 0; b < 5000; b++ {
 		blk := Block(DefaultSeed, b)
@@ -112,6 +115,7 @@ func TestConsistencyAcrossMinistries(t *testing.T) {
 }
 
 func TestShowcase(t *testing.T) {
+	t.Parallel()
 	ex := Showcase(DefaultSeed)
 	if len(ex) < 4 {
 		t.Fatalf("showcase %v", ex)

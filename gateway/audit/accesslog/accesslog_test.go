@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -61,7 +60,7 @@ func newHarness(t *testing.T) *harness {
 	env := bustest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	quiet := slog.New(slog.DiscardHandler)
+	logger := bustest.Logger(t)
 	keyDir := t.TempDir()
 	kp, _, err := checkpoint.EnsureKey(keyDir, "gw-1", checkpoint.Origin(td, "gw-1"))
 	if err != nil {
@@ -71,7 +70,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	gw := env.Connect(t, "gateway")
-	l, err := audit.Open(ctx, gw, td, "gw-1", kp, audit.WithLogger(quiet))
+	l, err := audit.Open(ctx, gw, td, "gw-1", kp, audit.WithLogger(logger))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +112,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ix := index.New(store, records, ckpts, td, keys, quiet)
+	ix := index.New(store, records, ckpts, td, keys, logger)
 	ictx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { ix.Run(ictx); close(done) }()
@@ -123,12 +122,12 @@ func newHarness(t *testing.T) *harness {
 	}
 
 	h := &harness{env: env, keys: keys, now: t0.Add(24 * time.Hour), total: len(decisions)}
-	h.auth, err = citizen.New(citizen.Config{Federation: env.Fed, Keyer: env.Keyer, DemoLogin: true, Log: quiet})
+	h.auth, err = citizen.New(citizen.Config{Federation: env.Fed, Keyer: env.Keyer, DemoLogin: true, Log: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.svc, err = accesslog.New(accesslog.Config{
-		Federation: env.Fed, Records: records, Index: ix, Keys: keys, Auth: h.auth, Log: quiet,
+		Federation: env.Fed, Records: records, Index: ix, Keys: keys, Auth: h.auth, Log: logger,
 		Now: func() time.Time { return h.now },
 	})
 	if err != nil {
@@ -214,6 +213,7 @@ func (h *harness) checkProof(t *testing.T, a *auditv1.Access) {
 }
 
 func TestCitizenSeesTheirOwnAccessesNewestFirstWithProofs(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	c := h.client(t, " ab123456 ") // normalised like the federation's eIDs
 	got, code := h.list(t, c, "")
@@ -269,6 +269,7 @@ func TestCitizenSeesTheirOwnAccessesNewestFirstWithProofs(t *testing.T) {
 }
 
 func TestPagesCoverEverythingOnce(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	c := h.client(t, alice)
 	seen := map[string]bool{}
@@ -306,6 +307,7 @@ func TestPagesCoverEverythingOnce(t *testing.T) {
 }
 
 func TestAccessLogNeedsASignedInCitizen(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	plain := &http.Client{Timeout: 10 * time.Second}
 	if _, code := h.list(t, plain, ""); code != http.StatusUnauthorized {
@@ -355,9 +357,10 @@ func TestAccessLogNeedsASignedInCitizen(t *testing.T) {
 }
 
 func TestGRPCAccessLog(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	client := auditv1.NewAccessLogClient(h.grpc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	_, err := client.ListAccesses(ctx, &auditv1.ListAccessesRequest{})
 	if status.Code(err) != codes.Unauthenticated {
@@ -383,6 +386,7 @@ func TestGRPCAccessLog(t *testing.T) {
 }
 
 func TestPageAndKeys(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	resp, err := http.Get(h.url + "/access-log/")
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 func root(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }
 
 func TestSignOpenRoundTrip(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	origin := Origin("jisr.internal", "gw-1")
 	kp, created, err := EnsureKey(dir, "gw-1", origin)
@@ -46,6 +47,7 @@ func TestSignOpenRoundTrip(t *testing.T) {
 }
 
 func TestOpenRefuses(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	origin := Origin("jisr.internal", "gw-1")
 	kp, _, err := EnsureKey(dir, "gw-1", origin)
@@ -77,6 +79,7 @@ func TestOpenRefuses(t *testing.T) {
 }
 
 func TestParseBody(t *testing.T) {
+	t.Parallel()
 	good := Checkpoint{Origin: "jisr.internal/audit/gw-1", Size: 3, Root: root("r")}.Body()
 	if c, err := ParseBody(append(bytes.Clone(good), "extension line\n"...)); err != nil || c.Size != 3 {
 		t.Fatalf("extension lines must be accepted: %v", err)
@@ -97,6 +100,7 @@ func TestParseBody(t *testing.T) {
 }
 
 func TestEnsureKeyReloadsAndChecks(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	origin := Origin("jisr.internal", "gw-1")
 	k1, _, err := EnsureKey(dir, "gw-1", origin)
@@ -146,6 +150,7 @@ func TestEnsureKeyReloadsAndChecks(t *testing.T) {
 }
 
 func TestLoadPublicKeys(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, id := range []string{"gw-1", "gw-2"} {
 		if _, _, err := EnsureKey(dir, id, Origin("jisr.internal", id)); err != nil {

@@ -3,7 +3,6 @@ package index_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -26,10 +25,11 @@ import (
 const td = "jisr.internal"
 
 func TestIndexFollowsEveryLogAndProvesEveryRecord(t *testing.T) {
+	t.Parallel()
 	env := bustest.Start(t)
 	keyDir := t.TempDir()
-	quiet := slog.New(slog.DiscardHandler)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	logger := bustest.Logger(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
 	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
@@ -42,7 +42,7 @@ func TestIndexFollowsEveryLogAndProvesEveryRecord(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := audit.Open(ctx, gw, td, id, kp, audit.WithLogger(quiet), audit.WithCheckpointEvery(50*time.Millisecond))
+		l, err := audit.Open(ctx, gw, td, id, kp, audit.WithLogger(logger), audit.WithCheckpointEvery(50*time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,7 +76,7 @@ func TestIndexFollowsEveryLogAndProvesEveryRecord(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ix := index.New(store, records, ckpts, td, keys, quiet)
+		ix := index.New(store, records, ckpts, td, keys, logger)
 		rctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { ix.Run(rctx); close(done) }()

@@ -1,7 +1,6 @@
 package index
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -21,7 +20,8 @@ func leaves(from, n int, prev []byte) ([]Leaf, []byte) {
 }
 
 func TestStoreProvesEveryLeafAtEverySize(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	s, err := OpenStore(":memory:")
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +59,8 @@ func TestStoreProvesEveryLeafAtEverySize(t *testing.T) {
 }
 
 func TestStoreRefusesABrokenChainAndSurvivesReopen(t *testing.T) {
-	ctx := context.Background()
+	t.Parallel()
+	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "index.db")
 	s, err := OpenStore(path)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 )
 
 func TestFromDecision(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 	d := &decision.Decision{
 		Time: now, Consumer: "tax", Provider: "cnss", Service: "jisr.cnss.v1.SocialSecurity", Method: "GetContributions",
@@ -51,6 +52,7 @@ func TestFromDecision(t *testing.T) {
 // The record has no place for an eID, a token or a payload: its string
 // fields are names, keys and codes. A new field must be looked at here.
 func TestRecordHasNoPlaceForCitizenData(t *testing.T) {
+	t.Parallel()
 	allowed := map[string]bool{
 		"log_id": true, "leaf_index": true, "prev_leaf_hash": true, "time": true, "consumer": true, "provider": true,
 		"service": true, "method": true, "ckey": true, "purpose": true, "legal_basis": true, "law": true, "rule": true,
@@ -66,6 +68,7 @@ func TestRecordHasNoPlaceForCitizenData(t *testing.T) {
 }
 
 func TestParseRefuses(t *testing.T) {
+	t.Parallel()
 	ok := &auditv1.Record{LogId: "gw-1", LeafIndex: 1, PrevLeafHash: make([]byte, 32), Time: FromDecision(&decision.Decision{}).GetTime()}
 	for name, r := range map[string]*auditv1.Record{
 		"no log id":           {LeafIndex: 0, Time: ok.Time},
@@ -90,6 +93,7 @@ func TestParseRefuses(t *testing.T) {
 }
 
 func TestSubjects(t *testing.T) {
+	t.Parallel()
 	s, err := Subject("gw-1", "")
 	if err != nil || s != "jisr.audit.gw-1._" {
 		t.Fatalf("%q %v", s, err)

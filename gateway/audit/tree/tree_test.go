@@ -28,6 +28,7 @@ func ranges(t *testing.T, size1, size2 uint64) (*compact.Range, *compact.Range) 
 }
 
 func TestConsistencyFromRangesEverySizeUpTo70(t *testing.T) {
+	t.Parallel()
 	for size2 := uint64(0); size2 <= 70; size2++ {
 		for size1 := uint64(0); size1 <= size2; size1++ {
 			old, since := ranges(t, size1, size2)
@@ -58,6 +59,7 @@ func TestConsistencyFromRangesEverySizeUpTo70(t *testing.T) {
 }
 
 func TestConsistencyFromRangesLarge(t *testing.T) {
+	t.Parallel()
 	for _, c := range [][2]uint64{{1000, 1001}, {1023, 1024}, {1024, 4097}, {65535, 100000}} {
 		old, since := ranges(t, c[0], c[1])
 		if _, err := ConsistencyFromRanges(old, since); err != nil {
@@ -67,6 +69,7 @@ func TestConsistencyFromRangesLarge(t *testing.T) {
 }
 
 func TestConsistencyFromRangesRefusesRangesThatDoNotMeet(t *testing.T) {
+	t.Parallel()
 	old, _ := ranges(t, 5, 5)
 	_, since := ranges(t, 6, 9)
 	if _, err := ConsistencyFromRanges(old, since); err == nil {
@@ -79,6 +82,7 @@ func TestConsistencyFromRangesRefusesRangesThatDoNotMeet(t *testing.T) {
 }
 
 func TestRootOfEmptyRangeIsEmptyRoot(t *testing.T) {
+	t.Parallel()
 	r, err := Root(Factory.NewEmptyRange(0))
 	if err != nil || !bytes.Equal(r, EmptyRoot()) {
 		t.Fatalf("root %x, %v", r, err)
@@ -92,6 +96,7 @@ func TestRootOfEmptyRangeIsEmptyRoot(t *testing.T) {
 }
 
 func TestNewRangeAndClone(t *testing.T) {
+	t.Parallel()
 	all, _ := ranges(t, 13, 13)
 	again, err := NewRange(13, all.Hashes())
 	if err != nil || !again.Equal(all) {

@@ -155,6 +155,7 @@ func clean(t *testing.T) *synth {
 }
 
 func TestCleanLogVerifies(t *testing.T) {
+	t.Parallel()
 	s := clean(t)
 	s.append(5) // not yet checkpointed
 	rep := run(t, keysOf(t, s), s)
@@ -168,6 +169,7 @@ func TestCleanLogVerifies(t *testing.T) {
 }
 
 func TestOutOfOrderAndDuplicateRecordsVerify(t *testing.T) {
+	t.Parallel()
 	s := clean(t)
 	s.records[40], s.records[41] = s.records[41], s.records[40] // a leaf refilled after a later one
 	dup := s.records[70]
@@ -180,6 +182,7 @@ func TestOutOfOrderAndDuplicateRecordsVerify(t *testing.T) {
 }
 
 func TestTamperingIsFoundAndNamed(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name   string
 		damage func(s *synth)
@@ -254,6 +257,7 @@ func (s *synth) mustParse(leaf int) *auditv1.Record {
 }
 
 func TestCheckpointProblems(t *testing.T) {
+	t.Parallel()
 	t.Run("forged by another key", func(t *testing.T) {
 		s := clean(t)
 		mallory := newSynth(t, t.TempDir(), "gw-1") // same log id, another key
@@ -334,6 +338,7 @@ func TestCheckpointProblems(t *testing.T) {
 }
 
 func TestTwoLogsAreVerifiedSeparately(t *testing.T) {
+	t.Parallel()
 	a, b := clean(t), newSynth(t, t.TempDir(), "gw-2")
 	b.append(33)
 	b.checkpoint()
@@ -357,6 +362,7 @@ func has(rep *verify.Report, kind verify.Kind, text string) bool {
 }
 
 func TestTrustedCheckpointMustStillBeExtended(t *testing.T) {
+	t.Parallel()
 	keyDir := t.TempDir()
 	seen := newSynth(t, keyDir, "gw-1")
 	seen.append(40)
@@ -434,6 +440,7 @@ func lastNote(t *testing.T, s *synth) []byte {
 }
 
 func TestMessagesThatAreNotRecordsAreNamedAndTheLogStillVerifies(t *testing.T) {
+	t.Parallel()
 	s := clean(t)
 	subj, _ := record.Subject("gw-1", "CKEY0001")
 	other := s.mustParse(3)

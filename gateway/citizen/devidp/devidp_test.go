@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
 )
 
@@ -34,12 +34,13 @@ func challenge(v string) string {
 // line: registered redirect only, PKCE S256 required, the client
 // authenticated, a code used once, demo citizens only, loopback only.
 func TestProviderRefusesOffProtocolRequests(t *testing.T) {
+	t.Parallel()
 	if _, err := devidp.Start("0.0.0.0:0", devidp.Config{ClientSecret: secret, ACR: "x"}); err == nil {
 		t.Fatal("started off loopback")
 	}
 	p, err := devidp.Start("127.0.0.1:0", devidp.Config{
 		Citizens: []devidp.Citizen{{EID: "AB123456"}}, ClientSecret: secret, ACR: "urn:test:high",
-		RedirectURLs: []string{redirect}, Log: slog.New(slog.DiscardHandler),
+		RedirectURLs: []string{redirect}, Log: bustest.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
