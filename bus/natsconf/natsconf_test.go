@@ -10,6 +10,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/certs/devca"
+	"github.com/jisr-bus/jisr/certs/svid"
 )
 
 func demo(t *testing.T) *federation.Federation {
@@ -27,8 +28,8 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 	if _, err := devca.Init(dir, fed.TrustDomain, fed.Identities()); err != nil {
 		t.Fatal(err)
 	}
-	cert, key := devca.Paths(dir, fed.ID("nats"))
-	text, err := Render(Config{Federation: fed, CertFile: cert, KeyFile: key, CAFile: devca.BundlePath(dir), StoreDir: filepath.Join(dir, "js")})
+	cert, key := svid.Paths(dir, fed.ID("nats"))
+	text, err := Render(Config{Federation: fed, CertFile: cert, KeyFile: key, CAFile: svid.BundlePath(dir), StoreDir: filepath.Join(dir, "js")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/bus/natsserver"
-	"github.com/jisr-bus/jisr/certs/devca"
+	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
@@ -378,9 +378,9 @@ func newRestartable(t *testing.T) *restartable {
 	var port int
 	fmt.Sscanf(u.Port(), "%d", &port)
 	nats := f.env.Fed.ID("nats")
-	cert, key := devca.Paths(f.env.Dir, nats)
+	cert, key := svid.Paths(f.env.Dir, nats)
 	return &restartable{fixture: f, cfg: natsconf.Config{
-		Federation: f.env.Fed, Port: port, CertFile: cert, KeyFile: key, CAFile: devca.BundlePath(f.env.Dir),
+		Federation: f.env.Fed, Port: port, CertFile: cert, KeyFile: key, CAFile: svid.BundlePath(f.env.Dir),
 		StoreDir: f.env.Server.NATS().JetStreamConfig().StoreDir,
 	}}
 }
