@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/certs/devca"
 	"github.com/jisr-bus/jisr/certs/svid"
 )
@@ -68,7 +69,7 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 	if !contains(gw.Subscribe.Allow, "jisr.q.>") || !contains(gw.Publish.Allow, "jisr.p.>") || !contains(gw.Publish.Allow, "_INBOX.tax.>") {
 		t.Fatalf("gateway permissions %+v", gw)
 	}
-	if !contains(gw.Publish.Deny, "$JS.API.STREAM.DELETE."+AuditStream) {
+	if !contains(gw.Publish.Deny, "$JS.API.STREAM.DELETE."+subject.AuditStream) {
 		t.Fatal("the gateway must not be able to delete the audit stream")
 	}
 	// A member chooses the reply subject of its query: whoever answers it
@@ -80,7 +81,7 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 		if s == "$JS.API.>" || s == "$KV.>" || s == ">" || strings.HasPrefix(s, "$JS.API.STREAM.CREATE") ||
 			strings.HasPrefix(s, "$JS.API.STREAM.UPDATE") || strings.HasPrefix(s, "$JS.API.STREAM.DELETE") ||
 			strings.HasPrefix(s, "$JS.API.STREAM.PURGE") || strings.HasPrefix(s, "$JS.API.STREAM.MSG.DELETE") ||
-			(strings.HasPrefix(s, "$KV.") && s != "$KV."+UsageBucket+".>") {
+			(strings.HasPrefix(s, "$KV.") && s != "$KV."+subject.UsageBucket+".>") {
 			t.Errorf("the gateway may publish %q", s)
 		}
 	}
@@ -122,7 +123,7 @@ func contains(ss []string, s string) bool {
 
 func TestGatewayMayNotChangeTheAuditStreams(t *testing.T) {
 	gw := Permissions(demo(t))["spiffe://jisr.internal/gateway"]
-	for _, s := range []string{AuditStream, CheckpointStream} {
+	for _, s := range []string{subject.AuditStream, subject.CheckpointStream} {
 		for _, api := range []string{"DELETE", "PURGE", "MSG.DELETE", "UPDATE", "PEER.REMOVE"} {
 			if !contains(gw.PublishDeny, "$JS.API.STREAM."+api+"."+s) {
 				t.Errorf("the gateway may %s %s", api, s)

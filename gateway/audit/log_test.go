@@ -24,6 +24,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/bus/natsserver"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
@@ -134,7 +135,7 @@ func readLog(t testing.TB, f *fixture, id string) []storedRecord {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, stream.Audit)
+	s, err := js.Stream(ctx, subject.AuditStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +188,7 @@ func lastCheckpoint(t testing.TB, f *fixture, id string) (checkpoint.Checkpoint,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, stream.Checkpoints)
+	s, err := js.Stream(ctx, subject.CheckpointStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -542,7 +543,7 @@ func (r *restartable) eraseStreams(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() && filepath.Base(filepath.Dir(p)) == "streams" && (d.Name() == stream.Audit || d.Name() == stream.Checkpoints) {
+		if d.IsDir() && filepath.Base(filepath.Dir(p)) == "streams" && (d.Name() == subject.AuditStream || d.Name() == subject.CheckpointStream) {
 			n++
 			if err := os.RemoveAll(p); err != nil {
 				return err
@@ -731,7 +732,7 @@ func readLogRecords(t *testing.T, f *fixture, id string) []storedRecord {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, stream.Audit)
+	s, err := js.Stream(ctx, subject.AuditStream)
 	if err != nil {
 		t.Fatal(err)
 	}
