@@ -568,7 +568,7 @@ func (g *Gateway) name(subj string, d *decision.Decision) (subject.Query, *feder
 		return q, nil, nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "unknown service or method")
 	}
 	d.Service, d.Method = m.Service, m.Name
-	if !provides(g.cfg.Federation, q.Provider, m.Service) {
+	if !g.cfg.Federation.Provides(q.Provider, m.Service) {
 		return q, nil, nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "%s does not provide %s", q.Provider, m.Service)
 	}
 	return q, consumer, m, nil
@@ -601,15 +601,6 @@ func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, pur
 	// (it may name the citizen or carry fields no one agreed to): only the
 	// code passes.
 	return nil, decision.Refuse(st.Code(), decision.ReasonProviderError, "provider %s refused the query with %s (its message is withheld: it may carry citizen data)", q.Provider, st.Code())
-}
-
-func provides(fed *federation.Federation, provider, service string) bool {
-	for _, m := range fed.Providers(service) {
-		if m.Name == provider {
-			return true
-		}
-	}
-	return false
 }
 
 // ruleFields turns a rule's field list into a minimise set (nil = whole reply).

@@ -223,15 +223,13 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 }
 
 func (a *Adapter) provider(m *catalog.Method, asked string) (string, error) {
-	providers := a.cfg.Federation.Providers(m.Service)
 	if asked != "" {
-		for _, p := range providers {
-			if p.Name == asked {
-				return asked, nil
-			}
+		if a.cfg.Federation.Provides(asked, m.Service) {
+			return asked, nil
 		}
 		return "", status.Errorf(codes.NotFound, "no member named in jisr-provider provides %s", m.Service)
 	}
+	providers := a.cfg.Federation.Providers(m.Service)
 	switch len(providers) {
 	case 0:
 		return "", status.Errorf(codes.NotFound, "no member provides %s", m.Service)
