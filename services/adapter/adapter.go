@@ -15,8 +15,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -38,7 +36,7 @@ import (
 // Sentinel errors.
 var (
 	ErrConfig             = errors.New("adapter: invalid configuration")
-	ErrPlaintextNotLocal  = errors.New("adapter: plaintext gRPC is allowed only on a loopback address; give the adapter an SVID for mTLS")
+	ErrPlaintextNotLocal  = fmt.Errorf("adapter: %w; give the adapter an SVID for mTLS", loopback.ErrPlaintext)
 	ErrProviderNotAllowed = errors.New("adapter: this member provides no service")
 )
 
@@ -117,23 +115,6 @@ func New(cfg Config) (*Adapter, error) {
 		}
 	}
 	return a, nil
-}
-
-// IsLoopback reports whether a listen or dial address is on a loopback
-// interface (or "localhost"): where plaintext is allowed.
-func IsLoopback(addr string) bool { return loopback.Is(addr) }
-
-// ServerCredentials returns the consumer side's transport: plaintext on a
-// loopback address (the sidecar case: the backend and the adapter share the
-// host), otherwise mTLS with tlsConf. Plaintext elsewhere is refused.
-func ServerCredentials(addr string, tlsConf *tls.Config) ([]grpc.ServerOption, error) {
-	if IsLoopback(addr) {
-		return nil, nil
-	}
-	if tlsConf == nil {
-		return nil, ErrPlaintextNotLocal
-	}
-	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tlsConf))}, nil
 }
 
 // GRPCServer builds the consumer side: every federation service with a
@@ -260,15 +241,10 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 	if a.cfg.Backend == "" {
 		return fmt.Errorf("%w: the provider side needs a backend address", ErrConfig)
 	}
-	var creds credentials.TransportCredentials
-	switch {
-	case a.cfg.BackendTLS != nil:
-		creds = credentials.NewTLS(a.cfg.BackendTLS)
-	case IsLoopback(a.cfg.Backend):
-		// Deliberate exception: the backend link is the adapter's local side
-		// (sidecar on the same host), so plaintext is confined to loopback.
-		creds = insecure.NewCredentials()
-	default:
+	// Deliberate exception: the backend link is the adapter's local side
+	// (sidecar on the same host), so plaintext is confined to loopback.
+	creds, err := loopback.ClientCredentials(a.cfg.Backend, a.cfg.BackendTLS)
+	if err != nil {
 		return ErrPlaintextNotLocal
 	}
 	opts := append([]grpc.DialOption{
