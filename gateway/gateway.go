@@ -29,6 +29,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/minimise"
 	"github.com/jisr-bus/jisr/gateway/policy"
 	"github.com/jisr-bus/jisr/gateway/quota"
+	"github.com/jisr-bus/jisr/proto/services"
 )
 
 // ConsentVerifier checks the consent token of a query whose rule needs one.
@@ -59,6 +60,9 @@ type Config struct {
 	Audit      AuditLog
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // metrics; nil = not registered
+	// Services are the descriptors of the services the federation may name
+	// (default services.All(): every ministry service linked into jisr).
+	Services []protoreflect.ServiceDescriptor
 	// MaxInFlight bounds the queries decided at once, all members together
 	// (default 4096); a query over it is refused at once (GATEWAY_OVERLOADED).
 	// Each member is also bounded by its federation limits.
@@ -141,7 +145,10 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.DefaultTimeout <= 0 {
 		cfg.DefaultTimeout = bus.DefaultTimeout
 	}
-	cat, err := catalog.New(cfg.Federation)
+	if cfg.Services == nil {
+		cfg.Services = services.All()
+	}
+	cat, err := catalog.New(cfg.Federation, cfg.Services)
 	if err != nil {
 		return nil, err
 	}

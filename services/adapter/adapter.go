@@ -30,6 +30,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
+	"github.com/jisr-bus/jisr/proto/services"
 	"github.com/jisr-bus/jisr/proto/unknownfields"
 )
 
@@ -47,6 +48,9 @@ type Config struct {
 	Keyer      *ckey.Keyer
 	Conn       *nats.Conn
 	Log        *slog.Logger
+	// Services are the descriptors of the services the federation may name
+	// (default services.All(): every ministry service linked into jisr).
+	Services []protoreflect.ServiceDescriptor
 	// Backend is the provider side's backend gRPC address; "" runs the
 	// consumer side only. BackendTLS (mTLS with the adapter's SVID) is
 	// required unless the address is loopback.
@@ -99,7 +103,10 @@ func New(cfg Config) (*Adapter, error) {
 	if cfg.DefaultTimeout <= 0 {
 		cfg.DefaultTimeout = bus.DefaultTimeout
 	}
-	cat, err := catalog.New(cfg.Federation)
+	if cfg.Services == nil {
+		cfg.Services = services.All()
+	}
+	cat, err := catalog.New(cfg.Federation, cfg.Services)
 	if err != nil {
 		return nil, err
 	}
