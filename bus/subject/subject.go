@@ -27,6 +27,10 @@ const (
 	GatewayQueue = "jisr-gateway"
 )
 
+// ProviderQueue is the queue group of a provider's adapters: each query is
+// handled by one of the member's replicas.
+func ProviderQueue(provider string) string { return "jisr-provider-" + provider }
+
 const maxToken = 128
 
 // Sentinel errors.

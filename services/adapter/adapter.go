@@ -263,7 +263,7 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 		return fmt.Errorf("adapter: backend %s: %w", a.cfg.Backend, err)
 	}
 	a.backend = conn
-	sub, err := a.cfg.Conn.QueueSubscribe(subject.ProviderQueries(a.cfg.Member), "jisr-provider-"+a.cfg.Member, a.dispatch)
+	sub, err := a.cfg.Conn.QueueSubscribe(subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatch)
 	if err != nil {
 		return fmt.Errorf("adapter: subscribe: %w", err)
 	}
