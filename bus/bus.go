@@ -394,19 +394,10 @@ func messagingAttrs(operation string, size int) []attribute.KeyValue {
 }
 
 func subjectAttrs(subj string) []attribute.KeyValue {
-	if ck := subjectCKey(subj); ck != "" {
+	if ck := subject.CKey(subj); ck != "" {
 		return []attribute.KeyValue{attribute.String("messaging.destination.name", subj), attribute.String("jisr.ckey", ck)}
 	}
 	return []attribute.KeyValue{attribute.String("messaging.destination.name", subj)}
-}
-
-// subjectCKey is the ckey of a query (jisr.q.…) or provider request
-// (jisr.p.…) subject: always its last token.
-func subjectCKey(subj string) string {
-	if !strings.HasPrefix(subj, "jisr.q.") && !strings.HasPrefix(subj, "jisr.p.") {
-		return ""
-	}
-	return subj[strings.LastIndexByte(subj, '.')+1:]
 }
 
 // EndSpan records err's gRPC code on span and ends it.
@@ -424,14 +415,14 @@ func EndSpan(span trace.Span, err error) {
 // costs nothing when nothing records it.
 func spanName(operation, subj string) string {
 	switch fam := subjectFamily(subj); {
-	case operation == "send" && fam == "jisr.q":
-		return "send jisr.q"
-	case operation == "send" && fam == "jisr.p":
-		return "send jisr.p"
-	case operation == "process" && fam == "jisr.q":
-		return "process jisr.q"
-	case operation == "process" && fam == "jisr.p":
-		return "process jisr.p"
+	case operation == "send" && fam == subject.QueryPrefix:
+		return "send " + subject.QueryPrefix
+	case operation == "send" && fam == subject.ProviderPrefix:
+		return "send " + subject.ProviderPrefix
+	case operation == "process" && fam == subject.QueryPrefix:
+		return "process " + subject.QueryPrefix
+	case operation == "process" && fam == subject.ProviderPrefix:
+		return "process " + subject.ProviderPrefix
 	default:
 		return operation + " " + fam
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
-	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/certs/devca"
 )
 
@@ -94,13 +94,13 @@ func TestMemberCannotBypassTheGateway(t *testing.T) {
 	})
 	t.Run("touch the JetStream API", func(t *testing.T) {
 		subjects := []string{"$JS.API.INFO", "$JS.API.STREAM.LIST", "$JS.API.STREAM.CREATE.EVIL"}
-		for _, st := range []string{natsconf.AuditStream, natsconf.CheckpointStream, natsconf.BucketStream(natsconf.ConsentBucket),
-			natsconf.BucketStream(natsconf.RevocationBucket), natsconf.BucketStream(natsconf.UsageBucket)} {
+		for _, st := range []string{subject.AuditStream, subject.CheckpointStream, subject.BucketStream(subject.ConsentBucket),
+			subject.BucketStream(subject.RevocationBucket), subject.BucketStream(subject.UsageBucket)} {
 			for _, api := range []string{"STREAM.DELETE", "STREAM.PURGE", "STREAM.UPDATE", "STREAM.MSG.DELETE", "STREAM.INFO", "DIRECT.GET"} {
 				subjects = append(subjects, "$JS.API."+api+"."+st)
 			}
 		}
-		for _, b := range []string{natsconf.ConsentBucket, natsconf.RevocationBucket, natsconf.UsageBucket} {
+		for _, b := range []string{subject.ConsentBucket, subject.RevocationBucket, subject.UsageBucket} {
 			subjects = append(subjects, "$KV."+b+".x")
 		}
 		for _, s := range subjects {

@@ -13,7 +13,6 @@ import (
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/subject"
-	"github.com/jisr-bus/jisr/certs/devca"
 	"github.com/jisr-bus/jisr/certs/svid"
 )
 
@@ -39,8 +38,8 @@ func ExampleConnect() {
 	defer cancel()
 	// The files `jisr certs init` writes (<certs>/svid/member-cnss.pem and
 	// .key, <certs>/bundle.pem), reloaded when they rotate.
-	cert, key := devca.Paths(env.Dir, env.ID("cnss"))
-	src, err := svid.NewFileSource(ctx, cert, key, devca.BundlePath(env.Dir))
+	cert, key := svid.Paths(env.Dir, env.ID("cnss"))
+	src, err := svid.NewFileSource(ctx, cert, key, svid.BundlePath(env.Dir))
 	if err != nil {
 		fmt.Println(err)
 		return

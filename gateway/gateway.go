@@ -29,6 +29,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/minimise"
 	"github.com/jisr-bus/jisr/gateway/policy"
 	"github.com/jisr-bus/jisr/gateway/quota"
+	"github.com/jisr-bus/jisr/proto/services"
 )
 
 // ConsentVerifier checks the consent token of a query whose rule needs one.
@@ -59,6 +60,9 @@ type Config struct {
 	Audit      AuditLog
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // metrics; nil = not registered
+	// Services are the descriptors of the services the federation may name
+	// (default services.All(): every ministry service linked into jisr).
+	Services []protoreflect.ServiceDescriptor
 	// MaxInFlight bounds the queries decided at once, all members together
 	// (default 4096); a query over it is refused at once (GATEWAY_OVERLOADED).
 	// Each member is also bounded by its federation limits.
@@ -141,7 +145,10 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.DefaultTimeout <= 0 {
 		cfg.DefaultTimeout = bus.DefaultTimeout
 	}
-	cat, err := catalog.New(cfg.Federation)
+	if cfg.Services == nil {
+		cfg.Services = services.All()
+	}
+	cat, err := catalog.New(cfg.Federation, cfg.Services)
 	if err != nil {
 		return nil, err
 	}
@@ -568,7 +575,7 @@ func (g *Gateway) name(subj string, d *decision.Decision) (subject.Query, *feder
 		return q, nil, nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "unknown service or method")
 	}
 	d.Service, d.Method = m.Service, m.Name
-	if !provides(g.cfg.Federation, q.Provider, m.Service) {
+	if !g.cfg.Federation.Provides(q.Provider, m.Service) {
 		return q, nil, nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "%s does not provide %s", q.Provider, m.Service)
 	}
 	return q, consumer, m, nil
@@ -601,15 +608,6 @@ func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, pur
 	// (it may name the citizen or carry fields no one agreed to): only the
 	// code passes.
 	return nil, decision.Refuse(st.Code(), decision.ReasonProviderError, "provider %s refused the query with %s (its message is withheld: it may carry citizen data)", q.Provider, st.Code())
-}
-
-func provides(fed *federation.Federation, provider, service string) bool {
-	for _, m := range fed.Providers(service) {
-		if m.Name == provider {
-			return true
-		}
-	}
-	return false
 }
 
 // ruleFields turns a rule's field list into a minimise set (nil = whole reply).

@@ -77,7 +77,7 @@ func TestQueryWithAForeignReplySubjectIsDroppedAndAudited(t *testing.T) {
 	}
 	// Whoever listens on those subjects hears nothing.
 	cs := env.Connect(t, "consent")
-	if _, err := cs.ChanSubscribe(natsconf.ConsentAPI+".>", leaked); err != nil {
+	if _, err := cs.ChanSubscribe(subject.ConsentAPI+".>", leaked); err != nil {
 		t.Fatal(err)
 	}
 	listeners := []*nats.Conn{cs}

@@ -80,10 +80,10 @@ func Start(t testing.TB, opts ...Option) *Env {
 		t.Fatal(err)
 	}
 	natsID := fed.ID("nats")
-	cert, keyFile := devca.Paths(dir, natsID)
+	cert, keyFile := svid.Paths(dir, natsID)
 	cfg := natsconf.Config{
 		Federation: fed, Port: -1,
-		CertFile: cert, KeyFile: keyFile, CAFile: devca.BundlePath(dir),
+		CertFile: cert, KeyFile: keyFile, CAFile: svid.BundlePath(dir),
 	}
 	if o.jetstream {
 		cfg.StoreDir = filepath.Join(t.TempDir(), "jetstream")
@@ -103,7 +103,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 // wrote for a federation identity, else one freshly issued by the test CA.
 func (e *Env) Source(t testing.TB, id spiffeid.ID) svid.Source {
 	t.Helper()
-	if s, err := x509svid.Load(devca.Paths(e.Dir, id)); err == nil {
+	if s, err := x509svid.Load(svid.Paths(e.Dir, id)); err == nil {
 		return svid.NewStatic(s, e.CA.Bundle())
 	}
 	s, err := e.CA.Issue(id)

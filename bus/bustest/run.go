@@ -47,8 +47,8 @@ func Run(dir string, opts ...Option) (*Env, error) {
 		return nil, err
 	}
 	natsID := fed.ID("nats")
-	cert, keyFile := devca.Paths(certs, natsID)
-	cfg := natsconf.Config{Federation: fed, Port: -1, CertFile: cert, KeyFile: keyFile, CAFile: devca.BundlePath(certs)}
+	cert, keyFile := svid.Paths(certs, natsID)
+	cfg := natsconf.Config{Federation: fed, Port: -1, CertFile: cert, KeyFile: keyFile, CAFile: svid.BundlePath(certs)}
 	if o.jetstream {
 		cfg.StoreDir = filepath.Join(dir, "jetstream")
 	}
@@ -68,7 +68,7 @@ func Run(dir string, opts ...Option) (*Env, error) {
 // DialAs connects as a federation identity (a member name, "gateway",
 // "operator", …) with the SVID `jisr certs init` wrote for it.
 func (e *Env) DialAs(identity string, opts ...nats.Option) (*nats.Conn, error) {
-	s, err := x509svid.Load(devca.Paths(e.Dir, e.ID(identity)))
+	s, err := x509svid.Load(svid.Paths(e.Dir, e.ID(identity)))
 	if err != nil {
 		return nil, fmt.Errorf("bustest: SVID of %s: %w", identity, err)
 	}

@@ -1,9 +1,10 @@
 // Package catalog resolves the services named in the federation file to the
-// protobuf descriptors linked into this binary: for each method, its request
-// and response types and the request field that carries the citizen's eID.
+// protobuf service descriptors it is given (proto/services.All() for the
+// ministry services linked into jisr): for each method, its request and
+// response types and the request field that carries the citizen's eID.
 //
 // Invariant: a Catalog is complete or not built at all — every service the
-// federation names is linked in, and every method of it has exactly one eID
+// federation names is among the descriptors, and every method of it has exactly one eID
 // field — so the query path never meets a method it cannot place.
 package catalog
 
@@ -21,7 +22,6 @@ import (
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/proto/eidfield"
-	_ "github.com/jisr-bus/jisr/proto/services" // links every jisr service into the binary
 )
 
 // Sentinel errors.
@@ -64,17 +64,19 @@ type paramKey struct {
 	method string // FullMethod
 }
 
-// New builds the catalog of every service the federation names.
-func New(fed *federation.Federation) (*Catalog, error) {
+// New builds the catalog of every service the federation names, from the
+// service descriptors given (the callers pass proto/services.All()); their
+// request and response types are those linked into the binary.
+func New(fed *federation.Federation, services []protoreflect.ServiceDescriptor) (*Catalog, error) {
+	byName := make(map[string]protoreflect.ServiceDescriptor, len(services))
+	for _, sd := range services {
+		byName[string(sd.FullName())] = sd
+	}
 	c := &Catalog{byToken: map[[2]string]*Method{}, byFull: map[string]*Method{}, params: map[paramKey][]Param{}}
 	for _, svc := range fed.Services() {
-		d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
-		if err != nil {
-			return nil, fmt.Errorf("catalog: service %s is in the federation file but not linked into this binary: %w", svc, err)
-		}
-		sd, ok := d.(protoreflect.ServiceDescriptor)
+		sd, ok := byName[svc]
 		if !ok {
-			return nil, fmt.Errorf("catalog: %s is not a service", svc)
+			return nil, fmt.Errorf("catalog: service %s is in the federation file but not linked into this binary (no descriptor given for it)", svc)
 		}
 		c.services = append(c.services, sd)
 		tok := subject.ServiceToken(svc)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/federation"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
+	"github.com/jisr-bus/jisr/proto/services"
 )
 
 func demo(t *testing.T) *federation.Federation {
@@ -23,7 +24,7 @@ func demo(t *testing.T) *federation.Federation {
 
 func TestCatalogOfTheDemoFederation(t *testing.T) {
 	t.Parallel()
-	c, err := New(demo(t))
+	c, err := New(demo(t), services.All())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,14 +73,14 @@ rules:
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = New(fed)
+		_, err = New(fed, services.All())
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: err = %v, want %q", tc.rule, err, tc.want)
 		}
 	}
 	fed, _ := federation.Parse([]byte(strings.Replace(base, "jisr.civilregistry.v1.CivilRegistry]", "jisr.nothing.v1.Nothing]", 1) + "methods: [X]}\n"))
 	if fed != nil {
-		if _, err := New(fed); err == nil || !strings.Contains(err.Error(), "not linked") {
+		if _, err := New(fed, services.All()); err == nil || !strings.Contains(err.Error(), "not linked") {
 			t.Errorf("unlinked service: %v", err)
 		}
 	}
@@ -106,7 +107,7 @@ rules:
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := New(fed)
+		c, err := New(fed, services.All())
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: err = %v, want %q", tc.rule, err, tc.want)
 			continue

@@ -424,6 +424,17 @@ func (f *Federation) Providers(service string) []*Member {
 	return f.services[service]
 }
 
+// Provides reports whether the member named provider provides service (full
+// protobuf name).
+func (f *Federation) Provides(provider, service string) bool {
+	for _, m := range f.services[service] {
+		if m.Name == provider {
+			return true
+		}
+	}
+	return false
+}
+
 // Services returns every service provided in the federation, sorted.
 func (f *Federation) Services() []string {
 	out := make([]string, 0, len(f.services))

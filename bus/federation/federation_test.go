@@ -161,3 +161,18 @@ func TestNormaliseEIDRefusesUnicodeAliases(t *testing.T) {
 		}
 	}
 }
+
+func TestProvides(t *testing.T) {
+	f, err := Parse([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Provides("alpha", "a.v1.Alpha") || !f.Provides("beta", "b.v1.Beta") {
+		t.Fatal("a member does not provide its own service")
+	}
+	for _, c := range [][2]string{{"beta", "a.v1.Alpha"}, {"alpha", "b.v1.Beta"}, {"zed", "a.v1.Alpha"}, {"alpha", "no.v1.Such"}} {
+		if f.Provides(c[0], c[1]) {
+			t.Errorf("Provides(%q, %q) = true", c[0], c[1])
+		}
+	}
+}

@@ -21,21 +21,6 @@ import (
 	"github.com/jisr-bus/jisr/bus/subject"
 )
 
-// Stream and bucket names of the federation's own state. Their subjects and
-// JetStream API subjects appear in the permissions below.
-const (
-	AuditStream      = "JISR_AUDIT"
-	CheckpointStream = "JISR_CHECKPOINTS"
-	RevocationBucket = "jisr_revocations"
-	UsageBucket      = "jisr_usage"
-	ConsentBucket    = "jisr_consents"
-)
-
-// ConsentAPI prefixes the consent service's NATS API (grant, list, revoke):
-// only the gateway publishes there, only the consent identity subscribes
-// (h5-tokens: the signing key lives with the consent service alone).
-const ConsentAPI = "jisr.consent"
-
 // Config is what the rendered server needs besides the federation.
 type Config struct {
 	Federation *federation.Federation
@@ -92,15 +77,12 @@ func StreamAPI(stream string) []string {
 	}
 }
 
-// BucketStream is the stream that holds a key-value bucket.
-func BucketStream(bucket string) string { return "KV_" + bucket }
-
 // bucketRead is what reading (Get, Keys, Watch) a key-value bucket needs.
-func bucketRead(bucket string) []string { return StreamAPI(BucketStream(bucket)) }
+func bucketRead(bucket string) []string { return StreamAPI(subject.BucketStream(bucket)) }
 
 // bucketWrite adds writing its keys (Put, Create, Update).
 func bucketWrite(bucket string) []string {
-	return append(bucketRead(bucket), "$KV."+bucket+".>")
+	return append(bucketRead(bucket), subject.BucketKeys(bucket))
 }
 
 // Permissions returns each identity's permissions, keyed by SPIFFE ID.
@@ -129,7 +111,7 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	// (deny_delete, deny_purge); this list keeps the refusal even if the
 	// allow-lists below grow by mistake.
 	var tamper []string
-	for _, s := range []string{AuditStream, CheckpointStream, BucketStream(ConsentBucket), BucketStream(RevocationBucket), BucketStream(UsageBucket)} {
+	for _, s := range []string{subject.AuditStream, subject.CheckpointStream, subject.BucketStream(subject.ConsentBucket), subject.BucketStream(subject.RevocationBucket), subject.BucketStream(subject.UsageBucket)} {
 		tamper = append(tamper,
 			"$JS.API.STREAM.DELETE."+s,
 			"$JS.API.STREAM.PURGE."+s,
@@ -146,12 +128,12 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 		subject.CheckpointPrefix + ".>",
 		"$JS.FC.>", // flow control of its ordered consumers (revocation watch)
 	}, inboxes...)
-	gwPub = append(gwPub, StreamAPI(AuditStream)...)
-	gwPub = append(gwPub, StreamAPI(CheckpointStream)...)
-	gwPub = append(gwPub, bucketRead(RevocationBucket)...)
-	gwPub = append(gwPub, bucketRead(ConsentBucket)...)
-	gwPub = append(gwPub, bucketWrite(UsageBucket)...)
-	gwPub = append(gwPub, ConsentAPI+".>") // the citizen-facing consent API asks the consent service
+	gwPub = append(gwPub, StreamAPI(subject.AuditStream)...)
+	gwPub = append(gwPub, StreamAPI(subject.CheckpointStream)...)
+	gwPub = append(gwPub, bucketRead(subject.RevocationBucket)...)
+	gwPub = append(gwPub, bucketRead(subject.ConsentBucket)...)
+	gwPub = append(gwPub, bucketWrite(subject.UsageBucket)...)
+	gwPub = append(gwPub, subject.ConsentAPI+".>") // the citizen-facing consent API asks the consent service
 	out[fed.ID("gateway").String()] = Permission{
 		PublishAllow:   gwPub,
 		PublishDeny:    tamper,
@@ -162,33 +144,30 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	// counters (to open its state) but never writes one: only the gateway
 	// counts a use.
 	var consentPub []string
-	for _, b := range []string{RevocationBucket, ConsentBucket} {
+	for _, b := range []string{subject.RevocationBucket, subject.ConsentBucket} {
 		consentPub = append(consentPub, bucketWrite(b)...)
 	}
-	consentPub = append(consentPub, bucketRead(UsageBucket)...)
+	consentPub = append(consentPub, bucketRead(subject.UsageBucket)...)
 	consentPub = append(consentPub, "$JS.FC.>")
 	out[fed.ID("consent").String()] = Permission{
 		PublishAllow:   consentPub,
 		PublishDeny:    tamper,
-		SubscribeAllow: []string{subject.Inbox("consent") + ".>", ConsentAPI + ".>"},
+		SubscribeAllow: []string{subject.Inbox("consent") + ".>", subject.ConsentAPI + ".>"},
 		MaxResponses:   1, // answers each of the gateway's consent API requests once
 	}
 	out[fed.ID("auditor").String()] = Permission{
-		PublishAllow:   append(append([]string{"$JS.FC.>"}, StreamAPI(AuditStream)...), StreamAPI(CheckpointStream)...),
+		PublishAllow:   append(append([]string{"$JS.FC.>"}, StreamAPI(subject.AuditStream)...), StreamAPI(subject.CheckpointStream)...),
 		PublishDeny:    tamper,
 		SubscribeAllow: []string{subject.Inbox("auditor") + ".>"},
 	}
 	// The operator creates and checks the streams and buckets. It needs the
 	// JetStream API, and nothing of the federation's traffic.
-	out[fed.ID(Operator).String()] = Permission{
+	out[fed.ID(subject.Operator).String()] = Permission{
 		PublishAllow:   []string{"$JS.API.>"},
-		SubscribeAllow: []string{subject.Inbox(Operator) + ".>"},
+		SubscribeAllow: []string{subject.Inbox(subject.Operator) + ".>"},
 	}
 	return out
 }
-
-// Operator is the identity name of the operator: spiffe://<td>/operator.
-const Operator = "operator"
 
 // Render returns the server configuration text.
 func Render(c Config) (string, error) {

@@ -10,7 +10,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/certs/devca"
+	"github.com/jisr-bus/jisr/certs/svid"
 )
 
 func demo(t *testing.T) *federation.Federation {
@@ -29,8 +31,8 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 	if _, err := devca.Init(dir, fed.TrustDomain, fed.Identities()); err != nil {
 		t.Fatal(err)
 	}
-	cert, key := devca.Paths(dir, fed.ID("nats"))
-	text, err := Render(Config{Federation: fed, CertFile: cert, KeyFile: key, CAFile: devca.BundlePath(dir), StoreDir: filepath.Join(dir, "js")})
+	cert, key := svid.Paths(dir, fed.ID("nats"))
+	text, err := Render(Config{Federation: fed, CertFile: cert, KeyFile: key, CAFile: svid.BundlePath(dir), StoreDir: filepath.Join(dir, "js")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +71,7 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 	if !contains(gw.Subscribe.Allow, "jisr.q.>") || !contains(gw.Publish.Allow, "jisr.p.>") || !contains(gw.Publish.Allow, "_INBOX.tax.>") {
 		t.Fatalf("gateway permissions %+v", gw)
 	}
-	if !contains(gw.Publish.Deny, "$JS.API.STREAM.DELETE."+AuditStream) {
+	if !contains(gw.Publish.Deny, "$JS.API.STREAM.DELETE."+subject.AuditStream) {
 		t.Fatal("the gateway must not be able to delete the audit stream")
 	}
 	// A member chooses the reply subject of its query: whoever answers it
@@ -81,7 +83,7 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 		if s == "$JS.API.>" || s == "$KV.>" || s == ">" || strings.HasPrefix(s, "$JS.API.STREAM.CREATE") ||
 			strings.HasPrefix(s, "$JS.API.STREAM.UPDATE") || strings.HasPrefix(s, "$JS.API.STREAM.DELETE") ||
 			strings.HasPrefix(s, "$JS.API.STREAM.PURGE") || strings.HasPrefix(s, "$JS.API.STREAM.MSG.DELETE") ||
-			(strings.HasPrefix(s, "$KV.") && s != "$KV."+UsageBucket+".>") {
+			(strings.HasPrefix(s, "$KV.") && s != "$KV."+subject.UsageBucket+".>") {
 			t.Errorf("the gateway may publish %q", s)
 		}
 	}
@@ -125,7 +127,7 @@ func contains(ss []string, s string) bool {
 func TestGatewayMayNotChangeTheAuditStreams(t *testing.T) {
 	t.Parallel()
 	gw := Permissions(demo(t))["spiffe://jisr.internal/gateway"]
-	for _, s := range []string{AuditStream, CheckpointStream} {
+	for _, s := range []string{subject.AuditStream, subject.CheckpointStream} {
 		for _, api := range []string{"DELETE", "PURGE", "MSG.DELETE", "UPDATE", "PEER.REMOVE"} {
 			if !contains(gw.PublishDeny, "$JS.API.STREAM."+api+"."+s) {
 				t.Errorf("the gateway may %s %s", api, s)
@@ -147,11 +149,11 @@ func TestGatewayMayNotChangeTheAuditStreams(t *testing.T) {
 func TestEachIdentityWritesOnlyItsOwnBuckets(t *testing.T) {
 	fed := demo(t)
 	want := map[string][]string{
-		fed.ID("gateway").String(): {"$KV." + UsageBucket + ".>"},
-		fed.ID("consent").String(): {"$KV." + ConsentBucket + ".>", "$KV." + RevocationBucket + ".>"},
+		fed.ID("gateway").String(): {"$KV." + subject.UsageBucket + ".>"},
+		fed.ID("consent").String(): {"$KV." + subject.ConsentBucket + ".>", "$KV." + subject.RevocationBucket + ".>"},
 	}
 	for id, p := range Permissions(fed) {
-		if id == fed.ID(Operator).String() {
+		if id == fed.ID(subject.Operator).String() {
 			continue // the JetStream API as a whole, and no key (see TestRender)
 		}
 		var got []string

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/certs/devca"
+	"github.com/jisr-bus/jisr/certs/svid"
 )
 
 // The slow-consumer bounds are rendered explicitly, and the server reads them.
@@ -21,7 +22,7 @@ func TestSlowConsumerBoundsAreRendered(t *testing.T) {
 	if _, err := devca.Init(dir, fed.TrustDomain, fed.Identities()); err != nil {
 		t.Fatal(err)
 	}
-	cert, key := devca.Paths(dir, fed.ID("nats"))
+	cert, key := svid.Paths(dir, fed.ID("nats"))
 	for _, tc := range []struct {
 		name     string
 		cfg      Config
@@ -33,7 +34,7 @@ func TestSlowConsumerBoundsAreRendered(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := tc.cfg
-			c.Federation, c.CertFile, c.KeyFile, c.CAFile = fed, cert, key, devca.BundlePath(dir)
+			c.Federation, c.CertFile, c.KeyFile, c.CAFile = fed, cert, key, svid.BundlePath(dir)
 			text, err := Render(c)
 			if err != nil {
 				t.Fatal(err)

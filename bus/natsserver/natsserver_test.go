@@ -112,7 +112,7 @@ func TestRotatedTrustBundleAppliesWithoutRestart(t *testing.T) {
 	env := bustest.Start(t, bustest.WithoutJetStream())
 	fed := env.Fed
 	natsID := fed.ID("nats")
-	certFile, keyFile := devca.Paths(env.Dir, natsID)
+	certFile, keyFile := svid.Paths(env.Dir, natsID)
 	bundleFile := filepath.Join(t.TempDir(), "bundle.pem")
 	writeBundle(t, bundleFile, fed, env.CA.Certificate())
 

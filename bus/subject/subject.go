@@ -27,6 +27,10 @@ const (
 	GatewayQueue = "jisr-gateway"
 )
 
+// ProviderQueue is the queue group of a provider's adapters: each query is
+// handled by one of the member's replicas.
+func ProviderQueue(provider string) string { return "jisr-provider-" + provider }
+
 const maxToken = 128
 
 // Sentinel errors.
@@ -98,6 +102,17 @@ func ParseProvider(s string) (Query, error) {
 		return Query{}, err
 	}
 	return Query{Provider: t[0], Service: t[1], Method: t[2], CKey: t[3]}, nil
+}
+
+// CKey is the ckey of a query (jisr.q.…) or provider (jisr.p.…) subject:
+// its last token, taken without validating the rest (for trace attributes on
+// the hot path; ParseQuery and ParseProvider validate). It is "" for any
+// other subject.
+func CKey(s string) string {
+	if !strings.HasPrefix(s, QueryPrefix+".") && !strings.HasPrefix(s, ProviderPrefix+".") {
+		return ""
+	}
+	return s[strings.LastIndexByte(s, '.')+1:]
 }
 
 // AllQueries is the subscription of the gateway: every query subject.

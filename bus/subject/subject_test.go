@@ -178,3 +178,17 @@ func TestQueryConsumer(t *testing.T) {
 		}
 	}
 }
+
+func TestCKey(t *testing.T) {
+	for s, want := range map[string]string{
+		"jisr.q.cnss.civilregistry.svc.Get.ABC": "ABC",
+		"jisr.p.civilregistry.svc.Get.ABC":      "ABC",
+		"jisr.audit.gw.ABC":                     "",
+		"_INBOX.cnss.x":                         "",
+		"jisr.qx.a.b":                           "",
+	} {
+		if got := CKey(s); got != want {
+			t.Errorf("CKey(%q) = %q, want %q", s, got, want)
+		}
+	}
+}

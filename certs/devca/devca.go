@@ -1,6 +1,6 @@
 // Package devca is the development certificate authority of a federation:
 // it issues X.509-SVIDs for every identity and writes them where the file
-// SVID source reads them. Production uses SPIRE instead.
+// SVID source reads them (the layout is svid's: svid.Paths, svid.BundlePath). Production uses SPIRE instead.
 //
 // Invariant: every certificate it issues is an X.509-SVID of its own trust
 // domain — exactly one URI SAN, spiffe://<td>/…, ECDSA P-256, signed by the
@@ -29,6 +29,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/jisr-bus/jisr/certs/svid"
 )
 
 // Sentinel errors.
@@ -144,7 +146,7 @@ func (ca *CA) Save(dir string) error {
 	if err := writeAtomic(filepath.Join(dir, "ca.pem"), certPEM, 0o644); err != nil {
 		return err
 	}
-	return writeAtomic(BundlePath(dir), certPEM, 0o644)
+	return writeAtomic(svid.BundlePath(dir), certPEM, 0o644)
 }
 
 // TrustDomain is the CA's trust domain.
@@ -230,24 +232,14 @@ func (ca *CA) Sign(tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certific
 	return x509.ParseCertificate(der)
 }
 
-// Paths returns where an identity's SVID lives in dir: svid/<path>.pem and
-// .key, the ID's path with '/' turned into '-' (member/cnss → member-cnss).
-func Paths(dir string, id spiffeid.ID) (certFile, keyFile string) {
-	name := strings.ReplaceAll(strings.TrimPrefix(id.Path(), "/"), "/", "-")
-	base := filepath.Join(dir, "svid", name)
-	return base + ".pem", base + ".key"
-}
-
-// BundlePath is where the trust bundle lives in dir.
-func BundlePath(dir string) string { return filepath.Join(dir, "bundle.pem") }
-
-// WriteSVID writes an SVID's certificate chain and key (0600) atomically.
+// WriteSVID writes an SVID's certificate chain and key (0600) atomically,
+// where svid.Paths says the file source reads them.
 func WriteSVID(dir string, s *x509svid.SVID) error {
 	certPEM, keyPEM, err := s.Marshal()
 	if err != nil {
 		return err
 	}
-	certFile, keyFile := Paths(dir, s.ID)
+	certFile, keyFile := svid.Paths(dir, s.ID)
 	if err := os.MkdirAll(filepath.Dir(certFile), 0o700); err != nil {
 		return err
 	}
@@ -309,7 +301,7 @@ func Init(dir string, td spiffeid.TrustDomain, ids []spiffeid.ID) (*InitResult, 
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.cert)
 	for _, id := range ids {
-		certFile, keyFile := Paths(dir, id)
+		certFile, keyFile := svid.Paths(dir, id)
 		existing, err := x509svid.Load(certFile, keyFile)
 		switch {
 		case errors.Is(err, fs.ErrNotExist) || err != nil && !fileExists(certFile):

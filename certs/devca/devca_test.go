@@ -10,6 +10,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/jisr-bus/jisr/certs/svid"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("jisr.internal")
@@ -34,14 +36,6 @@ func TestIssueVerifies(t *testing.T) {
 	}
 }
 
-func TestPaths(t *testing.T) {
-	t.Parallel()
-	c, k := Paths("/d", spiffeid.RequireFromPath(td, "/member/cnss"))
-	if c != "/d/svid/member-cnss.pem" || k != "/d/svid/member-cnss.key" {
-		t.Fatalf("%s %s", c, k)
-	}
-}
-
 func TestInitIsIdempotentAndReissues(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -60,7 +54,7 @@ func TestInitIsIdempotentAndReissues(t *testing.T) {
 	if r2.CACreated || len(r2.Kept) != 2 || len(r2.Created)+len(r2.Reissued) != 0 {
 		t.Fatalf("second init: %+v", r2)
 	}
-	nats, err := x509svid.Load(Paths(dir, ids[0]))
+	nats, err := x509svid.Load(svid.Paths(dir, ids[0]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +78,7 @@ func TestInitIsIdempotentAndReissues(t *testing.T) {
 		t.Fatalf("third init: %+v, %v", r3, err)
 	}
 	// Key files are private.
-	_, key := Paths(dir, ids[1])
+	_, key := svid.Paths(dir, ids[1])
 	if st, _ := os.Stat(key); st.Mode().Perm() != 0o600 {
 		t.Fatalf("key mode %v", st.Mode().Perm())
 	}

@@ -18,6 +18,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,8 +28,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
-
-	"github.com/jisr-bus/jisr/certs/devca"
 )
 
 // EndpointSocketEnv names the Workload API socket variable.
@@ -206,8 +206,8 @@ func Open(ctx context.Context, dir string, id spiffeid.ID, log *slog.Logger) (So
 		}
 		return src, nil
 	}
-	certFile, keyFile := devca.Paths(dir, id)
-	fs, err := NewFileSource(ctx, certFile, keyFile, devca.BundlePath(dir), WithLogger(log))
+	certFile, keyFile := Paths(dir, id)
+	fs, err := NewFileSource(ctx, certFile, keyFile, BundlePath(dir), WithLogger(log))
 	if err != nil {
 		return nil, err
 	}
@@ -217,6 +217,26 @@ func Open(ctx context.Context, dir string, id spiffeid.ID, log *slog.Logger) (So
 	}
 	return fs, nil
 }
+
+// The file layout of a certificates directory, which Open reads and the dev
+// CA writes:
+//
+//	<dir>/bundle.pem          the trust bundle
+//	<dir>/svid/<name>.pem     an identity's certificate chain
+//	<dir>/svid/<name>.key     its private key (0600)
+//
+// where <name> is the SPIFFE ID's path with '/' turned into '-'
+// (spiffe://td/member/cnss → member-cnss).
+
+// Paths returns where an identity's SVID lives in dir.
+func Paths(dir string, id spiffeid.ID) (certFile, keyFile string) {
+	name := strings.ReplaceAll(strings.TrimPrefix(id.Path(), "/"), "/", "-")
+	base := filepath.Join(dir, "svid", name)
+	return base + ".pem", base + ".key"
+}
+
+// BundlePath is where the trust bundle lives in dir.
+func BundlePath(dir string) string { return filepath.Join(dir, "bundle.pem") }
 
 // ExpiresAt is when the current SVID expires (for the SVID-expiry metric).
 func ExpiresAt(src x509svid.Source) (time.Time, error) {

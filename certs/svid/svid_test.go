@@ -1,4 +1,4 @@
-package svid
+package svid_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/jisr-bus/jisr/certs/devca"
+	"github.com/jisr-bus/jisr/certs/svid"
 )
 
 var (
@@ -54,12 +55,12 @@ func TestFileSourceReloadsAndKeepsLastGood(t *testing.T) {
 	devca.WriteSVID(dir, first)
 	changed := make(chan struct{}, 4)
 	ctx := t.Context()
-	src, err := Open(ctx, dir, clientID, nil)
+	src, err := svid.Open(ctx, dir, clientID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	src.Close()
-	certFile, keyFile := devca.Paths(dir, clientID)
+	certFile, keyFile := svid.Paths(dir, clientID)
 	refused := make(chan struct{}, 1) // the poller read files it could not load
 	logs := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) {
 		t.Log(strings.TrimSuffix(string(p), "\n"))
@@ -70,7 +71,7 @@ func TestFileSourceReloadsAndKeepsLastGood(t *testing.T) {
 			}
 		}
 	}), nil))
-	fs, err := NewFileSource(ctx, certFile, keyFile, devca.BundlePath(dir), WithPollInterval(20*time.Millisecond), WithOnChange(func() { changed <- struct{}{} }), WithLogger(logs))
+	fs, err := svid.NewFileSource(ctx, certFile, keyFile, svid.BundlePath(dir), svid.WithPollInterval(20*time.Millisecond), svid.WithOnChange(func() { changed <- struct{}{} }), svid.WithLogger(logs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,19 +102,19 @@ func TestFileSourceReloadsAndKeepsLastGood(t *testing.T) {
 func TestOpenErrors(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	if _, err := Open(context.Background(), dir, clientID, nil); err == nil {
+	if _, err := svid.Open(context.Background(), dir, clientID, nil); err == nil {
 		t.Fatal("opened missing files")
 	}
 	ca := newCA(t)
 	ca.Save(dir)
 	s := issue(t, ca, spiffeid.RequireFromPath(td, "/member/tax"))
 	// Files of tax placed where cnss's should be.
-	c, k := devca.Paths(dir, clientID)
+	c, k := svid.Paths(dir, clientID)
 	certPEM, keyPEM, _ := s.Marshal()
 	os.MkdirAll(dir+"/svid", 0o700)
 	os.WriteFile(c, certPEM, 0o600)
 	os.WriteFile(k, keyPEM, 0o600)
-	if _, err := Open(context.Background(), dir, clientID, nil); !errors.Is(err, ErrWrongID) {
+	if _, err := svid.Open(context.Background(), dir, clientID, nil); !errors.Is(err, svid.ErrWrongID) {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -156,17 +157,17 @@ func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr e
 func TestSPIFFEMutualTLS(t *testing.T) {
 	t.Parallel()
 	ca := newCA(t)
-	srv := NewStatic(issue(t, ca, serverID), ca.Bundle())
-	cli := NewStatic(issue(t, ca, clientID), ca.Bundle())
-	if serr, cerr := handshake(t, ServerTLS(srv, tlsconfig.AuthorizeID(clientID)), ClientTLS(cli, tlsconfig.AuthorizeID(serverID))); serr != nil || cerr != nil {
+	srv := svid.NewStatic(issue(t, ca, serverID), ca.Bundle())
+	cli := svid.NewStatic(issue(t, ca, clientID), ca.Bundle())
+	if serr, cerr := handshake(t, svid.ServerTLS(srv, tlsconfig.AuthorizeID(clientID)), svid.ClientTLS(cli, tlsconfig.AuthorizeID(serverID))); serr != nil || cerr != nil {
 		t.Fatalf("good handshake failed: %v / %v", serr, cerr)
 	}
 	// The client expects another server identity.
-	if _, cerr := handshake(t, ServerTLS(srv, tlsconfig.AuthorizeAny()), ClientTLS(cli, tlsconfig.AuthorizeID(clientID))); cerr == nil {
+	if _, cerr := handshake(t, svid.ServerTLS(srv, tlsconfig.AuthorizeAny()), svid.ClientTLS(cli, tlsconfig.AuthorizeID(clientID))); cerr == nil {
 		t.Fatal("client accepted the wrong server identity")
 	}
 	// The server expects another client identity.
-	if serr, _ := handshake(t, ServerTLS(srv, tlsconfig.AuthorizeID(serverID)), ClientTLS(cli, tlsconfig.AuthorizeAny())); serr == nil {
+	if serr, _ := handshake(t, svid.ServerTLS(srv, tlsconfig.AuthorizeID(serverID)), svid.ClientTLS(cli, tlsconfig.AuthorizeAny())); serr == nil {
 		t.Fatal("server accepted the wrong client identity")
 	}
 }
@@ -177,14 +178,14 @@ func TestSPIFFEMutualTLS(t *testing.T) {
 func TestTLS12IsRefused(t *testing.T) {
 	t.Parallel()
 	ca := newCA(t)
-	srv := NewStatic(issue(t, ca, serverID), ca.Bundle())
-	cli := NewStatic(issue(t, ca, clientID), ca.Bundle())
+	srv := svid.NewStatic(issue(t, ca, serverID), ca.Bundle())
+	cli := svid.NewStatic(issue(t, ca, clientID), ca.Bundle())
 	tls12 := func() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12} }
 	oldClient := tls12()
 	tlsconfig.HookMTLSClientConfig(oldClient, cli, cli, tlsconfig.AuthorizeID(serverID))
 	oldServer := tls12()
 	tlsconfig.HookMTLSServerConfig(oldServer, srv, srv, tlsconfig.AuthorizeID(clientID))
-	natsConf, err := NATSServerTLS(srv, td)
+	natsConf, err := svid.NATSServerTLS(srv, td)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +194,7 @@ func TestTLS12IsRefused(t *testing.T) {
 	both := tls12()
 	both.MaxVersion = tls.VersionTLS13
 	tlsconfig.HookMTLSClientConfig(both, cli, cli, tlsconfig.AuthorizeID(serverID))
-	if serr, cerr := handshake(t, ServerTLS(srv, tlsconfig.AuthorizeID(clientID)), both); serr != nil || cerr != nil {
+	if serr, cerr := handshake(t, svid.ServerTLS(srv, tlsconfig.AuthorizeID(clientID)), both); serr != nil || cerr != nil {
 		t.Fatalf("a TLS 1.3 handshake failed: %v / %v", serr, cerr)
 	}
 	for _, tc := range []struct {
@@ -201,9 +202,9 @@ func TestTLS12IsRefused(t *testing.T) {
 		server, client *tls.Config
 		serverSide     bool // the refusing side is the server
 	}{
-		{"gRPC server, TLS 1.2 client", ServerTLS(srv, tlsconfig.AuthorizeID(clientID)), oldClient, true},
+		{"gRPC server, TLS 1.2 client", svid.ServerTLS(srv, tlsconfig.AuthorizeID(clientID)), oldClient, true},
 		{"NATS server, TLS 1.2 client", natsConf, oldClient, true},
-		{"client, TLS 1.2 server", oldServer, ClientTLS(cli, tlsconfig.AuthorizeID(serverID)), false},
+		{"client, TLS 1.2 server", oldServer, svid.ClientTLS(cli, tlsconfig.AuthorizeID(serverID)), false},
 	} {
 		serr, cerr := handshake(t, tc.server, tc.client)
 		if serr == nil || cerr == nil {
@@ -219,13 +220,13 @@ func TestNATSServerTLSRefusesBadClients(t *testing.T) {
 	t.Parallel()
 	ca := newCA(t)
 	other := newCA(t)
-	srv := NewStatic(issue(t, ca, serverID), ca.Bundle())
-	conf, err := NATSServerTLS(srv, td)
+	srv := svid.NewStatic(issue(t, ca, serverID), ca.Bundle())
+	conf, err := svid.NATSServerTLS(srv, td)
 	if err != nil {
 		t.Fatal(err)
 	}
 	client := func(s *x509svid.SVID) *tls.Config {
-		return ClientTLS(NewStatic(s, ca.Bundle()), tlsconfig.AuthorizeID(serverID))
+		return svid.ClientTLS(svid.NewStatic(s, ca.Bundle()), tlsconfig.AuthorizeID(serverID))
 	}
 	if serr, cerr := handshake(t, conf, client(issue(t, ca, clientID))); serr != nil || cerr != nil {
 		t.Fatalf("good client refused: %v / %v", serr, cerr)
@@ -251,13 +252,13 @@ func TestRotationWithoutRestart(t *testing.T) {
 	dir := t.TempDir()
 	ca.Save(dir)
 	devca.WriteSVID(dir, issue(t, ca, serverID))
-	c, k := devca.Paths(dir, serverID)
-	fs, err := NewFileSource(context.Background(), c, k, devca.BundlePath(dir), WithPollInterval(20*time.Millisecond))
+	c, k := svid.Paths(dir, serverID)
+	fs, err := svid.NewFileSource(context.Background(), c, k, svid.BundlePath(dir), svid.WithPollInterval(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fs.Close()
-	conf, _ := NATSServerTLS(fs, td)
+	conf, _ := svid.NATSServerTLS(fs, td)
 	lis, _ := tls.Listen("tcp", "127.0.0.1:0", conf)
 	defer lis.Close()
 	go func() {
@@ -270,7 +271,7 @@ func TestRotationWithoutRestart(t *testing.T) {
 			c.Close()
 		}
 	}()
-	cli := ClientTLS(NewStatic(issue(t, ca, clientID), ca.Bundle()), tlsconfig.AuthorizeID(serverID))
+	cli := svid.ClientTLS(svid.NewStatic(issue(t, ca, clientID), ca.Bundle()), tlsconfig.AuthorizeID(serverID))
 	serialSeen := func() string {
 		conn, err := tls.Dial("tcp", lis.Addr().String(), cli)
 		if err != nil {
@@ -286,9 +287,16 @@ func TestRotationWithoutRestart(t *testing.T) {
 	if serialSeen() != rotated.Certificates[0].SerialNumber.String() {
 		t.Fatal("not the rotated certificate")
 	}
-	exp, _ := ExpiresAt(fs)
+	exp, _ := svid.ExpiresAt(fs)
 	if !exp.Equal(rotated.Certificates[0].NotAfter) {
-		t.Fatal("ExpiresAt is not the current SVID's")
+		t.Fatal("svid.ExpiresAt is not the current SVID's")
+	}
+}
+
+func TestPaths(t *testing.T) {
+	c, k := svid.Paths("/d", spiffeid.RequireFromPath(td, "/member/cnss"))
+	if c != "/d/svid/member-cnss.pem" || k != "/d/svid/member-cnss.key" {
+		t.Fatalf("%s %s", c, k)
 	}
 }
 

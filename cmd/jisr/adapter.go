@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/services/adapter"
 )
@@ -132,7 +133,7 @@ func startAdapter(ctx context.Context, g *globals, o adapterOptions, extra ...gr
 	cfg := adapter.Config{Member: o.member, Federation: fed, Keyer: keyer, Conn: n.nc, Log: g.log, Backend: o.backend,
 		ServerOptions: g.grpcServerOptions("adapter", o.member), DialOptions: g.grpcDialOptions(),
 		Registerer: g.registry()}
-	if o.backend != "" && !adapter.IsLoopback(o.backend) {
+	if o.backend != "" && !loopback.Is(o.backend) {
 		cfg.BackendTLS = svid.ClientTLS(n.src, backendOf(fed.TrustDomain, o.member))
 	}
 	if n.ad, err = adapter.New(cfg); err != nil {
@@ -143,7 +144,7 @@ func startAdapter(ctx context.Context, g *globals, o adapterOptions, extra ...gr
 			return nil, err
 		}
 	}
-	creds, err := adapter.ServerCredentials(o.listen, svid.ServerTLS(n.src, backendOf(fed.TrustDomain, o.member)))
+	creds, err := loopback.ServerCredentials(o.listen, svid.ServerTLS(n.src, backendOf(fed.TrustDomain, o.member)))
 	if err != nil {
 		return nil, err
 	}

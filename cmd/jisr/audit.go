@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/accesslog"
@@ -161,11 +162,11 @@ func startAudit(ctx context.Context, g *globals, nc *nats.Conn, instance string,
 	if err != nil {
 		return nil, err
 	}
-	records, err := js.Stream(ctx, stream.Audit)
+	records, err := js.Stream(ctx, subject.AuditStream)
 	if err != nil {
 		return nil, err
 	}
-	ckpts, err := js.Stream(ctx, stream.Checkpoints)
+	ckpts, err := js.Stream(ctx, subject.CheckpointStream)
 	if err != nil {
 		return nil, err
 	}

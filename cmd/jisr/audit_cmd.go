@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
@@ -56,10 +57,10 @@ func auditorStreams(ctx context.Context, g *globals) (records, ckpts jetstream.S
 	closeFn = func() { nc.Close(); src.Close() }
 	js, err := jetstream.New(nc)
 	if err == nil {
-		records, err = js.Stream(ctx, stream.Audit)
+		records, err = js.Stream(ctx, subject.AuditStream)
 	}
 	if err == nil {
-		ckpts, err = js.Stream(ctx, stream.Checkpoints)
+		ckpts, err = js.Stream(ctx, subject.CheckpointStream)
 	}
 	if err != nil {
 		closeFn()

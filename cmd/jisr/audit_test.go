@@ -27,6 +27,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/natsserver"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
@@ -540,7 +541,7 @@ func TestVerifyNamesARecordEditedOrDeletedOnDisk(t *testing.T) {
 				t.Fatal("purpose not found in the stored record")
 			}
 			copy(b[r.msgOff+i:], "income-verificatio") // same length: the reader sees another purpose
-			reseal(b, r, stream.Audit, 1)
+			reseal(b, r, subject.AuditStream, 1)
 			return b
 		}},
 		{"one byte flipped", "missing: log gw-1, record 7", func(t *testing.T, b []byte, r blkRecord) []byte {
@@ -565,7 +566,7 @@ func TestVerifyNamesARecordEditedOrDeletedOnDisk(t *testing.T) {
 			f.nats.Shutdown()
 			f.nats = nil
 
-			dir := filepath.Join(storeDir, "$G", "streams", stream.Audit, "msgs")
+			dir := filepath.Join(storeDir, "$G", "streams", subject.AuditStream, "msgs")
 			blk := filepath.Join(dir, "1.blk")
 			b := mustRead(t, blk)
 			recs := parseBlock(b)
@@ -640,7 +641,7 @@ func (f *auditFed) eraseAuditStreams(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() && filepath.Base(filepath.Dir(p)) == "streams" && (d.Name() == stream.Audit || d.Name() == stream.Checkpoints) {
+		if d.IsDir() && filepath.Base(filepath.Dir(p)) == "streams" && (d.Name() == subject.AuditStream || d.Name() == subject.CheckpointStream) {
 			n++
 			if err := os.RemoveAll(p); err != nil {
 				return err

@@ -27,7 +27,6 @@ import (
 
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/bustest"
-	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
@@ -132,7 +131,7 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 		h.Set(bus.HeaderPurpose, "amo-enrolment")
 		h.Set(bus.HeaderConsent, valid.Token)
 		for k, v := range map[string]string{"Nats-Msg-Id": "forged", "Nats-Rollup": "all", "Nats-TTL": "1s",
-			"Nats-Expected-Stream": stream.Audit, "Nats-Expected-Last-Subject-Sequence": "0", "KV-Operation": "PURGE", "X-Evil": "1"} {
+			"Nats-Expected-Stream": subject.AuditStream, "Nats-Expected-Last-Subject-Sequence": "0", "KV-Operation": "PURGE", "X-Evil": "1"} {
 			h.Set(k, v)
 		}
 		return h
@@ -195,7 +194,7 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 	}
 
 	// What every stream and bucket holds, read by the operator.
-	op := connect(natsconf.Operator)
+	op := connect(subject.Operator)
 	ojs, err := jetstream.New(op)
 	if err != nil {
 		t.Fatal(err)
@@ -221,9 +220,9 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 		return out
 	}
 	keys := map[string]string{ // one existing key of each bucket
-		natsconf.ConsentBucket:    ck + "." + valid.ID,
-		natsconf.RevocationBucket: revoked.ID,
-		natsconf.UsageBucket:      usedUp.ID,
+		subject.ConsentBucket:    ck + "." + valid.ID,
+		subject.RevocationBucket: revoked.ID,
+		subject.UsageBucket:      usedUp.ID,
 	}
 	values := func() map[string]string {
 		t.Helper()
@@ -285,7 +284,7 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeRecords()
-	base := before[stream.Audit].state.LastSeq
+	base := before[subject.AuditStream].state.LastSeq
 	followed := make(chan stream.Msg, len(rows)+8)
 	fctx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()
@@ -335,11 +334,11 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 			t.Errorf("%s was changed: before %+v, after %+v", sp.Name(), b.state, a.state)
 		}
 		switch sp.Name() {
-		case stream.Audit:
+		case subject.AuditStream:
 			if a.state.LastSeq != b.state.LastSeq+uint64(len(rows)) || a.state.Msgs != b.state.Msgs+uint64(len(rows)) {
 				t.Errorf("the audit stream holds %d records (last %d), want %d more than %d", a.state.Msgs, a.state.LastSeq, len(rows), b.state.Msgs)
 			}
-		case stream.Checkpoints: // the gateway may have signed a checkpoint meanwhile
+		case subject.CheckpointStream: // the gateway may have signed a checkpoint meanwhile
 		default:
 			if a.state.LastSeq != b.state.LastSeq || a.state.Msgs != b.state.Msgs {
 				t.Errorf("%s was written: before %+v, after %+v", sp.Name(), b.state, a.state)
@@ -377,7 +376,7 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 	}
 
 	// `jisr audit verify` passes and counts every record.
-	wantRecords := after[stream.Audit].state.LastSeq + 2
+	wantRecords := after[subject.AuditStream].state.LastSeq + 2
 	out, _, err := f.cli("audit", "verify")
 	if err != nil || !strings.Contains(out, "OK:") {
 		t.Fatalf("verify: %v\n%s", err, out)
@@ -403,7 +402,7 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 				}
 				v.Wait(t, subj)
 			}
-			if sp.Bucket != "" && sp.Bucket != natsconf.UsageBucket { // the gateway writes use counters, nothing else
+			if sp.Bucket != "" && sp.Bucket != subject.UsageBucket { // the gateway writes use counters, nothing else
 				subj := "$KV." + sp.Bucket + "." + keys[sp.Bucket]
 				if err := gw.PublishRequest(subj, inbox, nil); err != nil {
 					t.Fatal(err)
@@ -423,7 +422,7 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		usage, err := js.KeyValue(ctx, natsconf.UsageBucket)
+		usage, err := js.KeyValue(ctx, subject.UsageBucket)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -439,7 +438,7 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 		final := snapshot()
 		for _, sp := range specs {
 			b, a := before[sp.Name()], final[sp.Name()]
-			if sp.Bucket == natsconf.UsageBucket { // the delete marker replaced the counter: one value per key
+			if sp.Bucket == subject.UsageBucket { // the delete marker replaced the counter: one value per key
 				b.state.FirstSeq = a.state.FirstSeq
 			}
 			if a.state.FirstSeq != b.state.FirstSeq || a.state.NumDeleted != 0 || !a.cfg.DenyDelete || !a.cfg.DenyPurge {
@@ -448,7 +447,7 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 		}
 		now := values()
 		for b, k := range keys {
-			if b == natsconf.UsageBucket {
+			if b == subject.UsageBucket {
 				continue
 			}
 			if v := now[b]; v != beforeValues[b] {

@@ -20,11 +20,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/consent"
-	"github.com/jisr-bus/jisr/services/adapter"
 )
 
 func init() { commandSet = append(commandSet, newGatewayCmd) }
@@ -257,7 +257,7 @@ func (n *gatewayNode) serveGRPC(g *globals, o gatewayOptions) error {
 		return nil
 	}
 	fed, _ := g.federation()
-	creds, err := adapter.ServerCredentials(o.grpcAddr, svid.ServerTLS(n.src, tlsconfig.AuthorizeMemberOf(fed.TrustDomain)))
+	creds, err := loopback.ServerCredentials(o.grpcAddr, svid.ServerTLS(n.src, tlsconfig.AuthorizeMemberOf(fed.TrustDomain)))
 	if err != nil {
 		return err
 	}

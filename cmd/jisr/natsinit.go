@@ -8,7 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
-	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
 
@@ -51,7 +51,7 @@ func natsInit(ctx context.Context, g *globals, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	nc, src, err := g.connect(ctx, natsconf.Operator, nats.MaxReconnects(0))
+	nc, src, err := g.connect(ctx, subject.Operator, nats.MaxReconnects(0))
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/bus/natsserver"
-	"github.com/jisr-bus/jisr/certs/devca"
+	"github.com/jisr-bus/jisr/certs/svid"
 )
 
 func init() {
@@ -51,10 +51,10 @@ func (g *globals) natsConfig(o natsOptions) (natsconf.Config, error) {
 		}
 		return p
 	}
-	cert, key := devca.Paths(g.certsDir, fed.ID("nats"))
+	cert, key := svid.Paths(g.certsDir, fed.ID("nats"))
 	return natsconf.Config{
 		Federation: fed, Host: host, Port: port, HTTPPort: o.httpPort,
-		CertFile: abs(cert), KeyFile: abs(key), CAFile: abs(devca.BundlePath(g.certsDir)),
+		CertFile: abs(cert), KeyFile: abs(key), CAFile: abs(svid.BundlePath(g.certsDir)),
 		StoreDir: abs(filepath.Join(g.dataDir, "jetstream")), SyncInterval: o.sync,
 	}, nil
 }

@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -164,7 +164,7 @@ func (g *globals) connect(ctx context.Context, identity string, opts ...nats.Opt
 	nc, err := bus.Connect(ctx, g.natsURL, identity, src, fed.ID("nats"), bus.WithLogger(g.log), bus.WithNATSOptions(opts...))
 	if err != nil {
 		src.Close()
-		if strings.Contains(err.Error(), "connection refused") {
+		if errors.Is(err, nats.ErrNoServers) { // nats.go's word for "every dial was refused"
 			err = fmt.Errorf("%w (is the NATS server running? start it with `jisr nats-server` or `jisr dev`)", err)
 		}
 		return nil, nil, err

@@ -16,8 +16,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 
+	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/bus/telemetry"
-	"github.com/jisr-bus/jisr/services/adapter"
 )
 
 // telemetryState is the process's tracing and metrics, set up once by the
@@ -137,7 +137,7 @@ func (g *globals) servePprof(addr string) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--pprof-addr: %w", err)}
 	}
-	if !adapter.IsLoopback(lis.Addr().String()) {
+	if !loopback.Is(lis.Addr().String()) {
 		lis.Close()
 		return usageError{fmt.Errorf("--pprof-addr %s: profiles are served on loopback only", addr)}
 	}

@@ -417,7 +417,7 @@ func (l *Log) commit(batch []*pending) {
 			continue
 		}
 		msg := &nats.Msg{Subject: it.subject, Data: it.data, Header: nats.Header{}}
-		it.fut, it.err = l.js.PublishMsgAsync(msg, jetstream.WithMsgID(record.MsgID(l.id, it.leaf)), jetstream.WithExpectStream(stream.Audit))
+		it.fut, it.err = l.js.PublishMsgAsync(msg, jetstream.WithMsgID(record.MsgID(l.id, it.leaf)), jetstream.WithExpectStream(subject.AuditStream))
 		if it.err != nil {
 			failed = it.err // keep order: nothing after a record that was not sent
 		}
@@ -640,7 +640,7 @@ func (l *Log) readTail(ctx context.Context, held map[uint64]*item) (bool, error)
 		return false, fmt.Errorf("%w: leaf %d is missing but leaf %d is stored (sequence %d)", ErrBroken, l.size, later[0], found[later[0]][0].seq)
 	}
 	ack, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: it.subject, Data: it.data, Header: nats.Header{}},
-		jetstream.WithMsgID(record.MsgID(l.id, it.leaf)), jetstream.WithExpectStream(stream.Audit))
+		jetstream.WithMsgID(record.MsgID(l.id, it.leaf)), jetstream.WithExpectStream(subject.AuditStream))
 	if err != nil {
 		return false, fmt.Errorf("%w: refilling leaf %d: %w", ErrUnavailable, it.leaf, err)
 	}
@@ -818,7 +818,7 @@ func (l *Log) checkpoint(ctx context.Context) error {
 		return err
 	}
 	if _, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}},
-		jetstream.WithMsgID(fmt.Sprintf("%s:checkpoint:%d", l.id, l.size)), jetstream.WithExpectStream(stream.Checkpoints)); err != nil {
+		jetstream.WithMsgID(fmt.Sprintf("%s:checkpoint:%d", l.id, l.size)), jetstream.WithExpectStream(subject.CheckpointStream)); err != nil {
 		return fmt.Errorf("%w: publish checkpoint: %w", ErrUnavailable, err)
 	}
 	l.ckptSize, l.ckptRange, l.ckptSigned = l.size, tree.Clone(l.all), signed

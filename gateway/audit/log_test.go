@@ -24,7 +24,8 @@ import (
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/bus/natsserver"
-	"github.com/jisr-bus/jisr/certs/devca"
+	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
@@ -134,7 +135,7 @@ func readLog(t testing.TB, f *fixture, id string) []storedRecord {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, stream.Audit)
+	s, err := js.Stream(ctx, subject.AuditStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +188,7 @@ func lastCheckpoint(t testing.TB, f *fixture, id string) (checkpoint.Checkpoint,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, stream.Checkpoints)
+	s, err := js.Stream(ctx, subject.CheckpointStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,9 +384,9 @@ func newRestartable(t *testing.T) *restartable {
 	var port int
 	fmt.Sscanf(u.Port(), "%d", &port)
 	nats := f.env.Fed.ID("nats")
-	cert, key := devca.Paths(f.env.Dir, nats)
+	cert, key := svid.Paths(f.env.Dir, nats)
 	return &restartable{fixture: f, cfg: natsconf.Config{
-		Federation: f.env.Fed, Port: port, CertFile: cert, KeyFile: key, CAFile: devca.BundlePath(f.env.Dir),
+		Federation: f.env.Fed, Port: port, CertFile: cert, KeyFile: key, CAFile: svid.BundlePath(f.env.Dir),
 		StoreDir: f.env.Server.NATS().JetStreamConfig().StoreDir,
 	}}
 }
@@ -544,7 +545,7 @@ func (r *restartable) eraseStreams(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() && filepath.Base(filepath.Dir(p)) == "streams" && (d.Name() == stream.Audit || d.Name() == stream.Checkpoints) {
+		if d.IsDir() && filepath.Base(filepath.Dir(p)) == "streams" && (d.Name() == subject.AuditStream || d.Name() == subject.CheckpointStream) {
 			n++
 			if err := os.RemoveAll(p); err != nil {
 				return err
@@ -736,7 +737,7 @@ func readLogRecords(t *testing.T, f *fixture, id string) []storedRecord {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, stream.Audit)
+	s, err := js.Stream(ctx, subject.AuditStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
-	"github.com/jisr-bus/jisr/gateway/audit/stream"
+	"github.com/jisr-bus/jisr/bus/subject"
 )
 
 func TestMembersCannotReadForgeDeleteOrPurgeTheAudit(t *testing.T) {
@@ -32,7 +32,7 @@ func TestMembersCannotReadForgeDeleteOrPurgeTheAudit(t *testing.T) {
 		t.Run(member, func(t *testing.T) {
 			v := bustest.NewViolations()
 			nc := f.env.Connect(t, member, nats.ErrorHandler(v.Handler))
-			for _, s := range []string{stream.Audit, stream.Checkpoints} {
+			for _, s := range []string{subject.AuditStream, subject.CheckpointStream} {
 				for _, api := range []string{
 					"$JS.API.STREAM.INFO." + s,
 					"$JS.API.STREAM.MSG.GET." + s,
@@ -64,7 +64,7 @@ func TestMembersCannotReadForgeDeleteOrPurgeTheAudit(t *testing.T) {
 			js, _ := jetstream.New(nc)
 			rctx, rcancel := context.WithTimeout(ctx, time.Second)
 			defer rcancel()
-			if _, err := js.Stream(rctx, stream.Audit); err == nil {
+			if _, err := js.Stream(rctx, subject.AuditStream); err == nil {
 				t.Fatal("a member read the audit stream's information")
 			}
 		})
@@ -87,7 +87,7 @@ func TestAuditorReadsButCannotChange(t *testing.T) {
 	v := bustest.NewViolations()
 	nc := f.env.Connect(t, "auditor", nats.ErrorHandler(v.Handler))
 	js, _ := jetstream.New(nc)
-	s, err := js.Stream(ctx, stream.Audit)
+	s, err := js.Stream(ctx, subject.AuditStream)
 	if err != nil {
 		t.Fatalf("the auditor cannot read the stream: %v", err)
 	}
@@ -95,11 +95,11 @@ func TestAuditorReadsButCannotChange(t *testing.T) {
 		t.Fatalf("the auditor cannot get a record: %v", err)
 	}
 	for _, api := range []string{
-		"$JS.API.STREAM.MSG.DELETE." + stream.Audit,
-		"$JS.API.STREAM.PURGE." + stream.Audit,
-		"$JS.API.STREAM.DELETE." + stream.Audit,
-		"$JS.API.STREAM.UPDATE." + stream.Audit,
-		"$JS.API.STREAM.PURGE." + stream.Checkpoints,
+		"$JS.API.STREAM.MSG.DELETE." + subject.AuditStream,
+		"$JS.API.STREAM.PURGE." + subject.AuditStream,
+		"$JS.API.STREAM.DELETE." + subject.AuditStream,
+		"$JS.API.STREAM.UPDATE." + subject.AuditStream,
+		"$JS.API.STREAM.PURGE." + subject.CheckpointStream,
 	} {
 		if err := nc.PublishRequest(api, "_INBOX.auditor.x", []byte(`{"seq":1}`)); err != nil {
 			t.Fatal(err)
@@ -125,7 +125,7 @@ func TestGatewayCannotDeleteOrShortenTheAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)
-	s, err := js.Stream(ctx, stream.Audit)
+	s, err := js.Stream(ctx, subject.AuditStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestGatewayCannotDeleteOrShortenTheAudit(t *testing.T) {
 		"delete a record": func(ctx context.Context) error { return s.DeleteMsg(ctx, 3) },
 		"erase a record":  func(ctx context.Context) error { return s.SecureDeleteMsg(ctx, 3) },
 		"purge":           func(ctx context.Context) error { return s.Purge(ctx) },
-		"delete stream":   func(ctx context.Context) error { return js.DeleteStream(ctx, stream.Audit) },
+		"delete stream":   func(ctx context.Context) error { return js.DeleteStream(ctx, subject.AuditStream) },
 		"shorten":         func(ctx context.Context) error { _, err := js.UpdateStream(ctx, short); return err },
 	} {
 		tctx, tcancel := context.WithTimeout(ctx, time.Second)

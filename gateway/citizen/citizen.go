@@ -103,13 +103,13 @@ func New(cfg Config) (*Auth, error) {
 	if o := cfg.OIDC; o != nil {
 		iss, err := url.Parse(o.Issuer)
 		switch {
-		case err != nil || iss.Host == "" || (iss.Scheme != "https" && !(iss.Scheme == "http" && loopback.Is(iss.Hostname()))):
+		case err != nil || iss.Host == "" || !loopback.SecureURL(iss):
 			return nil, fmt.Errorf("%w: the OIDC issuer must be an https URL (http only on loopback)", ErrConfig)
 		case o.ClientID == "" || o.ClientSecret == "":
 			return nil, fmt.Errorf("%w: the OIDC client ID and secret are required", ErrConfig)
 		}
 		ru, err := url.Parse(o.RedirectURL)
-		if err != nil || ru.Host == "" || ru.Path != PathCallback || (ru.Scheme != "https" && !(ru.Scheme == "http" && loopback.Is(ru.Hostname()))) {
+		if err != nil || ru.Host == "" || ru.Path != PathCallback || !loopback.SecureURL(ru) {
 			return nil, fmt.Errorf("%w: the redirect URL must be https://<gateway>%s (http only on loopback)", ErrConfig, PathCallback)
 		}
 		if o.EIDClaim == "" {

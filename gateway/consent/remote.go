@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/bus/subject"
 )
 
@@ -19,15 +18,15 @@ import (
 // signing keys. The gateway's citizen-facing consent API (HTTP and gRPC)
 // authenticates the citizen, then asks the consent service over NATS, on
 // subjects only the gateway may publish to and only the consent identity may
-// subscribe to (natsconf.ConsentAPI.>). The request names the citizen by
+// subscribe to (subject.ConsentAPI.>). The request names the citizen by
 // their ckey: the consent service trusts it because NATS permissions let
 // nothing but a gateway send it.
 
 // Subjects of the consent service's NATS API.
 var (
-	SubjectGrant  = natsconf.ConsentAPI + ".grant"
-	SubjectList   = natsconf.ConsentAPI + ".list"
-	SubjectRevoke = natsconf.ConsentAPI + ".revoke"
+	SubjectGrant  = subject.ConsentAPI + ".grant"
+	SubjectList   = subject.ConsentAPI + ".list"
+	SubjectRevoke = subject.ConsentAPI + ".revoke"
 )
 
 // Backend does what only the consent service may do for a citizen: mint
@@ -63,7 +62,7 @@ func Serve(nc *nats.Conn, svc *Service) (*nats.Subscription, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	sub, err := nc.QueueSubscribe(natsconf.ConsentAPI+".>", "jisr-consent", func(m *nats.Msg) {
+	sub, err := nc.QueueSubscribe(subject.ConsentAPI+".>", "jisr-consent", func(m *nats.Msg) {
 		// Only the gateway may publish here, and it asks from its own inbox:
 		// anything else is not answered (reply subjects are input).
 		if subject.CheckReply(m.Reply, "gateway") != nil {

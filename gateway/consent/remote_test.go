@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/consent"
 )
 
@@ -100,8 +100,8 @@ func TestConsentAPIAnswersOnlyTheGatewaysInbox(t *testing.T) {
 	if err := tax.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	forged := []string{"$KV." + natsconf.RevocationBucket + ".forged", "$KV." + natsconf.ConsentBucket + ".forged",
-		"$KV." + natsconf.UsageBucket + ".forged", "_INBOX.tax.leak", "$JS.API.STREAM.PURGE." + natsconf.BucketStream(natsconf.RevocationBucket),
+	forged := []string{"$KV." + subject.RevocationBucket + ".forged", "$KV." + subject.ConsentBucket + ".forged",
+		"$KV." + subject.UsageBucket + ".forged", "_INBOX.tax.leak", "$JS.API.STREAM.PURGE." + subject.BucketStream(subject.RevocationBucket),
 		"_INBOX.gateway", "_INBOX.gateway.>", ""}
 	for _, r := range forged {
 		if err := f.gwNC.PublishMsg(&nats.Msg{Subject: consent.SubjectGrant, Reply: r, Data: body}); err != nil {
@@ -118,7 +118,7 @@ func TestConsentAPIAnswersOnlyTheGatewaysInbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, b := range []string{natsconf.RevocationBucket, natsconf.ConsentBucket, natsconf.UsageBucket} {
+	for _, b := range []string{subject.RevocationBucket, subject.ConsentBucket, subject.UsageBucket} {
 		kv, err := js.KeyValue(ctx, b)
 		if err != nil {
 			t.Fatal(err)

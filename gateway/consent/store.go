@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
 
@@ -88,13 +88,13 @@ func OpenStore(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Store, er
 		return nil, err
 	}
 	s := &Store{js: js, log: log, revoked: map[string]revocation{}}
-	if s.grants, err = natsstate.OpenBucket(ctx, js, natsconf.ConsentBucket); err != nil {
+	if s.grants, err = natsstate.OpenBucket(ctx, js, subject.ConsentBucket); err != nil {
 		return nil, fmt.Errorf("consent: %w", err)
 	}
-	if s.revocations, err = natsstate.OpenBucket(ctx, js, natsconf.RevocationBucket); err != nil {
+	if s.revocations, err = natsstate.OpenBucket(ctx, js, subject.RevocationBucket); err != nil {
 		return nil, fmt.Errorf("consent: %w", err)
 	}
-	if s.usage, err = natsstate.OpenBucket(ctx, js, natsconf.UsageBucket); err != nil {
+	if s.usage, err = natsstate.OpenBucket(ctx, js, subject.UsageBucket); err != nil {
 		return nil, fmt.Errorf("consent: %w", err)
 	}
 	return s, nil

@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
-	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
@@ -35,7 +35,7 @@ func TestUseCountsAnUnreadableCounterAsUsedUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	usage, err := js.KeyValue(ctx, natsconf.UsageBucket)
+	usage, err := js.KeyValue(ctx, subject.UsageBucket)
 	if err != nil {
 		t.Fatal(err)
 	}

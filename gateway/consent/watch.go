@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/subject"
 )
 
 // ErrStateUnavailable: the replica's view of the consent state (the
@@ -67,9 +67,9 @@ func (s *Store) WatchRevocations(ctx context.Context) error {
 	s.watch.mu.Lock()
 	s.watch.err = fmt.Errorf("%w: revocations not loaded yet", ErrStateUnavailable)
 	s.watch.mu.Unlock()
-	us, err := s.js.Stream(ctx, "KV_"+natsconf.UsageBucket)
+	us, err := s.js.Stream(ctx, subject.BucketStream(subject.UsageBucket))
 	if err != nil {
-		return fmt.Errorf("consent: bucket %s: %w", natsconf.UsageBucket, err)
+		return fmt.Errorf("consent: bucket %s: %w", subject.UsageBucket, err)
 	}
 	s.watch.usage = us.CachedInfo().Created
 	synced, err := s.startWatch(ctx)
@@ -92,17 +92,17 @@ func (s *Store) WatchRevocations(ctx context.Context) error {
 // returns a channel closed once the entries stored when it began are applied.
 func (s *Store) startWatch(ctx context.Context) (<-chan struct{}, error) {
 	w := &s.watch
-	name := "KV_" + natsconf.RevocationBucket
+	name := subject.BucketStream(subject.RevocationBucket)
 	rs, err := s.js.Stream(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("consent: bucket %s: %w", natsconf.RevocationBucket, err)
+		return nil, fmt.Errorf("consent: bucket %s: %w", subject.RevocationBucket, err)
 	}
 	oc, err := rs.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"$KV." + natsconf.RevocationBucket + ".>"},
+		FilterSubjects: []string{subject.BucketKeys(subject.RevocationBucket)},
 		DeliverPolicy:  jetstream.DeliverAllPolicy, // every entry, markers included: none may be missed
 	})
 	if err != nil {
-		return nil, fmt.Errorf("consent: watch %s: %w", natsconf.RevocationBucket, err)
+		return nil, fmt.Errorf("consent: watch %s: %w", subject.RevocationBucket, err)
 	}
 	w.mu.Lock()
 	if old := w.cons; old != nil {
@@ -127,7 +127,7 @@ func (s *Store) startWatch(ctx context.Context) (<-chan struct{}, error) {
 			go s.notReady(gen, fmt.Errorf("%w: revocation watch: %w", ErrStateUnavailable, err))
 		}))
 	if err != nil {
-		return nil, fmt.Errorf("consent: watch %s: %w", natsconf.RevocationBucket, err)
+		return nil, fmt.Errorf("consent: watch %s: %w", subject.RevocationBucket, err)
 	}
 	w.mu.Lock()
 	w.cons = cons
@@ -153,7 +153,7 @@ func (s *Store) apply(gen int, m jetstream.Msg) {
 		w.mu.Unlock()
 		return
 	}
-	jti := m.Subject()[len("$KV."+natsconf.RevocationBucket+"."):]
+	jti := m.Subject()[len(subject.BucketKeyPrefix(subject.RevocationBucket)):]
 	op := m.Headers().Get(kvOperation)
 	if op == "" {
 		switch m.Headers().Get(kvMarkerReason) {
@@ -257,7 +257,7 @@ func (s *Store) inStep(ctx context.Context) error {
 	unavailable := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrStateUnavailable, fmt.Sprintf(format, a...))
 	}
-	rs, err := s.js.Stream(cctx, "KV_"+natsconf.RevocationBucket)
+	rs, err := s.js.Stream(cctx, subject.BucketStream(subject.RevocationBucket))
 	if err != nil {
 		return unavailable("revocation bucket: %v", err)
 	}
@@ -297,7 +297,7 @@ func (s *Store) inStep(ctx context.Context) error {
 	w.target = next
 	w.mu.Unlock()
 
-	us, err := s.js.Stream(cctx, "KV_"+natsconf.UsageBucket)
+	us, err := s.js.Stream(cctx, subject.BucketStream(subject.UsageBucket))
 	if err != nil {
 		return unavailable("usage bucket: %v", err)
 	}

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
-	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/decision"
 )
@@ -76,7 +76,7 @@ func TestAStoppedRevocationWatchClosesTheGateway(t *testing.T) {
 	js := insiderJS(t, f.env)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := js.DeleteKeyValue(ctx, natsconf.RevocationBucket); err != nil {
+	if err := js.DeleteKeyValue(ctx, subject.RevocationBucket); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the gateway reports not ready", func() bool { return gw.Ready() != nil })
@@ -90,7 +90,7 @@ func TestAStoppedRevocationWatchClosesTheGateway(t *testing.T) {
 	// The bucket comes back (empty): the watch re-reads it, the gateway is
 	// ready again, the token works, and the revocation is not forgotten.
 	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: natsconf.RevocationBucket, History: 1, TTL: consent.MaxTTL + 24*time.Hour, Storage: jetstream.FileStorage,
+		Bucket: subject.RevocationBucket, History: 1, TTL: consent.MaxTTL + 24*time.Hour, Storage: jetstream.FileStorage,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestDeletingARevocationIsTamperingAndDoesNotUnrevoke(t *testing.T) {
 	// the other.
 	nc := f.env.Connect(t, "consent")
 	js, _ := jetstream.New(nc)
-	kv, err := js.KeyValue(ctx, natsconf.RevocationBucket)
+	kv, err := js.KeyValue(ctx, subject.RevocationBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestDeletingARevocationIsTamperingAndDoesNotUnrevoke(t *testing.T) {
 	}
 	// ...but a writer can still publish a bare PURGE marker (no roll-up
 	// header). It is tampering too, and must not un-revoke.
-	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "$KV." + natsconf.RevocationBucket + "." + cPurge.ID,
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "$KV." + subject.RevocationBucket + "." + cPurge.ID,
 		Header: nats.Header{"KV-Operation": []string{"PURGE"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestAWatchThatStopsMovingIsNoticed(t *testing.T) {
 	js := insiderJS(t, f.env)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	rs, err := js.Stream(ctx, "KV_"+natsconf.RevocationBucket)
+	rs, err := js.Stream(ctx, "KV_"+subject.RevocationBucket)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
-	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
@@ -58,13 +58,13 @@ func TestPushConsumersOfThePartsWriteNothing(t *testing.T) {
 	for _, sp := range specs {
 		var err error
 		switch {
-		case sp.Stream == natsconf.AuditStream:
+		case sp.Stream == subject.AuditStream:
 			_, err = gjs.Publish(c, "jisr.audit.gw-1.SEED", []byte("seed"))
-		case sp.Stream == natsconf.CheckpointStream:
+		case sp.Stream == subject.CheckpointStream:
 			_, err = gjs.Publish(c, "jisr.checkpoint.gw-1", []byte("seed"))
 		default:
 			js := cjs // grants and revocations: the consent service
-			if sp.Bucket == natsconf.UsageBucket {
+			if sp.Bucket == subject.UsageBucket {
 				js = gjs // use counters: the gateway
 			}
 			var kv jetstream.KeyValue
@@ -105,7 +105,7 @@ func TestPushConsumersOfThePartsWriteNothing(t *testing.T) {
 		}
 	}
 	targets = append(targets, "$JS.API.STREAM.CREATE.EVIL", "jisr.audit.gw-1.FORGED", "jisr.checkpoint.gw-1",
-		"jisr.p.civil-registry.jisr_civilregistry_v1_CivilRegistry.GetPerson.FORGED", natsconf.ConsentAPI+".revoke")
+		"jisr.p.civil-registry.jisr_civilregistry_v1_CivilRegistry.GetPerson.FORGED", subject.ConsentAPI+".revoke")
 
 	created := map[string]int{}
 	var (
@@ -135,7 +135,7 @@ func TestPushConsumersOfThePartsWriteNothing(t *testing.T) {
 	}
 	wg.Wait()
 	// The attack is real: each part creates push consumers on what it reads.
-	for _, want := range []string{"gateway " + natsconf.AuditStream, "consent " + natsconf.BucketStream(natsconf.RevocationBucket), "auditor " + natsconf.AuditStream} {
+	for _, want := range []string{"gateway " + subject.AuditStream, "consent " + subject.BucketStream(subject.RevocationBucket), "auditor " + subject.AuditStream} {
 		if created[want] == 0 {
 			t.Fatalf("no push consumer created by %s (created: %v): the test does not try what it says", want, created)
 		}

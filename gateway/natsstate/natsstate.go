@@ -21,7 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 )
 
@@ -59,18 +59,18 @@ func (s Spec) Name() string {
 // counters.
 func Buckets() []Spec {
 	return []Spec{
-		bucket(natsconf.ConsentBucket, "jisr consent grants, by citizen key"),
-		bucket(natsconf.RevocationBucket, "jisr revoked consent token IDs"),
-		bucket(natsconf.UsageBucket, "jisr consent token use counters"),
+		bucket(subject.ConsentBucket, "jisr consent grants, by citizen key"),
+		bucket(subject.RevocationBucket, "jisr revoked consent token IDs"),
+		bucket(subject.UsageBucket, "jisr consent token use counters"),
 	}
 }
 
 func bucket(name, desc string) Spec {
-	s := natsconf.BucketStream(name)
+	s := subject.BucketStream(name)
 	return Spec{Stream: s, Bucket: name, Config: jetstream.StreamConfig{
 		Name:        s,
 		Description: desc,
-		Subjects:    []string{"$KV." + name + ".>"},
+		Subjects:    []string{subject.BucketKeys(name)},
 		// One value per key (what nats.go's KeyValue expects of a bucket).
 		MaxMsgsPerSubject: 1,
 		MaxMsgs:           -1,

@@ -14,6 +14,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
@@ -48,7 +49,7 @@ func TestNothingButTheOperatorCreatesAndNothingOpensWhatIsMissing(t *testing.T) 
 	if !errors.Is(err, natsstate.ErrMissing) {
 		t.Fatalf("audit log without streams: %v", err)
 	}
-	if got := err.Error(); !contains(got, stream.Audit) || !contains(got, "jisr nats init") {
+	if got := err.Error(); !contains(got, subject.AuditStream) || !contains(got, "jisr nats init") {
 		t.Fatalf("the error does not say what is missing and what to do: %q", got)
 	}
 	// Nobody but the operator may create one (each attempt is refused by
@@ -229,7 +230,7 @@ func TestHardenedBucketsStillWork(t *testing.T) {
 	}
 	for _, b := range natsstate.Buckets() {
 		js := cjs
-		if b.Bucket == natsconf.UsageBucket {
+		if b.Bucket == subject.UsageBucket {
 			js = gjs
 		}
 		kv, err := natsstate.OpenBucket(c, js, b.Bucket)
@@ -299,7 +300,7 @@ func TestEveryStreamIsProtectedInThePermissions(t *testing.T) {
 	}
 	perms := natsconf.Permissions(fed)
 	for id, p := range perms {
-		if id == fed.ID(natsconf.Operator).String() {
+		if id == fed.ID(subject.Operator).String() {
 			continue
 		}
 		for _, sp := range specs {

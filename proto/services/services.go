@@ -1,6 +1,6 @@
 // Package services links every jisr ministry service into the binary and
-// lists their descriptors, so the adapter and the gateway can resolve any
-// federation service by name through the protobuf registry.
+// lists their descriptors; the gateway and the adapter give them to the
+// catalogue (bus/catalog), which takes descriptors as input.
 package services
 
 import (

@@ -15,8 +15,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -32,13 +30,14 @@ import (
 	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
+	"github.com/jisr-bus/jisr/proto/services"
 	"github.com/jisr-bus/jisr/proto/unknownfields"
 )
 
 // Sentinel errors.
 var (
 	ErrConfig             = errors.New("adapter: invalid configuration")
-	ErrPlaintextNotLocal  = errors.New("adapter: plaintext gRPC is allowed only on a loopback address; give the adapter an SVID for mTLS")
+	ErrPlaintextNotLocal  = fmt.Errorf("adapter: %w; give the adapter an SVID for mTLS", loopback.ErrPlaintext)
 	ErrProviderNotAllowed = errors.New("adapter: this member provides no service")
 )
 
@@ -49,6 +48,9 @@ type Config struct {
 	Keyer      *ckey.Keyer
 	Conn       *nats.Conn
 	Log        *slog.Logger
+	// Services are the descriptors of the services the federation may name
+	// (default services.All(): every ministry service linked into jisr).
+	Services []protoreflect.ServiceDescriptor
 	// Backend is the provider side's backend gRPC address; "" runs the
 	// consumer side only. BackendTLS (mTLS with the adapter's SVID) is
 	// required unless the address is loopback.
@@ -101,7 +103,10 @@ func New(cfg Config) (*Adapter, error) {
 	if cfg.DefaultTimeout <= 0 {
 		cfg.DefaultTimeout = bus.DefaultTimeout
 	}
-	cat, err := catalog.New(cfg.Federation)
+	if cfg.Services == nil {
+		cfg.Services = services.All()
+	}
+	cat, err := catalog.New(cfg.Federation, cfg.Services)
 	if err != nil {
 		return nil, err
 	}
@@ -117,23 +122,6 @@ func New(cfg Config) (*Adapter, error) {
 		}
 	}
 	return a, nil
-}
-
-// IsLoopback reports whether a listen or dial address is on a loopback
-// interface (or "localhost"): where plaintext is allowed.
-func IsLoopback(addr string) bool { return loopback.Is(addr) }
-
-// ServerCredentials returns the consumer side's transport: plaintext on a
-// loopback address (the sidecar case: the backend and the adapter share the
-// host), otherwise mTLS with tlsConf. Plaintext elsewhere is refused.
-func ServerCredentials(addr string, tlsConf *tls.Config) ([]grpc.ServerOption, error) {
-	if IsLoopback(addr) {
-		return nil, nil
-	}
-	if tlsConf == nil {
-		return nil, ErrPlaintextNotLocal
-	}
-	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tlsConf))}, nil
 }
 
 // GRPCServer builds the consumer side: every federation service with a
@@ -223,15 +211,13 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 }
 
 func (a *Adapter) provider(m *catalog.Method, asked string) (string, error) {
-	providers := a.cfg.Federation.Providers(m.Service)
 	if asked != "" {
-		for _, p := range providers {
-			if p.Name == asked {
-				return asked, nil
-			}
+		if a.cfg.Federation.Provides(asked, m.Service) {
+			return asked, nil
 		}
 		return "", status.Errorf(codes.NotFound, "no member named in jisr-provider provides %s", m.Service)
 	}
+	providers := a.cfg.Federation.Providers(m.Service)
 	switch len(providers) {
 	case 0:
 		return "", status.Errorf(codes.NotFound, "no member provides %s", m.Service)
@@ -262,15 +248,10 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 	if a.cfg.Backend == "" {
 		return fmt.Errorf("%w: the provider side needs a backend address", ErrConfig)
 	}
-	var creds credentials.TransportCredentials
-	switch {
-	case a.cfg.BackendTLS != nil:
-		creds = credentials.NewTLS(a.cfg.BackendTLS)
-	case IsLoopback(a.cfg.Backend):
-		// Deliberate exception: the backend link is the adapter's local side
-		// (sidecar on the same host), so plaintext is confined to loopback.
-		creds = insecure.NewCredentials()
-	default:
+	// Deliberate exception: the backend link is the adapter's local side
+	// (sidecar on the same host), so plaintext is confined to loopback.
+	creds, err := loopback.ClientCredentials(a.cfg.Backend, a.cfg.BackendTLS)
+	if err != nil {
 		return ErrPlaintextNotLocal
 	}
 	opts := append([]grpc.DialOption{
@@ -282,7 +263,7 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 		return fmt.Errorf("adapter: backend %s: %w", a.cfg.Backend, err)
 	}
 	a.backend = conn
-	sub, err := a.cfg.Conn.QueueSubscribe(subject.ProviderQueries(a.cfg.Member), "jisr-provider-"+a.cfg.Member, a.dispatch)
+	sub, err := a.cfg.Conn.QueueSubscribe(subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatch)
 	if err != nil {
 		return fmt.Errorf("adapter: subscribe: %w", err)
 	}

@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/jisr-bus/jisr/services/adapter"
+	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/services/progress"
 )
 
@@ -194,7 +194,7 @@ func waitFor(ctx context.Context, p *proc, what string, check func(context.Conte
 // plaintext by design (the sidecar exception, docs/ARCHITECTURE.md); any
 // other address is refused rather than dialled in plaintext.
 func dialLoopback(addr string) (*grpc.ClientConn, error) {
-	if !adapter.IsLoopback(addr) {
+	if !loopback.Is(addr) {
 		return nil, fmt.Errorf("%s is not a loopback address: the bench dials components only on this host", addr)
 	}
 	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -26,6 +26,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
+	"github.com/jisr-bus/jisr/proto/services"
 	"github.com/jisr-bus/jisr/services/demodata"
 	"github.com/jisr-bus/jisr/services/progress"
 )
@@ -635,7 +636,7 @@ func (b *harness) queryMsgs(bg Clients, tokens []token) ([]*nats.Msg, error) {
 	if err != nil {
 		return nil, err
 	}
-	cat, err := catalog.New(fed)
+	cat, err := catalog.New(fed, services.All())
 	if err != nil {
 		return nil, err
 	}

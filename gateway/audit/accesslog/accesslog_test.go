@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/accesslog"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
@@ -106,8 +107,8 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(gw)
-	records, _ := js.Stream(ctx, stream.Audit)
-	ckpts, _ := js.Stream(ctx, stream.Checkpoints)
+	records, _ := js.Stream(ctx, subject.AuditStream)
+	ckpts, _ := js.Stream(ctx, subject.CheckpointStream)
 	store, err := index.OpenStore(":memory:")
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/index"
@@ -68,8 +69,8 @@ func TestIndexFollowsEveryLogAndProvesEveryRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(gw)
-	records, _ := js.Stream(ctx, stream.Audit)
-	ckpts, _ := js.Stream(ctx, stream.Checkpoints)
+	records, _ := js.Stream(ctx, subject.AuditStream)
+	ckpts, _ := js.Stream(ctx, subject.CheckpointStream)
 	dbPath := filepath.Join(t.TempDir(), "index.db")
 	run := func(ctx context.Context) (*index.Index, func()) {
 		store, err := index.OpenStore(dbPath)

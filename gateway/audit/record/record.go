@@ -21,12 +21,6 @@ import (
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
 )
 
-// NoCKey is the subject token of records about no known citizen.
-const NoCKey = subject.NoCKey
-
-// CheckpointPrefix is the subject space of the checkpoint stream.
-const CheckpointPrefix = subject.CheckpointPrefix
-
 // Sentinel errors.
 var (
 	ErrBadRecord  = errors.New("record: not a valid audit record")
@@ -102,7 +96,7 @@ func Subject(logID, ckey string) (string, error) {
 	return s, nil
 }
 
-// ParseSubject splits an audit subject into its log id and ckey ("" for NoCKey).
+// ParseSubject splits an audit subject into its log id and ckey ("" for subject.NoCKey).
 func ParseSubject(s string) (logID, ckey string, err error) {
 	logID, ckey, err = subject.ParseAudit(s)
 	if err != nil {

@@ -19,14 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
-)
-
-// Stream names.
-const (
-	Audit       = natsconf.AuditStream
-	Checkpoints = natsconf.CheckpointStream
 )
 
 // Defaults.
@@ -107,7 +101,7 @@ func StreamConfigs(c Config) (audit, checkpoints jetstream.StreamConfig, err err
 		PersistMode: jetstream.DefaultPersistMode,
 	}
 	audit, checkpoints = base, base
-	audit.Name = Audit
+	audit.Name = subject.AuditStream
 	audit.Description = "jisr audit records: one per gateway decision, leaves of per-instance Merkle logs"
 	audit.Subjects = []string{record.AllFilter()}
 	audit.MaxBytes = -1
@@ -115,9 +109,9 @@ func StreamConfigs(c Config) (audit, checkpoints jetstream.StreamConfig, err err
 		audit.MaxBytes = c.MaxBytes
 	}
 	checkpoints.MaxAge = c.CheckpointMaxAge
-	checkpoints.Name = Checkpoints
+	checkpoints.Name = subject.CheckpointStream
 	checkpoints.Description = "jisr audit checkpoints: C2SP signed checkpoints of the audit logs"
-	checkpoints.Subjects = []string{record.CheckpointPrefix + ".>"}
+	checkpoints.Subjects = []string{subject.CheckpointPrefix + ".>"}
 	checkpoints.MaxBytes = -1
 	return audit, checkpoints, nil
 }

@@ -1,0 +1,35 @@
+package subject
+
+// Names of the federation's own NATS state: the JetStream streams and
+// key-value buckets, the consent service's API prefix and the operator's
+// identity. The NATS configuration (bus/natsconf) grants permissions on
+// them, the operator creates them (gateway/natsstate), and the audit log and
+// consent service use them; all take them from here.
+
+// Stream and bucket names.
+const (
+	AuditStream      = "JISR_AUDIT"       // the audit records (subjects AuditPrefix.>)
+	CheckpointStream = "JISR_CHECKPOINTS" // the signed checkpoints (subjects CheckpointPrefix.>)
+	RevocationBucket = "jisr_revocations" // revoked consent token IDs
+	UsageBucket      = "jisr_usage"       // consent token use counters
+	ConsentBucket    = "jisr_consents"    // consent grants, by citizen key
+)
+
+// ConsentAPI prefixes the consent service's NATS API (grant, list, revoke):
+// only the gateway publishes there, only the consent identity subscribes
+// (h5-tokens: the signing key lives with the consent service alone).
+const ConsentAPI = "jisr.consent"
+
+// Operator is the identity name of the operator: spiffe://<td>/operator.
+// It alone creates or changes a stream or bucket.
+const Operator = "operator"
+
+// BucketStream is the JetStream stream that backs a key-value bucket.
+func BucketStream(bucket string) string { return "KV_" + bucket }
+
+// BucketKeyPrefix is the prefix of the subjects of a bucket's keys:
+// $KV.<bucket>.<key>.
+func BucketKeyPrefix(bucket string) string { return "$KV." + bucket + "." }
+
+// BucketKeys is the wildcard of all a bucket's keys: $KV.<bucket>.>.
+func BucketKeys(bucket string) string { return BucketKeyPrefix(bucket) + ">" }

@@ -1,0 +1,27 @@
+package main
+
+import (
+	"net"
+	"strings"
+	"testing"
+)
+
+// When nothing listens at --nats, a command that connects says how to start
+// the NATS server (nats.go reports a refused dial as nats.ErrNoServers, not
+// with the words "connection refused").
+func TestConnectRefusedSaysStartNATS(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	f := &auditFed{g: &globals{federationPath: "../../deploy/federation.yaml", certsDir: t.TempDir(), dataDir: t.TempDir(), natsURL: "tls://" + addr}}
+	if _, stderr, err := f.cli("certs", "init"); err != nil {
+		t.Fatalf("certs init: %v\n%s", err, stderr)
+	}
+	_, _, err = f.cli("nats", "init")
+	if err == nil || !strings.Contains(err.Error(), "is the NATS server running?") {
+		t.Fatalf("nats init with no server: %v, want the hint to start one", err)
+	}
+}
