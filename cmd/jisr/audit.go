@@ -1,38 +1,16 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc"
-
 	"github.com/jisr-bus/jisr/bus/federation"
-	"github.com/jisr-bus/jisr/gateway"
-	"github.com/jisr-bus/jisr/gateway/audit"
-	"github.com/jisr-bus/jisr/gateway/audit/accesslog"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
-	"github.com/jisr-bus/jisr/gateway/audit/index"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 )
-
-// auditParts is the audit as the gateway process hosts it: the log every
-// decision is appended to, the citizen's access log routes, and Close.
-type auditParts struct {
-	Log    gateway.AuditLog
-	Routes map[string]http.Handler         // mounted on the gateway HTTP mux
-	Close  func(ctx context.Context) error // flushes, publishes the final checkpoint
-	// RegisterGRPC adds the access log's gRPC service to the gateway's gRPC server.
-	RegisterGRPC func(*grpc.Server)
-}
 
 // auditKeyDir is where the checkpoint keys of the audit logs live: one
 // <instance>.key (private, 0600) and <instance>.pub per gateway instance.
@@ -108,101 +86,4 @@ func loadAuditSettings() (auditSettings, error) {
 		return s, usageError{err}
 	}
 	return s, nil
-}
-
-// startAudit opens this instance's audit log on the gateway's connection
-// (the streams `jisr nats init` created; resuming the log after a restart),
-// starts the index that proves records to citizens, and builds the citizen's
-// access log routes.
-func startAudit(ctx context.Context, g *globals, nc *nats.Conn, instance string, citizens accesslog.Authenticator) (p *auditParts, err error) {
-	settings, err := loadAuditSettings()
-	if err != nil {
-		return nil, err
-	}
-	fed, err := g.federation()
-	if err != nil {
-		return nil, err
-	}
-	td := fed.TrustDomain.Name()
-	kp, created, err := checkpoint.EnsureKey(auditKeyDir(g.certsDir), instance, checkpoint.Origin(td, instance))
-	if err != nil {
-		return nil, fmt.Errorf("audit: checkpoint key: %w", err)
-	}
-	if created {
-		g.log.Info("created the audit log's checkpoint key: publish the .pub file to auditors",
-			"key", filepath.Join(auditKeyDir(g.certsDir), instance+".pub"))
-	}
-	var closers []func(context.Context) error
-	defer func() {
-		if err != nil {
-			for i := len(closers) - 1; i >= 0; i-- {
-				_ = closers[i](context.WithoutCancel(ctx))
-			}
-		}
-	}()
-	dir := filepath.Join(g.dataDir, "audit")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	l, err := audit.Open(ctx, nc, td, instance, kp,
-		audit.WithLogger(g.log), audit.WithStream(settings.stream), audit.WithCheckpointEvery(settings.checkpointEvery),
-		audit.WithTrustedCheckpoint(trustedCheckpointPath(g.dataDir, instance)))
-	if err != nil {
-		return nil, err
-	}
-	closers = append(closers, l.Close)
-
-	// The index and the access log.
-	keys, err := checkpoint.LoadPublicKeys(auditKeyDir(g.certsDir))
-	if err != nil {
-		return nil, err
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	records, err := js.Stream(ctx, stream.Audit)
-	if err != nil {
-		return nil, err
-	}
-	ckpts, err := js.Stream(ctx, stream.Checkpoints)
-	if err != nil {
-		return nil, err
-	}
-	store, err := index.OpenStore(filepath.Join(dir, "index-"+instance+".db"))
-	if err != nil {
-		return nil, err
-	}
-	ix := index.New(store, records, ckpts, td, keys, g.log)
-	ictx, stopIndex := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Go(func() { ix.Run(ictx) })
-	closers = append(closers, func(context.Context) error {
-		stopIndex()
-		wg.Wait()
-		return store.Close()
-	})
-	svc, err := accesslog.New(accesslog.Config{
-		Federation: fed, Records: records, Index: ix, Keys: keys, Auth: citizens, Log: g.log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	var once sync.Once
-	var closeErr error
-	return &auditParts{
-		Log:          l,
-		Routes:       svc.Routes(),
-		RegisterGRPC: svc.Register,
-		Close: func(ctx context.Context) error {
-			once.Do(func() {
-				var errs []error
-				for i := len(closers) - 1; i >= 0; i-- {
-					errs = append(errs, closers[i](ctx))
-				}
-				closeErr = errors.Join(errs...)
-			})
-			return closeErr
-		},
-	}, nil
 }

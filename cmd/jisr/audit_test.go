@@ -88,7 +88,7 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed
 		}
 		f.adapters = append(f.adapters, a)
 		if m == "cnss" {
-			cc, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			cc, err := grpc.NewClient(a.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,7 +101,7 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cs.stop)
+	t.Cleanup(cs.Stop)
 	return f
 }
 
@@ -135,7 +135,7 @@ func (f *auditFed) stopGateway(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := f.gw.stop(ctx); err != nil {
+	if err := f.gw.Stop(ctx); err != nil {
 		t.Errorf("gateway stop: %v", err)
 	}
 	f.gw = nil
@@ -145,7 +145,7 @@ func (f *auditFed) stop(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, a := range f.adapters {
-		_ = a.stop(ctx)
+		_ = a.Stop(ctx)
 	}
 	f.adapters = nil
 	f.stopGateway(t)
@@ -200,7 +200,7 @@ func TestEveryQueryHasExactlyOneRecordWithoutEIDAndVerifies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	tokens, err := demoConsents(ctx, f.g, f.gw.consent.Service, []string{eidN(40), eidN(41), eidN(42)})
+	tokens, err := demoConsents(ctx, f.g, f.gw.ConsentService(), []string{eidN(40), eidN(41), eidN(42)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,7 +614,7 @@ func (f *auditFed) waitReadyz(t *testing.T, code int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + f.gw.addr + "/readyz")
+		resp, err := http.Get("http://" + f.gw.Addr() + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == code {

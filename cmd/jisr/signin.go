@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -35,18 +34,9 @@ type signinOptions struct {
 	// demoLogin: sign-in by eID alone. Only `jisr dev --demo-login` sets
 	// it, and startGateway refuses it off loopback.
 	demoLogin bool
-	// readTimeout of the HTTP server (default httpReadTimeout; tests shorten it).
+	// readTimeout of the HTTP server (default 30s; tests shorten it).
 	readTimeout time.Duration
 }
-
-// HTTP server limits.
-const (
-	httpReadHeaderTimeout = 5 * time.Second
-	httpReadTimeout       = 30 * time.Second
-	httpWriteTimeout      = 60 * time.Second
-	httpIdleTimeout       = 2 * time.Minute
-	httpMaxHeaderBytes    = 32 << 10
-)
 
 // Errors of the HTTP side's configuration.
 var (
@@ -162,20 +152,6 @@ func newCitizenAuth(g *globals, addr string, secure bool, o signinOptions) (*cit
 		g.log.Info("citizen sign-in is off (no --oidc-issuer): the access log and consent APIs refuse every citizen")
 	}
 	return a, nil
-}
-
-// newHTTPServer is the gateway's HTTP server with its limits: no request
-// may hold a connection by sending slowly.
-func newHTTPServer(h http.Handler, tlsConf *tls.Config, o signinOptions) *http.Server {
-	rt := o.readTimeout
-	if rt <= 0 {
-		rt = httpReadTimeout
-	}
-	return &http.Server{
-		Handler: citizen.Protect(h, tlsConf != nil), TLSConfig: tlsConf,
-		ReadHeaderTimeout: min(httpReadHeaderTimeout, rt), ReadTimeout: rt,
-		WriteTimeout: httpWriteTimeout, IdleTimeout: httpIdleTimeout, MaxHeaderBytes: httpMaxHeaderBytes,
-	}
 }
 
 // redirectURLFor is where the provider sends citizens back to a gateway
