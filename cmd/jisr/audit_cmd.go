@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,9 +17,9 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
+	"github.com/jisr-bus/jisr/gateway/audit/export"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/audit/verify"
@@ -420,26 +419,6 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// exportLine is one line of an export file (JSON Lines). See docs/audit.md.
-type exportLine struct {
-	Type string `json:"type"` // header, checkpoint, record
-	// header
-	Format      string   `json:"format,omitempty"`
-	TrustDomain string   `json:"trust_domain,omitempty"`
-	ExportedAt  string   `json:"exported_at,omitempty"`
-	Partial     bool     `json:"partial,omitempty"`
-	Selection   string   `json:"selection,omitempty"`
-	Keys        []string `json:"keys,omitempty"`
-	// checkpoint and record
-	Seq     uint64          `json:"seq,omitempty"`
-	Subject string          `json:"subject,omitempty"`
-	Data    string          `json:"data,omitempty"` // base64 of the exact stored bytes
-	Record  json.RawMessage `json:"record,omitempty"`
-	Note    string          `json:"checkpoint,omitempty"`
-}
-
-const exportFormat = "jisr-audit-export/1"
-
 func newAuditExportCmd(g *globals) *cobra.Command {
 	var sel selection
 	var out string
@@ -479,55 +458,16 @@ but the log cannot be recomputed from it.`,
 				defer f.Close()
 				w = f
 			}
-			bw := bufio.NewWriterSize(w, 1<<20)
-			enc := json.NewEncoder(bw)
 			partial := len(sel.filters) > 0 || sel.consumer != "" || sel.provider != "" || sel.decision != "" || !sel.from.IsZero() || !sel.to.IsZero()
-			hdr := exportLine{Type: "header", Format: exportFormat, TrustDomain: fed.TrustDomain.Name(), ExportedAt: time.Now().UTC().Format(time.RFC3339), Partial: partial}
+			hdr := export.Header{TrustDomain: fed.TrustDomain.Name(), ExportedAt: time.Now(), Partial: partial}
 			if partial {
-				hdr.Selection = strings.Join(cmd.Flags().Args(), " ")
-				cmd.Flags().Visit(func(f *pflag.Flag) {
-					if f.Name != "out" && f.Name != "citizen" {
-						hdr.Selection += " --" + f.Name + "=" + f.Value.String()
-					}
-				})
-				if sel.citizen != "" {
-					hdr.Selection += " --ckey=" + sel.ckey
-				}
-				hdr.Selection = strings.TrimSpace(hdr.Selection)
+				hdr.Selection = exportSelection(cmd, sel)
 			}
 			if keys, err := checkpoint.LoadPublicKeys(auditKeyDir(g.certsDir)); err == nil {
 				hdr.Keys = keys.VerifierKeys()
 			}
-			if err := enc.Encode(hdr); err != nil {
-				return err
-			}
-			n := 0
-			err = stream.Scan(ctx, ckpts, stream.ScanOptions{}, func(m stream.Msg) error {
-				st := &auditv1.CheckpointState{}
-				_ = proto.Unmarshal(m.Data, st)
-				return enc.Encode(exportLine{Type: "checkpoint", Seq: m.Seq, Subject: m.Subject, Data: base64.StdEncoding.EncodeToString(m.Data), Note: st.GetCheckpoint()})
-			})
+			n, err := writeExport(ctx, export.NewEncoder(w), hdr, records, ckpts, sel)
 			if err != nil {
-				return err
-			}
-			err = stream.Scan(ctx, records, sel.scanOptions(), func(m stream.Msg) error {
-				if sel.pastEnd(m) {
-					return stream.ErrStop
-				}
-				line := exportLine{Type: "record", Seq: m.Seq, Subject: m.Subject, Data: base64.StdEncoding.EncodeToString(m.Data)}
-				if r, err := record.Parse(m.Data); err == nil {
-					if partial && !sel.match(r) {
-						return nil
-					}
-					line.Record, _ = jsonOpts.Marshal(r)
-				}
-				n++
-				return enc.Encode(line)
-			})
-			if err != nil {
-				return err
-			}
-			if err := bw.Flush(); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "exported %d record(s)%s\n", n, map[bool]string{true: " (partial)", false: ""}[partial])
@@ -537,6 +477,53 @@ but the log cannot be recomputed from it.`,
 	sel.flags(cmd, true)
 	cmd.Flags().StringVarP(&out, "out", "o", "", "write to this new file (default stdout)")
 	return cmd
+}
+
+// exportSelection writes down what a partial export selected: the flags
+// given, with the citizen key in place of the eID.
+func exportSelection(cmd *cobra.Command, sel selection) string {
+	s := strings.Join(cmd.Flags().Args(), " ")
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if f.Name != "out" && f.Name != "citizen" {
+			s += " --" + f.Name + "=" + f.Value.String()
+		}
+	})
+	if sel.citizen != "" {
+		s += " --ckey=" + sel.ckey
+	}
+	return strings.TrimSpace(s)
+}
+
+// writeExport writes the header, every checkpoint, then the selected
+// records, and reports how many records it wrote.
+func writeExport(ctx context.Context, enc *export.Encoder, hdr export.Header, records, ckpts jetstream.Stream, sel selection) (int, error) {
+	if err := enc.Header(hdr); err != nil {
+		return 0, err
+	}
+	err := stream.Scan(ctx, ckpts, stream.ScanOptions{}, func(m stream.Msg) error {
+		return enc.Checkpoint(m.Seq, m.Subject, m.Data)
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	err = stream.Scan(ctx, records, sel.scanOptions(), func(m stream.Msg) error {
+		if sel.pastEnd(m) {
+			return stream.ErrStop
+		}
+		r, err := record.Parse(m.Data)
+		if err != nil {
+			r = nil
+		} else if hdr.Partial && !sel.match(r) {
+			return nil
+		}
+		n++
+		return enc.Record(m.Seq, m.Subject, m.Data, r)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, enc.Flush()
 }
 
 // errVerifyFailed makes `jisr audit verify` exit non-zero.
@@ -686,49 +673,8 @@ func verifyFile(path string, v *verify.Verifier, prog *verifyProgress) error {
 	if err != nil {
 		return err
 	}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	seenHeader, seenRecord := false, false
 	prog.start("export file (bytes)", uint64(st.Size()))
-	lineNo := 0
-	for sc.Scan() {
-		lineNo++
-		prog.add(len(sc.Bytes()) + 1)
-		var l exportLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			return fmt.Errorf("%s:%d: not an export line: %w", path, lineNo, err)
-		}
-		data, err := base64.StdEncoding.DecodeString(l.Data)
-		if err != nil {
-			return fmt.Errorf("%s:%d: bad data: %w", path, lineNo, err)
-		}
-		switch {
-		case l.Type == "header" && lineNo == 1:
-			if l.Format != exportFormat {
-				return fmt.Errorf("%s: format %q, want %q", path, l.Format, exportFormat)
-			}
-			if l.Partial {
-				return fmt.Errorf("%s is a partial export (%s): it cannot be verified as a whole", path, l.Selection)
-			}
-			seenHeader = true
-		case !seenHeader:
-			return fmt.Errorf("%s: the first line is not an export header", path)
-		case l.Type == "checkpoint" && !seenRecord:
-			v.AddCheckpoint(l.Seq, l.Subject, data)
-		case l.Type == "record":
-			seenRecord = true
-			v.AddRecord(l.Seq, l.Subject, data)
-		default:
-			return fmt.Errorf("%s:%d: unexpected line type %q", path, lineNo, l.Type)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return err
-	}
-	if !seenHeader {
-		return fmt.Errorf("%s: empty export", path)
-	}
-	return nil
+	return export.LoadInto(f, path, v, prog.add)
 }
 
 func printReport(w io.Writer, rep *verify.Report) {
