@@ -14,8 +14,6 @@ import (
 	"github.com/jisr-bus/jisr/services/adapter/node"
 )
 
-func init() { commandSet = append(commandSet, newAdapterCmd) }
-
 type adapterOptions struct {
 	member  string
 	listen  string

@@ -27,8 +27,6 @@ import (
 	barpkg "github.com/jisr-bus/jisr/services/progress"
 )
 
-func init() { commandSet = append(commandSet, newAuditCmd) }
-
 func newAuditCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",

@@ -16,8 +16,6 @@ import (
 	"github.com/jisr-bus/jisr/services/store"
 )
 
-func init() { commandSet = append(commandSet, newBackendCmd) }
-
 type backendOptions struct {
 	member   string
 	listen   string

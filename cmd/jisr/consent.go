@@ -19,8 +19,6 @@ import (
 	"github.com/jisr-bus/jisr/gateway/node"
 )
 
-func init() { commandSet = append(commandSet, newConsentCmd) }
-
 // gatewayConsentKeys loads the public keys a gateway verifies tokens with:
 // the JWKS at path (default <certs>/consent-jwks.json). Key material that
 // holds a private key is refused (consent.ErrPrivateKey): the gateway never

@@ -21,8 +21,6 @@ import (
 	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
 )
 
-func init() { commandSet = append(commandSet, newDevCmd) }
-
 type devOptions struct {
 	citizens int
 	httpAddr string

@@ -17,8 +17,6 @@ import (
 	"github.com/jisr-bus/jisr/services/adapter"
 )
 
-func init() { commandSet = append(commandSet, newGatewayCmd) }
-
 type gatewayOptions struct {
 	httpAddr string
 	grpcAddr string

@@ -12,8 +12,6 @@ import (
 	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
 
-func init() { commandSet = append(commandSet, newNATSCmd) }
-
 func newNATSCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "nats",

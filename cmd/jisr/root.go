@@ -174,14 +174,20 @@ func (g *globals) connect(ctx context.Context, identity string, opts ...nats.Opt
 	return nc, src, nil
 }
 
-// commandSet lists the constructors of jisr's subcommands; each file adds its
-// own in an init function, so a new subcommand touches no shared file.
-var commandSet []func(*globals) *cobra.Command
-
+// subcommands builds jisr's subcommands, each with the shared globals.
+// A new subcommand is added here.
 func subcommands(g *globals) []*cobra.Command {
-	out := make([]*cobra.Command, 0, len(commandSet))
-	for _, c := range commandSet {
-		out = append(out, c(g))
+	return []*cobra.Command{
+		newDevCmd(g),
+		newCertsCmd(g),
+		newNATSConfigCmd(g),
+		newNATSServerCmd(g),
+		newNATSCmd(g),
+		newGatewayCmd(g),
+		newConsentCmd(g),
+		newAdapterCmd(g),
+		newBackendCmd(g),
+		newAuditCmd(g),
+		newBenchCmd(g),
 	}
-	return out
 }
