@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
@@ -31,20 +34,37 @@ func trustedCheckpointPath(dataDir, instance string) string {
 	return filepath.Join(dataDir, "audit", instance+".checkpoint")
 }
 
-// auditSettings is the audit's configuration, from the environment, read
-// and validated once at start.
+// auditSettings is the audit's configuration, from the --audit-* flags,
+// validated once at start.
 type auditSettings struct {
 	stream          stream.Config
 	checkpointEvery time.Duration
 }
 
-func loadAuditSettings() (auditSettings, error) {
+// auditFlags are the audit's settings as the gateway, `jisr nats init` and
+// `jisr dev` take them: each flag defaults to its environment variable,
+// named in its help.
+type auditFlags struct {
+	maxAge, checkpointMaxAge, checkpointEvery, maxBytes, replicas string
+}
+
+func (a *auditFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&a.maxAge, "audit-max-age", os.Getenv("JISR_AUDIT_MAX_AGE"), "how long audit records are kept, a duration (empty: 87600h, 10 years) (env JISR_AUDIT_MAX_AGE)")
+	f.StringVar(&a.checkpointMaxAge, "audit-checkpoint-max-age", os.Getenv("JISR_AUDIT_CHECKPOINT_MAX_AGE"), "how long audit checkpoints are kept (empty: as long as the records) (env JISR_AUDIT_CHECKPOINT_MAX_AGE)")
+	f.StringVar(&a.checkpointEvery, "audit-checkpoint-every", os.Getenv("JISR_AUDIT_CHECKPOINT_EVERY"), "how often the gateway signs a checkpoint (empty: 15s) (env JISR_AUDIT_CHECKPOINT_EVERY)")
+	f.StringVar(&a.maxBytes, "audit-max-bytes", os.Getenv("JISR_AUDIT_MAX_BYTES"), "size cap of the record stream in bytes; when full, new records and so queries are refused (empty or 0: unlimited) (env JISR_AUDIT_MAX_BYTES)")
+	f.StringVar(&a.replicas, "audit-replicas", os.Getenv("JISR_AUDIT_REPLICAS"), "JetStream replicas of the audit streams: 1, 3 or 5 (empty: 1) (env JISR_AUDIT_REPLICAS)")
+}
+
+// settings validates the flags.
+func (a auditFlags) settings() (auditSettings, error) {
 	s := auditSettings{checkpointEvery: 15 * time.Second}
 	bad := func(name, v, want string) error {
-		return usageError{fmt.Errorf("%s=%q: %s", name, v, want)}
+		return usageError{fmt.Errorf("--%s=%q: %s", name, v, want)}
 	}
-	dur := func(name string, into *time.Duration) error {
-		if v := os.Getenv(name); v != "" {
+	dur := func(name, v string, into *time.Duration) error {
+		if v != "" {
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
 				return bad(name, v, "want a positive duration such as 87600h")
@@ -53,26 +73,22 @@ func loadAuditSettings() (auditSettings, error) {
 		}
 		return nil
 	}
-	if err := dur("JISR_AUDIT_MAX_AGE", &s.stream.MaxAge); err != nil {
+	if err := errors.Join(dur("audit-max-age", a.maxAge, &s.stream.MaxAge),
+		dur("audit-checkpoint-max-age", a.checkpointMaxAge, &s.stream.CheckpointMaxAge),
+		dur("audit-checkpoint-every", a.checkpointEvery, &s.checkpointEvery)); err != nil {
 		return s, err
 	}
-	if err := dur("JISR_AUDIT_CHECKPOINT_MAX_AGE", &s.stream.CheckpointMaxAge); err != nil {
-		return s, err
-	}
-	if err := dur("JISR_AUDIT_CHECKPOINT_EVERY", &s.checkpointEvery); err != nil {
-		return s, err
-	}
-	if v := os.Getenv("JISR_AUDIT_MAX_BYTES"); v != "" {
+	if v := a.maxBytes; v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			return s, bad("JISR_AUDIT_MAX_BYTES", v, "want a number of bytes (0 = unlimited)")
+			return s, bad("audit-max-bytes", v, "want a number of bytes (0 = unlimited)")
 		}
 		s.stream.MaxBytes = n
 	}
-	if v := os.Getenv("JISR_AUDIT_REPLICAS"); v != "" {
+	if v := a.replicas; v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || (n != 1 && n != 3 && n != 5) {
-			return s, bad("JISR_AUDIT_REPLICAS", v, "want 1, 3 or 5")
+			return s, bad("audit-replicas", v, "want 1, 3 or 5")
 		}
 		s.stream.Replicas = n
 	}
@@ -80,7 +96,7 @@ func loadAuditSettings() (auditSettings, error) {
 	// `jisr dev --demo-login` turns it on. Refuse the old switch rather
 	// than let an operator believe it still does something.
 	if v := os.Getenv("JISR_CITIZEN_LOGIN"); v != "" && v != "off" {
-		return s, bad("JISR_CITIZEN_LOGIN", v, "no longer read: citizens sign in with --oidc-*, and only `jisr dev --demo-login` has a demo login")
+		return s, usageError{fmt.Errorf("JISR_CITIZEN_LOGIN=%q: no longer read: citizens sign in with --oidc-*, and only `jisr dev --demo-login` has a demo login", v)}
 	}
 	if _, _, err := stream.StreamConfigs(s.stream); err != nil {
 		return s, usageError{err}

@@ -620,7 +620,7 @@ their sequence as a warning (--strict: an error).`,
 		},
 	}
 	cmd.Flags().StringSliceVar(&trusted, "trusted", nil, "a signed checkpoint file the logs must still extend, e.g. the gateway's <data>/audit/<instance>.checkpoint (repeatable)")
-	cmd.Flags().StringVar(&seenDir, "seen-dir", "", `the checkpoints seen at the last successful verification, checked and advanced (default $JISR_AUDIT_SEEN_DIR, else <user config dir>/jisr/audit-seen; "none" to keep none)`)
+	cmd.Flags().StringVar(&seenDir, "seen-dir", os.Getenv("JISR_AUDIT_SEEN_DIR"), `the checkpoints seen at the last successful verification, checked and advanced (empty: <user config dir>/jisr/audit-seen; "none" to keep none) (env JISR_AUDIT_SEEN_DIR)`)
 	cmd.Flags().BoolVar(&strict, "strict", false, "also fail on messages on the audit subjects that are not records")
 	cmd.Flags().StringVar(&keysDir, "keys", "", "directory of the logs' trusted public keys, <instance>.pub (default <certs>/audit)")
 	cmd.Flags().StringVar(&file, "file", "", "verify an export file instead of the live streams")

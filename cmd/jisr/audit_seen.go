@@ -24,11 +24,9 @@ type seenCheckpoints struct {
 	size map[string]uint64 // origin → size of the checkpoint seen
 }
 
-// seenDirDefault is $JISR_AUDIT_SEEN_DIR, else <user config dir>/jisr/audit-seen.
+// seenDirDefault is <user config dir>/jisr/audit-seen (--seen-dir itself
+// defaults to $JISR_AUDIT_SEEN_DIR).
 func seenDirDefault() (string, error) {
-	if d := os.Getenv("JISR_AUDIT_SEEN_DIR"); d != "" {
-		return d, nil
-	}
 	base, err := os.UserConfigDir()
 	if err != nil {
 		return "", fmt.Errorf("--seen-dir: no user config directory (%w): set --seen-dir or JISR_AUDIT_SEEN_DIR", err)

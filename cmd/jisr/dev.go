@@ -67,6 +67,7 @@ Ctrl-C shuts everything down gracefully.`,
 	o.nats.flags(cmd)
 	cmd.Flags().BoolVar(&o.anyPort, "any-port", false, "bind every listener to a free loopback port (tests and benchmarks); the ports are in var/demo.json")
 	_ = cmd.Flags().MarkHidden("any-port")
+	g.audit.register(cmd)
 	return cmd
 }
 

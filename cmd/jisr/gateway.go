@@ -99,6 +99,7 @@ Without --oidc-issuer there is no citizen sign-in.`,
 	cmd.Flags().BoolVar(&o.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP port (profiling only)")
 	_ = cmd.Flags().MarkHidden("pprof")
 	o.signin.flags(cmd)
+	g.audit.register(cmd)
 	return cmd
 }
 
@@ -117,7 +118,7 @@ func startGateway(ctx context.Context, g *globals, o gatewayOptions) (*gatewayNo
 	if err != nil {
 		return nil, err
 	}
-	settings, err := loadAuditSettings()
+	settings, err := g.audit.settings()
 	if err != nil && !o.unsafe.SkipAudit {
 		return nil, fmt.Errorf("audit: %w", err)
 	}

@@ -486,7 +486,7 @@ func TestSignInOptions(t *testing.T) {
 		t.Errorf("secret from the environment: %v", err)
 	}
 	t.Setenv("JISR_CITIZEN_LOGIN", "demo")
-	if _, err := loadAuditSettings(); err == nil {
+	if _, err := (auditFlags{}).settings(); err == nil {
 		t.Error("JISR_CITIZEN_LOGIN=demo accepted")
 	}
 }
