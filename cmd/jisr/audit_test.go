@@ -183,7 +183,7 @@ func (f *auditFed) auditRecords(t *testing.T) []stream.Msg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	records, _, closeFn, err := auditorStreams(ctx, f.g)
+	records, closeFn, err := auditorRecords(ctx, f.g)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -776,4 +776,13 @@ func TestAForgedMessageOnTheAuditSubjectIsNamedAndTheGatewayStarts(t *testing.T)
 	if out, _, err := f.cli("audit", "verify", "--seen-dir", seen, "--strict"); !errors.Is(err, errVerifyFailed) || !strings.Contains(out, want) {
 		t.Fatalf("verify --strict: %v\n%s", err, out)
 	}
+}
+
+// auditorRecords opens the records stream as the auditor.
+func auditorRecords(ctx context.Context, g *globals) (jetstream.Stream, func(), error) {
+	st, closeFn, err := auditorStreams(ctx, g)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st.Records, closeFn, nil
 }

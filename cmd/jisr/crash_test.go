@@ -153,7 +153,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	g.natsURL = ns.ClientURL()
 	rctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	records, _, closeFn, err := auditorStreams(rctx, g)
+	records, closeFn, err := auditorRecords(rctx, g)
 	if err != nil {
 		t.Fatal(err)
 	}

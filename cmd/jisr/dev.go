@@ -109,15 +109,51 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 	if o.anyPort {
 		o.nats.listen, o.httpAddr, o.grpcAddr, o.idpAddr = "127.0.0.1:-1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	}
+	if err := d.startNATS(ctx, g, o); err != nil {
+		return err
+	}
+
+	if err := d.startBackends(ctx, g, fed, o); err != nil {
+		return err
+	}
+	signin, err := d.startIdP(g, o)
+	if err != nil {
+		return err
+	}
+	if d.gateway, err = startGateway(ctx, g, gatewayOptions{httpAddr: o.httpAddr, grpcAddr: o.grpcAddr, instance: "gw-1", signin: signin}); err != nil {
+		return err
+	}
+	d.idp.AllowRedirect(redirectURLFor(d.gateway.Addr(), d.gateway.Secure()))
+	if d.consent, err = startConsentService(ctx, g); err != nil {
+		return fmt.Errorf("consent service: %w", err)
+	}
+	if err := d.startAdapters(ctx, g, fed, o); err != nil {
+		return err
+	}
+
+	demo, err := writeDemo(ctx, g, fed, d)
+	if err != nil {
+		return err
+	}
+	printDemo(out, fed, d, demo, time.Since(start))
+	<-ctx.Done()
+	fmt.Fprintln(out, "\nshutting down…")
+	return nil
+}
+
+// startNATS starts the NATS server, and creates the streams and buckets
+// as the operator: every other part only opens them.
+func (d *devFederation) startNATS(ctx context.Context, g *globals, o devOptions) (err error) {
 	if d.nats, err = startNATS(ctx, g, o.nats); err != nil {
 		return err
 	}
 	g.natsURL = d.nats.ClientURL()
-	// The operator creates the streams and buckets; every other part only opens them.
-	if err := natsInit(ctx, g, nil); err != nil {
-		return err
-	}
+	return natsInit(ctx, g, nil)
+}
 
+// startBackends starts the reference backend of every member that
+// provides a service.
+func (d *devFederation) startBackends(ctx context.Context, g *globals, fed *federation.Federation, o devOptions) error {
 	for _, m := range fed.Members {
 		if len(m.Provides) == 0 {
 			continue
@@ -132,17 +168,11 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 		}
 		d.backends = append(d.backends, b)
 	}
-	signin, err := d.startIdP(g, o)
-	if err != nil {
-		return err
-	}
-	if d.gateway, err = startGateway(ctx, g, gatewayOptions{httpAddr: o.httpAddr, grpcAddr: o.grpcAddr, instance: "gw-1", signin: signin}); err != nil {
-		return err
-	}
-	d.idp.AllowRedirect(redirectURLFor(d.gateway.Addr(), d.gateway.Secure()))
-	if d.consent, err = startConsentService(ctx, g); err != nil {
-		return fmt.Errorf("consent service: %w", err)
-	}
+	return nil
+}
+
+// startAdapters starts every member's adapter, in front of its backend.
+func (d *devFederation) startAdapters(ctx context.Context, g *globals, fed *federation.Federation, o devOptions) error {
 	backendAddr := map[string]string{}
 	for _, b := range d.backends {
 		backendAddr[b.member] = b.addr
@@ -158,14 +188,6 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 		}
 		d.adapters = append(d.adapters, a)
 	}
-
-	demo, err := writeDemo(ctx, g, fed, d)
-	if err != nil {
-		return err
-	}
-	printDemo(out, fed, d, demo, time.Since(start))
-	<-ctx.Done()
-	fmt.Fprintln(out, "\nshutting down…")
 	return nil
 }
 

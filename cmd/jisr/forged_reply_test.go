@@ -320,7 +320,7 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 	)
 
 	// The auditor follows the records written from now on.
-	records, _, closeRecords, err := auditorStreams(ctx, f.g)
+	records, closeRecords, err := auditorRecords(ctx, f.g)
 	if err != nil {
 		t.Fatal(err)
 	}

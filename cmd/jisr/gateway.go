@@ -56,38 +56,10 @@ Without --oidc-issuer there is no citizen sign-in.`,
     --oidc-redirect-url https://jisr.example:8443/access-log/callback --oidc-acr <CNIE level>`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			for _, s := range skip {
-				switch s {
-				case "consent":
-					o.unsafe.SkipConsent = true
-				case "audit":
-					o.unsafe.SkipAudit = true
-				case "minimise":
-					o.unsafe.SkipMinimise = true
-				default:
-					return usageError{fmt.Errorf("--unsafe-skip %q: one of consent, audit, minimise", s)}
-				}
-			}
-			if !o.unsafe.SkipConsent {
-				if _, _, err := gatewayConsentKeys(g, o.consentJWKS); err != nil {
-					return fmt.Errorf("consent keys: %w", err)
-				}
-			}
-			ctx := cmd.Context()
-			stopTelemetry, err := g.startTelemetry(ctx, "gateway", true)
-			if err != nil {
+			if err := o.skip(skip); err != nil {
 				return err
 			}
-			defer stopTelemetry()
-			n, err := startGateway(ctx, g, o)
-			if err != nil {
-				return err
-			}
-			<-ctx.Done()
-			g.log.Info("shutting down the gateway")
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-			defer cancel()
-			return n.Stop(sctx)
+			return runGateway(cmd.Context(), g, o)
 		},
 	}
 	cmd.Flags().StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "HTTP listen address (health, metrics, consent, access log)")
@@ -101,6 +73,46 @@ Without --oidc-issuer there is no citizen sign-in.`,
 	o.signin.flags(cmd)
 	g.audit.register(cmd)
 	return cmd
+}
+
+// runGateway runs a gateway replica until ctx ends, then drains it.
+func runGateway(ctx context.Context, g *globals, o gatewayOptions) error {
+	if !o.unsafe.SkipConsent {
+		if _, _, err := gatewayConsentKeys(g, o.consentJWKS); err != nil {
+			return fmt.Errorf("consent keys: %w", err)
+		}
+	}
+	stopTelemetry, err := g.startTelemetry(ctx, "gateway", true)
+	if err != nil {
+		return err
+	}
+	defer stopTelemetry()
+	n, err := startGateway(ctx, g, o)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	g.log.Info("shutting down the gateway")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	return n.Stop(sctx)
+}
+
+// skip switches off the safeguards --unsafe-skip names.
+func (o *gatewayOptions) skip(names []string) error {
+	for _, s := range names {
+		switch s {
+		case "consent":
+			o.unsafe.SkipConsent = true
+		case "audit":
+			o.unsafe.SkipAudit = true
+		case "minimise":
+			o.unsafe.SkipMinimise = true
+		default:
+			return usageError{fmt.Errorf("--unsafe-skip %q: one of consent, audit, minimise", s)}
+		}
+	}
+	return nil
 }
 
 // gatewayNode is a running gateway replica (gateway/node).

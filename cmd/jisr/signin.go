@@ -84,6 +84,30 @@ func httpTLS(addr string, o signinOptions, src svid.Source, authz tlsconfig.Auth
 	return c, nil
 }
 
+// clientSecret is the OIDC client secret: set by jisr dev, else from
+// --oidc-client-secret-file (closed to group and others), else from
+// $JISR_OIDC_CLIENT_SECRET (never a flag value, which ps would show).
+func (o signinOptions) clientSecret() (string, error) {
+	switch {
+	case o.oidcClientSecret != "":
+		return o.oidcClientSecret, nil
+	case o.oidcSecretFile != "":
+		fi, err := os.Stat(o.oidcSecretFile)
+		if err != nil {
+			return "", fmt.Errorf("--oidc-client-secret-file: %w", err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			return "", usageError{fmt.Errorf("--oidc-client-secret-file %s: %w", o.oidcSecretFile, errSecretFileOpen)}
+		}
+		b, err := os.ReadFile(o.oidcSecretFile)
+		if err != nil {
+			return "", fmt.Errorf("--oidc-client-secret-file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return os.Getenv("JISR_OIDC_CLIENT_SECRET"), nil
+}
+
 // newCitizenAuth builds the sign-in from the options, for an HTTP side
 // listening on addr (with TLS or not).
 func newCitizenAuth(g *globals, addr string, secure bool, o signinOptions) (*citizen.Auth, error) {
@@ -106,24 +130,9 @@ func newCitizenAuth(g *globals, addr string, secure bool, o signinOptions) (*cit
 		IdleTimeout: o.sessionIdle, MaxAge: o.sessionMaxAge, Log: g.log,
 	}
 	if o.oidcIssuer != "" {
-		secret := o.oidcClientSecret
-		switch {
-		case secret != "":
-		case o.oidcSecretFile != "":
-			fi, err := os.Stat(o.oidcSecretFile)
-			if err != nil {
-				return nil, fmt.Errorf("--oidc-client-secret-file: %w", err)
-			}
-			if fi.Mode().Perm()&0o077 != 0 {
-				return nil, usageError{fmt.Errorf("--oidc-client-secret-file %s: %w", o.oidcSecretFile, errSecretFileOpen)}
-			}
-			b, err := os.ReadFile(o.oidcSecretFile)
-			if err != nil {
-				return nil, fmt.Errorf("--oidc-client-secret-file: %w", err)
-			}
-			secret = strings.TrimSpace(string(b))
-		default:
-			secret = os.Getenv("JISR_OIDC_CLIENT_SECRET")
+		secret, err := o.clientSecret()
+		if err != nil {
+			return nil, err
 		}
 		redirect := o.oidcRedirectURL
 		if redirect == "" {
