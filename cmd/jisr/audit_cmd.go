@@ -468,7 +468,7 @@ type verifyOptions struct {
 
 // verifier builds the verifier from the trusted keys and checkpoints, and
 // opens the seen checkpoints (none for an export, a snapshot).
-func (o *verifyOptions) verifier(g *globals) (*verify.Verifier, *seenCheckpoints, error) {
+func (o *verifyOptions) verifier(g *globals) (*verify.Verifier, *verify.Seen, error) {
 	fed, err := g.federation()
 	if err != nil {
 		return nil, nil, err
@@ -500,7 +500,7 @@ func (o *verifyOptions) verifier(g *globals) (*verify.Verifier, *seenCheckpoints
 	if err != nil {
 		return nil, nil, err
 	}
-	return v, seen, seen.trust(v)
+	return v, seen, seen.Trust(v)
 }
 
 func (o *verifyOptions) run(ctx context.Context, g *globals, stdout, stderr io.Writer) error {
@@ -526,7 +526,7 @@ func (o *verifyOptions) run(ctx context.Context, g *globals, stdout, stderr io.W
 	if o.strict && len(rep.Foreign) > 0 {
 		return fmt.Errorf("%w: %d message(s) that are not records (--strict)", errVerifyFailed, len(rep.Foreign))
 	}
-	if err := seen.keep(rep); err != nil {
+	if err := seen.Keep(rep); err != nil {
 		return fmt.Errorf("verified, but the checkpoints seen could not be kept: %w", err)
 	}
 	return nil
