@@ -56,10 +56,7 @@ anywhere else both links use mTLS with the member's SVID.`,
 			if err != nil {
 				return err
 			}
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			return n.Stop(sctx)
+			return untilDone(ctx, 10*time.Second, n.Stop)
 		},
 	}
 	cmd.Flags().StringVar(&o.member, "member", "", "the member this adapter serves (a name from the federation file)")

@@ -3,25 +3,20 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/jisr-bus/jisr/gateway/audit/auditor"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/export"
-	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/audit/verify"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
@@ -152,79 +147,6 @@ func parseWhen(v string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%q is not RFC 3339, a date or a duration", v)
 }
 
-// printer writes records as a table or as JSON lines.
-type printer struct {
-	json bool
-	tw   *tabwriter.Writer
-	out  io.Writer
-	n    int
-}
-
-func newPrinter(out io.Writer, asJSON bool) *printer {
-	p := &printer{json: asJSON, out: out}
-	if !asJSON {
-		p.tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(p.tw, "TIME\tLOG:LEAF\tCONSUMER\tPROVIDER\tMETHOD\tPURPOSE\tBASIS\tDECISION\tFIELDS\tTRACE")
-	}
-	return p
-}
-
-var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}
-
-func (p *printer) print(m stream.Msg, r *auditv1.Record) error {
-	p.n++
-	if p.json {
-		rec, err := jsonOpts.Marshal(r)
-		if err != nil {
-			return err
-		}
-		line, err := json.Marshal(struct {
-			Seq     uint64          `json:"seq"`
-			Subject string          `json:"subject"`
-			Record  json.RawMessage `json:"record"`
-		}{m.Seq, m.Subject, rec})
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(p.out, string(line))
-		return err
-	}
-	decision := "allowed"
-	if r.GetDecision() != auditv1.Decision_DECISION_ALLOWED {
-		decision = "refused " + r.GetReason() + " (" + codes.Code(r.GetStatusCode()).String() + ")"
-	}
-	basis := r.GetLegalBasis()
-	if r.GetLaw() != "" {
-		basis += ": " + r.GetLaw()
-	}
-	method := r.GetMethod()
-	if svc := r.GetService(); svc != "" {
-		method = svc[strings.LastIndex(svc, ".")+1:] + "/" + method
-	}
-	fields := strings.Join(r.GetFields(), ",")
-	if fields == "" && r.GetDecision() == auditv1.Decision_DECISION_ALLOWED {
-		fields = "(whole reply)"
-	}
-	fmt.Fprintf(p.tw, "%s\t%s:%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-		r.GetTime().AsTime().UTC().Format(time.RFC3339), r.GetLogId(), r.GetLeafIndex(), dash(r.GetConsumer()), dash(r.GetProvider()),
-		dash(method), dash(r.GetPurpose()), dash(basis), decision, dash(fields), dash(r.GetTraceId()))
-	return nil
-}
-
-func (p *printer) flush() error {
-	if p.tw != nil {
-		return p.tw.Flush()
-	}
-	return nil
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
 func newAuditQueryCmd(g *globals) *cobra.Command {
 	var sel selection
 	var asJSON bool
@@ -247,23 +169,23 @@ func newAuditQueryCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer closeFn()
-			p := newPrinter(cmd.OutOrStdout(), asJSON)
+			p := auditor.NewPrinter(cmd.OutOrStdout(), asJSON)
 			err = st.Query(ctx, &sel.Selection, func(m stream.Msg, r *auditv1.Record) error {
-				if err := p.print(m, r); err != nil {
+				if err := p.Print(m, r); err != nil {
 					return err
 				}
-				if limit > 0 && p.n >= limit {
+				if limit > 0 && p.Count() >= limit {
 					return stream.ErrStop
 				}
 				return nil
 			}, func(seq uint64) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "sequence %d is not a valid record (run jisr audit verify)\n", seq)
 			})
-			if ferr := p.flush(); err == nil {
+			if ferr := p.Flush(); err == nil {
 				err = ferr
 			}
 			if err == nil && !asJSON {
-				fmt.Fprintf(cmd.ErrOrStderr(), "%d record(s)\n", p.n)
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d record(s)\n", p.Count())
 			}
 			return err
 		},
@@ -298,7 +220,7 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer closeFn()
-			return tail(ctx, st, &sel.Selection, n, follow, newPrinter(cmd.OutOrStdout(), asJSON))
+			return st.Tail(ctx, &sel.Selection, n, follow, auditor.NewPrinter(cmd.OutOrStdout(), asJSON))
 		},
 	}
 	sel.flags(cmd, false)
@@ -306,34 +228,6 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVarP(&follow, "follow", "f", true, "keep following new records")
 	cmd.Flags().IntVarP(&n, "lines", "n", 10, "how many of the latest records to show first")
 	return cmd
-}
-
-// tail prints the latest n selected records, then follows new ones until
-// ctx ends.
-func tail(ctx context.Context, st *auditor.Streams, sel *auditor.Selection, n int, follow bool, p *printer) error {
-	ring, last, err := st.Latest(ctx, sel, n)
-	if err != nil {
-		return err
-	}
-	for _, m := range ring {
-		r, _ := record.Parse(m.Data)
-		if err := p.print(m, r); err != nil {
-			return err
-		}
-	}
-	if err := p.flush(); err != nil || !follow {
-		return err
-	}
-	err = st.Follow(ctx, sel, last, func(m stream.Msg, r *auditv1.Record) error {
-		if err := p.print(m, r); err != nil {
-			return err
-		}
-		return p.flush()
-	})
-	if errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
 }
 
 func newAuditExportCmd(g *globals) *cobra.Command {
@@ -519,7 +413,7 @@ func (o *verifyOptions) run(ctx context.Context, g *globals, stdout, stderr io.W
 		return err
 	}
 	rep := v.Finish()
-	printReport(stdout, rep)
+	auditor.WriteReport(stdout, rep)
 	if !rep.OK() {
 		return fmt.Errorf("%w: %d problem(s)", errVerifyFailed, len(rep.Problems))
 	}
@@ -553,38 +447,6 @@ func verifyFile(path string, v *verify.Verifier, prog *verifyProgress) error {
 	}
 	prog.Start("export file (bytes)", uint64(st.Size()))
 	return export.LoadInto(f, path, v, prog.Add)
-}
-
-func printReport(w io.Writer, rep *verify.Report) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LOG\tRECORDS\tCHECKPOINTS\tSIGNED SIZE\tNOT YET SIGNED\tDUPLICATES\tSTATUS")
-	for _, l := range rep.Logs {
-		st := "ok"
-		if l.FirstBad != nil {
-			st = fmt.Sprintf("FIRST BAD RECORD: %d (%s)", l.FirstBad.Leaf, l.FirstBad.Kind)
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", l.ID, l.Records, l.Checkpoints, l.CheckpointSize, l.Uncovered, l.Duplicates, st)
-	}
-	tw.Flush()
-	printForeign(w, rep)
-	if rep.OK() {
-		fmt.Fprintf(w, "\nOK: %d record(s) and %d checkpoint(s) verified.\n", rep.Records, rep.CheckpointMsgs)
-		return
-	}
-	fmt.Fprintf(w, "\nFAILED: %d problem(s):\n", len(rep.Problems))
-	for _, p := range rep.Problems {
-		fmt.Fprintf(w, "  %s\n", p)
-	}
-}
-
-func printForeign(w io.Writer, rep *verify.Report) {
-	if len(rep.Foreign) == 0 {
-		return
-	}
-	fmt.Fprintf(w, "\nWARNING: %d message(s) on the audit subjects are not records of their log; they change nothing in the logs, but only the gateway may publish there:\n", len(rep.Foreign))
-	for _, p := range rep.Foreign {
-		fmt.Fprintf(w, "  %s\n", p)
-	}
 }
 
 // verifyProgress shows how far verification is, with the services' progress bar

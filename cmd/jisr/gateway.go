@@ -91,11 +91,10 @@ func runGateway(ctx context.Context, g *globals, o gatewayOptions) error {
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
-	g.log.Info("shutting down the gateway")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-	defer cancel()
-	return n.Stop(sctx)
+	return untilDone(ctx, 15*time.Second, func(sctx context.Context) error {
+		g.log.Info("shutting down the gateway")
+		return n.Stop(sctx)
+	})
 }
 
 // skip switches off the safeguards --unsafe-skip names.

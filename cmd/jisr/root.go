@@ -177,6 +177,15 @@ func (g *globals) connect(ctx context.Context, identity string, opts ...nats.Opt
 	return nc, src, nil
 }
 
+// untilDone waits for ctx to end (SIGINT or SIGTERM), then stops what runs,
+// giving it timeout to drain.
+func untilDone(ctx context.Context, timeout time.Duration, stop func(context.Context) error) error {
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	return stop(sctx)
+}
+
 // subcommands builds jisr's subcommands, each with the shared globals.
 // A new subcommand is added here.
 func subcommands(g *globals) []*cobra.Command {
