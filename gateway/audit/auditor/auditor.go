@@ -1,9 +1,3 @@
-// Package auditor is what the auditor identity does with the live audit
-// streams: select records (by citizen key, member, log, decision, time),
-// read the latest and follow new ones, export them (gateway/audit/export),
-// and feed every checkpoint and record to the offline verifier
-// (gateway/audit/verify). cmd/jisr's `jisr audit` commands are its flags
-// and its printing.
 package auditor
 
 import (
