@@ -4,23 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/grpc"
 
 	"github.com/jisr-bus/jisr/bus/federation"
-	"github.com/jisr-bus/jisr/bus/loopback"
-	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/services/adapter"
+	"github.com/jisr-bus/jisr/services/adapter/node"
 )
-
-func init() { commandSet = append(commandSet, newAdapterCmd) }
 
 type adapterOptions struct {
 	member  string
@@ -64,10 +56,7 @@ anywhere else both links use mTLS with the member's SVID.`,
 			if err != nil {
 				return err
 			}
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			return n.stop(sctx)
+			return untilDone(ctx, 10*time.Second, n.Stop)
 		},
 	}
 	cmd.Flags().StringVar(&o.member, "member", "", "the member this adapter serves (a name from the federation file)")
@@ -88,16 +77,12 @@ func devPort(fed *federation.Federation, member string, base int) string {
 	return ""
 }
 
-type adapterNode struct {
-	member string
-	ad     *adapter.Adapter
-	nc     *nats.Conn
-	src    svid.Source
-	srv    *grpc.Server
-	addr   string
-}
+// adapterNode is a running adapter (services/adapter/node).
+type adapterNode = node.Node
 
-func startAdapter(ctx context.Context, g *globals, o adapterOptions, extra ...grpc.ServerOption) (_ *adapterNode, err error) {
+// startAdapter builds the adapter node's Config from the flags (the dev
+// ports by default) and the member's NATS connection and SVID.
+func startAdapter(ctx context.Context, g *globals, o adapterOptions, extra ...grpc.ServerOption) (*adapterNode, error) {
 	fed, err := g.federation()
 	if err != nil {
 		return nil, err
@@ -116,88 +101,15 @@ func startAdapter(ctx context.Context, g *globals, o adapterOptions, extra ...gr
 	if err != nil {
 		return nil, err
 	}
-	// n, not the result: an error return sets the result to nil, and what was
-	// started must still be stopped.
-	n := &adapterNode{member: o.member}
-	defer func() {
-		if err != nil {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			_ = n.stop(sctx)
-		}
-	}()
-	n.nc, n.src, err = g.connect(ctx, o.member)
+	nc, src, err := g.connect(ctx, o.member)
 	if err != nil {
 		return nil, err
 	}
-	cfg := adapter.Config{Member: o.member, Federation: fed, Keyer: keyer, Conn: n.nc, Log: g.log, Backend: o.backend,
+	cfg := adapter.Config{Member: o.member, Federation: fed, Keyer: keyer, Conn: nc, Log: g.log, Backend: o.backend,
 		ServerOptions: g.grpcServerOptions("adapter", o.member), DialOptions: g.grpcDialOptions(),
 		Registerer: g.registry()}
-	if o.backend != "" && !loopback.Is(o.backend) {
-		cfg.BackendTLS = svid.ClientTLS(n.src, backendOf(fed.TrustDomain, o.member))
-	}
-	if n.ad, err = adapter.New(cfg); err != nil {
-		return nil, err
-	}
-	if len(m.Provides) > 0 {
-		if err := n.ad.StartProvider(ctx); err != nil {
-			return nil, err
-		}
-	}
-	creds, err := loopback.ServerCredentials(o.listen, svid.ServerTLS(n.src, backendOf(fed.TrustDomain, o.member)))
-	if err != nil {
-		return nil, err
-	}
-	lis, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return nil, fmt.Errorf("adapter %s: %w", o.member, err)
-	}
-	n.addr = lis.Addr().String()
-	n.srv = n.ad.GRPCServer(append(creds, extra...)...)
-	go func() {
-		if err := n.srv.Serve(lis); err != nil {
-			g.log.Error("adapter gRPC server stopped", "member", o.member, "err", err)
-		}
-	}()
-	g.log.Info("adapter listening", "member", o.member, "grpc", n.addr, "backend", o.backend)
-	return n, nil
+	return node.Start(ctx, node.Config{Adapter: cfg, Source: src, Listen: o.listen}, node.WithServerOptions(extra...))
 }
 
-// backendOf authorizes the member's own workloads: its adapter
-// (spiffe://td/member/m) and anything under it (spiffe://td/member/m/backend).
-func backendOf(td spiffeid.TrustDomain, member string) tlsconfig.Authorizer {
-	base := "/member/" + member
-	return tlsconfig.AdaptMatcher(func(id spiffeid.ID) error {
-		if id.MemberOf(td) && (id.Path() == base || strings.HasPrefix(id.Path(), base+"/")) {
-			return nil
-		}
-		return fmt.Errorf("%s is not a workload of member %s", id, member)
-	})
-}
-
-func (n *adapterNode) stop(ctx context.Context) error {
-	var err error
-	if n.srv != nil {
-		done := make(chan struct{})
-		go func() { n.srv.GracefulStop(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			n.srv.Stop()
-		}
-	}
-	if n.ad != nil {
-		err = n.ad.Stop(ctx)
-	}
-	n.close()
-	return err
-}
-
-func (n *adapterNode) close() {
-	if n.nc != nil {
-		_ = n.nc.Drain()
-	}
-	if n.src != nil {
-		_ = n.src.Close()
-	}
-}
+// backendOf authorizes the member's own workloads (adapter.WorkloadsOf).
+var backendOf = adapter.WorkloadsOf

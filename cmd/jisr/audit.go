@@ -1,39 +1,19 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc"
+	"github.com/spf13/cobra"
 
 	"github.com/jisr-bus/jisr/bus/federation"
-	"github.com/jisr-bus/jisr/bus/subject"
-	"github.com/jisr-bus/jisr/gateway"
-	"github.com/jisr-bus/jisr/gateway/audit"
-	"github.com/jisr-bus/jisr/gateway/audit/accesslog"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
-	"github.com/jisr-bus/jisr/gateway/audit/index"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 )
-
-// auditParts is the audit as the gateway process hosts it: the log every
-// decision is appended to, the citizen's access log routes, and Close.
-type auditParts struct {
-	Log    gateway.AuditLog
-	Routes map[string]http.Handler         // mounted on the gateway HTTP mux
-	Close  func(ctx context.Context) error // flushes, publishes the final checkpoint
-	// RegisterGRPC adds the access log's gRPC service to the gateway's gRPC server.
-	RegisterGRPC func(*grpc.Server)
-}
 
 // auditKeyDir is where the checkpoint keys of the audit logs live: one
 // <instance>.key (private, 0600) and <instance>.pub per gateway instance.
@@ -54,20 +34,37 @@ func trustedCheckpointPath(dataDir, instance string) string {
 	return filepath.Join(dataDir, "audit", instance+".checkpoint")
 }
 
-// auditSettings is the audit's configuration, from the environment, read
-// and validated once at start.
+// auditSettings is the audit's configuration, from the --audit-* flags,
+// validated once at start.
 type auditSettings struct {
 	stream          stream.Config
 	checkpointEvery time.Duration
 }
 
-func loadAuditSettings() (auditSettings, error) {
+// auditFlags are the audit's settings as the gateway, `jisr nats init` and
+// `jisr dev` take them: each flag defaults to its environment variable,
+// named in its help.
+type auditFlags struct {
+	maxAge, checkpointMaxAge, checkpointEvery, maxBytes, replicas string
+}
+
+func (a *auditFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&a.maxAge, "audit-max-age", os.Getenv("JISR_AUDIT_MAX_AGE"), "how long audit records are kept, a duration (empty: 87600h, 10 years) (env JISR_AUDIT_MAX_AGE)")
+	f.StringVar(&a.checkpointMaxAge, "audit-checkpoint-max-age", os.Getenv("JISR_AUDIT_CHECKPOINT_MAX_AGE"), "how long audit checkpoints are kept (empty: as long as the records) (env JISR_AUDIT_CHECKPOINT_MAX_AGE)")
+	f.StringVar(&a.checkpointEvery, "audit-checkpoint-every", os.Getenv("JISR_AUDIT_CHECKPOINT_EVERY"), "how often the gateway signs a checkpoint (empty: 15s) (env JISR_AUDIT_CHECKPOINT_EVERY)")
+	f.StringVar(&a.maxBytes, "audit-max-bytes", os.Getenv("JISR_AUDIT_MAX_BYTES"), "size cap of the record stream in bytes; when full, new records and so queries are refused (empty or 0: unlimited) (env JISR_AUDIT_MAX_BYTES)")
+	f.StringVar(&a.replicas, "audit-replicas", os.Getenv("JISR_AUDIT_REPLICAS"), "JetStream replicas of the audit streams: 1, 3 or 5 (empty: 1) (env JISR_AUDIT_REPLICAS)")
+}
+
+// settings validates the flags.
+func (a auditFlags) settings() (auditSettings, error) {
 	s := auditSettings{checkpointEvery: 15 * time.Second}
 	bad := func(name, v, want string) error {
-		return usageError{fmt.Errorf("%s=%q: %s", name, v, want)}
+		return usageError{fmt.Errorf("--%s=%q: %s", name, v, want)}
 	}
-	dur := func(name string, into *time.Duration) error {
-		if v := os.Getenv(name); v != "" {
+	dur := func(name, v string, into *time.Duration) error {
+		if v != "" {
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
 				return bad(name, v, "want a positive duration such as 87600h")
@@ -76,26 +73,22 @@ func loadAuditSettings() (auditSettings, error) {
 		}
 		return nil
 	}
-	if err := dur("JISR_AUDIT_MAX_AGE", &s.stream.MaxAge); err != nil {
+	if err := errors.Join(dur("audit-max-age", a.maxAge, &s.stream.MaxAge),
+		dur("audit-checkpoint-max-age", a.checkpointMaxAge, &s.stream.CheckpointMaxAge),
+		dur("audit-checkpoint-every", a.checkpointEvery, &s.checkpointEvery)); err != nil {
 		return s, err
 	}
-	if err := dur("JISR_AUDIT_CHECKPOINT_MAX_AGE", &s.stream.CheckpointMaxAge); err != nil {
-		return s, err
-	}
-	if err := dur("JISR_AUDIT_CHECKPOINT_EVERY", &s.checkpointEvery); err != nil {
-		return s, err
-	}
-	if v := os.Getenv("JISR_AUDIT_MAX_BYTES"); v != "" {
+	if v := a.maxBytes; v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			return s, bad("JISR_AUDIT_MAX_BYTES", v, "want a number of bytes (0 = unlimited)")
+			return s, bad("audit-max-bytes", v, "want a number of bytes (0 = unlimited)")
 		}
 		s.stream.MaxBytes = n
 	}
-	if v := os.Getenv("JISR_AUDIT_REPLICAS"); v != "" {
+	if v := a.replicas; v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || (n != 1 && n != 3 && n != 5) {
-			return s, bad("JISR_AUDIT_REPLICAS", v, "want 1, 3 or 5")
+			return s, bad("audit-replicas", v, "want 1, 3 or 5")
 		}
 		s.stream.Replicas = n
 	}
@@ -103,107 +96,10 @@ func loadAuditSettings() (auditSettings, error) {
 	// `jisr dev --demo-login` turns it on. Refuse the old switch rather
 	// than let an operator believe it still does something.
 	if v := os.Getenv("JISR_CITIZEN_LOGIN"); v != "" && v != "off" {
-		return s, bad("JISR_CITIZEN_LOGIN", v, "no longer read: citizens sign in with --oidc-*, and only `jisr dev --demo-login` has a demo login")
+		return s, usageError{fmt.Errorf("JISR_CITIZEN_LOGIN=%q: no longer read: citizens sign in with --oidc-*, and only `jisr dev --demo-login` has a demo login", v)}
 	}
 	if _, _, err := stream.StreamConfigs(s.stream); err != nil {
 		return s, usageError{err}
 	}
 	return s, nil
-}
-
-// startAudit opens this instance's audit log on the gateway's connection
-// (the streams `jisr nats init` created; resuming the log after a restart),
-// starts the index that proves records to citizens, and builds the citizen's
-// access log routes.
-func startAudit(ctx context.Context, g *globals, nc *nats.Conn, instance string, citizens accesslog.Authenticator) (p *auditParts, err error) {
-	settings, err := loadAuditSettings()
-	if err != nil {
-		return nil, err
-	}
-	fed, err := g.federation()
-	if err != nil {
-		return nil, err
-	}
-	td := fed.TrustDomain.Name()
-	kp, created, err := checkpoint.EnsureKey(auditKeyDir(g.certsDir), instance, checkpoint.Origin(td, instance))
-	if err != nil {
-		return nil, fmt.Errorf("audit: checkpoint key: %w", err)
-	}
-	if created {
-		g.log.Info("created the audit log's checkpoint key: publish the .pub file to auditors",
-			"key", filepath.Join(auditKeyDir(g.certsDir), instance+".pub"))
-	}
-	var closers []func(context.Context) error
-	defer func() {
-		if err != nil {
-			for i := len(closers) - 1; i >= 0; i-- {
-				_ = closers[i](context.WithoutCancel(ctx))
-			}
-		}
-	}()
-	dir := filepath.Join(g.dataDir, "audit")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	l, err := audit.Open(ctx, nc, td, instance, kp,
-		audit.WithLogger(g.log), audit.WithStream(settings.stream), audit.WithCheckpointEvery(settings.checkpointEvery),
-		audit.WithTrustedCheckpoint(trustedCheckpointPath(g.dataDir, instance)))
-	if err != nil {
-		return nil, err
-	}
-	closers = append(closers, l.Close)
-
-	// The index and the access log.
-	keys, err := checkpoint.LoadPublicKeys(auditKeyDir(g.certsDir))
-	if err != nil {
-		return nil, err
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	records, err := js.Stream(ctx, subject.AuditStream)
-	if err != nil {
-		return nil, err
-	}
-	ckpts, err := js.Stream(ctx, subject.CheckpointStream)
-	if err != nil {
-		return nil, err
-	}
-	store, err := index.OpenStore(filepath.Join(dir, "index-"+instance+".db"))
-	if err != nil {
-		return nil, err
-	}
-	ix := index.New(store, records, ckpts, td, keys, g.log)
-	ictx, stopIndex := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Go(func() { ix.Run(ictx) })
-	closers = append(closers, func(context.Context) error {
-		stopIndex()
-		wg.Wait()
-		return store.Close()
-	})
-	svc, err := accesslog.New(accesslog.Config{
-		Federation: fed, Records: records, Index: ix, Keys: keys, Auth: citizens, Log: g.log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	var once sync.Once
-	var closeErr error
-	return &auditParts{
-		Log:          l,
-		Routes:       svc.Routes(),
-		RegisterGRPC: svc.Register,
-		Close: func(ctx context.Context) error {
-			once.Do(func() {
-				var errs []error
-				for i := len(closers) - 1; i >= 0; i-- {
-					errs = append(errs, closers[i](ctx))
-				}
-				closeErr = errors.Join(errs...)
-			})
-			return closeErr
-		},
-	}, nil
 }

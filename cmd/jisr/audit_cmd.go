@@ -3,33 +3,25 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/gateway/audit/auditor"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
-	"github.com/jisr-bus/jisr/gateway/audit/record"
+	"github.com/jisr-bus/jisr/gateway/audit/export"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/audit/verify"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
 	barpkg "github.com/jisr-bus/jisr/services/progress"
 )
-
-func init() { commandSet = append(commandSet, newAuditCmd) }
 
 func newAuditCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -49,114 +41,95 @@ never sent anywhere.`,
 }
 
 // auditorStreams connects as the auditor and opens the two streams.
-func auditorStreams(ctx context.Context, g *globals) (records, ckpts jetstream.Stream, closeFn func(), err error) {
+func auditorStreams(ctx context.Context, g *globals) (*auditor.Streams, func(), error) {
 	nc, src, err := g.connect(ctx, "auditor")
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	closeFn = func() { nc.Close(); src.Close() }
-	js, err := jetstream.New(nc)
-	if err == nil {
-		records, err = js.Stream(ctx, subject.AuditStream)
-	}
-	if err == nil {
-		ckpts, err = js.Stream(ctx, subject.CheckpointStream)
-	}
+	closeFn := func() { nc.Close(); src.Close() }
+	st, err := auditor.Open(ctx, nc)
 	if err != nil {
 		closeFn()
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			err = fmt.Errorf("%w (create the streams with `jisr nats init`)", err)
 		}
-		return nil, nil, nil, fmt.Errorf("audit streams: %w", err)
+		return nil, nil, err
 	}
-	return records, ckpts, closeFn, nil
+	return st, closeFn, nil
 }
 
-// selection is what query, tail and export select records by.
+// selection is the flags query, tail and export select records by.
 type selection struct {
-	citizen, ckey, consumer, provider, log, decision string
-	since, until                                     string
-
-	from, to time.Time
-	filters  []string
+	auditor.Selection
+	citizen, since, until string
 }
 
 func (s *selection) flags(cmd *cobra.Command, times bool) {
 	f := cmd.Flags()
 	f.StringVar(&s.citizen, "citizen", "", "a citizen's eID (\"-\" reads it from stdin, keeping it out of the process list); turned into the citizen key locally")
-	f.StringVar(&s.ckey, "ckey", "", "a citizen key, as recorded")
-	f.StringVar(&s.consumer, "consumer", "", "only queries by this member")
-	f.StringVar(&s.provider, "provider", "", "only queries to this member")
-	f.StringVar(&s.log, "log", "", "only records of this gateway instance's log")
-	f.StringVar(&s.decision, "decision", "", "only allowed or refused decisions")
+	f.StringVar(&s.CKey, "ckey", "", "a citizen key, as recorded")
+	f.StringVar(&s.Consumer, "consumer", "", "only queries by this member")
+	f.StringVar(&s.Provider, "provider", "", "only queries to this member")
+	f.StringVar(&s.Log, "log", "", "only records of this gateway instance's log")
+	f.StringVar(&s.Decision, "decision", "", "only allowed or refused decisions")
 	if times {
 		f.StringVar(&s.since, "since", "", "from this time: RFC 3339, a date (2026-11-23), or a duration ago (24h)")
 		f.StringVar(&s.until, "until", "", "up to this time, same forms")
 	}
 }
 
-// resolve validates the selection and turns it into subject filters.
+// resolve validates the flags: the eID into the citizen key, the times.
 func (s *selection) resolve(g *globals, stdin io.Reader) error {
-	if s.citizen != "" && s.ckey != "" {
+	if s.citizen != "" && s.CKey != "" {
 		return usageError{errors.New("--citizen and --ckey are exclusive")}
 	}
-	switch s.decision {
-	case "", "allowed", "refused":
-	default:
-		return usageError{fmt.Errorf("--decision %q: allowed or refused", s.decision)}
+	if s.Decision != "" && s.Decision != "allowed" && s.Decision != "refused" {
+		return usageError{fmt.Errorf("--decision %q: allowed or refused", s.Decision)}
 	}
 	if s.citizen != "" {
-		raw := s.citizen
-		if raw == "-" {
-			line, err := bufio.NewReader(stdin).ReadString('\n')
-			if err != nil && line == "" {
-				return usageError{errors.New("--citizen -: no eID on stdin")}
-			}
-			raw = line
-		}
-		fed, err := g.federation()
+		ckey, err := citizenKey(g, s.citizen, stdin)
 		if err != nil {
 			return err
 		}
-		eid, err := fed.NormaliseEID(strings.TrimSpace(raw))
-		if err != nil {
-			return usageError{errors.New("--citizen: not an eID of this federation's format")}
-		}
-		keyer, err := g.keyer()
-		if err != nil {
-			return fmt.Errorf("--citizen needs the federation's citizen key to find the records: %w", err)
-		}
-		s.ckey = keyer.CKey(eid)
+		s.CKey = ckey
 	}
 	var err error
 	now := time.Now()
-	if s.from, err = parseWhen(s.since, now); err != nil {
+	if s.From, err = parseWhen(s.since, now); err != nil {
 		return usageError{fmt.Errorf("--since: %w", err)}
 	}
-	if s.to, err = parseWhen(s.until, now); err != nil {
+	if s.To, err = parseWhen(s.until, now); err != nil {
 		return usageError{fmt.Errorf("--until: %w", err)}
 	}
-	logTok := "*"
-	if s.log != "" {
-		logTok = s.log
-	}
-	switch {
-	case s.ckey != "":
-		subj, err := record.Subject(logTok, s.ckey)
-		if logTok == "*" {
-			subj, err = record.CitizenFilter(s.ckey)
-		}
-		if err != nil {
-			return usageError{fmt.Errorf("--ckey: %w", err)}
-		}
-		s.filters = []string{subj}
-	case s.log != "":
-		if _, err := record.Subject(s.log, ""); err != nil {
-			return usageError{fmt.Errorf("--log: %w", err)}
-		}
-		s.filters = []string{record.LogFilter(s.log)}
+	if err := s.Resolve(); err != nil {
+		return usageError{fmt.Errorf("--%w", err)}
 	}
 	return nil
+}
+
+// citizenKey turns --citizen (an eID, or "-": read from stdin) into the
+// citizen key, locally.
+func citizenKey(g *globals, raw string, stdin io.Reader) (string, error) {
+	if raw == "-" {
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && line == "" {
+			return "", usageError{errors.New("--citizen -: no eID on stdin")}
+		}
+		raw = line
+	}
+	fed, err := g.federation()
+	if err != nil {
+		return "", err
+	}
+	eid, err := fed.NormaliseEID(strings.TrimSpace(raw))
+	if err != nil {
+		return "", usageError{errors.New("--citizen: not an eID of this federation's format")}
+	}
+	keyer, err := g.keyer()
+	if err != nil {
+		return "", fmt.Errorf("--citizen needs the federation's citizen key to find the records: %w", err)
+	}
+	return keyer.CKey(eid), nil
 }
 
 func parseWhen(v string, now time.Time) (time.Time, error) {
@@ -172,108 +145,6 @@ func parseWhen(v string, now time.Time) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("%q is not RFC 3339, a date or a duration", v)
-}
-
-// match applies the parts of the selection that subjects cannot.
-func (s *selection) match(r *auditv1.Record) bool {
-	t := r.GetTime().AsTime()
-	switch {
-	case s.consumer != "" && r.GetConsumer() != s.consumer,
-		s.provider != "" && r.GetProvider() != s.provider,
-		s.decision == "allowed" && r.GetDecision() != auditv1.Decision_DECISION_ALLOWED,
-		s.decision == "refused" && r.GetDecision() == auditv1.Decision_DECISION_ALLOWED,
-		!s.from.IsZero() && t.Before(s.from),
-		!s.to.IsZero() && t.After(s.to):
-		return false
-	}
-	return true
-}
-
-// scanOptions starts reading a little before --since (records are stored
-// just after their decision) and stops a little after --until.
-func (s *selection) scanOptions() stream.ScanOptions {
-	o := stream.ScanOptions{Filters: s.filters}
-	if !s.from.IsZero() {
-		o.StartTime = s.from
-	}
-	return o
-}
-
-func (s *selection) pastEnd(m stream.Msg) bool {
-	return !s.to.IsZero() && m.Time.After(s.to.Add(time.Minute))
-}
-
-// printer writes records as a table or as JSON lines.
-type printer struct {
-	json bool
-	tw   *tabwriter.Writer
-	out  io.Writer
-	n    int
-}
-
-func newPrinter(out io.Writer, asJSON bool) *printer {
-	p := &printer{json: asJSON, out: out}
-	if !asJSON {
-		p.tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(p.tw, "TIME\tLOG:LEAF\tCONSUMER\tPROVIDER\tMETHOD\tPURPOSE\tBASIS\tDECISION\tFIELDS\tTRACE")
-	}
-	return p
-}
-
-var jsonOpts = protojson.MarshalOptions{UseProtoNames: true}
-
-func (p *printer) print(m stream.Msg, r *auditv1.Record) error {
-	p.n++
-	if p.json {
-		rec, err := jsonOpts.Marshal(r)
-		if err != nil {
-			return err
-		}
-		line, err := json.Marshal(struct {
-			Seq     uint64          `json:"seq"`
-			Subject string          `json:"subject"`
-			Record  json.RawMessage `json:"record"`
-		}{m.Seq, m.Subject, rec})
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(p.out, string(line))
-		return err
-	}
-	decision := "allowed"
-	if r.GetDecision() != auditv1.Decision_DECISION_ALLOWED {
-		decision = "refused " + r.GetReason() + " (" + codes.Code(r.GetStatusCode()).String() + ")"
-	}
-	basis := r.GetLegalBasis()
-	if r.GetLaw() != "" {
-		basis += ": " + r.GetLaw()
-	}
-	method := r.GetMethod()
-	if svc := r.GetService(); svc != "" {
-		method = svc[strings.LastIndex(svc, ".")+1:] + "/" + method
-	}
-	fields := strings.Join(r.GetFields(), ",")
-	if fields == "" && r.GetDecision() == auditv1.Decision_DECISION_ALLOWED {
-		fields = "(whole reply)"
-	}
-	fmt.Fprintf(p.tw, "%s\t%s:%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-		r.GetTime().AsTime().UTC().Format(time.RFC3339), r.GetLogId(), r.GetLeafIndex(), dash(r.GetConsumer()), dash(r.GetProvider()),
-		dash(method), dash(r.GetPurpose()), dash(basis), decision, dash(fields), dash(r.GetTraceId()))
-	return nil
-}
-
-func (p *printer) flush() error {
-	if p.tw != nil {
-		return p.tw.Flush()
-	}
-	return nil
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 func newAuditQueryCmd(g *globals) *cobra.Command {
@@ -293,37 +164,28 @@ func newAuditQueryCmd(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			records, _, closeFn, err := auditorStreams(ctx, g)
+			st, closeFn, err := auditorStreams(ctx, g)
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			p := newPrinter(cmd.OutOrStdout(), asJSON)
-			err = stream.Scan(ctx, records, sel.scanOptions(), func(m stream.Msg) error {
-				if sel.pastEnd(m) {
-					return stream.ErrStop
-				}
-				r, err := record.Parse(m.Data)
-				if err != nil {
-					fmt.Fprintf(cmd.ErrOrStderr(), "sequence %d is not a valid record (run jisr audit verify)\n", m.Seq)
-					return nil
-				}
-				if !sel.match(r) {
-					return nil
-				}
-				if err := p.print(m, r); err != nil {
+			p := auditor.NewPrinter(cmd.OutOrStdout(), asJSON)
+			err = st.Query(ctx, &sel.Selection, func(m stream.Msg, r *auditv1.Record) error {
+				if err := p.Print(m, r); err != nil {
 					return err
 				}
-				if limit > 0 && p.n >= limit {
+				if limit > 0 && p.Count() >= limit {
 					return stream.ErrStop
 				}
 				return nil
+			}, func(seq uint64) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "sequence %d is not a valid record (run jisr audit verify)\n", seq)
 			})
-			if ferr := p.flush(); err == nil {
+			if ferr := p.Flush(); err == nil {
 				err = ferr
 			}
 			if err == nil && !asJSON {
-				fmt.Fprintf(cmd.ErrOrStderr(), "%d record(s)\n", p.n)
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d record(s)\n", p.Count())
 			}
 			return err
 		},
@@ -353,65 +215,12 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 				return usageError{errors.New("-n must not be negative")}
 			}
 			ctx := cmd.Context()
-			records, _, closeFn, err := auditorStreams(ctx, g)
+			st, closeFn, err := auditorStreams(ctx, g)
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			info, err := records.Info(ctx)
-			if err != nil {
-				return err
-			}
-			last := info.State.LastSeq
-			// The last n matching records: read from where they may start
-			// (all of them when a filter narrows the stream), keep n.
-			o := stream.ScanOptions{Filters: sel.filters}
-			if len(sel.filters) == 0 && sel.consumer == "" && sel.provider == "" && sel.decision == "" && last >= uint64(n) {
-				o.StartSeq = last - uint64(n) + 1
-			}
-			var ring []stream.Msg
-			if n > 0 && last > 0 {
-				err = stream.Scan(ctx, records, o, func(m stream.Msg) error {
-					if m.Seq > last {
-						return stream.ErrStop
-					}
-					if r, err := record.Parse(m.Data); err == nil && sel.match(r) {
-						ring = append(ring, m)
-						if len(ring) > n {
-							ring = ring[1:]
-						}
-					}
-					return nil
-				})
-				if err != nil {
-					return err
-				}
-			}
-			p := newPrinter(cmd.OutOrStdout(), asJSON)
-			for _, m := range ring {
-				r, _ := record.Parse(m.Data)
-				if err := p.print(m, r); err != nil {
-					return err
-				}
-			}
-			if err := p.flush(); err != nil || !follow {
-				return err
-			}
-			o = stream.ScanOptions{Filters: sel.filters, StartSeq: last + 1, Follow: true}
-			err = stream.Scan(ctx, records, o, func(m stream.Msg) error {
-				r, err := record.Parse(m.Data)
-				if err != nil || !sel.match(r) {
-					return nil
-				}
-				if err := p.print(m, r); err != nil {
-					return err
-				}
-				return p.flush()
-			})
-			if errors.Is(err, context.Canceled) {
-				return nil
-			}
-			return err
+			return st.Tail(ctx, &sel.Selection, n, follow, auditor.NewPrinter(cmd.OutOrStdout(), asJSON))
 		},
 	}
 	sel.flags(cmd, false)
@@ -420,26 +229,6 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVarP(&n, "lines", "n", 10, "how many of the latest records to show first")
 	return cmd
 }
-
-// exportLine is one line of an export file (JSON Lines). See docs/audit.md.
-type exportLine struct {
-	Type string `json:"type"` // header, checkpoint, record
-	// header
-	Format      string   `json:"format,omitempty"`
-	TrustDomain string   `json:"trust_domain,omitempty"`
-	ExportedAt  string   `json:"exported_at,omitempty"`
-	Partial     bool     `json:"partial,omitempty"`
-	Selection   string   `json:"selection,omitempty"`
-	Keys        []string `json:"keys,omitempty"`
-	// checkpoint and record
-	Seq     uint64          `json:"seq,omitempty"`
-	Subject string          `json:"subject,omitempty"`
-	Data    string          `json:"data,omitempty"` // base64 of the exact stored bytes
-	Record  json.RawMessage `json:"record,omitempty"`
-	Note    string          `json:"checkpoint,omitempty"`
-}
-
-const exportFormat = "jisr-audit-export/1"
 
 func newAuditExportCmd(g *globals) *cobra.Command {
 	var sel selection
@@ -466,7 +255,7 @@ but the log cannot be recomputed from it.`,
 				return err
 			}
 			ctx := cmd.Context()
-			records, ckpts, closeFn, err := auditorStreams(ctx, g)
+			st, closeFn, err := auditorStreams(ctx, g)
 			if err != nil {
 				return err
 			}
@@ -480,55 +269,16 @@ but the log cannot be recomputed from it.`,
 				defer f.Close()
 				w = f
 			}
-			bw := bufio.NewWriterSize(w, 1<<20)
-			enc := json.NewEncoder(bw)
-			partial := len(sel.filters) > 0 || sel.consumer != "" || sel.provider != "" || sel.decision != "" || !sel.from.IsZero() || !sel.to.IsZero()
-			hdr := exportLine{Type: "header", Format: exportFormat, TrustDomain: fed.TrustDomain.Name(), ExportedAt: time.Now().UTC().Format(time.RFC3339), Partial: partial}
+			partial := sel.Narrowed()
+			hdr := export.Header{TrustDomain: fed.TrustDomain.Name(), ExportedAt: time.Now(), Partial: partial}
 			if partial {
-				hdr.Selection = strings.Join(cmd.Flags().Args(), " ")
-				cmd.Flags().Visit(func(f *pflag.Flag) {
-					if f.Name != "out" && f.Name != "citizen" {
-						hdr.Selection += " --" + f.Name + "=" + f.Value.String()
-					}
-				})
-				if sel.citizen != "" {
-					hdr.Selection += " --ckey=" + sel.ckey
-				}
-				hdr.Selection = strings.TrimSpace(hdr.Selection)
+				hdr.Selection = exportSelection(cmd, sel)
 			}
 			if keys, err := checkpoint.LoadPublicKeys(auditKeyDir(g.certsDir)); err == nil {
 				hdr.Keys = keys.VerifierKeys()
 			}
-			if err := enc.Encode(hdr); err != nil {
-				return err
-			}
-			n := 0
-			err = stream.Scan(ctx, ckpts, stream.ScanOptions{}, func(m stream.Msg) error {
-				st := &auditv1.CheckpointState{}
-				_ = proto.Unmarshal(m.Data, st)
-				return enc.Encode(exportLine{Type: "checkpoint", Seq: m.Seq, Subject: m.Subject, Data: base64.StdEncoding.EncodeToString(m.Data), Note: st.GetCheckpoint()})
-			})
+			n, err := st.Export(ctx, export.NewEncoder(w), hdr, &sel.Selection)
 			if err != nil {
-				return err
-			}
-			err = stream.Scan(ctx, records, sel.scanOptions(), func(m stream.Msg) error {
-				if sel.pastEnd(m) {
-					return stream.ErrStop
-				}
-				line := exportLine{Type: "record", Seq: m.Seq, Subject: m.Subject, Data: base64.StdEncoding.EncodeToString(m.Data)}
-				if r, err := record.Parse(m.Data); err == nil {
-					if partial && !sel.match(r) {
-						return nil
-					}
-					line.Record, _ = jsonOpts.Marshal(r)
-				}
-				n++
-				return enc.Encode(line)
-			})
-			if err != nil {
-				return err
-			}
-			if err := bw.Flush(); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "exported %d record(s)%s\n", n, map[bool]string{true: " (partial)", false: ""}[partial])
@@ -540,13 +290,26 @@ but the log cannot be recomputed from it.`,
 	return cmd
 }
 
+// exportSelection writes down what a partial export selected: the flags
+// given, with the citizen key in place of the eID.
+func exportSelection(cmd *cobra.Command, sel selection) string {
+	s := strings.Join(cmd.Flags().Args(), " ")
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if f.Name != "out" && f.Name != "citizen" {
+			s += " --" + f.Name + "=" + f.Value.String()
+		}
+	})
+	if sel.citizen != "" {
+		s += " --ckey=" + sel.CKey
+	}
+	return strings.TrimSpace(s)
+}
+
 // errVerifyFailed makes `jisr audit verify` exit non-zero.
 var errVerifyFailed = errors.New("audit verification FAILED")
 
 func newAuditVerifyCmd(g *globals) *cobra.Command {
-	var keysDir, file, seenDir string
-	var trusted []string
-	var quiet, strict bool
+	var o verifyOptions
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Recompute every audit log and check it against its signed checkpoints",
@@ -578,103 +341,98 @@ their sequence as a warning (--strict: an error).`,
   jisr audit verify --file audit-2026-11.jsonl`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fed, err := g.federation()
-			if err != nil {
-				return err
-			}
-			if keysDir == "" {
-				keysDir = auditKeyDir(g.certsDir)
-			}
-			keys, err := checkpoint.LoadPublicKeys(keysDir)
-			if err != nil {
-				return fmt.Errorf("trusted keys: %w (set --keys to the directory of the logs' .pub files)", err)
-			}
-			if keys.Len() == 0 {
-				return fmt.Errorf("no trusted keys (*.pub) in %s", keysDir)
-			}
-			v := verify.New(fed.TrustDomain.Name(), keys)
-			for _, path := range trusted {
-				b, err := os.ReadFile(path)
-				if err != nil {
-					return fmt.Errorf("--trusted: %w", err)
-				}
-				if _, err := v.Trust(string(b), path); err != nil {
-					return fmt.Errorf("--trusted: %w", err)
-				}
-			}
-			var seen *seenCheckpoints
-			if file == "" { // an export is a snapshot: only --trusted applies to it
-				if seen, err = openSeen(seenDir, fed.TrustDomain.Name(), keys); err != nil {
-					return err
-				}
-				if err := seen.trust(v); err != nil {
-					return err
-				}
-			}
-			prog := newProgress(cmd.ErrOrStderr(), quiet)
-			if file != "" {
-				err = verifyFile(file, v, prog)
-			} else {
-				err = verifyStreams(cmd.Context(), g, v, prog)
-			}
-			prog.done()
-			if err != nil {
-				return err
-			}
-			rep := v.Finish()
-			printReport(cmd.OutOrStdout(), rep)
-			if !rep.OK() {
-				return fmt.Errorf("%w: %d problem(s)", errVerifyFailed, len(rep.Problems))
-			}
-			if strict && len(rep.Foreign) > 0 {
-				return fmt.Errorf("%w: %d message(s) that are not records (--strict)", errVerifyFailed, len(rep.Foreign))
-			}
-			if err := seen.keep(rep); err != nil {
-				return fmt.Errorf("verified, but the checkpoints seen could not be kept: %w", err)
-			}
-			return nil
+			return o.run(cmd.Context(), g, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
-	cmd.Flags().StringSliceVar(&trusted, "trusted", nil, "a signed checkpoint file the logs must still extend, e.g. the gateway's <data>/audit/<instance>.checkpoint (repeatable)")
-	cmd.Flags().StringVar(&seenDir, "seen-dir", "", `the checkpoints seen at the last successful verification, checked and advanced (default $JISR_AUDIT_SEEN_DIR, else <user config dir>/jisr/audit-seen; "none" to keep none)`)
-	cmd.Flags().BoolVar(&strict, "strict", false, "also fail on messages on the audit subjects that are not records")
-	cmd.Flags().StringVar(&keysDir, "keys", "", "directory of the logs' trusted public keys, <instance>.pub (default <certs>/audit)")
-	cmd.Flags().StringVar(&file, "file", "", "verify an export file instead of the live streams")
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress on stderr")
+	cmd.Flags().StringSliceVar(&o.trusted, "trusted", nil, "a signed checkpoint file the logs must still extend, e.g. the gateway's <data>/audit/<instance>.checkpoint (repeatable)")
+	cmd.Flags().StringVar(&o.seenDir, "seen-dir", os.Getenv("JISR_AUDIT_SEEN_DIR"), `the checkpoints seen at the last successful verification, checked and advanced (empty: <user config dir>/jisr/audit-seen; "none" to keep none) (env JISR_AUDIT_SEEN_DIR)`)
+	cmd.Flags().BoolVar(&o.strict, "strict", false, "also fail on messages on the audit subjects that are not records")
+	cmd.Flags().StringVar(&o.keysDir, "keys", "", "directory of the logs' trusted public keys, <instance>.pub (default <certs>/audit)")
+	cmd.Flags().StringVar(&o.file, "file", "", "verify an export file instead of the live streams")
+	cmd.Flags().BoolVarP(&o.quiet, "quiet", "q", false, "no progress on stderr")
 	return cmd
 }
 
+// verifyOptions are the flags of `jisr audit verify`.
+type verifyOptions struct {
+	keysDir, file, seenDir string
+	trusted                []string
+	quiet, strict          bool
+}
+
+// verifier builds the verifier from the trusted keys and checkpoints, and
+// opens the seen checkpoints (none for an export, a snapshot).
+func (o *verifyOptions) verifier(g *globals) (*verify.Verifier, *verify.Seen, error) {
+	fed, err := g.federation()
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.keysDir == "" {
+		o.keysDir = auditKeyDir(g.certsDir)
+	}
+	keys, err := checkpoint.LoadPublicKeys(o.keysDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("trusted keys: %w (set --keys to the directory of the logs' .pub files)", err)
+	}
+	if keys.Len() == 0 {
+		return nil, nil, fmt.Errorf("no trusted keys (*.pub) in %s", o.keysDir)
+	}
+	v := verify.New(fed.TrustDomain.Name(), keys)
+	for _, path := range o.trusted {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--trusted: %w", err)
+		}
+		if _, err := v.Trust(string(b), path); err != nil {
+			return nil, nil, fmt.Errorf("--trusted: %w", err)
+		}
+	}
+	if o.file != "" { // an export is a snapshot: only --trusted applies to it
+		return v, nil, nil
+	}
+	seen, err := openSeen(o.seenDir, fed.TrustDomain.Name(), keys)
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, seen, seen.Trust(v)
+}
+
+func (o *verifyOptions) run(ctx context.Context, g *globals, stdout, stderr io.Writer) error {
+	v, seen, err := o.verifier(g)
+	if err != nil {
+		return err
+	}
+	prog := newProgress(stderr, o.quiet)
+	if o.file != "" {
+		err = verifyFile(o.file, v, prog)
+	} else {
+		err = verifyStreams(ctx, g, v, prog)
+	}
+	prog.done()
+	if err != nil {
+		return err
+	}
+	rep := v.Finish()
+	auditor.WriteReport(stdout, rep)
+	if !rep.OK() {
+		return fmt.Errorf("%w: %d problem(s)", errVerifyFailed, len(rep.Problems))
+	}
+	if o.strict && len(rep.Foreign) > 0 {
+		return fmt.Errorf("%w: %d message(s) that are not records (--strict)", errVerifyFailed, len(rep.Foreign))
+	}
+	if err := seen.Keep(rep); err != nil {
+		return fmt.Errorf("verified, but the checkpoints seen could not be kept: %w", err)
+	}
+	return nil
+}
+
 func verifyStreams(ctx context.Context, g *globals, v *verify.Verifier, prog *verifyProgress) error {
-	records, ckpts, closeFn, err := auditorStreams(ctx, g)
+	st, closeFn, err := auditorStreams(ctx, g)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	ci, err := ckpts.Info(ctx)
-	if err != nil {
-		return err
-	}
-	prog.start("checkpoints", ci.State.Msgs)
-	if err := stream.Scan(ctx, ckpts, stream.ScanOptions{}, func(m stream.Msg) error {
-		v.AddCheckpoint(m.Seq, m.Subject, m.Data)
-		prog.add(1)
-		return nil
-	}); err != nil {
-		return err
-	}
-	ri, err := records.Info(ctx)
-	if err != nil {
-		return err
-	}
-	prog.start("records", ri.State.Msgs)
-	return stream.Scan(ctx, records, stream.ScanOptions{Batch: 2048}, func(m stream.Msg) error {
-		if m.Seq > ri.State.LastSeq {
-			return stream.ErrStop // written after the verification began
-		}
-		v.AddRecord(m.Seq, m.Subject, m.Data)
-		prog.add(1)
-		return nil
-	})
+	return st.Verify(ctx, v, prog)
 }
 
 func verifyFile(path string, v *verify.Verifier, prog *verifyProgress) error {
@@ -687,81 +445,8 @@ func verifyFile(path string, v *verify.Verifier, prog *verifyProgress) error {
 	if err != nil {
 		return err
 	}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	seenHeader, seenRecord := false, false
-	prog.start("export file (bytes)", uint64(st.Size()))
-	lineNo := 0
-	for sc.Scan() {
-		lineNo++
-		prog.add(len(sc.Bytes()) + 1)
-		var l exportLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			return fmt.Errorf("%s:%d: not an export line: %w", path, lineNo, err)
-		}
-		data, err := base64.StdEncoding.DecodeString(l.Data)
-		if err != nil {
-			return fmt.Errorf("%s:%d: bad data: %w", path, lineNo, err)
-		}
-		switch {
-		case l.Type == "header" && lineNo == 1:
-			if l.Format != exportFormat {
-				return fmt.Errorf("%s: format %q, want %q", path, l.Format, exportFormat)
-			}
-			if l.Partial {
-				return fmt.Errorf("%s is a partial export (%s): it cannot be verified as a whole", path, l.Selection)
-			}
-			seenHeader = true
-		case !seenHeader:
-			return fmt.Errorf("%s: the first line is not an export header", path)
-		case l.Type == "checkpoint" && !seenRecord:
-			v.AddCheckpoint(l.Seq, l.Subject, data)
-		case l.Type == "record":
-			seenRecord = true
-			v.AddRecord(l.Seq, l.Subject, data)
-		default:
-			return fmt.Errorf("%s:%d: unexpected line type %q", path, lineNo, l.Type)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return err
-	}
-	if !seenHeader {
-		return fmt.Errorf("%s: empty export", path)
-	}
-	return nil
-}
-
-func printReport(w io.Writer, rep *verify.Report) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LOG\tRECORDS\tCHECKPOINTS\tSIGNED SIZE\tNOT YET SIGNED\tDUPLICATES\tSTATUS")
-	for _, l := range rep.Logs {
-		st := "ok"
-		if l.FirstBad != nil {
-			st = fmt.Sprintf("FIRST BAD RECORD: %d (%s)", l.FirstBad.Leaf, l.FirstBad.Kind)
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", l.ID, l.Records, l.Checkpoints, l.CheckpointSize, l.Uncovered, l.Duplicates, st)
-	}
-	tw.Flush()
-	printForeign(w, rep)
-	if rep.OK() {
-		fmt.Fprintf(w, "\nOK: %d record(s) and %d checkpoint(s) verified.\n", rep.Records, rep.CheckpointMsgs)
-		return
-	}
-	fmt.Fprintf(w, "\nFAILED: %d problem(s):\n", len(rep.Problems))
-	for _, p := range rep.Problems {
-		fmt.Fprintf(w, "  %s\n", p)
-	}
-}
-
-func printForeign(w io.Writer, rep *verify.Report) {
-	if len(rep.Foreign) == 0 {
-		return
-	}
-	fmt.Fprintf(w, "\nWARNING: %d message(s) on the audit subjects are not records of their log; they change nothing in the logs, but only the gateway may publish there:\n", len(rep.Foreign))
-	for _, p := range rep.Foreign {
-		fmt.Fprintf(w, "  %s\n", p)
-	}
+	prog.Start("export file (bytes)", uint64(st.Size()))
+	return export.LoadInto(f, path, v, prog.Add)
 }
 
 // verifyProgress shows how far verification is, with the services' progress bar
@@ -780,13 +465,13 @@ func newProgress(w io.Writer, quiet bool) *verifyProgress {
 	return &verifyProgress{w: w}
 }
 
-func (p *verifyProgress) start(what string, total uint64) {
+func (p *verifyProgress) Start(what string, total uint64) {
 	p.done()
 	p.bar, p.n, p.tot = barpkg.New(p.w, "verifying "+what), 0, int(total)
 	p.bar.Update(0, p.tot)
 }
 
-func (p *verifyProgress) add(k int) {
+func (p *verifyProgress) Add(k int) {
 	p.n += k
 	p.bar.Update(min(p.n, p.tot), p.tot)
 }

@@ -93,7 +93,7 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed
 		}
 		f.adapters = append(f.adapters, a)
 		if m == "cnss" {
-			cc, err := grpc.NewClient(a.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			cc, err := grpc.NewClient(a.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,7 +106,7 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cs.stop)
+	t.Cleanup(cs.Stop)
 	return f
 }
 
@@ -140,7 +140,7 @@ func (f *auditFed) stopGateway(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := f.gw.stop(ctx); err != nil {
+	if err := f.gw.Stop(ctx); err != nil {
 		t.Errorf("gateway stop: %v", err)
 	}
 	f.gw = nil
@@ -150,7 +150,7 @@ func (f *auditFed) stop(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, a := range f.adapters {
-		_ = a.stop(ctx)
+		_ = a.Stop(ctx)
 	}
 	f.adapters = nil
 	f.stopGateway(t)
@@ -188,7 +188,7 @@ func (f *auditFed) auditRecords(t *testing.T) []stream.Msg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	records, _, closeFn, err := auditorStreams(ctx, f.g)
+	records, closeFn, err := auditorRecords(ctx, f.g)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestEveryQueryHasExactlyOneRecordWithoutEIDAndVerifies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
-	tokens, err := demoConsents(ctx, f.g, f.gw.consent.Service, []string{eidN(40), eidN(41), eidN(42)})
+	tokens, err := demoConsents(ctx, f.g, f.gw.ConsentService(), []string{eidN(40), eidN(41), eidN(42)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -615,7 +615,7 @@ func TestAuditCLIUsageErrors(t *testing.T) {
 func (f *auditFed) waitReadyz(t *testing.T, code int) {
 	t.Helper()
 	bustest.Eventually(t, 30*time.Second, func() error {
-		resp, err := http.Get("http://" + f.gw.addr + "/readyz")
+		resp, err := http.Get("http://" + f.gw.Addr() + "/readyz")
 		if err != nil {
 			return fmt.Errorf("/readyz did not answer %d: %w", code, err)
 		}
@@ -872,4 +872,13 @@ func TestALogSeenBeforeWhoseKeyIsGoneFailsVerify(t *testing.T) {
 	if !strings.Contains(err.Error(), "gw-1") {
 		t.Fatalf("verify does not name the vanished log: %v\n%s", err, out)
 	}
+}
+
+// auditorRecords opens the audit stream as the auditor identity would.
+func auditorRecords(ctx context.Context, g *globals) (jetstream.Stream, func(), error) {
+	st, closeFn, err := auditorStreams(ctx, g)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st.Records, closeFn, nil
 }

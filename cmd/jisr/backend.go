@@ -16,8 +16,6 @@ import (
 	"github.com/jisr-bus/jisr/services/store"
 )
 
-func init() { commandSet = append(commandSet, newBackendCmd) }
-
 type backendOptions struct {
 	member   string
 	listen   string
@@ -56,10 +54,7 @@ TLS 1.3 at least.`,
 			if err != nil {
 				return err
 			}
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			return n.stop(sctx)
+			return untilDone(ctx, 10*time.Second, n.stop)
 		},
 	}
 	cmd.Flags().StringVar(&o.member, "member", "", "the ministry: civil-registry, tax, cnss or health")

@@ -16,8 +16,6 @@ import (
 	"github.com/jisr-bus/jisr/gateway/consent"
 )
 
-func init() { commandSet = append(commandSet, newBenchCmd) }
-
 const benchLong = `Start a federation from scratch in a temporary directory — 'jisr certs init',
 then NATS, gateway, consumer adapter (cnss), provider adapter and reference
 backend (civil registry), each as its own process, as deployed — and drive

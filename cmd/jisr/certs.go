@@ -14,8 +14,6 @@ import (
 	"github.com/jisr-bus/jisr/gateway/consent"
 )
 
-func init() { commandSet = append(commandSet, newCertsCmd) }
-
 func newCertsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "certs",

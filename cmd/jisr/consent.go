@@ -5,35 +5,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/jisr-bus/jisr/bus/federation"
-	"github.com/jisr-bus/jisr/gateway"
 	"github.com/jisr-bus/jisr/gateway/consent"
+	"github.com/jisr-bus/jisr/gateway/consent/service"
+	"github.com/jisr-bus/jisr/gateway/node"
 )
-
-func init() { commandSet = append(commandSet, newConsentCmd) }
-
-// consentParts is the gateway's side of consent: a verifier built from the
-// consent service's public keys only, and the citizen-facing consent API,
-// which asks the consent service (over NATS) to grant, list and revoke.
-type consentParts struct {
-	Verifier gateway.ConsentVerifier
-	Service  *consent.Service // the API's face: Backend is a consent.Client, no Issuer
-	Routes   map[string]http.Handler
-	Close    func()
-}
-
-// jwksReload is how often a gateway looks for a changed consent JWKS.
-const jwksReload = 10 * time.Second
 
 // gatewayConsentKeys loads the public keys a gateway verifies tokens with:
 // the JWKS at path (default <certs>/consent-jwks.json). Key material that
@@ -47,141 +31,21 @@ func gatewayConsentKeys(g *globals, path string) (*consent.KeySet, string, error
 	return ks, path, err
 }
 
-// startConsent opens the consent state (the buckets `jisr nats init`
-// created) with the gateway's connection, watches revocations and the public keys, and builds
-// the verifier and the consent API's face. The gateway holds no consent
-// signing key and no consent SVID: minting is the consent service's
-// (startConsentService, `jisr consent serve`).
-func startConsent(ctx context.Context, g *globals, nc *nats.Conn, reg prometheus.Registerer, jwksPath string) (*consentParts, error) {
-	fed, err := g.federation()
-	if err != nil {
-		return nil, err
-	}
-	keys, jwksPath, err := gatewayConsentKeys(g, jwksPath)
-	if err != nil {
-		return nil, err
-	}
-	store, err := consent.OpenStore(ctx, nc, g.log)
-	if err != nil {
-		return nil, err
-	}
-	lag := prometheus.NewHistogram(prometheus.HistogramOpts{
-		Namespace: "jisr", Subsystem: "consent", Name: "revocation_lag_seconds",
-		Help:    "Time from a revocation's write in the bucket to this gateway replica refusing the token.",
-		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-	})
-	store.OnRevocation = func(d time.Duration) { lag.Observe(d.Seconds()) }
-	tampering := prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "jisr", Subsystem: "consent", Name: "tampering_total",
-		Help: "Signs of tampering with the consent state: revocations deleted or purged, buckets replaced (see the ERROR log).",
-	})
-	store.OnTampering = tampering.Inc
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	if err := store.WatchRevocations(wctx); err != nil {
-		cancel()
-		return nil, err
-	}
-	stopWatch := consent.WatchJWKS(jwksPath, keys, jwksReload, g.log)
-	verifier := consent.NewVerifier(keys, fed.ID("consent"), store, store)
-	p := &consentParts{Verifier: verifier, Close: func() { cancel(); stopWatch() }}
-	if reg != nil {
-		lookups := prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: "jisr", Subsystem: "consent", Name: "token_cache_lookups_total",
-			Help: "Consent tokens looked up in the verified-token cache.",
-		}, func() float64 { calls, _ := verifier.CacheStats(); return float64(calls) })
-		hits := prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: "jisr", Subsystem: "consent", Name: "token_cache_hits_total",
-			Help: "Look-ups answered from the cache (no signature verification); hits/lookups is the hit ratio.",
-		}, func() float64 { _, h := verifier.CacheStats(); return float64(h) })
-		misses := prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: "jisr", Subsystem: "consent", Name: "token_cache_misses_total",
-			Help: "Look-ups the cache could not answer: the token's signature and claims were verified in full.",
-		}, func() float64 { calls, h := verifier.CacheStats(); return float64(max(calls-h, 0)) })
-		for _, c := range []prometheus.Collector{lag, tampering, lookups, hits, misses} {
-			if err := reg.Register(c); err != nil {
-				p.Close()
-				return nil, err
-			}
-		}
-	}
-	p.Service = &consent.Service{Backend: consent.NewClient(nc), Keys: keys, Federation: fed, Log: g.log}
-	p.Routes = p.Service.Routes(nil)
-	return p, nil
-}
+// consentNode is a running consent service (gateway/consent/service).
+type consentNode = service.Service
 
-// consentNode is a running consent service: the signing keys, its own NATS
-// identity, the grant/list/revoke API on NATS, and the public JWKS file it
-// keeps current for gateways.
-type consentNode struct {
-	Service *consent.Service
-	stop    func()
-}
-
-// jwksRewrite is how often the consent service rewrites its public JWKS, so
-// that a retired key leaves it (and a rotation made by `jisr consent
-// rotate-key` elsewhere is published).
-const jwksRewrite = time.Minute
-
-// startConsentService runs the consent service under its own identity: it
-// loads the signing keys (refusing key files open to others), publishes the
-// public JWKS, and answers the consent API. The consent buckets must exist.
+// startConsentService runs the consent service under its own identity,
+// with the signing keys in --certs. The consent buckets must exist.
 func startConsentService(ctx context.Context, g *globals) (*consentNode, error) {
 	fed, err := g.federation()
 	if err != nil {
-		return nil, err
-	}
-	keys, err := consent.LoadKeys(g.certsDir)
-	if err != nil {
-		return nil, err
-	}
-	jwks := consent.JWKSPath(g.certsDir)
-	if err := consent.WriteJWKS(keys, jwks, time.Now()); err != nil {
 		return nil, err
 	}
 	nc, src, err := g.connect(ctx, "consent")
 	if err != nil {
 		return nil, err
 	}
-	closeConn := func() { _ = nc.Drain(); _ = src.Close() }
-	store, err := consent.OpenStore(ctx, nc, g.log)
-	if err != nil {
-		closeConn()
-		return nil, fmt.Errorf("%w (the consent buckets are created before the consent service starts)", err)
-	}
-	svc := &consent.Service{Issuer: consent.NewIssuer(keys, fed.ID("consent")), Store: store, Keys: keys, Federation: fed, Log: g.log}
-	sub, err := consent.Serve(nc, svc)
-	if err != nil {
-		closeConn()
-		return nil, err
-	}
-	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(jwksRewrite)
-		defer t.Stop()
-		for {
-			select {
-			case <-rctx.Done():
-				return
-			case <-t.C:
-			}
-			// Reload the keys from disk: a rotate-key run elsewhere, or a key
-			// past its retirement, changes what is published.
-			if ks, err := consent.LoadKeys(g.certsDir); err != nil {
-				g.log.Error("consent keys unreadable; the JWKS is not rewritten", "err", err)
-			} else if err := consent.WriteJWKS(ks, jwks, time.Now()); err != nil {
-				g.log.Error("consent JWKS not written", "path", jwks, "err", err)
-			}
-		}
-	}()
-	g.log.Info("consent service ready", "subject", consent.SubjectGrant, "jwks", jwks, "kid", keys.Signing().ID)
-	return &consentNode{Service: svc, stop: func() {
-		cancel()
-		<-done
-		_ = sub.Drain()
-		closeConn()
-	}}, nil
+	return service.Start(ctx, service.Config{Federation: fed, CertsDir: g.certsDir, Conn: nc, Source: src, Log: g.log})
 }
 
 func newConsentServeCmd(g *globals) *cobra.Command {
@@ -201,7 +65,7 @@ consent API that gateways forward over NATS (jisr.consent.grant, .list,
 				return err
 			}
 			<-cmd.Context().Done()
-			n.stop()
+			n.Stop()
 			return nil
 		},
 	}
@@ -493,7 +357,7 @@ func newConsentRotateCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "new signing key %s; public keys written to %s (gateways reload it within %s; a running consent service signs with the new key after a restart); old keys verify for %s more\n",
-				k.ID, consent.JWKSPath(g.certsDir), jwksReload, consent.MaxTTL)
+				k.ID, consent.JWKSPath(g.certsDir), node.JWKSReload, consent.MaxTTL)
 			return nil
 		},
 	}

@@ -151,7 +151,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	g.natsURL = ns.ClientURL()
 	rctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	records, _, closeFn, err := auditorStreams(rctx, g)
+	records, closeFn, err := auditorRecords(rctx, g)
 	if err != nil {
 		t.Fatal(err)
 	}

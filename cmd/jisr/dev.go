@@ -21,8 +21,6 @@ import (
 	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
 )
 
-func init() { commandSet = append(commandSet, newDevCmd) }
-
 type devOptions struct {
 	citizens int
 	httpAddr string
@@ -69,6 +67,7 @@ Ctrl-C shuts everything down gracefully.`,
 	o.nats.flags(cmd)
 	cmd.Flags().BoolVar(&o.anyPort, "any-port", false, "bind every listener to a free loopback port (tests and benchmarks); the ports are in var/demo.json")
 	_ = cmd.Flags().MarkHidden("any-port")
+	g.audit.register(cmd)
 	return cmd
 }
 
@@ -110,15 +109,51 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 	if o.anyPort {
 		o.nats.listen, o.httpAddr, o.grpcAddr, o.idpAddr = "127.0.0.1:-1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	}
+	if err := d.startNATS(ctx, g, o); err != nil {
+		return err
+	}
+
+	if err := d.startBackends(ctx, g, fed, o); err != nil {
+		return err
+	}
+	signin, err := d.startIdP(g, o)
+	if err != nil {
+		return err
+	}
+	if d.gateway, err = startGateway(ctx, g, gatewayOptions{httpAddr: o.httpAddr, grpcAddr: o.grpcAddr, instance: "gw-1", signin: signin}); err != nil {
+		return err
+	}
+	d.idp.AllowRedirect(redirectURLFor(d.gateway.Addr(), d.gateway.Secure()))
+	if d.consent, err = startConsentService(ctx, g); err != nil {
+		return fmt.Errorf("consent service: %w", err)
+	}
+	if err := d.startAdapters(ctx, g, fed, o); err != nil {
+		return err
+	}
+
+	demo, err := writeDemo(ctx, g, fed, d)
+	if err != nil {
+		return err
+	}
+	printDemo(out, fed, d, demo, time.Since(start))
+	<-ctx.Done()
+	fmt.Fprintln(out, "\nshutting down…")
+	return nil
+}
+
+// startNATS starts the NATS server, and creates the streams and buckets
+// as the operator: every other part only opens them.
+func (d *devFederation) startNATS(ctx context.Context, g *globals, o devOptions) (err error) {
 	if d.nats, err = startNATS(ctx, g, o.nats); err != nil {
 		return err
 	}
 	g.natsURL = d.nats.ClientURL()
-	// The operator creates the streams and buckets; every other part only opens them.
-	if err := natsInit(ctx, g, nil); err != nil {
-		return err
-	}
+	return natsInit(ctx, g, nil)
+}
 
+// startBackends starts the reference backend of every member that
+// provides a service.
+func (d *devFederation) startBackends(ctx context.Context, g *globals, fed *federation.Federation, o devOptions) error {
 	for _, m := range fed.Members {
 		if len(m.Provides) == 0 {
 			continue
@@ -133,17 +168,11 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 		}
 		d.backends = append(d.backends, b)
 	}
-	signin, err := d.startIdP(g, o)
-	if err != nil {
-		return err
-	}
-	if d.gateway, err = startGateway(ctx, g, gatewayOptions{httpAddr: o.httpAddr, grpcAddr: o.grpcAddr, instance: "gw-1", signin: signin}); err != nil {
-		return err
-	}
-	d.idp.AllowRedirect(redirectURLFor(d.gateway.addr, d.gateway.secure))
-	if d.consent, err = startConsentService(ctx, g); err != nil {
-		return fmt.Errorf("consent service: %w", err)
-	}
+	return nil
+}
+
+// startAdapters starts every member's adapter, in front of its backend.
+func (d *devFederation) startAdapters(ctx context.Context, g *globals, fed *federation.Federation, o devOptions) error {
 	backendAddr := map[string]string{}
 	for _, b := range d.backends {
 		backendAddr[b.member] = b.addr
@@ -159,14 +188,6 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 		}
 		d.adapters = append(d.adapters, a)
 	}
-
-	demo, err := writeDemo(ctx, g, fed, d)
-	if err != nil {
-		return err
-	}
-	printDemo(out, fed, d, demo, time.Since(start))
-	<-ctx.Done()
-	fmt.Fprintln(out, "\nshutting down…")
 	return nil
 }
 
@@ -176,13 +197,13 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 func (d *devFederation) stop(ctx context.Context, g *globals) error {
 	var errs []error
 	for _, a := range d.adapters {
-		errs = append(errs, a.stop(ctx))
+		errs = append(errs, a.Stop(ctx))
 	}
 	if d.gateway != nil {
-		errs = append(errs, d.gateway.stop(ctx))
+		errs = append(errs, d.gateway.Stop(ctx))
 	}
 	if d.consent != nil {
-		d.consent.stop()
+		d.consent.Stop()
 	}
 	for _, b := range d.backends {
 		errs = append(errs, b.stop(ctx))
@@ -240,19 +261,19 @@ type demoCitizen struct {
 
 func writeDemo(ctx context.Context, g *globals, fed *federation.Federation, d *devFederation) (*demoFile, error) {
 	scheme := "http://"
-	if d.gateway.secure {
+	if d.gateway.Secure() {
 		scheme = "https://"
 	}
 	demo := &demoFile{Endpoints: map[string]string{
 		"nats":         d.nats.ClientURL(),
-		"gateway_http": scheme + d.gateway.addr,
-		"gateway_grpc": d.gateway.grpcAddr,
+		"gateway_http": scheme + d.gateway.Addr(),
+		"gateway_grpc": d.gateway.GRPCAddr(),
 		"oidc_issuer":  d.idp.Issuer(),
 	}}
-	demo.SignIn = "open " + scheme + d.gateway.addr + "/access-log/ and sign in with the national e-ID: the demo provider at " +
+	demo.SignIn = "open " + scheme + d.gateway.Addr() + "/access-log/ and sign in with the national e-ID: the demo provider at " +
 		d.idp.Issuer() + " lists the demo citizens"
 	for _, a := range d.adapters {
-		demo.Endpoints["adapter/"+a.member] = a.addr
+		demo.Endpoints["adapter/"+a.Member()] = a.Addr()
 	}
 	for _, b := range d.backends {
 		demo.Endpoints["backend/"+b.member] = b.addr
@@ -262,7 +283,7 @@ func writeDemo(ctx context.Context, g *globals, fed *federation.Federation, d *d
 	for i, c := range demo.Citizens {
 		eids[i] = c.EID
 	}
-	tokens, err := demoConsents(ctx, g, d.gateway.consent.Service, eids)
+	tokens, err := demoConsents(ctx, g, d.gateway.ConsentService(), eids)
 	if err != nil {
 		return nil, fmt.Errorf("demo consents: %w", err)
 	}
@@ -284,8 +305,8 @@ func writeDemo(ctx context.Context, g *globals, fed *federation.Federation, d *d
 func tryCommand(fed *federation.Federation, d *devFederation, demo *demoFile) string {
 	addr := ""
 	for _, a := range d.adapters {
-		if a.member == "cnss" {
-			addr = a.addr
+		if a.Member() == "cnss" {
+			addr = a.Addr()
 		}
 	}
 	if addr == "" || len(demo.Citizens) == 0 {
@@ -321,9 +342,9 @@ func printDemo(out io.Writer, fed *federation.Federation, d *devFederation, demo
 	fmt.Fprintf(out, "  NATS (mTLS only)   %s\n", d.nats.ClientURL())
 	fmt.Fprintf(out, "  gateway HTTP       %s  (/healthz /readyz /metrics, consent and access-log APIs)\n", demo.Endpoints["gateway_http"])
 	fmt.Fprintf(out, "  demo e-ID (OIDC)   %s  (the citizens' sign-in; loopback only)\n", d.idp.Issuer())
-	fmt.Fprintf(out, "  gateway gRPC       %s  (jisr.consent.v1.Consent, the citizen's access log)\n", d.gateway.grpcAddr)
+	fmt.Fprintf(out, "  gateway gRPC       %s  (jisr.consent.v1.Consent, the citizen's access log)\n", d.gateway.GRPCAddr())
 	for _, a := range d.adapters {
-		fmt.Fprintf(out, "  adapter %-14s %s  (gRPC, what the %s backend calls)\n", a.member, a.addr, a.member)
+		fmt.Fprintf(out, "  adapter %-14s %s  (gRPC, what the %s backend calls)\n", a.Member(), a.Addr(), a.Member())
 	}
 	for _, b := range d.backends {
 		fmt.Fprintf(out, "  backend %-14s %s  (reference %s service)\n", b.member, b.addr, b.member)

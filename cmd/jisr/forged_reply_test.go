@@ -70,7 +70,7 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 	// The citizen's consents: one valid, one revoked, one used up.
 	eid := eidN(60)
 	ck := keyer.CKey(eid)
-	svc := f.gw.consent.Service
+	svc := f.gw.ConsentService()
 	grant := func(maxUses int) *consent.GrantResponse {
 		t.Helper()
 		g, err := svc.Grant(ctx, ck, consent.GrantRequest{To: "cnss", Service: civilService, Methods: []string{"GetPerson"},
@@ -279,7 +279,7 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 	)
 
 	// The auditor follows the records written from now on.
-	records, _, closeRecords, err := auditorStreams(ctx, f.g)
+	records, closeRecords, err := auditorRecords(ctx, f.g)
 	if err != nil {
 		t.Fatal(err)
 	}

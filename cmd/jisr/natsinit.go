@@ -12,14 +12,12 @@ import (
 	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
 
-func init() { commandSet = append(commandSet, newNATSCmd) }
-
 func newNATSCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "nats",
 		Short: "Manage the federation's JetStream state (as the operator)",
 	}
-	cmd.AddCommand(&cobra.Command{
+	initCmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create, or check, every stream and bucket of the federation (as the operator)",
 		Long: `Connect to --nats as the operator identity (spiffe://<td>/operator) and create
@@ -35,19 +33,21 @@ rights taken away — nothing stored is removed; one that cannot be made safe
 (per-message TTLs, other subjects, storage or retention) is refused, named,
 and left as it is. The gateway, the consent service and the auditor only
 open them, and refuse to start until this has run. The audit retention comes
-from the JISR_AUDIT_* variables, as for the gateway.`,
+from the --audit-* flags (default: the JISR_AUDIT_* variables), as for the gateway.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return natsInit(cmd.Context(), g, cmd.OutOrStdout())
 		},
-	})
+	}
+	g.audit.register(initCmd)
+	cmd.AddCommand(initCmd)
 	return cmd
 }
 
 // natsInit connects as the operator and creates or checks every stream and
 // bucket; out (when not nil) gets one line per stream or bucket.
 func natsInit(ctx context.Context, g *globals, out io.Writer) error {
-	settings, err := loadAuditSettings()
+	settings, err := g.audit.settings()
 	if err != nil {
 		return err
 	}

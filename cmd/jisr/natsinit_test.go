@@ -74,7 +74,7 @@ func TestNothingStartsBeforeNATSInit(t *testing.T) {
 	}
 	sctx, scancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer scancel()
-	if err := n.stop(sctx); err != nil {
+	if err := n.Stop(sctx); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -14,10 +14,6 @@ import (
 	"github.com/jisr-bus/jisr/certs/svid"
 )
 
-func init() {
-	commandSet = append(commandSet, newNATSConfigCmd, newNATSServerCmd)
-}
-
 type natsOptions struct {
 	listen   string
 	httpPort int

@@ -34,6 +34,9 @@ type globals struct {
 	traceMemory int
 	pprofAddr   string
 
+	// audit is the audit's settings: flags of gateway, nats init and dev.
+	audit auditFlags
+
 	log       *slog.Logger
 	fed       *federation.Federation
 	telemetry telemetryState
@@ -67,9 +70,9 @@ Every part also runs on its own, as deployed:
 	f.StringVar(&g.certsDir, "certs", envOr("JISR_CERTS", "var/certs"), "directory of the dev CA, SVIDs and keys (env JISR_CERTS); ignored for SVIDs when SPIFFE_ENDPOINT_SOCKET is set")
 	f.StringVar(&g.dataDir, "data", envOr("JISR_DATA", "var"), "directory for JetStream and backend stores (env JISR_DATA)")
 	f.StringVar(&g.natsURL, "nats", envOr("JISR_NATS", "tls://127.0.0.1:4222"), "NATS server URL, mTLS only (env JISR_NATS)")
-	f.StringVar(&g.logFormat, "log-format", envOr("JISR_LOG_FORMAT", "auto"), "log format: text, json, or auto (json for gateway, adapter, backend and nats-server; text for dev and the other commands)")
-	f.StringVar(&g.logLevel, "log-level", envOr("JISR_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
-	f.StringVar(&g.otlp, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC; plaintext only on loopback, else TLS) or https://… (default: the OTEL_EXPORTER_OTLP_* variables; none: no export)")
+	f.StringVar(&g.logFormat, "log-format", envOr("JISR_LOG_FORMAT", "auto"), "log format: text, json, or auto (json for gateway, adapter, backend and nats-server; text for dev and the other commands) (env JISR_LOG_FORMAT)")
+	f.StringVar(&g.logLevel, "log-level", envOr("JISR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env JISR_LOG_LEVEL)")
+	f.StringVar(&g.otlp, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC; plaintext only on loopback, else TLS) or https://… (default: the OTEL_EXPORTER_OTLP_* variables; none: no export) (env JISR_OTLP)")
 	f.IntVar(&g.traceMemory, "trace-memory", 10000, "spans the gateway keeps in memory for GET /v1/traces/{id} (0: none)")
 	f.StringVar(&g.pprofAddr, "pprof-addr", "", "serve Go profiles (/debug/pprof/) on this loopback address (profiling only)")
 	_ = f.MarkHidden("pprof-addr")
@@ -174,14 +177,29 @@ func (g *globals) connect(ctx context.Context, identity string, opts ...nats.Opt
 	return nc, src, nil
 }
 
-// commandSet lists the constructors of jisr's subcommands; each file adds its
-// own in an init function, so a new subcommand touches no shared file.
-var commandSet []func(*globals) *cobra.Command
+// untilDone waits for ctx to end (SIGINT or SIGTERM), then stops what runs,
+// giving it timeout to drain.
+func untilDone(ctx context.Context, timeout time.Duration, stop func(context.Context) error) error {
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	return stop(sctx)
+}
 
+// subcommands builds jisr's subcommands, each with the shared globals.
+// A new subcommand is added here.
 func subcommands(g *globals) []*cobra.Command {
-	out := make([]*cobra.Command, 0, len(commandSet))
-	for _, c := range commandSet {
-		out = append(out, c(g))
+	return []*cobra.Command{
+		newDevCmd(g),
+		newCertsCmd(g),
+		newNATSConfigCmd(g),
+		newNATSServerCmd(g),
+		newNATSCmd(g),
+		newGatewayCmd(g),
+		newConsentCmd(g),
+		newAdapterCmd(g),
+		newBackendCmd(g),
+		newAuditCmd(g),
+		newBenchCmd(g),
 	}
-	return out
 }

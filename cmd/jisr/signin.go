@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -35,18 +34,9 @@ type signinOptions struct {
 	// demoLogin: sign-in by eID alone. Only `jisr dev --demo-login` sets
 	// it, and startGateway refuses it off loopback.
 	demoLogin bool
-	// readTimeout of the HTTP server (default httpReadTimeout; tests shorten it).
+	// readTimeout of the HTTP server (default 30s; tests shorten it).
 	readTimeout time.Duration
 }
-
-// HTTP server limits.
-const (
-	httpReadHeaderTimeout = 5 * time.Second
-	httpReadTimeout       = 30 * time.Second
-	httpWriteTimeout      = 60 * time.Second
-	httpIdleTimeout       = 2 * time.Minute
-	httpMaxHeaderBytes    = 32 << 10
-)
 
 // Errors of the HTTP side's configuration.
 var (
@@ -94,6 +84,30 @@ func httpTLS(addr string, o signinOptions, src svid.Source, authz tlsconfig.Auth
 	return c, nil
 }
 
+// clientSecret is the OIDC client secret: set by jisr dev, else from
+// --oidc-client-secret-file (closed to group and others), else from
+// $JISR_OIDC_CLIENT_SECRET (never a flag value, which ps would show).
+func (o signinOptions) clientSecret() (string, error) {
+	switch {
+	case o.oidcClientSecret != "":
+		return o.oidcClientSecret, nil
+	case o.oidcSecretFile != "":
+		fi, err := os.Stat(o.oidcSecretFile)
+		if err != nil {
+			return "", fmt.Errorf("--oidc-client-secret-file: %w", err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			return "", usageError{fmt.Errorf("--oidc-client-secret-file %s: %w", o.oidcSecretFile, errSecretFileOpen)}
+		}
+		b, err := os.ReadFile(o.oidcSecretFile)
+		if err != nil {
+			return "", fmt.Errorf("--oidc-client-secret-file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return os.Getenv("JISR_OIDC_CLIENT_SECRET"), nil
+}
+
 // newCitizenAuth builds the sign-in from the options, for an HTTP side
 // listening on addr (with TLS or not).
 func newCitizenAuth(g *globals, addr string, secure bool, o signinOptions) (*citizen.Auth, error) {
@@ -116,24 +130,9 @@ func newCitizenAuth(g *globals, addr string, secure bool, o signinOptions) (*cit
 		IdleTimeout: o.sessionIdle, MaxAge: o.sessionMaxAge, Log: g.log,
 	}
 	if o.oidcIssuer != "" {
-		secret := o.oidcClientSecret
-		switch {
-		case secret != "":
-		case o.oidcSecretFile != "":
-			fi, err := os.Stat(o.oidcSecretFile)
-			if err != nil {
-				return nil, fmt.Errorf("--oidc-client-secret-file: %w", err)
-			}
-			if fi.Mode().Perm()&0o077 != 0 {
-				return nil, usageError{fmt.Errorf("--oidc-client-secret-file %s: %w", o.oidcSecretFile, errSecretFileOpen)}
-			}
-			b, err := os.ReadFile(o.oidcSecretFile)
-			if err != nil {
-				return nil, fmt.Errorf("--oidc-client-secret-file: %w", err)
-			}
-			secret = strings.TrimSpace(string(b))
-		default:
-			secret = os.Getenv("JISR_OIDC_CLIENT_SECRET")
+		secret, err := o.clientSecret()
+		if err != nil {
+			return nil, err
 		}
 		redirect := o.oidcRedirectURL
 		if redirect == "" {
@@ -162,20 +161,6 @@ func newCitizenAuth(g *globals, addr string, secure bool, o signinOptions) (*cit
 		g.log.Info("citizen sign-in is off (no --oidc-issuer): the access log and consent APIs refuse every citizen")
 	}
 	return a, nil
-}
-
-// newHTTPServer is the gateway's HTTP server with its limits: no request
-// may hold a connection by sending slowly.
-func newHTTPServer(h http.Handler, tlsConf *tls.Config, o signinOptions) *http.Server {
-	rt := o.readTimeout
-	if rt <= 0 {
-		rt = httpReadTimeout
-	}
-	return &http.Server{
-		Handler: citizen.Protect(h, tlsConf != nil), TLSConfig: tlsConf,
-		ReadHeaderTimeout: min(httpReadHeaderTimeout, rt), ReadTimeout: rt,
-		WriteTimeout: httpWriteTimeout, IdleTimeout: httpIdleTimeout, MaxHeaderBytes: httpMaxHeaderBytes,
-	}
 }
 
 // redirectURLFor is where the provider sends citizens back to a gateway

@@ -66,8 +66,8 @@ func startSigninFed(t *testing.T) *signinFed {
 	if f.gw, err = startGateway(context.Background(), f.g, o); err != nil {
 		t.Fatalf("gateway: %v\n%s", err, f.logs.String())
 	}
-	f.base = "http://" + f.gw.addr
-	f.idp.AllowRedirect(redirectURLFor(f.gw.addr, f.gw.secure))
+	f.base = "http://" + f.gw.Addr()
+	f.idp.AllowRedirect(redirectURLFor(f.gw.Addr(), f.gw.Secure()))
 	return f
 }
 
@@ -249,12 +249,12 @@ func TestGatewaySignInAsDeployed(t *testing.T) {
 
 	// A slow body is cut by the read timeout: the server answers or closes
 	// instead of waiting for the rest.
-	conn, err := net.Dial("tcp", f.gw.addr)
+	conn, err := net.Dial("tcp", f.gw.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_, _ = io.WriteString(conn, "POST /v1/consents HTTP/1.1\r\nHost: "+f.gw.addr+"\r\nAuthorization: Bearer "+sid+
+	_, _ = io.WriteString(conn, "POST /v1/consents HTTP/1.1\r\nHost: "+f.gw.Addr()+"\r\nAuthorization: Bearer "+sid+
 		"\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n{\"to\":")
 	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
 	reply, err := io.ReadAll(conn)
@@ -299,10 +299,10 @@ func TestGatewayHTTPOffLoopback(t *testing.T) {
 		t.Fatalf("gateway: %v\n%s", err, f.logs.String())
 	}
 	f.gw = gw
-	if !gw.secure {
+	if !gw.Secure() {
 		t.Fatal("the HTTP side is plaintext off loopback")
 	}
-	_, port, _ := net.SplitHostPort(gw.addr)
+	_, port, _ := net.SplitHostPort(gw.Addr())
 	addr := net.JoinHostPort("127.0.0.1", port)
 	plain := &http.Client{Timeout: 10 * time.Second}
 	if resp, err := plain.Get("http://" + addr + "/healthz"); err == nil {
@@ -382,7 +382,7 @@ func TestGatewayHTTPWithACertificate(t *testing.T) {
 		t.Fatalf("gateway: %v\n%s", err, f.logs.String())
 	}
 	f.gw = gw
-	_, port, _ := net.SplitHostPort(gw.addr)
+	_, port, _ := net.SplitHostPort(gw.Addr())
 	base := "https://" + net.JoinHostPort("127.0.0.1", port)
 	tc := &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS12}
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
@@ -486,7 +486,7 @@ func TestSignInOptions(t *testing.T) {
 		t.Errorf("secret from the environment: %v", err)
 	}
 	t.Setenv("JISR_CITIZEN_LOGIN", "demo")
-	if _, err := loadAuditSettings(); err == nil {
+	if _, err := (auditFlags{}).settings(); err == nil {
 		t.Error("JISR_CITIZEN_LOGIN=demo accepted")
 	}
 }

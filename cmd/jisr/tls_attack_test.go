@@ -42,7 +42,7 @@ func TestGatewayListenersRefuseTLS12AndStrangers(t *testing.T) {
 	defer src.Close()
 	stranger := strangerCert(t, fed.ID("auditor").URL())
 
-	for name, addr := range map[string]string{"HTTP": gw.addr, "gRPC": gw.grpcAddr} {
+	for name, addr := range map[string]string{"HTTP": gw.Addr(), "gRPC": gw.GRPCAddr()} {
 		_, port, _ := net.SplitHostPort(addr)
 		addr := net.JoinHostPort("127.0.0.1", port)
 		member := func() *tls.Config {

@@ -1,0 +1,128 @@
+// Package service runs the consent service as a process hosts it: the only
+// holder of the signing keys, under its own NATS identity, answering the
+// grant/list/revoke API that gateways forward, and keeping the public JWKS
+// file current for the gateways.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/certs/svid"
+	"github.com/jisr-bus/jisr/gateway/consent"
+)
+
+// Config holds what the consent service cannot run without.
+type Config struct {
+	Federation *federation.Federation
+	// CertsDir holds the signing keys (<certs>/consent/) and the public
+	// JWKS written for the gateways (<certs>/consent-jwks.json).
+	CertsDir string
+	// Conn is the consent service's NATS connection and Source its SVID
+	// source; the service owns both from Start on (Stop closes them).
+	Conn   *nats.Conn
+	Source svid.Source
+	Log    *slog.Logger
+}
+
+// Option sets an optional setting.
+type Option func(*options)
+
+type options struct{ rewrite time.Duration }
+
+// WithJWKSRewrite sets how often the public JWKS is rewritten (default a
+// minute), so that a retired key leaves it and a rotation made elsewhere is
+// published.
+func WithJWKSRewrite(d time.Duration) Option { return func(o *options) { o.rewrite = d } }
+
+// Service is a running consent service.
+type Service struct {
+	// Service is the consent API with its issuer and store.
+	Service *consent.Service
+	cfg     Config
+	sub     *nats.Subscription
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// Start loads the signing keys (refusing key files open to others),
+// publishes the public JWKS, and answers the consent API. The consent
+// buckets must exist. On error the connection and source are closed.
+func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Service, err error) {
+	if cfg.Federation == nil || cfg.Conn == nil || cfg.Log == nil || cfg.CertsDir == "" {
+		return nil, errors.New("consent service: Federation, CertsDir, Conn and Log are required")
+	}
+	o := options{rewrite: time.Minute}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	s := &Service{cfg: cfg}
+	defer func() {
+		if err != nil {
+			s.closeConn()
+		}
+	}()
+	keys, err := consent.LoadKeys(cfg.CertsDir)
+	if err != nil {
+		return nil, err
+	}
+	jwks := consent.JWKSPath(cfg.CertsDir)
+	if err := consent.WriteJWKS(keys, jwks, time.Now()); err != nil {
+		return nil, err
+	}
+	store, err := consent.OpenStore(ctx, cfg.Conn, cfg.Log)
+	if err != nil {
+		return nil, fmt.Errorf("%w (the consent buckets are created before the consent service starts)", err)
+	}
+	s.Service = &consent.Service{Issuer: consent.NewIssuer(keys, cfg.Federation.ID("consent")), Store: store, Keys: keys, Federation: cfg.Federation, Log: cfg.Log}
+	if s.sub, err = consent.Serve(cfg.Conn, s.Service); err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel, s.done = cancel, make(chan struct{})
+	go s.rewriteJWKS(rctx, jwks, o.rewrite)
+	cfg.Log.Info("consent service ready", "subject", consent.SubjectGrant, "jwks", jwks, "kid", keys.Signing().ID)
+	return s, nil
+}
+
+// rewriteJWKS reloads the keys from disk and rewrites the JWKS every
+// period: a rotate-key run elsewhere, or a key past its retirement, changes
+// what is published.
+func (s *Service) rewriteJWKS(ctx context.Context, jwks string, every time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if ks, err := consent.LoadKeys(s.cfg.CertsDir); err != nil {
+			s.cfg.Log.Error("consent keys unreadable; the JWKS is not rewritten", "err", err)
+		} else if err := consent.WriteJWKS(ks, jwks, time.Now()); err != nil {
+			s.cfg.Log.Error("consent JWKS not written", "path", jwks, "err", err)
+		}
+	}
+}
+
+// Stop stops answering and closes the connection.
+func (s *Service) Stop() {
+	s.cancel()
+	<-s.done
+	_ = s.sub.Drain()
+	s.closeConn()
+}
+
+func (s *Service) closeConn() {
+	_ = s.cfg.Conn.Drain()
+	if s.cfg.Source != nil {
+		_ = s.cfg.Source.Close()
+	}
+}

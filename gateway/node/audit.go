@@ -1,0 +1,130 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+
+	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/gateway"
+	"github.com/jisr-bus/jisr/gateway/audit"
+	"github.com/jisr-bus/jisr/gateway/audit/accesslog"
+	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
+	"github.com/jisr-bus/jisr/gateway/audit/index"
+)
+
+// auditParts is the audit as the gateway process hosts it: the log every
+// decision is appended to, the citizen's access log routes, and Close.
+type auditParts struct {
+	Log    gateway.AuditLog
+	Routes map[string]http.Handler         // mounted on the gateway HTTP mux
+	Close  func(ctx context.Context) error // flushes, publishes the final checkpoint
+	// RegisterGRPC adds the access log's gRPC service to the gateway's gRPC server.
+	RegisterGRPC func(*grpc.Server)
+}
+
+// startAudit opens this instance's audit log on the gateway's connection
+// (the streams `jisr nats init` created; resuming the log after a restart),
+// starts the index that proves records to citizens, and builds the citizen's
+// access log routes.
+func startAudit(ctx context.Context, cfg Config, citizens accesslog.Authenticator) (_ *auditParts, err error) {
+	td, a := cfg.Federation.TrustDomain.Name(), cfg.Audit
+	kp, created, err := checkpoint.EnsureKey(a.KeyDir, cfg.Instance, checkpoint.Origin(td, cfg.Instance))
+	if err != nil {
+		return nil, fmt.Errorf("audit: checkpoint key: %w", err)
+	}
+	if created {
+		cfg.Log.Info("created the audit log's checkpoint key: publish the .pub file to auditors",
+			"key", filepath.Join(a.KeyDir, cfg.Instance+".pub"))
+	}
+	var closers []func(context.Context) error
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				_ = closers[i](context.WithoutCancel(ctx))
+			}
+		}
+	}()
+	if err := os.MkdirAll(a.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	l, err := audit.Open(ctx, cfg.Conn, td, cfg.Instance, kp,
+		audit.WithLogger(cfg.Log), audit.WithStream(a.Stream), audit.WithCheckpointEvery(a.CheckpointEvery),
+		audit.WithTrustedCheckpoint(a.TrustedCheckpoint))
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, l.Close)
+	svc, closeIndex, err := startAccessLog(ctx, cfg, citizens)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, closeIndex)
+	return &auditParts{Log: l, Routes: svc.Routes(), RegisterGRPC: svc.Register, Close: closeOnce(closers)}, nil
+}
+
+// startAccessLog runs the index of the audit records and builds the
+// citizen's access log on it; the function returned stops the index.
+func startAccessLog(ctx context.Context, cfg Config, citizens accesslog.Authenticator) (*accesslog.Service, func(context.Context) error, error) {
+	td := cfg.Federation.TrustDomain.Name()
+	keys, err := checkpoint.LoadPublicKeys(cfg.Audit.KeyDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(cfg.Conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	records, err := js.Stream(ctx, subject.AuditStream)
+	if err != nil {
+		return nil, nil, err
+	}
+	ckpts, err := js.Stream(ctx, subject.CheckpointStream)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := index.OpenStore(filepath.Join(cfg.Audit.Dir, "index-"+cfg.Instance+".db"))
+	if err != nil {
+		return nil, nil, err
+	}
+	ix := index.New(store, records, ckpts, td, keys, cfg.Log)
+	ictx, stopIndex := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { ix.Run(ictx) })
+	stop := func(context.Context) error {
+		stopIndex()
+		wg.Wait()
+		return store.Close()
+	}
+	svc, err := accesslog.New(accesslog.Config{
+		Federation: cfg.Federation, Records: records, Index: ix, Keys: keys, Auth: citizens, Log: cfg.Log,
+	})
+	if err != nil {
+		_ = stop(ctx)
+		return nil, nil, err
+	}
+	return svc, stop, nil
+}
+
+// closeOnce runs the closers in reverse order, once.
+func closeOnce(closers []func(context.Context) error) func(context.Context) error {
+	var once sync.Once
+	var closeErr error
+	return func(ctx context.Context) error {
+		once.Do(func() {
+			var errs []error
+			for i := len(closers) - 1; i >= 0; i-- {
+				errs = append(errs, closers[i](ctx))
+			}
+			closeErr = errors.Join(errs...)
+		})
+		return closeErr
+	}
+}

@@ -1,0 +1,129 @@
+// Package node runs one member's adapter as a process hosts it: the adapter
+// on the member's NATS connection, its provider side when the member
+// provides a service, and its consumer-side gRPC server (plaintext on
+// loopback only, else mTLS with the member's SVID).
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"google.golang.org/grpc"
+
+	"github.com/jisr-bus/jisr/bus/loopback"
+	"github.com/jisr-bus/jisr/certs/svid"
+	"github.com/jisr-bus/jisr/services/adapter"
+)
+
+// Config holds what an adapter node cannot run without.
+type Config struct {
+	// Adapter configures the adapter; its Conn, and Source, are the node's
+	// from Start on: Stop (or a failed Start) drains and closes them. Its
+	// BackendTLS is set from Source when the backend is not on loopback.
+	Adapter adapter.Config
+	Source  svid.Source
+	// Listen is the consumer side's gRPC listen address.
+	Listen string
+}
+
+// Option sets an optional setting of a node.
+type Option func(*options)
+
+type options struct{ server []grpc.ServerOption }
+
+// WithServerOptions adds options to the consumer-side gRPC server.
+func WithServerOptions(opts ...grpc.ServerOption) Option {
+	return func(o *options) { o.server = append(o.server, opts...) }
+}
+
+// Node is a running adapter.
+type Node struct {
+	cfg  Config
+	ad   *adapter.Adapter
+	srv  *grpc.Server
+	addr string
+}
+
+// Member is the member the adapter serves.
+func (n *Node) Member() string { return n.cfg.Adapter.Member }
+
+// Addr is the consumer side's address.
+func (n *Node) Addr() string { return n.addr }
+
+// Start builds the adapter, starts its provider side when the member
+// provides a service, and serves the consumer side.
+func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Node, err error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	n := &Node{cfg: cfg}
+	defer func() {
+		if err != nil {
+			_ = n.Stop(context.WithoutCancel(ctx))
+		}
+	}()
+	if cfg.Adapter.Federation == nil {
+		return nil, errors.New("adapter node: Adapter.Federation is required")
+	}
+	m, err := cfg.Adapter.Federation.Member(cfg.Adapter.Member)
+	if err != nil {
+		return nil, err
+	}
+	authz := adapter.WorkloadsOf(cfg.Adapter.Federation.TrustDomain, m.Name)
+	if cfg.Adapter.Backend != "" && !loopback.Is(cfg.Adapter.Backend) && cfg.Source != nil {
+		cfg.Adapter.BackendTLS = svid.ClientTLS(cfg.Source, authz)
+	}
+	if n.ad, err = adapter.New(cfg.Adapter); err != nil {
+		return nil, err
+	}
+	if len(m.Provides) > 0 {
+		if err := n.ad.StartProvider(ctx); err != nil {
+			return nil, err
+		}
+	}
+	creds, err := loopback.ServerCredentials(cfg.Listen, svid.ServerTLS(cfg.Source, authz))
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("adapter %s: %w", m.Name, err)
+	}
+	n.addr = lis.Addr().String()
+	n.srv = n.ad.GRPCServer(append(creds, o.server...)...)
+	go func() {
+		if err := n.srv.Serve(lis); err != nil {
+			cfg.Adapter.Log.Error("adapter gRPC server stopped", "member", m.Name, "err", err)
+		}
+	}()
+	cfg.Adapter.Log.Info("adapter listening", "member", m.Name, "grpc", n.addr, "backend", cfg.Adapter.Backend)
+	return n, nil
+}
+
+// Stop stops serving (at once when ctx ends), stops the adapter and closes
+// the connection and the source.
+func (n *Node) Stop(ctx context.Context) error {
+	var err error
+	if n.srv != nil {
+		done := make(chan struct{})
+		go func() { n.srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			n.srv.Stop()
+		}
+	}
+	if n.ad != nil {
+		err = n.ad.Stop(ctx)
+	}
+	if n.cfg.Adapter.Conn != nil {
+		_ = n.cfg.Adapter.Conn.Drain()
+	}
+	if n.cfg.Source != nil {
+		_ = n.cfg.Source.Close()
+	}
+	return err
+}
