@@ -696,7 +696,7 @@ func (l *Log) rootAt(ctx context.Context, n uint64) ([]byte, error) {
 	case l.size:
 		return tree.Root(l.all)
 	}
-	r := tree.Factory.NewEmptyRange(0)
+	r := tree.NewEmptyRange(0)
 	var prev []byte
 	byLeaf := map[uint64][][]byte{}
 	err := stream.Scan(ctx, l.records, stream.ScanOptions{Filters: []string{record.LogFilter(l.id)}}, func(m stream.Msg) error {
@@ -822,7 +822,7 @@ func (l *Log) checkpoint(ctx context.Context) error {
 		return fmt.Errorf("%w: publish checkpoint: %w", ErrUnavailable, err)
 	}
 	l.ckptSize, l.ckptRange, l.ckptSigned = l.size, tree.Clone(l.all), signed
-	l.since = tree.Factory.NewEmptyRange(l.size)
+	l.since = tree.NewEmptyRange(l.size)
 	l.publishStats()
 	l.keepTrusted()
 	l.log.Debug("checkpoint published", "size", l.size)
@@ -832,7 +832,7 @@ func (l *Log) checkpoint(ctx context.Context) error {
 // resume loads the last checkpoint of the log (checking its signature, its
 // compact range and the record it ends on) and adopts the records after it.
 func (l *Log) resume(ctx context.Context) error {
-	l.state = state{all: tree.Factory.NewEmptyRange(0), since: tree.Factory.NewEmptyRange(0), ckptRange: tree.Factory.NewEmptyRange(0)}
+	l.state = state{all: tree.NewEmptyRange(0), since: tree.NewEmptyRange(0), ckptRange: tree.NewEmptyRange(0)}
 	subj, err := record.CheckpointSubject(l.id)
 	if err != nil {
 		return err
@@ -889,7 +889,7 @@ func (l *Log) loadCheckpoint(ctx context.Context, data []byte) error {
 	}
 	l.size, l.prev, l.lastSeq, l.tailSeq, l.all = c.Size, st.GetLastLeafHash(), st.GetLastSequence(), st.GetLastSequence(), r
 	l.ckptSize, l.ckptRange, l.ckptSigned = c.Size, tree.Clone(r), st.GetCheckpoint()
-	l.since = tree.Factory.NewEmptyRange(c.Size)
+	l.since = tree.NewEmptyRange(c.Size)
 	return nil
 }
 

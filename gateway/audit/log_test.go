@@ -158,7 +158,7 @@ func readLog(t testing.TB, f *fixture, id string) []storedRecord {
 // the one before, and returns the root of the tree they make.
 func checkChain(t testing.TB, recs []storedRecord) []byte {
 	t.Helper()
-	r := tree.Factory.NewEmptyRange(0)
+	r := tree.NewEmptyRange(0)
 	var prev []byte
 	for i, s := range recs {
 		if s.rec.GetLeafIndex() != uint64(i) {

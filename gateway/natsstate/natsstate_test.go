@@ -290,7 +290,7 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 // must be exactly the ones this package creates.
 func TestEveryStreamIsProtectedInThePermissions(t *testing.T) {
 	t.Parallel()
-	fed, err := federation.Parse(bustest.FederationYAML)
+	fed, err := federation.Parse(bustest.FederationYAML())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -145,7 +145,7 @@ func (s *Server) GetTaxClearance(ctx context.Context, req *taxv1.GetTaxClearance
 		OutstandingAmount: store.MAD(outstanding),
 	}
 	if good {
-		today := demodata.Today
+		today := demodata.Today()
 		c.Status = taxv1.ClearanceStatus_CLEARANCE_STATUS_IN_GOOD_STANDING
 		c.CertificateNumber = fmt.Sprintf("ARF-%d-%s", today.Y, eid[len(eid)-4:])
 		c.Issued = &jisrv1.Date{Year: int32(today.Y), Month: int32(today.M), Day: int32(today.D)}

@@ -233,7 +233,7 @@ type rootMismatch struct {
 func (v *Verifier) log(id string) *logState {
 	l, ok := v.logs[id]
 	if !ok {
-		l = &logState{id: id, rep: LogReport{ID: id}, r: tree.Factory.NewEmptyRange(0), pending: map[uint64]pendingLeaf{}, junk: map[uint64][]junkMsg{}}
+		l = &logState{id: id, rep: LogReport{ID: id}, r: tree.NewEmptyRange(0), pending: map[uint64]pendingLeaf{}, junk: map[uint64][]junkMsg{}}
 		v.logs[id] = l
 	}
 	return l

@@ -50,7 +50,7 @@ func newSynth(t *testing.T, keyDir, id string) *synth {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &synth{t: t, id: id, key: kp, all: tree.Factory.NewEmptyRange(0), lastCk: tree.Factory.NewEmptyRange(0), since: tree.Factory.NewEmptyRange(0)}
+	return &synth{t: t, id: id, key: kp, all: tree.NewEmptyRange(0), lastCk: tree.NewEmptyRange(0), since: tree.NewEmptyRange(0)}
 }
 
 func (s *synth) rec(leaf uint64, prev []byte) *auditv1.Record {
@@ -96,7 +96,7 @@ func (s *synth) checkpoint() {
 		st.PreviousSize, st.ConsistencyProof = s.lastCk.End(), p
 	}
 	s.addCheckpointState(st)
-	s.lastCk, s.since = tree.Clone(s.all), tree.Factory.NewEmptyRange(s.size)
+	s.lastCk, s.since = tree.Clone(s.all), tree.NewEmptyRange(s.size)
 }
 
 func (s *synth) addCheckpointState(st *auditv1.CheckpointState) {
@@ -281,7 +281,7 @@ func TestCheckpointProblems(t *testing.T) {
 		s := clean(t)
 		// A second checkpoint of size 100 over different records, signed with
 		// the log's own key (a compromised or buggy writer).
-		fork := &synth{t: t, id: "gw-1", key: s.key, all: tree.Factory.NewEmptyRange(0), lastCk: tree.Factory.NewEmptyRange(0), since: tree.Factory.NewEmptyRange(0)}
+		fork := &synth{t: t, id: "gw-1", key: s.key, all: tree.NewEmptyRange(0), lastCk: tree.NewEmptyRange(0), since: tree.NewEmptyRange(0)}
 		fork.append(99)
 		fork.records = nil
 		r := fork.rec(99, fork.prev)
@@ -388,9 +388,9 @@ func TestTrustedCheckpointMustStillBeExtended(t *testing.T) {
 			s.append(1)
 			s.edit(0, func(r *auditv1.Record) { r.Purpose = "tax-clearance" })
 			s.prev = tree.LeafHash(s.records[0].data)
-			s.all = tree.Factory.NewEmptyRange(0)
+			s.all = tree.NewEmptyRange(0)
 			_ = s.all.Append(s.prev, nil)
-			s.since = tree.Factory.NewEmptyRange(0)
+			s.since = tree.NewEmptyRange(0)
 			_ = s.since.Append(s.prev, nil)
 			s.append(59)
 			s.checkpoint()
