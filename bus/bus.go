@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -31,7 +32,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/bus/subject"
-	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/svid"
 )
 
@@ -324,11 +324,11 @@ func ExtractTrace(ctx context.Context, h nats.Header) context.Context {
 //
 // The call is one client span ("send jisr.q", "send jisr.p") whose context
 // travels in the request's traceparent header.
-func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (reply *nats.Msg, err error) {
+func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg, opts ...SpanOption) (reply *nats.Msg, err error) {
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
 	}
-	ctx, span := StartSpan(ctx, "send", msg.Subject, trace.SpanKindClient, len(msg.Data))
+	ctx, span := StartSpan(ctx, "send", msg.Subject, trace.SpanKindClient, len(msg.Data), opts...)
 	defer func() { EndSpan(span, err) }()
 	InjectTrace(ctx, msg.Header)
 	if max := nc.MaxPayload(); max > 0 && int64(len(msg.Data)+headerSize(msg.Header)) > max {
@@ -345,7 +345,33 @@ func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (reply *nats.Msg, e
 	return reply, nil
 }
 
-var tracer = telemetry.Tracer("github.com/jisr-bus/jisr/bus")
+// tracerScope is the instrumentation scope of the bus's spans.
+const tracerScope = "github.com/jisr-bus/jisr/bus"
+
+type spanOptions struct {
+	tp trace.TracerProvider
+}
+
+// SpanOption configures the spans of Call, StartSpan and StartUnverifiedSpan.
+type SpanOption func(*spanOptions)
+
+// WithTracerProvider sends the spans to tp (default: the global provider,
+// otel.GetTracerProvider(), as it is at the call).
+func WithTracerProvider(tp trace.TracerProvider) SpanOption {
+	return func(o *spanOptions) { o.tp = tp }
+}
+
+// tracer returns the tracer the options name.
+func tracer(opts []SpanOption) trace.Tracer {
+	var o spanOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.tp == nil {
+		o.tp = otel.GetTracerProvider()
+	}
+	return o.tp.Tracer(tracerScope)
+}
 
 // StartSpan starts a messaging span for one NATS operation ("send" a
 // request, "process" a received one) on subject, following the OpenTelemetry
@@ -353,8 +379,8 @@ var tracer = telemetry.Tracer("github.com/jisr-bus/jisr/bus")
 // messaging.operation.type; both are set for backends of either age).
 // Subjects carry ckeys at most, never an eID; a query's or provider
 // request's ckey is also the span's jisr.ckey.
-func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int) (context.Context, trace.Span) {
-	ctx, span := tracer.Start(ctx, spanName(operation, subj), trace.WithSpanKind(kind))
+func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int, opts ...SpanOption) (context.Context, trace.Span) {
+	ctx, span := tracer(opts).Start(ctx, spanName(operation, subj), trace.WithSpanKind(kind))
 	if span.IsRecording() {
 		span.SetAttributes(messagingAttrs(operation, size)...)
 		span.SetAttributes(subjectAttrs(subj)...)
@@ -369,8 +395,8 @@ func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind,
 // the payload's eID), only its family is recorded — a hostile member could
 // put anything, an eID included, in a token. SetSpanSubject records the
 // whole subject once checked.
-func StartUnverifiedSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int) (context.Context, trace.Span) {
-	ctx, span := tracer.Start(ctx, spanName(operation, subj), trace.WithSpanKind(kind))
+func StartUnverifiedSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int, opts ...SpanOption) (context.Context, trace.Span) {
+	ctx, span := tracer(opts).Start(ctx, spanName(operation, subj), trace.WithSpanKind(kind))
 	if span.IsRecording() {
 		span.SetAttributes(messagingAttrs(operation, size)...)
 	}
