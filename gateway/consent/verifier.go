@@ -120,26 +120,31 @@ type Verifier struct {
 	calls atomic.Int64
 }
 
-// VerifierOption configures NewVerifier.
-type VerifierOption func(*Verifier)
+type verifierOptions struct {
+	max int
+	now func() time.Time
+}
+
+// VerifierOption configures NewVerifier with an optional setting.
+type VerifierOption func(*verifierOptions)
 
 // WithCacheSize bounds the verified-token cache (default 100,000 entries).
-func WithCacheSize(n int) VerifierOption { return func(v *Verifier) { v.max = n } }
+func WithCacheSize(n int) VerifierOption { return func(o *verifierOptions) { o.max = n } }
 
 // WithClock sets the clock (tests).
-func WithClock(now func() time.Time) VerifierOption { return func(v *Verifier) { v.now = now } }
+func WithClock(now func() time.Time) VerifierOption { return func(o *verifierOptions) { o.now = now } }
 
 // NewVerifier returns a verifier of tokens issued by issuer (the consent
 // service's SPIFFE ID) with keys.
 func NewVerifier(keys *KeySet, issuer spiffeid.ID, revoked Revocations, usage Usage, opts ...VerifierOption) *Verifier {
-	v := &Verifier{
+	o := verifierOptions{max: 100_000, now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &Verifier{
 		keys: keys, issuer: issuer.String(), revoked: revoked, usage: usage,
-		now: time.Now, cache: map[[32]byte]*Claims{}, max: 100_000,
+		now: o.now, cache: map[[32]byte]*Claims{}, max: o.max,
 	}
-	for _, o := range opts {
-		o(v)
-	}
-	return v
 }
 
 // claims returns a token's verified claims, from the cache when the same

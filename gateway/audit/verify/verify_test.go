@@ -117,7 +117,7 @@ func (s *synth) edit(leaf int, change func(*auditv1.Record)) {
 
 func run(t *testing.T, keys *checkpoint.Keys, logs ...*synth) *verify.Report {
 	t.Helper()
-	v := verify.New(td, keys)
+	v := newVerifier(t, td, keys)
 	for _, s := range logs {
 		for _, m := range s.ckpts {
 			v.AddCheckpoint(m.seq, m.subject, m.data)
@@ -399,7 +399,7 @@ func TestTrustedCheckpointMustStillBeExtended(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := c.now()
-			v := verify.New(td, keysOf(t, seen))
+			v := newVerifier(t, td, keysOf(t, seen))
 			if _, err := v.Trust(signed, "seen/gw-1"); err != nil {
 				t.Fatal(err)
 			}
@@ -424,7 +424,7 @@ func TestTrustedCheckpointMustStillBeExtended(t *testing.T) {
 			t.Fatalf("no not-extended problem naming %q: %v", c.want, rep.Problems)
 		})
 	}
-	v := verify.New(td, keysOf(t, newSynth(t, t.TempDir(), "gw-1")))
+	v := newVerifier(t, td, keysOf(t, newSynth(t, t.TempDir(), "gw-1")))
 	if _, err := v.Trust(signed, "x"); err == nil {
 		t.Fatal("a checkpoint signed by an untrusted key was trusted")
 	}
@@ -465,4 +465,14 @@ func TestMessagesThatAreNotRecordsAreNamedAndTheLogStillVerifies(t *testing.T) {
 			t.Fatalf("foreign message %d: %s", i, p)
 		}
 	}
+}
+
+// newVerifier is verify.New for a configuration known to be valid.
+func newVerifier(t *testing.T, td string, keys *checkpoint.Keys) *verify.Verifier {
+	t.Helper()
+	v, err := verify.New(verify.Config{TrustDomain: td, Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
