@@ -65,6 +65,22 @@ const DefaultTimeout = 10 * time.Second
 // ErrEmptyURL is returned by Connect without a server URL.
 var ErrEmptyURL = errors.New("bus: empty NATS URL")
 
+// ErrConfig reports a missing or bad Config field; the message names it.
+var ErrConfig = errors.New("bus: invalid configuration")
+
+// Config holds what Connect requires.
+type Config struct {
+	// URL is the federation's NATS server.
+	URL string
+	// Identity is the identity connecting: a member name, "gateway",
+	// "consent" or "auditor".
+	Identity string
+	// Source gives the identity's SVID.
+	Source svid.Source
+	// ServerID is the SPIFFE ID the server must present.
+	ServerID spiffeid.ID
+}
+
 type options struct {
 	log     *slog.Logger
 	name    string
@@ -85,16 +101,23 @@ func WithNATSOptions(opts ...nats.Option) Option {
 	return func(o *options) { o.natsOpt = append(o.natsOpt, opts...) }
 }
 
-// Connect dials the federation's NATS server as identity (a member name,
-// "gateway", "consent" or "auditor") with the SVID from src. The server must
-// present the SVID of serverID. Replies come to _INBOX.<identity>.>, the only
-// inbox the identity may subscribe to.
-func Connect(ctx context.Context, url, identity string, src svid.Source, serverID spiffeid.ID, opts ...Option) (*nats.Conn, error) {
+// Connect dials the federation's NATS server (cfg.URL) as cfg.Identity with
+// the SVID from cfg.Source. The server must present the SVID of
+// cfg.ServerID. Replies come to _INBOX.<identity>.>, the only inbox the
+// identity may subscribe to.
+func Connect(ctx context.Context, cfg Config, opts ...Option) (*nats.Conn, error) {
+	url, identity, src, serverID := cfg.URL, cfg.Identity, cfg.Source, cfg.ServerID
 	if url == "" {
 		return nil, ErrEmptyURL
 	}
 	if err := subject.CheckToken(identity); err != nil {
 		return nil, fmt.Errorf("bus: identity %q: %w", identity, err)
+	}
+	switch {
+	case src == nil:
+		return nil, fmt.Errorf("%w: Source is required", ErrConfig)
+	case serverID.IsZero():
+		return nil, fmt.Errorf("%w: ServerID is required", ErrConfig)
 	}
 	o := options{log: slog.Default(), name: "jisr-" + identity}
 	for _, opt := range opts {

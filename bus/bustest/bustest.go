@@ -142,5 +142,5 @@ func (e *Env) Dial(identity string, src svid.Source, opts ...nats.Option) (*nats
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	base := []nats.Option{nats.MaxReconnects(0), nats.Timeout(3 * time.Second)}
-	return bus.Connect(ctx, e.URL, identity, src, e.Fed.ID("nats"), bus.WithNATSOptions(append(base, opts...)...))
+	return bus.Connect(ctx, bus.Config{URL: e.URL, Identity: identity, Source: src, ServerID: e.Fed.ID("nats")}, bus.WithNATSOptions(append(base, opts...)...))
 }
