@@ -65,6 +65,19 @@ var (
 	ErrNotExtended = errors.New("audit: the stored log does not extend the gateway's trusted checkpoint")
 )
 
+// Config holds what Open requires.
+type Config struct {
+	// Conn is the gateway's NATS connection.
+	Conn *nats.Conn
+	// TrustDomain is the federation's trust domain.
+	TrustDomain string
+	// LogID names the log: the gateway instance, a safe subject token.
+	LogID string
+	// Key signs the checkpoints; its name must be the log's origin
+	// (checkpoint.Origin(TrustDomain, LogID)).
+	Key *checkpoint.KeyPair
+}
+
 type options struct {
 	log             *slog.Logger
 	stream          stream.Config
@@ -76,7 +89,7 @@ type options struct {
 	trustedPath     string
 }
 
-// Option configures Open.
+// Option configures Open with an optional setting.
 type Option func(*options)
 
 // WithLogger sets the logger.
@@ -172,11 +185,12 @@ type item struct {
 	err     error
 }
 
-// Open opens the log of instance logID on the gateway's connection: it
-// opens the streams (never creating one), resumes the log from its last checkpoint and
-// the records after it, and starts the sequencer. The key's name must be the
-// log's origin (checkpoint.Origin(trustDomain, logID)).
-func Open(ctx context.Context, nc *nats.Conn, trustDomain, logID string, key *checkpoint.KeyPair, opts ...Option) (*Log, error) {
+// Open validates cfg and opens the log of instance cfg.LogID on the
+// gateway's connection: it opens the streams (never creating one), resumes
+// the log from its last checkpoint and the records after it, and starts the
+// sequencer.
+func Open(ctx context.Context, cfg Config, opts ...Option) (*Log, error) {
+	nc, trustDomain, logID, key := cfg.Conn, cfg.TrustDomain, cfg.LogID, cfg.Key
 	o := options{
 		log: slog.Default(), checkpointEvery: 15 * time.Second, maxBatch: 1024,
 		ackTimeout: 5 * time.Second, queue: 16384, retryEvery: 250 * time.Millisecond,
@@ -187,11 +201,11 @@ func Open(ctx context.Context, nc *nats.Conn, trustDomain, logID string, key *ch
 	origin := checkpoint.Origin(trustDomain, logID)
 	switch {
 	case nc == nil:
-		return nil, fmt.Errorf("%w: no NATS connection", ErrConfig)
+		return nil, fmt.Errorf("%w: Conn is required", ErrConfig)
 	case subject.CheckToken(logID) != nil:
-		return nil, fmt.Errorf("%w: instance name %q must be a safe subject token", ErrConfig, logID)
+		return nil, fmt.Errorf("%w: LogID %q must be a safe subject token", ErrConfig, logID)
 	case key == nil || key.Signer.Name() != origin || key.Verifier.Name() != origin:
-		return nil, fmt.Errorf("%w: the signing key must be named %q", ErrConfig, origin)
+		return nil, fmt.Errorf("%w: Key must be named %q", ErrConfig, origin)
 	case o.checkpointEvery <= 0 || o.maxBatch <= 0 || o.ackTimeout <= 0 || o.queue <= 0 || o.retryEvery <= 0:
 		return nil, fmt.Errorf("%w: intervals, sizes and timeouts must be positive", ErrConfig)
 	}
