@@ -372,16 +372,18 @@ func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg, opts ...SpanOption)
 const tracerScope = "github.com/jisr-bus/jisr/bus"
 
 type spanOptions struct {
-	tp trace.TracerProvider
+	tracer trace.Tracer
 }
 
 // SpanOption configures the spans of Call, StartSpan and StartUnverifiedSpan.
 type SpanOption func(*spanOptions)
 
 // WithTracerProvider sends the spans to tp (default: the global provider,
-// otel.GetTracerProvider(), as it is at the call).
+// otel.GetTracerProvider(), as it is at the call). The tracer is looked up
+// once, here: build the option once and reuse it on the hot path.
 func WithTracerProvider(tp trace.TracerProvider) SpanOption {
-	return func(o *spanOptions) { o.tp = tp }
+	t := tp.Tracer(tracerScope)
+	return func(o *spanOptions) { o.tracer = t }
 }
 
 // tracer returns the tracer the options name.
@@ -390,10 +392,10 @@ func tracer(opts []SpanOption) trace.Tracer {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.tp == nil {
-		o.tp = otel.GetTracerProvider()
+	if o.tracer == nil {
+		return otel.GetTracerProvider().Tracer(tracerScope)
 	}
-	return o.tp.Tracer(tracerScope)
+	return o.tracer
 }
 
 // StartSpan starts a messaging span for one NATS operation ("send" a
