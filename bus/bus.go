@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -31,7 +32,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/bus/subject"
-	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/svid"
 )
 
@@ -65,6 +65,22 @@ const DefaultTimeout = 10 * time.Second
 // ErrEmptyURL is returned by Connect without a server URL.
 var ErrEmptyURL = errors.New("bus: empty NATS URL")
 
+// ErrConfig reports a missing or bad Config field; the message names it.
+var ErrConfig = errors.New("bus: invalid configuration")
+
+// Config holds what Connect requires.
+type Config struct {
+	// URL is the federation's NATS server.
+	URL string
+	// Identity is the identity connecting: a member name, "gateway",
+	// "consent" or "auditor".
+	Identity string
+	// Source gives the identity's SVID.
+	Source svid.Source
+	// ServerID is the SPIFFE ID the server must present.
+	ServerID spiffeid.ID
+}
+
 type options struct {
 	log     *slog.Logger
 	name    string
@@ -85,16 +101,23 @@ func WithNATSOptions(opts ...nats.Option) Option {
 	return func(o *options) { o.natsOpt = append(o.natsOpt, opts...) }
 }
 
-// Connect dials the federation's NATS server as identity (a member name,
-// "gateway", "consent" or "auditor") with the SVID from src. The server must
-// present the SVID of serverID. Replies come to _INBOX.<identity>.>, the only
-// inbox the identity may subscribe to.
-func Connect(ctx context.Context, url, identity string, src svid.Source, serverID spiffeid.ID, opts ...Option) (*nats.Conn, error) {
+// Connect dials the federation's NATS server (cfg.URL) as cfg.Identity with
+// the SVID from cfg.Source. The server must present the SVID of
+// cfg.ServerID. Replies come to _INBOX.<identity>.>, the only inbox the
+// identity may subscribe to.
+func Connect(ctx context.Context, cfg Config, opts ...Option) (*nats.Conn, error) {
+	url, identity, src, serverID := cfg.URL, cfg.Identity, cfg.Source, cfg.ServerID
 	if url == "" {
 		return nil, ErrEmptyURL
 	}
 	if err := subject.CheckToken(identity); err != nil {
 		return nil, fmt.Errorf("bus: identity %q: %w", identity, err)
+	}
+	switch {
+	case src == nil:
+		return nil, fmt.Errorf("%w: Source is required", ErrConfig)
+	case serverID.IsZero():
+		return nil, fmt.Errorf("%w: ServerID is required", ErrConfig)
 	}
 	o := options{log: slog.Default(), name: "jisr-" + identity}
 	for _, opt := range opts {
@@ -324,11 +347,11 @@ func ExtractTrace(ctx context.Context, h nats.Header) context.Context {
 //
 // The call is one client span ("send jisr.q", "send jisr.p") whose context
 // travels in the request's traceparent header.
-func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (reply *nats.Msg, err error) {
+func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg, opts ...SpanOption) (reply *nats.Msg, err error) {
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
 	}
-	ctx, span := StartSpan(ctx, "send", msg.Subject, trace.SpanKindClient, len(msg.Data))
+	ctx, span := StartSpan(ctx, "send", msg.Subject, trace.SpanKindClient, len(msg.Data), opts...)
 	defer func() { EndSpan(span, err) }()
 	InjectTrace(ctx, msg.Header)
 	if max := nc.MaxPayload(); max > 0 && int64(len(msg.Data)+headerSize(msg.Header)) > max {
@@ -345,7 +368,35 @@ func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg) (reply *nats.Msg, e
 	return reply, nil
 }
 
-var tracer = telemetry.Tracer("github.com/jisr-bus/jisr/bus")
+// tracerScope is the instrumentation scope of the bus's spans.
+const tracerScope = "github.com/jisr-bus/jisr/bus"
+
+type spanOptions struct {
+	tracer trace.Tracer
+}
+
+// SpanOption configures the spans of Call, StartSpan and StartUnverifiedSpan.
+type SpanOption func(*spanOptions)
+
+// WithTracerProvider sends the spans to tp (default: the global provider,
+// otel.GetTracerProvider(), as it is at the call). The tracer is looked up
+// once, here: build the option once and reuse it on the hot path.
+func WithTracerProvider(tp trace.TracerProvider) SpanOption {
+	t := tp.Tracer(tracerScope)
+	return func(o *spanOptions) { o.tracer = t }
+}
+
+// tracer returns the tracer the options name.
+func tracer(opts []SpanOption) trace.Tracer {
+	var o spanOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.tracer == nil {
+		return otel.GetTracerProvider().Tracer(tracerScope)
+	}
+	return o.tracer
+}
 
 // StartSpan starts a messaging span for one NATS operation ("send" a
 // request, "process" a received one) on subject, following the OpenTelemetry
@@ -353,8 +404,8 @@ var tracer = telemetry.Tracer("github.com/jisr-bus/jisr/bus")
 // messaging.operation.type; both are set for backends of either age).
 // Subjects carry ckeys at most, never an eID; a query's or provider
 // request's ckey is also the span's jisr.ckey.
-func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int) (context.Context, trace.Span) {
-	ctx, span := tracer.Start(ctx, spanName(operation, subj), trace.WithSpanKind(kind))
+func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int, opts ...SpanOption) (context.Context, trace.Span) {
+	ctx, span := tracer(opts).Start(ctx, spanName(operation, subj), trace.WithSpanKind(kind))
 	if span.IsRecording() {
 		span.SetAttributes(messagingAttrs(operation, size)...)
 		span.SetAttributes(subjectAttrs(subj)...)
@@ -369,8 +420,8 @@ func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind,
 // the payload's eID), only its family is recorded — a hostile member could
 // put anything, an eID included, in a token. SetSpanSubject records the
 // whole subject once checked.
-func StartUnverifiedSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int) (context.Context, trace.Span) {
-	ctx, span := tracer.Start(ctx, spanName(operation, subj), trace.WithSpanKind(kind))
+func StartUnverifiedSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int, opts ...SpanOption) (context.Context, trace.Span) {
+	ctx, span := tracer(opts).Start(ctx, spanName(operation, subj), trace.WithSpanKind(kind))
 	if span.IsRecording() {
 		span.SetAttributes(messagingAttrs(operation, size)...)
 	}

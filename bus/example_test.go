@@ -45,7 +45,7 @@ func ExampleConnect() {
 		return
 	}
 	defer src.Close()
-	nc, err := bus.Connect(ctx, env.URL, "cnss", src, env.Fed.ID("nats"))
+	nc, err := bus.Connect(ctx, bus.Config{URL: env.URL, Identity: "cnss", Source: src, ServerID: env.Fed.ID("nats")})
 	if err != nil {
 		fmt.Println(err)
 		return

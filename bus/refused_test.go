@@ -27,7 +27,7 @@ func TestConnectRefusedIsErrNoServers(t *testing.T) {
 	ln.Close() // nothing listens there now
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	nc, err := bus.Connect(ctx, "tls://"+addr, "cnss", env.Source(t, env.ID("cnss")), env.Fed.ID("nats"),
+	nc, err := bus.Connect(ctx, bus.Config{URL: "tls://" + addr, Identity: "cnss", Source: env.Source(t, env.ID("cnss")), ServerID: env.Fed.ID("nats")},
 		bus.WithNATSOptions(nats.MaxReconnects(0), nats.Timeout(3*time.Second)))
 	if err == nil {
 		nc.Close()

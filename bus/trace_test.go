@@ -24,9 +24,6 @@ func TestTraceCrossesNATSInW3CHeaders(t *testing.T) {
 	env := bustest.Start(t)
 	mem := telemetry.NewMemory(100)
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(mem))
-	prev := otel.GetTracerProvider()
-	otel.SetTracerProvider(tp)
-	t.Cleanup(func() { otel.SetTracerProvider(prev) })
 
 	gw := env.Connect(t, "gateway")
 	cnss := env.Connect(t, "cnss")
@@ -34,7 +31,7 @@ func TestTraceCrossesNATSInW3CHeaders(t *testing.T) {
 	headers := make(chan nats.Header, 1)
 	sub, err := gw.Subscribe("jisr.q.>", func(m *nats.Msg) {
 		headers <- m.Header
-		_, span := bus.StartSpan(bus.ExtractTrace(context.Background(), m.Header), "process", m.Subject, trace.SpanKindServer, len(m.Data))
+		_, span := bus.StartSpan(bus.ExtractTrace(context.Background(), m.Header), "process", m.Subject, trace.SpanKindServer, len(m.Data), bus.WithTracerProvider(tp))
 		span.End()
 		_ = bus.Respond(m, []byte("ok"), nil)
 	})
@@ -49,7 +46,7 @@ func TestTraceCrossesNATSInW3CHeaders(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	ctx, root := tp.Tracer("test").Start(ctx, "backend call")
-	if _, err := bus.Call(ctx, cnss, &nats.Msg{Subject: subj, Data: []byte("payload")}); err != nil {
+	if _, err := bus.Call(ctx, cnss, &nats.Msg{Subject: subj, Data: []byte("payload")}, bus.WithTracerProvider(tp)); err != nil {
 		t.Fatal(err)
 	}
 	root.End()
@@ -87,5 +84,40 @@ func TestCallWithoutTracingCarriesNoHeader(t *testing.T) {
 	bus.InjectTrace(context.Background(), h)
 	if len(h) != 0 {
 		t.Errorf("headers without a span: %v", h)
+	}
+}
+
+// TestSpansFollowTheInstalledProvider checks the default: without
+// WithTracerProvider a span goes to the global provider installed when it
+// starts, never to one since replaced; with it, to the provider given.
+func TestSpansFollowTheInstalledProvider(t *testing.T) {
+	prev := otel.GetTracerProvider()
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	provider := func() (*sdktrace.TracerProvider, *telemetry.Memory) {
+		m := telemetry.NewMemory(10)
+		return sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(m)), m
+	}
+	const subj = "jisr.q.cnss.civil-registry.jisr_civilregistry_v1_CivilRegistry.GetPerson.ABCDEFGHIJKLMNOP"
+
+	tp1, m1 := provider()
+	otel.SetTracerProvider(tp1)
+	_, s1 := bus.StartSpan(context.Background(), "send", subj, trace.SpanKindClient, 1)
+	s1.End()
+	tp2, m2 := provider()
+	otel.SetTracerProvider(tp2)
+	_, s2 := bus.StartSpan(context.Background(), "send", subj, trace.SpanKindClient, 1)
+	s2.End()
+	tp3, m3 := provider()
+	_, s3 := bus.StartSpan(context.Background(), "send", subj, trace.SpanKindClient, 1, bus.WithTracerProvider(tp3))
+	s3.End()
+
+	if len(m1.Trace(s1.SpanContext().TraceID())) != 1 || len(m2.Trace(s2.SpanContext().TraceID())) != 1 {
+		t.Error("spans did not go to the provider installed when they started")
+	}
+	if len(m1.Trace(s2.SpanContext().TraceID())) != 0 {
+		t.Error("a span went to a replaced provider")
+	}
+	if len(m3.Trace(s3.SpanContext().TraceID())) != 1 || len(m2.Trace(s3.SpanContext().TraceID())) != 0 {
+		t.Error("WithTracerProvider did not decide where the span went")
 	}
 }

@@ -31,7 +31,7 @@ const cnssLimits = "limits: {queries_per_second: 10000, burst: 10000, in_flight:
 
 func withCNSSLimits(t *testing.T, limits string) []byte {
 	t.Helper()
-	y := string(bustest.FederationYAML)
+	y := string(bustest.FederationYAML())
 	if !strings.Contains(y, cnssLimits) {
 		t.Fatalf("the test federation no longer has CNSS's line %q", cnssLimits)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -24,7 +25,6 @@ import (
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
-	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	"github.com/jisr-bus/jisr/gateway/minimise"
 	"github.com/jisr-bus/jisr/gateway/policy"
@@ -84,6 +84,19 @@ type Config struct {
 	Instance string
 }
 
+type options struct {
+	tp trace.TracerProvider
+}
+
+// Option configures New with an optional setting.
+type Option func(*options)
+
+// WithTracerProvider sends the gateway's spans to tp (default: the global
+// provider, otel.GetTracerProvider(), as it is when New is called).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tp = tp }
+}
+
 // Sentinel errors of New.
 var ErrConfig = errors.New("gateway: invalid configuration")
 
@@ -105,13 +118,16 @@ type Gateway struct {
 	wg       sync.WaitGroup
 	sub      *nats.Subscription
 	ready    atomic.Bool
+
+	tracer   trace.Tracer
+	spanOpts []bus.SpanOption // the bus spans go to the gateway's provider
 }
 
 // refusalAuditors is how many appends of early refusals run at once.
 const refusalAuditors = 16
 
 // New validates cfg and builds a gateway.
-func New(cfg Config) (*Gateway, error) {
+func New(cfg Config, opts ...Option) (*Gateway, error) {
 	switch {
 	case cfg.Federation == nil:
 		return nil, fmt.Errorf("%w: Federation is required", ErrConfig)
@@ -156,7 +172,15 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	o := options{}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.tp == nil {
+		o.tp = otel.GetTracerProvider()
+	}
 	g := &Gateway{
+		tracer: o.tp.Tracer(tracerScope), spanOpts: []bus.SpanOption{bus.WithTracerProvider(o.tp)},
 		cfg: cfg, log: cfg.Log.With("component", "gateway"),
 		cat: cat, pol: policy.New(cfg.Federation), metrics: m, quota: quota.New(0),
 		shares: newShares(cfg.Federation), sem: make(chan struct{}, cfg.MaxInFlight),
@@ -267,7 +291,7 @@ func (g *Gateway) handle(msg *nats.Msg) {
 	// decide has checked them. It also chose its trace context, so the query
 	// span is the root of a trace of the gateway's own, linked to the
 	// caller's span: the trace id in the audit record is one no member picked.
-	ctx, span := bus.StartUnverifiedSpan(ctx, "process", msg.Subject, trace.SpanKindServer, len(msg.Data))
+	ctx, span := bus.StartUnverifiedSpan(ctx, "process", msg.Subject, trace.SpanKindServer, len(msg.Data), g.spanOpts...)
 	defer span.End()
 	if span.IsRecording() { // the hot path reads no trace header when nothing records
 		if caller := trace.SpanContextFromContext(bus.ExtractTrace(context.Background(), msg.Header)); caller.IsValid() {
@@ -304,7 +328,7 @@ func (g *Gateway) handle(msg *nats.Msg) {
 
 	if !g.cfg.Unsafe.SkipAudit {
 		astart := time.Now()
-		actx, aspan := tracer.Start(ctx, "gateway.audit.append")
+		actx, aspan := g.tracer.Start(ctx, "gateway.audit.append")
 		// A caller hanging up must not drop the record.
 		aerr := g.cfg.Audit.Append(context.WithoutCancel(actx), d)
 		endStep(aspan, aerr)
@@ -348,7 +372,8 @@ func (g *Gateway) handle(msg *nats.Msg) {
 	}
 }
 
-var tracer = telemetry.Tracer("github.com/jisr-bus/jisr/gateway")
+// tracerScope is the instrumentation scope of the gateway's spans.
+const tracerScope = "github.com/jisr-bus/jisr/gateway"
 
 // checkReply reports whether the query's reply subject is the asker's own
 // inbox: _INBOX.<consumer>.…, where consumer is the first token after
@@ -378,7 +403,7 @@ func (g *Gateway) refuseReply(ctx context.Context, span trace.Span, d *decision.
 	d.VisibleAt = d.Time
 	g.metrics.badReplies.WithLabelValues(metricMember(consumer)).Inc()
 	if !g.cfg.Unsafe.SkipAudit {
-		actx, aspan := tracer.Start(ctx, "gateway.audit.append")
+		actx, aspan := g.tracer.Start(ctx, "gateway.audit.append")
 		aerr := g.cfg.Audit.Append(context.WithoutCancel(actx), d)
 		endStep(aspan, aerr)
 		if aerr != nil {
@@ -443,7 +468,7 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	}
 	d.Purpose = purpose
 	token := msg.Header.Get(bus.HeaderConsent)
-	_, rspan := tracer.Start(ctx, "gateway.policy.check")
+	_, rspan := g.tracer.Start(ctx, "gateway.policy.check")
 	rule, err := g.pol.Check(q.Consumer, q.Provider, m.Service, m.Name, purpose, token != "")
 	endStep(rspan, err)
 	if err != nil {
@@ -466,7 +491,7 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 
 	fields := ruleFields(rule)
 	if rule.LegalBasis != federation.BasisMandate && !g.cfg.Unsafe.SkipConsent {
-		cctx, cspan := tracer.Start(ctx, "gateway.consent.verify")
+		cctx, cspan := g.tracer.Start(ctx, "gateway.consent.verify")
 		grant, err := g.cfg.Consent.Verify(cctx, &decision.Request{
 			Consumer: q.Consumer, ConsumerID: consumer.ID, Provider: q.Provider,
 			Service: m.Service, Method: m.Name, CKey: ck, Purpose: purpose, Token: token,
@@ -525,7 +550,7 @@ func (g *Gateway) fixParams(req proto.Message, rule *federation.Rule, m *catalog
 // fields of the bytes that leave, decoded again, so that the audit record
 // says what was released, not what was meant to be.
 func (g *Gateway) minimise(ctx context.Context, q subject.Query, m *catalog.Method, reply []byte, fields, named []string, d *decision.Decision) ([]byte, error) {
-	_, mspan := tracer.Start(ctx, "gateway.minimise")
+	_, mspan := g.tracer.Start(ctx, "gateway.minimise")
 	defer mspan.End()
 	out := m.Output.New().Interface()
 	if err := proto.Unmarshal(reply, out); err != nil {
@@ -593,7 +618,7 @@ func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, pur
 	out := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
 	out.Header.Set(bus.HeaderPurpose, purpose)
 	out.Header.Set(bus.HeaderConsumer, q.Consumer)
-	reply, err := bus.Call(ctx, g.cfg.Conn, out) // its span is the forward step
+	reply, err := bus.Call(ctx, g.cfg.Conn, out, g.spanOpts...) // its span is the forward step
 	if err == nil {
 		return reply.Data, nil
 	}

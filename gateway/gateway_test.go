@@ -84,7 +84,7 @@ const testEID = "BK482913"
 
 var person = &civilv1.Person{Eid: testEID}
 
-func start(t *testing.T, grant []string, provider func(m *nats.Msg)) *harness {
+func start(t *testing.T, grant []string, provider func(m *nats.Msg), opts ...gateway.Option) *harness {
 	t.Helper()
 	env := bustest.Start(t)
 	h := &harness{env: env, audit: &recorder{}, logs: &bytes.Buffer{}, logsMu: &sync.Mutex{}}
@@ -93,7 +93,7 @@ func start(t *testing.T, grant []string, provider func(m *nats.Msg)) *harness {
 		Federation: env.Fed, Keyer: env.Keyer, Conn: env.Connect(t, "gateway"),
 		Consent: consents{fields: grant}, Audit: h.audit, Log: log,
 		Registerer: prometheus.NewRegistry(),
-	})
+	}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

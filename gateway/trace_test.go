@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
@@ -17,6 +16,7 @@ import (
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/telemetry"
+	"github.com/jisr-bus/jisr/gateway"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
@@ -29,11 +29,7 @@ import (
 func TestQuerySpansAndTheirPrivacy(t *testing.T) {
 	mem := telemetry.NewMemory(1000)
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(mem))
-	prev := otel.GetTracerProvider()
-	otel.SetTracerProvider(tp)
-	t.Cleanup(func() { otel.SetTracerProvider(prev) })
-
-	h := start(t, []string{"person.eid", "person.names.latin"}, answer)
+	h := start(t, []string{"person.eid", "person.names.latin"}, answer, gateway.WithTracerProvider(tp))
 	ctx, root := tp.Tracer("test").Start(context.Background(), "consumer adapter")
 	payload, _ := proto.Marshal(&civilv1.GetPersonRequest{Eid: testEID})
 	call := func(subj string) {
@@ -42,7 +38,7 @@ func TestQuerySpansAndTheirPrivacy(t *testing.T) {
 		msg.Header.Set(bus.HeaderConsent, "ok")
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		_, _ = bus.Call(cctx, h.cnss, msg)
+		_, _ = bus.Call(cctx, h.cnss, msg, bus.WithTracerProvider(tp))
 	}
 	good := "jisr.q.cnss.civil-registry.jisr_civilregistry_v1_CivilRegistry.GetPerson." + h.env.Keyer.CKey(testEID)
 	call(good)

@@ -142,7 +142,7 @@ func dropped(t *testing.T, reg *prometheus.Registry, direction string) float64 {
 // household.members.eid must not release relatives' eIDs: one citizen's
 // consent does not reach their relatives; only the rule can name that field.
 func TestRelativesEIDsNeedTheRuleNotTheToken(t *testing.T) {
-	fed := strings.Replace(string(bustest.FederationYAML), `    fields:
+	fed := strings.Replace(string(bustest.FederationYAML()), `    fields:
       - person.eid
       - person.names
       - person.sex
@@ -156,7 +156,7 @@ func TestRelativesEIDsNeedTheRuleNotTheToken(t *testing.T) {
       - alive
       - married
 `, "", 1)
-	if fed == string(bustest.FederationYAML) {
+	if fed == string(bustest.FederationYAML()) {
 		t.Fatal("the test federation's cnss-civil-status fields were not found")
 	}
 	env := bustest.Start(t, bustest.WithFederation([]byte(fed)))

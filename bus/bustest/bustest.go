@@ -1,6 +1,7 @@
 package bustest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	_ "embed"
@@ -22,10 +23,12 @@ import (
 	"github.com/jisr-bus/jisr/certs/svid"
 )
 
-// FederationYAML is the test federation: the demo's four members and rules.
-//
 //go:embed federation.yaml
-var FederationYAML []byte
+var federationYAML []byte
+
+// FederationYAML returns the test federation: the demo's four members and
+// rules. Each call returns a fresh copy, for the caller to change at will.
+func FederationYAML() []byte { return bytes.Clone(federationYAML) }
 
 // Env is a running test bus.
 type Env struct {
@@ -55,7 +58,7 @@ func WithoutJetStream() Option { return func(o *options) { o.jetstream = false }
 // Start brings up a bus for one test and tears it down with t.Cleanup.
 func Start(t testing.TB, opts ...Option) *Env {
 	t.Helper()
-	o := options{fed: FederationYAML, jetstream: true}
+	o := options{fed: federationYAML, jetstream: true}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -139,5 +142,5 @@ func (e *Env) Dial(identity string, src svid.Source, opts ...nats.Option) (*nats
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	base := []nats.Option{nats.MaxReconnects(0), nats.Timeout(3 * time.Second)}
-	return bus.Connect(ctx, e.URL, identity, src, e.Fed.ID("nats"), bus.WithNATSOptions(append(base, opts...)...))
+	return bus.Connect(ctx, bus.Config{URL: e.URL, Identity: identity, Source: src, ServerID: e.Fed.ID("nats")}, bus.WithNATSOptions(append(base, opts...)...))
 }

@@ -23,7 +23,7 @@ import (
 // certificates under dir/certs and JetStream under dir/jetstream. Stop it
 // with e.Server.Shutdown; connect with DialAs.
 func Run(dir string, opts ...Option) (*Env, error) {
-	o := options{fed: FederationYAML, jetstream: true}
+	o := options{fed: federationYAML, jetstream: true}
 	for _, opt := range opts {
 		opt(&o)
 	}

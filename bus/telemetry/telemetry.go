@@ -24,26 +24,36 @@ import (
 // ErrConfig reports a bad telemetry setting; the message names it.
 var ErrConfig = errors.New("telemetry: invalid configuration")
 
-// Options configures Setup.
-type Options struct {
-	// ServiceName is service.name unless OTEL_SERVICE_NAME is set.
-	ServiceName string
-	// Endpoint is an OTLP endpoint given on the command line (--otlp):
-	// host:port (gRPC, plaintext), or a URL (http://, https:// — OTLP/HTTP
-	// unless OTEL_EXPORTER_OTLP_PROTOCOL says grpc). Empty: the OTEL_*
-	// variables decide, and without them nothing is exported. "none":
-	// nothing is exported, whatever the variables say.
-	Endpoint string
-	// MemorySpans keeps this many recent spans in memory (0: none).
-	MemorySpans int
+type options struct {
+	serviceName string
+	endpoint    string
+	memorySpans int
 }
+
+// Option configures Setup. Nothing is required: without options Setup
+// follows the OTEL_* variables.
+type Option func(*options)
+
+// WithServiceName sets service.name (default "jisr") unless
+// OTEL_SERVICE_NAME is set.
+func WithServiceName(n string) Option { return func(o *options) { o.serviceName = n } }
+
+// WithEndpoint sets an OTLP endpoint given on the command line (--otlp):
+// host:port (gRPC, plaintext), or a URL (http://, https:// — OTLP/HTTP
+// unless OTEL_EXPORTER_OTLP_PROTOCOL says grpc). Empty (the default): the
+// OTEL_* variables decide, and without them nothing is exported. "none":
+// nothing is exported, whatever the variables say.
+func WithEndpoint(e string) Option { return func(o *options) { o.endpoint = e } }
+
+// WithMemorySpans keeps this many recent spans in memory (default 0: none).
+func WithMemorySpans(n int) Option { return func(o *options) { o.memorySpans = n } }
 
 // Telemetry is what Setup built. Shut it down to flush spans.
 type Telemetry struct {
 	// TracerProvider is the provider to install (no-op when nothing is
 	// configured).
 	TracerProvider trace.TracerProvider
-	// Memory holds recent spans; nil unless Options.MemorySpans > 0.
+	// Memory holds recent spans; nil unless WithMemorySpans was given more than 0.
 	Memory *Memory
 	// Exporting says whether spans leave the process.
 	Exporting bool
@@ -53,19 +63,23 @@ type Telemetry struct {
 
 // Setup builds the tracer provider. It does not install it globally; the
 // command does that explicitly with otel.SetTracerProvider.
-func Setup(ctx context.Context, o Options) (*Telemetry, error) {
+func Setup(ctx context.Context, opts ...Option) (*Telemetry, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	t := &Telemetry{TracerProvider: noop.NewTracerProvider()}
 	if strings.EqualFold(os.Getenv("OTEL_SDK_DISABLED"), "true") {
 		return t, nil
 	}
-	exp, err := exporter(ctx, o.Endpoint)
+	exp, err := exporter(ctx, o.endpoint)
 	if err != nil {
 		return nil, err
 	}
-	if exp == nil && o.MemorySpans <= 0 {
+	if exp == nil && o.memorySpans <= 0 {
 		return t, nil
 	}
-	name := o.ServiceName
+	name := o.serviceName
 	if name == "" {
 		name = "jisr"
 	}
@@ -78,16 +92,16 @@ func Setup(ctx context.Context, o Options) (*Telemetry, error) {
 	}
 	// The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG
 	// (default: parent-based, always on).
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	if exp != nil {
-		opts = append(opts, sdktrace.WithBatcher(exp))
+		tpOpts = append(tpOpts, sdktrace.WithBatcher(exp))
 		t.Exporting = true
 	}
-	if o.MemorySpans > 0 {
-		t.Memory = NewMemory(o.MemorySpans)
-		opts = append(opts, sdktrace.WithSpanProcessor(t.Memory))
+	if o.memorySpans > 0 {
+		t.Memory = NewMemory(o.memorySpans)
+		tpOpts = append(tpOpts, sdktrace.WithSpanProcessor(t.Memory))
 	}
-	t.sdk = sdktrace.NewTracerProvider(opts...)
+	t.sdk = sdktrace.NewTracerProvider(tpOpts...)
 	t.TracerProvider = t.sdk
 	return t, nil
 }

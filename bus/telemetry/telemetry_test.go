@@ -102,7 +102,7 @@ func TestSetupExportsWhereConfigured(t *testing.T) {
 		name     string
 		http     bool
 		env      map[string]string
-		endpoint func(addr string) string // Options.Endpoint (--otlp), "" for none
+		endpoint func(addr string) string // WithEndpoint (--otlp), "" for none
 	}{
 		{name: "OTEL env, grpc", env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_INSECURE": "true"}},
 		{name: "OTEL env, default protocol", env: map[string]string{"OTEL_EXPORTER_OTLP_INSECURE": "true"}},
@@ -121,9 +121,9 @@ func TestSetupExportsWhereConfigured(t *testing.T) {
 			} else {
 				r, addr = grpcReceiver(t)
 			}
-			o := Options{ServiceName: "jisr-test"}
+			o := []Option{WithServiceName("jisr-test")}
 			if tc.endpoint != nil {
-				o.Endpoint = tc.endpoint(addr)
+				o = append(o, WithEndpoint(tc.endpoint(addr)))
 			} else {
 				if !tc.http {
 					addr = "http://" + addr
@@ -134,7 +134,7 @@ func TestSetupExportsWhereConfigured(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			tel, err := Setup(context.Background(), o)
+			tel, err := Setup(context.Background(), o...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -166,7 +166,7 @@ func TestSetupExportsWhereConfigured(t *testing.T) {
 
 func TestSetupNothingConfiguredIsNoop(t *testing.T) {
 	clearEnv(t)
-	tel, err := Setup(context.Background(), Options{})
+	tel, err := Setup(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestSetupNothingConfiguredIsNoop(t *testing.T) {
 	// OTEL_SDK_DISABLED switches everything off, even an explicit endpoint
 	// and the in-memory store.
 	t.Setenv("OTEL_SDK_DISABLED", "true")
-	tel, err = Setup(context.Background(), Options{Endpoint: "127.0.0.1:1", MemorySpans: 10})
+	tel, err = Setup(context.Background(), WithEndpoint("127.0.0.1:1"), WithMemorySpans(10))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestSetupNothingConfiguredIsNoop(t *testing.T) {
 
 	// --otlp none overrides the variables.
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
-	if tel, err = Setup(context.Background(), Options{Endpoint: "none"}); err != nil || tel.Exporting {
+	if tel, err = Setup(context.Background(), WithEndpoint("none")); err != nil || tel.Exporting {
 		t.Errorf("--otlp none: %v, exporting %v", err, tel != nil && tel.Exporting)
 	}
 
@@ -202,7 +202,7 @@ func TestSetupNothingConfiguredIsNoop(t *testing.T) {
 	t.Setenv("OTEL_SDK_DISABLED", "")
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
 	t.Setenv("OTEL_TRACES_EXPORTER", "none")
-	if tel, err = Setup(context.Background(), Options{}); err != nil || tel.Exporting {
+	if tel, err = Setup(context.Background()); err != nil || tel.Exporting {
 		t.Errorf("OTEL_TRACES_EXPORTER=none: %v, exporting %v", err, tel != nil && tel.Exporting)
 	}
 }
@@ -221,7 +221,7 @@ func TestSetupSamplerFromEnvironment(t *testing.T) {
 			clearEnv(t)
 			t.Setenv("OTEL_TRACES_SAMPLER", tc.sampler)
 			t.Setenv("OTEL_TRACES_SAMPLER_ARG", tc.arg)
-			tel, err := Setup(context.Background(), Options{MemorySpans: 10})
+			tel, err := Setup(context.Background(), WithMemorySpans(10))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -253,7 +253,7 @@ func TestSetupRejectsBadSettings(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			if _, err := Setup(context.Background(), Options{Endpoint: tc.endpoint}); !errors.Is(err, ErrConfig) {
+			if _, err := Setup(context.Background(), WithEndpoint(tc.endpoint)); !errors.Is(err, ErrConfig) {
 				t.Errorf("Setup: %v, want ErrConfig", err)
 			}
 		})
@@ -265,7 +265,7 @@ func TestSetupRejectsBadSettings(t *testing.T) {
 func TestSetupRemoteCollectorUsesTLS(t *testing.T) {
 	for _, endpoint := range []string{"collector.example:4317", "https://collector.example:4318"} {
 		clearEnv(t)
-		tel, err := Setup(context.Background(), Options{Endpoint: endpoint})
+		tel, err := Setup(context.Background(), WithEndpoint(endpoint))
 		if err != nil || !tel.Exporting {
 			t.Fatalf("Setup(%q): %v, exporting %v", endpoint, err, tel != nil && tel.Exporting)
 		}

@@ -377,7 +377,10 @@ func (o *verifyOptions) verifier(g *globals) (*verify.Verifier, *verify.Seen, er
 	if keys.Len() == 0 {
 		return nil, nil, fmt.Errorf("no trusted keys (*.pub) in %s", o.keysDir)
 	}
-	v := verify.New(fed.TrustDomain.Name(), keys)
+	v, err := verify.New(verify.Config{TrustDomain: fed.TrustDomain.Name(), Keys: keys})
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, path := range o.trusted {
 		b, err := os.ReadFile(path)
 		if err != nil {

@@ -156,7 +156,7 @@ func (g *globals) consentService(ctx context.Context, offline bool) (*consent.Se
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (use --offline to mint without recording)", err)
 	}
-	if svc.Store, err = consent.OpenStore(ctx, nc, g.log); err != nil {
+	if svc.Store, err = consent.OpenStore(ctx, nc, consent.WithStoreLogger(g.log)); err != nil {
 		nc.Close()
 		src.Close()
 		return nil, nil, err

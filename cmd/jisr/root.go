@@ -164,7 +164,7 @@ func (g *globals) connect(ctx context.Context, identity string, opts ...nats.Opt
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, err := bus.Connect(ctx, g.natsURL, identity, src, fed.ID("nats"), bus.WithLogger(g.log), bus.WithNATSOptions(opts...))
+	nc, err := bus.Connect(ctx, bus.Config{URL: g.natsURL, Identity: identity, Source: src, ServerID: fed.ID("nats")}, bus.WithLogger(g.log), bus.WithNATSOptions(opts...))
 	if err != nil {
 		src.Close()
 		if errors.Is(err, nats.ErrNoServers) { // nats.go's word for "every dial was refused"

@@ -43,11 +43,12 @@ func (g *globals) registry() *prometheus.Registry {
 // the in-memory span store when keepSpans (the gateway), and installs it as
 // the process's tracer provider. The returned function flushes and stops it.
 func (g *globals) startTelemetry(ctx context.Context, service string, keepSpans bool) (func(), error) {
-	o := telemetry.Options{ServiceName: "jisr-" + service, Endpoint: g.otlp}
+	name := "jisr-" + service
+	o := []telemetry.Option{telemetry.WithServiceName(name), telemetry.WithEndpoint(g.otlp)}
 	if keepSpans {
-		o.MemorySpans = g.traceMemory
+		o = append(o, telemetry.WithMemorySpans(g.traceMemory))
 	}
-	t, err := telemetry.Setup(ctx, o)
+	t, err := telemetry.Setup(ctx, o...)
 	if err != nil {
 		return nil, usageError{err}
 	}
@@ -55,7 +56,7 @@ func (g *globals) startTelemetry(ctx context.Context, service string, keepSpans 
 	otel.SetTracerProvider(t.TracerProvider)
 	otel.SetTextMapPropagator(propagation.TraceContext{})
 	if t.Exporting {
-		g.log.Info("exporting traces over OTLP", "service", o.ServiceName)
+		g.log.Info("exporting traces over OTLP", "service", name)
 	}
 	return func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

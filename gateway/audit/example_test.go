@@ -64,7 +64,7 @@ func ExampleOpen() {
 		return
 	}
 	quiet := audit.WithLogger(slog.New(slog.DiscardHandler))
-	log, err := audit.Open(ctx, gw, td, "gw-1", key, quiet)
+	log, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: "gw-1", Key: key}, quiet)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -93,7 +93,7 @@ func ExampleOpen() {
 		return
 	}
 
-	again, err := audit.Open(ctx, gw, td, "gw-1", key, quiet)
+	again, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: "gw-1", Key: key}, quiet)
 	if err != nil {
 		fmt.Println(err)
 		return

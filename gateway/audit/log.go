@@ -65,6 +65,19 @@ var (
 	ErrNotExtended = errors.New("audit: the stored log does not extend the gateway's trusted checkpoint")
 )
 
+// Config holds what Open requires.
+type Config struct {
+	// Conn is the gateway's NATS connection.
+	Conn *nats.Conn
+	// TrustDomain is the federation's trust domain.
+	TrustDomain string
+	// LogID names the log: the gateway instance, a safe subject token.
+	LogID string
+	// Key signs the checkpoints; its name must be the log's origin
+	// (checkpoint.Origin(TrustDomain, LogID)).
+	Key *checkpoint.KeyPair
+}
+
 type options struct {
 	log             *slog.Logger
 	stream          stream.Config
@@ -76,7 +89,7 @@ type options struct {
 	trustedPath     string
 }
 
-// Option configures Open.
+// Option configures Open with an optional setting.
 type Option func(*options)
 
 // WithLogger sets the logger.
@@ -172,11 +185,12 @@ type item struct {
 	err     error
 }
 
-// Open opens the log of instance logID on the gateway's connection: it
-// opens the streams (never creating one), resumes the log from its last checkpoint and
-// the records after it, and starts the sequencer. The key's name must be the
-// log's origin (checkpoint.Origin(trustDomain, logID)).
-func Open(ctx context.Context, nc *nats.Conn, trustDomain, logID string, key *checkpoint.KeyPair, opts ...Option) (*Log, error) {
+// Open validates cfg and opens the log of instance cfg.LogID on the
+// gateway's connection: it opens the streams (never creating one), resumes
+// the log from its last checkpoint and the records after it, and starts the
+// sequencer.
+func Open(ctx context.Context, cfg Config, opts ...Option) (*Log, error) {
+	nc, trustDomain, logID, key := cfg.Conn, cfg.TrustDomain, cfg.LogID, cfg.Key
 	o := options{
 		log: slog.Default(), checkpointEvery: 15 * time.Second, maxBatch: 1024,
 		ackTimeout: 5 * time.Second, queue: 16384, retryEvery: 250 * time.Millisecond,
@@ -187,11 +201,11 @@ func Open(ctx context.Context, nc *nats.Conn, trustDomain, logID string, key *ch
 	origin := checkpoint.Origin(trustDomain, logID)
 	switch {
 	case nc == nil:
-		return nil, fmt.Errorf("%w: no NATS connection", ErrConfig)
+		return nil, fmt.Errorf("%w: Conn is required", ErrConfig)
 	case subject.CheckToken(logID) != nil:
-		return nil, fmt.Errorf("%w: instance name %q must be a safe subject token", ErrConfig, logID)
+		return nil, fmt.Errorf("%w: LogID %q must be a safe subject token", ErrConfig, logID)
 	case key == nil || key.Signer.Name() != origin || key.Verifier.Name() != origin:
-		return nil, fmt.Errorf("%w: the signing key must be named %q", ErrConfig, origin)
+		return nil, fmt.Errorf("%w: Key must be named %q", ErrConfig, origin)
 	case o.checkpointEvery <= 0 || o.maxBatch <= 0 || o.ackTimeout <= 0 || o.queue <= 0 || o.retryEvery <= 0:
 		return nil, fmt.Errorf("%w: intervals, sizes and timeouts must be positive", ErrConfig)
 	}
@@ -696,7 +710,7 @@ func (l *Log) rootAt(ctx context.Context, n uint64) ([]byte, error) {
 	case l.size:
 		return tree.Root(l.all)
 	}
-	r := tree.Factory.NewEmptyRange(0)
+	r := tree.NewEmptyRange(0)
 	var prev []byte
 	byLeaf := map[uint64][][]byte{}
 	err := stream.Scan(ctx, l.records, stream.ScanOptions{Filters: []string{record.LogFilter(l.id)}}, func(m stream.Msg) error {
@@ -822,7 +836,7 @@ func (l *Log) checkpoint(ctx context.Context) error {
 		return fmt.Errorf("%w: publish checkpoint: %w", ErrUnavailable, err)
 	}
 	l.ckptSize, l.ckptRange, l.ckptSigned = l.size, tree.Clone(l.all), signed
-	l.since = tree.Factory.NewEmptyRange(l.size)
+	l.since = tree.NewEmptyRange(l.size)
 	l.publishStats()
 	l.keepTrusted()
 	l.log.Debug("checkpoint published", "size", l.size)
@@ -832,7 +846,7 @@ func (l *Log) checkpoint(ctx context.Context) error {
 // resume loads the last checkpoint of the log (checking its signature, its
 // compact range and the record it ends on) and adopts the records after it.
 func (l *Log) resume(ctx context.Context) error {
-	l.state = state{all: tree.Factory.NewEmptyRange(0), since: tree.Factory.NewEmptyRange(0), ckptRange: tree.Factory.NewEmptyRange(0)}
+	l.state = state{all: tree.NewEmptyRange(0), since: tree.NewEmptyRange(0), ckptRange: tree.NewEmptyRange(0)}
 	subj, err := record.CheckpointSubject(l.id)
 	if err != nil {
 		return err
@@ -889,7 +903,7 @@ func (l *Log) loadCheckpoint(ctx context.Context, data []byte) error {
 	}
 	l.size, l.prev, l.lastSeq, l.tailSeq, l.all = c.Size, st.GetLastLeafHash(), st.GetLastSequence(), st.GetLastSequence(), r
 	l.ckptSize, l.ckptRange, l.ckptSigned = c.Size, tree.Clone(r), st.GetCheckpoint()
-	l.since = tree.Factory.NewEmptyRange(c.Size)
+	l.since = tree.NewEmptyRange(c.Size)
 	return nil
 }
 

@@ -76,7 +76,7 @@ func (f *fixture) open(t testing.TB, nc *nats.Conn, id string, opts ...audit.Opt
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	opts = append([]audit.Option{audit.WithLogger(bustest.Logger(t))}, opts...)
-	l, err := audit.Open(ctx, nc, td, id, f.key(t, id), opts...)
+	l, err := audit.Open(ctx, audit.Config{Conn: nc, TrustDomain: td, LogID: id, Key: f.key(t, id)}, opts...)
 	if err != nil {
 		t.Fatalf("open log %s: %v", id, err)
 	}
@@ -158,7 +158,7 @@ func readLog(t testing.TB, f *fixture, id string) []storedRecord {
 // the one before, and returns the root of the tree they make.
 func checkChain(t testing.TB, recs []storedRecord) []byte {
 	t.Helper()
-	r := tree.Factory.NewEmptyRange(0)
+	r := tree.NewEmptyRange(0)
 	var prev []byte
 	for i, s := range recs {
 		if s.rec.GetLeafIndex() != uint64(i) {
@@ -318,19 +318,19 @@ func TestOpenRefuses(t *testing.T) {
 	f := newFixture(t)
 	nc := f.env.Connect(t, "gateway")
 	ctx := t.Context()
-	if _, err := audit.Open(ctx, nc, td, "gw.1", f.key(t, "gw-1")); !errors.Is(err, audit.ErrConfig) {
+	if _, err := audit.Open(ctx, audit.Config{Conn: nc, TrustDomain: td, LogID: "gw.1", Key: f.key(t, "gw-1")}); !errors.Is(err, audit.ErrConfig) {
 		t.Errorf("unsafe instance name: %v", err)
 	}
-	if _, err := audit.Open(ctx, nc, td, "gw-2", f.key(t, "gw-1")); !errors.Is(err, audit.ErrConfig) {
+	if _, err := audit.Open(ctx, audit.Config{Conn: nc, TrustDomain: td, LogID: "gw-2", Key: f.key(t, "gw-1")}); !errors.Is(err, audit.ErrConfig) {
 		t.Errorf("another log's key: %v", err)
 	}
-	if _, err := audit.Open(ctx, nil, td, "gw-1", f.key(t, "gw-1")); !errors.Is(err, audit.ErrConfig) {
+	if _, err := audit.Open(ctx, audit.Config{Conn: nil, TrustDomain: td, LogID: "gw-1", Key: f.key(t, "gw-1")}); !errors.Is(err, audit.ErrConfig) {
 		t.Errorf("no connection: %v", err)
 	}
 	// A member may not create or read the audit streams.
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := audit.Open(cctx, f.env.Connect(t, "cnss"), td, "gw-1", f.key(t, "gw-1")); err == nil {
+	if _, err := audit.Open(cctx, audit.Config{Conn: f.env.Connect(t, "cnss"), TrustDomain: td, LogID: "gw-1", Key: f.key(t, "gw-1")}); err == nil {
 		t.Error("a member opened the audit log")
 	}
 }
@@ -360,7 +360,7 @@ func TestOpenRefusesAStreamThatAllowsDeletes(t *testing.T) {
 			if _, err := js.CreateStream(ctx, cfg); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := audit.Open(ctx, nc, td, "gw-1", f.key(t, "gw-1")); !errors.Is(err, stream.ErrUnsafeStream) {
+			if _, err := audit.Open(ctx, audit.Config{Conn: nc, TrustDomain: td, LogID: "gw-1", Key: f.key(t, "gw-1")}); !errors.Is(err, stream.ErrUnsafeStream) {
 				t.Fatalf("opened on a stream that allows %s: %v", c.name, err)
 			}
 		})
@@ -616,7 +616,7 @@ func TestALogThatNoLongerExtendsItsTrustedCheckpointIsRefused(t *testing.T) {
 			c.refill(t, r, nc)
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
-			_, err = audit.Open(ctx, nc, td, "gw-1", r.key(t, "gw-1"), audit.WithTrustedCheckpoint(trusted),
+			_, err = audit.Open(ctx, audit.Config{Conn: nc, TrustDomain: td, LogID: "gw-1", Key: r.key(t, "gw-1")}, audit.WithTrustedCheckpoint(trusted),
 				audit.WithLogger(bustest.Logger(t)))
 			if !errors.Is(err, audit.ErrNotExtended) {
 				t.Fatalf("open on a log that no longer extends its trusted checkpoint: %v, want ErrNotExtended", err)
@@ -706,7 +706,7 @@ func TestANonRecordOnTheAuditSubjectDoesNotStopTheLog(t *testing.T) {
 	}
 	// A restart reads the tail back: the junk is logged and skipped.
 	var logs syncBuf
-	l2, err := audit.Open(ctx, nc, td, "gw-1", f.key(t, "gw-1"), audit.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	l2, err := audit.Open(ctx, audit.Config{Conn: nc, TrustDomain: td, LogID: "gw-1", Key: f.key(t, "gw-1")}, audit.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {
 		t.Fatalf("a forged message stopped the log from opening: %v", err)
 	}

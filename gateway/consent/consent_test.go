@@ -92,7 +92,7 @@ func start(t *testing.T, replicas int) *fed {
 		if gwNC == nil {
 			gwNC = nc
 		}
-		st, err := consent.OpenStore(ctx, nc, nil)
+		st, err := consent.OpenStore(ctx, nc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,9 +101,13 @@ func start(t *testing.T, replicas int) *fed {
 		if err := st.WatchRevocations(wctx); err != nil {
 			t.Fatal(err)
 		}
+		v, err := consent.NewVerifier(consent.VerifierConfig{Keys: pub, Issuer: env.Fed.ID("consent")}, consent.WithRevocations(st), consent.WithUsage(st))
+		if err != nil {
+			t.Fatal(err)
+		}
 		gw, err := gateway.New(gateway.Config{
 			Federation: env.Fed, Keyer: env.Keyer, Conn: nc, Audit: nopAudit{},
-			Consent: consent.NewVerifier(pub, env.Fed.ID("consent"), st, st),
+			Consent: v,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -126,7 +130,7 @@ func start(t *testing.T, replicas int) *fed {
 	})
 	prov.Flush()
 	cs := env.Connect(t, "consent")
-	store, err := consent.OpenStore(ctx, cs, nil)
+	store, err := consent.OpenStore(ctx, cs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -670,7 +674,13 @@ func benchVerifier(b *testing.B) (func() *consent.Verifier, *decision.Request) {
 	tok, c, _ := consent.NewIssuer(ks, iss).Issue(&consent.Request{CKey: "CK", Audience: aud, Service: svc, Methods: []string{"GetPerson"}, Purpose: purpose, LegalBasis: "consent", TTL: time.Hour})
 	_ = c
 	pub := ks.PublicOnly()
-	return func() *consent.Verifier { return consent.NewVerifier(pub, iss, nil, nil) }, &decision.Request{ConsumerID: aud, CKey: "CK", Service: svc, Method: "GetPerson", Purpose: purpose, Token: tok}
+	return func() *consent.Verifier {
+		v, err := consent.NewVerifier(consent.VerifierConfig{Keys: pub, Issuer: iss})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v
+	}, &decision.Request{ConsumerID: aud, CKey: "CK", Service: svc, Method: "GetPerson", Purpose: purpose, Token: tok}
 }
 
 func BenchmarkVerifyCached(b *testing.B) {

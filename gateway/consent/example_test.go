@@ -53,7 +53,11 @@ func ExampleNewVerifier() {
 
 	// The gateway holds only the public keys.
 	rev := revoked{}
-	v := consent.NewVerifier(keys.PublicOnly(), issuer, rev, nil)
+	v, err := consent.NewVerifier(consent.VerifierConfig{Keys: keys.PublicOnly(), Issuer: issuer}, consent.WithRevocations(rev))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	query := &decision.Request{ConsumerID: cnss, CKey: "CKEYOFTHECITIZEN", Service: service, Method: "GetPerson", Purpose: "amo-enrolment", Token: token}
 	grant, err := v.Verify(context.Background(), query)
 	fmt.Println(grant.Fields, err)

@@ -132,7 +132,10 @@ func TestJWKSChangesReachTheVerifier(t *testing.T) {
 	var logs lockedBuffer
 	stop := consent.WatchJWKS(path, pub, 5*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
 	defer stop()
-	v := consent.NewVerifier(pub, iss, nil, nil)
+	v, err := consent.NewVerifier(consent.VerifierConfig{Keys: pub, Issuer: iss})
+	if err != nil {
+		t.Fatal(err)
+	}
 	query := func(tok string) error {
 		_, err := v.Verify(context.Background(), &decision.Request{ConsumerID: aud, CKey: "CK", Service: svc, Method: "GetPerson", Purpose: purpose, Token: tok})
 		return err

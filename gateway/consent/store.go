@@ -75,11 +75,26 @@ func GrantOf(c *Claims) Grant {
 	}
 }
 
+type storeOptions struct {
+	log *slog.Logger
+}
+
+// StoreOption configures OpenStore with an optional setting.
+type StoreOption func(*storeOptions)
+
+// WithStoreLogger sets the store's logger (default slog.Default()).
+func WithStoreLogger(l *slog.Logger) StoreOption { return func(o *storeOptions) { o.log = l } }
+
 // OpenStore binds the buckets. It never creates one: a missing bucket is
 // natsstate.ErrMissing (the operator creates them with `jisr nats init`),
 // because a bucket recreated empty would forget revocations and use counts.
 // A bucket that could be purged or rolled up is refused (natsstate.ErrUnsafe).
-func OpenStore(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Store, error) {
+func OpenStore(ctx context.Context, nc *nats.Conn, opts ...StoreOption) (*Store, error) {
+	var o storeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	log := o.log
 	if log == nil {
 		log = slog.Default()
 	}

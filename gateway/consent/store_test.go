@@ -25,7 +25,7 @@ func TestUseCountsAnUnreadableCounterAsUsedUp(t *testing.T) {
 	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
 		t.Fatal(err)
 	}
-	store, err := consent.OpenStore(ctx, env.Connect(t, "gateway"), nil)
+	store, err := consent.OpenStore(ctx, env.Connect(t, "gateway"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -120,26 +121,59 @@ type Verifier struct {
 	calls atomic.Int64
 }
 
-// VerifierOption configures NewVerifier.
-type VerifierOption func(*Verifier)
+// VerifierConfig holds what NewVerifier requires.
+type VerifierConfig struct {
+	// Keys are the consent service's public keys.
+	Keys *KeySet
+	// Issuer is the consent service's SPIFFE ID, the tokens' issuer.
+	Issuer spiffeid.ID
+}
+
+type verifierOptions struct {
+	revoked Revocations
+	usage   Usage
+	max     int
+	now     func() time.Time
+}
+
+// VerifierOption configures NewVerifier with an optional setting.
+type VerifierOption func(*verifierOptions)
+
+// WithRevocations refuses the tokens r reports revoked (default: none is).
+func WithRevocations(r Revocations) VerifierOption {
+	return func(o *verifierOptions) { o.revoked = r }
+}
+
+// WithUsage counts the uses of tokens that carry max_uses (default: such
+// tokens are refused, since their uses cannot be counted).
+func WithUsage(u Usage) VerifierOption { return func(o *verifierOptions) { o.usage = u } }
 
 // WithCacheSize bounds the verified-token cache (default 100,000 entries).
-func WithCacheSize(n int) VerifierOption { return func(v *Verifier) { v.max = n } }
+func WithCacheSize(n int) VerifierOption { return func(o *verifierOptions) { o.max = n } }
 
 // WithClock sets the clock (tests).
-func WithClock(now func() time.Time) VerifierOption { return func(v *Verifier) { v.now = now } }
+func WithClock(now func() time.Time) VerifierOption { return func(o *verifierOptions) { o.now = now } }
 
-// NewVerifier returns a verifier of tokens issued by issuer (the consent
-// service's SPIFFE ID) with keys.
-func NewVerifier(keys *KeySet, issuer spiffeid.ID, revoked Revocations, usage Usage, opts ...VerifierOption) *Verifier {
-	v := &Verifier{
-		keys: keys, issuer: issuer.String(), revoked: revoked, usage: usage,
-		now: time.Now, cache: map[[32]byte]*Claims{}, max: 100_000,
+// ErrConfig reports a missing Config field; the message names it.
+var ErrConfig = errors.New("consent: invalid configuration")
+
+// NewVerifier validates cfg and returns a verifier of tokens issued by
+// cfg.Issuer (the consent service's SPIFFE ID) with cfg.Keys.
+func NewVerifier(cfg VerifierConfig, opts ...VerifierOption) (*Verifier, error) {
+	switch {
+	case cfg.Keys == nil:
+		return nil, fmt.Errorf("%w: Keys is required", ErrConfig)
+	case cfg.Issuer.IsZero():
+		return nil, fmt.Errorf("%w: Issuer is required", ErrConfig)
 	}
-	for _, o := range opts {
-		o(v)
+	o := verifierOptions{max: 100_000, now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
 	}
-	return v
+	return &Verifier{
+		keys: cfg.Keys, issuer: cfg.Issuer.String(), revoked: o.revoked, usage: o.usage,
+		now: o.now, cache: map[[32]byte]*Claims{}, max: o.max,
+	}, nil
 }
 
 // claims returns a token's verified claims, from the cache when the same

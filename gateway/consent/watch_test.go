@@ -165,7 +165,7 @@ func TestDeletingARevocationIsTamperingAndDoesNotUnrevoke(t *testing.T) {
 		}
 	}
 	// A replica started after the delete reads the markers: still revoked.
-	late, err := consent.OpenStore(ctx, f.env.Connect(t, "gateway"), nil)
+	late, err := consent.OpenStore(ctx, f.env.Connect(t, "gateway"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,17 +35,17 @@ func TestNothingButTheOperatorCreatesAndNothingOpensWhatIsMissing(t *testing.T) 
 	c := ctx(t)
 	// Before `jisr nats init`: the gateway, the consent service and the
 	// auditor's tools refuse to start, naming what is missing.
-	if _, err := consent.OpenStore(c, env.Connect(t, "gateway"), nil); !errors.Is(err, natsstate.ErrMissing) {
+	if _, err := consent.OpenStore(c, env.Connect(t, "gateway")); !errors.Is(err, natsstate.ErrMissing) {
 		t.Fatalf("consent store without buckets: %v", err)
 	}
-	if _, err := consent.OpenStore(c, env.Connect(t, "consent"), nil); !errors.Is(err, natsstate.ErrMissing) {
+	if _, err := consent.OpenStore(c, env.Connect(t, "consent")); !errors.Is(err, natsstate.ErrMissing) {
 		t.Fatalf("consent store without buckets: %v", err)
 	}
 	kp, _, err := checkpoint.EnsureKey(t.TempDir(), "gw-1", checkpoint.Origin("jisr.internal", "gw-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = audit.Open(c, env.Connect(t, "gateway"), "jisr.internal", "gw-1", kp)
+	_, err = audit.Open(c, audit.Config{Conn: env.Connect(t, "gateway"), TrustDomain: "jisr.internal", LogID: "gw-1", Key: kp})
 	if !errors.Is(err, natsstate.ErrMissing) {
 		t.Fatalf("audit log without streams: %v", err)
 	}
@@ -99,10 +99,10 @@ func TestNothingButTheOperatorCreatesAndNothingOpensWhatIsMissing(t *testing.T) 
 			t.Errorf("%s created twice", r.Name())
 		}
 	}
-	if _, err := consent.OpenStore(c, env.Connect(t, "gateway"), nil); err != nil {
+	if _, err := consent.OpenStore(c, env.Connect(t, "gateway")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := consent.OpenStore(c, env.Connect(t, "consent"), nil); err != nil {
+	if _, err := consent.OpenStore(c, env.Connect(t, "consent")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -189,7 +189,7 @@ func TestOpenRefusesABucketThatCanBeRewrittenAndInitHardensIt(t *testing.T) {
 					t.Errorf("%s hardened %v", r.Name(), r.Hardened)
 				}
 			}
-			if _, err := consent.OpenStore(cx, env.Connect(t, "gateway"), nil); err != nil {
+			if _, err := consent.OpenStore(cx, env.Connect(t, "gateway")); err != nil {
 				t.Fatal(err)
 			}
 			if err := kv.Purge(cx, "jti-1"); err == nil {
@@ -290,7 +290,7 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 // must be exactly the ones this package creates.
 func TestEveryStreamIsProtectedInThePermissions(t *testing.T) {
 	t.Parallel()
-	fed, err := federation.Parse(bustest.FederationYAML)
+	fed, err := federation.Parse(bustest.FederationYAML())
 	if err != nil {
 		t.Fatal(err)
 	}

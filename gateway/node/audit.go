@@ -55,7 +55,7 @@ func startAudit(ctx context.Context, cfg Config, citizens accesslog.Authenticato
 	if err := os.MkdirAll(a.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	l, err := audit.Open(ctx, cfg.Conn, td, cfg.Instance, kp,
+	l, err := audit.Open(ctx, audit.Config{Conn: cfg.Conn, TrustDomain: td, LogID: cfg.Instance, Key: kp},
 		audit.WithLogger(cfg.Log), audit.WithStream(a.Stream), audit.WithCheckpointEvery(a.CheckpointEvery),
 		audit.WithTrustedCheckpoint(a.TrustedCheckpoint))
 	if err != nil {

@@ -33,7 +33,7 @@ func startConsent(ctx context.Context, cfg Config, reg prometheus.Registerer) (*
 	if err != nil {
 		return nil, err
 	}
-	store, err := consent.OpenStore(ctx, cfg.Conn, cfg.Log)
+	store, err := consent.OpenStore(ctx, cfg.Conn, consent.WithStoreLogger(cfg.Log))
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +54,13 @@ func startConsent(ctx context.Context, cfg Config, reg prometheus.Registerer) (*
 		return nil, err
 	}
 	stopWatch := consent.WatchJWKS(cfg.ConsentJWKS, keys, JWKSReload, cfg.Log)
-	verifier := consent.NewVerifier(keys, cfg.Federation.ID("consent"), store, store)
+	verifier, err := consent.NewVerifier(consent.VerifierConfig{Keys: keys, Issuer: cfg.Federation.ID("consent")},
+		consent.WithRevocations(store), consent.WithUsage(store))
+	if err != nil {
+		cancel()
+		stopWatch()
+		return nil, err
+	}
 	p := &consentParts{Verifier: verifier, Close: func() { cancel(); stopWatch() }}
 	for _, c := range append(cacheMetrics(verifier), lag, tampering) {
 		if err := reg.Register(c); err != nil {

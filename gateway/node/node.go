@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/jisr-bus/jisr/bus/ckey"
@@ -69,6 +70,7 @@ type options struct {
 	unsafe      gateway.Safeguards
 	pprof       bool
 	readTimeout time.Duration
+	tp          trace.TracerProvider
 }
 
 // WithGRPC serves the consent and access-log APIs over gRPC on addr, with
@@ -91,6 +93,10 @@ func WithPprof() Option { return func(o *options) { o.pprof = true } }
 
 // WithHTTPReadTimeout sets the HTTP server's read timeout (default 30s).
 func WithHTTPReadTimeout(d time.Duration) Option { return func(o *options) { o.readTimeout = d } }
+
+// WithTracerProvider sends the gateway's spans to tp (default: the global
+// provider, otel.GetTracerProvider(), as it is when the gateway is built).
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tp = tp } }
 
 // Node is one gateway replica.
 type Node struct {
@@ -169,7 +175,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if n.audit != nil {
 		gcfg.Audit = n.audit.Log
 	}
-	if n.gw, err = gateway.New(gcfg); err != nil {
+	var gopts []gateway.Option
+	if n.o.tp != nil {
+		gopts = append(gopts, gateway.WithTracerProvider(n.o.tp))
+	}
+	if n.gw, err = gateway.New(gcfg, gopts...); err != nil {
 		return err
 	}
 	if err := n.gw.Start(ctx); err != nil {

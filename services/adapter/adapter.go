@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -70,6 +71,19 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
+type options struct {
+	tp trace.TracerProvider
+}
+
+// Option configures New with an optional setting.
+type Option func(*options)
+
+// WithTracerProvider sends the adapter's bus spans to tp (default: the
+// global provider, otel.GetTracerProvider(), as it is when New is called).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tp = tp }
+}
+
 // Adapter is one member's adapter.
 type Adapter struct {
 	cfg    Config
@@ -83,10 +97,12 @@ type Adapter struct {
 	sub     *nats.Subscription
 	sem     chan struct{}
 	wg      sync.WaitGroup
+
+	spanOpts []bus.SpanOption // the bus spans go to the adapter's provider
 }
 
 // New validates cfg and builds an adapter.
-func New(cfg Config) (*Adapter, error) {
+func New(cfg Config, opts ...Option) (*Adapter, error) {
 	if cfg.Federation == nil || cfg.Keyer == nil || cfg.Conn == nil {
 		return nil, fmt.Errorf("%w: Federation, Keyer and Conn are required", ErrConfig)
 	}
@@ -110,8 +126,16 @@ func New(cfg Config) (*Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
+	o := options{}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.tp == nil {
+		o.tp = otel.GetTracerProvider()
+	}
 	a := &Adapter{
-		cfg: cfg, member: m, cat: cat,
+		spanOpts: []bus.SpanOption{bus.WithTracerProvider(o.tp)},
+		cfg:      cfg, member: m, cat: cat,
 		log:    cfg.Log.With("component", "adapter", "member", cfg.Member),
 		health: health.NewServer(),
 		sem:    make(chan struct{}, cfg.MaxInFlight),
@@ -203,7 +227,7 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 		ctx, cancel = context.WithTimeout(ctx, a.cfg.DefaultTimeout)
 		defer cancel()
 	}
-	reply, err := bus.Call(ctx, a.cfg.Conn, msg)
+	reply, err := bus.Call(ctx, a.cfg.Conn, msg, a.spanOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -310,7 +334,7 @@ func (a *Adapter) serve(msg *nats.Msg) {
 	timeout := bus.Timeout(msg.Header, a.cfg.DefaultTimeout, 0)
 	ctx, cancel := context.WithTimeout(bus.ExtractTrace(context.Background(), msg.Header), timeout)
 	defer cancel()
-	ctx, span := bus.StartSpan(ctx, "process", msg.Subject, trace.SpanKindServer, len(msg.Data))
+	ctx, span := bus.StartSpan(ctx, "process", msg.Subject, trace.SpanKindServer, len(msg.Data), a.spanOpts...)
 	defer span.End()
 	code := codes.OK
 	defer func() { a.metrics.Observe(a.cfg.Member, m.Service, m.Name, code, time.Since(start)) }()

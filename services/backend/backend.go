@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -28,7 +29,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/jisr-bus/jisr/bus/loopback"
-	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/services/civilregistry"
 	"github.com/jisr-bus/jisr/services/cnss"
 	healthsvc "github.com/jisr-bus/jisr/services/health"
@@ -82,6 +82,7 @@ type options struct {
 	store  []store.Option
 	server []grpc.ServerOption
 	tls    *tls.Config
+	tp     trace.TracerProvider
 }
 
 // Option configures New.
@@ -103,6 +104,12 @@ func WithTLS(c *tls.Config) Option {
 	return func(o *options) { o.tls = c }
 }
 
+// WithTracerProvider sends the "store.lookup" spans to tp (default: the
+// global provider, otel.GetTracerProvider(), as it is when New is called).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tp = tp }
+}
+
 // Backend is a running reference backend.
 type Backend struct {
 	srv    *grpc.Server
@@ -122,11 +129,14 @@ func New(ctx context.Context, member, dataDir string, opts ...Option) (*Backend,
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.tp == nil {
+		o.tp = otel.GetTracerProvider()
+	}
 	m, err := spec.open(ctx, filepath.Join(dataDir, member+".db"), o.store...)
 	if err != nil {
 		return nil, err
 	}
-	sopts := append(append([]grpc.ServerOption{}, o.server...), grpc.ChainUnaryInterceptor(lookupSpan(spec.service)))
+	sopts := append(append([]grpc.ServerOption{}, o.server...), grpc.ChainUnaryInterceptor(lookupSpan(o.tp.Tracer(tracerScope), spec.service)))
 	if o.tls != nil {
 		sopts = append(sopts, grpc.Creds(credentials.NewTLS(o.tls)))
 	}
@@ -176,11 +186,12 @@ func (b *Backend) Stop(ctx context.Context) error {
 	return b.m.Close()
 }
 
-var tracer = telemetry.Tracer("github.com/jisr-bus/jisr/services/backend")
+// tracerScope is the instrumentation scope of the backend's spans.
+const tracerScope = "github.com/jisr-bus/jisr/services/backend"
 
 // lookupSpan wraps each call of the ministry's service in a "store.lookup"
 // span: the SQLite queries and the building of the reply.
-func lookupSpan(service string) grpc.UnaryServerInterceptor {
+func lookupSpan(tracer trace.Tracer, service string) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if !strings.HasPrefix(info.FullMethod, "/"+service+"/") {
 			return handler(ctx, req)

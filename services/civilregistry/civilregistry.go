@@ -64,7 +64,7 @@ type Server struct {
 
 // Open opens (seeding if needed) the store at path.
 func Open(ctx context.Context, path string, opts ...store.Option) (*Server, error) {
-	db, _, err := store.Open(ctx, path, spec, opts...)
+	db, err := store.Open(ctx, store.Config{Path: path, Spec: spec}, opts...)
 	if err != nil {
 		return nil, err
 	}

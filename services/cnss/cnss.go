@@ -63,7 +63,7 @@ func seed(ins map[string]*sql.Stmt, c *demodata.Citizen, block []demodata.Citize
 	}
 	if c.Work == demodata.Employee || c.Work == demodata.SelfEmployed {
 		from := c.AffiliationDate.Y*12 + c.AffiliationDate.M - 1
-		to := demodata.Today.Y*12 + demodata.Today.M - 2 // the last complete month
+		to := demodata.Today().Y*12 + demodata.Today().M - 2 // the last complete month
 		if from <= to {
 			if _, err := ins["period"].Exec(c.EID, from, to, c.MonthlySalary, 26); err != nil {
 				return err
@@ -98,7 +98,7 @@ type Server struct {
 
 // Open opens (seeding if needed) the store at path.
 func Open(ctx context.Context, path string, opts ...store.Option) (*Server, error) {
-	db, _, err := store.Open(ctx, path, spec, opts...)
+	db, err := store.Open(ctx, store.Config{Path: path, Spec: spec}, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +204,7 @@ func (s *Server) GetAmoCoverage(ctx context.Context, req *cnssv1.GetAmoCoverageR
 	}
 	cov := &cnssv1.AmoCoverage{Covered: in.covered, Scheme: cnssv1.AmoScheme(in.scheme)}
 	if in.covered {
-		t := demodata.Today
+		t := demodata.Today()
 		cov.ValidUntil = &jisrv1.Date{Year: int32(t.Y) + 1, Month: 12, Day: 31}
 		rows, err := s.benefitted.QueryContext(ctx, eid)
 		if err != nil {

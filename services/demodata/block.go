@@ -57,8 +57,8 @@ func Block(seed uint64, b int) [4]Citizen {
 	child := func(k int, father, mother *Citizen) {
 		pr := rng{seed, uint64(b*4+k) << 8}
 		year := mother.Birth.Y + 20 + pr.n(10, 18)
-		if year > Today.Y-1 {
-			year = Today.Y - 1
+		if year > today.Y-1 {
+			year = today.Y - 1
 		}
 		person(k, Female+pr.n(11, 2), year)
 		c := &cs[k]
@@ -138,15 +138,15 @@ func finish(seed uint64, c *Citizen) {
 	pr := rng{seed, uint64(c.Index)<<8 | 0x55}
 	if c.Deceased {
 		y := c.Birth.Y + 55 + pr.n(30, 30)
-		if y > Today.Y {
-			y = Today.Y
+		if y > today.Y {
+			y = today.Y
 		}
 		if y <= c.Birth.Y {
 			y = c.Birth.Y + 1
 		}
 		c.Death = pr.date(31, y)
-		if Today.Before(c.Death) {
-			c.Death = Date{Today.Y, 1, 15}
+		if today.Before(c.Death) {
+			c.Death = Date{today.Y, 1, 15}
 		}
 	}
 	c.RegistrationYear = c.Birth.Y
@@ -182,8 +182,8 @@ func finish(seed uint64, c *Citizen) {
 	}
 	if c.Work != NoWork && c.Work != PublicServant {
 		start := c.Birth.Y + 20 + pr.n(38, 10)
-		if start > Today.Y {
-			start = Today.Y
+		if start > today.Y {
+			start = today.Y
 		}
 		c.AffiliationDate = pr.date(39, start)
 	}

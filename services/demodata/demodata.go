@@ -16,8 +16,11 @@ const (
 	NYears    = LastYear - FirstYear + 1
 )
 
-// Reference date of the synthetic world ("today").
-var Today = Date{2025, 11, 1}
+// today is the reference date of the synthetic world.
+var today = Date{2025, 11, 1}
+
+// Today returns the reference date of the synthetic world ("today").
+func Today() Date { return today }
 
 // Sex.
 const (
@@ -119,10 +122,10 @@ type Citizen struct {
 	Assessed         Date
 }
 
-// Age in whole years at Today.
+// Age in whole years at today.
 func (c *Citizen) Age() int {
-	a := Today.Y - c.Birth.Y
-	if Today.Before(Date{Today.Y, c.Birth.M, c.Birth.D}) {
+	a := today.Y - c.Birth.Y
+	if today.Before(Date{today.Y, c.Birth.M, c.Birth.D}) {
 		a--
 	}
 	return a

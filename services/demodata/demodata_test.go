@@ -52,8 +52,8 @@ func TestConsistencyAcrossMinistries(t *testing.T) {
 			n++
 			if c.Deceased {
 				deceased++
-				if !c.Death.Before(Today) && c.Death != Today || c.Death.Before(c.Birth) {
-					t.Fatalf("%d: death %v outside life %v..%v", c.Index, c.Death, c.Birth, Today)
+				if !c.Death.Before(today) && c.Death != today || c.Death.Before(c.Birth) {
+					t.Fatalf("%d: death %v outside life %v..%v", c.Index, c.Death, c.Birth, today)
 				}
 				if c.AMOCovered || c.Work != NoWork || c.Incomes[NYears-1].Declared {
 					t.Fatalf("%d: the dead still work, declare or are insured", c.Index)

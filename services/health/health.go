@@ -63,7 +63,7 @@ type Server struct {
 
 // Open opens (seeding if needed) the store at path.
 func Open(ctx context.Context, path string, opts ...store.Option) (*Server, error) {
-	db, _, err := store.Open(ctx, path, spec, opts...)
+	db, err := store.Open(ctx, store.Config{Path: path, Spec: spec}, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +98,7 @@ func (s *Server) GetInsuranceEntitlement(ctx context.Context, req *healthv1.GetI
 	e := &healthv1.Entitlement{Insurer: healthv1.Insurer(insurer), Plan: plan}
 	if e.Insurer != healthv1.Insurer_INSURER_NONE {
 		e.Entitled = true
-		e.ValidUntil = &jisrv1.Date{Year: int32(demodata.Today.Y) + 1, Month: 12, Day: 31}
+		e.ValidUntil = &jisrv1.Date{Year: int32(demodata.Today().Y) + 1, Month: 12, Day: 31}
 	}
 	return &healthv1.GetInsuranceEntitlementResponse{Entitlement: e}, nil
 }

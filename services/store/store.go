@@ -26,69 +26,86 @@ type Spec struct {
 	Seed func(ins map[string]*sql.Stmt, c *demodata.Citizen, block []demodata.Citizen) error
 }
 
-// Options of Open.
-type Options struct {
-	Citizens int
-	Seed     uint64
-	Progress func(done, total int)
-	Log      *slog.Logger
+// Config holds what Open requires.
+type Config struct {
+	// Path is the SQLite file; its directory is created if missing.
+	Path string
+	// Spec is the ministry's store.
+	Spec Spec
 }
 
-// Option configures Open.
-type Option func(*Options)
+type options struct {
+	citizens int
+	seed     uint64
+	progress func(done, total int)
+	log      *slog.Logger
+}
+
+// Option configures Open with an optional setting.
+type Option func(*options)
 
 // WithCitizens sets the population (default 10,000; rounded up to blocks of four).
-func WithCitizens(n int) Option { return func(o *Options) { o.Citizens = n } }
+func WithCitizens(n int) Option { return func(o *options) { o.citizens = n } }
 
 // WithSeed sets the generator seed (default demodata.DefaultSeed).
-func WithSeed(s uint64) Option { return func(o *Options) { o.Seed = s } }
+func WithSeed(s uint64) Option { return func(o *options) { o.seed = s } }
 
 // WithProgress is called while seeding.
-func WithProgress(f func(done, total int)) Option { return func(o *Options) { o.Progress = f } }
+func WithProgress(f func(done, total int)) Option { return func(o *options) { o.progress = f } }
 
 // WithLogger sets the logger.
-func WithLogger(l *slog.Logger) Option { return func(o *Options) { o.Log = l } }
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// ErrConfig reports a missing Config field; the message names it.
+var ErrConfig = errors.New("store: invalid configuration")
 
 // ErrBadPopulation is returned for a population below one block.
 var ErrBadPopulation = errors.New("store: the population must be at least 4 citizens")
 
 // Open opens the store at path, seeding it first when it is missing or was
 // seeded for another schema version, seed or population.
-func Open(ctx context.Context, path string, spec Spec, opts ...Option) (*sql.DB, Options, error) {
-	o := Options{Citizens: 10000, Seed: demodata.DefaultSeed, Log: slog.Default()}
+func Open(ctx context.Context, cfg Config, opts ...Option) (*sql.DB, error) {
+	switch {
+	case cfg.Path == "":
+		return nil, fmt.Errorf("%w: Path is required", ErrConfig)
+	case cfg.Spec.Name == "":
+		return nil, fmt.Errorf("%w: Spec.Name is required", ErrConfig)
+	}
+	path, spec := cfg.Path, cfg.Spec
+	o := options{citizens: 10000, seed: demodata.DefaultSeed, log: slog.Default()}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.Citizens < 4 {
-		return nil, o, ErrBadPopulation
+	if o.citizens < 4 {
+		return nil, ErrBadPopulation
 	}
-	o.Citizens = demodata.Population(o.Citizens)
+	o.citizens = demodata.Population(o.citizens)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, o, err
+		return nil, err
 	}
 	if !current(path, spec, o) {
 		start := time.Now()
-		o.Log.Info("seeding store", "store", spec.Name, "citizens", o.Citizens, "path", path)
+		o.log.Info("seeding store", "store", spec.Name, "citizens", o.citizens, "path", path)
 		if err := seed(ctx, path, spec, o); err != nil {
-			return nil, o, fmt.Errorf("store %s: seeding: %w", spec.Name, err)
+			return nil, fmt.Errorf("store %s: seeding: %w", spec.Name, err)
 		}
-		o.Log.Info("store seeded", "store", spec.Name, "took", time.Since(start).Round(time.Millisecond))
+		o.log.Info("store seeded", "store", spec.Name, "took", time.Since(start).Round(time.Millisecond))
 	}
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=query_only(1)&_pragma=mmap_size(1073741824)&_pragma=cache_size(-16000)")
 	if err != nil {
-		return nil, o, err
+		return nil, err
 	}
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, o, err
+		return nil, err
 	}
-	return db, o, nil
+	return db, nil
 }
 
 // current reports whether path holds this spec's data for o.
-func current(path string, spec Spec, o Options) bool {
+func current(path string, spec Spec, o options) bool {
 	if _, err := os.Stat(path); err != nil {
 		return false
 	}
@@ -100,10 +117,10 @@ func current(path string, spec Spec, o Options) bool {
 	var version, citizens int
 	var seed int64
 	err = db.QueryRow("SELECT schema_version, seed, citizens FROM jisr_meta").Scan(&version, &seed, &citizens)
-	return err == nil && version == spec.Version && uint64(seed) == o.Seed && citizens == o.Citizens
+	return err == nil && version == spec.Version && uint64(seed) == o.seed && citizens == o.citizens
 }
 
-func seed(ctx context.Context, path string, spec Spec, o Options) (err error) {
+func seed(ctx context.Context, path string, spec Spec, o options) (err error) {
 	tmp := path + ".seeding"
 	os.Remove(tmp)
 	db, err := sql.Open("sqlite", "file:"+tmp+"?_pragma=journal_mode(OFF)&_pragma=synchronous(OFF)")
@@ -134,31 +151,31 @@ func seed(ctx context.Context, path string, spec Spec, o Options) (err error) {
 			return fmt.Errorf("%s: %w", q, err)
 		}
 	}
-	blocks := demodata.Blocks(o.Citizens)
+	blocks := demodata.Blocks(o.citizens)
 	for b := 0; b < blocks; b++ {
 		if b%1024 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			if o.Progress != nil {
-				o.Progress(b*4, o.Citizens)
+			if o.progress != nil {
+				o.progress(b*4, o.citizens)
 			}
 		}
-		blk := demodata.Block(o.Seed, b)
+		blk := demodata.Block(o.seed, b)
 		for k := range blk {
 			if err := spec.Seed(ins, &blk[k], blk[:]); err != nil {
 				return err
 			}
 		}
 	}
-	if _, err := tx.ExecContext(ctx, "INSERT INTO jisr_meta VALUES (?, ?, ?, ?)", spec.Version, int64(o.Seed), o.Citizens, time.Now().UTC().Format(time.RFC3339)); err != nil {
+	if _, err := tx.ExecContext(ctx, "INSERT INTO jisr_meta VALUES (?, ?, ?, ?)", spec.Version, int64(o.seed), o.citizens, time.Now().UTC().Format(time.RFC3339)); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return err
 	}
-	if o.Progress != nil {
-		o.Progress(o.Citizens, o.Citizens)
+	if o.progress != nil {
+		o.progress(o.citizens, o.citizens)
 	}
 	if err := db.Close(); err != nil {
 		return err

@@ -60,7 +60,7 @@ type Server struct {
 
 // Open opens (seeding if needed) the store at path.
 func Open(ctx context.Context, path string, opts ...store.Option) (*Server, error) {
-	db, _, err := store.Open(ctx, path, spec, opts...)
+	db, err := store.Open(ctx, store.Config{Path: path, Spec: spec}, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +145,7 @@ func (s *Server) GetTaxClearance(ctx context.Context, req *taxv1.GetTaxClearance
 		OutstandingAmount: store.MAD(outstanding),
 	}
 	if good {
-		today := demodata.Today
+		today := demodata.Today()
 		c.Status = taxv1.ClearanceStatus_CLEARANCE_STATUS_IN_GOOD_STANDING
 		c.CertificateNumber = fmt.Sprintf("ARF-%d-%s", today.Y, eid[len(eid)-4:])
 		c.Issued = &jisrv1.Date{Year: int32(today.Y), Month: int32(today.M), Day: int32(today.D)}

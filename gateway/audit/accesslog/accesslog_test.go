@@ -71,7 +71,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	gw := env.Connect(t, "gateway")
-	l, err := audit.Open(ctx, gw, td, "gw-1", kp, audit.WithLogger(logger))
+	l, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: "gw-1", Key: kp}, audit.WithLogger(logger))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,7 +66,11 @@ func TestLoadIntoRefusesAPartialExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = export.LoadInto(&file, "f", verify.New("jisr.example", keys), nil)
+	v, err := verify.New(verify.Config{TrustDomain: "jisr.example", Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = export.LoadInto(&file, "f", v, nil)
 	if !errors.Is(err, export.ErrPartial) {
 		t.Fatalf("partial export: %v", err)
 	}

@@ -43,7 +43,7 @@ func TestIndexFollowsEveryLogAndProvesEveryRecord(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := audit.Open(ctx, gw, td, id, kp, audit.WithLogger(logger), audit.WithCheckpointEvery(50*time.Millisecond))
+		l, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: id, Key: kp}, audit.WithLogger(logger), audit.WithCheckpointEvery(50*time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -99,7 +99,7 @@ func (s *Store) log(ctx context.Context, name string) (*logRow, error) {
 		if l.num, err = res.LastInsertId(); err != nil {
 			return nil, fmt.Errorf("index: %w", err)
 		}
-		l.r = tree.Factory.NewEmptyRange(0)
+		l.r = tree.NewEmptyRange(0)
 	case err != nil:
 		return nil, fmt.Errorf("index: %w", err)
 	default:
@@ -245,7 +245,7 @@ func (s *Store) InclusionProof(ctx context.Context, name string, index, size uin
 	if err != nil {
 		return nil, err
 	}
-	p, err := nodes.Rehash(hashes, tree.Hasher.HashChildren)
+	p, err := nodes.Rehash(hashes, tree.HashChildren)
 	if err != nil {
 		return nil, fmt.Errorf("index: %w", err)
 	}

@@ -18,21 +18,28 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 )
 
-// Hasher is the RFC 6962 SHA-256 tree hasher.
-var Hasher = rfc6962.DefaultHasher
+// hasher is the RFC 6962 SHA-256 tree hasher.
+var hasher = rfc6962.DefaultHasher
 
-// Factory makes compact ranges that hash with Hasher.
-var Factory = &compact.RangeFactory{Hash: Hasher.HashChildren}
+// factory makes compact ranges that hash with hasher.
+var factory = &compact.RangeFactory{Hash: hasher.HashChildren}
+
+// NewEmptyRange returns an empty compact range starting at begin, hashing
+// with the RFC 6962 SHA-256 hasher.
+func NewEmptyRange(begin uint64) *compact.Range { return factory.NewEmptyRange(begin) }
+
+// HashChildren is the RFC 6962 hash of an interior node.
+func HashChildren(l, r []byte) []byte { return hasher.HashChildren(l, r) }
 
 // ErrProof: a proof could not be built from what is known.
 var ErrProof = errors.New("tree: cannot build proof")
 
 // LeafHash is the RFC 6962 leaf hash of a record's stored bytes:
 // SHA-256(0x00 || data).
-func LeafHash(data []byte) []byte { return Hasher.HashLeaf(data) }
+func LeafHash(data []byte) []byte { return hasher.HashLeaf(data) }
 
 // EmptyRoot is the root hash of the empty tree.
-func EmptyRoot() []byte { return Hasher.EmptyRoot() }
+func EmptyRoot() []byte { return hasher.EmptyRoot() }
 
 // Root returns the root hash of a compact range starting at 0.
 func Root(r *compact.Range) ([]byte, error) {
@@ -47,14 +54,14 @@ func Root(r *compact.Range) ([]byte, error) {
 
 // NewRange rebuilds the compact range [0, size) from its hashes.
 func NewRange(size uint64, hashes [][]byte) (*compact.Range, error) {
-	return Factory.NewRange(0, size, hashes)
+	return factory.NewRange(0, size, hashes)
 }
 
 // Clone copies a compact range.
 func Clone(r *compact.Range) *compact.Range {
 	hs := make([][]byte, len(r.Hashes()))
 	copy(hs, r.Hashes())
-	c, err := Factory.NewRange(r.Begin(), r.End(), hs)
+	c, err := factory.NewRange(r.Begin(), r.End(), hs)
 	if err != nil {
 		panic(err) // cannot happen: the hashes come from a valid range
 	}
@@ -90,7 +97,7 @@ func ConsistencyFromRanges(old, since *compact.Range) ([][]byte, error) {
 		}
 		hashes[i] = h
 	}
-	p, err := nodes.Rehash(hashes, Hasher.HashChildren)
+	p, err := nodes.Rehash(hashes, hasher.HashChildren)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrProof, err)
 	}
@@ -109,7 +116,7 @@ func ConsistencyFromRanges(old, since *compact.Range) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := proof.VerifyConsistency(Hasher, size1, size2, p, root1, root2); err != nil {
+	if err := proof.VerifyConsistency(hasher, size1, size2, p, root1, root2); err != nil {
 		return nil, fmt.Errorf("%w: self-check: %v", ErrProof, err)
 	}
 	return p, nil
@@ -117,10 +124,10 @@ func ConsistencyFromRanges(old, since *compact.Range) ([][]byte, error) {
 
 // VerifyConsistency checks an RFC 6962 consistency proof.
 func VerifyConsistency(size1, size2 uint64, p [][]byte, root1, root2 []byte) error {
-	return proof.VerifyConsistency(Hasher, size1, size2, p, root1, root2)
+	return proof.VerifyConsistency(hasher, size1, size2, p, root1, root2)
 }
 
 // VerifyInclusion checks an RFC 6962 inclusion proof of a leaf hash.
 func VerifyInclusion(index, size uint64, leafHash []byte, p [][]byte, root []byte) error {
-	return proof.VerifyInclusion(Hasher, index, size, leafHash, p, root)
+	return proof.VerifyInclusion(hasher, index, size, leafHash, p, root)
 }

@@ -13,8 +13,8 @@ func leaf(i uint64) []byte { return LeafHash(fmt.Appendf(nil, "record %d", i)) }
 // ranges returns the compact ranges [0,size1) and [size1,size2).
 func ranges(t *testing.T, size1, size2 uint64) (*compact.Range, *compact.Range) {
 	t.Helper()
-	old := Factory.NewEmptyRange(0)
-	since := Factory.NewEmptyRange(size1)
+	old := NewEmptyRange(0)
+	since := NewEmptyRange(size1)
 	for i := uint64(0); i < size2; i++ {
 		r := old
 		if i >= size1 {
@@ -75,20 +75,20 @@ func TestConsistencyFromRangesRefusesRangesThatDoNotMeet(t *testing.T) {
 	if _, err := ConsistencyFromRanges(old, since); err == nil {
 		t.Fatal("built a proof from [0,5) and [6,9)")
 	}
-	shifted := Factory.NewEmptyRange(2)
-	if _, err := ConsistencyFromRanges(shifted, Factory.NewEmptyRange(2)); err == nil {
+	shifted := NewEmptyRange(2)
+	if _, err := ConsistencyFromRanges(shifted, NewEmptyRange(2)); err == nil {
 		t.Fatal("built a proof from a range not starting at 0")
 	}
 }
 
 func TestRootOfEmptyRangeIsEmptyRoot(t *testing.T) {
 	t.Parallel()
-	r, err := Root(Factory.NewEmptyRange(0))
+	r, err := Root(NewEmptyRange(0))
 	if err != nil || !bytes.Equal(r, EmptyRoot()) {
 		t.Fatalf("root %x, %v", r, err)
 	}
 	// RFC 6962: the root of one leaf is its leaf hash.
-	one := Factory.NewEmptyRange(0)
+	one := NewEmptyRange(0)
 	_ = one.Append(leaf(0), nil)
 	if r, _ := Root(one); !bytes.Equal(r, leaf(0)) {
 		t.Fatal("root of a one-leaf tree is not its leaf hash")

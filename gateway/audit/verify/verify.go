@@ -19,6 +19,7 @@ package verify
 import (
 	"bytes"
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -137,12 +138,28 @@ type Report struct {
 // OK reports whether nothing is wrong.
 func (r *Report) OK() bool { return len(r.Problems) == 0 }
 
-// Option configures a Verifier.
-type Option func(*Verifier)
+// Config holds what New requires.
+type Config struct {
+	// TrustDomain is the federation's trust domain: the logs checked are
+	// its gateways'.
+	TrustDomain string
+	// Keys are the gateways' checkpoint keys the verifier trusts.
+	Keys *checkpoint.Keys
+}
+
+type options struct {
+	maxPending int
+}
+
+// Option configures New with an optional setting.
+type Option func(*options)
 
 // WithMaxOutOfOrder bounds how many records of one log may be stored ahead of
 // a missing one before that one is declared missing (default 100000).
-func WithMaxOutOfOrder(n int) Option { return func(v *Verifier) { v.maxPending = n } }
+func WithMaxOutOfOrder(n int) Option { return func(o *options) { o.maxPending = n } }
+
+// ErrConfig reports a missing or bad Config field; the message names it.
+var ErrConfig = errors.New("verify: invalid configuration")
 
 // Verifier checks the audit logs of one trust domain.
 type Verifier struct {
@@ -155,16 +172,24 @@ type Verifier struct {
 	report     Report
 }
 
-// New returns a verifier that trusts keys for the logs of trustDomain.
-func New(trustDomain string, keys *checkpoint.Keys, opts ...Option) *Verifier {
-	v := &Verifier{td: trustDomain, keys: keys.Verifiers(), trusted: map[string]bool{}, maxPending: 100000, logs: map[string]*logState{}}
-	for _, n := range keys.Names() {
+// New validates cfg and returns a verifier that trusts cfg.Keys for the
+// logs of cfg.TrustDomain.
+func New(cfg Config, opts ...Option) (*Verifier, error) {
+	switch {
+	case cfg.TrustDomain == "":
+		return nil, fmt.Errorf("%w: TrustDomain is required", ErrConfig)
+	case cfg.Keys == nil:
+		return nil, fmt.Errorf("%w: Keys is required", ErrConfig)
+	}
+	o := options{maxPending: 100000}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	v := &Verifier{td: cfg.TrustDomain, keys: cfg.Keys.Verifiers(), trusted: map[string]bool{}, maxPending: o.maxPending, logs: map[string]*logState{}}
+	for _, n := range cfg.Keys.Names() {
 		v.trusted[n] = true
 	}
-	for _, o := range opts {
-		o(v)
-	}
-	return v
+	return v, nil
 }
 
 type signedCheckpoint struct {
@@ -233,7 +258,7 @@ type rootMismatch struct {
 func (v *Verifier) log(id string) *logState {
 	l, ok := v.logs[id]
 	if !ok {
-		l = &logState{id: id, rep: LogReport{ID: id}, r: tree.Factory.NewEmptyRange(0), pending: map[uint64]pendingLeaf{}, junk: map[uint64][]junkMsg{}}
+		l = &logState{id: id, rep: LogReport{ID: id}, r: tree.NewEmptyRange(0), pending: map[uint64]pendingLeaf{}, junk: map[uint64][]junkMsg{}}
 		v.logs[id] = l
 	}
 	return l

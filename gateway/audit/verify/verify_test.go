@@ -50,7 +50,7 @@ func newSynth(t *testing.T, keyDir, id string) *synth {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &synth{t: t, id: id, key: kp, all: tree.Factory.NewEmptyRange(0), lastCk: tree.Factory.NewEmptyRange(0), since: tree.Factory.NewEmptyRange(0)}
+	return &synth{t: t, id: id, key: kp, all: tree.NewEmptyRange(0), lastCk: tree.NewEmptyRange(0), since: tree.NewEmptyRange(0)}
 }
 
 func (s *synth) rec(leaf uint64, prev []byte) *auditv1.Record {
@@ -96,7 +96,7 @@ func (s *synth) checkpoint() {
 		st.PreviousSize, st.ConsistencyProof = s.lastCk.End(), p
 	}
 	s.addCheckpointState(st)
-	s.lastCk, s.since = tree.Clone(s.all), tree.Factory.NewEmptyRange(s.size)
+	s.lastCk, s.since = tree.Clone(s.all), tree.NewEmptyRange(s.size)
 }
 
 func (s *synth) addCheckpointState(st *auditv1.CheckpointState) {
@@ -117,7 +117,7 @@ func (s *synth) edit(leaf int, change func(*auditv1.Record)) {
 
 func run(t *testing.T, keys *checkpoint.Keys, logs ...*synth) *verify.Report {
 	t.Helper()
-	v := verify.New(td, keys)
+	v := newVerifier(t, td, keys)
 	for _, s := range logs {
 		for _, m := range s.ckpts {
 			v.AddCheckpoint(m.seq, m.subject, m.data)
@@ -281,7 +281,7 @@ func TestCheckpointProblems(t *testing.T) {
 		s := clean(t)
 		// A second checkpoint of size 100 over different records, signed with
 		// the log's own key (a compromised or buggy writer).
-		fork := &synth{t: t, id: "gw-1", key: s.key, all: tree.Factory.NewEmptyRange(0), lastCk: tree.Factory.NewEmptyRange(0), since: tree.Factory.NewEmptyRange(0)}
+		fork := &synth{t: t, id: "gw-1", key: s.key, all: tree.NewEmptyRange(0), lastCk: tree.NewEmptyRange(0), since: tree.NewEmptyRange(0)}
 		fork.append(99)
 		fork.records = nil
 		r := fork.rec(99, fork.prev)
@@ -388,9 +388,9 @@ func TestTrustedCheckpointMustStillBeExtended(t *testing.T) {
 			s.append(1)
 			s.edit(0, func(r *auditv1.Record) { r.Purpose = "tax-clearance" })
 			s.prev = tree.LeafHash(s.records[0].data)
-			s.all = tree.Factory.NewEmptyRange(0)
+			s.all = tree.NewEmptyRange(0)
 			_ = s.all.Append(s.prev, nil)
-			s.since = tree.Factory.NewEmptyRange(0)
+			s.since = tree.NewEmptyRange(0)
 			_ = s.since.Append(s.prev, nil)
 			s.append(59)
 			s.checkpoint()
@@ -399,7 +399,7 @@ func TestTrustedCheckpointMustStillBeExtended(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := c.now()
-			v := verify.New(td, keysOf(t, seen))
+			v := newVerifier(t, td, keysOf(t, seen))
 			if _, err := v.Trust(signed, "seen/gw-1"); err != nil {
 				t.Fatal(err)
 			}
@@ -424,7 +424,7 @@ func TestTrustedCheckpointMustStillBeExtended(t *testing.T) {
 			t.Fatalf("no not-extended problem naming %q: %v", c.want, rep.Problems)
 		})
 	}
-	v := verify.New(td, keysOf(t, newSynth(t, t.TempDir(), "gw-1")))
+	v := newVerifier(t, td, keysOf(t, newSynth(t, t.TempDir(), "gw-1")))
 	if _, err := v.Trust(signed, "x"); err == nil {
 		t.Fatal("a checkpoint signed by an untrusted key was trusted")
 	}
@@ -465,4 +465,14 @@ func TestMessagesThatAreNotRecordsAreNamedAndTheLogStillVerifies(t *testing.T) {
 			t.Fatalf("foreign message %d: %s", i, p)
 		}
 	}
+}
+
+// newVerifier is verify.New for a configuration known to be valid.
+func newVerifier(t *testing.T, td string, keys *checkpoint.Keys) *verify.Verifier {
+	t.Helper()
+	v, err := verify.New(verify.Config{TrustDomain: td, Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

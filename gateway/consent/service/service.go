@@ -76,7 +76,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Service, err err
 	if err := consent.WriteJWKS(keys, jwks, time.Now()); err != nil {
 		return nil, err
 	}
-	store, err := consent.OpenStore(ctx, cfg.Conn, cfg.Log)
+	store, err := consent.OpenStore(ctx, cfg.Conn, consent.WithStoreLogger(cfg.Log))
 	if err != nil {
 		return nil, fmt.Errorf("%w (the consent buckets are created before the consent service starts)", err)
 	}

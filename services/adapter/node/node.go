@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/jisr-bus/jisr/bus/loopback"
@@ -31,12 +32,19 @@ type Config struct {
 // Option sets an optional setting of a node.
 type Option func(*options)
 
-type options struct{ server []grpc.ServerOption }
+type options struct {
+	server []grpc.ServerOption
+	tp     trace.TracerProvider
+}
 
 // WithServerOptions adds options to the consumer-side gRPC server.
 func WithServerOptions(opts ...grpc.ServerOption) Option {
 	return func(o *options) { o.server = append(o.server, opts...) }
 }
+
+// WithTracerProvider sends the adapter's bus spans to tp (default: the
+// global provider, otel.GetTracerProvider(), as it is when Start is called).
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tp = tp } }
 
 // Node is a running adapter.
 type Node struct {
@@ -76,7 +84,11 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Node, err error)
 	if cfg.Adapter.Backend != "" && !loopback.Is(cfg.Adapter.Backend) && cfg.Source != nil {
 		cfg.Adapter.BackendTLS = svid.ClientTLS(cfg.Source, authz)
 	}
-	if n.ad, err = adapter.New(cfg.Adapter); err != nil {
+	var aopts []adapter.Option
+	if o.tp != nil {
+		aopts = append(aopts, adapter.WithTracerProvider(o.tp))
+	}
+	if n.ad, err = adapter.New(cfg.Adapter, aopts...); err != nil {
 		return nil, err
 	}
 	if len(m.Provides) > 0 {
