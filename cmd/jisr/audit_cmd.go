@@ -18,7 +18,6 @@ import (
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/export"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
-	"github.com/jisr-bus/jisr/gateway/audit/verify"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
 	barpkg "github.com/jisr-bus/jisr/services/progress"
 )
@@ -95,10 +94,10 @@ func (s *selection) resolve(g *globals, stdin io.Reader) error {
 	}
 	var err error
 	now := time.Now()
-	if s.From, err = parseWhen(s.since, now); err != nil {
+	if s.From, err = auditor.ParseWhen(s.since, now); err != nil {
 		return usageError{fmt.Errorf("--since: %w", err)}
 	}
-	if s.To, err = parseWhen(s.until, now); err != nil {
+	if s.To, err = auditor.ParseWhen(s.until, now); err != nil {
 		return usageError{fmt.Errorf("--until: %w", err)}
 	}
 	if err := s.Resolve(); err != nil {
@@ -130,21 +129,6 @@ func citizenKey(g *globals, raw string, stdin io.Reader) (string, error) {
 		return "", fmt.Errorf("--citizen needs the federation's citizen key to find the records: %w", err)
 	}
 	return keyer.CKey(eid), nil
-}
-
-func parseWhen(v string, now time.Time) (time.Time, error) {
-	if v == "" {
-		return time.Time{}, nil
-	}
-	if d, err := time.ParseDuration(v); err == nil {
-		return now.Add(-d), nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02"} {
-		if t, err := time.Parse(layout, v); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%q is not RFC 3339, a date or a duration", v)
 }
 
 func newAuditQueryCmd(g *globals) *cobra.Command {
@@ -305,9 +289,6 @@ func exportSelection(cmd *cobra.Command, sel selection) string {
 	return strings.TrimSpace(s)
 }
 
-// errVerifyFailed makes `jisr audit verify` exit non-zero.
-var errVerifyFailed = errors.New("audit verification FAILED")
-
 func newAuditVerifyCmd(g *globals) *cobra.Command {
 	var o verifyOptions
 	cmd := &cobra.Command{
@@ -360,93 +341,19 @@ type verifyOptions struct {
 	quiet, strict          bool
 }
 
-// verifier builds the verifier from the trusted keys and checkpoints, and
-// opens the seen checkpoints (none for an export, a snapshot).
-func (o *verifyOptions) verifier(g *globals) (*verify.Verifier, *verify.Seen, error) {
+func (o *verifyOptions) run(ctx context.Context, g *globals, stdout, stderr io.Writer) error {
 	fed, err := g.federation()
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	if o.keysDir == "" {
 		o.keysDir = auditKeyDir(g.certsDir)
 	}
-	keys, err := checkpoint.LoadPublicKeys(o.keysDir)
-	if err != nil {
-		return nil, nil, fmt.Errorf("trusted keys: %w (set --keys to the directory of the logs' .pub files)", err)
-	}
-	if keys.Len() == 0 {
-		return nil, nil, fmt.Errorf("no trusted keys (*.pub) in %s", o.keysDir)
-	}
-	v := verify.New(fed.TrustDomain.Name(), keys)
-	for _, path := range o.trusted {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--trusted: %w", err)
-		}
-		if _, err := v.Trust(string(b), path); err != nil {
-			return nil, nil, fmt.Errorf("--trusted: %w", err)
-		}
-	}
-	if o.file != "" { // an export is a snapshot: only --trusted applies to it
-		return v, nil, nil
-	}
-	seen, err := openSeen(o.seenDir, fed.TrustDomain.Name(), keys)
-	if err != nil {
-		return nil, nil, err
-	}
-	return v, seen, seen.Trust(v)
-}
-
-func (o *verifyOptions) run(ctx context.Context, g *globals, stdout, stderr io.Writer) error {
-	v, seen, err := o.verifier(g)
-	if err != nil {
-		return err
-	}
-	prog := newProgress(stderr, o.quiet)
-	if o.file != "" {
-		err = verifyFile(o.file, v, prog)
-	} else {
-		err = verifyStreams(ctx, g, v, prog)
-	}
-	prog.done()
-	if err != nil {
-		return err
-	}
-	rep := v.Finish()
-	auditor.WriteReport(stdout, rep)
-	if !rep.OK() {
-		return fmt.Errorf("%w: %d problem(s)", errVerifyFailed, len(rep.Problems))
-	}
-	if o.strict && len(rep.Foreign) > 0 {
-		return fmt.Errorf("%w: %d message(s) that are not records (--strict)", errVerifyFailed, len(rep.Foreign))
-	}
-	if err := seen.Keep(rep); err != nil {
-		return fmt.Errorf("verified, but the checkpoints seen could not be kept: %w", err)
-	}
-	return nil
-}
-
-func verifyStreams(ctx context.Context, g *globals, v *verify.Verifier, prog *verifyProgress) error {
-	st, closeFn, err := auditorStreams(ctx, g)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
-	return st.Verify(ctx, v, prog)
-}
-
-func verifyFile(path string, v *verify.Verifier, prog *verifyProgress) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	prog.Start("export file (bytes)", uint64(st.Size()))
-	return export.LoadInto(f, path, v, prog.Add)
+	return auditor.Check(ctx, auditor.CheckConfig{
+		TrustDomain: fed.TrustDomain.Name(), KeysDir: o.keysDir, Trusted: o.trusted, File: o.file,
+		SeenDir: o.seenDir, Strict: o.strict, Progress: newProgress(stderr, o.quiet),
+		Open: func(ctx context.Context) (*auditor.Streams, func(), error) { return auditorStreams(ctx, g) },
+	}, stdout)
 }
 
 // verifyProgress shows how far verification is, with the services' progress bar
@@ -466,7 +373,7 @@ func newProgress(w io.Writer, quiet bool) *verifyProgress {
 }
 
 func (p *verifyProgress) Start(what string, total uint64) {
-	p.done()
+	p.Done()
 	p.bar, p.n, p.tot = barpkg.New(p.w, "verifying "+what), 0, int(total)
 	p.bar.Update(0, p.tot)
 }
@@ -476,7 +383,7 @@ func (p *verifyProgress) Add(k int) {
 	p.bar.Update(min(p.n, p.tot), p.tot)
 }
 
-func (p *verifyProgress) done() {
+func (p *verifyProgress) Done() {
 	if p.bar != nil {
 		p.bar.Update(p.tot, p.tot)
 		p.bar.Done()

@@ -29,6 +29,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/natsserver"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit"
+	"github.com/jisr-bus/jisr/gateway/audit/auditor"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
@@ -720,7 +721,7 @@ func TestAnErasedLogIsRefusedAndVerifyNamesTheMissingRecords(t *testing.T) {
 		{"audit", "verify", "--seen-dir", seen},
 	} {
 		out, _, err := f.cli(args...)
-		if !errors.Is(err, errVerifyFailed) {
+		if !errors.Is(err, auditor.ErrVerifyFailed) {
 			t.Fatalf("%v passed on an erased log:\n%s", args, out)
 		}
 		if !strings.Contains(out, "not-extended: log gw-1: records 0 to 8 are missing") {
@@ -772,7 +773,7 @@ func TestAForgedMessageOnTheAuditSubjectIsNamedAndTheGatewayStarts(t *testing.T)
 	if err != nil || !strings.Contains(out, want) || logRow(out, "gw-1")[1] != "6" {
 		t.Fatalf("verify: %v, want OK with six records and a warning %q:\n%s", err, want, out)
 	}
-	if out, _, err := f.cli("audit", "verify", "--seen-dir", seen, "--strict"); !errors.Is(err, errVerifyFailed) || !strings.Contains(out, want) {
+	if out, _, err := f.cli("audit", "verify", "--seen-dir", seen, "--strict"); !errors.Is(err, auditor.ErrVerifyFailed) || !strings.Contains(out, want) {
 		t.Fatalf("verify --strict: %v\n%s", err, out)
 	}
 }
