@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +29,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/natsserver"
 	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/cmd/internal/dev"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/auditor"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
@@ -206,13 +208,21 @@ func TestEveryQueryHasExactlyOneRecordWithoutEIDAndVerifies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
-	tokens, err := demoConsents(ctx, f.g, f.gw.ConsentService(), []string{eidN(40), eidN(41), eidN(42)})
+	fed, err := f.g.federation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyer, err := f.g.keyer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := dev.Consents(ctx, fed, keyer, f.gw.ConsentService(), []string{eidN(40), eidN(41), eidN(42)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tokenFor := map[string]string{}
 	for _, d := range tokens {
-		if d.Consumer == "cnss" && d.Provider == "civil-registry" && contains(d.Methods, "GetPerson") {
+		if d.Consumer == "cnss" && d.Provider == "civil-registry" && slices.Contains(d.Methods, "GetPerson") {
 			tokenFor[d.Citizen] = d.Token
 		}
 	}
@@ -264,7 +274,7 @@ func TestEveryQueryHasExactlyOneRecordWithoutEIDAndVerifies(t *testing.T) {
 		t.Fatalf("%d records for %d queries", len(msgs), len(queries))
 	}
 	byCKey := map[string]*auditv1.Record{}
-	keyer, _ := f.g.keyer()
+	keyer, _ = f.g.keyer()
 	for _, m := range msgs {
 		r, err := record.Parse(m.Data)
 		if err != nil {

@@ -11,7 +11,6 @@ import (
 	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/services/backend"
-	"github.com/jisr-bus/jisr/services/demodata"
 	"github.com/jisr-bus/jisr/services/progress"
 	"github.com/jisr-bus/jisr/services/store"
 )
@@ -127,13 +126,4 @@ func (n *backendNode) close() {
 	if n.src != nil {
 		_ = n.src.Close()
 	}
-}
-
-// showcase lists the demo citizens printed by `jisr dev`.
-func showcase() []demoCitizen {
-	var out []demoCitizen
-	for _, e := range demodata.Showcase(demodata.DefaultSeed) {
-		out = append(out, demoCitizen{EID: e.EID, Description: e.Description})
-	}
-	return out
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
-	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/consent/service"
 	"github.com/jisr-bus/jisr/gateway/node"
@@ -69,56 +68,6 @@ consent API that gateways forward over NATS (jisr.consent.grant, .list,
 			return nil
 		},
 	}
-}
-
-type demoToken struct {
-	Citizen    string   `json:"citizen"`
-	Consumer   string   `json:"consumer"`
-	Provider   string   `json:"provider"`
-	Service    string   `json:"service"`
-	Methods    []string `json:"methods"`
-	Fields     []string `json:"fields,omitempty"`
-	Purpose    string   `json:"purpose"`
-	LegalBasis string   `json:"legal_basis"`
-	JTI        string   `json:"jti"`
-	Token      string   `json:"token"`
-}
-
-// demoConsents mints, for every demo citizen and every rule that needs a
-// token, one token to that rule's consumer, and records it.
-func demoConsents(ctx context.Context, g *globals, svc *consent.Service, eids []string) ([]demoToken, error) {
-	fed, err := g.federation()
-	if err != nil {
-		return nil, err
-	}
-	keyer, err := g.keyer()
-	if err != nil {
-		return nil, err
-	}
-	var out []demoToken
-	for _, raw := range eids {
-		eid, err := fed.NormaliseEID(raw)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range fed.Rules {
-			if r.LegalBasis == federation.BasisMandate {
-				continue
-			}
-			resp, err := svc.Grant(ctx, keyer.CKey(eid), consent.GrantRequest{
-				To: r.Consumer, Service: r.Service, Methods: r.Methods, Purpose: r.Purposes[0],
-				TTL: "24h", LegalBasis: r.LegalBasis,
-			})
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, demoToken{
-				Citizen: eid, Consumer: r.Consumer, Provider: r.Provider, Service: r.Service, Methods: r.Methods,
-				Fields: r.Fields, Purpose: r.Purposes[0], LegalBasis: r.LegalBasis, JTI: resp.ID, Token: resp.Token,
-			})
-		}
-	}
-	return out, nil
 }
 
 func newConsentCmd(g *globals) *cobra.Command {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/cmd/internal/dev"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
@@ -67,7 +68,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	go func() { _ = proc.Wait(); close(exited) }()
 	t.Cleanup(func() { _ = proc.Process.Kill(); <-exited })
 
-	var demo demoFile
+	var demo dev.File
 	bustest.Eventually(t, 90*time.Second, func() error {
 		b, err := os.ReadFile(filepath.Join(dir, "demo.json"))
 		if err == nil && json.Unmarshal(b, &demo) == nil {

@@ -4,19 +4,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/natsserver"
+	"github.com/jisr-bus/jisr/cmd/internal/dev"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
 )
@@ -131,11 +128,16 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 		return err
 	}
 
-	demo, err := writeDemo(ctx, g, fed, d)
+	keyer, err := g.keyer()
 	if err != nil {
 		return err
 	}
-	printDemo(out, fed, d, demo, time.Since(start))
+	ep := d.endpoints()
+	demo, err := dev.Write(ctx, g.dataDir, fed, keyer, d.gateway.ConsentService(), ep)
+	if err != nil {
+		return err
+	}
+	dev.Print(out, fed, ep, demo, time.Since(start))
 	<-ctx.Done()
 	fmt.Fprintln(out, "\nshutting down…")
 	return nil
@@ -225,7 +227,7 @@ func (d *devFederation) startIdP(g *globals, o devOptions) (signinOptions, error
 		return signinOptions{}, err
 	}
 	var citizens []devidp.Citizen
-	for _, c := range showcase() {
+	for _, c := range dev.Showcase() {
 		citizens = append(citizens, devidp.Citizen{EID: c.EID, Description: c.Description})
 	}
 	cfg := devidp.Config{
@@ -244,119 +246,18 @@ func (d *devFederation) startIdP(g *globals, o devOptions) (signinOptions, error
 	}, nil
 }
 
-// demoFile is var/demo.json: what a newcomer or a script needs to make a
-// first call without reading code.
-type demoFile struct {
-	Endpoints map[string]string `json:"endpoints"`
-	SignIn    string            `json:"sign_in"`
-	Citizens  []demoCitizen     `json:"citizens"`
-	Tokens    []demoToken       `json:"tokens"`
-	Try       string            `json:"try"`
-}
-
-type demoCitizen struct {
-	EID         string `json:"eid"`
-	Description string `json:"description"`
-}
-
-func writeDemo(ctx context.Context, g *globals, fed *federation.Federation, d *devFederation) (*demoFile, error) {
+// endpoints are where the running dev federation listens.
+func (d *devFederation) endpoints() dev.Endpoints {
 	scheme := "http://"
 	if d.gateway.Secure() {
 		scheme = "https://"
 	}
-	demo := &demoFile{Endpoints: map[string]string{
-		"nats":         d.nats.ClientURL(),
-		"gateway_http": scheme + d.gateway.Addr(),
-		"gateway_grpc": d.gateway.GRPCAddr(),
-		"oidc_issuer":  d.idp.Issuer(),
-	}}
-	demo.SignIn = "open " + scheme + d.gateway.Addr() + "/access-log/ and sign in with the national e-ID: the demo provider at " +
-		d.idp.Issuer() + " lists the demo citizens"
+	ep := dev.Endpoints{NATS: d.nats.ClientURL(), GatewayHTTP: scheme + d.gateway.Addr(), GatewayGRPC: d.gateway.GRPCAddr(), OIDCIssuer: d.idp.Issuer()}
 	for _, a := range d.adapters {
-		demo.Endpoints["adapter/"+a.Member()] = a.Addr()
+		ep.Adapters = append(ep.Adapters, dev.Endpoint{Member: a.Member(), Addr: a.Addr()})
 	}
 	for _, b := range d.backends {
-		demo.Endpoints["backend/"+b.member] = b.addr
+		ep.Backends = append(ep.Backends, dev.Endpoint{Member: b.member, Addr: b.addr})
 	}
-	demo.Citizens = showcase()
-	eids := make([]string, len(demo.Citizens))
-	for i, c := range demo.Citizens {
-		eids[i] = c.EID
-	}
-	tokens, err := demoConsents(ctx, g, d.gateway.ConsentService(), eids)
-	if err != nil {
-		return nil, fmt.Errorf("demo consents: %w", err)
-	}
-	demo.Tokens = tokens
-	demo.Try = tryCommand(fed, d, demo)
-	path := filepath.Join(g.dataDir, "demo.json")
-	b, err := json.MarshalIndent(demo, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
-		return nil, err
-	}
-	return demo, nil
-}
-
-// tryCommand is a grpcurl call through the CNSS adapter to the civil
-// registry, with a ready consent token when there is one.
-func tryCommand(fed *federation.Federation, d *devFederation, demo *demoFile) string {
-	addr := ""
-	for _, a := range d.adapters {
-		if a.Member() == "cnss" {
-			addr = a.Addr()
-		}
-	}
-	if addr == "" || len(demo.Citizens) == 0 {
-		return ""
-	}
-	eid, token, purpose := demo.Citizens[0].EID, "", "amo-enrolment"
-	for _, t := range demo.Tokens {
-		if t.Consumer == "cnss" && t.Provider == "civil-registry" && contains(t.Methods, "GetPerson") {
-			eid, token, purpose = t.Citizen, t.Token, t.Purpose
-			break
-		}
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "grpcurl -plaintext -H 'jisr-purpose: %s'", purpose)
-	if token != "" {
-		fmt.Fprintf(&b, " -H 'jisr-consent: %s'", token)
-	}
-	fmt.Fprintf(&b, ` -d '{"eid": "%s"}' %s jisr.civilregistry.v1.CivilRegistry/GetPerson`, eid, addr)
-	return b.String()
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func printDemo(out io.Writer, fed *federation.Federation, d *devFederation, demo *demoFile, took time.Duration) {
-	fmt.Fprintf(out, "\njisr dev: federation %q is up in %s\n\n", fed.TrustDomain.Name(), took.Round(time.Millisecond))
-	fmt.Fprintf(out, "  NATS (mTLS only)   %s\n", d.nats.ClientURL())
-	fmt.Fprintf(out, "  gateway HTTP       %s  (/healthz /readyz /metrics, consent and access-log APIs)\n", demo.Endpoints["gateway_http"])
-	fmt.Fprintf(out, "  demo e-ID (OIDC)   %s  (the citizens' sign-in; loopback only)\n", d.idp.Issuer())
-	fmt.Fprintf(out, "  gateway gRPC       %s  (jisr.consent.v1.Consent, the citizen's access log)\n", d.gateway.GRPCAddr())
-	for _, a := range d.adapters {
-		fmt.Fprintf(out, "  adapter %-14s %s  (gRPC, what the %s backend calls)\n", a.Member(), a.Addr(), a.Member())
-	}
-	for _, b := range d.backends {
-		fmt.Fprintf(out, "  backend %-14s %s  (reference %s service)\n", b.member, b.addr, b.member)
-	}
-	fmt.Fprintln(out, "\nDemo citizens:")
-	for _, c := range demo.Citizens {
-		fmt.Fprintf(out, "  %-10s %s\n", c.EID, c.Description)
-	}
-	fmt.Fprintf(out, "\nCitizen sign-in: %s\n", demo.SignIn)
-	fmt.Fprintf(out, "\nTokens and endpoints: %s\n", filepath.Join("var", "demo.json"))
-	if demo.Try != "" {
-		fmt.Fprintf(out, "\nTry it — CNSS asks the civil registry about a citizen, with their consent:\n\n  %s\n", demo.Try)
-	}
-	fmt.Fprintln(out, "\nCtrl-C to stop.")
+	return ep
 }

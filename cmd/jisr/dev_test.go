@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/cmd/internal/dev"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
@@ -45,7 +47,7 @@ func (s *syncBuffer) String() string {
 
 // devFixture runs `jisr dev` in-process, as `make run` does, on free ports.
 type devFixture struct {
-	demo   demoFile
+	demo   dev.File
 	logs   *syncBuffer
 	out    *syncBuffer
 	cancel context.CancelFunc
@@ -124,10 +126,10 @@ func TestDevFederationAnswersThePrintedCall(t *testing.T) {
 	if !strings.Contains(f.out.String(), "grpcurl -plaintext") || f.demo.Try == "" {
 		t.Fatalf("no grpcurl command printed:\n%s", f.out.String())
 	}
-	var tok *demoToken
+	var tok *dev.Token
 	for i := range f.demo.Tokens {
 		d := &f.demo.Tokens[i]
-		if d.Consumer == "cnss" && d.Provider == "civil-registry" && contains(d.Methods, "GetPerson") {
+		if d.Consumer == "cnss" && d.Provider == "civil-registry" && slices.Contains(d.Methods, "GetPerson") {
 			tok = d
 			break
 		}
@@ -221,10 +223,10 @@ func TestDevRestartsFastWithExistingData(t *testing.T) {
 
 // getPersonToken is the demo token for CNSS asking the civil registry for a
 // person (the scenario of the printed grpcurl call).
-func (f *devFixture) getPersonToken(t *testing.T) *demoToken {
+func (f *devFixture) getPersonToken(t *testing.T) *dev.Token {
 	t.Helper()
 	for i := range f.demo.Tokens {
-		if d := &f.demo.Tokens[i]; d.Consumer == "cnss" && d.Provider == "civil-registry" && contains(d.Methods, "GetPerson") {
+		if d := &f.demo.Tokens[i]; d.Consumer == "cnss" && d.Provider == "civil-registry" && slices.Contains(d.Methods, "GetPerson") {
 			return d
 		}
 	}

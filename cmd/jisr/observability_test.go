@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -429,7 +430,7 @@ func checkObservabilityFiles(t *testing.T, live scraped) {
 	if err := yaml.Unmarshal(b, &scrapeConf); err != nil {
 		t.Fatalf("prometheus.yml: %v", err)
 	}
-	if !contains(scrapeConf.RuleFiles, "alerts.yml") {
+	if !slices.Contains(scrapeConf.RuleFiles, "alerts.yml") {
 		t.Error("prometheus.yml does not load alerts.yml")
 	}
 	jobs := map[string]bool{}
@@ -533,7 +534,7 @@ func checkTraceShape(t *testing.T, spans []*tracev1.Span) {
 			t.Errorf("unexpected span %s in the query's trace", key(s))
 			continue
 		}
-		if got := key(byID[hexID(s.GetParentSpanId())]); !contains(want, got) {
+		if got := key(byID[hexID(s.GetParentSpanId())]); !slices.Contains(want, got) {
 			t.Errorf("span %s: parent %q, want one of %q", key(s), got, want)
 		}
 		attrs := map[string]string{}
