@@ -14,15 +14,15 @@ import (
 	"github.com/jisr-bus/jisr/services/adapter/node"
 )
 
-type adapterOptions struct {
-	member  string
-	listen  string
-	backend string
-	http    string
+type AdapterOptions struct {
+	Member  string
+	Listen  string
+	Backend string
+	HTTP    string
 }
 
 func newAdapterCmd(g *globals) *cobra.Command {
-	var o adapterOptions
+	var o AdapterOptions
 	cmd := &cobra.Command{
 		Use:   "adapter --member NAME",
 		Short: "Run a member's adapter: its backend's gRPC door to the federation",
@@ -43,32 +43,32 @@ anywhere else both links use mTLS with the member's SVID.`,
   grpcurl -plaintext 127.0.0.1:7003 list`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.member == "" {
-				return usageError{errors.New("--member is required")}
+			if o.Member == "" {
+				return UsageError{errors.New("--member is required")}
 			}
 			ctx := cmd.Context()
-			stop, err := g.startStandalone(ctx, "adapter", o.member, o.http)
+			stop, err := g.StartStandalone(ctx, "adapter", o.Member, o.HTTP)
 			if err != nil {
 				return err
 			}
 			defer stop()
-			n, err := startAdapter(ctx, g, o)
+			n, err := StartAdapter(ctx, g, o)
 			if err != nil {
 				return err
 			}
-			return untilDone(ctx, 10*time.Second, n.Stop)
+			return UntilDone(ctx, 10*time.Second, n.Stop)
 		},
 	}
-	cmd.Flags().StringVar(&o.member, "member", "", "the member this adapter serves (a name from the federation file)")
-	cmd.Flags().StringVar(&o.listen, "listen", "", "consumer-side gRPC listen address (default: the member's dev port, 127.0.0.1:700N)")
-	cmd.Flags().StringVar(&o.http, "http", "", "HTTP listen address for /metrics and /healthz (default: none)")
-	cmd.Flags().StringVar(&o.backend, "backend", "", "provider-side backend gRPC address (default: the member's dev backend port, 127.0.0.1:710N)")
+	cmd.Flags().StringVar(&o.Member, "member", "", "the member this adapter serves (a name from the federation file)")
+	cmd.Flags().StringVar(&o.Listen, "listen", "", "consumer-side gRPC listen address (default: the member's dev port, 127.0.0.1:700N)")
+	cmd.Flags().StringVar(&o.HTTP, "http", "", "HTTP listen address for /metrics and /healthz (default: none)")
+	cmd.Flags().StringVar(&o.Backend, "backend", "", "provider-side backend gRPC address (default: the member's dev backend port, 127.0.0.1:710N)")
 	return cmd
 }
 
-// devPort returns the dev port offset of a member: its position in the
+// DevPort returns the dev port offset of a member: its position in the
 // federation file, from 1 (civil-registry 1, tax 2, cnss 3, health 4).
-func devPort(fed *federation.Federation, member string, base int) string {
+func DevPort(fed *federation.Federation, member string, base int) string {
 	for i, m := range fed.Members {
 		if m.Name == member {
 			return fmt.Sprintf("127.0.0.1:%d", base+i+1)
@@ -77,39 +77,39 @@ func devPort(fed *federation.Federation, member string, base int) string {
 	return ""
 }
 
-// adapterNode is a running adapter (services/adapter/node).
-type adapterNode = node.Node
+// AdapterNode is a running adapter (services/adapter/node).
+type AdapterNode = node.Node
 
-// startAdapter builds the adapter node's Config from the flags (the dev
+// StartAdapter builds the adapter node's Config from the flags (the dev
 // ports by default) and the member's NATS connection and SVID.
-func startAdapter(ctx context.Context, g *globals, o adapterOptions, extra ...grpc.ServerOption) (*adapterNode, error) {
-	fed, err := g.federation()
+func StartAdapter(ctx context.Context, g *globals, o AdapterOptions, extra ...grpc.ServerOption) (*AdapterNode, error) {
+	fed, err := g.Federation()
 	if err != nil {
 		return nil, err
 	}
-	m, err := fed.Member(o.member)
+	m, err := fed.Member(o.Member)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("--member %q is not in %s", o.member, g.federationPath)}
+		return nil, UsageError{fmt.Errorf("--member %q is not in %s", o.Member, g.FederationPath)}
 	}
-	if o.listen == "" {
-		o.listen = devPort(fed, o.member, 7000)
+	if o.Listen == "" {
+		o.Listen = DevPort(fed, o.Member, 7000)
 	}
-	if o.backend == "" && len(m.Provides) > 0 {
-		o.backend = devPort(fed, o.member, 7100)
+	if o.Backend == "" && len(m.Provides) > 0 {
+		o.Backend = DevPort(fed, o.Member, 7100)
 	}
-	keyer, err := g.keyer()
-	if err != nil {
-		return nil, err
-	}
-	nc, src, err := g.connect(ctx, o.member)
+	keyer, err := g.Keyer()
 	if err != nil {
 		return nil, err
 	}
-	cfg := adapter.Config{Member: o.member, Federation: fed, Keyer: keyer, Conn: nc, Log: g.log, Backend: o.backend,
-		ServerOptions: g.grpcServerOptions("adapter", o.member), DialOptions: g.grpcDialOptions(),
-		Registerer: g.registry()}
-	return node.Start(ctx, node.Config{Adapter: cfg, Source: src, Listen: o.listen}, node.WithServerOptions(extra...))
+	nc, src, err := g.Connect(ctx, o.Member)
+	if err != nil {
+		return nil, err
+	}
+	cfg := adapter.Config{Member: o.Member, Federation: fed, Keyer: keyer, Conn: nc, Log: g.Log, Backend: o.Backend,
+		ServerOptions: g.GRPCServerOptions("adapter", o.Member), DialOptions: g.GRPCDialOptions(),
+		Registerer: g.Registry()}
+	return node.Start(ctx, node.Config{Adapter: cfg, Source: src, Listen: o.Listen}, node.WithServerOptions(extra...))
 }
 
-// backendOf authorizes the member's own workloads (adapter.WorkloadsOf).
-var backendOf = adapter.WorkloadsOf
+// BackendOf authorizes the member's own workloads (adapter.WorkloadsOf).
+var BackendOf = adapter.WorkloadsOf

@@ -39,9 +39,9 @@ never sent anywhere.`,
 	return cmd
 }
 
-// auditorStreams connects as the auditor and opens the two streams.
-func auditorStreams(ctx context.Context, g *globals) (*auditor.Streams, func(), error) {
-	nc, src, err := g.connect(ctx, "auditor")
+// AuditorStreams connects as the auditor and opens the two streams.
+func AuditorStreams(ctx context.Context, g *globals) (*auditor.Streams, func(), error) {
+	nc, src, err := g.Connect(ctx, "auditor")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -80,13 +80,13 @@ func (s *selection) flags(cmd *cobra.Command, times bool) {
 // resolve validates the flags: the eID into the citizen key, the times.
 func (s *selection) resolve(g *globals, stdin io.Reader) error {
 	if s.citizen != "" && s.CKey != "" {
-		return usageError{errors.New("--citizen and --ckey are exclusive")}
+		return UsageError{errors.New("--citizen and --ckey are exclusive")}
 	}
 	if s.Decision != "" && s.Decision != "allowed" && s.Decision != "refused" {
-		return usageError{fmt.Errorf("--decision %q: allowed or refused", s.Decision)}
+		return UsageError{fmt.Errorf("--decision %q: allowed or refused", s.Decision)}
 	}
 	if s.citizen != "" {
-		ckey, err := citizenKey(g, s.citizen, stdin)
+		ckey, err := CitizenKey(g, s.citizen, stdin)
 		if err != nil {
 			return err
 		}
@@ -95,36 +95,36 @@ func (s *selection) resolve(g *globals, stdin io.Reader) error {
 	var err error
 	now := time.Now()
 	if s.From, err = auditor.ParseWhen(s.since, now); err != nil {
-		return usageError{fmt.Errorf("--since: %w", err)}
+		return UsageError{fmt.Errorf("--since: %w", err)}
 	}
 	if s.To, err = auditor.ParseWhen(s.until, now); err != nil {
-		return usageError{fmt.Errorf("--until: %w", err)}
+		return UsageError{fmt.Errorf("--until: %w", err)}
 	}
 	if err := s.Resolve(); err != nil {
-		return usageError{fmt.Errorf("--%w", err)}
+		return UsageError{fmt.Errorf("--%w", err)}
 	}
 	return nil
 }
 
-// citizenKey turns --citizen (an eID, or "-": read from stdin) into the
+// CitizenKey turns --citizen (an eID, or "-": read from stdin) into the
 // citizen key, locally.
-func citizenKey(g *globals, raw string, stdin io.Reader) (string, error) {
+func CitizenKey(g *globals, raw string, stdin io.Reader) (string, error) {
 	if raw == "-" {
 		line, err := bufio.NewReader(stdin).ReadString('\n')
 		if err != nil && line == "" {
-			return "", usageError{errors.New("--citizen -: no eID on stdin")}
+			return "", UsageError{errors.New("--citizen -: no eID on stdin")}
 		}
 		raw = line
 	}
-	fed, err := g.federation()
+	fed, err := g.Federation()
 	if err != nil {
 		return "", err
 	}
 	eid, err := fed.NormaliseEID(strings.TrimSpace(raw))
 	if err != nil {
-		return "", usageError{errors.New("--citizen: not an eID of this federation's format")}
+		return "", UsageError{errors.New("--citizen: not an eID of this federation's format")}
 	}
-	keyer, err := g.keyer()
+	keyer, err := g.Keyer()
 	if err != nil {
 		return "", fmt.Errorf("--citizen needs the federation's citizen key to find the records: %w", err)
 	}
@@ -148,7 +148,7 @@ func newAuditQueryCmd(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			st, closeFn, err := auditorStreams(ctx, g)
+			st, closeFn, err := AuditorStreams(ctx, g)
 			if err != nil {
 				return err
 			}
@@ -196,10 +196,10 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if n < 0 {
-				return usageError{errors.New("-n must not be negative")}
+				return UsageError{errors.New("-n must not be negative")}
 			}
 			ctx := cmd.Context()
-			st, closeFn, err := auditorStreams(ctx, g)
+			st, closeFn, err := AuditorStreams(ctx, g)
 			if err != nil {
 				return err
 			}
@@ -234,12 +234,12 @@ but the log cannot be recomputed from it.`,
 			if err := sel.resolve(g, cmd.InOrStdin()); err != nil {
 				return err
 			}
-			fed, err := g.federation()
+			fed, err := g.Federation()
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			st, closeFn, err := auditorStreams(ctx, g)
+			st, closeFn, err := AuditorStreams(ctx, g)
 			if err != nil {
 				return err
 			}
@@ -258,7 +258,7 @@ but the log cannot be recomputed from it.`,
 			if partial {
 				hdr.Selection = exportSelection(cmd, sel)
 			}
-			if keys, err := checkpoint.LoadPublicKeys(auditKeyDir(g.certsDir)); err == nil {
+			if keys, err := checkpoint.LoadPublicKeys(AuditKeyDir(g.CertsDir)); err == nil {
 				hdr.Keys = keys.VerifierKeys()
 			}
 			n, err := st.Export(ctx, export.NewEncoder(w), hdr, &sel.Selection)
@@ -342,17 +342,17 @@ type verifyOptions struct {
 }
 
 func (o *verifyOptions) run(ctx context.Context, g *globals, stdout, stderr io.Writer) error {
-	fed, err := g.federation()
+	fed, err := g.Federation()
 	if err != nil {
 		return err
 	}
 	if o.keysDir == "" {
-		o.keysDir = auditKeyDir(g.certsDir)
+		o.keysDir = AuditKeyDir(g.CertsDir)
 	}
 	return auditor.Check(ctx, auditor.CheckConfig{
 		TrustDomain: fed.TrustDomain.Name(), KeysDir: o.keysDir, Trusted: o.trusted, File: o.file,
 		SeenDir: o.seenDir, Strict: o.strict, Progress: newProgress(stderr, o.quiet),
-		Open: func(ctx context.Context) (*auditor.Streams, func(), error) { return auditorStreams(ctx, g) },
+		Open: func(ctx context.Context) (*auditor.Streams, func(), error) { return AuditorStreams(ctx, g) },
 	}, stdout)
 }
 
@@ -397,7 +397,7 @@ func newAuditKeysCmd(g *globals) *cobra.Command {
 		Short: "Print the audit logs' public checkpoint keys (to publish to auditors and citizens)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			keys, err := checkpoint.LoadPublicKeys(auditKeyDir(g.certsDir))
+			keys, err := checkpoint.LoadPublicKeys(AuditKeyDir(g.CertsDir))
 			if err != nil {
 				return err
 			}

@@ -63,7 +63,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 			if quick {
 				opts = append(opts, bench.Quick())
 			}
-			cfg := bench.Config{Exe: exe, Federation: g.federationPath, Out: out, Clients: benchClientsOf}
+			cfg := bench.Config{Exe: exe, Federation: g.FederationPath, Out: out, Clients: benchClientsOf}
 			return bench.Run(cmd.Context(), cfg, opts...)
 		},
 	}
@@ -86,19 +86,19 @@ func newBenchCmd(g *globals) *cobra.Command {
 type benchClients struct{ g *globals }
 
 func benchClientsOf(env bench.Env) bench.Clients {
-	return benchClients{&globals{federationPath: env.Federation, certsDir: env.Certs, dataDir: env.Data,
-		natsURL: env.NATS, log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+	return benchClients{&globals{FederationPath: env.Federation, CertsDir: env.Certs, DataDir: env.Data,
+		NATSURL: env.NATS, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 }
 
-func (c benchClients) Federation() (*federation.Federation, error) { return c.g.federation() }
-func (c benchClients) Keyer() (*ckey.Keyer, error)                 { return c.g.keyer() }
+func (c benchClients) Federation() (*federation.Federation, error) { return c.g.Federation() }
+func (c benchClients) Keyer() (*ckey.Keyer, error)                 { return c.g.Keyer() }
 
 func (c benchClients) Connect(ctx context.Context, identity string) (*nats.Conn, io.Closer, error) {
-	return c.g.connect(ctx, identity)
+	return c.g.Connect(ctx, identity)
 }
 
 func (c benchClients) ConsentService(ctx context.Context) (*consent.Service, func(), error) {
-	return c.g.consentService(ctx, false)
+	return c.g.ConsentService(ctx, false)
 }
 
 func newBenchRelayCmd(g *globals) *cobra.Command {
@@ -110,7 +110,7 @@ func newBenchRelayCmd(g *globals) *cobra.Command {
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return benchServe(cmd.Context(), g, "gateway", func(ctx context.Context, nc *nats.Conn) error {
-				return bench.Relay(ctx, nc, size, g.log)
+				return bench.Relay(ctx, nc, size, g.Log)
 			})
 		},
 	}
@@ -128,7 +128,7 @@ func newBenchResponderCmd(g *globals) *cobra.Command {
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return benchServe(cmd.Context(), g, member, func(ctx context.Context, nc *nats.Conn) error {
-				return bench.Responder(ctx, nc, member, size, g.log)
+				return bench.Responder(ctx, nc, member, size, g.Log)
 			})
 		},
 	}
@@ -139,7 +139,7 @@ func newBenchResponderCmd(g *globals) *cobra.Command {
 
 // benchServe connects to NATS as identity and runs serve on the connection.
 func benchServe(ctx context.Context, g *globals, identity string, serve func(context.Context, *nats.Conn) error) error {
-	nc, src, err := g.connect(ctx, identity)
+	nc, src, err := g.Connect(ctx, identity)
 	if err != nil {
 		return err
 	}

@@ -39,11 +39,11 @@ In production, SVIDs come from SPIRE through the Workload API
 (SPIFFE_ENDPOINT_SOCKET) and this command is not used.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fed, err := g.federation()
+			fed, err := g.Federation()
 			if err != nil {
 				return err
 			}
-			res, err := initCerts(g, fed)
+			res, err := InitCerts(g, fed)
 			if err != nil {
 				return err
 			}
@@ -54,13 +54,13 @@ In production, SVIDs come from SPIRE through the Workload API
 	return cmd
 }
 
-// initCerts creates whatever of the dev PKI and keys is missing.
-func initCerts(g *globals, fed *federation.Federation) (*devca.InitResult, error) {
-	res, err := devca.Init(g.certsDir, fed.TrustDomain, fed.Identities())
+// InitCerts creates whatever of the dev PKI and keys is missing.
+func InitCerts(g *globals, fed *federation.Federation) (*devca.InitResult, error) {
+	res, err := devca.Init(g.CertsDir, fed.TrustDomain, fed.Identities())
 	if err != nil {
 		return nil, err
 	}
-	keyPath := citizenKeyPath(g.certsDir)
+	keyPath := CitizenKeyPath(g.CertsDir)
 	if _, err := os.Stat(keyPath); errors.Is(err, fs.ErrNotExist) {
 		if err := ckey.Generate(keyPath); err != nil {
 			return nil, fmt.Errorf("citizen key: %w", err)
@@ -68,7 +68,7 @@ func initCerts(g *globals, fed *federation.Federation) (*devca.InitResult, error
 	} else if err != nil {
 		return nil, err
 	}
-	if err := consent.InitKeys(g.certsDir); err != nil {
+	if err := consent.InitKeys(g.CertsDir); err != nil {
 		return nil, fmt.Errorf("consent keys: %w", err)
 	}
 	return res, nil

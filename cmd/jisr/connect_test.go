@@ -16,7 +16,7 @@ func TestConnectRefusedSaysStartNATS(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	f := &auditFed{g: &globals{federationPath: "../../deploy/federation.yaml", certsDir: t.TempDir(), dataDir: t.TempDir(), natsURL: "tls://" + addr}}
+	f := &auditFed{g: &globals{FederationPath: "../../deploy/federation.yaml", CertsDir: t.TempDir(), DataDir: t.TempDir(), NATSURL: "tls://" + addr}}
 	if _, stderr, err := f.cli("certs", "init"); err != nil {
 		t.Fatalf("certs init: %v\n%s", err, stderr)
 	}

@@ -18,33 +18,33 @@ import (
 	"github.com/jisr-bus/jisr/gateway/node"
 )
 
-// gatewayConsentKeys loads the public keys a gateway verifies tokens with:
+// GatewayConsentKeys loads the public keys a gateway verifies tokens with:
 // the JWKS at path (default <certs>/consent-jwks.json). Key material that
 // holds a private key is refused (consent.ErrPrivateKey): the gateway never
 // loads the signing key.
-func gatewayConsentKeys(g *globals, path string) (*consent.KeySet, string, error) {
+func GatewayConsentKeys(g *globals, path string) (*consent.KeySet, string, error) {
 	if path == "" {
-		path = consent.JWKSPath(g.certsDir)
+		path = consent.JWKSPath(g.CertsDir)
 	}
 	ks, err := consent.LoadJWKS(path)
 	return ks, path, err
 }
 
-// consentNode is a running consent service (gateway/consent/service).
-type consentNode = service.Service
+// ConsentNode is a running consent service (gateway/consent/service).
+type ConsentNode = service.Service
 
-// startConsentService runs the consent service under its own identity,
+// StartConsentService runs the consent service under its own identity,
 // with the signing keys in --certs. The consent buckets must exist.
-func startConsentService(ctx context.Context, g *globals) (*consentNode, error) {
-	fed, err := g.federation()
+func StartConsentService(ctx context.Context, g *globals) (*ConsentNode, error) {
+	fed, err := g.Federation()
 	if err != nil {
 		return nil, err
 	}
-	nc, src, err := g.connect(ctx, "consent")
+	nc, src, err := g.Connect(ctx, "consent")
 	if err != nil {
 		return nil, err
 	}
-	return service.Start(ctx, service.Config{Federation: fed, CertsDir: g.certsDir, Conn: nc, Source: src, Log: g.log})
+	return service.Start(ctx, service.Config{Federation: fed, CertsDir: g.CertsDir, Conn: nc, Source: src, Log: g.Log})
 }
 
 func newConsentServeCmd(g *globals) *cobra.Command {
@@ -59,7 +59,7 @@ consent API that gateways forward over NATS (jisr.consent.grant, .list,
 .revoke). Gateways never hold the signing keys.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			n, err := startConsentService(cmd.Context(), g)
+			n, err := StartConsentService(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
@@ -88,24 +88,24 @@ the running federation's NATS (--nats).`,
 
 // consentService builds the consent service from the certs directory,
 // connected to NATS unless offline.
-func (g *globals) consentService(ctx context.Context, offline bool) (*consent.Service, func(), error) {
-	fed, err := g.federation()
+func (g *globals) ConsentService(ctx context.Context, offline bool) (*consent.Service, func(), error) {
+	fed, err := g.Federation()
 	if err != nil {
 		return nil, nil, err
 	}
-	keys, err := consent.LoadKeys(g.certsDir)
+	keys, err := consent.LoadKeys(g.CertsDir)
 	if err != nil {
 		return nil, nil, err
 	}
-	svc := &consent.Service{Issuer: consent.NewIssuer(keys, fed.ID("consent")), Keys: keys, Federation: fed, Log: g.log}
+	svc := &consent.Service{Issuer: consent.NewIssuer(keys, fed.ID("consent")), Keys: keys, Federation: fed, Log: g.Log}
 	if offline {
 		return svc, func() {}, nil
 	}
-	nc, src, err := g.connect(ctx, "consent", nats.MaxReconnects(0))
+	nc, src, err := g.Connect(ctx, "consent", nats.MaxReconnects(0))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (use --offline to mint without recording)", err)
 	}
-	if svc.Store, err = consent.OpenStore(ctx, nc, g.log); err != nil {
+	if svc.Store, err = consent.OpenStore(ctx, nc, g.Log); err != nil {
 		nc.Close()
 		src.Close()
 		return nil, nil, err
@@ -125,29 +125,29 @@ func newConsentGrantCmd(g *globals) *cobra.Command {
     --fields person.names,person.birth --purpose amo-enrolment --ttl 24h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fed, err := g.federation()
+			fed, err := g.Federation()
 			if err != nil {
 				return err
 			}
 			if citizen == "" || req.To == "" || req.Service == "" || len(req.Methods) == 0 || req.Purpose == "" {
-				return usageError{errors.New("--citizen, --to, --service, --methods and --purpose are required")}
+				return UsageError{errors.New("--citizen, --to, --service, --methods and --purpose are required")}
 			}
 			eid, err := fed.NormaliseEID(citizen)
 			if err != nil {
-				return usageError{fmt.Errorf("--citizen: %w", err)}
+				return UsageError{fmt.Errorf("--citizen: %w", err)}
 			}
-			keyer, err := g.keyer()
+			keyer, err := g.Keyer()
 			if err != nil {
 				return err
 			}
-			svc, done, err := g.consentService(cmd.Context(), offline)
+			svc, done, err := g.ConsentService(cmd.Context(), offline)
 			if err != nil {
 				return err
 			}
 			defer done()
 			resp, err := svc.Grant(cmd.Context(), keyer.CKey(eid), req)
 			if errors.Is(err, consent.ErrBadRequest) {
-				return usageError{err}
+				return UsageError{err}
 			}
 			if err != nil {
 				return err
@@ -181,7 +181,7 @@ func newConsentInspectCmd(g *globals) *cobra.Command {
 does: the refusal reason is printed for a token a gateway would refuse.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			keys, _, err := gatewayConsentKeys(g, jwks)
+			keys, _, err := GatewayConsentKeys(g, jwks)
 			if err != nil {
 				return err
 			}
@@ -217,14 +217,14 @@ another holder of the signing key). A jti is 16 to 64 characters of
 A-Z a-z 0-9 _ -.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			svc, done, err := g.consentService(cmd.Context(), false)
+			svc, done, err := g.ConsentService(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
 			defer done()
 			gr, err := svc.Store.Revoke(cmd.Context(), args[0])
 			if errors.Is(err, consent.ErrBadID) {
-				return usageError{err}
+				return UsageError{err}
 			}
 			if err != nil {
 				return err
@@ -248,19 +248,19 @@ func newConsentListCmd(g *globals) *cobra.Command {
 		Short: "List a citizen's consents",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fed, err := g.federation()
+			fed, err := g.Federation()
 			if err != nil {
 				return err
 			}
 			eid, err := fed.NormaliseEID(citizen)
 			if err != nil {
-				return usageError{fmt.Errorf("--citizen: %w", err)}
+				return UsageError{fmt.Errorf("--citizen: %w", err)}
 			}
-			keyer, err := g.keyer()
+			keyer, err := g.Keyer()
 			if err != nil {
 				return err
 			}
-			svc, done, err := g.consentService(cmd.Context(), false)
+			svc, done, err := g.ConsentService(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
@@ -301,12 +301,12 @@ func newConsentRotateCmd(g *globals) *cobra.Command {
 		Short: "Add a new signing key; tokens signed with older keys keep verifying until they expire",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			k, err := consent.RotateKey(g.certsDir, time.Now())
+			k, err := consent.RotateKey(g.CertsDir, time.Now())
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "new signing key %s; public keys written to %s (gateways reload it within %s; a running consent service signs with the new key after a restart); old keys verify for %s more\n",
-				k.ID, consent.JWKSPath(g.certsDir), node.JWKSReload, consent.MaxTTL)
+				k.ID, consent.JWKSPath(g.CertsDir), node.JWKSReload, consent.MaxTTL)
 			return nil
 		},
 	}

@@ -142,14 +142,14 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 
 	// Bring the store back with a fresh NATS server on the same directory
 	// and read the records as the auditor.
-	g := &globals{federationPath: fedPath, certsDir: certs, dataDir: dir,
-		log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-	ns, err := startNATS(context.Background(), g, natsOptions{listen: "127.0.0.1:-1", sync: "1s"})
+	g := &globals{FederationPath: fedPath, CertsDir: certs, DataDir: dir,
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	ns, err := StartNATS(context.Background(), g, NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ns.Shutdown()
-	g.natsURL = ns.ClientURL()
+	g.NATSURL = ns.ClientURL()
 	rctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	records, closeFn, err := auditorRecords(rctx, g)
@@ -170,7 +170,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	keyer, err := g.keyer()
+	keyer, err := g.Keyer()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	var out syncBuffer
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs([]string{"--federation", fedPath, "--certs", certs, "--data", dir, "--nats", g.natsURL,
+	root.SetArgs([]string{"--federation", fedPath, "--certs", certs, "--data", dir, "--nats", g.NATSURL,
 		"--log-level", "error", "audit", "verify"})
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		t.Fatalf("audit verify after the crash: %v\n%s", err, out.String())

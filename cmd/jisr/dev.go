@@ -18,22 +18,22 @@ import (
 	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
 )
 
-type devOptions struct {
-	citizens int
-	httpAddr string
-	grpcAddr string
-	nats     natsOptions
+type DevOptions struct {
+	Citizens int
+	HTTPAddr string
+	GRPCAddr string
+	NATS     NATSOptions
 	// idpAddr is the embedded demo OpenID Provider's loopback address.
-	idpAddr string
+	IdPAddr string
 	// demoLogin turns on sign-in by eID alone (loopback only).
-	demoLogin bool
+	DemoLogin bool
 	// anyPort binds every listener to 127.0.0.1:0 (tests run several
 	// federations side by side).
-	anyPort bool
+	AnyPort bool
 }
 
 func newDevCmd(g *globals) *cobra.Command {
-	o := devOptions{}
+	o := DevOptions{}
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the whole federation on this machine with demo data",
@@ -53,43 +53,43 @@ Ctrl-C shuts everything down gracefully.`,
   jisr dev --citizens 1000000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDev(cmd.Context(), g, o, cmd.OutOrStdout())
+			return RunDev(cmd.Context(), g, o, cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().IntVar(&o.citizens, "citizens", 10000, "synthetic citizens in each reference backend")
-	cmd.Flags().StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "gateway HTTP address")
-	cmd.Flags().StringVar(&o.grpcAddr, "grpc", "127.0.0.1:7000", "gateway gRPC address (consent and access-log APIs)")
-	cmd.Flags().StringVar(&o.idpAddr, "idp", "127.0.0.1:8090", "loopback address of the embedded demo OpenID Provider (citizen sign-in)")
-	cmd.Flags().BoolVar(&o.demoLogin, "demo-login", false, "also let anyone sign in as a citizen by eID alone (POST /access-log/login; loopback only)")
-	o.nats.flags(cmd)
-	cmd.Flags().BoolVar(&o.anyPort, "any-port", false, "bind every listener to a free loopback port (tests and benchmarks); the ports are in var/demo.json")
+	cmd.Flags().IntVar(&o.Citizens, "citizens", 10000, "synthetic citizens in each reference backend")
+	cmd.Flags().StringVar(&o.HTTPAddr, "http", "127.0.0.1:8080", "gateway HTTP address")
+	cmd.Flags().StringVar(&o.GRPCAddr, "grpc", "127.0.0.1:7000", "gateway gRPC address (consent and access-log APIs)")
+	cmd.Flags().StringVar(&o.IdPAddr, "idp", "127.0.0.1:8090", "loopback address of the embedded demo OpenID Provider (citizen sign-in)")
+	cmd.Flags().BoolVar(&o.DemoLogin, "demo-login", false, "also let anyone sign in as a citizen by eID alone (POST /access-log/login; loopback only)")
+	o.NATS.flags(cmd)
+	cmd.Flags().BoolVar(&o.AnyPort, "any-port", false, "bind every listener to a free loopback port (tests and benchmarks); the ports are in var/demo.json")
 	_ = cmd.Flags().MarkHidden("any-port")
-	g.audit.register(cmd)
+	g.Audit.register(cmd)
 	return cmd
 }
 
 // devFederation is a running dev federation, stopped in reverse order.
 type devFederation struct {
 	idp      *devidp.Provider
-	nats     *natsserver.Server
-	backends []*backendNode
-	gateway  *gatewayNode
-	consent  *consentNode // the consent service, apart from the gateway: it alone holds the signing key
-	adapters []*adapterNode
+	NATS     *natsserver.Server
+	backends []*BackendNode
+	gateway  *GatewayNode
+	consent  *ConsentNode // the consent service, apart from the gateway: it alone holds the signing key
+	adapters []*AdapterNode
 }
 
-func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err error) {
+func RunDev(ctx context.Context, g *globals, o DevOptions, out io.Writer) (err error) {
 	start := time.Now()
-	fed, err := g.federation()
+	fed, err := g.Federation()
 	if err != nil {
 		return err
 	}
-	res, err := initCerts(g, fed)
+	res, err := InitCerts(g, fed)
 	if err != nil {
 		return err
 	}
-	g.log.Info("certificates", "dir", g.certsDir, "summary", res)
-	stopTelemetry, err := g.startTelemetry(ctx, "dev", true)
+	g.Log.Info("certificates", "dir", g.CertsDir, "summary", res)
+	stopTelemetry, err := g.StartTelemetry(ctx, "dev", true)
 	if err != nil {
 		return err
 	}
@@ -103,8 +103,8 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 			err = serr
 		}
 	}()
-	if o.anyPort {
-		o.nats.listen, o.httpAddr, o.grpcAddr, o.idpAddr = "127.0.0.1:-1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	if o.AnyPort {
+		o.NATS.Listen, o.HTTPAddr, o.GRPCAddr, o.IdPAddr = "127.0.0.1:-1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	}
 	if err := d.startNATS(ctx, g, o); err != nil {
 		return err
@@ -117,23 +117,23 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 	if err != nil {
 		return err
 	}
-	if d.gateway, err = startGateway(ctx, g, gatewayOptions{httpAddr: o.httpAddr, grpcAddr: o.grpcAddr, instance: "gw-1", signin: signin}); err != nil {
+	if d.gateway, err = StartGateway(ctx, g, GatewayOptions{HTTPAddr: o.HTTPAddr, GRPCAddr: o.GRPCAddr, Instance: "gw-1", SignIn: signin}); err != nil {
 		return err
 	}
-	d.idp.AllowRedirect(redirectURLFor(d.gateway.Addr(), d.gateway.Secure()))
-	if d.consent, err = startConsentService(ctx, g); err != nil {
+	d.idp.AllowRedirect(RedirectURLFor(d.gateway.Addr(), d.gateway.Secure()))
+	if d.consent, err = StartConsentService(ctx, g); err != nil {
 		return fmt.Errorf("consent service: %w", err)
 	}
 	if err := d.startAdapters(ctx, g, fed, o); err != nil {
 		return err
 	}
 
-	keyer, err := g.keyer()
+	keyer, err := g.Keyer()
 	if err != nil {
 		return err
 	}
 	ep := d.endpoints()
-	demo, err := dev.Write(ctx, g.dataDir, fed, keyer, d.gateway.ConsentService(), ep)
+	demo, err := dev.Write(ctx, g.DataDir, fed, keyer, d.gateway.ConsentService(), ep)
 	if err != nil {
 		return err
 	}
@@ -143,28 +143,28 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) (err e
 	return nil
 }
 
-// startNATS starts the NATS server, and creates the streams and buckets
+// StartNATS starts the NATS server, and creates the streams and buckets
 // as the operator: every other part only opens them.
-func (d *devFederation) startNATS(ctx context.Context, g *globals, o devOptions) (err error) {
-	if d.nats, err = startNATS(ctx, g, o.nats); err != nil {
+func (d *devFederation) startNATS(ctx context.Context, g *globals, o DevOptions) (err error) {
+	if d.NATS, err = StartNATS(ctx, g, o.NATS); err != nil {
 		return err
 	}
-	g.natsURL = d.nats.ClientURL()
-	return natsInit(ctx, g, nil)
+	g.NATSURL = d.NATS.ClientURL()
+	return NATSInit(ctx, g, nil)
 }
 
 // startBackends starts the reference backend of every member that
 // provides a service.
-func (d *devFederation) startBackends(ctx context.Context, g *globals, fed *federation.Federation, o devOptions) error {
+func (d *devFederation) startBackends(ctx context.Context, g *globals, fed *federation.Federation, o DevOptions) error {
 	for _, m := range fed.Members {
 		if len(m.Provides) == 0 {
 			continue
 		}
-		bo := backendOptions{member: m.Name, citizens: o.citizens}
-		if o.anyPort {
-			bo.listen = "127.0.0.1:0"
+		bo := BackendOptions{Member: m.Name, Citizens: o.Citizens}
+		if o.AnyPort {
+			bo.Listen = "127.0.0.1:0"
 		}
-		b, err := startBackend(ctx, g, bo)
+		b, err := StartBackend(ctx, g, bo)
 		if err != nil {
 			return err
 		}
@@ -174,17 +174,17 @@ func (d *devFederation) startBackends(ctx context.Context, g *globals, fed *fede
 }
 
 // startAdapters starts every member's adapter, in front of its backend.
-func (d *devFederation) startAdapters(ctx context.Context, g *globals, fed *federation.Federation, o devOptions) error {
+func (d *devFederation) startAdapters(ctx context.Context, g *globals, fed *federation.Federation, o DevOptions) error {
 	backendAddr := map[string]string{}
 	for _, b := range d.backends {
-		backendAddr[b.member] = b.addr
+		backendAddr[b.Member] = b.Addr
 	}
 	for _, m := range fed.Members {
-		ao := adapterOptions{member: m.Name, backend: backendAddr[m.Name]}
-		if o.anyPort {
-			ao.listen = "127.0.0.1:0"
+		ao := AdapterOptions{Member: m.Name, Backend: backendAddr[m.Name]}
+		if o.AnyPort {
+			ao.Listen = "127.0.0.1:0"
 		}
-		a, err := startAdapter(ctx, g, ao)
+		a, err := StartAdapter(ctx, g, ao)
 		if err != nil {
 			return err
 		}
@@ -210,8 +210,8 @@ func (d *devFederation) stop(ctx context.Context, g *globals) error {
 	for _, b := range d.backends {
 		errs = append(errs, b.stop(ctx))
 	}
-	if d.nats != nil {
-		d.nats.Shutdown()
+	if d.NATS != nil {
+		d.NATS.Shutdown()
 	}
 	if d.idp != nil {
 		errs = append(errs, d.idp.Close(ctx))
@@ -221,10 +221,10 @@ func (d *devFederation) stop(ctx context.Context, g *globals) error {
 
 // startIdP starts the embedded demo OpenID Provider for the demo citizens
 // and returns the gateway's sign-in options for it.
-func (d *devFederation) startIdP(g *globals, o devOptions) (signinOptions, error) {
+func (d *devFederation) startIdP(g *globals, o DevOptions) (SignInOptions, error) {
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
-		return signinOptions{}, err
+		return SignInOptions{}, err
 	}
 	var citizens []devidp.Citizen
 	for _, c := range dev.Showcase() {
@@ -232,17 +232,17 @@ func (d *devFederation) startIdP(g *globals, o devOptions) (signinOptions, error
 	}
 	cfg := devidp.Config{
 		Citizens: citizens, ClientSecret: hex.EncodeToString(secret), ACR: citizen.DefaultACR,
-		EIDClaim: citizen.DefaultEIDClaim, Log: g.log,
+		EIDClaim: citizen.DefaultEIDClaim, Log: g.Log,
 	}
-	p, err := devidp.Start(o.idpAddr, cfg)
+	p, err := devidp.Start(o.IdPAddr, cfg)
 	if err != nil {
-		return signinOptions{}, usageError{fmt.Errorf("--idp: %w", err)}
+		return SignInOptions{}, UsageError{fmt.Errorf("--idp: %w", err)}
 	}
 	d.idp = p
-	g.log.Info("demo OpenID Provider for citizen sign-in", "issuer", p.Issuer())
-	return signinOptions{
-		oidcIssuer: p.Issuer(), oidcClientID: p.ClientID(), oidcClientSecret: cfg.ClientSecret,
-		oidcEIDClaim: cfg.EIDClaim, oidcACR: []string{cfg.ACR}, demoLogin: o.demoLogin,
+	g.Log.Info("demo OpenID Provider for citizen sign-in", "issuer", p.Issuer())
+	return SignInOptions{
+		OIDCIssuer: p.Issuer(), OIDCClientID: p.ClientID(), OIDCClientSecret: cfg.ClientSecret,
+		OIDCEIDClaim: cfg.EIDClaim, OIDCACR: []string{cfg.ACR}, DemoLogin: o.DemoLogin,
 	}, nil
 }
 
@@ -252,12 +252,12 @@ func (d *devFederation) endpoints() dev.Endpoints {
 	if d.gateway.Secure() {
 		scheme = "https://"
 	}
-	ep := dev.Endpoints{NATS: d.nats.ClientURL(), GatewayHTTP: scheme + d.gateway.Addr(), GatewayGRPC: d.gateway.GRPCAddr(), OIDCIssuer: d.idp.Issuer()}
+	ep := dev.Endpoints{NATS: d.NATS.ClientURL(), GatewayHTTP: scheme + d.gateway.Addr(), GatewayGRPC: d.gateway.GRPCAddr(), OIDCIssuer: d.idp.Issuer()}
 	for _, a := range d.adapters {
 		ep.Adapters = append(ep.Adapters, dev.Endpoint{Member: a.Member(), Addr: a.Addr()})
 	}
 	for _, b := range d.backends {
-		ep.Backends = append(ep.Backends, dev.Endpoint{Member: b.member, Addr: b.addr})
+		ep.Backends = append(ep.Backends, dev.Endpoint{Member: b.Member, Addr: b.Addr})
 	}
 	return ep
 }

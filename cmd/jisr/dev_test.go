@@ -66,10 +66,10 @@ func startDevWith(t *testing.T, adjust func(*globals)) *devFixture {
 	dir := t.TempDir()
 	f := &devFixture{logs: &syncBuffer{}, out: &syncBuffer{}, done: make(chan error, 1)}
 	f.g = &globals{
-		federationPath: "../testdata/federation.yaml",
-		certsDir:       filepath.Join(dir, "certs"),
-		dataDir:        dir,
-		log:            slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		FederationPath: "../testdata/federation.yaml",
+		CertsDir:       filepath.Join(dir, "certs"),
+		DataDir:        dir,
+		Log:            slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if adjust != nil {
 		adjust(f.g)
@@ -77,7 +77,7 @@ func startDevWith(t *testing.T, adjust func(*globals)) *devFixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	go func() {
-		f.done <- runDev(ctx, f.g, devOptions{citizens: 500, anyPort: true, nats: natsOptions{sync: "1s"}}, f.out)
+		f.done <- RunDev(ctx, f.g, DevOptions{Citizens: 500, AnyPort: true, NATS: NATSOptions{Sync: "1s"}}, f.out)
 	}()
 	t.Cleanup(func() { f.stop(t) })
 	bustest.Eventually(t, 60*time.Second, func() error {
@@ -193,7 +193,7 @@ func TestDevRestartsFastWithExistingData(t *testing.T) {
 		t.Skip("-short (make test-short): starts the dev federation twice to time the restart; make test and CI run it")
 	}
 	f := startDev(t)
-	dir := f.g.dataDir
+	dir := f.g.DataDir
 	f.stop(t)
 	begin := time.Now()
 	g2 := *f.g
@@ -201,7 +201,7 @@ func TestDevRestartsFastWithExistingData(t *testing.T) {
 	done := make(chan error, 1)
 	os.Remove(filepath.Join(dir, "demo.json"))
 	go func() {
-		done <- runDev(ctx, &g2, devOptions{citizens: 500, anyPort: true, nats: natsOptions{sync: "1s"}}, io.Discard)
+		done <- RunDev(ctx, &g2, DevOptions{Citizens: 500, AnyPort: true, NATS: NATSOptions{Sync: "1s"}}, io.Discard)
 	}()
 	bustest.Eventually(t, 60*time.Second, func() error {
 		if _, err := os.Stat(filepath.Join(dir, "demo.json")); err != nil {

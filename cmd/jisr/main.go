@@ -20,7 +20,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRootCmd().ExecuteContext(ctx); err != nil {
-		var ue usageError
+		var ue UsageError
 		if errors.As(err, &ue) {
 			fmt.Fprintln(os.Stderr, "jisr:", err)
 			os.Exit(2)
@@ -30,5 +30,5 @@ func main() {
 	}
 }
 
-// usageError marks an error in how the command was called (exit status 2).
-type usageError struct{ error }
+// UsageError marks an error in how the command was called (exit status 2).
+type UsageError struct{ error }

@@ -36,27 +36,27 @@ open them, and refuse to start until this has run. The audit retention comes
 from the --audit-* flags (default: the JISR_AUDIT_* variables), as for the gateway.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return natsInit(cmd.Context(), g, cmd.OutOrStdout())
+			return NATSInit(cmd.Context(), g, cmd.OutOrStdout())
 		},
 	}
-	g.audit.register(initCmd)
+	g.Audit.register(initCmd)
 	cmd.AddCommand(initCmd)
 	return cmd
 }
 
-// natsInit connects as the operator and creates or checks every stream and
+// NATSInit connects as the operator and creates or checks every stream and
 // bucket; out (when not nil) gets one line per stream or bucket.
-func natsInit(ctx context.Context, g *globals, out io.Writer) error {
-	settings, err := g.audit.settings()
+func NATSInit(ctx context.Context, g *globals, out io.Writer) error {
+	settings, err := g.Audit.Settings()
 	if err != nil {
 		return err
 	}
-	nc, src, err := g.connect(ctx, subject.Operator, nats.MaxReconnects(0))
+	nc, src, err := g.Connect(ctx, subject.Operator, nats.MaxReconnects(0))
 	if err != nil {
 		return err
 	}
 	defer func() { nc.Close(); src.Close() }()
-	rs, err := natsstate.Init(ctx, nc, settings.stream)
+	rs, err := natsstate.Init(ctx, nc, settings.Stream)
 	if err != nil {
 		return err
 	}
@@ -77,7 +77,7 @@ func natsInit(ctx context.Context, g *globals, out io.Writer) error {
 		}
 	}
 	if out == nil { // jisr dev: into its log instead
-		natsstate.Log(g.log, rs)
+		natsstate.Log(g.Log, rs)
 	}
 	return nil
 }

@@ -88,8 +88,8 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 	t.Setenv("OTEL_SDK_DISABLED", "")
 	logs := &syncBuffer{}
 	f := startDevWith(t, func(g *globals) {
-		g.traceMemory = 1000
-		g.log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		g.TraceMemory = 1000
+		g.Log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	})
 	tok := f.getPersonToken(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -259,7 +259,7 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 	for _, want := range []string{
 		"jisr.civilregistry.v1.CivilRegistry/GetPerson", // adapter server, provider adapter client, backend server
 		"send jisr.q", "process jisr.q", "gateway.policy.check", "gateway.consent.verify",
-		"send jisr.p", "process jisr.p", "store.lookup", "gateway.minimise", "gateway.audit.append",
+		"send jisr.p", "process jisr.p", "store.lookup", "gateway.minimise", "gateway.Audit.append",
 	} {
 		if names[want] == 0 {
 			t.Errorf("no %q span in the trace (have %v)", want, names)
@@ -348,7 +348,7 @@ func (f *devFixture) cliAudit(t *testing.T, args ...string) (string, string, err
 	var out, errb bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&errb)
-	root.SetArgs(append([]string{"--federation", f.g.federationPath, "--certs", f.g.certsDir, "--data", f.g.dataDir,
+	root.SetArgs(append([]string{"--federation", f.g.FederationPath, "--certs", f.g.CertsDir, "--data", f.g.DataDir,
 		"--nats", f.demo.Endpoints["nats"], "--log-level", "error"}, args...))
 	err := root.ExecuteContext(context.Background())
 	return out.String(), errb.String(), err
@@ -518,7 +518,7 @@ func checkTraceShape(t *testing.T, spans []*tracev1.Span) {
 		"gateway.policy.check/INTERNAL":   {"process jisr.q/SERVER"},
 		"gateway.consent.verify/INTERNAL": {"process jisr.q/SERVER"},
 		"gateway.minimise/INTERNAL":       {"process jisr.q/SERVER"},
-		"gateway.audit.append/INTERNAL":   {"process jisr.q/SERVER"},
+		"gateway.Audit.append/INTERNAL":   {"process jisr.q/SERVER"},
 		"send jisr.p/CLIENT":              {"process jisr.q/SERVER"},
 		"process jisr.p/SERVER":           {"send jisr.p/CLIENT"},
 		grpcName + "/CLIENT":              {"process jisr.p/SERVER"},
@@ -579,7 +579,7 @@ func (f *devFixture) runBackground(t *testing.T, args ...string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	root := newRootCmd()
-	root.SetArgs(append([]string{"--federation", f.g.federationPath, "--certs", f.g.certsDir,
+	root.SetArgs(append([]string{"--federation", f.g.FederationPath, "--certs", f.g.CertsDir,
 		"--nats", f.demo.Endpoints["nats"], "--log-level", "warn"}, args...))
 	go func() { done <- root.ExecuteContext(ctx) }()
 	t.Cleanup(func() {
@@ -688,12 +688,12 @@ func TestLogFormatAuto(t *testing.T) {
 		{"json", "dev", "json"},
 		{"text", "gateway", "text"},
 	} {
-		if got := logFormat(tc.flag, tc.command); got != tc.want {
+		if got := LogFormatFor(tc.flag, tc.command); got != tc.want {
 			t.Errorf("--log-format %s for %s: %s, want %s", tc.flag, tc.command, got, tc.want)
 		}
 	}
-	g := &globals{logFormat: "yaml", logLevel: "info"}
-	if err := g.init(); err == nil || !strings.Contains(err.Error(), "--log-format") {
+	g := &globals{LogFormat: "yaml", LogLevel: "info"}
+	if err := g.Init(); err == nil || !strings.Contains(err.Error(), "--log-format") {
 		t.Errorf("--log-format yaml: %v", err)
 	}
 }

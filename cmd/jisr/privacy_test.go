@@ -21,7 +21,7 @@ import (
 // there. Each bad input gets its status code, without citizen data in the
 // message, and nothing crashes.
 func TestBadInputAndNoEIDOnTheWire(t *testing.T) {
-	f := startAuditFedWith(t, t.TempDir(), natsOptions{listen: "127.0.0.1:-1", sync: "1s", trace: true})
+	f := startAuditFedWith(t, t.TempDir(), NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s", Trace: true})
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	mandate := md(ctx, "jisr-purpose", "pension-continuity")

@@ -22,22 +22,22 @@ import (
 
 // globals are the flags every subcommand shares, loaded once.
 type globals struct {
-	federationPath string
-	certsDir       string
-	dataDir        string
-	natsURL        string
-	logFormat      string
-	command        string // the subcommand run, for --log-format auto
-	logLevel       string
+	FederationPath string
+	CertsDir       string
+	DataDir        string
+	NATSURL        string
+	LogFormat         string
+	Command        string // the subcommand run, for --log-format auto
+	LogLevel       string
 
-	otlp        string
-	traceMemory int
-	pprofAddr   string
+	OTLP        string
+	TraceMemory int
+	PprofAddr   string
 
 	// audit is the audit's settings: flags of gateway, nats init and dev.
-	audit auditFlags
+	Audit AuditFlags
 
-	log       *slog.Logger
+	Log       *slog.Logger
 	fed       *federation.Federation
 	telemetry telemetryState
 }
@@ -61,20 +61,20 @@ Every part also runs on its own, as deployed:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			g.command = cmd.Name()
-			return g.init()
+			g.Command = cmd.Name()
+			return g.Init()
 		},
 	}
 	f := root.PersistentFlags()
-	f.StringVar(&g.federationPath, "federation", envOr("JISR_FEDERATION", "deploy/federation.yaml"), "the federation file (env JISR_FEDERATION)")
-	f.StringVar(&g.certsDir, "certs", envOr("JISR_CERTS", "var/certs"), "directory of the dev CA, SVIDs and keys (env JISR_CERTS); ignored for SVIDs when SPIFFE_ENDPOINT_SOCKET is set")
-	f.StringVar(&g.dataDir, "data", envOr("JISR_DATA", "var"), "directory for JetStream and backend stores (env JISR_DATA)")
-	f.StringVar(&g.natsURL, "nats", envOr("JISR_NATS", "tls://127.0.0.1:4222"), "NATS server URL, mTLS only (env JISR_NATS)")
-	f.StringVar(&g.logFormat, "log-format", envOr("JISR_LOG_FORMAT", "auto"), "log format: text, json, or auto (json for gateway, adapter, backend and nats-server; text for dev and the other commands) (env JISR_LOG_FORMAT)")
-	f.StringVar(&g.logLevel, "log-level", envOr("JISR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env JISR_LOG_LEVEL)")
-	f.StringVar(&g.otlp, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC; plaintext only on loopback, else TLS) or https://… (default: the OTEL_EXPORTER_OTLP_* variables; none: no export) (env JISR_OTLP)")
-	f.IntVar(&g.traceMemory, "trace-memory", 10000, "spans the gateway keeps in memory for GET /v1/traces/{id} (0: none)")
-	f.StringVar(&g.pprofAddr, "pprof-addr", "", "serve Go profiles (/debug/pprof/) on this loopback address (profiling only)")
+	f.StringVar(&g.FederationPath, "federation", EnvOr("JISR_FEDERATION", "deploy/federation.yaml"), "the federation file (env JISR_FEDERATION)")
+	f.StringVar(&g.CertsDir, "certs", EnvOr("JISR_CERTS", "var/certs"), "directory of the dev CA, SVIDs and keys (env JISR_CERTS); ignored for SVIDs when SPIFFE_ENDPOINT_SOCKET is set")
+	f.StringVar(&g.DataDir, "data", EnvOr("JISR_DATA", "var"), "directory for JetStream and backend stores (env JISR_DATA)")
+	f.StringVar(&g.NATSURL, "nats", EnvOr("JISR_NATS", "tls://127.0.0.1:4222"), "NATS server URL, mTLS only (env JISR_NATS)")
+	f.StringVar(&g.LogFormat, "log-format", EnvOr("JISR_LOG_FORMAT", "auto"), "log format: text, json, or auto (json for gateway, adapter, backend and nats-server; text for dev and the other commands) (env JISR_LOG_FORMAT)")
+	f.StringVar(&g.LogLevel, "log-level", EnvOr("JISR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env JISR_LOG_LEVEL)")
+	f.StringVar(&g.OTLP, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC; plaintext only on loopback, else TLS) or https://… (default: the OTEL_EXPORTER_OTLP_* variables; none: no export) (env JISR_OTLP)")
+	f.IntVar(&g.TraceMemory, "trace-memory", 10000, "spans the gateway keeps in memory for GET /v1/traces/{id} (0: none)")
+	f.StringVar(&g.PprofAddr, "pprof-addr", "", "serve Go profiles (/debug/pprof/) on this loopback address (profiling only)")
 	_ = f.MarkHidden("pprof-addr")
 
 	for _, c := range subcommands(g) {
@@ -83,38 +83,38 @@ Every part also runs on its own, as deployed:
 	return root
 }
 
-func envOr(key, def string) string {
+func EnvOr(key, def string) string {
 	if v := os.Getenv(key); v != "" {
 		return v
 	}
 	return def
 }
 
-func (g *globals) init() error {
+func (g *globals) Init() error {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", g.logLevel)}
+	if err := level.UnmarshalText([]byte(g.LogLevel)); err != nil {
+		return UsageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", g.LogLevel)}
 	}
 	hopts := &slog.HandlerOptions{Level: level}
 	// Lines logged with a query's context carry its trace_id and span_id.
-	switch logFormat(g.logFormat, g.command) {
+	switch LogFormatFor(g.LogFormat, g.Command) {
 	case "text":
-		g.log = slog.New(telemetry.LogHandler(slog.NewTextHandler(os.Stderr, hopts)))
+		g.Log = slog.New(telemetry.LogHandler(slog.NewTextHandler(os.Stderr, hopts)))
 	case "json":
-		g.log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(os.Stderr, hopts)))
+		g.Log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(os.Stderr, hopts)))
 	default:
-		return usageError{fmt.Errorf("--log-format %q: use text, json or auto", g.logFormat)}
+		return UsageError{fmt.Errorf("--log-format %q: use text, json or auto", g.LogFormat)}
 	}
-	if g.pprofAddr != "" {
-		return g.servePprof(g.pprofAddr)
+	if g.PprofAddr != "" {
+		return g.servePprof(g.PprofAddr)
 	}
 	return nil
 }
 
-// logFormat resolves --log-format auto: JSON for the components that are
+// LogFormatFor resolves --log-format auto: JSON for the components that are
 // deployed and whose logs are collected (gateway, adapter, backend,
 // nats-server), text for jisr dev and the command-line tools a person reads.
-func logFormat(flag, command string) string {
+func LogFormatFor(flag, command string) string {
 	if flag != "auto" {
 		return flag
 	}
@@ -126,11 +126,11 @@ func logFormat(flag, command string) string {
 }
 
 // federation loads the federation file once.
-func (g *globals) federation() (*federation.Federation, error) {
+func (g *globals) Federation() (*federation.Federation, error) {
 	if g.fed != nil {
 		return g.fed, nil
 	}
-	fed, err := federation.Load(g.federationPath)
+	fed, err := federation.Load(g.FederationPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w (set --federation to the federation file)", err)
 	}
@@ -139,20 +139,20 @@ func (g *globals) federation() (*federation.Federation, error) {
 }
 
 // keyer loads the federation's citizen key from the certs directory.
-func (g *globals) keyer() (*ckey.Keyer, error) {
-	return ckey.Load(citizenKeyPath(g.certsDir))
+func (g *globals) Keyer() (*ckey.Keyer, error) {
+	return ckey.Load(CitizenKeyPath(g.CertsDir))
 }
 
-func citizenKeyPath(certsDir string) string { return filepath.Join(certsDir, "citizen.key") }
+func CitizenKeyPath(certsDir string) string { return filepath.Join(certsDir, "citizen.key") }
 
 // source opens the SVID source of one identity.
-func (g *globals) source(ctx context.Context, id spiffeid.ID) (svid.Source, error) {
-	return svid.Open(ctx, g.certsDir, id, g.log)
+func (g *globals) Source(ctx context.Context, id spiffeid.ID) (svid.Source, error) {
+	return svid.Open(ctx, g.CertsDir, id, g.Log)
 }
 
 // connect dials NATS as an identity ("gateway", "consent", "auditor" or a member).
-func (g *globals) connect(ctx context.Context, identity string, opts ...nats.Option) (*nats.Conn, svid.Source, error) {
-	fed, err := g.federation()
+func (g *globals) Connect(ctx context.Context, identity string, opts ...nats.Option) (*nats.Conn, svid.Source, error) {
+	fed, err := g.Federation()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -160,11 +160,11 @@ func (g *globals) connect(ctx context.Context, identity string, opts ...nats.Opt
 	if m, err := fed.Member(identity); err == nil {
 		id = m.ID
 	}
-	src, err := g.source(ctx, id)
+	src, err := g.Source(ctx, id)
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, err := bus.Connect(ctx, g.natsURL, identity, src, fed.ID("nats"), bus.WithLogger(g.log), bus.WithNATSOptions(opts...))
+	nc, err := bus.Connect(ctx, g.NATSURL, identity, src, fed.ID("nats"), bus.WithLogger(g.Log), bus.WithNATSOptions(opts...))
 	if err != nil {
 		src.Close()
 		if errors.Is(err, nats.ErrNoServers) { // nats.go's word for "every dial was refused"
@@ -172,14 +172,14 @@ func (g *globals) connect(ctx context.Context, identity string, opts ...nats.Opt
 		}
 		return nil, nil, err
 	}
-	telemetry.RegisterConnection(g.registry(), identity, nc)
-	telemetry.RegisterSVIDExpiry(g.registry(), identity, func() (time.Time, error) { return svid.ExpiresAt(src) })
+	telemetry.RegisterConnection(g.Registry(), identity, nc)
+	telemetry.RegisterSVIDExpiry(g.Registry(), identity, func() (time.Time, error) { return svid.ExpiresAt(src) })
 	return nc, src, nil
 }
 
-// untilDone waits for ctx to end (SIGINT or SIGTERM), then stops what runs,
+// UntilDone waits for ctx to end (SIGINT or SIGTERM), then stops what runs,
 // giving it timeout to drain.
-func untilDone(ctx context.Context, timeout time.Duration, stop func(context.Context) error) error {
+func UntilDone(ctx context.Context, timeout time.Duration, stop func(context.Context) error) error {
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()

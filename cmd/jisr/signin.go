@@ -16,58 +16,58 @@ import (
 	"github.com/jisr-bus/jisr/gateway/citizen"
 )
 
-// signinOptions is how citizens sign in to the gateway's HTTP side, and how
+// SignInOptions is how citizens sign in to the gateway's HTTP side, and how
 // that side is served.
-type signinOptions struct {
-	httpCert, httpKey string // a certificate for citizens' browsers; else the SVID off loopback
+type SignInOptions struct {
+	HTTPCert, HTTPKey string // a certificate for citizens' browsers; else the SVID off loopback
 
-	oidcIssuer       string
-	oidcClientID     string
-	oidcSecretFile   string
-	oidcRedirectURL  string
-	oidcEIDClaim     string
-	oidcACR          []string
-	sessionIdle      time.Duration
-	sessionMaxAge    time.Duration
-	oidcClientSecret string // set by jisr dev for its embedded provider; never a flag
+	OIDCIssuer       string
+	OIDCClientID     string
+	OIDCSecretFile   string
+	OIDCRedirectURL  string
+	OIDCEIDClaim     string
+	OIDCACR          []string
+	SessionIdle      time.Duration
+	SessionMaxAge    time.Duration
+	OIDCClientSecret string // set by jisr dev for its embedded provider; never a flag
 
 	// demoLogin: sign-in by eID alone. Only `jisr dev --demo-login` sets
-	// it, and startGateway refuses it off loopback.
-	demoLogin bool
+	// it, and StartGateway refuses it off loopback.
+	DemoLogin bool
 	// readTimeout of the HTTP server (default 30s; tests shorten it).
-	readTimeout time.Duration
+	ReadTimeout time.Duration
 }
 
 // Errors of the HTTP side's configuration.
 var (
-	errHTTPPlaintext  = errors.New("gateway HTTP: plaintext is allowed only on a loopback address; give --http-cert/--http-key or an SVID")
-	errDemoOffLocal   = errors.New("gateway HTTP: the demo login (sign-in by eID alone) is allowed only on a loopback address")
-	errSecretFileOpen = errors.New("readable by group or others: chmod 600")
+	ErrHTTPPlaintext  = errors.New("gateway HTTP: plaintext is allowed only on a loopback address; give --http-cert/--http-key or an SVID")
+	ErrDemoOffLocal   = errors.New("gateway HTTP: the demo login (sign-in by eID alone) is allowed only on a loopback address")
+	ErrSecretFileOpen = errors.New("readable by group or others: chmod 600")
 )
 
-func (o *signinOptions) flags(cmd *cobra.Command) {
+func (o *SignInOptions) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&o.httpCert, "http-cert", "", "PEM certificate chain for HTTPS to citizens' browsers (off loopback; without it the gateway's SVID, mTLS)")
-	f.StringVar(&o.httpKey, "http-key", "", "PEM private key of --http-cert")
-	f.StringVar(&o.oidcIssuer, "oidc-issuer", "", "OpenID Connect issuer of the national e-ID platform (citizen sign-in); empty: no sign-in")
-	f.StringVar(&o.oidcClientID, "oidc-client-id", "", "this gateway's client ID at the e-ID platform")
-	f.StringVar(&o.oidcSecretFile, "oidc-client-secret-file", "", "file holding the client secret (else $JISR_OIDC_CLIENT_SECRET)")
-	f.StringVar(&o.oidcRedirectURL, "oidc-redirect-url", "", "redirect URL registered at the platform, https://<gateway>"+citizen.PathCallback+" (default: from --http on loopback)")
-	f.StringVar(&o.oidcEIDClaim, "oidc-eid-claim", citizen.DefaultEIDClaim, "ID token claim that carries the citizen's eID (CNIE number)")
-	f.StringSliceVar(&o.oidcACR, "oidc-acr", []string{citizen.DefaultACR}, "accepted acr values (CNIE level of assurance), requested as acr_values")
-	f.DurationVar(&o.sessionIdle, "session-idle", citizen.DefaultIdleTimeout, "a citizen's session ends after this long without a request")
-	f.DurationVar(&o.sessionMaxAge, "session-max-age", citizen.DefaultMaxAge, "a citizen's session ends this long after sign-in")
+	f.StringVar(&o.HTTPCert, "http-cert", "", "PEM certificate chain for HTTPS to citizens' browsers (off loopback; without it the gateway's SVID, mTLS)")
+	f.StringVar(&o.HTTPKey, "http-key", "", "PEM private key of --http-cert")
+	f.StringVar(&o.OIDCIssuer, "oidc-issuer", "", "OpenID Connect issuer of the national e-ID platform (citizen sign-in); empty: no sign-in")
+	f.StringVar(&o.OIDCClientID, "oidc-client-id", "", "this gateway's client ID at the e-ID platform")
+	f.StringVar(&o.OIDCSecretFile, "oidc-client-secret-file", "", "file holding the client secret (else $JISR_OIDC_CLIENT_SECRET)")
+	f.StringVar(&o.OIDCRedirectURL, "oidc-redirect-url", "", "redirect URL registered at the platform, https://<gateway>"+citizen.PathCallback+" (default: from --http on loopback)")
+	f.StringVar(&o.OIDCEIDClaim, "oidc-eid-claim", citizen.DefaultEIDClaim, "ID token claim that carries the citizen's eID (CNIE number)")
+	f.StringSliceVar(&o.OIDCACR, "oidc-acr", []string{citizen.DefaultACR}, "accepted acr values (CNIE level of assurance), requested as acr_values")
+	f.DurationVar(&o.SessionIdle, "session-idle", citizen.DefaultIdleTimeout, "a citizen's session ends after this long without a request")
+	f.DurationVar(&o.SessionMaxAge, "session-max-age", citizen.DefaultMaxAge, "a citizen's session ends this long after sign-in")
 }
 
-// httpTLS is the HTTP side's TLS: the configured certificate, else the
+// HTTPTLS is the HTTP side's TLS: the configured certificate, else the
 // gateway's SVID (mTLS, for members' tools), and plaintext only on loopback
 // without either asked for. TLS 1.3 at least.
-func httpTLS(addr string, o signinOptions, src svid.Source, authz tlsconfig.Authorizer) (*tls.Config, error) {
-	if (o.httpCert == "") != (o.httpKey == "") {
-		return nil, usageError{errors.New("--http-cert and --http-key go together")}
+func HTTPTLS(addr string, o SignInOptions, src svid.Source, authz tlsconfig.Authorizer) (*tls.Config, error) {
+	if (o.HTTPCert == "") != (o.HTTPKey == "") {
+		return nil, UsageError{errors.New("--http-cert and --http-key go together")}
 	}
-	if o.httpCert != "" {
-		cert, err := tls.LoadX509KeyPair(o.httpCert, o.httpKey)
+	if o.HTTPCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.HTTPCert, o.HTTPKey)
 		if err != nil {
 			return nil, fmt.Errorf("gateway HTTP: %w", err)
 		}
@@ -77,7 +77,7 @@ func httpTLS(addr string, o signinOptions, src svid.Source, authz tlsconfig.Auth
 		return nil, nil
 	}
 	if src == nil {
-		return nil, errHTTPPlaintext
+		return nil, ErrHTTPPlaintext
 	}
 	c := svid.ServerTLS(src, authz)
 	c.MinVersion = tls.VersionTLS13
@@ -87,19 +87,19 @@ func httpTLS(addr string, o signinOptions, src svid.Source, authz tlsconfig.Auth
 // clientSecret is the OIDC client secret: set by jisr dev, else from
 // --oidc-client-secret-file (closed to group and others), else from
 // $JISR_OIDC_CLIENT_SECRET (never a flag value, which ps would show).
-func (o signinOptions) clientSecret() (string, error) {
+func (o SignInOptions) clientSecret() (string, error) {
 	switch {
-	case o.oidcClientSecret != "":
-		return o.oidcClientSecret, nil
-	case o.oidcSecretFile != "":
-		fi, err := os.Stat(o.oidcSecretFile)
+	case o.OIDCClientSecret != "":
+		return o.OIDCClientSecret, nil
+	case o.OIDCSecretFile != "":
+		fi, err := os.Stat(o.OIDCSecretFile)
 		if err != nil {
 			return "", fmt.Errorf("--oidc-client-secret-file: %w", err)
 		}
 		if fi.Mode().Perm()&0o077 != 0 {
-			return "", usageError{fmt.Errorf("--oidc-client-secret-file %s: %w", o.oidcSecretFile, errSecretFileOpen)}
+			return "", UsageError{fmt.Errorf("--oidc-client-secret-file %s: %w", o.OIDCSecretFile, ErrSecretFileOpen)}
 		}
-		b, err := os.ReadFile(o.oidcSecretFile)
+		b, err := os.ReadFile(o.OIDCSecretFile)
 		if err != nil {
 			return "", fmt.Errorf("--oidc-client-secret-file: %w", err)
 		}
@@ -108,38 +108,38 @@ func (o signinOptions) clientSecret() (string, error) {
 	return os.Getenv("JISR_OIDC_CLIENT_SECRET"), nil
 }
 
-// newCitizenAuth builds the sign-in from the options, for an HTTP side
+// NewCitizenAuth builds the sign-in from the options, for an HTTP side
 // listening on addr (with TLS or not).
-func newCitizenAuth(g *globals, addr string, secure bool, o signinOptions) (*citizen.Auth, error) {
-	fed, err := g.federation()
+func NewCitizenAuth(g *globals, addr string, secure bool, o SignInOptions) (*citizen.Auth, error) {
+	fed, err := g.Federation()
 	if err != nil {
 		return nil, err
 	}
-	keyer, err := g.keyer()
+	keyer, err := g.Keyer()
 	if err != nil {
 		return nil, err
 	}
-	if o.demoLogin {
+	if o.DemoLogin {
 		if !loopback.Is(addr) {
-			return nil, usageError{errDemoOffLocal}
+			return nil, UsageError{ErrDemoOffLocal}
 		}
-		g.log.Warn("citizen sign-in: DEMO LOGIN by eID alone is on (jisr dev --demo-login; loopback only)")
+		g.Log.Warn("citizen sign-in: DEMO LOGIN by eID alone is on (jisr dev --demo-login; loopback only)")
 	}
 	cfg := citizen.Config{
-		Federation: fed, Keyer: keyer, DemoLogin: o.demoLogin, Secure: secure,
-		IdleTimeout: o.sessionIdle, MaxAge: o.sessionMaxAge, Log: g.log,
+		Federation: fed, Keyer: keyer, DemoLogin: o.DemoLogin, Secure: secure,
+		IdleTimeout: o.SessionIdle, MaxAge: o.SessionMaxAge, Log: g.Log,
 	}
-	if o.oidcIssuer != "" {
+	if o.OIDCIssuer != "" {
 		secret, err := o.clientSecret()
 		if err != nil {
 			return nil, err
 		}
-		redirect := o.oidcRedirectURL
+		redirect := o.OIDCRedirectURL
 		if redirect == "" {
 			if !loopback.Is(addr) {
-				return nil, usageError{errors.New("--oidc-redirect-url is required off loopback")}
+				return nil, UsageError{errors.New("--oidc-redirect-url is required off loopback")}
 			}
-			redirect = redirectURLFor(addr, secure)
+			redirect = RedirectURLFor(addr, secure)
 		}
 		if strings.HasPrefix(redirect, "https://") {
 			// Browsers reach this gateway over HTTPS (perhaps through a
@@ -147,25 +147,25 @@ func newCitizenAuth(g *globals, addr string, secure bool, o signinOptions) (*cit
 			cfg.Secure = true
 		}
 		cfg.OIDC = &citizen.OIDC{
-			Issuer: o.oidcIssuer, ClientID: o.oidcClientID, ClientSecret: secret, RedirectURL: redirect,
-			EIDClaim: o.oidcEIDClaim, ACR: o.oidcACR,
+			Issuer: o.OIDCIssuer, ClientID: o.OIDCClientID, ClientSecret: secret, RedirectURL: redirect,
+			EIDClaim: o.OIDCEIDClaim, ACR: o.OIDCACR,
 		}
 	}
 	a, err := citizen.New(cfg)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, UsageError{err}
 	}
 	if cfg.OIDC != nil {
-		g.log.Info("citizen sign-in through OpenID Connect", "issuer", cfg.OIDC.Issuer, "redirect", cfg.OIDC.RedirectURL, "acr", cfg.OIDC.ACR)
-	} else if !o.demoLogin {
-		g.log.Info("citizen sign-in is off (no --oidc-issuer): the access log and consent APIs refuse every citizen")
+		g.Log.Info("citizen sign-in through OpenID Connect", "issuer", cfg.OIDC.Issuer, "redirect", cfg.OIDC.RedirectURL, "acr", cfg.OIDC.ACR)
+	} else if !o.DemoLogin {
+		g.Log.Info("citizen sign-in is off (no --oidc-issuer): the access log and consent APIs refuse every citizen")
 	}
 	return a, nil
 }
 
-// redirectURLFor is where the provider sends citizens back to a gateway
+// RedirectURLFor is where the provider sends citizens back to a gateway
 // whose HTTP side listens on addr.
-func redirectURLFor(addr string, secure bool) string {
+func RedirectURLFor(addr string, secure bool) string {
 	if secure {
 		return "https://" + addr + citizen.PathCallback
 	}
@@ -173,4 +173,4 @@ func redirectURLFor(addr string, secure bool) string {
 }
 
 // Unwrap lets errors.Is see the cause of a usage error.
-func (e usageError) Unwrap() error { return e.error }
+func (e UsageError) Unwrap() error { return e.error }

@@ -31,7 +31,7 @@ type telemetryState struct {
 // registry is the process-wide Prometheus registry: Go and process
 // collectors, NATS connection state, SVID expiry and gRPC hop latencies.
 // Each gateway adds its own registry beside it.
-func (g *globals) registry() *prometheus.Registry {
+func (g *globals) Registry() *prometheus.Registry {
 	if g.telemetry.reg == nil {
 		g.telemetry.reg = prometheus.NewRegistry()
 		g.telemetry.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -42,32 +42,32 @@ func (g *globals) registry() *prometheus.Registry {
 // startTelemetry sets up tracing from --otlp and the OTEL_* variables, with
 // the in-memory span store when keepSpans (the gateway), and installs it as
 // the process's tracer provider. The returned function flushes and stops it.
-func (g *globals) startTelemetry(ctx context.Context, service string, keepSpans bool) (func(), error) {
-	o := telemetry.Options{ServiceName: "jisr-" + service, Endpoint: g.otlp}
+func (g *globals) StartTelemetry(ctx context.Context, service string, keepSpans bool) (func(), error) {
+	o := telemetry.Options{ServiceName: "jisr-" + service, Endpoint: g.OTLP}
 	if keepSpans {
-		o.MemorySpans = g.traceMemory
+		o.MemorySpans = g.TraceMemory
 	}
 	t, err := telemetry.Setup(ctx, o)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, UsageError{err}
 	}
 	g.telemetry.tel = t
 	otel.SetTracerProvider(t.TracerProvider)
 	otel.SetTextMapPropagator(propagation.TraceContext{})
 	if t.Exporting {
-		g.log.Info("exporting traces over OTLP", "service", o.ServiceName)
+		g.Log.Info("exporting traces over OTLP", "service", o.ServiceName)
 	}
 	return func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := t.Shutdown(sctx); err != nil {
-			g.log.Warn("flushing traces", "err", err)
+			g.Log.Warn("flushing traces", "err", err)
 		}
 	}, nil
 }
 
 // traces is the in-memory span store, or nil.
-func (g *globals) traces() *telemetry.Memory {
+func (g *globals) Traces() *telemetry.Memory {
 	if g.telemetry.tel == nil {
 		return nil
 	}
@@ -76,9 +76,9 @@ func (g *globals) traces() *telemetry.Memory {
 
 // grpcServerOptions instrument a gRPC server: OpenTelemetry server spans
 // and the hop-latency histogram.
-func (g *globals) grpcServerOptions(component, member string) []grpc.ServerOption {
+func (g *globals) GRPCServerOptions(component, member string) []grpc.ServerOption {
 	if g.telemetry.grpc == nil {
-		m, err := telemetry.NewGRPCMetrics(g.registry())
+		m, err := telemetry.NewGRPCMetrics(g.Registry())
 		if err != nil {
 			panic(err) // only a programming error: a clashing collector
 		}
@@ -92,7 +92,7 @@ func (g *globals) grpcServerOptions(component, member string) []grpc.ServerOptio
 }
 
 // grpcDialOptions instrument a gRPC client with OpenTelemetry client spans.
-func (g *globals) grpcDialOptions() []grpc.DialOption {
+func (g *globals) GRPCDialOptions() []grpc.DialOption {
 	if !g.tracing() {
 		return nil
 	}
@@ -115,7 +115,7 @@ func (g *globals) serveMetrics(addr, component string) (stop func(context.Contex
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g.registry(), promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.Registry(), promhttp.HandlerOpts{}))
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s HTTP: %w", component, err)
@@ -123,10 +123,10 @@ func (g *globals) serveMetrics(addr, component string) (stop func(context.Contex
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			g.log.Error(component+" HTTP server stopped", "err", err)
+			g.Log.Error(component+" HTTP server stopped", "err", err)
 		}
 	}()
-	g.log.Info(component+" HTTP listening (/metrics /healthz)", "addr", lis.Addr().String())
+	g.Log.Info(component+" HTTP listening (/metrics /healthz)", "addr", lis.Addr().String())
 	return srv.Shutdown, nil
 }
 
@@ -135,11 +135,11 @@ func (g *globals) serveMetrics(addr, component string) (stop func(context.Contex
 func (g *globals) servePprof(addr string) error {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return usageError{fmt.Errorf("--pprof-addr: %w", err)}
+		return UsageError{fmt.Errorf("--pprof-addr: %w", err)}
 	}
 	if !loopback.Is(lis.Addr().String()) {
 		lis.Close()
-		return usageError{fmt.Errorf("--pprof-addr %s: profiles are served on loopback only", addr)}
+		return UsageError{fmt.Errorf("--pprof-addr %s: profiles are served on loopback only", addr)}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -151,8 +151,8 @@ func (g *globals) servePprof(addr string) error {
 // startStandalone sets up what a standalone adapter or backend runs beside
 // its work: tracing, and /metrics and /healthz on httpAddr (if given). The
 // returned function stops both.
-func (g *globals) startStandalone(ctx context.Context, component, member, httpAddr string) (func(), error) {
-	stopTelemetry, err := g.startTelemetry(ctx, component+"-"+member, false)
+func (g *globals) StartStandalone(ctx context.Context, component, member, httpAddr string) (func(), error) {
+	stopTelemetry, err := g.StartTelemetry(ctx, component+"-"+member, false)
 	if err != nil {
 		return nil, err
 	}

@@ -29,13 +29,13 @@ func TestGatewayListenersRefuseTLS12AndStrangers(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
 	f.stopGateway(t)
 	ctx := context.Background()
-	gw, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", grpcAddr: "0.0.0.0:0", instance: "gw-1"})
+	gw, err := StartGateway(ctx, f.g, GatewayOptions{HTTPAddr: "0.0.0.0:0", GRPCAddr: "0.0.0.0:0", Instance: "gw-1"})
 	if err != nil {
 		t.Fatalf("gateway: %v\n%s", err, f.logs.String())
 	}
 	f.gw = gw
-	fed, _ := f.g.federation()
-	src, err := svid.Open(ctx, f.g.certsDir, fed.ID("auditor"), f.g.log)
+	fed, _ := f.g.Federation()
+	src, err := svid.Open(ctx, f.g.CertsDir, fed.ID("auditor"), f.g.Log)
 	if err != nil {
 		t.Fatal(err)
 	}
