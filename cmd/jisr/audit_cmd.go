@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,10 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/audit/auditor"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/export"
@@ -22,7 +21,7 @@ import (
 	barpkg "github.com/jisr-bus/jisr/services/progress"
 )
 
-func newAuditCmd(g *globals) *cobra.Command {
+func newAuditCmd(g *process.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",
 		Short: "Read, export and verify the audit log (as the auditor identity)",
@@ -37,24 +36,6 @@ never sent anywhere.`,
 	}
 	cmd.AddCommand(newAuditTailCmd(g), newAuditQueryCmd(g), newAuditExportCmd(g), newAuditVerifyCmd(g), newAuditKeysCmd(g))
 	return cmd
-}
-
-// AuditorStreams connects as the auditor and opens the two streams.
-func AuditorStreams(ctx context.Context, g *globals) (*auditor.Streams, func(), error) {
-	nc, src, err := g.Connect(ctx, "auditor")
-	if err != nil {
-		return nil, nil, err
-	}
-	closeFn := func() { nc.Close(); src.Close() }
-	st, err := auditor.Open(ctx, nc)
-	if err != nil {
-		closeFn()
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			err = fmt.Errorf("%w (create the streams with `jisr nats init`)", err)
-		}
-		return nil, nil, err
-	}
-	return st, closeFn, nil
 }
 
 // selection is the flags query, tail and export select records by.
@@ -78,15 +59,15 @@ func (s *selection) flags(cmd *cobra.Command, times bool) {
 }
 
 // resolve validates the flags: the eID into the citizen key, the times.
-func (s *selection) resolve(g *globals, stdin io.Reader) error {
+func (s *selection) resolve(g *process.Env, stdin io.Reader) error {
 	if s.citizen != "" && s.CKey != "" {
-		return UsageError{errors.New("--citizen and --ckey are exclusive")}
+		return process.UsageError{Err: errors.New("--citizen and --ckey are exclusive")}
 	}
 	if s.Decision != "" && s.Decision != "allowed" && s.Decision != "refused" {
-		return UsageError{fmt.Errorf("--decision %q: allowed or refused", s.Decision)}
+		return process.UsageError{Err: fmt.Errorf("--decision %q: allowed or refused", s.Decision)}
 	}
 	if s.citizen != "" {
-		ckey, err := CitizenKey(g, s.citizen, stdin)
+		ckey, err := process.CitizenKey(g, s.citizen, stdin)
 		if err != nil {
 			return err
 		}
@@ -95,43 +76,18 @@ func (s *selection) resolve(g *globals, stdin io.Reader) error {
 	var err error
 	now := time.Now()
 	if s.From, err = auditor.ParseWhen(s.since, now); err != nil {
-		return UsageError{fmt.Errorf("--since: %w", err)}
+		return process.UsageError{Err: fmt.Errorf("--since: %w", err)}
 	}
 	if s.To, err = auditor.ParseWhen(s.until, now); err != nil {
-		return UsageError{fmt.Errorf("--until: %w", err)}
+		return process.UsageError{Err: fmt.Errorf("--until: %w", err)}
 	}
 	if err := s.Resolve(); err != nil {
-		return UsageError{fmt.Errorf("--%w", err)}
+		return process.UsageError{Err: fmt.Errorf("--%w", err)}
 	}
 	return nil
 }
 
-// CitizenKey turns --citizen (an eID, or "-": read from stdin) into the
-// citizen key, locally.
-func CitizenKey(g *globals, raw string, stdin io.Reader) (string, error) {
-	if raw == "-" {
-		line, err := bufio.NewReader(stdin).ReadString('\n')
-		if err != nil && line == "" {
-			return "", UsageError{errors.New("--citizen -: no eID on stdin")}
-		}
-		raw = line
-	}
-	fed, err := g.Federation()
-	if err != nil {
-		return "", err
-	}
-	eid, err := fed.NormaliseEID(strings.TrimSpace(raw))
-	if err != nil {
-		return "", UsageError{errors.New("--citizen: not an eID of this federation's format")}
-	}
-	keyer, err := g.Keyer()
-	if err != nil {
-		return "", fmt.Errorf("--citizen needs the federation's citizen key to find the records: %w", err)
-	}
-	return keyer.CKey(eid), nil
-}
-
-func newAuditQueryCmd(g *globals) *cobra.Command {
+func newAuditQueryCmd(g *process.Env) *cobra.Command {
 	var sel selection
 	var asJSON bool
 	var limit int
@@ -148,7 +104,7 @@ func newAuditQueryCmd(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			st, closeFn, err := AuditorStreams(ctx, g)
+			st, closeFn, err := process.AuditorStreams(ctx, g)
 			if err != nil {
 				return err
 			}
@@ -180,7 +136,7 @@ func newAuditQueryCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newAuditTailCmd(g *globals) *cobra.Command {
+func newAuditTailCmd(g *process.Env) *cobra.Command {
 	var sel selection
 	var asJSON, follow bool
 	var n int
@@ -196,10 +152,10 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if n < 0 {
-				return UsageError{errors.New("-n must not be negative")}
+				return process.UsageError{Err: errors.New("-n must not be negative")}
 			}
 			ctx := cmd.Context()
-			st, closeFn, err := AuditorStreams(ctx, g)
+			st, closeFn, err := process.AuditorStreams(ctx, g)
 			if err != nil {
 				return err
 			}
@@ -214,7 +170,7 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newAuditExportCmd(g *globals) *cobra.Command {
+func newAuditExportCmd(g *process.Env) *cobra.Command {
 	var sel selection
 	var out string
 	cmd := &cobra.Command{
@@ -239,7 +195,7 @@ but the log cannot be recomputed from it.`,
 				return err
 			}
 			ctx := cmd.Context()
-			st, closeFn, err := AuditorStreams(ctx, g)
+			st, closeFn, err := process.AuditorStreams(ctx, g)
 			if err != nil {
 				return err
 			}
@@ -258,7 +214,7 @@ but the log cannot be recomputed from it.`,
 			if partial {
 				hdr.Selection = exportSelection(cmd, sel)
 			}
-			if keys, err := checkpoint.LoadPublicKeys(AuditKeyDir(g.CertsDir)); err == nil {
+			if keys, err := checkpoint.LoadPublicKeys(process.AuditKeyDir(g.CertsDir)); err == nil {
 				hdr.Keys = keys.VerifierKeys()
 			}
 			n, err := st.Export(ctx, export.NewEncoder(w), hdr, &sel.Selection)
@@ -289,7 +245,7 @@ func exportSelection(cmd *cobra.Command, sel selection) string {
 	return strings.TrimSpace(s)
 }
 
-func newAuditVerifyCmd(g *globals) *cobra.Command {
+func newAuditVerifyCmd(g *process.Env) *cobra.Command {
 	var o verifyOptions
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -341,18 +297,18 @@ type verifyOptions struct {
 	quiet, strict          bool
 }
 
-func (o *verifyOptions) run(ctx context.Context, g *globals, stdout, stderr io.Writer) error {
+func (o *verifyOptions) run(ctx context.Context, g *process.Env, stdout, stderr io.Writer) error {
 	fed, err := g.Federation()
 	if err != nil {
 		return err
 	}
 	if o.keysDir == "" {
-		o.keysDir = AuditKeyDir(g.CertsDir)
+		o.keysDir = process.AuditKeyDir(g.CertsDir)
 	}
 	return auditor.Check(ctx, auditor.CheckConfig{
 		TrustDomain: fed.TrustDomain.Name(), KeysDir: o.keysDir, Trusted: o.trusted, File: o.file,
 		SeenDir: o.seenDir, Strict: o.strict, Progress: newProgress(stderr, o.quiet),
-		Open: func(ctx context.Context) (*auditor.Streams, func(), error) { return AuditorStreams(ctx, g) },
+		Open: func(ctx context.Context) (*auditor.Streams, func(), error) { return process.AuditorStreams(ctx, g) },
 	}, stdout)
 }
 
@@ -391,13 +347,13 @@ func (p *verifyProgress) Done() {
 	}
 }
 
-func newAuditKeysCmd(g *globals) *cobra.Command {
+func newAuditKeysCmd(g *process.Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "keys",
 		Short: "Print the audit logs' public checkpoint keys (to publish to auditors and citizens)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			keys, err := checkpoint.LoadPublicKeys(AuditKeyDir(g.CertsDir))
+			keys, err := checkpoint.LoadPublicKeys(process.AuditKeyDir(g.CertsDir))
 			if err != nil {
 				return err
 			}

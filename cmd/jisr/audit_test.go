@@ -30,6 +30,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/natsserver"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/cmd/internal/dev"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/auditor"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
@@ -44,29 +45,29 @@ import (
 // JetStream off and on, or stop the gateway alone. Only the civil registry
 // provides (CNSS asks it), which is all the audit tests need.
 type auditFed struct {
-	g        *globals
+	g        *process.Env
 	logs     *syncBuffer
 	nats     *natsserver.Server
-	natsOpts NATSOptions
-	backend  *BackendNode
-	gw       *GatewayNode
-	adapters []*AdapterNode
+	natsOpts process.NATSOptions
+	backend  *process.BackendNode
+	gw       *process.GatewayNode
+	adapters []*process.AdapterNode
 	cnss     civilv1.CivilRegistryClient
 	cnssConn *grpc.ClientConn
 }
 
 func startAuditFed(t *testing.T, dir string) *auditFed {
 	t.Helper()
-	return startAuditFedWith(t, dir, NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s"})
+	return startAuditFedWith(t, dir, process.NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s"})
 }
 
-func startAuditFedWith(t *testing.T, dir string, natsOpts NATSOptions) *auditFed {
+func startAuditFedWith(t *testing.T, dir string, natsOpts process.NATSOptions) *auditFed {
 	t.Helper()
 	// Each federation has its own audit keys, so its own auditor's memory:
 	// `audit verify` fails on a checkpoint seen of gw-1 under another key.
 	t.Setenv("JISR_AUDIT_SEEN_DIR", filepath.Join(t.TempDir(), "seen"))
 	f := &auditFed{logs: &syncBuffer{}, natsOpts: natsOpts}
-	f.g = &globals{
+	f.g = &process.Env{
 		FederationPath: "../testdata/federation.yaml",
 		CertsDir:       filepath.Join(dir, "certs"),
 		DataDir:        dir,
@@ -76,21 +77,21 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts NATSOptions) *auditFed
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := InitCerts(f.g, fed); err != nil {
+	if _, err := process.InitCerts(f.g, fed); err != nil {
 		t.Fatal(err)
 	}
 	f.startNATS(t)
 	ctx := context.Background()
-	if f.backend, err = StartBackend(ctx, f.g, BackendOptions{Member: "civil-registry", Listen: "127.0.0.1:0", Citizens: 200}); err != nil {
+	if f.backend, err = process.StartBackend(ctx, f.g, process.BackendOptions{Member: "civil-registry", Listen: "127.0.0.1:0", Citizens: 200}); err != nil {
 		t.Fatal(err)
 	}
 	f.startGateway(t)
 	for _, m := range []string{"civil-registry", "cnss"} {
-		o := AdapterOptions{Member: m, Listen: "127.0.0.1:0"}
+		o := process.AdapterOptions{Member: m, Listen: "127.0.0.1:0"}
 		if m == "civil-registry" {
 			o.Backend = f.backend.Addr
 		}
-		a, err := StartAdapter(ctx, f.g, o)
+		a, err := process.StartAdapter(ctx, f.g, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,7 +106,7 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts NATSOptions) *auditFed
 		}
 	}
 	t.Cleanup(func() { f.stop(t) })
-	cs, err := StartConsentService(ctx, f.g) // grants go to the consent service, apart from the gateway
+	cs, err := process.StartConsentService(ctx, f.g) // grants go to the consent service, apart from the gateway
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,21 +116,21 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts NATSOptions) *auditFed
 
 func (f *auditFed) startNATS(t *testing.T) {
 	t.Helper()
-	s, err := StartNATS(context.Background(), f.g, f.natsOpts)
+	s, err := process.StartNATS(context.Background(), f.g, f.natsOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.nats = s
 	f.g.NATSURL = s.ClientURL()
 	f.natsOpts.Listen = strings.TrimPrefix(s.ClientURL(), "tls://") // the same port after a restart
-	if err := NATSInit(context.Background(), f.g, nil); err != nil {
+	if err := process.NATSInit(context.Background(), f.g, nil); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func (f *auditFed) startGateway(t *testing.T) {
 	t.Helper()
-	gw, err := StartGateway(context.Background(), f.g, GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"})
+	gw, err := process.StartGateway(context.Background(), f.g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"})
 	if err != nil {
 		t.Fatalf("gateway: %v\n%s", err, f.logs.String())
 	}
@@ -158,7 +159,7 @@ func (f *auditFed) stop(t *testing.T) {
 	f.adapters = nil
 	f.stopGateway(t)
 	if f.backend != nil {
-		_ = f.backend.stop(ctx)
+		_ = f.backend.Stop(ctx)
 		f.backend = nil
 	}
 	if f.nats != nil {
@@ -603,7 +604,7 @@ func TestVerifyNamesARecordEditedOrDeletedOnDisk(t *testing.T) {
 }
 
 func TestAuditCLIUsageErrors(t *testing.T) {
-	f := &auditFed{g: &globals{FederationPath: "../testdata/federation.yaml", CertsDir: t.TempDir(), DataDir: t.TempDir(), NATSURL: "tls://127.0.0.1:1"}}
+	f := &auditFed{g: &process.Env{FederationPath: "../testdata/federation.yaml", CertsDir: t.TempDir(), DataDir: t.TempDir(), NATSURL: "tls://127.0.0.1:1"}}
 	for _, args := range [][]string{
 		{"audit", "query", "--citizen", "not an eid"},
 		{"audit", "query", "--decision", "maybe"},
@@ -612,7 +613,7 @@ func TestAuditCLIUsageErrors(t *testing.T) {
 		{"audit", "tail", "-n", "-1"},
 	} {
 		_, _, err := f.cli(args...)
-		var ue UsageError
+		var ue process.UsageError
 		if !errors.As(err, &ue) {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}
@@ -700,7 +701,7 @@ func TestAnErasedLogIsRefusedAndVerifyNamesTheMissingRecords(t *testing.T) {
 		}
 	}
 	f.stopGateway(t) // its final checkpoint covers the nine records
-	trusted := TrustedCheckpointPath(dir, "gw-1")
+	trusted := process.TrustedCheckpointPath(dir, "gw-1")
 	if b, err := os.ReadFile(trusted); err != nil || !strings.Contains(string(b), "/audit/gw-1\n9\n") {
 		t.Fatalf("the gateway's trusted checkpoint: %v\n%s", err, b)
 	}
@@ -712,7 +713,7 @@ func TestAnErasedLogIsRefusedAndVerifyNamesTheMissingRecords(t *testing.T) {
 	f.eraseAuditStreams(t)
 
 	// The gateway refuses to append to the erased log.
-	gw, err := StartGateway(ctx, f.g, GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"})
+	gw, err := process.StartGateway(ctx, f.g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"})
 	if err == nil {
 		f.gw = gw
 		t.Fatal("the gateway started on an erased audit log")
@@ -814,7 +815,7 @@ func TestALogSeenBeforeUnderAnotherKeyFailsVerify(t *testing.T) {
 	}
 
 	f.eraseAuditStreams(t)
-	for _, p := range []string{TrustedCheckpointPath(dir, "gw-1"), filepath.Join(AuditKeyDir(f.g.CertsDir), "gw-1.key"), filepath.Join(AuditKeyDir(f.g.CertsDir), "gw-1.pub")} {
+	for _, p := range []string{process.TrustedCheckpointPath(dir, "gw-1"), filepath.Join(process.AuditKeyDir(f.g.CertsDir), "gw-1.key"), filepath.Join(process.AuditKeyDir(f.g.CertsDir), "gw-1.pub")} {
 		if err := os.Remove(p); err != nil {
 			t.Fatal(err)
 		}
@@ -862,12 +863,12 @@ func TestALogSeenBeforeWhoseKeyIsGoneFailsVerify(t *testing.T) {
 		t.Fatalf("verify: %v\n%s", err, out)
 	}
 	f.eraseAuditStreams(t)
-	for _, p := range []string{TrustedCheckpointPath(dir, "gw-1"), filepath.Join(AuditKeyDir(f.g.CertsDir), "gw-1.key"), filepath.Join(AuditKeyDir(f.g.CertsDir), "gw-1.pub")} {
+	for _, p := range []string{process.TrustedCheckpointPath(dir, "gw-1"), filepath.Join(process.AuditKeyDir(f.g.CertsDir), "gw-1.key"), filepath.Join(process.AuditKeyDir(f.g.CertsDir), "gw-1.pub")} {
 		if err := os.Remove(p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	gw, err := StartGateway(ctx, f.g, GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-2"})
+	gw, err := process.StartGateway(ctx, f.g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -886,8 +887,8 @@ func TestALogSeenBeforeWhoseKeyIsGoneFailsVerify(t *testing.T) {
 }
 
 // auditorRecords opens the audit stream as the auditor identity would.
-func auditorRecords(ctx context.Context, g *globals) (jetstream.Stream, func(), error) {
-	st, closeFn, err := AuditorStreams(ctx, g)
+func auditorRecords(ctx context.Context, g *process.Env) (jetstream.Stream, func(), error) {
+	st, closeFn, err := process.AuditorStreams(ctx, g)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/cmd/internal/bench"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/consent"
 )
 
@@ -35,7 +36,7 @@ concurrency) goes to --out as latest.* and a dated copy, with the targets,
 whether each is met and notes on what limits those that are not; a CPU
 profile of every component under the heaviest load is saved beside it.`
 
-func newBenchCmd(g *globals) *cobra.Command {
+func newBenchCmd(g *process.Env) *cobra.Command {
 	var (
 		out                string
 		duration, warmup   time.Duration
@@ -82,11 +83,11 @@ func newBenchCmd(g *globals) *cobra.Command {
 }
 
 // benchClients are the bench harness's clients of the federation it
-// started: the globals of that federation, made as for any other command.
-type benchClients struct{ g *globals }
+// started: the process.Env of that federation, made as for any other command.
+type benchClients struct{ g *process.Env }
 
 func benchClientsOf(env bench.Env) bench.Clients {
-	return benchClients{&globals{FederationPath: env.Federation, CertsDir: env.Certs, DataDir: env.Data,
+	return benchClients{&process.Env{FederationPath: env.Federation, CertsDir: env.Certs, DataDir: env.Data,
 		NATSURL: env.NATS, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 }
 
@@ -101,7 +102,7 @@ func (c benchClients) ConsentService(ctx context.Context) (*consent.Service, fun
 	return c.g.ConsentService(ctx, false)
 }
 
-func newBenchRelayCmd(g *globals) *cobra.Command {
+func newBenchRelayCmd(g *process.Env) *cobra.Command {
 	var size int
 	cmd := &cobra.Command{
 		Use:    "relay",
@@ -118,7 +119,7 @@ func newBenchRelayCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newBenchResponderCmd(g *globals) *cobra.Command {
+func newBenchResponderCmd(g *process.Env) *cobra.Command {
 	var member string
 	var size int
 	cmd := &cobra.Command{
@@ -138,7 +139,7 @@ func newBenchResponderCmd(g *globals) *cobra.Command {
 }
 
 // benchServe connects to NATS as identity and runs serve on the connection.
-func benchServe(ctx context.Context, g *globals, identity string, serve func(context.Context, *nats.Conn) error) error {
+func benchServe(ctx context.Context, g *process.Env, identity string, serve func(context.Context, *nats.Conn) error) error {
 	nc, src, err := g.Connect(ctx, identity)
 	if err != nil {
 		return err

@@ -1,20 +1,13 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/spf13/cobra"
-
-	"github.com/jisr-bus/jisr/bus/ckey"
-	"github.com/jisr-bus/jisr/bus/federation"
-	"github.com/jisr-bus/jisr/certs/devca"
-	"github.com/jisr-bus/jisr/gateway/consent"
 )
 
-func newCertsCmd(g *globals) *cobra.Command {
+func newCertsCmd(g *process.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "certs",
 		Short: "Development PKI: a dev CA, SVIDs and the federation's keys",
@@ -43,7 +36,7 @@ In production, SVIDs come from SPIRE through the Workload API
 			if err != nil {
 				return err
 			}
-			res, err := InitCerts(g, fed)
+			res, err := process.InitCerts(g, fed)
 			if err != nil {
 				return err
 			}
@@ -52,24 +45,4 @@ In production, SVIDs come from SPIRE through the Workload API
 		},
 	})
 	return cmd
-}
-
-// InitCerts creates whatever of the dev PKI and keys is missing.
-func InitCerts(g *globals, fed *federation.Federation) (*devca.InitResult, error) {
-	res, err := devca.Init(g.CertsDir, fed.TrustDomain, fed.Identities())
-	if err != nil {
-		return nil, err
-	}
-	keyPath := CitizenKeyPath(g.CertsDir)
-	if _, err := os.Stat(keyPath); errors.Is(err, fs.ErrNotExist) {
-		if err := ckey.Generate(keyPath); err != nil {
-			return nil, fmt.Errorf("citizen key: %w", err)
-		}
-	} else if err != nil {
-		return nil, err
-	}
-	if err := consent.InitKeys(g.CertsDir); err != nil {
-		return nil, fmt.Errorf("consent keys: %w", err)
-	}
-	return res, nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,44 +9,14 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/consent"
-	"github.com/jisr-bus/jisr/gateway/consent/service"
 	"github.com/jisr-bus/jisr/gateway/node"
 )
 
-// GatewayConsentKeys loads the public keys a gateway verifies tokens with:
-// the JWKS at path (default <certs>/consent-jwks.json). Key material that
-// holds a private key is refused (consent.ErrPrivateKey): the gateway never
-// loads the signing key.
-func GatewayConsentKeys(g *globals, path string) (*consent.KeySet, string, error) {
-	if path == "" {
-		path = consent.JWKSPath(g.CertsDir)
-	}
-	ks, err := consent.LoadJWKS(path)
-	return ks, path, err
-}
-
-// ConsentNode is a running consent service (gateway/consent/service).
-type ConsentNode = service.Service
-
-// StartConsentService runs the consent service under its own identity,
-// with the signing keys in --certs. The consent buckets must exist.
-func StartConsentService(ctx context.Context, g *globals) (*ConsentNode, error) {
-	fed, err := g.Federation()
-	if err != nil {
-		return nil, err
-	}
-	nc, src, err := g.Connect(ctx, "consent")
-	if err != nil {
-		return nil, err
-	}
-	return service.Start(ctx, service.Config{Federation: fed, CertsDir: g.CertsDir, Conn: nc, Source: src, Log: g.Log})
-}
-
-func newConsentServeCmd(g *globals) *cobra.Command {
+func newConsentServeCmd(g *process.Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "serve",
 		Short: "Run the consent service: the only holder of the signing keys",
@@ -59,7 +28,7 @@ consent API that gateways forward over NATS (jisr.consent.grant, .list,
 .revoke). Gateways never hold the signing keys.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			n, err := StartConsentService(cmd.Context(), g)
+			n, err := process.StartConsentService(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
@@ -70,7 +39,7 @@ consent API that gateways forward over NATS (jisr.consent.grant, .list,
 	}
 }
 
-func newConsentCmd(g *globals) *cobra.Command {
+func newConsentCmd(g *process.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "consent",
 		Short: "Grant, inspect, list and revoke citizens' consent tokens",
@@ -86,34 +55,7 @@ the running federation's NATS (--nats).`,
 	return cmd
 }
 
-// consentService builds the consent service from the certs directory,
-// connected to NATS unless offline.
-func (g *globals) ConsentService(ctx context.Context, offline bool) (*consent.Service, func(), error) {
-	fed, err := g.Federation()
-	if err != nil {
-		return nil, nil, err
-	}
-	keys, err := consent.LoadKeys(g.CertsDir)
-	if err != nil {
-		return nil, nil, err
-	}
-	svc := &consent.Service{Issuer: consent.NewIssuer(keys, fed.ID("consent")), Keys: keys, Federation: fed, Log: g.Log}
-	if offline {
-		return svc, func() {}, nil
-	}
-	nc, src, err := g.Connect(ctx, "consent", nats.MaxReconnects(0))
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w (use --offline to mint without recording)", err)
-	}
-	if svc.Store, err = consent.OpenStore(ctx, nc, g.Log); err != nil {
-		nc.Close()
-		src.Close()
-		return nil, nil, err
-	}
-	return svc, func() { nc.Drain(); src.Close() }, nil
-}
-
-func newConsentGrantCmd(g *globals) *cobra.Command {
+func newConsentGrantCmd(g *process.Env) *cobra.Command {
 	var citizen string
 	var req consent.GrantRequest
 	var offline bool
@@ -130,11 +72,11 @@ func newConsentGrantCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if citizen == "" || req.To == "" || req.Service == "" || len(req.Methods) == 0 || req.Purpose == "" {
-				return UsageError{errors.New("--citizen, --to, --service, --methods and --purpose are required")}
+				return process.UsageError{Err: errors.New("--citizen, --to, --service, --methods and --purpose are required")}
 			}
 			eid, err := fed.NormaliseEID(citizen)
 			if err != nil {
-				return UsageError{fmt.Errorf("--citizen: %w", err)}
+				return process.UsageError{Err: fmt.Errorf("--citizen: %w", err)}
 			}
 			keyer, err := g.Keyer()
 			if err != nil {
@@ -147,7 +89,7 @@ func newConsentGrantCmd(g *globals) *cobra.Command {
 			defer done()
 			resp, err := svc.Grant(cmd.Context(), keyer.CKey(eid), req)
 			if errors.Is(err, consent.ErrBadRequest) {
-				return UsageError{err}
+				return process.UsageError{Err: err}
 			}
 			if err != nil {
 				return err
@@ -171,7 +113,7 @@ func newConsentGrantCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newConsentInspectCmd(g *globals) *cobra.Command {
+func newConsentInspectCmd(g *process.Env) *cobra.Command {
 	var jwks string
 	cmd := &cobra.Command{
 		Use:   "inspect TOKEN",
@@ -181,7 +123,7 @@ func newConsentInspectCmd(g *globals) *cobra.Command {
 does: the refusal reason is printed for a token a gateway would refuse.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			keys, _, err := GatewayConsentKeys(g, jwks)
+			keys, _, err := process.GatewayConsentKeys(g, jwks)
 			if err != nil {
 				return err
 			}
@@ -207,7 +149,7 @@ does: the refusal reason is printed for a token a gateway would refuse.`,
 	return cmd
 }
 
-func newConsentRevokeCmd(g *globals) *cobra.Command {
+func newConsentRevokeCmd(g *process.Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "revoke JTI",
 		Short: "Revoke a consent: every gateway refuses its token within a second",
@@ -224,7 +166,7 @@ A-Z a-z 0-9 _ -.`,
 			defer done()
 			gr, err := svc.Store.Revoke(cmd.Context(), args[0])
 			if errors.Is(err, consent.ErrBadID) {
-				return UsageError{err}
+				return process.UsageError{Err: err}
 			}
 			if err != nil {
 				return err
@@ -240,7 +182,7 @@ A-Z a-z 0-9 _ -.`,
 	}
 }
 
-func newConsentListCmd(g *globals) *cobra.Command {
+func newConsentListCmd(g *process.Env) *cobra.Command {
 	var citizen string
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -254,7 +196,7 @@ func newConsentListCmd(g *globals) *cobra.Command {
 			}
 			eid, err := fed.NormaliseEID(citizen)
 			if err != nil {
-				return UsageError{fmt.Errorf("--citizen: %w", err)}
+				return process.UsageError{Err: fmt.Errorf("--citizen: %w", err)}
 			}
 			keyer, err := g.Keyer()
 			if err != nil {
@@ -295,7 +237,7 @@ func newConsentListCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newConsentRotateCmd(g *globals) *cobra.Command {
+func newConsentRotateCmd(g *process.Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rotate-key",
 		Short: "Add a new signing key; tokens signed with older keys keep verifying until they expire",

@@ -19,6 +19,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/cmd/internal/dev"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
@@ -142,9 +143,9 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 
 	// Bring the store back with a fresh NATS server on the same directory
 	// and read the records as the auditor.
-	g := &globals{FederationPath: fedPath, CertsDir: certs, DataDir: dir,
+	g := &process.Env{FederationPath: fedPath, CertsDir: certs, DataDir: dir,
 		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-	ns, err := StartNATS(context.Background(), g, NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s"})
+	ns, err := process.StartNATS(context.Background(), g, process.NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/cmd/internal/dev"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
@@ -52,7 +53,7 @@ type devFixture struct {
 	out    *syncBuffer
 	cancel context.CancelFunc
 	done   chan error
-	g      *globals
+	g      *process.Env
 }
 
 func startDev(t *testing.T) *devFixture {
@@ -60,12 +61,12 @@ func startDev(t *testing.T) *devFixture {
 	return startDevWith(t, nil)
 }
 
-// startDevWith lets the test adjust the globals (telemetry, logging) first.
-func startDevWith(t *testing.T, adjust func(*globals)) *devFixture {
+// startDevWith lets the test adjust the process.Env (telemetry, logging) first.
+func startDevWith(t *testing.T, adjust func(*process.Env)) *devFixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &devFixture{logs: &syncBuffer{}, out: &syncBuffer{}, done: make(chan error, 1)}
-	f.g = &globals{
+	f.g = &process.Env{
 		FederationPath: "../testdata/federation.yaml",
 		CertsDir:       filepath.Join(dir, "certs"),
 		DataDir:        dir,
@@ -77,7 +78,7 @@ func startDevWith(t *testing.T, adjust func(*globals)) *devFixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	go func() {
-		f.done <- RunDev(ctx, f.g, DevOptions{Citizens: 500, AnyPort: true, NATS: NATSOptions{Sync: "1s"}}, f.out)
+		f.done <- dev.Run(ctx, f.g, dev.Options{Citizens: 500, AnyPort: true, NATS: process.NATSOptions{Sync: "1s"}}, f.out)
 	}()
 	t.Cleanup(func() { f.stop(t) })
 	bustest.Eventually(t, 60*time.Second, func() error {
@@ -201,7 +202,7 @@ func TestDevRestartsFastWithExistingData(t *testing.T) {
 	done := make(chan error, 1)
 	os.Remove(filepath.Join(dir, "demo.json"))
 	go func() {
-		done <- RunDev(ctx, &g2, DevOptions{Citizens: 500, AnyPort: true, NATS: NATSOptions{Sync: "1s"}}, io.Discard)
+		done <- dev.Run(ctx, &g2, dev.Options{Citizens: 500, AnyPort: true, NATS: process.NATSOptions{Sync: "1s"}}, io.Discard)
 	}()
 	bustest.Eventually(t, 60*time.Second, func() error {
 		if _, err := os.Stat(filepath.Join(dir, "demo.json")); err != nil {

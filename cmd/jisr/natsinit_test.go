@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
@@ -19,7 +20,7 @@ import (
 func TestNothingStartsBeforeNATSInit(t *testing.T) {
 	dir := t.TempDir()
 	logs := &syncBuffer{}
-	g := &globals{
+	g := &process.Env{
 		FederationPath: "../testdata/federation.yaml",
 		CertsDir:       filepath.Join(dir, "certs"),
 		DataDir:        dir,
@@ -29,10 +30,10 @@ func TestNothingStartsBeforeNATSInit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := InitCerts(g, fed); err != nil {
+	if _, err := process.InitCerts(g, fed); err != nil {
 		t.Fatal(err)
 	}
-	ns, err := StartNATS(context.Background(), g, NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s"})
+	ns, err := process.StartNATS(context.Background(), g, process.NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func TestNothingStartsBeforeNATSInit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
-	if _, err := StartGateway(ctx, g, GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"}); err == nil ||
+	if _, err := process.StartGateway(ctx, g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"}); err == nil ||
 		!strings.Contains(err.Error(), "does not exist") || !strings.Contains(err.Error(), "jisr nats init") {
 		t.Fatalf("the gateway started, or did not say why: %v", err)
 	}
@@ -59,7 +60,7 @@ func TestNothingStartsBeforeNATSInit(t *testing.T) {
 	}
 	for _, want := range []string{"created", "ok"} {
 		var out bytes.Buffer
-		if err := NATSInit(ctx, g, &out); err != nil {
+		if err := process.NATSInit(ctx, g, &out); err != nil {
 			t.Fatal(err)
 		}
 		for _, sp := range specs {
@@ -68,7 +69,7 @@ func TestNothingStartsBeforeNATSInit(t *testing.T) {
 			}
 		}
 	}
-	n, err := StartGateway(ctx, g, GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"})
+	n, err := process.StartGateway(ctx, g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"})
 	if err != nil {
 		t.Fatalf("the gateway after init: %v\n%s", err, logs.String())
 	}

@@ -32,6 +32,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/telemetry"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
@@ -87,7 +88,7 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 	t.Setenv("OTEL_SERVICE_NAME", "")
 	t.Setenv("OTEL_SDK_DISABLED", "")
 	logs := &syncBuffer{}
-	f := startDevWith(t, func(g *globals) {
+	f := startDevWith(t, func(g *process.Env) {
 		g.TraceMemory = 1000
 		g.Log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	})
@@ -688,11 +689,11 @@ func TestLogFormatAuto(t *testing.T) {
 		{"json", "dev", "json"},
 		{"text", "gateway", "text"},
 	} {
-		if got := LogFormatFor(tc.flag, tc.command); got != tc.want {
+		if got := process.LogFormatFor(tc.flag, tc.command); got != tc.want {
 			t.Errorf("--log-format %s for %s: %s, want %s", tc.flag, tc.command, got, tc.want)
 		}
 	}
-	g := &globals{LogFormat: "yaml", LogLevel: "info"}
+	g := &process.Env{LogFormat: "yaml", LogLevel: "info"}
 	if err := g.Init(); err == nil || !strings.Contains(err.Error(), "--log-format") {
 		t.Errorf("--log-format yaml: %v", err)
 	}

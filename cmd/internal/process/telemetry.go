@@ -1,4 +1,4 @@
-package main
+package process
 
 import (
 	"context"
@@ -31,7 +31,7 @@ type telemetryState struct {
 // registry is the process-wide Prometheus registry: Go and process
 // collectors, NATS connection state, SVID expiry and gRPC hop latencies.
 // Each gateway adds its own registry beside it.
-func (g *globals) Registry() *prometheus.Registry {
+func (g *Env) Registry() *prometheus.Registry {
 	if g.telemetry.reg == nil {
 		g.telemetry.reg = prometheus.NewRegistry()
 		g.telemetry.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -42,7 +42,7 @@ func (g *globals) Registry() *prometheus.Registry {
 // startTelemetry sets up tracing from --otlp and the OTEL_* variables, with
 // the in-memory span store when keepSpans (the gateway), and installs it as
 // the process's tracer provider. The returned function flushes and stops it.
-func (g *globals) StartTelemetry(ctx context.Context, service string, keepSpans bool) (func(), error) {
+func (g *Env) StartTelemetry(ctx context.Context, service string, keepSpans bool) (func(), error) {
 	o := telemetry.Options{ServiceName: "jisr-" + service, Endpoint: g.OTLP}
 	if keepSpans {
 		o.MemorySpans = g.TraceMemory
@@ -67,7 +67,7 @@ func (g *globals) StartTelemetry(ctx context.Context, service string, keepSpans 
 }
 
 // traces is the in-memory span store, or nil.
-func (g *globals) Traces() *telemetry.Memory {
+func (g *Env) Traces() *telemetry.Memory {
 	if g.telemetry.tel == nil {
 		return nil
 	}
@@ -76,7 +76,7 @@ func (g *globals) Traces() *telemetry.Memory {
 
 // grpcServerOptions instrument a gRPC server: OpenTelemetry server spans
 // and the hop-latency histogram.
-func (g *globals) GRPCServerOptions(component, member string) []grpc.ServerOption {
+func (g *Env) GRPCServerOptions(component, member string) []grpc.ServerOption {
 	if g.telemetry.grpc == nil {
 		m, err := telemetry.NewGRPCMetrics(g.Registry())
 		if err != nil {
@@ -92,7 +92,7 @@ func (g *globals) GRPCServerOptions(component, member string) []grpc.ServerOptio
 }
 
 // grpcDialOptions instrument a gRPC client with OpenTelemetry client spans.
-func (g *globals) GRPCDialOptions() []grpc.DialOption {
+func (g *Env) GRPCDialOptions() []grpc.DialOption {
 	if !g.tracing() {
 		return nil
 	}
@@ -102,14 +102,14 @@ func (g *globals) GRPCDialOptions() []grpc.DialOption {
 // tracing reports whether spans are recorded (exported or kept in memory);
 // without it the gRPC stats handlers are left out entirely, so tracing
 // costs nothing at all on the hot path.
-func (g *globals) tracing() bool {
+func (g *Env) tracing() bool {
 	t := g.telemetry.tel
 	return t != nil && (t.Exporting || t.Memory != nil)
 }
 
 // serveMetrics serves /metrics and /healthz for a standalone adapter or
 // backend; addr "" serves nothing.
-func (g *globals) serveMetrics(addr, component string) (stop func(context.Context) error, err error) {
+func (g *Env) serveMetrics(addr, component string) (stop func(context.Context) error, err error) {
 	if addr == "" {
 		return func(context.Context) error { return nil }, nil
 	}
@@ -132,7 +132,7 @@ func (g *globals) serveMetrics(addr, component string) (stop func(context.Contex
 
 // servePprof serves the Go profiles on a loopback address, for the life of
 // the process (the benchmark profiles each component this way).
-func (g *globals) servePprof(addr string) error {
+func (g *Env) servePprof(addr string) error {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return UsageError{fmt.Errorf("--pprof-addr: %w", err)}
@@ -151,7 +151,7 @@ func (g *globals) servePprof(addr string) error {
 // startStandalone sets up what a standalone adapter or backend runs beside
 // its work: tracing, and /metrics and /healthz on httpAddr (if given). The
 // returned function stops both.
-func (g *globals) StartStandalone(ctx context.Context, component, member, httpAddr string) (func(), error) {
+func (g *Env) StartStandalone(ctx context.Context, component, member, httpAddr string) (func(), error) {
 	stopTelemetry, err := g.StartTelemetry(ctx, component+"-"+member, false)
 	if err != nil {
 		return nil, err
