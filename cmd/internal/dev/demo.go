@@ -1,8 +1,3 @@
-// Package dev is what `jisr dev` adds to the parts it starts: the demo
-// citizens, their ready consent tokens, var/demo.json and the printout.
-// It lives under cmd/internal because only the jisr command uses it, and,
-// like the dev federation it describes, it knows every layer (bus,
-// gateway, services).
 package dev
 
 import (

@@ -16,16 +16,17 @@ import (
 	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
 )
 
+// Options are the flags of `jisr dev`.
 type Options struct {
 	Citizens int
 	HTTPAddr string
 	GRPCAddr string
 	NATS     process.NATSOptions
-	// idpAddr is the embedded demo OpenID Provider's loopback address.
+	// IdPAddr is the embedded demo OpenID Provider's loopback address.
 	IdPAddr string
-	// demoLogin turns on sign-in by eID alone (loopback only).
+	// DemoLogin turns on sign-in by eID alone (loopback only).
 	DemoLogin bool
-	// anyPort binds every listener to 127.0.0.1:0 (tests run several
+	// AnyPort binds every listener to 127.0.0.1:0 (tests run several
 	// federations side by side).
 	AnyPort bool
 }
@@ -40,6 +41,10 @@ type devFederation struct {
 	adapters []*process.AdapterNode
 }
 
+// Run starts the whole federation in one process (certificates, NATS and
+// its streams, backends, the demo OpenID Provider, the gateway, the consent
+// service, adapters), writes <data>/demo.json, prints where everything is,
+// and stops it all in reverse order when ctx ends.
 func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err error) {
 	start := time.Now()
 	fed, err := g.Federation()
@@ -105,7 +110,7 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 	return nil
 }
 
-// process.StartNATS starts the NATS server, and creates the streams and buckets
+// startNATS starts the NATS server, and creates the streams and buckets
 // as the operator: every other part only opens them.
 func (d *devFederation) startNATS(ctx context.Context, g *process.Env, o Options) (err error) {
 	if d.NATS, err = process.StartNATS(ctx, g, o.NATS); err != nil {

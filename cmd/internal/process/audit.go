@@ -46,7 +46,7 @@ type AuditFlags struct {
 	MaxAge, CheckpointMaxAge, CheckpointEvery, MaxBytes, Replicas string
 }
 
-// settings validates the flags.
+// Settings validates the flags.
 func (a AuditFlags) Settings() (AuditSettings, error) {
 	s := AuditSettings{CheckpointEvery: 15 * time.Second}
 	bad := func(name, v, want string) error {

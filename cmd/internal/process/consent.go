@@ -39,7 +39,7 @@ func StartConsentService(ctx context.Context, g *Env) (*ConsentNode, error) {
 	return service.Start(ctx, service.Config{Federation: fed, CertsDir: g.CertsDir, Conn: nc, Source: src, Log: g.Log})
 }
 
-// consentService builds the consent service from the certs directory,
+// ConsentService builds the consent service from the certs directory,
 // connected to NATS unless offline.
 func (g *Env) ConsentService(ctx context.Context, offline bool) (*consent.Service, func(), error) {
 	fed, err := g.Federation()

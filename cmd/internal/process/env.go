@@ -19,7 +19,8 @@ import (
 	"github.com/jisr-bus/jisr/certs/svid"
 )
 
-// Env are the flags every subcommand shares, loaded once.
+// Env is what every subcommand shares: the global flags' values, the log,
+// the federation file (loaded once) and the process's telemetry.
 type Env struct {
 	FederationPath string
 	CertsDir       string
@@ -83,7 +84,7 @@ func LogFormatFor(flag, command string) string {
 	return "text"
 }
 
-// federation loads the federation file once.
+// Federation loads the federation file once.
 func (g *Env) Federation() (*federation.Federation, error) {
 	if g.fed != nil {
 		return g.fed, nil
@@ -96,19 +97,19 @@ func (g *Env) Federation() (*federation.Federation, error) {
 	return fed, nil
 }
 
-// keyer loads the federation's citizen key from the certs directory.
+// Keyer loads the federation's citizen key from the certs directory.
 func (g *Env) Keyer() (*ckey.Keyer, error) {
 	return ckey.Load(CitizenKeyPath(g.CertsDir))
 }
 
 func CitizenKeyPath(certsDir string) string { return filepath.Join(certsDir, "citizen.key") }
 
-// source opens the SVID source of one identity.
+// Source opens the SVID source of one identity.
 func (g *Env) Source(ctx context.Context, id spiffeid.ID) (svid.Source, error) {
 	return svid.Open(ctx, g.CertsDir, id, g.Log)
 }
 
-// connect dials NATS as an identity ("gateway", "consent", "auditor" or a member).
+// Connect dials NATS as an identity ("gateway", "consent", "auditor" or a member).
 func (g *Env) Connect(ctx context.Context, identity string, opts ...nats.Option) (*nats.Conn, svid.Source, error) {
 	fed, err := g.Federation()
 	if err != nil {

@@ -50,7 +50,7 @@ func RunGateway(ctx context.Context, g *Env, o GatewayOptions) error {
 	})
 }
 
-// skip switches off the safeguards --unsafe-skip names.
+// Skip switches off the safeguards --unsafe-skip names.
 func (o *GatewayOptions) Skip(names []string) error {
 	for _, s := range names {
 		switch s {

@@ -28,7 +28,7 @@ type telemetryState struct {
 	grpc *telemetry.GRPCMetrics
 }
 
-// registry is the process-wide Prometheus registry: Go and process
+// Registry is the process-wide Prometheus registry: Go and process
 // collectors, NATS connection state, SVID expiry and gRPC hop latencies.
 // Each gateway adds its own registry beside it.
 func (g *Env) Registry() *prometheus.Registry {
@@ -39,7 +39,7 @@ func (g *Env) Registry() *prometheus.Registry {
 	return g.telemetry.reg
 }
 
-// startTelemetry sets up tracing from --otlp and the OTEL_* variables, with
+// StartTelemetry sets up tracing from --otlp and the OTEL_* variables, with
 // the in-memory span store when keepSpans (the gateway), and installs it as
 // the process's tracer provider. The returned function flushes and stops it.
 func (g *Env) StartTelemetry(ctx context.Context, service string, keepSpans bool) (func(), error) {
@@ -66,7 +66,7 @@ func (g *Env) StartTelemetry(ctx context.Context, service string, keepSpans bool
 	}, nil
 }
 
-// traces is the in-memory span store, or nil.
+// Traces is the in-memory span store, or nil.
 func (g *Env) Traces() *telemetry.Memory {
 	if g.telemetry.tel == nil {
 		return nil
@@ -74,7 +74,7 @@ func (g *Env) Traces() *telemetry.Memory {
 	return g.telemetry.tel.Memory
 }
 
-// grpcServerOptions instrument a gRPC server: OpenTelemetry server spans
+// GRPCServerOptions instrument a gRPC server: OpenTelemetry server spans
 // and the hop-latency histogram.
 func (g *Env) GRPCServerOptions(component, member string) []grpc.ServerOption {
 	if g.telemetry.grpc == nil {
@@ -91,7 +91,7 @@ func (g *Env) GRPCServerOptions(component, member string) []grpc.ServerOption {
 	return opts
 }
 
-// grpcDialOptions instrument a gRPC client with OpenTelemetry client spans.
+// GRPCDialOptions instrument a gRPC client with OpenTelemetry client spans.
 func (g *Env) GRPCDialOptions() []grpc.DialOption {
 	if !g.tracing() {
 		return nil
@@ -148,7 +148,7 @@ func (g *Env) servePprof(addr string) error {
 	return nil
 }
 
-// startStandalone sets up what a standalone adapter or backend runs beside
+// StartStandalone sets up what a standalone adapter or backend runs beside
 // its work: tracing, and /metrics and /healthz on httpAddr (if given). The
 // returned function stops both.
 func (g *Env) StartStandalone(ctx context.Context, component, member, httpAddr string) (func(), error) {
