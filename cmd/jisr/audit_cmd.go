@@ -16,8 +16,6 @@ import (
 	"github.com/jisr-bus/jisr/gateway/audit/auditor"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/export"
-	"github.com/jisr-bus/jisr/gateway/audit/stream"
-	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
 	barpkg "github.com/jisr-bus/jisr/services/progress"
 )
 
@@ -109,25 +107,7 @@ func newAuditQueryCmd(g *process.Env) *cobra.Command {
 				return err
 			}
 			defer closeFn()
-			p := auditor.NewPrinter(cmd.OutOrStdout(), asJSON)
-			err = st.Query(ctx, &sel.Selection, func(m stream.Msg, r *auditv1.Record) error {
-				if err := p.Print(m, r); err != nil {
-					return err
-				}
-				if limit > 0 && p.Count() >= limit {
-					return stream.ErrStop
-				}
-				return nil
-			}, func(seq uint64) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "sequence %d is not a valid record (run jisr audit verify)\n", seq)
-			})
-			if ferr := p.Flush(); err == nil {
-				err = ferr
-			}
-			if err == nil && !asJSON {
-				fmt.Fprintf(cmd.ErrOrStderr(), "%d record(s)\n", p.Count())
-			}
-			return err
+			return st.PrintQuery(ctx, &sel.Selection, auditor.NewPrinter(cmd.OutOrStdout(), asJSON), limit, asJSON, cmd.ErrOrStderr())
 		},
 	}
 	sel.flags(cmd, true)

@@ -1,18 +1,17 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/consent"
+	"github.com/jisr-bus/jisr/gateway/consent/service"
 	"github.com/jisr-bus/jisr/gateway/node"
 )
 
@@ -132,17 +131,7 @@ does: the refusal reason is printed for a token a gateway would refuse.`,
 				b, _ := os.ReadFile("/dev/stdin")
 				tok = strings.TrimSpace(string(b))
 			}
-			c, verr := consent.Inspect(keys, tok, time.Now())
-			if c == nil {
-				return fmt.Errorf("invalid token: %w", verr)
-			}
-			out, _ := json.MarshalIndent(c, "", "  ")
-			fmt.Fprintln(cmd.OutOrStdout(), string(out))
-			if verr != nil {
-				return fmt.Errorf("signature valid, but: %w", verr)
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "signature valid, valid until %s\n", c.Expires().Format(time.RFC3339))
-			return nil
+			return service.InspectToken(keys, tok, time.Now(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVar(&jwks, "jwks", "", "the consent service's public JWKS (default <certs>/consent-jwks.json)")
@@ -171,12 +160,7 @@ A-Z a-z 0-9 _ -.`,
 			if err != nil {
 				return err
 			}
-			if gr == nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (no grant recorded: a token minted --offline or outside the consent service)\n", args[0])
-				return nil
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s → %s %v, purpose %s)\n", gr.ID,
-				consent.ConsumerName(svc.Federation, gr.Consumer), gr.Service, gr.Methods, gr.Purpose)
+			service.WriteRevoked(cmd.OutOrStdout(), svc.Federation, args[0], gr)
 			return nil
 		},
 	}
@@ -211,25 +195,7 @@ func newConsentListCmd(g *process.Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				b, _ := json.MarshalIndent(gs, "", "  ")
-				fmt.Fprintln(cmd.OutOrStdout(), string(b))
-				return nil
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "JTI\tTO\tSERVICE\tMETHODS\tPURPOSE\tBASIS\tEXPIRES\tSTATE")
-			for _, c := range gs {
-				state := "active"
-				switch {
-				case c.Revoked:
-					state = "revoked"
-				case time.Now().After(c.Expires):
-					state = "expired"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, consent.ConsumerName(fed, c.Consumer), c.Service,
-					strings.Join(c.Methods, ","), c.Purpose, c.LegalBasis, c.Expires.Format(time.RFC3339), state)
-			}
-			return tw.Flush()
+			return service.WriteGrants(cmd.OutOrStdout(), fed, gs, asJSON, time.Now())
 		},
 	}
 	cmd.Flags().StringVar(&citizen, "citizen", "", "the citizen's eID")
