@@ -94,17 +94,9 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 	if err := d.startAdapters(ctx, g, fed, o); err != nil {
 		return err
 	}
-
-	keyer, err := g.Keyer()
-	if err != nil {
+	if err := d.writeDemo(ctx, g, fed, out, start); err != nil {
 		return err
 	}
-	ep := d.endpoints()
-	demo, err := Write(ctx, g.DataDir, fed, keyer, d.gateway.ConsentService(), ep)
-	if err != nil {
-		return err
-	}
-	Print(out, fed, ep, demo, time.Since(start))
 	<-ctx.Done()
 	fmt.Fprintln(out, "\nshutting down…")
 	return nil
@@ -227,4 +219,20 @@ func (d *devFederation) endpoints() Endpoints {
 		ep.Backends = append(ep.Backends, Endpoint{Member: b.Member, Addr: b.Addr})
 	}
 	return ep
+}
+
+// writeDemo mints the demo tokens, writes <data>/demo.json and prints
+// where everything is.
+func (d *devFederation) writeDemo(ctx context.Context, g *process.Env, fed *federation.Federation, out io.Writer, start time.Time) error {
+	keyer, err := g.Keyer()
+	if err != nil {
+		return err
+	}
+	ep := d.endpoints()
+	demo, err := Write(ctx, g.DataDir, fed, keyer, d.gateway.ConsentService(), ep)
+	if err != nil {
+		return err
+	}
+	Print(out, fed, ep, demo, time.Since(start))
+	return nil
 }
