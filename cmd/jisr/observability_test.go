@@ -260,7 +260,7 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 	for _, want := range []string{
 		"jisr.civilregistry.v1.CivilRegistry/GetPerson", // adapter server, provider adapter client, backend server
 		"send jisr.q", "process jisr.q", "gateway.policy.check", "gateway.consent.verify",
-		"send jisr.p", "process jisr.p", "store.lookup", "gateway.minimise", "gateway.Audit.append",
+		"send jisr.p", "process jisr.p", "store.lookup", "gateway.minimise", "gateway.audit.append",
 	} {
 		if names[want] == 0 {
 			t.Errorf("no %q span in the trace (have %v)", want, names)
@@ -519,7 +519,7 @@ func checkTraceShape(t *testing.T, spans []*tracev1.Span) {
 		"gateway.policy.check/INTERNAL":   {"process jisr.q/SERVER"},
 		"gateway.consent.verify/INTERNAL": {"process jisr.q/SERVER"},
 		"gateway.minimise/INTERNAL":       {"process jisr.q/SERVER"},
-		"gateway.Audit.append/INTERNAL":   {"process jisr.q/SERVER"},
+		"gateway.audit.append/INTERNAL":   {"process jisr.q/SERVER"},
 		"send jisr.p/CLIENT":              {"process jisr.q/SERVER"},
 		"process jisr.p/SERVER":           {"send jisr.p/CLIENT"},
 		grpcName + "/CLIENT":              {"process jisr.p/SERVER"},
