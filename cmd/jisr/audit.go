@@ -1,105 +1,17 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"time"
 
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/spf13/cobra"
-
-	"github.com/jisr-bus/jisr/bus/federation"
-	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
-	"github.com/jisr-bus/jisr/gateway/audit/stream"
 )
 
-// auditKeyDir is where the checkpoint keys of the audit logs live: one
-// <instance>.key (private, 0600) and <instance>.pub per gateway instance.
-func auditKeyDir(certsDir string) string { return filepath.Join(certsDir, "audit") }
-
-// ensureAuditKey creates the checkpoint signing key of a gateway instance if
-// it does not exist yet (`jisr certs init` and the gateway's first start call
-// it). It reports whether it created the key.
-func ensureAuditKey(certsDir string, fed *federation.Federation, instance string) (bool, error) {
-	_, created, err := checkpoint.EnsureKey(auditKeyDir(certsDir), instance, checkpoint.Origin(fed.TrustDomain.Name(), instance))
-	return created, err
-}
-
-// trustedCheckpointPath is where a gateway instance keeps the last checkpoint
-// it published, outside NATS: <data>/audit/<instance>.checkpoint (a signed
-// note; `jisr audit verify --trusted` reads it too).
-func trustedCheckpointPath(dataDir, instance string) string {
-	return filepath.Join(dataDir, "audit", instance+".checkpoint")
-}
-
-// auditSettings is the audit's configuration, from the --audit-* flags,
-// validated once at start.
-type auditSettings struct {
-	stream          stream.Config
-	checkpointEvery time.Duration
-}
-
-// auditFlags are the audit's settings as the gateway, `jisr nats init` and
-// `jisr dev` take them: each flag defaults to its environment variable,
-// named in its help.
-type auditFlags struct {
-	maxAge, checkpointMaxAge, checkpointEvery, maxBytes, replicas string
-}
-
-func (a *auditFlags) register(cmd *cobra.Command) {
+func auditFlags(cmd *cobra.Command, a *process.AuditFlags) {
 	f := cmd.Flags()
-	f.StringVar(&a.maxAge, "audit-max-age", os.Getenv("JISR_AUDIT_MAX_AGE"), "how long audit records are kept, a duration (empty: 87600h, 10 years) (env JISR_AUDIT_MAX_AGE)")
-	f.StringVar(&a.checkpointMaxAge, "audit-checkpoint-max-age", os.Getenv("JISR_AUDIT_CHECKPOINT_MAX_AGE"), "how long audit checkpoints are kept (empty: as long as the records) (env JISR_AUDIT_CHECKPOINT_MAX_AGE)")
-	f.StringVar(&a.checkpointEvery, "audit-checkpoint-every", os.Getenv("JISR_AUDIT_CHECKPOINT_EVERY"), "how often the gateway signs a checkpoint (empty: 15s) (env JISR_AUDIT_CHECKPOINT_EVERY)")
-	f.StringVar(&a.maxBytes, "audit-max-bytes", os.Getenv("JISR_AUDIT_MAX_BYTES"), "size cap of the record stream in bytes; when full, new records and so queries are refused (empty or 0: unlimited) (env JISR_AUDIT_MAX_BYTES)")
-	f.StringVar(&a.replicas, "audit-replicas", os.Getenv("JISR_AUDIT_REPLICAS"), "JetStream replicas of the audit streams: 1, 3 or 5 (empty: 1) (env JISR_AUDIT_REPLICAS)")
-}
-
-// settings validates the flags.
-func (a auditFlags) settings() (auditSettings, error) {
-	s := auditSettings{checkpointEvery: 15 * time.Second}
-	bad := func(name, v, want string) error {
-		return usageError{fmt.Errorf("--%s=%q: %s", name, v, want)}
-	}
-	dur := func(name, v string, into *time.Duration) error {
-		if v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				return bad(name, v, "want a positive duration such as 87600h")
-			}
-			*into = d
-		}
-		return nil
-	}
-	if err := errors.Join(dur("audit-max-age", a.maxAge, &s.stream.MaxAge),
-		dur("audit-checkpoint-max-age", a.checkpointMaxAge, &s.stream.CheckpointMaxAge),
-		dur("audit-checkpoint-every", a.checkpointEvery, &s.checkpointEvery)); err != nil {
-		return s, err
-	}
-	if v := a.maxBytes; v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return s, bad("audit-max-bytes", v, "want a number of bytes (0 = unlimited)")
-		}
-		s.stream.MaxBytes = n
-	}
-	if v := a.replicas; v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || (n != 1 && n != 3 && n != 5) {
-			return s, bad("audit-replicas", v, "want 1, 3 or 5")
-		}
-		s.stream.Replicas = n
-	}
-	// The demo login is no longer an environment default: only
-	// `jisr dev --demo-login` turns it on. Refuse the old switch rather
-	// than let an operator believe it still does something.
-	if v := os.Getenv("JISR_CITIZEN_LOGIN"); v != "" && v != "off" {
-		return s, usageError{fmt.Errorf("JISR_CITIZEN_LOGIN=%q: no longer read: citizens sign in with --oidc-*, and only `jisr dev --demo-login` has a demo login", v)}
-	}
-	if _, _, err := stream.StreamConfigs(s.stream); err != nil {
-		return s, usageError{err}
-	}
-	return s, nil
+	f.StringVar(&a.MaxAge, "audit-max-age", os.Getenv("JISR_AUDIT_MAX_AGE"), "how long audit records are kept, a duration (empty: 87600h, 10 years) (env JISR_AUDIT_MAX_AGE)")
+	f.StringVar(&a.CheckpointMaxAge, "audit-checkpoint-max-age", os.Getenv("JISR_AUDIT_CHECKPOINT_MAX_AGE"), "how long audit checkpoints are kept (empty: as long as the records) (env JISR_AUDIT_CHECKPOINT_MAX_AGE)")
+	f.StringVar(&a.CheckpointEvery, "audit-checkpoint-every", os.Getenv("JISR_AUDIT_CHECKPOINT_EVERY"), "how often the gateway signs a checkpoint (empty: 15s) (env JISR_AUDIT_CHECKPOINT_EVERY)")
+	f.StringVar(&a.MaxBytes, "audit-max-bytes", os.Getenv("JISR_AUDIT_MAX_BYTES"), "size cap of the record stream in bytes; when full, new records and so queries are refused (empty or 0: unlimited) (env JISR_AUDIT_MAX_BYTES)")
+	f.StringVar(&a.Replicas, "audit-replicas", os.Getenv("JISR_AUDIT_REPLICAS"), "JetStream replicas of the audit streams: 1, 3 or 5 (empty: 1) (env JISR_AUDIT_REPLICAS)")
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,20 +9,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/audit/auditor"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/export"
-	"github.com/jisr-bus/jisr/gateway/audit/stream"
-	"github.com/jisr-bus/jisr/gateway/audit/verify"
-	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
 	barpkg "github.com/jisr-bus/jisr/services/progress"
 )
 
-func newAuditCmd(g *globals) *cobra.Command {
+func newAuditCmd(g *process.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",
 		Short: "Read, export and verify the audit log (as the auditor identity)",
@@ -38,24 +34,6 @@ never sent anywhere.`,
 	}
 	cmd.AddCommand(newAuditTailCmd(g), newAuditQueryCmd(g), newAuditExportCmd(g), newAuditVerifyCmd(g), newAuditKeysCmd(g))
 	return cmd
-}
-
-// auditorStreams connects as the auditor and opens the two streams.
-func auditorStreams(ctx context.Context, g *globals) (*auditor.Streams, func(), error) {
-	nc, src, err := g.connect(ctx, "auditor")
-	if err != nil {
-		return nil, nil, err
-	}
-	closeFn := func() { nc.Close(); src.Close() }
-	st, err := auditor.Open(ctx, nc)
-	if err != nil {
-		closeFn()
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			err = fmt.Errorf("%w (create the streams with `jisr nats init`)", err)
-		}
-		return nil, nil, err
-	}
-	return st, closeFn, nil
 }
 
 // selection is the flags query, tail and export select records by.
@@ -79,15 +57,15 @@ func (s *selection) flags(cmd *cobra.Command, times bool) {
 }
 
 // resolve validates the flags: the eID into the citizen key, the times.
-func (s *selection) resolve(g *globals, stdin io.Reader) error {
+func (s *selection) resolve(g *process.Env, stdin io.Reader) error {
 	if s.citizen != "" && s.CKey != "" {
-		return usageError{errors.New("--citizen and --ckey are exclusive")}
+		return process.UsageError{Err: errors.New("--citizen and --ckey are exclusive")}
 	}
 	if s.Decision != "" && s.Decision != "allowed" && s.Decision != "refused" {
-		return usageError{fmt.Errorf("--decision %q: allowed or refused", s.Decision)}
+		return process.UsageError{Err: fmt.Errorf("--decision %q: allowed or refused", s.Decision)}
 	}
 	if s.citizen != "" {
-		ckey, err := citizenKey(g, s.citizen, stdin)
+		ckey, err := process.CitizenKey(g, s.citizen, stdin)
 		if err != nil {
 			return err
 		}
@@ -95,59 +73,19 @@ func (s *selection) resolve(g *globals, stdin io.Reader) error {
 	}
 	var err error
 	now := time.Now()
-	if s.From, err = parseWhen(s.since, now); err != nil {
-		return usageError{fmt.Errorf("--since: %w", err)}
+	if s.From, err = auditor.ParseWhen(s.since, now); err != nil {
+		return process.UsageError{Err: fmt.Errorf("--since: %w", err)}
 	}
-	if s.To, err = parseWhen(s.until, now); err != nil {
-		return usageError{fmt.Errorf("--until: %w", err)}
+	if s.To, err = auditor.ParseWhen(s.until, now); err != nil {
+		return process.UsageError{Err: fmt.Errorf("--until: %w", err)}
 	}
 	if err := s.Resolve(); err != nil {
-		return usageError{fmt.Errorf("--%w", err)}
+		return process.UsageError{Err: fmt.Errorf("--%w", err)}
 	}
 	return nil
 }
 
-// citizenKey turns --citizen (an eID, or "-": read from stdin) into the
-// citizen key, locally.
-func citizenKey(g *globals, raw string, stdin io.Reader) (string, error) {
-	if raw == "-" {
-		line, err := bufio.NewReader(stdin).ReadString('\n')
-		if err != nil && line == "" {
-			return "", usageError{errors.New("--citizen -: no eID on stdin")}
-		}
-		raw = line
-	}
-	fed, err := g.federation()
-	if err != nil {
-		return "", err
-	}
-	eid, err := fed.NormaliseEID(strings.TrimSpace(raw))
-	if err != nil {
-		return "", usageError{errors.New("--citizen: not an eID of this federation's format")}
-	}
-	keyer, err := g.keyer()
-	if err != nil {
-		return "", fmt.Errorf("--citizen needs the federation's citizen key to find the records: %w", err)
-	}
-	return keyer.CKey(eid), nil
-}
-
-func parseWhen(v string, now time.Time) (time.Time, error) {
-	if v == "" {
-		return time.Time{}, nil
-	}
-	if d, err := time.ParseDuration(v); err == nil {
-		return now.Add(-d), nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02"} {
-		if t, err := time.Parse(layout, v); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%q is not RFC 3339, a date or a duration", v)
-}
-
-func newAuditQueryCmd(g *globals) *cobra.Command {
+func newAuditQueryCmd(g *process.Env) *cobra.Command {
 	var sel selection
 	var asJSON bool
 	var limit int
@@ -164,30 +102,12 @@ func newAuditQueryCmd(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			st, closeFn, err := auditorStreams(ctx, g)
+			st, closeFn, err := process.AuditorStreams(ctx, g)
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			p := auditor.NewPrinter(cmd.OutOrStdout(), asJSON)
-			err = st.Query(ctx, &sel.Selection, func(m stream.Msg, r *auditv1.Record) error {
-				if err := p.Print(m, r); err != nil {
-					return err
-				}
-				if limit > 0 && p.Count() >= limit {
-					return stream.ErrStop
-				}
-				return nil
-			}, func(seq uint64) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "sequence %d is not a valid record (run jisr audit verify)\n", seq)
-			})
-			if ferr := p.Flush(); err == nil {
-				err = ferr
-			}
-			if err == nil && !asJSON {
-				fmt.Fprintf(cmd.ErrOrStderr(), "%d record(s)\n", p.Count())
-			}
-			return err
+			return st.PrintQuery(ctx, &sel.Selection, auditor.NewPrinter(cmd.OutOrStdout(), asJSON), limit, asJSON, cmd.ErrOrStderr())
 		},
 	}
 	sel.flags(cmd, true)
@@ -196,7 +116,7 @@ func newAuditQueryCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newAuditTailCmd(g *globals) *cobra.Command {
+func newAuditTailCmd(g *process.Env) *cobra.Command {
 	var sel selection
 	var asJSON, follow bool
 	var n int
@@ -212,10 +132,10 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if n < 0 {
-				return usageError{errors.New("-n must not be negative")}
+				return process.UsageError{Err: errors.New("-n must not be negative")}
 			}
 			ctx := cmd.Context()
-			st, closeFn, err := auditorStreams(ctx, g)
+			st, closeFn, err := process.AuditorStreams(ctx, g)
 			if err != nil {
 				return err
 			}
@@ -230,7 +150,7 @@ func newAuditTailCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newAuditExportCmd(g *globals) *cobra.Command {
+func newAuditExportCmd(g *process.Env) *cobra.Command {
 	var sel selection
 	var out string
 	cmd := &cobra.Command{
@@ -250,12 +170,12 @@ but the log cannot be recomputed from it.`,
 			if err := sel.resolve(g, cmd.InOrStdin()); err != nil {
 				return err
 			}
-			fed, err := g.federation()
+			fed, err := g.Federation()
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			st, closeFn, err := auditorStreams(ctx, g)
+			st, closeFn, err := process.AuditorStreams(ctx, g)
 			if err != nil {
 				return err
 			}
@@ -274,7 +194,7 @@ but the log cannot be recomputed from it.`,
 			if partial {
 				hdr.Selection = exportSelection(cmd, sel)
 			}
-			if keys, err := checkpoint.LoadPublicKeys(auditKeyDir(g.certsDir)); err == nil {
+			if keys, err := checkpoint.LoadPublicKeys(process.AuditKeyDir(g.CertsDir)); err == nil {
 				hdr.Keys = keys.VerifierKeys()
 			}
 			n, err := st.Export(ctx, export.NewEncoder(w), hdr, &sel.Selection)
@@ -305,10 +225,7 @@ func exportSelection(cmd *cobra.Command, sel selection) string {
 	return strings.TrimSpace(s)
 }
 
-// errVerifyFailed makes `jisr audit verify` exit non-zero.
-var errVerifyFailed = errors.New("audit verification FAILED")
-
-func newAuditVerifyCmd(g *globals) *cobra.Command {
+func newAuditVerifyCmd(g *process.Env) *cobra.Command {
 	var o verifyOptions
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -360,96 +277,19 @@ type verifyOptions struct {
 	quiet, strict          bool
 }
 
-// verifier builds the verifier from the trusted keys and checkpoints, and
-// opens the seen checkpoints (none for an export, a snapshot).
-func (o *verifyOptions) verifier(g *globals) (*verify.Verifier, *verify.Seen, error) {
-	fed, err := g.federation()
+func (o *verifyOptions) run(ctx context.Context, g *process.Env, stdout, stderr io.Writer) error {
+	fed, err := g.Federation()
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	if o.keysDir == "" {
-		o.keysDir = auditKeyDir(g.certsDir)
+		o.keysDir = process.AuditKeyDir(g.CertsDir)
 	}
-	keys, err := checkpoint.LoadPublicKeys(o.keysDir)
-	if err != nil {
-		return nil, nil, fmt.Errorf("trusted keys: %w (set --keys to the directory of the logs' .pub files)", err)
-	}
-	if keys.Len() == 0 {
-		return nil, nil, fmt.Errorf("no trusted keys (*.pub) in %s", o.keysDir)
-	}
-	v, err := verify.New(verify.Config{TrustDomain: fed.TrustDomain.Name(), Keys: keys})
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, path := range o.trusted {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--trusted: %w", err)
-		}
-		if _, err := v.Trust(string(b), path); err != nil {
-			return nil, nil, fmt.Errorf("--trusted: %w", err)
-		}
-	}
-	if o.file != "" { // an export is a snapshot: only --trusted applies to it
-		return v, nil, nil
-	}
-	seen, err := openSeen(o.seenDir, fed.TrustDomain.Name(), keys)
-	if err != nil {
-		return nil, nil, err
-	}
-	return v, seen, seen.Trust(v)
-}
-
-func (o *verifyOptions) run(ctx context.Context, g *globals, stdout, stderr io.Writer) error {
-	v, seen, err := o.verifier(g)
-	if err != nil {
-		return err
-	}
-	prog := newProgress(stderr, o.quiet)
-	if o.file != "" {
-		err = verifyFile(o.file, v, prog)
-	} else {
-		err = verifyStreams(ctx, g, v, prog)
-	}
-	prog.done()
-	if err != nil {
-		return err
-	}
-	rep := v.Finish()
-	auditor.WriteReport(stdout, rep)
-	if !rep.OK() {
-		return fmt.Errorf("%w: %d problem(s)", errVerifyFailed, len(rep.Problems))
-	}
-	if o.strict && len(rep.Foreign) > 0 {
-		return fmt.Errorf("%w: %d message(s) that are not records (--strict)", errVerifyFailed, len(rep.Foreign))
-	}
-	if err := seen.Keep(rep); err != nil {
-		return fmt.Errorf("verified, but the checkpoints seen could not be kept: %w", err)
-	}
-	return nil
-}
-
-func verifyStreams(ctx context.Context, g *globals, v *verify.Verifier, prog *verifyProgress) error {
-	st, closeFn, err := auditorStreams(ctx, g)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
-	return st.Verify(ctx, v, prog)
-}
-
-func verifyFile(path string, v *verify.Verifier, prog *verifyProgress) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	prog.Start("export file (bytes)", uint64(st.Size()))
-	return export.LoadInto(f, path, v, prog.Add)
+	return auditor.Check(ctx, auditor.CheckConfig{
+		TrustDomain: fed.TrustDomain.Name(), KeysDir: o.keysDir, Trusted: o.trusted, File: o.file,
+		SeenDir: o.seenDir, Strict: o.strict, Progress: newProgress(stderr, o.quiet),
+		Open: func(ctx context.Context) (*auditor.Streams, func(), error) { return process.AuditorStreams(ctx, g) },
+	}, stdout)
 }
 
 // verifyProgress shows how far verification is, with the services' progress bar
@@ -469,7 +309,7 @@ func newProgress(w io.Writer, quiet bool) *verifyProgress {
 }
 
 func (p *verifyProgress) Start(what string, total uint64) {
-	p.done()
+	p.Done()
 	p.bar, p.n, p.tot = barpkg.New(p.w, "verifying "+what), 0, int(total)
 	p.bar.Update(0, p.tot)
 }
@@ -479,7 +319,7 @@ func (p *verifyProgress) Add(k int) {
 	p.bar.Update(min(p.n, p.tot), p.tot)
 }
 
-func (p *verifyProgress) done() {
+func (p *verifyProgress) Done() {
 	if p.bar != nil {
 		p.bar.Update(p.tot, p.tot)
 		p.bar.Done()
@@ -487,13 +327,13 @@ func (p *verifyProgress) done() {
 	}
 }
 
-func newAuditKeysCmd(g *globals) *cobra.Command {
+func newAuditKeysCmd(g *process.Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "keys",
 		Short: "Print the audit logs' public checkpoint keys (to publish to auditors and citizens)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			keys, err := checkpoint.LoadPublicKeys(auditKeyDir(g.certsDir))
+			keys, err := checkpoint.LoadPublicKeys(process.AuditKeyDir(g.CertsDir))
 			if err != nil {
 				return err
 			}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -28,7 +29,10 @@ import (
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/natsserver"
 	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/cmd/internal/dev"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/audit"
+	"github.com/jisr-bus/jisr/gateway/audit/auditor"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
@@ -41,53 +45,53 @@ import (
 // JetStream off and on, or stop the gateway alone. Only the civil registry
 // provides (CNSS asks it), which is all the audit tests need.
 type auditFed struct {
-	g        *globals
+	g        *process.Env
 	logs     *syncBuffer
 	nats     *natsserver.Server
-	natsOpts natsOptions
-	backend  *backendNode
-	gw       *gatewayNode
-	adapters []*adapterNode
+	natsOpts process.NATSOptions
+	backend  *process.BackendNode
+	gw       *process.GatewayNode
+	adapters []*process.AdapterNode
 	cnss     civilv1.CivilRegistryClient
 	cnssConn *grpc.ClientConn
 }
 
 func startAuditFed(t *testing.T, dir string) *auditFed {
 	t.Helper()
-	return startAuditFedWith(t, dir, natsOptions{listen: "127.0.0.1:-1", sync: "1s"})
+	return startAuditFedWith(t, dir, process.NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s"})
 }
 
-func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed {
+func startAuditFedWith(t *testing.T, dir string, natsOpts process.NATSOptions) *auditFed {
 	t.Helper()
 	// Each federation has its own audit keys, so its own auditor's memory:
 	// `audit verify` fails on a checkpoint seen of gw-1 under another key.
 	t.Setenv("JISR_AUDIT_SEEN_DIR", filepath.Join(t.TempDir(), "seen"))
 	f := &auditFed{logs: &syncBuffer{}, natsOpts: natsOpts}
-	f.g = &globals{
-		federationPath: "../testdata/federation.yaml",
-		certsDir:       filepath.Join(dir, "certs"),
-		dataDir:        dir,
-		log:            slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	f.g = &process.Env{
+		FederationPath: "../testdata/federation.yaml",
+		CertsDir:       filepath.Join(dir, "certs"),
+		DataDir:        dir,
+		Log:            slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
-	fed, err := f.g.federation()
+	fed, err := f.g.Federation()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := initCerts(f.g, fed); err != nil {
+	if _, err := process.InitCerts(f.g, fed); err != nil {
 		t.Fatal(err)
 	}
 	f.startNATS(t)
 	ctx := context.Background()
-	if f.backend, err = startBackend(ctx, f.g, backendOptions{member: "civil-registry", listen: "127.0.0.1:0", citizens: 200}); err != nil {
+	if f.backend, err = process.StartBackend(ctx, f.g, process.BackendOptions{Member: "civil-registry", Listen: "127.0.0.1:0", Citizens: 200}); err != nil {
 		t.Fatal(err)
 	}
 	f.startGateway(t)
 	for _, m := range []string{"civil-registry", "cnss"} {
-		o := adapterOptions{member: m, listen: "127.0.0.1:0"}
+		o := process.AdapterOptions{Member: m, Listen: "127.0.0.1:0"}
 		if m == "civil-registry" {
-			o.backend = f.backend.addr
+			o.Backend = f.backend.Addr
 		}
-		a, err := startAdapter(ctx, f.g, o)
+		a, err := process.StartAdapter(ctx, f.g, o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +106,7 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed
 		}
 	}
 	t.Cleanup(func() { f.stop(t) })
-	cs, err := startConsentService(ctx, f.g) // grants go to the consent service, apart from the gateway
+	cs, err := process.StartConsentService(ctx, f.g) // grants go to the consent service, apart from the gateway
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,21 +116,21 @@ func startAuditFedWith(t *testing.T, dir string, natsOpts natsOptions) *auditFed
 
 func (f *auditFed) startNATS(t *testing.T) {
 	t.Helper()
-	s, err := startNATS(context.Background(), f.g, f.natsOpts)
+	s, err := process.StartNATS(context.Background(), f.g, f.natsOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.nats = s
-	f.g.natsURL = s.ClientURL()
-	f.natsOpts.listen = strings.TrimPrefix(s.ClientURL(), "tls://") // the same port after a restart
-	if err := natsInit(context.Background(), f.g, nil); err != nil {
+	f.g.NATSURL = s.ClientURL()
+	f.natsOpts.Listen = strings.TrimPrefix(s.ClientURL(), "tls://") // the same port after a restart
+	if err := process.NATSInit(context.Background(), f.g, nil); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func (f *auditFed) startGateway(t *testing.T) {
 	t.Helper()
-	gw, err := startGateway(context.Background(), f.g, gatewayOptions{httpAddr: "127.0.0.1:0", instance: "gw-1"})
+	gw, err := process.StartGateway(context.Background(), f.g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"})
 	if err != nil {
 		t.Fatalf("gateway: %v\n%s", err, f.logs.String())
 	}
@@ -155,7 +159,7 @@ func (f *auditFed) stop(t *testing.T) {
 	f.adapters = nil
 	f.stopGateway(t)
 	if f.backend != nil {
-		_ = f.backend.stop(ctx)
+		_ = f.backend.Stop(ctx)
 		f.backend = nil
 	}
 	if f.nats != nil {
@@ -171,8 +175,8 @@ func (f *auditFed) cli(args ...string) (stdout, stderr string, err error) {
 	root.SetOut(&out)
 	root.SetErr(&errb)
 	root.SetIn(strings.NewReader(""))
-	root.SetArgs(append([]string{"--federation", f.g.federationPath, "--certs", f.g.certsDir, "--data", f.g.dataDir,
-		"--nats", f.g.natsURL, "--log-level", "error"}, args...))
+	root.SetArgs(append([]string{"--federation", f.g.FederationPath, "--certs", f.g.CertsDir, "--data", f.g.DataDir,
+		"--nats", f.g.NATSURL, "--log-level", "error"}, args...))
 	err = root.ExecuteContext(context.Background())
 	return out.String(), errb.String(), err
 }
@@ -205,13 +209,21 @@ func TestEveryQueryHasExactlyOneRecordWithoutEIDAndVerifies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
-	tokens, err := demoConsents(ctx, f.g, f.gw.ConsentService(), []string{eidN(40), eidN(41), eidN(42)})
+	fed, err := f.g.Federation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyer, err := f.g.Keyer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := dev.Consents(ctx, fed, keyer, f.gw.ConsentService(), []string{eidN(40), eidN(41), eidN(42)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	tokenFor := map[string]string{}
 	for _, d := range tokens {
-		if d.Consumer == "cnss" && d.Provider == "civil-registry" && contains(d.Methods, "GetPerson") {
+		if d.Consumer == "cnss" && d.Provider == "civil-registry" && slices.Contains(d.Methods, "GetPerson") {
 			tokenFor[d.Citizen] = d.Token
 		}
 	}
@@ -263,7 +275,7 @@ func TestEveryQueryHasExactlyOneRecordWithoutEIDAndVerifies(t *testing.T) {
 		t.Fatalf("%d records for %d queries", len(msgs), len(queries))
 	}
 	byCKey := map[string]*auditv1.Record{}
-	keyer, _ := f.g.keyer()
+	keyer, _ = f.g.Keyer()
 	for _, m := range msgs {
 		r, err := record.Parse(m.Data)
 		if err != nil {
@@ -461,7 +473,7 @@ func TestJetStreamDownWithholdsRepliesAndServiceResumes(t *testing.T) {
 		note(i, err)
 	}
 	// Every reply released has its record; the log still verifies.
-	keyer, _ := f.g.keyer()
+	keyer, _ := f.g.Keyer()
 	have := map[string]bool{}
 	for _, m := range f.auditRecords(t) {
 		r, _ := record.Parse(m.Data)
@@ -592,7 +604,7 @@ func TestVerifyNamesARecordEditedOrDeletedOnDisk(t *testing.T) {
 }
 
 func TestAuditCLIUsageErrors(t *testing.T) {
-	f := &auditFed{g: &globals{federationPath: "../testdata/federation.yaml", certsDir: t.TempDir(), dataDir: t.TempDir(), natsURL: "tls://127.0.0.1:1"}}
+	f := &auditFed{g: &process.Env{FederationPath: "../testdata/federation.yaml", CertsDir: t.TempDir(), DataDir: t.TempDir(), NATSURL: "tls://127.0.0.1:1"}}
 	for _, args := range [][]string{
 		{"audit", "query", "--citizen", "not an eid"},
 		{"audit", "query", "--decision", "maybe"},
@@ -601,7 +613,7 @@ func TestAuditCLIUsageErrors(t *testing.T) {
 		{"audit", "tail", "-n", "-1"},
 	} {
 		_, _, err := f.cli(args...)
-		var ue usageError
+		var ue process.UsageError
 		if !errors.As(err, &ue) {
 			t.Errorf("%v: %v, want a usage error", args, err)
 		}
@@ -661,7 +673,7 @@ func (f *auditFed) eraseAuditStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"operator", "gateway"} {
-		nc, src, err := f.g.connect(ctx, id)
+		nc, src, err := f.g.Connect(ctx, id)
 		if err != nil {
 			continue
 		}
@@ -689,7 +701,7 @@ func TestAnErasedLogIsRefusedAndVerifyNamesTheMissingRecords(t *testing.T) {
 		}
 	}
 	f.stopGateway(t) // its final checkpoint covers the nine records
-	trusted := trustedCheckpointPath(dir, "gw-1")
+	trusted := process.TrustedCheckpointPath(dir, "gw-1")
 	if b, err := os.ReadFile(trusted); err != nil || !strings.Contains(string(b), "/audit/gw-1\n9\n") {
 		t.Fatalf("the gateway's trusted checkpoint: %v\n%s", err, b)
 	}
@@ -701,7 +713,7 @@ func TestAnErasedLogIsRefusedAndVerifyNamesTheMissingRecords(t *testing.T) {
 	f.eraseAuditStreams(t)
 
 	// The gateway refuses to append to the erased log.
-	gw, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "127.0.0.1:0", instance: "gw-1"})
+	gw, err := process.StartGateway(ctx, f.g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"})
 	if err == nil {
 		f.gw = gw
 		t.Fatal("the gateway started on an erased audit log")
@@ -720,7 +732,7 @@ func TestAnErasedLogIsRefusedAndVerifyNamesTheMissingRecords(t *testing.T) {
 		{"audit", "verify", "--seen-dir", seen},
 	} {
 		out, _, err := f.cli(args...)
-		if !errors.Is(err, errVerifyFailed) {
+		if !errors.Is(err, auditor.ErrVerifyFailed) {
 			t.Fatalf("%v passed on an erased log:\n%s", args, out)
 		}
 		if !strings.Contains(out, "not-extended: log gw-1: records 0 to 8 are missing") {
@@ -745,13 +757,13 @@ func TestAForgedMessageOnTheAuditSubjectIsNamedAndTheGatewayStarts(t *testing.T)
 	}
 	// A message that is not a record, on the log's own subject (what a
 	// forged reply of the gateway once stored there).
-	nc, src, err := f.g.connect(ctx, "gateway")
+	nc, src, err := f.g.Connect(ctx, "gateway")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
 	defer nc.Close()
-	keyer, _ := f.g.keyer()
+	keyer, _ := f.g.Keyer()
 	subj, _ := record.Subject("gw-1", keyer.CKey(eidN(1)))
 	js, _ := jetstream.New(nc)
 	ack, err := js.Publish(ctx, subj, []byte("not a record"))
@@ -772,7 +784,7 @@ func TestAForgedMessageOnTheAuditSubjectIsNamedAndTheGatewayStarts(t *testing.T)
 	if err != nil || !strings.Contains(out, want) || logRow(out, "gw-1")[1] != "6" {
 		t.Fatalf("verify: %v, want OK with six records and a warning %q:\n%s", err, want, out)
 	}
-	if out, _, err := f.cli("audit", "verify", "--seen-dir", seen, "--strict"); !errors.Is(err, errVerifyFailed) || !strings.Contains(out, want) {
+	if out, _, err := f.cli("audit", "verify", "--seen-dir", seen, "--strict"); !errors.Is(err, auditor.ErrVerifyFailed) || !strings.Contains(out, want) {
 		t.Fatalf("verify --strict: %v\n%s", err, out)
 	}
 }
@@ -803,7 +815,7 @@ func TestALogSeenBeforeUnderAnotherKeyFailsVerify(t *testing.T) {
 	}
 
 	f.eraseAuditStreams(t)
-	for _, p := range []string{trustedCheckpointPath(dir, "gw-1"), filepath.Join(auditKeyDir(f.g.certsDir), "gw-1.key"), filepath.Join(auditKeyDir(f.g.certsDir), "gw-1.pub")} {
+	for _, p := range []string{process.TrustedCheckpointPath(dir, "gw-1"), filepath.Join(process.AuditKeyDir(f.g.CertsDir), "gw-1.key"), filepath.Join(process.AuditKeyDir(f.g.CertsDir), "gw-1.pub")} {
 		if err := os.Remove(p); err != nil {
 			t.Fatal(err)
 		}
@@ -851,12 +863,12 @@ func TestALogSeenBeforeWhoseKeyIsGoneFailsVerify(t *testing.T) {
 		t.Fatalf("verify: %v\n%s", err, out)
 	}
 	f.eraseAuditStreams(t)
-	for _, p := range []string{trustedCheckpointPath(dir, "gw-1"), filepath.Join(auditKeyDir(f.g.certsDir), "gw-1.key"), filepath.Join(auditKeyDir(f.g.certsDir), "gw-1.pub")} {
+	for _, p := range []string{process.TrustedCheckpointPath(dir, "gw-1"), filepath.Join(process.AuditKeyDir(f.g.CertsDir), "gw-1.key"), filepath.Join(process.AuditKeyDir(f.g.CertsDir), "gw-1.pub")} {
 		if err := os.Remove(p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	gw, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "127.0.0.1:0", instance: "gw-2"})
+	gw, err := process.StartGateway(ctx, f.g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -875,8 +887,8 @@ func TestALogSeenBeforeWhoseKeyIsGoneFailsVerify(t *testing.T) {
 }
 
 // auditorRecords opens the audit stream as the auditor identity would.
-func auditorRecords(ctx context.Context, g *globals) (jetstream.Stream, func(), error) {
-	st, closeFn, err := auditorStreams(ctx, g)
+func auditorRecords(ctx context.Context, g *process.Env) (jetstream.Stream, func(), error) {
+	st, closeFn, err := process.AuditorStreams(ctx, g)
 	if err != nil {
 		return nil, nil, err
 	}

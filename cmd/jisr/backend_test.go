@@ -15,6 +15,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/certs/svid"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 )
 
 // TestBackendOffLoopbackServesMTLS: `jisr backend --listen` on every
@@ -22,26 +23,26 @@ import (
 // refuses to start rather than serve plaintext.
 func TestBackendOffLoopbackServesMTLS(t *testing.T) {
 	dir := t.TempDir()
-	g := &globals{federationPath: "../testdata/federation.yaml", certsDir: filepath.Join(dir, "certs"), dataDir: dir, log: bustest.Logger(t)}
+	g := &process.Env{FederationPath: "../testdata/federation.yaml", CertsDir: filepath.Join(dir, "certs"), DataDir: dir, Log: bustest.Logger(t)}
 	ctx := t.Context()
-	if _, err := startBackend(ctx, g, backendOptions{member: "civil-registry", listen: "0.0.0.0:0", citizens: 8}); err == nil {
+	if _, err := process.StartBackend(ctx, g, process.BackendOptions{Member: "civil-registry", Listen: "0.0.0.0:0", Citizens: 8}); err == nil {
 		t.Fatal("the backend served off loopback without an SVID")
 	}
-	fed, err := g.federation()
+	fed, err := g.Federation()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := initCerts(g, fed); err != nil {
+	if _, err := process.InitCerts(g, fed); err != nil {
 		t.Fatal(err)
 	}
-	n, err := startBackend(ctx, g, backendOptions{member: "civil-registry", listen: "0.0.0.0:0", citizens: 8})
+	n, err := process.StartBackend(ctx, g, process.BackendOptions{Member: "civil-registry", Listen: "0.0.0.0:0", Citizens: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { n.stop(context.Background()) })
-	_, port, _ := net.SplitHostPort(n.addr)
+	t.Cleanup(func() { n.Stop(context.Background()) })
+	_, port, _ := net.SplitHostPort(n.Addr)
 	m, _ := fed.Member("civil-registry")
-	src, err := g.source(ctx, m.ID)
+	src, err := g.Source(ctx, m.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,14 +58,14 @@ func TestBackendOffLoopbackServesMTLS(t *testing.T) {
 		_, err = healthpb.NewHealthClient(cc).Check(cctx, &healthpb.HealthCheckRequest{})
 		return err
 	}
-	if err := check(credentials.NewTLS(svid.ClientTLS(src, backendOf(fed.TrustDomain, "civil-registry")))); err != nil {
+	if err := check(credentials.NewTLS(svid.ClientTLS(src, process.BackendOf(fed.TrustDomain, "civil-registry")))); err != nil {
 		t.Fatalf("the member's adapter identity over mTLS: %v", err)
 	}
 	if err := check(insecure.NewCredentials()); err == nil {
 		t.Fatal("the backend answered plaintext off loopback")
 	}
 	other, _ := fed.Member("tax")
-	osrc, err := g.source(ctx, other.ID)
+	osrc, err := g.Source(ctx, other.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/cmd/internal/bench"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/consent"
 )
 
@@ -35,7 +36,7 @@ concurrency) goes to --out as latest.* and a dated copy, with the targets,
 whether each is met and notes on what limits those that are not; a CPU
 profile of every component under the heaviest load is saved beside it.`
 
-func newBenchCmd(g *globals) *cobra.Command {
+func newBenchCmd(g *process.Env) *cobra.Command {
 	var (
 		out                string
 		duration, warmup   time.Duration
@@ -63,7 +64,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 			if quick {
 				opts = append(opts, bench.Quick())
 			}
-			cfg := bench.Config{Exe: exe, Federation: g.federationPath, Out: out, Clients: benchClientsOf}
+			cfg := bench.Config{Exe: exe, Federation: g.FederationPath, Out: out, Clients: benchClientsOf}
 			return bench.Run(cmd.Context(), cfg, opts...)
 		},
 	}
@@ -82,26 +83,26 @@ func newBenchCmd(g *globals) *cobra.Command {
 }
 
 // benchClients are the bench harness's clients of the federation it
-// started: the globals of that federation, made as for any other command.
-type benchClients struct{ g *globals }
+// started: the process.Env of that federation, made as for any other command.
+type benchClients struct{ g *process.Env }
 
 func benchClientsOf(env bench.Env) bench.Clients {
-	return benchClients{&globals{federationPath: env.Federation, certsDir: env.Certs, dataDir: env.Data,
-		natsURL: env.NATS, log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+	return benchClients{&process.Env{FederationPath: env.Federation, CertsDir: env.Certs, DataDir: env.Data,
+		NATSURL: env.NATS, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 }
 
-func (c benchClients) Federation() (*federation.Federation, error) { return c.g.federation() }
-func (c benchClients) Keyer() (*ckey.Keyer, error)                 { return c.g.keyer() }
+func (c benchClients) Federation() (*federation.Federation, error) { return c.g.Federation() }
+func (c benchClients) Keyer() (*ckey.Keyer, error)                 { return c.g.Keyer() }
 
 func (c benchClients) Connect(ctx context.Context, identity string) (*nats.Conn, io.Closer, error) {
-	return c.g.connect(ctx, identity)
+	return c.g.Connect(ctx, identity)
 }
 
 func (c benchClients) ConsentService(ctx context.Context) (*consent.Service, func(), error) {
-	return c.g.consentService(ctx, false)
+	return c.g.ConsentService(ctx, false)
 }
 
-func newBenchRelayCmd(g *globals) *cobra.Command {
+func newBenchRelayCmd(g *process.Env) *cobra.Command {
 	var size int
 	cmd := &cobra.Command{
 		Use:    "relay",
@@ -110,7 +111,7 @@ func newBenchRelayCmd(g *globals) *cobra.Command {
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return benchServe(cmd.Context(), g, "gateway", func(ctx context.Context, nc *nats.Conn) error {
-				return bench.Relay(ctx, nc, size, g.log)
+				return bench.Relay(ctx, nc, size, g.Log)
 			})
 		},
 	}
@@ -118,7 +119,7 @@ func newBenchRelayCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newBenchResponderCmd(g *globals) *cobra.Command {
+func newBenchResponderCmd(g *process.Env) *cobra.Command {
 	var member string
 	var size int
 	cmd := &cobra.Command{
@@ -128,7 +129,7 @@ func newBenchResponderCmd(g *globals) *cobra.Command {
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return benchServe(cmd.Context(), g, member, func(ctx context.Context, nc *nats.Conn) error {
-				return bench.Responder(ctx, nc, member, size, g.log)
+				return bench.Responder(ctx, nc, member, size, g.Log)
 			})
 		},
 	}
@@ -138,8 +139,8 @@ func newBenchResponderCmd(g *globals) *cobra.Command {
 }
 
 // benchServe connects to NATS as identity and runs serve on the connection.
-func benchServe(ctx context.Context, g *globals, identity string, serve func(context.Context, *nats.Conn) error) error {
-	nc, src, err := g.connect(ctx, identity)
+func benchServe(ctx context.Context, g *process.Env, identity string, serve func(context.Context, *nats.Conn) error) error {
+	nc, src, err := g.Connect(ctx, identity)
 	if err != nil {
 		return err
 	}

@@ -1,20 +1,13 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/spf13/cobra"
-
-	"github.com/jisr-bus/jisr/bus/ckey"
-	"github.com/jisr-bus/jisr/bus/federation"
-	"github.com/jisr-bus/jisr/certs/devca"
-	"github.com/jisr-bus/jisr/gateway/consent"
 )
 
-func newCertsCmd(g *globals) *cobra.Command {
+func newCertsCmd(g *process.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "certs",
 		Short: "Development PKI: a dev CA, SVIDs and the federation's keys",
@@ -39,11 +32,11 @@ In production, SVIDs come from SPIRE through the Workload API
 (SPIFFE_ENDPOINT_SOCKET) and this command is not used.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fed, err := g.federation()
+			fed, err := g.Federation()
 			if err != nil {
 				return err
 			}
-			res, err := initCerts(g, fed)
+			res, err := process.InitCerts(g, fed)
 			if err != nil {
 				return err
 			}
@@ -52,24 +45,4 @@ In production, SVIDs come from SPIRE through the Workload API
 		},
 	})
 	return cmd
-}
-
-// initCerts creates whatever of the dev PKI and keys is missing.
-func initCerts(g *globals, fed *federation.Federation) (*devca.InitResult, error) {
-	res, err := devca.Init(g.certsDir, fed.TrustDomain, fed.Identities())
-	if err != nil {
-		return nil, err
-	}
-	keyPath := citizenKeyPath(g.certsDir)
-	if _, err := os.Stat(keyPath); errors.Is(err, fs.ErrNotExist) {
-		if err := ckey.Generate(keyPath); err != nil {
-			return nil, fmt.Errorf("citizen key: %w", err)
-		}
-	} else if err != nil {
-		return nil, err
-	}
-	if err := consent.InitKeys(g.certsDir); err != nil {
-		return nil, fmt.Errorf("consent keys: %w", err)
-	}
-	return res, nil
 }

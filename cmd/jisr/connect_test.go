@@ -4,6 +4,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 )
 
 // When nothing listens at --nats, a command that connects says how to start
@@ -16,7 +18,7 @@ func TestConnectRefusedSaysStartNATS(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now
-	f := &auditFed{g: &globals{federationPath: "../../deploy/federation.yaml", certsDir: t.TempDir(), dataDir: t.TempDir(), natsURL: "tls://" + addr}}
+	f := &auditFed{g: &process.Env{FederationPath: "../../deploy/federation.yaml", CertsDir: t.TempDir(), DataDir: t.TempDir(), NATSURL: "tls://" + addr}}
 	if _, stderr, err := f.cli("certs", "init"); err != nil {
 		t.Fatalf("certs init: %v\n%s", err, stderr)
 	}

@@ -1,54 +1,21 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
-	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/consent/service"
 	"github.com/jisr-bus/jisr/gateway/node"
 )
 
-// gatewayConsentKeys loads the public keys a gateway verifies tokens with:
-// the JWKS at path (default <certs>/consent-jwks.json). Key material that
-// holds a private key is refused (consent.ErrPrivateKey): the gateway never
-// loads the signing key.
-func gatewayConsentKeys(g *globals, path string) (*consent.KeySet, string, error) {
-	if path == "" {
-		path = consent.JWKSPath(g.certsDir)
-	}
-	ks, err := consent.LoadJWKS(path)
-	return ks, path, err
-}
-
-// consentNode is a running consent service (gateway/consent/service).
-type consentNode = service.Service
-
-// startConsentService runs the consent service under its own identity,
-// with the signing keys in --certs. The consent buckets must exist.
-func startConsentService(ctx context.Context, g *globals) (*consentNode, error) {
-	fed, err := g.federation()
-	if err != nil {
-		return nil, err
-	}
-	nc, src, err := g.connect(ctx, "consent")
-	if err != nil {
-		return nil, err
-	}
-	return service.Start(ctx, service.Config{Federation: fed, CertsDir: g.certsDir, Conn: nc, Source: src, Log: g.log})
-}
-
-func newConsentServeCmd(g *globals) *cobra.Command {
+func newConsentServeCmd(g *process.Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "serve",
 		Short: "Run the consent service: the only holder of the signing keys",
@@ -60,7 +27,7 @@ consent API that gateways forward over NATS (jisr.consent.grant, .list,
 .revoke). Gateways never hold the signing keys.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			n, err := startConsentService(cmd.Context(), g)
+			n, err := process.StartConsentService(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
@@ -71,57 +38,7 @@ consent API that gateways forward over NATS (jisr.consent.grant, .list,
 	}
 }
 
-type demoToken struct {
-	Citizen    string   `json:"citizen"`
-	Consumer   string   `json:"consumer"`
-	Provider   string   `json:"provider"`
-	Service    string   `json:"service"`
-	Methods    []string `json:"methods"`
-	Fields     []string `json:"fields,omitempty"`
-	Purpose    string   `json:"purpose"`
-	LegalBasis string   `json:"legal_basis"`
-	JTI        string   `json:"jti"`
-	Token      string   `json:"token"`
-}
-
-// demoConsents mints, for every demo citizen and every rule that needs a
-// token, one token to that rule's consumer, and records it.
-func demoConsents(ctx context.Context, g *globals, svc *consent.Service, eids []string) ([]demoToken, error) {
-	fed, err := g.federation()
-	if err != nil {
-		return nil, err
-	}
-	keyer, err := g.keyer()
-	if err != nil {
-		return nil, err
-	}
-	var out []demoToken
-	for _, raw := range eids {
-		eid, err := fed.NormaliseEID(raw)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range fed.Rules {
-			if r.LegalBasis == federation.BasisMandate {
-				continue
-			}
-			resp, err := svc.Grant(ctx, keyer.CKey(eid), consent.GrantRequest{
-				To: r.Consumer, Service: r.Service, Methods: r.Methods, Purpose: r.Purposes[0],
-				TTL: "24h", LegalBasis: r.LegalBasis,
-			})
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, demoToken{
-				Citizen: eid, Consumer: r.Consumer, Provider: r.Provider, Service: r.Service, Methods: r.Methods,
-				Fields: r.Fields, Purpose: r.Purposes[0], LegalBasis: r.LegalBasis, JTI: resp.ID, Token: resp.Token,
-			})
-		}
-	}
-	return out, nil
-}
-
-func newConsentCmd(g *globals) *cobra.Command {
+func newConsentCmd(g *process.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "consent",
 		Short: "Grant, inspect, list and revoke citizens' consent tokens",
@@ -137,34 +54,7 @@ the running federation's NATS (--nats).`,
 	return cmd
 }
 
-// consentService builds the consent service from the certs directory,
-// connected to NATS unless offline.
-func (g *globals) consentService(ctx context.Context, offline bool) (*consent.Service, func(), error) {
-	fed, err := g.federation()
-	if err != nil {
-		return nil, nil, err
-	}
-	keys, err := consent.LoadKeys(g.certsDir)
-	if err != nil {
-		return nil, nil, err
-	}
-	svc := &consent.Service{Issuer: consent.NewIssuer(keys, fed.ID("consent")), Keys: keys, Federation: fed, Log: g.log}
-	if offline {
-		return svc, func() {}, nil
-	}
-	nc, src, err := g.connect(ctx, "consent", nats.MaxReconnects(0))
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w (use --offline to mint without recording)", err)
-	}
-	if svc.Store, err = consent.OpenStore(ctx, nc, consent.WithStoreLogger(g.log)); err != nil {
-		nc.Close()
-		src.Close()
-		return nil, nil, err
-	}
-	return svc, func() { nc.Drain(); src.Close() }, nil
-}
-
-func newConsentGrantCmd(g *globals) *cobra.Command {
+func newConsentGrantCmd(g *process.Env) *cobra.Command {
 	var citizen string
 	var req consent.GrantRequest
 	var offline bool
@@ -176,29 +66,29 @@ func newConsentGrantCmd(g *globals) *cobra.Command {
     --fields person.names,person.birth --purpose amo-enrolment --ttl 24h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fed, err := g.federation()
+			fed, err := g.Federation()
 			if err != nil {
 				return err
 			}
 			if citizen == "" || req.To == "" || req.Service == "" || len(req.Methods) == 0 || req.Purpose == "" {
-				return usageError{errors.New("--citizen, --to, --service, --methods and --purpose are required")}
+				return process.UsageError{Err: errors.New("--citizen, --to, --service, --methods and --purpose are required")}
 			}
 			eid, err := fed.NormaliseEID(citizen)
 			if err != nil {
-				return usageError{fmt.Errorf("--citizen: %w", err)}
+				return process.UsageError{Err: fmt.Errorf("--citizen: %w", err)}
 			}
-			keyer, err := g.keyer()
+			keyer, err := g.Keyer()
 			if err != nil {
 				return err
 			}
-			svc, done, err := g.consentService(cmd.Context(), offline)
+			svc, done, err := g.ConsentService(cmd.Context(), offline)
 			if err != nil {
 				return err
 			}
 			defer done()
 			resp, err := svc.Grant(cmd.Context(), keyer.CKey(eid), req)
 			if errors.Is(err, consent.ErrBadRequest) {
-				return usageError{err}
+				return process.UsageError{Err: err}
 			}
 			if err != nil {
 				return err
@@ -222,7 +112,7 @@ func newConsentGrantCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newConsentInspectCmd(g *globals) *cobra.Command {
+func newConsentInspectCmd(g *process.Env) *cobra.Command {
 	var jwks string
 	cmd := &cobra.Command{
 		Use:   "inspect TOKEN",
@@ -232,7 +122,7 @@ func newConsentInspectCmd(g *globals) *cobra.Command {
 does: the refusal reason is printed for a token a gateway would refuse.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			keys, _, err := gatewayConsentKeys(g, jwks)
+			keys, _, err := process.GatewayConsentKeys(g, jwks)
 			if err != nil {
 				return err
 			}
@@ -241,24 +131,14 @@ does: the refusal reason is printed for a token a gateway would refuse.`,
 				b, _ := os.ReadFile("/dev/stdin")
 				tok = strings.TrimSpace(string(b))
 			}
-			c, verr := consent.Inspect(keys, tok, time.Now())
-			if c == nil {
-				return fmt.Errorf("invalid token: %w", verr)
-			}
-			out, _ := json.MarshalIndent(c, "", "  ")
-			fmt.Fprintln(cmd.OutOrStdout(), string(out))
-			if verr != nil {
-				return fmt.Errorf("signature valid, but: %w", verr)
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "signature valid, valid until %s\n", c.Expires().Format(time.RFC3339))
-			return nil
+			return service.InspectToken(keys, tok, time.Now(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVar(&jwks, "jwks", "", "the consent service's public JWKS (default <certs>/consent-jwks.json)")
 	return cmd
 }
 
-func newConsentRevokeCmd(g *globals) *cobra.Command {
+func newConsentRevokeCmd(g *process.Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "revoke JTI",
 		Short: "Revoke a consent: every gateway refuses its token within a second",
@@ -268,30 +148,25 @@ another holder of the signing key). A jti is 16 to 64 characters of
 A-Z a-z 0-9 _ -.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			svc, done, err := g.consentService(cmd.Context(), false)
+			svc, done, err := g.ConsentService(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
 			defer done()
 			gr, err := svc.Store.Revoke(cmd.Context(), args[0])
 			if errors.Is(err, consent.ErrBadID) {
-				return usageError{err}
+				return process.UsageError{Err: err}
 			}
 			if err != nil {
 				return err
 			}
-			if gr == nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (no grant recorded: a token minted --offline or outside the consent service)\n", args[0])
-				return nil
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (%s → %s %v, purpose %s)\n", gr.ID,
-				consent.ConsumerName(svc.Federation, gr.Consumer), gr.Service, gr.Methods, gr.Purpose)
+			service.WriteRevoked(cmd.OutOrStdout(), svc.Federation, args[0], gr)
 			return nil
 		},
 	}
 }
 
-func newConsentListCmd(g *globals) *cobra.Command {
+func newConsentListCmd(g *process.Env) *cobra.Command {
 	var citizen string
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -299,19 +174,19 @@ func newConsentListCmd(g *globals) *cobra.Command {
 		Short: "List a citizen's consents",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fed, err := g.federation()
+			fed, err := g.Federation()
 			if err != nil {
 				return err
 			}
 			eid, err := fed.NormaliseEID(citizen)
 			if err != nil {
-				return usageError{fmt.Errorf("--citizen: %w", err)}
+				return process.UsageError{Err: fmt.Errorf("--citizen: %w", err)}
 			}
-			keyer, err := g.keyer()
+			keyer, err := g.Keyer()
 			if err != nil {
 				return err
 			}
-			svc, done, err := g.consentService(cmd.Context(), false)
+			svc, done, err := g.ConsentService(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
@@ -320,25 +195,7 @@ func newConsentListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				b, _ := json.MarshalIndent(gs, "", "  ")
-				fmt.Fprintln(cmd.OutOrStdout(), string(b))
-				return nil
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "JTI\tTO\tSERVICE\tMETHODS\tPURPOSE\tBASIS\tEXPIRES\tSTATE")
-			for _, c := range gs {
-				state := "active"
-				switch {
-				case c.Revoked:
-					state = "revoked"
-				case time.Now().After(c.Expires):
-					state = "expired"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, consent.ConsumerName(fed, c.Consumer), c.Service,
-					strings.Join(c.Methods, ","), c.Purpose, c.LegalBasis, c.Expires.Format(time.RFC3339), state)
-			}
-			return tw.Flush()
+			return service.WriteGrants(cmd.OutOrStdout(), fed, gs, asJSON, time.Now())
 		},
 	}
 	cmd.Flags().StringVar(&citizen, "citizen", "", "the citizen's eID")
@@ -346,18 +203,18 @@ func newConsentListCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newConsentRotateCmd(g *globals) *cobra.Command {
+func newConsentRotateCmd(g *process.Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rotate-key",
 		Short: "Add a new signing key; tokens signed with older keys keep verifying until they expire",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			k, err := consent.RotateKey(g.certsDir, time.Now())
+			k, err := consent.RotateKey(g.CertsDir, time.Now())
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "new signing key %s; public keys written to %s (gateways reload it within %s; a running consent service signs with the new key after a restart); old keys verify for %s more\n",
-				k.ID, consent.JWKSPath(g.certsDir), node.JWKSReload, consent.MaxTTL)
+				k.ID, consent.JWKSPath(g.CertsDir), node.JWKSReload, consent.MaxTTL)
 			return nil
 		},
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
@@ -40,7 +41,7 @@ func TestGatewayRefusesPrivateConsentKey(t *testing.T) {
 	if err := os.WriteFile(privJWKS, privSet, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := &auditFed{g: &globals{federationPath: "../testdata/federation.yaml", certsDir: certs, dataDir: t.TempDir(), natsURL: "tls://127.0.0.1:1"}}
+	f := &auditFed{g: &process.Env{FederationPath: "../testdata/federation.yaml", CertsDir: certs, DataDir: t.TempDir(), NATSURL: "tls://127.0.0.1:1"}}
 	for name, path := range map[string]string{"the PEM signing key": pemKey[0], "a JWKS with the private key": privJWKS} {
 		_, _, err := f.cli("gateway", "--consent-jwks", path, "--http", "127.0.0.1:0", "--grpc", "")
 		if !errors.Is(err, consent.ErrPrivateKey) {
@@ -64,7 +65,7 @@ func TestRevokeOfflineTokenByJTI(t *testing.T) {
 		t.Fatalf("grant --offline: %v\n%s", err, stderr)
 	}
 	tok = strings.TrimSpace(tok)
-	c, err := consent.Inspect(mustPublicKeys(t, f.g.certsDir), tok, time.Now())
+	c, err := consent.Inspect(mustPublicKeys(t, f.g.CertsDir), tok, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestRevokeOfflineTokenByJTI(t *testing.T) {
 		return fmt.Errorf("the revoked offline token still gets %v", st)
 	})
 	for _, bad := range []string{"*", ">", "a b", "../x", strings.Repeat("a", 500)} {
-		var ue usageError
+		var ue process.UsageError
 		if _, _, err := f.cli("consent", "revoke", bad); !errors.As(err, &ue) {
 			t.Errorf("revoke %q: %v, want a usage error", bad, err)
 		}

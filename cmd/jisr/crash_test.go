@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/cmd/internal/dev"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
@@ -67,7 +69,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	go func() { _ = proc.Wait(); close(exited) }()
 	t.Cleanup(func() { _ = proc.Process.Kill(); <-exited })
 
-	var demo demoFile
+	var demo dev.File
 	bustest.Eventually(t, 90*time.Second, func() error {
 		b, err := os.ReadFile(filepath.Join(dir, "demo.json"))
 		if err == nil && json.Unmarshal(b, &demo) == nil {
@@ -141,14 +143,14 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 
 	// Bring the store back with a fresh NATS server on the same directory
 	// and read the records as the auditor.
-	g := &globals{federationPath: fedPath, certsDir: certs, dataDir: dir,
-		log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-	ns, err := startNATS(context.Background(), g, natsOptions{listen: "127.0.0.1:-1", sync: "1s"})
+	g := &process.Env{FederationPath: fedPath, CertsDir: certs, DataDir: dir,
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	ns, err := process.StartNATS(context.Background(), g, process.NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ns.Shutdown()
-	g.natsURL = ns.ClientURL()
+	g.NATSURL = ns.ClientURL()
 	rctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	records, closeFn, err := auditorRecords(rctx, g)
@@ -169,7 +171,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	keyer, err := g.keyer()
+	keyer, err := g.Keyer()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +187,7 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	var out syncBuffer
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs([]string{"--federation", fedPath, "--certs", certs, "--data", dir, "--nats", g.natsURL,
+	root.SetArgs([]string{"--federation", fedPath, "--certs", certs, "--data", dir, "--nats", g.NATSURL,
 		"--log-level", "error", "audit", "verify"})
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		t.Fatalf("audit verify after the crash: %v\n%s", err, out.String())

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/cmd/internal/dev"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
@@ -45,12 +48,12 @@ func (s *syncBuffer) String() string {
 
 // devFixture runs `jisr dev` in-process, as `make run` does, on free ports.
 type devFixture struct {
-	demo   demoFile
+	demo   dev.File
 	logs   *syncBuffer
 	out    *syncBuffer
 	cancel context.CancelFunc
 	done   chan error
-	g      *globals
+	g      *process.Env
 }
 
 func startDev(t *testing.T) *devFixture {
@@ -58,16 +61,16 @@ func startDev(t *testing.T) *devFixture {
 	return startDevWith(t, nil)
 }
 
-// startDevWith lets the test adjust the globals (telemetry, logging) first.
-func startDevWith(t *testing.T, adjust func(*globals)) *devFixture {
+// startDevWith lets the test adjust the process.Env (telemetry, logging) first.
+func startDevWith(t *testing.T, adjust func(*process.Env)) *devFixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &devFixture{logs: &syncBuffer{}, out: &syncBuffer{}, done: make(chan error, 1)}
-	f.g = &globals{
-		federationPath: "../testdata/federation.yaml",
-		certsDir:       filepath.Join(dir, "certs"),
-		dataDir:        dir,
-		log:            slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	f.g = &process.Env{
+		FederationPath: "../testdata/federation.yaml",
+		CertsDir:       filepath.Join(dir, "certs"),
+		DataDir:        dir,
+		Log:            slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if adjust != nil {
 		adjust(f.g)
@@ -75,7 +78,7 @@ func startDevWith(t *testing.T, adjust func(*globals)) *devFixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	go func() {
-		f.done <- runDev(ctx, f.g, devOptions{citizens: 500, anyPort: true, nats: natsOptions{sync: "1s"}}, f.out)
+		f.done <- dev.Run(ctx, f.g, dev.Options{Citizens: 500, AnyPort: true, NATS: process.NATSOptions{Sync: "1s"}}, f.out)
 	}()
 	t.Cleanup(func() { f.stop(t) })
 	bustest.Eventually(t, 60*time.Second, func() error {
@@ -124,10 +127,10 @@ func TestDevFederationAnswersThePrintedCall(t *testing.T) {
 	if !strings.Contains(f.out.String(), "grpcurl -plaintext") || f.demo.Try == "" {
 		t.Fatalf("no grpcurl command printed:\n%s", f.out.String())
 	}
-	var tok *demoToken
+	var tok *dev.Token
 	for i := range f.demo.Tokens {
 		d := &f.demo.Tokens[i]
-		if d.Consumer == "cnss" && d.Provider == "civil-registry" && contains(d.Methods, "GetPerson") {
+		if d.Consumer == "cnss" && d.Provider == "civil-registry" && slices.Contains(d.Methods, "GetPerson") {
 			tok = d
 			break
 		}
@@ -191,7 +194,7 @@ func TestDevRestartsFastWithExistingData(t *testing.T) {
 		t.Skip("-short (make test-short): starts the dev federation twice to time the restart; make test and CI run it")
 	}
 	f := startDev(t)
-	dir := f.g.dataDir
+	dir := f.g.DataDir
 	f.stop(t)
 	begin := time.Now()
 	g2 := *f.g
@@ -199,7 +202,7 @@ func TestDevRestartsFastWithExistingData(t *testing.T) {
 	done := make(chan error, 1)
 	os.Remove(filepath.Join(dir, "demo.json"))
 	go func() {
-		done <- runDev(ctx, &g2, devOptions{citizens: 500, anyPort: true, nats: natsOptions{sync: "1s"}}, io.Discard)
+		done <- dev.Run(ctx, &g2, dev.Options{Citizens: 500, AnyPort: true, NATS: process.NATSOptions{Sync: "1s"}}, io.Discard)
 	}()
 	bustest.Eventually(t, 60*time.Second, func() error {
 		if _, err := os.Stat(filepath.Join(dir, "demo.json")); err != nil {
@@ -221,10 +224,10 @@ func TestDevRestartsFastWithExistingData(t *testing.T) {
 
 // getPersonToken is the demo token for CNSS asking the civil registry for a
 // person (the scenario of the printed grpcurl call).
-func (f *devFixture) getPersonToken(t *testing.T) *demoToken {
+func (f *devFixture) getPersonToken(t *testing.T) *dev.Token {
 	t.Helper()
 	for i := range f.demo.Tokens {
-		if d := &f.demo.Tokens[i]; d.Consumer == "cnss" && d.Provider == "civil-registry" && contains(d.Methods, "GetPerson") {
+		if d := &f.demo.Tokens[i]; d.Consumer == "cnss" && d.Provider == "civil-registry" && slices.Contains(d.Methods, "GetPerson") {
 			return d
 		}
 	}

@@ -49,17 +49,17 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	fed, err := f.g.federation()
+	fed, err := f.g.Federation()
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyer, err := f.g.keyer()
+	keyer, err := f.g.Keyer()
 	if err != nil {
 		t.Fatal(err)
 	}
 	connect := func(identity string, opts ...nats.Option) *nats.Conn {
 		t.Helper()
-		nc, src, err := f.g.connect(ctx, identity, opts...)
+		nc, src, err := f.g.Connect(ctx, identity, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}

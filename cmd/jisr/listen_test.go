@@ -6,9 +6,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 )
 
-// A port already in use makes startGateway and startAdapter return the
+// A port already in use makes process.StartGateway and process.StartAdapter return the
 // error (they used to panic on a nil node), and what they had started is
 // stopped: the gateway's HTTP server no longer listens when its gRPC port
 // was the one taken.
@@ -28,21 +30,21 @@ func TestListenErrorsAreReturned(t *testing.T) {
 		start func() error
 	}{
 		{"gateway HTTP", func() error {
-			n, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: busy, instance: "gw-2"})
+			n, err := process.StartGateway(ctx, f.g, process.GatewayOptions{HTTPAddr: busy, Instance: "gw-2"})
 			if n != nil {
 				t.Error("a node with the error")
 			}
 			return err
 		}},
 		{"gateway gRPC", func() error {
-			n, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: free, grpcAddr: busy, instance: "gw-2"})
+			n, err := process.StartGateway(ctx, f.g, process.GatewayOptions{HTTPAddr: free, GRPCAddr: busy, Instance: "gw-2"})
 			if n != nil {
 				t.Error("a node with the error")
 			}
 			return err
 		}},
 		{"adapter", func() error {
-			n, err := startAdapter(ctx, f.g, adapterOptions{member: "tax", listen: busy})
+			n, err := process.StartAdapter(ctx, f.g, process.AdapterOptions{Member: "tax", Listen: busy})
 			if n != nil {
 				t.Error("a node with the error")
 			}

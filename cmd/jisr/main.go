@@ -8,6 +8,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 )
 
 func main() {
@@ -20,7 +22,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRootCmd().ExecuteContext(ctx); err != nil {
-		var ue usageError
+		var ue process.UsageError
 		if errors.As(err, &ue) {
 			fmt.Fprintln(os.Stderr, "jisr:", err)
 			os.Exit(2)
@@ -29,6 +31,3 @@ func main() {
 		os.Exit(1)
 	}
 }
-
-// usageError marks an error in how the command was called (exit status 2).
-type usageError struct{ error }

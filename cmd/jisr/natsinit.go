@@ -1,18 +1,11 @@
 package main
 
 import (
-	"context"
-	"fmt"
-	"io"
-
-	"github.com/nats-io/nats.go"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/spf13/cobra"
-
-	"github.com/jisr-bus/jisr/bus/subject"
-	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
 
-func newNATSCmd(g *globals) *cobra.Command {
+func newNATSCmd(g *process.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "nats",
 		Short: "Manage the federation's JetStream state (as the operator)",
@@ -36,48 +29,10 @@ open them, and refuse to start until this has run. The audit retention comes
 from the --audit-* flags (default: the JISR_AUDIT_* variables), as for the gateway.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return natsInit(cmd.Context(), g, cmd.OutOrStdout())
+			return process.NATSInit(cmd.Context(), g, cmd.OutOrStdout())
 		},
 	}
-	g.audit.register(initCmd)
+	auditFlags(initCmd, &g.Audit)
 	cmd.AddCommand(initCmd)
 	return cmd
-}
-
-// natsInit connects as the operator and creates or checks every stream and
-// bucket; out (when not nil) gets one line per stream or bucket.
-func natsInit(ctx context.Context, g *globals, out io.Writer) error {
-	settings, err := g.audit.settings()
-	if err != nil {
-		return err
-	}
-	nc, src, err := g.connect(ctx, subject.Operator, nats.MaxReconnects(0))
-	if err != nil {
-		return err
-	}
-	defer func() { nc.Close(); src.Close() }()
-	rs, err := natsstate.Init(ctx, nc, settings.stream)
-	if err != nil {
-		return err
-	}
-	for _, r := range rs {
-		what := "ok"
-		switch {
-		case r.Created:
-			what = "created"
-		case r.Hardened:
-			what = "hardened (deletes, purges and roll-ups taken away)"
-		}
-		kind := "stream"
-		if r.Bucket != "" {
-			kind = "bucket"
-		}
-		if out != nil {
-			fmt.Fprintf(out, "%-7s %-18s %s\n", kind, r.Name(), what)
-		}
-	}
-	if out == nil { // jisr dev: into its log instead
-		natsstate.Log(g.log, rs)
-	}
-	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
@@ -19,29 +20,29 @@ import (
 func TestNothingStartsBeforeNATSInit(t *testing.T) {
 	dir := t.TempDir()
 	logs := &syncBuffer{}
-	g := &globals{
-		federationPath: "../testdata/federation.yaml",
-		certsDir:       filepath.Join(dir, "certs"),
-		dataDir:        dir,
-		log:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	g := &process.Env{
+		FederationPath: "../testdata/federation.yaml",
+		CertsDir:       filepath.Join(dir, "certs"),
+		DataDir:        dir,
+		Log:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
-	fed, err := g.federation()
+	fed, err := g.Federation()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := initCerts(g, fed); err != nil {
+	if _, err := process.InitCerts(g, fed); err != nil {
 		t.Fatal(err)
 	}
-	ns, err := startNATS(context.Background(), g, natsOptions{listen: "127.0.0.1:-1", sync: "1s"})
+	ns, err := process.StartNATS(context.Background(), g, process.NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
-	g.natsURL = ns.ClientURL()
+	g.NATSURL = ns.ClientURL()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
-	if _, err := startGateway(ctx, g, gatewayOptions{httpAddr: "127.0.0.1:0", instance: "gw-1"}); err == nil ||
+	if _, err := process.StartGateway(ctx, g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"}); err == nil ||
 		!strings.Contains(err.Error(), "does not exist") || !strings.Contains(err.Error(), "jisr nats init") {
 		t.Fatalf("the gateway started, or did not say why: %v", err)
 	}
@@ -59,7 +60,7 @@ func TestNothingStartsBeforeNATSInit(t *testing.T) {
 	}
 	for _, want := range []string{"created", "ok"} {
 		var out bytes.Buffer
-		if err := natsInit(ctx, g, &out); err != nil {
+		if err := process.NATSInit(ctx, g, &out); err != nil {
 			t.Fatal(err)
 		}
 		for _, sp := range specs {
@@ -68,7 +69,7 @@ func TestNothingStartsBeforeNATSInit(t *testing.T) {
 			}
 		}
 	}
-	n, err := startGateway(ctx, g, gatewayOptions{httpAddr: "127.0.0.1:0", instance: "gw-1"})
+	n, err := process.StartGateway(ctx, g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"})
 	if err != nil {
 		t.Fatalf("the gateway after init: %v\n%s", err, logs.String())
 	}

@@ -1,62 +1,23 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"net"
-	"path/filepath"
-	"strconv"
 
 	"github.com/spf13/cobra"
 
 	"github.com/jisr-bus/jisr/bus/natsconf"
-	"github.com/jisr-bus/jisr/bus/natsserver"
-	"github.com/jisr-bus/jisr/certs/svid"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 )
 
-type natsOptions struct {
-	listen   string
-	httpPort int
-	sync     string
-	trace    bool
+func natsFlags(cmd *cobra.Command, o *process.NATSOptions) {
+	cmd.Flags().StringVar(&o.Listen, "listen", "127.0.0.1:4222", "client listen address")
+	cmd.Flags().IntVar(&o.HTTPPort, "monitor-port", 0, "NATS monitoring HTTP port (0: off)")
+	cmd.Flags().StringVar(&o.Sync, "sync", "1s", `JetStream fsync interval, or "always" (see docs/audit.md)`)
+	cmd.Flags().BoolVar(&o.Trace, "trace", false, "log the subject of every publish and delivery at debug level (payloads cut to one byte; needs --log-level debug)")
 }
 
-func (o *natsOptions) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&o.listen, "listen", "127.0.0.1:4222", "client listen address")
-	cmd.Flags().IntVar(&o.httpPort, "monitor-port", 0, "NATS monitoring HTTP port (0: off)")
-	cmd.Flags().StringVar(&o.sync, "sync", "1s", `JetStream fsync interval, or "always" (see docs/audit.md)`)
-	cmd.Flags().BoolVar(&o.trace, "trace", false, "log the subject of every publish and delivery at debug level (payloads cut to one byte; needs --log-level debug)")
-}
-
-func (g *globals) natsConfig(o natsOptions) (natsconf.Config, error) {
-	fed, err := g.federation()
-	if err != nil {
-		return natsconf.Config{}, err
-	}
-	host, portStr, err := net.SplitHostPort(o.listen)
-	if err != nil {
-		return natsconf.Config{}, usageError{fmt.Errorf("--listen %q: %w", o.listen, err)}
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return natsconf.Config{}, usageError{fmt.Errorf("--listen %q: bad port", o.listen)}
-	}
-	abs := func(p string) string {
-		if a, err := filepath.Abs(p); err == nil {
-			return a
-		}
-		return p
-	}
-	cert, key := svid.Paths(g.certsDir, fed.ID("nats"))
-	return natsconf.Config{
-		Federation: fed, Host: host, Port: port, HTTPPort: o.httpPort,
-		CertFile: abs(cert), KeyFile: abs(key), CAFile: abs(svid.BundlePath(g.certsDir)),
-		StoreDir: abs(filepath.Join(g.dataDir, "jetstream")), SyncInterval: o.sync,
-	}, nil
-}
-
-func newNATSConfigCmd(g *globals) *cobra.Command {
-	var o natsOptions
+func newNATSConfigCmd(g *process.Env) *cobra.Command {
+	var o process.NATSOptions
 	cmd := &cobra.Command{
 		Use:   "nats-config",
 		Short: "Print the NATS server configuration derived from the federation file",
@@ -72,7 +33,7 @@ the client connects: an SVID that expires later keeps its connection open.`,
 		Example: `  jisr nats-config > nats.conf && nats-server -c nats.conf`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.natsConfig(o)
+			cfg, err := g.NATSConfig(o)
 			if err != nil {
 				return err
 			}
@@ -84,49 +45,27 @@ the client connects: an SVID that expires later keeps its connection open.`,
 			return err
 		},
 	}
-	o.flags(cmd)
+	natsFlags(cmd, &o)
 	return cmd
 }
 
-func newNATSServerCmd(g *globals) *cobra.Command {
-	var o natsOptions
+func newNATSServerCmd(g *process.Env) *cobra.Command {
+	var o process.NATSOptions
 	cmd := &cobra.Command{
 		Use:   "nats-server",
 		Short: "Run the federation's NATS server (embedded nats-server, JetStream under --data)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := startNATS(cmd.Context(), g, o)
+			s, err := process.StartNATS(cmd.Context(), g, o)
 			if err != nil {
 				return err
 			}
 			<-cmd.Context().Done()
-			g.log.Info("shutting down NATS")
+			g.Log.Info("shutting down NATS")
 			s.Shutdown()
 			return nil
 		},
 	}
-	o.flags(cmd)
+	natsFlags(cmd, &o)
 	return cmd
-}
-
-func startNATS(ctx context.Context, g *globals, o natsOptions) (*natsserver.Server, error) {
-	cfg, err := g.natsConfig(o)
-	if err != nil {
-		return nil, err
-	}
-	src, err := g.source(ctx, cfg.Federation.ID("nats"))
-	if err != nil {
-		return nil, err
-	}
-	opts := []natsserver.Option{natsserver.OnShutdown(func() { _ = src.Close() })}
-	if o.trace {
-		opts = append(opts, natsserver.WithProtocolTrace())
-	}
-	s, err := natsserver.Start(ctx, cfg, src, g.log, opts...)
-	if err != nil {
-		src.Close()
-		return nil, err
-	}
-	g.log.Info("NATS listening", "url", s.ClientURL(), "config", s.ConfigPath())
-	return s, nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/telemetry"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
@@ -86,9 +88,9 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 	t.Setenv("OTEL_SERVICE_NAME", "")
 	t.Setenv("OTEL_SDK_DISABLED", "")
 	logs := &syncBuffer{}
-	f := startDevWith(t, func(g *globals) {
-		g.traceMemory = 1000
-		g.log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	f := startDevWith(t, func(g *process.Env) {
+		g.TraceMemory = 1000
+		g.Log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	})
 	tok := f.getPersonToken(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -347,7 +349,7 @@ func (f *devFixture) cliAudit(t *testing.T, args ...string) (string, string, err
 	var out, errb bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&errb)
-	root.SetArgs(append([]string{"--federation", f.g.federationPath, "--certs", f.g.certsDir, "--data", f.g.dataDir,
+	root.SetArgs(append([]string{"--federation", f.g.FederationPath, "--certs", f.g.CertsDir, "--data", f.g.DataDir,
 		"--nats", f.demo.Endpoints["nats"], "--log-level", "error"}, args...))
 	err := root.ExecuteContext(context.Background())
 	return out.String(), errb.String(), err
@@ -429,7 +431,7 @@ func checkObservabilityFiles(t *testing.T, live scraped) {
 	if err := yaml.Unmarshal(b, &scrapeConf); err != nil {
 		t.Fatalf("prometheus.yml: %v", err)
 	}
-	if !contains(scrapeConf.RuleFiles, "alerts.yml") {
+	if !slices.Contains(scrapeConf.RuleFiles, "alerts.yml") {
 		t.Error("prometheus.yml does not load alerts.yml")
 	}
 	jobs := map[string]bool{}
@@ -533,7 +535,7 @@ func checkTraceShape(t *testing.T, spans []*tracev1.Span) {
 			t.Errorf("unexpected span %s in the query's trace", key(s))
 			continue
 		}
-		if got := key(byID[hexID(s.GetParentSpanId())]); !contains(want, got) {
+		if got := key(byID[hexID(s.GetParentSpanId())]); !slices.Contains(want, got) {
 			t.Errorf("span %s: parent %q, want one of %q", key(s), got, want)
 		}
 		attrs := map[string]string{}
@@ -578,7 +580,7 @@ func (f *devFixture) runBackground(t *testing.T, args ...string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	root := newRootCmd()
-	root.SetArgs(append([]string{"--federation", f.g.federationPath, "--certs", f.g.certsDir,
+	root.SetArgs(append([]string{"--federation", f.g.FederationPath, "--certs", f.g.CertsDir,
 		"--nats", f.demo.Endpoints["nats"], "--log-level", "warn"}, args...))
 	go func() { done <- root.ExecuteContext(ctx) }()
 	t.Cleanup(func() {
@@ -687,12 +689,12 @@ func TestLogFormatAuto(t *testing.T) {
 		{"json", "dev", "json"},
 		{"text", "gateway", "text"},
 	} {
-		if got := logFormat(tc.flag, tc.command); got != tc.want {
+		if got := process.LogFormatFor(tc.flag, tc.command); got != tc.want {
 			t.Errorf("--log-format %s for %s: %s, want %s", tc.flag, tc.command, got, tc.want)
 		}
 	}
-	g := &globals{logFormat: "yaml", logLevel: "info"}
-	if err := g.init(); err == nil || !strings.Contains(err.Error(), "--log-format") {
+	g := &process.Env{LogFormat: "yaml", LogLevel: "info"}
+	if err := g.Init(); err == nil || !strings.Contains(err.Error(), "--log-format") {
 		t.Errorf("--log-format yaml: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/jisr-bus/jisr/cmd/internal/dev"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 	taxv1 "github.com/jisr-bus/jisr/proto/gen/jisr/tax/v1"
@@ -22,13 +24,13 @@ import (
 // carries no relative's eID.
 func TestDevPredicatesCannotBecomeLookUps(t *testing.T) {
 	f := startDev(t)
-	var taxTok, civilTok *demoToken
+	var taxTok, civilTok *dev.Token
 	for i := range f.demo.Tokens {
 		d := &f.demo.Tokens[i]
 		switch {
-		case d.Consumer == "cnss" && d.Provider == "tax" && contains(d.Methods, "IsIncomeBelow"):
+		case d.Consumer == "cnss" && d.Provider == "tax" && slices.Contains(d.Methods, "IsIncomeBelow"):
 			taxTok = d
-		case d.Consumer == "cnss" && d.Provider == "civil-registry" && contains(d.Methods, "GetHousehold"):
+		case d.Consumer == "cnss" && d.Provider == "civil-registry" && slices.Contains(d.Methods, "GetHousehold"):
 			civilTok = d
 		}
 	}
@@ -39,7 +41,7 @@ func TestDevPredicatesCannotBecomeLookUps(t *testing.T) {
 	defer cancel()
 	cc := f.dial(t, "cnss")
 	tax := taxv1.NewTaxClient(cc)
-	md := func(tok *demoToken) context.Context {
+	md := func(tok *dev.Token) context.Context {
 		return metadata.NewOutgoingContext(ctx, metadata.Pairs("jisr-purpose", tok.Purpose, "jisr-consent", tok.Token))
 	}
 

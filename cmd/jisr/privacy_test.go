@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
@@ -21,7 +22,7 @@ import (
 // there. Each bad input gets its status code, without citizen data in the
 // message, and nothing crashes.
 func TestBadInputAndNoEIDOnTheWire(t *testing.T) {
-	f := startAuditFedWith(t, t.TempDir(), natsOptions{listen: "127.0.0.1:-1", sync: "1s", trace: true})
+	f := startAuditFedWith(t, t.TempDir(), process.NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s", Trace: true})
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	mandate := md(ctx, "jisr-purpose", "pension-continuity")

@@ -1,49 +1,14 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"log/slog"
 	"os"
-	"path/filepath"
-	"time"
 
-	"github.com/nats-io/nats.go"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/spf13/cobra"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
-	"github.com/jisr-bus/jisr/bus"
-	"github.com/jisr-bus/jisr/bus/ckey"
-	"github.com/jisr-bus/jisr/bus/federation"
-	"github.com/jisr-bus/jisr/bus/telemetry"
-	"github.com/jisr-bus/jisr/certs/svid"
 )
 
-// globals are the flags every subcommand shares, loaded once.
-type globals struct {
-	federationPath string
-	certsDir       string
-	dataDir        string
-	natsURL        string
-	logFormat      string
-	command        string // the subcommand run, for --log-format auto
-	logLevel       string
-
-	otlp        string
-	traceMemory int
-	pprofAddr   string
-
-	// audit is the audit's settings: flags of gateway, nats init and dev.
-	audit auditFlags
-
-	log       *slog.Logger
-	fed       *federation.Federation
-	telemetry telemetryState
-}
-
 func newRootCmd() *cobra.Command {
-	g := &globals{}
+	g := &process.Env{}
 	root := &cobra.Command{
 		Use:   "jisr",
 		Short: "jisr — the interoperability bus for public information systems",
@@ -61,20 +26,20 @@ Every part also runs on its own, as deployed:
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			g.command = cmd.Name()
-			return g.init()
+			g.Command = cmd.Name()
+			return g.Init()
 		},
 	}
 	f := root.PersistentFlags()
-	f.StringVar(&g.federationPath, "federation", envOr("JISR_FEDERATION", "deploy/federation.yaml"), "the federation file (env JISR_FEDERATION)")
-	f.StringVar(&g.certsDir, "certs", envOr("JISR_CERTS", "var/certs"), "directory of the dev CA, SVIDs and keys (env JISR_CERTS); ignored for SVIDs when SPIFFE_ENDPOINT_SOCKET is set")
-	f.StringVar(&g.dataDir, "data", envOr("JISR_DATA", "var"), "directory for JetStream and backend stores (env JISR_DATA)")
-	f.StringVar(&g.natsURL, "nats", envOr("JISR_NATS", "tls://127.0.0.1:4222"), "NATS server URL, mTLS only (env JISR_NATS)")
-	f.StringVar(&g.logFormat, "log-format", envOr("JISR_LOG_FORMAT", "auto"), "log format: text, json, or auto (json for gateway, adapter, backend and nats-server; text for dev and the other commands) (env JISR_LOG_FORMAT)")
-	f.StringVar(&g.logLevel, "log-level", envOr("JISR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env JISR_LOG_LEVEL)")
-	f.StringVar(&g.otlp, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC; plaintext only on loopback, else TLS) or https://… (default: the OTEL_EXPORTER_OTLP_* variables; none: no export) (env JISR_OTLP)")
-	f.IntVar(&g.traceMemory, "trace-memory", 10000, "spans the gateway keeps in memory for GET /v1/traces/{id} (0: none)")
-	f.StringVar(&g.pprofAddr, "pprof-addr", "", "serve Go profiles (/debug/pprof/) on this loopback address (profiling only)")
+	f.StringVar(&g.FederationPath, "federation", process.EnvOr("JISR_FEDERATION", "deploy/federation.yaml"), "the federation file (env JISR_FEDERATION)")
+	f.StringVar(&g.CertsDir, "certs", process.EnvOr("JISR_CERTS", "var/certs"), "directory of the dev CA, SVIDs and keys (env JISR_CERTS); ignored for SVIDs when SPIFFE_ENDPOINT_SOCKET is set")
+	f.StringVar(&g.DataDir, "data", process.EnvOr("JISR_DATA", "var"), "directory for JetStream and backend stores (env JISR_DATA)")
+	f.StringVar(&g.NATSURL, "nats", process.EnvOr("JISR_NATS", "tls://127.0.0.1:4222"), "NATS server URL, mTLS only (env JISR_NATS)")
+	f.StringVar(&g.LogFormat, "log-format", process.EnvOr("JISR_LOG_FORMAT", "auto"), "log format: text, json, or auto (json for gateway, adapter, backend and nats-server; text for dev and the other commands) (env JISR_LOG_FORMAT)")
+	f.StringVar(&g.LogLevel, "log-level", process.EnvOr("JISR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env JISR_LOG_LEVEL)")
+	f.StringVar(&g.OTLP, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC; plaintext only on loopback, else TLS) or https://… (default: the OTEL_EXPORTER_OTLP_* variables; none: no export) (env JISR_OTLP)")
+	f.IntVar(&g.TraceMemory, "trace-memory", 10000, "spans the gateway keeps in memory for GET /v1/traces/{id} (0: none)")
+	f.StringVar(&g.PprofAddr, "pprof-addr", "", "serve Go profiles (/debug/pprof/) on this loopback address (profiling only)")
 	_ = f.MarkHidden("pprof-addr")
 
 	for _, c := range subcommands(g) {
@@ -83,112 +48,9 @@ Every part also runs on its own, as deployed:
 	return root
 }
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-func (g *globals) init() error {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", g.logLevel)}
-	}
-	hopts := &slog.HandlerOptions{Level: level}
-	// Lines logged with a query's context carry its trace_id and span_id.
-	switch logFormat(g.logFormat, g.command) {
-	case "text":
-		g.log = slog.New(telemetry.LogHandler(slog.NewTextHandler(os.Stderr, hopts)))
-	case "json":
-		g.log = slog.New(telemetry.LogHandler(slog.NewJSONHandler(os.Stderr, hopts)))
-	default:
-		return usageError{fmt.Errorf("--log-format %q: use text, json or auto", g.logFormat)}
-	}
-	if g.pprofAddr != "" {
-		return g.servePprof(g.pprofAddr)
-	}
-	return nil
-}
-
-// logFormat resolves --log-format auto: JSON for the components that are
-// deployed and whose logs are collected (gateway, adapter, backend,
-// nats-server), text for jisr dev and the command-line tools a person reads.
-func logFormat(flag, command string) string {
-	if flag != "auto" {
-		return flag
-	}
-	switch command {
-	case "gateway", "adapter", "backend", "nats-server":
-		return "json"
-	}
-	return "text"
-}
-
-// federation loads the federation file once.
-func (g *globals) federation() (*federation.Federation, error) {
-	if g.fed != nil {
-		return g.fed, nil
-	}
-	fed, err := federation.Load(g.federationPath)
-	if err != nil {
-		return nil, fmt.Errorf("%w (set --federation to the federation file)", err)
-	}
-	g.fed = fed
-	return fed, nil
-}
-
-// keyer loads the federation's citizen key from the certs directory.
-func (g *globals) keyer() (*ckey.Keyer, error) {
-	return ckey.Load(citizenKeyPath(g.certsDir))
-}
-
-func citizenKeyPath(certsDir string) string { return filepath.Join(certsDir, "citizen.key") }
-
-// source opens the SVID source of one identity.
-func (g *globals) source(ctx context.Context, id spiffeid.ID) (svid.Source, error) {
-	return svid.Open(ctx, g.certsDir, id, g.log)
-}
-
-// connect dials NATS as an identity ("gateway", "consent", "auditor" or a member).
-func (g *globals) connect(ctx context.Context, identity string, opts ...nats.Option) (*nats.Conn, svid.Source, error) {
-	fed, err := g.federation()
-	if err != nil {
-		return nil, nil, err
-	}
-	id := fed.ID(identity)
-	if m, err := fed.Member(identity); err == nil {
-		id = m.ID
-	}
-	src, err := g.source(ctx, id)
-	if err != nil {
-		return nil, nil, err
-	}
-	nc, err := bus.Connect(ctx, bus.Config{URL: g.natsURL, Identity: identity, Source: src, ServerID: fed.ID("nats")}, bus.WithLogger(g.log), bus.WithNATSOptions(opts...))
-	if err != nil {
-		src.Close()
-		if errors.Is(err, nats.ErrNoServers) { // nats.go's word for "every dial was refused"
-			err = fmt.Errorf("%w (is the NATS server running? start it with `jisr nats-server` or `jisr dev`)", err)
-		}
-		return nil, nil, err
-	}
-	telemetry.RegisterConnection(g.registry(), identity, nc)
-	telemetry.RegisterSVIDExpiry(g.registry(), identity, func() (time.Time, error) { return svid.ExpiresAt(src) })
-	return nc, src, nil
-}
-
-// untilDone waits for ctx to end (SIGINT or SIGTERM), then stops what runs,
-// giving it timeout to drain.
-func untilDone(ctx context.Context, timeout time.Duration, stop func(context.Context) error) error {
-	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	return stop(sctx)
-}
-
-// subcommands builds jisr's subcommands, each with the shared globals.
+// subcommands builds jisr's subcommands, each with the shared process.Env.
 // A new subcommand is added here.
-func subcommands(g *globals) []*cobra.Command {
+func subcommands(g *process.Env) []*cobra.Command {
 	return []*cobra.Command{
 		newDevCmd(g),
 		newCertsCmd(g),

@@ -29,6 +29,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/certs/svid"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
@@ -58,16 +59,16 @@ func startSigninFed(t *testing.T) *signinFed {
 	}
 	t.Cleanup(func() { f.idp.Close(context.Background()) })
 	f.stopGateway(t)
-	o := gatewayOptions{httpAddr: "127.0.0.1:0", instance: "gw-1", signin: signinOptions{
-		oidcIssuer: f.idp.Issuer(), oidcClientID: f.idp.ClientID(), oidcClientSecret: idpSecret,
-		oidcEIDClaim: citizen.DefaultEIDClaim, oidcACR: []string{citizen.DefaultACR},
-		readTimeout: time.Second,
+	o := process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1", SignIn: process.SignInOptions{
+		OIDCIssuer: f.idp.Issuer(), OIDCClientID: f.idp.ClientID(), OIDCClientSecret: idpSecret,
+		OIDCEIDClaim: citizen.DefaultEIDClaim, OIDCACR: []string{citizen.DefaultACR},
+		ReadTimeout: time.Second,
 	}}
-	if f.gw, err = startGateway(context.Background(), f.g, o); err != nil {
+	if f.gw, err = process.StartGateway(context.Background(), f.g, o); err != nil {
 		t.Fatalf("gateway: %v\n%s", err, f.logs.String())
 	}
 	f.base = "http://" + f.gw.Addr()
-	f.idp.AllowRedirect(redirectURLFor(f.gw.Addr(), f.gw.Secure()))
+	f.idp.AllowRedirect(process.RedirectURLFor(f.gw.Addr(), f.gw.Secure()))
 	return f
 }
 
@@ -287,14 +288,14 @@ func TestGatewayHTTPOffLoopback(t *testing.T) {
 	f.stopGateway(t)
 	ctx := t.Context()
 
-	if _, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", instance: "gw-1", signin: signinOptions{demoLogin: true}}); !errors.Is(err, errDemoOffLocal) {
+	if _, err := process.StartGateway(ctx, f.g, process.GatewayOptions{HTTPAddr: "0.0.0.0:0", Instance: "gw-1", SignIn: process.SignInOptions{DemoLogin: true}}); !errors.Is(err, process.ErrDemoOffLocal) {
 		t.Fatalf("demo login off loopback: %v", err)
 	}
-	if _, err := httpTLS("0.0.0.0:8080", signinOptions{}, nil, nil); !errors.Is(err, errHTTPPlaintext) {
+	if _, err := process.HTTPTLS("0.0.0.0:8080", process.SignInOptions{}, nil, nil); !errors.Is(err, process.ErrHTTPPlaintext) {
 		t.Fatalf("plaintext off loopback without a certificate: %v", err)
 	}
 
-	gw, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", instance: "gw-1"})
+	gw, err := process.StartGateway(ctx, f.g, process.GatewayOptions{HTTPAddr: "0.0.0.0:0", Instance: "gw-1"})
 	if err != nil {
 		t.Fatalf("gateway: %v\n%s", err, f.logs.String())
 	}
@@ -312,8 +313,8 @@ func TestGatewayHTTPOffLoopback(t *testing.T) {
 		}
 	}
 	// A member with its SVID reaches it over mTLS, TLS 1.3.
-	fed, _ := f.g.federation()
-	src, err := svid.Open(ctx, f.g.certsDir, fed.ID("auditor"), f.g.log)
+	fed, _ := f.g.Federation()
+	src, err := svid.Open(ctx, f.g.CertsDir, fed.ID("auditor"), f.g.Log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,10 +375,10 @@ func TestGatewayHTTPWithACertificate(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	certFile, keyFile, roots := writeLocalCert(t, dir)
-	if _, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", instance: "gw-1", signin: signinOptions{httpCert: certFile}}); err == nil {
+	if _, err := process.StartGateway(ctx, f.g, process.GatewayOptions{HTTPAddr: "0.0.0.0:0", Instance: "gw-1", SignIn: process.SignInOptions{HTTPCert: certFile}}); err == nil {
 		t.Fatal("--http-cert without --http-key accepted")
 	}
-	gw, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", instance: "gw-1", signin: signinOptions{httpCert: certFile, httpKey: keyFile}})
+	gw, err := process.StartGateway(ctx, f.g, process.GatewayOptions{HTTPAddr: "0.0.0.0:0", Instance: "gw-1", SignIn: process.SignInOptions{HTTPCert: certFile, HTTPKey: keyFile}})
 	if err != nil {
 		t.Fatalf("gateway: %v\n%s", err, f.logs.String())
 	}
@@ -435,22 +436,22 @@ func writeLocalCert(t *testing.T, dir string) (certFile, keyFile string, roots *
 // The sign-in options are checked once, at start.
 func TestSignInOptions(t *testing.T) {
 	dir := t.TempDir()
-	g := &globals{federationPath: "../testdata/federation.yaml", certsDir: filepath.Join(dir, "certs"), dataDir: dir,
-		log: bustest.Logger(t)}
-	fed, err := g.federation()
+	g := &process.Env{FederationPath: "../testdata/federation.yaml", CertsDir: filepath.Join(dir, "certs"), DataDir: dir,
+		Log: bustest.Logger(t)}
+	fed, err := g.Federation()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := initCerts(g, fed); err != nil {
+	if _, err := process.InitCerts(g, fed); err != nil {
 		t.Fatal(err)
 	}
 	open, closed := filepath.Join(dir, "open"), filepath.Join(dir, "closed")
 	os.WriteFile(open, []byte("s3cret\n"), 0o644)
 	os.WriteFile(closed, []byte("s3cret\n"), 0o600)
 	os.Chmod(open, 0o644) // whatever the umask
-	oidc := func(edit func(*signinOptions)) signinOptions {
-		o := signinOptions{oidcIssuer: "https://idp.example", oidcClientID: "jisr", oidcSecretFile: closed,
-			oidcRedirectURL: "https://jisr.example/access-log/callback", oidcEIDClaim: citizen.DefaultEIDClaim}
+	oidc := func(edit func(*process.SignInOptions)) process.SignInOptions {
+		o := process.SignInOptions{OIDCIssuer: "https://idp.example", OIDCClientID: "jisr", OIDCSecretFile: closed,
+			OIDCRedirectURL: "https://jisr.example/access-log/callback", OIDCEIDClaim: citizen.DefaultEIDClaim}
 		if edit != nil {
 			edit(&o)
 		}
@@ -459,34 +460,34 @@ func TestSignInOptions(t *testing.T) {
 	cases := []struct {
 		name string
 		addr string
-		o    signinOptions
+		o    process.SignInOptions
 		ok   bool
 	}{
 		{"production", "0.0.0.0:8443", oidc(nil), true},
-		{"no sign-in at all", "0.0.0.0:8443", signinOptions{}, true},
-		{"demo login on loopback", "127.0.0.1:8080", signinOptions{demoLogin: true}, true},
-		{"demo login off loopback", "0.0.0.0:8443", signinOptions{demoLogin: true}, false},
-		{"secret file readable by others", "0.0.0.0:8443", oidc(func(o *signinOptions) { o.oidcSecretFile = open }), false},
-		{"no secret", "0.0.0.0:8443", oidc(func(o *signinOptions) { o.oidcSecretFile = "" }), false},
-		{"no client ID", "0.0.0.0:8443", oidc(func(o *signinOptions) { o.oidcClientID = "" }), false},
-		{"plaintext issuer", "0.0.0.0:8443", oidc(func(o *signinOptions) { o.oidcIssuer = "http://idp.example" }), false},
-		{"plaintext redirect off loopback", "0.0.0.0:8443", oidc(func(o *signinOptions) { o.oidcRedirectURL = "http://jisr.example/access-log/callback" }), false},
-		{"no redirect off loopback", "0.0.0.0:8443", oidc(func(o *signinOptions) { o.oidcRedirectURL = "" }), false},
-		{"redirect derived on loopback", "127.0.0.1:8080", oidc(func(o *signinOptions) { o.oidcRedirectURL = "" }), true},
+		{"no sign-in at all", "0.0.0.0:8443", process.SignInOptions{}, true},
+		{"demo login on loopback", "127.0.0.1:8080", process.SignInOptions{DemoLogin: true}, true},
+		{"demo login off loopback", "0.0.0.0:8443", process.SignInOptions{DemoLogin: true}, false},
+		{"secret file readable by others", "0.0.0.0:8443", oidc(func(o *process.SignInOptions) { o.OIDCSecretFile = open }), false},
+		{"no secret", "0.0.0.0:8443", oidc(func(o *process.SignInOptions) { o.OIDCSecretFile = "" }), false},
+		{"no client ID", "0.0.0.0:8443", oidc(func(o *process.SignInOptions) { o.OIDCClientID = "" }), false},
+		{"plaintext issuer", "0.0.0.0:8443", oidc(func(o *process.SignInOptions) { o.OIDCIssuer = "http://idp.example" }), false},
+		{"plaintext redirect off loopback", "0.0.0.0:8443", oidc(func(o *process.SignInOptions) { o.OIDCRedirectURL = "http://jisr.example/access-log/callback" }), false},
+		{"no redirect off loopback", "0.0.0.0:8443", oidc(func(o *process.SignInOptions) { o.OIDCRedirectURL = "" }), false},
+		{"redirect derived on loopback", "127.0.0.1:8080", oidc(func(o *process.SignInOptions) { o.OIDCRedirectURL = "" }), true},
 	}
 	t.Setenv("JISR_OIDC_CLIENT_SECRET", "")
 	for _, tc := range cases {
-		_, err := newCitizenAuth(g, tc.addr, true, tc.o)
+		_, err := process.NewCitizenAuth(g, tc.addr, true, tc.o)
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 	}
 	t.Setenv("JISR_OIDC_CLIENT_SECRET", "from-the-environment")
-	if _, err := newCitizenAuth(g, "0.0.0.0:8443", true, oidc(func(o *signinOptions) { o.oidcSecretFile = "" })); err != nil {
+	if _, err := process.NewCitizenAuth(g, "0.0.0.0:8443", true, oidc(func(o *process.SignInOptions) { o.OIDCSecretFile = "" })); err != nil {
 		t.Errorf("secret from the environment: %v", err)
 	}
 	t.Setenv("JISR_CITIZEN_LOGIN", "demo")
-	if _, err := (auditFlags{}).settings(); err == nil {
+	if _, err := (process.AuditFlags{}).Settings(); err == nil {
 		t.Error("JISR_CITIZEN_LOGIN=demo accepted")
 	}
 }

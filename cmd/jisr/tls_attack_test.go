@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/jisr-bus/jisr/certs/svid"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
 )
 
 // Attack (phase 2): the gateway started off loopback, as deployed, on both
@@ -29,13 +30,13 @@ func TestGatewayListenersRefuseTLS12AndStrangers(t *testing.T) {
 	f := startAuditFed(t, t.TempDir())
 	f.stopGateway(t)
 	ctx := context.Background()
-	gw, err := startGateway(ctx, f.g, gatewayOptions{httpAddr: "0.0.0.0:0", grpcAddr: "0.0.0.0:0", instance: "gw-1"})
+	gw, err := process.StartGateway(ctx, f.g, process.GatewayOptions{HTTPAddr: "0.0.0.0:0", GRPCAddr: "0.0.0.0:0", Instance: "gw-1"})
 	if err != nil {
 		t.Fatalf("gateway: %v\n%s", err, f.logs.String())
 	}
 	f.gw = gw
-	fed, _ := f.g.federation()
-	src, err := svid.Open(ctx, f.g.certsDir, fed.ID("auditor"), f.g.log)
+	fed, _ := f.g.Federation()
+	src, err := svid.Open(ctx, f.g.CertsDir, fed.ID("auditor"), f.g.Log)
 	if err != nil {
 		t.Fatal(err)
 	}

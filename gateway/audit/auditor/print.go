@@ -160,3 +160,27 @@ func (s *Streams) Tail(ctx context.Context, sel *Selection, n int, follow bool, 
 	}
 	return err
 }
+
+// PrintQuery writes the records sel selects with p, at most limit (0:
+// all), as `jisr audit query` does: a record that does not parse is named
+// on info by its sequence, and so is the count (unless asJSON).
+func (s *Streams) PrintQuery(ctx context.Context, sel *Selection, p *Printer, limit int, asJSON bool, info io.Writer) error {
+	err := s.Query(ctx, sel, func(m stream.Msg, r *auditv1.Record) error {
+		if err := p.Print(m, r); err != nil {
+			return err
+		}
+		if limit > 0 && p.Count() >= limit {
+			return stream.ErrStop
+		}
+		return nil
+	}, func(seq uint64) {
+		fmt.Fprintf(info, "sequence %d is not a valid record (run jisr audit verify)\n", seq)
+	})
+	if ferr := p.Flush(); err == nil {
+		err = ferr
+	}
+	if err == nil && !asJSON {
+		fmt.Fprintf(info, "%d record(s)\n", p.Count())
+	}
+	return err
+}

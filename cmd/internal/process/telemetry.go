@@ -1,4 +1,4 @@
-package main
+package process
 
 import (
 	"context"
@@ -28,10 +28,10 @@ type telemetryState struct {
 	grpc *telemetry.GRPCMetrics
 }
 
-// registry is the process-wide Prometheus registry: Go and process
+// Registry is the process-wide Prometheus registry: Go and process
 // collectors, NATS connection state, SVID expiry and gRPC hop latencies.
 // Each gateway adds its own registry beside it.
-func (g *globals) registry() *prometheus.Registry {
+func (g *Env) Registry() *prometheus.Registry {
 	if g.telemetry.reg == nil {
 		g.telemetry.reg = prometheus.NewRegistry()
 		g.telemetry.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -39,47 +39,47 @@ func (g *globals) registry() *prometheus.Registry {
 	return g.telemetry.reg
 }
 
-// startTelemetry sets up tracing from --otlp and the OTEL_* variables, with
+// StartTelemetry sets up tracing from --otlp and the OTEL_* variables, with
 // the in-memory span store when keepSpans (the gateway), and installs it as
 // the process's tracer provider. The returned function flushes and stops it.
-func (g *globals) startTelemetry(ctx context.Context, service string, keepSpans bool) (func(), error) {
+func (g *Env) StartTelemetry(ctx context.Context, service string, keepSpans bool) (func(), error) {
 	name := "jisr-" + service
-	o := []telemetry.Option{telemetry.WithServiceName(name), telemetry.WithEndpoint(g.otlp)}
+	o := []telemetry.Option{telemetry.WithServiceName(name), telemetry.WithEndpoint(g.OTLP)}
 	if keepSpans {
-		o = append(o, telemetry.WithMemorySpans(g.traceMemory))
+		o = append(o, telemetry.WithMemorySpans(g.TraceMemory))
 	}
 	t, err := telemetry.Setup(ctx, o...)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, UsageError{err}
 	}
 	g.telemetry.tel = t
 	otel.SetTracerProvider(t.TracerProvider)
 	otel.SetTextMapPropagator(propagation.TraceContext{})
 	if t.Exporting {
-		g.log.Info("exporting traces over OTLP", "service", name)
+		g.Log.Info("exporting traces over OTLP", "service", name)
 	}
 	return func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := t.Shutdown(sctx); err != nil {
-			g.log.Warn("flushing traces", "err", err)
+			g.Log.Warn("flushing traces", "err", err)
 		}
 	}, nil
 }
 
-// traces is the in-memory span store, or nil.
-func (g *globals) traces() *telemetry.Memory {
+// Traces is the in-memory span store, or nil.
+func (g *Env) Traces() *telemetry.Memory {
 	if g.telemetry.tel == nil {
 		return nil
 	}
 	return g.telemetry.tel.Memory
 }
 
-// grpcServerOptions instrument a gRPC server: OpenTelemetry server spans
+// GRPCServerOptions instrument a gRPC server: OpenTelemetry server spans
 // and the hop-latency histogram.
-func (g *globals) grpcServerOptions(component, member string) []grpc.ServerOption {
+func (g *Env) GRPCServerOptions(component, member string) []grpc.ServerOption {
 	if g.telemetry.grpc == nil {
-		m, err := telemetry.NewGRPCMetrics(g.registry())
+		m, err := telemetry.NewGRPCMetrics(g.Registry())
 		if err != nil {
 			panic(err) // only a programming error: a clashing collector
 		}
@@ -92,8 +92,8 @@ func (g *globals) grpcServerOptions(component, member string) []grpc.ServerOptio
 	return opts
 }
 
-// grpcDialOptions instrument a gRPC client with OpenTelemetry client spans.
-func (g *globals) grpcDialOptions() []grpc.DialOption {
+// GRPCDialOptions instrument a gRPC client with OpenTelemetry client spans.
+func (g *Env) GRPCDialOptions() []grpc.DialOption {
 	if !g.tracing() {
 		return nil
 	}
@@ -103,20 +103,20 @@ func (g *globals) grpcDialOptions() []grpc.DialOption {
 // tracing reports whether spans are recorded (exported or kept in memory);
 // without it the gRPC stats handlers are left out entirely, so tracing
 // costs nothing at all on the hot path.
-func (g *globals) tracing() bool {
+func (g *Env) tracing() bool {
 	t := g.telemetry.tel
 	return t != nil && (t.Exporting || t.Memory != nil)
 }
 
 // serveMetrics serves /metrics and /healthz for a standalone adapter or
 // backend; addr "" serves nothing.
-func (g *globals) serveMetrics(addr, component string) (stop func(context.Context) error, err error) {
+func (g *Env) serveMetrics(addr, component string) (stop func(context.Context) error, err error) {
 	if addr == "" {
 		return func(context.Context) error { return nil }, nil
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g.registry(), promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.Registry(), promhttp.HandlerOpts{}))
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s HTTP: %w", component, err)
@@ -124,23 +124,23 @@ func (g *globals) serveMetrics(addr, component string) (stop func(context.Contex
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			g.log.Error(component+" HTTP server stopped", "err", err)
+			g.Log.Error(component+" HTTP server stopped", "err", err)
 		}
 	}()
-	g.log.Info(component+" HTTP listening (/metrics /healthz)", "addr", lis.Addr().String())
+	g.Log.Info(component+" HTTP listening (/metrics /healthz)", "addr", lis.Addr().String())
 	return srv.Shutdown, nil
 }
 
 // servePprof serves the Go profiles on a loopback address, for the life of
 // the process (the benchmark profiles each component this way).
-func (g *globals) servePprof(addr string) error {
+func (g *Env) servePprof(addr string) error {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return usageError{fmt.Errorf("--pprof-addr: %w", err)}
+		return UsageError{fmt.Errorf("--pprof-addr: %w", err)}
 	}
 	if !loopback.Is(lis.Addr().String()) {
 		lis.Close()
-		return usageError{fmt.Errorf("--pprof-addr %s: profiles are served on loopback only", addr)}
+		return UsageError{fmt.Errorf("--pprof-addr %s: profiles are served on loopback only", addr)}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -149,11 +149,11 @@ func (g *globals) servePprof(addr string) error {
 	return nil
 }
 
-// startStandalone sets up what a standalone adapter or backend runs beside
+// StartStandalone sets up what a standalone adapter or backend runs beside
 // its work: tracing, and /metrics and /healthz on httpAddr (if given). The
 // returned function stops both.
-func (g *globals) startStandalone(ctx context.Context, component, member, httpAddr string) (func(), error) {
-	stopTelemetry, err := g.startTelemetry(ctx, component+"-"+member, false)
+func (g *Env) StartStandalone(ctx context.Context, component, member, httpAddr string) (func(), error) {
+	stopTelemetry, err := g.StartTelemetry(ctx, component+"-"+member, false)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,238 @@
+package dev
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/natsserver"
+	"github.com/jisr-bus/jisr/cmd/internal/process"
+	"github.com/jisr-bus/jisr/gateway/citizen"
+	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
+)
+
+// Options are the flags of `jisr dev`.
+type Options struct {
+	Citizens int
+	HTTPAddr string
+	GRPCAddr string
+	NATS     process.NATSOptions
+	// IdPAddr is the embedded demo OpenID Provider's loopback address.
+	IdPAddr string
+	// DemoLogin turns on sign-in by eID alone (loopback only).
+	DemoLogin bool
+	// AnyPort binds every listener to 127.0.0.1:0 (tests run several
+	// federations side by side).
+	AnyPort bool
+}
+
+// devFederation is a running dev federation, stopped in reverse order.
+type devFederation struct {
+	idp      *devidp.Provider
+	NATS     *natsserver.Server
+	backends []*process.BackendNode
+	gateway  *process.GatewayNode
+	consent  *process.ConsentNode // the consent service, apart from the gateway: it alone holds the signing key
+	adapters []*process.AdapterNode
+}
+
+// Run starts the whole federation in one process (certificates, NATS and
+// its streams, backends, the demo OpenID Provider, the gateway, the consent
+// service, adapters), writes <data>/demo.json, prints where everything is,
+// and stops it all in reverse order when ctx ends.
+func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err error) {
+	start := time.Now()
+	fed, err := g.Federation()
+	if err != nil {
+		return err
+	}
+	res, err := process.InitCerts(g, fed)
+	if err != nil {
+		return err
+	}
+	g.Log.Info("certificates", "dir", g.CertsDir, "summary", res)
+	stopTelemetry, err := g.StartTelemetry(ctx, "dev", true)
+	if err != nil {
+		return err
+	}
+	defer stopTelemetry()
+
+	d := &devFederation{}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+		defer cancel()
+		if serr := d.stop(sctx, g); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	if o.AnyPort {
+		o.NATS.Listen, o.HTTPAddr, o.GRPCAddr, o.IdPAddr = "127.0.0.1:-1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	}
+	if err := d.startNATS(ctx, g, o); err != nil {
+		return err
+	}
+
+	if err := d.startBackends(ctx, g, fed, o); err != nil {
+		return err
+	}
+	signin, err := d.startIdP(g, o)
+	if err != nil {
+		return err
+	}
+	if d.gateway, err = process.StartGateway(ctx, g, process.GatewayOptions{HTTPAddr: o.HTTPAddr, GRPCAddr: o.GRPCAddr, Instance: "gw-1", SignIn: signin}); err != nil {
+		return err
+	}
+	d.idp.AllowRedirect(process.RedirectURLFor(d.gateway.Addr(), d.gateway.Secure()))
+	if d.consent, err = process.StartConsentService(ctx, g); err != nil {
+		return fmt.Errorf("consent service: %w", err)
+	}
+	if err := d.startAdapters(ctx, g, fed, o); err != nil {
+		return err
+	}
+	if err := d.writeDemo(ctx, g, fed, out, start); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	fmt.Fprintln(out, "\nshutting down…")
+	return nil
+}
+
+// startNATS starts the NATS server, and creates the streams and buckets
+// as the operator: every other part only opens them.
+func (d *devFederation) startNATS(ctx context.Context, g *process.Env, o Options) (err error) {
+	if d.NATS, err = process.StartNATS(ctx, g, o.NATS); err != nil {
+		return err
+	}
+	g.NATSURL = d.NATS.ClientURL()
+	return process.NATSInit(ctx, g, nil)
+}
+
+// startBackends starts the reference backend of every member that
+// provides a service.
+func (d *devFederation) startBackends(ctx context.Context, g *process.Env, fed *federation.Federation, o Options) error {
+	for _, m := range fed.Members {
+		if len(m.Provides) == 0 {
+			continue
+		}
+		bo := process.BackendOptions{Member: m.Name, Citizens: o.Citizens}
+		if o.AnyPort {
+			bo.Listen = "127.0.0.1:0"
+		}
+		b, err := process.StartBackend(ctx, g, bo)
+		if err != nil {
+			return err
+		}
+		d.backends = append(d.backends, b)
+	}
+	return nil
+}
+
+// startAdapters starts every member's adapter, in front of its backend.
+func (d *devFederation) startAdapters(ctx context.Context, g *process.Env, fed *federation.Federation, o Options) error {
+	backendAddr := map[string]string{}
+	for _, b := range d.backends {
+		backendAddr[b.Member] = b.Addr
+	}
+	for _, m := range fed.Members {
+		ao := process.AdapterOptions{Member: m.Name, Backend: backendAddr[m.Name]}
+		if o.AnyPort {
+			ao.Listen = "127.0.0.1:0"
+		}
+		a, err := process.StartAdapter(ctx, g, ao)
+		if err != nil {
+			return err
+		}
+		d.adapters = append(d.adapters, a)
+	}
+	return nil
+}
+
+// stop shuts down in reverse order of dependency: adapters stop taking
+// calls, the gateway finishes and audits what is in flight, backends stop,
+// and NATS goes last.
+func (d *devFederation) stop(ctx context.Context, g *process.Env) error {
+	var errs []error
+	for _, a := range d.adapters {
+		errs = append(errs, a.Stop(ctx))
+	}
+	if d.gateway != nil {
+		errs = append(errs, d.gateway.Stop(ctx))
+	}
+	if d.consent != nil {
+		d.consent.Stop()
+	}
+	for _, b := range d.backends {
+		errs = append(errs, b.Stop(ctx))
+	}
+	if d.NATS != nil {
+		d.NATS.Shutdown()
+	}
+	if d.idp != nil {
+		errs = append(errs, d.idp.Close(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// startIdP starts the embedded demo OpenID Provider for the demo citizens
+// and returns the gateway's sign-in options for it.
+func (d *devFederation) startIdP(g *process.Env, o Options) (process.SignInOptions, error) {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return process.SignInOptions{}, err
+	}
+	var citizens []devidp.Citizen
+	for _, c := range Showcase() {
+		citizens = append(citizens, devidp.Citizen{EID: c.EID, Description: c.Description})
+	}
+	cfg := devidp.Config{
+		Citizens: citizens, ClientSecret: hex.EncodeToString(secret), ACR: citizen.DefaultACR,
+		EIDClaim: citizen.DefaultEIDClaim, Log: g.Log,
+	}
+	p, err := devidp.Start(o.IdPAddr, cfg)
+	if err != nil {
+		return process.SignInOptions{}, process.UsageError{Err: fmt.Errorf("--idp: %w", err)}
+	}
+	d.idp = p
+	g.Log.Info("demo OpenID Provider for citizen sign-in", "issuer", p.Issuer())
+	return process.SignInOptions{
+		OIDCIssuer: p.Issuer(), OIDCClientID: p.ClientID(), OIDCClientSecret: cfg.ClientSecret,
+		OIDCEIDClaim: cfg.EIDClaim, OIDCACR: []string{cfg.ACR}, DemoLogin: o.DemoLogin,
+	}, nil
+}
+
+// endpoints are where the running dev federation listens.
+func (d *devFederation) endpoints() Endpoints {
+	scheme := "http://"
+	if d.gateway.Secure() {
+		scheme = "https://"
+	}
+	ep := Endpoints{NATS: d.NATS.ClientURL(), GatewayHTTP: scheme + d.gateway.Addr(), GatewayGRPC: d.gateway.GRPCAddr(), OIDCIssuer: d.idp.Issuer()}
+	for _, a := range d.adapters {
+		ep.Adapters = append(ep.Adapters, Endpoint{Member: a.Member(), Addr: a.Addr()})
+	}
+	for _, b := range d.backends {
+		ep.Backends = append(ep.Backends, Endpoint{Member: b.Member, Addr: b.Addr})
+	}
+	return ep
+}
+
+// writeDemo mints the demo tokens, writes <data>/demo.json and prints
+// where everything is.
+func (d *devFederation) writeDemo(ctx context.Context, g *process.Env, fed *federation.Federation, out io.Writer, start time.Time) error {
+	keyer, err := g.Keyer()
+	if err != nil {
+		return err
+	}
+	ep := d.endpoints()
+	demo, err := Write(ctx, g.DataDir, fed, keyer, d.gateway.ConsentService(), ep)
+	if err != nil {
+		return err
+	}
+	Print(out, fed, ep, demo, time.Since(start))
+	return nil
+}

@@ -1,0 +1,67 @@
+package process
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc"
+
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/services/adapter"
+	"github.com/jisr-bus/jisr/services/adapter/node"
+)
+
+type AdapterOptions struct {
+	Member  string
+	Listen  string
+	Backend string
+	HTTP    string
+}
+
+// DevPort returns the dev port offset of a member: its position in the
+// federation file, from 1 (civil-registry 1, tax 2, cnss 3, health 4).
+func DevPort(fed *federation.Federation, member string, base int) string {
+	for i, m := range fed.Members {
+		if m.Name == member {
+			return fmt.Sprintf("127.0.0.1:%d", base+i+1)
+		}
+	}
+	return ""
+}
+
+// AdapterNode is a running adapter (services/adapter/node).
+type AdapterNode = node.Node
+
+// StartAdapter builds the adapter node's Config from the flags (the dev
+// ports by default) and the member's NATS connection and SVID.
+func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.ServerOption) (*AdapterNode, error) {
+	fed, err := g.Federation()
+	if err != nil {
+		return nil, err
+	}
+	m, err := fed.Member(o.Member)
+	if err != nil {
+		return nil, UsageError{fmt.Errorf("--member %q is not in %s", o.Member, g.FederationPath)}
+	}
+	if o.Listen == "" {
+		o.Listen = DevPort(fed, o.Member, 7000)
+	}
+	if o.Backend == "" && len(m.Provides) > 0 {
+		o.Backend = DevPort(fed, o.Member, 7100)
+	}
+	keyer, err := g.Keyer()
+	if err != nil {
+		return nil, err
+	}
+	nc, src, err := g.Connect(ctx, o.Member)
+	if err != nil {
+		return nil, err
+	}
+	cfg := adapter.Config{Member: o.Member, Federation: fed, Keyer: keyer, Conn: nc, Log: g.Log, Backend: o.Backend,
+		ServerOptions: g.GRPCServerOptions("adapter", o.Member), DialOptions: g.GRPCDialOptions(),
+		Registerer: g.Registry()}
+	return node.Start(ctx, node.Config{Adapter: cfg, Source: src, Listen: o.Listen}, node.WithServerOptions(extra...))
+}
+
+// BackendOf authorizes the member's own workloads (adapter.WorkloadsOf).
+var BackendOf = adapter.WorkloadsOf

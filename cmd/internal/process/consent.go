@@ -1,0 +1,67 @@
+package process
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/jisr-bus/jisr/gateway/consent"
+	"github.com/jisr-bus/jisr/gateway/consent/service"
+)
+
+// GatewayConsentKeys loads the public keys a gateway verifies tokens with:
+// the JWKS at path (default <certs>/consent-jwks.json). Key material that
+// holds a private key is refused (consent.ErrPrivateKey): the gateway never
+// loads the signing key.
+func GatewayConsentKeys(g *Env, path string) (*consent.KeySet, string, error) {
+	if path == "" {
+		path = consent.JWKSPath(g.CertsDir)
+	}
+	ks, err := consent.LoadJWKS(path)
+	return ks, path, err
+}
+
+// ConsentNode is a running consent service (gateway/consent/service).
+type ConsentNode = service.Service
+
+// StartConsentService runs the consent service under its own identity,
+// with the signing keys in --certs. The consent buckets must exist.
+func StartConsentService(ctx context.Context, g *Env) (*ConsentNode, error) {
+	fed, err := g.Federation()
+	if err != nil {
+		return nil, err
+	}
+	nc, src, err := g.Connect(ctx, "consent")
+	if err != nil {
+		return nil, err
+	}
+	return service.Start(ctx, service.Config{Federation: fed, CertsDir: g.CertsDir, Conn: nc, Source: src, Log: g.Log})
+}
+
+// ConsentService builds the consent service from the certs directory,
+// connected to NATS unless offline.
+func (g *Env) ConsentService(ctx context.Context, offline bool) (*consent.Service, func(), error) {
+	fed, err := g.Federation()
+	if err != nil {
+		return nil, nil, err
+	}
+	keys, err := consent.LoadKeys(g.CertsDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	svc := &consent.Service{Issuer: consent.NewIssuer(keys, fed.ID("consent")), Keys: keys, Federation: fed, Log: g.Log}
+	if offline {
+		return svc, func() {}, nil
+	}
+	nc, src, err := g.Connect(ctx, "consent", nats.MaxReconnects(0))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (use --offline to mint without recording)", err)
+	}
+	if svc.Store, err = consent.OpenStore(ctx, nc, consent.WithStoreLogger(g.Log)); err != nil {
+		nc.Close()
+		src.Close()
+		return nil, nil, err
+	}
+	return svc, func() { nc.Drain(); src.Close() }, nil
+}
