@@ -20,6 +20,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
+	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
 
 func TestAuditAccount(t *testing.T) {
@@ -28,19 +29,23 @@ func TestAuditAccount(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
-	// The audit operator creates the audit streams in AUDIT.
-	ajs, err := jetstream.New(f.env.Connect(t, natsconf.AuditOperator))
+	// The audit operator creates the audit streams in AUDIT, the operator
+	// the buckets in FED (jisr nats init --audit-account).
+	rs, err := natsstate.InitSplit(ctx, f.env.Connect(t, "operator"), f.env.Connect(t, natsconf.AuditOperator), stream.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	recCfg, ckptCfg, err := stream.StreamConfigs(stream.Config{})
-	if err != nil {
-		t.Fatal(err)
+	if len(rs) != 5 {
+		t.Fatalf("%d streams and buckets created, want 5", len(rs))
 	}
-	for _, c := range []jetstream.StreamConfig{recCfg, ckptCfg} {
-		if _, err := ajs.CreateStream(ctx, c); err != nil {
-			t.Fatalf("audit operator creates %s: %v", c.Name, err)
-		}
+	// The operator of FED cannot create them in AUDIT's place: its
+	// JetStream is FED's, and the auditor's is AUDIT's.
+	ojs, _ := jetstream.New(f.env.Connect(t, "operator"))
+	if _, err := ojs.Stream(ctx, subject.AuditStream); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("the audit stream seen in FED: %v", err)
+	}
+	if _, err := ojs.KeyValue(ctx, subject.RevocationBucket); err != nil {
+		t.Fatalf("the revocation bucket in FED: %v", err)
 	}
 
 	// The gateway, in FED, writes the log through the prefixed API.
@@ -120,7 +125,6 @@ func TestAuditAccount(t *testing.T) {
 		}
 	}
 	// FED's operator holds $JS.API.>, but FED's JetStream is not AUDIT's.
-	ojs, _ := jetstream.New(f.env.Connect(t, "operator"))
 	if err := ojs.DeleteStream(ctx, subject.AuditStream); !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Fatalf("FED's operator deleting the audit stream: %v, want not found", err)
 	}
