@@ -144,6 +144,7 @@ func TestAuditAccount(t *testing.T) {
 		"tofed":    "_INBOX.gateway.push",
 		"toapi":    "$JS.API.STREAM.DELETE." + subject.CheckpointStream,
 		"toapiall": "$JS.API.STREAM.PURGE." + subject.CheckpointStream,
+		"cross":    "jisr.checkpoint.gw-1", // the other audit stream's subjects
 	} {
 		req, _ := json.Marshal(map[string]any{"stream_name": subject.AuditStream, "config": map[string]any{
 			"name": name, "deliver_subject": deliver, "ack_policy": "none", "deliver_policy": "all",
@@ -159,7 +160,7 @@ func TestAuditAccount(t *testing.T) {
 	// A push consumer delivers only while its deliver subject has interest
 	// in its own account: none of these has any in AUDIT, so none delivers
 	// (and, inactive, each goes away after a few seconds).
-	for _, name := range []string{"tofed", "toapi", "toapiall"} {
+	for _, name := range []string{"tofed", "toapi", "toapiall", "cross"} {
 		m, err := auditor.Request("$JS.API.CONSUMER.INFO."+subject.AuditStream+"."+name, nil, 5*time.Second)
 		if err != nil {
 			t.Fatal(err)
