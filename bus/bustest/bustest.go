@@ -42,8 +42,9 @@ type Env struct {
 }
 
 type options struct {
-	fed       []byte
-	jetstream bool
+	fed          []byte
+	jetstream    bool
+	auditAccount bool
 }
 
 // Option configures Start.
@@ -54,6 +55,10 @@ func WithFederation(yaml []byte) Option { return func(o *options) { o.fed = yaml
 
 // WithoutJetStream starts the server without JetStream.
 func WithoutJetStream() Option { return func(o *options) { o.jetstream = false } }
+
+// WithAuditAccount starts the server with the audit streams in their own
+// account (natsconf.Config.AuditAccount).
+func WithAuditAccount() Option { return func(o *options) { o.auditAccount = true } }
 
 // Start brings up a bus for one test and tears it down with t.Cleanup.
 func Start(t testing.TB, opts ...Option) *Env {
@@ -87,6 +92,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	cfg := natsconf.Config{
 		Federation: fed, Port: -1,
 		CertFile: cert, KeyFile: keyFile, CAFile: svid.BundlePath(dir),
+		AuditAccount: o.auditAccount,
 	}
 	if o.jetstream {
 		cfg.StoreDir = filepath.Join(t.TempDir(), "jetstream")

@@ -47,7 +47,23 @@ type Config struct {
 	// ack, so a process crash (kill -9) loses nothing; this bounds what a
 	// power loss can lose. Default "1s".
 	SyncInterval string
+	// AuditAccount puts the audit streams in their own account (AUDIT),
+	// apart from the federation's traffic (FED): see AuditAccountPermissions.
+	AuditAccount bool
 }
+
+// The accounts of an audit-account configuration.
+const (
+	FedAccount   = "FED"
+	AuditAccount = "AUDIT"
+	// AuditAPIPrefix is where FED sees the read-only part of AUDIT's
+	// JetStream API ($JS.AUDIT.API.STREAM.INFO.JISR_AUDIT is AUDIT's
+	// $JS.API.STREAM.INFO.JISR_AUDIT); only the gateway may publish there.
+	AuditAPIPrefix = "$JS.AUDIT.API"
+	// AuditOperator is the identity that creates the audit streams in AUDIT
+	// (spiffe://<td>/audit-operator); the operator identity lives in FED.
+	AuditOperator = "audit-operator"
+)
 
 // Permission is one user's allow/deny lists.
 type Permission struct {
@@ -169,6 +185,57 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	return out
 }
 
+// auditExports is the part of AUDIT's JetStream API FED sees (under
+// AuditAPIPrefix): StreamAPI of the two audit streams, read-only. Stream
+// create, update, delete, purge and message delete are not exported.
+func auditExports() []string {
+	return append(StreamAPI(subject.AuditStream), StreamAPI(subject.CheckpointStream)...)
+}
+
+// prefixed maps a $JS.API subject to AuditAPIPrefix.
+func prefixed(s string) string { return AuditAPIPrefix + strings.TrimPrefix(s, "$JS.API") }
+
+// AuditAccountPermissions returns each identity's permissions when the
+// audit streams live in the AUDIT account: Permissions, except that the
+// gateway reaches the audit streams' API only under AuditAPIPrefix, the
+// auditor (in AUDIT) reads them with the plain API, and AuditOperator (in
+// AUDIT) creates them.
+func AuditAccountPermissions(fed *federation.Federation) map[string]Permission {
+	out := Permissions(fed)
+	gw := out[fed.ID("gateway").String()]
+	audit := map[string]bool{}
+	for _, s := range auditExports() {
+		audit[s] = true
+	}
+	var pub []string
+	for _, s := range gw.PublishAllow {
+		if audit[s] {
+			s = prefixed(s)
+		}
+		pub = append(pub, s)
+	}
+	gw.PublishAllow = pub
+	out[fed.ID("gateway").String()] = gw
+	// Every FED user but the gateway: nothing of AUDIT (the allow-lists
+	// already say so; this keeps it if they grow).
+	for id, p := range out {
+		if id != fed.ID("gateway").String() {
+			p.PublishDeny = append(p.PublishDeny, AuditAPIPrefix+".>", subject.AuditPrefix+".>", subject.CheckpointPrefix+".>")
+			out[id] = p
+		}
+	}
+	out[fed.ID(AuditOperator).String()] = Permission{
+		PublishAllow:   []string{"$JS.API.>"},
+		SubscribeAllow: []string{subject.Inbox(AuditOperator) + ".>"},
+	}
+	return out
+}
+
+// auditAccountUsers are the users of AUDIT.
+func auditAccountUsers(fed *federation.Federation) map[string]bool {
+	return map[string]bool{fed.ID("auditor").String(): true, fed.ID(AuditOperator).String(): true}
+}
+
 // Render returns the server configuration text.
 func Render(c Config) (string, error) {
 	if c.Federation == nil {
@@ -220,11 +287,52 @@ func Render(c Config) (string, error) {
 		w("jetstream {\n  store_dir: %s\n  sync_interval: %s\n}\n\n", q(c.StoreDir), q(c.SyncInterval))
 	}
 	w("# One user per SPIFFE ID. Permissions are allow-lists: anything not listed is denied.\n")
-	w("authorization {\n  # Clients that connect but never authenticate are dropped quickly.\n  timeout: 2\n  users = [\n")
-	perms := Permissions(c.Federation)
+	if !c.AuditAccount {
+		w("authorization {\n  # Clients that connect but never authenticate are dropped quickly.\n  timeout: 2\n  users = [\n")
+		users(w, Permissions(c.Federation), nil)
+		w("  ]\n}\n")
+		return b.String(), nil
+	}
+	perms := AuditAccountPermissions(c.Federation)
+	inAudit := auditAccountUsers(c.Federation)
+	js := ""
+	if c.StoreDir != "" {
+		js = "    jetstream: enabled\n"
+	}
+	w("# The audit streams live in AUDIT: only the gateway (in FED) writes them, through\n")
+	w("# AUDIT's service exports; only AUDIT's users (auditor, audit-operator) read them\n")
+	w("# with the full API. FED sees a read-only part of AUDIT's JetStream API under %s.\n", AuditAPIPrefix)
+	w("authorization {\n  timeout: 2\n}\n")
+	w("accounts {\n  %s {\n%s    users = [\n", FedAccount, js)
+	users(w, perms, func(id string) bool { return !inAudit[id] })
+	w("    ]\n    imports = [\n")
+	for _, s := range []string{subject.AuditPrefix + ".>", subject.CheckpointPrefix + ".>"} {
+		w("      {service: {account: %s, subject: %s}}\n", AuditAccount, q(s))
+	}
+	for _, s := range auditExports() {
+		w("      {service: {account: %s, subject: %s}, to: %s}\n", AuditAccount, q(s), q(prefixed(s)))
+	}
+	w("    ]\n  }\n  %s {\n%s    users = [\n", AuditAccount, js)
+	users(w, perms, func(id string) bool { return inAudit[id] })
+	w("    ]\n    exports = [\n")
+	for _, s := range []string{subject.AuditPrefix + ".>", subject.CheckpointPrefix + ".>"} {
+		w("      {service: %s, accounts: [%s]}\n", q(s), FedAccount)
+	}
+	for _, s := range auditExports() {
+		// A pull request or a direct get answers with more than one message.
+		w("      {service: %s, accounts: [%s], response_type: stream}\n", q(s), FedAccount)
+	}
+	w("    ]\n  }\n}\n")
+	return b.String(), nil
+}
+
+// users writes the users of perms that keep selects (all if keep is nil).
+func users(w func(string, ...any), perms map[string]Permission, keep func(string) bool) {
 	ids := make([]string, 0, len(perms))
 	for id := range perms {
-		ids = append(ids, id)
+		if keep == nil || keep(id) {
+			ids = append(ids, id)
+		}
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
@@ -244,8 +352,6 @@ func Render(c Config) (string, error) {
 		}
 		w("      }\n    }\n")
 	}
-	w("  ]\n}\n")
-	return b.String(), nil
 }
 
 func list(ss []string) string {

@@ -168,3 +168,58 @@ func TestEachIdentityWritesOnlyItsOwnBuckets(t *testing.T) {
 		}
 	}
 }
+
+func TestAuditAccountRender(t *testing.T) {
+	t.Parallel()
+	fed := demo(t)
+	dir := t.TempDir()
+	if _, err := devca.Init(dir, fed.TrustDomain, fed.Identities()); err != nil {
+		t.Fatal(err)
+	}
+	cert, key := svid.Paths(dir, fed.ID("nats"))
+	text, err := Render(Config{Federation: fed, CertFile: cert, KeyFile: key, CAFile: svid.BundlePath(dir), StoreDir: filepath.Join(dir, "js"), AuditAccount: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(text); err != nil {
+		t.Fatalf("nats-server rejects the rendered config: %v\n%s", err, text)
+	}
+	accounts := map[string]*server.Account{}
+	for _, a := range opts.Accounts {
+		accounts[a.Name] = a
+	}
+	if accounts[FedAccount] == nil || accounts[AuditAccount] == nil {
+		t.Fatalf("accounts %v", accounts)
+	}
+	inAudit := map[string]bool{fed.ID("auditor").String(): true, fed.ID(AuditOperator).String(): true}
+	for _, u := range opts.Users {
+		want := FedAccount
+		if inAudit[u.Username] {
+			want = AuditAccount
+		}
+		if u.Account == nil || u.Account.Name != want {
+			t.Errorf("user %s in %v, want %s", u.Username, u.Account, want)
+		}
+		// Only the gateway reaches AUDIT from FED.
+		if u.Username == fed.ID("gateway").String() {
+			continue
+		}
+		for _, s := range u.Permissions.Publish.Allow {
+			if strings.HasPrefix(s, AuditAPIPrefix) || (want == FedAccount && (strings.HasPrefix(s, subject.AuditPrefix) || strings.HasPrefix(s, subject.CheckpointPrefix))) {
+				t.Errorf("%s may publish %s", u.Username, s)
+			}
+		}
+	}
+	// Nothing that changes a stream is exported.
+	for _, s := range auditExports() {
+		for _, bad := range []string{".DELETE.", ".PURGE.", ".UPDATE.", "STREAM.CREATE.", ".MSG.DELETE.", "ACCOUNT"} {
+			if strings.Contains(s, bad) && !strings.HasPrefix(s, "$JS.API.CONSUMER.DELETE.") {
+				t.Errorf("AUDIT exports %s", s)
+			}
+		}
+	}
+	if !strings.Contains(text, "jetstream: enabled") {
+		t.Error("the accounts have no JetStream")
+	}
+}

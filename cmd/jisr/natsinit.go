@@ -10,6 +10,7 @@ func newNATSCmd(g *process.Env) *cobra.Command {
 		Use:   "nats",
 		Short: "Manage the federation's JetStream state (as the operator)",
 	}
+	var auditAccount bool
 	initCmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create, or check, every stream and bucket of the federation (as the operator)",
@@ -29,9 +30,10 @@ open them, and refuse to start until this has run. The audit retention comes
 from the --audit-* flags (default: the JISR_AUDIT_* variables), as for the gateway.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return process.NATSInit(cmd.Context(), g, cmd.OutOrStdout())
+			return process.NATSInitWith(cmd.Context(), g, cmd.OutOrStdout(), auditAccount)
 		},
 	}
+	initCmd.Flags().BoolVar(&auditAccount, "audit-account", false, "the server keeps the audit streams in their own account (jisr nats-config --audit-account): create them there as spiffe://<td>/audit-operator (see docs/audit.md)")
 	auditFlags(initCmd, &g.Audit)
 	cmd.AddCommand(initCmd)
 	return cmd

@@ -13,6 +13,7 @@ func natsFlags(cmd *cobra.Command, o *process.NATSOptions) {
 	cmd.Flags().StringVar(&o.Listen, "listen", "127.0.0.1:4222", "client listen address")
 	cmd.Flags().IntVar(&o.HTTPPort, "monitor-port", 0, "NATS monitoring HTTP port (0: off)")
 	cmd.Flags().StringVar(&o.Sync, "sync", "1s", `JetStream fsync interval, or "always" (see docs/audit.md)`)
+	cmd.Flags().BoolVar(&o.AuditAccount, "audit-account", false, "keep the audit streams in their own account, AUDIT: only the gateway writes them, only auditors read them (see docs/audit.md)")
 	cmd.Flags().BoolVar(&o.Trace, "trace", false, "log the subject of every publish and delivery at debug level (payloads cut to one byte; needs --log-level debug)")
 }
 

@@ -87,6 +87,7 @@ type options struct {
 	queue           int
 	retryEvery      time.Duration
 	trustedPath     string
+	apiPrefix       string
 }
 
 // Option configures Open with an optional setting.
@@ -121,6 +122,13 @@ func WithRetryEvery(d time.Duration) Option { return func(o *options) { o.retryE
 // checkpoint in that file (ErrNotExtended). A missing file is trusted on
 // first use.
 func WithTrustedCheckpoint(path string) Option { return func(o *options) { o.trustedPath = path } }
+
+// WithAPIPrefix reaches the audit streams' JetStream API under prefix (for
+// example "$JS.AUDIT.API"): the server keeps them in their own account and
+// shows the gateway's account only their read-only API there (see
+// natsconf.AuditAPIPrefix). Records and checkpoints are published on their
+// usual subjects.
+func WithAPIPrefix(prefix string) Option { return func(o *options) { o.apiPrefix = prefix } }
 
 // Log is one gateway instance's audit log. Create it with Open.
 type Log struct {
@@ -209,10 +217,17 @@ func Open(ctx context.Context, cfg Config, opts ...Option) (*Log, error) {
 	case o.checkpointEvery <= 0 || o.maxBatch <= 0 || o.ackTimeout <= 0 || o.queue <= 0 || o.retryEvery <= 0:
 		return nil, fmt.Errorf("%w: intervals, sizes and timeouts must be positive", ErrConfig)
 	}
-	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(2*o.maxBatch),
+	jsOpts := []jetstream.JetStreamOpt{
+		jetstream.WithPublishAsyncMaxPending(2 * o.maxBatch),
 		jetstream.WithPublishAsyncTimeout(o.ackTimeout),
-	)
+	}
+	var js jetstream.JetStream
+	var err error
+	if o.apiPrefix != "" {
+		js, err = jetstream.NewWithAPIPrefix(nc, o.apiPrefix, jsOpts...)
+	} else {
+		js, err = jetstream.New(nc, jsOpts...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}

@@ -159,6 +159,36 @@ func Init(ctx context.Context, nc *nats.Conn, c stream.Config) ([]Result, error)
 	if err != nil {
 		return nil, err
 	}
+	return InitSpecs(ctx, nc, specs)
+}
+
+// InitSplit is Init for a server that keeps the audit streams in their own
+// account (natsconf.Config.AuditAccount): the buckets on fedOp, the
+// operator's connection, and the audit streams on auditOp, the connection
+// of the audit account's operator (natsconf.AuditOperator).
+func InitSplit(ctx context.Context, fedOp, auditOp *nats.Conn, c stream.Config) ([]Result, error) {
+	specs, err := All(c)
+	if err != nil {
+		return nil, err
+	}
+	var auditSpecs, fedSpecs []Spec
+	for _, sp := range specs {
+		if sp.Bucket == "" {
+			auditSpecs = append(auditSpecs, sp)
+		} else {
+			fedSpecs = append(fedSpecs, sp)
+		}
+	}
+	out, err := InitSpecs(ctx, auditOp, auditSpecs)
+	if err != nil {
+		return out, err
+	}
+	more, err := InitSpecs(ctx, fedOp, fedSpecs)
+	return append(out, more...), err
+}
+
+// InitSpecs creates or checks the streams and buckets of specs on nc, as Init.
+func InitSpecs(ctx context.Context, nc *nats.Conn, specs []Spec) ([]Result, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err

@@ -57,7 +57,7 @@ func startAudit(ctx context.Context, cfg Config, citizens accesslog.Authenticato
 	}
 	l, err := audit.Open(ctx, audit.Config{Conn: cfg.Conn, TrustDomain: td, LogID: cfg.Instance, Key: kp},
 		audit.WithLogger(cfg.Log), audit.WithStream(a.Stream), audit.WithCheckpointEvery(a.CheckpointEvery),
-		audit.WithTrustedCheckpoint(a.TrustedCheckpoint))
+		audit.WithTrustedCheckpoint(a.TrustedCheckpoint), audit.WithAPIPrefix(a.APIPrefix))
 	if err != nil {
 		return nil, err
 	}
@@ -79,6 +79,9 @@ func startAccessLog(ctx context.Context, cfg Config, citizens accesslog.Authenti
 		return nil, nil, err
 	}
 	js, err := jetstream.New(cfg.Conn)
+	if cfg.Audit.APIPrefix != "" {
+		js, err = jetstream.NewWithAPIPrefix(cfg.Conn, cfg.Audit.APIPrefix)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

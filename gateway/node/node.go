@@ -57,6 +57,10 @@ type AuditConfig struct {
 	TrustedCheckpoint string // the last checkpoint published, kept outside NATS
 	Stream            stream.Config
 	CheckpointEvery   time.Duration
+	// APIPrefix, when set, is where the gateway's account sees the audit
+	// streams' JetStream API: the server keeps them in their own account
+	// (natsconf.AuditAPIPrefix, `jisr gateway --audit-api-prefix`).
+	APIPrefix string
 }
 
 // Option sets an optional setting of a node.

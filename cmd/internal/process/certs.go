@@ -8,13 +8,15 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/certs/devca"
 	"github.com/jisr-bus/jisr/gateway/consent"
 )
 
 // InitCerts creates whatever of the dev PKI and keys is missing.
 func InitCerts(g *Env, fed *federation.Federation) (*devca.InitResult, error) {
-	res, err := devca.Init(g.CertsDir, fed.TrustDomain, fed.Identities())
+	// The audit account's operator (jisr nats init --audit-account) too.
+	res, err := devca.Init(g.CertsDir, fed.TrustDomain, append(fed.Identities(), fed.ID(natsconf.AuditOperator)))
 	if err != nil {
 		return nil, err
 	}

@@ -20,8 +20,10 @@ type GatewayOptions struct {
 	HTTPAddr string
 	GRPCAddr string
 	Instance string
-	Unsafe   gateway.Safeguards
-	Pprof    bool
+	// AuditAPIPrefix: see node.AuditConfig.APIPrefix.
+	AuditAPIPrefix string
+	Unsafe         gateway.Safeguards
+	Pprof          bool
 	// consentJWKS is the consent service's public JWKS (default
 	// <certs>/consent-jwks.json); a private key there stops the gateway.
 	ConsentJWKS string
@@ -117,6 +119,7 @@ func StartGateway(ctx context.Context, g *Env, o GatewayOptions) (*GatewayNode, 
 			KeyDir: AuditKeyDir(g.CertsDir), Dir: filepath.Join(g.DataDir, "audit"),
 			TrustedCheckpoint: TrustedCheckpointPath(g.DataDir, o.Instance),
 			Stream:            settings.Stream, CheckpointEvery: settings.CheckpointEvery,
+			APIPrefix: o.AuditAPIPrefix,
 		},
 	}, opts...)
 	if err != nil {

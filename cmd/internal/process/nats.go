@@ -17,6 +17,9 @@ type NATSOptions struct {
 	HTTPPort int
 	Sync     string
 	Trace    bool
+	// AuditAccount puts the audit streams in their own account (see
+	// natsconf.Config.AuditAccount and docs/audit.md).
+	AuditAccount bool
 }
 
 func (g *Env) NATSConfig(o NATSOptions) (natsconf.Config, error) {
@@ -43,6 +46,7 @@ func (g *Env) NATSConfig(o NATSOptions) (natsconf.Config, error) {
 		Federation: fed, Host: host, Port: port, HTTPPort: o.HTTPPort,
 		CertFile: abs(cert), KeyFile: abs(key), CAFile: abs(svid.BundlePath(g.CertsDir)),
 		StoreDir: abs(filepath.Join(g.DataDir, "jetstream")), SyncInterval: o.Sync,
+		AuditAccount: o.AuditAccount,
 	}, nil
 }
 

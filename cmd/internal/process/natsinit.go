@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
@@ -14,6 +15,14 @@ import (
 // NATSInit connects as the operator and creates or checks every stream and
 // bucket; out (when not nil) gets one line per stream or bucket.
 func NATSInit(ctx context.Context, g *Env, out io.Writer) error {
+	return NATSInitWith(ctx, g, out, false)
+}
+
+// NATSInitWith is NATSInit; with auditAccount (a server rendered with
+// --audit-account) the audit streams are created in the AUDIT account by
+// its operator, spiffe://<td>/audit-operator, whose SVID must be in the
+// certs directory; the operator creates the buckets in FED.
+func NATSInitWith(ctx context.Context, g *Env, out io.Writer, auditAccount bool) error {
 	settings, err := g.Audit.Settings()
 	if err != nil {
 		return err
@@ -23,7 +32,17 @@ func NATSInit(ctx context.Context, g *Env, out io.Writer) error {
 		return err
 	}
 	defer func() { nc.Close(); src.Close() }()
-	rs, err := natsstate.Init(ctx, nc, settings.Stream)
+	var rs []natsstate.Result
+	if auditAccount {
+		anc, asrc, err := g.Connect(ctx, natsconf.AuditOperator, nats.MaxReconnects(0))
+		if err != nil {
+			return err
+		}
+		defer func() { anc.Close(); asrc.Close() }()
+		rs, err = natsstate.InitSplit(ctx, nc, anc, settings.Stream)
+	} else {
+		rs, err = natsstate.Init(ctx, nc, settings.Stream)
+	}
 	if err != nil {
 		return err
 	}
