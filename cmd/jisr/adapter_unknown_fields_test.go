@@ -12,90 +12,20 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/gateway"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	"github.com/jisr-bus/jisr/gateway/minimise"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
-	jisrv1 "github.com/jisr-bus/jisr/proto/gen/jisr/v1"
 	"github.com/jisr-bus/jisr/services/adapter"
+	"github.com/jisr-bus/jisr/services/adapter/adaptertest"
 )
 
 // The leaky backend's unknown fields behind the real adapters and the real
 // gateway (moved from services/adapter, whose own tests keep the provider
 // side's check without the gateway).
-
-// secret is what a leaky backend smuggles in fields no descriptor knows.
-const secret = "diagnosis=HIV-POSITIVE criminal-record=YES"
-
-// smuggle adds unknown fields (a string and a varint) to m.
-func smuggle(m proto.Message, num protowire.Number) {
-	b := protowire.AppendTag(nil, num, protowire.BytesType)
-	b = protowire.AppendString(b, secret)
-	b = protowire.AppendTag(b, num+1, protowire.VarintType)
-	b = protowire.AppendVarint(b, 1)
-	m.ProtoReflect().SetUnknown(b)
-}
-
-// leakyRegistry is a real gRPC civil registry backend that returns unknown
-// fields at every nesting level of its replies, and records whether the
-// requests it got carried any.
-type leakyRegistry struct {
-	civilv1.UnimplementedCivilRegistryServer
-	mu      sync.Mutex
-	unknown []int // unknown bytes in each request received
-}
-
-func (r *leakyRegistry) saw(req proto.Message) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.unknown = append(r.unknown, len(req.ProtoReflect().GetUnknown()))
-}
-
-func (r *leakyRegistry) GetPerson(_ context.Context, req *civilv1.GetPersonRequest) (*civilv1.GetPersonResponse, error) {
-	r.saw(req)
-	latin := &jisrv1.Name{Given: "Meryem", Family: "Alaoui"}
-	arabic := &jisrv1.Name{Given: "مريم", Family: "العلوي"}
-	date := &jisrv1.Date{Year: 1990, Month: 3, Day: 14}
-	place := &jisrv1.Place{Commune: "Fès", Country: "MA"}
-	names := &civilv1.Names{Latin: latin, Arabic: arabic}
-	birth := &civilv1.Birth{Date: date, Place: place}
-	p := &civilv1.Person{Eid: req.GetEid(), Names: names, Sex: civilv1.Sex_SEX_FEMALE, Birth: birth,
-		VitalStatus: civilv1.VitalStatus_VITAL_STATUS_ALIVE, FatherName: "Driss", MotherName: "Khadija"}
-	resp := &civilv1.GetPersonResponse{Person: p}
-	for i, m := range []proto.Message{resp, p, names, latin, arabic, birth, date, place} {
-		smuggle(m, protowire.Number(31+2*i)) // 31 at top level, 33 in person, …
-	}
-	return resp, nil
-}
-
-func (r *leakyRegistry) GetHousehold(_ context.Context, req *civilv1.GetHouseholdRequest) (*civilv1.GetHouseholdResponse, error) {
-	r.saw(req)
-	h := &civilv1.Household{HouseholdId: "H-1", Members: []*civilv1.HouseholdMember{
-		{Eid: req.GetEid(), Relation: civilv1.Relation_RELATION_HEAD, GivenName: "Meryem", BirthDate: &jisrv1.Date{Year: 1990}, Alive: true},
-		{Eid: "BK100001", Relation: civilv1.Relation_RELATION_SPOUSE, GivenName: "Omar", BirthDate: &jisrv1.Date{Year: 1988}, Alive: true},
-		{Eid: "BK100002", Relation: civilv1.Relation_RELATION_CHILD, GivenName: "Sara", BirthDate: &jisrv1.Date{Year: 2015}, Alive: true},
-	}}
-	resp := &civilv1.GetHouseholdResponse{Household: h}
-	smuggle(resp, 31)
-	smuggle(h, 40)
-	for i, m := range h.Members {
-		smuggle(m, protowire.Number(42+i))
-		smuggle(m.BirthDate, 50)
-	}
-	return resp, nil
-}
-
-func (r *leakyRegistry) IsAlive(_ context.Context, req *civilv1.IsAliveRequest) (*civilv1.IsAliveResponse, error) {
-	r.saw(req)
-	resp := &civilv1.IsAliveResponse{Alive: true}
-	smuggle(resp, 31)
-	return resp, nil
-}
 
 // auditRecorder keeps the gateway's decisions.
 type auditRecorder struct {
@@ -135,7 +65,7 @@ func TestUnknownFieldsNeverCrossTheBus(t *testing.T) {
 	}
 	t.Cleanup(func() { gw.Stop(context.Background()) })
 
-	be := &leakyRegistry{}
+	be := &adaptertest.LeakyRegistry{}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +109,7 @@ func TestUnknownFieldsNeverCrossTheBus(t *testing.T) {
 	}{
 		{"rule with a field list", "amo-enrolment", func(ctx context.Context) (proto.Message, error) {
 			req := &civilv1.GetPersonRequest{Eid: eid}
-			smuggle(req, 7)
+			adaptertest.Smuggle(req, 7)
 			return client.GetPerson(ctx, req)
 		}, []string{
 			"person.birth.date.day", "person.birth.date.month", "person.birth.date.year",
@@ -189,12 +119,12 @@ func TestUnknownFieldsNeverCrossTheBus(t *testing.T) {
 		}},
 		{"repeated messages, relatives' eIDs not named", "amo-enrolment", func(ctx context.Context) (proto.Message, error) {
 			req := &civilv1.GetHouseholdRequest{Eid: eid}
-			smuggle(req, 7)
+			adaptertest.Smuggle(req, 7)
 			return client.GetHousehold(ctx, req)
 		}, []string{"household.members.relation"}},
 		{"rule without a field list (mandate)", "pension-continuity", func(ctx context.Context) (proto.Message, error) {
 			req := &civilv1.IsAliveRequest{Eid: eid}
-			smuggle(req, 7)
+			adaptertest.Smuggle(req, 7)
 			return client.IsAlive(ctx, req)
 		}, []string{"alive"}},
 	} {
@@ -205,7 +135,7 @@ func TestUnknownFieldsNeverCrossTheBus(t *testing.T) {
 				t.Fatal(err)
 			}
 			raw, _ := proto.Marshal(resp)
-			if strings.Contains(string(raw), "HIV") || hasUnknown(resp.ProtoReflect()) {
+			if strings.Contains(string(raw), "HIV") || adaptertest.HasUnknown(resp.ProtoReflect()) {
 				t.Fatalf("the consumer received unknown fields: %x", raw)
 			}
 			rec := audit.last()
@@ -226,14 +156,7 @@ func TestUnknownFieldsNeverCrossTheBus(t *testing.T) {
 			t.Fatalf("household %v", resp)
 		}
 	})
-	be.mu.Lock()
-	defer be.mu.Unlock()
-	if len(be.unknown) < 3 || slices.ContainsFunc(be.unknown, func(n int) bool { return n != 0 }) {
-		t.Fatalf("unknown request bytes seen by the backend: %v", be.unknown)
+	if seen := be.UnknownSeen(); len(seen) < 3 || slices.ContainsFunc(seen, func(n int) bool { return n != 0 }) {
+		t.Fatalf("unknown request bytes seen by the backend: %v", seen)
 	}
-}
-
-// hasUnknown reports whether m or any message inside it has unknown fields.
-func hasUnknown(m protoreflect.Message) bool {
-	return minimise.DropUnknown(proto.Clone(m.Interface()).ProtoReflect()) > 0
 }
