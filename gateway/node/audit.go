@@ -59,6 +59,11 @@ func startAudit(ctx context.Context, cfg Config, citizens accesslog.Authenticato
 		audit.WithLogger(cfg.Log), audit.WithStream(a.Stream), audit.WithCheckpointEvery(a.CheckpointEvery),
 		audit.WithTrustedCheckpoint(a.TrustedCheckpoint), audit.WithAPIPrefix(a.APIPrefix))
 	if err != nil {
+		if a.APIPrefix == "" && errors.Is(err, context.DeadlineExceeded) {
+			// On a server whose audit streams live in their own account, the
+			// plain JetStream API is not the gateway's to use: it gets no answer.
+			err = fmt.Errorf("%w (if the NATS server keeps the audit in its own account, `jisr nats-server --audit-account`, start the gateway with --audit-api-prefix '$JS.AUDIT.API')", err)
+		}
 		return nil, err
 	}
 	closers = append(closers, l.Close)
