@@ -849,7 +849,7 @@ func (b *harness) backendReplySize(ctx context.Context, addr, eid string) (int, 
 }
 
 // Relay is the baseline's relay, run as the gateway identity on nc: it
-// forwards every query to its provider without a single check, and replies
+// forwards every query to its provider without the gateway's checks, and replies
 // with the first size bytes of the provider's answer (size < 0: all of it),
 // as the gateway's minimised reply. It logs "relay ready" once subscribed
 // and returns when ctx ends.
@@ -866,6 +866,12 @@ func Relay(ctx context.Context, nc *nats.Conn, size int, log *slog.Logger) error
 func relay(nc *nats.Conn, msg *nats.Msg, size int) {
 	q, err := subject.ParseQuery(msg.Subject)
 	if err != nil {
+		return
+	}
+	// The relay runs as the gateway identity: like the gateway, it answers
+	// only on the asker's own inbox (the one check the baseline keeps; it
+	// costs a string scan and stops the harness being a way around it).
+	if subject.CheckReply(msg.Reply, q.Consumer) != nil {
 		return
 	}
 	ps, err := q.ProviderSubject()
