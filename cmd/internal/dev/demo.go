@@ -94,6 +94,7 @@ type Endpoints struct {
 	GatewayHTTP string // with its scheme
 	GatewayGRPC string
 	OIDCIssuer  string
+	Console     string // the auditor's console, https://…/console/ ("" when off)
 	Adapters    []Endpoint
 	Backends    []Endpoint
 }
@@ -109,6 +110,9 @@ func Write(ctx context.Context, dataDir string, fed *federation.Federation, keye
 	}}
 	demo.SignIn = "open " + ep.GatewayHTTP + "/access-log/ and sign in with the national e-ID: the demo provider at " +
 		ep.OIDCIssuer + " lists the demo citizens"
+	if ep.Console != "" {
+		demo.Endpoints["console"] = ep.Console
+	}
 	for _, a := range ep.Adapters {
 		demo.Endpoints["adapter/"+a.Member] = a.Addr
 	}
