@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -196,7 +197,7 @@ func (s *Server) Findings(ctx context.Context) ([]Finding, error) {
 		if newest.Sub(l.LastRecord) > r.LogStall {
 			out = append(out, Finding{Kind: KindLogStalled, Subject: l.ID, Count: int(l.Records),
 				Evidence: fmt.Sprintf("log %s: last record %s, %s before the newest record of another log", l.ID, l.LastRecord.UTC().Format(time.RFC3339), newest.Sub(l.LastRecord).Round(time.Second)),
-				Link:     "/console/integrity"})
+				Link:     "/console/integrity?log=" + url.QueryEscape(l.ID)})
 		}
 		if l.Records > l.CheckpointSize && (l.CheckpointAt.IsZero() || now.Sub(l.CheckpointAt) > 2*s.cfg.CheckpointEvery) && now.Sub(l.LastRecord) > 2*s.cfg.CheckpointEvery {
 			age := "none"
@@ -205,7 +206,7 @@ func (s *Server) Findings(ctx context.Context) ([]Finding, error) {
 			}
 			out = append(out, Finding{Kind: KindStaleCheckpoint, Subject: l.ID, Count: int(l.Records - l.CheckpointSize),
 				Evidence: fmt.Sprintf("log %s: %d records after its latest checkpoint (size %d, age %s; interval %s)", l.ID, l.Records-l.CheckpointSize, l.CheckpointSize, age, s.cfg.CheckpointEvery),
-				Link:     "/console/integrity"})
+				Link:     "/console/integrity?log=" + url.QueryEscape(l.ID)})
 		}
 	}
 	return out, nil

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"errors"
@@ -183,9 +184,12 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, v *view) {
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", pageCSP)
 	h.Set("Cache-Control", "no-store")
-	if err := page.Execute(w, v); err != nil {
-		s.cfg.Log.Warn("console page", "err", err)
+	var b bytes.Buffer
+	if err := page.Execute(&b, v); err != nil {
+		s.fail(w, http.StatusInternalServerError, fmt.Errorf("console page: %w", err))
+		return
 	}
+	_, _ = w.Write(b.Bytes())
 }
 
 func (s *Server) fail(w http.ResponseWriter, code int, err error) {
