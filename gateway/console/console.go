@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -271,8 +270,12 @@ func (s *Server) decisions(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, err)
 		return
 	}
-	before, _ := strconv.ParseUint(r.URL.Query().Get("before"), 10, 64)
-	rows, err := s.cfg.Store.Page(r.Context(), f, before, pageSize)
+	cur, err := ParseCursor(r.URL.Query().Get("before"))
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, err)
+		return
+	}
+	rows, err := s.cfg.Store.Page(r.Context(), f, cur, pageSize)
 	if err != nil {
 		s.fail(w, http.StatusInternalServerError, err)
 		return
@@ -291,7 +294,7 @@ func (s *Server) decisions(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(rows) == pageSize {
 		q := f.Query()
-		q.Set("before", strconv.FormatUint(rows[len(rows)-1].Seq, 10))
+		q.Set("before", Next(rows).String())
 		v.Next = template.URL(q.Encode()) //nolint:gosec // url.Values.Encode escapes every value
 	}
 	s.render(w, r, v)
@@ -396,7 +399,7 @@ func (s *Server) trace(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "a trace id is 32 hexadecimal digits", http.StatusBadRequest)
 		return
 	}
-	rows, err := s.cfg.Store.Page(r.Context(), Filter{TraceID: id.String()}, 0, 10)
+	rows, err := s.cfg.Store.Page(r.Context(), Filter{TraceID: id.String()}, Cursor{}, 10)
 	if err != nil {
 		s.fail(w, http.StatusInternalServerError, err)
 		return

@@ -171,7 +171,7 @@ func (h *harness) waitRows(t *testing.T, f console.Filter, n int) []console.Row 
 	var rows []console.Row
 	bustest.Eventually(t, 20*time.Second, func() error {
 		var err error
-		rows, err = h.store.Page(t.Context(), f, 0, 1000)
+		rows, err = h.store.Page(t.Context(), f, console.Cursor{}, 1000)
 		if err != nil {
 			return err
 		}
@@ -349,7 +349,7 @@ func TestDecisionsFilterPageExportAndTheLookIsAudited(t *testing.T) {
 		t.Fatalf("the auditor's looks: %d at alice, %d exports, want 1 and 1 (%d looks)", aboutAlice, exports, len(looks))
 	}
 	// The eID is nowhere in the index.
-	all, _ := h.store.Page(t.Context(), console.Filter{}, 0, 0)
+	all, _ := h.store.Page(t.Context(), console.Filter{}, console.Cursor{}, 0)
 	for _, r := range all {
 		if bytes.Contains(bytes.ToUpper(r.Data), []byte(alice)) || strings.Contains(r.Rule+r.Purpose, alice) {
 			t.Fatalf("the eID is stored: %+v", r)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,11 +50,11 @@ CREATE TABLE IF NOT EXISTS decisions (
 	subject     TEXT NOT NULL,
 	data        BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ns);
-CREATE INDEX IF NOT EXISTS decisions_ckey ON decisions (ckey, seq);
-CREATE INDEX IF NOT EXISTS decisions_consumer ON decisions (consumer, seq);
-CREATE INDEX IF NOT EXISTS decisions_provider ON decisions (provider, seq);
-CREATE INDEX IF NOT EXISTS decisions_reason ON decisions (reason, seq);
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ns, seq);
+CREATE INDEX IF NOT EXISTS decisions_ckey ON decisions (ckey, time_ns, seq);
+CREATE INDEX IF NOT EXISTS decisions_consumer ON decisions (consumer, time_ns, seq);
+CREATE INDEX IF NOT EXISTS decisions_provider ON decisions (provider, time_ns, seq);
+CREATE INDEX IF NOT EXISTS decisions_reason ON decisions (reason, time_ns, seq);
 CREATE INDEX IF NOT EXISTS decisions_trace ON decisions (trace_id);
 `
 
@@ -283,28 +284,67 @@ func (f Filter) where() (string, []any, error) {
 
 const columns = `seq, log, leaf, time_ns, consumer, provider, service, method, ckey, purpose, legal_basis, rule, allowed, reason, code, latency_us, trace_id, subject`
 
-// Page returns up to limit decisions selected by f, newest first, stored
-// before sequence before (0: from the newest). The next page starts before
-// the last row's Seq. It walks an index: its cost grows with the page, not
-// with the log.
-func (s *Store) Page(ctx context.Context, f Filter, before uint64, limit int) ([]Row, error) {
-	return s.query(ctx, f, before, limit, false)
+// Cursor is where a page starts: before the decision at (Time, Seq).
+// The zero Cursor starts at the newest.
+type Cursor struct {
+	Time time.Time
+	Seq  uint64
 }
 
-func (s *Store) query(ctx context.Context, f Filter, before uint64, limit int, withData bool) ([]Row, error) {
+// Next is the cursor of the page after rows.
+func Next(rows []Row) Cursor {
+	if len(rows) == 0 {
+		return Cursor{}
+	}
+	last := rows[len(rows)-1]
+	return Cursor{Time: last.Time, Seq: last.Seq}
+}
+
+// String is the cursor as a URL parameter: <unix ns>.<seq>.
+func (c Cursor) String() string {
+	if c.Seq == 0 {
+		return ""
+	}
+	return strconv.FormatInt(c.Time.UnixNano(), 10) + "." + strconv.FormatUint(c.Seq, 10)
+}
+
+// ParseCursor reads Cursor.String ("" is the zero cursor).
+func ParseCursor(s string) (Cursor, error) {
+	if s == "" {
+		return Cursor{}, nil
+	}
+	t, seq, ok := strings.Cut(s, ".")
+	ns, err1 := strconv.ParseInt(t, 10, 64)
+	n, err2 := strconv.ParseUint(seq, 10, 64)
+	if !ok || err1 != nil || err2 != nil {
+		return Cursor{}, fmt.Errorf("%w: cursor %q", ErrFilter, s)
+	}
+	return Cursor{Time: time.Unix(0, ns).UTC(), Seq: n}, nil
+}
+
+// Page returns up to limit decisions selected by f, newest first (by the
+// decision's time, then its stream sequence), after the cursor. It walks
+// an index on (filter column, time, sequence): its cost grows with the
+// page, not with the log.
+func (s *Store) Page(ctx context.Context, f Filter, c Cursor, limit int) ([]Row, error) {
+	return s.query(ctx, f, c, limit, false)
+}
+
+func (s *Store) query(ctx context.Context, f Filter, c Cursor, limit int, withData bool) ([]Row, error) {
 	where, args, err := f.where()
 	if err != nil {
 		return nil, err
 	}
-	if before > 0 {
-		where += " AND seq < ?"
-		args = append(args, int64(before))
+	if c.Seq > 0 {
+		ns := c.Time.UnixNano()
+		where += " AND (time_ns < ? OR (time_ns = ? AND seq < ?))"
+		args = append(args, ns, ns, int64(c.Seq))
 	}
 	cols := columns
 	if withData {
 		cols += ", data"
 	}
-	q := `SELECT ` + cols + ` FROM decisions WHERE ` + where + ` ORDER BY seq DESC`
+	q := `SELECT ` + cols + ` FROM decisions WHERE ` + where + ` ORDER BY time_ns DESC, seq DESC`
 	if limit > 0 {
 		q += ` LIMIT ?`
 		args = append(args, limit)
