@@ -337,8 +337,8 @@ func (s *Store) query(ctx context.Context, f Filter, c Cursor, limit int, withDa
 	}
 	if c.Seq > 0 {
 		ns := c.Time.UnixNano()
-		where += " AND (time_ns < ? OR (time_ns = ? AND seq < ?))"
-		args = append(args, ns, ns, int64(c.Seq))
+		where += " AND (time_ns, seq) < (?, ?)" // a row value: an index range
+		args = append(args, ns, int64(c.Seq))
 	}
 	cols := columns
 	if withData {
