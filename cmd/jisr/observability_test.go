@@ -441,7 +441,9 @@ func checkObservabilityFiles(t *testing.T, live scraped) {
 			}
 		}
 	}
-	for _, a := range []string{"JisrAuditFailing", "JisrSVIDExpiringSoon", "JisrRefusalRateJump", "JisrGatewayP99High"} {
+	for _, a := range []string{"JisrAuditFailing", "JisrSVIDExpiringSoon", "JisrRefusalRateJump", "JisrGatewayP99High",
+		"JisrProbing", "JisrManyDistinctCitizens", "JisrRepeatedQueriesAboutOneCitizen", "JisrOffHoursQueries",
+		"JisrAuditLogStalled", "JisrCheckpointStale", "JisrAuditVerificationFailed"} {
 		if !alerts[a] {
 			t.Errorf("alerts.yml has no %s", a)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc/codes"
@@ -103,7 +106,7 @@ func newHarness(t *testing.T, foreignKeys bool) *harness {
 		Federation: env.Fed, Keyer: env.Keyer, Store: store, Records: records, Checkpoints: ckpts, Keys: keys,
 		Traces: h.traces, Audit: l, Auth: console.Auth{Auditor: env.ID("auditor"), Bundle: gwSrc},
 		Log: bustest.Logger(t), CheckpointEvery: time.Second,
-		Rules: console.Rules{ProbingRefusals: 10},
+		Rules: console.Rules{ProbingRefusals: 10, HoursFrom: 0, HoursTo: 24}, // usual hours: all day, whenever the test runs
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -386,8 +389,8 @@ func TestTraceWaterfall(t *testing.T) {
 // with its evidence and a link to the decisions behind it; statistics count it.
 func TestProbingFindingAndStats(t *testing.T) {
 	h := newHarness(t, false)
-	for range 12 {
-		d := allowed("tax", alice, h, "GetPerson")
+	for i := range 12 {
+		d := allowed("tax", fmt.Sprintf("AB%06d", i), h, "GetPerson")
 		d.Allowed, d.Reason, d.Code = false, decision.ReasonNoRule, codes.PermissionDenied
 		h.append(t, d)
 	}
@@ -403,6 +406,25 @@ func TestProbingFindingAndStats(t *testing.T) {
 	code, body = get(t, c, h.url+link)
 	if code != http.StatusOK || strings.Count(body, `<tr class="refused"`) != 12 {
 		t.Fatalf("the finding's decisions %s: %d\n%s", link, code, body)
+	}
+	// The finding is a metric (deploy/observability/alerts.yml: JisrProbing).
+	reg := prometheus.NewRegistry()
+	if err := h.srv.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	h.srv.UpdateMetrics(t.Context())
+	if err := promtestutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP jisr_console_findings Anomaly findings of the auditor's console now, by kind and member or log.
+# TYPE jisr_console_findings gauge
+jisr_console_findings{kind="distinct_citizens",subject=""} 0
+jisr_console_findings{kind="log_stalled",subject=""} 0
+jisr_console_findings{kind="off_hours",subject=""} 0
+jisr_console_findings{kind="probing",subject=""} 0
+jisr_console_findings{kind="probing",subject="tax"} 12
+jisr_console_findings{kind="repeated_queries",subject=""} 0
+jisr_console_findings{kind="stale_checkpoint",subject=""} 0
+`), "jisr_console_findings"); err != nil {
+		t.Fatal(err)
 	}
 	code, body = get(t, c, h.url+"/console/stats")
 	if code != http.StatusOK || !strings.Contains(body, "<polyline") || !strings.Contains(body, "NO_ACCESS_RULE") {

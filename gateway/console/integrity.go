@@ -143,12 +143,14 @@ func (s *Server) Run(ctx context.Context) {
 			s.Verify(ctx)
 			verifyT.Reset(s.cfg.VerifyEvery)
 		case <-findT.C:
-			s.refreshFindings(ctx)
+			s.UpdateMetrics(ctx)
 		}
 	}
 }
 
-func (s *Server) refreshFindings(ctx context.Context) {
+// UpdateMetrics evaluates the findings into jisr_console_findings (Run does
+// it every 15 s).
+func (s *Server) UpdateMetrics(ctx context.Context) {
 	if s.metrics == nil {
 		return
 	}

@@ -30,12 +30,20 @@ func (s *Server) Register(reg prometheus.Registerer) error {
 			return err
 		}
 	}
+	m.findings(nil)
 	s.metrics = m
 	return nil
 }
 
+var kinds = []string{KindProbing, KindDistinctCitizens, KindRepeated, KindOffHours, KindLogStalled, KindStaleCheckpoint}
+
+// findings sets the gauge: each finding's count, and 0 for each kind
+// without one (so that every kind is always exported).
 func (m *metrics) findings(fs []Finding) {
 	m.findingsG.Reset()
+	for _, k := range kinds {
+		m.findingsG.WithLabelValues(k, "")
+	}
 	for _, f := range fs {
 		m.findingsG.WithLabelValues(f.Kind, f.Subject).Add(float64(max(f.Count, 1)))
 	}
