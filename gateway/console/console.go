@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -412,11 +413,35 @@ func (s *Server) trace(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	var spans []telemetry.Span
-	if s.cfg.Traces != nil {
-		spans = s.cfg.Traces.Trace(id)
+	s.render(w, r, &view{Page: "trace", Rows: rows, Trace: waterfall(id.String(), s.spans(id))})
+}
+
+// spans are the kept spans of a trace and of the traces its spans link
+// (the caller's: the consumer adapter's side of the query), by start.
+func (s *Server) spans(id trace.TraceID) []telemetry.Span {
+	if s.cfg.Traces == nil {
+		return nil
 	}
-	s.render(w, r, &view{Page: "trace", Rows: rows, Trace: waterfall(id.String(), spans)})
+	spans := s.cfg.Traces.Trace(id)
+	seen := map[string]bool{id.String(): true}
+	var linked []telemetry.Span
+	for _, sp := range spans {
+		for _, l := range sp.Links {
+			if seen[l.TraceID] {
+				continue
+			}
+			seen[l.TraceID] = true
+			if lid, err := trace.TraceIDFromHex(l.TraceID); err == nil {
+				linked = append(linked, s.cfg.Traces.Trace(lid)...)
+			}
+		}
+	}
+	if len(linked) == 0 {
+		return spans
+	}
+	all := append(linked, spans...)
+	slices.SortStableFunc(all, func(a, b telemetry.Span) int { return a.Start.Compare(b.Start) })
+	return all
 }
 
 func init() {

@@ -41,10 +41,21 @@ func waterfall(id string, spans []telemetry.Span) *traceView {
 	}
 	var roots []telemetry.Span
 	for _, s := range spans { // spans arrive sorted by start
-		if s.ParentID == "" || !byID[s.ParentID] {
+		parent := s.ParentID
+		if parent == "" {
+			// A root that links a kept span (the gateway's query span links
+			// the caller's "send jisr.q") is drawn under it.
+			for _, l := range s.Links {
+				if byID[l.SpanID] {
+					parent = l.SpanID
+					break
+				}
+			}
+		}
+		if parent == "" || !byID[parent] {
 			roots = append(roots, s)
 		} else {
-			children[s.ParentID] = append(children[s.ParentID], s)
+			children[parent] = append(children[parent], s)
 		}
 	}
 	var walk func(s telemetry.Span, depth int)
