@@ -79,7 +79,7 @@ func TestConsoleInTheBrowser(t *testing.T) {
 	auditor := browser(t, f.g, &auditorID)
 	shot := func(ctx context.Context, name string) {
 		t.Helper()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatalf("screenshot %s: %v", name, err)
 		}
