@@ -66,7 +66,7 @@ type Config struct {
 	// VerifyEvery is how often the logs are verified in the background
 	// (default 10 minutes).
 	VerifyEvery time.Duration
-	// CheckpointEvery is the gateways' checkpoint interval (default 10 s):
+	// CheckpointEvery is the gateways' checkpoint interval (default 15 s, the audit log's):
 	// a checkpoint older than twice it is a finding.
 	CheckpointEvery time.Duration
 	Now             func() time.Time
@@ -100,7 +100,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.VerifyEvery = 10 * time.Minute
 	}
 	if cfg.CheckpointEvery <= 0 {
-		cfg.CheckpointEvery = 10 * time.Second
+		cfg.CheckpointEvery = 15 * time.Second
 	}
 	cfg.Rules = cfg.Rules.WithDefaults()
 	return &Server{cfg: cfg}, nil
