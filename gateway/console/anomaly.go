@@ -162,26 +162,26 @@ func (s *Server) Findings(ctx context.Context) ([]Finding, error) {
 			Link:     link(Filter{Consumer: c, CKey: k, Method: m, From: from})})
 	}
 	rows.Close()
-	// Queries outside the usual hours.
-	if h := now.UTC().Hour(); h < r.HoursFrom || h >= r.HoursTo {
-		rows, err = db.QueryContext(ctx, `SELECT consumer, COUNT(*) FROM decisions
-			WHERE time_ns >= ? AND consumer != '' AND consumer != 'auditor' GROUP BY consumer`, from.UnixNano())
-		if err != nil {
+	// Queries outside the usual hours (UTC), per member.
+	rows, err = db.QueryContext(ctx, `SELECT consumer, COUNT(*) FROM decisions
+		WHERE time_ns >= ? AND consumer != '' AND consumer != 'auditor'
+		AND (CAST(strftime('%H', time_ns / 1000000000, 'unixepoch') AS INTEGER) < ? OR CAST(strftime('%H', time_ns / 1000000000, 'unixepoch') AS INTEGER) >= ?)
+		GROUP BY consumer`, from.UnixNano(), r.HoursFrom, r.HoursTo)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var c string
+		var n int
+		if err := rows.Scan(&c, &n); err != nil {
+			rows.Close()
 			return nil, err
 		}
-		for rows.Next() {
-			var c string
-			var n int
-			if err := rows.Scan(&c, &n); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out = append(out, Finding{Kind: KindOffHours, Subject: c, Count: n,
-				Evidence: fmt.Sprintf("%d queries by %s outside %02d:00–%02d:00 UTC", n, c, r.HoursFrom, r.HoursTo),
-				Link:     link(Filter{Consumer: c, From: from})})
-		}
-		rows.Close()
+		out = append(out, Finding{Kind: KindOffHours, Subject: c, Count: n,
+			Evidence: fmt.Sprintf("%d queries by %s in %s outside %02d:00–%02d:00 UTC", n, c, r.Window, r.HoursFrom, r.HoursTo),
+			Link:     link(Filter{Consumer: c, From: from})})
 	}
+	rows.Close()
 	// Logs: a replica that stopped writing, a stale checkpoint.
 	logs, err := s.Logs(ctx)
 	if err != nil {

@@ -45,6 +45,7 @@ type harness struct {
 	env    *bustest.Env
 	url    string
 	log    *audit.Log
+	log2   *audit.Log
 	store  *console.Store
 	srv    *console.Server
 	traces *telemetry.Memory
@@ -59,6 +60,19 @@ type harness struct {
 // console trusts instead of the log's own.
 func newHarness(t *testing.T, foreignKeys bool) *harness {
 	t.Helper()
+	return newHarnessWith(t, harnessOptions{foreignKeys: foreignKeys, rules: console.Rules{ProbingRefusals: 10, HoursFrom: 0, HoursTo: 24}}) // usual hours: all day, whenever the test runs
+}
+
+type harnessOptions struct {
+	foreignKeys bool
+	rules       console.Rules
+	// secondLog also opens log gw-2 (harness.log2), checkpointed only hourly.
+	secondLog bool
+}
+
+func newHarnessWith(t *testing.T, o harnessOptions) *harness {
+	t.Helper()
+	foreignKeys := o.foreignKeys
 	env := bustest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
@@ -76,6 +90,17 @@ func newHarness(t *testing.T, foreignKeys bool) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	var l2 *audit.Log
+	if o.secondLog {
+		kp2, _, err := checkpoint.EnsureKey(keyDir, "gw-2", checkpoint.Origin(td, "gw-2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l2, err = audit.Open(ctx, audit.Config{Conn: env.Connect(t, "gateway"), TrustDomain: td, LogID: "gw-2", Key: kp2}, audit.WithLogger(env.Log), audit.WithCheckpointEvery(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l2.Close(context.Background()) })
+	}
 	trustDir := keyDir
 	if foreignKeys {
 		trustDir = t.TempDir()
@@ -99,14 +124,14 @@ func newHarness(t *testing.T, foreignKeys bool) *harness {
 	go func() { store.Follow(fctx, records, func(err error) { t.Log(err) }); close(done) }()
 	t.Cleanup(func() { stop(); <-done; store.Close() })
 
-	h := &harness{env: env, log: l, store: store, traces: telemetry.NewMemory(1000), logs: &bytes.Buffer{}, now: time.Now()}
+	h := &harness{env: env, log: l, log2: l2, store: store, traces: telemetry.NewMemory(1000), logs: &bytes.Buffer{}, now: time.Now()}
 	h.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.traces))
 	gwSrc := env.Source(t, env.ID("gateway"))
 	h.srv, err = console.New(console.Config{
 		Federation: env.Fed, Keyer: env.Keyer, Store: store, Records: records, Checkpoints: ckpts, Keys: keys,
 		Traces: h.traces, Audit: l, Auth: console.Auth{Auditor: env.ID("auditor"), Bundle: gwSrc},
 		Log: bustest.Logger(t), CheckpointEvery: time.Second,
-		Rules: console.Rules{ProbingRefusals: 10, HoursFrom: 0, HoursTo: 24}, // usual hours: all day, whenever the test runs
+		Rules: o.rules,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -477,4 +502,65 @@ func httpRequest(t *testing.T, path string) *http.Request {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// Each other kind of finding, from its rule: many distinct citizens,
+// repeated queries about one citizen, queries outside the usual hours, a
+// log that stopped growing and a checkpoint older than its interval.
+func TestEveryKindOfFinding(t *testing.T) {
+	// Usual hours that leave out the hour it is now.
+	hour := time.Now().UTC().Hour()
+	rules := console.Rules{DistinctCitizens: 30, RepeatedQueries: 5, HoursFrom: 12, HoursTo: 24, LogStall: 10 * time.Minute}
+	if hour >= 12 {
+		rules.HoursFrom, rules.HoursTo = 0, 12
+	}
+	h := newHarnessWith(t, harnessOptions{secondLog: true, rules: rules})
+	for i := range 30 { // health asks about 30 distinct citizens, with no history
+		h.append(t, allowed("health", fmt.Sprintf("H%06d", i), h, "GetPerson"))
+	}
+	for range 6 { // cnss asks six times whether bob is alive
+		h.append(t, allowed("cnss", bob, h, "IsAlive"))
+	}
+	// gw-2's one record is an hour old: its log stopped, and no checkpoint covers it.
+	old := allowed("tax", alice, h, "GetPerson")
+	old.Time = h.now.Add(-time.Hour)
+	if err := h.log2.Append(t.Context(), old); err != nil {
+		t.Fatal(err)
+	}
+	h.waitRows(t, console.Filter{}, 37)
+	want := map[string]string{
+		console.KindDistinctCitizens: "health asked about 30 distinct citizens",
+		console.KindRepeated:         "6 queries IsAlive by cnss about one citizen",
+		console.KindOffHours:         "queries by health",
+		console.KindLogStalled:       "log gw-2: last record",
+		console.KindStaleCheckpoint:  "log gw-2: 1 records after its latest checkpoint",
+	}
+	fs, err := h.srv.Findings(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, f := range fs {
+		got[f.Kind] += f.Evidence + "\n"
+		if f.Link == "" {
+			t.Errorf("finding %s has no link", f.Kind)
+		}
+	}
+	for kind, evidence := range want {
+		if !strings.Contains(got[kind], evidence) {
+			t.Errorf("%s: %q, want %q", kind, got[kind], evidence)
+		}
+	}
+	if got[console.KindProbing] != "" {
+		t.Errorf("a probing finding without refusals: %s", got[console.KindProbing])
+	}
+	// The repeated queries' link selects exactly them.
+	for _, f := range fs {
+		if f.Kind == console.KindRepeated {
+			code, body := get(t, h.auditor(t), h.url+f.Link)
+			if code != http.StatusOK || strings.Count(body, `<tr class="ok"`) != 6 {
+				t.Fatalf("%s: %d, %d rows", f.Link, code, strings.Count(body, `<tr class="ok"`))
+			}
+		}
+	}
 }
