@@ -463,7 +463,7 @@ jisr_console_findings{kind="stale_checkpoint",subject=""} 0
 		t.Fatal(err)
 	}
 	code, body = get(t, c, h.url+"/console/stats")
-	if code != http.StatusOK || !strings.Contains(body, "<polyline") || !strings.Contains(body, "NO_ACCESS_RULE") {
+	if code != http.StatusOK || !strings.Contains(body, "<polyline") || !strings.Contains(body, "<circle") || !strings.Contains(body, "NO_ACCESS_RULE") {
 		t.Fatalf("stats: %d\n%s", code, body)
 	}
 }

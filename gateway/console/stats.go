@@ -114,7 +114,8 @@ func latencySVG(bs []latencyBucket) template.HTML {
 	if top == 0 {
 		top = time.Millisecond
 	}
-	pts := func(p func(latencyBucket) time.Duration) string {
+	var dots strings.Builder
+	pts := func(p func(latencyBucket) time.Duration, color string) string {
 		var sb strings.Builder
 		for i, b := range bs {
 			if b.N == 0 {
@@ -123,6 +124,7 @@ func latencySVG(bs []latencyBucket) template.HTML {
 			x := pad + (w-2*pad)*float64(i)/float64(max(len(bs)-1, 1))
 			y := h - pad - (h-2*pad)*float64(p(b))/float64(top)
 			fmt.Fprintf(&sb, "%.1f,%.1f ", x, y)
+			fmt.Fprintf(&dots, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"><title>%s: %s (%d)</title></circle>`, x, y, color, b.Start.UTC().Format("01-02 15:04"), p(b).Round(time.Microsecond), b.N)
 		}
 		return sb.String()
 	}
@@ -131,8 +133,9 @@ func latencySVG(bs []latencyBucket) template.HTML {
 	fmt.Fprintf(&sb, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>`, int(pad), int(h-pad), int(w-pad), int(h-pad))
 	fmt.Fprintf(&sb, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>`, int(pad), int(pad), int(pad), int(h-pad))
 	fmt.Fprintf(&sb, `<text x="%d" y="%d" font-size="11" font-family="sans-serif" direction="ltr">%s</text>`, 2, int(pad)-6, top.Round(time.Microsecond))
-	fmt.Fprintf(&sb, `<polyline class="p99" fill="none" stroke="#b3261e" stroke-width="2" points="%s"/>`, pts(func(b latencyBucket) time.Duration { return b.P99 }))
-	fmt.Fprintf(&sb, `<polyline class="p50" fill="none" stroke="#2f6f9f" stroke-width="2" points="%s"/>`, pts(func(b latencyBucket) time.Duration { return b.P50 }))
+	fmt.Fprintf(&sb, `<polyline class="p99" fill="none" stroke="#b3261e" stroke-width="2" points="%s"/>`, pts(func(b latencyBucket) time.Duration { return b.P99 }, "#b3261e"))
+	fmt.Fprintf(&sb, `<polyline class="p50" fill="none" stroke="#2f6f9f" stroke-width="2" points="%s"/>`, pts(func(b latencyBucket) time.Duration { return b.P50 }, "#2f6f9f"))
+	sb.WriteString(dots.String())
 	fmt.Fprintf(&sb, `<text x="%d" y="%d" font-size="11" fill="#2f6f9f" font-family="sans-serif" direction="ltr">p50</text><text x="%d" y="%d" font-size="11" fill="#b3261e" font-family="sans-serif" direction="ltr">p99</text>`, int(w-pad-60), 14, int(w-pad-25), 14)
 	if len(bs) > 0 {
 		fmt.Fprintf(&sb, `<text x="%d" y="%d" font-size="10" font-family="sans-serif" direction="ltr">%s</text>`, int(pad), int(h-pad)+14, bs[0].Start.UTC().Format("01-02 15:04"))
