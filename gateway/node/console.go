@@ -34,15 +34,23 @@ func WithConsole(addr string, tlsConf *tls.Config) Option {
 // ConsoleAddr is the console's address, once started ("" when not served).
 func (n *Node) ConsoleAddr() string { return n.consoleAddr }
 
-// startConsole builds the console over the audit streams: its own index of
-// decisions (following the records), background verification and the
-// findings' metrics. Without an SVID source there is no way to know the
-// auditor, so there is no console (and /v1/traces refuses everyone).
+// startConsole builds the console over the audit streams. With a console
+// listener (WithConsole) it keeps its own index of the decisions (following
+// the records), verifies the logs in the background and exports the
+// findings' metrics. Without one it serves /v1/traces only (to the auditor,
+// audited) and costs nothing else. Without an SVID source there is no way
+// to know the auditor, so there is no console (and /v1/traces refuses
+// everyone).
 func startConsole(ctx context.Context, cfg Config, o options, log gateway.AuditLog, records, ckpts jetstream.Stream, keys *checkpoint.Keys, reg prometheus.Registerer) (*console.Server, func(context.Context) error, error) {
 	if cfg.Source == nil {
 		return nil, func(context.Context) error { return nil }, nil
 	}
-	store, err := console.OpenStore(filepath.Join(cfg.Audit.Dir, "console-"+cfg.Instance+".db"))
+	full := o.consoleAddr != ""
+	path := ":memory:"
+	if full {
+		path = filepath.Join(cfg.Audit.Dir, "console-"+cfg.Instance+".db")
+	}
+	store, err := console.OpenStore(path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -53,7 +61,7 @@ func startConsole(ctx context.Context, cfg Config, o options, log gateway.AuditL
 		Rules:           consoleRules(cfg),
 		CheckpointEvery: cfg.Audit.CheckpointEvery,
 	})
-	if err == nil {
+	if err == nil && full {
 		err = srv.Register(reg)
 	}
 	if err != nil {
@@ -62,10 +70,12 @@ func startConsole(ctx context.Context, cfg Config, o options, log gateway.AuditL
 	}
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		store.Follow(cctx, records, func(err error) { cfg.Log.Warn("console: following the audit records stopped; retrying", "err", err) })
-	})
-	wg.Go(func() { srv.Run(cctx) })
+	if full {
+		wg.Go(func() {
+			store.Follow(cctx, records, func(err error) { cfg.Log.Warn("console: following the audit records stopped; retrying", "err", err) })
+		})
+		wg.Go(func() { srv.Run(cctx) })
+	}
 	return srv, func(context.Context) error {
 		cancel()
 		wg.Wait()
