@@ -52,6 +52,9 @@ type Federation struct {
 	// Limits are the federation-wide defaults of every member's limits
 	// (DefaultLimits where the file names none).
 	Limits Limits
+	// Anomalies are the thresholds of the auditor's console's findings
+	// (zero fields: the console's defaults).
+	Anomalies Anomalies
 
 	members  map[string]*Member
 	byID     map[string]*Member // SPIFFE ID string → member
@@ -191,6 +194,68 @@ type file struct {
 		Params         map[string]string `yaml:"params"`
 		PredicateLimit *limitFile        `yaml:"predicate_limit"`
 	} `yaml:"rules"`
+	Anomalies *anomaliesFile `yaml:"anomalies"`
+}
+
+// Anomalies are the thresholds of the auditor's console's anomaly findings
+// (gateway/console.Rules documents each; zero: the default).
+type Anomalies struct {
+	Window           time.Duration
+	ProbingRefusals  int
+	DistinctCitizens int
+	DistinctFactor   float64
+	Baseline         time.Duration
+	RepeatedQueries  int
+	HoursFrom        int
+	HoursTo          int
+	LogStall         time.Duration
+}
+
+type anomaliesFile struct {
+	Window           string  `yaml:"window"`
+	ProbingRefusals  int     `yaml:"probing_refusals"`
+	DistinctCitizens int     `yaml:"distinct_citizens"`
+	DistinctFactor   float64 `yaml:"distinct_factor"`
+	Baseline         string  `yaml:"baseline"`
+	RepeatedQueries  int     `yaml:"repeated_queries"`
+	UsualHours       []int   `yaml:"usual_hours"`
+	LogStall         string  `yaml:"log_stall"`
+}
+
+func (af *anomaliesFile) resolve() (Anomalies, error) {
+	var a Anomalies
+	if af == nil {
+		return a, nil
+	}
+	for _, d := range []struct {
+		name string
+		v    string
+		to   *time.Duration
+	}{{"window", af.Window, &a.Window}, {"baseline", af.Baseline, &a.Baseline}, {"log_stall", af.LogStall, &a.LogStall}} {
+		if d.v == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.v)
+		if err != nil || v <= 0 {
+			return a, fmt.Errorf("%s %q: a positive duration", d.name, d.v)
+		}
+		*d.to = v
+	}
+	if af.ProbingRefusals < 0 || af.DistinctCitizens < 0 || af.DistinctFactor < 0 || af.RepeatedQueries < 0 {
+		return a, errors.New("thresholds are not negative")
+	}
+	a.ProbingRefusals, a.DistinctCitizens, a.DistinctFactor, a.RepeatedQueries = af.ProbingRefusals, af.DistinctCitizens, af.DistinctFactor, af.RepeatedQueries
+	switch len(af.UsualHours) {
+	case 0:
+	case 2:
+		if af.UsualHours[0] < 0 || af.UsualHours[1] > 24 || af.UsualHours[0] >= af.UsualHours[1] {
+			return a, fmt.Errorf("usual_hours %v: [from, to) UTC, 0 <= from < to <= 24", af.UsualHours)
+		}
+		a.HoursFrom, a.HoursTo = af.UsualHours[0], af.UsualHours[1]
+	default:
+		return a, fmt.Errorf("usual_hours %v: [from, to)", af.UsualHours)
+	}
+	return a, nil
 }
 
 type limitFile struct {
@@ -255,6 +320,9 @@ func Parse(data []byte) (*Federation, error) {
 
 	if fed.Limits, err = raw.Limits.resolve(DefaultLimits); err != nil {
 		return nil, bad("limits.%v", err)
+	}
+	if fed.Anomalies, err = raw.Anomalies.resolve(); err != nil {
+		return nil, bad("anomalies.%v", err)
 	}
 
 	if len(raw.Members) == 0 {

@@ -2,8 +2,10 @@ package federation
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDemoFederationLoads(t *testing.T) {
@@ -173,6 +175,31 @@ func TestProvides(t *testing.T) {
 	for _, c := range [][2]string{{"beta", "a.v1.Alpha"}, {"alpha", "b.v1.Beta"}, {"zed", "a.v1.Alpha"}, {"alpha", "no.v1.Such"}} {
 		if f.Provides(c[0], c[1]) {
 			t.Errorf("Provides(%q, %q) = true", c[0], c[1])
+		}
+	}
+}
+
+func TestAnomaliesSection(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/federation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Anomalies{Window: 10 * time.Minute, ProbingRefusals: 20, DistinctCitizens: 50, DistinctFactor: 5, Baseline: 168 * time.Hour,
+		RepeatedQueries: 5, HoursFrom: 7, HoursTo: 20, LogStall: 10 * time.Minute}
+	if f.Anomalies != want {
+		t.Fatalf("anomalies %+v, want %+v", f.Anomalies, want)
+	}
+	head, _, _ := strings.Cut(string(b), "\nanomalies:")
+	if g, err := Parse([]byte(head + "\nanomalies:\n  window: 5m\n")); err != nil || g.Anomalies.Window != 5*time.Minute || g.Anomalies.ProbingRefusals != 0 {
+		t.Fatalf("a partial anomalies section: %v %+v", err, g)
+	}
+	for _, bad := range []string{"window: soon", "usual_hours: [20, 7]", "usual_hours: [7]", "probing_refusals: -1", "log_stall: -1m"} {
+		if _, err := Parse([]byte(head + "\nanomalies:\n  " + bad + "\n")); err == nil {
+			t.Errorf("anomalies %q accepted", bad)
 		}
 	}
 }

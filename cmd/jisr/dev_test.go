@@ -78,7 +78,7 @@ func startDevWith(t *testing.T, adjust func(*process.Env)) *devFixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
 	go func() {
-		f.done <- dev.Run(ctx, f.g, dev.Options{Citizens: 500, AnyPort: true, NATS: process.NATSOptions{Sync: "1s"}}, f.out)
+		f.done <- dev.Run(ctx, f.g, dev.Options{Citizens: 500, AnyPort: true, ConsoleAddr: "127.0.0.1:0", NATS: process.NATSOptions{Sync: "1s"}}, f.out)
 	}()
 	t.Cleanup(func() { f.stop(t) })
 	bustest.Eventually(t, 60*time.Second, func() error {
@@ -202,7 +202,7 @@ func TestDevRestartsFastWithExistingData(t *testing.T) {
 	done := make(chan error, 1)
 	os.Remove(filepath.Join(dir, "demo.json"))
 	go func() {
-		done <- dev.Run(ctx, &g2, dev.Options{Citizens: 500, AnyPort: true, NATS: process.NATSOptions{Sync: "1s"}}, io.Discard)
+		done <- dev.Run(ctx, &g2, dev.Options{Citizens: 500, AnyPort: true, ConsoleAddr: "127.0.0.1:0", NATS: process.NATSOptions{Sync: "1s"}}, io.Discard)
 	}()
 	bustest.Eventually(t, 60*time.Second, func() error {
 		if _, err := os.Stat(filepath.Join(dir, "demo.json")); err != nil {

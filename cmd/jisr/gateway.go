@@ -16,7 +16,8 @@ queue group, so several replicas share the load; each keeps its own audit log.
 
 HTTP (--http): /healthz, /readyz, /metrics, the consent JWKS and APIs, the
 citizen's access log, and GET /v1/traces/{trace-id} (recent spans kept in
-memory, see --trace-memory). Traces go to --otlp or the OTEL_* variables
+memory, see --trace-memory; the auditor's client certificate only).
+--console serves the auditor's console (docs/console.md). Traces go to --otlp or the OTEL_* variables
 (docs/observability.md). Plaintext only on a loopback address; elsewhere
 HTTPS with --http-cert/--http-key (for citizens' browsers) or the gateway's
 SVID (mTLS).
@@ -40,6 +41,7 @@ Without --oidc-issuer there is no citizen sign-in.`,
 	}
 	cmd.Flags().StringVar(&o.HTTPAddr, "http", "127.0.0.1:8080", "HTTP listen address (health, metrics, consent, access log)")
 	cmd.Flags().StringVar(&o.GRPCAddr, "grpc", "127.0.0.1:7000", "gRPC listen address of the consent and access-log APIs (plaintext on loopback only, else mTLS)")
+	cmd.Flags().StringVar(&o.ConsoleAddr, "console", "", "listen address of the auditor's console (HTTPS, the auditor's client certificate only; docs/console.md)")
 	cmd.Flags().StringVar(&o.ConsentJWKS, "consent-jwks", "", "the consent service's public keys, a JWKS file reloaded when it changes (default <certs>/consent-jwks.json); the gateway refuses to start if it holds a private key")
 	cmd.Flags().StringVar(&o.AuditAPIPrefix, "audit-api-prefix", "", `where the audit streams' JetStream API is seen when the NATS server keeps them in their own account ("$JS.AUDIT.API" with jisr nats-config --audit-account; see docs/audit.md)`)
 	cmd.Flags().StringVar(&o.Instance, "instance", "gw-1", "this replica's name: names its audit log, so keep it stable across restarts")

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracev1 "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
@@ -32,6 +34,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/telemetry"
+	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/cmd/internal/process"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
@@ -174,8 +177,15 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 		t.Fatalf("the allowed query's audit record has no trace id:\n%s", out)
 	}
 
-	// The gateway's in-memory view serves the trace.
-	resp, err := http.Get(gwHTTP + "/v1/traces/" + traceID)
+	// The gateway's in-memory view serves the trace — to the auditor only:
+	// the plaintext HTTP side refuses it, the console answers the auditor's
+	// client certificate.
+	if resp, err := http.Get(gwHTTP + "/v1/traces/" + traceID); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET /v1/traces without the auditor's certificate: %v %v, want 401", resp, err)
+	}
+	consoleURL := strings.TrimSuffix(f.demo.Endpoints["console"], "/console/")
+	auditor := auditorClient(t, f.g)
+	resp, err := auditor.Get(consoleURL + "/v1/traces/" + traceID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,8 +197,19 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || len(view.Spans) < 8 {
 		t.Fatalf("GET /v1/traces/%s: %d, %d spans", traceID, resp.StatusCode, len(view.Spans))
 	}
-	if resp, err := http.Get(gwHTTP + "/v1/traces/" + strings.Repeat("0", 31) + "1"); err != nil || resp.StatusCode != http.StatusNotFound {
+	if resp, err := auditor.Get(consoleURL + "/v1/traces/" + strings.Repeat("0", 31) + "1"); err != nil || resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("unknown trace: %v %v", resp, err)
+	}
+	// The console's waterfall of the trace shows every span kept.
+	if resp, err := auditor.Get(consoleURL + "/console/trace/" + traceID); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the console's waterfall: %v %v", resp, err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		// The gateway's trace and the caller's it links (the consumer adapter's).
+		if n := strings.Count(string(b), `<tr class="span"`); n <= len(view.Spans) || !strings.Contains(string(b), "send jisr.q") {
+			t.Fatalf("the waterfall shows %d spans, /v1/traces %d of the gateway's trace, and the caller's should be there too", n, len(view.Spans))
+		}
 	}
 
 	// Revocation lag: revoking the token is seen by the gateway replica, which
@@ -221,6 +242,20 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 		return out
 	}
 	spans := inTrace(traceID)
+	// The console showed the same spans of the gateway's trace as the
+	// tracing backend received.
+	memIDs, otlpIDs := map[string]bool{}, map[string]bool{}
+	for _, s := range view.Spans {
+		memIDs[s.SpanID] = true
+	}
+	for _, s := range spans {
+		otlpIDs[hexID(s.GetSpanId())] = true
+	}
+	for id := range memIDs {
+		if !otlpIDs[id] {
+			t.Errorf("span %s shown by the console was not exported", id)
+		}
+	}
 	var callerTrace, callerSpan string
 	for _, s := range spans {
 		if s.GetName() == "process jisr.q" {
@@ -407,7 +442,9 @@ func checkObservabilityFiles(t *testing.T, live scraped) {
 			}
 		}
 	}
-	for _, a := range []string{"JisrAuditFailing", "JisrSVIDExpiringSoon", "JisrRefusalRateJump", "JisrGatewayP99High"} {
+	for _, a := range []string{"JisrAuditFailing", "JisrSVIDExpiringSoon", "JisrRefusalRateJump", "JisrGatewayP99High",
+		"JisrProbing", "JisrManyDistinctCitizens", "JisrRepeatedQueriesAboutOneCitizen", "JisrOffHoursQueries",
+		"JisrAuditLogStalled", "JisrCheckpointStale", "JisrAuditVerificationFailed"} {
 		if !alerts[a] {
 			t.Errorf("alerts.yml has no %s", a)
 		}
@@ -697,4 +734,22 @@ func TestLogFormatAuto(t *testing.T) {
 	if err := g.Init(); err == nil || !strings.Contains(err.Error(), "--log-format") {
 		t.Errorf("--log-format yaml: %v", err)
 	}
+}
+
+// auditorClient is an HTTPS client with the auditor's SVID (the files `jisr
+// certs` wrote), checking that the server is the gateway.
+func auditorClient(t *testing.T, g *process.Env) *http.Client {
+	t.Helper()
+	fed, err := g.Federation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := svid.Open(t.Context(), g.CertsDir, fed.ID("auditor"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	c := svid.ClientTLS(src, tlsconfig.AuthorizeID(fed.ID("gateway")))
+	c.MinVersion = tls.VersionTLS13
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: c}, Timeout: 30 * time.Second}
 }

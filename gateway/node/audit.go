@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/jisr-bus/jisr/bus/subject"
@@ -18,6 +19,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/audit/accesslog"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/index"
+	"github.com/jisr-bus/jisr/gateway/console"
 )
 
 // auditParts is the audit as the gateway process hosts it: the log every
@@ -28,13 +30,15 @@ type auditParts struct {
 	Close  func(ctx context.Context) error // flushes, publishes the final checkpoint
 	// RegisterGRPC adds the access log's gRPC service to the gateway's gRPC server.
 	RegisterGRPC func(*grpc.Server)
+	// Console is the auditor's console (nil without the gateway's SVID).
+	Console *console.Server
 }
 
 // startAudit opens this instance's audit log on the gateway's connection
 // (the streams `jisr nats init` created; resuming the log after a restart),
 // starts the index that proves records to citizens, and builds the citizen's
 // access log routes.
-func startAudit(ctx context.Context, cfg Config, citizens accesslog.Authenticator) (_ *auditParts, err error) {
+func startAudit(ctx context.Context, cfg Config, o options, citizens accesslog.Authenticator, reg prometheus.Registerer) (_ *auditParts, err error) {
 	td, a := cfg.Federation.TrustDomain.Name(), cfg.Audit
 	kp, created, err := checkpoint.EnsureKey(a.KeyDir, cfg.Instance, checkpoint.Origin(td, cfg.Instance))
 	if err != nil {
@@ -67,40 +71,46 @@ func startAudit(ctx context.Context, cfg Config, citizens accesslog.Authenticato
 		return nil, err
 	}
 	closers = append(closers, l.Close)
-	svc, closeIndex, err := startAccessLog(ctx, cfg, citizens)
+	svc, streams, closeIndex, err := startAccessLog(ctx, cfg, citizens)
 	if err != nil {
 		return nil, err
 	}
 	closers = append(closers, closeIndex)
-	return &auditParts{Log: l, Routes: svc.Routes(), RegisterGRPC: svc.Register, Close: closeOnce(closers)}, nil
+	con, closeConsole, err := startConsole(ctx, cfg, o, l, streams.records, streams.ckpts, streams.keys, reg)
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	closers = append(closers, closeConsole)
+	return &auditParts{Log: l, Routes: svc.Routes(), RegisterGRPC: svc.Register, Close: closeOnce(closers), Console: con}, nil
 }
 
 // startAccessLog runs the index of the audit records and builds the
 // citizen's access log on it; the function returned stops the index.
-func startAccessLog(ctx context.Context, cfg Config, citizens accesslog.Authenticator) (*accesslog.Service, func(context.Context) error, error) {
+func startAccessLog(ctx context.Context, cfg Config, citizens accesslog.Authenticator) (*accesslog.Service, auditStreams, func(context.Context) error, error) {
 	td := cfg.Federation.TrustDomain.Name()
+	var none auditStreams
 	keys, err := checkpoint.LoadPublicKeys(cfg.Audit.KeyDir)
 	if err != nil {
-		return nil, nil, err
+		return nil, none, nil, err
 	}
 	js, err := jetstream.New(cfg.Conn)
 	if cfg.Audit.APIPrefix != "" {
 		js, err = jetstream.NewWithAPIPrefix(cfg.Conn, cfg.Audit.APIPrefix)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, none, nil, err
 	}
 	records, err := js.Stream(ctx, subject.AuditStream)
 	if err != nil {
-		return nil, nil, err
+		return nil, none, nil, err
 	}
 	ckpts, err := js.Stream(ctx, subject.CheckpointStream)
 	if err != nil {
-		return nil, nil, err
+		return nil, none, nil, err
 	}
 	store, err := index.OpenStore(filepath.Join(cfg.Audit.Dir, "index-"+cfg.Instance+".db"))
 	if err != nil {
-		return nil, nil, err
+		return nil, none, nil, err
 	}
 	ix := index.New(store, records, ckpts, td, keys, cfg.Log)
 	ictx, stopIndex := context.WithCancel(context.WithoutCancel(ctx))
@@ -116,9 +126,16 @@ func startAccessLog(ctx context.Context, cfg Config, citizens accesslog.Authenti
 	})
 	if err != nil {
 		_ = stop(ctx)
-		return nil, nil, err
+		return nil, none, nil, err
 	}
-	return svc, stop, nil
+	return svc, auditStreams{records: records, ckpts: ckpts, keys: keys}, stop, nil
+}
+
+// auditStreams are the audit streams as the gateway reads them, and the
+// logs' public keys.
+type auditStreams struct {
+	records, ckpts jetstream.Stream
+	keys           *checkpoint.Keys
 }
 
 // closeOnce runs the closers in reverse order, once.

@@ -19,11 +19,13 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/consent"
+	"github.com/jisr-bus/jisr/gateway/console"
 )
 
 // Config holds what a gateway replica cannot run without.
@@ -70,7 +72,9 @@ type options struct {
 	grpcAddr    string
 	grpcOpts    []grpc.ServerOption
 	metrics     prometheus.Gatherer
-	traces      http.Handler
+	traces      *telemetry.Memory
+	consoleAddr string
+	consoleTLS  *tls.Config
 	unsafe      gateway.Safeguards
 	pprof       bool
 	readTimeout time.Duration
@@ -85,9 +89,6 @@ func WithGRPC(addr string, opts ...grpc.ServerOption) Option {
 
 // WithMetrics adds the process-wide metrics to the node's /metrics.
 func WithMetrics(g prometheus.Gatherer) Option { return func(o *options) { o.metrics = g } }
-
-// WithTraces serves h at GET /v1/traces/{id}.
-func WithTraces(h http.Handler) Option { return func(o *options) { o.traces = h } }
 
 // WithUnsafe switches safeguards off: benchmarks only.
 func WithUnsafe(s gateway.Safeguards) Option { return func(o *options) { o.unsafe = s } }
@@ -115,6 +116,10 @@ type Node struct {
 	audit    *auditParts
 	citizens *citizen.Auth
 	lis      net.Listener // the HTTP listener until srv serves it
+	// The auditor's console (nil without audit or SVID) and its listener.
+	console     *console.Server
+	consoleSrv  *http.Server
+	consoleAddr string
 }
 
 // New checks the configuration; Start brings the node up.
@@ -190,6 +195,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	n.serveHTTP(n.mux(reg, routes))
+	if err := n.serveConsole(); err != nil {
+		return err
+	}
 	return n.serveGRPC()
 }
 
@@ -210,7 +218,7 @@ func (n *Node) startParts(ctx context.Context, reg *prometheus.Registry) (map[st
 		add(n.consent.Routes)
 	}
 	if !n.o.unsafe.SkipAudit {
-		if n.audit, err = startAudit(ctx, n.cfg, n.citizens); err != nil {
+		if n.audit, err = startAudit(ctx, n.cfg, n.o, n.citizens, reg); err != nil {
 			return nil, fmt.Errorf("audit: %w", err)
 		}
 		if l, ok := n.audit.Log.(interface{ Pending() int }); ok {
@@ -220,6 +228,7 @@ func (n *Node) startParts(ctx context.Context, reg *prometheus.Registry) (map[st
 			}, func() float64 { return float64(l.Pending()) }))
 		}
 		add(n.audit.Routes)
+		n.console = n.audit.Console
 	}
 	if n.consent != nil {
 		// The consent API acts for the citizen the sign-in authenticated.
@@ -245,8 +254,11 @@ func (n *Node) mux(reg *prometheus.Registry, routes map[string]http.Handler) *ht
 		gs = append(gs, n.o.metrics)
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gs, promhttp.HandlerOpts{}))
-	if n.o.traces != nil {
-		mux.Handle("GET /v1/traces/{id}", n.o.traces)
+	// The spans of a query show who asked about whom: the auditor's only.
+	if n.console != nil {
+		mux.Handle("GET /v1/traces/{id}", n.console.TracesHandler())
+	} else {
+		mux.Handle("GET /v1/traces/{id}", refuseTraces)
 	}
 	for p, h := range routes {
 		mux.Handle(p, h)
@@ -282,6 +294,9 @@ func (n *Node) Stop(ctx context.Context) error {
 	}
 	if n.srv != nil {
 		errs = append(errs, n.srv.Shutdown(ctx))
+	}
+	if n.consoleSrv != nil {
+		errs = append(errs, n.consoleSrv.Shutdown(ctx))
 	}
 	if n.grpc != nil {
 		n.grpc.GracefulStop()

@@ -94,6 +94,7 @@ type Endpoints struct {
 	GatewayHTTP string // with its scheme
 	GatewayGRPC string
 	OIDCIssuer  string
+	Console     string // the auditor's console, https://…/console/ ("" when off)
 	Adapters    []Endpoint
 	Backends    []Endpoint
 }
@@ -109,6 +110,9 @@ func Write(ctx context.Context, dataDir string, fed *federation.Federation, keye
 	}}
 	demo.SignIn = "open " + ep.GatewayHTTP + "/access-log/ and sign in with the national e-ID: the demo provider at " +
 		ep.OIDCIssuer + " lists the demo citizens"
+	if ep.Console != "" {
+		demo.Endpoints["console"] = ep.Console
+	}
 	for _, a := range ep.Adapters {
 		demo.Endpoints["adapter/"+a.Member] = a.Addr
 	}
@@ -171,6 +175,9 @@ func Print(out io.Writer, fed *federation.Federation, ep Endpoints, demo *File, 
 	fmt.Fprintf(out, "  gateway HTTP       %s  (/healthz /readyz /metrics, consent and access-log APIs)\n", demo.Endpoints["gateway_http"])
 	fmt.Fprintf(out, "  demo e-ID (OIDC)   %s  (the citizens' sign-in; loopback only)\n", ep.OIDCIssuer)
 	fmt.Fprintf(out, "  gateway gRPC       %s  (jisr.consent.v1.Consent, the citizen's access log)\n", ep.GatewayGRPC)
+	if ep.Console != "" {
+		fmt.Fprintf(out, "  auditor's console  %s  (the auditor's client certificate: <certs>/svid/auditor.pem)\n", ep.Console)
+	}
 	for _, a := range ep.Adapters {
 		fmt.Fprintf(out, "  adapter %-14s %s  (gRPC, what the %s backend calls)\n", a.Member, a.Addr, a.Member)
 	}

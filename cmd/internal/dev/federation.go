@@ -21,7 +21,9 @@ type Options struct {
 	Citizens int
 	HTTPAddr string
 	GRPCAddr string
-	NATS     process.NATSOptions
+	// ConsoleAddr is the auditor's console ("" for none).
+	ConsoleAddr string
+	NATS        process.NATSOptions
 	// IdPAddr is the embedded demo OpenID Provider's loopback address.
 	IdPAddr string
 	// DemoLogin turns on sign-in by eID alone (loopback only).
@@ -72,6 +74,9 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 	}()
 	if o.AnyPort {
 		o.NATS.Listen, o.HTTPAddr, o.GRPCAddr, o.IdPAddr = "127.0.0.1:-1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		if o.ConsoleAddr != "" {
+			o.ConsoleAddr = "127.0.0.1:0"
+		}
 	}
 	if err := d.startNATS(ctx, g, o); err != nil {
 		return err
@@ -84,7 +89,7 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 	if err != nil {
 		return err
 	}
-	if d.gateway, err = process.StartGateway(ctx, g, process.GatewayOptions{HTTPAddr: o.HTTPAddr, GRPCAddr: o.GRPCAddr, Instance: "gw-1", SignIn: signin}); err != nil {
+	if d.gateway, err = process.StartGateway(ctx, g, process.GatewayOptions{HTTPAddr: o.HTTPAddr, GRPCAddr: o.GRPCAddr, ConsoleAddr: o.ConsoleAddr, Instance: "gw-1", SignIn: signin}); err != nil {
 		return err
 	}
 	d.idp.AllowRedirect(process.RedirectURLFor(d.gateway.Addr(), d.gateway.Secure()))
@@ -212,6 +217,9 @@ func (d *devFederation) endpoints() Endpoints {
 		scheme = "https://"
 	}
 	ep := Endpoints{NATS: d.NATS.ClientURL(), GatewayHTTP: scheme + d.gateway.Addr(), GatewayGRPC: d.gateway.GRPCAddr(), OIDCIssuer: d.idp.Issuer()}
+	if a := d.gateway.ConsoleAddr(); a != "" {
+		ep.Console = "https://" + a + "/console/"
+	}
 	for _, a := range d.adapters {
 		ep.Adapters = append(ep.Adapters, Endpoint{Member: a.Member(), Addr: a.Addr()})
 	}

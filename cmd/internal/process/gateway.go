@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -19,7 +20,9 @@ import (
 type GatewayOptions struct {
 	HTTPAddr string
 	GRPCAddr string
-	Instance string
+	// ConsoleAddr is where the auditor's console listens (mTLS; "" for none).
+	ConsoleAddr string
+	Instance    string
 	// AuditAPIPrefix: see node.AuditConfig.APIPrefix.
 	AuditAPIPrefix string
 	Unsafe         gateway.Safeguards
@@ -138,7 +141,15 @@ func StartGateway(ctx context.Context, g *Env, o GatewayOptions) (*GatewayNode, 
 func gatewayNodeOptions(g *Env, o GatewayOptions, src svid.Source, authz tlsconfig.Authorizer) ([]node.Option, error) {
 	opts := []node.Option{node.WithMetrics(g.Registry()), node.WithUnsafe(o.Unsafe), node.WithHTTPReadTimeout(o.SignIn.ReadTimeout)}
 	if mem := g.Traces(); mem != nil {
-		opts = append(opts, node.WithTraces(mem.Handler()))
+		opts = append(opts, node.WithTraces(mem))
+	}
+	if o.ConsoleAddr != "" {
+		// The console authenticates the auditor by its client certificate:
+		// any SVID of the trust domain completes the handshake, and the
+		// console answers the auditor's only.
+		c := svid.ServerTLS(src, authz)
+		c.MinVersion = tls.VersionTLS13
+		opts = append(opts, node.WithConsole(o.ConsoleAddr, c))
 	}
 	if o.Pprof {
 		opts = append(opts, node.WithPprof())
