@@ -175,6 +175,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	if n.consent != nil {
 		gcfg.Consent = n.consent.Verifier
+		gcfg.Requests = consent.ConsumerRequests{Backend: n.consent.Service.Backend.(consent.RequestBackend)}
 	}
 	if n.audit != nil {
 		gcfg.Audit = n.audit.Log
@@ -222,6 +223,10 @@ func (n *Node) startParts(ctx context.Context, reg *prometheus.Registry) (map[st
 		add(n.audit.Routes)
 	}
 	if n.consent != nil {
+		if n.audit != nil {
+			// The citizen's actions on their consents are audited.
+			n.consent.Service.Audit = n.audit.Log.Append
+		}
 		// The consent API acts for the citizen the sign-in authenticated.
 		add(n.consent.Service.Routes(n.citizens))
 	}

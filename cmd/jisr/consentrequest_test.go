@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/gateway/decision"
+	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
+	consentv1 "github.com/jisr-bus/jisr/proto/gen/jisr/consent/v1"
+)
+
+// A consumer asks a citizen for consent through its own adapter; the
+// citizen approves fewer fields and a shorter duration on the gateway; the
+// token reaches the consumer by its long poll; the call returns exactly the
+// approved fields; a pause is enforced by the gateway, a resume lifts it, a
+// revocation ends it — every state seen by the consumer. Another member can
+// neither read the request nor get its token.
+func TestConsentRequestLifecycle(t *testing.T) {
+	f := startDev(t)
+	base, issuer := f.demo.Endpoints["gateway_http"], f.demo.Endpoints["oidc_issuer"]
+	eid := f.demo.Citizens[0].EID
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
+	defer cancel()
+	cnss := consentv1.NewConsentRequestsClient(f.dial(t, "cnss"))
+	person := civilv1.NewCivilRegistryClient(f.dial(t, "cnss"))
+
+	// Refused: a rule that does not exist, a field the rule does not release.
+	for _, bad := range []*consentv1.RequestConsentRequest{
+		{Eid: eid, Service: "jisr.civilregistry.v1.CivilRegistry", Methods: []string{"GetPerson"}, Purpose: "tax-clearance"},
+		{Eid: eid, Service: "jisr.civilregistry.v1.CivilRegistry", Methods: []string{"GetPerson"}, Purpose: "amo-enrolment", Fields: []string{"person.father_name"}},
+		{Eid: "nope", Service: "jisr.civilregistry.v1.CivilRegistry", Methods: []string{"GetPerson"}, Purpose: "amo-enrolment"},
+	} {
+		if _, err := cnss.RequestConsent(ctx, bad); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("bad request %v: %v", bad, err)
+		}
+	}
+	asked := []string{"person.names", "person.birth", "person.sex"}
+	req, err := cnss.RequestConsent(ctx, &consentv1.RequestConsentRequest{
+		Eid: eid, Service: "jisr.civilregistry.v1.CivilRegistry", Methods: []string{"GetPerson"},
+		Fields: asked, Purpose: "amo-enrolment", Duration: durationpb.New(72 * time.Hour),
+	})
+	if err != nil {
+		t.Fatalf("RequestConsent: %v\n%s", err, f.logs.String())
+	}
+	if req.GetState() != consentv1.ConsentState_CONSENT_STATE_PENDING || req.GetToken() != "" || req.GetId() == "" {
+		t.Fatalf("new request: %v", req)
+	}
+	// Another member does not see it, even with the right eID and ID.
+	if _, err := consentv1.NewConsentRequestsClient(f.dial(t, "tax")).GetConsentRequest(ctx, &consentv1.GetConsentRequestRequest{Eid: eid, Id: req.GetId()}); status.Code(err) != codes.NotFound {
+		t.Fatalf("tax reads cnss's request: %v", err)
+	}
+
+	// The consumer follows the request with a long poll while the citizen decides.
+	type result struct {
+		r   *consentv1.ConsentRequest
+		err error
+	}
+	active := make(chan result, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		r, err := cnss.GetConsentRequest(wctx, &consentv1.GetConsentRequestRequest{Eid: eid, Id: req.GetId(),
+			WaitWhile: consentv1.ConsentState_CONSENT_STATE_PENDING, Wait: durationpb.New(25 * time.Second)})
+		active <- result{r, err}
+	}()
+
+	c := signInAt(t, base, issuer, eid)
+	sf := &signinFed{base: base}
+	same := []string{"Origin", base} // the page's own origin, as a browser sends it
+	code, list := sf.call(t, c, "GET", "/v1/consent-requests", nil)
+	if code != 200 || count(list["requests"]) != 1 {
+		t.Fatalf("citizen's requests: %d %v", code, list)
+	}
+	// A cross-origin approval is refused; fields not asked for and a longer duration too.
+	if code, _ := sf.call(t, c, "POST", "/v1/consent-requests/"+req.GetId()+"/approve", map[string]any{}, "Origin", "https://evil.example"); code != 403 {
+		t.Fatalf("cross-origin approve: %d", code)
+	}
+	if code, _ := sf.call(t, c, "POST", "/v1/consent-requests/"+req.GetId()+"/approve", map[string]any{"fields": []string{"person.marital_status"}}, same...); code != 400 {
+		t.Fatalf("approve a field not asked for: %d", code)
+	}
+	if code, _ := sf.call(t, c, "POST", "/v1/consent-requests/"+req.GetId()+"/approve", map[string]any{"ttl": "100h"}, same...); code != 400 {
+		t.Fatalf("approve longer than asked: %d", code)
+	}
+	code, out := sf.call(t, c, "POST", "/v1/consent-requests/"+req.GetId()+"/approve", map[string]any{"fields": []string{"person.names"}, "ttl": "24h"}, same...)
+	if code != 200 || out["state"] != "ACTIVE" || out["token"] != nil {
+		t.Fatalf("approve: %d %v", code, out)
+	}
+	if code, _ := sf.call(t, c, "POST", "/v1/consent-requests/"+req.GetId()+"/reject", nil, same...); code != 409 {
+		t.Fatalf("reject after approve: %d", code)
+	}
+	res := <-active
+	if res.err != nil || res.r.GetState() != consentv1.ConsentState_CONSENT_STATE_ACTIVE || res.r.GetToken() == "" ||
+		!slices.Equal(res.r.GetFields(), []string{"person.names"}) {
+		t.Fatalf("the consumer's long poll: %v %v", res.r, res.err)
+	}
+	if left := time.Until(res.r.GetExpires().AsTime()); left > 24*time.Hour+time.Minute || left < 23*time.Hour {
+		t.Fatalf("expiry %v", res.r.GetExpires().AsTime())
+	}
+	tok := res.r.GetToken()
+	md := func() context.Context {
+		return metadata.NewOutgoingContext(ctx, metadata.Pairs("jisr-purpose", "amo-enrolment", "jisr-consent", tok))
+	}
+	p, err := person.GetPerson(md(), &civilv1.GetPersonRequest{Eid: eid})
+	if err != nil {
+		t.Fatalf("GetPerson with the approved token: %v", err)
+	}
+	if p.GetPerson().GetNames() == nil || p.GetPerson().GetBirth() != nil || p.GetPerson().GetSex() != 0 || p.GetPerson().GetEid() != "" {
+		t.Fatalf("released more or less than person.names: %v", p)
+	}
+
+	// Pause: the gateway refuses the token; resume: accepted again.
+	jti := res.r.GetJti()
+	if code, out := sf.call(t, c, "POST", "/v1/consents/"+jti+"/pause", nil, same...); code != 200 || out["paused"] != true {
+		t.Fatalf("pause: %d %v", code, out)
+	}
+	refusedWith := func(reason string) error {
+		_, err := person.GetPerson(md(), &civilv1.GetPersonRequest{Eid: eid})
+		if got := decision.ReasonOf(status.Convert(err)); got != reason {
+			return fmt.Errorf("GetPerson: %v (reason %q, want %q)", err, got, reason)
+		}
+		return nil
+	}
+	bustest.Eventually(t, 10*time.Second, func() error { return refusedWith("CONSENT_PAUSED") })
+	st, err := cnss.GetConsentRequest(ctx, &consentv1.GetConsentRequestRequest{Eid: eid, Id: req.GetId()})
+	if err != nil || st.GetState() != consentv1.ConsentState_CONSENT_STATE_PAUSED {
+		t.Fatalf("state after pause: %v %v", st, err)
+	}
+	if code, _ := sf.call(t, c, "POST", "/v1/consents/"+jti+"/resume", nil, same...); code != 200 {
+		t.Fatalf("resume: %d", code)
+	}
+	bustest.Eventually(t, 10*time.Second, func() error {
+		_, err := person.GetPerson(md(), &civilv1.GetPersonRequest{Eid: eid})
+		return err
+	})
+	if code, _ := sf.call(t, c, "DELETE", "/v1/consents/"+jti, nil, same...); code != 200 {
+		t.Fatalf("revoke: %d", code)
+	}
+	bustest.Eventually(t, 10*time.Second, func() error { return refusedWith("CONSENT_REVOKED") })
+	st, err = cnss.GetConsentRequest(ctx, &consentv1.GetConsentRequestRequest{Eid: eid, Id: req.GetId()})
+	if err != nil || st.GetState() != consentv1.ConsentState_CONSENT_STATE_REVOKED {
+		t.Fatalf("state after revoke: %v %v", st, err)
+	}
+	if code, _ := sf.call(t, c, "POST", "/v1/consents/"+jti+"/resume", nil, same...); code != 400 {
+		t.Fatalf("resume after revoke: %d", code)
+	}
+
+	// A second request, rejected: the consumer sees REJECTED and no token.
+	req2, err := cnss.RequestConsent(ctx, &consentv1.RequestConsentRequest{Eid: eid, Service: "jisr.civilregistry.v1.CivilRegistry",
+		Methods: []string{"GetPerson"}, Purpose: "family-allowance"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := sf.call(t, c, "POST", "/v1/consent-requests/"+req2.GetId()+"/reject", nil, same...); code != 200 {
+		t.Fatalf("reject: %d", code)
+	}
+	st, err = cnss.GetConsentRequest(ctx, &consentv1.GetConsentRequestRequest{Eid: eid, Id: req2.GetId()})
+	if err != nil || st.GetState() != consentv1.ConsentState_CONSENT_STATE_REJECTED || st.GetToken() != "" {
+		t.Fatalf("rejected: %v %v", st, err)
+	}
+
+	// Every step is in the citizen's audit trail: the consumer's requests
+	// and the citizen's own actions.
+	code, acc := sf.call(t, c, "GET", "/access-log/v1/accesses?include_refused=true&page_size=100", nil)
+	if code != 200 {
+		t.Fatalf("access log: %d", code)
+	}
+	methods := map[string]bool{}
+	for _, a := range acc["accesses"].([]any) {
+		if m, ok := a.(map[string]any)["method"].(string); ok {
+			methods[m] = true
+		}
+	}
+	for _, m := range []string{"RequestConsent", "GetConsentRequest", "CitizenApprove", "CitizenPause", "CitizenResume", "CitizenRevoke", "CitizenReject", "GetPerson"} {
+		if !methods[m] {
+			t.Errorf("no %s in the citizen's audit trail: %v", m, methods)
+		}
+	}
+}
