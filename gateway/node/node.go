@@ -231,6 +231,11 @@ func (n *Node) startParts(ctx context.Context, reg *prometheus.Registry) (map[st
 		add(n.consent.Service.Routes(n.citizens))
 	}
 	add(n.citizens.Routes())
+	pr, err := n.citizenPage(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("citizen page: %w", err)
+	}
+	add(pr)
 	return routes, nil
 }
 
