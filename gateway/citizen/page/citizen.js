@@ -5,7 +5,13 @@ const D = JSON.parse(document.body.dataset.i18n);
 const $ = (id) => document.getElementById(id);
 const T = (k) => D.t[k] || k;
 const member = (n) => D.members[n] || n;
-const field = (f) => D.fields[f] || f;
+// A released field is named by its path (person.names.latin.family): it is
+// shown by the label of its nearest labelled ancestor (person.names).
+function field(f) {
+  for (let p = f; p; p = p.includes(".") ? p.slice(0, p.lastIndexOf(".")) : "") if (D.fields[p]) return D.fields[p];
+  return f;
+}
+const fieldList = (fs) => [...new Set((fs || []).map(field))].join(sep);
 const purpose = (p) => D.purposes[p] || p;
 const basis = (b) => D.t["basis_" + b] || b;
 const sep = D.lang === "ar" ? "، " : ", ";
@@ -53,7 +59,9 @@ let keys = null;
 async function loadKeys() {
   const j = await (await fetch("/access-log/v1/keys")).json();
   keys = (j.keys || []).map(k => {
-    const [name, hash, data] = k.split("+");
+    // name+hash+key: the key is base64, which may itself hold "+".
+    const [name, hash, ...rest] = k.split("+");
+    const data = rest.join("+");
     const h = parseInt(hash, 16);
     return { name, hash: new Uint8Array([h >>> 24, (h >>> 16) & 255, (h >>> 8) & 255, h & 255]), pub: b64(data).slice(1) };
   });
@@ -83,16 +91,21 @@ async function verify(a) {
   const root = await rootFromProof(a.proof.leafIndex || 0, a.proof.treeSize, leaf, (a.proof.hashes || []).map(b64));
   const note = await checkNote(a.proof.checkpoint);
   if (!root || !note || note.size !== BigInt(a.proof.treeSize) || !eq(root, note.root)) return ["bad", T("proof_bad")];
-  return note.unsigned ? ["ok", T("proof_unsigned")] : ["ok", T("proof_ok")];
+  return note.unsigned ? ["unsigned", T("proof_unsigned")] : ["ok", T("proof_ok")];
 }
 
 // --- Pending requests.
 function renderPending(reqs) {
-  const box = $("pending"); box.textContent = "";
+  const box = $("pending");
   const pending = reqs.filter(r => r.state === "PENDING");
+  // A form already shown is kept as it is: a live update never undoes the
+  // citizen's choices in progress.
+  const shown = new Map([...box.querySelectorAll("form.request")].map(f => [f.dataset.request, f]));
+  box.textContent = "";
   if (!pending.length) { box.append(el("p", { class: "muted", text: T("pending_none") })); return; }
   for (const r of pending) {
     const id = r.id;
+    if (shown.has(id)) { box.append(shown.get(id)); continue; }
     const form = el("form", { class: "request", "data-request": id, "aria-labelledby": "rq-" + id });
     form.append(el("h3", { id: "rq-" + id, text: member(r.consumer) + " " + T("asks") }));
     const dl = el("dl");
@@ -150,7 +163,7 @@ function renderConsents(grants) {
     const li = el("li", { "data-jti": g.jti, "data-state": st });
     li.append(el("h3", { text: member(memberOf(g.consumer)) + " — " + purpose(g.purpose) }));
     const dl = el("dl");
-    for (const [k, v] of [["state", T("state_" + st)], ["col_what", (g.fields || []).map(field).join(sep) || T("whole")], ["basis", basis(g.legal_basis)], ["until", fmtDate(g.expires)]]) dl.append(el("dt", { text: T(k) }), el("dd", { text: v }));
+    for (const [k, v] of [["state", T("state_" + st)], ["col_what", fieldList(g.fields) || T("whole")], ["basis", basis(g.legal_basis)], ["until", fmtDate(g.expires)]]) dl.append(el("dt", { text: T(k) }), el("dd", { text: v }));
     li.append(dl);
     const acts = el("p", { class: "actions" });
     const act = (name, cls) => {
@@ -174,7 +187,7 @@ function renderConsents(grants) {
 
 // --- Access log and notifications.
 function what(a) {
-  const fs = (a.fields || []).map(field).join(sep);
+  const fs = fieldList(a.fields);
   if (a.provider && a.provider.name === "consent") return T("act_" + a.method) + (fs ? " : " + fs : "");
   if (a.decision !== "DECISION_ALLOWED") return T("refused");
   return fs || T("whole");
@@ -191,13 +204,20 @@ async function renderLog(accesses) {
     for (const v of [fmtDate(a.time), who, a.provider ? member(a.provider.name) : "—", what(a), a.purpose ? purpose(a.purpose) : "—", basis(a.legalBasis || "") + (a.law ? " — " + a.law : "")]) tr.append(el("td", { text: v }));
     tr.append(proof);
     rows.append(tr);
-    verify(a).then(([cls, text]) => { proof.textContent = text; proof.className = cls; proof.parentElement.dataset.proof = cls; }).catch(() => { proof.textContent = T("proof_bad"); proof.className = "bad"; });
+    verify(a).then(([cls, text]) => {
+      proof.textContent = text; proof.className = cls; proof.parentElement.dataset.proof = cls;
+      if (cls === "pending") recheck();
+    }).catch(() => { proof.textContent = T("proof_bad"); proof.className = "bad"; });
     if (a.decision === "DECISION_ALLOWED" && !(a.provider && a.provider.name === "consent")) {
       notifs.append(el("li", { text: fmtDate(a.time) + " — " + who + " " + T("notif_access") + " : " + what(a) }));
     }
   }
   if (!notifs.children.length) notifs.append(el("li", { class: "muted", text: T("notif_none") }));
 }
+
+// A record not yet covered by a checkpoint is checked again a little later.
+let rechecking = null;
+function recheck() { if (!rechecking) rechecking = setTimeout(() => { rechecking = null; loadAll(); }, 3000); }
 
 let live = null;
 function startLive() {
