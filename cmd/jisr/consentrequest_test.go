@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,6 +168,15 @@ func TestConsentRequestLifecycle(t *testing.T) {
 	if err != nil || st.GetState() != consentv1.ConsentState_CONSENT_STATE_REJECTED || st.GetToken() != "" {
 		t.Fatalf("rejected: %v %v", st, err)
 	}
+
+	// The citizen is notified of CNSS's access (the dev notifier is the log).
+	bustest.Eventually(t, 10*time.Second, func() error {
+		if !strings.Contains(f.logs.String(), `msg="citizen notified of an access"`) ||
+			!strings.Contains(f.logs.String(), "method=GetPerson purpose=amo-enrolment") {
+			return errors.New("no notification of the access in the log")
+		}
+		return nil
+	})
 
 	// Every step is in the citizen's audit trail: the consumer's requests
 	// and the citizen's own actions.

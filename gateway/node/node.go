@@ -24,6 +24,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/consent"
+	"github.com/jisr-bus/jisr/gateway/notify"
 )
 
 // Config holds what a gateway replica cannot run without.
@@ -48,6 +49,9 @@ type Config struct {
 	ConsentJWKS string
 	// Audit is where the audit log keeps its keys and files (unless audit is skipped).
 	Audit AuditConfig
+	// Notifier tells citizens of each access to their data (default: the
+	// log; notify.Webhook for an SMS or e-mail gateway).
+	Notifier notify.Notifier
 }
 
 // AuditConfig is the audit log's place on disk and its settings.
@@ -115,6 +119,8 @@ type Node struct {
 	audit    *auditParts
 	citizens *citizen.Auth
 	lis      net.Listener // the HTTP listener until srv serves it
+	// stopCitizen ends the citizen page's live views and notifications.
+	stopCitizen []func()
 }
 
 // New checks the configuration; Start brings the node up.
@@ -290,6 +296,10 @@ func (n *Node) Stop(ctx context.Context) error {
 	if n.gw != nil {
 		errs = append(errs, n.gw.Stop(ctx))
 	}
+	for _, stop := range n.stopCitizen {
+		stop()
+	}
+	n.stopCitizen = nil
 	if n.srv != nil {
 		errs = append(errs, n.srv.Shutdown(ctx))
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/citizen/page"
+	"github.com/jisr-bus/jisr/gateway/notify"
 )
 
 // citizenPage builds the citizen's page (/citizen/) on the sign-in, with its
@@ -27,5 +28,24 @@ func (n *Node) citizenPage(ctx context.Context) (map[string]http.Handler, error)
 			return nil, err
 		}
 	}
-	return page.New(cfg).Routes(), nil
+	pg := page.New(cfg)
+	n.stopCitizen = append(n.stopCitizen, pg.Shutdown)
+	if cfg.Records != nil {
+		// Each access in this replica's log is notified to the citizen.
+		notifier := n.cfg.Notifier
+		if notifier == nil {
+			notifier = notify.Log{Log: n.cfg.Log}
+		}
+		f := &notify.Follower{Records: cfg.Records, LogID: n.cfg.Instance, Notifier: notifier, Log: n.cfg.Log}
+		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := f.Run(fctx); err != nil {
+				n.cfg.Log.Error("citizen notifications stopped", "err", err)
+			}
+		}()
+		n.stopCitizen = append(n.stopCitizen, func() { cancel(); <-done })
+	}
+	return pg.Routes(), nil
 }

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,7 +64,13 @@ type Page struct {
 	cfg      Config
 	tmpl     *template.Template
 	watchers atomic.Int64
+	done     chan struct{}
+	stopOnce sync.Once
 }
+
+// Shutdown ends every live view (an HTTP server's Shutdown waits for open
+// requests, and a live view never ends by itself).
+func (p *Page) Shutdown() { p.stopOnce.Do(func() { close(p.done) }) }
 
 var (
 	//go:embed page.html
@@ -82,7 +89,7 @@ func New(cfg Config) *Page {
 	if cfg.MaxWatchers <= 0 {
 		cfg.MaxWatchers = 1000
 	}
-	return &Page{cfg: cfg, tmpl: template.Must(template.New("page").Parse(pageHTML))}
+	return &Page{cfg: cfg, tmpl: template.Must(template.New("page").Parse(pageHTML)), done: make(chan struct{})}
 }
 
 // Routes returns the page's routes, keyed by mux pattern.
@@ -264,6 +271,8 @@ func (p *Page) events(w http.ResponseWriter, r *http.Request) {
 		var msg string
 		select {
 		case <-ctx.Done():
+			return
+		case <-p.done:
 			return
 		case <-changes:
 			msg = "event: change\ndata: {}\n\n"
