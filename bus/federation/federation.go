@@ -184,6 +184,7 @@ type file struct {
 	Labels struct {
 		Fields   map[string]map[string]string `yaml:"fields"`
 		Purposes map[string]map[string]string `yaml:"purposes"`
+		Values   map[string]map[string]string `yaml:"values"`
 	} `yaml:"labels"`
 	Rules []struct {
 		Name       string   `yaml:"name"`
@@ -307,8 +308,8 @@ func Parse(data []byte) (*Federation, error) {
 		fed.byID[id.String()] = m
 	}
 
-	fed.Labels = Labels{Fields: raw.Labels.Fields, Purposes: raw.Labels.Purposes}
-	for kind, m := range map[string]map[string]map[string]string{"fields": fed.Labels.Fields, "purposes": fed.Labels.Purposes} {
+	fed.Labels = Labels{Fields: raw.Labels.Fields, Purposes: raw.Labels.Purposes, Values: raw.Labels.Values}
+	for kind, m := range map[string]map[string]map[string]string{"fields": fed.Labels.Fields, "purposes": fed.Labels.Purposes, "values": fed.Labels.Values} {
 		for key, byLang := range m {
 			for lang, t := range byLang {
 				if !langCode.MatchString(lang) || strings.TrimSpace(t) == "" {
@@ -598,6 +599,7 @@ func isIdent(s string) bool {
 type Labels struct {
 	Fields   map[string]map[string]string
 	Purposes map[string]map[string]string
+	Values   map[string]map[string]string // enum value names (SEX_FEMALE) shown in a preview
 }
 
 var langCode = regexp.MustCompile(`^[a-z]{2,3}$`)

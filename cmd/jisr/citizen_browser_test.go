@@ -150,6 +150,14 @@ func journey(t *testing.T, f *devFixture, eid, lang, accept, dir string) {
 	}
 	noEnglish(ctx, "pending request")
 	shot(ctx, "2-pending")
+	// The citizen asks to see the actual values (audited as their own look).
+	do(ctx, "preview", chromedp.Click(chromedp.CSS(form+" button[data-action=preview]"), chromedp.NodeVisible),
+		chromedp.WaitVisible(chromedp.CSS(form+" .preview dd")))
+	if rows := eval(ctx, "String(document.querySelectorAll('"+form+" .preview dt').length)"); rows == "0" || rows == "1" {
+		t.Fatalf("preview rows: %s", rows)
+	}
+	noEnglish(ctx, "preview")
+	shot(ctx, "2b-preview")
 	for _, fld := range []string{"person.birth", "person.sex"} {
 		do(ctx, "untick "+fld, chromedp.Click(chromedp.CSS(form+fmt.Sprintf(" input[value=%q]", fld)), chromedp.NodeVisible))
 	}

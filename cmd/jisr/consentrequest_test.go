@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"net/http"
 	"fmt"
 	"slices"
 	"strings"
@@ -82,6 +83,22 @@ func TestConsentRequestLifecycle(t *testing.T) {
 	if code != 200 || count(list["requests"]) != 1 {
 		t.Fatalf("citizen's requests: %d %v", code, list)
 	}
+	// The citizen previews the actual values: exactly the fields asked, and
+	// the preview itself is audited under the citizen's own purpose.
+	code, pv := sf.call(t, c, "POST", "/v1/consent-requests/"+req.GetId()+"/preview", nil, same...)
+	vals, _ := pv["values"].(map[string]any)
+	pp, _ := vals["person"].(map[string]any)
+	if code != 200 || pp["names"] == nil || pp["birth"] == nil || pp["father_name"] != nil || pp["eid"] != nil {
+		t.Fatalf("preview: %d %v", code, pv)
+	}
+	if code, _ := sf.call(t, c, "POST", "/v1/consent-requests/"+req.GetId()+"/preview", nil, "Origin", "https://evil.example"); code != 403 {
+		t.Fatalf("cross-origin preview: %d", code)
+	}
+	// A bearer session alone (no sealed eID of the sign-in) gets no preview.
+	if code, _ := sf.call(t, &http.Client{}, "POST", "/v1/consent-requests/"+req.GetId()+"/preview", nil, "Authorization", "Bearer "+sf.session(t, c)); code != 401 {
+		t.Fatalf("preview with a bearer session only: %d", code)
+	}
+
 	// A cross-origin approval is refused; fields not asked for and a longer duration too.
 	if code, _ := sf.call(t, c, "POST", "/v1/consent-requests/"+req.GetId()+"/approve", map[string]any{}, "Origin", "https://evil.example"); code != 403 {
 		t.Fatalf("cross-origin approve: %d", code)
@@ -185,10 +202,15 @@ func TestConsentRequestLifecycle(t *testing.T) {
 		t.Fatalf("access log: %d", code)
 	}
 	methods := map[string]bool{}
+	previewed := false
 	for _, a := range acc["accesses"].([]any) {
 		if m, ok := a.(map[string]any)["method"].(string); ok {
 			methods[m] = true
 		}
+		previewed = previewed || a.(map[string]any)["purpose"] == "citizen"
+	}
+	if !previewed {
+		t.Error("the citizen's preview is not in their audit trail")
 	}
 	for _, m := range []string{"RequestConsent", "GetConsentRequest", "CitizenApprove", "CitizenPause", "CitizenResume", "CitizenRevoke", "CitizenReject", "GetPerson"} {
 		if !methods[m] {

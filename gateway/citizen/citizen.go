@@ -368,6 +368,7 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "too many sessions; retry later")
 		return
 	}
+	a.setEIDCookie(w, eid, a.cfg.Keyer.CKey(eid))
 	to := AfterLogin
 	if p, ok := AfterLoginPages[pl.Next]; ok {
 		to = p
@@ -427,6 +428,7 @@ func (a *Auth) demoLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "too many sessions; retry later")
 		return
 	}
+	a.setEIDCookie(w, eid, a.cfg.Keyer.CKey(eid))
 	writeJSON(w, http.StatusOK, map[string]string{"token": id})
 }
 
@@ -469,6 +471,7 @@ func (a *Auth) logout(w http.ResponseWriter, r *http.Request) {
 		a.sessions.destroy(c.Value)
 	}
 	http.SetCookie(w, &http.Cookie{Name: a.CookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: a.cfg.Secure, SameSite: http.SameSiteStrictMode})
+	a.clearEIDCookie(w)
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -115,9 +115,10 @@ func (w Webhook) Notify(ctx context.Context, n Notification) error {
 
 // Of returns the notification of a record, or false when the record is
 // not an access to notify: refused, a consent request or a citizen's own
-// action (provider "consent"), or without a citizen.
+// action (provider "consent"), the citizen's own preview (no consumer), or
+// without a citizen.
 func Of(r *auditv1.Record) (Notification, bool) {
-	if r.GetDecision() != auditv1.Decision_DECISION_ALLOWED || r.GetProvider() == subject.ConsentProvider ||
+	if r.GetDecision() != auditv1.Decision_DECISION_ALLOWED || r.GetProvider() == subject.ConsentProvider || r.GetConsumer() == "" ||
 		r.GetProvider() == "" || r.GetCkey() == "" || r.GetCkey() == subject.NoCKey {
 		return Notification{}, false
 	}

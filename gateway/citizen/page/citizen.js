@@ -125,6 +125,18 @@ function renderPending(reqs) {
       el("input", { type: "number", id: did, name: "days", min: "1", max: String(max), value: String(max), required: "" })));
     if (r.max_uses) form.append(el("p", { text: T("uses") + " : " + r.max_uses }));
     const reject = el("button", { type: "button", class: "danger", "data-action": "reject", text: T("reject") });
+    const pv = el("button", { type: "button", class: "secondary", "data-action": "preview", text: T("preview") });
+    const pvBox = el("div", { class: "preview", "aria-live": "polite" });
+    pv.addEventListener("click", async () => {
+      const res = await api("POST", "/v1/consent-requests/" + encodeURIComponent(id) + "/preview");
+      if (!res.ok) return fail();
+      pvBox.textContent = "";
+      const dl = el("dl");
+      for (const [label, v] of previewRows(res.j.values || {})) dl.append(el("dt", { text: label }), el("dd", { text: v }));
+      pvBox.append(el("h4", { text: T("preview_h") }), dl, el("p", { class: "muted", text: T("preview_note") }));
+      pv.hidden = true;
+    });
+    form.append(el("p", {}, pv), pvBox);
     form.append(el("p", { class: "actions" }, el("button", { type: "submit", "data-action": "approve", text: T("approve") }), " ", reject));
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
@@ -144,6 +156,24 @@ function renderPending(reqs) {
     });
     box.append(form);
   }
+}
+
+// The preview's values, flattened and grouped under the fields' labels; an
+// enum value is shown by its label from the federation file.
+function previewRows(obj) {
+  const rows = new Map();
+  const walk = (o, path) => {
+    if (o !== null && typeof o === "object" && !Array.isArray(o)) { for (const [k, v] of Object.entries(o)) walk(v, path ? path + "." + k : k); return; }
+    const vals = Array.isArray(o) ? o : [o];
+    for (const v of vals) {
+      if (v !== null && typeof v === "object") { walk(v, path); continue; }
+      const text = typeof v === "string" && /^[A-Z][A-Z_]+$/.test(v) ? (D.values[v] || v) : String(v);
+      const label = field(path);
+      rows.set(label, rows.has(label) ? rows.get(label) + " " + text : text);
+    }
+  };
+  walk(obj, "");
+  return [...rows.entries()];
 }
 
 // --- Consents.
@@ -198,7 +228,7 @@ async function renderLog(accesses) {
   if (accesses.length && !keys) await loadKeys();
   const notifs = $("notifs"); notifs.textContent = "";
   for (const a of accesses) {
-    const who = a.consumer ? member(a.consumer.name) : "—";
+    const who = a.consumer && a.consumer.name ? member(a.consumer.name) : (a.purpose === "citizen" ? T("you") : "—");
     const tr = el("tr", { "data-method": a.method || "" });
     const proof = el("td", { class: "muted", text: T("proof_checking") });
     for (const v of [fmtDate(a.time), who, a.provider ? member(a.provider.name) : "—", what(a), a.purpose ? purpose(a.purpose) : "—", basis(a.legalBasis || "") + (a.law ? " — " + a.law : "")]) tr.append(el("td", { text: v }));
@@ -208,7 +238,7 @@ async function renderLog(accesses) {
       proof.textContent = text; proof.className = cls; proof.parentElement.dataset.proof = cls;
       if (cls === "pending") recheck();
     }).catch(() => { proof.textContent = T("proof_bad"); proof.className = "bad"; });
-    if (a.decision === "DECISION_ALLOWED" && !(a.provider && a.provider.name === "consent")) {
+    if (a.decision === "DECISION_ALLOWED" && a.consumer && a.consumer.name && !(a.provider && a.provider.name === "consent")) {
       notifs.append(el("li", { text: fmtDate(a.time) + " — " + who + " " + T("notif_access") + " : " + what(a) }));
     }
   }

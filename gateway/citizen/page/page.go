@@ -205,8 +205,14 @@ func (p *Page) dictionary(lang string) map[string]any {
 			purposes[k] = v
 		}
 	}
+	values := map[string]string{}
+	for k, byLang := range p.cfg.Federation.Labels.Values {
+		if v := byLang[lang]; v != "" {
+			values[k] = v
+		}
+	}
 	locale := map[string]string{"fr": "fr-MA", "ar": "ar-MA"}[lang]
-	return map[string]any{"lang": lang, "locale": locale, "t": strings1[lang], "members": members, "fields": fields, "purposes": purposes}
+	return map[string]any{"lang": lang, "locale": locale, "t": strings1[lang], "members": members, "fields": fields, "purposes": purposes, "values": values}
 }
 
 // events streams "change" events to the signed-in citizen's page: one for
