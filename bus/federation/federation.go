@@ -175,11 +175,11 @@ type file struct {
 	} `yaml:"eid"`
 	Limits  *limitsFile `yaml:"limits"`
 	Members []struct {
-		Name     string      `yaml:"name"`
+		Name     string            `yaml:"name"`
 		Title    string            `yaml:"title"`
 		Titles   map[string]string `yaml:"titles"`
 		Provides []string          `yaml:"provides"`
-		Limits   *limitsFile `yaml:"limits"`
+		Limits   *limitsFile       `yaml:"limits"`
 	} `yaml:"members"`
 	Labels struct {
 		Fields   map[string]map[string]string `yaml:"fields"`

@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"net/http"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"

@@ -124,7 +124,7 @@ func StartGateway(ctx context.Context, g *Env, o GatewayOptions) (*GatewayNode, 
 		return nil, err
 	}
 	n, err := node.New(node.Config{
-		Notifier: notifier,
+		Notifier:   notifier,
 		Federation: fed, Keyer: keyer, Conn: nc, Source: src, Log: g.Log, Instance: o.Instance,
 		HTTPAddr: o.HTTPAddr, HTTPTLS: httpTLSConf, ConsentJWKS: jwks,
 		SignIn: func(addr string, secure bool) (*citizen.Auth, error) {
