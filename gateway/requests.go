@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/jisr-bus/jisr/bus/ckey"
+	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	consentv1 "github.com/jisr-bus/jisr/proto/gen/jisr/consent/v1"
@@ -69,7 +70,15 @@ func (g *Gateway) consentRequest(ctx context.Context, q subject.Query, data []by
 	var out *consentv1.ConsentRequest
 	switch in := in.(type) {
 	case *consentv1.RequestConsentRequest:
-		d.Purpose, d.LegalBasis = in.GetPurpose(), in.GetLegalBasis()
+		// The record keeps only what the federation could have written:
+		// a well-formed purpose, a known basis (the consent service checks
+		// the request against the rules).
+		if federation.CheckPurpose(in.GetPurpose()) == nil {
+			d.Purpose = in.GetPurpose()
+		}
+		if b := in.GetLegalBasis(); b == federation.BasisConsent || b == federation.BasisExplicitRequest {
+			d.LegalBasis = b
+		}
 		out, err = g.cfg.Requests.RequestConsent(ctx, q.Consumer, ck, in)
 	case *consentv1.GetConsentRequestRequest:
 		// A long poll waits no longer than the caller does.
@@ -89,8 +98,11 @@ func (g *Gateway) consentRequest(ctx context.Context, q subject.Query, data []by
 	if out.GetJti() != "" {
 		d.TokenID = out.GetJti()
 	}
-	if out.GetPurpose() != "" {
-		d.Purpose, d.LegalBasis = out.GetPurpose(), out.GetLegalBasis()
+	if federation.CheckPurpose(out.GetPurpose()) == nil {
+		d.Purpose = out.GetPurpose()
+	}
+	if b := out.GetLegalBasis(); b == federation.BasisConsent || b == federation.BasisExplicitRequest {
+		d.LegalBasis = b
 	}
 	return proto.MarshalOptions{Deterministic: true}.Marshal(out)
 }
