@@ -104,5 +104,9 @@ func (g *Gateway) consentRequest(ctx context.Context, q subject.Query, data []by
 	if b := out.GetLegalBasis(); b == federation.BasisConsent || b == federation.BasisExplicitRequest {
 		d.LegalBasis = b
 	}
-	return proto.MarshalOptions{Deterministic: true}.Marshal(out)
+	var reply proto.Message = &consentv1.GetConsentRequestResponse{Request: out}
+	if q.Method == "RequestConsent" {
+		reply = &consentv1.RequestConsentResponse{Request: out}
+	}
+	return proto.MarshalOptions{Deterministic: true}.Marshal(reply)
 }

@@ -94,13 +94,14 @@ func journey(t *testing.T, f *devFixture, eid, lang, accept, dir string) {
 	}
 
 	// 1. CNSS's backend asks through its adapter, and follows the request.
-	req, err := cnss.RequestConsent(ctx0, &consentv1.RequestConsentRequest{
+	reqResp, err := cnss.RequestConsent(ctx0, &consentv1.RequestConsentRequest{
 		Eid: eid, Service: "jisr.civilregistry.v1.CivilRegistry", Methods: []string{"GetPerson"},
 		Fields: []string{"person.names", "person.birth", "person.sex"}, Purpose: "amo-enrolment", Duration: durationpb.New(30 * 24 * time.Hour),
 	})
 	if err != nil {
 		t.Fatalf("RequestConsent: %v", err)
 	}
+	req := reqResp.GetRequest()
 	type result struct {
 		r   *consentv1.ConsentRequest
 		err error
@@ -109,9 +110,10 @@ func journey(t *testing.T, f *devFixture, eid, lang, accept, dir string) {
 	go func() {
 		for {
 			wctx, cancel := context.WithTimeout(ctx0, 30*time.Second)
-			r, err := cnss.GetConsentRequest(wctx, &consentv1.GetConsentRequestRequest{Eid: eid, Id: req.GetId(),
+			rr, err := cnss.GetConsentRequest(wctx, &consentv1.GetConsentRequestRequest{Eid: eid, Id: req.GetId(),
 				WaitWhile: consentv1.ConsentState_CONSENT_STATE_PENDING, Wait: durationpb.New(25 * time.Second)})
 			cancel()
+			r := rr.GetRequest()
 			if err != nil || r.GetState() != consentv1.ConsentState_CONSENT_STATE_PENDING || ctx0.Err() != nil {
 				followed <- result{r, err}
 				return
@@ -220,7 +222,7 @@ func journey(t *testing.T, f *devFixture, eid, lang, accept, dir string) {
 	})
 	noEnglish(ctx, "after revocation")
 	shot(ctx, "6-revoked")
-	st, err := cnss.GetConsentRequest(ctx0, &consentv1.GetConsentRequestRequest{Eid: eid, Id: req.GetId()})
+	st, err := getReq(ctx0, cnss, eid, req.GetId())
 	if err != nil || st.GetState() != consentv1.ConsentState_CONSENT_STATE_REVOKED {
 		t.Fatalf("CNSS sees %v %v", st, err)
 	}

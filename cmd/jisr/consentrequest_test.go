@@ -47,13 +47,14 @@ func TestConsentRequestLifecycle(t *testing.T) {
 		}
 	}
 	asked := []string{"person.names", "person.birth", "person.sex"}
-	req, err := cnss.RequestConsent(ctx, &consentv1.RequestConsentRequest{
+	reqResp, err := cnss.RequestConsent(ctx, &consentv1.RequestConsentRequest{
 		Eid: eid, Service: "jisr.civilregistry.v1.CivilRegistry", Methods: []string{"GetPerson"},
 		Fields: asked, Purpose: "amo-enrolment", Duration: durationpb.New(72 * time.Hour),
 	})
 	if err != nil {
 		t.Fatalf("RequestConsent: %v\n%s", err, f.logs.String())
 	}
+	req := reqResp.GetRequest()
 	if req.GetState() != consentv1.ConsentState_CONSENT_STATE_PENDING || req.GetToken() != "" || req.GetId() == "" {
 		t.Fatalf("new request: %v", req)
 	}
@@ -73,7 +74,7 @@ func TestConsentRequestLifecycle(t *testing.T) {
 		defer cancel()
 		r, err := cnss.GetConsentRequest(wctx, &consentv1.GetConsentRequestRequest{Eid: eid, Id: req.GetId(),
 			WaitWhile: consentv1.ConsentState_CONSENT_STATE_PENDING, Wait: durationpb.New(25 * time.Second)})
-		active <- result{r, err}
+		active <- result{r.GetRequest(), err}
 	}()
 
 	c := signInAt(t, base, issuer, eid)
@@ -149,7 +150,7 @@ func TestConsentRequestLifecycle(t *testing.T) {
 		return nil
 	}
 	bustest.Eventually(t, 10*time.Second, func() error { return refusedWith("CONSENT_PAUSED") })
-	st, err := cnss.GetConsentRequest(ctx, &consentv1.GetConsentRequestRequest{Eid: eid, Id: req.GetId()})
+	st, err := getReq(ctx, cnss, eid, req.GetId())
 	if err != nil || st.GetState() != consentv1.ConsentState_CONSENT_STATE_PAUSED {
 		t.Fatalf("state after pause: %v %v", st, err)
 	}
@@ -164,7 +165,7 @@ func TestConsentRequestLifecycle(t *testing.T) {
 		t.Fatalf("revoke: %d", code)
 	}
 	bustest.Eventually(t, 10*time.Second, func() error { return refusedWith("CONSENT_REVOKED") })
-	st, err = cnss.GetConsentRequest(ctx, &consentv1.GetConsentRequestRequest{Eid: eid, Id: req.GetId()})
+	st, err = getReq(ctx, cnss, eid, req.GetId())
 	if err != nil || st.GetState() != consentv1.ConsentState_CONSENT_STATE_REVOKED {
 		t.Fatalf("state after revoke: %v %v", st, err)
 	}
@@ -173,15 +174,16 @@ func TestConsentRequestLifecycle(t *testing.T) {
 	}
 
 	// A second request, rejected: the consumer sees REJECTED and no token.
-	req2, err := cnss.RequestConsent(ctx, &consentv1.RequestConsentRequest{Eid: eid, Service: "jisr.civilregistry.v1.CivilRegistry",
+	req2r, err := cnss.RequestConsent(ctx, &consentv1.RequestConsentRequest{Eid: eid, Service: "jisr.civilregistry.v1.CivilRegistry",
 		Methods: []string{"GetPerson"}, Purpose: "family-allowance"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	req2 := req2r.GetRequest()
 	if code, _ := sf.call(t, c, "POST", "/v1/consent-requests/"+req2.GetId()+"/reject", nil, same...); code != 200 {
 		t.Fatalf("reject: %d", code)
 	}
-	st, err = cnss.GetConsentRequest(ctx, &consentv1.GetConsentRequestRequest{Eid: eid, Id: req2.GetId()})
+	st, err = getReq(ctx, cnss, eid, req2.GetId())
 	if err != nil || st.GetState() != consentv1.ConsentState_CONSENT_STATE_REJECTED || st.GetToken() != "" {
 		t.Fatalf("rejected: %v %v", st, err)
 	}
@@ -217,4 +219,9 @@ func TestConsentRequestLifecycle(t *testing.T) {
 			t.Errorf("no %s in the citizen's audit trail: %v", m, methods)
 		}
 	}
+}
+
+func getReq(ctx context.Context, c consentv1.ConsentRequestsClient, eid, id string) (*consentv1.ConsentRequest, error) {
+	r, err := c.GetConsentRequest(ctx, &consentv1.GetConsentRequestRequest{Eid: eid, Id: id})
+	return r.GetRequest(), err
 }

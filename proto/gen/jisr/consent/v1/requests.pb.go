@@ -269,6 +269,95 @@ func (x *GetConsentRequestRequest) GetWait() *durationpb.Duration {
 	return nil
 }
 
+type RequestConsentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new request, PENDING.
+	Request       *ConsentRequest `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestConsentResponse) Reset() {
+	*x = RequestConsentResponse{}
+	mi := &file_jisr_consent_v1_requests_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestConsentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestConsentResponse) ProtoMessage() {}
+
+func (x *RequestConsentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jisr_consent_v1_requests_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestConsentResponse.ProtoReflect.Descriptor instead.
+func (*RequestConsentResponse) Descriptor() ([]byte, []int) {
+	return file_jisr_consent_v1_requests_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RequestConsentResponse) GetRequest() *ConsentRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type GetConsentRequestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *ConsentRequest        `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsentRequestResponse) Reset() {
+	*x = GetConsentRequestResponse{}
+	mi := &file_jisr_consent_v1_requests_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsentRequestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsentRequestResponse) ProtoMessage() {}
+
+func (x *GetConsentRequestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jisr_consent_v1_requests_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsentRequestResponse.ProtoReflect.Descriptor instead.
+func (*GetConsentRequestResponse) Descriptor() ([]byte, []int) {
+	return file_jisr_consent_v1_requests_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetConsentRequestResponse) GetRequest() *ConsentRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
 // A consent request as the consumer sees it.
 type ConsentRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -295,7 +384,7 @@ type ConsentRequest struct {
 
 func (x *ConsentRequest) Reset() {
 	*x = ConsentRequest{}
-	mi := &file_jisr_consent_v1_requests_proto_msgTypes[2]
+	mi := &file_jisr_consent_v1_requests_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -307,7 +396,7 @@ func (x *ConsentRequest) String() string {
 func (*ConsentRequest) ProtoMessage() {}
 
 func (x *ConsentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jisr_consent_v1_requests_proto_msgTypes[2]
+	mi := &file_jisr_consent_v1_requests_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -320,7 +409,7 @@ func (x *ConsentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsentRequest.ProtoReflect.Descriptor instead.
 func (*ConsentRequest) Descriptor() ([]byte, []int) {
-	return file_jisr_consent_v1_requests_proto_rawDescGZIP(), []int{2}
+	return file_jisr_consent_v1_requests_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConsentRequest) GetId() string {
@@ -441,7 +530,11 @@ const file_jisr_consent_v1_requests_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12<\n" +
 	"\n" +
 	"wait_while\x18\x03 \x01(\x0e2\x1d.jisr.consent.v1.ConsentStateR\twaitWhile\x12-\n" +
-	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\xf8\x03\n" +
+	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"S\n" +
+	"\x16RequestConsentResponse\x129\n" +
+	"\arequest\x18\x01 \x01(\v2\x1f.jisr.consent.v1.ConsentRequestR\arequest\"V\n" +
+	"\x19GetConsentRequestResponse\x129\n" +
+	"\arequest\x18\x01 \x01(\v2\x1f.jisr.consent.v1.ConsentRequestR\arequest\"\xf8\x03\n" +
 	"\x0eConsentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1d.jisr.consent.v1.ConsentStateR\x05state\x12\x18\n" +
@@ -467,10 +560,10 @@ const file_jisr_consent_v1_requests_proto_rawDesc = "" +
 	"\x14CONSENT_STATE_PAUSED\x10\x04\x12\x19\n" +
 	"\x15CONSENT_STATE_REVOKED\x10\x05\x12\x19\n" +
 	"\x15CONSENT_STATE_EXPIRED\x10\x06\x12\x19\n" +
-	"\x15CONSENT_STATE_USED_UP\x10\a2\xcd\x01\n" +
-	"\x0fConsentRequests\x12Y\n" +
-	"\x0eRequestConsent\x12&.jisr.consent.v1.RequestConsentRequest\x1a\x1f.jisr.consent.v1.ConsentRequest\x12_\n" +
-	"\x11GetConsentRequest\x12).jisr.consent.v1.GetConsentRequestRequest\x1a\x1f.jisr.consent.v1.ConsentRequestB>Z<github.com/jisr-bus/jisr/proto/gen/jisr/consent/v1;consentv1b\x06proto3"
+	"\x15CONSENT_STATE_USED_UP\x10\a2\xe0\x01\n" +
+	"\x0fConsentRequests\x12a\n" +
+	"\x0eRequestConsent\x12&.jisr.consent.v1.RequestConsentRequest\x1a'.jisr.consent.v1.RequestConsentResponse\x12j\n" +
+	"\x11GetConsentRequest\x12).jisr.consent.v1.GetConsentRequestRequest\x1a*.jisr.consent.v1.GetConsentRequestResponseB>Z<github.com/jisr-bus/jisr/proto/gen/jisr/consent/v1;consentv1b\x06proto3"
 
 var (
 	file_jisr_consent_v1_requests_proto_rawDescOnce sync.Once
@@ -485,33 +578,37 @@ func file_jisr_consent_v1_requests_proto_rawDescGZIP() []byte {
 }
 
 var file_jisr_consent_v1_requests_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_jisr_consent_v1_requests_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_jisr_consent_v1_requests_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_jisr_consent_v1_requests_proto_goTypes = []any{
-	(ConsentState)(0),                // 0: jisr.consent.v1.ConsentState
-	(*RequestConsentRequest)(nil),    // 1: jisr.consent.v1.RequestConsentRequest
-	(*GetConsentRequestRequest)(nil), // 2: jisr.consent.v1.GetConsentRequestRequest
-	(*ConsentRequest)(nil),           // 3: jisr.consent.v1.ConsentRequest
-	(*durationpb.Duration)(nil),      // 4: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 5: google.protobuf.Timestamp
+	(ConsentState)(0),                 // 0: jisr.consent.v1.ConsentState
+	(*RequestConsentRequest)(nil),     // 1: jisr.consent.v1.RequestConsentRequest
+	(*GetConsentRequestRequest)(nil),  // 2: jisr.consent.v1.GetConsentRequestRequest
+	(*RequestConsentResponse)(nil),    // 3: jisr.consent.v1.RequestConsentResponse
+	(*GetConsentRequestResponse)(nil), // 4: jisr.consent.v1.GetConsentRequestResponse
+	(*ConsentRequest)(nil),            // 5: jisr.consent.v1.ConsentRequest
+	(*durationpb.Duration)(nil),       // 6: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 7: google.protobuf.Timestamp
 }
 var file_jisr_consent_v1_requests_proto_depIdxs = []int32{
-	4,  // 0: jisr.consent.v1.RequestConsentRequest.duration:type_name -> google.protobuf.Duration
+	6,  // 0: jisr.consent.v1.RequestConsentRequest.duration:type_name -> google.protobuf.Duration
 	0,  // 1: jisr.consent.v1.GetConsentRequestRequest.wait_while:type_name -> jisr.consent.v1.ConsentState
-	4,  // 2: jisr.consent.v1.GetConsentRequestRequest.wait:type_name -> google.protobuf.Duration
-	0,  // 3: jisr.consent.v1.ConsentRequest.state:type_name -> jisr.consent.v1.ConsentState
-	4,  // 4: jisr.consent.v1.ConsentRequest.duration:type_name -> google.protobuf.Duration
-	5,  // 5: jisr.consent.v1.ConsentRequest.created:type_name -> google.protobuf.Timestamp
-	5,  // 6: jisr.consent.v1.ConsentRequest.updated:type_name -> google.protobuf.Timestamp
-	5,  // 7: jisr.consent.v1.ConsentRequest.expires:type_name -> google.protobuf.Timestamp
-	1,  // 8: jisr.consent.v1.ConsentRequests.RequestConsent:input_type -> jisr.consent.v1.RequestConsentRequest
-	2,  // 9: jisr.consent.v1.ConsentRequests.GetConsentRequest:input_type -> jisr.consent.v1.GetConsentRequestRequest
-	3,  // 10: jisr.consent.v1.ConsentRequests.RequestConsent:output_type -> jisr.consent.v1.ConsentRequest
-	3,  // 11: jisr.consent.v1.ConsentRequests.GetConsentRequest:output_type -> jisr.consent.v1.ConsentRequest
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	6,  // 2: jisr.consent.v1.GetConsentRequestRequest.wait:type_name -> google.protobuf.Duration
+	5,  // 3: jisr.consent.v1.RequestConsentResponse.request:type_name -> jisr.consent.v1.ConsentRequest
+	5,  // 4: jisr.consent.v1.GetConsentRequestResponse.request:type_name -> jisr.consent.v1.ConsentRequest
+	0,  // 5: jisr.consent.v1.ConsentRequest.state:type_name -> jisr.consent.v1.ConsentState
+	6,  // 6: jisr.consent.v1.ConsentRequest.duration:type_name -> google.protobuf.Duration
+	7,  // 7: jisr.consent.v1.ConsentRequest.created:type_name -> google.protobuf.Timestamp
+	7,  // 8: jisr.consent.v1.ConsentRequest.updated:type_name -> google.protobuf.Timestamp
+	7,  // 9: jisr.consent.v1.ConsentRequest.expires:type_name -> google.protobuf.Timestamp
+	1,  // 10: jisr.consent.v1.ConsentRequests.RequestConsent:input_type -> jisr.consent.v1.RequestConsentRequest
+	2,  // 11: jisr.consent.v1.ConsentRequests.GetConsentRequest:input_type -> jisr.consent.v1.GetConsentRequestRequest
+	3,  // 12: jisr.consent.v1.ConsentRequests.RequestConsent:output_type -> jisr.consent.v1.RequestConsentResponse
+	4,  // 13: jisr.consent.v1.ConsentRequests.GetConsentRequest:output_type -> jisr.consent.v1.GetConsentRequestResponse
+	12, // [12:14] is the sub-list for method output_type
+	10, // [10:12] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_jisr_consent_v1_requests_proto_init() }
@@ -525,7 +622,7 @@ func file_jisr_consent_v1_requests_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jisr_consent_v1_requests_proto_rawDesc), len(file_jisr_consent_v1_requests_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -36,11 +36,11 @@ const (
 type ConsentRequestsClient interface {
 	// Asks the citizen named by eid for consent. The request is PENDING until
 	// the citizen approves (ACTIVE, with the token) or rejects (REJECTED).
-	RequestConsent(ctx context.Context, in *RequestConsentRequest, opts ...grpc.CallOption) (*ConsentRequest, error)
+	RequestConsent(ctx context.Context, in *RequestConsentRequest, opts ...grpc.CallOption) (*RequestConsentResponse, error)
 	// Returns one of the consumer's requests. With wait_while set to the state
 	// the consumer last saw, the answer waits (up to wait, at most 25 s) until
 	// the state changes: a backend follows the lifecycle by calling it in a loop.
-	GetConsentRequest(ctx context.Context, in *GetConsentRequestRequest, opts ...grpc.CallOption) (*ConsentRequest, error)
+	GetConsentRequest(ctx context.Context, in *GetConsentRequestRequest, opts ...grpc.CallOption) (*GetConsentRequestResponse, error)
 }
 
 type consentRequestsClient struct {
@@ -51,9 +51,9 @@ func NewConsentRequestsClient(cc grpc.ClientConnInterface) ConsentRequestsClient
 	return &consentRequestsClient{cc}
 }
 
-func (c *consentRequestsClient) RequestConsent(ctx context.Context, in *RequestConsentRequest, opts ...grpc.CallOption) (*ConsentRequest, error) {
+func (c *consentRequestsClient) RequestConsent(ctx context.Context, in *RequestConsentRequest, opts ...grpc.CallOption) (*RequestConsentResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ConsentRequest)
+	out := new(RequestConsentResponse)
 	err := c.cc.Invoke(ctx, ConsentRequests_RequestConsent_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -61,9 +61,9 @@ func (c *consentRequestsClient) RequestConsent(ctx context.Context, in *RequestC
 	return out, nil
 }
 
-func (c *consentRequestsClient) GetConsentRequest(ctx context.Context, in *GetConsentRequestRequest, opts ...grpc.CallOption) (*ConsentRequest, error) {
+func (c *consentRequestsClient) GetConsentRequest(ctx context.Context, in *GetConsentRequestRequest, opts ...grpc.CallOption) (*GetConsentRequestResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ConsentRequest)
+	out := new(GetConsentRequestResponse)
 	err := c.cc.Invoke(ctx, ConsentRequests_GetConsentRequest_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -84,11 +84,11 @@ func (c *consentRequestsClient) GetConsentRequest(ctx context.Context, in *GetCo
 type ConsentRequestsServer interface {
 	// Asks the citizen named by eid for consent. The request is PENDING until
 	// the citizen approves (ACTIVE, with the token) or rejects (REJECTED).
-	RequestConsent(context.Context, *RequestConsentRequest) (*ConsentRequest, error)
+	RequestConsent(context.Context, *RequestConsentRequest) (*RequestConsentResponse, error)
 	// Returns one of the consumer's requests. With wait_while set to the state
 	// the consumer last saw, the answer waits (up to wait, at most 25 s) until
 	// the state changes: a backend follows the lifecycle by calling it in a loop.
-	GetConsentRequest(context.Context, *GetConsentRequestRequest) (*ConsentRequest, error)
+	GetConsentRequest(context.Context, *GetConsentRequestRequest) (*GetConsentRequestResponse, error)
 	mustEmbedUnimplementedConsentRequestsServer()
 }
 
@@ -99,10 +99,10 @@ type ConsentRequestsServer interface {
 // pointer dereference when methods are called.
 type UnimplementedConsentRequestsServer struct{}
 
-func (UnimplementedConsentRequestsServer) RequestConsent(context.Context, *RequestConsentRequest) (*ConsentRequest, error) {
+func (UnimplementedConsentRequestsServer) RequestConsent(context.Context, *RequestConsentRequest) (*RequestConsentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RequestConsent not implemented")
 }
-func (UnimplementedConsentRequestsServer) GetConsentRequest(context.Context, *GetConsentRequestRequest) (*ConsentRequest, error) {
+func (UnimplementedConsentRequestsServer) GetConsentRequest(context.Context, *GetConsentRequestRequest) (*GetConsentRequestResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetConsentRequest not implemented")
 }
 func (UnimplementedConsentRequestsServer) mustEmbedUnimplementedConsentRequestsServer() {}
