@@ -93,6 +93,17 @@ func journey(t *testing.T, f *devFixture, eid, lang, accept, dir string) {
 		}
 	}
 
+	// WCAG 2.1 AA, the points a script can check: text contrast ≥ 4.5:1
+	// against the nearest opaque background, every form control labelled,
+	// no positive tabindex (keyboard order is the DOM's), nothing hidden
+	// from screen readers only.
+	accessible := func(ctx context.Context, where string) {
+		t.Helper()
+		if bad := eval(ctx, a11yCheck); bad != "" {
+			t.Errorf("%s (%s): accessibility:\n%s", where, lang, bad)
+		}
+	}
+
 	// 1. CNSS's backend asks through its adapter, and follows the request.
 	reqResp, err := cnss.RequestConsent(ctx0, &consentv1.RequestConsentRequest{
 		Eid: eid, Service: "jisr.civilregistry.v1.CivilRegistry", Methods: []string{"GetPerson"},
@@ -131,6 +142,7 @@ func journey(t *testing.T, f *devFixture, eid, lang, accept, dir string) {
 		t.Fatalf("computed direction %q, want %q", got, dir)
 	}
 	noEnglish(ctx, "sign-in")
+	accessible(ctx, "sign-in")
 	shot(ctx, "1-signin")
 	do(ctx, "sign in", chromedp.Click(chromedp.ID("signin"), chromedp.NodeVisible),
 		chromedp.Click(chromedp.CSS(fmt.Sprintf("button[name=eid][value=%q]", eid)), chromedp.NodeVisible))
@@ -159,6 +171,7 @@ func journey(t *testing.T, f *devFixture, eid, lang, accept, dir string) {
 		t.Fatalf("preview rows: %s", rows)
 	}
 	noEnglish(ctx, "preview")
+	accessible(ctx, "preview")
 	shot(ctx, "2b-preview")
 	for _, fld := range []string{"person.birth", "person.sex"} {
 		do(ctx, "untick "+fld, chromedp.Click(chromedp.CSS(form+fmt.Sprintf(" input[value=%q]", fld)), chromedp.NodeVisible))
@@ -195,6 +208,7 @@ func journey(t *testing.T, f *devFixture, eid, lang, accept, dir string) {
 	wait(ctx, "the access appears without a reload, its proof checked",
 		`window.__sameView && document.querySelector("#rows tr[data-method=GetPerson][data-proof=ok]")`)
 	noEnglish(ctx, "access log")
+	accessible(ctx, "access log")
 	shot(ctx, "4-access-live")
 
 	// 6. Pause: the gateway refuses CNSS.
@@ -239,3 +253,33 @@ func mapKeys(m map[string]any) []string {
 	slices.Sort(out)
 	return out
 }
+
+// a11yCheck returns one line per accessibility fault of the page, "" if none.
+const a11yCheck = `(() => {
+  const bad = [];
+  const lum = (c) => {
+    const [r, g, b] = c.match(/[\d.]+/g).slice(0, 3).map(Number).map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const bg = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const m = getComputedStyle(e).backgroundColor.match(/[\d.]+/g);
+      if (m && (m.length < 4 || +m[3] > 0)) return getComputedStyle(e).backgroundColor;
+    }
+    return "rgb(255, 255, 255)";
+  };
+  for (const el of document.querySelectorAll("body *")) {
+    if (el.getClientRects().length === 0) continue;
+    if (![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+    const a = lum(getComputedStyle(el).color), b = lum(bg(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) bad.push("contrast " + ratio.toFixed(2) + ": " + el.tagName + " " + el.textContent.trim().slice(0, 40));
+  }
+  for (const i of document.querySelectorAll("input:not([type=hidden]), select, textarea")) {
+    if (!(i.labels && i.labels.length) && !i.getAttribute("aria-label")) bad.push("no label: " + (i.id || i.name));
+  }
+  for (const e of document.querySelectorAll("[tabindex]")) if (+e.getAttribute("tabindex") > 0) bad.push("positive tabindex: " + e.tagName);
+  for (const e of document.querySelectorAll("[aria-hidden=true]")) if (e.textContent.trim()) bad.push("hidden from screen readers: " + e.textContent.trim().slice(0, 40));
+  if (!document.documentElement.lang || !document.documentElement.dir) bad.push("no lang or dir");
+  return bad.join("\n");
+})()`
