@@ -3,6 +3,8 @@ module github.com/jisr-bus/jisr/cmd
 go 1.26.0
 
 require (
+	github.com/chromedp/cdproto v0.159.0
+	github.com/chromedp/chromedp v0.23.0
 	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/jisr-bus/jisr/bus v0.0.0-00010101000000-000000000000
 	github.com/jisr-bus/jisr/certs v0.0.0-00010101000000-000000000000

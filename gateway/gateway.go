@@ -58,6 +58,9 @@ type Config struct {
 	Conn       *nats.Conn
 	Consent    ConsentVerifier
 	Audit      AuditLog
+	// Requests, when set, answers consumers' consent requests (queries whose
+	// provider is subject.ConsentProvider); without it they are refused.
+	Requests   ConsentRequests
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // metrics; nil = not registered
 	// Services are the descriptors of the services the federation may name
@@ -440,6 +443,9 @@ func endStep(span trace.Span, err error) {
 // decide runs the checks in order and, when all pass, forwards the query and
 // returns the minimised reply. It fills d as it learns.
 func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decision) ([]byte, error) {
+	if q, err := subject.ParseQuery(msg.Subject); err == nil && q.Provider == subject.ConsentProvider {
+		return g.consentRequest(ctx, q, msg.Data, d)
+	}
 	q, consumer, m, err := g.name(msg.Subject, d)
 	if err != nil {
 		return nil, err

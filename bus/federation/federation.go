@@ -55,6 +55,9 @@ type Federation struct {
 	// Anomalies are the thresholds of the auditor's console's findings
 	// (zero fields: the console's defaults).
 	Anomalies Anomalies
+	// Labels are the plain-words names, by language, of the fields and
+	// purposes the rules name (what the citizen's page shows).
+	Labels Labels
 
 	members  map[string]*Member
 	byID     map[string]*Member // SPIFFE ID string → member
@@ -71,6 +74,7 @@ type EIDFormat struct {
 type Member struct {
 	Name     string
 	Title    string
+	Titles   map[string]string // the title by language ("fr", "ar"), for citizens
 	ID       spiffeid.ID
 	Provides []string // full protobuf service names
 	Limits   Limits   // the member's own limits, defaults filled in
@@ -174,11 +178,17 @@ type file struct {
 	} `yaml:"eid"`
 	Limits  *limitsFile `yaml:"limits"`
 	Members []struct {
-		Name     string      `yaml:"name"`
-		Title    string      `yaml:"title"`
-		Provides []string    `yaml:"provides"`
-		Limits   *limitsFile `yaml:"limits"`
+		Name     string            `yaml:"name"`
+		Title    string            `yaml:"title"`
+		Titles   map[string]string `yaml:"titles"`
+		Provides []string          `yaml:"provides"`
+		Limits   *limitsFile       `yaml:"limits"`
 	} `yaml:"members"`
+	Labels struct {
+		Fields   map[string]map[string]string `yaml:"fields"`
+		Purposes map[string]map[string]string `yaml:"purposes"`
+		Values   map[string]map[string]string `yaml:"values"`
+	} `yaml:"labels"`
 	Rules []struct {
 		Name       string   `yaml:"name"`
 		Consumer   string   `yaml:"consumer"`
@@ -342,7 +352,12 @@ func Parse(data []byte) (*Federation, error) {
 		if err != nil {
 			return nil, bad("members[%d].name %q: %v", i, rm.Name, err)
 		}
-		m := &Member{Name: rm.Name, Title: rm.Title, ID: id}
+		m := &Member{Name: rm.Name, Title: rm.Title, Titles: rm.Titles, ID: id}
+		for lang, t := range rm.Titles {
+			if !langCode.MatchString(lang) || strings.TrimSpace(t) == "" {
+				return nil, bad("members[%d].titles: %q is not a language code with a title", i, lang)
+			}
+		}
 		if m.Limits, err = rm.Limits.resolve(fed.Limits); err != nil {
 			return nil, bad("members[%d] (%s).limits.%v", i, rm.Name, err)
 		}
@@ -359,6 +374,17 @@ func Parse(data []byte) (*Federation, error) {
 		fed.Members = append(fed.Members, m)
 		fed.members[m.Name] = m
 		fed.byID[id.String()] = m
+	}
+
+	fed.Labels = Labels{Fields: raw.Labels.Fields, Purposes: raw.Labels.Purposes, Values: raw.Labels.Values}
+	for kind, m := range map[string]map[string]map[string]string{"fields": fed.Labels.Fields, "purposes": fed.Labels.Purposes, "values": fed.Labels.Values} {
+		for key, byLang := range m {
+			for lang, t := range byLang {
+				if !langCode.MatchString(lang) || strings.TrimSpace(t) == "" {
+					return nil, bad("labels.%s.%s: %q is not a language code with a label", kind, key, lang)
+				}
+			}
+		}
 	}
 
 	names := map[string]bool{}
@@ -634,4 +660,28 @@ func isIdent(s string) bool {
 		}
 	}
 	return true
+}
+
+// Labels are plain-words names by language: key (a field path, a purpose)
+// → language code → text.
+type Labels struct {
+	Fields   map[string]map[string]string
+	Purposes map[string]map[string]string
+	Values   map[string]map[string]string // enum value names (SEX_FEMALE) shown in a preview
+}
+
+var langCode = regexp.MustCompile(`^[a-z]{2,3}$`)
+
+// Field returns the label of a field path in lang, "" if none.
+func (l Labels) Field(path, lang string) string { return l.Fields[path][lang] }
+
+// Purpose returns the label of a purpose in lang, "" if none.
+func (l Labels) Purpose(p, lang string) string { return l.Purposes[p][lang] }
+
+// TitleIn is the member's title in lang, else its title.
+func (m *Member) TitleIn(lang string) string {
+	if t := m.Titles[lang]; t != "" {
+		return t
+	}
+	return m.Title
 }

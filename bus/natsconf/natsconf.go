@@ -127,7 +127,7 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	// (deny_delete, deny_purge); this list keeps the refusal even if the
 	// allow-lists below grow by mistake.
 	var tamper []string
-	for _, s := range []string{subject.AuditStream, subject.CheckpointStream, subject.BucketStream(subject.ConsentBucket), subject.BucketStream(subject.RevocationBucket), subject.BucketStream(subject.UsageBucket)} {
+	for _, s := range []string{subject.AuditStream, subject.CheckpointStream, subject.BucketStream(subject.ConsentBucket), subject.BucketStream(subject.RevocationBucket), subject.BucketStream(subject.UsageBucket), subject.BucketStream(subject.RequestBucket)} {
 		tamper = append(tamper,
 			"$JS.API.STREAM.DELETE."+s,
 			"$JS.API.STREAM.PURGE."+s,
@@ -160,7 +160,7 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	// counters (to open its state) but never writes one: only the gateway
 	// counts a use.
 	var consentPub []string
-	for _, b := range []string{subject.RevocationBucket, subject.ConsentBucket} {
+	for _, b := range []string{subject.RevocationBucket, subject.ConsentBucket, subject.RequestBucket} {
 		consentPub = append(consentPub, bucketWrite(b)...)
 	}
 	consentPub = append(consentPub, bucketRead(subject.UsageBucket)...)

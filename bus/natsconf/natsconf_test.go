@@ -150,7 +150,7 @@ func TestEachIdentityWritesOnlyItsOwnBuckets(t *testing.T) {
 	fed := demo(t)
 	want := map[string][]string{
 		fed.ID("gateway").String(): {"$KV." + subject.UsageBucket + ".>"},
-		fed.ID("consent").String(): {"$KV." + subject.ConsentBucket + ".>", "$KV." + subject.RevocationBucket + ".>"},
+		fed.ID("consent").String(): {"$KV." + subject.RequestBucket + ".>", "$KV." + subject.ConsentBucket + ".>", "$KV." + subject.RevocationBucket + ".>"},
 	}
 	for id, p := range Permissions(fed) {
 		if id == fed.ID(subject.Operator).String() {

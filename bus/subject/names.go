@@ -8,12 +8,18 @@ package subject
 
 // Stream and bucket names.
 const (
-	AuditStream      = "JISR_AUDIT"       // the audit records (subjects AuditPrefix.>)
-	CheckpointStream = "JISR_CHECKPOINTS" // the signed checkpoints (subjects CheckpointPrefix.>)
-	RevocationBucket = "jisr_revocations" // revoked consent token IDs
-	UsageBucket      = "jisr_usage"       // consent token use counters
-	ConsentBucket    = "jisr_consents"    // consent grants, by citizen key
+	AuditStream      = "JISR_AUDIT"            // the audit records (subjects AuditPrefix.>)
+	CheckpointStream = "JISR_CHECKPOINTS"      // the signed checkpoints (subjects CheckpointPrefix.>)
+	RevocationBucket = "jisr_revocations"      // revoked consent token IDs
+	UsageBucket      = "jisr_usage"            // consent token use counters
+	ConsentBucket    = "jisr_consents"         // consent grants, by citizen key
+	RequestBucket    = "jisr_consent_requests" // consent requests and their lifecycle, by citizen key
 )
+
+// ConsentProvider is the provider token of a consumer's consent request
+// (jisr.q.<consumer>.consent.jisr_consent_v1_ConsentRequests.<method>.<ckey>):
+// the gateway answers it with the consent service, never a member.
+const ConsentProvider = "consent"
 
 // ConsentAPI prefixes the consent service's NATS API (grant, list, revoke):
 // only the gateway publishes there, only the consent identity subscribes

@@ -250,7 +250,11 @@ func (a *Auth) startLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	verifier := oauth2.GenerateVerifier()
-	sealed, err := a.logins.seal(&pendingLogin{State: state, Nonce: nonce, Verifier: verifier, Expires: a.cfg.Now().Add(loginTTL).Unix()})
+	next := r.URL.Query().Get("next")
+	if _, ok := AfterLoginPages[next]; !ok {
+		next = ""
+	}
+	sealed, err := a.logins.seal(&pendingLogin{State: state, Nonce: nonce, Verifier: verifier, Expires: a.cfg.Now().Add(loginTTL).Unix(), Next: next})
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "the sign-in cannot start")
 		return
@@ -364,8 +368,17 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "too many sessions; retry later")
 		return
 	}
-	http.Redirect(w, r, AfterLogin, http.StatusSeeOther)
+	a.setEIDCookie(w, eid, a.cfg.Keyer.CKey(eid))
+	to := AfterLogin
+	if p, ok := AfterLoginPages[pl.Next]; ok {
+		to = p
+	}
+	http.Redirect(w, r, to, http.StatusSeeOther)
 }
+
+// AfterLoginPages are the pages a sign-in may return to, by the name given
+// in GET PathLogin?next=<name> (a fixed list: never a URL from the request).
+var AfterLoginPages = map[string]string{"citizen": "/citizen/"}
 
 func (a *Auth) refuse(w http.ResponseWriter, code int, reason error) {
 	a.log.Warn("citizen sign-in refused", "reason", reason)
@@ -415,6 +428,7 @@ func (a *Auth) demoLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "too many sessions; retry later")
 		return
 	}
+	a.setEIDCookie(w, eid, a.cfg.Keyer.CKey(eid))
 	writeJSON(w, http.StatusOK, map[string]string{"token": id})
 }
 
@@ -457,6 +471,7 @@ func (a *Auth) logout(w http.ResponseWriter, r *http.Request) {
 		a.sessions.destroy(c.Value)
 	}
 	http.SetCookie(w, &http.Cookie{Name: a.CookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: a.cfg.Secure, SameSite: http.SameSiteStrictMode})
+	a.clearEIDCookie(w)
 	w.WriteHeader(http.StatusNoContent)
 }
 

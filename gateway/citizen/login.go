@@ -19,6 +19,7 @@ type pendingLogin struct {
 	Nonce    string `json:"n"`
 	Verifier string `json:"v"`
 	Expires  int64  `json:"e"`
+	Next     string `json:"x,omitempty"` // a key of AfterLoginPages
 }
 
 var errSealed = errors.New("citizen: the login cookie does not open")

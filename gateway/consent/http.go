@@ -39,6 +39,9 @@ type Service struct {
 	Federation *federation.Federation
 	Log        *slog.Logger
 	Backend    Backend // when set, grants, lists and revocations go to it
+	// Audit, when set (the gateway's face), records each of the citizen's
+	// actions (approve, reject, pause, resume, revoke) before it is done.
+	Audit AuditFunc
 }
 
 // GrantRequest is the HTTP/JSON body of a grant.
@@ -99,12 +102,16 @@ func (s *Service) Grant(ctx context.Context, ckey string, g GrantRequest) (*Gran
 
 // Routes returns the HTTP routes to mount on the gateway's port.
 func (s *Service) Routes(auth Authenticator) map[string]http.Handler {
-	return map[string]http.Handler{
+	rs := s.requestRoutes(auth)
+	for p, h := range map[string]http.Handler{
 		"GET /.well-known/jwks.json": http.HandlerFunc(s.jwks),
 		"POST /v1/consents":          s.authed(auth, s.httpGrant),
 		"GET /v1/consents":           s.authed(auth, s.httpList),
 		"DELETE /v1/consents/{jti}":  s.authed(auth, s.httpRevoke),
+	} {
+		rs[p] = h
 	}
+	return rs
 }
 
 func (s *Service) jwks(w http.ResponseWriter, _ *http.Request) {
@@ -169,6 +176,17 @@ func (s *Service) httpList(w http.ResponseWriter, r *http.Request, ckey string) 
 }
 
 func (s *Service) httpRevoke(w http.ResponseWriter, r *http.Request, ckey string) {
+	if s.Audit != nil {
+		g, err := s.findGrant(r.Context(), ckey, r.PathValue("jti"))
+		if s.httpFail(w, err) {
+			return
+		}
+		if err := s.audit(r.Context(), ckey, ActionRevoke, ConsumerName(s.Federation, g.Consumer), g, nil); err != nil {
+			s.Log.Error("audit of a citizen's revocation failed: not carried out", "err", err)
+			httpError(w, http.StatusServiceUnavailable, "the audit log is unavailable; nothing was changed")
+			return
+		}
+	}
 	g, err := s.RevokeFor(r.Context(), ckey, r.PathValue("jti"))
 	switch {
 	case errors.Is(err, ErrUnknownToken):

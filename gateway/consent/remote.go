@@ -27,6 +27,14 @@ var (
 	SubjectGrant  = subject.ConsentAPI + ".grant"
 	SubjectList   = subject.ConsentAPI + ".list"
 	SubjectRevoke = subject.ConsentAPI + ".revoke"
+	// A consumer's request (asked through the gateway, which names the
+	// consumer from the query subject NATS vouched for).
+	SubjectAsk = subject.ConsentAPI + ".ask"
+	SubjectGet = subject.ConsentAPI + ".get"
+	// The citizen's side of requests: list, decide, pause or resume.
+	SubjectRequests = subject.ConsentAPI + ".requests"
+	SubjectDecide   = subject.ConsentAPI + ".decide"
+	SubjectPause    = subject.ConsentAPI + ".pause"
 )
 
 // Backend does what only the consent service may do for a citizen: mint
@@ -46,6 +54,14 @@ type apiRequest struct {
 	CKey  string        `json:"ckey"`
 	Grant *GrantRequest `json:"grant,omitempty"`
 	JTI   string        `json:"jti,omitempty"`
+
+	Consumer  string        `json:"consumer,omitempty"` // a consumer's request: the member the gateway verified
+	Ask       *AskRequest   `json:"ask,omitempty"`
+	ID        string        `json:"id,omitempty"`
+	WaitWhile string        `json:"wait_while,omitempty"`
+	Wait      time.Duration `json:"wait,omitempty"`
+	Decision  *Decision     `json:"decision,omitempty"`
+	Paused    bool          `json:"paused,omitempty"`
 }
 
 type apiReply struct {
@@ -62,6 +78,7 @@ func Serve(nc *nats.Conn, svc *Service) (*nats.Subscription, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	sem := make(chan struct{}, 1024)
 	sub, err := nc.QueueSubscribe(subject.ConsentAPI+".>", "jisr-consent", func(m *nats.Msg) {
 		// Only the gateway may publish here, and it asks from its own inbox:
 		// anything else is not answered (reply subjects are input).
@@ -69,10 +86,22 @@ func Serve(nc *nats.Conn, svc *Service) (*nats.Subscription, error) {
 			log.Warn("consent API request with a reply subject outside the gateway's inbox dropped", "subject", m.Subject)
 			return
 		}
-		b, _ := json.Marshal(svc.answer(m))
-		if err := m.Respond(b); err != nil {
-			log.Warn("consent API reply failed", "subject", m.Subject, "err", err)
+		// Each request in its own goroutine: a consumer's long poll
+		// (SubjectGet with a wait) must not hold up the others.
+		select {
+		case sem <- struct{}{}:
+		default:
+			b, _ := json.Marshal(apiReply{Error: "unavailable", Message: "the consent service is busy"})
+			_ = m.Respond(b)
+			return
 		}
+		go func() {
+			defer func() { <-sem }()
+			b, _ := json.Marshal(svc.answer(m))
+			if err := m.Respond(b); err != nil {
+				log.Warn("consent API reply failed", "subject", m.Subject, "err", err)
+			}
+		}()
 	})
 	if err != nil {
 		return nil, err
@@ -89,7 +118,7 @@ func (s *Service) answer(m *nats.Msg) apiReply {
 	if err := json.Unmarshal(m.Data, &req); err != nil || req.CKey == "" {
 		return apiReply{Error: "bad_request", Message: "not a consent API request"}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second+min(max(req.Wait, 0), 25*time.Second))
 	defer cancel()
 	var result any
 	var err error
@@ -103,14 +132,32 @@ func (s *Service) answer(m *nats.Msg) apiReply {
 		result, err = s.List(ctx, req.CKey)
 	case SubjectRevoke:
 		result, err = s.RevokeFor(ctx, req.CKey, req.JTI)
+	case SubjectAsk:
+		if req.Ask == nil {
+			return apiReply{Error: "bad_request", Message: "no request"}
+		}
+		result, err = s.Ask(ctx, req.Consumer, req.CKey, *req.Ask)
+	case SubjectGet:
+		result, err = s.Get(ctx, req.Consumer, req.CKey, req.ID, req.WaitWhile, req.Wait)
+	case SubjectRequests:
+		result, err = s.Requests(ctx, req.CKey)
+	case SubjectDecide:
+		if req.Decision == nil {
+			return apiReply{Error: "bad_request", Message: "no decision"}
+		}
+		result, err = s.Decide(ctx, req.CKey, req.ID, *req.Decision)
+	case SubjectPause:
+		result, err = s.SetPaused(ctx, req.CKey, req.JTI, req.Paused)
 	default:
 		return apiReply{Error: "bad_request", Message: "unknown consent API subject"}
 	}
 	switch {
 	case errors.Is(err, ErrBadRequest):
 		return apiReply{Error: "bad_request", Message: err.Error()}
-	case errors.Is(err, ErrUnknownToken):
+	case errors.Is(err, ErrUnknownToken), errors.Is(err, ErrUnknownRequest):
 		return apiReply{Error: "not_found", Message: err.Error()}
+	case errors.Is(err, ErrNotPending):
+		return apiReply{Error: "not_pending", Message: err.Error()}
 	case err != nil:
 		if s.Log != nil {
 			s.Log.Error("consent API", "subject", m.Subject, "err", err)
@@ -140,7 +187,7 @@ func (c *Client) call(ctx context.Context, subj string, req apiRequest, out any)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	ctx, cancel := context.WithTimeout(ctx, c.timeout+min(max(req.Wait, 0), 25*time.Second))
 	defer cancel()
 	m, err := c.nc.RequestWithContext(ctx, subj, b)
 	if err != nil {
@@ -156,7 +203,12 @@ func (c *Client) call(ctx context.Context, subj string, req apiRequest, out any)
 	case "bad_request":
 		return fmt.Errorf("%w: %s", ErrBadRequest, strings.TrimPrefix(rep.Message, ErrBadRequest.Error()+": "))
 	case "not_found":
+		if req.ID != "" {
+			return ErrUnknownRequest
+		}
 		return ErrUnknownToken
+	case "not_pending":
+		return ErrNotPending
 	default:
 		return fmt.Errorf("%w: %s", ErrUnavailable, rep.Message)
 	}
@@ -184,6 +236,52 @@ func (c *Client) List(ctx context.Context, ckey string) ([]Grant, error) {
 func (c *Client) RevokeFor(ctx context.Context, ckey, jti string) (*Grant, error) {
 	var out Grant
 	if err := c.call(ctx, SubjectRevoke, apiRequest{CKey: ckey, JTI: jti}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Ask asks the consent service to record consumer's request to ckey.
+func (c *Client) Ask(ctx context.Context, consumer, ckey string, a AskRequest) (*ConsentRequest, error) {
+	var out ConsentRequest
+	if err := c.call(ctx, SubjectAsk, apiRequest{CKey: ckey, Consumer: consumer, Ask: &a}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Get asks for consumer's request id to ckey, waiting up to wait while its
+// state is waitWhile.
+func (c *Client) Get(ctx context.Context, consumer, ckey, id, waitWhile string, wait time.Duration) (*ConsentRequest, error) {
+	var out ConsentRequest
+	if err := c.call(ctx, SubjectGet, apiRequest{CKey: ckey, Consumer: consumer, ID: id, WaitWhile: waitWhile, Wait: wait}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Requests lists ckey's consent requests.
+func (c *Client) Requests(ctx context.Context, ckey string) ([]ConsentRequest, error) {
+	var out []ConsentRequest
+	if err := c.call(ctx, SubjectRequests, apiRequest{CKey: ckey}, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Decide sends ckey's answer to their request id.
+func (c *Client) Decide(ctx context.Context, ckey, id string, d Decision) (*ConsentRequest, error) {
+	var out ConsentRequest
+	if err := c.call(ctx, SubjectDecide, apiRequest{CKey: ckey, ID: id, Decision: &d}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// SetPaused pauses or resumes ckey's consent jti.
+func (c *Client) SetPaused(ctx context.Context, ckey, jti string, paused bool) (*Grant, error) {
+	var out Grant
+	if err := c.call(ctx, SubjectPause, apiRequest{CKey: ckey, JTI: jti, Paused: paused}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -23,10 +23,12 @@ import (
 type Store struct {
 	js                         jetstream.JetStream
 	grants, revocations, usage jetstream.KeyValue
+	requests                   jetstream.KeyValue // the consent service's only (OpenRequests)
 	log                        *slog.Logger
 
 	mu      sync.RWMutex
 	revoked map[string]revocation
+	paused  map[string]bool // pause state by jti (the revocation bucket's pause.<jti> keys)
 	watch   watchState
 
 	// OnRevocation, when set before WatchRevocations, is told how long each
@@ -63,6 +65,7 @@ type Grant struct {
 	Expires    time.Time `json:"expires"`
 	MaxUses    int       `json:"max_uses,omitempty"`
 	Revoked    bool      `json:"revoked"`
+	Paused     bool      `json:"paused,omitempty"`
 }
 
 // GrantOf summarises claims.
@@ -186,6 +189,9 @@ func (s *Store) List(ctx context.Context, ckey string) ([]Grant, error) {
 		}
 		if _, err := s.revocations.Get(ctx, g.ID); err == nil {
 			g.Revoked = true
+		}
+		if e, err := s.revocations.Get(ctx, PauseKey(g.ID)); err == nil && string(e.Value()) == pausedValue {
+			g.Paused = true
 		}
 		out = append(out, g)
 	}

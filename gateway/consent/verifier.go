@@ -44,6 +44,7 @@ const (
 	ReasonPurposeMismatch  = "CONSENT_PURPOSE_MISMATCH"
 	ReasonBasisMismatch    = "CONSENT_LEGAL_BASIS_MISMATCH"
 	ReasonRevoked          = "CONSENT_REVOKED"
+	ReasonPaused           = "CONSENT_PAUSED"
 	ReasonUsedUp           = "CONSENT_USED_UP"
 	ReasonUsageUnavailable = "CONSENT_USAGE_UNAVAILABLE"
 )
@@ -78,6 +79,7 @@ var refusals = map[string]struct {
 	ReasonPurposeMismatch:          {codes.PermissionDenied, "the consent token was granted for another purpose"},
 	ReasonBasisMismatch:            {codes.PermissionDenied, "the consent token's legal basis is not the one the access rule requires"},
 	ReasonRevoked:                  {codes.PermissionDenied, "the citizen has revoked this consent"},
+	ReasonPaused:                   {codes.PermissionDenied, "the citizen has paused this consent; it is refused until they resume it"},
 	ReasonUsedUp:                   {codes.PermissionDenied, "the consent token has been used as many times as it allows"},
 	ReasonUsageUnavailable:         {codes.Unavailable, "the consent usage counter is unavailable; retry later"},
 	decision.ReasonConsentStateUnavailable: {codes.Unavailable,
@@ -93,6 +95,12 @@ func refuse(reason string) *decision.Refusal {
 // JetStream watcher (Store.WatchRevocations) and by tests.
 type Revocations interface {
 	Revoked(jti string) bool
+}
+
+// Pauses says whether a token ID is paused; the Revocations of a verifier
+// that implement it (Store does) are asked on every query.
+type Pauses interface {
+	Paused(jti string) bool
 }
 
 // Usage counts the uses of tokens that carry max_uses, exactly across
@@ -285,6 +293,9 @@ func (v *Verifier) Verify(ctx context.Context, r *decision.Request) (*decision.G
 	}
 	if v.revoked != nil && v.revoked.Revoked(c.ID) {
 		return grant, refuse(ReasonRevoked)
+	}
+	if p, ok := v.revoked.(Pauses); ok && p.Paused(c.ID) {
+		return grant, refuse(ReasonPaused)
 	}
 	if c.MaxUses > 0 {
 		if v.usage == nil {

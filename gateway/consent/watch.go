@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -162,6 +163,26 @@ func (s *Store) apply(gen int, m jetstream.Msg) {
 		case "Remove":
 			op = "DEL"
 		}
+	}
+	if p, ok := strings.CutPrefix(jti, pausePrefix); ok {
+		// A pause ("paused") or a resume ("active"), the latest wins. A
+		// delete or purge of one is tampering: the token stays paused.
+		s.mu.Lock()
+		if s.paused == nil {
+			s.paused = map[string]bool{}
+		}
+		s.paused[p] = op != "" || string(m.Data()) != activeValue
+		s.mu.Unlock()
+		if op != "" {
+			s.tamper("a pause was deleted or purged from the bucket: the token stays paused", "operation", op, "jti", p, "seq", meta.Sequence.Stream)
+		}
+		w.delivered.Store(meta.Sequence.Stream)
+		if !w.synced && meta.NumPending == 0 {
+			w.synced = true
+			close(w.syncedCh)
+		}
+		w.mu.Unlock()
+		return
 	}
 	s.mu.Lock()
 	_, known := s.revoked[jti]
@@ -333,4 +354,12 @@ func (s *Store) Revoked(jti string) bool {
 	_, ok := s.revoked[jti]
 	s.mu.RUnlock()
 	return ok
+}
+
+// Paused reports whether the citizen has paused jti (and not resumed it).
+func (s *Store) Paused(jti string) bool {
+	s.mu.RLock()
+	p := s.paused[jti]
+	s.mu.RUnlock()
+	return p
 }

@@ -62,6 +62,7 @@ func Buckets() []Spec {
 		bucket(subject.ConsentBucket, "jisr consent grants, by citizen key"),
 		bucket(subject.RevocationBucket, "jisr revoked consent token IDs"),
 		bucket(subject.UsageBucket, "jisr consent token use counters"),
+		bucket(subject.RequestBucket, "jisr consent requests and their lifecycle, by citizen key"),
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/console"
+	"github.com/jisr-bus/jisr/gateway/notify"
 )
 
 // Config holds what a gateway replica cannot run without.
@@ -50,6 +51,9 @@ type Config struct {
 	ConsentJWKS string
 	// Audit is where the audit log keeps its keys and files (unless audit is skipped).
 	Audit AuditConfig
+	// Notifier tells citizens of each access to their data (default: the
+	// log; notify.Webhook for an SMS or e-mail gateway).
+	Notifier notify.Notifier
 }
 
 // AuditConfig is the audit log's place on disk and its settings.
@@ -120,6 +124,8 @@ type Node struct {
 	console     *console.Server
 	consoleSrv  *http.Server
 	consoleAddr string
+	// stopCitizen ends the citizen page's live views and notifications.
+	stopCitizen []func()
 }
 
 // New checks the configuration; Start brings the node up.
@@ -180,6 +186,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	if n.consent != nil {
 		gcfg.Consent = n.consent.Verifier
+		gcfg.Requests = consent.ConsumerRequests{Backend: n.consent.Service.Backend.(consent.RequestBackend)}
 	}
 	if n.audit != nil {
 		gcfg.Audit = n.audit.Log
@@ -231,10 +238,19 @@ func (n *Node) startParts(ctx context.Context, reg *prometheus.Registry) (map[st
 		n.console = n.audit.Console
 	}
 	if n.consent != nil {
+		if n.audit != nil {
+			// The citizen's actions on their consents are audited.
+			n.consent.Service.Audit = n.audit.Log.Append
+		}
 		// The consent API acts for the citizen the sign-in authenticated.
 		add(n.consent.Service.Routes(n.citizens))
 	}
 	add(n.citizens.Routes())
+	pr, err := n.citizenPage(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("citizen page: %w", err)
+	}
+	add(pr)
 	return routes, nil
 }
 
@@ -292,6 +308,10 @@ func (n *Node) Stop(ctx context.Context) error {
 	if n.gw != nil {
 		errs = append(errs, n.gw.Stop(ctx))
 	}
+	for _, stop := range n.stopCitizen {
+		stop()
+	}
+	n.stopCitizen = nil
 	if n.srv != nil {
 		errs = append(errs, n.srv.Shutdown(ctx))
 	}

@@ -169,6 +169,7 @@ func (a *Adapter) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 		s.RegisterService(desc, struct{}{})
 		a.health.SetServingStatus(desc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	}
+	a.registerConsentRequests(s)
 	healthpb.RegisterHealthServer(s, a.health)
 	reflection.Register(s)
 	return s

@@ -189,6 +189,7 @@ func Print(out io.Writer, fed *federation.Federation, ep Endpoints, demo *File, 
 		fmt.Fprintf(out, "  %-10s %s\n", c.EID, c.Description)
 	}
 	fmt.Fprintf(out, "\nCitizen sign-in: %s\n", demo.SignIn)
+	fmt.Fprintf(out, "Citizen's page (consent requests, consents, who looked; Arabic and French): %s/citizen/\n", demo.Endpoints["gateway_http"])
 	fmt.Fprintf(out, "\nTokens and endpoints: %s\n", filepath.Join("var", "demo.json"))
 	if demo.Try != "" {
 		fmt.Fprintf(out, "\nTry it — CNSS asks the civil registry about a citizen, with their consent:\n\n  %s\n", demo.Try)

@@ -1,9 +1,13 @@
 package process
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"net/url"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -15,6 +19,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/node"
+	"github.com/jisr-bus/jisr/gateway/notify"
 )
 
 type GatewayOptions struct {
@@ -31,6 +36,9 @@ type GatewayOptions struct {
 	// <certs>/consent-jwks.json); a private key there stops the gateway.
 	ConsentJWKS string
 	SignIn      SignInOptions
+	// NotifyWebhook, when set, receives each citizen notification (signed
+	// with the secret in NotifySecretFile); otherwise they are logged.
+	NotifyWebhook, NotifySecretFile string
 }
 
 // RunGateway runs a gateway replica until ctx ends, then drains it.
@@ -112,7 +120,14 @@ func StartGateway(ctx context.Context, g *Env, o GatewayOptions) (*GatewayNode, 
 	if jwks == "" {
 		jwks = consent.JWKSPath(g.CertsDir)
 	}
+	notifier, err := gatewayNotifier(o)
+	if err != nil {
+		nc.Close()
+		src.Close()
+		return nil, err
+	}
 	n, err := node.New(node.Config{
+		Notifier:   notifier,
 		Federation: fed, Keyer: keyer, Conn: nc, Source: src, Log: g.Log, Instance: o.Instance,
 		HTTPAddr: o.HTTPAddr, HTTPTLS: httpTLSConf, ConsentJWKS: jwks,
 		SignIn: func(addr string, secure bool) (*citizen.Auth, error) {
@@ -162,4 +177,27 @@ func gatewayNodeOptions(g *Env, o GatewayOptions, src svid.Source, authz tlsconf
 		opts = append(opts, node.WithGRPC(o.GRPCAddr, append(creds, g.GRPCServerOptions("gateway", "")...)...))
 	}
 	return opts, nil
+}
+
+// gatewayNotifier is the webhook of --notify-webhook, or nil (the log).
+func gatewayNotifier(o GatewayOptions) (notify.Notifier, error) {
+	if o.NotifyWebhook == "" {
+		return nil, nil
+	}
+	u, err := url.Parse(o.NotifyWebhook)
+	if err != nil || u.Host == "" || !loopback.SecureURL(u) {
+		return nil, errors.New("--notify-webhook is an https URL (http only on loopback)")
+	}
+	if o.NotifySecretFile == "" {
+		return nil, errors.New("--notify-webhook needs --notify-secret-file (the key that signs each notification)")
+	}
+	secret, err := os.ReadFile(o.NotifySecretFile)
+	if err != nil {
+		return nil, err
+	}
+	secret = bytes.TrimSpace(secret)
+	if len(secret) < 16 {
+		return nil, errors.New("the notification secret is shorter than 16 bytes")
+	}
+	return notify.Webhook{URL: o.NotifyWebhook, Secret: secret}, nil
 }

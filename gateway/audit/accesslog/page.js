@@ -51,7 +51,9 @@ async function loadKeys() {
   const r = await fetch("v1/keys");
   const j = await r.json();
   keys = (j.keys || []).map(k => {
-    const [name, hash, data] = k.split("+");
+    // name+hash+key: the key is base64, which may itself hold "+".
+    const [name, hash, ...rest] = k.split("+");
+    const data = rest.join("+");
     const raw = b64(data);
     const h = parseInt(hash, 16);
     return { name, hash: new Uint8Array([h >>> 24, (h >>> 16) & 255, (h >>> 8) & 255, h & 255]), pub: raw.slice(1) };

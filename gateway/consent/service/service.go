@@ -80,6 +80,9 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Service, err err
 	if err != nil {
 		return nil, fmt.Errorf("%w (the consent buckets are created before the consent service starts)", err)
 	}
+	if err := store.OpenRequests(ctx); err != nil {
+		return nil, fmt.Errorf("%w (the consent buckets are created before the consent service starts)", err)
+	}
 	s.Service = &consent.Service{Issuer: consent.NewIssuer(keys, cfg.Federation.ID("consent")), Store: store, Keys: keys, Federation: cfg.Federation, Log: cfg.Log}
 	if s.sub, err = consent.Serve(cfg.Conn, s.Service); err != nil {
 		return nil, err

@@ -1,0 +1,192 @@
+// Package notify tells citizens when their data was accessed: each access
+// another member made to a citizen's data under consent, explicit request
+// or mandate (once the rule's access_log_delay has passed) becomes a
+// Notification, handed to a pluggable Notifier — the log in development, a
+// webhook towards an SMS or e-mail gateway in production.
+//
+// A gateway replica notifies the records of its own audit log only
+// (jisr.audit.<instance>.>), so replicas never notify an access twice.
+package notify
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/gateway/audit/record"
+	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
+)
+
+// Notification is one access to a citizen's data. It names the citizen by
+// ckey only: the receiver (the national e-ID platform, which knows how to
+// reach the citizen) resolves it.
+type Notification struct {
+	CKey       string    `json:"ckey"`
+	Time       time.Time `json:"time"`
+	Consumer   string    `json:"consumer"`
+	Provider   string    `json:"provider"`
+	Service    string    `json:"service"`
+	Method     string    `json:"method"`
+	Fields     []string  `json:"fields,omitempty"`
+	Purpose    string    `json:"purpose"`
+	LegalBasis string    `json:"legal_basis"`
+	Law        string    `json:"law,omitempty"`
+	// Record is "<log>/<leaf index>": where the access log proves it.
+	Record string `json:"record"`
+}
+
+// Notifier sends notifications. Notify may be called from several
+// goroutines.
+type Notifier interface {
+	Notify(ctx context.Context, n Notification) error
+}
+
+// Log is the development notifier: one log line per notification.
+type Log struct{ Log *slog.Logger }
+
+// Notify logs n (the ckey, never an eID).
+func (l Log) Notify(_ context.Context, n Notification) error {
+	l.Log.Info("citizen notified of an access", "ckey", n.CKey, "consumer", n.Consumer, "provider", n.Provider,
+		"method", n.Method, "purpose", n.Purpose, "basis", n.LegalBasis, "record", n.Record)
+	return nil
+}
+
+// Webhook POSTs each notification as JSON to URL, for an SMS or e-mail
+// gateway. The body is signed: header Jisr-Signature is
+// "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>", so the
+// receiver can check it came from the federation and is fresh. A non-2xx
+// answer is an error (the notification is logged as not delivered).
+type Webhook struct {
+	URL    string
+	Secret []byte
+	Client *http.Client // default: 10 s timeout
+}
+
+// SignatureHeader carries the webhook's signature.
+const SignatureHeader = "Jisr-Signature"
+
+// Sign returns the signature header value of body at t.
+func Sign(secret, body []byte, t time.Time) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(ts + "."))
+	m.Write(body)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// Notify posts n.
+func (w Webhook) Notify(ctx context.Context, n Notification) error {
+	body, err := json.Marshal(n)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(SignatureHeader, Sign(w.Secret, body, time.Now()))
+	c := w.Client
+	if c == nil {
+		c = &http.Client{Timeout: 10 * time.Second}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("notify: webhook answered %s", resp.Status)
+	}
+	return nil
+}
+
+// Of returns the notification of a record, or false when the record is
+// not an access to notify: refused, a consent request or a citizen's own
+// action (provider "consent"), the citizen's own preview (no consumer), or
+// without a citizen.
+func Of(r *auditv1.Record) (Notification, bool) {
+	if r.GetDecision() != auditv1.Decision_DECISION_ALLOWED || r.GetProvider() == subject.ConsentProvider || r.GetConsumer() == "" ||
+		r.GetProvider() == "" || r.GetCkey() == "" || r.GetCkey() == subject.NoCKey {
+		return Notification{}, false
+	}
+	return Notification{
+		CKey: r.GetCkey(), Time: r.GetTime().AsTime(), Consumer: r.GetConsumer(), Provider: r.GetProvider(),
+		Service: r.GetService(), Method: r.GetMethod(), Fields: r.GetFields(), Purpose: r.GetPurpose(),
+		LegalBasis: r.GetLegalBasis(), Law: r.GetLaw(), Record: r.GetLogId() + "/" + strconv.FormatUint(r.GetLeafIndex(), 10),
+	}, true
+}
+
+// Follower notifies the accesses of one audit log as they are appended.
+type Follower struct {
+	Records  jetstream.Stream
+	LogID    string // this gateway's instance
+	Notifier Notifier
+	Log      *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+
+	wg sync.WaitGroup
+}
+
+// Run follows the log until ctx ends. A record whose access the citizen may
+// see only later (a mandate's access_log_delay) is notified then; such a
+// wait is held in memory, so a restart of the gateway loses it (and the
+// records appended while it was down are not notified).
+func (f *Follower) Run(ctx context.Context) error {
+	if f.Now == nil {
+		f.Now = time.Now
+	}
+	oc, err := f.Records.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{record.LogFilter(f.LogID)}, DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("notify: follow the audit log: %w", err)
+	}
+	cons, err := oc.Consume(func(m jetstream.Msg) {
+		r, err := record.Parse(m.Data())
+		if err != nil {
+			return
+		}
+		n, ok := Of(r)
+		if !ok {
+			return
+		}
+		wait := r.GetVisibleAt().AsTime().Sub(f.Now())
+		f.wg.Go(func() {
+			if wait > 0 {
+				t := time.NewTimer(wait)
+				defer t.Stop()
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+			nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+			defer cancel()
+			if err := f.Notifier.Notify(nctx, n); err != nil {
+				f.Log.Warn("citizen notification not delivered", "record", n.Record, "err", err)
+			}
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("notify: follow the audit log: %w", err)
+	}
+	<-ctx.Done()
+	cons.Stop()
+	f.wg.Wait()
+	return nil
+}
