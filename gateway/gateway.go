@@ -454,7 +454,7 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	}
 	eid, err := g.cfg.Federation.NormaliseEID(rawEID)
 	if err != nil {
-		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the eID does not match the federation's eID format")
+		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the eID does not match the federation's eID format (%s)", g.cfg.Federation.EID)
 	}
 	ck := g.cfg.Keyer.CKey(eid)
 	d.CKey = ck // always the key derived from the payload, never the subject's
@@ -630,6 +630,10 @@ func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, pur
 		}
 	case codes.DeadlineExceeded:
 		return nil, decision.Refuse(codes.DeadlineExceeded, decision.ReasonDeadline, "provider %s did not answer before the deadline", q.Provider)
+	case codes.NotFound:
+		if decision.ReasonOf(st) == "" {
+			return nil, decision.Refuse(codes.NotFound, decision.ReasonProviderNotFound, "provider %s has no record for this citizen", q.Provider)
+		}
 	}
 	// The provider's message is free text that minimisation cannot read
 	// (it may name the citizen or carry fields no one agreed to): only the

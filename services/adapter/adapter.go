@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/loopback"
+	"github.com/jisr-bus/jisr/bus/refusal"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/proto/services"
@@ -195,13 +197,13 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 	_, raw, err := m.Decode(in.b)
 	switch {
 	case errors.Is(err, catalog.ErrNoEID):
-		return nil, status.Errorf(codes.InvalidArgument, "the request has no eID in field %q", m.EID.Name())
+		return nil, refusal.Error(codes.InvalidArgument, refusal.ReasonBadEID, "the request has no eID in field %q", m.EID.Name())
 	case err != nil:
-		return nil, status.Errorf(codes.InvalidArgument, "the request is not a valid %s", m.Input.Descriptor().FullName())
+		return nil, refusal.Error(codes.InvalidArgument, refusal.ReasonMalformedPayload, "the request is not a valid %s", m.Input.Descriptor().FullName())
 	}
 	eid, err := a.cfg.Federation.NormaliseEID(raw)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "the eID in field %q does not match the federation's eID format", m.EID.Name())
+		return nil, refusal.Error(codes.InvalidArgument, refusal.ReasonBadEID, "the eID in field %q does not match the federation's eID format (%s)", m.EID.Name(), a.cfg.Federation.EID)
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	provider, err := a.provider(m, first(md, bus.MetadataProvider))
@@ -213,7 +215,7 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 		CKey: a.cfg.Keyer.CKey(eid),
 	}.Subject()
 	if err != nil {
-		return nil, status.Error(codes.Internal, "could not build the query subject")
+		return nil, refusal.Error(codes.Internal, refusal.ReasonAdapterInternal, "could not build the query subject")
 	}
 	msg := &nats.Msg{Subject: subj, Data: in.b, Header: nats.Header{}}
 	if p := first(md, bus.MetadataPurpose); p != "" {
@@ -229,7 +231,7 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 	}
 	reply, err := bus.Call(ctx, a.cfg.Conn, msg, a.spanOpts...)
 	if err != nil {
-		return nil, err
+		return nil, transportRefusal(err)
 	}
 	return &frame{b: reply.Data}, nil
 }
@@ -239,16 +241,16 @@ func (a *Adapter) provider(m *catalog.Method, asked string) (string, error) {
 		if a.cfg.Federation.Provides(asked, m.Service) {
 			return asked, nil
 		}
-		return "", status.Errorf(codes.NotFound, "no member named in jisr-provider provides %s", m.Service)
+		return "", refusal.Error(codes.NotFound, refusal.ReasonUnknownProvider, "member %q named in jisr-provider does not provide %s (providers: %s)", asked, m.Service, providerNames(a.cfg.Federation.Providers(m.Service)))
 	}
 	providers := a.cfg.Federation.Providers(m.Service)
 	switch len(providers) {
 	case 0:
-		return "", status.Errorf(codes.NotFound, "no member provides %s", m.Service)
+		return "", refusal.Error(codes.NotFound, refusal.ReasonUnknownProvider, "no member of the federation provides %s", m.Service)
 	case 1:
 		return providers[0].Name, nil
 	default:
-		return "", status.Errorf(codes.InvalidArgument, "several members provide %s: name one in jisr-provider metadata", m.Service)
+		return "", refusal.Error(codes.InvalidArgument, refusal.ReasonProviderAmbiguous, "several members provide %s (%s): name one in jisr-provider metadata", m.Service, providerNames(providers))
 	}
 }
 
@@ -322,12 +324,12 @@ func (a *Adapter) serve(msg *nats.Msg) {
 	}
 	q, err := subject.ParseProvider(msg.Subject)
 	if err != nil || q.Provider != a.cfg.Member {
-		_ = bus.RespondError(msg, status.Error(codes.InvalidArgument, "malformed provider subject"))
+		_ = bus.RespondError(msg, refusal.Error(codes.InvalidArgument, refusal.ReasonBadSubject, "malformed provider subject: expected jisr.p.%s.<service>.<method>.<ckey>", a.cfg.Member))
 		return
 	}
 	m, err := a.cat.Lookup(q.Service, q.Method)
 	if err != nil {
-		_ = bus.RespondError(msg, status.Error(codes.Unimplemented, "unknown service or method"))
+		_ = bus.RespondError(msg, refusal.Error(codes.Unimplemented, refusal.ReasonUnknownMethod, "this adapter does not serve that service or method"))
 		return
 	}
 	start := time.Now()
@@ -344,7 +346,7 @@ func (a *Adapter) serve(msg *nats.Msg) {
 	in, _, err := knownFields(m.Input, msg.Data)
 	if err != nil {
 		code = codes.InvalidArgument
-		_ = bus.RespondError(msg, status.Errorf(codes.InvalidArgument, "the request is not a valid %s", m.Input.Descriptor().FullName()))
+		_ = bus.RespondError(msg, refusal.Error(codes.InvalidArgument, refusal.ReasonMalformedPayload, "the request is not a valid %s", m.Input.Descriptor().FullName()))
 		return
 	}
 	out := new(frame)
@@ -363,7 +365,7 @@ func (a *Adapter) serve(msg *nats.Msg) {
 	reply, n, err := knownFields(m.Output, out.b)
 	if err != nil {
 		code = codes.Internal
-		_ = bus.RespondError(msg, status.Errorf(codes.Internal, "the backend's reply is not a valid %s", m.Output.Descriptor().FullName()))
+		_ = bus.RespondError(msg, refusal.Error(codes.Internal, refusal.ReasonBackendReplyInvalid, "the backend's reply is not a valid %s", m.Output.Descriptor().FullName()))
 		return
 	}
 	if n > 0 {
@@ -409,4 +411,33 @@ func (a *Adapter) Stop(ctx context.Context) error {
 		_ = a.backend.Close()
 	}
 	return err
+}
+
+// transportRefusal gives a reason to an error of the bus itself (no gateway
+// answered): a refusal from the gateway already carries its own.
+func transportRefusal(err error) error {
+	if refusal.Of(err) != "" {
+		return err
+	}
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.Unavailable:
+		return refusal.Error(codes.Unavailable, refusal.ReasonGatewayUnavailable, "no gateway answered: %s (is the gateway running and connected to NATS?)", st.Message())
+	case codes.DeadlineExceeded:
+		return refusal.Error(codes.DeadlineExceeded, refusal.ReasonGatewayTimeout, "no answer before the call's deadline")
+	case codes.PermissionDenied:
+		return refusal.Error(codes.PermissionDenied, refusal.ReasonAdapterInternal, "%s: this adapter's identity may not publish the query (check the federation file the NATS server was given)", st.Message())
+	}
+	return err
+}
+
+func providerNames(ms []*federation.Member) string {
+	names := make([]string, len(ms))
+	for i, m := range ms {
+		names[i] = m.Name
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
 }
