@@ -57,10 +57,16 @@ the running federation's NATS (--nats).`,
 func newConsentGrantCmd(g *process.Env) *cobra.Command {
 	var citizen string
 	var req consent.GrantRequest
-	var offline bool
+	var offline, force bool
 	cmd := &cobra.Command{
 		Use:   "grant --citizen EID --to MEMBER --service SVC --methods M[,M] --purpose P",
 		Short: "Mint a consent token (prints it on stdout)",
+		Long: `Mint a consent token for one citizen, after checking the grant against the
+federation file's access rules: the consumer (--to) must be allowed the
+service by a rule that needs a token, with every method (--methods) and the
+purpose (--purpose) of that rule; --basis defaults to that rule's legal basis
+and must match it when given. A grant no rule allows is refused (the gateway
+would refuse every query it covers); --force mints it anyway.`,
 		Example: `  jisr consent grant --citizen BK482913 --to cnss \
     --service jisr.civilregistry.v1.CivilRegistry --methods GetPerson,IsAlive \
     --fields person.names,person.birth --purpose amo-enrolment --ttl 24h`,
@@ -75,7 +81,14 @@ func newConsentGrantCmd(g *process.Env) *cobra.Command {
 			}
 			eid, err := fed.NormaliseEID(citizen)
 			if err != nil {
-				return process.UsageError{Err: fmt.Errorf("--citizen: %w", err)}
+				return process.UsageError{Err: fmt.Errorf("--citizen: %w (%s)", err, fed.EID)}
+			}
+			if force {
+				if req.LegalBasis == "" {
+					req.LegalBasis = "consent"
+				}
+			} else if _, err := checkGrant(fed, &req, cmd.Flags().Changed("basis")); err != nil {
+				return process.UsageError{Err: err}
 			}
 			keyer, err := g.Keyer()
 			if err != nil {
@@ -107,7 +120,8 @@ func newConsentGrantCmd(g *process.Env) *cobra.Command {
 	f.StringVar(&req.Purpose, "purpose", "", "the purpose consented to (must match the access rule's)")
 	f.StringVar(&req.TTL, "ttl", "24h", "lifetime, at most 2160h (90 days)")
 	f.IntVar(&req.MaxUses, "max-uses", 0, "number of queries allowed (0: unlimited until expiry)")
-	f.StringVar(&req.LegalBasis, "basis", "consent", "legal basis: consent or explicit_request")
+	f.StringVar(&req.LegalBasis, "basis", "", "legal basis: consent or explicit_request (default: the legal basis of the access rule the grant matches)")
+	f.BoolVar(&force, "force", false, "mint even when no access rule of the federation file allows this grant (tests of refusals)")
 	f.BoolVar(&offline, "offline", false, "mint without recording the grant (it cannot be listed; `jisr consent revoke <jti>` still revokes it)")
 	return cmd
 }
