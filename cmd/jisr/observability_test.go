@@ -407,7 +407,7 @@ func checkObservabilityFiles(t *testing.T, live scraped) {
 			}
 		}
 	}
-	for _, a := range []string{"JisrAuditFailing", "JisrSVIDExpiringSoon", "JisrRefusalRateJump", "JisrGatewayP99High"} {
+	for _, a := range []string{"JisrAuditFailing", "JisrSVIDExpiringSoon", "JisrRefusalRateJump", "JisrGatewayP99High", "JisrProviderUnavailable"} {
 		if !alerts[a] {
 			t.Errorf("alerts.yml has no %s", a)
 		}
@@ -630,6 +630,17 @@ func TestStandaloneAdapterAndBackendServeMetrics(t *testing.T) {
 		"--listen", adapterGRPC, "--http", adapterHTTP, "--backend", f.demo.Endpoints["backend/cnss"])
 	waitHealthy(t, "http://"+backendHTTP)
 	waitHealthy(t, "http://"+adapterHTTP)
+	// The adapter's /readyz: NATS connected and its backend SERVING over
+	// gRPC health (the negative cases: services/adapter TestReadyFollows…).
+	bustest.Eventually(t, 30*time.Second, func() error {
+		resp, err := http.Get("http://" + adapterHTTP + "/readyz")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return bustest.Check(resp.StatusCode == http.StatusOK, "/readyz 200, got "+resp.Status+" "+string(body))
+	})
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()

@@ -109,13 +109,16 @@ func (g *Env) tracing() bool {
 }
 
 // serveMetrics serves /metrics and /healthz for a standalone adapter or
-// backend; addr "" serves nothing.
-func (g *Env) serveMetrics(addr, component string) (stop func(context.Context) error, err error) {
+// backend, and /readyz when ready is given; addr "" serves nothing.
+func (g *Env) serveMetrics(addr, component string, ready func(context.Context) error) (stop func(context.Context) error, err error) {
 	if addr == "" {
 		return func(context.Context) error { return nil }, nil
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	if ready != nil {
+		mux.HandleFunc("GET /readyz", ReadyHandler(ready))
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.Registry(), promhttp.HandlerOpts{}))
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -127,7 +130,11 @@ func (g *Env) serveMetrics(addr, component string) (stop func(context.Context) e
 			g.Log.Error(component+" HTTP server stopped", "err", err)
 		}
 	}()
-	g.Log.Info(component+" HTTP listening (/metrics /healthz)", "addr", lis.Addr().String())
+	paths := "/metrics /healthz"
+	if ready != nil {
+		paths += " /readyz"
+	}
+	g.Log.Info(component+" HTTP listening ("+paths+")", "addr", lis.Addr().String())
 	return srv.Shutdown, nil
 }
 
@@ -152,12 +159,19 @@ func (g *Env) servePprof(addr string) error {
 // StartStandalone sets up what a standalone adapter or backend runs beside
 // its work: tracing, and /metrics and /healthz on httpAddr (if given). The
 // returned function stops both.
-func (g *Env) StartStandalone(ctx context.Context, component, member, httpAddr string) (func(), error) {
+//
+// ready, when given, answers /readyz: 200 "ok" when it returns nil, else 503
+// with its error.
+func (g *Env) StartStandalone(ctx context.Context, component, member, httpAddr string, ready ...func(context.Context) error) (func(), error) {
 	stopTelemetry, err := g.StartTelemetry(ctx, component+"-"+member, false)
 	if err != nil {
 		return nil, err
 	}
-	stopMetrics, err := g.serveMetrics(httpAddr, component)
+	var readyFn func(context.Context) error
+	if len(ready) > 0 {
+		readyFn = ready[0]
+	}
+	stopMetrics, err := g.serveMetrics(httpAddr, component, readyFn)
 	if err != nil {
 		stopTelemetry()
 		return nil, err
@@ -166,4 +180,16 @@ func (g *Env) StartStandalone(ctx context.Context, component, member, httpAddr s
 		_ = stopMetrics(context.WithoutCancel(ctx))
 		stopTelemetry()
 	}, nil
+}
+
+// ReadyHandler answers /readyz from ready: 200 "ok", or 503 with the reason
+// the component is not ready.
+func ReadyHandler(ready func(context.Context) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := ready(r.Context()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	}
 }
