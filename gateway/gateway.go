@@ -102,12 +102,13 @@ var ErrConfig = errors.New("gateway: invalid configuration")
 
 // Gateway decides queries. Create with New, then Start.
 type Gateway struct {
-	cfg     Config
-	log     *slog.Logger
-	cat     *catalog.Catalog
-	pol     *policy.Policy
-	metrics *metrics
-	quota   *quota.Limiter // predicate queries per rule and citizen
+	cfg      Config
+	log      *slog.Logger
+	cat      *catalog.Catalog
+	pol      *policy.Policy
+	metrics  *metrics
+	quota    *quota.Limiter // predicate queries per rule and citizen
+	backends *backendWatch  // the backends answering for each provider
 
 	shares   map[string]*share // member name → its fair share
 	sem      chan struct{}     // one slot per query being decided
@@ -185,6 +186,9 @@ func New(cfg Config, opts ...Option) (*Gateway, error) {
 		cat: cat, pol: policy.New(cfg.Federation), metrics: m, quota: quota.New(0),
 		shares: newShares(cfg.Federation), sem: make(chan struct{}, cfg.MaxInFlight),
 		refusals: make(chan *decision.Decision, cfg.RefusalQueue), quit: make(chan struct{}),
+	}
+	if g.backends, err = newBackendWatch(g.log, cfg.Registerer); err != nil {
+		return nil, err
 	}
 	if u := cfg.Unsafe; u.SkipAudit || u.SkipConsent || u.SkipMinimise {
 		g.log.Warn("SAFEGUARDS SWITCHED OFF — benchmark mode, never use in production",
@@ -618,8 +622,12 @@ func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, pur
 	out := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
 	out.Header.Set(bus.HeaderPurpose, purpose)
 	out.Header.Set(bus.HeaderConsumer, q.Consumer)
+	if seen := g.backends.header(q.Provider, time.Now()); seen != "" {
+		out.Header.Set(bus.HeaderBackends, seen)
+	}
 	reply, err := bus.Call(ctx, g.cfg.Conn, out, g.spanOpts...) // its span is the forward step
 	if err == nil {
+		g.backends.saw(q.Provider, reply.Header.Get(bus.HeaderBackend), time.Now())
 		return reply.Data, nil
 	}
 	st := status.Convert(err)

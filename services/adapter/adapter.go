@@ -95,6 +95,12 @@ type Adapter struct {
 	health *health.Server
 
 	backend *grpc.ClientConn
+	// fingerprint names the backend in answers to the gateway; seenBackends
+	// is the last list of the member's backends the gateway sent, when it
+	// named several (see noteBackends).
+	fingerprint  string
+	seenMu       sync.Mutex
+	seenBackends string
 	metrics *telemetry.ProviderMetrics
 	sub     *nats.Subscription
 	sem     chan struct{}
@@ -289,6 +295,7 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 		return fmt.Errorf("adapter: backend %s: %w", a.cfg.Backend, err)
 	}
 	a.backend = conn
+	a.fingerprint = bus.BackendFingerprint(a.cfg.Backend)
 	sub, err := a.cfg.Conn.QueueSubscribe(subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatch)
 	if err != nil {
 		return fmt.Errorf("adapter: subscribe: %w", err)
@@ -300,7 +307,7 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 		return fmt.Errorf("adapter: subscribe: %w", err)
 	}
 	a.sub = sub
-	a.log.Info("provider side ready", "subject", subject.ProviderQueries(a.cfg.Member), "backend", a.cfg.Backend)
+	a.log.Info("provider side ready", "subject", subject.ProviderQueries(a.cfg.Member), "backend", a.cfg.Backend, "backend_fingerprint", a.fingerprint)
 	return nil
 }
 
@@ -340,6 +347,9 @@ func (a *Adapter) serve(msg *nats.Msg) {
 	defer span.End()
 	code := codes.OK
 	defer func() { a.metrics.Observe(a.cfg.Member, m.Service, m.Name, code, time.Since(start)) }()
+	if seen := msg.Header.Get(bus.HeaderBackends); seen != "" {
+		a.noteBackends(seen)
+	}
 	ctx = metadata.AppendToOutgoingContext(ctx,
 		bus.MetadataConsumer, msg.Header.Get(bus.HeaderConsumer),
 		bus.MetadataPurpose, msg.Header.Get(bus.HeaderPurpose))
@@ -357,7 +367,7 @@ func (a *Adapter) serve(msg *nats.Msg) {
 		}
 		span.SetStatus(otelcodes.Error, st.Code().String())
 		code = st.Code()
-		if err := bus.Respond(msg, nil, st); err != nil {
+		if err := bus.RespondFromBackend(msg, nil, st, a.fingerprint); err != nil {
 			a.log.WarnContext(ctx, "reply not sent", "err", err)
 		}
 		return
@@ -371,7 +381,7 @@ func (a *Adapter) serve(msg *nats.Msg) {
 	if n > 0 {
 		a.log.WarnContext(ctx, "backend reply carried unknown fields: dropped", "method", m.Name, "fields", n)
 	}
-	if err := bus.Respond(msg, reply, nil); err != nil {
+	if err := bus.RespondFromBackend(msg, reply, nil, a.fingerprint); err != nil {
 		a.log.WarnContext(ctx, "reply not sent", "err", err)
 	}
 }
@@ -440,4 +450,22 @@ func providerNames(ms []*federation.Member) string {
 		return "none"
 	}
 	return strings.Join(names, ", ")
+}
+
+// noteBackends reads the gateway's list of the backends that answer for
+// this member (Jisr-Backends, sent only when there are several): another
+// adapter of the member, in the same queue group, calls another backend and
+// takes part of the traffic. It warns once per list and sets
+// jisr_adapter_queue_group_backends.
+func (a *Adapter) noteBackends(seen string) {
+	fps := strings.Split(seen, ",")
+	a.metrics.Backends(a.cfg.Member, len(fps))
+	a.seenMu.Lock()
+	changed := seen != a.seenBackends
+	a.seenBackends = seen
+	a.seenMu.Unlock()
+	if changed && len(fps) > 1 {
+		a.log.Warn("another adapter of this member calls a different backend and shares this member's queue group: the gateway's queries are split between the backends",
+			"member", a.cfg.Member, "backend", a.cfg.Backend, "backend_fingerprint", a.fingerprint, "backends_seen", seen)
+	}
 }

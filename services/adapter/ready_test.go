@@ -2,16 +2,23 @@ package adapter_test
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/subject"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 	"github.com/jisr-bus/jisr/services/adapter"
 )
@@ -94,4 +101,84 @@ func errString(err error) string {
 		return "ready"
 	}
 	return err.Error()
+}
+
+// TestAdapterWarnsOfAnotherBackend: a provider adapter names its backend's
+// fingerprint in every answer to the gateway, and when the gateway's
+// requests say that several backends answer for the member, it warns once
+// and exports jisr_adapter_queue_group_backends.
+func TestAdapterWarnsOfAnotherBackend(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	civilv1.RegisterCivilRegistryServer(srv, &registry{})
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	var logs syncBuffer
+	reg := prometheus.NewRegistry()
+	a, err := adapter.New(adapter.Config{Member: "civil-registry", Federation: env.Fed, Keyer: env.Keyer,
+		Conn: env.Connect(t, "civil-registry"), Backend: lis.Addr().String(), Registerer: reg,
+		Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.StartProvider(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Stop(context.Background()) })
+
+	mine := bus.BackendFingerprint(lis.Addr().String())
+	subj, _ := subject.Query{Consumer: "cnss", Provider: "civil-registry", Service: "jisr_civilregistry_v1_CivilRegistry",
+		Method: "GetPerson", CKey: env.Keyer.CKey("BK482913")}.ProviderSubject()
+	data, _ := proto.Marshal(&civilv1.GetPersonRequest{Eid: "BK482913"})
+	gw := env.Connect(t, "gateway")
+	for i := 0; i < 2; i++ {
+		msg := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
+		msg.Header.Set(bus.HeaderConsumer, "cnss")
+		msg.Header.Set(bus.HeaderPurpose, "amo-enrolment")
+		msg.Header.Set(bus.HeaderBackends, "000000000000,"+mine)
+		reply, err := bus.Call(ctx, gw, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := reply.Header.Get(bus.HeaderBackend); got != mine {
+			t.Fatalf("Jisr-Backend %q, want %q", got, mine)
+		}
+	}
+	if n := strings.Count(logs.String(), "another adapter of this member calls a different backend"); n != 1 {
+		t.Errorf("%d warnings, want 1:\n%s", n, logs.String())
+	}
+	mfs, _ := reg.Gather()
+	var got float64
+	for _, mf := range mfs {
+		if mf.GetName() == "jisr_adapter_queue_group_backends" {
+			got = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	if got != 2 {
+		t.Errorf("jisr_adapter_queue_group_backends = %v, want 2", got)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
