@@ -101,10 +101,10 @@ type Adapter struct {
 	fingerprint  string
 	seenMu       sync.Mutex
 	seenBackends string
-	metrics *telemetry.ProviderMetrics
-	sub     *nats.Subscription
-	sem     chan struct{}
-	wg      sync.WaitGroup
+	metrics      *telemetry.ProviderMetrics
+	sub          *nats.Subscription
+	sem          chan struct{}
+	wg           sync.WaitGroup
 
 	spanOpts []bus.SpanOption // the bus spans go to the adapter's provider
 }
