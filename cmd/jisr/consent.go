@@ -133,7 +133,9 @@ func newConsentInspectCmd(g *process.Env) *cobra.Command {
 		Short: "Decode a consent token and verify it offline, as a gateway reads it",
 		Long: `Decode a consent token and verify it with the consent service's public keys
 (--jwks, default <certs>/consent-jwks.json), reading it exactly as a gateway
-does: the refusal reason is printed for a token a gateway would refuse.`,
+does: the refusal reason is printed for a token a gateway would refuse.
+Revocation and max_uses are not checked (they live in the running
+federation's buckets): the command says so.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			keys, _, err := process.GatewayConsentKeys(g, jwks)
@@ -145,7 +147,11 @@ does: the refusal reason is printed for a token a gateway would refuse.`,
 				b, _ := os.ReadFile("/dev/stdin")
 				tok = strings.TrimSpace(string(b))
 			}
-			return service.InspectToken(keys, tok, time.Now(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+			if err := service.InspectToken(keys, tok, time.Now(), cmd.OutOrStdout(), cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), "revocation and use count: NOT checked (inspect reads only the token and the public keys; a gateway also checks the jisr_revocations and jisr_usage buckets, and `jisr consent list --citizen EID` shows whether this grant was revoked)")
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&jwks, "jwks", "", "the consent service's public JWKS (default <certs>/consent-jwks.json)")

@@ -27,6 +27,9 @@ Every part also runs on its own, as deployed:
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			g.Command = cmd.Name()
+			if err := applyContext(cmd, g); err != nil {
+				return err
+			}
 			return g.Init()
 		},
 	}
@@ -45,6 +48,7 @@ Every part also runs on its own, as deployed:
 	for _, c := range subcommands(g) {
 		root.AddCommand(c)
 	}
+	compactGlobalFlags(root)
 	return root
 }
 
@@ -63,5 +67,6 @@ func subcommands(g *process.Env) []*cobra.Command {
 		newBackendCmd(g),
 		newAuditCmd(g),
 		newBenchCmd(g),
+		newContextCmd(g),
 	}
 }
