@@ -101,7 +101,7 @@ func applyContext(cmd *cobra.Command, g *process.Env) error {
 	flags := cmd.Flags()
 	for _, f := range []struct {
 		flag, env, value string
-		into         *string
+		into             *string
 	}{
 		{"nats", "JISR_NATS", c.NATS, &g.NATSURL},
 		{"certs", "JISR_CERTS", c.Certs, &g.CertsDir},
