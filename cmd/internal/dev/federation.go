@@ -80,6 +80,7 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 	}
 	g.Log.Info("certificates", "dir", g.CertsDir, "summary", res)
 	stopTelemetry, err := g.StartTelemetry(ctx, "dev", true)
+	g.PerComponentTracing() // jisr-gateway, jisr-adapter-cnss, … (docs/observability.md)
 	if err != nil {
 		return err
 	}
