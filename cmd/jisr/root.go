@@ -40,7 +40,7 @@ Every part also runs on its own, as deployed:
 	f.StringVar(&g.NATSURL, "nats", process.EnvOr("JISR_NATS", "tls://127.0.0.1:4222"), "NATS server URL, mTLS only (env JISR_NATS)")
 	f.StringVar(&g.LogFormat, "log-format", process.EnvOr("JISR_LOG_FORMAT", "auto"), "log format: text, json, or auto (json for gateway, adapter, backend and nats-server; text for dev and the other commands) (env JISR_LOG_FORMAT)")
 	f.StringVar(&g.LogLevel, "log-level", process.EnvOr("JISR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env JISR_LOG_LEVEL)")
-	f.StringVar(&g.OTLP, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC; plaintext only on loopback, else TLS) or https://… (default: the OTEL_EXPORTER_OTLP_* variables; none: no export) (env JISR_OTLP)")
+	f.StringVar(&g.OTLP, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC; plaintext only on loopback, else TLS) or an http(s):// base URL (OTLP/HTTP, posts to <URL>/v1/traces) (default: the OTEL_EXPORTER_OTLP_* variables; none: no export) (env JISR_OTLP)")
 	f.IntVar(&g.TraceMemory, "trace-memory", 10000, "spans the gateway keeps in memory for GET /v1/traces/{id} (0: none)")
 	f.StringVar(&g.PprofAddr, "pprof-addr", "", "serve Go profiles (/debug/pprof/) on this loopback address (profiling only)")
 	_ = f.MarkHidden("pprof-addr")
