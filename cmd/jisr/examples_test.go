@@ -22,9 +22,11 @@ import (
 // real `jisr dev`: each provider backend (Go, Python) replaces the
 // reference CNSS backend (--backend cnss=…), and the other language's
 // consumer calls it through the health adapter, reading each refusal's
-// google.rpc.ErrorInfo. `make test-examples` (mk/examples.mk) runs it; it
-// needs Go and Debian's protobuf-compiler, python3-grpcio,
-// python3-grpc-tools and python3-protobuf.
+// google.rpc.ErrorInfo; the Java consumer too. `make test-examples`
+// (mk/examples.mk) runs it; it needs Go and Debian's protobuf-compiler,
+// python3-grpcio, python3-grpc-tools, python3-protobuf, and for Java
+// default-jdk-headless, protobuf-compiler-grpc-java-plugin, libgrpc-java,
+// libprotobuf-java, libnetty-java, libperfmark-java, libgoogle-gson-java.
 func TestExamples(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -44,6 +46,11 @@ func TestExamples(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(root, "examples", "python", "gen.sh")).CombinedOutput(); err != nil {
 		t.Fatalf("examples/python/gen.sh: %v\n%s", err, out)
 	}
+	// Java: stubs from protoc and Debian's grpc_java_plugin, jars from
+	// Debian's packages.
+	if out, err := exec.Command(filepath.Join(root, "examples", "java", "build.sh")).CombinedOutput(); err != nil {
+		t.Fatalf("examples/java/build.sh: %v\n%s", err, out)
+	}
 	py := filepath.Join(root, "examples", "python")
 	for _, c := range []struct {
 		name     string
@@ -58,6 +65,9 @@ func TestExamples(t *testing.T) {
 			func(demo string) []string {
 				return []string{"/usr/bin/python3", filepath.Join(py, "consumer.py"), "--demo", demo}
 			}},
+		{"go provider, java consumer",
+			[]string{filepath.Join(bin, "go-provider"), "-listen"},
+			func(demo string) []string { return []string{filepath.Join(root, "examples", "java", "run.sh"), demo} }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			addr := freeLoopback(t)
