@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -128,14 +129,16 @@ would refuse every query it covers); --force mints it anyway.`,
 
 func newConsentInspectCmd(g *process.Env) *cobra.Command {
 	var jwks string
+	var offline bool
 	cmd := &cobra.Command{
 		Use:   "inspect TOKEN",
 		Short: "Decode a consent token and verify it offline, as a gateway reads it",
 		Long: `Decode a consent token and verify it with the consent service's public keys
 (--jwks, default <certs>/consent-jwks.json), reading it exactly as a gateway
 does: the refusal reason is printed for a token a gateway would refuse.
-Revocation and max_uses are not checked (they live in the running
-federation's buckets): the command says so.`,
+Revocation is then checked in the running federation (--nats, as the consent
+service); when it cannot connect, or with --offline, it says plainly that
+revocation was not checked. max_uses is not checked.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			keys, _, err := process.GatewayConsentKeys(g, jwks)
@@ -150,12 +153,45 @@ federation's buckets): the command says so.`,
 			if err := service.InspectToken(keys, tok, time.Now(), cmd.OutOrStdout(), cmd.ErrOrStderr()); err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.ErrOrStderr(), "revocation and use count: NOT checked (inspect reads only the token and the public keys; a gateway also checks the jisr_revocations and jisr_usage buckets, and `jisr consent list --citizen EID` shows whether this grant was revoked)")
-			return nil
+			return checkRevocation(cmd, g, keys, tok, offline)
 		},
 	}
 	cmd.Flags().StringVar(&jwks, "jwks", "", "the consent service's public JWKS (default <certs>/consent-jwks.json)")
+	cmd.Flags().BoolVar(&offline, "offline", false, "do not connect to the federation: revocation is then not checked")
 	return cmd
+}
+
+// checkRevocation looks the token's jti up in the running federation's
+// revocations (as the consent service, over --nats), or says plainly that
+// it could not: a token that verifies offline may still be revoked.
+func checkRevocation(cmd *cobra.Command, g *process.Env, keys *consent.KeySet, tok string, offline bool) error {
+	const notChecked = "revocation: NOT checked (%s); a gateway also checks revocation and max_uses on every query"
+	if offline {
+		fmt.Fprintf(cmd.ErrOrStderr(), notChecked+"\n", "--offline")
+		return nil
+	}
+	c, err := consent.Inspect(keys, tok, time.Now())
+	if err != nil || c == nil {
+		return nil // InspectToken has said what is wrong
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+	defer cancel()
+	svc, done, err := g.ConsentService(ctx, false)
+	if err != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), notChecked+"\n", "could not reach the federation: "+err.Error())
+		return nil
+	}
+	defer done()
+	revoked, err := svc.Store.RevokedInBucket(ctx, c.ID)
+	switch {
+	case err != nil:
+		fmt.Fprintf(cmd.ErrOrStderr(), notChecked+"\n", err.Error())
+	case revoked:
+		return fmt.Errorf("the token is REVOKED (jti %s): a gateway refuses it with CONSENT_REVOKED", c.ID)
+	default:
+		fmt.Fprintf(cmd.ErrOrStderr(), "revocation: checked at %s, not revoked\n", g.NATSURL)
+	}
+	return nil
 }
 
 func newConsentRevokeCmd(g *process.Env) *cobra.Command {
