@@ -37,7 +37,8 @@ const (
 	// that is not jisr.p.<itself>.<service>.<method>.<ckey> (InvalidArgument).
 	ReasonBadSubject = "BAD_SUBJECT"
 	// ReasonUnknownMethod: the provider adapter does not serve this service
-	// or method (Unimplemented).
+	// or method, or the consumer adapter has no such service or method
+	// (Unimplemented).
 	ReasonUnknownMethod = "UNKNOWN_METHOD"
 	// ReasonUnknownProvider: no member of the federation provides the
 	// service, or the member named in jisr-provider does not (NotFound).
@@ -45,6 +46,10 @@ const (
 	// ReasonProviderAmbiguous: several members provide the service and the
 	// call does not name one in jisr-provider metadata (InvalidArgument).
 	ReasonProviderAmbiguous = "PROVIDER_AMBIGUOUS"
+	// ReasonRequestTooLarge: the request is over the bus's maximum payload
+	// (the gateway's same reason: over the member's max_request_bytes)
+	// (InvalidArgument at the adapter, ResourceExhausted at the gateway).
+	ReasonRequestTooLarge = "REQUEST_TOO_LARGE"
 	// ReasonGatewayUnavailable: the consumer adapter could not reach a
 	// gateway (no gateway connected, or the bus connection is down)
 	// (Unavailable).

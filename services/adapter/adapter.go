@@ -159,7 +159,7 @@ func New(cfg Config, opts ...Option) (*Adapter, error) {
 // GRPCServer builds the consumer side: every federation service with a
 // generic handler, plus health and reflection.
 func (a *Adapter) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
-	opts := append([]grpc.ServerOption{grpc.ForceServerCodecV2(newCodec())}, a.cfg.ServerOptions...)
+	opts := append([]grpc.ServerOption{grpc.ForceServerCodecV2(newCodec()), grpc.UnknownServiceHandler(unknownMethod)}, a.cfg.ServerOptions...)
 	s := grpc.NewServer(append(opts, extra...)...)
 	for _, sd := range a.cat.Services() {
 		desc := &grpc.ServiceDesc{
@@ -435,6 +435,8 @@ func transportRefusal(err error) error {
 		return refusal.Error(codes.Unavailable, refusal.ReasonGatewayUnavailable, "no gateway answered: %s (is the gateway running and connected to NATS?)", st.Message())
 	case codes.DeadlineExceeded:
 		return refusal.Error(codes.DeadlineExceeded, refusal.ReasonGatewayTimeout, "no answer before the call's deadline")
+	case codes.InvalidArgument: // over the bus's maximum payload
+		return refusal.Error(codes.InvalidArgument, refusal.ReasonRequestTooLarge, "%s", st.Message())
 	case codes.PermissionDenied:
 		return refusal.Error(codes.PermissionDenied, refusal.ReasonAdapterInternal, "%s: this adapter's identity may not publish the query (check the federation file the NATS server was given)", st.Message())
 	}
@@ -468,4 +470,11 @@ func (a *Adapter) noteBackends(seen string) {
 		a.log.Warn("another adapter of this member calls a different backend and shares this member's queue group: the gateway's queries are split between the backends",
 			"member", a.cfg.Member, "backend", a.cfg.Backend, "backend_fingerprint", a.fingerprint, "backends_seen", seen)
 	}
+}
+
+// unknownMethod answers a call of a service or method the federation does
+// not have (the gRPC server's own answer would carry no ErrorInfo).
+func unknownMethod(_ any, _ grpc.ServerStream) error {
+	return refusal.Error(codes.Unimplemented, refusal.ReasonUnknownMethod,
+		"no service of the federation has this method (`grpcurl -plaintext <adapter> list` shows the services this adapter serves)")
 }

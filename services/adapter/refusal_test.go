@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/bus"
@@ -78,6 +79,19 @@ func TestAdapterRefusalsCarryErrorInfo(t *testing.T) {
 		if c.eid != "" && strings.Contains(st.Message(), c.eid) {
 			t.Errorf("%s: the message carries the eID: %q", c.name, st.Message())
 		}
+	}
+
+	// A service or method the federation does not have.
+	err = cc.Invoke(ctx, "/jisr.nowhere.v1.Nothing/Get", &civilv1.GetPersonRequest{Eid: "BK482913"}, &civilv1.GetPersonResponse{})
+	if st := status.Convert(err); st.Code() != codes.Unimplemented || refusal.OfStatus(st) != refusal.ReasonUnknownMethod {
+		t.Errorf("unknown service: got %v %q %q", st.Code(), refusal.OfStatus(st), st.Message())
+	}
+	// Over the bus's maximum payload (the embedded server's max_payload).
+	big := &civilv1.GetPersonRequest{Eid: "BK482913"}
+	big.ProtoReflect().SetUnknown(protowire.AppendBytes(protowire.AppendTag(nil, 99, protowire.BytesType), make([]byte, 2<<20)))
+	_, err = client.GetPerson(metadata.AppendToOutgoingContext(ctx, "jisr-purpose", "amo-enrolment"), big)
+	if st := status.Convert(err); refusal.OfStatus(st) != refusal.ReasonRequestTooLarge {
+		t.Errorf("oversized request: got %v %q %q", st.Code(), refusal.OfStatus(st), st.Message())
 	}
 
 	// The provider side answers the gateway's malformed or unknown requests
