@@ -37,9 +37,10 @@ var eidSpellings = []struct {
 // reference backends' (services/store) accept the same spellings and map
 // them to the same eID; the consent CLI refuses what the rule refuses. The
 // adapter's and the gateway's refusals are tested in their packages
-// (services/adapter TestAdapterRefusalsCarryErrorInfo, bus/federation
-// TestNormaliseEIDRefusesNonASCII); that the provider receives the
-// normalised eID, in gateway TestTheProviderGetsTheEIDTheGatewayChecked.
+// (services/adapter TestAdapterRefusalsCarryErrorInfo, gateway
+// TestUnicodeSpellingsOfAnEIDAreRefused); that the provider receives the
+// normalised eID, in gateway TestTheProviderGetsTheEIDTheGatewayChecked and
+// TestDevWithYourOwnBackend.
 func TestEIDIsNormalisedTheSameEverywhere(t *testing.T) {
 	fed, err := federation.Load("../../deploy/federation.yaml")
 	if err != nil {
