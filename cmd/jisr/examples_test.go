@@ -22,7 +22,7 @@ import (
 // real `jisr dev`: each provider backend (Go, Python) replaces the
 // reference CNSS backend (--backend cnss=…), and the other language's
 // consumer calls it through the health adapter, reading each refusal's
-// google.rpc.ErrorInfo; the Java consumer too. `make test-examples`
+// google.rpc.ErrorInfo; the Java provider and consumer too. `make test-examples`
 // (mk/examples.mk) runs it; it needs Go and Debian's protobuf-compiler,
 // python3-grpcio, python3-grpc-tools, python3-protobuf, and for Java
 // default-jdk-headless, protobuf-compiler-grpc-java-plugin, libgrpc-java,
@@ -68,6 +68,11 @@ func TestExamples(t *testing.T) {
 		{"go provider, java consumer",
 			[]string{filepath.Join(bin, "go-provider"), "-listen"},
 			func(demo string) []string { return []string{filepath.Join(root, "examples", "java", "run.sh"), demo} }},
+		{"java provider, python consumer",
+			[]string{filepath.Join(root, "examples", "java", "provider.sh")},
+			func(demo string) []string {
+				return []string{"/usr/bin/python3", filepath.Join(py, "consumer.py"), "--demo", demo}
+			}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			addr := freeLoopback(t)
