@@ -9,8 +9,10 @@ package bus
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,11 +40,19 @@ import (
 // NATS header keys. The gRPC ones keep gRPC's names; trace context uses the
 // exact W3C keys.
 const (
-	HeaderStatus      = "Grpc-Status"
-	HeaderMessage     = "Grpc-Message"
-	HeaderDetails     = "Grpc-Status-Details-Bin"
-	HeaderTimeout     = "Grpc-Timeout"
-	HeaderGateway     = "Jisr-Gateway" // the gateway replica that answered
+	HeaderStatus  = "Grpc-Status"
+	HeaderMessage = "Grpc-Message"
+	HeaderDetails = "Grpc-Status-Details-Bin"
+	HeaderTimeout = "Grpc-Timeout"
+	HeaderGateway = "Jisr-Gateway" // the gateway replica that answered
+	// HeaderBackend: a provider adapter's answer to the gateway names its
+	// backend by a fingerprint (BackendFingerprint), so the gateway can tell
+	// when two adapters of one member, in one queue group, call different
+	// backends. HeaderBackends: the gateway's request to a provider lists the
+	// fingerprints it has seen answer for that member lately, when there
+	// are several, so each adapter can warn too.
+	HeaderBackend     = "Jisr-Backend"
+	HeaderBackends    = "Jisr-Backends"
 	HeaderPurpose     = "Jisr-Purpose"
 	HeaderConsent     = "Jisr-Consent"
 	HeaderConsumer    = "Jisr-Consumer"
@@ -249,6 +259,23 @@ func ReplyTo(msg *nats.Msg, identity string) error {
 // answer carries only the headers set here (status, Jisr-Gateway), never
 // one of the request's.
 func RespondFrom(msg *nats.Msg, payload []byte, st *status.Status, instance string) error {
+	return respond(msg, payload, st, HeaderGateway, instance)
+}
+
+// RespondFromBackend is Respond for a provider adapter, naming its backend's
+// fingerprint in the Jisr-Backend header (only the gateway reads it).
+func RespondFromBackend(msg *nats.Msg, payload []byte, st *status.Status, fingerprint string) error {
+	return respond(msg, payload, st, HeaderBackend, fingerprint)
+}
+
+// BackendFingerprint names a backend address without spelling it out: the
+// first 12 hex digits of its SHA-256.
+func BackendFingerprint(addr string) string {
+	sum := sha256.Sum256([]byte(addr))
+	return hex.EncodeToString(sum[:6])
+}
+
+func respond(msg *nats.Msg, payload []byte, st *status.Status, header, value string) error {
 	if msg.Reply == "" {
 		return nil
 	}
@@ -257,8 +284,8 @@ func RespondFrom(msg *nats.Msg, payload []byte, st *status.Status, instance stri
 		return err
 	}
 	out := &nats.Msg{Subject: msg.Reply, Header: nats.Header{}}
-	if instance != "" {
-		out.Header.Set(HeaderGateway, instance)
+	if value != "" {
+		out.Header.Set(header, value)
 	}
 	if st == nil || st.Code() == codes.OK {
 		out.Data = payload

@@ -105,12 +105,13 @@ var ErrConfig = errors.New("gateway: invalid configuration")
 
 // Gateway decides queries. Create with New, then Start.
 type Gateway struct {
-	cfg     Config
-	log     *slog.Logger
-	cat     *catalog.Catalog
-	pol     *policy.Policy
-	metrics *metrics
-	quota   *quota.Limiter // predicate queries per rule and citizen
+	cfg      Config
+	log      *slog.Logger
+	cat      *catalog.Catalog
+	pol      *policy.Policy
+	metrics  *metrics
+	quota    *quota.Limiter // predicate queries per rule and citizen
+	backends *backendWatch  // the backends answering for each provider
 
 	shares   map[string]*share // member name → its fair share
 	sem      chan struct{}     // one slot per query being decided
@@ -188,6 +189,9 @@ func New(cfg Config, opts ...Option) (*Gateway, error) {
 		cat: cat, pol: policy.New(cfg.Federation), metrics: m, quota: quota.New(0),
 		shares: newShares(cfg.Federation), sem: make(chan struct{}, cfg.MaxInFlight),
 		refusals: make(chan *decision.Decision, cfg.RefusalQueue), quit: make(chan struct{}),
+	}
+	if g.backends, err = newBackendWatch(g.log, cfg.Registerer); err != nil {
+		return nil, err
 	}
 	if u := cfg.Unsafe; u.SkipAudit || u.SkipConsent || u.SkipMinimise {
 		g.log.Warn("SAFEGUARDS SWITCHED OFF — benchmark mode, never use in production",
@@ -460,7 +464,7 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	}
 	eid, err := g.cfg.Federation.NormaliseEID(rawEID)
 	if err != nil {
-		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the eID does not match the federation's eID format")
+		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the eID does not match the federation's eID format (%s)", g.cfg.Federation.EID)
 	}
 	ck := g.cfg.Keyer.CKey(eid)
 	d.CKey = ck // always the key derived from the payload, never the subject's
@@ -624,8 +628,12 @@ func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, pur
 	out := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
 	out.Header.Set(bus.HeaderPurpose, purpose)
 	out.Header.Set(bus.HeaderConsumer, q.Consumer)
+	if seen := g.backends.header(q.Provider, time.Now()); seen != "" {
+		out.Header.Set(bus.HeaderBackends, seen)
+	}
 	reply, err := bus.Call(ctx, g.cfg.Conn, out, g.spanOpts...) // its span is the forward step
 	if err == nil {
+		g.backends.saw(q.Provider, reply.Header.Get(bus.HeaderBackend), time.Now())
 		return reply.Data, nil
 	}
 	st := status.Convert(err)
@@ -636,6 +644,10 @@ func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, pur
 		}
 	case codes.DeadlineExceeded:
 		return nil, decision.Refuse(codes.DeadlineExceeded, decision.ReasonDeadline, "provider %s did not answer before the deadline", q.Provider)
+	case codes.NotFound:
+		if decision.ReasonOf(st) == "" {
+			return nil, decision.Refuse(codes.NotFound, decision.ReasonProviderNotFound, "provider %s has no record for this citizen", q.Provider)
+		}
 	}
 	// The provider's message is free text that minimisation cannot read
 	// (it may name the citizen or carry fields no one agreed to): only the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -67,6 +68,7 @@ type harness struct {
 	cnss   *nats.Conn
 	logs   *bytes.Buffer
 	logsMu *sync.Mutex
+	reg    *prometheus.Registry
 }
 
 type lockedWriter struct {
@@ -87,12 +89,12 @@ var person = &civilv1.Person{Eid: testEID}
 func start(t *testing.T, grant []string, provider func(m *nats.Msg), opts ...gateway.Option) *harness {
 	t.Helper()
 	env := bustest.Start(t)
-	h := &harness{env: env, audit: &recorder{}, logs: &bytes.Buffer{}, logsMu: &sync.Mutex{}}
+	h := &harness{env: env, audit: &recorder{}, logs: &bytes.Buffer{}, logsMu: &sync.Mutex{}, reg: prometheus.NewRegistry()}
 	log := slog.New(slog.NewTextHandler(lockedWriter{h.logsMu, h.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	gw, err := gateway.New(gateway.Config{
 		Federation: env.Fed, Keyer: env.Keyer, Conn: env.Connect(t, "gateway"),
 		Consent: consents{fields: grant}, Audit: h.audit, Log: log,
-		Registerer: prometheus.NewRegistry(),
+		Registerer: h.reg,
 	}, opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -280,6 +282,15 @@ func TestProviderDownSlowOrLeaky(t *testing.T) {
 		if st := status.Convert(err); st.Code() != codes.Unavailable || decision.ReasonOf(st) != decision.ReasonProviderUnavailable {
 			t.Fatalf("got %v %s", st.Code(), st.Message())
 		}
+		// An outage is the provider's failure, not a policy refusal: the
+		// refusal-rate alert (decision="refused") must not count it.
+		bustest.Eventually(t, 10*time.Second, func() error {
+			got := queryDecisions(t, h.reg)
+			if got["provider_failed"] == 1 && got["refused"] == 0 {
+				return nil
+			}
+			return fmt.Errorf("jisr_gateway_queries_total by decision: %v, want one provider_failed and no refused", got)
+		})
 	})
 	t.Run("slow provider", func(t *testing.T) {
 		release := make(chan struct{})
@@ -312,10 +323,33 @@ func TestProviderDownSlowOrLeaky(t *testing.T) {
 		})
 		_, err := h.call(t, testEID, testEID, "GetPerson", "amo-enrolment", "ok", nil)
 		st := status.Convert(err)
-		if st.Code() != codes.NotFound || strings.Contains(st.Message(), testEID) {
-			t.Fatalf("got %v %q", st.Code(), st.Message())
+		if st.Code() != codes.NotFound || strings.Contains(st.Message(), testEID) || decision.ReasonOf(st) != decision.ReasonProviderNotFound {
+			t.Fatalf("got %v %q %q", st.Code(), st.Message(), decision.ReasonOf(st))
 		}
 	})
+}
+
+// queryDecisions sums jisr_gateway_queries_total by its decision label.
+func queryDecisions(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "jisr_gateway_queries_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "decision" {
+					out[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out
 }
 
 func TestAuditDownWithholdsTheReply(t *testing.T) {

@@ -27,7 +27,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "jisr", Subsystem: "gateway", Name: "queries_total",
-			Help: "Queries decided by the gateway, by consumer, provider, method, legal basis and decision.",
+			Help: "Queries decided by the gateway, by consumer, provider, method, legal basis, decision (allowed, refused by policy, or provider_failed: the provider was unavailable, timed out, had no record or failed) and code.",
 		}, []string{"consumer", "provider", "method", "legal_basis", "decision", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "jisr", Subsystem: "gateway", Name: "query_duration_seconds",
@@ -72,8 +72,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 func (m *metrics) observe(d *decision.Decision) {
 	dec := "refused"
-	if d.Allowed {
+	switch {
+	case d.Allowed:
 		dec = "allowed"
+	case decision.ProviderOutcome(d.Reason):
+		dec = "provider_failed" // not a policy refusal: see decision.ProviderOutcome
 	}
 	method := d.Method
 	if method == "" {

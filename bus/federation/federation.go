@@ -70,6 +70,12 @@ type EIDFormat struct {
 	MaxLength int
 }
 
+// String describes the format for a refusal's message: the pattern, the
+// length and the normalisation (ASCII only, trimmed, upper-cased).
+func (e EIDFormat) String() string {
+	return fmt.Sprintf("expected ASCII matching %s, at most %d characters, after trimming spaces and upper-casing", e.Pattern, e.MaxLength)
+}
+
 // Member is one information system joined to the federation.
 type Member struct {
 	Name     string

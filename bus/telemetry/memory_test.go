@@ -24,6 +24,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
 func memoryProvider(n int) (*sdktrace.TracerProvider, *Memory) {
@@ -174,6 +177,7 @@ func TestGRPCHandlersLinkClientAndServer(t *testing.T) {
 	}
 	srv := grpc.NewServer(grpc.StatsHandler(GRPCServerHandler(inject...)), grpc.ChainUnaryInterceptor(gm.Interceptor("backend", "tax")))
 	healthpb.RegisterHealthServer(srv, health.NewServer())
+	civilv1.RegisterCivilRegistryServer(srv, civilv1.UnimplementedCivilRegistryServer{})
 	go func() { _ = srv.Serve(lis) }()
 	defer srv.Stop()
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -183,7 +187,12 @@ func TestGRPCHandlersLinkClientAndServer(t *testing.T) {
 	}
 	defer conn.Close()
 	ctx, root := tp.Tracer("test").Start(context.Background(), "caller")
+	// A health check makes no span (probes are not queries) …
 	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// … a call of a service does, on both sides.
+	if _, err := civilv1.NewCivilRegistryClient(conn).GetPerson(ctx, &civilv1.GetPersonRequest{}); status.Code(err) != codes.Unimplemented {
 		t.Fatal(err)
 	}
 	root.End()
@@ -199,12 +208,12 @@ func TestGRPCHandlersLinkClientAndServer(t *testing.T) {
 		t.Fatalf("spans not linked caller → client → server: %+v", spans)
 	}
 	for _, s := range []Span{client, server} {
-		if s.Attributes["rpc.system"] != "grpc" || s.Attributes["rpc.service"] != "grpc.health.v1.Health" || s.Attributes["rpc.method"] == "" {
+		if s.Attributes["rpc.system"] != "grpc" || s.Attributes["rpc.service"] != "jisr.civilregistry.v1.CivilRegistry" || s.Attributes["rpc.method"] == "" {
 			t.Errorf("%s span attributes: %v", s.Kind, s.Attributes)
 		}
 	}
-	if n := testutil.CollectAndCount(reg, "jisr_grpc_server_duration_seconds"); n != 1 {
-		t.Errorf("%d latency series, want 1", n)
+	if n := testutil.CollectAndCount(reg, "jisr_grpc_server_duration_seconds"); n != 2 {
+		t.Errorf("%d latency series, want 2 (health is measured, not traced)", n)
 	}
 	want := `component="backend",member="tax",method="Check",service="grpc.health.v1.Health"`
 	if out, _ := testutil.CollectAndFormat(reg, expfmt.TypeTextPlain, "jisr_grpc_server_duration_seconds"); !strings.Contains(string(out), want) {

@@ -59,6 +59,17 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 // provider-adapter hop of a query.
 type ProviderMetrics struct {
 	duration *prometheus.HistogramVec
+	backends *prometheus.GaugeVec
+}
+
+// Backends records how many different backends the gateway says answer for
+// member's queue group (1: only this adapter's; more: an adapter with
+// another backend joined it). A nil *ProviderMetrics records nothing.
+func (m *ProviderMetrics) Backends(member string, n int) {
+	if m == nil {
+		return
+	}
+	m.backends.WithLabelValues(member).Set(float64(n))
 }
 
 // NewProviderMetrics registers jisr_adapter_provider_duration_seconds with
@@ -72,7 +83,14 @@ func NewProviderMetrics(reg prometheus.Registerer) (*ProviderMetrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &ProviderMetrics{duration: h}, nil
+	g, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "jisr", Subsystem: "adapter", Name: "queue_group_backends",
+		Help: "Different backends the gateway has lately seen answer for this member's provider queue group (more than 1: adapters of one member call different backends).",
+	}, []string{"member"}))
+	if err != nil {
+		return nil, err
+	}
+	return &ProviderMetrics{duration: h, backends: g}, nil
 }
 
 // Observe records one request answered by member's provider side. A nil

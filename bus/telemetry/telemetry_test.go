@@ -2,15 +2,20 @@ package telemetry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracev1 "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -21,20 +26,24 @@ import (
 // receiver is a real OTLP trace receiver, over gRPC and over HTTP.
 type receiver struct {
 	collectortrace.UnimplementedTraceServiceServer
-	mu       sync.Mutex
-	spans    []*tracev1.Span
-	services []string
+	mu        sync.Mutex
+	spans     []*tracev1.Span
+	services  []string
+	resources []map[string]string // each resource's string attributes
 }
 
 func (r *receiver) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, rs := range req.GetResourceSpans() {
+		attrs := map[string]string{}
 		for _, a := range rs.GetResource().GetAttributes() {
+			attrs[a.GetKey()] = a.GetValue().GetStringValue()
 			if a.GetKey() == "service.name" {
 				r.services = append(r.services, a.GetValue().GetStringValue())
 			}
 		}
+		r.resources = append(r.resources, attrs)
 		for _, ss := range rs.GetScopeSpans() {
 			r.spans = append(r.spans, ss.GetSpans()...)
 		}
@@ -109,6 +118,10 @@ func TestSetupExportsWhereConfigured(t *testing.T) {
 		{name: "OTEL env, http/protobuf", http: true, env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}},
 		{name: "--otlp host:port", endpoint: func(a string) string { return a }},
 		{name: "--otlp http URL", http: true, endpoint: func(a string) string { return a + "/v1/traces" }},
+		// The documented form: a base URL, to which /v1/traces is appended
+		// (the specification's rule for OTEL_EXPORTER_OTLP_ENDPOINT).
+		{name: "--otlp bare http://host:port", http: true, endpoint: func(a string) string { return a }},
+		{name: "--otlp http://host:port/", http: true, endpoint: func(a string) string { return a + "/" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clearEnv(t)
@@ -246,7 +259,12 @@ func TestSetupRejectsBadSettings(t *testing.T) {
 		{name: "endpoint without host", endpoint: "http://"},
 		{name: "plaintext URL off this host", endpoint: "http://collector.example:4318"},
 		{name: "plaintext variable off this host", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://10.0.0.8:4317"}},
-		{name: "insecure variable off this host", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "collector.example:4317", "OTEL_EXPORTER_OTLP_INSECURE": "true"}},
+		{name: "insecure variable off this host", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector.example:4317", "OTEL_EXPORTER_OTLP_INSECURE": "true"}},
+		// Without a scheme the exporters would fall back, silently, to
+		// 127.0.0.1:4317.
+		{name: "endpoint variable without a scheme", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4317"}},
+		{name: "traces endpoint variable without a scheme", env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "collector:4318"}},
+		{name: "--otlp without a port", endpoint: "collector.example"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clearEnv(t)
@@ -273,4 +291,76 @@ func TestSetupRemoteCollectorUsesTLS(t *testing.T) {
 		_ = tel.Shutdown(ctx)
 		cancel()
 	}
+}
+
+// TestSetupResourceAndComponents: spans carry service.version and
+// service.instance.id; For gives each component of one process its own
+// service.name and instance, through the same exporter; Endpoint and
+// Protocol say where spans go (the URL OTLP/HTTP posts to).
+func TestSetupResourceAndComponents(t *testing.T) {
+	clearEnv(t)
+	r, base := httpReceiver(t)
+	tel, err := Setup(context.Background(), WithServiceName("jisr-dev"), WithEndpoint(base), WithServiceVersion("v1.2.3"), WithInstanceID("host-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tel.Endpoint != base+"/v1/traces" || tel.Protocol != "http/protobuf" {
+		t.Errorf("Endpoint %q Protocol %q, want %s/v1/traces http/protobuf", tel.Endpoint, tel.Protocol, base)
+	}
+	gw, err := tel.For(context.Background(), "jisr-gateway", "gw-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, s1 := tel.TracerProvider.Tracer("test").Start(context.Background(), "dev")
+	s1.End()
+	_, s2 := gw.Tracer("test").Start(context.Background(), "gateway")
+	s2.End()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := tel.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	got := map[string]map[string]string{}
+	for _, res := range r.resources {
+		got[res["service.name"]] = res
+	}
+	if g := got["jisr-dev"]; g["service.version"] != "v1.2.3" || g["service.instance.id"] != "host-1" {
+		t.Errorf("jisr-dev resource %v", g)
+	}
+	if g := got["jisr-gateway"]; g["service.version"] != "v1.2.3" || g["service.instance.id"] != "gw-1" {
+		t.Errorf("jisr-gateway resource %v (all: %v)", g, r.resources)
+	}
+}
+
+// TestOTelErrorsGoThroughTheLogger: an export that fails is reported by
+// the jisr logger (one JSON line with a level), not as a plain line.
+func TestOTelErrorsGoThroughTheLogger(t *testing.T) {
+	clearEnv(t)
+	var buf syncBuf
+	RouteErrors(slog.New(slog.NewJSONHandler(&buf, nil)))
+	otel.Handle(errors.New("export failed: connection refused"))
+	line := strings.TrimSpace(buf.String())
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["level"] != "WARN" || rec["component"] != "opentelemetry" || !strings.Contains(fmt.Sprint(rec["err"]), "connection refused") {
+		t.Fatalf("otel error logged as %q (%v)", line, err)
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

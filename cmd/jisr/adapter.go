@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/jisr-bus/jisr/cmd/internal/process"
@@ -34,7 +36,13 @@ anywhere else both links use mTLS with the member's SVID.`,
 				return process.UsageError{Err: errors.New("--member is required")}
 			}
 			ctx := cmd.Context()
-			stop, err := g.StartStandalone(ctx, "adapter", o.Member, o.HTTP)
+			var started atomic.Pointer[process.AdapterNode]
+			stop, err := g.StartStandalone(ctx, "adapter", o.Member, o.HTTP, func(ctx context.Context) error {
+				if n := started.Load(); n != nil {
+					return n.Ready(ctx)
+				}
+				return errors.New("starting")
+			})
 			if err != nil {
 				return err
 			}
@@ -43,12 +51,13 @@ anywhere else both links use mTLS with the member's SVID.`,
 			if err != nil {
 				return err
 			}
+			started.Store(n)
 			return process.UntilDone(ctx, 10*time.Second, n.Stop)
 		},
 	}
 	cmd.Flags().StringVar(&o.Member, "member", "", "the member this adapter serves (a name from the federation file)")
 	cmd.Flags().StringVar(&o.Listen, "listen", "", "consumer-side gRPC listen address (default: the member's dev port, 127.0.0.1:700N)")
-	cmd.Flags().StringVar(&o.HTTP, "http", "", "HTTP listen address for /metrics and /healthz (default: none)")
+	cmd.Flags().StringVar(&o.HTTP, "http", "", "HTTP listen address for /metrics, /healthz and /readyz (NATS connected, backend SERVING over gRPC health) (default: none)")
 	cmd.Flags().StringVar(&o.Backend, "backend", "", "provider-side backend gRPC address (default: the member's dev backend port, 127.0.0.1:710N)")
 	return cmd
 }

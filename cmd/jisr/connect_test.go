@@ -23,7 +23,8 @@ func TestConnectRefusedSaysStartNATS(t *testing.T) {
 		t.Fatalf("certs init: %v\n%s", err, stderr)
 	}
 	_, _, err = f.cli("nats", "init")
-	if err == nil || !strings.Contains(err.Error(), "is the NATS server running?") {
-		t.Fatalf("nats init with no server: %v, want the hint to start one", err)
+	if err == nil || !strings.Contains(err.Error(), "is the federation running?") || !strings.Contains(err.Error(), "make run") ||
+		!strings.Contains(err.Error(), "var/demo.json") || !strings.Contains(err.Error(), addr) {
+		t.Fatalf("nats init with no server: %v, want the URL and the hint to start one (make run, var/demo.json)", err)
 	}
 }

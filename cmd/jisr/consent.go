@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -57,10 +58,16 @@ the running federation's NATS (--nats).`,
 func newConsentGrantCmd(g *process.Env) *cobra.Command {
 	var citizen string
 	var req consent.GrantRequest
-	var offline bool
+	var offline, force bool
 	cmd := &cobra.Command{
 		Use:   "grant --citizen EID --to MEMBER --service SVC --methods M[,M] --purpose P",
 		Short: "Mint a consent token (prints it on stdout)",
+		Long: `Mint a consent token for one citizen, after checking the grant against the
+federation file's access rules: the consumer (--to) must be allowed the
+service by a rule that needs a token, with every method (--methods) and the
+purpose (--purpose) of that rule; --basis defaults to that rule's legal basis
+and must match it when given. A grant no rule allows is refused (the gateway
+would refuse every query it covers); --force mints it anyway.`,
 		Example: `  jisr consent grant --citizen BK482913 --to cnss \
     --service jisr.civilregistry.v1.CivilRegistry --methods GetPerson,IsAlive \
     --fields person.names,person.birth --purpose amo-enrolment --ttl 24h`,
@@ -75,7 +82,14 @@ func newConsentGrantCmd(g *process.Env) *cobra.Command {
 			}
 			eid, err := fed.NormaliseEID(citizen)
 			if err != nil {
-				return process.UsageError{Err: fmt.Errorf("--citizen: %w", err)}
+				return process.UsageError{Err: fmt.Errorf("--citizen: %w (%s)", err, fed.EID)}
+			}
+			if force {
+				if req.LegalBasis == "" {
+					req.LegalBasis = "consent"
+				}
+			} else if _, err := checkGrant(fed, &req, cmd.Flags().Changed("basis")); err != nil {
+				return process.UsageError{Err: err}
 			}
 			keyer, err := g.Keyer()
 			if err != nil {
@@ -107,19 +121,24 @@ func newConsentGrantCmd(g *process.Env) *cobra.Command {
 	f.StringVar(&req.Purpose, "purpose", "", "the purpose consented to (must match the access rule's)")
 	f.StringVar(&req.TTL, "ttl", "24h", "lifetime, at most 2160h (90 days)")
 	f.IntVar(&req.MaxUses, "max-uses", 0, "number of queries allowed (0: unlimited until expiry)")
-	f.StringVar(&req.LegalBasis, "basis", "consent", "legal basis: consent or explicit_request")
+	f.StringVar(&req.LegalBasis, "basis", "", "legal basis: consent or explicit_request (default: the legal basis of the access rule the grant matches)")
+	f.BoolVar(&force, "force", false, "mint even when no access rule of the federation file allows this grant (tests of refusals)")
 	f.BoolVar(&offline, "offline", false, "mint without recording the grant (it cannot be listed; `jisr consent revoke <jti>` still revokes it)")
 	return cmd
 }
 
 func newConsentInspectCmd(g *process.Env) *cobra.Command {
 	var jwks string
+	var offline bool
 	cmd := &cobra.Command{
 		Use:   "inspect TOKEN",
 		Short: "Decode a consent token and verify it offline, as a gateway reads it",
 		Long: `Decode a consent token and verify it with the consent service's public keys
 (--jwks, default <certs>/consent-jwks.json), reading it exactly as a gateway
-does: the refusal reason is printed for a token a gateway would refuse.`,
+does: the refusal reason is printed for a token a gateway would refuse.
+Revocation is then checked in the running federation (--nats, as the consent
+service); when it cannot connect, or with --offline, it says plainly that
+revocation was not checked. max_uses is not checked.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			keys, _, err := process.GatewayConsentKeys(g, jwks)
@@ -131,11 +150,48 @@ does: the refusal reason is printed for a token a gateway would refuse.`,
 				b, _ := os.ReadFile("/dev/stdin")
 				tok = strings.TrimSpace(string(b))
 			}
-			return service.InspectToken(keys, tok, time.Now(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+			if err := service.InspectToken(keys, tok, time.Now(), cmd.OutOrStdout(), cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			return checkRevocation(cmd, g, keys, tok, offline)
 		},
 	}
 	cmd.Flags().StringVar(&jwks, "jwks", "", "the consent service's public JWKS (default <certs>/consent-jwks.json)")
+	cmd.Flags().BoolVar(&offline, "offline", false, "do not connect to the federation: revocation is then not checked")
 	return cmd
+}
+
+// checkRevocation looks the token's jti up in the running federation's
+// revocations (as the consent service, over --nats), or says plainly that
+// it could not: a token that verifies offline may still be revoked.
+func checkRevocation(cmd *cobra.Command, g *process.Env, keys *consent.KeySet, tok string, offline bool) error {
+	const notChecked = "revocation: NOT checked (%s); a gateway also checks revocation and max_uses on every query"
+	if offline {
+		fmt.Fprintf(cmd.ErrOrStderr(), notChecked+"\n", "--offline")
+		return nil
+	}
+	c, err := consent.Inspect(keys, tok, time.Now())
+	if err != nil || c == nil {
+		return nil // InspectToken has said what is wrong
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+	defer cancel()
+	svc, done, err := g.ConsentService(ctx, false)
+	if err != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), notChecked+"\n", "could not reach the federation: "+err.Error())
+		return nil
+	}
+	defer done()
+	revoked, err := svc.Store.RevokedInBucket(ctx, c.ID)
+	switch {
+	case err != nil:
+		fmt.Fprintf(cmd.ErrOrStderr(), notChecked+"\n", err.Error())
+	case revoked:
+		return fmt.Errorf("the token is REVOKED (jti %s): a gateway refuses it with CONSENT_REVOKED", c.ID)
+	default:
+		fmt.Fprintf(cmd.ErrOrStderr(), "revocation: checked at %s, not revoked\n", g.NATSURL)
+	}
+	return nil
 }
 
 func newConsentRevokeCmd(g *process.Env) *cobra.Command {

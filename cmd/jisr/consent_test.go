@@ -78,6 +78,14 @@ func TestRevokeOfflineTokenByJTI(t *testing.T) {
 	if err := getPerson(); err != nil {
 		t.Fatalf("the offline token before revocation: %v", err)
 	}
+	// consent inspect checks revocation when it can reach the federation,
+	// and says plainly when it did not.
+	if _, stderr, err := f.cli("consent", "inspect", tok); err != nil || !strings.Contains(stderr, "revocation: checked") {
+		t.Errorf("inspect before revocation: %v\n%s", err, stderr)
+	}
+	if _, stderr, err := f.cli("consent", "inspect", "--offline", tok); err != nil || !strings.Contains(stderr, "revocation: NOT checked (--offline)") {
+		t.Errorf("inspect --offline: %v\n%s", err, stderr)
+	}
 	out, stderr, err := f.cli("consent", "revoke", c.ID)
 	if err != nil {
 		t.Fatalf("revoke an offline token: %v\n%s", err, stderr)
@@ -92,6 +100,9 @@ func TestRevokeOfflineTokenByJTI(t *testing.T) {
 		}
 		return fmt.Errorf("the revoked offline token still gets %v", st)
 	})
+	if _, _, err := f.cli("consent", "inspect", tok); err == nil || !strings.Contains(err.Error(), "REVOKED") {
+		t.Errorf("inspect after revocation: %v, want REVOKED", err)
+	}
 	for _, bad := range []string{"*", ">", "a b", "../x", strings.Repeat("a", 500)} {
 		var ue process.UsageError
 		if _, _, err := f.cli("consent", "revoke", bad); !errors.As(err, &ue) {

@@ -25,7 +25,8 @@ sign-in by eID alone (POST /access-log/login), for scripts; loopback only.
 
 Ctrl-C shuts everything down gracefully.`,
 		Example: `  jisr dev
-  jisr dev --citizens 1000000`,
+  jisr dev --citizens 1000000
+  jisr dev --backend cnss=127.0.0.1:9003   # your own CNSS backend behind the cnss adapter`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return dev.Run(cmd.Context(), g, o, cmd.OutOrStdout())
@@ -36,6 +37,7 @@ Ctrl-C shuts everything down gracefully.`,
 	cmd.Flags().StringVar(&o.GRPCAddr, "grpc", "127.0.0.1:7000", "gateway gRPC address (consent and access-log APIs)")
 	cmd.Flags().StringVar(&o.ConsoleAddr, "console", "127.0.0.1:8443", "the auditor's console (HTTPS, the auditor's client certificate: <certs>/svid/auditor.pem; \"\" for none)")
 	cmd.Flags().StringVar(&o.IdPAddr, "idp", "127.0.0.1:8090", "loopback address of the embedded demo OpenID Provider (citizen sign-in)")
+	cmd.Flags().StringToStringVar(&o.Backends, "backend", nil, "MEMBER=ADDR: use your own gRPC backend at ADDR for MEMBER instead of its reference backend (repeatable; docs/integrate.md)")
 	cmd.Flags().BoolVar(&o.DemoLogin, "demo-login", false, "also let anyone sign in as a citizen by eID alone (POST /access-log/login; loopback only)")
 	natsFlags(cmd, &o.NATS)
 	cmd.Flags().BoolVar(&o.AnyPort, "any-port", false, "bind every listener to a free loopback port (tests and benchmarks); the ports are in var/demo.json")

@@ -62,7 +62,8 @@ func startDev(t *testing.T) *devFixture {
 }
 
 // startDevWith lets the test adjust the process.Env (telemetry, logging) first.
-func startDevWith(t *testing.T, adjust func(*process.Env)) *devFixture {
+// Options may adjust dev's Options too.
+func startDevWith(t *testing.T, adjust func(*process.Env), options ...func(*dev.Options)) *devFixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &devFixture{logs: &syncBuffer{}, out: &syncBuffer{}, done: make(chan error, 1)}
@@ -77,8 +78,12 @@ func startDevWith(t *testing.T, adjust func(*process.Env)) *devFixture {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
+	o := dev.Options{Citizens: 500, AnyPort: true, ConsoleAddr: "127.0.0.1:0", NATS: process.NATSOptions{Sync: "1s"}}
+	for _, opt := range options {
+		opt(&o)
+	}
 	go func() {
-		f.done <- dev.Run(ctx, f.g, dev.Options{Citizens: 500, AnyPort: true, ConsoleAddr: "127.0.0.1:0", NATS: process.NATSOptions{Sync: "1s"}}, f.out)
+		f.done <- dev.Run(ctx, f.g, o, f.out)
 	}()
 	t.Cleanup(func() { f.stop(t) })
 	bustest.Eventually(t, 60*time.Second, func() error {

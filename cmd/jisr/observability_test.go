@@ -45,9 +45,10 @@ var promql = parser.NewParser(parser.Options{})
 // otlpReceiver is a real OTLP/gRPC trace collector endpoint, in the test.
 type otlpReceiver struct {
 	collectortrace.UnimplementedTraceServiceServer
-	mu    sync.Mutex
-	spans []*tracev1.Span
-	raw   []byte
+	mu      sync.Mutex
+	spans   []*tracev1.Span
+	raw     []byte
+	service map[string]string // span ID (hex) → its resource's service.name
 }
 
 func (r *otlpReceiver) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
@@ -55,9 +56,21 @@ func (r *otlpReceiver) Export(_ context.Context, req *collectortrace.ExportTrace
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.raw = append(r.raw, b...)
+	if r.service == nil {
+		r.service = map[string]string{}
+	}
 	for _, rs := range req.GetResourceSpans() {
+		var name string
+		for _, a := range rs.GetResource().GetAttributes() {
+			if a.GetKey() == "service.name" {
+				name = a.GetValue().GetStringValue()
+			}
+		}
 		for _, ss := range rs.GetScopeSpans() {
 			r.spans = append(r.spans, ss.GetSpans()...)
+			for _, sp := range ss.GetSpans() {
+				r.service[hexID(sp.GetSpanId())] = name
+			}
 		}
 	}
 	return &collectortrace.ExportTraceServiceResponse{}, nil
@@ -305,6 +318,23 @@ func TestOneQueryOneTraceAcrossEveryHop(t *testing.T) {
 		t.Errorf("%d gRPC spans for GetPerson, want 3 (adapter server, provider-adapter client, backend server)", names["jisr.civilregistry.v1.CivilRegistry/GetPerson"])
 	}
 	checkTraceShape(t, spans)
+	// In jisr dev each component has its own service.name; gRPC health and
+	// reflection make no span.
+	for _, want := range []struct{ span, service string }{
+		{"send jisr.q", "jisr-adapter-cnss"}, {"process jisr.q", "jisr-gateway"}, {"gateway.audit.append", "jisr-gateway"},
+		{"process jisr.p", "jisr-adapter-civil-registry"}, {"store.lookup", "jisr-backend-civil-registry"},
+	} {
+		for _, sp := range spans {
+			if sp.GetName() == want.span && recv.service[hexID(sp.GetSpanId())] != want.service {
+				t.Errorf("span %q has service.name %q, want %s", want.span, recv.service[hexID(sp.GetSpanId())], want.service)
+			}
+		}
+	}
+	for _, sp := range recv.spans {
+		if strings.Contains(sp.GetName(), "grpc.health") || strings.Contains(sp.GetName(), "grpc.reflection") {
+			t.Errorf("a gRPC health or reflection call was traced: %q", sp.GetName())
+		}
+	}
 	// The ckey, not the eID.
 	if !bytes.Contains(recv.raw, []byte("jisr.ckey")) {
 		t.Error("no span carries the citizen's ckey")
@@ -444,7 +474,7 @@ func checkObservabilityFiles(t *testing.T, live scraped) {
 	}
 	for _, a := range []string{"JisrAuditFailing", "JisrSVIDExpiringSoon", "JisrRefusalRateJump", "JisrGatewayP99High",
 		"JisrProbing", "JisrManyDistinctCitizens", "JisrRepeatedQueriesAboutOneCitizen", "JisrOffHoursQueries",
-		"JisrAuditLogStalled", "JisrCheckpointStale", "JisrAuditVerificationFailed"} {
+		"JisrAuditLogStalled", "JisrCheckpointStale", "JisrAuditVerificationFailed", "JisrProviderUnavailable"} {
 		if !alerts[a] {
 			t.Errorf("alerts.yml has no %s", a)
 		}
@@ -667,6 +697,17 @@ func TestStandaloneAdapterAndBackendServeMetrics(t *testing.T) {
 		"--listen", adapterGRPC, "--http", adapterHTTP, "--backend", f.demo.Endpoints["backend/cnss"])
 	waitHealthy(t, "http://"+backendHTTP)
 	waitHealthy(t, "http://"+adapterHTTP)
+	// The adapter's /readyz: NATS connected and its backend SERVING over
+	// gRPC health (the negative cases: services/adapter TestReadyFollows…).
+	bustest.Eventually(t, 30*time.Second, func() error {
+		resp, err := http.Get("http://" + adapterHTTP + "/readyz")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return bustest.Check(resp.StatusCode == http.StatusOK, "/readyz 200, got "+resp.Status+" "+string(body))
+	})
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()

@@ -27,6 +27,9 @@ Every part also runs on its own, as deployed:
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			g.Command = cmd.Name()
+			if err := applyContext(cmd, g); err != nil {
+				return err
+			}
 			return g.Init()
 		},
 	}
@@ -37,7 +40,7 @@ Every part also runs on its own, as deployed:
 	f.StringVar(&g.NATSURL, "nats", process.EnvOr("JISR_NATS", "tls://127.0.0.1:4222"), "NATS server URL, mTLS only (env JISR_NATS)")
 	f.StringVar(&g.LogFormat, "log-format", process.EnvOr("JISR_LOG_FORMAT", "auto"), "log format: text, json, or auto (json for gateway, adapter, backend and nats-server; text for dev and the other commands) (env JISR_LOG_FORMAT)")
 	f.StringVar(&g.LogLevel, "log-level", process.EnvOr("JISR_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env JISR_LOG_LEVEL)")
-	f.StringVar(&g.OTLP, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC; plaintext only on loopback, else TLS) or https://… (default: the OTEL_EXPORTER_OTLP_* variables; none: no export) (env JISR_OTLP)")
+	f.StringVar(&g.OTLP, "otlp", os.Getenv("JISR_OTLP"), "export traces to this OTLP endpoint: host:port (gRPC; plaintext only on loopback, else TLS) or an http(s):// base URL (OTLP/HTTP, posts to <URL>/v1/traces) (default: the OTEL_EXPORTER_OTLP_* variables; none: no export) (env JISR_OTLP)")
 	f.IntVar(&g.TraceMemory, "trace-memory", 10000, "spans the gateway keeps in memory for GET /v1/traces/{id} (0: none)")
 	f.StringVar(&g.PprofAddr, "pprof-addr", "", "serve Go profiles (/debug/pprof/) on this loopback address (profiling only)")
 	_ = f.MarkHidden("pprof-addr")
@@ -45,6 +48,7 @@ Every part also runs on its own, as deployed:
 	for _, c := range subcommands(g) {
 		root.AddCommand(c)
 	}
+	compactGlobalFlags(root)
 	return root
 }
 
@@ -63,5 +67,6 @@ func subcommands(g *process.Env) []*cobra.Command {
 		newBackendCmd(g),
 		newAuditCmd(g),
 		newBenchCmd(g),
+		newContextCmd(g),
 	}
 }

@@ -171,6 +171,20 @@ func (s *Store) Revoke(ctx context.Context, jti string) (*Grant, error) {
 	return &g, nil
 }
 
+// RevokedInBucket reads the revocations bucket (not the watch) for jti: a
+// revocation deleted or purged (tampering) still counts as revoked: it
+// never un-revokes.
+func (s *Store) RevokedInBucket(ctx context.Context, jti string) (bool, error) {
+	_, err := s.revocations.Get(ctx, jti)
+	switch {
+	case err == nil, errors.Is(err, jetstream.ErrKeyDeleted):
+		return true, nil
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil
+	}
+	return false, err
+}
+
 // List returns a citizen's grants, with their revocation state.
 func (s *Store) List(ctx context.Context, ckey string) ([]Grant, error) {
 	lister, err := s.grants.ListKeysFiltered(ctx, ckey+".*")

@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 
+	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/gateway/decision"
 )
 
@@ -84,6 +85,16 @@ var refusals = map[string]struct {
 	ReasonUsageUnavailable:         {codes.Unavailable, "the consent usage counter is unavailable; retry later"},
 	decision.ReasonConsentStateUnavailable: {codes.Unavailable,
 		"the gateway cannot confirm that its view of revocations and use counters is current, so no consent token is accepted; retry later"},
+}
+
+// basisName is a token's legal basis for a message: one of the federation's
+// bases, else "another basis" (the claim's text is not echoed).
+func basisName(b string) string {
+	switch b {
+	case federation.BasisConsent, federation.BasisExplicitRequest, federation.BasisMandate:
+		return b
+	}
+	return "another basis"
 }
 
 func refuse(reason string) *decision.Refusal {
@@ -289,7 +300,9 @@ func (v *Verifier) Verify(ctx context.Context, r *decision.Request) (*decision.G
 		return grant, refuse(ReasonPurposeMismatch)
 	}
 	if r.Rule != nil && c.LegalBasis != r.Rule.LegalBasis {
-		return grant, refuse(ReasonBasisMismatch)
+		return grant, decision.Refuse(codes.PermissionDenied, ReasonBasisMismatch,
+			"rule %s requires legal basis %s; the consent token was issued for %s (grant it with --basis %s)",
+			r.Rule.Name, r.Rule.LegalBasis, basisName(c.LegalBasis), r.Rule.LegalBasis)
 	}
 	if v.revoked != nil && v.revoked.Revoked(c.ID) {
 		return grant, refuse(ReasonRevoked)

@@ -59,6 +59,24 @@ const (
 // token is accepted (Unavailable) until it is.
 const ReasonConsentStateUnavailable = "CONSENT_STATE_UNAVAILABLE"
 
+// ReasonProviderNotFound: the provider's backend answered NotFound (it has
+// no record for this citizen). Like PROVIDER_UNAVAILABLE and PROVIDER_ERROR,
+// it is the provider's outcome, not a policy refusal (see ProviderOutcome).
+const ReasonProviderNotFound = "PROVIDER_NOT_FOUND"
+
+// ProviderOutcome reports whether a reason is the provider's answer or
+// failure (unavailable, timed out, not found, an error of its own) rather
+// than a refusal by the federation's policy: metrics count them apart
+// (decision="provider_failed") so that an outage does not read as a jump in
+// refusals.
+func ProviderOutcome(reason string) bool {
+	switch reason {
+	case ReasonProviderUnavailable, ReasonProviderError, ReasonProviderNotFound, ReasonDeadline:
+		return true
+	}
+	return false
+}
+
 // Request is what the legal-basis check sees of a query.
 type Request struct {
 	Consumer   string      // member name, proven by the subject it published on

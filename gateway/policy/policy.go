@@ -8,6 +8,7 @@ package policy
 
 import (
 	"slices"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 
@@ -50,7 +51,7 @@ func (p *Policy) Check(consumer, provider, service, method, purpose string, hasT
 	}
 	if len(forPurpose) == 0 {
 		return nil, decision.Refuse(codes.PermissionDenied, decision.ReasonPurposeNotAllowed,
-			"the access rules for %s/%s do not cover this purpose", service, method)
+			"the access rules for %s/%s do not cover this purpose (allowed: %s)", service, method, strings.Join(purposesOf(candidates), ", "))
 	}
 	for _, r := range forPurpose {
 		if hasToken == (r.LegalBasis != federation.BasisMandate) {
@@ -62,5 +63,18 @@ func (p *Policy) Check(consumer, provider, service, method, purpose string, hasT
 		return forPurpose[0], nil
 	}
 	return nil, decision.Refuse(codes.Unauthenticated, decision.ReasonConsentRequired,
-		"this query needs the citizen's consent: send a consent token in jisr-consent metadata")
+		"rule %s requires %s: send the citizen's consent token in jisr-consent metadata", forPurpose[0].Name, forPurpose[0].LegalBasis)
+}
+
+// purposesOf lists the purposes the rules allow, each once, in order.
+func purposesOf(rules []*federation.Rule) []string {
+	var out []string
+	for _, r := range rules {
+		for _, p := range r.Purposes {
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }

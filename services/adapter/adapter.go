@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/loopback"
+	"github.com/jisr-bus/jisr/bus/refusal"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/proto/services"
@@ -93,10 +95,16 @@ type Adapter struct {
 	health *health.Server
 
 	backend *grpc.ClientConn
-	metrics *telemetry.ProviderMetrics
-	sub     *nats.Subscription
-	sem     chan struct{}
-	wg      sync.WaitGroup
+	// fingerprint names the backend in answers to the gateway; seenBackends
+	// is the last list of the member's backends the gateway sent, when it
+	// named several (see noteBackends).
+	fingerprint  string
+	seenMu       sync.Mutex
+	seenBackends string
+	metrics      *telemetry.ProviderMetrics
+	sub          *nats.Subscription
+	sem          chan struct{}
+	wg           sync.WaitGroup
 
 	spanOpts []bus.SpanOption // the bus spans go to the adapter's provider
 }
@@ -151,7 +159,7 @@ func New(cfg Config, opts ...Option) (*Adapter, error) {
 // GRPCServer builds the consumer side: every federation service with a
 // generic handler, plus health and reflection.
 func (a *Adapter) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
-	opts := append([]grpc.ServerOption{grpc.ForceServerCodecV2(newCodec())}, a.cfg.ServerOptions...)
+	opts := append([]grpc.ServerOption{grpc.ForceServerCodecV2(newCodec()), grpc.UnknownServiceHandler(unknownMethod)}, a.cfg.ServerOptions...)
 	s := grpc.NewServer(append(opts, extra...)...)
 	for _, sd := range a.cat.Services() {
 		desc := &grpc.ServiceDesc{
@@ -196,13 +204,13 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 	_, raw, err := m.Decode(in.b)
 	switch {
 	case errors.Is(err, catalog.ErrNoEID):
-		return nil, status.Errorf(codes.InvalidArgument, "the request has no eID in field %q", m.EID.Name())
+		return nil, refusal.Error(codes.InvalidArgument, refusal.ReasonBadEID, "the request has no eID in field %q", m.EID.Name())
 	case err != nil:
-		return nil, status.Errorf(codes.InvalidArgument, "the request is not a valid %s", m.Input.Descriptor().FullName())
+		return nil, refusal.Error(codes.InvalidArgument, refusal.ReasonMalformedPayload, "the request is not a valid %s", m.Input.Descriptor().FullName())
 	}
 	eid, err := a.cfg.Federation.NormaliseEID(raw)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "the eID in field %q does not match the federation's eID format", m.EID.Name())
+		return nil, refusal.Error(codes.InvalidArgument, refusal.ReasonBadEID, "the eID in field %q does not match the federation's eID format (%s)", m.EID.Name(), a.cfg.Federation.EID)
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	provider, err := a.provider(m, first(md, bus.MetadataProvider))
@@ -214,7 +222,7 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 		CKey: a.cfg.Keyer.CKey(eid),
 	}.Subject()
 	if err != nil {
-		return nil, status.Error(codes.Internal, "could not build the query subject")
+		return nil, refusal.Error(codes.Internal, refusal.ReasonAdapterInternal, "could not build the query subject")
 	}
 	msg := &nats.Msg{Subject: subj, Data: in.b, Header: nats.Header{}}
 	if p := first(md, bus.MetadataPurpose); p != "" {
@@ -230,7 +238,7 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 	}
 	reply, err := bus.Call(ctx, a.cfg.Conn, msg, a.spanOpts...)
 	if err != nil {
-		return nil, err
+		return nil, transportRefusal(err)
 	}
 	return &frame{b: reply.Data}, nil
 }
@@ -240,16 +248,16 @@ func (a *Adapter) provider(m *catalog.Method, asked string) (string, error) {
 		if a.cfg.Federation.Provides(asked, m.Service) {
 			return asked, nil
 		}
-		return "", status.Errorf(codes.NotFound, "no member named in jisr-provider provides %s", m.Service)
+		return "", refusal.Error(codes.NotFound, refusal.ReasonUnknownProvider, "member %q named in jisr-provider does not provide %s (providers: %s)", asked, m.Service, providerNames(a.cfg.Federation.Providers(m.Service)))
 	}
 	providers := a.cfg.Federation.Providers(m.Service)
 	switch len(providers) {
 	case 0:
-		return "", status.Errorf(codes.NotFound, "no member provides %s", m.Service)
+		return "", refusal.Error(codes.NotFound, refusal.ReasonUnknownProvider, "no member of the federation provides %s", m.Service)
 	case 1:
 		return providers[0].Name, nil
 	default:
-		return "", status.Errorf(codes.InvalidArgument, "several members provide %s: name one in jisr-provider metadata", m.Service)
+		return "", refusal.Error(codes.InvalidArgument, refusal.ReasonProviderAmbiguous, "several members provide %s (%s): name one in jisr-provider metadata", m.Service, providerNames(providers))
 	}
 }
 
@@ -288,6 +296,7 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 		return fmt.Errorf("adapter: backend %s: %w", a.cfg.Backend, err)
 	}
 	a.backend = conn
+	a.fingerprint = bus.BackendFingerprint(a.cfg.Backend)
 	sub, err := a.cfg.Conn.QueueSubscribe(subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatch)
 	if err != nil {
 		return fmt.Errorf("adapter: subscribe: %w", err)
@@ -299,7 +308,7 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 		return fmt.Errorf("adapter: subscribe: %w", err)
 	}
 	a.sub = sub
-	a.log.Info("provider side ready", "subject", subject.ProviderQueries(a.cfg.Member), "backend", a.cfg.Backend)
+	a.log.Info("provider side ready", "subject", subject.ProviderQueries(a.cfg.Member), "backend", a.cfg.Backend, "backend_fingerprint", a.fingerprint)
 	return nil
 }
 
@@ -323,12 +332,12 @@ func (a *Adapter) serve(msg *nats.Msg) {
 	}
 	q, err := subject.ParseProvider(msg.Subject)
 	if err != nil || q.Provider != a.cfg.Member {
-		_ = bus.RespondError(msg, status.Error(codes.InvalidArgument, "malformed provider subject"))
+		_ = bus.RespondError(msg, refusal.Error(codes.InvalidArgument, refusal.ReasonBadSubject, "malformed provider subject: expected jisr.p.%s.<service>.<method>.<ckey>", a.cfg.Member))
 		return
 	}
 	m, err := a.cat.Lookup(q.Service, q.Method)
 	if err != nil {
-		_ = bus.RespondError(msg, status.Error(codes.Unimplemented, "unknown service or method"))
+		_ = bus.RespondError(msg, refusal.Error(codes.Unimplemented, refusal.ReasonUnknownMethod, "this adapter does not serve that service or method"))
 		return
 	}
 	start := time.Now()
@@ -339,13 +348,16 @@ func (a *Adapter) serve(msg *nats.Msg) {
 	defer span.End()
 	code := codes.OK
 	defer func() { a.metrics.Observe(a.cfg.Member, m.Service, m.Name, code, time.Since(start)) }()
+	if seen := msg.Header.Get(bus.HeaderBackends); seen != "" {
+		a.noteBackends(seen)
+	}
 	ctx = metadata.AppendToOutgoingContext(ctx,
 		bus.MetadataConsumer, msg.Header.Get(bus.HeaderConsumer),
 		bus.MetadataPurpose, msg.Header.Get(bus.HeaderPurpose))
 	in, _, err := knownFields(m.Input, msg.Data)
 	if err != nil {
 		code = codes.InvalidArgument
-		_ = bus.RespondError(msg, status.Errorf(codes.InvalidArgument, "the request is not a valid %s", m.Input.Descriptor().FullName()))
+		_ = bus.RespondError(msg, refusal.Error(codes.InvalidArgument, refusal.ReasonMalformedPayload, "the request is not a valid %s", m.Input.Descriptor().FullName()))
 		return
 	}
 	out := new(frame)
@@ -356,7 +368,7 @@ func (a *Adapter) serve(msg *nats.Msg) {
 		}
 		span.SetStatus(otelcodes.Error, st.Code().String())
 		code = st.Code()
-		if err := bus.Respond(msg, nil, st); err != nil {
+		if err := bus.RespondFromBackend(msg, nil, st, a.fingerprint); err != nil {
 			a.log.WarnContext(ctx, "reply not sent", "err", err)
 		}
 		return
@@ -364,13 +376,13 @@ func (a *Adapter) serve(msg *nats.Msg) {
 	reply, n, err := knownFields(m.Output, out.b)
 	if err != nil {
 		code = codes.Internal
-		_ = bus.RespondError(msg, status.Errorf(codes.Internal, "the backend's reply is not a valid %s", m.Output.Descriptor().FullName()))
+		_ = bus.RespondError(msg, refusal.Error(codes.Internal, refusal.ReasonBackendReplyInvalid, "the backend's reply is not a valid %s", m.Output.Descriptor().FullName()))
 		return
 	}
 	if n > 0 {
 		a.log.WarnContext(ctx, "backend reply carried unknown fields: dropped", "method", m.Name, "fields", n)
 	}
-	if err := bus.Respond(msg, reply, nil); err != nil {
+	if err := bus.RespondFromBackend(msg, reply, nil, a.fingerprint); err != nil {
 		a.log.WarnContext(ctx, "reply not sent", "err", err)
 	}
 }
@@ -410,4 +422,60 @@ func (a *Adapter) Stop(ctx context.Context) error {
 		_ = a.backend.Close()
 	}
 	return err
+}
+
+// transportRefusal gives a reason to an error of the bus itself (no gateway
+// answered): a refusal from the gateway already carries its own.
+func transportRefusal(err error) error {
+	if refusal.Of(err) != "" {
+		return err
+	}
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.Unavailable:
+		return refusal.Error(codes.Unavailable, refusal.ReasonGatewayUnavailable, "no gateway answered: %s (is the gateway running and connected to NATS?)", st.Message())
+	case codes.DeadlineExceeded:
+		return refusal.Error(codes.DeadlineExceeded, refusal.ReasonGatewayTimeout, "no answer before the call's deadline")
+	case codes.InvalidArgument: // over the bus's maximum payload
+		return refusal.Error(codes.InvalidArgument, refusal.ReasonRequestTooLarge, "%s", st.Message())
+	case codes.PermissionDenied:
+		return refusal.Error(codes.PermissionDenied, refusal.ReasonAdapterInternal, "%s: this adapter's identity may not publish the query (check the federation file the NATS server was given)", st.Message())
+	}
+	return err
+}
+
+func providerNames(ms []*federation.Member) string {
+	names := make([]string, len(ms))
+	for i, m := range ms {
+		names[i] = m.Name
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+// noteBackends reads the gateway's list of the backends that answer for
+// this member (Jisr-Backends, sent only when there are several): another
+// adapter of the member, in the same queue group, calls another backend and
+// takes part of the traffic. It warns once per list and sets
+// jisr_adapter_queue_group_backends.
+func (a *Adapter) noteBackends(seen string) {
+	fps := strings.Split(seen, ",")
+	a.metrics.Backends(a.cfg.Member, len(fps))
+	a.seenMu.Lock()
+	changed := seen != a.seenBackends
+	a.seenBackends = seen
+	a.seenMu.Unlock()
+	if changed && len(fps) > 1 {
+		a.log.Warn("another adapter of this member calls a different backend and shares this member's queue group: the gateway's queries are split between the backends",
+			"member", a.cfg.Member, "backend", a.cfg.Backend, "backend_fingerprint", a.fingerprint, "backends_seen", seen)
+	}
+}
+
+// unknownMethod answers a call of a service or method the federation does
+// not have (the gRPC server's own answer would carry no ErrorInfo).
+func unknownMethod(_ any, _ grpc.ServerStream) error {
+	return refusal.Error(codes.Unimplemented, refusal.ReasonUnknownMethod,
+		"no service of the federation has this method (`grpcurl -plaintext <adapter> list` shows the services this adapter serves)")
 }

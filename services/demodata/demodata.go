@@ -149,9 +149,18 @@ func Get(seed uint64, i int) Citizen {
 	return b[i%4]
 }
 
-// NormaliseEID trims and upper-cases an eID, as the federation file's
-// eID format expects.
-func NormaliseEID(s string) string { return strings.ToUpper(strings.TrimSpace(s)) }
+// NormaliseEID trims ASCII spaces and upper-cases ASCII letters, as the
+// federation's eID format does (docs/integrate.md, "The eID"). Any byte
+// outside ASCII gives "" (no such eID): Unicode upper-casing would map
+// "nſ389813" to "NS389813", a second spelling of another citizen's eID.
+func NormaliseEID(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return ""
+		}
+	}
+	return strings.ToUpper(strings.TrimSpace(s))
+}
 
 // ---- eIDs ----
 

@@ -86,7 +86,10 @@ func Consents(ctx context.Context, fed *federation.Federation, keyer *ckey.Keyer
 }
 
 // Endpoint is one member's adapter or backend.
-type Endpoint struct{ Member, Addr string }
+type Endpoint struct {
+	Member, Addr string
+	Yours        bool // a backend given with --backend, not a reference one
+}
 
 // Endpoints are where the running dev federation listens.
 type Endpoints struct {
@@ -182,6 +185,10 @@ func Print(out io.Writer, fed *federation.Federation, ep Endpoints, demo *File, 
 		fmt.Fprintf(out, "  adapter %-14s %s  (gRPC, what the %s backend calls)\n", a.Member, a.Addr, a.Member)
 	}
 	for _, b := range ep.Backends {
+		if b.Yours {
+			fmt.Fprintf(out, "  backend %-14s %s  (yours: --backend %s=%s)\n", b.Member, b.Addr, b.Member, b.Addr)
+			continue
+		}
 		fmt.Fprintf(out, "  backend %-14s %s  (reference %s service)\n", b.Member, b.Addr, b.Member)
 	}
 	fmt.Fprintln(out, "\nDemo citizens:")

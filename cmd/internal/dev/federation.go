@@ -31,6 +31,28 @@ type Options struct {
 	// AnyPort binds every listener to 127.0.0.1:0 (tests run several
 	// federations side by side).
 	AnyPort bool
+	// Backends replaces members' reference backends with the caller's own
+	// (member → gRPC address; `jisr dev --backend cnss=127.0.0.1:9000`): no
+	// reference backend is started for them, and their adapters call these.
+	Backends map[string]string
+}
+
+// checkBackends refuses a --backend for a member that is not in the
+// federation file or provides no service.
+func checkBackends(fed *federation.Federation, backends map[string]string) error {
+	for member, addr := range backends {
+		m, err := fed.Member(member)
+		if err != nil {
+			return process.UsageError{Err: fmt.Errorf("--backend %s=%s: no member %q in the federation file", member, addr, member)}
+		}
+		if len(m.Provides) == 0 {
+			return process.UsageError{Err: fmt.Errorf("--backend %s=%s: member %s provides no service, so it has no backend to replace", member, addr, member)}
+		}
+		if addr == "" {
+			return process.UsageError{Err: fmt.Errorf("--backend %s=: give the backend's gRPC address, e.g. %s=127.0.0.1:9000", member, member)}
+		}
+	}
+	return nil
 }
 
 // devFederation is a running dev federation, stopped in reverse order.
@@ -41,6 +63,7 @@ type devFederation struct {
 	gateway  *process.GatewayNode
 	consent  *process.ConsentNode // the consent service, apart from the gateway: it alone holds the signing key
 	adapters []*process.AdapterNode
+	external map[string]string // members' own backends (--backend)
 }
 
 // Run starts the whole federation in one process (certificates, NATS and
@@ -59,6 +82,7 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 	}
 	g.Log.Info("certificates", "dir", g.CertsDir, "summary", res)
 	stopTelemetry, err := g.StartTelemetry(ctx, "dev", true)
+	g.PerComponentTracing() // jisr-gateway, jisr-adapter-cnss, … (docs/observability.md)
 	if err != nil {
 		return err
 	}
@@ -82,6 +106,9 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 		return err
 	}
 
+	if err := checkBackends(fed, o.Backends); err != nil {
+		return err
+	}
 	if err := d.startBackends(ctx, g, fed, o); err != nil {
 		return err
 	}
@@ -121,7 +148,7 @@ func (d *devFederation) startNATS(ctx context.Context, g *process.Env, o Options
 // provides a service.
 func (d *devFederation) startBackends(ctx context.Context, g *process.Env, fed *federation.Federation, o Options) error {
 	for _, m := range fed.Members {
-		if len(m.Provides) == 0 {
+		if len(m.Provides) == 0 || o.Backends[m.Name] != "" {
 			continue
 		}
 		bo := process.BackendOptions{Member: m.Name, Citizens: o.Citizens}
@@ -143,6 +170,10 @@ func (d *devFederation) startAdapters(ctx context.Context, g *process.Env, fed *
 	for _, b := range d.backends {
 		backendAddr[b.Member] = b.Addr
 	}
+	for member, addr := range o.Backends {
+		backendAddr[member] = addr
+	}
+	d.external = o.Backends
 	for _, m := range fed.Members {
 		ao := process.AdapterOptions{Member: m.Name, Backend: backendAddr[m.Name]}
 		if o.AnyPort {
@@ -225,6 +256,11 @@ func (d *devFederation) endpoints() Endpoints {
 	}
 	for _, b := range d.backends {
 		ep.Backends = append(ep.Backends, Endpoint{Member: b.Member, Addr: b.Addr})
+	}
+	for _, a := range d.adapters {
+		if addr := d.external[a.Member()]; addr != "" {
+			ep.Backends = append(ep.Backends, Endpoint{Member: a.Member(), Addr: addr, Yours: true})
+		}
 	}
 	return ep
 }

@@ -35,7 +35,8 @@ func StartBackend(ctx context.Context, g *Env, o BackendOptions) (*BackendNode, 
 		o.Listen = DevPort(fed, o.Member, 7100)
 	}
 	n := &BackendNode{Member: o.Member}
-	opts := []backend.Option{backend.WithServerOptions(g.GRPCServerOptions("backend", o.Member)...)}
+	opts := []backend.Option{backend.WithServerOptions(g.GRPCServerOptions("backend", o.Member)...),
+		backend.WithTracerProvider(g.TracerProviderFor("backend", o.Member, ""))}
 	if !loopback.Is(o.Listen) {
 		// Off loopback: mTLS with the member's SVID, for the member's own
 		// workloads only (its adapter dials with BackendOf too).

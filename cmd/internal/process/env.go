@@ -127,7 +127,7 @@ func (g *Env) Connect(ctx context.Context, identity string, opts ...nats.Option)
 	if err != nil {
 		src.Close()
 		if errors.Is(err, nats.ErrNoServers) { // nats.go's word for "every dial was refused"
-			err = fmt.Errorf("%w (is the NATS server running? start it with `jisr nats-server` or `jisr dev`)", err)
+			err = fmt.Errorf("%w at %s (is the federation running? `make run` (jisr dev) starts it on this machine and writes its endpoints to var/demo.json; deployed, `jisr nats-server`; another URL: --nats or `jisr context`)", err, g.NATSURL)
 		}
 		return nil, nil, err
 	}

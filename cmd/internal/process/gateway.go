@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/jisr-bus/jisr/bus/loopback"
+	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway"
 	"github.com/jisr-bus/jisr/gateway/citizen"
@@ -48,7 +49,7 @@ func RunGateway(ctx context.Context, g *Env, o GatewayOptions) error {
 			return fmt.Errorf("consent keys: %w", err)
 		}
 	}
-	stopTelemetry, err := g.StartTelemetry(ctx, "gateway", true)
+	stopTelemetry, err := g.StartTelemetry(ctx, "gateway", true, telemetry.WithInstanceID(o.Instance))
 	if err != nil {
 		return err
 	}
@@ -154,7 +155,8 @@ func StartGateway(ctx context.Context, g *Env, o GatewayOptions) (*GatewayNode, 
 // gatewayNodeOptions are the node's optional settings from the flags and
 // the process's telemetry.
 func gatewayNodeOptions(g *Env, o GatewayOptions, src svid.Source, authz tlsconfig.Authorizer) ([]node.Option, error) {
-	opts := []node.Option{node.WithMetrics(g.Registry()), node.WithUnsafe(o.Unsafe), node.WithHTTPReadTimeout(o.SignIn.ReadTimeout)}
+	opts := []node.Option{node.WithMetrics(g.Registry()), node.WithUnsafe(o.Unsafe), node.WithHTTPReadTimeout(o.SignIn.ReadTimeout),
+		node.WithTracerProvider(g.TracerProviderFor("gateway", "", o.Instance))}
 	if mem := g.Traces(); mem != nil {
 		opts = append(opts, node.WithTraces(mem))
 	}

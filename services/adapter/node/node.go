@@ -60,6 +60,10 @@ func (n *Node) Member() string { return n.cfg.Adapter.Member }
 // Addr is the consumer side's address.
 func (n *Node) Addr() string { return n.addr }
 
+// Ready reports whether the adapter can serve: NATS connected and, for a
+// provider, its backend SERVING over gRPC health (adapter.Ready).
+func (n *Node) Ready(ctx context.Context) error { return n.ad.Ready(ctx) }
+
 // Start builds the adapter, starts its provider side when the member
 // provides a service, and serves the consumer side.
 func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Node, err error) {
