@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -94,21 +95,38 @@ func TestIndexFollowsEveryLogAndProvesEveryRecord(t *testing.T) {
 	prove := func(ix *index.Index) {
 		t.Helper()
 		err := stream.Scan(ctx, records, stream.ScanOptions{}, func(m stream.Msg) error {
-			rec, err := record.Parse(m.Data)
+			_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
 			if err != nil {
 				return err
 			}
-			p, err := ix.Proof(ctx, rec.GetLogId(), rec.GetLeafIndex(), tree.LeafHash(m.Data))
-			if err != nil {
-				return err
+			for _, data := range recs {
+				rec, err := record.Parse(data)
+				if err != nil {
+					return err
+				}
+				p, err := ix.Proof(ctx, rec.GetLogId(), rec.GetLeafIndex(), tree.LeafHash(data))
+				if err != nil {
+					return err
+				}
+				// What a citizen does: open the checkpoint with the public key and
+				// check the path from the record's bytes to its root.
+				c, err := checkpoint.Open(p.GetCheckpoint(), keys.Verifiers())
+				if err != nil {
+					return err
+				}
+				if err := tree.VerifyInclusion(p.GetLeafIndex(), c.Size, tree.LeafHash(data), p.GetHashes(), c.Root); err != nil {
+					return err
+				}
+				// The index knows where the citizen's record is.
+				where, err := ix.Citizen(ctx, rec.GetCkey())
+				if err != nil {
+					return err
+				}
+				if !slices.Contains(where, index.Access{Log: rec.GetLogId(), Leaf: rec.GetLeafIndex(), Seq: m.Seq}) {
+					return fmt.Errorf("the index does not list log %s leaf %d for its citizen: %v", rec.GetLogId(), rec.GetLeafIndex(), where)
+				}
 			}
-			// What a citizen does: open the checkpoint with the public key and
-			// check the path from the record's bytes to its root.
-			c, err := checkpoint.Open(p.GetCheckpoint(), keys.Verifiers())
-			if err != nil {
-				return err
-			}
-			return tree.VerifyInclusion(p.GetLeafIndex(), c.Size, tree.LeafHash(m.Data), p.GetHashes(), c.Root)
+			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
