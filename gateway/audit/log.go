@@ -152,6 +152,7 @@ type Log struct {
 	queue  chan *pending
 	done   chan struct{}
 	ckptRq chan chan error
+	regRq  chan onCommitRq
 
 	// Owned by the sequencer goroutine (and by Open before it starts).
 	state
@@ -192,14 +193,27 @@ type CommittedLeaf struct {
 
 // OnCommit calls fn, on the sequencer's goroutine, with every batch
 // acknowledged from now on, before the replies waiting on it are released:
-// fn must be quick (hand the batch over, no I/O). One function at a time; nil
-// stops the calls.
-func (l *Log) OnCommit(fn func(Committed)) {
-	if fn == nil {
-		l.committed.Store(nil)
-		return
+// fn must be quick (hand the batch over, no I/O). It returns the first leaf
+// fn will be told of: every leaf from there on is, every leaf before is not.
+// One function at a time; nil stops the calls.
+func (l *Log) OnCommit(fn func(Committed)) uint64 {
+	var p *func(Committed)
+	if fn != nil {
+		p = &fn
 	}
-	l.committed.Store(&fn)
+	rq := onCommitRq{fn: p, from: make(chan uint64, 1)}
+	select {
+	case l.regRq <- rq: // the sequencer swaps it between two commits
+		return <-rq.from
+	case <-l.done:
+		l.committed.Store(p)
+		return l.size
+	}
+}
+
+type onCommitRq struct {
+	fn   *func(Committed)
+	from chan uint64
 }
 
 // state is the log's tail: what the next record chains to.
@@ -290,7 +304,7 @@ func Open(ctx context.Context, cfg Config, opts ...Option) (*Log, error) {
 		log:   o.log.With("component", "audit", "log", logID),
 		js:    js,
 		queue: make(chan *pending, o.queue), done: make(chan struct{}),
-		ckptRq: make(chan chan error),
+		ckptRq: make(chan chan error), regRq: make(chan onCommitRq),
 	}
 	if l.records, l.ckpts, err = stream.Open(ctx, js, o.stream, l.log); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
@@ -436,6 +450,9 @@ func (l *Log) run() {
 				l.finalCheckpoint()
 				return
 			}
+		case rq := <-l.regRq:
+			l.committed.Store(rq.fn)
+			rq.from <- l.size
 		case rq := <-l.ckptRq:
 			ctx, cancel := context.WithTimeout(context.Background(), l.o.ackTimeout)
 			rq <- l.checkpoint(ctx)

@@ -105,13 +105,13 @@ func startAccessLog(ctx context.Context, cfg Config, citizens accesslog.Authenti
 	ix := index.New(store, records, ckpts, td, keys, cfg.Log)
 	// The gateway's own records go to the index as they are committed; the
 	// stream brings the other replicas'.
-	own.OnCommit(func(c audit.Committed) {
+	ix.Own(own.ID(), own.OnCommit(func(c audit.Committed) {
 		leaves := make([]index.Leaf, len(c.Leaves))
 		for i, lf := range c.Leaves {
 			leaves[i] = index.Leaf{Hash: lf.Hash, Prev: lf.Prev, CKey: lf.CKey}
 		}
 		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
-	})
+	}))
 	ictx, stopIndex := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { ix.Run(ictx) })

@@ -53,7 +53,7 @@ type Index struct {
 	pend      map[string][]aheadLeaf
 	pendCount int
 	pendSeq   uint64            // the stream position reached by the follower
-	own       map[string]uint64 // per log: leaves [0, own) were handed over in process
+	own       map[string]uint64 // per log: the leaves from here on are handed over in process
 }
 
 type aheadLeaf struct {
@@ -76,11 +76,19 @@ func New(store *Store, records, checkpoints jetstream.Stream, trustDomain string
 	}
 }
 
+// Own declares that the records of log logID from leaf from on are handed
+// over in process (AddCommitted, from audit.Log.OnCommit, which returns
+// from): the follower of the stream skips that log's batches from there on,
+// without reading them back. Call it before the first AddCommitted.
+func (ix *Index) Own(logID string, from uint64) {
+	ix.pmu.Lock()
+	defer ix.pmu.Unlock()
+	ix.own[logID] = from
+}
+
 // AddCommitted indexes records of this gateway's own log as it commits
-// them (audit.Log.OnCommit), without reading them back from the stream:
-// leaves first, first+1, … stored in the message at seq. The follower of the
-// stream then skips the messages that hold only leaves handed over here.
-// It only queues them (no I/O): it runs on the log's sequencer.
+// them: leaves first, first+1, … stored in the message at seq. It only
+// queues them (no I/O): it runs on the log's sequencer.
 func (ix *Index) AddCommitted(logID string, seq, first uint64, leaves []Leaf) {
 	ix.pmu.Lock()
 	defer ix.pmu.Unlock()
@@ -89,26 +97,24 @@ func (ix *Index) AddCommitted(logID string, seq, first uint64, leaves []Leaf) {
 		ix.pend[logID] = append(ix.pend[logID], aheadLeaf{Leaf: lf, index: first + uint64(i)})
 	}
 	ix.pendCount += len(leaves)
-	if end := first + uint64(len(leaves)); end > ix.own[logID] {
-		ix.own[logID] = end
-	}
 }
 
-// skipOwn reports whether a message holds only leaves of a log that were
-// handed over in process (its batch headers say which).
+// skipOwn reports whether a message is a batch of a log declared Own, from
+// the leaf on where its records are handed over in process (its headers say
+// which leaves it holds).
 func (ix *Index) skipOwn(m stream.Msg) bool {
 	id, _, batch, err := record.ParseStoredSubject(m.Subject)
 	if err != nil || !batch {
 		return false
 	}
-	first, err1 := strconv.ParseUint(m.Header.Get(record.HeaderFirstLeaf), 10, 64)
-	count, err2 := strconv.ParseUint(m.Header.Get(record.HeaderCount), 10, 64)
-	if err1 != nil || err2 != nil || count == 0 {
+	first, err := strconv.ParseUint(m.Header.Get(record.HeaderFirstLeaf), 10, 64)
+	if err != nil {
 		return false
 	}
 	ix.pmu.Lock()
 	defer ix.pmu.Unlock()
-	return first+count <= ix.own[id]
+	from, ok := ix.own[id]
+	return ok && first >= from
 }
 
 // Run follows both streams until ctx ends, retrying after errors.
