@@ -149,6 +149,9 @@ func (b *harness) run(ctx context.Context) error {
 		return err
 	}
 	closeClient()
+	if err := b.scalingFull(ctx, f, tokens); err != nil {
+		return fmt.Errorf("scaling: %w", err)
+	}
 
 	// The transport's own limit: client → relay → responder over the same
 	// NATS, mTLS and sizes, without a single check.
@@ -582,22 +585,11 @@ func fetchTo(ctx context.Context, url, path string) error {
 
 // baseline runs the raw two-hop path at every concurrency.
 func (b *harness) baseline(ctx context.Context, f *cluster, tokens []token) error {
-	relay, err := b.spawn("relay", "--nats", f.natsURL, "bench", "relay", "--size", fmt.Sprint(b.respSize))
+	relay, responder, err := b.startRelay(ctx, f)
 	if err != nil {
 		return err
 	}
-	defer relay.stop()
-	responder, err := b.spawn("responder", "--nats", f.natsURL, "bench", "responder", "--member", "civil-registry",
-		"--size", fmt.Sprint(max(b.fullRespSize, b.respSize)))
-	if err != nil {
-		return err
-	}
-	defer responder.stop()
-	for _, p := range []*proc{relay, responder} {
-		if err := waitFor(ctx, p, p.name, logSays(p.logf, "ready")); err != nil {
-			return err
-		}
-	}
+	defer func() { relay.stop(); responder.stop() }()
 	bg := b.clients(f.natsURL)
 	nc, src, err := bg.Connect(ctx, "cnss")
 	if err != nil {
@@ -621,7 +613,97 @@ func (b *harness) baseline(ctx context.Context, f *cluster, tokens []token) erro
 		r.Scenario = "baseline"
 		b.results = append(b.results, r)
 	}
+	// The baseline's relay and responder limited like the path's components.
+	for _, n := range b.o.scaling {
+		relay.stop()
+		responder.stop()
+		b.gomaxprocs = n
+		relay, responder, err = b.startRelay(ctx, f)
+		b.gomaxprocs = 0
+		if err != nil {
+			return err
+		}
+		top := b.top()
+		r := b.load(ctx, fmt.Sprintf("scaling: baseline, %d cores, c=%d", n, top), top, []*proc{f.nats, relay, responder}, func(ctx context.Context, w, i int) error {
+			m := msgs[(w*7919+i)%len(msgs)]
+			out := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			_, err := nc.RequestMsgWithContext(cctx, out)
+			return err
+		})
+		r.Scenario, r.GOMAXPROCS = "scaling-baseline", n
+		b.results = append(b.results, r)
+	}
 	return nil
+}
+
+// startRelay starts the baseline's relay and responder and waits until both are ready.
+func (b *harness) startRelay(ctx context.Context, f *cluster) (relay, responder *proc, err error) {
+	relay, err = b.spawn("relay", "--nats", f.natsURL, "bench", "relay", "--size", fmt.Sprint(b.respSize))
+	if err != nil {
+		return nil, nil, err
+	}
+	responder, err = b.spawn("responder", "--nats", f.natsURL, "bench", "responder", "--member", "civil-registry",
+		"--size", fmt.Sprint(max(b.fullRespSize, b.respSize)))
+	if err != nil {
+		relay.stop()
+		return nil, nil, err
+	}
+	for _, p := range []*proc{relay, responder} {
+		if err := waitFor(ctx, p, p.name, logSays(p.logf, "ready")); err != nil {
+			relay.stop()
+			responder.stop()
+			return nil, nil, err
+		}
+	}
+	return relay, responder, nil
+}
+
+// scalingFull measures the full path at the heaviest load with the gateway,
+// both adapters and the backend limited to each number of cores of
+// WithScaling (GOMAXPROCS; NATS keeps every core), restarting them for each,
+// then restarts them unlimited.
+func (b *harness) scalingFull(ctx context.Context, f *cluster, tokens []token) error {
+	if len(b.o.scaling) == 0 {
+		return nil
+	}
+	top := b.top()
+	for _, n := range append(slices.Clone(b.o.scaling), 0) {
+		if n > 0 {
+			b.step(fmt.Sprintf("scaling: gateway, adapters and backend limited to %d core(s)", n))
+		}
+		b.gomaxprocs = n
+		err := b.restartPath(ctx, f)
+		b.gomaxprocs = 0
+		if err != nil || n == 0 {
+			return err
+		}
+		client, closeClient, err := b.dial(f)
+		if err != nil {
+			return err
+		}
+		r := b.measureCalls(ctx, fmt.Sprintf("scaling: full path, %d cores, c=%d", n, top), "scaling", top, f.procs(), tokens, client)
+		closeClient()
+		r.GOMAXPROCS = n
+		b.results = append(b.results, r)
+	}
+	return nil
+}
+
+// restartPath restarts the backend, the gateway and both adapters (not NATS).
+func (b *harness) restartPath(ctx context.Context, f *cluster) error {
+	for _, p := range []*proc{f.consumer, f.provider, f.backend} {
+		p.stop()
+	}
+	var err error
+	if f.backend, f.backendAddr, err = b.startBackend(ctx, "backend", 10000, filepath.Join(b.dir, "data")); err != nil {
+		return err
+	}
+	if err := b.restartGateways(ctx, f, nil, "gw-1"); err != nil {
+		return err
+	}
+	return b.startAdapters(ctx, f)
 }
 
 // queryMsgs builds, for each token, the NATS message the consumer adapter
