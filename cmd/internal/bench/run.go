@@ -523,7 +523,10 @@ func (b *harness) mint(ctx context.Context, f *cluster, n int) ([]token, error) 
 }
 
 // profile collects a CPU profile of every component while the next
-// scenario runs, into the results directory as <component>-cpu.pprof.
+// scenario runs, into the results directory as <component>-cpu.pprof, and
+// beside it the allocations, mutex contention and blocking of the same
+// seconds (<component>-{allocs,mutex,block}.pprof; the components sample
+// the last two while they serve profiles).
 func (b *harness) profile(ctx context.Context, procs []*proc, after time.Duration) chan error {
 	done := make(chan error, 1)
 	go func() {
@@ -541,22 +544,29 @@ func (b *harness) profile(ctx context.Context, procs []*proc, after time.Duratio
 			if !ok {
 				continue
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				path := filepath.Join(b.o.out, p.name+"-cpu.pprof")
-				err := fetchTo(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), path)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
-					return
-				}
-				b.facts.Profiles = append(b.facts.Profiles, filepath.Base(path))
-			}()
+			for kind, endpoint := range map[string]string{"cpu": "profile", "allocs": "allocs", "mutex": "mutex", "block": "block"} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					path := filepath.Join(b.o.out, p.name+"-"+kind+".pprof")
+					err := fetchTo(ctx, fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", addr, endpoint, secs), path)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						errs = append(errs, fmt.Errorf("%s %s: %w", p.name, kind, err))
+						return
+					}
+					if kind == "cpu" {
+						b.facts.Profiles = append(b.facts.Profiles, filepath.Base(path))
+					} else {
+						b.facts.OtherProfiles = append(b.facts.OtherProfiles, filepath.Base(path))
+					}
+				}()
+			}
 		}
 		wg.Wait()
 		sort.Strings(b.facts.Profiles)
+		sort.Strings(b.facts.OtherProfiles)
 		done <- errors.Join(errs...)
 	}()
 	return done

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -142,6 +143,10 @@ func (g *Env) servePprof(addr string) error {
 		lis.Close()
 		return UsageError{fmt.Errorf("--pprof-addr %s: profiles are served on loopback only", addr)}
 	}
+	// Profiling only: sample mutex contention and blocking too, so that a
+	// profile shows what serialises the process, not only what it computes.
+	runtime.SetMutexProfileFraction(10)
+	runtime.SetBlockProfileRate(int(50 * time.Microsecond))
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
