@@ -4,9 +4,14 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+
+	"github.com/jisr-bus/jisr/bus"
 
 	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/certs/svid"
@@ -24,6 +29,9 @@ type GatewayOptions struct {
 	AuditAPIPrefix string
 	Unsafe         gateway.Safeguards
 	Pprof          bool
+	// NATSConns is how many NATS connections the gateway takes queries on
+	// (0: one per core, at most 4; see gateway.Config.QueryConns).
+	NATSConns int
 	// consentJWKS is the consent service's public JWKS (default
 	// <certs>/consent-jwks.json); a private key there stops the gateway.
 	ConsentJWKS string
@@ -94,6 +102,11 @@ func StartGateway(ctx context.Context, g *Env, o GatewayOptions) (*GatewayNode, 
 	}
 	authz := tlsconfig.AuthorizeMemberOf(fed.TrustDomain)
 	opts, err := gatewayNodeOptions(g, o, src, authz)
+	if err == nil {
+		var extra []*nats.Conn
+		extra, err = queryConns(ctx, g, o.NATSConns, fed.ID("nats"), src)
+		opts = append(opts, node.WithQueryConns(extra...))
+	}
 	if err != nil {
 		nc.Close()
 		src.Close()
@@ -151,4 +164,24 @@ func gatewayNodeOptions(g *Env, o GatewayOptions, src svid.Source, authz tlsconf
 		opts = append(opts, node.WithGRPC(o.GRPCAddr, append(creds, g.GRPCServerOptions("gateway", "")...)...))
 	}
 	return opts, nil
+}
+
+// queryConns dials the gateway's further connections for queries: n in all
+// with the main one (0: one per core, at most 4).
+func queryConns(ctx context.Context, g *Env, n int, serverID spiffeid.ID, src svid.Source) ([]*nats.Conn, error) {
+	if n <= 0 {
+		n = min(runtime.GOMAXPROCS(0), 4)
+	}
+	var out []*nats.Conn
+	for range n - 1 {
+		nc, err := bus.Connect(ctx, bus.Config{URL: g.NATSURL, Identity: "gateway", Source: src, ServerID: serverID}, bus.WithLogger(g.Log))
+		if err != nil {
+			for _, c := range out {
+				c.Close()
+			}
+			return nil, err
+		}
+		out = append(out, nc)
+	}
+	return out, nil
 }
