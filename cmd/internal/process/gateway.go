@@ -104,7 +104,7 @@ func StartGateway(ctx context.Context, g *Env, o GatewayOptions) (*GatewayNode, 
 	opts, err := gatewayNodeOptions(g, o, src, authz)
 	if err == nil {
 		var extra []*nats.Conn
-		extra, err = queryConns(ctx, g, o.NATSConns, fed.ID("nats"), src)
+		extra, err = queryConns(ctx, g, "gateway", o.NATSConns, fed.ID("nats"), src)
 		opts = append(opts, node.WithQueryConns(extra...))
 	}
 	if err != nil {
@@ -166,15 +166,15 @@ func gatewayNodeOptions(g *Env, o GatewayOptions, src svid.Source, authz tlsconf
 	return opts, nil
 }
 
-// queryConns dials the gateway's further connections for queries: n in all
+// queryConns dials further connections of identity with src: n in all
 // with the main one (0: one per core, at most 4).
-func queryConns(ctx context.Context, g *Env, n int, serverID spiffeid.ID, src svid.Source) ([]*nats.Conn, error) {
+func queryConns(ctx context.Context, g *Env, identity string, n int, serverID spiffeid.ID, src svid.Source) ([]*nats.Conn, error) {
 	if n <= 0 {
 		n = min(runtime.GOMAXPROCS(0), 4)
 	}
 	var out []*nats.Conn
 	for range n - 1 {
-		nc, err := bus.Connect(ctx, bus.Config{URL: g.NATSURL, Identity: "gateway", Source: src, ServerID: serverID}, bus.WithLogger(g.Log))
+		nc, err := bus.Connect(ctx, bus.Config{URL: g.NATSURL, Identity: identity, Source: src, ServerID: serverID}, bus.WithLogger(g.Log))
 		if err != nil {
 			for _, c := range out {
 				c.Close()
