@@ -89,7 +89,8 @@ func Parse(b []byte) (*auditv1.Record, error) {
 	return r, nil
 }
 
-// Subject is where a record is stored: jisr.audit.<log>.<ckey>.
+// Subject is where a record of format 1 was stored: jisr.audit.<log>.<ckey>
+// (format 2 stores batches on BatchSubject).
 func Subject(logID, ckey string) (string, error) {
 	s, err := subject.Audit(logID, ckey)
 	if err != nil {
