@@ -95,7 +95,7 @@ type Facts struct {
 	DevStart        float64          `json:"dev_start_seconds"`
 	DevIdleRSS      int64            `json:"dev_idle_rss_bytes"`
 	Profiles        []string         `json:"profiles,omitempty"`
-	// OtherProfiles are the allocation, mutex and block profiles taken
+	// OtherProfiles are the allocation and mutex profiles taken
 	// with the CPU profiles.
 	OtherProfiles []string `json:"other_profiles,omitempty"`
 }
@@ -263,7 +263,7 @@ func (b *harness) markdown(rep Report) string {
 		w("\nCPU profiles of each component under the heaviest full-path load, beside this report: %s (e.g. `go tool pprof -top bin/jisr %s`).\n",
 			"`"+strings.Join(rep.Facts.Profiles, "`, `")+"`", rep.Facts.Profiles[0])
 		if len(rep.Facts.OtherProfiles) > 0 {
-			w("Allocation, mutex-contention and blocking profiles of the same seconds: `<component>-{allocs,mutex,block}.pprof` (e.g. `go tool pprof -top -sample_index=alloc_objects bin/jisr gateway-gw-1-allocs.pprof`, `go tool pprof -top bin/jisr gateway-gw-1-mutex.pprof`).\n")
+			w("Allocation and mutex-contention profiles of the same seconds: `<component>-{allocs,mutex}.pprof` (e.g. `go tool pprof -top -sample_index=alloc_objects bin/jisr gateway-gw-1-allocs.pprof`, `go tool pprof -top bin/jisr gateway-gw-1-mutex.pprof`).\n")
 		}
 	}
 	return s.String()

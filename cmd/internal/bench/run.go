@@ -524,9 +524,9 @@ func (b *harness) mint(ctx context.Context, f *cluster, n int) ([]token, error) 
 
 // profile collects a CPU profile of every component while the next
 // scenario runs, into the results directory as <component>-cpu.pprof, and
-// beside it the allocations, mutex contention and blocking of the same
-// seconds (<component>-{allocs,mutex,block}.pprof; the components sample
-// the last two while they serve profiles).
+// beside it the allocations and mutex contention of the same seconds
+// (<component>-{allocs,mutex}.pprof; the components sample contention while
+// they serve profiles).
 func (b *harness) profile(ctx context.Context, procs []*proc, after time.Duration) chan error {
 	done := make(chan error, 1)
 	go func() {
@@ -544,7 +544,7 @@ func (b *harness) profile(ctx context.Context, procs []*proc, after time.Duratio
 			if !ok {
 				continue
 			}
-			for kind, endpoint := range map[string]string{"cpu": "profile", "allocs": "allocs", "mutex": "mutex", "block": "block"} {
+			for kind, endpoint := range map[string]string{"cpu": "profile", "allocs": "allocs", "mutex": "mutex"} {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
