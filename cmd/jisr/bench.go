@@ -49,6 +49,7 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 		large, revocations int
 		profile, quick     bool
 		scaling            bool
+		natsConns          int
 		keep               bool
 	)
 	cmd := &cobra.Command{
@@ -67,7 +68,7 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 			}
 			opts := []bench.Option{bench.WithDuration(duration), bench.WithWarmup(warmup), bench.WithConcurrency(concurrency...),
 				bench.WithLarge(large), bench.WithRevocations(revocations), bench.WithProfile(profile), bench.WithKeep(keep),
-				bench.WithStdout(cmd.OutOrStdout()), bench.WithProgress(cmd.ErrOrStderr())}
+				bench.WithStdout(cmd.OutOrStdout()), bench.WithProgress(cmd.ErrOrStderr()), bench.WithNATSConns(natsConns)}
 			if scaling {
 				opts = append(opts, bench.WithScaling(bench.ScalingSteps(runtime.NumCPU())...))
 			}
@@ -91,6 +92,7 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 	f.BoolVar(&profile, "profile", true, "save a CPU profile of every component under the heaviest load")
 	f.BoolVar(&quick, "quick", false, "a smoke run: short scenarios, a 20,000-citizen \"large\" population, no profile")
 	f.BoolVar(&scaling, "scaling", true, "measure the full path and the baseline with each component limited to 1, 2, 4, … cores (GOMAXPROCS); with --quick only when given")
+	f.IntVar(&natsConns, "nats-conns", 0, "start the gateway and the adapters with --nats-conns N (0: their default)")
 	f.BoolVar(&keep, "keep", false, "keep the temporary directory (logs of every process)")
 	cmd.AddCommand(newBenchRelayCmd(g), newBenchResponderCmd(g))
 	return cmd

@@ -42,7 +42,7 @@ Without --oidc-issuer there is no citizen sign-in.`,
 	cmd.Flags().StringVar(&o.GRPCAddr, "grpc", "127.0.0.1:7000", "gRPC listen address of the consent and access-log APIs (plaintext on loopback only, else mTLS)")
 	cmd.Flags().StringVar(&o.ConsentJWKS, "consent-jwks", "", "the consent service's public keys, a JWKS file reloaded when it changes (default <certs>/consent-jwks.json); the gateway refuses to start if it holds a private key")
 	cmd.Flags().StringVar(&o.AuditAPIPrefix, "audit-api-prefix", "", `where the audit streams' JetStream API is seen when the NATS server keeps them in their own account ("$JS.AUDIT.API" with jisr nats-config --audit-account; see docs/audit.md)`)
-	cmd.Flags().IntVar(&o.NATSConns, "nats-conns", 0, "NATS connections the gateway takes queries on, in one queue group (0: one per core, at most 4): each connection serialises its own reads and writes")
+	cmd.Flags().IntVar(&o.NATSConns, "nats-conns", 0, "NATS connections the gateway takes queries on, in one queue group (0: one per 4 cores, from 1 to 4): each connection serialises its own reads and writes")
 	cmd.Flags().StringVar(&o.Instance, "instance", "gw-1", "this replica's name: names its audit log, so keep it stable across restarts")
 	cmd.Flags().StringSliceVar(&skip, "unsafe-skip", nil, "BENCHMARK ONLY: switch off safeguards (consent, audit, minimise) to measure their cost")
 	_ = cmd.Flags().MarkHidden("unsafe-skip")

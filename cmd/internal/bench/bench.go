@@ -69,6 +69,7 @@ type options struct {
 	revocations int
 	profile     bool
 	scaling     []int
+	natsConns   int
 	keep        bool
 	stdout      io.Writer
 	progress    io.Writer
@@ -115,6 +116,10 @@ func ScalingSteps(n int) []int {
 	}
 	return append(out, max(n, 1))
 }
+
+// WithNATSConns starts the gateway and the adapters with --nats-conns n
+// (default 0: their own default).
+func WithNATSConns(n int) Option { return func(o *options) { o.natsConns = n } }
 
 // WithKeep keeps the temporary directory with the logs of every process.
 func WithKeep(on bool) Option { return func(o *options) { o.keep = on } }

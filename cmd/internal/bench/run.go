@@ -421,7 +421,7 @@ func (b *harness) startGateways(ctx context.Context, f *cluster, skip []string, 
 		if err != nil {
 			return err
 		}
-		args := []string{"--nats", f.natsURL, "gateway", "--instance", inst, "--http", httpAddr, "--grpc", "", "--pprof"}
+		args := []string{"--nats", f.natsURL, "gateway", "--instance", inst, "--http", httpAddr, "--grpc", "", "--pprof", "--nats-conns", fmt.Sprint(b.o.natsConns)}
 		for _, s := range skip {
 			args = append(args, "--unsafe-skip", s)
 		}
@@ -459,7 +459,7 @@ func (b *harness) startProvider(ctx context.Context, f *cluster, backendAddr str
 		return err
 	}
 	if f.provider, err = b.spawn("adapter-civil-registry", "--nats", f.natsURL, "adapter", "--member", "civil-registry",
-		"--listen", paddr, "--backend", backendAddr); err != nil {
+		"--listen", paddr, "--backend", backendAddr, "--nats-conns", fmt.Sprint(b.o.natsConns)); err != nil {
 		return err
 	}
 	return waitFor(ctx, f.provider, "provider adapter", grpcServing(paddr))
@@ -470,7 +470,7 @@ func (b *harness) startConsumer(ctx context.Context, f *cluster) error {
 	if err != nil {
 		return err
 	}
-	if f.consumer, err = b.spawn("adapter-cnss", "--nats", f.natsURL, "adapter", "--member", "cnss", "--listen", caddr); err != nil {
+	if f.consumer, err = b.spawn("adapter-cnss", "--nats", f.natsURL, "adapter", "--member", "cnss", "--listen", caddr, "--nats-conns", fmt.Sprint(b.o.natsConns)); err != nil {
 		return err
 	}
 	f.consumerAddr = caddr

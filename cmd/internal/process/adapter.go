@@ -16,8 +16,8 @@ type AdapterOptions struct {
 	Listen  string
 	Backend string
 	HTTP    string
-	// NATSConns is how many NATS connections the adapter uses (0: one
-	// per core, at most 4; see adapter.Config.MoreConns).
+	// NATSConns is how many NATS connections the adapter uses (0:
+	// DefaultNATSConns; see adapter.Config.MoreConns).
 	NATSConns int
 }
 
