@@ -56,6 +56,13 @@ type Config struct {
 	Federation *federation.Federation
 	Keyer      *ckey.Keyer
 	Conn       *nats.Conn
+	// QueryConns are further connections of the gateway's identity on
+	// which it also takes queries, in the same queue group. A query is
+	// forwarded and answered on the connection it arrived on, so that
+	// several connections spread the TLS, parsing and socket writes — each
+	// connection serialises its own — over the cores. The gateway does not
+	// close them.
+	QueryConns []*nats.Conn
 	Consent    ConsentVerifier
 	Audit      AuditLog
 	// Requests, when set, answers consumers' consent requests (queries whose
@@ -121,6 +128,7 @@ type Gateway struct {
 	auditors sync.WaitGroup
 	wg       sync.WaitGroup
 	sub      *nats.Subscription
+	subs     []*nats.Subscription // on QueryConns
 	ready    atomic.Bool
 
 	tracer   trace.Tracer
@@ -213,6 +221,23 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err := bus.Flush(ctx, g.cfg.Conn); err != nil {
 		return fmt.Errorf("gateway: subscribe: %w", err)
 	}
+	for _, nc := range g.cfg.QueryConns {
+		s, err := nc.QueueSubscribe(subject.AllQueries(), subject.GatewayQueue, func(msg *nats.Msg) { g.dispatchOn(nc, msg) })
+		if err == nil {
+			err = s.SetPendingLimits(g.cfg.PendingMessages, g.cfg.PendingBytes)
+		}
+		if err == nil {
+			err = bus.Flush(ctx, nc)
+		}
+		if err != nil {
+			_ = sub.Unsubscribe()
+			for _, s := range g.subs {
+				_ = s.Unsubscribe()
+			}
+			return fmt.Errorf("gateway: subscribe: %w", err)
+		}
+		g.subs = append(g.subs, s)
+	}
 	if err := g.metrics.watch(g.cfg.Registerer, sub); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
@@ -249,6 +274,11 @@ func (g *Gateway) Ready() error {
 // Stop stops taking queries and waits, until ctx ends, for those in flight.
 func (g *Gateway) Stop(ctx context.Context) error {
 	g.ready.Store(false)
+	for _, s := range g.subs {
+		if err := s.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			g.log.Warn("unsubscribe", "err", err)
+		}
+	}
 	if g.sub != nil {
 		if err := g.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			g.log.Warn("unsubscribe", "err", err)
@@ -275,7 +305,10 @@ func (g *Gateway) Catalog() *catalog.Catalog { return g.cat }
 // dispatch runs on the subscription's delivery goroutine: it must never
 // block, or messages pile up in front of it. It admits the query to its own
 // goroutine or refuses it at once (see fairshare.go).
-func (g *Gateway) dispatch(msg *nats.Msg) {
+func (g *Gateway) dispatch(msg *nats.Msg) { g.dispatchOn(g.cfg.Conn, msg) }
+
+// dispatchOn is dispatch for a query that arrived on nc.
+func (g *Gateway) dispatchOn(nc *nats.Conn, msg *nats.Msg) {
 	sh := g.shares[consumerToken(msg.Subject)]
 	if r := g.admit(sh, msg); r != nil {
 		g.refuseEarly(msg, r)
@@ -284,15 +317,29 @@ func (g *Gateway) dispatch(msg *nats.Msg) {
 	g.wg.Add(1)
 	go func() {
 		defer func() { g.release(sh); g.wg.Done() }()
-		g.handle(msg)
+		g.handle(nc, msg)
 	}()
 }
 
-// handle decides one query, audits the decision, and answers.
-func (g *Gateway) handle(msg *nats.Msg) {
+// connKey carries, in a query's context, the connection it arrived on.
+type connKey struct{}
+
+// conn is the connection the query of ctx arrived on (the main one by default).
+func (g *Gateway) conn(ctx context.Context) *nats.Conn {
+	if nc, ok := ctx.Value(connKey{}).(*nats.Conn); ok {
+		return nc
+	}
+	return g.cfg.Conn
+}
+
+// handle decides one query that arrived on nc, audits the decision, and answers.
+func (g *Gateway) handle(nc *nats.Conn, msg *nats.Msg) {
 	start := time.Now()
 	timeout := bus.Timeout(msg.Header, g.cfg.DefaultTimeout, g.cfg.MaxTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	if nc != g.cfg.Conn {
+		ctx = context.WithValue(ctx, connKey{}, nc)
+	}
 	defer cancel()
 	// The consumer chose the subject's tokens: the span records it only once
 	// decide has checked them. It also chose its trace context, so the query
@@ -631,7 +678,7 @@ func (g *Gateway) forward(ctx context.Context, q subject.Query, data []byte, pur
 	if seen := g.backends.header(q.Provider, time.Now()); seen != "" {
 		out.Header.Set(bus.HeaderBackends, seen)
 	}
-	reply, err := bus.Call(ctx, g.cfg.Conn, out, g.spanOpts...) // its span is the forward step
+	reply, err := bus.Call(ctx, g.conn(ctx), out, g.spanOpts...) // its span is the forward step
 	if err == nil {
 		g.backends.saw(q.Provider, reply.Header.Get(bus.HeaderBackend), time.Now())
 		return reply.Data, nil

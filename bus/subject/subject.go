@@ -17,7 +17,7 @@ import (
 const (
 	QueryPrefix      = "jisr.q"          // jisr.q.<consumer>.<provider>.<service>.<method>.<ckey>
 	ProviderPrefix   = "jisr.p"          // jisr.p.<provider>.<service>.<method>.<ckey>
-	AuditPrefix      = "jisr.audit"      // jisr.audit.<log>.<ckey>: one record of a gateway instance's audit log
+	AuditPrefix      = "jisr.audit"      // jisr.audit.<log>._batch: a batch of records of a gateway instance's audit log (format 1: jisr.audit.<log>.<ckey>, one record)
 	CheckpointPrefix = "jisr.checkpoint" // jisr.checkpoint.<log>: the signed checkpoints of that log
 	InboxPrefix      = "_INBOX"          // _INBOX.<identity>.>
 )

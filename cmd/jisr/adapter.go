@@ -59,5 +59,6 @@ anywhere else both links use mTLS with the member's SVID.`,
 	cmd.Flags().StringVar(&o.Listen, "listen", "", "consumer-side gRPC listen address (default: the member's dev port, 127.0.0.1:700N)")
 	cmd.Flags().StringVar(&o.HTTP, "http", "", "HTTP listen address for /metrics, /healthz and /readyz (NATS connected, backend SERVING over gRPC health) (default: none)")
 	cmd.Flags().StringVar(&o.Backend, "backend", "", "provider-side backend gRPC address (default: the member's dev backend port, 127.0.0.1:710N)")
+	cmd.Flags().IntVar(&o.NATSConns, "nats-conns", 0, "NATS connections the adapter uses (0: one per 4 cores, from 1 to 4): queries are spread over them, provider requests taken on each")
 	return cmd
 }

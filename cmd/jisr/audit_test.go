@@ -198,8 +198,24 @@ func (f *auditFed) auditRecords(t *testing.T) []stream.Msg {
 	}
 	defer closeFn()
 	var out []stream.Msg
-	if err := stream.Scan(ctx, records, stream.ScanOptions{}, func(m stream.Msg) error { out = append(out, m); return nil }); err != nil {
+	if err := stream.Scan(ctx, records, stream.ScanOptions{}, func(m stream.Msg) error { out = append(out, recordsOf(m)...); return nil }); err != nil {
 		t.Fatal(err)
+	}
+	return out
+}
+
+// recordsOf returns the records a stored message holds, each as a message
+// with its batch's sequence and subject and the record's bytes (record
+// format 2), or the message itself (format 1, or not a batch).
+func recordsOf(m stream.Msg) []stream.Msg {
+	_, _, batch, recs, err := record.Stored(m.Subject, m.Header, m.Data)
+	if err != nil || !batch {
+		return []stream.Msg{m}
+	}
+	out := make([]stream.Msg, len(recs))
+	for i, data := range recs {
+		out[i] = m
+		out[i].Data = data
 	}
 	return out
 }
@@ -770,10 +786,18 @@ func TestAForgedMessageOnTheAuditSubjectIsNamedAndTheGatewayStarts(t *testing.T)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// And one on its batch subject (record format 2) that is not a batch.
+	bsubj, _ := record.BatchSubject("gw-1")
+	back, err := js.Publish(ctx, bsubj, []byte("not a batch"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	f.stopGateway(t)
-	f.startGateway(t) // it starts, and skips the message
-	if !strings.Contains(f.logs.String(), fmt.Sprintf("seq=%d", ack.Sequence)) {
-		t.Fatalf("the gateway did not log the forged message's sequence %d:\n%s", ack.Sequence, f.logs.String())
+	f.startGateway(t) // it starts, and skips the messages
+	for _, seq := range []uint64{ack.Sequence, back.Sequence} {
+		if !strings.Contains(f.logs.String(), fmt.Sprintf("seq=%d", seq)) {
+			t.Fatalf("the gateway did not log the forged message's sequence %d:\n%s", seq, f.logs.String())
+		}
 	}
 	for i := 3; i < 6; i++ {
 		call(i)
@@ -781,6 +805,9 @@ func TestAForgedMessageOnTheAuditSubjectIsNamedAndTheGatewayStarts(t *testing.T)
 	f.stopGateway(t)
 	want := fmt.Sprintf("not-a-record: log gw-1 (audit sequence %d)", ack.Sequence)
 	out, _, err := f.cli("audit", "verify", "--seen-dir", seen)
+	if wantBatch := fmt.Sprintf("not-a-record: log gw-1 (audit sequence %d)", back.Sequence); !strings.Contains(out, wantBatch) {
+		t.Fatalf("verify does not name the forged batch %q:\n%s", wantBatch, out)
+	}
 	if err != nil || !strings.Contains(out, want) || logRow(out, "gw-1")[1] != "6" {
 		t.Fatalf("verify: %v, want OK with six records and a warning %q:\n%s", err, want, out)
 	}

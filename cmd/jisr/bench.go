@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,7 +30,11 @@ responder as civil-registry, no checks), the cost of each safeguard
 (consent, audit, minimisation switched off in turn, against a control in
 alternating rounds), 10,000 vs 1,000,000 citizens (alternating rounds), two
 gateway replicas, revocation lag on each replica, the start-up time and
-memory of 'jisr dev'. CPU per query is read from /proc for every process.
+memory of 'jisr dev'. CPU per query is read from /proc for every process,
+heap allocations per query from each process's pprof endpoint. With
+--scaling (the default) it measures the full path and the baseline again
+with every component but NATS limited to 1, 2, 4, … cores (GOMAXPROCS) and
+writes the curve.
 
 The report (Markdown, JSON and an SVG chart of throughput and p99 against
 concurrency) goes to --out as latest.* and a dated copy, with the targets,
@@ -43,6 +48,8 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 		concurrency        []int
 		large, revocations int
 		profile, quick     bool
+		scaling            bool
+		natsConns          int
 		keep               bool
 	)
 	cmd := &cobra.Command{
@@ -51,7 +58,8 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 		Long:  benchLong,
 		Example: `  make bench
   jisr bench --duration 10s --concurrency 1,16,128,512
-  jisr bench --quick       # a smoke run of a few seconds`,
+  jisr bench --quick       # a smoke run of a few seconds
+  jisr bench --quick --scaling --large 0   # the scaling curve, quickly`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
@@ -60,9 +68,15 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 			}
 			opts := []bench.Option{bench.WithDuration(duration), bench.WithWarmup(warmup), bench.WithConcurrency(concurrency...),
 				bench.WithLarge(large), bench.WithRevocations(revocations), bench.WithProfile(profile), bench.WithKeep(keep),
-				bench.WithStdout(cmd.OutOrStdout()), bench.WithProgress(cmd.ErrOrStderr())}
+				bench.WithStdout(cmd.OutOrStdout()), bench.WithProgress(cmd.ErrOrStderr()), bench.WithNATSConns(natsConns)}
+			if scaling {
+				opts = append(opts, bench.WithScaling(bench.ScalingSteps(runtime.NumCPU())...))
+			}
 			if quick {
 				opts = append(opts, bench.Quick())
+				if cmd.Flags().Changed("scaling") && scaling {
+					opts = append(opts, bench.WithScaling(bench.ScalingSteps(runtime.NumCPU())...))
+				}
 			}
 			cfg := bench.Config{Exe: exe, Federation: g.FederationPath, Out: out, Clients: benchClientsOf}
 			return bench.Run(cmd.Context(), cfg, opts...)
@@ -77,6 +91,8 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 	f.IntVar(&revocations, "revocations", 20, "revocations timed on two gateway replicas")
 	f.BoolVar(&profile, "profile", true, "save a CPU profile of every component under the heaviest load")
 	f.BoolVar(&quick, "quick", false, "a smoke run: short scenarios, a 20,000-citizen \"large\" population, no profile")
+	f.BoolVar(&scaling, "scaling", true, "measure the full path and the baseline with each component limited to 1, 2, 4, … cores (GOMAXPROCS); with --quick only when given")
+	f.IntVar(&natsConns, "nats-conns", 0, "start the gateway and the adapters with --nats-conns N (0: their default)")
 	f.BoolVar(&keep, "keep", false, "keep the temporary directory (logs of every process)")
 	cmd.AddCommand(newBenchRelayCmd(g), newBenchResponderCmd(g))
 	return cmd

@@ -7,6 +7,7 @@ import (
 	"encoding/xml"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -26,7 +27,7 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	root.SetOut(&stdout)
 	root.SetErr(&stderr)
-	root.SetArgs([]string{"--federation", "../testdata/federation.yaml", "bench", "--quick", "--out", out})
+	root.SetArgs([]string{"--federation", "../testdata/federation.yaml", "bench", "--quick", "--scaling", "--out", out})
 	if err := root.ExecuteContext(context.Background()); err != nil {
 		t.Fatalf("bench: %v\n%s", err, stderr.String())
 	}
@@ -59,6 +60,11 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 			t.Errorf("no %s scenario in the report", s)
 		}
 	}
+	// --scaling: the full path and the baseline at each number of cores.
+	steps := bench.ScalingSteps(runtime.NumCPU())
+	if seen["scaling"] != len(steps) || seen["scaling-baseline"] != len(steps) {
+		t.Errorf("scaling: %d full-path and %d baseline points, want %d each (%v cores)", seen["scaling"], seen["scaling-baseline"], len(steps), steps)
+	}
 	if rep.Facts.Revocation == nil || rep.Facts.Revocation.Samples == 0 || rep.Facts.Revocation.Max >= 5000 {
 		t.Errorf("revocation lag not measured or not effective: %+v", rep.Facts.Revocation)
 	}
@@ -75,7 +81,7 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 		t.Errorf("targets: %+v", rep.Targets)
 	}
 	md, _ := os.ReadFile(filepath.Join(out, "latest.md"))
-	if !strings.Contains(string(md), "| full path, c=16 |") || !strings.Contains(stdout.String(), "## Targets") {
+	if !strings.Contains(string(md), "| full path, c=16 |") || !strings.Contains(stdout.String(), "## Targets") || !strings.Contains(string(md), "## Scaling with cores") {
 		t.Errorf("the Markdown report lacks the table:\n%s", md)
 	}
 	svg, _ := os.ReadFile(filepath.Join(out, "latest.svg"))

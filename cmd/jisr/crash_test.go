@@ -160,12 +160,14 @@ func TestKill9UnderLoadLosesNoAcknowledgedRecord(t *testing.T) {
 	defer closeFn()
 	allowed := map[string]int{}
 	if err := stream.Scan(rctx, records, stream.ScanOptions{}, func(m stream.Msg) error {
-		r, err := record.Parse(m.Data)
-		if err != nil {
-			return err
-		}
-		if r.GetDecision() == auditv1.Decision_DECISION_ALLOWED {
-			allowed[r.GetCkey()]++
+		for _, m := range recordsOf(m) {
+			r, err := record.Parse(m.Data)
+			if err != nil {
+				return err
+			}
+			if r.GetDecision() == auditv1.Decision_DECISION_ALLOWED {
+				allowed[r.GetCkey()]++
+			}
 		}
 		return nil
 	}); err != nil {

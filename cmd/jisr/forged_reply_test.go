@@ -290,7 +290,9 @@ func TestForgedRepliesReachNothing(t *testing.T) {
 	defer stopFollow()
 	go func() {
 		_ = stream.Scan(fctx, records, stream.ScanOptions{StartSeq: base + 1, Follow: true}, func(m stream.Msg) error {
-			followed <- m
+			for _, r := range recordsOf(m) {
+				followed <- r
+			}
 			return nil
 		})
 	}()

@@ -13,11 +13,15 @@
 // records until it has re-read its own tail from the stream. A gap in the
 // chain is never papered over.
 //
-// Group commit: one goroutine (the sequencer) takes every Append waiting,
-// numbers and chains them, publishes them pipelined on one connection and
-// waits for their acknowledgements together, so concurrent queries share one
-// round trip and JetStream's writes; the disk is synced by JetStream's
-// sync_interval, not per record (see docs/audit.md).
+// Group commit (record format 2): one goroutine (the sequencer) takes every
+// Append waiting, numbers and chains them, and publishes them as ONE
+// JetStream message (a RecordBatch on jisr.audit.<log>._batch, first leaf
+// and count in its headers, deduplicated by its first leaf), then waits for
+// that one acknowledgement: concurrent queries share one message, one round
+// trip and one write. The costly part of a record's encoding runs in Append,
+// on the caller's goroutine; the sequencer only adds the chaining fields and
+// hashes. The disk is synced by JetStream's sync_interval, not per record
+// (see docs/audit.md).
 package audit
 
 import (
@@ -28,13 +32,16 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/transparency-dev/merkle/compact"
 	"golang.org/x/mod/sumdb/note"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/bus/subject"
@@ -145,12 +152,13 @@ type Log struct {
 	queue  chan *pending
 	done   chan struct{}
 	ckptRq chan chan error
+	regRq  chan onCommitRq
 
 	// Owned by the sequencer goroutine (and by Open before it starts).
 	state
 	// uncertain holds the records of a group commit that failed part-way:
 	// some may be stored. Until the tail is re-read, nothing else is appended.
-	uncertain   []*item
+	uncertain   []*chunk
 	lastAttempt time.Time
 	// fatal: the stored log was erased or replaced while this process
 	// wrote it (ErrNotExtended); nothing more is appended.
@@ -160,6 +168,52 @@ type Log struct {
 		sync.Mutex
 		size, checkpoint uint64
 	}
+	// maxBytes bounds one batch message's payload (the server's max_payload,
+	// less room for headers).
+	maxBytes  int
+	committed atomic.Pointer[func(Committed)]
+	buf       []byte // the sequencer's reusable encoding buffer
+}
+
+// Committed is one group commit of the log, acknowledged by JetStream: the
+// records of leaves First, First+1, … stored in the message at Seq. The
+// gateway indexes its own records from it, in process (OnCommit).
+type Committed struct {
+	LogID  string
+	Seq    uint64
+	First  uint64
+	Leaves []CommittedLeaf
+}
+
+// CommittedLeaf is one record of a Committed batch.
+type CommittedLeaf struct {
+	Hash, Prev []byte // its leaf hash and the one before
+	CKey       string // the citizen it is about ("" for none)
+}
+
+// OnCommit calls fn, on the sequencer's goroutine, with every batch
+// acknowledged from now on, before the replies waiting on it are released:
+// fn must be quick (hand the batch over, no I/O). It returns the first leaf
+// fn will be told of: every leaf from there on is, every leaf before is not.
+// One function at a time; nil stops the calls.
+func (l *Log) OnCommit(fn func(Committed)) uint64 {
+	var p *func(Committed)
+	if fn != nil {
+		p = &fn
+	}
+	rq := onCommitRq{fn: p, from: make(chan uint64, 1)}
+	select {
+	case l.regRq <- rq: // the sequencer swaps it between two commits
+		return <-rq.from
+	case <-l.done:
+		l.committed.Store(p)
+		return l.size
+	}
+}
+
+type onCommitRq struct {
+	fn   *func(Committed)
+	from chan uint64
 }
 
 // state is the log's tail: what the next record chains to.
@@ -177,21 +231,35 @@ type state struct {
 }
 
 type pending struct {
-	rec  *auditv1.Record
+	body []byte // record.MarshalBody of the record
+	ckey string
 	done chan error
 }
 
+var pendingPool = sync.Pool{New: func() any { return &pending{done: make(chan error, 1)} }}
+
+// item is one record of a batch.
 type item struct {
-	*pending
-	leaf    uint64
-	subject string
-	data    []byte
-	hash    []byte
-	prev    []byte
-	fut     jetstream.PubAckFuture
-	seq     uint64
-	err     error
+	p      *pending // nil once answered
+	ckey   string
+	leaf   uint64
+	off, n int    // where its bytes are in the chunk's payload
+	data   []byte // the record's stored bytes (inside its chunk's payload)
+	hash   []byte
+	prev   []byte
 }
+
+// chunk is one message of the audit stream: consecutive records.
+type chunk struct {
+	items []item
+	first uint64
+	msg   *nats.Msg
+	fut   jetstream.PubAckFuture
+	seq   uint64
+	err   error
+}
+
+func (c *chunk) prev() []byte { return c.items[0].prev }
 
 // Open validates cfg and opens the log of instance cfg.LogID on the
 // gateway's connection: it opens the streams (never creating one), resumes
@@ -232,11 +300,11 @@ func Open(ctx context.Context, cfg Config, opts ...Option) (*Log, error) {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	l := &Log{
-		id: logID, origin: origin, key: key, o: o,
+		id: logID, origin: origin, key: key, o: o, maxBytes: max(int(nc.MaxPayload())-8<<10, 64<<10),
 		log:   o.log.With("component", "audit", "log", logID),
 		js:    js,
 		queue: make(chan *pending, o.queue), done: make(chan struct{}),
-		ckptRq: make(chan chan error),
+		ckptRq: make(chan chan error), regRq: make(chan onCommitRq),
 	}
 	if l.records, l.ckpts, err = stream.Open(ctx, js, o.stream, l.log); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
@@ -284,10 +352,15 @@ func (l *Log) Pending() int { return len(l.queue) }
 // is stored; ctx bounds the wait (the gateway passes a context that a caller
 // hanging up cannot cancel).
 func (l *Log) Append(ctx context.Context, d *decision.Decision) error {
-	p := &pending{rec: record.FromDecision(d), done: make(chan error, 1)}
-	if _, err := record.Subject(l.id, p.rec.GetCkey()); err != nil {
+	if d.CKey != "" && subject.CheckToken(d.CKey) != nil {
+		return fmt.Errorf("audit: %w: bad ckey", record.ErrBadSubject)
+	}
+	body, err := record.MarshalBody(record.FromDecision(d))
+	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
+	p := pendingPool.Get().(*pending)
+	p.body, p.ckey = body, d.CKey
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
@@ -302,6 +375,8 @@ func (l *Log) Append(ctx context.Context, d *decision.Decision) error {
 	}
 	select {
 	case err := <-p.done:
+		p.body, p.ckey = nil, ""
+		pendingPool.Put(p) // answered: the sequencer holds it no more
 		return err
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
@@ -375,6 +450,9 @@ func (l *Log) run() {
 				l.finalCheckpoint()
 				return
 			}
+		case rq := <-l.regRq:
+			l.committed.Store(rq.fn)
+			rq.from <- l.size
 		case rq := <-l.ckptRq:
 			ctx, cancel := context.WithTimeout(context.Background(), l.o.ackTimeout)
 			rq <- l.checkpoint(ctx)
@@ -407,9 +485,11 @@ func (l *Log) finalCheckpoint() {
 	l.log.Info("audit log closed", "size", l.size)
 }
 
-// commit appends one batch: number, chain, publish pipelined, wait for every
-// acknowledgement, then advance the tail — or, on any failure, fail the whole
-// batch and leave the log uncertain until its tail is re-read.
+// commit appends what the sequencer took: number and chain the records, pack
+// them into as few messages as the payload limit allows (one, unless the
+// batch is huge), publish those pipelined, wait for every acknowledgement,
+// then advance the tail — or, on any failure, fail the whole batch and leave
+// the log uncertain until its tail is re-read.
 func (l *Log) commit(batch []*pending) {
 	if l.fatal != nil {
 		failAll(batch, l.fatal)
@@ -428,63 +508,71 @@ func (l *Log) commit(batch []*pending) {
 			return
 		}
 	}
-	items := make([]*item, 0, len(batch))
-	prev, leaf := l.prev, l.size
+	chunks := l.pack(batch)
 	var failed error
-	for _, p := range batch {
-		it, err := l.build(p, leaf, prev)
-		if err != nil { // cannot happen with records built by FromDecision
-			p.done <- fmt.Errorf("audit: %w", err)
-			continue
-		}
-		items = append(items, it)
-		prev, leaf = it.hash, leaf+1
-	}
-	for _, it := range items {
+	for _, c := range chunks {
 		if failed != nil {
-			it.err = failed
+			c.err = failed
 			continue
 		}
-		msg := &nats.Msg{Subject: it.subject, Data: it.data, Header: nats.Header{}}
-		it.fut, it.err = l.js.PublishMsgAsync(msg, jetstream.WithMsgID(record.MsgID(l.id, it.leaf)), jetstream.WithExpectStream(subject.AuditStream))
-		if it.err != nil {
-			failed = it.err // keep order: nothing after a record that was not sent
+		c.fut, c.err = l.js.PublishMsgAsync(c.msg, jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
+		if c.err != nil {
+			failed = c.err // keep order: nothing after a batch that was not sent
 		}
 	}
 	ok := true
 	deadline := time.NewTimer(l.o.ackTimeout + time.Second)
 	defer deadline.Stop()
 	expired := false
-	for _, it := range items {
-		if it.fut != nil {
-			expired = await(it, deadline.C, expired)
+	for _, c := range chunks {
+		if c.fut != nil {
+			expired = await(c, deadline.C, expired)
 		}
-		if it.err != nil {
+		if c.err != nil {
 			ok = false
 		}
 	}
-	for _, it := range items {
-		if ok && it.seq <= l.lastSeq {
+	for _, c := range chunks {
+		if ok && c.seq <= l.lastSeq {
 			// Sequences never go back in a stream: this is another one.
-			ok, it.err = false, fmt.Errorf("stored at sequence %d, before the log's last record (%d): the audit stream was replaced", it.seq, l.lastSeq)
+			ok, c.err = false, fmt.Errorf("stored at sequence %d, before the log's last record (%d): the audit stream was replaced", c.seq, l.lastSeq)
 		}
 	}
 	if ok {
-		for _, it := range items {
-			l.adopt(it.hash, it.seq)
+		fn := l.committed.Load()
+		for _, c := range chunks {
+			var leaves []CommittedLeaf
+			if fn != nil {
+				leaves = make([]CommittedLeaf, len(c.items))
+			}
+			for i := range c.items {
+				it := &c.items[i]
+				l.adopt(it.hash, c.seq)
+				if fn != nil {
+					leaves[i] = CommittedLeaf{Hash: it.hash, Prev: it.prev, CKey: it.ckey}
+				}
+			}
+			if fn != nil {
+				(*fn)(Committed{LogID: l.id, Seq: c.seq, First: c.first, Leaves: leaves})
+			}
 		}
 		l.publishStats()
-		for _, it := range items {
-			it.done <- nil
+		for _, c := range chunks {
+			for i := range c.items {
+				c.items[i].p.done <- nil
+			}
 		}
 		return
 	}
-	first := firstErr(items)
-	l.log.Error("audit records not acknowledged: replies withheld; re-reading the log's tail", "records", len(items), "err", first)
-	l.uncertain = items
+	first := firstErr(chunks)
+	l.log.Error("audit records not acknowledged: replies withheld; re-reading the log's tail", "records", len(batch), "err", first)
+	l.uncertain = chunks
 	l.lastAttempt = time.Time{}
-	for _, it := range items {
-		it.done <- fmt.Errorf("%w: %w", ErrUnavailable, first)
+	for _, c := range chunks {
+		for i := range c.items {
+			c.items[i].p.done <- fmt.Errorf("%w: %w", ErrUnavailable, first)
+			c.items[i].p = nil
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.o.ackTimeout)
 	defer cancel()
@@ -493,53 +581,103 @@ func (l *Log) commit(batch []*pending) {
 	}
 }
 
-// await waits for one publish acknowledgement until the deadline; once the
-// deadline has passed it only looks. It reports whether it has passed.
-func await(it *item, deadline <-chan time.Time, expired bool) bool {
-	settle := func(ack *jetstream.PubAck) {
-		if ack.Duplicate {
-			// Another record already holds this leaf: someone else appended
-			// to this log, or a publish thought lost has landed late.
-			it.err = errors.New("another record already holds this leaf")
+// pack numbers and chains the records of batch from the tail on and encodes
+// them into batch messages of at most maxBatch records and maxBytes bytes.
+func (l *Log) pack(batch []*pending) []*chunk {
+	subj, _ := record.BatchSubject(l.id) // the id was checked by Open
+	prev, leaf := l.prev, l.size
+	var chunks []*chunk
+	var cur *chunk
+	buf := l.buf[:0]
+	seal := func() {
+		if cur == nil {
 			return
 		}
-		it.seq = ack.Sequence
+		data := slices.Clone(buf) // kept by the message while it may be republished
+		for i := range cur.items {
+			it := &cur.items[i]
+			it.data = data[it.off : it.off+it.n]
+			head := record.AppendChained(it.data[:0], l.id, it.leaf, prev, nil)
+			if len(head) != it.n-len(it.p.body) {
+				panic("audit: chained record size mismatch") // ChainedSize and AppendChained disagree
+			}
+			it.hash = tree.LeafHash(it.data)
+			it.prev = prev
+			prev = it.hash
+		}
+		cur.msg = &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
+			record.HeaderFormat:    {strconv.Itoa(record.Format)},
+			record.HeaderFirstLeaf: {strconv.FormatUint(cur.first, 10)},
+			record.HeaderCount:     {strconv.Itoa(len(cur.items))},
+		}}
+		chunks = append(chunks, cur)
+		cur, buf = nil, buf[:0]
+	}
+	for _, p := range batch {
+		// A record's size is known now (a previous hash is 32 bytes, none
+		// before leaf 0); its head is written when its chunk is sealed.
+		var prevLen []byte
+		if leaf > 0 {
+			prevLen = zeroHash[:]
+		}
+		n := record.ChainedSize(l.id, leaf, prevLen, len(p.body))
+		if cur != nil && (len(cur.items) >= l.o.maxBatch || len(buf)+record.BatchOverhead(n)+n > l.maxBytes) {
+			seal()
+		}
+		if cur == nil {
+			cur = &chunk{first: leaf, items: make([]item, 0, min(len(batch), l.o.maxBatch))}
+		}
+		buf = protowire.AppendTag(buf, 1, protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(n))
+		cur.items = append(cur.items, item{p: p, ckey: p.ckey, leaf: leaf, off: len(buf), n: n})
+		buf = append(buf, zeroHead[:n-len(p.body)]...)
+		buf = append(buf, p.body...)
+		leaf++
+	}
+	seal()
+	l.buf = buf[:0]
+	return chunks
+}
+
+var (
+	zeroHash [32]byte
+	zeroHead [256]byte // room for a chaining head: log id (≤ 128), leaf, hash
+)
+
+// await waits for one publish acknowledgement until the deadline; once the
+// deadline has passed it only looks. It reports whether it has passed.
+func await(c *chunk, deadline <-chan time.Time, expired bool) bool {
+	settle := func(ack *jetstream.PubAck) {
+		if ack.Duplicate {
+			// Another batch already starts at this leaf: someone else
+			// appended to this log, or a publish thought lost has landed late.
+			c.err = errors.New("another batch already holds this leaf")
+			return
+		}
+		c.seq = ack.Sequence
 	}
 	timeout := errors.New("no acknowledgement before the deadline")
 	if expired {
 		select {
-		case ack := <-it.fut.Ok():
+		case ack := <-c.fut.Ok():
 			settle(ack)
-		case err := <-it.fut.Err():
-			it.err = err
+		case err := <-c.fut.Err():
+			c.err = err
 		default:
-			it.err = timeout
+			c.err = timeout
 		}
 		return true
 	}
 	select {
-	case ack := <-it.fut.Ok():
+	case ack := <-c.fut.Ok():
 		settle(ack)
-	case err := <-it.fut.Err():
-		it.err = err
+	case err := <-c.fut.Err():
+		c.err = err
 	case <-deadline:
-		it.err = timeout
+		c.err = timeout
 		return true
 	}
 	return false
-}
-
-func (l *Log) build(p *pending, leaf uint64, prev []byte) (*item, error) {
-	p.rec.LogId, p.rec.LeafIndex, p.rec.PrevLeafHash = l.id, leaf, prev
-	data, err := record.Marshal(p.rec)
-	if err != nil {
-		return nil, err
-	}
-	subj, err := record.Subject(l.id, p.rec.GetCkey())
-	if err != nil {
-		return nil, err
-	}
-	return &item{pending: p, leaf: leaf, subject: subj, data: data, hash: tree.LeafHash(data), prev: prev}, nil
 }
 
 // adopt appends one stored leaf to the tail.
@@ -565,9 +703,9 @@ func (l *Log) recover(ctx context.Context) error {
 	if err := l.checkStored(ctx); err != nil {
 		return err
 	}
-	held := map[uint64]*item{}
-	for _, it := range l.uncertain {
-		held[it.leaf] = it
+	held := map[uint64]*chunk{}
+	for _, c := range l.uncertain {
+		held[c.first] = c
 	}
 	for range 3 {
 		refilled, err := l.readTail(ctx, held)
@@ -587,7 +725,7 @@ func (l *Log) recover(ctx context.Context) error {
 }
 
 // readTail adopts the stored records after lastSeq. It reports whether it
-// had to republish a held record to fill a gap (the caller then re-reads).
+// had to republish a held batch to fill a gap (the caller then re-reads).
 //
 // A message on the log's subjects that is not a record of this log — it
 // does not parse, names another log, or claims the next leaf without
@@ -596,7 +734,7 @@ func (l *Log) recover(ctx context.Context) error {
 // it must not stop the log (`jisr audit verify` names it too). A well-formed
 // record of this log stored after a missing leaf is a gap, and is not
 // skipped.
-func (l *Log) readTail(ctx context.Context, held map[uint64]*item) (bool, error) {
+func (l *Log) readTail(ctx context.Context, held map[uint64]*chunk) (bool, error) {
 	type stored struct {
 		seq  uint64
 		data []byte
@@ -604,23 +742,36 @@ func (l *Log) readTail(ctx context.Context, held map[uint64]*item) (bool, error)
 	}
 	found := map[uint64][]stored{}
 	err := stream.Scan(ctx, l.records, stream.ScanOptions{Filters: []string{record.LogFilter(l.id)}, StartSeq: l.lastSeq + 1}, func(m stream.Msg) error {
-		rec, err := record.Parse(m.Data)
-		switch {
-		case err != nil:
+		_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
+		if err != nil {
 			l.log.Error("a message on this log's audit subject is not a record: skipped (jisr audit verify names it)", "seq", m.Seq, "subject", m.Subject, "err", err)
 			return nil
-		case rec.GetLogId() != l.id:
-			l.log.Error("a record of another log is stored on this log's audit subject: skipped (jisr audit verify names it)", "seq", m.Seq, "record_log", rec.GetLogId())
-			return nil
-		case rec.GetLeafIndex() < l.size:
-			l.log.Warn("a second copy of an adopted leaf is stored (a retry outside the deduplication window)", "leaf", rec.GetLeafIndex(), "seq", m.Seq)
-			return nil
 		}
-		found[rec.GetLeafIndex()] = append(found[rec.GetLeafIndex()], stored{seq: m.Seq, data: m.Data, rec: rec})
+		for _, data := range recs {
+			rec, err := record.Parse(data)
+			switch {
+			case err != nil:
+				l.log.Error("a message on this log's audit subject is not a record: skipped (jisr audit verify names it)", "seq", m.Seq, "subject", m.Subject, "err", err)
+				continue
+			case rec.GetLogId() != l.id:
+				l.log.Error("a record of another log is stored on this log's audit subject: skipped (jisr audit verify names it)", "seq", m.Seq, "record_log", rec.GetLogId())
+				continue
+			case rec.GetLeafIndex() < l.size:
+				l.log.Warn("a second copy of an adopted leaf is stored (a retry outside the deduplication window)", "leaf", rec.GetLeafIndex(), "seq", m.Seq)
+				continue
+			}
+			found[rec.GetLeafIndex()] = append(found[rec.GetLeafIndex()], stored{seq: m.Seq, data: data, rec: rec})
+		}
 		return nil
 	})
 	if err != nil {
 		return false, fmt.Errorf("%w: re-reading the log: %w", ErrUnavailable, err)
+	}
+	mine := map[uint64][]byte{} // the leaf hashes this process wrote
+	for _, c := range held {
+		for i := range c.items {
+			mine[c.items[i].leaf] = c.items[i].hash
+		}
 	}
 	adopted := 0
 	for {
@@ -636,7 +787,7 @@ func (l *Log) readTail(ctx context.Context, held map[uint64]*item) (bool, error)
 			if !slices.Equal(c.rec.GetPrevLeafHash(), l.prev) {
 				continue
 			}
-			if it, mine := held[l.size]; mine && slices.Equal(it.hash, tree.LeafHash(c.data)) || pick == nil {
+			if h, ok := mine[l.size]; ok && slices.Equal(h, tree.LeafHash(c.data)) || pick == nil {
 				pick = c
 			}
 		}
@@ -650,7 +801,7 @@ func (l *Log) readTail(ctx context.Context, held map[uint64]*item) (bool, error)
 			break
 		}
 		h := tree.LeafHash(pick.data)
-		if it, mine := held[l.size]; !mine || !slices.Equal(it.hash, h) {
+		if m, ok := mine[l.size]; !ok || !slices.Equal(m, h) {
 			l.log.Error("adopted a record this process did not write: is another gateway running with the same --instance?", "leaf", l.size, "seq", pick.seq)
 		}
 		l.adopt(h, pick.seq)
@@ -663,17 +814,16 @@ func (l *Log) readTail(ctx context.Context, held map[uint64]*item) (bool, error)
 		return false, nil
 	}
 	// A gap: leaf l.size is missing while later ones are stored.
-	it, ok := held[l.size]
-	if !ok || !slices.Equal(it.prev, l.prev) {
+	c, ok := held[l.size]
+	if !ok || !slices.Equal(c.prev(), l.prev) {
 		later := slices.Sorted(maps.Keys(found))
 		return false, fmt.Errorf("%w: leaf %d is missing but leaf %d is stored (sequence %d)", ErrBroken, l.size, later[0], found[later[0]][0].seq)
 	}
-	ack, err := l.js.PublishMsg(ctx, &nats.Msg{Subject: it.subject, Data: it.data, Header: nats.Header{}},
-		jetstream.WithMsgID(record.MsgID(l.id, it.leaf)), jetstream.WithExpectStream(subject.AuditStream))
+	ack, err := l.js.PublishMsg(ctx, c.msg, jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
 	if err != nil {
-		return false, fmt.Errorf("%w: refilling leaf %d: %w", ErrUnavailable, it.leaf, err)
+		return false, fmt.Errorf("%w: refilling leaves %d to %d: %w", ErrUnavailable, c.first, c.first+uint64(len(c.items))-1, err)
 	}
-	l.log.Warn("refilled a missing leaf from memory", "leaf", it.leaf, "seq", ack.Sequence, "duplicate", ack.Duplicate)
+	l.log.Warn("refilled missing leaves from memory", "first", c.first, "count", len(c.items), "seq", ack.Sequence, "duplicate", ack.Duplicate)
 	return true, nil
 }
 
@@ -729,11 +879,17 @@ func (l *Log) rootAt(ctx context.Context, n uint64) ([]byte, error) {
 	var prev []byte
 	byLeaf := map[uint64][][]byte{}
 	err := stream.Scan(ctx, l.records, stream.ScanOptions{Filters: []string{record.LogFilter(l.id)}}, func(m stream.Msg) error {
-		rec, err := record.Parse(m.Data)
-		if err != nil || rec.GetLogId() != l.id || rec.GetLeafIndex() >= n {
+		_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
+		if err != nil {
 			return nil
 		}
-		byLeaf[rec.GetLeafIndex()] = append(byLeaf[rec.GetLeafIndex()], m.Data)
+		for _, data := range recs {
+			rec, err := record.Parse(data)
+			if err != nil || rec.GetLogId() != l.id || rec.GetLeafIndex() >= n {
+				continue
+			}
+			byLeaf[rec.GetLeafIndex()] = append(byLeaf[rec.GetLeafIndex()], data)
+		}
 		return nil
 	})
 	if err != nil {
@@ -786,7 +942,7 @@ func (l *Log) checkStored(ctx context.Context) error {
 		why = "is no longer stored"
 	case err != nil:
 		return fmt.Errorf("%w: reading the log's last record: %w", ErrUnavailable, err)
-	case !slices.Equal(tree.LeafHash(m.Data), l.prev):
+	case !holdsLeaf(m, l.prev):
 		why = "is another message now"
 	default:
 		return nil
@@ -877,7 +1033,7 @@ func (l *Log) resume(ctx context.Context) error {
 			return err
 		}
 	}
-	l.uncertain = []*item{} // non-nil: recover runs even with nothing held
+	l.uncertain = []*chunk{} // non-nil: recover runs even with nothing held
 	if err := l.recover(ctx); err != nil {
 		return err
 	}
@@ -912,8 +1068,7 @@ func (l *Log) loadCheckpoint(ctx context.Context, data []byte) error {
 	if err != nil {
 		return bad("its last record (sequence %d) cannot be read: %v", st.GetLastSequence(), err)
 	}
-	rec, err := record.Parse(m.Data)
-	if err != nil || rec.GetLogId() != l.id || rec.GetLeafIndex() != c.Size-1 || !slices.Equal(tree.LeafHash(m.Data), st.GetLastLeafHash()) {
+	if !l.holdsRecord(m, c.Size-1, st.GetLastLeafHash()) {
 		return bad("its last record (sequence %d) is not leaf %d as checkpointed", st.GetLastSequence(), c.Size-1)
 	}
 	l.size, l.prev, l.lastSeq, l.tailSeq, l.all = c.Size, st.GetLastLeafHash(), st.GetLastSequence(), st.GetLastSequence(), r
@@ -934,11 +1089,42 @@ func failAll(batch []*pending, err error) {
 	}
 }
 
-func firstErr(items []*item) error {
-	for _, it := range items {
-		if it.err != nil {
-			return it.err
+func firstErr(chunks []*chunk) error {
+	for _, c := range chunks {
+		if c.err != nil {
+			return c.err
 		}
 	}
 	return nil
+}
+
+// holdsLeaf reports whether a stored message holds a record whose leaf hash is h.
+func holdsLeaf(m *jetstream.RawStreamMsg, h []byte) bool {
+	_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
+	if err != nil {
+		return false
+	}
+	for _, data := range recs {
+		if slices.Equal(tree.LeafHash(data), h) {
+			return true
+		}
+	}
+	return false
+}
+
+// holdsRecord reports whether a stored message holds this log's record of
+// leaf, with leaf hash h.
+func (l *Log) holdsRecord(m *jetstream.RawStreamMsg, leaf uint64, h []byte) bool {
+	_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
+	if err != nil {
+		return false
+	}
+	for _, data := range recs {
+		if !slices.Equal(tree.LeafHash(data), h) {
+			continue
+		}
+		rec, err := record.Parse(data)
+		return err == nil && rec.GetLogId() == l.id && rec.GetLeafIndex() == leaf
+	}
+	return false
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -141,11 +142,20 @@ func readLog(t testing.TB, f *fixture, id string) []storedRecord {
 	}
 	var out []storedRecord
 	err = stream.Scan(ctx, s, stream.ScanOptions{Filters: []string{record.LogFilter(id)}}, func(m stream.Msg) error {
-		r, err := record.Parse(m.Data)
+		_, _, batch, recs, err := record.Stored(m.Subject, m.Header, m.Data)
 		if err != nil {
 			return err
 		}
-		out = append(out, storedRecord{seq: m.Seq, subject: m.Subject, data: m.Data, rec: r})
+		for i, data := range recs {
+			r, err := record.Parse(data)
+			if err != nil {
+				return err
+			}
+			if batch && (i == 0 && m.Header.Get(record.HeaderFirstLeaf) != strconv.FormatUint(r.GetLeafIndex(), 10) || m.Header.Get(record.HeaderFormat) != "2") {
+				return fmt.Errorf("batch at sequence %d: headers %v, first record is leaf %d", m.Seq, m.Header, r.GetLeafIndex())
+			}
+			out = append(out, storedRecord{seq: m.Seq, subject: m.Subject, data: data, rec: r})
+		}
 		return nil
 	})
 	if err != nil {
@@ -227,13 +237,16 @@ func TestAppendIsStoredChainedAndCheckpointed(t *testing.T) {
 	}
 	root := checkChain(t, recs)
 	traces := map[string]bool{}
+	msgs := map[uint64]bool{}
 	for _, s := range recs {
-		id, ck, err := record.ParseSubject(s.subject)
-		if err != nil || id != "gw-1" || ck != s.rec.GetCkey() {
-			t.Fatalf("record leaf %d on subject %s", s.rec.GetLeafIndex(), s.subject)
+		id, _, batch, err := record.ParseStoredSubject(s.subject)
+		if err != nil || id != "gw-1" || !batch {
+			t.Fatalf("record leaf %d on subject %s, want a batch of gw-1", s.rec.GetLeafIndex(), s.subject)
 		}
 		traces[s.rec.GetTraceId()] = true
+		msgs[s.seq] = true
 	}
+	t.Logf("500 records in %d messages", len(msgs))
 	if len(traces) != 500 {
 		t.Fatalf("%d distinct decisions stored, want 500 (one record per decision)", len(traces))
 	}
@@ -744,12 +757,18 @@ func readLogRecords(t *testing.T, f *fixture, id string) []storedRecord {
 	var out []storedRecord
 	var prev []byte
 	err = stream.Scan(ctx, s, stream.ScanOptions{Filters: []string{record.LogFilter(id)}}, func(m stream.Msg) error {
-		r, err := record.Parse(m.Data)
-		if err != nil || r.GetLogId() != id || r.GetLeafIndex() != uint64(len(out)) || !bytes.Equal(r.GetPrevLeafHash(), prev) {
+		_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
+		if err != nil {
 			return nil
 		}
-		out = append(out, storedRecord{seq: m.Seq, subject: m.Subject, data: m.Data, rec: r})
-		prev = tree.LeafHash(m.Data)
+		for _, data := range recs {
+			r, err := record.Parse(data)
+			if err != nil || r.GetLogId() != id || r.GetLeafIndex() != uint64(len(out)) || !bytes.Equal(r.GetPrevLeafHash(), prev) {
+				continue
+			}
+			out = append(out, storedRecord{seq: m.Seq, subject: m.Subject, data: data, rec: r})
+			prev = tree.LeafHash(data)
+		}
 		return nil
 	})
 	if err != nil {

@@ -71,7 +71,7 @@ func startAudit(ctx context.Context, cfg Config, o options, citizens accesslog.A
 		return nil, err
 	}
 	closers = append(closers, l.Close)
-	svc, streams, closeIndex, err := startAccessLog(ctx, cfg, citizens)
+	svc, streams, closeIndex, err := startAccessLog(ctx, cfg, citizens, l)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +86,7 @@ func startAudit(ctx context.Context, cfg Config, o options, citizens accesslog.A
 
 // startAccessLog runs the index of the audit records and builds the
 // citizen's access log on it; the function returned stops the index.
-func startAccessLog(ctx context.Context, cfg Config, citizens accesslog.Authenticator) (*accesslog.Service, auditStreams, func(context.Context) error, error) {
+func startAccessLog(ctx context.Context, cfg Config, citizens accesslog.Authenticator, own *audit.Log) (*accesslog.Service, auditStreams, func(context.Context) error, error) {
 	td := cfg.Federation.TrustDomain.Name()
 	var none auditStreams
 	keys, err := checkpoint.LoadPublicKeys(cfg.Audit.KeyDir)
@@ -113,10 +113,20 @@ func startAccessLog(ctx context.Context, cfg Config, citizens accesslog.Authenti
 		return nil, none, nil, err
 	}
 	ix := index.New(store, records, ckpts, td, keys, cfg.Log)
+	// The gateway's own records go to the index as they are committed; the
+	// stream brings the other replicas'.
+	ix.Own(own.ID(), own.OnCommit(func(c audit.Committed) {
+		leaves := make([]index.Leaf, len(c.Leaves))
+		for i, lf := range c.Leaves {
+			leaves[i] = index.Leaf{Hash: lf.Hash, Prev: lf.Prev, CKey: lf.CKey}
+		}
+		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
+	}))
 	ictx, stopIndex := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { ix.Run(ictx) })
 	stop := func(context.Context) error {
+		own.OnCommit(nil)
 		stopIndex()
 		wg.Wait()
 		return store.Close()

@@ -83,7 +83,13 @@ type options struct {
 	pprof       bool
 	readTimeout time.Duration
 	tp          trace.TracerProvider
+	queryConns  []*nats.Conn
 }
+
+// WithQueryConns gives the gateway further connections of its identity to
+// take queries on (gateway.Config.QueryConns); the node owns them from New
+// on, like Conn.
+func WithQueryConns(conns ...*nats.Conn) Option { return func(o *options) { o.queryConns = conns } }
 
 // WithGRPC serves the consent and access-log APIs over gRPC on addr, with
 // these server options (credentials, interceptors).
@@ -181,7 +187,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return err
 	}
 	gcfg := gateway.Config{
-		Federation: n.cfg.Federation, Keyer: n.cfg.Keyer, Conn: n.cfg.Conn, Log: n.cfg.Log, Registerer: reg,
+		Federation: n.cfg.Federation, Keyer: n.cfg.Keyer, Conn: n.cfg.Conn, QueryConns: n.o.queryConns, Log: n.cfg.Log, Registerer: reg,
 		Unsafe: n.o.unsafe, Instance: n.cfg.Instance,
 	}
 	if n.consent != nil {
@@ -335,6 +341,9 @@ func (n *Node) close() {
 	}
 	if n.consent != nil && n.consent.Close != nil {
 		n.consent.Close()
+	}
+	for _, nc := range n.o.queryConns {
+		_ = nc.Drain()
 	}
 	if n.cfg.Conn != nil {
 		_ = n.cfg.Conn.Drain()

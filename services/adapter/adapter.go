@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -50,7 +51,13 @@ type Config struct {
 	Federation *federation.Federation
 	Keyer      *ckey.Keyer
 	Conn       *nats.Conn
-	Log        *slog.Logger
+	// MoreConns are further connections of the member's identity: the
+	// consumer side spreads its queries over Conn and these, the provider
+	// side takes requests on each (one queue group) and answers on the one
+	// a request arrived on — one connection serialises its own reads and
+	// writes. The adapter does not close them.
+	MoreConns []*nats.Conn
+	Log       *slog.Logger
 	// Services are the descriptors of the services the federation may name
 	// (default services.All(): every ministry service linked into jisr).
 	Services []protoreflect.ServiceDescriptor
@@ -103,6 +110,8 @@ type Adapter struct {
 	seenBackends string
 	metrics      *telemetry.ProviderMetrics
 	sub          *nats.Subscription
+	subs         []*nats.Subscription // on MoreConns
+	next         atomic.Uint32        // the consumer side's next connection
 	sem          chan struct{}
 	wg           sync.WaitGroup
 
@@ -236,7 +245,7 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 		ctx, cancel = context.WithTimeout(ctx, a.cfg.DefaultTimeout)
 		defer cancel()
 	}
-	reply, err := bus.Call(ctx, a.cfg.Conn, msg, a.spanOpts...)
+	reply, err := bus.Call(ctx, a.queryConn(), msg, a.spanOpts...)
 	if err != nil {
 		return nil, transportRefusal(err)
 	}
@@ -308,8 +317,34 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 		return fmt.Errorf("adapter: subscribe: %w", err)
 	}
 	a.sub = sub
+	for _, nc := range a.cfg.MoreConns {
+		s, err := nc.QueueSubscribe(subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatch)
+		if err == nil {
+			err = s.SetPendingLimits(1<<16, 256<<20)
+		}
+		if err == nil {
+			err = bus.Flush(ctx, nc)
+		}
+		if err != nil {
+			return fmt.Errorf("adapter: subscribe: %w", err)
+		}
+		a.subs = append(a.subs, s)
+	}
 	a.log.Info("provider side ready", "subject", subject.ProviderQueries(a.cfg.Member), "backend", a.cfg.Backend, "backend_fingerprint", a.fingerprint)
 	return nil
+}
+
+// queryConn is the connection the consumer side sends its next query on:
+// Conn and MoreConns in turn.
+func (a *Adapter) queryConn() *nats.Conn {
+	if len(a.cfg.MoreConns) == 0 {
+		return a.cfg.Conn
+	}
+	i := int(a.next.Add(1) % uint32(len(a.cfg.MoreConns)+1))
+	if i == 0 {
+		return a.cfg.Conn
+	}
+	return a.cfg.MoreConns[i-1]
 }
 
 func (a *Adapter) dispatch(msg *nats.Msg) {
@@ -407,6 +442,9 @@ func knownFields(mt protoreflect.MessageType, b []byte) ([]byte, int, error) {
 // Stop stops the provider side and waits, until ctx ends, for requests in flight.
 func (a *Adapter) Stop(ctx context.Context) error {
 	a.health.Shutdown()
+	for _, s := range a.subs {
+		_ = s.Unsubscribe()
+	}
 	if a.sub != nil {
 		_ = a.sub.Unsubscribe()
 	}

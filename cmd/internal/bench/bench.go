@@ -68,6 +68,8 @@ type options struct {
 	large       int
 	revocations int
 	profile     bool
+	scaling     []int
+	natsConns   int
 	keep        bool
 	stdout      io.Writer
 	progress    io.Writer
@@ -100,6 +102,25 @@ func WithRevocations(n int) Option { return func(o *options) { o.revocations = n
 // load beside the report (default true).
 func WithProfile(on bool) Option { return func(o *options) { o.profile = on } }
 
+// WithScaling measures the full path at the heaviest load, and the raw
+// two-hop baseline beside it, with every component but NATS limited to each
+// of cores (GOMAXPROCS), and writes the curve to the report. ScalingSteps
+// gives 1, 2, 4, … up to the machine's cores. None (the default) skips it.
+func WithScaling(cores ...int) Option { return func(o *options) { o.scaling = cores } }
+
+// ScalingSteps returns 1, 2, 4, … below n, then n.
+func ScalingSteps(n int) []int {
+	var out []int
+	for c := 1; c < n; c *= 2 {
+		out = append(out, c)
+	}
+	return append(out, max(n, 1))
+}
+
+// WithNATSConns starts the gateway and the adapters with --nats-conns n
+// (default 0: their own default).
+func WithNATSConns(n int) Option { return func(o *options) { o.natsConns = n } }
+
 // WithKeep keeps the temporary directory with the logs of every process.
 func WithKeep(on bool) Option { return func(o *options) { o.keep = on } }
 
@@ -114,7 +135,7 @@ func WithProgress(w io.Writer) Option { return func(o *options) { o.progress = w
 // overrides the options before it.
 func Quick() Option {
 	return func(o *options) {
-		o.duration, o.warmup, o.concurrency, o.large, o.revocations, o.profile = 500*time.Millisecond, 200*time.Millisecond, []int{1, 16}, 20000, 3, false
+		o.duration, o.warmup, o.concurrency, o.large, o.revocations, o.profile, o.scaling = 500*time.Millisecond, 200*time.Millisecond, []int{1, 16}, 20000, 3, false, nil
 	}
 }
 

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 )
 
@@ -29,5 +30,20 @@ func TestRunRejectsAnIncompleteConfig(t *testing.T) {
 				t.Fatalf("Run: %v, want ErrConfig", err)
 			}
 		})
+	}
+}
+
+func TestScalingStepsAndAllocsPerQuery(t *testing.T) {
+	for n, want := range map[int][]int{1: {1}, 2: {1, 2}, 6: {1, 2, 4, 6}, 16: {1, 2, 4, 8, 16}} {
+		if got := ScalingSteps(n); !slices.Equal(got, want) {
+			t.Errorf("ScalingSteps(%d) = %v, want %v", n, got, want)
+		}
+	}
+	per, all := allocsPerQuery(map[string]uint64{"gw": 100, "nats": 50, "gone": 1}, map[string]uint64{"gw": 1100, "nats": 550, "new": 9}, 10)
+	if all != 150 || per["gw"] != 100 || per["nats"] != 50 || len(per) != 2 {
+		t.Fatalf("allocsPerQuery: %v %v", per, all)
+	}
+	if per, all := allocsPerQuery(nil, map[string]uint64{"gw": 1}, 10); per != nil || all != 0 {
+		t.Fatalf("no first sample: %v %v", per, all)
 	}
 }

@@ -42,6 +42,9 @@ type harness struct {
 	// fullRespSize is the provider's reply before minimisation.
 	fullRespSize int
 	pprof        map[string]string // component → its pprof address
+	// gomaxprocs, when set, limits the components started from now on
+	// (GOMAXPROCS) — NATS is never restarted with it.
+	gomaxprocs int
 }
 
 // proc is one component running as its own process.
@@ -72,6 +75,9 @@ func (b *harness) spawn(name string, args ...string) (*proc, error) {
 	c := exec.Command(b.exe, append(base, args...)...)
 	c.Stdout, c.Stderr = lf, lf
 	c.Env = append(os.Environ(), "JISR_TEST_MAIN=1") // lets a test binary act as jisr
+	if b.gomaxprocs > 0 {
+		c.Env = append(c.Env, fmt.Sprintf("GOMAXPROCS=%d", b.gomaxprocs))
+	}
 	if err := c.Start(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -258,6 +264,7 @@ func (b *harness) load(ctx context.Context, label string, conc int, procs []*pro
 	}
 	total := b.o.warmup + b.o.duration
 	sleepBar(b.o.warmup, 0, total)
+	m0 := b.mallocs(procs)
 	s0 := sampleCPU(procs)
 	t0 := time.Now()
 	ws.measuring.Store(true)
@@ -265,6 +272,7 @@ func (b *harness) load(ctx context.Context, label string, conc int, procs []*pro
 	ws.measuring.Store(false)
 	elapsed := time.Since(t0)
 	s1 := sampleCPU(procs)
+	m1 := b.mallocs(procs)
 	rss := map[string]int64{}
 	perCPU := map[string]time.Duration{}
 	for _, p := range procs {
@@ -277,6 +285,7 @@ func (b *harness) load(ctx context.Context, label string, conc int, procs []*pro
 	r := Result{Name: label, Concurrency: conc, Errors: errs, FirstError: firstErr, Seconds: elapsed.Seconds(), RSSUnderLoad: rss,
 		lat: lat, cpu: s1.path - s0.path, clientCPU: s1.self - s0.self, machine: s1.machine.sub(s0.machine), perCPU: perCPU}
 	r.summarise()
+	r.AllocsByProcess, r.AllocsPerQuery = allocsPerQuery(m0, m1, r.Queries+r.Errors)
 	return r
 }
 

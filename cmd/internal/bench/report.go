@@ -41,8 +41,16 @@ type Result struct {
 	RoundP50    []float64 `json:"round_p50_ms,omitempty"`
 	// Control is, for a safeguard switched off, the full path measured in
 	// the rounds alternating with it.
-	Control      *Control         `json:"control,omitempty"`
-	Ratio        float64          `json:"ratio_to_baseline,omitempty"`
+	Control *Control `json:"control,omitempty"`
+	Ratio   float64  `json:"ratio_to_baseline,omitempty"`
+	// AllocsPerQuery is the heap allocations (runtime.MemStats.Mallocs) of
+	// the path's processes per query, in all and by process; 0 without
+	// --profile (read from each process's pprof endpoint).
+	AllocsPerQuery  float64            `json:"allocs_per_query,omitempty"`
+	AllocsByProcess map[string]float64 `json:"allocs_per_query_by_process,omitempty"`
+	// GOMAXPROCS is, for a scaling point, the cores each component but
+	// NATS was limited to.
+	GOMAXPROCS   int              `json:"gomaxprocs,omitempty"`
 	RSSUnderLoad map[string]int64 `json:"rss_under_load_bytes,omitempty"`
 
 	lat            []time.Duration
@@ -87,6 +95,9 @@ type Facts struct {
 	DevStart        float64          `json:"dev_start_seconds"`
 	DevIdleRSS      int64            `json:"dev_idle_rss_bytes"`
 	Profiles        []string         `json:"profiles,omitempty"`
+	// OtherProfiles are the allocation and mutex profiles taken
+	// with the CPU profiles.
+	OtherProfiles []string `json:"other_profiles,omitempty"`
 }
 
 type Target struct {
@@ -218,6 +229,9 @@ func (b *harness) markdown(rep Report) string {
 	w("| scenario | callers | queries/s | p50 ms | p90 ms | p99 ms | CPU µs/query | vs baseline | cores busy: path + load generator / machine | errors |\n")
 	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.Results {
+		if strings.HasPrefix(r.Scenario, "scaling") {
+			continue // their own section
+		}
 		ratio := "—"
 		if r.Ratio > 0 {
 			ratio = fmt.Sprintf("%.0f%%", 100*r.Ratio)
@@ -228,6 +242,8 @@ func (b *harness) markdown(rep Report) string {
 	w("\nCPU µs/query is the user+system CPU (from /proc/<pid>/stat) of every process of the path — NATS, gateway(s), both adapters, backend; or NATS, relay, responder for the baseline — divided by the queries; the load generator (this process) is not in it. ")
 	w("Cores busy: the share of all %d cores used by the path's processes, by the load generator, and by the whole machine (other users included: anything above the first two is noise from elsewhere).\n\n", runtime.NumCPU())
 	markdownCosts(w, rep)
+	b.markdownAllocs(w, rep)
+	markdownScaling(w, rep)
 	w("## Targets\n\n| target | measured | met |\n|---|---|---|\n")
 	for _, t := range rep.Targets {
 		met := "yes"
@@ -246,6 +262,9 @@ func (b *harness) markdown(rep Report) string {
 	if len(rep.Facts.Profiles) > 0 {
 		w("\nCPU profiles of each component under the heaviest full-path load, beside this report: %s (e.g. `go tool pprof -top bin/jisr %s`).\n",
 			"`"+strings.Join(rep.Facts.Profiles, "`, `")+"`", rep.Facts.Profiles[0])
+		if len(rep.Facts.OtherProfiles) > 0 {
+			w("Allocation and mutex-contention profiles of the same seconds: `<component>-{allocs,mutex}.pprof` (e.g. `go tool pprof -top -sample_index=alloc_objects bin/jisr gateway-gw-1-allocs.pprof`, `go tool pprof -top bin/jisr gateway-gw-1-mutex.pprof`).\n")
+		}
 	}
 	return s.String()
 }
@@ -393,4 +412,78 @@ func (b *harness) svgPanel(s *strings.Builder, x0 int, title string, value func(
 		}
 		fmt.Fprintf(s, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(pts, " "), sr.color)
 	}
+}
+
+// markdownAllocs writes the heap allocations per query of each process,
+// for the full path and the baseline at the heaviest load.
+func (b *harness) markdownAllocs(w func(string, ...any), rep Report) {
+	full, base := b.find("full", b.top()), b.find("baseline", b.top())
+	if full == nil || full.AllocsPerQuery == 0 {
+		return
+	}
+	w("## Allocations per query\n\n")
+	w("Heap allocations (`runtime.MemStats.Mallocs`, read from each process's pprof endpoint before and after the measured part) divided by the queries, c=%d.\n\n", b.top())
+	w("| process | full path | raw two-hop baseline |\n|---|---:|---:|\n")
+	names := sortedKeys(full.AllocsByProcess)
+	if base != nil {
+		for _, n := range sortedKeys(base.AllocsByProcess) {
+			if _, ok := full.AllocsByProcess[n]; !ok {
+				names = append(names, n)
+			}
+		}
+	}
+	cell := func(r *Result, n string) string {
+		if r == nil {
+			return "—"
+		}
+		if v, ok := r.AllocsByProcess[n]; ok {
+			return fmt.Sprintf("%.0f", v)
+		}
+		return "—"
+	}
+	for _, n := range names {
+		w("| %s | %s | %s |\n", n, cell(full, n), cell(base, n))
+	}
+	total := "—"
+	if base != nil && base.AllocsPerQuery > 0 {
+		total = fmt.Sprintf("%.0f", base.AllocsPerQuery)
+	}
+	w("| **all** | **%.0f** | **%s** |\n\n", full.AllocsPerQuery, total)
+}
+
+// markdownScaling writes the throughput of the full path and of the
+// baseline with their components limited to 1, 2, 4, … cores.
+func markdownScaling(w func(string, ...any), rep Report) {
+	full := map[int]Result{}
+	base := map[int]Result{}
+	var cores []int
+	for _, r := range rep.Results {
+		switch r.Scenario {
+		case "scaling":
+			full[r.GOMAXPROCS] = r
+			cores = append(cores, r.GOMAXPROCS)
+		case "scaling-baseline":
+			base[r.GOMAXPROCS] = r
+		}
+	}
+	if len(cores) == 0 {
+		return
+	}
+	w("## Scaling with cores\n\n")
+	w("The same load (c=%d) with the gateway, both adapters and the backend — or the baseline's relay and responder — each limited to n cores (`GOMAXPROCS=n`, restarted for each step); NATS and the load generator keep every core of the machine (%d). Speed-up is against 1 core.\n\n", full[cores[0]].Concurrency, runtime.NumCPU())
+	w("| cores per component | full path queries/s | speed-up | p99 ms | CPU µs/query | baseline queries/s | full path vs baseline |\n|---:|---:|---:|---:|---:|---:|---:|\n")
+	one := full[cores[0]].QPS
+	for _, n := range cores {
+		f := full[n]
+		bq, ratio := "—", "—"
+		if b, ok := base[n]; ok && b.QPS > 0 {
+			bq, ratio = fmt.Sprintf("%.0f", b.QPS), fmt.Sprintf("%.0f%%", 100*f.QPS/b.QPS)
+		}
+		speed := "—"
+		if one > 0 {
+			speed = fmt.Sprintf("%.2f×", f.QPS/one)
+		}
+		w("| %d | %.0f | %s | %.2f | %.0f | %s | %s |\n", n, f.QPS, speed, f.P99, f.CPUMicros, bq, ratio)
+	}
+	w("\n")
 }

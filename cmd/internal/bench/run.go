@@ -149,6 +149,9 @@ func (b *harness) run(ctx context.Context) error {
 		return err
 	}
 	closeClient()
+	if err := b.scalingFull(ctx, f, tokens); err != nil {
+		return fmt.Errorf("scaling: %w", err)
+	}
 
 	// The transport's own limit: client → relay → responder over the same
 	// NATS, mTLS and sizes, without a single check.
@@ -418,7 +421,7 @@ func (b *harness) startGateways(ctx context.Context, f *cluster, skip []string, 
 		if err != nil {
 			return err
 		}
-		args := []string{"--nats", f.natsURL, "gateway", "--instance", inst, "--http", httpAddr, "--grpc", "", "--pprof"}
+		args := []string{"--nats", f.natsURL, "gateway", "--instance", inst, "--http", httpAddr, "--grpc", "", "--pprof", "--nats-conns", fmt.Sprint(b.o.natsConns)}
 		for _, s := range skip {
 			args = append(args, "--unsafe-skip", s)
 		}
@@ -456,7 +459,7 @@ func (b *harness) startProvider(ctx context.Context, f *cluster, backendAddr str
 		return err
 	}
 	if f.provider, err = b.spawn("adapter-civil-registry", "--nats", f.natsURL, "adapter", "--member", "civil-registry",
-		"--listen", paddr, "--backend", backendAddr); err != nil {
+		"--listen", paddr, "--backend", backendAddr, "--nats-conns", fmt.Sprint(b.o.natsConns)); err != nil {
 		return err
 	}
 	return waitFor(ctx, f.provider, "provider adapter", grpcServing(paddr))
@@ -467,7 +470,7 @@ func (b *harness) startConsumer(ctx context.Context, f *cluster) error {
 	if err != nil {
 		return err
 	}
-	if f.consumer, err = b.spawn("adapter-cnss", "--nats", f.natsURL, "adapter", "--member", "cnss", "--listen", caddr); err != nil {
+	if f.consumer, err = b.spawn("adapter-cnss", "--nats", f.natsURL, "adapter", "--member", "cnss", "--listen", caddr, "--nats-conns", fmt.Sprint(b.o.natsConns)); err != nil {
 		return err
 	}
 	f.consumerAddr = caddr
@@ -520,7 +523,10 @@ func (b *harness) mint(ctx context.Context, f *cluster, n int) ([]token, error) 
 }
 
 // profile collects a CPU profile of every component while the next
-// scenario runs, into the results directory as <component>-cpu.pprof.
+// scenario runs, into the results directory as <component>-cpu.pprof, and
+// beside it the allocations and mutex contention of the same seconds
+// (<component>-{allocs,mutex}.pprof; the components sample contention while
+// they serve profiles).
 func (b *harness) profile(ctx context.Context, procs []*proc, after time.Duration) chan error {
 	done := make(chan error, 1)
 	go func() {
@@ -538,22 +544,29 @@ func (b *harness) profile(ctx context.Context, procs []*proc, after time.Duratio
 			if !ok {
 				continue
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				path := filepath.Join(b.o.out, p.name+"-cpu.pprof")
-				err := fetchTo(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), path)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
-					return
-				}
-				b.facts.Profiles = append(b.facts.Profiles, filepath.Base(path))
-			}()
+			for kind, endpoint := range map[string]string{"cpu": "profile", "allocs": "allocs", "mutex": "mutex"} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					path := filepath.Join(b.o.out, p.name+"-"+kind+".pprof")
+					err := fetchTo(ctx, fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", addr, endpoint, secs), path)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						errs = append(errs, fmt.Errorf("%s %s: %w", p.name, kind, err))
+						return
+					}
+					if kind == "cpu" {
+						b.facts.Profiles = append(b.facts.Profiles, filepath.Base(path))
+					} else {
+						b.facts.OtherProfiles = append(b.facts.OtherProfiles, filepath.Base(path))
+					}
+				}()
+			}
 		}
 		wg.Wait()
 		sort.Strings(b.facts.Profiles)
+		sort.Strings(b.facts.OtherProfiles)
 		done <- errors.Join(errs...)
 	}()
 	return done
@@ -582,22 +595,11 @@ func fetchTo(ctx context.Context, url, path string) error {
 
 // baseline runs the raw two-hop path at every concurrency.
 func (b *harness) baseline(ctx context.Context, f *cluster, tokens []token) error {
-	relay, err := b.spawn("relay", "--nats", f.natsURL, "bench", "relay", "--size", fmt.Sprint(b.respSize))
+	relay, responder, err := b.startRelay(ctx, f)
 	if err != nil {
 		return err
 	}
-	defer relay.stop()
-	responder, err := b.spawn("responder", "--nats", f.natsURL, "bench", "responder", "--member", "civil-registry",
-		"--size", fmt.Sprint(max(b.fullRespSize, b.respSize)))
-	if err != nil {
-		return err
-	}
-	defer responder.stop()
-	for _, p := range []*proc{relay, responder} {
-		if err := waitFor(ctx, p, p.name, logSays(p.logf, "ready")); err != nil {
-			return err
-		}
-	}
+	defer func() { relay.stop(); responder.stop() }()
 	bg := b.clients(f.natsURL)
 	nc, src, err := bg.Connect(ctx, "cnss")
 	if err != nil {
@@ -621,7 +623,97 @@ func (b *harness) baseline(ctx context.Context, f *cluster, tokens []token) erro
 		r.Scenario = "baseline"
 		b.results = append(b.results, r)
 	}
+	// The baseline's relay and responder limited like the path's components.
+	for _, n := range b.o.scaling {
+		relay.stop()
+		responder.stop()
+		b.gomaxprocs = n
+		relay, responder, err = b.startRelay(ctx, f)
+		b.gomaxprocs = 0
+		if err != nil {
+			return err
+		}
+		top := b.top()
+		r := b.load(ctx, fmt.Sprintf("scaling: baseline, %d cores, c=%d", n, top), top, []*proc{f.nats, relay, responder}, func(ctx context.Context, w, i int) error {
+			m := msgs[(w*7919+i)%len(msgs)]
+			out := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			_, err := nc.RequestMsgWithContext(cctx, out)
+			return err
+		})
+		r.Scenario, r.GOMAXPROCS = "scaling-baseline", n
+		b.results = append(b.results, r)
+	}
 	return nil
+}
+
+// startRelay starts the baseline's relay and responder and waits until both are ready.
+func (b *harness) startRelay(ctx context.Context, f *cluster) (relay, responder *proc, err error) {
+	relay, err = b.spawn("relay", "--nats", f.natsURL, "bench", "relay", "--size", fmt.Sprint(b.respSize))
+	if err != nil {
+		return nil, nil, err
+	}
+	responder, err = b.spawn("responder", "--nats", f.natsURL, "bench", "responder", "--member", "civil-registry",
+		"--size", fmt.Sprint(max(b.fullRespSize, b.respSize)))
+	if err != nil {
+		relay.stop()
+		return nil, nil, err
+	}
+	for _, p := range []*proc{relay, responder} {
+		if err := waitFor(ctx, p, p.name, logSays(p.logf, "ready")); err != nil {
+			relay.stop()
+			responder.stop()
+			return nil, nil, err
+		}
+	}
+	return relay, responder, nil
+}
+
+// scalingFull measures the full path at the heaviest load with the gateway,
+// both adapters and the backend limited to each number of cores of
+// WithScaling (GOMAXPROCS; NATS keeps every core), restarting them for each,
+// then restarts them unlimited.
+func (b *harness) scalingFull(ctx context.Context, f *cluster, tokens []token) error {
+	if len(b.o.scaling) == 0 {
+		return nil
+	}
+	top := b.top()
+	for _, n := range append(slices.Clone(b.o.scaling), 0) {
+		if n > 0 {
+			b.step(fmt.Sprintf("scaling: gateway, adapters and backend limited to %d core(s)", n))
+		}
+		b.gomaxprocs = n
+		err := b.restartPath(ctx, f)
+		b.gomaxprocs = 0
+		if err != nil || n == 0 {
+			return err
+		}
+		client, closeClient, err := b.dial(f)
+		if err != nil {
+			return err
+		}
+		r := b.measureCalls(ctx, fmt.Sprintf("scaling: full path, %d cores, c=%d", n, top), "scaling", top, f.procs(), tokens, client)
+		closeClient()
+		r.GOMAXPROCS = n
+		b.results = append(b.results, r)
+	}
+	return nil
+}
+
+// restartPath restarts the backend, the gateway and both adapters (not NATS).
+func (b *harness) restartPath(ctx context.Context, f *cluster) error {
+	for _, p := range []*proc{f.consumer, f.provider, f.backend} {
+		p.stop()
+	}
+	var err error
+	if f.backend, f.backendAddr, err = b.startBackend(ctx, "backend", 10000, filepath.Join(b.dir, "data")); err != nil {
+		return err
+	}
+	if err := b.restartGateways(ctx, f, nil, "gw-1"); err != nil {
+		return err
+	}
+	return b.startAdapters(ctx, f)
 }
 
 // queryMsgs builds, for each token, the NATS message the consumer adapter

@@ -16,6 +16,9 @@ type AdapterOptions struct {
 	Listen  string
 	Backend string
 	HTTP    string
+	// NATSConns is how many NATS connections the adapter uses (0:
+	// DefaultNATSConns; see adapter.Config.MoreConns).
+	NATSConns int
 }
 
 // DevPort returns the dev port offset of a member: its position in the
@@ -57,7 +60,13 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 	if err != nil {
 		return nil, err
 	}
-	cfg := adapter.Config{Member: o.Member, Federation: fed, Keyer: keyer, Conn: nc, Log: g.Log, Backend: o.Backend,
+	more, err := queryConns(ctx, g, o.Member, o.NATSConns, fed.ID("nats"), src)
+	if err != nil {
+		nc.Close()
+		src.Close()
+		return nil, err
+	}
+	cfg := adapter.Config{Member: o.Member, Federation: fed, Keyer: keyer, Conn: nc, MoreConns: more, Log: g.Log, Backend: o.Backend,
 		ServerOptions: g.GRPCServerOptions("adapter", o.Member), DialOptions: g.GRPCDialOptions("adapter", o.Member),
 		Registerer: g.Registry()}
 	return node.Start(ctx, node.Config{Adapter: cfg, Source: src, Listen: o.Listen}, node.WithServerOptions(extra...),

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -193,6 +194,11 @@ func (g *Env) servePprof(addr string) error {
 		lis.Close()
 		return UsageError{fmt.Errorf("--pprof-addr %s: profiles are served on loopback only", addr)}
 	}
+	// Profiling only: sample mutex contention too (one event in 50), so
+	// that a profile shows what serialises the process, not only what it
+	// computes. Blocking is not sampled: every idle goroutine blocks, and
+	// sampling that would cost more than it shows.
+	runtime.SetMutexProfileFraction(50)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -22,7 +22,6 @@ import (
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/index"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
-	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/audit/tree"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
 )
@@ -192,30 +191,51 @@ func (s *Service) List(ctx context.Context, ckey string, req *auditv1.ListAccess
 		}
 		after = &c
 	}
-	filter, err := record.CitizenFilter(ckey)
-	if err != nil {
+	if _, err := record.CitizenFilter(ckey); err != nil {
 		return nil, ErrBadRequest
 	}
 	now := s.cfg.Now()
+	// The index says where this citizen's records are (which message, which
+	// log and leaf); the records themselves are read from the stream.
+	where, err := s.cfg.Index.Citizen(ctx, ckey)
+	if err != nil {
+		s.log.Warn("reading the audit index for the access log", "err", err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
 	var entries []entry
-	err = stream.Scan(ctx, s.cfg.Records, stream.ScanOptions{Filters: []string{filter}}, func(m stream.Msg) error {
-		rec, err := record.Parse(m.Data)
-		if err != nil || rec.GetCkey() != ckey {
-			s.log.Error("a record about this citizen is unreadable or misfiled: run `jisr audit verify`", "seq", m.Seq)
-			return nil
+	msgs := map[uint64][][]byte{}
+	for _, w := range where {
+		recs, ok := msgs[w.Seq]
+		if !ok {
+			m, err := s.cfg.Records.GetMsg(ctx, w.Seq)
+			if err != nil {
+				s.log.Warn("reading the audit stream for the access log", "seq", w.Seq, "err", err)
+				return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			}
+			if _, _, _, recs, err = record.Stored(m.Subject, m.Header, m.Data); err != nil {
+				s.log.Error("an indexed audit message is unreadable: run `jisr audit verify`", "seq", w.Seq, "err", err)
+			}
+			msgs[w.Seq] = recs
+		}
+		var rec *auditv1.Record
+		var data []byte
+		for _, d := range recs {
+			if r, err := record.Parse(d); err == nil && r.GetLogId() == w.Log && r.GetLeafIndex() == w.Leaf {
+				rec, data = r, d
+				break
+			}
+		}
+		if rec == nil || rec.GetCkey() != ckey {
+			s.log.Error("a record about this citizen is unreadable or misfiled: run `jisr audit verify`", "seq", w.Seq, "log", w.Log, "leaf", w.Leaf)
+			continue
 		}
 		if rec.GetVisibleAt().AsTime().After(now) {
-			return nil // a mandate whose law lets the access be disclosed later
+			continue // a mandate whose law lets the access be disclosed later
 		}
 		if rec.GetDecision() != auditv1.Decision_DECISION_ALLOWED && !req.GetIncludeRefused() {
-			return nil
+			continue
 		}
-		entries = append(entries, entry{rec: rec, data: m.Data, key: cursor{nanos: rec.GetTime().AsTime().UnixNano(), log: rec.GetLogId(), leaf: rec.GetLeafIndex()}})
-		return nil
-	})
-	if err != nil {
-		s.log.Warn("reading the audit stream for the access log", "err", err)
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		entries = append(entries, entry{rec: rec, data: data, key: cursor{nanos: rec.GetTime().AsTime().UnixNano(), log: rec.GetLogId(), leaf: rec.GetLeafIndex()}})
 	}
 	slices.SortFunc(entries, func(a, b entry) int { return a.key.compare(b.key) })
 	start := 0

@@ -39,6 +39,8 @@ func (s *Selection) Resolve() error {
 	}
 	switch {
 	case s.CKey != "":
+		// Format 1 records sit on the citizen's subject; format 2 batches
+		// hold every citizen's, and Match picks this one's.
 		subj, err := record.Subject(logTok, s.CKey)
 		if logTok == "*" {
 			subj, err = record.CitizenFilter(s.CKey)
@@ -46,7 +48,7 @@ func (s *Selection) Resolve() error {
 		if err != nil {
 			return fmt.Errorf("ckey: %w", err)
 		}
-		s.filters = []string{subj}
+		s.filters = []string{subj, subject.AuditPrefix + "." + logTok + "." + record.BatchToken}
 	case s.Log != "":
 		if _, err := record.Subject(s.Log, ""); err != nil {
 			return fmt.Errorf("log: %w", err)
@@ -66,7 +68,9 @@ func (s *Selection) Narrowed() bool {
 func (s *Selection) Match(r *auditv1.Record) bool {
 	t := r.GetTime().AsTime()
 	switch {
-	case s.Consumer != "" && r.GetConsumer() != s.Consumer,
+	case s.CKey != "" && r.GetCkey() != s.CKey,
+		s.Log != "" && r.GetLogId() != s.Log,
+		s.Consumer != "" && r.GetConsumer() != s.Consumer,
 		s.Provider != "" && r.GetProvider() != s.Provider,
 		s.Decision == "allowed" && r.GetDecision() != auditv1.Decision_DECISION_ALLOWED,
 		s.Decision == "refused" && r.GetDecision() == auditv1.Decision_DECISION_ALLOWED,
@@ -121,15 +125,16 @@ func (s *Streams) Query(ctx context.Context, sel *Selection, fn func(stream.Msg,
 		if sel.pastEnd(m) {
 			return stream.ErrStop
 		}
-		r, err := record.Parse(m.Data)
-		if err != nil {
-			bad(m.Seq)
-			return nil
-		}
-		if !sel.Match(r) {
-			return nil
-		}
-		return fn(m, r)
+		return eachRecord(m, func(m stream.Msg, r *auditv1.Record, err error) error {
+			if err != nil {
+				bad(m.Seq)
+				return nil
+			}
+			if !sel.Match(r) {
+				return nil
+			}
+			return fn(m, r)
+		})
 	})
 }
 
@@ -155,13 +160,15 @@ func (s *Streams) Latest(ctx context.Context, sel *Selection, n int) ([]stream.M
 		if m.Seq > last {
 			return stream.ErrStop
 		}
-		if r, err := record.Parse(m.Data); err == nil && sel.Match(r) {
-			ring = append(ring, m)
-			if len(ring) > n {
-				ring = ring[1:]
+		return eachRecord(m, func(m stream.Msg, r *auditv1.Record, err error) error {
+			if err == nil && sel.Match(r) {
+				ring = append(ring, m)
+				if len(ring) > n {
+					ring = ring[1:]
+				}
 			}
-		}
-		return nil
+			return nil
+		})
 	})
 	return ring, last, err
 }
@@ -171,11 +178,12 @@ func (s *Streams) Latest(ctx context.Context, sel *Selection, n int) ([]stream.M
 func (s *Streams) Follow(ctx context.Context, sel *Selection, after uint64, fn func(stream.Msg, *auditv1.Record) error) error {
 	o := stream.ScanOptions{Filters: sel.filters, StartSeq: after + 1, Follow: true}
 	return stream.Scan(ctx, s.Records, o, func(m stream.Msg) error {
-		r, err := record.Parse(m.Data)
-		if err != nil || !sel.Match(r) {
-			return nil
-		}
-		return fn(m, r)
+		return eachRecord(m, func(m stream.Msg, r *auditv1.Record, err error) error {
+			if err != nil || !sel.Match(r) {
+				return nil
+			}
+			return fn(m, r)
+		})
 	})
 }
 
@@ -197,14 +205,15 @@ func (s *Streams) Export(ctx context.Context, enc *export.Encoder, hdr export.He
 		if sel.pastEnd(m) {
 			return stream.ErrStop
 		}
-		r, err := record.Parse(m.Data)
-		if err != nil {
-			r = nil
-		} else if hdr.Partial && !sel.Match(r) {
-			return nil
-		}
-		n++
-		return enc.Record(m.Seq, m.Subject, m.Data, r)
+		return eachRecord(m, func(m stream.Msg, r *auditv1.Record, err error) error {
+			if err != nil {
+				r = nil
+			} else if hdr.Partial && !sel.Match(r) {
+				return nil
+			}
+			n++
+			return enc.Record(m.Seq, m.Subject, m.Data, r)
+		})
 	})
 	if err != nil {
 		return 0, err
@@ -242,8 +251,29 @@ func (s *Streams) Verify(ctx context.Context, v *verify.Verifier, prog Progress)
 		if m.Seq > ri.State.LastSeq {
 			return stream.ErrStop // written after the verification began
 		}
-		v.AddRecord(m.Seq, m.Subject, m.Data)
+		v.AddMessage(m.Seq, m.Subject, m.Header, m.Data)
 		prog.Add(1)
 		return nil
 	})
+}
+
+// eachRecord calls fn with each record a stored message holds (format 2:
+// every record of the batch, as a message with the batch's sequence and
+// subject and the record's bytes; format 1: the message), parsed, or with
+// the error that makes it unreadable (a batch that does not split: once,
+// with the whole message).
+func eachRecord(m stream.Msg, fn func(stream.Msg, *auditv1.Record, error) error) error {
+	_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
+	if err != nil {
+		return fn(m, nil, err)
+	}
+	for _, data := range recs {
+		rm := m
+		rm.Data = data
+		r, err := record.Parse(data)
+		if err := fn(rm, r, err); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -45,6 +46,14 @@ type Index struct {
 	broken  map[string]error
 	// Records stored ahead of a missing one, per log (a refilled leaf).
 	ahead map[string]map[uint64]aheadLeaf
+
+	// Leaves waiting for the next write to the store: read from the stream,
+	// or handed over in process by this gateway's own log (AddCommitted).
+	pmu       sync.Mutex
+	pend      map[string][]aheadLeaf
+	pendCount int
+	pendSeq   uint64            // the stream position reached by the follower
+	own       map[string]uint64 // per log: the leaves from here on are handed over in process
 }
 
 type aheadLeaf struct {
@@ -63,7 +72,49 @@ func New(store *Store, records, checkpoints jetstream.Stream, trustDomain string
 		log:     log.With("component", "audit-index"),
 		changed: make(chan struct{}), latest: map[string]Checkpoint{}, waiting: map[string][]Checkpoint{},
 		broken: map[string]error{}, ahead: map[string]map[uint64]aheadLeaf{},
+		pend: map[string][]aheadLeaf{}, own: map[string]uint64{},
 	}
+}
+
+// Own declares that the records of log logID from leaf from on are handed
+// over in process (AddCommitted, from audit.Log.OnCommit, which returns
+// from): the follower of the stream skips that log's batches from there on,
+// without reading them back. Call it before the first AddCommitted.
+func (ix *Index) Own(logID string, from uint64) {
+	ix.pmu.Lock()
+	defer ix.pmu.Unlock()
+	ix.own[logID] = from
+}
+
+// AddCommitted indexes records of this gateway's own log as it commits
+// them: leaves first, first+1, … stored in the message at seq. It only
+// queues them (no I/O): it runs on the log's sequencer.
+func (ix *Index) AddCommitted(logID string, seq, first uint64, leaves []Leaf) {
+	ix.pmu.Lock()
+	defer ix.pmu.Unlock()
+	for i, lf := range leaves {
+		lf.Seq = seq
+		ix.pend[logID] = append(ix.pend[logID], aheadLeaf{Leaf: lf, index: first + uint64(i)})
+	}
+	ix.pendCount += len(leaves)
+}
+
+// skipOwn reports whether a message is a batch of a log declared Own, from
+// the leaf on where its records are handed over in process (its headers say
+// which leaves it holds).
+func (ix *Index) skipOwn(m stream.Msg) bool {
+	id, _, batch, err := record.ParseStoredSubject(m.Subject)
+	if err != nil || !batch {
+		return false
+	}
+	first, err := strconv.ParseUint(m.Header.Get(record.HeaderFirstLeaf), 10, 64)
+	if err != nil {
+		return false
+	}
+	ix.pmu.Lock()
+	defer ix.pmu.Unlock()
+	from, ok := ix.own[id]
+	return ok && first >= from
 }
 
 // Run follows both streams until ctx ends, retrying after errors.
@@ -96,23 +147,20 @@ func (ix *Index) followRecords(ctx context.Context) error {
 	// Leaves are indexed in batches — one SQLite transaction for up to 512
 	// records, or for what arrived in the last 200 ms — so that indexing
 	// stays cheap beside the gateway under load.
-	var (
-		mu      sync.Mutex
-		batch   = map[string][]aheadLeaf{}
-		count   int
-		lastSeq uint64
-	)
 	flushLocked := func() error {
-		if lastSeq == 0 {
+		if ix.pendCount == 0 && ix.pendSeq == 0 {
 			return nil
 		}
-		for id, leaves := range batch {
+		for id, leaves := range ix.pend {
 			ix.add(ctx, id, leaves)
 		}
-		clear(batch)
-		count = 0
-		seq := lastSeq
-		lastSeq = 0
+		clear(ix.pend)
+		ix.pendCount = 0
+		seq := ix.pendSeq
+		ix.pendSeq = 0
+		if seq == 0 {
+			return nil
+		}
 		return ix.store.SetPosition(ctx, ix.safePosition(seq))
 	}
 	tctx, stop := context.WithCancel(ctx)
@@ -125,30 +173,45 @@ func (ix *Index) followRecords(ctx context.Context) error {
 			case <-tctx.Done():
 				return
 			case <-t.C:
-				mu.Lock()
+				ix.pmu.Lock()
 				if err := flushLocked(); err != nil {
 					ix.log.Warn("index position", "err", err)
 				}
-				mu.Unlock()
+				ix.pmu.Unlock()
 			}
 		}
 	}()
 	return stream.Scan(ctx, ix.records, stream.ScanOptions{StartSeq: pos + 1, Follow: true}, func(m stream.Msg) error {
-		mu.Lock()
-		defer mu.Unlock()
-		lastSeq = m.Seq
-		id, _, err := record.ParseSubject(m.Subject)
-		rec, perr := record.Parse(m.Data)
-		switch {
-		case err != nil || perr != nil:
-			ix.log.Error("a message of the audit stream is not a record: run `jisr audit verify`", "seq", m.Seq)
-		case rec.GetLogId() != id:
-			ix.log.Error("a record is stored on another log's subject: run `jisr audit verify`", "seq", m.Seq)
-		default:
-			batch[id] = append(batch[id], aheadLeaf{Leaf: Leaf{Hash: tree.LeafHash(m.Data), Prev: rec.GetPrevLeafHash(), Seq: m.Seq}, index: rec.GetLeafIndex()})
-			count++
+		if ix.skipOwn(m) {
+			ix.pmu.Lock()
+			ix.pendSeq = m.Seq
+			ix.pmu.Unlock()
+			return nil
 		}
-		if count >= 512 {
+		id, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
+		var leaves []aheadLeaf
+		for _, data := range recs {
+			rec, perr := record.Parse(data)
+			switch {
+			case perr != nil:
+				err = perr
+			case rec.GetLogId() != id:
+				ix.log.Error("a record is stored on another log's subject: run `jisr audit verify`", "seq", m.Seq)
+			default:
+				leaves = append(leaves, aheadLeaf{Leaf: Leaf{Hash: tree.LeafHash(data), Prev: rec.GetPrevLeafHash(), Seq: m.Seq, CKey: rec.GetCkey()}, index: rec.GetLeafIndex()})
+			}
+		}
+		if err != nil {
+			ix.log.Error("a message of the audit stream is not a record: run `jisr audit verify`", "seq", m.Seq)
+		}
+		ix.pmu.Lock()
+		defer ix.pmu.Unlock()
+		ix.pendSeq = m.Seq
+		if len(leaves) > 0 {
+			ix.pend[id] = append(ix.pend[id], leaves...)
+			ix.pendCount += len(leaves)
+		}
+		if ix.pendCount >= 512 {
 			return flushLocked()
 		}
 		return nil
@@ -370,4 +433,9 @@ func (ix *Index) Proof(ctx context.Context, id string, index uint64, leafHash []
 		return nil, err
 	}
 	return &auditv1.InclusionProof{LogId: id, LeafIndex: index, TreeSize: c.Size, Hashes: hashes, Checkpoint: c.Signed}, nil
+}
+
+// Citizen lists where the indexed records about the citizen ckey are stored.
+func (ix *Index) Citizen(ctx context.Context, ckey string) ([]Access, error) {
+	return ix.store.Citizen(ctx, ckey)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -94,21 +95,38 @@ func TestIndexFollowsEveryLogAndProvesEveryRecord(t *testing.T) {
 	prove := func(ix *index.Index) {
 		t.Helper()
 		err := stream.Scan(ctx, records, stream.ScanOptions{}, func(m stream.Msg) error {
-			rec, err := record.Parse(m.Data)
+			_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
 			if err != nil {
 				return err
 			}
-			p, err := ix.Proof(ctx, rec.GetLogId(), rec.GetLeafIndex(), tree.LeafHash(m.Data))
-			if err != nil {
-				return err
+			for _, data := range recs {
+				rec, err := record.Parse(data)
+				if err != nil {
+					return err
+				}
+				p, err := ix.Proof(ctx, rec.GetLogId(), rec.GetLeafIndex(), tree.LeafHash(data))
+				if err != nil {
+					return err
+				}
+				// What a citizen does: open the checkpoint with the public key and
+				// check the path from the record's bytes to its root.
+				c, err := checkpoint.Open(p.GetCheckpoint(), keys.Verifiers())
+				if err != nil {
+					return err
+				}
+				if err := tree.VerifyInclusion(p.GetLeafIndex(), c.Size, tree.LeafHash(data), p.GetHashes(), c.Root); err != nil {
+					return err
+				}
+				// The index knows where the citizen's record is.
+				where, err := ix.Citizen(ctx, rec.GetCkey())
+				if err != nil {
+					return err
+				}
+				if !slices.Contains(where, index.Access{Log: rec.GetLogId(), Leaf: rec.GetLeafIndex(), Seq: m.Seq}) {
+					return fmt.Errorf("the index does not list log %s leaf %d for its citizen: %v", rec.GetLogId(), rec.GetLeafIndex(), where)
+				}
 			}
-			// What a citizen does: open the checkpoint with the public key and
-			// check the path from the record's bytes to its root.
-			c, err := checkpoint.Open(p.GetCheckpoint(), keys.Verifiers())
-			if err != nil {
-				return err
-			}
-			return tree.VerifyInclusion(p.GetLeafIndex(), c.Size, tree.LeafHash(m.Data), p.GetHashes(), c.Root)
+			return nil
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -135,5 +153,91 @@ func TestIndexFollowsEveryLogAndProvesEveryRecord(t *testing.T) {
 		if err := l.Close(ctx); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// The gateway's own records reach the index in process, as they are
+// committed; the follower of the stream does not read them back (it still
+// brings another log's). The in-process path is told here to file the
+// records under a marked citizen key, which only it can produce.
+func TestTheGatewaysOwnRecordsAreIndexedInProcess(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t)
+	keyDir := t.TempDir()
+	logger := bustest.Logger(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	gw := env.Connect(t, "gateway")
+	logs := map[string]*audit.Log{}
+	for _, id := range []string{"gw-1", "gw-2"} {
+		kp, _, err := checkpoint.EnsureKey(keyDir, id, checkpoint.Origin(td, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: id, Key: kp}, audit.WithLogger(logger), audit.WithCheckpointEvery(50*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close(context.Background()) })
+		logs[id] = l
+	}
+	keys, err := checkpoint.LoadPublicKeys(keyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(gw)
+	records, _ := js.Stream(ctx, subject.AuditStream)
+	ckpts, _ := js.Stream(ctx, subject.CheckpointStream)
+	store, err := index.OpenStore(filepath.Join(t.TempDir(), "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := index.New(store, records, ckpts, td, keys, logger)
+	ix.Own("gw-1", logs["gw-1"].OnCommit(func(c audit.Committed) {
+		leaves := make([]index.Leaf, len(c.Leaves))
+		for i, lf := range c.Leaves {
+			leaves[i] = index.Leaf{Hash: lf.Hash, Prev: lf.Prev, CKey: "INPROC-" + lf.CKey}
+		}
+		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
+	}))
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { ix.Run(rctx); close(done) }()
+	defer func() { stop(); <-done; store.Close() }()
+
+	ck := env.Keyer.CKey("AB1")
+	for _, id := range []string{"gw-1", "gw-2"} {
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Go(func() {
+				if err := logs[id].Append(ctx, &decision.Decision{Time: time.Now(), Consumer: "cnss", CKey: ck, Code: codes.OK, Allowed: true}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if _, err := ix.WaitFor(ctx, id, 20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(ckey string) map[string]int {
+		where, err := ix.Citizen(ctx, ckey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := map[string]int{}
+		for _, w := range where {
+			n[w.Log]++
+		}
+		return n
+	}
+	if got := count("INPROC-" + ck); got["gw-1"] != 20 || got["gw-2"] != 0 {
+		t.Fatalf("records indexed in process: %v, want gw-1's 20", got)
+	}
+	if got := count(ck); got["gw-1"] != 0 || got["gw-2"] != 20 {
+		t.Fatalf("records indexed from the stream: %v, want gw-2's 20 and none of gw-1 (read back)", got)
 	}
 }

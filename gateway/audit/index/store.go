@@ -62,6 +62,23 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 `
 
+// citizensSchema: which records are about which citizen (record format 2
+// keeps every citizen's records in one batch subject, so the access log
+// finds a citizen's records here). An index made before it existed is
+// rebuilt from the stream.
+const citizensSchema = `
+CREATE TABLE citizens (
+	ckey TEXT NOT NULL,
+	log  INTEGER NOT NULL,
+	leaf INTEGER NOT NULL,
+	seq  INTEGER NOT NULL,
+	PRIMARY KEY (ckey, log, leaf)
+) WITHOUT ROWID;
+DELETE FROM nodes;
+DELETE FROM logs;
+DELETE FROM meta;
+`
+
 // OpenStore opens (creating) the store at path; ":memory:" keeps it in memory.
 func OpenStore(path string) (*Store, error) {
 	dsn := "file:" + path + "?_pragma=busy_timeout(5000)"
@@ -76,6 +93,17 @@ func OpenStore(path string) (*Store, error) {
 	if _, err := db.Exec(schema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("index: %s: %w", path, err)
+	}
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'citizens'`).Scan(&n); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("index: %s: %w", path, err)
+	}
+	if n == 0 {
+		if _, err := db.Exec(citizensSchema); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("index: %s: %w", path, err)
+		}
 	}
 	return &Store{db: db, logs: map[string]*logRow{}}, nil
 }
@@ -134,7 +162,35 @@ func (s *Store) nodes(ctx context.Context, log int64, ids []compact.NodeID) ([][
 type Leaf struct {
 	Hash []byte
 	Prev []byte // the record's prev_leaf_hash
+	Seq  uint64 // the stream sequence of the message holding it
+	CKey string // the citizen it is about ("" for none)
+}
+
+// Access is where one record about a citizen is stored.
+type Access struct {
+	Log  string
+	Leaf uint64
 	Seq  uint64
+}
+
+// Citizen lists where the indexed records about the citizen ckey are, by log and leaf.
+func (s *Store) Citizen(ctx context.Context, ckey string) ([]Access, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT l.name, c.leaf, c.seq FROM citizens c JOIN logs l ON l.num = c.log WHERE c.ckey = ? ORDER BY l.name, c.leaf`, ckey)
+	if err != nil {
+		return nil, fmt.Errorf("index: %w", err)
+	}
+	defer rows.Close()
+	var out []Access
+	for rows.Next() {
+		var a Access
+		var leaf, seq int64
+		if err := rows.Scan(&a.Log, &leaf, &seq); err != nil {
+			return nil, fmt.Errorf("index: %w", err)
+		}
+		a.Leaf, a.Seq = uint64(leaf), uint64(seq)
+		out = append(out, a)
+	}
+	return out, rows.Err()
 }
 
 // Size returns how many leaves of a log are indexed, and the leaf hash of
@@ -187,6 +243,19 @@ func (s *Store) Append(ctx context.Context, name string, leaves []Leaf) error {
 	defer stmt.Close()
 	for _, n := range added {
 		if _, err := stmt.ExecContext(ctx, l.num, n.id.Level, int64(n.id.Index), n.hash); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+	}
+	cstmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO citizens (ckey, log, leaf, seq) VALUES (?, ?, ?, ?)`)
+	if err != nil {
+		return fmt.Errorf("index: %w", err)
+	}
+	defer cstmt.Close()
+	for i, lf := range leaves {
+		if lf.CKey == "" {
+			continue
+		}
+		if _, err := cstmt.ExecContext(ctx, lf.CKey, l.num, int64(l.size)+int64(i), int64(lf.Seq)); err != nil {
 			return fmt.Errorf("index: %w", err)
 		}
 	}

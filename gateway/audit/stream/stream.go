@@ -189,6 +189,7 @@ func Check(have, want jetstream.StreamConfig) error {
 type Msg struct {
 	Seq     uint64
 	Subject string
+	Header  nats.Header
 	Data    []byte
 	Time    time.Time
 	// Pending is how many matching messages were stored after this one when
@@ -269,7 +270,7 @@ func Scan(ctx context.Context, s jetstream.Stream, o ScanOptions, fn func(Msg) e
 			if err != nil {
 				return fmt.Errorf("stream %s: read: %w", s.CachedInfo().Config.Name, err)
 			}
-			err = fn(Msg{Seq: meta.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Time: meta.Timestamp, Pending: meta.NumPending})
+			err = fn(Msg{Seq: meta.Sequence.Stream, Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Time: meta.Timestamp, Pending: meta.NumPending})
 			if errors.Is(err, ErrStop) {
 				return nil
 			}

@@ -373,11 +373,30 @@ func (v *Verifier) sealLog(l *logState) {
 	}
 }
 
-// AddRecord feeds one message of the audit stream, in stream order.
+// AddMessage feeds one message of the audit stream, in stream order: a
+// batch (record format 2) is fed record by record, a message of format 1 is
+// one record.
+func (v *Verifier) AddMessage(seq uint64, subj string, header map[string][]string, data []byte) {
+	_, _, batch, recs, err := record.Stored(subj, header, data)
+	if !batch || err != nil {
+		// Not a batch, or a message on a batch subject that is not one:
+		// AddRecord reports it as what it is.
+		v.AddRecord(seq, subj, data)
+		return
+	}
+	for _, r := range recs {
+		v.AddRecord(seq, subj, r)
+	}
+}
+
+// AddRecord feeds one record of the audit stream, in stream order, with the
+// sequence and subject of the message that holds it: one of a batch
+// (format 2, its subject jisr.audit.<log>._batch), or a message of its own
+// on the citizen's subject (format 1).
 func (v *Verifier) AddRecord(seq uint64, subj string, data []byte) {
 	v.seal()
 	v.report.Records++
-	id, ck, err := record.ParseSubject(subj)
+	id, ck, batch, err := record.ParseStoredSubject(subj)
 	if err != nil {
 		v.report.Problems = append(v.report.Problems, Problem{Kind: Misfiled, Log: "?", Seq: seq, Stream: "audit", Detail: fmt.Sprintf("subject %q is not an audit subject", subj)})
 		return
@@ -399,7 +418,7 @@ func (v *Verifier) AddRecord(seq uint64, subj string, data []byte) {
 		return
 	}
 	leaf := rec.GetLeafIndex()
-	if rec.GetCkey() != ck {
+	if !batch && rec.GetCkey() != ck {
 		v.problem(l, Problem{Kind: Misfiled, Leaf: leaf, HasLeaf: true, Seq: seq, Stream: "audit",
 			Detail: fmt.Sprintf("record of log %q about citizen key %q stored on subject %s", rec.GetLogId(), rec.GetCkey(), subj)})
 		return

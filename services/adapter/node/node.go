@@ -20,7 +20,7 @@ import (
 
 // Config holds what an adapter node cannot run without.
 type Config struct {
-	// Adapter configures the adapter; its Conn, and Source, are the node's
+	// Adapter configures the adapter; its Conn and MoreConns, and Source, are the node's
 	// from Start on: Stop (or a failed Start) drains and closes them. Its
 	// BackendTLS is set from Source when the backend is not on loopback.
 	Adapter adapter.Config
@@ -134,6 +134,9 @@ func (n *Node) Stop(ctx context.Context) error {
 	}
 	if n.ad != nil {
 		err = n.ad.Stop(ctx)
+	}
+	for _, nc := range n.cfg.Adapter.MoreConns {
+		_ = nc.Drain()
 	}
 	if n.cfg.Adapter.Conn != nil {
 		_ = n.cfg.Adapter.Conn.Drain()

@@ -76,8 +76,10 @@ func (Decision) EnumDescriptor() ([]byte, []int) {
 }
 
 // Record is one audited decision of a gateway about one query, allowed or
-// refused. It is stored as the payload of one JetStream message on
-// jisr.audit.<log_id>.<ckey>, and its exact stored bytes are a leaf of the
+// refused. Format 2: it is stored as one element of a RecordBatch, the
+// payload of one JetStream message on jisr.audit.<log_id>._batch (format 1,
+// still read: alone as the payload of one message on
+// jisr.audit.<log_id>.<ckey>). Its exact stored bytes are a leaf of the
 // log's RFC 6962 Merkle tree: the leaf hash is SHA-256(0x00 || bytes).
 //
 // A record never carries a raw eID, a consent token or any payload: the
@@ -310,6 +312,56 @@ func (x *Record) GetVisibleAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// RecordBatch is the payload of one message of the audit stream (format 2):
+// one group commit of a log, the records of consecutive leaves in order. The
+// message's headers name the batch: Jisr-Audit-Format (2),
+// Jisr-Audit-First-Leaf, Jisr-Audit-Count, and Nats-Msg-Id
+// (<log_id>:b<first leaf>) for JetStream's deduplication.
+type RecordBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Each element is a Record's exact stored bytes (its leaf).
+	Records       [][]byte `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordBatch) Reset() {
+	*x = RecordBatch{}
+	mi := &file_jisr_audit_v1_record_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordBatch) ProtoMessage() {}
+
+func (x *RecordBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_jisr_audit_v1_record_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordBatch.ProtoReflect.Descriptor instead.
+func (*RecordBatch) Descriptor() ([]byte, []int) {
+	return file_jisr_audit_v1_record_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RecordBatch) GetRecords() [][]byte {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
 // CheckpointState is the payload of one message on the checkpoint stream
 // (jisr.checkpoint.<log_id>): a signed checkpoint and what a gateway needs to
 // resume appending to its log without replaying it.
@@ -324,7 +376,8 @@ type CheckpointState struct {
 	// The hashes of the compact range [0, size): the roots of the perfect
 	// subtrees covering the log, left to right. They hash to the signed root.
 	CompactRange [][]byte `protobuf:"bytes,3,rep,name=compact_range,json=compactRange,proto3" json:"compact_range,omitempty"`
-	// The JetStream sequence of the last record covered (0 for an empty log):
+	// The JetStream sequence of the message holding the last record covered
+	// (0 for an empty log):
 	// a resuming writer reads its log from the next sequence on.
 	LastSequence uint64 `protobuf:"varint,4,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
 	// The leaf hash of the last record covered (the next record's prev_leaf_hash).
@@ -339,7 +392,7 @@ type CheckpointState struct {
 
 func (x *CheckpointState) Reset() {
 	*x = CheckpointState{}
-	mi := &file_jisr_audit_v1_record_proto_msgTypes[1]
+	mi := &file_jisr_audit_v1_record_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -351,7 +404,7 @@ func (x *CheckpointState) String() string {
 func (*CheckpointState) ProtoMessage() {}
 
 func (x *CheckpointState) ProtoReflect() protoreflect.Message {
-	mi := &file_jisr_audit_v1_record_proto_msgTypes[1]
+	mi := &file_jisr_audit_v1_record_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -364,7 +417,7 @@ func (x *CheckpointState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointState.ProtoReflect.Descriptor instead.
 func (*CheckpointState) Descriptor() ([]byte, []int) {
-	return file_jisr_audit_v1_record_proto_rawDescGZIP(), []int{1}
+	return file_jisr_audit_v1_record_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CheckpointState) GetCheckpoint() string {
@@ -447,7 +500,9 @@ const file_jisr_audit_v1_record_proto_rawDesc = "" +
 	"\alatency\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x19\n" +
 	"\btrace_id\x18\x14 \x01(\tR\atraceId\x129\n" +
 	"\n" +
-	"visible_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tvisibleAt\"\x8a\x02\n" +
+	"visible_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tvisibleAt\"'\n" +
+	"\vRecordBatch\x12\x18\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords\"\x8a\x02\n" +
 	"\x0fCheckpointState\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\tR\n" +
@@ -476,19 +531,20 @@ func file_jisr_audit_v1_record_proto_rawDescGZIP() []byte {
 }
 
 var file_jisr_audit_v1_record_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_jisr_audit_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_jisr_audit_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_jisr_audit_v1_record_proto_goTypes = []any{
 	(Decision)(0),                 // 0: jisr.audit.v1.Decision
 	(*Record)(nil),                // 1: jisr.audit.v1.Record
-	(*CheckpointState)(nil),       // 2: jisr.audit.v1.CheckpointState
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 4: google.protobuf.Duration
+	(*RecordBatch)(nil),           // 2: jisr.audit.v1.RecordBatch
+	(*CheckpointState)(nil),       // 3: jisr.audit.v1.CheckpointState
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 5: google.protobuf.Duration
 }
 var file_jisr_audit_v1_record_proto_depIdxs = []int32{
-	3, // 0: jisr.audit.v1.Record.time:type_name -> google.protobuf.Timestamp
+	4, // 0: jisr.audit.v1.Record.time:type_name -> google.protobuf.Timestamp
 	0, // 1: jisr.audit.v1.Record.decision:type_name -> jisr.audit.v1.Decision
-	4, // 2: jisr.audit.v1.Record.latency:type_name -> google.protobuf.Duration
-	3, // 3: jisr.audit.v1.Record.visible_at:type_name -> google.protobuf.Timestamp
+	5, // 2: jisr.audit.v1.Record.latency:type_name -> google.protobuf.Duration
+	4, // 3: jisr.audit.v1.Record.visible_at:type_name -> google.protobuf.Timestamp
 	4, // [4:4] is the sub-list for method output_type
 	4, // [4:4] is the sub-list for method input_type
 	4, // [4:4] is the sub-list for extension type_name
@@ -507,7 +563,7 @@ func file_jisr_audit_v1_record_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jisr_audit_v1_record_proto_rawDesc), len(file_jisr_audit_v1_record_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
