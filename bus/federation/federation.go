@@ -49,6 +49,9 @@ type Federation struct {
 	EID         EIDFormat
 	Members     []*Member
 	Rules       []*Rule
+	// EventRules say which member receives which life events of which
+	// publisher (events.go).
+	EventRules []*EventRule
 	// Limits are the federation-wide defaults of every member's limits
 	// (DefaultLimits where the file names none).
 	Limits Limits
@@ -71,6 +74,9 @@ type Member struct {
 	ID       spiffeid.ID
 	Provides []string // full protobuf service names
 	Limits   Limits   // the member's own limits, defaults filled in
+	// Publishes are the life events the member records and may publish
+	// (event type names such as PersonDied): the gateway refuses any other.
+	Publishes []string
 }
 
 // Limits are a member's fair share of the gateway: the gateway refuses at
@@ -175,6 +181,8 @@ type file struct {
 		Title    string      `yaml:"title"`
 		Provides []string    `yaml:"provides"`
 		Limits   *limitsFile `yaml:"limits"`
+		// Publishes: the event types the member may publish (events.go).
+		Publishes []string `yaml:"publishes"`
 	} `yaml:"members"`
 	Rules []struct {
 		Name       string   `yaml:"name"`
@@ -191,6 +199,7 @@ type file struct {
 		Params         map[string]string `yaml:"params"`
 		PredicateLimit *limitFile        `yaml:"predicate_limit"`
 	} `yaml:"rules"`
+	EventRules []eventRuleFile `yaml:"event_rules"`
 }
 
 type limitFile struct {
@@ -288,6 +297,9 @@ func Parse(data []byte) (*Federation, error) {
 			m.Provides = append(m.Provides, svc)
 			fed.services[svc] = append(fed.services[svc], m)
 		}
+		if m.Publishes, err = checkPublishes(rm.Publishes); err != nil {
+			return nil, bad("members[%d] (%s).publishes: %v", i, rm.Name, err)
+		}
 		fed.Members = append(fed.Members, m)
 		fed.members[m.Name] = m
 		fed.byID[id.String()] = m
@@ -371,6 +383,9 @@ func Parse(data []byte) (*Federation, error) {
 			return nil, err
 		}
 		fed.Rules = append(fed.Rules, r)
+	}
+	if err := fed.parseEventRules(raw.EventRules); err != nil {
+		return nil, err
 	}
 	return fed, nil
 }
