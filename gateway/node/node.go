@@ -24,6 +24,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/consent"
+	"github.com/jisr-bus/jisr/gateway/events"
 )
 
 // Config holds what a gateway replica cannot run without.
@@ -115,6 +116,7 @@ type Node struct {
 	audit    *auditParts
 	citizens *citizen.Auth
 	lis      net.Listener // the HTTP listener until srv serves it
+	events   *events.Events
 }
 
 // New checks the configuration; Start brings the node up.
@@ -189,6 +191,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.gw.Start(ctx); err != nil {
 		return err
 	}
+	if err := n.startEvents(ctx); err != nil {
+		return err
+	}
 	n.serveHTTP(n.mux(reg, routes))
 	return n.serveGRPC()
 }
@@ -238,6 +243,12 @@ func (n *Node) mux(reg *prometheus.Registry, routes map[string]http.Handler) *ht
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
+		if n.events != nil {
+			if err := n.events.Ready(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		fmt.Fprintln(w, "ready")
 	})
 	gs := prometheus.Gatherers{reg}
@@ -277,6 +288,9 @@ func (n *Node) serveHTTP(h http.Handler) {
 // audited), the audit log publishes its checkpoint, then connections close.
 func (n *Node) Stop(ctx context.Context) error {
 	var errs []error
+	if n.events != nil {
+		errs = append(errs, n.events.Stop(ctx))
+	}
 	if n.gw != nil {
 		errs = append(errs, n.gw.Stop(ctx))
 	}
