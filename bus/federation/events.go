@@ -178,4 +178,6 @@ func (f *Federation) ReceivesEvents(member string) bool {
 }
 
 // PublishesEvent reports whether the member may publish eventType.
-func (m *Member) PublishesEvent(eventType string) bool { return slices.Contains(m.Publishes, eventType) }
+func (m *Member) PublishesEvent(eventType string) bool {
+	return slices.Contains(m.Publishes, eventType)
+}

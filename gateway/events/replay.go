@@ -147,4 +147,3 @@ func dedupe(ss []string) []string {
 	}
 	return out
 }
-
