@@ -50,5 +50,7 @@ anywhere else both links use mTLS with the member's SVID.`,
 	cmd.Flags().StringVar(&o.Listen, "listen", "", "consumer-side gRPC listen address (default: the member's dev port, 127.0.0.1:700N)")
 	cmd.Flags().StringVar(&o.HTTP, "http", "", "HTTP listen address for /metrics and /healthz (default: none)")
 	cmd.Flags().StringVar(&o.Backend, "backend", "", "provider-side backend gRPC address (default: the member's dev backend port, 127.0.0.1:710N)")
+	cmd.Flags().StringVar(&o.EventSink, "event-sink", "", "the backend's jisr.events.v1.EventSink address, when an event rule delivers to the member (default: the backend's address; off: none)")
+	cmd.Flags().DurationVar(&o.EventAckWait, "event-ack-wait", 30*time.Second, "how long an event delivered to the backend may stay unacknowledged before it is delivered again (after a crash)")
 	return cmd
 }

@@ -3,6 +3,7 @@ package process
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -16,6 +17,10 @@ type AdapterOptions struct {
 	Listen  string
 	Backend string
 	HTTP    string
+	// EventSink is the backend's EventSink address, when the member
+	// receives events (default: the backend's address; "off": none).
+	EventSink    string
+	EventAckWait time.Duration
 }
 
 // DevPort returns the dev port offset of a member: its position in the
@@ -49,6 +54,14 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 	if o.Backend == "" && len(m.Provides) > 0 {
 		o.Backend = DevPort(fed, o.Member, 7100)
 	}
+	switch {
+	case o.EventSink == "off" || !fed.ReceivesEvents(o.Member):
+		o.EventSink = ""
+	case o.EventSink == "" && o.Backend != "":
+		o.EventSink = o.Backend
+	case o.EventSink == "":
+		o.EventSink = DevPort(fed, o.Member, 7100)
+	}
 	keyer, err := g.Keyer()
 	if err != nil {
 		return nil, err
@@ -59,7 +72,7 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 	}
 	cfg := adapter.Config{Member: o.Member, Federation: fed, Keyer: keyer, Conn: nc, Log: g.Log, Backend: o.Backend,
 		ServerOptions: g.GRPCServerOptions("adapter", o.Member), DialOptions: g.GRPCDialOptions(),
-		Registerer: g.Registry()}
+		Registerer: g.Registry(), EventSink: o.EventSink, EventAckWait: o.EventAckWait}
 	return node.Start(ctx, node.Config{Adapter: cfg, Source: src, Listen: o.Listen}, node.WithServerOptions(extra...))
 }
 
