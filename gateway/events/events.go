@@ -200,7 +200,8 @@ func (e *Events) Stop(ctx context.Context) error {
 	}
 }
 
-// Counts returns the deliveries made and the publications refused so far.
+// Counts returns the deliveries stored (a publication again of a stored
+// event is not counted) and the publications refused so far.
 func (e *Events) Counts() (delivered, refused int64) { return e.delivered.Load(), e.refused.Load() }
 
 // dispatch runs h on its own goroutine, or refuses at once when the service
@@ -397,11 +398,14 @@ func (e *Events) deliver(ctx context.Context, s subject.Event, ev *eventsv1.Even
 	if replay {
 		m.Header.Set(HeaderReplay, "true")
 	}
-	if _, err := e.js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(subject.EventStream(r.Consumer))); err != nil {
+	ack, err := e.js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(subject.EventStream(r.Consumer)))
+	if err != nil {
 		e.log.Error("event stream refused a delivery", "consumer", r.Consumer, "type", s.Type, "err", err)
 		return decision.Refuse(codes.Unavailable, decision.ReasonEventStoreUnavailable, "the event could not be delivered; publish it again")
 	}
-	e.delivered.Add(1)
+	if !ack.Duplicate {
+		e.delivered.Add(1)
+	}
 	return nil
 }
 

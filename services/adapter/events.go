@@ -139,10 +139,7 @@ func (a *Adapter) StartEvents(ctx context.Context) error {
 		_ = conn.Close()
 		return err
 	}
-	ackWait := a.cfg.EventAckWait
-	if ackWait <= 0 {
-		ackWait = 30 * time.Second
-	}
+	ackWait := a.ackWait()
 	cons, err := js.CreateOrUpdateConsumer(ctx, subject.EventStream(a.cfg.Member), jetstream.ConsumerConfig{
 		Durable: subject.EventDurable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait,
 		MaxAckPending: 1, MaxDeliver: -1, DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -163,6 +160,13 @@ func (a *Adapter) StartEvents(ctx context.Context) error {
 	go a.deliverLoop(ectx, it, sink, a.events.done)
 	a.log.Info("event delivery ready", "stream", subject.EventStream(a.cfg.Member), "sink", a.cfg.EventSink)
 	return nil
+}
+
+func (a *Adapter) ackWait() time.Duration {
+	if a.cfg.EventAckWait <= 0 {
+		return 30 * time.Second
+	}
+	return a.cfg.EventAckWait
 }
 
 type eventsLoop struct {
@@ -212,7 +216,10 @@ func (a *Adapter) deliverOne(ctx context.Context, msg jetstream.Msg, sink events
 		Rule: msg.Headers().Get(headerEventRule), Replay: msg.Headers().Get(headerEventReplay) == "true",
 		Redelivered: meta.NumDelivered > 1,
 	}
-	backoff := 50 * time.Millisecond
+	// While the backend is down the event stays ours: InProgress restarts
+	// the bus's ack wait, and no wait between tries is longer than a third
+	// of it (else the bus would deliver the event again behind this one).
+	backoff, maxBackoff := 50*time.Millisecond, min(2*time.Second, a.ackWait()/3)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		_, err := sink.Deliver(cctx, req)
@@ -231,7 +238,7 @@ func (a *Adapter) deliverOne(ctx context.Context, msg jetstream.Msg, sink events
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 2*time.Second)
+		backoff = min(2*backoff, maxBackoff)
 	}
 	if err := msg.Ack(); err != nil {
 		a.log.Warn("event ack failed (the backend will get it again, marked redelivered)", "err", err)
