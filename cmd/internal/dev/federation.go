@@ -148,6 +148,13 @@ func (d *devFederation) startAdapters(ctx context.Context, g *process.Env, fed *
 			return err
 		}
 		d.adapters = append(d.adapters, a)
+		for _, b := range d.backends {
+			if b.Member == m.Name && len(m.Publishes) > 0 { // its life events go through this adapter
+				if err := b.PublishEventsThrough(a.Addr()); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
 }
