@@ -91,7 +91,9 @@ func StartBackend(ctx context.Context, g *Env, o BackendOptions) (*BackendNode, 
 
 // PublishEventsThrough points the backend's life events at its adapter's
 // address (jisr dev, once the adapter listens on a port of its own).
-func (n *BackendNode) PublishEventsThrough(addr string) error { return n.b.PublishEventsThrough(addr, nil) }
+func (n *BackendNode) PublishEventsThrough(addr string) error {
+	return n.b.PublishEventsThrough(addr, nil)
+}
 
 func (n *BackendNode) Stop(ctx context.Context) error {
 	err := n.b.Stop(ctx)
