@@ -94,6 +94,9 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 	if err := d.startAdapters(ctx, g, fed, o); err != nil {
 		return err
 	}
+	if err := d.seedEvents(ctx); err != nil {
+		return err
+	}
 	if err := d.writeDemo(ctx, g, fed, out, start); err != nil {
 		return err
 	}
