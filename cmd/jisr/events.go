@@ -174,8 +174,8 @@ func newEventsReplayCmd(g *process.Env) *cobra.Command {
 		since       time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "replay --as MEMBER --since DURATION",
-		Short: "Ask, through a member's adapter, for the events since a time again (when its rule allows replays)",
+		Use:     "replay --as MEMBER --since DURATION",
+		Short:   "Ask, through a member's adapter, for the events since a time again (when its rule allows replays)",
 		Example: `  jisr events replay --as cnss --since 720h`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
