@@ -148,6 +148,9 @@ func (b *harness) run(ctx context.Context) error {
 	if err := b.measureFull(ctx, f, tokens, client); err != nil {
 		return err
 	}
+	if err := b.measureEvents(ctx, f); err != nil { // events.go
+		return fmt.Errorf("life events: %w", err)
+	}
 	closeClient()
 
 	// The transport's own limit: client → relay → responder over the same
