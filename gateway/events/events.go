@@ -98,6 +98,8 @@ type Events struct {
 	subs  []*nats.Subscription
 	wg    sync.WaitGroup
 	ready atomic.Bool
+	// replaying holds the members whose replay is running (one at a time).
+	replaying sync.Map
 
 	delivered, refused atomic.Int64
 }

@@ -32,6 +32,14 @@ func (e *Events) handleReplay(msg *nats.Msg) {
 		_ = e.audit(ctx, &decision.Decision{Consumer: consumer, Service: Service, Method: ReplayMethod, Code: codes.PermissionDenied, Reason: decision.ReasonBadReplySubject})
 		return
 	}
+	// One replay per member at a time: a replay is heavy (an audit record
+	// per event), and a member asking again and again must not take the
+	// gateway's capacity.
+	if _, busy := e.replaying.LoadOrStore(consumer, true); busy {
+		e.answerTo(msg, nil, decision.Refuse(codes.ResourceExhausted, decision.ReasonTooManyInFlight, "a replay for %s is already running", consumer))
+		return
+	}
+	defer e.replaying.Delete(consumer)
 	n, err := e.replay(ctx, consumer, msg.Data)
 	if err != nil {
 		e.answerTo(msg, nil, err)

@@ -45,7 +45,11 @@ func EventSpecs(fed *federation.Federation, replicas int) []Spec {
 	}
 	out := []Spec{spec(subject.EventLogStream, subject.EventLogPrefix+".>", "jisr life events as published (the gateway's, for replays)")}
 	for _, m := range fed.Members {
-		out = append(out, spec(subject.EventStream(m.Name), subject.Deliveries(m.Name), "jisr life events delivered to "+m.Name))
+		sp := spec(subject.EventStream(m.Name), subject.Deliveries(m.Name), "jisr life events delivered to "+m.Name)
+		// The member creates consumers on its own stream (its adapter's
+		// durable one, a tail's ephemeral ones): a bounded number.
+		sp.Config.MaxConsumers = 16
+		out = append(out, sp)
 	}
 	return out
 }
