@@ -94,7 +94,11 @@ func (f *fixture) publish(t *testing.T, member string, ev *eventsv1.Event, subj 
 	if subj == "" {
 		var err error
 		eid, _ := f.env.Fed.NormaliseEID(ev.GetEid())
-		subj, err = subject.Event{Publisher: member, Type: "PersonDied", CKey: f.env.Keyer.CKey(eid)}.Subject()
+		typ := "PersonDied"
+		if ev.GetAddressChanged() != nil {
+			typ = "AddressChanged"
+		}
+		subj, err = subject.Event{Publisher: member, Type: typ, CKey: f.env.Keyer.CKey(eid)}.Subject()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -351,4 +355,26 @@ func mustJS(t *testing.T, nc *nats.Conn) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	return js
+}
+
+// A delivery under a rule with an access-log delay shows in the citizen's
+// access log only after it (the record's visible_at).
+func TestDeliveryVisibleAfterTheRulesDelay(t *testing.T) {
+	f := start(t)
+	ev := &eventsv1.Event{Id: "address-0000000000000001", Time: timestamppb.Now(), Eid: "AB123",
+		Payload: &eventsv1.Event_AddressChanged{AddressChanged: &eventsv1.AddressChanged{Street: "12 avenue de France", Place: &jisrv1.Place{Commune: "Rabat"}}}}
+	got, err := f.publish(t, "civil-registry", ev, "")
+	if err != nil || got.GetDeliveries() != 1 {
+		t.Fatalf("publish: %v %v", got, err)
+	}
+	ds := f.audit.list()
+	if len(ds) != 1 || ds[0].Consumer != "tax" || ds[0].VisibleAt.Sub(ds[0].Time) != 720*time.Hour {
+		t.Fatalf("records %+v", ds)
+	}
+	if slices.Contains(ds[0].Fields, "address_changed.street") {
+		t.Fatalf("the street was released: %v", ds[0].Fields)
+	}
+	if n := len(f.read(t, "tax")); n != 1 {
+		t.Fatalf("tax has %d events", n)
+	}
 }
