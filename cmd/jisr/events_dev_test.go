@@ -61,6 +61,15 @@ func TestDevTourADeathStopsThePension(t *testing.T) {
 		t.Fatalf("tax received:\n%s", got)
 	}
 
+	// CNSS's rule allows replays, health's does not.
+	out, errOut, err = a.cli("events", "replay", "--as", "cnss", "--since", "1h", "--adapter", f.demo.Endpoints["adapter/cnss"])
+	if err != nil || !strings.Contains(out, "event(s) delivered again to cnss") || strings.HasPrefix(out, "0 ") {
+		t.Fatalf("replay for cnss: %v\n%s%s", err, out, errOut)
+	}
+	if _, _, err := a.cli("events", "replay", "--as", "health", "--since", "1h", "--adapter", f.demo.Endpoints["adapter/health"]); err == nil || !strings.Contains(err.Error(), "allows replays") {
+		t.Fatalf("replay for health: %v", err)
+	}
+
 	keyer, err := f.g.Keyer()
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +85,8 @@ func TestDevTourADeathStopsThePension(t *testing.T) {
 			delivered[r.GetConsumer()]++
 		}
 	}
-	if delivered["cnss"] != 1 || delivered["health"] != 1 || len(delivered) != 2 {
+	// cnss: the delivery and its replay (audited as such); health: the delivery.
+	if delivered["cnss"] != 2 || delivered["health"] != 1 || len(delivered) != 2 {
 		t.Fatalf("audited deliveries of the death: %v", delivered)
 	}
 }
