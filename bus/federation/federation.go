@@ -90,10 +90,13 @@ type Limits struct {
 	InFlight int
 	// MaxRequestBytes bounds one query message (payload and headers).
 	MaxRequestBytes int
+	// EventsPerSecond is the sustained rate of the member's life events
+	// (docs/events.md), a bucket of its own with a burst of as many.
+	EventsPerSecond float64
 }
 
 // DefaultLimits apply where the federation file sets no limits.
-var DefaultLimits = Limits{QueriesPerSecond: 200, Burst: 400, InFlight: 64, MaxRequestBytes: 64 << 10}
+var DefaultLimits = Limits{QueriesPerSecond: 200, Burst: 400, InFlight: 64, MaxRequestBytes: 64 << 10, EventsPerSecond: 5000}
 
 // MaxRequestBytesCeiling is the largest max_request_bytes a file may set:
 // NATS's default max_payload, which no message can exceed anyway.
@@ -105,6 +108,7 @@ type limitsFile struct {
 	Burst            *int     `yaml:"burst"`
 	InFlight         *int     `yaml:"in_flight"`
 	MaxRequestBytes  *int     `yaml:"max_request_bytes"`
+	EventsPerSecond  *float64 `yaml:"events_per_second"`
 }
 
 // resolve fills the fields lf leaves out from base and validates the result.
@@ -123,6 +127,9 @@ func (lf *limitsFile) resolve(base Limits) (Limits, error) {
 		if lf.MaxRequestBytes != nil {
 			l.MaxRequestBytes = *lf.MaxRequestBytes
 		}
+		if lf.EventsPerSecond != nil {
+			l.EventsPerSecond = *lf.EventsPerSecond
+		}
 	}
 	switch {
 	case !(l.QueriesPerSecond > 0) || l.QueriesPerSecond > 1e6:
@@ -131,6 +138,8 @@ func (lf *limitsFile) resolve(base Limits) (Limits, error) {
 		return l, fmt.Errorf("burst %d: must be between 1 and 1000000", l.Burst)
 	case l.InFlight < 1 || l.InFlight > 1e5:
 		return l, fmt.Errorf("in_flight %d: must be between 1 and 100000", l.InFlight)
+	case !(l.EventsPerSecond > 0) || l.EventsPerSecond > 1e6:
+		return l, fmt.Errorf("events_per_second %v: must be more than 0 and at most 1000000", l.EventsPerSecond)
 	case l.MaxRequestBytes < 1024 || l.MaxRequestBytes > MaxRequestBytesCeiling:
 		return l, fmt.Errorf("max_request_bytes %d: must be between 1024 and %d", l.MaxRequestBytes, MaxRequestBytesCeiling)
 	}

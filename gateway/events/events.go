@@ -26,6 +26,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -100,6 +101,9 @@ type Events struct {
 	ready atomic.Bool
 	// replaying holds the members whose replay is running (one at a time).
 	replaying sync.Map
+	// rates are the publishers' fair shares: each member's events_per_second
+	// (federation limits), with a burst of as many.
+	rates map[string]*rate.Limiter
 
 	delivered, refused atomic.Int64
 }
@@ -132,7 +136,11 @@ func New(cfg Config) (*Events, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Events{cfg: cfg, log: cfg.Log.With("component", "gateway-events"), js: js, sem: make(chan struct{}, cfg.MaxInFlight)}, nil
+	rates := map[string]*rate.Limiter{}
+	for _, m := range cfg.Federation.Members {
+		rates[m.Name] = rate.NewLimiter(rate.Limit(m.Limits.EventsPerSecond), max(1, int(m.Limits.EventsPerSecond)))
+	}
+	return &Events{cfg: cfg, log: cfg.Log.With("component", "gateway-events"), js: js, sem: make(chan struct{}, cfg.MaxInFlight), rates: rates}, nil
 }
 
 // checkEventPath reports whether a rule's field path names a field of the
@@ -301,6 +309,9 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 		return refuse(decision.Refuse(codes.PermissionDenied, decision.ReasonUnknownMember, "unknown publisher member"))
 	}
 	d.Provider = pub.Name
+	if !e.rates[pub.Name].Allow() {
+		return refuse(decision.Refuse(codes.ResourceExhausted, decision.ReasonRateLimited, "%s publishes more than its %v events a second", pub.Name, pub.Limits.EventsPerSecond))
+	}
 	field := federation.EventField(s.Type)
 	if field == nil {
 		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonUnknownEventType, "unknown event type"))

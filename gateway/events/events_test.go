@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -56,9 +57,9 @@ type fixture struct {
 	ev    *events.Events
 }
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T, opts ...bustest.Option) *fixture {
 	t.Helper()
-	env := bustest.Start(t)
+	env := bustest.Start(t, opts...)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	if _, err := natsstate.InitSpecs(ctx, env.Connect(t, "operator"), natsstate.EventSpecs(env.Fed, 1)); err != nil {
@@ -376,5 +377,23 @@ func TestDeliveryVisibleAfterTheRulesDelay(t *testing.T) {
 	}
 	if n := len(f.read(t, "tax")); n != 1 {
 		t.Fatalf("tax has %d events", n)
+	}
+}
+
+// A publisher over its events_per_second is refused at once, audited.
+func TestPublisherRateLimited(t *testing.T) {
+	yaml := strings.Replace(string(bustest.FederationYAML()),
+		"    publishes: [PersonDied, PersonBorn, MarriageRecorded, AddressChanged]\n",
+		"    publishes: [PersonDied, PersonBorn, MarriageRecorded, AddressChanged]\n    limits: {events_per_second: 1}\n", 1)
+	f := start(t, bustest.WithFederation([]byte(yaml)))
+	if _, err := f.publish(t, "civil-registry", died("death-0000000000000201", "AB201"), ""); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.publish(t, "civil-registry", died("death-0000000000000202", "AB202"), "")
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || decision.ReasonOf(st) != decision.ReasonRateLimited {
+		t.Fatalf("second event within the second: %v", err)
+	}
+	if n := len(f.read(t, "cnss")); n != 1 {
+		t.Fatalf("cnss has %d events, want 1", n)
 	}
 }
