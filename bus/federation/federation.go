@@ -49,6 +49,9 @@ type Federation struct {
 	EID         EIDFormat
 	Members     []*Member
 	Rules       []*Rule
+	// EventRules say which member receives which life events of which
+	// publisher (events.go).
+	EventRules []*EventRule
 	// Limits are the federation-wide defaults of every member's limits
 	// (DefaultLimits where the file names none).
 	Limits Limits
@@ -84,6 +87,9 @@ type Member struct {
 	ID       spiffeid.ID
 	Provides []string // full protobuf service names
 	Limits   Limits   // the member's own limits, defaults filled in
+	// Publishes are the life events the member records and may publish
+	// (event type names such as PersonDied): the gateway refuses any other.
+	Publishes []string
 }
 
 // Limits are a member's fair share of the gateway: the gateway refuses at
@@ -97,10 +103,13 @@ type Limits struct {
 	InFlight int
 	// MaxRequestBytes bounds one query message (payload and headers).
 	MaxRequestBytes int
+	// EventsPerSecond is the sustained rate of the member's life events
+	// (docs/events.md), a bucket of its own with a burst of as many.
+	EventsPerSecond float64
 }
 
 // DefaultLimits apply where the federation file sets no limits.
-var DefaultLimits = Limits{QueriesPerSecond: 200, Burst: 400, InFlight: 64, MaxRequestBytes: 64 << 10}
+var DefaultLimits = Limits{QueriesPerSecond: 200, Burst: 400, InFlight: 64, MaxRequestBytes: 64 << 10, EventsPerSecond: 5000}
 
 // MaxRequestBytesCeiling is the largest max_request_bytes a file may set:
 // NATS's default max_payload, which no message can exceed anyway.
@@ -112,6 +121,7 @@ type limitsFile struct {
 	Burst            *int     `yaml:"burst"`
 	InFlight         *int     `yaml:"in_flight"`
 	MaxRequestBytes  *int     `yaml:"max_request_bytes"`
+	EventsPerSecond  *float64 `yaml:"events_per_second"`
 }
 
 // resolve fills the fields lf leaves out from base and validates the result.
@@ -130,6 +140,9 @@ func (lf *limitsFile) resolve(base Limits) (Limits, error) {
 		if lf.MaxRequestBytes != nil {
 			l.MaxRequestBytes = *lf.MaxRequestBytes
 		}
+		if lf.EventsPerSecond != nil {
+			l.EventsPerSecond = *lf.EventsPerSecond
+		}
 	}
 	switch {
 	case !(l.QueriesPerSecond > 0) || l.QueriesPerSecond > 1e6:
@@ -138,6 +151,8 @@ func (lf *limitsFile) resolve(base Limits) (Limits, error) {
 		return l, fmt.Errorf("burst %d: must be between 1 and 1000000", l.Burst)
 	case l.InFlight < 1 || l.InFlight > 1e5:
 		return l, fmt.Errorf("in_flight %d: must be between 1 and 100000", l.InFlight)
+	case !(l.EventsPerSecond > 0) || l.EventsPerSecond > 1e6:
+		return l, fmt.Errorf("events_per_second %v: must be more than 0 and at most 1000000", l.EventsPerSecond)
 	case l.MaxRequestBytes < 1024 || l.MaxRequestBytes > MaxRequestBytesCeiling:
 		return l, fmt.Errorf("max_request_bytes %d: must be between 1024 and %d", l.MaxRequestBytes, MaxRequestBytesCeiling)
 	}
@@ -189,6 +204,8 @@ type file struct {
 		Titles   map[string]string `yaml:"titles"`
 		Provides []string          `yaml:"provides"`
 		Limits   *limitsFile       `yaml:"limits"`
+		// Publishes: the event types the member may publish (events.go).
+		Publishes []string `yaml:"publishes"`
 	} `yaml:"members"`
 	Labels struct {
 		Fields   map[string]map[string]string `yaml:"fields"`
@@ -210,7 +227,8 @@ type file struct {
 		Params         map[string]string `yaml:"params"`
 		PredicateLimit *limitFile        `yaml:"predicate_limit"`
 	} `yaml:"rules"`
-	Anomalies *anomaliesFile `yaml:"anomalies"`
+	Anomalies  *anomaliesFile  `yaml:"anomalies"`
+	EventRules []eventRuleFile `yaml:"event_rules"`
 }
 
 // Anomalies are the thresholds of the auditor's console's anomaly findings
@@ -377,6 +395,9 @@ func Parse(data []byte) (*Federation, error) {
 			m.Provides = append(m.Provides, svc)
 			fed.services[svc] = append(fed.services[svc], m)
 		}
+		if m.Publishes, err = checkPublishes(rm.Publishes); err != nil {
+			return nil, bad("members[%d] (%s).publishes: %v", i, rm.Name, err)
+		}
 		fed.Members = append(fed.Members, m)
 		fed.members[m.Name] = m
 		fed.byID[id.String()] = m
@@ -471,6 +492,9 @@ func Parse(data []byte) (*Federation, error) {
 			return nil, err
 		}
 		fed.Rules = append(fed.Rules, r)
+	}
+	if err := fed.parseEventRules(raw.EventRules); err != nil {
+		return nil, err
 	}
 	return fed, nil
 }

@@ -116,11 +116,11 @@ func TestLimitsInheritAndValidate(t *testing.T) {
 	}
 	alpha, _ := f.Member("alpha")
 	beta, _ := f.Member("beta")
-	wantFed := Limits{QueriesPerSecond: 0.5, Burst: 2, InFlight: DefaultLimits.InFlight, MaxRequestBytes: DefaultLimits.MaxRequestBytes}
+	wantFed := Limits{QueriesPerSecond: 0.5, Burst: 2, InFlight: DefaultLimits.InFlight, MaxRequestBytes: DefaultLimits.MaxRequestBytes, EventsPerSecond: DefaultLimits.EventsPerSecond}
 	if f.Limits != wantFed || alpha.Limits != wantFed {
 		t.Fatalf("federation limits %+v, alpha %+v; want %+v", f.Limits, alpha.Limits, wantFed)
 	}
-	if want := (Limits{QueriesPerSecond: 0.5, Burst: 2, InFlight: 3, MaxRequestBytes: 2048}); beta.Limits != want {
+	if want := (Limits{QueriesPerSecond: 0.5, Burst: 2, InFlight: 3, MaxRequestBytes: 2048, EventsPerSecond: DefaultLimits.EventsPerSecond}); beta.Limits != want {
 		t.Fatalf("beta limits %+v, want %+v", beta.Limits, want)
 	}
 	if f, err := Parse([]byte(base)); err != nil || f.Members[0].Limits != DefaultLimits {
@@ -138,6 +138,7 @@ func TestLimitsInheritAndValidate(t *testing.T) {
 		{"request bytes over max_payload", member("{max_request_bytes: 2097152}"), "members[1] (beta).limits.max_request_bytes"},
 		{"request bytes tiny", member("{max_request_bytes: 10}"), "limits.max_request_bytes"},
 		{"unknown limit", member("{qps: 5}"), "field qps not found"},
+		{"zero event rate", member("{events_per_second: 0}"), "members[1] (beta).limits.events_per_second"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))

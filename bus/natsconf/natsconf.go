@@ -116,7 +116,7 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	for _, m := range fed.Members {
 		inboxes = append(inboxes, subject.Inbox(m.Name)+".>")
 		out[m.ID.String()] = Permission{
-			PublishAllow:   []string{subject.ConsumerQueries(m.Name)},
+			PublishAllow:   append([]string{subject.ConsumerQueries(m.Name)}, memberEvents(m.Name)...),
 			SubscribeAllow: []string{subject.ProviderQueries(m.Name), subject.Inbox(m.Name) + ".>"},
 			// A provider answers the gateway's request, once.
 			MaxResponses: 1,
@@ -127,7 +127,7 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	// (deny_delete, deny_purge); this list keeps the refusal even if the
 	// allow-lists below grow by mistake.
 	var tamper []string
-	for _, s := range []string{subject.AuditStream, subject.CheckpointStream, subject.BucketStream(subject.ConsentBucket), subject.BucketStream(subject.RevocationBucket), subject.BucketStream(subject.UsageBucket), subject.BucketStream(subject.RequestBucket)} {
+	for _, s := range append([]string{subject.AuditStream, subject.CheckpointStream, subject.BucketStream(subject.ConsentBucket), subject.BucketStream(subject.RevocationBucket), subject.BucketStream(subject.UsageBucket), subject.BucketStream(subject.RequestBucket)}, eventStreams(fed)...) {
 		tamper = append(tamper,
 			"$JS.API.STREAM.DELETE."+s,
 			"$JS.API.STREAM.PURGE."+s,
@@ -150,10 +150,11 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	gwPub = append(gwPub, bucketRead(subject.ConsentBucket)...)
 	gwPub = append(gwPub, bucketWrite(subject.UsageBucket)...)
 	gwPub = append(gwPub, subject.ConsentAPI+".>") // the citizen-facing consent API asks the consent service
+	gwPub = append(gwPub, gatewayEvents(fed)...)
 	out[fed.ID("gateway").String()] = Permission{
 		PublishAllow:   gwPub,
 		PublishDeny:    tamper,
-		SubscribeAllow: []string{subject.AllQueries(), subject.Inbox("gateway") + ".>"},
+		SubscribeAllow: []string{subject.AllQueries(), subject.Inbox("gateway") + ".>", subject.AllEvents(), subject.AllReplays()},
 	}
 
 	// The consent service records grants and revocations; it reads the use

@@ -58,7 +58,10 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 		t.Fatal("no user for cnss")
 	}
 	p := cnss.Permissions
-	if got := p.Publish.Allow; len(got) != 1 || got[0] != "jisr.q.cnss.>" {
+	// Its queries, its own events and the read side of its own event stream
+	// (docs/events.md), nothing else.
+	want := append([]string{"jisr.q.cnss.>", "jisr.e.cnss.>", "jisr.er.cnss", "$JS.ACK.JISR_EVENTS_cnss.>"}, StreamAPI("JISR_EVENTS_cnss")...)
+	if got := p.Publish.Allow; !slices.Equal(got, want) {
 		t.Fatalf("cnss may publish %v", got)
 	}
 	if got := p.Subscribe.Allow; len(got) != 2 || got[0] != "jisr.p.cnss.>" || got[1] != "_INBOX.cnss.>" {

@@ -58,6 +58,11 @@ func TestNothingStartsBeforeNATSInit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fed, err = g.Federation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs = append(specs, natsstate.EventSpecs(fed, 1)...)
 	for _, want := range []string{"created", "ok"} {
 		var out bytes.Buffer
 		if err := process.NATSInit(ctx, g, &out); err != nil {

@@ -68,5 +68,6 @@ func subcommands(g *process.Env) []*cobra.Command {
 		newAuditCmd(g),
 		newBenchCmd(g),
 		newContextCmd(g),
+		newEventsCmd(g),
 	}
 }

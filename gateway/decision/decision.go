@@ -54,6 +54,16 @@ const (
 	ReasonPredicateLimit     = "PREDICATE_LIMIT_EXCEEDED"
 )
 
+// Reasons of life events (issue 19, docs/events.md). A delivery is ALLOWED
+// (its record's method is the event type); a replayed one is EVENT_REPLAYED.
+const (
+	ReasonEventReplayed         = "EVENT_REPLAYED"           // an allowed delivery made by a replay
+	ReasonEventNotAllowed       = "EVENT_NOT_ALLOWED"        // the member may not publish this event type (members[].publishes)
+	ReasonUnknownEventType      = "UNKNOWN_EVENT_TYPE"       // no such event type in jisr.events.v1
+	ReasonReplayNotAllowed      = "EVENT_REPLAY_NOT_ALLOWED" // no event rule of the member allows replays
+	ReasonEventStoreUnavailable = "EVENT_STORE_UNAVAILABLE"  // an event stream refused the delivery: nothing is acknowledged
+)
+
 // ReasonConsentStateUnavailable: the gateway's view of revocations and use
 // counters is not known to be current (its watch stopped), so no consent
 // token is accepted (Unavailable) until it is.

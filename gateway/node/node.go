@@ -26,6 +26,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/console"
+	"github.com/jisr-bus/jisr/gateway/events"
 	"github.com/jisr-bus/jisr/gateway/notify"
 )
 
@@ -132,6 +133,7 @@ type Node struct {
 	consoleAddr string
 	// stopCitizen ends the citizen page's live views and notifications.
 	stopCitizen []func()
+	events      *events.Events
 }
 
 // New checks the configuration; Start brings the node up.
@@ -207,6 +209,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.gw.Start(ctx); err != nil {
 		return err
 	}
+	if err := n.startEvents(ctx); err != nil {
+		return err
+	}
 	n.serveHTTP(n.mux(reg, routes))
 	if err := n.serveConsole(); err != nil {
 		return err
@@ -269,6 +274,12 @@ func (n *Node) mux(reg *prometheus.Registry, routes map[string]http.Handler) *ht
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
+		if n.events != nil {
+			if err := n.events.Ready(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		fmt.Fprintln(w, "ready")
 	})
 	gs := prometheus.Gatherers{reg}
@@ -311,6 +322,9 @@ func (n *Node) serveHTTP(h http.Handler) {
 // audited), the audit log publishes its checkpoint, then connections close.
 func (n *Node) Stop(ctx context.Context) error {
 	var errs []error
+	if n.events != nil {
+		errs = append(errs, n.events.Stop(ctx))
+	}
 	if n.gw != nil {
 		errs = append(errs, n.gw.Stop(ctx))
 	}

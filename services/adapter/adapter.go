@@ -34,6 +34,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/refusal"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
+	eventsv1 "github.com/jisr-bus/jisr/proto/gen/jisr/events/v1"
 	"github.com/jisr-bus/jisr/proto/services"
 	"github.com/jisr-bus/jisr/proto/unknownfields"
 )
@@ -74,6 +75,13 @@ type Config struct {
 	// backend connection (stats handlers for tracing, for example).
 	ServerOptions []grpc.ServerOption
 	DialOptions   []grpc.DialOption
+	// EventSink is the address of the backend's jisr.events.v1.EventSink,
+	// to which StartEvents delivers the member's events (docs/events.md);
+	// plaintext on loopback only, else BackendTLS. EventAckWait is how long
+	// the bus waits for an event's acknowledgement before delivering it
+	// again after a crash (default 30s).
+	EventSink    string
+	EventAckWait time.Duration
 	// Registerer, when set, receives the provider side's hop latency
 	// (jisr_adapter_provider_duration_seconds, by member: adapters of one
 	// process may share it).
@@ -114,6 +122,7 @@ type Adapter struct {
 	next         atomic.Uint32        // the consumer side's next connection
 	sem          chan struct{}
 	wg           sync.WaitGroup
+	events       *eventsLoop // delivery to the backend's EventSink, when started
 
 	spanOpts []bus.SpanOption // the bus spans go to the adapter's provider
 }
@@ -187,6 +196,9 @@ func (a *Adapter) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 		a.health.SetServingStatus(desc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	}
 	a.registerConsentRequests(s)
+	// Life events: the backend publishes the member's events here.
+	eventsv1.RegisterEventPublisherServer(s, publisher{a: a})
+	a.health.SetServingStatus(eventsv1.EventPublisher_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, a.health)
 	reflection.Register(s)
 	return s
@@ -447,6 +459,9 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	}
 	if a.sub != nil {
 		_ = a.sub.Unsubscribe()
+	}
+	if a.events != nil {
+		a.events.stop()
 	}
 	done := make(chan struct{})
 	go func() { a.wg.Wait(); close(done) }()

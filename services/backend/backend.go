@@ -116,6 +116,7 @@ type Backend struct {
 	m      ministry
 	health *health.Server
 	tls    bool
+	conns  []*grpc.ClientConn // to its adapter (events.go)
 }
 
 // New opens member's store under dataDir (<dataDir>/<member>.db), seeding it
@@ -176,6 +177,9 @@ func (b *Backend) Serve(lis net.Listener) error {
 // Stop stops gracefully, forcing at ctx's end, then closes the store.
 func (b *Backend) Stop(ctx context.Context) error {
 	b.health.Shutdown()
+	for _, c := range b.conns {
+		_ = c.Close()
+	}
 	done := make(chan struct{})
 	go func() { b.srv.GracefulStop(); close(done) }()
 	select {

@@ -9,10 +9,12 @@ import (
 	"context"
 	"database/sql"
 	"strings"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
+	eventsv1 "github.com/jisr-bus/jisr/proto/gen/jisr/events/v1"
 	jisrv1 "github.com/jisr-bus/jisr/proto/gen/jisr/v1"
 	"github.com/jisr-bus/jisr/services/demodata"
 	"github.com/jisr-bus/jisr/services/store"
@@ -60,6 +62,8 @@ type Server struct {
 	civilv1.UnimplementedCivilRegistryServer
 	db                            *sql.DB
 	person, act, household, alive *sql.Stmt
+	w                             *sql.DB                                       // the deaths it records (admin.go)
+	pub                           atomic.Pointer[eventsv1.EventPublisherClient] // its adapter, to publish them
 }
 
 // Open opens (seeding if needed) the store at path.
@@ -69,6 +73,10 @@ func Open(ctx context.Context, path string, opts ...store.Option) (*Server, erro
 		return nil, err
 	}
 	s := &Server{db: db}
+	if s.w, err = store.OpenWriter(ctx, path, deathTable); err != nil {
+		db.Close()
+		return nil, err
+	}
 	for q, st := range map[string]**sql.Stmt{
 		`SELECT eid, sex, given_latin, family_latin, given_arabic, family_arabic, birth_date, commune, province,
 			deceased, death_date, marital, father_name, mother_name FROM person WHERE eid = ?`: &s.person,
@@ -88,10 +96,13 @@ func Open(ctx context.Context, path string, opts ...store.Option) (*Server, erro
 }
 
 // Register adds the service to a gRPC server.
-func (s *Server) Register(r grpc.ServiceRegistrar) { civilv1.RegisterCivilRegistryServer(r, s) }
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	civilv1.RegisterCivilRegistryServer(r, s)
+	civilv1.RegisterCivilRegistryAdminServer(r, admin{s: s})
+}
 
 // Close closes the store.
-func (s *Server) Close() error { return s.db.Close() }
+func (s *Server) Close() error { s.w.Close(); return s.db.Close() }
 
 func checkEID(eid string) (string, error) { return store.CheckEID(eid) }
 

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	cnssv1 "github.com/jisr-bus/jisr/proto/gen/jisr/cnss/v1"
+	eventsv1 "github.com/jisr-bus/jisr/proto/gen/jisr/events/v1"
 	jisrv1 "github.com/jisr-bus/jisr/proto/gen/jisr/v1"
 	"github.com/jisr-bus/jisr/services/demodata"
 	"github.com/jisr-bus/jisr/services/store"
@@ -93,6 +94,7 @@ func seed(ins map[string]*sql.Stmt, c *demodata.Citizen, block []demodata.Citize
 type Server struct {
 	cnssv1.UnimplementedSocialSecurityServer
 	db                           *sql.DB
+	w                            *sql.DB // the events it applies (events.go)
 	insured, periods, benefitted *sql.Stmt
 }
 
@@ -103,6 +105,10 @@ func Open(ctx context.Context, path string, opts ...store.Option) (*Server, erro
 		return nil, err
 	}
 	s := &Server{db: db}
+	if s.w, err = store.OpenWriter(ctx, path, store.EventsTable); err != nil {
+		db.Close()
+		return nil, err
+	}
 	for q, st := range map[string]**sql.Stmt{
 		`SELECT affiliation_number, status, regime, employer, affiliation_date, amo_scheme, amo_covered FROM insured WHERE eid = ?`: &s.insured,
 		`SELECT from_ym, to_ym, monthly_salary, days FROM period WHERE eid = ? ORDER BY from_ym`:                                    &s.periods,
@@ -117,10 +123,13 @@ func Open(ctx context.Context, path string, opts ...store.Option) (*Server, erro
 }
 
 // Register adds the service to a gRPC server.
-func (s *Server) Register(r grpc.ServiceRegistrar) { cnssv1.RegisterSocialSecurityServer(r, s) }
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	cnssv1.RegisterSocialSecurityServer(r, s)
+	eventsv1.RegisterEventSinkServer(r, s.events())
+}
 
 // Close closes the store.
-func (s *Server) Close() error { return s.db.Close() }
+func (s *Server) Close() error { s.w.Close(); return s.db.Close() }
 
 type insured struct {
 	number, employer string

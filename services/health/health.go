@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	eventsv1 "github.com/jisr-bus/jisr/proto/gen/jisr/events/v1"
 	healthv1 "github.com/jisr-bus/jisr/proto/gen/jisr/health/v1"
 	jisrv1 "github.com/jisr-bus/jisr/proto/gen/jisr/v1"
 	"github.com/jisr-bus/jisr/services/demodata"
@@ -58,6 +59,7 @@ var spec = store.Spec{
 type Server struct {
 	healthv1.UnimplementedHealthServer
 	db                       *sql.DB
+	w                        *sql.DB // the events it receives
 	entitlement, disabilityQ *sql.Stmt
 }
 
@@ -68,6 +70,11 @@ func Open(ctx context.Context, path string, opts ...store.Option) (*Server, erro
 		return nil, err
 	}
 	s := &Server{db: db}
+	// The events it receives are recorded once each (no data of its changes).
+	if s.w, err = store.OpenWriter(ctx, path, store.EventsTable); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if s.entitlement, err = db.PrepareContext(ctx, `SELECT insurer, plan FROM entitlement WHERE eid = ?`); err == nil {
 		s.disabilityQ, err = db.PrepareContext(ctx, `SELECT degree, category, assessed_on, card_number FROM disability WHERE eid = ?`)
 	}
@@ -79,10 +86,13 @@ func Open(ctx context.Context, path string, opts ...store.Option) (*Server, erro
 }
 
 // Register adds the service to a gRPC server.
-func (s *Server) Register(r grpc.ServiceRegistrar) { healthv1.RegisterHealthServer(r, s) }
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	healthv1.RegisterHealthServer(r, s)
+	eventsv1.RegisterEventSinkServer(r, store.EventSink{DB: s.w})
+}
 
 // Close closes the store.
-func (s *Server) Close() error { return s.db.Close() }
+func (s *Server) Close() error { s.w.Close(); return s.db.Close() }
 
 // GetInsuranceEntitlement returns who covers the person's care.
 func (s *Server) GetInsuranceEntitlement(ctx context.Context, req *healthv1.GetInsuranceEntitlementRequest) (*healthv1.GetInsuranceEntitlementResponse, error) {

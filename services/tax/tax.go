@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	eventsv1 "github.com/jisr-bus/jisr/proto/gen/jisr/events/v1"
 	taxv1 "github.com/jisr-bus/jisr/proto/gen/jisr/tax/v1"
 	jisrv1 "github.com/jisr-bus/jisr/proto/gen/jisr/v1"
 	"github.com/jisr-bus/jisr/services/demodata"
@@ -55,6 +56,7 @@ var spec = store.Spec{
 type Server struct {
 	taxv1.UnimplementedTaxServer
 	db                 *sql.DB
+	w                  *sql.DB // the events it receives
 	taxpayer, declared *sql.Stmt
 }
 
@@ -65,6 +67,11 @@ func Open(ctx context.Context, path string, opts ...store.Option) (*Server, erro
 		return nil, err
 	}
 	s := &Server{db: db}
+	// The events it receives are recorded once each (no data of its changes).
+	if s.w, err = store.OpenWriter(ctx, path, store.EventsTable); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if s.taxpayer, err = db.PrepareContext(ctx, `SELECT good_standing, outstanding FROM taxpayer WHERE eid = ?`); err == nil {
 		s.declared, err = db.PrepareContext(ctx, `SELECT salary, professional, agricultural, rental, capital, tax_due, tax_paid, filed
 			FROM declaration WHERE eid = ? AND year = ?`)
@@ -77,10 +84,13 @@ func Open(ctx context.Context, path string, opts ...store.Option) (*Server, erro
 }
 
 // Register adds the service to a gRPC server.
-func (s *Server) Register(r grpc.ServiceRegistrar) { taxv1.RegisterTaxServer(r, s) }
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	taxv1.RegisterTaxServer(r, s)
+	eventsv1.RegisterEventSinkServer(r, store.EventSink{DB: s.w})
+}
 
 // Close closes the store.
-func (s *Server) Close() error { return s.db.Close() }
+func (s *Server) Close() error { s.w.Close(); return s.db.Close() }
 
 func checkYear(y int32) error {
 	if y < demodata.FirstYear || y > demodata.LastYear {

@@ -148,6 +148,9 @@ func (b *harness) run(ctx context.Context) error {
 	if err := b.measureFull(ctx, f, tokens, client); err != nil {
 		return err
 	}
+	if err := b.measureEvents(ctx, f); err != nil { // events.go
+		return fmt.Errorf("life events: %w", err)
+	}
 	closeClient()
 	if err := b.scalingFull(ctx, f, tokens); err != nil {
 		return fmt.Errorf("scaling: %w", err)

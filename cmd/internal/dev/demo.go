@@ -25,6 +25,8 @@ type File struct {
 	Citizens  []Citizen         `json:"citizens"`
 	Tokens    []Token           `json:"tokens"`
 	Try       string            `json:"try"`
+	// Events is the printed tour of life events (events.go).
+	Events string `json:"events_tour,omitempty"`
 }
 
 // Citizen is a demo citizen.
@@ -133,6 +135,7 @@ func Write(ctx context.Context, dataDir string, fed *federation.Federation, keye
 	}
 	demo.Tokens = tokens
 	demo.Try = tryCommand(ep, demo)
+	demo.Events = eventsTour(ep)
 	b, err := json.MarshalIndent(demo, "", "  ")
 	if err != nil {
 		return nil, err
@@ -201,5 +204,6 @@ func Print(out io.Writer, fed *federation.Federation, ep Endpoints, demo *File, 
 	if demo.Try != "" {
 		fmt.Fprintf(out, "\nTry it — CNSS asks the civil registry about a citizen, with their consent:\n\n  %s\n", demo.Try)
 	}
+	fmt.Fprint(out, demo.Events)
 	fmt.Fprintln(out, "\nCtrl-C to stop.")
 }

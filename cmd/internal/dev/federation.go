@@ -126,6 +126,9 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 	if err := d.startAdapters(ctx, g, fed, o); err != nil {
 		return err
 	}
+	if err := d.seedEvents(ctx); err != nil {
+		return err
+	}
 	if err := d.writeDemo(ctx, g, fed, out, start); err != nil {
 		return err
 	}
@@ -184,6 +187,13 @@ func (d *devFederation) startAdapters(ctx context.Context, g *process.Env, fed *
 			return err
 		}
 		d.adapters = append(d.adapters, a)
+		for _, b := range d.backends {
+			if b.Member == m.Name && len(m.Publishes) > 0 { // its life events go through this adapter
+				if err := b.PublishEventsThrough(a.Addr()); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package process
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -19,6 +20,10 @@ type AdapterOptions struct {
 	// NATSConns is how many NATS connections the adapter uses (0:
 	// DefaultNATSConns; see adapter.Config.MoreConns).
 	NATSConns int
+	// EventSink is the backend's EventSink address, when the member
+	// receives events (default: the backend's address; "off": none).
+	EventSink    string
+	EventAckWait time.Duration
 }
 
 // DevPort returns the dev port offset of a member: its position in the
@@ -52,6 +57,14 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 	if o.Backend == "" && len(m.Provides) > 0 {
 		o.Backend = DevPort(fed, o.Member, 7100)
 	}
+	switch {
+	case o.EventSink == "off" || !fed.ReceivesEvents(o.Member):
+		o.EventSink = ""
+	case o.EventSink == "" && o.Backend != "":
+		o.EventSink = o.Backend
+	case o.EventSink == "":
+		o.EventSink = DevPort(fed, o.Member, 7100)
+	}
 	keyer, err := g.Keyer()
 	if err != nil {
 		return nil, err
@@ -68,7 +81,7 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 	}
 	cfg := adapter.Config{Member: o.Member, Federation: fed, Keyer: keyer, Conn: nc, MoreConns: more, Log: g.Log, Backend: o.Backend,
 		ServerOptions: g.GRPCServerOptions("adapter", o.Member), DialOptions: g.GRPCDialOptions("adapter", o.Member),
-		Registerer: g.Registry()}
+		Registerer: g.Registry(), EventSink: o.EventSink, EventAckWait: o.EventAckWait}
 	return node.Start(ctx, node.Config{Adapter: cfg, Source: src, Listen: o.Listen}, node.WithServerOptions(extra...),
 		node.WithTracerProvider(g.TracerProviderFor("adapter", o.Member, "")))
 }

@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 
@@ -17,6 +18,9 @@ type BackendOptions struct {
 	Listen   string
 	Citizens int
 	HTTP     string
+	// Adapter is the member's adapter, through which a backend that records
+	// life events publishes them (default: the member's dev adapter port).
+	Adapter string
 }
 
 type BackendNode struct {
@@ -64,6 +68,19 @@ func StartBackend(ctx context.Context, g *Env, o BackendOptions) (*BackendNode, 
 		return nil, fmt.Errorf("backend %s: %w", o.Member, err)
 	}
 	n.Addr = lis.Addr().String()
+	if m, err := fed.Member(o.Member); err == nil && len(m.Publishes) > 0 {
+		if o.Adapter == "" {
+			o.Adapter = DevPort(fed, o.Member, 7000)
+		}
+		var tlsConf *tls.Config
+		if n.src != nil {
+			tlsConf = svid.ClientTLS(n.src, BackendOf(fed.TrustDomain, o.Member))
+		}
+		if err := b.PublishEventsThrough(o.Adapter, tlsConf); err != nil {
+			_ = n.Stop(ctx)
+			return nil, fmt.Errorf("backend %s: --adapter %s: %w", o.Member, o.Adapter, err)
+		}
+	}
 	go func() {
 		if err := b.Serve(lis); err != nil {
 			g.Log.Error("backend stopped", "member", o.Member, "err", err)
@@ -71,6 +88,12 @@ func StartBackend(ctx context.Context, g *Env, o BackendOptions) (*BackendNode, 
 	}()
 	g.Log.Info("backend listening", "member", o.Member, "grpc", n.Addr)
 	return n, nil
+}
+
+// PublishEventsThrough points the backend's life events at its adapter's
+// address (jisr dev, once the adapter listens on a port of its own).
+func (n *BackendNode) PublishEventsThrough(addr string) error {
+	return n.b.PublishEventsThrough(addr, nil)
 }
 
 func (n *BackendNode) Stop(ctx context.Context) error {

@@ -46,6 +46,16 @@ func NATSInitWith(ctx context.Context, g *Env, out io.Writer, auditAccount bool)
 	if err != nil {
 		return err
 	}
+	// The life events' streams (docs/events.md), in the federation's account.
+	fed, err := g.Federation()
+	if err != nil {
+		return err
+	}
+	ers, err := natsstate.InitSpecs(ctx, nc, natsstate.EventSpecs(fed, settings.Stream.Replicas))
+	rs = append(rs, ers...)
+	if err != nil {
+		return err
+	}
 	for _, r := range rs {
 		what := "ok"
 		switch {

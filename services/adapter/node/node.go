@@ -85,7 +85,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Node, err error)
 		return nil, err
 	}
 	authz := adapter.WorkloadsOf(cfg.Adapter.Federation.TrustDomain, m.Name)
-	if cfg.Adapter.Backend != "" && !loopback.Is(cfg.Adapter.Backend) && cfg.Source != nil {
+	if (cfg.Adapter.Backend != "" && !loopback.Is(cfg.Adapter.Backend) || cfg.Adapter.EventSink != "" && !loopback.Is(cfg.Adapter.EventSink)) && cfg.Source != nil {
 		cfg.Adapter.BackendTLS = svid.ClientTLS(cfg.Source, authz)
 	}
 	var aopts []adapter.Option
@@ -97,6 +97,11 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Node, err error)
 	}
 	if len(m.Provides) > 0 {
 		if err := n.ad.StartProvider(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Adapter.EventSink != "" {
+		if err := n.ad.StartEvents(ctx); err != nil {
 			return nil, err
 		}
 	}

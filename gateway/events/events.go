@@ -1,0 +1,463 @@
+// Package events is the gateway's side of life events (docs/events.md): it
+// takes each event a member publishes on jisr.e.<publisher>.<type>.<ckey>,
+// checks it like a query (the publisher may publish this type, the payload
+// is a valid event whose eID hashes to the subject's ckey), and delivers it
+// into the stream of every member whose event rule covers it, minimised to
+// the rule's fields. It also replays the event log to a member whose rule
+// allows replays.
+//
+// Invariant: a delivery reaches a member's stream only after its audit
+// record is durable (one record per delivery, visible in the citizen's
+// access log after the rule's delay), and only the rule's fields reach it;
+// the publisher's Publish is answered OK only once every delivery is
+// durable. Deliveries carry the event's id as Nats-Msg-Id, so a publisher
+// that publishes the same event again (after a lost answer) makes no second
+// delivery.
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/jisr-bus/jisr/bus"
+	"github.com/jisr-bus/jisr/bus/ckey"
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/gateway/decision"
+	"github.com/jisr-bus/jisr/gateway/minimise"
+	eventsv1 "github.com/jisr-bus/jisr/proto/gen/jisr/events/v1"
+)
+
+// Service is the name audit records of deliveries carry as their service
+// (their method is the event type): the service a receiving backend
+// implements.
+const Service = "jisr.events.v1.EventSink"
+
+// ReplayMethod is the method of the audit record of a refused replay request.
+const ReplayMethod = "Replay"
+
+// Headers of a delivery message in a member's stream.
+const (
+	HeaderRule   = "Jisr-Event-Rule"   // the rule under which it was delivered
+	HeaderReplay = "Jisr-Event-Replay" // "true" when delivered by a replay
+)
+
+// MaxEventBytes bounds one published event (the streams refuse larger).
+const MaxEventBytes = 64 << 10
+
+// MaxReplay bounds the events one replay request delivers.
+const MaxReplay = 1_000_000
+
+// MaxFutureSkew is how far in the future an event's time may be.
+const MaxFutureSkew = 5 * time.Minute
+
+// AuditLog makes a decision durable (the gateway's audit log).
+type AuditLog interface {
+	Append(ctx context.Context, d *decision.Decision) error
+}
+
+// Config configures the events service.
+type Config struct {
+	Federation *federation.Federation
+	Keyer      *ckey.Keyer
+	// Conn is the gateway's connection: it subscribes to jisr.e.> and
+	// jisr.er.* and publishes deliveries.
+	Conn  *nats.Conn
+	Audit AuditLog
+	Log   *slog.Logger
+	// MaxInFlight bounds the events decided at once (default 1024); past it
+	// a publication is refused at once (GATEWAY_OVERLOADED) and retried by
+	// its publisher.
+	MaxInFlight int
+	// Timeout bounds the handling of one event (default 30s).
+	Timeout time.Duration
+	Now     func() time.Time
+}
+
+// Sentinel errors.
+var ErrConfig = errors.New("events: invalid configuration")
+
+// Events is the gateway's events service. Create with New, then Start.
+type Events struct {
+	cfg   Config
+	log   *slog.Logger
+	js    jetstream.JetStream
+	sem   chan struct{}
+	subs  []*nats.Subscription
+	wg    sync.WaitGroup
+	ready atomic.Bool
+	// replaying holds the members whose replay is running (one at a time).
+	replaying sync.Map
+	// rates are the publishers' fair shares: each member's events_per_second
+	// (federation limits), with a burst of as many.
+	rates map[string]*rate.Limiter
+
+	delivered, refused atomic.Int64
+}
+
+// New validates cfg.
+func New(cfg Config) (*Events, error) {
+	if cfg.Federation == nil || cfg.Keyer == nil || cfg.Conn == nil || cfg.Audit == nil {
+		return nil, fmt.Errorf("%w: Federation, Keyer, Conn and Audit are required", ErrConfig)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 1024
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	for _, r := range cfg.Federation.EventRules {
+		for _, f := range r.Fields {
+			if err := checkEventPath(f); err != nil {
+				return nil, fmt.Errorf("%w: event rule %s: fields: %v", ErrConfig, r.Name, err)
+			}
+		}
+	}
+	js, err := jetstream.New(cfg.Conn)
+	if err != nil {
+		return nil, err
+	}
+	rates := map[string]*rate.Limiter{}
+	for _, m := range cfg.Federation.Members {
+		rates[m.Name] = rate.NewLimiter(rate.Limit(m.Limits.EventsPerSecond), max(1, int(m.Limits.EventsPerSecond)))
+	}
+	return &Events{cfg: cfg, log: cfg.Log.With("component", "gateway-events"), js: js, sem: make(chan struct{}, cfg.MaxInFlight), rates: rates}, nil
+}
+
+// checkEventPath reports whether a rule's field path names a field of the
+// event (person_died.date_of_death).
+func checkEventPath(p string) error {
+	md := (&eventsv1.Event{}).ProtoReflect().Descriptor()
+	var seg string
+	for rest := p; rest != ""; {
+		seg, rest, _ = cut(rest)
+		if md == nil {
+			return fmt.Errorf("%q: %s has no fields", p, seg)
+		}
+		fd := md.Fields().ByName(protoreflect.Name(seg))
+		if fd == nil {
+			return fmt.Errorf("%q: no field %s in %s", p, seg, md.FullName())
+		}
+		md = fd.Message()
+	}
+	return nil
+}
+
+// Start subscribes to events and replay requests in the gateway's queue
+// group, so replicas share them.
+func (e *Events) Start(ctx context.Context) error {
+	for _, s := range []struct {
+		subj string
+		h    nats.MsgHandler
+	}{{subject.AllEvents(), e.dispatch(e.handlePublish)}, {subject.AllReplays(), e.dispatch(e.handleReplay)}} {
+		sub, err := e.cfg.Conn.QueueSubscribe(s.subj, subject.GatewayQueue, s.h)
+		if err != nil {
+			return fmt.Errorf("events: subscribe %s: %w", s.subj, err)
+		}
+		if err := sub.SetPendingLimits(1<<16, 64<<20); err != nil {
+			return err
+		}
+		e.subs = append(e.subs, sub)
+	}
+	if err := bus.Flush(ctx, e.cfg.Conn); err != nil {
+		return fmt.Errorf("events: subscribe: %w", err)
+	}
+	e.ready.Store(true)
+	e.log.Info("events ready", "subject", subject.AllEvents(), "replays", subject.AllReplays())
+	return nil
+}
+
+// Ready reports whether the service takes events.
+func (e *Events) Ready() error {
+	if !e.ready.Load() {
+		return errors.New("events: not subscribed")
+	}
+	return nil
+}
+
+// Stop stops taking events and waits, until ctx ends, for those in flight.
+func (e *Events) Stop(ctx context.Context) error {
+	e.ready.Store(false)
+	for _, s := range e.subs {
+		_ = s.Unsubscribe()
+	}
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("events: still in flight: %w", ctx.Err())
+	}
+}
+
+// Counts returns the deliveries stored (a publication again of a stored
+// event is not counted) and the publications refused so far.
+func (e *Events) Counts() (delivered, refused int64) { return e.delivered.Load(), e.refused.Load() }
+
+// dispatch runs h on its own goroutine, or refuses at once when the service
+// is at capacity: the subscription's goroutine never blocks.
+func (e *Events) dispatch(h func(*nats.Msg)) nats.MsgHandler {
+	return func(msg *nats.Msg) {
+		select {
+		case e.sem <- struct{}{}:
+		default:
+			e.refused.Add(1)
+			e.answerTo(msg, nil, decision.Refuse(codes.ResourceExhausted, decision.ReasonOverloaded, "the gateway is at capacity: publish again later"))
+			return
+		}
+		e.wg.Add(1)
+		go func() {
+			defer func() { <-e.sem; e.wg.Done() }()
+			h(msg)
+		}()
+	}
+}
+
+// answerTo answers msg on its sender's own inbox only (the first token after
+// the prefix is the member NATS vouches for).
+func (e *Events) answerTo(msg *nats.Msg, payload []byte, err error) {
+	if bus.ReplyTo(msg, senderOf(msg.Subject)) != nil {
+		return
+	}
+	var st *status.Status
+	if err != nil {
+		st = status.Convert(err)
+	}
+	if rerr := bus.Respond(msg, payload, st); rerr != nil {
+		e.log.Warn("answer not sent", "err", rerr)
+	}
+}
+
+// senderOf is the member token of jisr.e.<member>.… or jisr.er.<member>.
+func senderOf(subj string) string {
+	for _, p := range []string{subject.EventPrefix + ".", subject.ReplayPrefix + "."} {
+		if len(subj) > len(p) && subj[:len(p)] == p {
+			m, _, _ := cut(subj[len(p):])
+			return m
+		}
+	}
+	return ""
+}
+
+// handlePublish decides one published event.
+func (e *Events) handlePublish(msg *nats.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.Timeout)
+	defer cancel()
+	publisher := senderOf(msg.Subject)
+	if bus.ReplyTo(msg, publisher) != nil {
+		e.refused.Add(1)
+		e.audit(ctx, &decision.Decision{Provider: e.member(publisher), Service: Service, Code: codes.PermissionDenied, Reason: decision.ReasonBadReplySubject})
+		e.log.Warn("event dropped unanswered: its reply subject is not the publisher's inbox", "publisher", e.member(publisher))
+		return
+	}
+	n, err := e.publish(ctx, msg)
+	if err != nil {
+		e.refused.Add(1)
+		e.answerTo(msg, nil, err)
+		return
+	}
+	b, _ := proto.Marshal(n)
+	e.answerTo(msg, b, nil)
+}
+
+func (e *Events) member(name string) string {
+	if _, err := e.cfg.Federation.Member(name); err != nil {
+		return ""
+	}
+	return name
+}
+
+// publish checks the event, stores it in the event log, and delivers it
+// under every rule that covers it. A refusal is audited.
+func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishResponse, error) {
+	now := e.cfg.Now().UTC()
+	d := &decision.Decision{Time: now, Service: Service}
+	refuse := func(r *decision.Refusal) (*eventsv1.PublishResponse, error) {
+		d.Code, d.Reason = r.Code, r.Reason
+		if err := e.audit(ctx, d); err != nil {
+			return nil, err
+		}
+		return nil, r
+	}
+	s, err := subject.ParseEvent(msg.Subject)
+	if err != nil {
+		d.Provider = e.member(senderOf(msg.Subject))
+		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed event subject"))
+	}
+	pub, err := e.cfg.Federation.Member(s.Publisher)
+	if err != nil {
+		return refuse(decision.Refuse(codes.PermissionDenied, decision.ReasonUnknownMember, "unknown publisher member"))
+	}
+	d.Provider = pub.Name
+	if !e.rates[pub.Name].Allow() {
+		return refuse(decision.Refuse(codes.ResourceExhausted, decision.ReasonRateLimited, "%s publishes more than its %v events a second", pub.Name, pub.Limits.EventsPerSecond))
+	}
+	field := federation.EventField(s.Type)
+	if field == nil {
+		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonUnknownEventType, "unknown event type"))
+	}
+	d.Method = s.Type
+	if !pub.PublishesEvent(s.Type) {
+		return refuse(decision.Refuse(codes.PermissionDenied, decision.ReasonEventNotAllowed, "%s may not publish %s events", pub.Name, s.Type))
+	}
+	if len(msg.Data) > MaxEventBytes {
+		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonRequestTooLarge, "an event is at most %d bytes", MaxEventBytes))
+	}
+	ev := &eventsv1.Event{}
+	if err := proto.Unmarshal(msg.Data, ev); err != nil {
+		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the payload is not a valid jisr.events.v1.Event"))
+	}
+	minimise.DropUnknown(ev.ProtoReflect())
+	if err := CheckID(ev.GetId()); err != nil {
+		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the event id must be 16 to 64 characters of [A-Za-z0-9_-]"))
+	}
+	if ev.GetTime().CheckValid() != nil || ev.GetTime().AsTime().After(now.Add(MaxFutureSkew)) {
+		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the event needs a valid time, not in the future"))
+	}
+	if ev.ProtoReflect().WhichOneof(field.ContainingOneof()) != field {
+		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the payload is not a %s event", s.Type))
+	}
+	eid, err := e.cfg.Federation.NormaliseEID(ev.GetEid())
+	if err != nil {
+		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the eID does not match the federation's eID format"))
+	}
+	ck := e.cfg.Keyer.CKey(eid)
+	d.CKey = ck
+	if !ckey.Equal(ck, s.CKey) {
+		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonCKeyMismatch, "the subject's citizen key does not match the event's eID"))
+	}
+	ev.Eid = eid
+	s.CKey = ck
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(ev)
+	if err != nil {
+		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the event could not be encoded"))
+	}
+	// The event log keeps the event as published, for replays.
+	logSubj, _ := s.LogSubject()
+	if _, err := e.js.PublishMsg(ctx, &nats.Msg{Subject: logSubj, Data: data},
+		jetstream.WithMsgID(pub.Name+"."+ev.GetId()), jetstream.WithExpectStream(subject.EventLogStream)); err != nil {
+		e.log.Error("event log refused the event", "publisher", pub.Name, "type", s.Type, "err", err)
+		return nil, decision.Refuse(codes.Unavailable, decision.ReasonEventStoreUnavailable, "the event could not be stored; publish it again")
+	}
+	n := int32(0)
+	for _, r := range e.cfg.Federation.EventRulesFor(pub.Name, s.Type) {
+		if err := e.deliver(ctx, s, ev, r, false, now); err != nil {
+			return nil, err
+		}
+		n++
+	}
+	return &eventsv1.PublishResponse{Id: ev.GetId(), Deliveries: n}, nil
+}
+
+// deliver audits one delivery of ev under rule r, then stores it, minimised,
+// in the consumer's stream.
+func (e *Events) deliver(ctx context.Context, s subject.Event, ev *eventsv1.Event, r *federation.EventRule, replay bool, now time.Time) error {
+	out := proto.Clone(ev).(*eventsv1.Event)
+	if len(r.Fields) > 0 {
+		minimise.Trim(out.ProtoReflect(), append([]string{"id", "time", "eid"}, r.Fields...))
+	}
+	minimise.ClearNamedOnly(out.ProtoReflect(), r.Fields)
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(out)
+	if err != nil {
+		return decision.Refuse(codes.Internal, decision.ReasonMinimisation, "the event could not be minimised")
+	}
+	sent := &eventsv1.Event{}
+	if err := proto.Unmarshal(data, sent); err != nil {
+		return decision.Refuse(codes.Internal, decision.ReasonMinimisation, "the event could not be minimised")
+	}
+	d := &decision.Decision{
+		Time: now, Consumer: r.Consumer, Provider: s.Publisher, Service: Service, Method: s.Type,
+		CKey: s.CKey, Purpose: r.Purpose, LegalBasis: r.LegalBasis, Law: r.Law, Rule: r.Name,
+		Allowed: true, Reason: decision.ReasonAllowed, Code: codes.OK,
+		Fields: minimise.Released(sent.ProtoReflect()), VisibleAt: now.Add(r.LogDelay),
+	}
+	msgID := s.Publisher + "." + ev.GetId()
+	if replay {
+		// A replay delivers again on purpose (the receiver dedups by event
+		// id), so its id is not the first delivery's.
+		d.Reason = decision.ReasonEventReplayed
+		msgID = "replay." + now.Format("20060102T150405.000000000") + "." + msgID
+	}
+	if err := e.audit(ctx, d); err != nil {
+		return err
+	}
+	s.Consumer = r.Consumer
+	subj, err := s.DeliverySubject()
+	if err != nil {
+		return decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed event subject")
+	}
+	m := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
+	m.Header.Set(HeaderRule, r.Name)
+	if replay {
+		m.Header.Set(HeaderReplay, "true")
+	}
+	ack, err := e.js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(subject.EventStream(r.Consumer)))
+	if err != nil {
+		e.log.Error("event stream refused a delivery", "consumer", r.Consumer, "type", s.Type, "err", err)
+		return decision.Refuse(codes.Unavailable, decision.ReasonEventStoreUnavailable, "the event could not be delivered; publish it again")
+	}
+	if !ack.Duplicate {
+		e.delivered.Add(1)
+	}
+	return nil
+}
+
+// audit appends d; an error is the refusal the publisher gets (nothing was
+// delivered after it).
+func (e *Events) audit(ctx context.Context, d *decision.Decision) error {
+	if d.Time.IsZero() {
+		d.Time = e.cfg.Now().UTC()
+	}
+	if d.VisibleAt.IsZero() {
+		d.VisibleAt = d.Time
+	}
+	if err := e.cfg.Audit.Append(context.WithoutCancel(ctx), d); err != nil {
+		e.log.Error("audit append failed: nothing delivered", "err", err)
+		return decision.Refuse(codes.Unavailable, decision.ReasonAuditUnavailable,
+			"the audit log is unavailable, so nothing was delivered; publish again later")
+	}
+	return nil
+}
+
+// CheckID checks an event id: 16 to 64 characters of [A-Za-z0-9_-].
+func CheckID(id string) error {
+	if len(id) < 16 || len(id) > 64 {
+		return errors.New("events: an id is 16 to 64 characters")
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return errors.New("events: an id is made of [A-Za-z0-9_-]")
+		}
+	}
+	return nil
+}
+
+func cut(s string) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '.' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
