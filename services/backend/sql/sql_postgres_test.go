@@ -258,4 +258,3 @@ func TestMappingCheckedAgainstTheDatabase(t *testing.T) {
 		})
 	}
 }
-
