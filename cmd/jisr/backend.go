@@ -46,5 +46,6 @@ TLS 1.3 at least.`,
 	cmd.Flags().StringVar(&o.Listen, "listen", "", "gRPC listen address (default: the member's dev backend port, 127.0.0.1:710N); off loopback it serves mTLS with the member's SVID")
 	cmd.Flags().IntVar(&o.Citizens, "citizens", 10000, "synthetic citizens to seed on first start")
 	cmd.Flags().StringVar(&o.HTTP, "http", "", "HTTP listen address for /metrics and /healthz (default: none)")
+	cmd.AddCommand(newBackendSQLCmd(g))
 	return cmd
 }

@@ -64,6 +64,12 @@ func startDev(t *testing.T) *devFixture {
 // startDevWith lets the test adjust the process.Env (telemetry, logging) first.
 func startDevWith(t *testing.T, adjust func(*process.Env)) *devFixture {
 	t.Helper()
+	return startDevWithOptions(t, adjust, nil)
+}
+
+// startDevWithOptions also lets the test set jisr dev's options.
+func startDevWithOptions(t *testing.T, adjust func(*process.Env), opts func(*dev.Options)) *devFixture {
+	t.Helper()
 	dir := t.TempDir()
 	f := &devFixture{logs: &syncBuffer{}, out: &syncBuffer{}, done: make(chan error, 1)}
 	f.g = &process.Env{
@@ -77,8 +83,12 @@ func startDevWith(t *testing.T, adjust func(*process.Env)) *devFixture {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cancel = cancel
+	o := dev.Options{Citizens: 500, AnyPort: true, NATS: process.NATSOptions{Sync: "1s"}}
+	if opts != nil {
+		opts(&o)
+	}
 	go func() {
-		f.done <- dev.Run(ctx, f.g, dev.Options{Citizens: 500, AnyPort: true, NATS: process.NATSOptions{Sync: "1s"}}, f.out)
+		f.done <- dev.Run(ctx, f.g, o, f.out)
 	}()
 	t.Cleanup(func() { f.stop(t) })
 	bustest.Eventually(t, 60*time.Second, func() error {

@@ -29,6 +29,10 @@ type Options struct {
 	// AnyPort binds every listener to 127.0.0.1:0 (tests run several
 	// federations side by side).
 	AnyPort bool
+	// Postgres, when set, is a PostgreSQL database: the civil registry is
+	// loaded into it (schema civil) and served by the SQL backend with its
+	// reference mapping instead of the SQLite reference backend.
+	Postgres string
 }
 
 // devFederation is a running dev federation, stopped in reverse order.
@@ -123,7 +127,13 @@ func (d *devFederation) startBackends(ctx context.Context, g *process.Env, fed *
 		if o.AnyPort {
 			bo.Listen = "127.0.0.1:0"
 		}
-		b, err := process.StartBackend(ctx, g, bo)
+		var b *process.BackendNode
+		var err error
+		if m.Name == civilRegistry && o.Postgres != "" {
+			b, err = startPostgresCivilRegistry(ctx, g, o, bo.Listen)
+		} else {
+			b, err = process.StartBackend(ctx, g, bo)
+		}
 		if err != nil {
 			return err
 		}

@@ -22,8 +22,8 @@ type BackendOptions struct {
 type BackendNode struct {
 	Member string
 	Addr   string
-	b      *backend.Backend
-	src    svid.Source // the member's SVID when it serves mTLS
+	b      interface{ Stop(context.Context) error } // the reference backend or the SQL backend
+	src    svid.Source                              // the member's SVID when it serves mTLS
 }
 
 func StartBackend(ctx context.Context, g *Env, o BackendOptions) (*BackendNode, error) {
