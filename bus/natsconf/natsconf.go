@@ -115,9 +115,16 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	var inboxes []string
 	for _, m := range fed.Members {
 		inboxes = append(inboxes, subject.Inbox(m.Name)+".>")
+		sub := []string{subject.ProviderQueries(m.Name), subject.Inbox(m.Name) + ".>"}
+		if len(m.Provides) > 0 {
+			// Its catalogue entry (NATS micro, bus/catalog.Register): only
+			// the operator asks there, and allow_responses lets it answer
+			// once; no member can publish a discovery request.
+			sub = append(sub, discoverySubjects(m.Name)...)
+		}
 		out[m.ID.String()] = Permission{
 			PublishAllow:   []string{subject.ConsumerQueries(m.Name)},
-			SubscribeAllow: []string{subject.ProviderQueries(m.Name), subject.Inbox(m.Name) + ".>"},
+			SubscribeAllow: sub,
 			// A provider answers the gateway's request, once.
 			MaxResponses: 1,
 		}
@@ -178,11 +185,22 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	}
 	// The operator creates and checks the streams and buckets. It needs the
 	// JetStream API, and nothing of the federation's traffic.
+	// It also reads the catalogue: the providers' NATS micro registrations.
 	out[fed.ID(subject.Operator).String()] = Permission{
-		PublishAllow:   []string{"$JS.API.>"},
+		PublishAllow:   []string{"$JS.API.>", subject.Discovery + ".>"},
 		SubscribeAllow: []string{subject.Inbox(subject.Operator) + ".>"},
 	}
 	return out
+}
+
+// discoverySubjects are the NATS micro discovery subjects a member's
+// provider side listens on: $SRV.<verb>, $SRV.<verb>.<name>,
+// $SRV.<verb>.<name>.<id> for its own name only. The operator asks by name
+// (catalog.Discover), so only the member itself can answer for its name;
+// nobody asks on the bare $SRV.<verb>, and no member may publish under $SRV.
+func discoverySubjects(member string) []string {
+	name := subject.DiscoveryName(member)
+	return []string{subject.Discovery + ".*", subject.Discovery + ".*." + name, subject.Discovery + ".*." + name + ".*"}
 }
 
 // auditExports is the part of AUDIT's JetStream API FED sees (under

@@ -33,3 +33,13 @@ func BucketKeyPrefix(bucket string) string { return "$KV." + bucket + "." }
 
 // BucketKeys is the wildcard of all a bucket's keys: $KV.<bucket>.>.
 func BucketKeys(bucket string) string { return BucketKeyPrefix(bucket) + ">" }
+
+// Discovery is the subject prefix of NATS micro's discovery requests
+// ($SRV.PING|INFO|STATS[.<name>[.<id>]]): each provider adapter registers
+// its services there as DiscoveryName(member) (bus/catalog); only the
+// operator asks (jisr services --live), so a member cannot use a provider's
+// answers as a channel around the gateway.
+const Discovery = "$SRV"
+
+// DiscoveryName is the NATS micro service name of a member's provider side.
+func DiscoveryName(member string) string { return "jisr-" + member }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
 	otelcodes "go.opentelemetry.io/otel/codes"
@@ -19,7 +20,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -95,6 +95,7 @@ type Adapter struct {
 	backend *grpc.ClientConn
 	metrics *telemetry.ProviderMetrics
 	sub     *nats.Subscription
+	micro   micro.Service // its catalogue entry
 	sem     chan struct{}
 	wg      sync.WaitGroup
 
@@ -170,7 +171,7 @@ func (a *Adapter) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 		a.health.SetServingStatus(desc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	}
 	healthpb.RegisterHealthServer(s, a.health)
-	reflection.Register(s)
+	a.registerReflection(s)
 	return s
 }
 
@@ -298,6 +299,9 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 		return fmt.Errorf("adapter: subscribe: %w", err)
 	}
 	a.sub = sub
+	if a.micro, err = a.cat.Register(a.cfg.Conn, a.cfg.Federation, a.cfg.Member); err != nil {
+		return fmt.Errorf("adapter: %w", err)
+	}
 	a.log.Info("provider side ready", "subject", subject.ProviderQueries(a.cfg.Member), "backend", a.cfg.Backend)
 	return nil
 }
@@ -396,6 +400,9 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	a.health.Shutdown()
 	if a.sub != nil {
 		_ = a.sub.Unsubscribe()
+	}
+	if a.micro != nil {
+		_ = a.micro.Stop()
 	}
 	done := make(chan struct{})
 	go func() { a.wg.Wait(); close(done) }()
