@@ -55,7 +55,7 @@ func consumerToken(subj string) string {
 // admit takes a member in-flight slot and a gateway work slot for msg, or
 // returns the refusal; release gives the slots back.
 func (g *Gateway) admit(sh *share, msg *nats.Msg) *decision.Refusal {
-	maxBytes := g.cfg.Federation.Limits.MaxRequestBytes
+	maxBytes := g.fs.Load().fed.Limits.MaxRequestBytes
 	if sh != nil {
 		maxBytes = sh.limits.MaxRequestBytes
 	}

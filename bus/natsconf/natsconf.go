@@ -134,7 +134,7 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	// (deny_delete, deny_purge); this list keeps the refusal even if the
 	// allow-lists below grow by mistake.
 	var tamper []string
-	for _, s := range []string{subject.AuditStream, subject.CheckpointStream, subject.BucketStream(subject.ConsentBucket), subject.BucketStream(subject.RevocationBucket), subject.BucketStream(subject.UsageBucket)} {
+	for _, s := range []string{subject.AuditStream, subject.CheckpointStream, subject.BucketStream(subject.ConsentBucket), subject.BucketStream(subject.RevocationBucket), subject.BucketStream(subject.UsageBucket), subject.BucketStream(subject.FederationBucket)} {
 		tamper = append(tamper,
 			"$JS.API.STREAM.DELETE."+s,
 			"$JS.API.STREAM.PURGE."+s,
@@ -156,7 +156,8 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	gwPub = append(gwPub, bucketRead(subject.RevocationBucket)...)
 	gwPub = append(gwPub, bucketRead(subject.ConsentBucket)...)
 	gwPub = append(gwPub, bucketWrite(subject.UsageBucket)...)
-	gwPub = append(gwPub, subject.ConsentAPI+".>") // the citizen-facing consent API asks the consent service
+	gwPub = append(gwPub, bucketRead(subject.FederationBucket)...) // it watches the signed federation versions
+	gwPub = append(gwPub, subject.ConsentAPI+".>")                 // the citizen-facing consent API asks the consent service
 	out[fed.ID("gateway").String()] = Permission{
 		PublishAllow:   gwPub,
 		PublishDeny:    tamper,
@@ -187,7 +188,7 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	// JetStream API, and nothing of the federation's traffic.
 	// It also reads the catalogue: the providers' NATS micro registrations.
 	out[fed.ID(subject.Operator).String()] = Permission{
-		PublishAllow:   []string{"$JS.API.>", subject.Discovery + ".>"},
+		PublishAllow:   []string{"$JS.API.>", subject.Discovery + ".>", subject.BucketKeys(subject.FederationBucket)},
 		SubscribeAllow: []string{subject.Inbox(subject.Operator) + ".>"},
 	}
 	return out

@@ -13,7 +13,13 @@ const (
 	RevocationBucket = "jisr_revocations" // revoked consent token IDs
 	UsageBucket      = "jisr_usage"       // consent token use counters
 	ConsentBucket    = "jisr_consents"    // consent grants, by citizen key
+	// FederationBucket holds the signed federation bundles, one value per
+	// version under FederationKey (history kept): only the operator writes.
+	FederationBucket = "jisr_federation"
 )
+
+// FederationKey is the key of the federation bundle in FederationBucket.
+const FederationKey = "bundle"
 
 // ConsentAPI prefixes the consent service's NATS API (grant, list, revoke):
 // only the gateway publishes there, only the consent identity subscribes

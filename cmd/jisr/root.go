@@ -64,5 +64,6 @@ func subcommands(g *process.Env) []*cobra.Command {
 		newAuditCmd(g),
 		newBenchCmd(g),
 		newServicesCmd(g),
+		newFederationCmd(g),
 	}
 }

@@ -67,6 +67,11 @@ func TestPushConsumersOfThePartsWriteNothing(t *testing.T) {
 			if sp.Bucket == subject.UsageBucket {
 				js = gjs // use counters: the gateway
 			}
+			if sp.Bucket == subject.FederationBucket {
+				if js, err = jetstream.New(op); err != nil { // federation versions: the operator
+					t.Fatal(err)
+				}
+			}
 			var kv jetstream.KeyValue
 			if kv, err = js.KeyValue(c, sp.Bucket); err == nil {
 				_, err = kv.Put(c, "seed", []byte("1"))

@@ -137,6 +137,12 @@ func StartGateway(ctx context.Context, g *Env, o GatewayOptions) (*GatewayNode, 
 // the process's telemetry.
 func gatewayNodeOptions(g *Env, o GatewayOptions, src svid.Source, authz tlsconfig.Authorizer) ([]node.Option, error) {
 	opts := []node.Option{node.WithMetrics(g.Registry()), node.WithUnsafe(o.Unsafe), node.WithHTTPReadTimeout(o.SignIn.ReadTimeout)}
+	// The signed federation versions, verified with the governance key.
+	trusted, err := TrustedGovernanceKeys(g)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, node.WithFederationWatch(trusted...))
 	if mem := g.Traces(); mem != nil {
 		opts = append(opts, node.WithTraces(mem.Handler()))
 	}
