@@ -93,7 +93,7 @@ func (g *Gateway) release(sh *share) {
 // a well-formed purpose, are named; the payload is not decoded.
 func (g *Gateway) refuseEarly(msg *nats.Msg, r *decision.Refusal) {
 	now := time.Now().UTC()
-	d := &decision.Decision{Time: now, VisibleAt: now, Code: r.Code, Reason: r.Reason}
+	d := &decision.Decision{Time: now, VisibleAt: now, Code: r.Code, Reason: r.Reason, FederationVersion: g.fs.Load().version}
 	_, _, _, _ = g.name(msg.Subject, d)
 	if p := msg.Header.Get(bus.HeaderPurpose); federation.CheckPurpose(p) == nil {
 		d.Purpose = p

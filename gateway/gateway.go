@@ -297,7 +297,7 @@ func (g *Gateway) handle(msg *nats.Msg) {
 		}
 	}
 
-	d := &decision.Decision{Time: start.UTC()}
+	d := &decision.Decision{Time: start.UTC(), FederationVersion: g.fs.Load().version}
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		d.TraceID = sc.TraceID().String()
 	}

@@ -20,6 +20,8 @@ import (
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/cmd/internal/process"
+	"github.com/jisr-bus/jisr/gateway/audit/record"
+	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
@@ -80,6 +82,21 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
 	}
 	run("--federation", g.FederationPath, "federation", "publish", bundle)
 	bustest.Eventually(t, 20*time.Second, func() error { return isAlive() })
+
+	// Each query's audit record names the federation version that decided it.
+	versions := map[string]uint64{}
+	for _, m := range auditorRecordsOf(t, g) {
+		r, err := record.Parse(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetConsumer() == "tax" && r.GetMethod() == "IsAlive" {
+			versions[r.GetDecision().String()] = r.GetFederationVersion()
+		}
+	}
+	if len(versions) != 2 || versions["DECISION_REFUSED"] != 0 || versions["DECISION_ALLOWED"] != 1 {
+		t.Fatalf("federation versions in the audit records: %v", versions)
+	}
 
 	// Tampered (the purpose changed inside the signed payload) and older
 	// bundles, put in the bucket behind `publish`'s back: refused.
@@ -143,4 +160,20 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
 	if !strings.Contains(h, "version 1") || !strings.Contains(h, "version 2") || strings.Count(h, "REFUSED") != 1 {
 		t.Fatalf("history:\n%s", h)
 	}
+}
+
+func auditorRecordsOf(t *testing.T, g *process.Env) []stream.Msg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	records, closeFn, err := auditorRecords(ctx, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	var out []stream.Msg
+	if err := stream.Scan(ctx, records, stream.ScanOptions{}, func(m stream.Msg) error { out = append(out, m); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
