@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -72,8 +73,36 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
     legal_basis: mandate
     law: "Code général des impôts, art. 214"
 `
-	if err := os.WriteFile(v1, append(bytes.TrimRight(base, "\n"), []byte("\n"+rule)...), 0o644); err != nil {
+	withJustice := bytes.Replace(base, []byte("\nmembers:\n"), []byte("\nmembers:\n  - name: justice\n    title: Ministry of justice\n"), 1)
+	if bytes.Equal(withJustice, base) {
+		t.Fatal("no members: section to add justice to")
+	}
+	if err := os.WriteFile(v1, append(bytes.TrimRight(withJustice, "\n"), []byte("\n"+rule)...), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// Justice's SVID (as `jisr certs init` issues it for the new file): the
+	// NATS server does not know it before version 1.
+	g1 := &process.Env{FederationPath: v1, CertsDir: g.CertsDir, NATSURL: g.NATSURL, Log: slog.New(slog.DiscardHandler)}
+	fed1, err := g1.Federation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := process.InitCerts(g1, fed1); err != nil {
+		t.Fatal(err)
+	}
+	connectJustice := func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		nc, src, err := g1.Connect(ctx, "justice", nats.MaxReconnects(0))
+		if err != nil {
+			return err
+		}
+		nc.Close()
+		src.Close()
+		return nil
+	}
+	if err := connectJustice(); err == nil {
+		t.Fatal("justice connected before the version that adds it")
 	}
 	bundle := filepath.Join(dir, "v1.json")
 	run("--federation", v1, "federation", "sign", "--version", "1", "-o", bundle)
@@ -82,6 +111,7 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
 	}
 	run("--federation", g.FederationPath, "federation", "publish", bundle)
 	bustest.Eventually(t, 20*time.Second, func() error { return isAlive() })
+	bustest.Eventually(t, 20*time.Second, connectJustice) // the NATS server took version 1 too
 
 	// Each query's audit record names the federation version that decided it.
 	versions := map[string]uint64{}

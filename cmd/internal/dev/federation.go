@@ -43,6 +43,8 @@ type devFederation struct {
 	gateway  *process.GatewayNode
 	consent  *process.ConsentNode // the consent service, apart from the gateway: it alone holds the signing key
 	adapters []*process.AdapterNode
+	// stopWatch ends the NATS server's watch of the federation versions.
+	stopWatch func()
 }
 
 // Run starts the whole federation in one process (certificates, NATS and
@@ -81,6 +83,9 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 		return err
 	}
 
+	if err := d.watchFederation(ctx, g); err != nil {
+		return err
+	}
 	if err := d.startBackends(ctx, g, fed, o); err != nil {
 		return err
 	}
@@ -178,6 +183,9 @@ func (d *devFederation) stop(ctx context.Context, g *process.Env) error {
 	}
 	for _, b := range d.backends {
 		errs = append(errs, b.Stop(ctx))
+	}
+	if d.stopWatch != nil {
+		d.stopWatch()
 	}
 	if d.NATS != nil {
 		d.NATS.Shutdown()
