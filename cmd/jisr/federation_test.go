@@ -113,6 +113,11 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
 	bustest.Eventually(t, 20*time.Second, func() error { return isAlive() })
 	bustest.Eventually(t, 20*time.Second, connectJustice) // the NATS server took version 1 too
 
+	// The catalogue of the published version lists the new rule for tax.
+	if out := run("--federation", g.FederationPath, "services", "--published", "--as", "tax"); !strings.Contains(out, "federation version 1") || !strings.Contains(out, "tax-estate-death-check") {
+		t.Fatalf("jisr services --published --as tax:\n%s", out)
+	}
+
 	// Each query's audit record names the federation version that decided it.
 	versions := map[string]uint64{}
 	for _, m := range auditorRecordsOf(t, g) {

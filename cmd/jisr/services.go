@@ -17,12 +17,13 @@ import (
 
 func newServicesCmd(g *process.Env) *cobra.Command {
 	var (
-		as   string
-		live bool
-		wait time.Duration
+		as        string
+		live      bool
+		published bool
+		wait      time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "services [--as MEMBER] [--live]",
+		Use:   "services [--as MEMBER] [--live] [--published]",
 		Short: "The federation's service catalogue: who provides what, and what a member may call",
 		Long: `List the federation's services from the federation file and the service
 descriptors: each provider, its services with their descriptor digest, and
@@ -32,6 +33,9 @@ their methods (predicates marked).
 service, the methods, the legal basis (and law), the purposes and the fields it
 would get. A member's adapter shows the same services, and only those, through
 gRPC reflection.
+
+--published lists the newest signed federation version the operator published
+(what the gateway enforces) instead of the local --federation file.
 
 --live also asks the running providers, as the operator (spiffe://<td>/operator:
 no other identity may send discovery requests): each provider adapter registers
@@ -46,6 +50,26 @@ run the federation's schema.`,
 			fed, err := g.Federation()
 			if err != nil {
 				return err
+			}
+			if published {
+				trusted, err := process.TrustedGovernanceKeys(g)
+				if err != nil {
+					return err
+				}
+				kv, done, err := process.FederationBucket(cmd.Context(), g, subject.Operator)
+				if err != nil {
+					return err
+				}
+				b, pub, _, err := process.Published(cmd.Context(), kv, trusted)
+				done()
+				if err != nil {
+					return err
+				}
+				if pub == nil {
+					return fmt.Errorf("no federation version published yet")
+				}
+				fed = pub
+				fmt.Fprintf(cmd.OutOrStdout(), "federation version %d (%s)\n\n", b.Version, b.Digest())
 			}
 			cat, err := catalog.New(fed, services.All())
 			if err != nil {
@@ -81,6 +105,7 @@ run the federation's schema.`,
 		},
 	}
 	cmd.Flags().StringVar(&as, "as", "", "list only what this member may call, with legal bases, purposes and fields")
+	cmd.Flags().BoolVar(&published, "published", false, "list the newest signed federation version published (jisr federation publish; read as the operator) instead of --federation")
 	cmd.Flags().BoolVar(&live, "live", false, "also ask the running provider adapters (NATS micro discovery, as the operator)")
 	cmd.Flags().DurationVar(&wait, "wait", 2*time.Second, "with --live: how long to wait for the providers' answers")
 	return cmd
