@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -110,6 +111,16 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
 		t.Fatalf("diff:\n%s", d)
 	}
 	run("--federation", g.FederationPath, "federation", "publish", bundle)
+	// A version the gateway could not apply is not even signed.
+	broken := filepath.Join(dir, "broken.yaml")
+	os.WriteFile(broken, bytes.Replace(mustReadFile(t, v1), []byte("methods: [IsAlive]\n    purposes: [estate-tax]"), []byte("methods: [IsImmortal]\n    purposes: [estate-tax]"), 1), 0o644)
+	root := newRootCmd()
+	root.SetOut(io.Discard)
+	root.SetErr(io.Discard)
+	root.SetArgs([]string{"--certs", g.CertsDir, "--federation", broken, "federation", "sign", "--version", "5", "-o", filepath.Join(dir, "broken.json")})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "IsImmortal") {
+		t.Fatalf("signed a federation whose rule names an unknown method: %v", err)
+	}
 	bustest.Eventually(t, 20*time.Second, func() error { return isAlive() })
 	bustest.Eventually(t, 20*time.Second, connectJustice) // the NATS server took version 1 too
 
@@ -211,4 +222,13 @@ func auditorRecordsOf(t *testing.T, g *process.Env) []stream.Msg {
 		t.Fatal(err)
 	}
 	return out
+}
+
+func mustReadFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -12,9 +12,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jisr-bus/jisr/bus/catalog"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
+	"github.com/jisr-bus/jisr/proto/services"
 )
 
 // SignFederation signs the federation file named by --federation as
@@ -26,6 +28,15 @@ func SignFederation(g *Env, version uint64, keyPath, out string) (*federation.Bu
 	}
 	file, err := os.ReadFile(g.FederationPath)
 	if err != nil {
+		return nil, err
+	}
+	// What the gateway would refuse to apply is refused here: every service
+	// must have descriptors, every rule's methods, fields and parameters exist.
+	fed, err := federation.Parse(file)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := catalog.New(fed, services.All()); err != nil {
 		return nil, err
 	}
 	b := &federation.Bundle{Version: version, Created: time.Now().UTC().Truncate(time.Second), Federation: file}
