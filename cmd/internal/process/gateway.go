@@ -8,6 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
+	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway"
@@ -27,7 +28,10 @@ type GatewayOptions struct {
 	// consentJWKS is the consent service's public JWKS (default
 	// <certs>/consent-jwks.json); a private key there stops the gateway.
 	ConsentJWKS string
-	SignIn      SignInOptions
+	// GovernancePub is the governance public key the federation versions are
+	// verified with (default <certs>/governance/governance.pub).
+	GovernancePub string
+	SignIn        SignInOptions
 }
 
 // RunGateway runs a gateway replica until ctx ends, then drains it.
@@ -138,11 +142,15 @@ func StartGateway(ctx context.Context, g *Env, o GatewayOptions) (*GatewayNode, 
 func gatewayNodeOptions(g *Env, o GatewayOptions, src svid.Source, authz tlsconfig.Authorizer) ([]node.Option, error) {
 	opts := []node.Option{node.WithMetrics(g.Registry()), node.WithUnsafe(o.Unsafe), node.WithHTTPReadTimeout(o.SignIn.ReadTimeout)}
 	// The signed federation versions, verified with the governance key.
-	trusted, err := TrustedGovernanceKeys(g)
-	if err != nil {
-		return nil, err
+	pubPath := o.GovernancePub
+	if pubPath == "" {
+		pubPath = federation.GovernancePubPath(g.CertsDir)
 	}
-	opts = append(opts, node.WithFederationWatch(trusted...))
+	pub, err := federation.LoadGovernancePub(pubPath)
+	if err != nil {
+		return nil, fmt.Errorf("the governance public key that verifies federation versions (--governance-pub; jisr certs init writes a dev one): %w", err)
+	}
+	opts = append(opts, node.WithFederationWatch(pub))
 	if mem := g.Traces(); mem != nil {
 		opts = append(opts, node.WithTraces(mem.Handler()))
 	}
