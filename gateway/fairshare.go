@@ -55,7 +55,7 @@ func consumerToken(subj string) string {
 // admit takes a member in-flight slot and a gateway work slot for msg, or
 // returns the refusal; release gives the slots back.
 func (g *Gateway) admit(sh *share, msg *nats.Msg) *decision.Refusal {
-	maxBytes := g.cfg.Federation.Limits.MaxRequestBytes
+	maxBytes := g.fs.Load().fed.Limits.MaxRequestBytes
 	if sh != nil {
 		maxBytes = sh.limits.MaxRequestBytes
 	}
@@ -93,7 +93,7 @@ func (g *Gateway) release(sh *share) {
 // a well-formed purpose, are named; the payload is not decoded.
 func (g *Gateway) refuseEarly(msg *nats.Msg, r *decision.Refusal) {
 	now := time.Now().UTC()
-	d := &decision.Decision{Time: now, VisibleAt: now, Code: r.Code, Reason: r.Reason}
+	d := &decision.Decision{Time: now, VisibleAt: now, Code: r.Code, Reason: r.Reason, FederationVersion: g.fs.Load().version}
 	_, _, _, _ = g.name(msg.Subject, d)
 	if p := msg.Header.Get(bus.HeaderPurpose); federation.CheckPurpose(p) == nil {
 		d.Purpose = p

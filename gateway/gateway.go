@@ -114,14 +114,12 @@ var ErrConfig = errors.New("gateway: invalid configuration")
 type Gateway struct {
 	cfg      Config
 	log      *slog.Logger
-	cat      *catalog.Catalog
-	pol      *policy.Policy
+	fs       atomic.Pointer[fedState] // the federation version in force
 	metrics  *metrics
 	quota    *quota.Limiter // predicate queries per rule and citizen
 	backends *backendWatch  // the backends answering for each provider
 
-	shares   map[string]*share // member name → its fair share
-	sem      chan struct{}     // one slot per query being decided
+	sem      chan struct{} // one slot per query being decided
 	refusals chan *decision.Decision
 	quit     chan struct{}
 	stopOnce sync.Once
@@ -194,13 +192,13 @@ func New(cfg Config, opts ...Option) (*Gateway, error) {
 	g := &Gateway{
 		tracer: o.tp.Tracer(tracerScope), spanOpts: []bus.SpanOption{bus.WithTracerProvider(o.tp)},
 		cfg: cfg, log: cfg.Log.With("component", "gateway"),
-		cat: cat, pol: policy.New(cfg.Federation), metrics: m, quota: quota.New(0),
-		shares: newShares(cfg.Federation), sem: make(chan struct{}, cfg.MaxInFlight),
+		metrics: m, quota: quota.New(0), sem: make(chan struct{}, cfg.MaxInFlight),
 		refusals: make(chan *decision.Decision, cfg.RefusalQueue), quit: make(chan struct{}),
 	}
 	if g.backends, err = newBackendWatch(g.log, cfg.Registerer); err != nil {
 		return nil, err
 	}
+	g.fs.Store(&fedState{fed: cfg.Federation, cat: cat, pol: policy.New(cfg.Federation), shares: newShares(cfg.Federation)})
 	if u := cfg.Unsafe; u.SkipAudit || u.SkipConsent || u.SkipMinimise {
 		g.log.Warn("SAFEGUARDS SWITCHED OFF — benchmark mode, never use in production",
 			"skip_consent", u.SkipConsent, "skip_audit", u.SkipAudit, "skip_minimise", u.SkipMinimise)
@@ -300,7 +298,7 @@ func (g *Gateway) Stop(ctx context.Context) error {
 }
 
 // Catalog exposes the gateway's method catalog (for the HTTP consoles).
-func (g *Gateway) Catalog() *catalog.Catalog { return g.cat }
+func (g *Gateway) Catalog() *catalog.Catalog { return g.fs.Load().cat }
 
 // dispatch runs on the subscription's delivery goroutine: it must never
 // block, or messages pile up in front of it. It admits the query to its own
@@ -309,7 +307,7 @@ func (g *Gateway) dispatch(msg *nats.Msg) { g.dispatchOn(g.cfg.Conn, msg) }
 
 // dispatchOn is dispatch for a query that arrived on nc.
 func (g *Gateway) dispatchOn(nc *nats.Conn, msg *nats.Msg) {
-	sh := g.shares[consumerToken(msg.Subject)]
+	sh := g.fs.Load().shares[consumerToken(msg.Subject)]
 	if r := g.admit(sh, msg); r != nil {
 		g.refuseEarly(msg, r)
 		return
@@ -353,7 +351,7 @@ func (g *Gateway) handle(nc *nats.Conn, msg *nats.Msg) {
 		}
 	}
 
-	d := &decision.Decision{Time: start.UTC()}
+	d := &decision.Decision{Time: start.UTC(), FederationVersion: g.fs.Load().version}
 	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
 		d.TraceID = sc.TraceID().String()
 	}
@@ -441,7 +439,7 @@ func (g *Gateway) checkReply(msg *nats.Msg) (consumer string, ok bool) {
 	if err != nil {
 		return "", false
 	}
-	if _, err := g.cfg.Federation.Member(c); err != nil {
+	if _, err := g.fs.Load().fed.Member(c); err != nil {
 		return "", false
 	}
 	return c, bus.ReplyTo(msg, c) == nil
@@ -509,9 +507,9 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	case err != nil:
 		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the request payload is not a valid %s", m.Input.Descriptor().FullName())
 	}
-	eid, err := g.cfg.Federation.NormaliseEID(rawEID)
+	eid, err := g.fs.Load().fed.NormaliseEID(rawEID)
 	if err != nil {
-		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the eID does not match the federation's eID format (%s)", g.cfg.Federation.EID)
+		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the eID does not match the federation's eID format (%s)", g.fs.Load().fed.EID)
 	}
 	ck := g.cfg.Keyer.CKey(eid)
 	d.CKey = ck // always the key derived from the payload, never the subject's
@@ -526,7 +524,7 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	d.Purpose = purpose
 	token := msg.Header.Get(bus.HeaderConsent)
 	_, rspan := g.tracer.Start(ctx, "gateway.policy.check")
-	rule, err := g.pol.Check(q.Consumer, q.Provider, m.Service, m.Name, purpose, token != "")
+	rule, err := g.fs.Load().pol.Check(q.Consumer, q.Provider, m.Service, m.Name, purpose, token != "")
 	endStep(rspan, err)
 	if err != nil {
 		return nil, err
@@ -591,7 +589,7 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 // chosen values until it gives the hidden value away.
 func (g *Gateway) fixParams(req proto.Message, rule *federation.Rule, m *catalog.Method) error {
 	r := req.ProtoReflect()
-	for _, p := range g.cat.Params(rule, m) {
+	for _, p := range g.fs.Load().cat.Params(rule, m) {
 		if r.Has(p.Field) && !r.Get(p.Field).Equal(p.Value) {
 			return decision.Refuse(codes.PermissionDenied, decision.ReasonPredicateParameter,
 				"%s is fixed by rule %s: leave it unset or send the rule's value", p.Field.Name(), rule.Name)
@@ -640,26 +638,26 @@ func (g *Gateway) name(subj string, d *decision.Decision) (subject.Query, *feder
 		// A member may publish only on jisr.q.<itself>.>, so even a subject
 		// that does not parse (a wildcard, a token too many) names its sender
 		// in its first token.
-		if c, err := g.cfg.Federation.Member(consumerToken(subj)); err == nil {
+		if c, err := g.fs.Load().fed.Member(consumerToken(subj)); err == nil {
 			d.Consumer = c.Name
 		}
 		return q, nil, nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed query subject")
 	}
-	consumer, err := g.cfg.Federation.Member(q.Consumer)
+	consumer, err := g.fs.Load().fed.Member(q.Consumer)
 	if err != nil {
 		return q, nil, nil, decision.Refuse(codes.PermissionDenied, decision.ReasonUnknownMember, "unknown consumer member")
 	}
 	d.Consumer = q.Consumer
-	if _, err := g.cfg.Federation.Member(q.Provider); err != nil {
+	if _, err := g.fs.Load().fed.Member(q.Provider); err != nil {
 		return q, nil, nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMember, "unknown provider member")
 	}
 	d.Provider = q.Provider
-	m, err := g.cat.Lookup(q.Service, q.Method)
+	m, err := g.fs.Load().cat.Lookup(q.Service, q.Method)
 	if err != nil {
 		return q, nil, nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "unknown service or method")
 	}
 	d.Service, d.Method = m.Service, m.Name
-	if !g.cfg.Federation.Provides(q.Provider, m.Service) {
+	if !g.fs.Load().fed.Provides(q.Provider, m.Service) {
 		return q, nil, nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "%s does not provide %s", q.Provider, m.Service)
 	}
 	return q, consumer, m, nil

@@ -55,13 +55,14 @@ func (g *Gateway) Preview(ctx context.Context, eid, provider, service, method st
 }
 
 func (g *Gateway) preview(ctx context.Context, eid, provider, service, method string, fields []string, d *decision.Decision) ([]byte, error) {
-	norm, err := g.cfg.Federation.NormaliseEID(eid)
+	fs := g.fs.Load()
+	norm, err := fs.fed.NormaliseEID(eid)
 	if err != nil {
 		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the eID does not match the federation's eID format")
 	}
 	d.CKey = g.cfg.Keyer.CKey(norm)
-	m, err := g.cat.Lookup(subject.ServiceToken(service), method)
-	if err != nil || !g.cfg.Federation.Provides(provider, m.Service) {
+	m, err := fs.cat.Lookup(subject.ServiceToken(service), method)
+	if err != nil || !fs.fed.Provides(provider, m.Service) {
 		return nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "unknown service or method")
 	}
 	req := m.Input.New()

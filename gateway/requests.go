@@ -32,7 +32,7 @@ var ConsentRequestService = consentv1.ConsentRequests_ServiceDesc.ServiceName
 // the same checks of subject, payload and eID as a query, then the consent
 // service answers. The record names the consent service as provider.
 func (g *Gateway) consentRequest(ctx context.Context, q subject.Query, data []byte, d *decision.Decision) ([]byte, error) {
-	if _, err := g.cfg.Federation.Member(q.Consumer); err != nil {
+	if _, err := g.fs.Load().fed.Member(q.Consumer); err != nil {
 		return nil, decision.Refuse(codes.PermissionDenied, decision.ReasonUnknownMember, "unknown consumer member")
 	}
 	d.Consumer, d.Provider = q.Consumer, subject.ConsentProvider
@@ -58,7 +58,7 @@ func (g *Gateway) consentRequest(ctx context.Context, q subject.Query, data []by
 	if err := proto.Unmarshal(data, in); err != nil {
 		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the request payload is not a valid %s", in.ProtoReflect().Descriptor().FullName())
 	}
-	eid, err := g.cfg.Federation.NormaliseEID(in.GetEid())
+	eid, err := g.fs.Load().fed.NormaliseEID(in.GetEid())
 	if err != nil {
 		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the eID does not match the federation's eID format")
 	}

@@ -115,9 +115,16 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	var inboxes []string
 	for _, m := range fed.Members {
 		inboxes = append(inboxes, subject.Inbox(m.Name)+".>")
+		sub := []string{subject.ProviderQueries(m.Name), subject.Inbox(m.Name) + ".>"}
+		if len(m.Provides) > 0 {
+			// Its catalogue entry (NATS micro, bus/catalog.Register): only
+			// the operator asks there, and allow_responses lets it answer
+			// once; no member can publish a discovery request.
+			sub = append(sub, discoverySubjects(m.Name)...)
+		}
 		out[m.ID.String()] = Permission{
 			PublishAllow:   append([]string{subject.ConsumerQueries(m.Name)}, memberEvents(m.Name)...),
-			SubscribeAllow: []string{subject.ProviderQueries(m.Name), subject.Inbox(m.Name) + ".>"},
+			SubscribeAllow: sub,
 			// A provider answers the gateway's request, once.
 			MaxResponses: 1,
 		}
@@ -127,7 +134,7 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	// (deny_delete, deny_purge); this list keeps the refusal even if the
 	// allow-lists below grow by mistake.
 	var tamper []string
-	for _, s := range append([]string{subject.AuditStream, subject.CheckpointStream, subject.BucketStream(subject.ConsentBucket), subject.BucketStream(subject.RevocationBucket), subject.BucketStream(subject.UsageBucket), subject.BucketStream(subject.RequestBucket)}, eventStreams(fed)...) {
+	for _, s := range append([]string{subject.AuditStream, subject.CheckpointStream, subject.BucketStream(subject.ConsentBucket), subject.BucketStream(subject.RevocationBucket), subject.BucketStream(subject.UsageBucket), subject.BucketStream(subject.RequestBucket), subject.BucketStream(subject.FederationBucket)}, eventStreams(fed)...) {
 		tamper = append(tamper,
 			"$JS.API.STREAM.DELETE."+s,
 			"$JS.API.STREAM.PURGE."+s,
@@ -151,6 +158,7 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	gwPub = append(gwPub, bucketWrite(subject.UsageBucket)...)
 	gwPub = append(gwPub, subject.ConsentAPI+".>") // the citizen-facing consent API asks the consent service
 	gwPub = append(gwPub, gatewayEvents(fed)...)
+	gwPub = append(gwPub, bucketRead(subject.FederationBucket)...) // it watches the signed federation versions
 	out[fed.ID("gateway").String()] = Permission{
 		PublishAllow:   gwPub,
 		PublishDeny:    tamper,
@@ -179,11 +187,22 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	}
 	// The operator creates and checks the streams and buckets. It needs the
 	// JetStream API, and nothing of the federation's traffic.
+	// It also reads the catalogue: the providers' NATS micro registrations.
 	out[fed.ID(subject.Operator).String()] = Permission{
-		PublishAllow:   []string{"$JS.API.>"},
+		PublishAllow:   []string{"$JS.API.>", subject.Discovery + ".>", subject.BucketKeys(subject.FederationBucket)},
 		SubscribeAllow: []string{subject.Inbox(subject.Operator) + ".>"},
 	}
 	return out
+}
+
+// discoverySubjects are the NATS micro discovery subjects a member's
+// provider side listens on: $SRV.<verb>, $SRV.<verb>.<name>,
+// $SRV.<verb>.<name>.<id> for its own name only. The operator asks by name
+// (catalog.Discover), so only the member itself can answer for its name;
+// nobody asks on the bare $SRV.<verb>, and no member may publish under $SRV.
+func discoverySubjects(member string) []string {
+	name := subject.DiscoveryName(member)
+	return []string{subject.Discovery + ".*", subject.Discovery + ".*." + name, subject.Discovery + ".*." + name + ".*"}
 }
 
 // auditExports is the part of AUDIT's JetStream API FED sees (under

@@ -64,7 +64,9 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 	if got := p.Publish.Allow; !slices.Equal(got, want) {
 		t.Fatalf("cnss may publish %v", got)
 	}
-	if got := p.Subscribe.Allow; len(got) != 2 || got[0] != "jisr.p.cnss.>" || got[1] != "_INBOX.cnss.>" {
+	// Its queries, its inbox, and its own catalogue entry (NATS micro discovery).
+	if got := p.Subscribe.Allow; len(got) != 5 || got[0] != "jisr.p.cnss.>" || got[1] != "_INBOX.cnss.>" ||
+		got[2] != "$SRV.*" || got[3] != "$SRV.*.jisr-cnss" || got[4] != "$SRV.*.jisr-cnss.*" {
 		t.Fatalf("cnss may subscribe %v", got)
 	}
 	if p.Response == nil || p.Response.MaxMsgs != 1 {

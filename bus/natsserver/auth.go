@@ -3,6 +3,7 @@ package natsserver
 import (
 	"crypto/x509"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -20,6 +21,7 @@ import (
 // bundle the svid.Source holds at that moment, so a rotated bundle applies to
 // every new connection without a restart.
 type svidAuth struct {
+	mu    sync.RWMutex
 	users map[string]*server.User // SPIFFE ID → the rendered user
 	now   func() time.Time
 }
@@ -38,13 +40,43 @@ func newSVIDAuth(users []*server.User) *svidAuth {
 // permission with its defaults and no blanket publish allow. Call it after
 // server.NewServer and before Start.
 func (a *svidAuth) bind(ns *server.Server) error {
-	for name, u := range a.users {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	bound, err := bindUsers(ns, a.users)
+	if err != nil {
+		return err
+	}
+	a.users = bound
+	return nil
+}
+
+// replace puts new users in force for every later connection (a new
+// federation version): connections already open keep the permissions they
+// were given when they authenticated.
+func (a *svidAuth) replace(ns *server.Server, users []*server.User) error {
+	byName := make(map[string]*server.User, len(users))
+	for _, u := range users {
+		byName[u.Username] = u
+	}
+	bound, err := bindUsers(ns, byName)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.users = bound
+	a.mu.Unlock()
+	return nil
+}
+
+func bindUsers(ns *server.Server, users map[string]*server.User) (map[string]*server.User, error) {
+	out := make(map[string]*server.User, len(users))
+	for name, u := range users {
 		c := *u
 		c.Account = ns.GlobalAccount()
 		if u.Account != nil {
 			acc, err := ns.LookupAccount(u.Account.Name)
 			if err != nil {
-				return fmt.Errorf("natsserver: user %s: account %s: %w", name, u.Account.Name, err)
+				return nil, fmt.Errorf("natsserver: user %s: account %s: %w", name, u.Account.Name, err)
 			}
 			c.Account = acc
 		}
@@ -67,9 +99,9 @@ func (a *svidAuth) bind(ns *server.Server) error {
 			cp.Response = &rp
 			c.Permissions = &cp
 		}
-		a.users[name] = &c
+		out[name] = &c
 	}
-	return nil
+	return out, nil
 }
 
 // Check implements server.Authentication.
@@ -86,7 +118,9 @@ func (a *svidAuth) Check(c server.ClientAuthentication) bool {
 	if err != nil {
 		return false
 	}
+	a.mu.RLock()
 	u, ok := a.users[id.String()]
+	a.mu.RUnlock()
 	if !ok {
 		return false
 	}

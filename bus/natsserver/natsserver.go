@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/certs/svid"
 )
@@ -24,6 +25,8 @@ var ErrNotReady = errors.New("natsserver: server not ready for connections")
 // Server is a running embedded NATS server.
 type Server struct {
 	ns       *server.Server
+	cfg      natsconf.Config // as rendered at start; SetFederation changes its federation
+	auth     *svidAuth
 	confPath string
 	onStop   []func()
 	stop     chan struct{}
@@ -83,7 +86,7 @@ func Start(ctx context.Context, cfg natsconf.Config, src svid.Source, log *slog.
 		opts.Trace, opts.Debug, opts.MaxTracedMsgLen = true, true, 1
 	}
 
-	s := &Server{onStop: so.onStop}
+	s := &Server{onStop: so.onStop, cfg: cfg, auth: auth}
 	if cfg.StoreDir != "" {
 		if err := os.MkdirAll(cfg.StoreDir, 0o700); err != nil {
 			return nil, fmt.Errorf("natsserver: %w", err)
@@ -219,3 +222,34 @@ func (a *slogAdapter) Fatalf(format string, v ...any)  { a.log.Error(fmt.Sprintf
 func (a *slogAdapter) Errorf(format string, v ...any)  { a.log.Error(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Debugf(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }
 func (a *slogAdapter) Tracef(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }
+
+// SetFederation puts the users and permissions rendered from a new
+// federation version in force for every later connection, without a restart
+// (a new member can connect at once); connections already open keep the
+// permissions they authenticated with until they reconnect. The trust domain
+// cannot change.
+func (s *Server) SetFederation(fed *federation.Federation) error {
+	if fed.TrustDomain != s.cfg.Federation.TrustDomain {
+		return fmt.Errorf("natsserver: the trust domain cannot change at run time")
+	}
+	cfg := s.cfg
+	cfg.Federation = fed
+	text, err := natsconf.Render(cfg)
+	if err != nil {
+		return err
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(text); err != nil {
+		return fmt.Errorf("natsserver: rendered configuration rejected: %w", err)
+	}
+	if err := s.auth.replace(s.ns, opts.Users); err != nil {
+		return err
+	}
+	s.cfg = cfg
+	if s.confPath != "" {
+		if err := os.WriteFile(s.confPath, []byte(text), 0o600); err != nil {
+			return fmt.Errorf("natsserver: %w", err)
+		}
+	}
+	return nil
+}

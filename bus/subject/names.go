@@ -14,7 +14,13 @@ const (
 	UsageBucket      = "jisr_usage"            // consent token use counters
 	ConsentBucket    = "jisr_consents"         // consent grants, by citizen key
 	RequestBucket    = "jisr_consent_requests" // consent requests and their lifecycle, by citizen key
+	// FederationBucket holds the signed federation bundles, one value per
+	// version under FederationKey (history kept): only the operator writes.
+	FederationBucket = "jisr_federation"
 )
+
+// FederationKey is the key of the federation bundle in FederationBucket.
+const FederationKey = "bundle"
 
 // ConsentProvider is the provider token of a consumer's consent request
 // (jisr.q.<consumer>.consent.jisr_consent_v1_ConsentRequests.<method>.<ckey>):
@@ -39,3 +45,13 @@ func BucketKeyPrefix(bucket string) string { return "$KV." + bucket + "." }
 
 // BucketKeys is the wildcard of all a bucket's keys: $KV.<bucket>.>.
 func BucketKeys(bucket string) string { return BucketKeyPrefix(bucket) + ">" }
+
+// Discovery is the subject prefix of NATS micro's discovery requests
+// ($SRV.PING|INFO|STATS[.<name>[.<id>]]): each provider adapter registers
+// its services there as DiscoveryName(member) (bus/catalog); only the
+// operator asks (jisr services --live), so a member cannot use a provider's
+// answers as a channel around the gateway.
+const Discovery = "$SRV"
+
+// DiscoveryName is the NATS micro service name of a member's provider side.
+func DiscoveryName(member string) string { return "jisr-" + member }

@@ -254,10 +254,14 @@ func TestReflectionAndHealth(t *testing.T) {
 	for _, s := range resp.GetListServicesResponse().GetService() {
 		names = append(names, s.GetName())
 	}
-	for _, want := range []string{"jisr.civilregistry.v1.CivilRegistry", "jisr.tax.v1.Tax", "jisr.cnss.v1.SocialSecurity", "jisr.health.v1.Health"} {
+	for _, want := range []string{"jisr.civilregistry.v1.CivilRegistry", "jisr.tax.v1.Tax", "jisr.health.v1.Health"} {
 		if !strings.Contains(strings.Join(names, " "), want) {
 			t.Errorf("reflection lists %v, missing %s", names, want)
 		}
+	}
+	// Only what CNSS may call: no rule lets it call its own service.
+	if strings.Contains(strings.Join(names, " "), "jisr.cnss.v1.SocialSecurity") {
+		t.Errorf("reflection lists %v, with a service CNSS may not call", names)
 	}
 	// The file descriptors resolve too (what grpcurl needs to build requests).
 	stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "jisr.civilregistry.v1.CivilRegistry"}})

@@ -47,5 +47,6 @@ TLS 1.3 at least.`,
 	cmd.Flags().IntVar(&o.Citizens, "citizens", 10000, "synthetic citizens to seed on first start")
 	cmd.Flags().StringVar(&o.HTTP, "http", "", "HTTP listen address for /metrics and /healthz (default: none)")
 	cmd.Flags().StringVar(&o.Adapter, "adapter", "", "the member's adapter, through which the backend publishes the life events it records (default: the member's dev adapter port, 127.0.0.1:700N)")
+	cmd.AddCommand(newBackendSQLCmd(g))
 	return cmd
 }

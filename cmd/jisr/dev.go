@@ -23,10 +23,15 @@ OpenID Provider (on --idp, loopback only) that lists the demo citizens, with
 the same OpenID Connect flow as production. --demo-login also turns on
 sign-in by eID alone (POST /access-log/login), for scripts; loopback only.
 
+With --postgres URL the civil registry is served from PostgreSQL by the SQL
+backend ('jisr backend sql', its reference mapping) after the synthetic citizens
+are loaded into the schema civil of that database; SQLite stays the default.
+
 Ctrl-C shuts everything down gracefully.`,
 		Example: `  jisr dev
   jisr dev --citizens 1000000
-  jisr dev --backend cnss=127.0.0.1:9003   # your own CNSS backend behind the cnss adapter`,
+  jisr dev --backend cnss=127.0.0.1:9003   # your own CNSS backend behind the cnss adapter
+  jisr dev --postgres postgres://jisr@127.0.0.1/jisr_demo`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return dev.Run(cmd.Context(), g, o, cmd.OutOrStdout())
@@ -39,6 +44,7 @@ Ctrl-C shuts everything down gracefully.`,
 	cmd.Flags().StringVar(&o.IdPAddr, "idp", "127.0.0.1:8090", "loopback address of the embedded demo OpenID Provider (citizen sign-in)")
 	cmd.Flags().StringToStringVar(&o.Backends, "backend", nil, "MEMBER=ADDR: use your own gRPC backend at ADDR for MEMBER instead of its reference backend (repeatable; docs/integrate.md)")
 	cmd.Flags().BoolVar(&o.DemoLogin, "demo-login", false, "also let anyone sign in as a citizen by eID alone (POST /access-log/login; loopback only)")
+	cmd.Flags().StringVar(&o.Postgres, "postgres", "", "serve the civil registry from this PostgreSQL database (URL or libpq string; the demo data are loaded into its schema civil) through 'jisr backend sql' instead of SQLite")
 	natsFlags(cmd, &o.NATS)
 	cmd.Flags().BoolVar(&o.AnyPort, "any-port", false, "bind every listener to a free loopback port (tests and benchmarks); the ports are in var/demo.json")
 	_ = cmd.Flags().MarkHidden("any-port")

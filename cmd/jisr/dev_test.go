@@ -239,3 +239,12 @@ func (f *devFixture) getPersonToken(t *testing.T) *dev.Token {
 	t.Fatalf("demo.json has no cnss → civil-registry GetPerson token: %+v", f.demo.Tokens)
 	return nil
 }
+
+// startDevWithOptions lets the test set jisr dev's options (opts may be nil).
+func startDevWithOptions(t *testing.T, adjust func(*process.Env), opts func(*dev.Options)) *devFixture {
+	t.Helper()
+	if opts == nil {
+		return startDevWith(t, adjust)
+	}
+	return startDevWith(t, adjust, opts)
+}

@@ -69,5 +69,7 @@ func subcommands(g *process.Env) []*cobra.Command {
 		newBenchCmd(g),
 		newContextCmd(g),
 		newEventsCmd(g),
+		newServicesCmd(g),
+		newFederationCmd(g),
 	}
 }

@@ -164,6 +164,9 @@ type Decision struct {
 	Code       codes.Code
 	Latency    time.Duration
 	TraceID    string
+	// FederationVersion is the signed federation version that decided
+	// (0: the file the gateway started with).
+	FederationVersion uint64
 	// VisibleAt is when the citizen's access log may show this access
 	// (later than Time only for mandates the law allows to delay).
 	VisibleAt time.Time

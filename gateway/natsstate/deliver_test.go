@@ -67,6 +67,11 @@ func TestPushConsumersOfThePartsWriteNothing(t *testing.T) {
 			if sp.Bucket == subject.UsageBucket {
 				js = gjs // use counters: the gateway
 			}
+			if sp.Bucket == subject.FederationBucket {
+				if js, err = jetstream.New(op); err != nil { // federation versions: the operator
+					t.Fatal(err)
+				}
+			}
 			var kv jetstream.KeyValue
 			if kv, err = js.KeyValue(c, sp.Bucket); err == nil {
 				_, err = kv.Put(c, "seed", []byte("1"))
@@ -119,7 +124,8 @@ func TestPushConsumersOfThePartsWriteNothing(t *testing.T) {
 				wg.Go(func() {
 					req, _ := json.Marshal(map[string]any{"stream_name": sp.Stream, "config": map[string]any{
 						"deliver_subject": deliver, "ack_policy": "none", "inactive_threshold": int64(time.Minute)}})
-					m, err := nc.Request("$JS.API.CONSUMER.CREATE."+sp.Stream, req, 2*time.Second)
+					// 5 s: hundreds of these run at once, and a loaded machine answers slowly.
+					m, err := nc.Request("$JS.API.CONSUMER.CREATE."+sp.Stream, req, 5*time.Second)
 					if err != nil {
 						return // refused by the permissions: no answer
 					}

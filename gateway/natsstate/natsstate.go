@@ -66,6 +66,19 @@ func Buckets() []Spec {
 	}
 }
 
+// FederationHistory is how many versions of the federation bundle its
+// bucket keeps (nats.go's largest key-value history).
+const FederationHistory = 64
+
+// Federation returns the bucket of the signed federation bundles
+// (`jisr federation publish` writes, components watch): one key, its last
+// FederationHistory versions kept.
+func Federation() Spec {
+	b := bucket(subject.FederationBucket, "jisr signed federation bundles, by version")
+	b.Config.MaxMsgsPerSubject = FederationHistory
+	return b
+}
+
 func bucket(name, desc string) Spec {
 	s := subject.BucketStream(name)
 	return Spec{Stream: s, Bucket: name, Config: jetstream.StreamConfig{
@@ -101,7 +114,7 @@ func All(c stream.Config) ([]Spec, error) {
 		return nil, err
 	}
 	out := []Spec{{Stream: audit.Name, Config: audit}, {Stream: ckpts.Name, Config: ckpts}}
-	for _, b := range Buckets() {
+	for _, b := range append(Buckets(), Federation()) {
 		if c.Replicas > 0 {
 			b.Config.Replicas = c.Replicas
 		}
@@ -243,7 +256,7 @@ func hardened(have jetstream.StreamConfig, want Spec) (jetstream.StreamConfig, b
 // missing bucket is ErrMissing: it is never created here.
 func OpenBucket(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
 	var want *Spec
-	for _, b := range Buckets() {
+	for _, b := range append(Buckets(), Federation()) {
 		if b.Bucket == name {
 			want = &b
 		}

@@ -82,7 +82,7 @@ func TestNothingButTheOperatorCreatesAndNothingOpensWhatIsMissing(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rs) != len(specs) || len(specs) != 6 {
+	if len(rs) != len(specs) || len(specs) != 7 { // two audit streams, four consent buckets, the federation bucket
 		t.Fatalf("%d results for %d specs", len(rs), len(specs))
 	}
 	for _, r := range rs {

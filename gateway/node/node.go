@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
@@ -19,6 +21,8 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/fedwatch"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway"
@@ -27,6 +31,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/console"
 	"github.com/jisr-bus/jisr/gateway/events"
+	"github.com/jisr-bus/jisr/gateway/natsstate"
 	"github.com/jisr-bus/jisr/gateway/notify"
 )
 
@@ -85,6 +90,7 @@ type options struct {
 	readTimeout time.Duration
 	tp          trace.TracerProvider
 	queryConns  []*nats.Conn
+	governance  []ed25519.PublicKey // trusted keys of the federation watch; none: no watch
 }
 
 // WithQueryConns gives the gateway further connections of its identity to
@@ -114,6 +120,14 @@ func WithHTTPReadTimeout(d time.Duration) Option { return func(o *options) { o.r
 // provider, otel.GetTracerProvider(), as it is when the gateway is built).
 func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options) { o.tp = tp } }
 
+// WithFederationWatch applies the signed federation versions published in
+// the jisr_federation bucket, verified with these governance keys, without a
+// restart (bus/fedwatch). The bucket must exist: the gateway does not start
+// without it.
+func WithFederationWatch(trusted ...ed25519.PublicKey) Option {
+	return func(o *options) { o.governance = trusted }
+}
+
 // Node is one gateway replica.
 type Node struct {
 	cfg      Config
@@ -134,6 +148,7 @@ type Node struct {
 	// stopCitizen ends the citizen page's live views and notifications.
 	stopCitizen []func()
 	events      *events.Events
+	fedwatch    *fedwatch.Watcher
 }
 
 // New checks the configuration; Start brings the node up.
@@ -205,6 +220,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	if n.gw, err = gateway.New(gcfg, gopts...); err != nil {
 		return err
+	}
+	if len(n.o.governance) > 0 {
+		if err := n.watchFederation(ctx, reg); err != nil {
+			return err
+		}
 	}
 	if err := n.gw.Start(ctx); err != nil {
 		return err
@@ -332,6 +352,10 @@ func (n *Node) Stop(ctx context.Context) error {
 		stop()
 	}
 	n.stopCitizen = nil
+	if n.fedwatch != nil {
+		n.fedwatch.Stop()
+		n.fedwatch = nil
+	}
 	if n.srv != nil {
 		errs = append(errs, n.srv.Shutdown(ctx))
 	}
@@ -366,3 +390,26 @@ func (n *Node) close() {
 		_ = n.cfg.Source.Close()
 	}
 }
+
+// watchFederation applies the published federation version, then every
+// newer one, to the gateway.
+func (n *Node) watchFederation(ctx context.Context, reg prometheus.Registerer) error {
+	js, err := jetstream.New(n.cfg.Conn)
+	if err != nil {
+		return err
+	}
+	kv, err := natsstate.OpenBucket(ctx, js, subject.FederationBucket)
+	if err != nil {
+		return fmt.Errorf("federation watch: %w", err)
+	}
+	n.fedwatch, err = fedwatch.Start(ctx, fedwatch.Config{
+		Bucket: kv, Trusted: n.o.governance, Component: "gateway", Log: n.cfg.Log, Registerer: reg,
+		Apply: func(b *federation.Bundle, fed *federation.Federation) error {
+			return n.gw.SetFederation(fed, b.Version)
+		},
+	})
+	return err
+}
+
+// Gateway is the running gateway (nil before Start).
+func (n *Node) Gateway() *gateway.Gateway { return n.gw }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
 	otelcodes "go.opentelemetry.io/otel/codes"
@@ -21,7 +22,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -122,7 +122,8 @@ type Adapter struct {
 	next         atomic.Uint32        // the consumer side's next connection
 	sem          chan struct{}
 	wg           sync.WaitGroup
-	events       *eventsLoop // delivery to the backend's EventSink, when started
+	events       *eventsLoop   // delivery to the backend's EventSink, when started
+	micro        micro.Service // its catalogue entry
 
 	spanOpts []bus.SpanOption // the bus spans go to the adapter's provider
 }
@@ -200,7 +201,7 @@ func (a *Adapter) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 	eventsv1.RegisterEventPublisherServer(s, publisher{a: a})
 	a.health.SetServingStatus(eventsv1.EventPublisher_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, a.health)
-	reflection.Register(s)
+	a.registerReflection(s)
 	return s
 }
 
@@ -342,6 +343,9 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 		}
 		a.subs = append(a.subs, s)
 	}
+	if a.micro, err = a.cat.Register(a.cfg.Conn, a.cfg.Federation, a.cfg.Member); err != nil {
+		return fmt.Errorf("adapter: %w", err)
+	}
 	a.log.Info("provider side ready", "subject", subject.ProviderQueries(a.cfg.Member), "backend", a.cfg.Backend, "backend_fingerprint", a.fingerprint)
 	return nil
 }
@@ -462,6 +466,9 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	}
 	if a.events != nil {
 		a.events.stop()
+	}
+	if a.micro != nil {
+		_ = a.micro.Stop()
 	}
 	done := make(chan struct{})
 	go func() { a.wg.Wait(); close(done) }()

@@ -35,6 +35,10 @@ type Options struct {
 	// (member → gRPC address; `jisr dev --backend cnss=127.0.0.1:9000`): no
 	// reference backend is started for them, and their adapters call these.
 	Backends map[string]string
+	// Postgres, when set, is a PostgreSQL database: the civil registry is
+	// loaded into it (schema civil) and served by the SQL backend with its
+	// reference mapping instead of the SQLite reference backend.
+	Postgres string
 }
 
 // checkBackends refuses a --backend for a member that is not in the
@@ -64,6 +68,8 @@ type devFederation struct {
 	consent  *process.ConsentNode // the consent service, apart from the gateway: it alone holds the signing key
 	adapters []*process.AdapterNode
 	external map[string]string // members' own backends (--backend)
+	// stopWatch ends the NATS server's watch of the federation versions.
+	stopWatch func()
 }
 
 // Run starts the whole federation in one process (certificates, NATS and
@@ -107,6 +113,9 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 	}
 
 	if err := checkBackends(fed, o.Backends); err != nil {
+		return err
+	}
+	if err := d.watchFederation(ctx, g); err != nil {
 		return err
 	}
 	if err := d.startBackends(ctx, g, fed, o); err != nil {
@@ -158,7 +167,13 @@ func (d *devFederation) startBackends(ctx context.Context, g *process.Env, fed *
 		if o.AnyPort {
 			bo.Listen = "127.0.0.1:0"
 		}
-		b, err := process.StartBackend(ctx, g, bo)
+		var b *process.BackendNode
+		var err error
+		if m.Name == civilRegistry && o.Postgres != "" {
+			b, err = startPostgresCivilRegistry(ctx, g, o, bo.Listen)
+		} else {
+			b, err = process.StartBackend(ctx, g, bo)
+		}
 		if err != nil {
 			return err
 		}
@@ -214,6 +229,9 @@ func (d *devFederation) stop(ctx context.Context, g *process.Env) error {
 	}
 	for _, b := range d.backends {
 		errs = append(errs, b.Stop(ctx))
+	}
+	if d.stopWatch != nil {
+		d.stopWatch()
 	}
 	if d.NATS != nil {
 		d.NATS.Shutdown()

@@ -26,8 +26,8 @@ type BackendOptions struct {
 type BackendNode struct {
 	Member string
 	Addr   string
-	b      *backend.Backend
-	src    svid.Source // the member's SVID when it serves mTLS
+	b      interface{ Stop(context.Context) error } // the reference backend or the SQL backend
+	src    svid.Source                              // the member's SVID when it serves mTLS
 }
 
 func StartBackend(ctx context.Context, g *Env, o BackendOptions) (*BackendNode, error) {
@@ -92,8 +92,15 @@ func StartBackend(ctx context.Context, g *Env, o BackendOptions) (*BackendNode, 
 
 // PublishEventsThrough points the backend's life events at its adapter's
 // address (jisr dev, once the adapter listens on a port of its own).
+// A backend that records no events (the SQL backend) has nothing to point.
 func (n *BackendNode) PublishEventsThrough(addr string) error {
-	return n.b.PublishEventsThrough(addr, nil)
+	p, ok := n.b.(interface {
+		PublishEventsThrough(string, *tls.Config) error
+	})
+	if !ok {
+		return nil
+	}
+	return p.PublishEventsThrough(addr, nil)
 }
 
 func (n *BackendNode) Stop(ctx context.Context) error {

@@ -31,5 +31,9 @@ func InitCerts(g *Env, fed *federation.Federation) (*devca.InitResult, error) {
 	if err := consent.InitKeys(g.CertsDir); err != nil {
 		return nil, fmt.Errorf("consent keys: %w", err)
 	}
+	// The governance key signs the federation's versions (jisr federation sign).
+	if err := federation.InitGovernanceKey(g.CertsDir); err != nil {
+		return nil, fmt.Errorf("governance key: %w", err)
+	}
 	return res, nil
 }

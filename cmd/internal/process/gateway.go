@@ -17,7 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"github.com/jisr-bus/jisr/bus"
-
+	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/svid"
@@ -48,6 +48,9 @@ type GatewayOptions struct {
 	// NotifyWebhook, when set, receives each citizen notification (signed
 	// with the secret in NotifySecretFile); otherwise they are logged.
 	NotifyWebhook, NotifySecretFile string
+	// GovernancePub is the governance public key the federation versions are
+	// verified with (default <certs>/governance/governance.pub).
+	GovernancePub string
 }
 
 // RunGateway runs a gateway replica until ctx ends, then drains it.
@@ -170,6 +173,16 @@ func StartGateway(ctx context.Context, g *Env, o GatewayOptions) (*GatewayNode, 
 func gatewayNodeOptions(g *Env, o GatewayOptions, src svid.Source, authz tlsconfig.Authorizer) ([]node.Option, error) {
 	opts := []node.Option{node.WithMetrics(g.Registry()), node.WithUnsafe(o.Unsafe), node.WithHTTPReadTimeout(o.SignIn.ReadTimeout),
 		node.WithTracerProvider(g.TracerProviderFor("gateway", "", o.Instance))}
+	// The signed federation versions, verified with the governance key.
+	pubPath := o.GovernancePub
+	if pubPath == "" {
+		pubPath = federation.GovernancePubPath(g.CertsDir)
+	}
+	pub, err := federation.LoadGovernancePub(pubPath)
+	if err != nil {
+		return nil, fmt.Errorf("the governance public key that verifies federation versions (--governance-pub; jisr certs init writes a dev one): %w", err)
+	}
+	opts = append(opts, node.WithFederationWatch(pub))
 	if mem := g.Traces(); mem != nil {
 		opts = append(opts, node.WithTraces(mem))
 	}

@@ -50,6 +50,8 @@ func FromDecision(d *decision.Decision) *auditv1.Record {
 		StatusCode: uint32(d.Code),
 		Latency:    durationpb.New(d.Latency),
 		TraceId:    d.TraceID,
+
+		FederationVersion: d.FederationVersion,
 	}
 	if d.Allowed {
 		r.Decision = auditv1.Decision_DECISION_ALLOWED

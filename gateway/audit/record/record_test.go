@@ -57,7 +57,7 @@ func TestRecordHasNoPlaceForCitizenData(t *testing.T) {
 		"log_id": true, "leaf_index": true, "prev_leaf_hash": true, "time": true, "consumer": true, "provider": true,
 		"service": true, "method": true, "ckey": true, "purpose": true, "legal_basis": true, "law": true, "rule": true,
 		"token_id": true, "decision": true, "reason": true, "fields": true, "status_code": true, "latency": true,
-		"trace_id": true, "visible_at": true,
+		"trace_id": true, "visible_at": true, "federation_version": true,
 	}
 	fields := (&auditv1.Record{}).ProtoReflect().Descriptor().Fields()
 	for i := range fields.Len() {

@@ -130,9 +130,13 @@ type Record struct {
 	TraceId string `protobuf:"bytes,20,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	// When the citizen's access log may show this access: later than time only
 	// for mandates whose law allows the access to be disclosed late.
-	VisibleAt     *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=visible_at,json=visibleAt,proto3" json:"visible_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	VisibleAt *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=visible_at,json=visibleAt,proto3" json:"visible_at,omitempty"`
+	// The signed federation version in force when the query was decided
+	// (jisr federation publish; 0: the federation file the gateway started
+	// with). Numbered apart from the fields above to leave them room.
+	FederationVersion uint64 `protobuf:"varint,40,opt,name=federation_version,json=federationVersion,proto3" json:"federation_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Record) Reset() {
@@ -312,6 +316,13 @@ func (x *Record) GetVisibleAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Record) GetFederationVersion() uint64 {
+	if x != nil {
+		return x.FederationVersion
+	}
+	return 0
+}
+
 // RecordBatch is the payload of one message of the audit stream (format 2):
 // one group commit of a log, the records of consecutive leaves in order. The
 // message's headers name the batch: Jisr-Audit-Format (2),
@@ -473,7 +484,7 @@ var File_jisr_audit_v1_record_proto protoreflect.FileDescriptor
 
 const file_jisr_audit_v1_record_proto_rawDesc = "" +
 	"\n" +
-	"\x1ajisr/audit/v1/record.proto\x12\rjisr.audit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x05\n" +
+	"\x1ajisr/audit/v1/record.proto\x12\rjisr.audit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x05\n" +
 	"\x06Record\x12\x15\n" +
 	"\x06log_id\x18\x01 \x01(\tR\x05logId\x12\x1d\n" +
 	"\n" +
@@ -500,7 +511,8 @@ const file_jisr_audit_v1_record_proto_rawDesc = "" +
 	"\alatency\x18\x13 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x19\n" +
 	"\btrace_id\x18\x14 \x01(\tR\atraceId\x129\n" +
 	"\n" +
-	"visible_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tvisibleAt\"'\n" +
+	"visible_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tvisibleAt\x12-\n" +
+	"\x12federation_version\x18( \x01(\x04R\x11federationVersion\"'\n" +
 	"\vRecordBatch\x12\x18\n" +
 	"\arecords\x18\x01 \x03(\fR\arecords\"\x8a\x02\n" +
 	"\x0fCheckpointState\x12\x1e\n" +
