@@ -25,6 +25,9 @@ type File struct {
 	Citizens  []Citizen         `json:"citizens"`
 	Tokens    []Token           `json:"tokens"`
 	Try       string            `json:"try"`
+	// Cluster is the hub of `jisr dev --cluster` (its nodes and gateway
+	// replicas, with their process ids).
+	Cluster *ClusterInfo `json:"cluster,omitempty"`
 }
 
 // Citizen is a demo citizen.
@@ -100,7 +103,7 @@ type Endpoints struct {
 
 // Write mints the demo citizens' tokens with svc and writes
 // <dataDir>/demo.json.
-func Write(ctx context.Context, dataDir string, fed *federation.Federation, keyer *ckey.Keyer, svc *consent.Service, ep Endpoints) (*File, error) {
+func Write(ctx context.Context, dataDir string, fed *federation.Federation, keyer *ckey.Keyer, svc *consent.Service, ep Endpoints, cluster ...*ClusterInfo) (*File, error) {
 	demo := &File{Endpoints: map[string]string{
 		"nats":         ep.NATS,
 		"gateway_http": ep.GatewayHTTP,
@@ -114,6 +117,9 @@ func Write(ctx context.Context, dataDir string, fed *federation.Federation, keye
 	}
 	for _, b := range ep.Backends {
 		demo.Endpoints["backend/"+b.Member] = b.Addr
+	}
+	if len(cluster) > 0 {
+		demo.Cluster = cluster[0]
 	}
 	demo.Citizens = Showcase()
 	eids := make([]string, len(demo.Citizens))

@@ -29,6 +29,9 @@ type Options struct {
 	// AnyPort binds every listener to 127.0.0.1:0 (tests run several
 	// federations side by side).
 	AnyPort bool
+	// Cluster runs the hub instead: NATS nodes and gateway replicas as
+	// processes of their own (jisr dev --cluster 3).
+	Cluster ClusterOptions
 }
 
 // devFederation is a running dev federation, stopped in reverse order.
@@ -62,6 +65,12 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 	}
 	defer stopTelemetry()
 
+	if o.AnyPort {
+		o.NATS.Listen, o.HTTPAddr, o.GRPCAddr, o.IdPAddr = "127.0.0.1:-1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	}
+	if o.Cluster.Nodes > 0 {
+		return runCluster(ctx, g, o, out, fed, start)
+	}
 	d := &devFederation{}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
@@ -70,9 +79,6 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 			err = serr
 		}
 	}()
-	if o.AnyPort {
-		o.NATS.Listen, o.HTTPAddr, o.GRPCAddr, o.IdPAddr = "127.0.0.1:-1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	}
 	if err := d.startNATS(ctx, g, o); err != nil {
 		return err
 	}

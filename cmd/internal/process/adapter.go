@@ -16,6 +16,8 @@ type AdapterOptions struct {
 	Listen  string
 	Backend string
 	HTTP    string
+	// NATSURL, when set, is the adapter's own way to the bus (default --nats).
+	NATSURL string
 }
 
 // DevPort returns the dev port offset of a member: its position in the
@@ -53,7 +55,11 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 	if err != nil {
 		return nil, err
 	}
-	nc, src, err := g.Connect(ctx, o.Member)
+	url := o.NATSURL
+	if url == "" {
+		url = g.NATSURL
+	}
+	nc, src, err := g.ConnectURL(ctx, url, o.Member)
 	if err != nil {
 		return nil, err
 	}
