@@ -347,6 +347,9 @@ func Render(c Config) (string, error) {
 		w("# cluster port. Streams and buckets are replicated across the nodes (jisr nats init --replicas 3).\n")
 		w("cluster {\n  name: %s\n  host: %s\n  port: %d\n", q(cl.Name), q(cl.Host), cl.Port)
 		w("  routes: %s\n", list(cl.Routes))
+		w("  # Clients are given the hub's addresses; the nodes do not advertise their own\n")
+		w("  # (a ministry reaches the hub by the way its operators chose, never around it).\n")
+		w("  no_advertise: true\n")
 		w("  tls {\n    cert_file: %s\n    key_file: %s\n    ca_file: %s\n    verify_and_map: true\n    timeout: 2\n  }\n",
 			q(c.CertFile), q(c.KeyFile), q(c.CAFile))
 		w("  authorization {\n    user: %s\n    timeout: 2\n  }\n}\n\n", q(nats))

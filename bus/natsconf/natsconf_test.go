@@ -249,6 +249,9 @@ func TestClusterRender(t *testing.T) {
 	if c.Name != DefaultClusterName || c.Port != 6222 || c.Host != "0.0.0.0" || len(opts.Routes) != 3 {
 		t.Fatalf("cluster %+v routes %v", c, opts.Routes)
 	}
+	if !c.NoAdvertise {
+		t.Fatal("hub nodes must not advertise their addresses to clients")
+	}
 	if !c.TLSMap || c.Username != fed.ID("nats").String() {
 		t.Fatalf("routes must be mapped to the server identity: tls map %v user %q", c.TLSMap, c.Username)
 	}

@@ -1,6 +1,7 @@
 package dev
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -121,7 +122,11 @@ func StartCluster(ctx context.Context, g *process.Env, o Options) (c *Cluster, e
 			_ = c.Stop(sctx, g)
 		}
 	}()
-	common := []string{"--federation", abs(g.FederationPath), "--certs", abs(g.CertsDir), "--log-level", g.LogLevel}
+	level := g.LogLevel
+	if level == "" {
+		level = "info"
+	}
+	common := []string{"--federation", abs(g.FederationPath), "--certs", abs(g.CertsDir), "--log-level", level}
 	pick := func(base, i int) (string, error) {
 		if o.AnyPort {
 			return freeAddr()
@@ -149,7 +154,7 @@ func StartCluster(ctx context.Context, g *process.Env, o Options) (c *Cluster, e
 		n.Proc = &Proc{Name: n.Name, Exe: co.Exe, Env: co.Env, Log: filepath.Join(dir, n.Name+".log"),
 			Args: append(append([]string{}, common...), "--data", filepath.Join(dir, n.Name), "nats-server",
 				"--server-name", n.Name, "--listen", client, "--cluster-listen", route, "--monitor-port", monPort,
-				"--sync", o.NATS.Sync)}
+				"--sync", cmp.Or(o.NATS.Sync, "1s"))}
 		c.Info.Nodes = append(c.Info.Nodes, n)
 	}
 	for _, n := range c.Info.Nodes {
