@@ -164,7 +164,10 @@ func HubStatus(ctx context.Context, g *Env, monitors []string) (*Status, error) 
 		for _, c := range conns {
 			switch {
 			case c.User == gatewayID:
-				st.Gateways = append(st.Gateways, GatewayStatus{Instance: strings.TrimPrefix(c.Name, GatewayConnName), Node: ns.Name})
+				// A replica may hold more than one connection.
+				if gs := (GatewayStatus{Instance: strings.TrimPrefix(c.Name, GatewayConnName), Node: ns.Name}); !slices.Contains(st.Gateways, gs) {
+					st.Gateways = append(st.Gateways, gs)
+				}
 			case members[c.User] != nil:
 				m := members[c.User]
 				if !slices.Contains(m.Connected, ns.Name) {
