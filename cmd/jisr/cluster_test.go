@@ -617,26 +617,37 @@ func TestClusterSurvivesLosingANode(t *testing.T) {
 		}
 	}
 	t.Logf("%d + %d replies, every one with its record", len(ld.answered), len(others.answered))
-	root := newRootCmd()
-	var out syncBuffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs([]string{"--federation", g.FederationPath, "--certs", g.CertsDir, "--data", dir, "--nats", g.NATSURL, "--log-level", "error", "audit", "verify"})
-	if err := root.ExecuteContext(context.Background()); err != nil {
-		t.Fatalf("audit verify: %v\n%s", err, out.String())
+	// A node restarted a moment ago may still be settling its streams'
+	// leaders: the command is retried while it fails, and must pass.
+	cli := func(args ...string) (string, error) {
+		root := newRootCmd()
+		var out syncBuffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(append([]string{"--federation", g.FederationPath, "--certs", g.CertsDir, "--data", dir, "--nats", g.NATSURL, "--log-level", "error"}, args...))
+		err := root.ExecuteContext(context.Background())
+		return out.String(), err
 	}
-	t.Logf("audit verify:\n%s", out.String())
-
-	// jisr status sees the whole hub.
-	root = newRootCmd()
-	out = syncBuffer{}
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs([]string{"--federation", g.FederationPath, "--certs", g.CertsDir, "--nats", g.NATSURL, "--log-level", "error", "status", "--monitor", monitorsOf(c)})
-	if err := root.ExecuteContext(context.Background()); err != nil {
-		t.Fatalf("jisr status: %v\n%s", err, out.String())
+	var report string
+	bustest.Eventually(t, 60*time.Second, func() (err error) {
+		report, err = cli("audit", "verify")
+		return err
+	})
+	t.Logf("audit verify:\n%s", report)
+	// jisr status sees the whole hub, healthy again.
+	bustest.Eventually(t, 60*time.Second, func() (err error) {
+		report, err = cli("status", "--monitor", monitorsOf(c))
+		if err != nil {
+			return fmt.Errorf("%w\n%s", err, report)
+		}
+		return nil
+	})
+	t.Logf("jisr status:\n%s", report)
+	for _, want := range []string{"gw-1", "gw-2", "JISR_AUDIT", "healthy"} {
+		if !strings.Contains(report, want) {
+			t.Fatalf("jisr status does not show %q:\n%s", want, report)
+		}
 	}
-	t.Logf("jisr status:\n%s", out.String())
 }
 
 // scanRecords reads every audit record as the auditor.
