@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -643,6 +644,16 @@ func TestClusterSurvivesLosingANode(t *testing.T) {
 		return nil
 	})
 	t.Logf("jisr status:\n%s", report)
+	js2, err := cli("status", "--json", "--monitor", monitorsOf(c))
+	var st2 process.Status
+	if err != nil || json.Unmarshal([]byte(js2), &st2) != nil || !st2.Healthy || len(st2.Nodes) != 3 || len(st2.Streams) != 5 || len(st2.Members) != len(fed.Members) {
+		t.Fatalf("jisr status --json: %v\n%s", err, js2)
+	}
+	for _, s := range st2.Streams {
+		if s.Replicas != 3 || len(s.Peers) != 2 {
+			t.Fatalf("jisr status --json: stream %+v, want 3 replicas", s)
+		}
+	}
 	for _, want := range []string{"gw-1", "gw-2", "JISR_AUDIT", "healthy"} {
 		if !strings.Contains(report, want) {
 			t.Fatalf("jisr status does not show %q:\n%s", want, report)
