@@ -94,6 +94,9 @@ func StartCluster(ctx context.Context, g *process.Env, o Options) (c *Cluster, e
 	if co.Nodes < 3 {
 		return nil, process.UsageError{Err: fmt.Errorf("--cluster %d: a hub has at least 3 nodes (R3 streams survive losing one)", co.Nodes)}
 	}
+	if o.NATS.AuditAccount {
+		return nil, process.UsageError{Err: errors.New("--cluster with --audit-account is not supported yet: the hub keeps the audit streams in the federation's account")}
+	}
 	if co.Gateways == 0 {
 		co.Gateways = 2
 	}
