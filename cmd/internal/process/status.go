@@ -36,9 +36,11 @@ type Status struct {
 // NodeStatus is one NATS node: from its monitoring endpoint when given
 // (--monitor), else only what the streams' cluster information says.
 type NodeStatus struct {
-	Name        string `json:"name"`
-	Monitor     string `json:"monitor,omitempty"`
-	Up          bool   `json:"up"`
+	Name    string `json:"name"`
+	Monitor string `json:"monitor,omitempty"`
+	// State is "up", "down" (its monitoring endpoint does not answer), or
+	// "unknown" (named by the streams, no --monitor given for it).
+	State       string `json:"state"`
 	Version     string `json:"version,omitempty"`
 	Uptime      string `json:"uptime,omitempty"`
 	Routes      int    `json:"routes"`
@@ -154,9 +156,11 @@ func HubStatus(ctx context.Context, g *Env, monitors []string) (*Status, error) 
 		members[ms.ID] = ms
 	}
 	gatewayID := fed.ID("gateway").String()
+	down := 0
 	for _, mon := range monitors {
 		ns, conns := nodeStatus(ctx, strings.TrimRight(mon, "/"))
-		if !ns.Up {
+		if ns.State != "up" {
+			down++
 			st.Problems = append(st.Problems, fmt.Sprintf("node at %s: %s", mon, ns.Error))
 		}
 		delete(seen, ns.Name)
@@ -176,10 +180,13 @@ func HubStatus(ctx context.Context, g *Env, monitors []string) (*Status, error) 
 			}
 		}
 	}
-	// Nodes the streams name but no monitoring endpoint was given for.
-	for name := range seen {
-		if name != "" {
-			st.Nodes = append(st.Nodes, NodeStatus{Name: name, Up: true, Error: "no --monitor for it: known from the streams only"})
+	// Nodes the streams name but no monitoring endpoint answered as: when
+	// an endpoint is down, its row stands for them.
+	if down == 0 {
+		for name := range seen {
+			if name != "" {
+				st.Nodes = append(st.Nodes, NodeStatus{Name: name, State: "unknown", Error: "no --monitor for it: known from the streams only"})
+			}
 		}
 	}
 	slices.SortFunc(st.Nodes, func(a, b NodeStatus) int { return strings.Compare(a.Name, b.Name) })
@@ -218,7 +225,7 @@ type connInfo struct {
 
 // nodeStatus reads one node's /varz and /connz?auth=true.
 func nodeStatus(ctx context.Context, mon string) (NodeStatus, []connInfo) {
-	ns := NodeStatus{Monitor: mon}
+	ns := NodeStatus{Monitor: mon, State: "down"}
 	var varz struct {
 		Name        string `json:"server_name"`
 		Version     string `json:"version"`
@@ -231,7 +238,7 @@ func nodeStatus(ctx context.Context, mon string) (NodeStatus, []connInfo) {
 		ns.Name = mon
 		return ns, nil
 	}
-	ns.Name, ns.Up, ns.Version, ns.Uptime, ns.Routes, ns.Connections = varz.Name, true, varz.Version, varz.Uptime, varz.Routes, varz.Connections
+	ns.Name, ns.State, ns.Version, ns.Uptime, ns.Routes, ns.Connections = varz.Name, "up", varz.Version, varz.Uptime, varz.Routes, varz.Connections
 	var connz struct {
 		Conns []connInfo `json:"connections"`
 	}
@@ -273,11 +280,11 @@ func PrintStatus(out io.Writer, st *Status, asJSON bool) error {
 		}
 	} else {
 		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "NODE\tUP\tROUTES\tCONNECTIONS\tVERSION\tUPTIME\t")
+		fmt.Fprintln(w, "NODE\tSTATE\tROUTES\tCONNECTIONS\tVERSION\tUPTIME\t")
 		for _, n := range st.Nodes {
-			up := "yes"
-			if !n.Up {
-				up = "NO: " + n.Error
+			up := n.State
+			if n.Error != "" {
+				up += ": " + n.Error
 			}
 			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\t\n", n.Name, up, n.Routes, n.Connections, n.Version, n.Uptime)
 		}
