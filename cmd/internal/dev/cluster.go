@@ -118,11 +118,12 @@ func StartCluster(ctx context.Context, g *process.Env, o Options) (c *Cluster, e
 		return nil, err
 	}
 	c = &Cluster{Info: ClusterInfo{Logs: dir}}
+	started := c
 	defer func() {
-		if err != nil {
+		if err != nil { // stop what was started
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
 			defer cancel()
-			_ = c.Stop(sctx, g)
+			_ = started.Stop(sctx, g)
 		}
 	}()
 	level := g.LogLevel
