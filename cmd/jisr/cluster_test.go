@@ -127,7 +127,7 @@ type load struct {
 
 const (
 	callers  = 16
-	citizens = 12000
+	citizens = 20000
 )
 
 func startLoad(client civilv1.CivilRegistryClient) *load {
