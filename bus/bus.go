@@ -384,6 +384,12 @@ func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg, opts ...SpanOption)
 	if max := nc.MaxPayload(); max > 0 && int64(len(msg.Data)+headerSize(msg.Header)) > max {
 		return nil, status.Error(codes.InvalidArgument, "request exceeds the bus's maximum payload")
 	}
+	// A connection that is reconnecting would buffer the request and let
+	// the caller wait out its deadline: fail at once instead (the member's
+	// link to the hub is down; its caller retries).
+	if !nc.IsConnected() {
+		return nil, status.Error(codes.Unavailable, "the bus connection is not available (reconnecting)")
+	}
 	SetTimeout(ctx, msg.Header)
 	reply, err = nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {

@@ -50,7 +50,30 @@ type Config struct {
 	// AuditAccount puts the audit streams in their own account (AUDIT),
 	// apart from the federation's traffic (FED): see AuditAccountPermissions.
 	AuditAccount bool
+	// Cluster makes the server one node of the hub: a JetStream cluster
+	// whose nodes route to each other over mutual TLS (nil: a single server).
+	Cluster *Cluster
 }
+
+// Cluster is one hub node's part of the cluster. Every node of the hub is
+// rendered from the same federation, so their accounts and users agree.
+type Cluster struct {
+	Name string // the cluster's name; default "jisr-hub"
+	Host string // where the node listens for routes; default Config.Host
+	Port int    // route port; default 6222
+	// Routes are the route URLs of every node of the hub (tls://host:port);
+	// a node's own URL among them is ignored by the server.
+	Routes []string
+	// Domain is the JetStream domain of the hub; default "hub". A leaf node
+	// or another hub reaches this one's JetStream API under $JS.<domain>.API.
+	Domain string
+}
+
+// DefaultClusterName and DefaultDomain are the hub's defaults.
+const (
+	DefaultClusterName = "jisr-hub"
+	DefaultDomain      = "hub"
+)
 
 // The accounts of an audit-account configuration.
 const (
@@ -285,6 +308,33 @@ func Render(c Config) (string, error) {
 	if c.WriteDeadline == "" {
 		c.WriteDeadline = "10s"
 	}
+	if c.Cluster != nil {
+		cl := *c.Cluster
+		if cl.Name == "" {
+			cl.Name = DefaultClusterName
+		}
+		if cl.Host == "" {
+			cl.Host = c.Host
+		}
+		if cl.Port == 0 {
+			cl.Port = 6222
+		}
+		if cl.Domain == "" {
+			cl.Domain = DefaultDomain
+		}
+		if c.StoreDir == "" {
+			return "", fmt.Errorf("natsconf: a hub node needs a JetStream store directory")
+		}
+		if len(cl.Routes) == 0 {
+			return "", fmt.Errorf("natsconf: a hub node needs the route URLs of the hub's nodes")
+		}
+		for _, r := range cl.Routes {
+			if !strings.HasPrefix(r, "tls://") && !strings.HasPrefix(r, "nats-route://") {
+				return "", fmt.Errorf("natsconf: route %q: want tls://host:port", r)
+			}
+		}
+		c.Cluster = &cl
+	}
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
 	w("# NATS server configuration for the jisr federation %q.\n", c.Federation.TrustDomain.Name())
@@ -304,7 +354,25 @@ func Render(c Config) (string, error) {
 	w("tls {\n  cert_file: %s\n  key_file: %s\n  ca_file: %s\n  verify_and_map: true\n  timeout: 2\n}\n\n",
 		q(c.CertFile), q(c.KeyFile), q(c.CAFile))
 	if c.StoreDir != "" {
-		w("jetstream {\n  store_dir: %s\n  sync_interval: %s\n}\n\n", q(c.StoreDir), q(c.SyncInterval))
+		w("jetstream {\n  store_dir: %s\n  sync_interval: %s\n", q(c.StoreDir), q(c.SyncInterval))
+		if c.Cluster != nil {
+			w("  domain: %s\n", q(c.Cluster.Domain))
+		}
+		w("}\n\n")
+	}
+	if cl := c.Cluster; cl != nil {
+		nats := c.Federation.ID("nats").String()
+		w("# One node of the hub. Routes are mutual TLS as well, and only the server\n")
+		w("# identity %s may route: a member's SVID is refused at the\n", nats)
+		w("# cluster port. Streams and buckets are replicated across the nodes (jisr nats init --replicas 3).\n")
+		w("cluster {\n  name: %s\n  host: %s\n  port: %d\n", q(cl.Name), q(cl.Host), cl.Port)
+		w("  routes: %s\n", list(cl.Routes))
+		w("  # Clients are given the hub's addresses; the nodes do not advertise their own\n")
+		w("  # (a ministry reaches the hub by the way its operators chose, never around it).\n")
+		w("  no_advertise: true\n")
+		w("  tls {\n    cert_file: %s\n    key_file: %s\n    ca_file: %s\n    verify_and_map: true\n    timeout: 2\n  }\n",
+			q(c.CertFile), q(c.KeyFile), q(c.CAFile))
+		w("  authorization {\n    user: %s\n    timeout: 2\n  }\n}\n\n", q(nats))
 	}
 	w("# One user per SPIFFE ID. Permissions are allow-lists: anything not listed is denied.\n")
 	if !c.AuditAccount {

@@ -228,3 +228,48 @@ func TestAuditAccountRender(t *testing.T) {
 		t.Error("the accounts have no JetStream")
 	}
 }
+
+// A hub node's configuration: JetStream in the hub's domain, routes to the
+// other nodes over mutual TLS mapped to the server identity only.
+func TestClusterRender(t *testing.T) {
+	fed := demo(t)
+	dir := t.TempDir()
+	if _, err := devca.Init(dir, fed.TrustDomain, fed.Identities()); err != nil {
+		t.Fatal(err)
+	}
+	cert, key := svid.Paths(dir, fed.ID("nats"))
+	routes := []string{"tls://10.0.0.1:6222", "tls://10.0.0.2:6222", "tls://10.0.0.3:6222"}
+	text, err := Render(Config{
+		Federation: fed, ServerName: "hub-2", Host: "0.0.0.0", CertFile: cert, KeyFile: key, CAFile: svid.BundlePath(dir),
+		StoreDir: "/data/js", Cluster: &Cluster{Routes: routes},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(text); err != nil {
+		t.Fatalf("rendered hub configuration rejected: %v\n%s", err, text)
+	}
+	c := opts.Cluster
+	if c.Name != DefaultClusterName || c.Port != 6222 || c.Host != "0.0.0.0" || len(opts.Routes) != 3 {
+		t.Fatalf("cluster %+v routes %v", c, opts.Routes)
+	}
+	if !c.NoAdvertise {
+		t.Fatal("hub nodes must not advertise their addresses to clients")
+	}
+	if !c.TLSMap || c.Username != fed.ID("nats").String() {
+		t.Fatalf("routes must be mapped to the server identity: tls map %v user %q", c.TLSMap, c.Username)
+	}
+	if opts.JetStreamDomain != DefaultDomain || opts.ServerName != "hub-2" {
+		t.Fatalf("domain %q server %q", opts.JetStreamDomain, opts.ServerName)
+	}
+	for _, bad := range []Config{
+		{Federation: fed, CertFile: "c", KeyFile: "k", CAFile: "ca", Cluster: &Cluster{Routes: routes}},                                    // no store
+		{Federation: fed, CertFile: "c", KeyFile: "k", CAFile: "ca", StoreDir: "/d", Cluster: &Cluster{}},                                  // no routes
+		{Federation: fed, CertFile: "c", KeyFile: "k", CAFile: "ca", StoreDir: "/d", Cluster: &Cluster{Routes: []string{"nats://h:6222"}}}, // plaintext route
+	} {
+		if _, err := Render(bad); err == nil {
+			t.Errorf("rendered a hub node without store, routes or TLS routes: %+v", bad.Cluster)
+		}
+	}
+}

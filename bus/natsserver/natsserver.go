@@ -76,6 +76,11 @@ func Start(ctx context.Context, cfg natsconf.Config, src svid.Source, log *slog.
 		return nil, fmt.Errorf("natsserver: %w", err)
 	}
 	opts.TLSConfig = tlsConf
+	if cfg.Cluster != nil {
+		if opts.Cluster.TLSConfig, err = routeTLS(src, cfg.Federation.TrustDomain); err != nil {
+			return nil, fmt.Errorf("natsserver: routes: %w", err)
+		}
+	}
 	// verify_and_map's mapping, done here so the user also gets the SVID's
 	// expiry as its connection deadline (see auth.go).
 	auth := newSVIDAuth(opts.Users)

@@ -27,11 +27,19 @@ With --postgres URL the civil registry is served from PostgreSQL by the SQL
 backend ('jisr backend sql', its reference mapping) after the synthetic citizens
 are loaded into the schema civil of that database; SQLite stays the default.
 
+With --cluster 3 (make run-cluster) it runs the hub as on three machines
+instead: three NATS nodes (jisr nats-server, routes over mTLS, JetStream R3)
+and two gateway replicas (jisr gateway) as processes of their own, whose pids
+it prints and writes to var/demo.json, so that any one can be killed with
+kill -9 while the rest carry on; the consent service, the backends and the
+adapters run in this process. Logs of the children: var/cluster/*.log.
+
 Ctrl-C shuts everything down gracefully.`,
 		Example: `  jisr dev
   jisr dev --citizens 1000000
   jisr dev --backend cnss=127.0.0.1:9003   # your own CNSS backend behind the cnss adapter
-  jisr dev --postgres postgres://jisr@127.0.0.1/jisr_demo`,
+  jisr dev --postgres postgres://jisr@127.0.0.1/jisr_demo
+  jisr dev --cluster 3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return dev.Run(cmd.Context(), g, o, cmd.OutOrStdout())
@@ -46,6 +54,8 @@ Ctrl-C shuts everything down gracefully.`,
 	cmd.Flags().BoolVar(&o.DemoLogin, "demo-login", false, "also let anyone sign in as a citizen by eID alone (POST /access-log/login; loopback only)")
 	cmd.Flags().StringVar(&o.Postgres, "postgres", "", "serve the civil registry from this PostgreSQL database (URL or libpq string; the demo data are loaded into its schema civil) through 'jisr backend sql' instead of SQLite")
 	natsFlags(cmd, &o.NATS)
+	cmd.Flags().IntVar(&o.Cluster.Nodes, "cluster", 0, "run the hub instead: this many NATS nodes (3) as jisr nats-server processes routed to each other, streams and buckets with 3 replicas, and --gateways gateway replicas as jisr gateway processes (docs/deploy.md)")
+	cmd.Flags().IntVar(&o.Cluster.Gateways, "gateways", 2, "gateway replicas with --cluster")
 	cmd.Flags().BoolVar(&o.AnyPort, "any-port", false, "bind every listener to a free loopback port (tests and benchmarks); the ports are in var/demo.json")
 	_ = cmd.Flags().MarkHidden("any-port")
 	auditFlags(cmd, &g.Audit)

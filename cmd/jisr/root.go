@@ -71,5 +71,6 @@ func subcommands(g *process.Env) []*cobra.Command {
 		newEventsCmd(g),
 		newServicesCmd(g),
 		newFederationCmd(g),
+		newStatusCmd(g),
 	}
 }

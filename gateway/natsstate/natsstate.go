@@ -159,6 +159,9 @@ type Result struct {
 	// Hardened: the existing stream allowed rewrites (a bucket made by an
 	// older jisr or by nats.go's defaults) and Init took those rights away.
 	Hardened bool
+	// Replicated: the existing stream had fewer replicas than asked, and
+	// Init raised them.
+	Replicated bool
 }
 
 // Init creates every missing stream and bucket and checks every existing
@@ -234,6 +237,15 @@ func InitSpecs(ctx context.Context, nc *nats.Conn, specs []Spec) ([]Result, erro
 			}
 			r.Hardened = true
 		}
+		// More replicas than the stream has (a single server grown into a
+		// hub): JetStream copies what is stored to the new peers.
+		if have := s.CachedInfo().Config; sp.Config.Replicas > have.Replicas {
+			have.Replicas = sp.Config.Replicas
+			if _, err := js.UpdateStream(ctx, have); err != nil {
+				return out, fmt.Errorf("natsstate: %s: raising replicas to %d: %w", sp.Name(), have.Replicas, err)
+			}
+			r.Replicated = true
+		}
 		out = append(out, r)
 	}
 	return out, nil
@@ -284,6 +296,6 @@ func OpenBucket(ctx context.Context, js jetstream.JetStream, name string) (jetst
 // Log writes what Init did, one line per stream or bucket.
 func Log(log *slog.Logger, rs []Result) {
 	for _, r := range rs {
-		log.Info("JetStream state", "name", r.Name(), "stream", r.Stream, "created", r.Created, "hardened", r.Hardened)
+		log.Info("JetStream state", "name", r.Name(), "stream", r.Stream, "created", r.Created, "hardened", r.Hardened, "replicas", r.Config.Replicas)
 	}
 }

@@ -27,6 +27,9 @@ type File struct {
 	Try       string            `json:"try"`
 	// Events is the printed tour of life events (events.go).
 	Events string `json:"events_tour,omitempty"`
+	// Cluster is the hub of `jisr dev --cluster` (its nodes and gateway
+	// replicas, with their process ids).
+	Cluster *ClusterInfo `json:"cluster,omitempty"`
 }
 
 // Citizen is a demo citizen.
@@ -106,7 +109,7 @@ type Endpoints struct {
 
 // Write mints the demo citizens' tokens with svc and writes
 // <dataDir>/demo.json.
-func Write(ctx context.Context, dataDir string, fed *federation.Federation, keyer *ckey.Keyer, svc *consent.Service, ep Endpoints) (*File, error) {
+func Write(ctx context.Context, dataDir string, fed *federation.Federation, keyer *ckey.Keyer, svc *consent.Service, ep Endpoints, cluster ...*ClusterInfo) (*File, error) {
 	demo := &File{Endpoints: map[string]string{
 		"nats":         ep.NATS,
 		"gateway_http": ep.GatewayHTTP,
@@ -123,6 +126,9 @@ func Write(ctx context.Context, dataDir string, fed *federation.Federation, keye
 	}
 	for _, b := range ep.Backends {
 		demo.Endpoints["backend/"+b.Member] = b.Addr
+	}
+	if len(cluster) > 0 {
+		demo.Cluster = cluster[0]
 	}
 	demo.Citizens = Showcase()
 	eids := make([]string, len(demo.Citizens))

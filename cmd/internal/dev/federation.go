@@ -39,6 +39,9 @@ type Options struct {
 	// loaded into it (schema civil) and served by the SQL backend with its
 	// reference mapping instead of the SQLite reference backend.
 	Postgres string
+	// Cluster runs the hub instead: NATS nodes and gateway replicas as
+	// processes of their own (jisr dev --cluster 3).
+	Cluster ClusterOptions
 }
 
 // checkBackends refuses a --backend for a member that is not in the
@@ -94,6 +97,15 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 	}
 	defer stopTelemetry()
 
+	if o.AnyPort {
+		o.NATS.Listen, o.HTTPAddr, o.GRPCAddr, o.IdPAddr = "127.0.0.1:-1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		if o.ConsoleAddr != "" {
+			o.ConsoleAddr = "127.0.0.1:0"
+		}
+	}
+	if o.Cluster.Nodes > 0 {
+		return runCluster(ctx, g, o, out, fed, start)
+	}
 	d := &devFederation{}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
@@ -102,12 +114,6 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 			err = serr
 		}
 	}()
-	if o.AnyPort {
-		o.NATS.Listen, o.HTTPAddr, o.GRPCAddr, o.IdPAddr = "127.0.0.1:-1", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-		if o.ConsoleAddr != "" {
-			o.ConsoleAddr = "127.0.0.1:0"
-		}
-	}
 	if err := d.startNATS(ctx, g, o); err != nil {
 		return err
 	}

@@ -24,6 +24,8 @@ type AdapterOptions struct {
 	// receives events (default: the backend's address; "off": none).
 	EventSink    string
 	EventAckWait time.Duration
+	// NATSURL, when set, is the adapter's own way to the bus (default --nats).
+	NATSURL string
 }
 
 // DevPort returns the dev port offset of a member: its position in the
@@ -69,7 +71,11 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 	if err != nil {
 		return nil, err
 	}
-	nc, src, err := g.Connect(ctx, o.Member)
+	url := o.NATSURL
+	if url == "" {
+		url = g.NATSURL
+	}
+	nc, src, err := g.ConnectURL(ctx, url, o.Member)
 	if err != nil {
 		return nil, err
 	}

@@ -111,6 +111,12 @@ func (g *Env) Source(ctx context.Context, id spiffeid.ID) (svid.Source, error) {
 
 // Connect dials NATS as an identity ("gateway", "consent", "auditor" or a member).
 func (g *Env) Connect(ctx context.Context, identity string, opts ...nats.Option) (*nats.Conn, svid.Source, error) {
+	return g.ConnectURL(ctx, g.NATSURL, identity, opts...)
+}
+
+// ConnectURL is Connect to the server(s) at url (a comma-separated list of
+// a hub's nodes, or a ministry's own link to the hub).
+func (g *Env) ConnectURL(ctx context.Context, url, identity string, opts ...nats.Option) (*nats.Conn, svid.Source, error) {
 	fed, err := g.Federation()
 	if err != nil {
 		return nil, nil, err
@@ -123,7 +129,7 @@ func (g *Env) Connect(ctx context.Context, identity string, opts ...nats.Option)
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, err := bus.Connect(ctx, bus.Config{URL: g.NATSURL, Identity: identity, Source: src, ServerID: fed.ID("nats")}, bus.WithLogger(g.Log), bus.WithNATSOptions(opts...))
+	nc, err := bus.Connect(ctx, bus.Config{URL: url, Identity: identity, Source: src, ServerID: fed.ID("nats")}, bus.WithLogger(g.Log), bus.WithNATSOptions(opts...))
 	if err != nil {
 		src.Close()
 		if errors.Is(err, nats.ErrNoServers) { // nats.go's word for "every dial was refused"

@@ -28,6 +28,10 @@ import (
 	"github.com/jisr-bus/jisr/gateway/notify"
 )
 
+// GatewayConnName prefixes the NATS connection name of a gateway replica
+// (jisr-gateway/<instance>).
+const GatewayConnName = "jisr-gateway/"
+
 type GatewayOptions struct {
 	HTTPAddr string
 	GRPCAddr string
@@ -111,7 +115,9 @@ func StartGateway(ctx context.Context, g *Env, o GatewayOptions) (*GatewayNode, 
 	if err != nil && !o.Unsafe.SkipAudit {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	nc, src, err := g.Connect(ctx, "gateway")
+	// The connection's name carries the replica's instance, so that the
+	// operator sees each replica in the servers' monitoring (jisr status).
+	nc, src, err := g.Connect(ctx, "gateway", nats.Name(GatewayConnName+o.Instance))
 	if err != nil {
 		return nil, err
 	}

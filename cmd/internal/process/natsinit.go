@@ -64,12 +64,15 @@ func NATSInitWith(ctx context.Context, g *Env, out io.Writer, auditAccount bool)
 		case r.Hardened:
 			what = "hardened (deletes, purges and roll-ups taken away)"
 		}
+		if r.Replicated {
+			what += fmt.Sprintf(", replicas raised to %d", r.Config.Replicas)
+		}
 		kind := "stream"
 		if r.Bucket != "" {
 			kind = "bucket"
 		}
 		if out != nil {
-			fmt.Fprintf(out, "%-7s %-18s %s\n", kind, r.Name(), what)
+			fmt.Fprintf(out, "%-7s %-18s R%d %s\n", kind, r.Name(), max(r.Config.Replicas, 1), what)
 		}
 	}
 	if out == nil { // jisr dev: into its log instead
