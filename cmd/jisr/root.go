@@ -63,5 +63,6 @@ func subcommands(g *process.Env) []*cobra.Command {
 		newBackendCmd(g),
 		newAuditCmd(g),
 		newBenchCmd(g),
+		newSpireCmd(g),
 	}
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/bus/natsserver"
+	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/svid"
 )
 
@@ -41,13 +44,20 @@ func (g *Env) NATSConfig(o NATSOptions) (natsconf.Config, error) {
 		}
 		return p
 	}
-	cert, key := svid.Paths(g.CertsDir, fed.ID("nats"))
-	return natsconf.Config{
+	cfg := natsconf.Config{
 		Federation: fed, Host: host, Port: port, HTTPPort: o.HTTPPort,
-		CertFile: abs(cert), KeyFile: abs(key), CAFile: abs(svid.BundlePath(g.CertsDir)),
 		StoreDir: abs(filepath.Join(g.DataDir, "jetstream")), SyncInterval: o.Sync,
 		AuditAccount: o.AuditAccount,
-	}, nil
+	}
+	if os.Getenv(svid.EndpointSocketEnv) != "" {
+		// SPIRE: the server's SVID and bundle come from the Workload API
+		// (StartNATS), so the configuration names no files.
+		cfg.WorkloadAPI = true
+		return cfg, nil
+	}
+	cert, key := svid.Paths(g.CertsDir, fed.ID("nats"))
+	cfg.CertFile, cfg.KeyFile, cfg.CAFile = abs(cert), abs(key), abs(svid.BundlePath(g.CertsDir))
+	return cfg, nil
 }
 
 func StartNATS(ctx context.Context, g *Env, o NATSOptions) (*natsserver.Server, error) {
@@ -68,6 +78,8 @@ func StartNATS(ctx context.Context, g *Env, o NATSOptions) (*natsserver.Server, 
 		src.Close()
 		return nil, err
 	}
+	// The server's own SVID: jisr_svid_expiry_timestamp_seconds{identity="nats"}.
+	telemetry.RegisterSVIDExpiry(g.Registry(), "nats", func() (time.Time, error) { return svid.ExpiresAt(src) })
 	g.Log.Info("NATS listening", "url", s.ClientURL(), "config", s.ConfigPath())
 	return s, nil
 }
