@@ -42,7 +42,8 @@ and identity of the federation file, as the JSON that
 
 Workloads and the identities they hold:
   nats            spiffe://<td>/nats
-  gateway         spiffe://<td>/gateway and spiffe://<td>/consent (one process, two SVIDs)
+  gateway         spiffe://<td>/gateway
+  consent         spiffe://<td>/consent (jisr consent serve, the only holder of the signing keys)
   auditor         spiffe://<td>/auditor
   operator        spiffe://<td>/operator and spiffe://<td>/audit-operator (jisr nats init)
   adapter-<m>     spiffe://<td>/member/<m>
@@ -51,7 +52,8 @@ Workloads and the identities they hold:
 Selectors (--selectors):
   k8s    k8s:ns:<namespace> and k8s:sa:jisr-<workload> (the Helm chart's service accounts)
   unix   unix:user:jisr-<workload>, or unix:uid:<n> for every workload with --unix-uid
-         (one host, one user: each process then receives every SVID and keeps its own)
+         (one host, one user: each process then receives every SVID and keeps its own
+         by SPIFFE ID; jisr dev's one process holds them all)
 
 deploy/spire/ holds the output for deploy/federation.yaml (see docs/spire.md).`,
 		Example: `  jisr spire entries > entries.json && spire-server entry create -data entries.json
@@ -108,7 +110,8 @@ type spireWorkload struct {
 func spireWorkloads(fed *federation.Federation) []spireWorkload {
 	ws := []spireWorkload{
 		{"nats", []spiffeid.ID{fed.ID("nats")}},
-		{"gateway", []spiffeid.ID{fed.ID("gateway"), fed.ID("consent")}},
+		{"gateway", []spiffeid.ID{fed.ID("gateway")}},
+		{"consent", []spiffeid.ID{fed.ID("consent")}},
 		{"auditor", []spiffeid.ID{fed.ID("auditor")}},
 		{"operator", []spiffeid.ID{fed.ID(subject.Operator), fed.ID(natsconf.AuditOperator)}},
 	}

@@ -26,8 +26,8 @@ func runJisr(t *testing.T, args ...string) (string, error) {
 
 // deploy/spire/entries.json is what `jisr spire entries` prints for
 // deploy/federation.yaml (regenerate it when the federation changes), and it
-// registers every identity the federation needs an SVID for, the gateway's
-// two on one workload.
+// registers every identity the federation needs an SVID for, each on the
+// service account of the workload that holds it.
 func TestSpireEntriesInDeployAreCurrent(t *testing.T) {
 	out, err := runJisr(t, "--federation", "../../deploy/federation.yaml", "spire", "entries")
 	if err != nil {
@@ -62,8 +62,14 @@ func TestSpireEntriesInDeployAreCurrent(t *testing.T) {
 			t.Errorf("no entry for %s", id)
 		}
 	}
-	if got := bySA["sa:jisr-gateway"]; len(got) != 2 || got[0] != fed.ID("gateway").String() || got[1] != fed.ID("consent").String() {
-		t.Errorf("the gateway's service account holds %v, want /gateway and /consent", got)
+	if got := bySA["sa:jisr-gateway"]; len(got) != 1 || got[0] != fed.ID("gateway").String() {
+		t.Errorf("the gateway's service account holds %v, want /gateway", got)
+	}
+	if got := bySA["sa:jisr-consent"]; len(got) != 1 || got[0] != fed.ID("consent").String() {
+		t.Errorf("the consent service's service account holds %v, want /consent (the signing keys' only holder)", got)
+	}
+	if got := bySA["sa:jisr-operator"]; len(got) != 2 {
+		t.Errorf("the operator's job holds %v, want /operator and /audit-operator", got)
 	}
 	if got := bySA["sa:jisr-adapter-cnss"]; len(got) != 1 || !strings.HasSuffix(got[0], "/member/cnss") {
 		t.Errorf("the cnss adapter holds %v", got)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -66,12 +67,10 @@ func keys(m map[string][]byte) []string {
 	return out
 }
 
-func render(t *testing.T, vals map[string]any) objects {
+// newInstall is `helm template jisr --namespace jisr --kube-version 1.31`:
+// a client-only dry run.
+func newInstall(t *testing.T) *action.Install {
 	t.Helper()
-	ch, err := loader.Load(chartDir)
-	if err != nil {
-		t.Fatal(err)
-	}
 	kv, err := chartutil.ParseKubeVersion("v1.31.0")
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +78,16 @@ func render(t *testing.T, vals map[string]any) objects {
 	install := action.NewInstall(&action.Configuration{})
 	install.DryRun, install.ClientOnly, install.Replace = true, true, true
 	install.ReleaseName, install.Namespace, install.KubeVersion = "jisr", "jisr", kv
-	rel, err := install.Run(ch, vals)
+	return install
+}
+
+func render(t *testing.T, vals map[string]any) objects {
+	t.Helper()
+	ch, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := newInstall(t).Run(ch, vals)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,8 +121,10 @@ func render(t *testing.T, vals map[string]any) objects {
 }
 
 func TestLint(t *testing.T) {
-	for _, file := range []string{"../jisr/values.yaml", "../jisr/ci/three-ministries-values.yaml"} {
-		vals := values(t, file)
+	for file, vals := range map[string]map[string]any{
+		"values.yaml":                     hubValues(t),
+		"ci/three-ministries-values.yaml": values(t, "../jisr/ci/three-ministries-values.yaml"),
+	} {
 		l := lint.All(chartDir, vals, "jisr", false)
 		for _, m := range l.Messages {
 			if m.Severity >= support.WarningSev {
@@ -168,9 +178,37 @@ func TestTemplateThreeMinistries(t *testing.T) {
 				paths = append(paths, it.Path)
 			}
 		}
-		for _, want := range []string{"citizen.key", "consent-jwks.json", "consent/1764000000-k1.key", "audit/jisr-gateway-0.key", "audit/jisr-gateway-2.pub"} {
+		for _, want := range []string{"citizen.key", "consent-jwks.json", "audit/jisr-gateway-0.key", "audit/jisr-gateway-2.pub"} {
 			if !slices.Contains(paths, want) {
 				t.Errorf("gateway keys volume lacks %s: %v", want, paths)
+			}
+		}
+		for _, p := range paths {
+			if strings.HasPrefix(p, "consent/") {
+				t.Errorf("the gateway holds a consent signing key: %s", p)
+			}
+		}
+	}
+
+	// The consent service: its signing keys copied, 0600, into a memory
+	// volume before it starts (a group-readable key file is refused).
+	var cs appsv1.Deployment
+	objs.get(t, "Deployment", "jisr-consent", &cs)
+	if cs.Spec.Template.Spec.ServiceAccountName != "jisr-consent" {
+		t.Errorf("consent service runs as %s", cs.Spec.Template.Spec.ServiceAccountName)
+	}
+	if ic := cs.Spec.Template.Spec.InitContainers; len(ic) != 1 || !strings.Contains(strings.Join(ic[0].Command, " "), "chmod 0600 /keys/consent/*") {
+		t.Errorf("consent key copy: %+v", ic)
+	}
+	for _, v := range cs.Spec.Template.Spec.Volumes {
+		switch v.Name {
+		case "keys":
+			if v.EmptyDir == nil || v.EmptyDir.Medium != corev1.StorageMediumMemory {
+				t.Errorf("consent keys volume: %+v", v)
+			}
+		case "secret":
+			if it := v.Projected.Sources[0].Secret.Items; len(it) != 1 || it[0].Path != "consent/1764000000-k1.key" {
+				t.Errorf("consent secret items: %+v", it)
 			}
 		}
 	}
@@ -190,7 +228,7 @@ func TestTemplateThreeMinistries(t *testing.T) {
 		t.Errorf("nats init job: %v", a)
 	}
 
-	pods := map[string]corev1.PodSpec{"nats": nats.Spec.Template.Spec, "gateway": gw.Spec.Template.Spec, "nats-init": job.Spec.Template.Spec}
+	pods := map[string]corev1.PodSpec{"nats": nats.Spec.Template.Spec, "gateway": gw.Spec.Template.Spec, "consent": cs.Spec.Template.Spec, "nats-init": job.Spec.Template.Spec}
 	annotations := map[string]map[string]string{"nats": nats.Spec.Template.Annotations, "gateway": gw.Spec.Template.Annotations}
 	for _, m := range []struct {
 		member   string
@@ -251,7 +289,7 @@ func checkPod(t *testing.T, name string, pod corev1.PodSpec) {
 	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
 		t.Errorf("%s: mounts a Kubernetes API token it does not need", name)
 	}
-	for _, c := range pod.Containers {
+	for _, c := range append(pod.InitContainers, pod.Containers...) {
 		sc := c.SecurityContext
 		if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
 			sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
@@ -260,6 +298,9 @@ func checkPod(t *testing.T, name string, pod corev1.PodSpec) {
 		}
 		if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
 			t.Errorf("%s/%s: no CPU request or memory limit", name, c.Name)
+		}
+		if strings.HasPrefix(name, "consent") && c.Name == "keys" {
+			continue // the key copy needs no SVID
 		}
 		env := map[string]string{}
 		for _, e := range c.Env {
@@ -321,6 +362,7 @@ func checkPolicies(t *testing.T, objs objects) {
 	}{
 		{"jisr-nats", []string{"4222/TCP", "6222/TCP", "8222/TCP", "9090/TCP"}, []string{"53/TCP", "53/UDP", "6222/TCP"}},
 		{"jisr-gateway", []string{"7000/TCP", "8080/TCP"}, []string{"4222/TCP", "53/TCP", "53/UDP"}},
+		{"jisr-consent", nil, []string{"4222/TCP", "53/TCP", "53/UDP"}},
 		{"jisr-operator", nil, []string{"4222/TCP", "53/TCP", "53/UDP"}},
 		{"jisr-adapter-cnss", []string{"7000/TCP", "9090/TCP"}, []string{"4222/TCP", "53/TCP", "53/UDP", "7100/TCP"}},
 		{"jisr-adapter-tax", []string{"9090/TCP"}, []string{"4222/TCP", "53/TCP", "53/UDP", "7100/TCP"}},
@@ -348,8 +390,8 @@ func checkPolicies(t *testing.T, objs objects) {
 				t.Errorf("routes open to %+v", r.From)
 			}
 		case "4222/TCP":
-			if len(r.From) != 4 {
-				t.Errorf("client port open to %d peers, want gateway, operator, adapters, ministries", len(r.From))
+			if len(r.From) != 5 {
+				t.Errorf("client port open to %d peers, want gateway, consent, operator, adapters, ministries", len(r.From))
 			}
 		}
 	}
@@ -395,23 +437,34 @@ func TestTemplateMinistryRelease(t *testing.T) {
 // What must not render: no federation file, a hub of fewer than three
 // nodes, a single gateway, an adapter without a backend.
 func TestTemplateRefusals(t *testing.T) {
-	for name, mutate := range map[string]func(map[string]any){
-		"no federation":      func(v map[string]any) { v["federation"] = "" },
-		"two NATS nodes":     func(v map[string]any) { v["nats"].(map[string]any)["replicas"] = 2 },
-		"one gateway":        func(v map[string]any) { v["gateway"].(map[string]any)["replicas"] = 1 },
-		"adapter no backend": func(v map[string]any) { v["adapters"] = []any{map[string]any{"member": "cnss"}} },
+	for _, c := range []struct {
+		name, reason string
+		mutate       func(map[string]any)
+	}{
+		{"no federation", "federation is required", func(v map[string]any) { v["federation"] = "" }},
+		{"two NATS nodes", "at least 3 nodes", func(v map[string]any) { v["nats"].(map[string]any)["replicas"] = 2 }},
+		{"one gateway", "gateway.replicas", func(v map[string]any) { v["gateway"].(map[string]any)["replicas"] = 1 }},
+		{"no consent key", "keys.consentKeyFiles", func(v map[string]any) { v["keys"].(map[string]any)["consentKeyFiles"] = []any{} }},
+		{"adapter without backend", "backend is required", func(v map[string]any) { v["adapters"] = []any{map[string]any{"member": "cnss"}} }},
 	} {
-		vals := values(t, "../jisr/values.yaml")
-		mutate(vals)
+		vals := hubValues(t)
+		c.mutate(vals)
 		ch, err := loader.Load(chartDir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		install := action.NewInstall(&action.Configuration{})
-		install.DryRun, install.ClientOnly, install.Replace = true, true, true
-		install.ReleaseName, install.Namespace = "jisr", "jisr"
-		if _, err := install.Run(ch, vals); err == nil {
-			t.Errorf("%s: rendered", name)
+		if _, err := newInstall(t).Run(ch, vals); err == nil || !strings.Contains(err.Error(), c.reason) {
+			t.Errorf("%s: rendered, or refused for another reason: %v", c.name, err)
 		}
 	}
+	// The same values with nothing removed render.
+	render(t, hubValues(t))
+}
+
+// hubValues are the chart's default values with a consent key named.
+func hubValues(t *testing.T) map[string]any {
+	t.Helper()
+	vals := values(t, "../jisr/values.yaml")
+	vals["keys"].(map[string]any)["consentKeyFiles"] = []any{"1764000000-k1.key"}
+	return vals
 }
