@@ -158,8 +158,16 @@ func spireEntries(fed *federation.Federation, o spireOptions) ([]spireEntry, err
 		return nil, process.UsageError{Err: fmt.Errorf("--x509-ttl must not be negative")}
 	}
 	var out []spireEntry
+	seen := map[string]bool{}
 	for _, w := range spireWorkloads(fed) {
 		for _, id := range w.ids {
+			// SPIRE refuses a second entry with the same ID, parent and
+			// selectors (an adapter and its backend on one --unix-uid).
+			key := fmt.Sprint(id, p, sel(w.name))
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
 			out = append(out, spireEntry{SpiffeID: id.String(), ParentID: p.String(), Selectors: sel(w.name), X509TTL: o.TTL,
 				Hint: strings.ReplaceAll(strings.TrimPrefix(id.Path(), "/"), "/", "-"), workload: w.name})
 		}

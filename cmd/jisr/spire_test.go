@@ -92,6 +92,11 @@ func TestSpireEntriesUnixAndRefusals(t *testing.T) {
 	if !found {
 		t.Fatalf("text output:\n%s", out)
 	}
+	// One uid for all: the adapter's and the backend's entries would be the
+	// same, which SPIRE refuses; one is printed.
+	if n := strings.Count(out, "spiffe://jisr.internal/member/tax "); n != 1 {
+		t.Fatalf("%d entries for member/tax on one uid, want 1:\n%s", n, out)
+	}
 	for _, bad := range [][]string{
 		{"--parent", "spiffe://other.domain/spire/node/x"},
 		{"--parent", "not a spiffe id"},
