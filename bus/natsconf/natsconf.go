@@ -31,8 +31,13 @@ type Config struct {
 	CertFile   string // the NATS server's SVID
 	KeyFile    string
 	CAFile     string // the trust bundle
-	StoreDir   string // JetStream store directory
-	MaxPayload int    // bytes; default 1 MiB
+	// WorkloadAPI: the server's SVID and trust bundle come from the SPIFFE
+	// Workload API (SPIRE), which only the embedded server (`jisr
+	// nats-server`) reads; the tls block then names no files, and CertFile,
+	// KeyFile and CAFile must be empty.
+	WorkloadAPI bool
+	StoreDir    string // JetStream store directory
+	MaxPayload  int    // bytes; default 1 MiB
 	// MaxPending bounds the bytes the server holds for one client that reads
 	// slower than messages arrive for it (default 128 MiB); past it the
 	// client is cut off as a slow consumer. The gateway reads every query,
@@ -284,7 +289,11 @@ func Render(c Config) (string, error) {
 	if c.Federation == nil {
 		return "", fmt.Errorf("natsconf: no federation")
 	}
-	if c.CertFile == "" || c.KeyFile == "" || c.CAFile == "" {
+	files := c.CertFile != "" || c.KeyFile != "" || c.CAFile != ""
+	switch {
+	case c.WorkloadAPI && files:
+		return "", fmt.Errorf("natsconf: the SVID comes either from the Workload API or from files, not both")
+	case !c.WorkloadAPI && (c.CertFile == "" || c.KeyFile == "" || c.CAFile == ""):
 		return "", fmt.Errorf("natsconf: cert_file, key_file and ca_file are required (TLS is mandatory)")
 	}
 	if c.ServerName == "" {
@@ -351,8 +360,15 @@ func Render(c Config) (string, error) {
 	w("# Mutual TLS is mandatory: the client certificate's SPIFFE URI SAN is the user name.\n")
 	w("# `jisr nats-server` also closes each connection when its SVID expires; a stock\n")
 	w("# nats-server checks a certificate's validity only when the client connects.\n")
-	w("tls {\n  cert_file: %s\n  key_file: %s\n  ca_file: %s\n  verify_and_map: true\n  timeout: 2\n}\n\n",
-		q(c.CertFile), q(c.KeyFile), q(c.CAFile))
+	if c.WorkloadAPI {
+		w("# The server's SVID and the trust bundle come from the SPIFFE Workload API\n")
+		w("# (SPIFFE_ENDPOINT_SOCKET), read at every handshake by `jisr nats-server`;\n")
+		w("# a stock nats-server cannot run this block (it needs files: see docs/spire.md).\n")
+		w("tls {\n  verify_and_map: true\n  timeout: 2\n}\n\n")
+	} else {
+		w("tls {\n  cert_file: %s\n  key_file: %s\n  ca_file: %s\n  verify_and_map: true\n  timeout: 2\n}\n\n",
+			q(c.CertFile), q(c.KeyFile), q(c.CAFile))
+	}
 	if c.StoreDir != "" {
 		w("jetstream {\n  store_dir: %s\n  sync_interval: %s\n", q(c.StoreDir), q(c.SyncInterval))
 		if c.Cluster != nil {

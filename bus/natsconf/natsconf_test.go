@@ -273,3 +273,33 @@ func TestClusterRender(t *testing.T) {
 		}
 	}
 }
+
+// Under SPIRE (WorkloadAPI) the tls block names no files, the configuration
+// still parses with verify_and_map on, and files and the Workload API
+// together are refused.
+func TestRenderForWorkloadAPINamesNoFiles(t *testing.T) {
+	t.Parallel()
+	fed := demo(t)
+	text, err := Render(Config{Federation: fed, WorkloadAPI: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"cert_file", "key_file", "ca_file"} {
+		if strings.Contains(text, k) {
+			t.Fatalf("names %s:\n%s", k, text)
+		}
+	}
+	opts := &server.Options{}
+	if err := opts.ProcessConfigString(text); err != nil {
+		t.Fatalf("nats-server rejects the rendered config: %v\n%s", err, text)
+	}
+	if !opts.TLSMap || opts.TLSConfig == nil || opts.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert {
+		t.Fatal("verify_and_map must be on")
+	}
+	if _, err := Render(Config{Federation: fed, WorkloadAPI: true, CertFile: "x.pem", KeyFile: "x.key", CAFile: "b.pem"}); err == nil {
+		t.Fatal("files and the Workload API together were accepted")
+	}
+	if _, err := Render(Config{Federation: fed}); err == nil {
+		t.Fatal("no TLS at all was accepted")
+	}
+}

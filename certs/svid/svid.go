@@ -27,7 +27,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
 // EndpointSocketEnv names the Workload API socket variable.
@@ -185,26 +184,14 @@ func (fs *FileSource) Close() error {
 }
 
 // Open returns id's Source: the Workload API when SPIFFE_ENDPOINT_SOCKET is
-// set, otherwise the dev CA's files in dir.
+// set (the SVID whose ID is id, among all the Workload API serves the
+// process), otherwise the dev CA's files in dir.
 func Open(ctx context.Context, dir string, id spiffeid.ID, log *slog.Logger) (Source, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	if os.Getenv(EndpointSocketEnv) != "" {
-		src, err := workloadapi.NewX509Source(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("svid: Workload API at %s: %w", os.Getenv(EndpointSocketEnv), err)
-		}
-		s, err := src.GetX509SVID()
-		if err != nil {
-			src.Close()
-			return nil, fmt.Errorf("svid: Workload API: %w", err)
-		}
-		if s.ID != id {
-			src.Close()
-			return nil, fmt.Errorf("%w: the Workload API gave %s, this process is %s", ErrWrongID, s.ID, id)
-		}
-		return src, nil
+		return OpenWorkloadAPI(ctx, id, log)
 	}
 	certFile, keyFile := Paths(dir, id)
 	fs, err := NewFileSource(ctx, certFile, keyFile, BundlePath(dir), WithLogger(log))

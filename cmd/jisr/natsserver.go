@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -94,6 +95,7 @@ the client connects: an SVID that expires later keeps its connection open.`,
 
 func newNATSServerCmd(g *process.Env) *cobra.Command {
 	var o process.NATSOptions
+	var httpAddr string
 	cmd := &cobra.Command{
 		Use:   "nats-server",
 		Short: "Run the federation's NATS server (embedded nats-server, JetStream under --data)",
@@ -103,6 +105,12 @@ func newNATSServerCmd(g *process.Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			stopMetrics, err := g.ServeMetrics(httpAddr, "nats-server")
+			if err != nil {
+				s.Shutdown()
+				return err
+			}
+			defer stopMetrics(context.WithoutCancel(cmd.Context()))
 			<-cmd.Context().Done()
 			g.Log.Info("shutting down NATS")
 			s.Shutdown()
@@ -110,5 +118,6 @@ func newNATSServerCmd(g *process.Env) *cobra.Command {
 		},
 	}
 	natsFlags(cmd, &o)
+	cmd.Flags().StringVar(&httpAddr, "http", "", "HTTP listen address for /metrics (the server's own SVID expiry among them) and /healthz (default: none)")
 	return cmd
 }

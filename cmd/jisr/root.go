@@ -72,5 +72,6 @@ func subcommands(g *process.Env) []*cobra.Command {
 		newServicesCmd(g),
 		newFederationCmd(g),
 		newStatusCmd(g),
+		newSpireCmd(g),
 	}
 }

@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/bus/natsserver"
+	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/svid"
 )
 
@@ -54,7 +57,6 @@ func (g *Env) NATSConfig(o NATSOptions) (natsconf.Config, error) {
 		}
 		return p
 	}
-	cert, key := svid.Paths(g.CertsDir, fed.ID("nats"))
 	var cluster *natsconf.Cluster
 	if o.Clustered() {
 		if o.ServerName == "" || o.ClusterListen == "" || len(o.Routes) == 0 {
@@ -70,13 +72,21 @@ func (g *Env) NATSConfig(o NATSOptions) (natsconf.Config, error) {
 		}
 		cluster = &natsconf.Cluster{Name: o.ClusterName, Host: ch, Port: cport, Routes: o.Routes, Domain: o.Domain}
 	}
-	return natsconf.Config{
+	cfg := natsconf.Config{
 		ServerName: o.ServerName, Cluster: cluster,
 		Federation: fed, Host: host, Port: port, HTTPPort: o.HTTPPort,
-		CertFile: abs(cert), KeyFile: abs(key), CAFile: abs(svid.BundlePath(g.CertsDir)),
 		StoreDir: abs(filepath.Join(g.DataDir, "jetstream")), SyncInterval: o.Sync,
 		AuditAccount: o.AuditAccount,
-	}, nil
+	}
+	if os.Getenv(svid.EndpointSocketEnv) != "" {
+		// SPIRE: the server's SVID and bundle come from the Workload API
+		// (StartNATS), so the configuration names no files.
+		cfg.WorkloadAPI = true
+		return cfg, nil
+	}
+	cert, key := svid.Paths(g.CertsDir, fed.ID("nats"))
+	cfg.CertFile, cfg.KeyFile, cfg.CAFile = abs(cert), abs(key), abs(svid.BundlePath(g.CertsDir))
+	return cfg, nil
 }
 
 func StartNATS(ctx context.Context, g *Env, o NATSOptions) (*natsserver.Server, error) {
@@ -97,6 +107,8 @@ func StartNATS(ctx context.Context, g *Env, o NATSOptions) (*natsserver.Server, 
 		src.Close()
 		return nil, err
 	}
+	// The server's own SVID: jisr_svid_expiry_timestamp_seconds{identity="nats"}.
+	telemetry.RegisterSVIDExpiry(g.Registry(), "nats", func() (time.Time, error) { return svid.ExpiresAt(src) })
 	g.Log.Info("NATS listening", "url", s.ClientURL(), "config", s.ConfigPath())
 	return s, nil
 }

@@ -183,6 +183,12 @@ func (g *Env) serveMetrics(addr, component string, ready func(context.Context) e
 	return srv.Shutdown, nil
 }
 
+// ServeMetrics serves /metrics and /healthz for a process that has no other
+// HTTP listener (jisr nats-server); addr "" serves nothing.
+func (g *Env) ServeMetrics(addr, component string) (stop func(context.Context) error, err error) {
+	return g.serveMetrics(addr, component, nil)
+}
+
 // servePprof serves the Go profiles on a loopback address, for the life of
 // the process (the benchmark profiles each component this way).
 func (g *Env) servePprof(addr string) error {
