@@ -677,11 +677,18 @@ func scanRecords(ctx context.Context, g *process.Env, f func(*auditv1.Record)) e
 	}
 	defer closeFn()
 	return stream.Scan(ctx, records, stream.ScanOptions{}, func(m stream.Msg) error {
-		r, err := record.Parse(m.Data)
+		// A message holds a batch of records (format 2) or one (format 1).
+		_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
 		if err != nil {
 			return err
 		}
-		f(r)
+		for _, data := range recs {
+			r, err := record.Parse(data)
+			if err != nil {
+				return err
+			}
+			f(r)
+		}
 		return nil
 	})
 }

@@ -218,7 +218,7 @@ func auditorRecordsOf(t *testing.T, g *process.Env) []stream.Msg {
 	}
 	defer closeFn()
 	var out []stream.Msg
-	if err := stream.Scan(ctx, records, stream.ScanOptions{}, func(m stream.Msg) error { out = append(out, m); return nil }); err != nil {
+	if err := stream.Scan(ctx, records, stream.ScanOptions{}, func(m stream.Msg) error { out = append(out, recordsOf(m)...); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return out
