@@ -35,8 +35,9 @@ func TestAuditAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rs) != 5 {
-		t.Fatalf("%d streams and buckets created, want 5", len(rs))
+	// The audit streams, and the consent, revocation, usage and request buckets.
+	if len(rs) != 6 {
+		t.Fatalf("%d streams and buckets created, want 6", len(rs))
 	}
 	// The operator of FED cannot create them in AUDIT's place: its
 	// JetStream is FED's, and the auditor's is AUDIT's.
