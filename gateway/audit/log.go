@@ -284,6 +284,8 @@ func Open(ctx context.Context, cfg Config, opts ...Option) (*Log, error) {
 		return nil, fmt.Errorf("%w: Key must be named %q", ErrConfig, origin)
 	case o.checkpointEvery <= 0 || o.maxBatch <= 0 || o.ackTimeout <= 0 || o.queue <= 0 || o.retryEvery <= 0:
 		return nil, fmt.Errorf("%w: intervals, sizes and timeouts must be positive", ErrConfig)
+	case o.maxBatch > record.MaxBatchRecords:
+		return nil, fmt.Errorf("%w: a batch holds at most %d records", ErrConfig, record.MaxBatchRecords)
 	}
 	jsOpts := []jetstream.JetStreamOpt{
 		jetstream.WithPublishAsyncMaxPending(2 * o.maxBatch),

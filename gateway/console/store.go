@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +20,9 @@ import (
 )
 
 // Store is the console's index of decisions: one row per audit record,
-// keyed by its stream sequence, with the columns the auditor filters by.
+// keyed by its place in the stream (ID: the sequence of the message that
+// holds it and its place in that message's batch), with the columns the
+// auditor filters by.
 // It is read-side only: it follows the audit stream (the records stay the
 // truth) and can be rebuilt from it at any time.
 type Store struct {
@@ -30,7 +33,8 @@ const schema = `
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS decisions (
-	seq         INTEGER PRIMARY KEY,
+	id          INTEGER PRIMARY KEY,
+	seq         INTEGER NOT NULL,
 	log         TEXT NOT NULL,
 	leaf        INTEGER NOT NULL,
 	time_ns     INTEGER NOT NULL,
@@ -50,11 +54,11 @@ CREATE TABLE IF NOT EXISTS decisions (
 	subject     TEXT NOT NULL,
 	data        BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ns, seq);
-CREATE INDEX IF NOT EXISTS decisions_ckey ON decisions (ckey, time_ns, seq);
-CREATE INDEX IF NOT EXISTS decisions_consumer ON decisions (consumer, time_ns, seq);
-CREATE INDEX IF NOT EXISTS decisions_provider ON decisions (provider, time_ns, seq);
-CREATE INDEX IF NOT EXISTS decisions_reason ON decisions (reason, time_ns, seq);
+CREATE INDEX IF NOT EXISTS decisions_time ON decisions (time_ns, id);
+CREATE INDEX IF NOT EXISTS decisions_ckey ON decisions (ckey, time_ns, id);
+CREATE INDEX IF NOT EXISTS decisions_consumer ON decisions (consumer, time_ns, id);
+CREATE INDEX IF NOT EXISTS decisions_provider ON decisions (provider, time_ns, id);
+CREATE INDEX IF NOT EXISTS decisions_reason ON decisions (reason, time_ns, id);
 CREATE INDEX IF NOT EXISTS decisions_trace ON decisions (trace_id);
 `
 
@@ -69,6 +73,20 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("console: %w", err)
 	}
 	db.SetMaxOpenConns(1) // one connection also keeps :memory: one database
+	// A store of the first schema (keyed by stream sequence, one record
+	// per message) cannot hold batches: it is only an index of the
+	// stream, so it is dropped and rebuilt.
+	var old int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM pragma_table_info('decisions') WHERE name = 'seq' AND pk = 1`).Scan(&old); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("console: %s: %w", path, err)
+	}
+	if old > 0 {
+		if _, err := db.Exec(`DROP TABLE decisions`); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("console: %s: %w", path, err)
+		}
+	}
 	if _, err := db.Exec(schema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("console: %s: %w", path, err)
@@ -79,9 +97,18 @@ func OpenStore(path string) (*Store, error) {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
+// PlaceBits is how many low bits of a row's ID number its record within
+// its message: a batch holds at most record.MaxBatchRecords records.
+const PlaceBits = 11
+
+// ID is the key of the record at place (0 first) of the message at
+// stream sequence seq: IDs sort as the records are stored.
+func ID(seq uint64, place int) uint64 { return seq<<PlaceBits | uint64(place) }
+
 // Row is one decision as the console shows it.
 type Row struct {
-	Seq        uint64
+	ID         uint64 // ID(Seq, place in the batch): unique, in stream order
+	Seq        uint64 // the stream sequence of the message holding it
 	Log        string
 	Leaf       uint64
 	Time       time.Time
@@ -102,18 +129,32 @@ type Row struct {
 	Data       []byte // the exact stored record
 }
 
-// RowOf reads a stored record into a row.
-func RowOf(seq uint64, subj string, data []byte) (Row, error) {
-	r, err := record.Parse(data)
+// RowsOf reads the records one message of the audit stream holds (a batch
+// of format 2, or the single record of format 1) into rows, in order; a
+// record that does not parse is left out. It fails when the message is
+// not one of the audit stream's.
+func RowsOf(seq uint64, subj string, header map[string][]string, data []byte) ([]Row, error) {
+	_, _, _, recs, err := record.Stored(subj, header, data)
 	if err != nil {
-		return Row{}, err
+		return nil, err
 	}
-	return rowOf(seq, subj, data, r), nil
+	if len(recs) > record.MaxBatchRecords {
+		return nil, fmt.Errorf("%w: %d records, at most %d", record.ErrBadBatch, len(recs), record.MaxBatchRecords)
+	}
+	rows := make([]Row, 0, len(recs))
+	for i, b := range recs {
+		r, err := record.Parse(b)
+		if err != nil {
+			continue // `jisr audit verify` names it; the console skips it
+		}
+		rows = append(rows, rowOf(ID(seq, i), seq, subj, b, r))
+	}
+	return rows, nil
 }
 
-func rowOf(seq uint64, subj string, data []byte, r *auditv1.Record) Row {
+func rowOf(id, seq uint64, subj string, data []byte, r *auditv1.Record) Row {
 	return Row{
-		Seq: seq, Log: r.GetLogId(), Leaf: r.GetLeafIndex(), Time: r.GetTime().AsTime(),
+		ID: id, Seq: seq, Log: r.GetLogId(), Leaf: r.GetLeafIndex(), Time: r.GetTime().AsTime(),
 		Consumer: r.GetConsumer(), Provider: r.GetProvider(), Service: r.GetService(), Method: r.GetMethod(),
 		CKey: r.GetCkey(), Purpose: r.GetPurpose(), LegalBasis: r.GetLegalBasis(), Rule: r.GetRule(),
 		Allowed: r.GetDecision() == auditv1.Decision_DECISION_ALLOWED, Reason: r.GetReason(), Code: r.GetStatusCode(),
@@ -121,7 +162,7 @@ func rowOf(seq uint64, subj string, data []byte, r *auditv1.Record) Row {
 	}
 }
 
-// Add stores rows in one transaction (a row already stored is kept).
+// Add stores rows in one transaction (a row already stored, by ID, is kept).
 func (s *Store) Add(ctx context.Context, rows []Row) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -129,14 +170,14 @@ func (s *Store) Add(ctx context.Context, rows []Row) error {
 	}
 	defer tx.Rollback()
 	st, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO decisions
-		(seq, log, leaf, time_ns, consumer, provider, service, method, ckey, purpose, legal_basis, rule, allowed, reason, code, latency_us, trace_id, subject, data)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		(id, seq, log, leaf, time_ns, consumer, provider, service, method, ckey, purpose, legal_basis, rule, allowed, reason, code, latency_us, trace_id, subject, data)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
 	defer st.Close()
 	for _, r := range rows {
-		if _, err := st.ExecContext(ctx, int64(r.Seq), r.Log, int64(r.Leaf), r.Time.UnixNano(), r.Consumer, r.Provider, r.Service, r.Method,
+		if _, err := st.ExecContext(ctx, int64(r.ID), int64(r.Seq), r.Log, int64(r.Leaf), r.Time.UnixNano(), r.Consumer, r.Provider, r.Service, r.Method,
 			r.CKey, r.Purpose, r.LegalBasis, r.Rule, r.Allowed, r.Reason, int64(r.Code), r.Latency.Microseconds(), r.TraceID, r.Subject, r.Data); err != nil {
 			return fmt.Errorf("console: %w", err)
 		}
@@ -147,10 +188,11 @@ func (s *Store) Add(ctx context.Context, rows []Row) error {
 	return nil
 }
 
-// Position is the last stream sequence stored.
+// Position is the stream sequence of the last message stored (maybe only
+// in part: a batch's rows may be written in two transactions).
 func (s *Store) Position(ctx context.Context) (uint64, error) {
 	var v sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, `SELECT MAX(seq) FROM decisions`).Scan(&v); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT MAX(id) >> `+strconv.Itoa(PlaceBits)+` FROM decisions`).Scan(&v); err != nil {
 		return 0, fmt.Errorf("console: %w", err)
 	}
 	return uint64(v.Int64), nil
@@ -178,19 +220,24 @@ func (s *Store) follow(ctx context.Context, records jetstream.Stream) error {
 	if err != nil {
 		return err
 	}
+	// Read the last message stored again: a batch may have been stored
+	// only in part (its rows span two transactions); Add keeps the rows
+	// already there.
 	batch := make(chan Row, 1024)
 	errc := make(chan error, 1)
 	go func() {
 		defer close(batch)
-		errc <- stream.Scan(ctx, records, stream.ScanOptions{StartSeq: pos + 1, Follow: true}, func(m stream.Msg) error {
-			r, err := RowOf(m.Seq, m.Subject, m.Data)
+		errc <- stream.Scan(ctx, records, stream.ScanOptions{StartSeq: max(pos, 1), Follow: true}, func(m stream.Msg) error {
+			rows, err := RowsOf(m.Seq, m.Subject, m.Header, m.Data)
 			if err != nil {
 				return nil // not a record: `jisr audit verify` names it; the console skips it
 			}
-			select {
-			case batch <- r:
-			case <-ctx.Done():
-				return ctx.Err()
+			for _, r := range rows {
+				select {
+				case batch <- r:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
 			return nil
 		})
@@ -282,13 +329,13 @@ func (f Filter) where() (string, []any, error) {
 	return strings.Join(conds, " AND "), args, nil
 }
 
-const columns = `seq, log, leaf, time_ns, consumer, provider, service, method, ckey, purpose, legal_basis, rule, allowed, reason, code, latency_us, trace_id, subject`
+const columns = `id, seq, log, leaf, time_ns, consumer, provider, service, method, ckey, purpose, legal_basis, rule, allowed, reason, code, latency_us, trace_id, subject`
 
-// Cursor is where a page starts: before the decision at (Time, Seq).
+// Cursor is where a page starts: before the decision at (Time, ID).
 // The zero Cursor starts at the newest.
 type Cursor struct {
 	Time time.Time
-	Seq  uint64
+	ID   uint64
 }
 
 // Next is the cursor of the page after rows.
@@ -297,15 +344,15 @@ func Next(rows []Row) Cursor {
 		return Cursor{}
 	}
 	last := rows[len(rows)-1]
-	return Cursor{Time: last.Time, Seq: last.Seq}
+	return Cursor{Time: last.Time, ID: last.ID}
 }
 
-// String is the cursor as a URL parameter: <unix ns>.<seq>.
+// String is the cursor as a URL parameter: <unix ns>.<id>.
 func (c Cursor) String() string {
-	if c.Seq == 0 {
+	if c.ID == 0 {
 		return ""
 	}
-	return strconv.FormatInt(c.Time.UnixNano(), 10) + "." + strconv.FormatUint(c.Seq, 10)
+	return strconv.FormatInt(c.Time.UnixNano(), 10) + "." + strconv.FormatUint(c.ID, 10)
 }
 
 // ParseCursor reads Cursor.String ("" is the zero cursor).
@@ -313,19 +360,19 @@ func ParseCursor(s string) (Cursor, error) {
 	if s == "" {
 		return Cursor{}, nil
 	}
-	t, seq, ok := strings.Cut(s, ".")
+	t, id, ok := strings.Cut(s, ".")
 	ns, err1 := strconv.ParseInt(t, 10, 64)
-	n, err2 := strconv.ParseUint(seq, 10, 64)
-	if !ok || err1 != nil || err2 != nil {
+	n, err2 := strconv.ParseUint(id, 10, 64)
+	if !ok || err1 != nil || err2 != nil || n == 0 || n > math.MaxInt64 {
 		return Cursor{}, fmt.Errorf("%w: cursor %q", ErrFilter, s)
 	}
-	return Cursor{Time: time.Unix(0, ns).UTC(), Seq: n}, nil
+	return Cursor{Time: time.Unix(0, ns).UTC(), ID: n}, nil
 }
 
 // Page returns up to limit decisions selected by f, newest first (by the
-// decision's time, then its stream sequence), after the cursor. It walks
-// an index on (filter column, time, sequence): its cost grows with the
-// page, not with the log.
+// decision's time, then its ID), after the cursor. It walks an index on
+// (filter column, time, ID): its cost grows with the page, not with the
+// log.
 func (s *Store) Page(ctx context.Context, f Filter, c Cursor, limit int) ([]Row, error) {
 	return s.query(ctx, f, c, limit, false)
 }
@@ -335,16 +382,16 @@ func (s *Store) query(ctx context.Context, f Filter, c Cursor, limit int, withDa
 	if err != nil {
 		return nil, err
 	}
-	if c.Seq > 0 {
+	if c.ID > 0 {
 		ns := c.Time.UnixNano()
-		where += " AND (time_ns, seq) < (?, ?)" // a row value: an index range
-		args = append(args, ns, int64(c.Seq))
+		where += " AND (time_ns, id) < (?, ?)" // a row value: an index range
+		args = append(args, ns, int64(c.ID))
 	}
 	cols := columns
 	if withData {
 		cols += ", data"
 	}
-	q := `SELECT ` + cols + ` FROM decisions WHERE ` + where + ` ORDER BY time_ns DESC, seq DESC`
+	q := `SELECT ` + cols + ` FROM decisions WHERE ` + where + ` ORDER BY time_ns DESC, id DESC`
 	if limit > 0 {
 		q += ` LIMIT ?`
 		args = append(args, limit)
@@ -357,8 +404,8 @@ func (s *Store) query(ctx context.Context, f Filter, c Cursor, limit int, withDa
 	var out []Row
 	for rows.Next() {
 		var r Row
-		var seq, leaf, tns, code, lat int64
-		dest := []any{&seq, &r.Log, &leaf, &tns, &r.Consumer, &r.Provider, &r.Service, &r.Method, &r.CKey, &r.Purpose,
+		var id, seq, leaf, tns, code, lat int64
+		dest := []any{&id, &seq, &r.Log, &leaf, &tns, &r.Consumer, &r.Provider, &r.Service, &r.Method, &r.CKey, &r.Purpose,
 			&r.LegalBasis, &r.Rule, &r.Allowed, &r.Reason, &code, &lat, &r.TraceID, &r.Subject}
 		if withData {
 			dest = append(dest, &r.Data)
@@ -366,7 +413,7 @@ func (s *Store) query(ctx context.Context, f Filter, c Cursor, limit int, withDa
 		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("console: %w", err)
 		}
-		r.Seq, r.Leaf, r.Time, r.Code, r.Latency = uint64(seq), uint64(leaf), time.Unix(0, tns).UTC(), uint32(code), time.Duration(lat)*time.Microsecond
+		r.ID, r.Seq, r.Leaf, r.Time, r.Code, r.Latency = uint64(id), uint64(seq), uint64(leaf), time.Unix(0, tns).UTC(), uint32(code), time.Duration(lat)*time.Microsecond
 		out = append(out, r)
 	}
 	return out, rows.Err()
@@ -381,20 +428,20 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(Row) error) error {
 	}
 	var after int64
 	for {
-		rows, err := s.db.QueryContext(ctx, `SELECT `+columns+`, data FROM decisions WHERE `+where+` AND seq > ? ORDER BY seq LIMIT 1000`, append(args, after)...)
+		rows, err := s.db.QueryContext(ctx, `SELECT `+columns+`, data FROM decisions WHERE `+where+` AND id > ? ORDER BY id LIMIT 1000`, append(args, after)...)
 		if err != nil {
 			return fmt.Errorf("console: %w", err)
 		}
 		var page []Row
 		for rows.Next() {
 			var r Row
-			var seq, leaf, tns, code, lat int64
-			if err := rows.Scan(&seq, &r.Log, &leaf, &tns, &r.Consumer, &r.Provider, &r.Service, &r.Method, &r.CKey, &r.Purpose,
+			var id, seq, leaf, tns, code, lat int64
+			if err := rows.Scan(&id, &seq, &r.Log, &leaf, &tns, &r.Consumer, &r.Provider, &r.Service, &r.Method, &r.CKey, &r.Purpose,
 				&r.LegalBasis, &r.Rule, &r.Allowed, &r.Reason, &code, &lat, &r.TraceID, &r.Subject, &r.Data); err != nil {
 				rows.Close()
 				return fmt.Errorf("console: %w", err)
 			}
-			r.Seq, r.Leaf, r.Time, r.Code, r.Latency = uint64(seq), uint64(leaf), time.Unix(0, tns).UTC(), uint32(code), time.Duration(lat)*time.Microsecond
+			r.ID, r.Seq, r.Leaf, r.Time, r.Code, r.Latency = uint64(id), uint64(seq), uint64(leaf), time.Unix(0, tns).UTC(), uint32(code), time.Duration(lat)*time.Microsecond
 			page = append(page, r)
 		}
 		err = rows.Err()
@@ -410,6 +457,6 @@ func (s *Store) Each(ctx context.Context, f Filter, fn func(Row) error) error {
 		if len(page) < 1000 {
 			return nil
 		}
-		after = int64(page[len(page)-1].Seq)
+		after = int64(page[len(page)-1].ID)
 	}
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // fill stores n synthetic decisions: 4 consumers, 20000 citizens, one in
-// 25 refused.
+// 25 refused, stored as the gateway stores them, in batches (of 8 here).
 func fill(tb testing.TB, s *console.Store, n int) {
 	tb.Helper()
 	consumers := []string{"cnss", "tax", "health", "civil-registry"}
@@ -20,10 +20,10 @@ func fill(tb testing.TB, s *console.Store, n int) {
 	data := make([]byte, 200)
 	for i := 1; i <= n; i++ {
 		r := console.Row{
-			Seq: uint64(i), Log: "gw-1", Leaf: uint64(i - 1), Time: t0.Add(time.Duration(i) * 50 * time.Millisecond),
+			ID: idOf(i), Seq: uint64(i-1)/8 + 1, Log: "gw-1", Leaf: uint64(i - 1), Time: t0.Add(time.Duration(i) * 50 * time.Millisecond),
 			Consumer: consumers[i%4], Provider: "civil-registry", Service: "jisr.civilregistry.v1.CivilRegistry", Method: "GetPerson",
 			CKey: fmt.Sprintf("CKEY%08d", i%20000), Purpose: "amo-enrolment", LegalBasis: "consent", Rule: "r", Allowed: i%25 != 0,
-			Reason: "ALLOWED", Latency: time.Duration(i%900) * time.Microsecond, TraceID: fmt.Sprintf("%032x", i), Subject: "jisr.audit.gw-1.x", Data: data,
+			Reason: "ALLOWED", Latency: time.Duration(i%900) * time.Microsecond, TraceID: fmt.Sprintf("%032x", i), Subject: "jisr.audit.gw-1._batch", Data: data,
 		}
 		if !r.Allowed {
 			r.Reason = "NO_ACCESS_RULE"
@@ -37,6 +37,9 @@ func fill(tb testing.TB, s *console.Store, n int) {
 		}
 	}
 }
+
+// idOf is the ID of fill's decision i (1 first).
+func idOf(i int) uint64 { return console.ID(uint64(i-1)/8+1, (i-1)%8) }
 
 func TestPagesAreKeysetPagesOfTheFilter(t *testing.T) {
 	s, err := console.OpenStore(":memory:")
@@ -53,17 +56,17 @@ func TestPagesAreKeysetPagesOfTheFilter(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, r := range rows {
-			if r.Consumer != "tax" || !r.Allowed || seen[r.Seq] || (before.Seq != 0 && r.Seq >= before.Seq) {
+			if r.Consumer != "tax" || !r.Allowed || seen[r.ID] || (before.ID != 0 && r.ID >= before.ID) {
 				t.Fatalf("row %+v on the page before %v", r, before)
 			}
-			seen[r.Seq] = true
+			seen[r.ID] = true
 		}
 		if len(rows) < 50 {
 			break
 		}
 		before = console.Next(rows)
 	}
-	// 500 of tax's, less the refused ones (every 25th seq; tax is seq%4==1, so seq%100==25, 75: 20).
+	// 500 of tax's, less the refused ones (every 25th i; tax is i%4==1, so i%100==25, 75: 20).
 	if len(seen) != 480 {
 		t.Fatalf("%d rows paged, want 480", len(seen))
 	}
@@ -89,7 +92,7 @@ func BenchmarkPage1M(b *testing.B) {
 		before console.Cursor
 	}{
 		{"newest", console.Filter{}, console.Cursor{}},
-		{"deep", console.Filter{}, console.Cursor{Time: time.Date(2026, 11, 1, 4, 10, 0, 0, time.UTC), Seq: 300_000}},
+		{"deep", console.Filter{}, console.Cursor{Time: time.Date(2026, 11, 1, 4, 10, 0, 0, time.UTC), ID: idOf(300_000)}},
 		{"consumer+refused", console.Filter{Consumer: "tax", Decision: "refused"}, console.Cursor{}},
 		{"citizen", console.Filter{CKey: "CKEY00012345"}, console.Cursor{}},
 		{"time range", console.Filter{From: time.Date(2026, 11, 1, 6, 0, 0, 0, time.UTC), To: time.Date(2026, 11, 1, 7, 0, 0, 0, time.UTC)}, console.Cursor{}},

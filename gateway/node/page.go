@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/gateway/audit/watch"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/citizen/page"
 	"github.com/jisr-bus/jisr/gateway/consent"
@@ -21,6 +22,7 @@ import (
 // reads, through the audit API prefix when the audit has its own account).
 func (n *Node) citizenPage(ctx context.Context) (map[string]http.Handler, error) {
 	cfg := page.Config{Federation: n.cfg.Federation, Auth: n.citizens, Log: n.cfg.Log}
+	var records jetstream.Stream
 	if n.audit != nil {
 		js, err := jetstream.New(n.cfg.Conn)
 		if p := n.cfg.Audit.APIPrefix; p != "" {
@@ -29,19 +31,23 @@ func (n *Node) citizenPage(ctx context.Context) (map[string]http.Handler, error)
 		if err != nil {
 			return nil, err
 		}
-		if cfg.Records, err = js.Stream(ctx, subject.AuditStream); err != nil {
+		if records, err = js.Stream(ctx, subject.AuditStream); err != nil {
 			return nil, err
 		}
+		// One follower of the stream for every open page.
+		live := watch.New(records, n.cfg.Log)
+		cfg.Live = live
+		n.stopCitizen = append(n.stopCitizen, live.Close)
 	}
 	pg := page.New(cfg)
 	n.stopCitizen = append(n.stopCitizen, pg.Shutdown)
-	if cfg.Records != nil {
+	if records != nil {
 		// Each access in this replica's log is notified to the citizen.
 		notifier := n.cfg.Notifier
 		if notifier == nil {
 			notifier = notify.Log{Log: n.cfg.Log}
 		}
-		f := &notify.Follower{Records: cfg.Records, LogID: n.cfg.Instance, Notifier: notifier, Log: n.cfg.Log}
+		f := &notify.Follower{Records: records, LogID: n.cfg.Instance, Notifier: notifier, Log: n.cfg.Log}
 		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{})
 		go func() {

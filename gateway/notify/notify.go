@@ -156,31 +156,18 @@ func (f *Follower) Run(ctx context.Context) error {
 		return fmt.Errorf("notify: follow the audit log: %w", err)
 	}
 	cons, err := oc.Consume(func(m jetstream.Msg) {
-		r, err := record.Parse(m.Data())
+		// A message holds a batch of records (format 2) or one (format 1).
+		_, _, _, recs, err := record.Stored(m.Subject(), m.Headers(), m.Data())
 		if err != nil {
-			return
+			return // not a message of the log: `jisr audit verify` names it
 		}
-		n, ok := Of(r)
-		if !ok {
-			return
+		for _, b := range recs {
+			r, err := record.Parse(b)
+			if err != nil || r.GetLogId() != f.LogID {
+				continue
+			}
+			f.notify(ctx, r)
 		}
-		wait := r.GetVisibleAt().AsTime().Sub(f.Now())
-		f.wg.Go(func() {
-			if wait > 0 {
-				t := time.NewTimer(wait)
-				defer t.Stop()
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-			}
-			nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-			defer cancel()
-			if err := f.Notifier.Notify(nctx, n); err != nil {
-				f.Log.Warn("citizen notification not delivered", "record", n.Record, "err", err)
-			}
-		})
 	})
 	if err != nil {
 		return fmt.Errorf("notify: follow the audit log: %w", err)
@@ -189,4 +176,30 @@ func (f *Follower) Run(ctx context.Context) error {
 	cons.Stop()
 	f.wg.Wait()
 	return nil
+}
+
+// notify hands r's notification to the notifier once the citizen may see
+// the access.
+func (f *Follower) notify(ctx context.Context, r *auditv1.Record) {
+	n, ok := Of(r)
+	if !ok {
+		return
+	}
+	wait := r.GetVisibleAt().AsTime().Sub(f.Now())
+	f.wg.Go(func() {
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+		nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		if err := f.Notifier.Notify(nctx, n); err != nil {
+			f.Log.Warn("citizen notification not delivered", "record", n.Record, "err", err)
+		}
+	})
 }

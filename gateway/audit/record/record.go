@@ -164,6 +164,10 @@ const (
 	HeaderFormat    = "Jisr-Audit-Format"
 	HeaderFirstLeaf = "Jisr-Audit-First-Leaf"
 	HeaderCount     = "Jisr-Audit-Count"
+	// MaxBatchRecords is the most records one batch carries (the log
+	// refuses a larger WithMaxBatch): readers may number a record by its
+	// message's sequence and its place in the batch in 11 bits.
+	MaxBatchRecords = 2048
 )
 
 // ErrBadBatch: a message on a batch subject that is not a batch of records.

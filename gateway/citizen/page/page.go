@@ -13,6 +13,7 @@
 package page
 
 import (
+	"context"
 	_ "embed"
 	"encoding/json"
 	"html/template"
@@ -24,8 +25,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
@@ -50,13 +49,21 @@ type RequestAuthenticator interface {
 type Config struct {
 	Federation *federation.Federation
 	Auth       RequestAuthenticator
-	// Records is the audit stream: a new record about the signed-in citizen
-	// (an access, a consent request, one of their own actions) is pushed to
-	// the page as an event. Nil: no live view (the events route answers 503).
-	Records jetstream.Stream
-	Log     *slog.Logger
+	// Live tells of new audit records about the signed-in citizen (an
+	// access, a consent request, one of their own actions), pushed to the
+	// page as events: one follower of the audit stream for every page
+	// (gateway/audit/watch). Nil: no live view (the events route answers 503).
+	Live Watcher
+	Log  *slog.Logger
 	// MaxWatchers bounds the live views open at once (default 1000).
 	MaxWatchers int
+}
+
+// Watcher tells of new audit records about a citizen: the channel receives
+// a value after each new stored message holding one about ckey (values not
+// yet received merged into one), until stop.
+type Watcher interface {
+	Watch(ctx context.Context, ckey string) (changes <-chan struct{}, stop func(), err error)
 }
 
 // Page serves the citizen's page.
@@ -225,7 +232,7 @@ func (p *Page) events(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "sign in first", http.StatusUnauthorized)
 		return
 	}
-	if p.cfg.Records == nil {
+	if p.cfg.Live == nil {
 		http.Error(w, "no live view on this gateway", http.StatusServiceUnavailable)
 		return
 	}
@@ -235,32 +242,18 @@ func (p *Page) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer p.watchers.Add(-1)
-	filter, err := subject.AuditCitizen(ckey)
-	if err != nil {
+	if subject.CheckToken(ckey) != nil || ckey == subject.NoCKey {
 		http.Error(w, "sign in first", http.StatusUnauthorized)
 		return
 	}
 	ctx := r.Context()
-	oc, err := p.cfg.Records.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverNewPolicy,
-	})
+	changes, stop, err := p.cfg.Live.Watch(ctx, ckey)
 	if err != nil {
 		p.cfg.Log.Warn("citizen live view: the audit stream cannot be followed", "err", err)
 		http.Error(w, "the live view is unavailable", http.StatusServiceUnavailable)
 		return
 	}
-	changes := make(chan struct{}, 1)
-	cons, err := oc.Consume(func(m jetstream.Msg) {
-		select {
-		case changes <- struct{}{}:
-		default: // one pending event says it all
-		}
-	})
-	if err != nil {
-		http.Error(w, "the live view is unavailable", http.StatusServiceUnavailable)
-		return
-	}
-	defer cons.Stop()
+	defer stop()
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Time{})
 	h := w.Header()
