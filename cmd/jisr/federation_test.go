@@ -78,7 +78,12 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
 	if bytes.Equal(withJustice, base) {
 		t.Fatal("no members: section to add justice to")
 	}
-	if err := os.WriteFile(v1, append(bytes.TrimRight(withJustice, "\n"), []byte("\n"+rule)...), 0o644); err != nil {
+	// The rule goes first in rules: (other sections, event_rules, follow it).
+	withRule := bytes.Replace(withJustice, []byte("\nrules:\n"), []byte("\nrules:"+rule), 1)
+	if bytes.Equal(withRule, withJustice) {
+		t.Fatal("no rules: section to add the mandate to")
+	}
+	if err := os.WriteFile(v1, withRule, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// Justice's SVID (as `jisr certs init` issues it for the new file): the

@@ -138,7 +138,9 @@ type Follower struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 
-	wg sync.WaitGroup
+	mu      sync.Mutex // guards stopped against wg.Go
+	stopped bool
+	wg      sync.WaitGroup
 }
 
 // Run follows the log until ctx ends. A record whose access the citizen may
@@ -174,6 +176,11 @@ func (f *Follower) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	cons.Stop()
+	// A callback may still be running: no notification starts once stopped
+	// is set, so Wait does not race a late Go.
+	f.mu.Lock()
+	f.stopped = true
+	f.mu.Unlock()
 	f.wg.Wait()
 	return nil
 }
@@ -186,6 +193,11 @@ func (f *Follower) notify(ctx context.Context, r *auditv1.Record) {
 		return
 	}
 	wait := r.GetVisibleAt().AsTime().Sub(f.Now())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		return
+	}
 	f.wg.Go(func() {
 		if wait > 0 {
 			t := time.NewTimer(wait)
