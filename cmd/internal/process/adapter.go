@@ -26,6 +26,10 @@ type AdapterOptions struct {
 	EventAckWait time.Duration
 	// NATSURL, when set, is the adapter's own way to the bus (default --nats).
 	NATSURL string
+	// GovernancePub is the governance public key the federation versions
+	// the adapter applies without a restart are verified with (default
+	// <certs>/governance/governance.pub).
+	GovernancePub string
 }
 
 // DevPort returns the dev port offset of a member: its position in the
@@ -71,6 +75,14 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 	if err != nil {
 		return nil, err
 	}
+	pubPath := o.GovernancePub
+	if pubPath == "" {
+		pubPath = federation.GovernancePubPath(g.CertsDir)
+	}
+	pub, err := federation.LoadGovernancePub(pubPath)
+	if err != nil {
+		return nil, fmt.Errorf("the governance public key that verifies federation versions (--governance-pub; jisr certs init writes a dev one): %w", err)
+	}
 	url := o.NATSURL
 	if url == "" {
 		url = g.NATSURL
@@ -89,7 +101,7 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 		ServerOptions: g.GRPCServerOptions("adapter", o.Member), DialOptions: g.GRPCDialOptions("adapter", o.Member),
 		Registerer: g.Registry(), EventSink: o.EventSink, EventAckWait: o.EventAckWait}
 	return node.Start(ctx, node.Config{Adapter: cfg, Source: src, Listen: o.Listen}, node.WithServerOptions(extra...),
-		node.WithTracerProvider(g.TracerProviderFor("adapter", o.Member, "")))
+		node.WithTracerProvider(g.TracerProviderFor("adapter", o.Member, "")), node.WithFederationWatch(pub))
 }
 
 // BackendOf authorizes the member's own workloads (adapter.WorkloadsOf).
