@@ -29,6 +29,7 @@ import (
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/catalog"
 	"github.com/jisr-bus/jisr/bus/ckey"
+	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/bus/refusal"
@@ -62,6 +63,10 @@ type Config struct {
 	// Services are the descriptors of the services the federation may name
 	// (default services.All(): every ministry service linked into jisr).
 	Services []protoreflect.ServiceDescriptor
+	// DescriptorSets hold the content of the descriptor sets the federation
+	// file names (descriptor_sets), by file name: the services of members
+	// not linked into jisr (bus/descset). A new version brings its own.
+	DescriptorSets map[string][]byte
 	// Backend is the provider side's backend gRPC address; "" runs the
 	// consumer side only. BackendTLS (mTLS with the adapter's SVID) is
 	// required unless the address is loopback.
@@ -150,7 +155,11 @@ func New(cfg Config, opts ...Option) (*Adapter, error) {
 	if cfg.Services == nil {
 		cfg.Services = services.All()
 	}
-	cat, err := catalog.New(cfg.Federation, cfg.Services)
+	svcs, err := descset.Services(cfg.Federation, cfg.DescriptorSets, cfg.Services)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	cat, err := catalog.New(cfg.Federation, svcs)
 	if err != nil {
 		return nil, err
 	}

@@ -32,18 +32,24 @@ func (a *Adapter) registerReflection(s *grpc.Server) {
 type visible struct {
 	services map[string]bool // every catalogue service: true when callable
 	files    map[string]bool
+	// loaded holds the visible files not linked into jisr (a member's
+	// descriptor set, bus/descset).
+	loaded *protoregistry.Files
 }
 
 func (a *Adapter) visible() visible {
 	st := a.fs.Load()
 	allowed := catalog.Callable(st.fed, a.cfg.Member)
-	v := visible{services: map[string]bool{}, files: map[string]bool{}}
+	v := visible{services: map[string]bool{}, files: map[string]bool{}, loaded: new(protoregistry.Files)}
 	var walk func(fd protoreflect.FileDescriptor)
 	walk = func(fd protoreflect.FileDescriptor) {
 		if v.files[fd.Path()] {
 			return
 		}
 		v.files[fd.Path()] = true
+		if linked, err := protoregistry.GlobalFiles.FindFileByPath(fd.Path()); err != nil || linked != fd {
+			_ = v.loaded.RegisterFile(fd)
+		}
 		for i := 0; i < fd.Imports().Len(); i++ {
 			walk(fd.Imports().Get(i).FileDescriptor)
 		}
@@ -101,6 +107,9 @@ func (f filteredFiles) visible(fd protoreflect.FileDescriptor) bool {
 }
 
 func (f filteredFiles) FindFileByPath(p string) (protoreflect.FileDescriptor, error) {
+	if fd, err := f.a.visible().loaded.FindFileByPath(p); err == nil {
+		return fd, nil
+	}
 	fd, err := protoregistry.GlobalFiles.FindFileByPath(p)
 	if err != nil {
 		return nil, err
@@ -112,6 +121,9 @@ func (f filteredFiles) FindFileByPath(p string) (protoreflect.FileDescriptor, er
 }
 
 func (f filteredFiles) FindDescriptorByName(name protoreflect.FullName) (protoreflect.Descriptor, error) {
+	if d, err := f.a.visible().loaded.FindDescriptorByName(name); err == nil {
+		return d, nil
+	}
 	d, err := protoregistry.GlobalFiles.FindDescriptorByName(name)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/jisr-bus/jisr/bus/catalog"
+	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/federation"
 )
 
@@ -36,8 +37,9 @@ type fedState struct {
 //
 // The gateway decides every query under its own version; the adapter's
 // version only shapes what its member is offered. The trust domain and the
-// member's identity cannot change at run time.
-func (a *Adapter) SetFederation(fed *federation.Federation, version uint64) error {
+// member's identity cannot change at run time. sets are the version's
+// descriptor sets (its bundle's), checked against the digests fed names.
+func (a *Adapter) SetFederation(fed *federation.Federation, version uint64, sets map[string][]byte) error {
 	old := a.fs.Load()
 	if fed.TrustDomain != old.fed.TrustDomain {
 		return fmt.Errorf("adapter: the trust domain cannot change at run time (%s → %s)", old.fed.TrustDomain, fed.TrustDomain)
@@ -49,7 +51,11 @@ func (a *Adapter) SetFederation(fed *federation.Federation, version uint64) erro
 	if err != nil {
 		return fmt.Errorf("adapter: version %d has no member %q: this adapter keeps the running version (stop it if the member left)", version, a.cfg.Member)
 	}
-	cat, err := catalog.New(fed, a.cfg.Services)
+	svcs, err := descset.Services(fed, sets, a.cfg.Services)
+	if err != nil {
+		return err
+	}
+	cat, err := catalog.New(fed, svcs)
 	if err != nil {
 		return err
 	}

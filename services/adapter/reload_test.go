@@ -164,7 +164,7 @@ func TestAdapterAppliesNewFederationVersionWithoutRestart(t *testing.T) {
 		t.Fatalf("version %d in force after the refused bundles", v)
 	}
 	// Refused by the adapter itself: an unknown method; not newer.
-	if err := n.Adapter().SetFederation(mustParse(t, v1), 3); err != nil {
+	if err := n.Adapter().SetFederation(mustParse(t, v1), 3, nil); err != nil {
 		t.Fatalf("a good version 3 refused: %v", err)
 	}
 	for _, bad := range []struct {
@@ -173,11 +173,11 @@ func TestAdapterAppliesNewFederationVersionWithoutRestart(t *testing.T) {
 	}{
 		{bytes.Replace(v1, []byte("methods: [GetTaxClearance]"), []byte("methods: [GetTaxSecrets]"), 1), "GetTaxSecrets"},
 	} {
-		if err := n.Adapter().SetFederation(mustParse(t, bad.yaml), 9); err == nil || !strings.Contains(err.Error(), bad.says) {
+		if err := n.Adapter().SetFederation(mustParse(t, bad.yaml), 9, nil); err == nil || !strings.Contains(err.Error(), bad.says) {
 			t.Fatalf("version refused? %v (want %q)", err, bad.says)
 		}
 	}
-	if err := n.Adapter().SetFederation(mustParse(t, v1), 3); err == nil {
+	if err := n.Adapter().SetFederation(mustParse(t, v1), 3, nil); err == nil {
 		t.Fatal("version 3 applied twice")
 	}
 	if v := n.FederationVersion(); v != 3 {

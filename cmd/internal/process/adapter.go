@@ -75,6 +75,10 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 	if err != nil {
 		return nil, err
 	}
+	sets, err := g.DescriptorSets()
+	if err != nil {
+		return nil, err
+	}
 	pubPath := o.GovernancePub
 	if pubPath == "" {
 		pubPath = federation.GovernancePubPath(g.CertsDir)
@@ -97,7 +101,7 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 		src.Close()
 		return nil, err
 	}
-	cfg := adapter.Config{Member: o.Member, Federation: fed, Keyer: keyer, Conn: nc, MoreConns: more, Log: g.Log, Backend: o.Backend,
+	cfg := adapter.Config{Member: o.Member, Federation: fed, DescriptorSets: sets, Keyer: keyer, Conn: nc, MoreConns: more, Log: g.Log, Backend: o.Backend,
 		ServerOptions: g.GRPCServerOptions("adapter", o.Member), DialOptions: g.GRPCDialOptions("adapter", o.Member),
 		Registerer: g.Registry(), EventSink: o.EventSink, EventAckWait: o.EventAckWait}
 	return node.Start(ctx, node.Config{Adapter: cfg, Source: src, Listen: o.Listen}, node.WithServerOptions(extra...),

@@ -181,7 +181,7 @@ func (n *Node) watchFederation(ctx context.Context, trusted []ed25519.PublicKey)
 		Bucket: kv, Trusted: trusted, Component: "adapter",
 		Log: n.cfg.Adapter.Log.With("component", "adapter", "member", n.cfg.Adapter.Member),
 		Apply: func(b *federation.Bundle, fed *federation.Federation) error {
-			return n.ad.SetFederation(fed, b.Version)
+			return n.ad.SetFederation(fed, b.Version, b.Descriptors)
 		},
 	})
 	return err
