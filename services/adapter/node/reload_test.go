@@ -1,4 +1,4 @@
-package adapter_test
+package node_test
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ import (
 // the running version stays.
 func TestAdapterAppliesNewFederationVersionWithoutRestart(t *testing.T) {
 	t.Parallel()
-	base, err := os.ReadFile("../../bus/testdata/federation.yaml")
+	base, err := os.ReadFile("../../../bus/testdata/federation.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
