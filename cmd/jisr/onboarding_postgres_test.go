@@ -139,6 +139,10 @@ func TestOnboardingTourJusticeFromPostgres(t *testing.T) {
 	if no, err := ask(clean); err != nil || no {
 		t.Fatalf("HasConviction for a clean record: %v %v", no, err)
 	}
+	// CNSS's adapter offers the new service in its reflection.
+	if got := reflectionList(t, f.dial(t, "cnss")); !strings.Contains(strings.Join(got, " "), "jisr.justice.v1.CriminalRecord") {
+		t.Fatalf("cnss's adapter lists %v", got)
+	}
 
 	// 6. The catalogue: what cnss may call now.
 	after := run(fedPath, "services", "--as", "cnss")
