@@ -130,6 +130,7 @@ type Adapter struct {
 	builtWith    map[string]bool // the catalogue services GRPCServer registered
 	microMu      sync.Mutex
 	micro        micro.Service // its catalogue entry
+	providing    bool          // StartProvider ran (under microMu)
 
 	spanOpts []bus.SpanOption // the bus spans go to the adapter's provider
 }
@@ -365,7 +366,7 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 		}
 		a.subs = append(a.subs, s)
 	}
-	if err := a.register(a.fs.Load()); err != nil {
+	if err := a.register(a.fs.Load(), true); err != nil {
 		return fmt.Errorf("adapter: %w", err)
 	}
 	a.log.Info("provider side ready", "subject", subject.ProviderQueries(a.cfg.Member), "backend", a.cfg.Backend, "backend_fingerprint", a.fingerprint)
@@ -494,6 +495,7 @@ func (a *Adapter) Stop(ctx context.Context) error {
 		a.events.stop()
 	}
 	a.microMu.Lock()
+	a.providing = false
 	if a.micro != nil {
 		_ = a.micro.Stop()
 		a.micro = nil

@@ -64,8 +64,8 @@ func (a *Adapter) SetFederation(fed *federation.Federation, version uint64, sets
 	for _, sd := range cat.Services() {
 		a.health.SetServingStatus(string(sd.FullName()), healthpb.HealthCheckResponse_SERVING)
 	}
-	if a.sub != nil && !slices.Equal(old.member.Provides, m.Provides) {
-		if err := a.register(st); err != nil {
+	if !slices.Equal(old.member.Provides, m.Provides) {
+		if err := a.register(st, false); err != nil {
 			// The queries keep flowing (they do not go through the
 			// catalogue entry); only `jisr services --live` is stale.
 			a.log.Error("catalogue entry not registered again", "version", version, "err", err)
@@ -79,10 +79,17 @@ func (a *Adapter) SetFederation(fed *federation.Federation, version uint64, sets
 // the adapter started with).
 func (a *Adapter) FederationVersion() uint64 { return a.fs.Load().version }
 
-// register (re)announces the provider side's catalogue entry for st.
-func (a *Adapter) register(st *fedState) error {
+// register announces the provider side's catalogue entry for st (start:
+// from StartProvider), or announces it again once the provider side runs.
+func (a *Adapter) register(st *fedState, start bool) error {
 	a.microMu.Lock()
 	defer a.microMu.Unlock()
+	if start {
+		a.providing = true
+	}
+	if !a.providing {
+		return nil
+	}
 	if a.micro != nil {
 		_ = a.micro.Stop()
 		a.micro = nil
