@@ -205,3 +205,12 @@ func mustRead(t *testing.T, p string) []byte {
 }
 
 func protoreflectString(s string) protoreflect.Value { return protoreflect.ValueOfString(s) }
+
+// The digest deploy/members/justice/federation-justice.yaml (the tour's
+// snippet) names is the one of the descriptor set beside it.
+func TestTourSnippetNamesTheSetsDigest(t *testing.T) {
+	set := mustRead(t, "../../deploy/members/justice/justice.binpb")
+	if snippet := mustRead(t, "../../deploy/members/justice/federation-justice.yaml"); !bytes.Contains(snippet, []byte("sha256: "+descset.Digest(set))) {
+		t.Fatalf("federation-justice.yaml does not name sha256 %s (rebuilt justice.binpb? update it)", descset.Digest(set))
+	}
+}
