@@ -23,6 +23,7 @@ import (
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/catalog"
 	"github.com/jisr-bus/jisr/bus/ckey"
+	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/decision"
@@ -73,6 +74,10 @@ type Config struct {
 	// Services are the descriptors of the services the federation may name
 	// (default services.All(): every ministry service linked into jisr).
 	Services []protoreflect.ServiceDescriptor
+	// DescriptorSets hold the content of the descriptor sets the federation
+	// file names (descriptor_sets), by file name: the services of members
+	// not linked into jisr (bus/descset). A new version brings its own.
+	DescriptorSets map[string][]byte
 	// MaxInFlight bounds the queries decided at once, all members together
 	// (default 4096); a query over it is refused at once (GATEWAY_OVERLOADED).
 	// Each member is also bounded by its federation limits.
@@ -174,7 +179,11 @@ func New(cfg Config, opts ...Option) (*Gateway, error) {
 	if cfg.Services == nil {
 		cfg.Services = services.All()
 	}
-	cat, err := catalog.New(cfg.Federation, cfg.Services)
+	svcs, err := descset.Services(cfg.Federation, cfg.DescriptorSets, cfg.Services)
+	if err != nil {
+		return nil, err
+	}
+	cat, err := catalog.New(cfg.Federation, svcs)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/jisr-bus/jisr/bus/catalog"
+	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/gateway/policy"
 )
@@ -25,7 +26,9 @@ type fedState struct {
 // are swapped at once; a query already being decided finishes under the
 // version that admitted it. A member whose limits did not change keeps its
 // share (its queries in flight and its rate). The trust domain cannot change.
-func (g *Gateway) SetFederation(fed *federation.Federation, version uint64) error {
+// sets are the version's descriptor sets (its bundle's): the services of
+// members not linked into jisr, checked against the digests fed names.
+func (g *Gateway) SetFederation(fed *federation.Federation, version uint64, sets map[string][]byte) error {
 	old := g.fs.Load()
 	if fed.TrustDomain != old.fed.TrustDomain {
 		return fmt.Errorf("gateway: the trust domain cannot change at run time (%s → %s)", old.fed.TrustDomain, fed.TrustDomain)
@@ -33,7 +36,11 @@ func (g *Gateway) SetFederation(fed *federation.Federation, version uint64) erro
 	if version <= old.version {
 		return fmt.Errorf("gateway: federation version %d is not newer than %d", version, old.version)
 	}
-	cat, err := catalog.New(fed, g.cfg.Services)
+	svcs, err := descset.Services(fed, sets, g.cfg.Services)
+	if err != nil {
+		return err
+	}
+	cat, err := catalog.New(fed, svcs)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,7 @@
 .PHONY: test-postgres run-postgres
 VET_TAGS += postgres
 
-test-postgres: ## The SQL backend and `jisr dev --postgres` against a throwaway PostgreSQL server
+test-postgres: ## The SQL backend, `jisr dev --postgres` and the onboarding tour (docs/onboarding.md) against a throwaway PostgreSQL server
 	cd services && $(GO) test -race -tags postgres -count=1 -timeout 10m ./backend/sql/...
 	cd cmd && $(GO) test -race -tags postgres -count=1 -timeout 10m -run Postgres ./jisr
 

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
@@ -85,14 +86,7 @@ func New(fed *federation.Federation, services []protoreflect.ServiceDescriptor) 
 			if md.IsStreamingClient() || md.IsStreamingServer() {
 				return nil, fmt.Errorf("catalog: %s/%s streams; jisr methods are unary", svc, md.Name())
 			}
-			in, err := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
-			if err != nil {
-				return nil, fmt.Errorf("catalog: %s/%s input: %w", svc, md.Name(), err)
-			}
-			out, err := protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
-			if err != nil {
-				return nil, fmt.Errorf("catalog: %s/%s output: %w", svc, md.Name(), err)
-			}
+			in, out := messageType(md.Input()), messageType(md.Output())
 			eid, err := eidfield.Lookup(md)
 			if err != nil {
 				return nil, fmt.Errorf("catalog: %s/%s: %w", svc, md.Name(), err)
@@ -111,6 +105,15 @@ func New(fed *federation.Federation, services []protoreflect.ServiceDescriptor) 
 		return nil, err
 	}
 	return c, nil
+}
+
+// messageType is the linked Go type of a message, or a dynamic one for a
+// service loaded at run time from a descriptor set (bus/descset).
+func messageType(md protoreflect.MessageDescriptor) protoreflect.MessageType {
+	if mt, err := protoregistry.GlobalTypes.FindMessageByName(md.FullName()); err == nil && mt.Descriptor() == md {
+		return mt
+	}
+	return dynamicpb.NewMessageType(md)
 }
 
 // checkRules makes sure every rule names methods the service has and field

@@ -42,6 +42,29 @@ type Bundle struct {
 	Created time.Time `json:"created"`
 	// Federation is the federation file, as written.
 	Federation []byte `json:"federation"`
+	// Descriptors are the descriptor sets the federation file names
+	// (descriptor_sets), by file name: signed with it, so a component
+	// gets a new member's services with the version (bus/descset).
+	Descriptors map[string][]byte `json:"descriptors,omitempty"`
+}
+
+// checkDescriptors: the bundle carries exactly the descriptor sets the
+// federation names, each with its digest.
+func (b *Bundle) checkDescriptors(fed *Federation) error {
+	if len(b.Descriptors) != len(fed.DescriptorSets) {
+		return fmt.Errorf("%w: %d descriptor sets carried, the federation file names %d", ErrBadBundle, len(b.Descriptors), len(fed.DescriptorSets))
+	}
+	for _, ref := range fed.DescriptorSets {
+		raw, ok := b.Descriptors[ref.File]
+		if !ok {
+			return fmt.Errorf("%w: descriptor set %s not carried", ErrBadBundle, ref.File)
+		}
+		sum := sha256.Sum256(raw)
+		if hex.EncodeToString(sum[:]) != ref.SHA256 {
+			return fmt.Errorf("%w: descriptor set %s does not have the digest the federation file names", ErrBadBundle, ref.File)
+		}
+	}
+	return nil
 }
 
 // Digest is "sha256:<hex>" of the bundle's federation file.
@@ -62,7 +85,11 @@ func Sign(b *Bundle, key ed25519.PrivateKey) ([]byte, error) {
 	if b.Version == 0 {
 		return nil, fmt.Errorf("%w: version must be at least 1", ErrBadBundle)
 	}
-	if _, err := Parse(b.Federation); err != nil {
+	fed, err := Parse(b.Federation)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.checkDescriptors(fed); err != nil {
 		return nil, err
 	}
 	payload, err := json.Marshal(b)
@@ -103,6 +130,9 @@ func Verify(raw []byte, trusted []ed25519.PublicKey, running uint64) (*Bundle, *
 	}
 	fed, err := Parse(b.Federation)
 	if err != nil {
+		return &b, nil, err
+	}
+	if err := b.checkDescriptors(fed); err != nil {
 		return &b, nil, err
 	}
 	return &b, fed, nil

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -61,6 +62,10 @@ type Federation struct {
 	// Labels are the plain-words names, by language, of the fields and
 	// purposes the rules name (what the citizen's page shows).
 	Labels Labels
+	// DescriptorSets are the protobuf descriptor sets of services not
+	// linked into jisr (a member that joined later), by file name and
+	// SHA-256 digest; a signed bundle carries their content (bus/descset).
+	DescriptorSets []DescriptorSetRef
 
 	members  map[string]*Member
 	byID     map[string]*Member // SPIFFE ID string → member
@@ -229,6 +234,19 @@ type file struct {
 	} `yaml:"rules"`
 	Anomalies  *anomaliesFile  `yaml:"anomalies"`
 	EventRules []eventRuleFile `yaml:"event_rules"`
+	// DescriptorSets: see Federation.DescriptorSets.
+	DescriptorSets []struct {
+		File   string `yaml:"file"`
+		SHA256 string `yaml:"sha256"`
+	} `yaml:"descriptor_sets"`
+}
+
+// DescriptorSetRef names one descriptor set: a plain file name (beside the
+// federation file; in a bundle, the key of its content) and the hex SHA-256
+// of its content.
+type DescriptorSetRef struct {
+	File   string
+	SHA256 string
 }
 
 // Anomalies are the thresholds of the auditor's console's anomaly findings
@@ -496,6 +514,21 @@ func Parse(data []byte) (*Federation, error) {
 	if err := fed.parseEventRules(raw.EventRules); err != nil {
 		return nil, err
 	}
+	seenSets := map[string]bool{}
+	for i, d := range raw.DescriptorSets {
+		if d.File == "" || d.File != filepath.Base(d.File) || strings.HasPrefix(d.File, ".") || !isSetName(d.File) {
+			return nil, bad("descriptor_sets[%d]: file %q must be a plain file name (letters, digits, '-', '_', '.')", i, d.File)
+		}
+		if seenSets[d.File] {
+			return nil, bad("descriptor_sets: %s named twice", d.File)
+		}
+		seenSets[d.File] = true
+		sum := strings.TrimPrefix(d.SHA256, "sha256:")
+		if len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
+			return nil, bad("descriptor_sets[%d] (%s): sha256 must be 64 lowercase hex digits", i, d.File)
+		}
+		fed.DescriptorSets = append(fed.DescriptorSets, DescriptorSetRef{File: d.File, SHA256: sum})
+	}
 	return fed, nil
 }
 
@@ -523,6 +556,15 @@ func parsePredicateRule(r *Rule, params map[string]string, limit *limitFile, whe
 	}
 	r.PredicateLimit = PredicateLimit{Count: limit.Count, Period: d}
 	return nil
+}
+
+func isSetName(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // Member returns the named member.

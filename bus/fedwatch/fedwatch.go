@@ -84,7 +84,7 @@ func Start(ctx context.Context, cfg Config) (*Watcher, error) {
 		cancel()
 		return nil, fmt.Errorf("fedwatch: watch %s: %w", subject.FederationBucket, err)
 	}
-	w.stop = func() { _ = kw.Stop(); cancel() }
+	w.stop = func() { cancel(); _ = kw.Stop() } // cancelled first: a stop is not logged as a failure
 	// The current value, then nil: the initial state is read.
 	for e := range kw.Updates() {
 		if e == nil {

@@ -150,8 +150,13 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 			// once; no member can publish a discovery request.
 			sub = append(sub, discoverySubjects(m.Name)...)
 		}
+		pub := append([]string{subject.ConsumerQueries(m.Name)}, memberEvents(m.Name)...)
+		// Its adapter watches the signed federation versions (read only:
+		// the governance's bundle is public within the federation, as
+		// X-Road's global configuration is).
+		pub = append(append(pub, bucketRead(subject.FederationBucket)...), "$JS.FC.>")
 		out[m.ID.String()] = Permission{
-			PublishAllow:   append([]string{subject.ConsumerQueries(m.Name)}, memberEvents(m.Name)...),
+			PublishAllow:   pub,
 			SubscribeAllow: sub,
 			// A provider answers the gateway's request, once.
 			MaxResponses: 1,

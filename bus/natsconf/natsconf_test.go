@@ -59,8 +59,10 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 	}
 	p := cnss.Permissions
 	// Its queries, its own events and the read side of its own event stream
-	// (docs/events.md), nothing else.
+	// (docs/events.md), and the read side of the signed federation versions
+	// its adapter applies (with the flow control of that watch), nothing else.
 	want := append([]string{"jisr.q.cnss.>", "jisr.e.cnss.>", "jisr.er.cnss", "$JS.ACK.JISR_EVENTS_cnss.>"}, StreamAPI("JISR_EVENTS_cnss")...)
+	want = append(append(want, StreamAPI("KV_jisr_federation")...), "$JS.FC.>")
 	if got := p.Publish.Allow; !slices.Equal(got, want) {
 		t.Fatalf("cnss may publish %v", got)
 	}

@@ -9,13 +9,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
@@ -57,6 +60,9 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
 	if err := isAlive(); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("before the new rule: %v", err)
 	}
+	if got := reflectionList(t, f.dial(t, "civil-registry")); slices.Contains(got, "jisr.tax.v1.Tax") {
+		t.Fatalf("before version 1 the civil-registry adapter offers Tax: %v", got)
+	}
 
 	// Version 1: the testdata federation plus one mandate.
 	base, err := os.ReadFile(g.FederationPath)
@@ -73,6 +79,14 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
     purposes: [estate-tax]
     legal_basis: mandate
     law: "Code général des impôts, art. 214"
+  - name: civil-registry-tax-clearance
+    consumer: civil-registry
+    provider: tax
+    service: jisr.tax.v1.Tax
+    methods: [GetTaxClearance]
+    purposes: [birth-registration]
+    legal_basis: mandate
+    law: "test: the civil registry's adapter offers Tax once this version is in force"
 `
 	withJustice := bytes.Replace(base, []byte("\nmembers:\n"), []byte("\nmembers:\n  - name: justice\n    title: Ministry of justice\n"), 1)
 	if bytes.Equal(withJustice, base) {
@@ -127,6 +141,11 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
 		t.Fatalf("signed a federation whose rule names an unknown method: %v", err)
 	}
 	bustest.Eventually(t, 20*time.Second, func() error { return isAlive() })
+	// The civil registry's running adapter took version 1 too: its
+	// reflection now offers Tax, which no rule let it call before.
+	bustest.Eventually(t, 20*time.Second, func() error {
+		return bustest.Check(slices.Contains(reflectionList(t, f.dial(t, "civil-registry")), "jisr.tax.v1.Tax"), "the civil-registry adapter does not offer Tax")
+	})
 	bustest.Eventually(t, 20*time.Second, connectJustice) // the NATS server took version 1 too
 
 	// The catalogue of the published version lists the new rule for tax.
@@ -137,12 +156,18 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
 	// Each query's audit record names the federation version that decided it.
 	versions := map[string]uint64{}
 	for _, m := range auditorRecordsOf(t, g) {
-		r, err := record.Parse(m.Data)
+		_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data) // a group-commit batch, or one record
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.GetConsumer() == "tax" && r.GetMethod() == "IsAlive" {
-			versions[r.GetDecision().String()] = r.GetFederationVersion()
+		for _, b := range recs {
+			r, err := record.Parse(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.GetConsumer() == "tax" && r.GetMethod() == "IsAlive" {
+				versions[r.GetDecision().String()] = r.GetFederationVersion()
+			}
 		}
 	}
 	if len(versions) != 2 || versions["DECISION_REFUSED"] != 0 || versions["DECISION_ALLOWED"] != 1 {
@@ -227,6 +252,29 @@ func auditorRecordsOf(t *testing.T, g *process.Env) []stream.Msg {
 		t.Fatal(err)
 	}
 	return out
+}
+
+func reflectionList(t *testing.T, cc *grpc.ClientConn) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	st, err := reflectionpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.CloseSend()
+	if err := st.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range r.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	return names
 }
 
 func mustReadFile(t *testing.T, p string) []byte {

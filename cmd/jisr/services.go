@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jisr-bus/jisr/bus/catalog"
+	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/proto/services"
@@ -51,6 +52,10 @@ run the federation's schema.`,
 			if err != nil {
 				return err
 			}
+			svcs, _, err := g.Services()
+			if err != nil {
+				return err
+			}
 			if published {
 				trusted, err := process.TrustedGovernanceKeys(g)
 				if err != nil {
@@ -69,9 +74,12 @@ run the federation's schema.`,
 					return fmt.Errorf("no federation version published yet")
 				}
 				fed = pub
+				if svcs, err = descset.Services(pub, b.Descriptors, services.All()); err != nil {
+					return err
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "federation version %d (%s)\n\n", b.Version, b.Digest())
 			}
-			cat, err := catalog.New(fed, services.All())
+			cat, err := catalog.New(fed, svcs)
 			if err != nil {
 				return err
 			}

@@ -38,7 +38,10 @@ import (
 // Config holds what a gateway replica cannot run without.
 type Config struct {
 	Federation *federation.Federation
-	Keyer      *ckey.Keyer
+	// DescriptorSets: the content of the descriptor sets Federation names
+	// (gateway.Config.DescriptorSets).
+	DescriptorSets map[string][]byte
+	Keyer          *ckey.Keyer
 	// Conn is the gateway's NATS connection and Source its SVID source; the
 	// node owns both from New on: Stop (or a failed Start) drains and closes them.
 	Conn   *nats.Conn
@@ -205,7 +208,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	gcfg := gateway.Config{
 		Federation: n.cfg.Federation, Keyer: n.cfg.Keyer, Conn: n.cfg.Conn, QueryConns: n.o.queryConns, Log: n.cfg.Log, Registerer: reg,
-		Unsafe: n.o.unsafe, Instance: n.cfg.Instance,
+		Unsafe: n.o.unsafe, Instance: n.cfg.Instance, DescriptorSets: n.cfg.DescriptorSets,
 	}
 	if n.consent != nil {
 		gcfg.Consent = n.consent.Verifier
@@ -405,7 +408,7 @@ func (n *Node) watchFederation(ctx context.Context, reg prometheus.Registerer) e
 	n.fedwatch, err = fedwatch.Start(ctx, fedwatch.Config{
 		Bucket: kv, Trusted: n.o.governance, Component: "gateway", Log: n.cfg.Log, Registerer: reg,
 		Apply: func(b *federation.Bundle, fed *federation.Federation) error {
-			return n.gw.SetFederation(fed, b.Version)
+			return n.gw.SetFederation(fed, b.Version, b.Descriptors)
 		},
 	})
 	return err

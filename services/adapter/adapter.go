@@ -29,6 +29,7 @@ import (
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/catalog"
 	"github.com/jisr-bus/jisr/bus/ckey"
+	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/loopback"
 	"github.com/jisr-bus/jisr/bus/refusal"
@@ -62,6 +63,10 @@ type Config struct {
 	// Services are the descriptors of the services the federation may name
 	// (default services.All(): every ministry service linked into jisr).
 	Services []protoreflect.ServiceDescriptor
+	// DescriptorSets hold the content of the descriptor sets the federation
+	// file names (descriptor_sets), by file name: the services of members
+	// not linked into jisr (bus/descset). A new version brings its own.
+	DescriptorSets map[string][]byte
 	// Backend is the provider side's backend gRPC address; "" runs the
 	// consumer side only. BackendTLS (mTLS with the adapter's SVID) is
 	// required unless the address is loopback.
@@ -104,8 +109,7 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 // Adapter is one member's adapter.
 type Adapter struct {
 	cfg    Config
-	member *federation.Member
-	cat    *catalog.Catalog
+	fs     atomic.Pointer[fedState] // the federation version in force (reload.go)
 	log    *slog.Logger
 	health *health.Server
 
@@ -122,8 +126,11 @@ type Adapter struct {
 	next         atomic.Uint32        // the consumer side's next connection
 	sem          chan struct{}
 	wg           sync.WaitGroup
-	events       *eventsLoop   // delivery to the backend's EventSink, when started
+	events       *eventsLoop     // delivery to the backend's EventSink, when started
+	builtWith    map[string]bool // the catalogue services GRPCServer registered
+	microMu      sync.Mutex
 	micro        micro.Service // its catalogue entry
+	providing    bool          // StartProvider ran (under microMu)
 
 	spanOpts []bus.SpanOption // the bus spans go to the adapter's provider
 }
@@ -149,7 +156,11 @@ func New(cfg Config, opts ...Option) (*Adapter, error) {
 	if cfg.Services == nil {
 		cfg.Services = services.All()
 	}
-	cat, err := catalog.New(cfg.Federation, cfg.Services)
+	svcs, err := descset.Services(cfg.Federation, cfg.DescriptorSets, cfg.Services)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	cat, err := catalog.New(cfg.Federation, svcs)
 	if err != nil {
 		return nil, err
 	}
@@ -162,11 +173,12 @@ func New(cfg Config, opts ...Option) (*Adapter, error) {
 	}
 	a := &Adapter{
 		spanOpts: []bus.SpanOption{bus.WithTracerProvider(o.tp)},
-		cfg:      cfg, member: m, cat: cat,
-		log:    cfg.Log.With("component", "adapter", "member", cfg.Member),
-		health: health.NewServer(),
-		sem:    make(chan struct{}, cfg.MaxInFlight),
+		cfg:      cfg,
+		log:      cfg.Log.With("component", "adapter", "member", cfg.Member),
+		health:   health.NewServer(),
+		sem:      make(chan struct{}, cfg.MaxInFlight),
 	}
+	a.fs.Store(&fedState{fed: cfg.Federation, member: m, cat: cat})
 	if cfg.Registerer != nil {
 		if a.metrics, err = telemetry.NewProviderMetrics(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("%w: metrics: %v", ErrConfig, err)
@@ -178,20 +190,23 @@ func New(cfg Config, opts ...Option) (*Adapter, error) {
 // GRPCServer builds the consumer side: every federation service with a
 // generic handler, plus health and reflection.
 func (a *Adapter) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
-	opts := append([]grpc.ServerOption{grpc.ForceServerCodecV2(newCodec()), grpc.UnknownServiceHandler(unknownMethod)}, a.cfg.ServerOptions...)
+	opts := append([]grpc.ServerOption{grpc.ForceServerCodecV2(newCodec()), grpc.UnknownServiceHandler(a.laterMethod)}, a.cfg.ServerOptions...)
 	s := grpc.NewServer(append(opts, extra...)...)
-	for _, sd := range a.cat.Services() {
+	cat := a.fs.Load().cat
+	a.builtWith = map[string]bool{}
+	for _, sd := range cat.Services() {
+		a.builtWith[string(sd.FullName())] = true
 		desc := &grpc.ServiceDesc{
 			ServiceName: string(sd.FullName()),
 			HandlerType: (*any)(nil),
 			Metadata:    sd.ParentFile().Path(),
 		}
 		for i := 0; i < sd.Methods().Len(); i++ {
-			m, err := a.cat.ByFullMethod("/" + string(sd.FullName()) + "/" + string(sd.Methods().Get(i).Name()))
+			m, err := cat.ByFullMethod("/" + string(sd.FullName()) + "/" + string(sd.Methods().Get(i).Name()))
 			if err != nil {
 				continue
 			}
-			desc.Methods = append(desc.Methods, grpc.MethodDesc{MethodName: m.Name, Handler: a.consumerHandler(m)})
+			desc.Methods = append(desc.Methods, grpc.MethodDesc{MethodName: m.Name, Handler: a.consumerHandler(m.FullMethod)})
 		}
 		s.RegisterService(desc, struct{}{})
 		a.health.SetServingStatus(desc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -205,8 +220,15 @@ func (a *Adapter) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
 	return s
 }
 
-func (a *Adapter) consumerHandler(m *catalog.Method) grpc.MethodHandler {
+// consumerHandler serves one method of the federation version the server
+// was built with; each call looks the method up in the version in force, so
+// a method a later version removed is refused (reload.go).
+func (a *Adapter) consumerHandler(fullMethod string) grpc.MethodHandler {
 	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+		m, err := a.fs.Load().cat.ByFullMethod(fullMethod)
+		if err != nil {
+			return nil, unknownMethod(nil, nil)
+		}
 		in := new(frame)
 		if err := dec(in); err != nil {
 			return nil, err
@@ -230,12 +252,13 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 	case err != nil:
 		return nil, refusal.Error(codes.InvalidArgument, refusal.ReasonMalformedPayload, "the request is not a valid %s", m.Input.Descriptor().FullName())
 	}
-	eid, err := a.cfg.Federation.NormaliseEID(raw)
+	fed := a.fs.Load().fed
+	eid, err := fed.NormaliseEID(raw)
 	if err != nil {
-		return nil, refusal.Error(codes.InvalidArgument, refusal.ReasonBadEID, "the eID in field %q does not match the federation's eID format (%s)", m.EID.Name(), a.cfg.Federation.EID)
+		return nil, refusal.Error(codes.InvalidArgument, refusal.ReasonBadEID, "the eID in field %q does not match the federation's eID format (%s)", m.EID.Name(), fed.EID)
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	provider, err := a.provider(m, first(md, bus.MetadataProvider))
+	provider, err := a.provider(fed, m, first(md, bus.MetadataProvider))
 	if err != nil {
 		return nil, err
 	}
@@ -265,14 +288,14 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 	return &frame{b: reply.Data}, nil
 }
 
-func (a *Adapter) provider(m *catalog.Method, asked string) (string, error) {
+func (a *Adapter) provider(fed *federation.Federation, m *catalog.Method, asked string) (string, error) {
 	if asked != "" {
-		if a.cfg.Federation.Provides(asked, m.Service) {
+		if fed.Provides(asked, m.Service) {
 			return asked, nil
 		}
-		return "", refusal.Error(codes.NotFound, refusal.ReasonUnknownProvider, "member %q named in jisr-provider does not provide %s (providers: %s)", asked, m.Service, providerNames(a.cfg.Federation.Providers(m.Service)))
+		return "", refusal.Error(codes.NotFound, refusal.ReasonUnknownProvider, "member %q named in jisr-provider does not provide %s (providers: %s)", asked, m.Service, providerNames(fed.Providers(m.Service)))
 	}
-	providers := a.cfg.Federation.Providers(m.Service)
+	providers := fed.Providers(m.Service)
 	switch len(providers) {
 	case 0:
 		return "", refusal.Error(codes.NotFound, refusal.ReasonUnknownProvider, "no member of the federation provides %s", m.Service)
@@ -297,7 +320,7 @@ const gatewayIdentity = "gateway"
 // StartProvider connects to the backend and starts taking the gateway's
 // requests for this member's services.
 func (a *Adapter) StartProvider(ctx context.Context) error {
-	if len(a.member.Provides) == 0 {
+	if len(a.fs.Load().member.Provides) == 0 {
 		return ErrProviderNotAllowed
 	}
 	if a.cfg.Backend == "" {
@@ -343,7 +366,7 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 		}
 		a.subs = append(a.subs, s)
 	}
-	if a.micro, err = a.cat.Register(a.cfg.Conn, a.cfg.Federation, a.cfg.Member); err != nil {
+	if err := a.register(a.fs.Load(), true); err != nil {
 		return fmt.Errorf("adapter: %w", err)
 	}
 	a.log.Info("provider side ready", "subject", subject.ProviderQueries(a.cfg.Member), "backend", a.cfg.Backend, "backend_fingerprint", a.fingerprint)
@@ -386,7 +409,11 @@ func (a *Adapter) serve(msg *nats.Msg) {
 		_ = bus.RespondError(msg, refusal.Error(codes.InvalidArgument, refusal.ReasonBadSubject, "malformed provider subject: expected jisr.p.%s.<service>.<method>.<ckey>", a.cfg.Member))
 		return
 	}
-	m, err := a.cat.Lookup(q.Service, q.Method)
+	st := a.fs.Load()
+	m, err := st.cat.Lookup(q.Service, q.Method)
+	if err == nil && !st.fed.Provides(a.cfg.Member, m.Service) {
+		err = catalog.ErrUnknownMethod // a service this member no longer provides
+	}
 	if err != nil {
 		_ = bus.RespondError(msg, refusal.Error(codes.Unimplemented, refusal.ReasonUnknownMethod, "this adapter does not serve that service or method"))
 		return
@@ -467,9 +494,13 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	if a.events != nil {
 		a.events.stop()
 	}
+	a.microMu.Lock()
+	a.providing = false
 	if a.micro != nil {
 		_ = a.micro.Stop()
+		a.micro = nil
 	}
+	a.microMu.Unlock()
 	done := make(chan struct{})
 	go func() { a.wg.Wait(); close(done) }()
 	var err error

@@ -68,7 +68,7 @@ func (a *Adapter) askConsent(ctx context.Context, service, method string, msg ei
 	if msg.GetEid() == "" {
 		return nil, status.Error(codes.InvalidArgument, `the request has no eID in field "eid"`)
 	}
-	eid, err := a.cfg.Federation.NormaliseEID(msg.GetEid())
+	eid, err := a.fs.Load().fed.NormaliseEID(msg.GetEid())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, `the eID in field "eid" does not match the federation's eID format`)
 	}

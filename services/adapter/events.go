@@ -48,10 +48,10 @@ func (p publisher) Publish(ctx context.Context, req *eventsv1.PublishRequest) (*
 		return nil, status.Error(codes.InvalidArgument, "the event has no payload")
 	}
 	typ := string(fd.Message().Name())
-	if !a.member.PublishesEvent(typ) {
+	if !a.fs.Load().member.PublishesEvent(typ) {
 		return nil, status.Errorf(codes.PermissionDenied, "%s may not publish %s events (members[].publishes in the federation file)", a.cfg.Member, typ)
 	}
-	eid, err := a.cfg.Federation.NormaliseEID(ev.GetEid())
+	eid, err := a.fs.Load().fed.NormaliseEID(ev.GetEid())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, "the event's eID does not match the federation's eID format")
 	}

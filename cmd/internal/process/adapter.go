@@ -26,6 +26,10 @@ type AdapterOptions struct {
 	EventAckWait time.Duration
 	// NATSURL, when set, is the adapter's own way to the bus (default --nats).
 	NATSURL string
+	// GovernancePub is the governance public key the federation versions
+	// the adapter applies without a restart are verified with (default
+	// <certs>/governance/governance.pub).
+	GovernancePub string
 }
 
 // DevPort returns the dev port offset of a member: its position in the
@@ -71,6 +75,18 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 	if err != nil {
 		return nil, err
 	}
+	sets, err := g.DescriptorSets()
+	if err != nil {
+		return nil, err
+	}
+	pubPath := o.GovernancePub
+	if pubPath == "" {
+		pubPath = federation.GovernancePubPath(g.CertsDir)
+	}
+	pub, err := federation.LoadGovernancePub(pubPath)
+	if err != nil {
+		return nil, fmt.Errorf("the governance public key that verifies federation versions (--governance-pub; jisr certs init writes a dev one): %w", err)
+	}
 	url := o.NATSURL
 	if url == "" {
 		url = g.NATSURL
@@ -85,11 +101,11 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 		src.Close()
 		return nil, err
 	}
-	cfg := adapter.Config{Member: o.Member, Federation: fed, Keyer: keyer, Conn: nc, MoreConns: more, Log: g.Log, Backend: o.Backend,
+	cfg := adapter.Config{Member: o.Member, Federation: fed, DescriptorSets: sets, Keyer: keyer, Conn: nc, MoreConns: more, Log: g.Log, Backend: o.Backend,
 		ServerOptions: g.GRPCServerOptions("adapter", o.Member), DialOptions: g.GRPCDialOptions("adapter", o.Member),
 		Registerer: g.Registry(), EventSink: o.EventSink, EventAckWait: o.EventAckWait}
 	return node.Start(ctx, node.Config{Adapter: cfg, Source: src, Listen: o.Listen}, node.WithServerOptions(extra...),
-		node.WithTracerProvider(g.TracerProviderFor("adapter", o.Member, "")))
+		node.WithTracerProvider(g.TracerProviderFor("adapter", o.Member, "")), node.WithFederationWatch(pub))
 }
 
 // BackendOf authorizes the member's own workloads (adapter.WorkloadsOf).

@@ -11,12 +11,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/ckey"
+	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/svid"
+	"github.com/jisr-bus/jisr/proto/services"
 )
 
 // Env is what every subcommand shares: the global flags' values, the log,
@@ -95,6 +98,39 @@ func (g *Env) Federation() (*federation.Federation, error) {
 	}
 	g.fed = fed
 	return fed, nil
+}
+
+// DescriptorSets reads the descriptor sets the federation file names
+// (descriptor_sets), from the federation file's directory.
+func (g *Env) DescriptorSets() (map[string][]byte, error) {
+	fed, err := g.Federation()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for _, ref := range fed.DescriptorSets {
+		raw, err := os.ReadFile(filepath.Join(filepath.Dir(g.FederationPath), ref.File))
+		if err != nil {
+			return nil, fmt.Errorf("descriptor set named by %s: %w", g.FederationPath, err)
+		}
+		out[ref.File] = raw
+	}
+	return out, nil
+}
+
+// Services are the services the federation file may name: those linked
+// into jisr and those of its descriptor sets (checked against their digests).
+func (g *Env) Services() ([]protoreflect.ServiceDescriptor, map[string][]byte, error) {
+	fed, err := g.Federation()
+	if err != nil {
+		return nil, nil, err
+	}
+	sets, err := g.DescriptorSets()
+	if err != nil {
+		return nil, nil, err
+	}
+	svcs, err := descset.Services(fed, sets, services.All())
+	return svcs, sets, err
 }
 
 // Keyer loads the federation's citizen key from the certs directory.

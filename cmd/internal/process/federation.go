@@ -16,7 +16,6 @@ import (
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
-	"github.com/jisr-bus/jisr/proto/services"
 )
 
 // SignFederation signs the federation file named by --federation as
@@ -36,10 +35,15 @@ func SignFederation(g *Env, version uint64, keyPath, out string) (*federation.Bu
 	if err != nil {
 		return nil, err
 	}
-	if _, err := catalog.New(fed, services.All()); err != nil {
+	svcs, sets, err := g.Services()
+	if err != nil {
 		return nil, err
 	}
-	b := &federation.Bundle{Version: version, Created: time.Now().UTC().Truncate(time.Second), Federation: file}
+	if _, err := catalog.New(fed, svcs); err != nil {
+		return nil, err
+	}
+	// The bundle carries the descriptor sets the file names.
+	b := &federation.Bundle{Version: version, Created: time.Now().UTC().Truncate(time.Second), Federation: file, Descriptors: sets}
 	raw, err := federation.Sign(b, key)
 	if err != nil {
 		return nil, err

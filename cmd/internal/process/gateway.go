@@ -107,6 +107,10 @@ func StartGateway(ctx context.Context, g *Env, o GatewayOptions) (*GatewayNode, 
 	if err != nil {
 		return nil, err
 	}
+	sets, err := g.DescriptorSets()
+	if err != nil {
+		return nil, err
+	}
 	keyer, err := g.Keyer()
 	if err != nil {
 		return nil, err
@@ -151,7 +155,7 @@ func StartGateway(ctx context.Context, g *Env, o GatewayOptions) (*GatewayNode, 
 	}
 	n, err := node.New(node.Config{
 		Notifier:   notifier,
-		Federation: fed, Keyer: keyer, Conn: nc, Source: src, Log: g.Log, Instance: o.Instance,
+		Federation: fed, DescriptorSets: sets, Keyer: keyer, Conn: nc, Source: src, Log: g.Log, Instance: o.Instance,
 		HTTPAddr: o.HTTPAddr, HTTPTLS: httpTLSConf, ConsentJWKS: jwks,
 		SignIn: func(addr string, secure bool) (*citizen.Auth, error) {
 			return NewCitizenAuth(g, addr, secure, o.SignIn)

@@ -6,14 +6,19 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
+	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/fedwatch"
 	"github.com/jisr-bus/jisr/bus/loopback"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/services/adapter"
 )
@@ -33,8 +38,17 @@ type Config struct {
 type Option func(*options)
 
 type options struct {
-	server []grpc.ServerOption
-	tp     trace.TracerProvider
+	server     []grpc.ServerOption
+	tp         trace.TracerProvider
+	governance []ed25519.PublicKey
+}
+
+// WithFederationWatch applies the signed federation versions published in
+// the jisr_federation bucket, verified with these governance keys, without a
+// restart (bus/fedwatch, adapter.SetFederation). The bucket must exist: the
+// node does not start without it, and it is not ready once the watch stops.
+func WithFederationWatch(trusted ...ed25519.PublicKey) Option {
+	return func(o *options) { o.governance = trusted }
 }
 
 // WithServerOptions adds options to the consumer-side gRPC server.
@@ -48,10 +62,11 @@ func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options
 
 // Node is a running adapter.
 type Node struct {
-	cfg  Config
-	ad   *adapter.Adapter
-	srv  *grpc.Server
-	addr string
+	cfg   Config
+	ad    *adapter.Adapter
+	watch *fedwatch.Watcher
+	srv   *grpc.Server
+	addr  string
 }
 
 // Member is the member the adapter serves.
@@ -62,7 +77,28 @@ func (n *Node) Addr() string { return n.addr }
 
 // Ready reports whether the adapter can serve: NATS connected and, for a
 // provider, its backend SERVING over gRPC health (adapter.Ready).
-func (n *Node) Ready(ctx context.Context) error { return n.ad.Ready(ctx) }
+// With a federation watch, the watch must be running too.
+func (n *Node) Ready(ctx context.Context) error {
+	if n.watch != nil && !n.watch.Watching() {
+		return errors.New("adapter: the federation watch stopped: new versions are no longer applied")
+	}
+	return n.ad.Ready(ctx)
+}
+
+// Adapter is the running adapter.
+func (n *Node) Adapter() *adapter.Adapter { return n.ad }
+
+// FederationRefused is how many published versions the watch refused for
+// reason (fedwatch.Reason*; 0 without a watch).
+func (n *Node) FederationRefused(reason string) float64 {
+	if n.watch == nil {
+		return 0
+	}
+	return n.watch.Refused(reason)
+}
+
+// FederationVersion is the federation version in force at the adapter.
+func (n *Node) FederationVersion() uint64 { return n.ad.FederationVersion() }
 
 // Start builds the adapter, starts its provider side when the member
 // provides a service, and serves the consumer side.
@@ -95,6 +131,12 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Node, err error)
 	if n.ad, err = adapter.New(cfg.Adapter, aopts...); err != nil {
 		return nil, err
 	}
+	if len(o.governance) > 0 {
+		// Applied before the sides start: they serve the version in force.
+		if err := n.watchFederation(ctx, o.governance); err != nil {
+			return nil, err
+		}
+	}
 	if len(m.Provides) > 0 {
 		if err := n.ad.StartProvider(ctx); err != nil {
 			return nil, err
@@ -124,10 +166,34 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Node, err error)
 	return n, nil
 }
 
+// watchFederation applies the published federation version, then every
+// newer one, to the adapter.
+func (n *Node) watchFederation(ctx context.Context, trusted []ed25519.PublicKey) error {
+	js, err := jetstream.New(n.cfg.Adapter.Conn)
+	if err != nil {
+		return err
+	}
+	kv, err := js.KeyValue(ctx, subject.FederationBucket)
+	if err != nil {
+		return fmt.Errorf("adapter %s: federation watch: the bucket %s (jisr nats init creates it): %w", n.cfg.Adapter.Member, subject.FederationBucket, err)
+	}
+	n.watch, err = fedwatch.Start(ctx, fedwatch.Config{
+		Bucket: kv, Trusted: trusted, Component: "adapter",
+		Log: n.cfg.Adapter.Log.With("component", "adapter", "member", n.cfg.Adapter.Member),
+		Apply: func(b *federation.Bundle, fed *federation.Federation) error {
+			return n.ad.SetFederation(fed, b.Version, b.Descriptors)
+		},
+	})
+	return err
+}
+
 // Stop stops serving (at once when ctx ends), stops the adapter and closes
 // the connection and the source.
 func (n *Node) Stop(ctx context.Context) error {
 	var err error
+	if n.watch != nil {
+		n.watch.Stop()
+	}
 	if n.srv != nil {
 		done := make(chan struct{})
 		go func() { n.srv.GracefulStop(); close(done) }()
