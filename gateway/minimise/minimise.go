@@ -132,8 +132,11 @@ func scanNamedOnly(md protoreflect.MessageDescriptor, seen map[protoreflect.Full
 // message that holds nothing. Computed on the bytes that leave the gateway
 // (decoded again), it is exactly what was released.
 func Released(m protoreflect.Message) []string {
-	var out []string
+	out := make([]string, 0, 8)
 	releasedPlanned(m, releasePlan(m.Descriptor()), 0, &out)
+	if len(out) == 0 {
+		return nil // nothing released: a nil set, as before
+	}
 	slices.Sort(out)
 	return slices.Compact(out)
 }
