@@ -30,7 +30,7 @@ func Intersect(a, b []string) []string {
 	if b == nil {
 		return a
 	}
-	out := []string{}
+	out := make([]string, 0, len(a)+len(b)) // one allocation; never nil
 	for _, x := range a {
 		for _, y := range b {
 			switch {
@@ -67,7 +67,7 @@ func DropUnknown(m protoreflect.Message) int {
 // Trim runs a plan compiled once per message type and set of paths (see
 // plan.go): no path is built and no closure allocated per field.
 func Trim(m protoreflect.Message, paths []string) []string {
-	var released []string
+	released := make([]string, 0, 8)
 	md := m.Descriptor()
 	if paths == nil {
 		apply(m, namedOnlyPlan(md, nil))
