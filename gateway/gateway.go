@@ -389,7 +389,7 @@ func (g *Gateway) handle(nc *nats.Conn, msg *nats.Msg) {
 
 	if !g.cfg.Unsafe.SkipAudit {
 		astart := time.Now()
-		actx, aspan := g.tracer.Start(ctx, "gateway.audit.append")
+		actx, aspan := g.startStep(ctx, "gateway.audit.append")
 		// A caller hanging up must not drop the record.
 		aerr := g.cfg.Audit.Append(context.WithoutCancel(actx), d)
 		endStep(aspan, aerr)
@@ -424,7 +424,7 @@ func (g *Gateway) handle(nc *nats.Conn, msg *nats.Msg) {
 	if !d.Allowed {
 		g.log.InfoContext(ctx, "query refused", "consumer", d.Consumer, "provider", d.Provider, "method", d.Method,
 			"reason", d.Reason, "code", st.Code().String())
-	} else {
+	} else if g.log.Enabled(ctx, slog.LevelDebug) { // the arguments cost allocations even when dropped
 		g.log.DebugContext(ctx, "query answered", "consumer", d.Consumer, "provider", d.Provider, "method", d.Method,
 			"basis", d.LegalBasis, "fields", len(d.Fields))
 	}
@@ -464,7 +464,7 @@ func (g *Gateway) refuseReply(ctx context.Context, span trace.Span, d *decision.
 	d.VisibleAt = d.Time
 	g.metrics.badReplies.WithLabelValues(metricMember(consumer)).Inc()
 	if !g.cfg.Unsafe.SkipAudit {
-		actx, aspan := g.tracer.Start(ctx, "gateway.audit.append")
+		actx, aspan := g.startStep(ctx, "gateway.audit.append")
 		aerr := g.cfg.Audit.Append(context.WithoutCancel(actx), d)
 		endStep(aspan, aerr)
 		if aerr != nil {
@@ -488,6 +488,20 @@ func metricMember(m string) string {
 	}
 	return m
 }
+
+// startStep starts the span of one gateway step under the query's span.
+// When that span is not recording (not sampled, or no tracer provider) a
+// child would not be recorded either, so none is started: a non-recording
+// span still costs allocations on every query.
+func (g *Gateway) startStep(ctx context.Context, name string) (context.Context, trace.Span) {
+	if !trace.SpanFromContext(ctx).IsRecording() {
+		return ctx, noSpan
+	}
+	return g.tracer.Start(ctx, name)
+}
+
+// noSpan is a span that records nothing (the no-op span of an empty context).
+var noSpan = trace.SpanFromContext(context.Background())
 
 // endStep ends the span of one gateway step, marking it failed on err.
 func endStep(span trace.Span, err error) {
@@ -532,7 +546,7 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 	}
 	d.Purpose = purpose
 	token := msg.Header.Get(bus.HeaderConsent)
-	_, rspan := g.tracer.Start(ctx, "gateway.policy.check")
+	_, rspan := g.startStep(ctx, "gateway.policy.check")
 	rule, err := g.fs.Load().pol.Check(q.Consumer, q.Provider, m.Service, m.Name, purpose, token != "")
 	endStep(rspan, err)
 	if err != nil {
@@ -555,7 +569,7 @@ func (g *Gateway) decide(ctx context.Context, msg *nats.Msg, d *decision.Decisio
 
 	fields := ruleFields(rule)
 	if rule.LegalBasis != federation.BasisMandate && !g.cfg.Unsafe.SkipConsent {
-		cctx, cspan := g.tracer.Start(ctx, "gateway.consent.verify")
+		cctx, cspan := g.startStep(ctx, "gateway.consent.verify")
 		grant, err := g.cfg.Consent.Verify(cctx, &decision.Request{
 			Consumer: q.Consumer, ConsumerID: consumer.ID, Provider: q.Provider,
 			Service: m.Service, Method: m.Name, CKey: ck, Purpose: purpose, Token: token,
@@ -614,7 +628,7 @@ func (g *Gateway) fixParams(req proto.Message, rule *federation.Rule, m *catalog
 // fields of the bytes that leave, decoded again, so that the audit record
 // says what was released, not what was meant to be.
 func (g *Gateway) minimise(ctx context.Context, q subject.Query, m *catalog.Method, reply []byte, fields, named []string, d *decision.Decision) ([]byte, error) {
-	_, mspan := g.tracer.Start(ctx, "gateway.minimise")
+	_, mspan := g.startStep(ctx, "gateway.minimise")
 	defer mspan.End()
 	out := m.Output.New().Interface()
 	if err := proto.Unmarshal(reply, out); err != nil {

@@ -357,7 +357,7 @@ func (l *Log) Append(ctx context.Context, d *decision.Decision) error {
 	if d.CKey != "" && subject.CheckToken(d.CKey) != nil {
 		return fmt.Errorf("audit: %w: bad ckey", record.ErrBadSubject)
 	}
-	body, err := record.MarshalBody(record.FromDecision(d))
+	body, err := record.AppendBody(nil, d)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}

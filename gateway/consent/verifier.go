@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -198,7 +199,9 @@ func NewVerifier(cfg VerifierConfig, opts ...VerifierOption) (*Verifier, error) 
 // claims returns a token's verified claims, from the cache when the same
 // token was verified before. A signature costs ~50 µs; a hit, a map look-up.
 func (v *Verifier) claims(token string, now time.Time) (*Claims, error) {
-	key := sha256.Sum256([]byte(token))
+	// Hashed in place: []byte(token) would copy the token (~700 bytes) on
+	// every query; Sum256 only reads it.
+	key := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
 	gen := v.keys.gen.Load()
 	v.mu.RLock()
 	stale := v.gen != gen

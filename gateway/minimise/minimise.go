@@ -30,7 +30,7 @@ func Intersect(a, b []string) []string {
 	if b == nil {
 		return a
 	}
-	out := []string{}
+	out := make([]string, 0, len(a)+len(b)) // one allocation; never nil
 	for _, x := range a {
 		for _, y := range b {
 			switch {
@@ -63,47 +63,26 @@ func DropUnknown(m protoreflect.Message) int {
 // restriction, each populated top-level field). Call DropUnknown first:
 // Trim sees only the fields the descriptors know. What leaves is best
 // described by Released on the bytes that are sent.
+//
+// Trim runs a plan compiled once per message type and set of paths (see
+// plan.go): no path is built and no closure allocated per field.
 func Trim(m protoreflect.Message, paths []string) []string {
-	var released []string
+	released := make([]string, 0, 8)
+	md := m.Descriptor()
 	if paths == nil {
-		clearNamedOnly(m, "", nil)
-		m.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
-			released = append(released, string(fd.Name()))
-			return true
-		})
+		apply(m, namedOnlyPlan(md, nil))
+		fields := md.Fields()
+		for i := 0; i < fields.Len(); i++ {
+			if fd := fields.Get(i); m.Has(fd) {
+				released = append(released, string(fd.Name()))
+			}
+		}
 		slices.Sort(released)
 		return released
 	}
-	trim(m, "", paths, &released)
-	clearNamedOnly(m, "", paths)
+	apply1(m, trimPlan(md, paths), &released)
 	slices.Sort(released)
 	return slices.Compact(released)
-}
-
-func trim(m protoreflect.Message, prefix string, paths []string, released *[]string) {
-	var clear []protoreflect.FieldDescriptor
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		p := prefix + string(fd.Name())
-		switch {
-		case slices.ContainsFunc(paths, func(a string) bool { return covers(a, p) }):
-			*released = append(*released, p)
-		case fd.Message() != nil && !fd.IsMap() && slices.ContainsFunc(paths, func(a string) bool { return covers(p, a) }):
-			if fd.IsList() {
-				l := v.List()
-				for i := 0; i < l.Len(); i++ {
-					trim(l.Get(i).Message(), p+".", paths, released)
-				}
-			} else {
-				trim(v.Message(), p+".", paths, released)
-			}
-		default:
-			clear = append(clear, fd)
-		}
-		return true
-	})
-	for _, fd := range clear {
-		m.Clear(fd)
-	}
 }
 
 // ClearNamedOnly clears every (jisr.v1.named_only) field of m that no path
@@ -112,37 +91,7 @@ func trim(m protoreflect.Message, prefix string, paths []string, released *[]str
 // released only where the rule names it, never because a consent token's
 // fields do — one citizen's consent does not reach another.
 func ClearNamedOnly(m protoreflect.Message, named []string) {
-	clearNamedOnly(m, "", named)
-}
-
-// clearNamedOnly clears every (jisr.v1.named_only) field of m that no path
-// names (the path itself or one under it).
-func clearNamedOnly(m protoreflect.Message, prefix string, paths []string) {
-	if !hasNamedOnly(m.Descriptor()) {
-		return
-	}
-	var clear []protoreflect.FieldDescriptor
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		p := prefix + string(fd.Name())
-		if eidfield.IsNamedOnly(fd) && !slices.ContainsFunc(paths, func(a string) bool { return covers(p, a) }) {
-			clear = append(clear, fd)
-			return true
-		}
-		switch {
-		case fd.Message() == nil || fd.IsMap():
-		case fd.IsList():
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				clearNamedOnly(l.Get(i).Message(), p+".", paths)
-			}
-		default:
-			clearNamedOnly(v.Message(), p+".", paths)
-		}
-		return true
-	})
-	for _, fd := range clear {
-		m.Clear(fd)
-	}
+	apply(m, namedOnlyPlan(m.Descriptor(), named))
 }
 
 var namedOnly sync.Map // protoreflect.FullName → bool
@@ -183,12 +132,17 @@ func scanNamedOnly(md protoreflect.MessageDescriptor, seen map[protoreflect.Full
 // message that holds nothing. Computed on the bytes that leave the gateway
 // (decoded again), it is exactly what was released.
 func Released(m protoreflect.Message) []string {
-	var out []string
-	released(m, "", &out)
+	out := make([]string, 0, 8)
+	releasedPlanned(m, releasePlan(m.Descriptor()), 0, &out)
+	if len(out) == 0 {
+		return nil // nothing released: a nil set, as before
+	}
 	slices.Sort(out)
 	return slices.Compact(out)
 }
 
+// released is Released below a depth where no plan is kept (a recursive
+// message nested deeper than maxPlanDepth): it builds each path.
 func released(m protoreflect.Message, prefix string, out *[]string) {
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		p := prefix + string(fd.Name())

@@ -23,6 +23,49 @@ func Drop(m protoreflect.Message) int {
 		n += countFields(u)
 		m.SetUnknown(nil)
 	}
+	md := m.Descriptor()
+	if md.ExtensionRanges().Len() > 0 {
+		return n + dropRange(m) // extensions are populated fields only Range lists
+	}
+	// The descriptor's fields, not m.Range: Range takes a closure, which
+	// costs an allocation per message on every query.
+	fields := md.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil && m.Has(fd) {
+				n += dropMap(m.Get(fd).Map())
+			}
+		case fd.Message() == nil:
+		case !m.Has(fd):
+		case fd.IsList():
+			l := m.Get(fd).List()
+			for i := 0; i < l.Len(); i++ {
+				n += Drop(l.Get(i).Message())
+			}
+		default:
+			n += Drop(m.Get(fd).Message())
+		}
+	}
+	return n
+}
+
+// dropMap drops the unknown fields of a map's message values (its own
+// function: a counter captured by the Range closure would be allocated on
+// every call of Drop).
+func dropMap(mp protoreflect.Map) int {
+	n := 0
+	mp.Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+		n += Drop(mv.Message())
+		return true
+	})
+	return n
+}
+
+// dropRange is Drop's walk for a message that may hold extensions.
+func dropRange(m protoreflect.Message) int {
+	n := 0
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
 		case fd.IsMap():
