@@ -145,6 +145,9 @@ func (s *Server) look(r *http.Request, view, ckey, detail string) error {
 	d := &decision.Decision{
 		Time: s.cfg.Now(), Consumer: "auditor", Service: "jisr.console", Method: view, CKey: ckey,
 		Purpose: "audit-review", LegalBasis: "oversight", Rule: detail, Allowed: true, Reason: decision.ReasonAllowed,
+		// Which auditor looked: the certificate's SPIFFE ID, or the human
+		// who signed in by OIDC (oidc:<issuer>#<subject>).
+		TokenID: whoOf(r.Context()),
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
