@@ -2,6 +2,8 @@ package console
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -152,4 +154,22 @@ func IdentifyByRole(claim, role string) func(claims map[string]any) (string, err
 		}
 		return OIDCPrefix + iss + "#" + sub, nil
 	}
+}
+
+// OptionalClientCert turns an mTLS server configuration (go-spiffe's,
+// which requires a certificate) into one that asks for a certificate but
+// lets a browser without one finish the handshake, for the OIDC sign-in.
+// A certificate that is given is still verified (by c's own check), and
+// the console verifies it again per request (Auth.Authenticate).
+func OptionalClientCert(c *tls.Config) *tls.Config {
+	c = c.Clone()
+	c.ClientAuth = tls.RequestClientCert
+	verify := c.VerifyPeerCertificate
+	c.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+		if len(raw) == 0 || verify == nil {
+			return nil
+		}
+		return verify(raw, chains)
+	}
+	return c
 }
