@@ -27,7 +27,7 @@ const demoAuditor = "auditor-1" // the demo provider's user with the role
 func oidcHarness(t *testing.T) (*harness, *devidp.Provider) {
 	t.Helper()
 	idp, err := devidp.Start("127.0.0.1:0", devidp.Config{
-		Citizens: []devidp.Citizen{{EID: demoAuditor, Roles: []string{"auditor"}}, {EID: alice}, {EID: bob, Roles: []string{"clerk"}}},
+		Citizens:     []devidp.Citizen{{EID: demoAuditor, Roles: []string{"auditor"}}, {EID: alice}, {EID: bob, Roles: []string{"clerk"}}},
 		ClientSecret: "console-secret", ACR: citizen.DefaultACR, Log: bustest.Logger(t),
 	})
 	if err != nil {

@@ -8,8 +8,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
-	"strings"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
