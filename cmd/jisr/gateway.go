@@ -54,6 +54,7 @@ Without --oidc-issuer there is no citizen sign-in.`,
 	cmd.Flags().BoolVar(&o.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP port (profiling only)")
 	_ = cmd.Flags().MarkHidden("pprof")
 	signinFlags(cmd, &o.SignIn)
+	consoleSignInFlags(cmd, &o.ConsoleSignIn)
 	auditFlags(cmd, &g.Audit)
 	return cmd
 }
