@@ -433,8 +433,8 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 var AfterLoginPages = map[string]string{"citizen": "/citizen/"}
 
 func (a *Auth) refuse(w http.ResponseWriter, code int, reason error) {
-	a.log.Warn("citizen sign-in refused", "reason", reason)
-	writeError(w, code, "sign-in failed: start again from the access log page")
+	a.log.Warn("sign-in refused", "reason", reason)
+	writeError(w, code, "sign-in failed: start again from "+a.cfg.Paths.Login)
 }
 
 // startSession rotates: the browser's previous session, if any, ends, and a
