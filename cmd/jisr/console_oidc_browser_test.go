@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -43,10 +44,22 @@ func TestConsoleOIDCInTheBrowser(t *testing.T) {
 		t.Fatalf("before sign-in: %q", got)
 	}
 	// The demo auditor signs in through the demo provider and lands on the decisions.
-	if err := chromedp.Do(auditor, chromedp.Navigate(base+"/console/login"),
+	step, cancel := context.WithTimeout(auditor, 45*time.Second)
+	defer cancel()
+	if err := chromedp.Do(step, chromedp.Navigate(base+"/console/login"),
 		chromedp.Click(chromedp.CSS(`button[name=eid][value="`+dev.DemoAuditor+`"]`), chromedp.NodeVisible),
-		chromedp.WaitVisible(chromedp.ID("decisions"))); err != nil {
-		t.Fatalf("the auditor's sign-in: %v\n%s", err, page(t, auditor))
+		chromedp.WaitVisible(chromedp.CSS("header h1"))); err != nil {
+		loc, _ := chromedp.Run(auditor, chromedp.Evaluate[string]("location.href"))
+		var logs []string
+		for _, l := range strings.Split(f.logs.String(), "\n") {
+			if strings.Contains(l, "sign-in") {
+				logs = append(logs, l)
+			}
+		}
+		t.Fatalf("the auditor's sign-in: %v\nat %s:\n%s\n%s", err, loc, page(t, auditor), strings.Join(logs, "\n"))
+	}
+	if got := page(t, auditor); !strings.Contains(got, "Auditor's console") || !strings.Contains(got, "recorded in the audit log") {
+		t.Fatalf("the signed-in auditor's console: %q", got)
 	}
 	if shots := os.Getenv("JISR_SCREENSHOTS"); shots != "" {
 		if png, err := chromedp.Run(auditor, chromedp.FullScreenshot(100)); err == nil {
