@@ -129,8 +129,14 @@ func (s *Server) Routes() map[string]http.Handler {
 
 // TracesHandler is GET /v1/traces/{id} for the gateway's main HTTP side:
 // the auditor only, and audited.
+//
+// The console's OIDC session is not honoured there (the auditor's
+// certificate only): cookies are not bound to a port, and that port also
+// serves the citizens' pages.
 func (s *Server) TracesHandler() http.Handler {
-	return s.cfg.Auth.Require(http.HandlerFunc(s.traceJSON))
+	a := s.cfg.Auth
+	a.Sessions = nil
+	return a.Require(http.HandlerFunc(s.traceJSON))
 }
 
 func (s *Server) css(w http.ResponseWriter, _ *http.Request) {

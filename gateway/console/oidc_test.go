@@ -223,3 +223,27 @@ func TestOIDCSignInWithTheAuditorRole(t *testing.T) {
 		t.Fatalf("after logout: %d, want 401", code)
 	}
 }
+
+// The gateway's main port's /v1/traces ignores the console's session.
+func TestTracesOnTheMainPortIgnoreTheSession(t *testing.T) {
+	h, idp := oidcHarness(t)
+	c := h.browser(t)
+	if code := signIn(t, h, idp, c, demoAuditor); code != http.StatusOK {
+		t.Fatalf("the auditor's sign-in: %d", code)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/traces/{id}", h.srv.TracesHandler())
+	req, _ := http.NewRequest(http.MethodGet, h.url+"/v1/traces/0123456789abcdef0123456789abcdef", nil)
+	for _, ck := range c.Jar.Cookies(req.URL) {
+		req.AddCookie(ck)
+	}
+	rec := &recorder{h: http.Header{}}
+	mux.ServeHTTP(rec, req)
+	if rec.code != http.StatusUnauthorized {
+		t.Fatalf("/v1/traces on the main port with the console's session: %d, want 401", rec.code)
+	}
+	// On the console's port the same session reads traces.
+	if code, _ := get(t, c, h.url+"/v1/traces/0123456789abcdef0123456789abcdef"); code == http.StatusUnauthorized || code == http.StatusForbidden {
+		t.Fatalf("/v1/traces on the console's port with the session: %d", code)
+	}
+}
