@@ -14,6 +14,7 @@ import (
 	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
+	"github.com/jisr-bus/jisr/gateway/console"
 )
 
 // Options are the flags of `jisr dev`.
@@ -67,13 +68,14 @@ func checkBackends(fed *federation.Federation, backends map[string]string) error
 
 // devFederation is a running dev federation, stopped in reverse order.
 type devFederation struct {
-	idp      *devidp.Provider
-	NATS     *natsserver.Server
-	backends []*process.BackendNode
-	gateway  *process.GatewayNode
-	consent  *process.ConsentNode // the consent service, apart from the gateway: it alone holds the signing key
-	adapters []*process.AdapterNode
-	external map[string]string // members' own backends (--backend)
+	idp         *devidp.Provider
+	consoleOIDC bool // the console takes the OIDC sign-in too
+	NATS        *natsserver.Server
+	backends    []*process.BackendNode
+	gateway     *process.GatewayNode
+	consent     *process.ConsentNode // the consent service, apart from the gateway: it alone holds the signing key
+	adapters    []*process.AdapterNode
+	external    map[string]string // members' own backends (--backend)
 	// stopWatch ends the NATS server's watch of the federation versions.
 	stopWatch func()
 }
@@ -136,6 +138,7 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 	}
 	gwo := process.GatewayOptions{HTTPAddr: o.HTTPAddr, GRPCAddr: o.GRPCAddr, ConsoleAddr: o.ConsoleAddr, Instance: "gw-1", SignIn: signin}
 	if o.ConsoleOIDC {
+		d.consoleOIDC = true
 		gwo.ConsoleSignIn = process.ConsoleSignInOptions{Issuer: d.idp.Issuer(), ClientID: d.idp.ClientID(),
 			ClientSecret: signin.OIDCClientSecret, AllowRedirect: d.idp.AllowRedirect}
 	}
@@ -297,6 +300,9 @@ func (d *devFederation) endpoints() Endpoints {
 	ep := Endpoints{NATS: d.NATS.ClientURL(), GatewayHTTP: scheme + d.gateway.Addr(), GatewayGRPC: d.gateway.GRPCAddr(), OIDCIssuer: d.idp.Issuer()}
 	if a := d.gateway.ConsoleAddr(); a != "" {
 		ep.Console = "https://" + a + "/console/"
+		if d.consoleOIDC {
+			ep.ConsoleLogin = "https://" + a + console.PathLogin
+		}
 	}
 	for _, a := range d.adapters {
 		ep.Adapters = append(ep.Adapters, Endpoint{Member: a.Member(), Addr: a.Addr()})
