@@ -57,12 +57,24 @@ func (o ConsoleSignInOptions) secret() (string, error) {
 }
 
 // consoleSignInOption is the node option of the console's OIDC sign-in
-// (nil without an issuer): gateway/citizen's relying party, sessions and
-// CSRF protection, configured for the auditor's role.
+// (nil without an issuer).
 func consoleSignInOption(g *Env, o ConsoleSignInOptions) (node.Option, error) {
 	if o.Issuer == "" {
 		return nil, nil
 	}
+	if o.ClientID == "" {
+		return nil, UsageError{errors.New("--console-oidc-client-id is required with --console-oidc-issuer")}
+	}
+	if _, err := o.secret(); err != nil {
+		return nil, err
+	}
+	return node.WithConsoleSignIn(func(addr string) (*citizen.Auth, error) { return NewConsoleAuth(g, addr, o) }), nil
+}
+
+// NewConsoleAuth is the console's OIDC sign-in for a console listening on
+// addr: gateway/citizen's relying party, sessions and CSRF protection,
+// configured for the auditor's role (console.IdentifyByRole).
+func NewConsoleAuth(g *Env, addr string, o ConsoleSignInOptions) (*citizen.Auth, error) {
 	if o.ClientID == "" {
 		return nil, UsageError{errors.New("--console-oidc-client-id is required with --console-oidc-issuer")}
 	}
@@ -76,29 +88,27 @@ func consoleSignInOption(g *Env, o ConsoleSignInOptions) (node.Option, error) {
 	if o.Role == "" {
 		o.Role = DefaultConsoleRole
 	}
-	return node.WithConsoleSignIn(func(addr string) (*citizen.Auth, error) {
-		redirect := o.RedirectURL
-		if redirect == "" {
-			if !loopback.Is(addr) {
-				return nil, UsageError{errors.New("--console-oidc-redirect-url is required off loopback")}
-			}
-			redirect = "https://" + addr + console.PathCallback
+	redirect := o.RedirectURL
+	if redirect == "" {
+		if !loopback.Is(addr) {
+			return nil, UsageError{errors.New("--console-oidc-redirect-url is required off loopback")}
 		}
-		if o.AllowRedirect != nil {
-			o.AllowRedirect(redirect)
-		}
-		a, err := citizen.New(citizen.Config{
-			OIDC: &citizen.OIDC{Issuer: o.Issuer, ClientID: o.ClientID, ClientSecret: secret, RedirectURL: redirect, ACR: o.ACR},
-			// The console is HTTPS only: Secure, __Host- cookies of its own.
-			Secure: true, CookiePrefix: "jisr_console", Log: g.Log.With("component", "console-sign-in"),
-			Identify: console.IdentifyByRole(o.RoleClaim, o.Role),
-			Paths: citizen.Paths{Login: console.PathLogin, Callback: console.PathCallback, Logout: console.PathLogout,
-				Session: console.PathSession, After: "/console/"},
-		})
-		if err != nil {
-			return nil, UsageError{err}
-		}
-		g.Log.Info("console sign-in through OpenID Connect", "issuer", o.Issuer, "role_claim", o.RoleClaim, "role", o.Role, "redirect", redirect)
-		return a, nil
-	}), nil
+		redirect = "https://" + addr + console.PathCallback
+	}
+	if o.AllowRedirect != nil {
+		o.AllowRedirect(redirect)
+	}
+	a, err := citizen.New(citizen.Config{
+		OIDC: &citizen.OIDC{Issuer: o.Issuer, ClientID: o.ClientID, ClientSecret: secret, RedirectURL: redirect, ACR: o.ACR},
+		// The console is HTTPS only: Secure, __Host- cookies of its own.
+		Secure: true, CookiePrefix: "jisr_console", Log: g.Log.With("component", "console-sign-in"),
+		Identify: console.IdentifyByRole(o.RoleClaim, o.Role),
+		Paths: citizen.Paths{Login: console.PathLogin, Callback: console.PathCallback, Logout: console.PathLogout,
+			Session: console.PathSession, After: "/console/"},
+	})
+	if err != nil {
+		return nil, UsageError{err}
+	}
+	g.Log.Info("console sign-in through OpenID Connect", "issuer", o.Issuer, "role_claim", o.RoleClaim, "role", o.Role, "redirect", redirect)
+	return a, nil
 }
