@@ -8,5 +8,5 @@ VET_TAGS += browser
 
 .PHONY: test-console
 
-test-console: ## The auditor's console in headless Chromium (mTLS client certificate; needs root, chromium, libnss3-tools, openssl)
-	cd cmd && JISR_SCREENSHOTS=$(CURDIR)/var/screenshots $(GO) test -tags browser -count=1 -timeout 10m -run '^TestConsoleInTheBrowser$$' ./jisr
+test-console: ## The auditor's console in headless Chromium (mTLS client certificate, and OIDC with the role; needs root, chromium, libnss3-tools, openssl)
+	cd cmd && JISR_SCREENSHOTS=$(CURDIR)/var/screenshots $(GO) test -tags browser -count=1 -timeout 10m -run '^(TestConsoleInTheBrowser|TestConsoleOIDCInTheBrowser)$$' ./jisr

@@ -49,6 +49,7 @@ Ctrl-C shuts everything down gracefully.`,
 	cmd.Flags().StringVar(&o.HTTPAddr, "http", "127.0.0.1:8080", "gateway HTTP address")
 	cmd.Flags().StringVar(&o.GRPCAddr, "grpc", "127.0.0.1:7000", "gateway gRPC address (consent and access-log APIs)")
 	cmd.Flags().StringVar(&o.ConsoleAddr, "console", "127.0.0.1:8443", "the auditor's console (HTTPS, the auditor's client certificate: <certs>/svid/auditor.pem; \"\" for none)")
+	cmd.Flags().BoolVar(&o.ConsoleOIDC, "console-oidc", false, "also let the demo provider's auditor (user \"auditor\", role auditor) sign in to the console by OIDC: https://<console>/console/login")
 	cmd.Flags().StringVar(&o.IdPAddr, "idp", "127.0.0.1:8090", "loopback address of the embedded demo OpenID Provider (citizen sign-in)")
 	cmd.Flags().StringToStringVar(&o.Backends, "backend", nil, "MEMBER=ADDR: use your own gRPC backend at ADDR for MEMBER instead of its reference backend (repeatable; docs/integrate.md)")
 	cmd.Flags().BoolVar(&o.DemoLogin, "demo-login", false, "also let anyone sign in as a citizen by eID alone (POST /access-log/login; loopback only)")

@@ -41,7 +41,7 @@ Without --oidc-issuer there is no citizen sign-in.`,
 	}
 	cmd.Flags().StringVar(&o.HTTPAddr, "http", "127.0.0.1:8080", "HTTP listen address (health, metrics, consent, access log)")
 	cmd.Flags().StringVar(&o.GRPCAddr, "grpc", "127.0.0.1:7000", "gRPC listen address of the consent and access-log APIs (plaintext on loopback only, else mTLS)")
-	cmd.Flags().StringVar(&o.ConsoleAddr, "console", "", "listen address of the auditor's console (HTTPS, the auditor's client certificate only; docs/console.md)")
+	cmd.Flags().StringVar(&o.ConsoleAddr, "console", "", "listen address of the auditor's console (HTTPS: the auditor's client certificate, or with --console-oidc-issuer a sign-in with the auditor's role; docs/console.md)")
 	cmd.Flags().StringVar(&o.GovernancePub, "governance-pub", "", "the governance public key that verifies the signed federation versions the gateway applies without a restart (default <certs>/governance/governance.pub); the bucket jisr_federation must exist (jisr nats init)")
 	cmd.Flags().StringVar(&o.ConsentJWKS, "consent-jwks", "", "the consent service's public keys, a JWKS file reloaded when it changes (default <certs>/consent-jwks.json); the gateway refuses to start if it holds a private key")
 	cmd.Flags().StringVar(&o.NotifyWebhook, "notify-webhook", "", "POST each citizen notification (an access to their data) as signed JSON to this https URL (an SMS or e-mail gateway; see docs/citizen.md); default: log them")
@@ -54,6 +54,7 @@ Without --oidc-issuer there is no citizen sign-in.`,
 	cmd.Flags().BoolVar(&o.Pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the HTTP port (profiling only)")
 	_ = cmd.Flags().MarkHidden("pprof")
 	signinFlags(cmd, &o.SignIn)
+	consoleSignInFlags(cmd, &o.ConsoleSignIn)
 	auditFlags(cmd, &g.Audit)
 	return cmd
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"io"
 	"log/slog"
 	"mime"
@@ -80,7 +81,29 @@ type Config struct {
 	MaxAge      time.Duration // default DefaultMaxAge
 	Log         *slog.Logger
 	Now         func() time.Time
+
+	// Identify turns this sign-in into another population's (the auditor's
+	// console): it decides from the verified ID token's claims who signs
+	// in (the session holds what it returns) instead of the acr and eID
+	// checks; acr is then checked only when OIDC.ACR is given, and
+	// Federation, Keyer and the eID cookie are not used. DemoLogin is
+	// refused with it.
+	Identify func(claims map[string]any) (string, error)
+	// Paths of the sign-in (default the citizen's, under /access-log/).
+	Paths Paths
+	// CookiePrefix names the cookies, <prefix>_session and <prefix>_login
+	// (default "jisr"): a second sign-in on the same host keeps its own.
+	CookiePrefix string
 }
+
+// Paths are where a sign-in's routes live.
+type Paths struct {
+	Login, Callback, Logout, Session string
+	After                            string // where a completed sign-in lands
+}
+
+// CitizenPaths are the citizen's sign-in paths.
+var CitizenPaths = Paths{Login: PathLogin, Callback: PathCallback, Logout: PathLogout, Session: PathSession, After: AfterLogin}
 
 // Auth signs citizens in and authenticates their requests.
 type Auth struct {
@@ -97,7 +120,16 @@ type Auth struct {
 
 // New validates cfg and returns the sign-in.
 func New(cfg Config) (*Auth, error) {
-	if cfg.Federation == nil || cfg.Keyer == nil {
+	if cfg.Paths == (Paths{}) {
+		cfg.Paths = CitizenPaths
+	}
+	if cfg.CookiePrefix == "" {
+		cfg.CookiePrefix = "jisr"
+	}
+	switch {
+	case cfg.Identify != nil && (cfg.DemoLogin || cfg.OIDC == nil):
+		return nil, fmt.Errorf("%w: a sign-in with Identify needs OIDC and no demo login", ErrConfig)
+	case cfg.Identify == nil && (cfg.Federation == nil || cfg.Keyer == nil):
 		return nil, fmt.Errorf("%w: Federation and Keyer are required", ErrConfig)
 	}
 	if o := cfg.OIDC; o != nil {
@@ -109,13 +141,13 @@ func New(cfg Config) (*Auth, error) {
 			return nil, fmt.Errorf("%w: the OIDC client ID and secret are required", ErrConfig)
 		}
 		ru, err := url.Parse(o.RedirectURL)
-		if err != nil || ru.Host == "" || ru.Path != PathCallback || !loopback.SecureURL(ru) {
-			return nil, fmt.Errorf("%w: the redirect URL must be https://<gateway>%s (http only on loopback)", ErrConfig, PathCallback)
+		if err != nil || ru.Host == "" || ru.Path != cfg.Paths.Callback || !loopback.SecureURL(ru) {
+			return nil, fmt.Errorf("%w: the redirect URL must be https://<gateway>%s (http only on loopback)", ErrConfig, cfg.Paths.Callback)
 		}
 		if o.EIDClaim == "" {
 			o.EIDClaim = DefaultEIDClaim
 		}
-		if len(o.ACR) == 0 {
+		if len(o.ACR) == 0 && cfg.Identify == nil {
 			o.ACR = []string{DefaultACR}
 		}
 		if o.HTTPClient == nil {
@@ -160,16 +192,16 @@ func (a *Auth) IssueSession(ckey string) (string, error) { return a.sessions.cre
 // CookieName is the session cookie's name: __Host- prefixed when Secure.
 func (a *Auth) CookieName() string {
 	if a.cfg.Secure {
-		return "__Host-jisr_session"
+		return "__Host-" + a.cfg.CookiePrefix + "_session"
 	}
-	return "jisr_session"
+	return a.cfg.CookiePrefix + "_session"
 }
 
 func (a *Auth) loginCookieName() string {
 	if a.cfg.Secure {
-		return "__Host-jisr_login"
+		return "__Host-" + a.cfg.CookiePrefix + "_login"
 	}
-	return "jisr_login"
+	return a.cfg.CookiePrefix + "_login"
 }
 
 // Authenticate checks a bearer session ID (gRPC metadata, API clients) and
@@ -213,13 +245,17 @@ func unsafeMethod(m string) bool {
 
 // Routes returns the sign-in routes, keyed by mux pattern.
 func (a *Auth) Routes() map[string]http.Handler {
-	return map[string]http.Handler{
-		"GET " + PathLogin:    http.HandlerFunc(a.startLogin),
-		"POST " + PathLogin:   http.HandlerFunc(a.demoLogin),
-		"GET " + PathCallback: http.HandlerFunc(a.callback),
-		"POST " + PathLogout:  http.HandlerFunc(a.logout),
-		"GET " + PathSession:  http.HandlerFunc(a.sessionInfo),
+	p := a.cfg.Paths
+	routes := map[string]http.Handler{
+		"GET " + p.Login:    http.HandlerFunc(a.startLogin),
+		"GET " + p.Callback: http.HandlerFunc(a.callback),
+		"POST " + p.Logout:  http.HandlerFunc(a.logout),
+		"GET " + p.Session:  http.HandlerFunc(a.sessionInfo),
 	}
+	if a.cfg.Identify == nil {
+		routes["POST "+p.Login] = http.HandlerFunc(a.demoLogin)
+	}
+	return routes
 }
 
 // sessionInfo tells the page how the citizen can sign in and whether they are.
@@ -251,7 +287,7 @@ func (a *Auth) startLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	verifier := oauth2.GenerateVerifier()
 	next := r.URL.Query().Get("next")
-	if _, ok := AfterLoginPages[next]; !ok {
+	if _, ok := AfterLoginPages[next]; !ok || a.cfg.Identify != nil {
 		next = ""
 	}
 	sealed, err := a.logins.seal(&pendingLogin{State: state, Nonce: nonce, Verifier: verifier, Expires: a.cfg.Now().Add(loginTTL).Unix(), Next: next})
@@ -264,8 +300,11 @@ func (a *Auth) startLogin(w http.ResponseWriter, r *http.Request) {
 		Name: a.loginCookieName(), Value: sealed, Path: "/", MaxAge: int(loginTTL.Seconds()),
 		HttpOnly: true, Secure: a.cfg.Secure, SameSite: http.SameSiteLaxMode,
 	})
-	u := oc.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce),
-		oauth2.SetAuthURLParam("acr_values", strings.Join(a.cfg.OIDC.ACR, " ")))
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)}
+	if len(a.cfg.OIDC.ACR) > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("acr_values", strings.Join(a.cfg.OIDC.ACR, " ")))
+	}
+	u := oc.AuthCodeURL(state, opts...)
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, u, http.StatusFound)
 }
@@ -354,8 +393,21 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 		a.refuse(w, http.StatusUnauthorized, err)
 		return
 	}
-	if acr, _ := claims["acr"].(string); !slices.Contains(a.cfg.OIDC.ACR, acr) {
+	if acr, _ := claims["acr"].(string); (a.cfg.Identify == nil || len(a.cfg.OIDC.ACR) > 0) && !slices.Contains(a.cfg.OIDC.ACR, acr) {
 		a.refuse(w, http.StatusForbidden, errACR)
+		return
+	}
+	if a.cfg.Identify != nil {
+		who, err := a.cfg.Identify(claims)
+		if err != nil {
+			a.refuse(w, http.StatusForbidden, err)
+			return
+		}
+		if _, err := a.startSession(w, r, who); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "too many sessions; retry later")
+			return
+		}
+		landing(w, a.cfg.Paths.After)
 		return
 	}
 	raweid, _ := claims[a.cfg.OIDC.EIDClaim].(string)
@@ -381,8 +433,8 @@ func (a *Auth) callback(w http.ResponseWriter, r *http.Request) {
 var AfterLoginPages = map[string]string{"citizen": "/citizen/"}
 
 func (a *Auth) refuse(w http.ResponseWriter, code int, reason error) {
-	a.log.Warn("citizen sign-in refused", "reason", reason)
-	writeError(w, code, "sign-in failed: start again from the access log page")
+	a.log.Warn("sign-in refused", "reason", reason)
+	writeError(w, code, "sign-in failed: start again from "+a.cfg.Paths.Login)
 }
 
 // startSession rotates: the browser's previous session, if any, ends, and a
@@ -471,8 +523,22 @@ func (a *Auth) logout(w http.ResponseWriter, r *http.Request) {
 		a.sessions.destroy(c.Value)
 	}
 	http.SetCookie(w, &http.Cookie{Name: a.CookieName(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: a.cfg.Secure, SameSite: http.SameSiteStrictMode})
-	a.clearEIDCookie(w)
+	if a.cfg.Identify == nil {
+		a.clearEIDCookie(w)
+	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// landing ends a sign-in with a same-origin page that moves on to `to`:
+// the browser arrives at the callback by a cross-site redirect, on which it
+// would not send the SameSite=Strict session cookie (nor Sec-Fetch-Site:
+// same-origin) to a redirect's target; from this page it does.
+func landing(w http.ResponseWriter, to string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+	q := template.HTMLEscapeString(to)
+	_, _ = io.WriteString(w, `<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=`+q+`"><title>Signed in</title></head><body><p><a href="`+q+`">Continue</a></p></body></html>`)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

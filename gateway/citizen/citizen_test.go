@@ -662,6 +662,38 @@ func TestConfigRefusesPlaintextIssuerOffLoopback(t *testing.T) {
 	}
 }
 
+// A sign-in for another population (Identify) has no demo login and no
+// eID: it needs OIDC, refuses DemoLogin, serves no POST login, and its
+// redirect URL must be its own callback path.
+func TestIdentifySignInConfig(t *testing.T) {
+	t.Parallel()
+	id := func(map[string]any) (string, error) { return "x", nil }
+	paths := citizen.Paths{Login: "/console/login", Callback: "/console/callback", Logout: "/console/logout", Session: "/console/session", After: "/console/"}
+	o := func(ru string) *citizen.OIDC {
+		return &citizen.OIDC{Issuer: "https://idp.example", ClientID: "c", ClientSecret: "s", RedirectURL: ru}
+	}
+	for name, cfg := range map[string]citizen.Config{
+		"no OIDC":          {Identify: id, Paths: paths},
+		"demo login":       {Identify: id, Paths: paths, DemoLogin: true, OIDC: o("https://gw.example/console/callback")},
+		"citizen's path":   {Identify: id, Paths: paths, OIDC: o("https://gw.example/access-log/callback")},
+		"plaintext issuer": {Identify: id, Paths: paths, OIDC: &citizen.OIDC{Issuer: "http://idp.example", ClientID: "c", ClientSecret: "s", RedirectURL: "https://gw.example/console/callback"}},
+	} {
+		if _, err := citizen.New(cfg); !errors.Is(err, citizen.ErrConfig) {
+			t.Errorf("%s: %v, want ErrConfig", name, err)
+		}
+	}
+	a, err := citizen.New(citizen.Config{Identify: id, Paths: paths, CookiePrefix: "jisr_console", Secure: true, OIDC: o("https://gw.example/console/callback")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.Routes()["POST /console/login"]; ok {
+		t.Fatal("a sign-in with Identify serves the demo login")
+	}
+	if a.CookieName() != "__Host-jisr_console_session" {
+		t.Fatalf("cookie %q", a.CookieName())
+	}
+}
+
 // One citizen signing in again and again cannot fill the session store:
 // past citizen.SessionsPerCitizen sessions, each sign-in ends that citizen's oldest.
 func TestOneCitizenCannotFillTheSessionStore(t *testing.T) {

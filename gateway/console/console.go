@@ -129,8 +129,14 @@ func (s *Server) Routes() map[string]http.Handler {
 
 // TracesHandler is GET /v1/traces/{id} for the gateway's main HTTP side:
 // the auditor only, and audited.
+//
+// The console's OIDC session is not honoured there (the auditor's
+// certificate only): cookies are not bound to a port, and that port also
+// serves the citizens' pages.
 func (s *Server) TracesHandler() http.Handler {
-	return s.cfg.Auth.Require(http.HandlerFunc(s.traceJSON))
+	a := s.cfg.Auth
+	a.Sessions = nil
+	return a.Require(http.HandlerFunc(s.traceJSON))
 }
 
 func (s *Server) css(w http.ResponseWriter, _ *http.Request) {
@@ -145,6 +151,9 @@ func (s *Server) look(r *http.Request, view, ckey, detail string) error {
 	d := &decision.Decision{
 		Time: s.cfg.Now(), Consumer: "auditor", Service: "jisr.console", Method: view, CKey: ckey,
 		Purpose: "audit-review", LegalBasis: "oversight", Rule: detail, Allowed: true, Reason: decision.ReasonAllowed,
+		// Which auditor looked: the certificate's SPIFFE ID, or the human
+		// who signed in by OIDC (oidc:<issuer>#<subject>).
+		TokenID: whoOf(r.Context()),
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()

@@ -69,6 +69,10 @@ type harnessOptions struct {
 	rules       console.Rules
 	// secondLog also opens log gw-2 (harness.log2), checkpointed only hourly.
 	secondLog bool
+	// signIn, given the console's base URL, returns the OIDC sign-in's
+	// sessions and routes: the console then also admits a signed-in
+	// auditor, and the handshake lets a browser without a certificate in.
+	signIn func(base string) (console.Sessions, map[string]http.Handler)
 }
 
 func newHarnessWith(t *testing.T, o harnessOptions) *harness {
@@ -128,9 +132,19 @@ func newHarnessWith(t *testing.T, o harnessOptions) *harness {
 	h := &harness{env: env, log: l, log2: l2, store: store, traces: telemetry.NewMemory(1000), logs: &bytes.Buffer{}, now: time.Now()}
 	h.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(h.traces))
 	gwSrc := env.Source(t, env.ID("gateway"))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.url = "https://" + lis.Addr().String()
+	auth := console.Auth{Auditor: env.ID("auditor"), Bundle: gwSrc}
+	var signInRoutes map[string]http.Handler
+	if o.signIn != nil {
+		auth.Sessions, signInRoutes = o.signIn(h.url)
+	}
 	h.srv, err = console.New(console.Config{
 		Federation: env.Fed, Keyer: env.Keyer, Store: store, Records: records, Checkpoints: ckpts, Keys: keys,
-		Traces: h.traces, Audit: l, Auth: console.Auth{Auditor: env.ID("auditor"), Bundle: gwSrc},
+		Traces: h.traces, Audit: l, Auth: auth,
 		Log: bustest.Logger(t), CheckpointEvery: time.Second,
 		Rules: o.rules,
 	})
@@ -141,15 +155,16 @@ func newHarnessWith(t *testing.T, o harnessOptions) *harness {
 	for p, hd := range h.srv.Routes() {
 		mux.Handle(p, hd)
 	}
+	for p, hd := range signInRoutes {
+		mux.Handle(p, hd)
+	}
 	tlsConf := svid.ServerTLS(gwSrc, tlsconfig.AuthorizeMemberOf(env.Fed.TrustDomain))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if o.signIn != nil {
+		tlsConf = console.OptionalClientCert(tlsConf)
 	}
 	hs := &http.Server{Handler: mux, TLSConfig: tlsConf, ErrorLog: nil}
 	go hs.Serve(tls.NewListener(lis, tlsConf))
 	t.Cleanup(func() { hs.Close() })
-	h.url = "https://" + lis.Addr().String()
 	return h
 }
 

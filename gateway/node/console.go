@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/gateway"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
+	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/console"
 )
 
@@ -29,6 +31,31 @@ func WithTraces(m *telemetry.Memory) Option { return func(o *options) { o.traces
 // certificate gets an answer (gateway/console).
 func WithConsole(addr string, tlsConf *tls.Config) Option {
 	return func(o *options) { o.consoleAddr, o.consoleTLS = addr, tlsConf }
+}
+
+// WithConsoleSignIn also lets a human sign in to the console by OpenID
+// Connect with the auditor's role (build gets the console's listen address
+// and returns gateway/citizen's sign-in configured with
+// console.IdentifyByRole and the console's paths). The auditor's
+// certificate keeps working; the handshake then lets a browser without a
+// certificate in, and the console answers it only with such a session.
+func WithConsoleSignIn(build func(consoleAddr string) (*citizen.Auth, error)) Option {
+	return func(o *options) { o.consoleOIDC = &consoleSignIn{build: build} }
+}
+
+// consoleSignIn hands the console the sessions of a sign-in that can only
+// be built once the console listens (its redirect URL names the address).
+type consoleSignIn struct {
+	build func(consoleAddr string) (*citizen.Auth, error)
+	auth  atomic.Pointer[citizen.Auth]
+}
+
+func (c *consoleSignIn) AuthenticateRequest(r *http.Request) (string, error) {
+	a := c.auth.Load()
+	if a == nil {
+		return "", citizen.ErrUnauthenticated
+	}
+	return a.AuthenticateRequest(r)
 }
 
 // ConsoleAddr is the console's address, once started ("" when not served).
@@ -57,7 +84,7 @@ func startConsole(ctx context.Context, cfg Config, o options, log gateway.AuditL
 	srv, err := console.New(console.Config{
 		Federation: cfg.Federation, Keyer: cfg.Keyer, Store: store, Records: records, Checkpoints: ckpts, Keys: keys,
 		Traces: o.traces, Audit: log, Log: cfg.Log.With("component", "console"),
-		Auth:            console.Auth{Auditor: cfg.Federation.ID("auditor"), Bundle: cfg.Source},
+		Auth:            consoleAuth(cfg, o),
 		Rules:           consoleRules(cfg),
 		CheckpointEvery: cfg.Audit.CheckpointEvery,
 	})
@@ -104,9 +131,23 @@ func (n *Node) serveConsole() error {
 		return fmt.Errorf("gateway console: %w", err)
 	}
 	n.consoleAddr = lis.Addr().String()
-	n.consoleSrv = NewHTTPServer(mux, n.o.consoleTLS, n.o.readTimeout)
+	tlsConf := n.o.consoleTLS
+	if si := n.o.consoleOIDC; si != nil {
+		a, err := si.build(n.consoleAddr)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("gateway console sign-in: %w", err)
+		}
+		si.auth.Store(a)
+		for p, h := range a.Routes() {
+			mux.Handle(p, h)
+		}
+		tlsConf = console.OptionalClientCert(tlsConf)
+		n.cfg.Log.Info("auditor's console: OIDC sign-in with the auditor's role as well", "login", "https://"+n.consoleAddr+console.PathLogin)
+	}
+	n.consoleSrv = NewHTTPServer(mux, tlsConf, n.o.readTimeout)
 	go func() {
-		if err := n.consoleSrv.Serve(tls.NewListener(lis, n.o.consoleTLS)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.consoleSrv.Serve(tls.NewListener(lis, tlsConf)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.cfg.Log.Error("gateway console stopped", "err", err)
 		}
 	}()
@@ -118,6 +159,14 @@ func (n *Node) serveConsole() error {
 var refuseTraces = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 	http.Error(w, console.ErrNoCertificate.Error(), http.StatusUnauthorized)
 })
+
+func consoleAuth(cfg Config, o options) console.Auth {
+	a := console.Auth{Auditor: cfg.Federation.ID("auditor"), Bundle: cfg.Source}
+	if o.consoleOIDC != nil {
+		a.Sessions = o.consoleOIDC
+	}
+	return a
+}
 
 func consoleRules(cfg Config) console.Rules {
 	return console.Rules(cfg.Federation.Anomalies)

@@ -88,6 +88,7 @@ type options struct {
 	traces      *telemetry.Memory
 	consoleAddr string
 	consoleTLS  *tls.Config
+	consoleOIDC *consoleSignIn // the console's OIDC sign-in (nil: the certificate only)
 	unsafe      gateway.Safeguards
 	pprof       bool
 	readTimeout time.Duration

@@ -98,13 +98,14 @@ type Endpoint struct {
 
 // Endpoints are where the running dev federation listens.
 type Endpoints struct {
-	NATS        string
-	GatewayHTTP string // with its scheme
-	GatewayGRPC string
-	OIDCIssuer  string
-	Console     string // the auditor's console, https://…/console/ ("" when off)
-	Adapters    []Endpoint
-	Backends    []Endpoint
+	NATS         string
+	GatewayHTTP  string // with its scheme
+	GatewayGRPC  string
+	OIDCIssuer   string
+	Console      string // the auditor's console, https://…/console/ ("" when off)
+	ConsoleLogin string // its OIDC sign-in (jisr dev --console-oidc; "" when off)
+	Adapters     []Endpoint
+	Backends     []Endpoint
 }
 
 // Write mints the demo citizens' tokens with svc and writes
@@ -189,6 +190,9 @@ func Print(out io.Writer, fed *federation.Federation, ep Endpoints, demo *File, 
 	fmt.Fprintf(out, "  gateway gRPC       %s  (jisr.consent.v1.Consent, the citizen's access log)\n", ep.GatewayGRPC)
 	if ep.Console != "" {
 		fmt.Fprintf(out, "  auditor's console  %s  (the auditor's client certificate: <certs>/svid/auditor.pem)\n", ep.Console)
+		if ep.ConsoleLogin != "" {
+			fmt.Fprintf(out, "  console sign-in    %s  (OIDC: the demo provider's user %q has the role)\n", ep.ConsoleLogin, DemoAuditor)
+		}
 	}
 	for _, a := range ep.Adapters {
 		fmt.Fprintf(out, "  adapter %-14s %s  (gRPC, what the %s backend calls)\n", a.Member, a.Addr, a.Member)

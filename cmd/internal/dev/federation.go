@@ -14,6 +14,7 @@ import (
 	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
+	"github.com/jisr-bus/jisr/gateway/console"
 )
 
 // Options are the flags of `jisr dev`.
@@ -28,6 +29,9 @@ type Options struct {
 	IdPAddr string
 	// DemoLogin turns on sign-in by eID alone (loopback only).
 	DemoLogin bool
+	// ConsoleOIDC also lets the demo provider's auditor (DemoAuditor, with
+	// the role "auditor") sign in to the console by OIDC.
+	ConsoleOIDC bool
 	// AnyPort binds every listener to 127.0.0.1:0 (tests run several
 	// federations side by side).
 	AnyPort bool
@@ -64,13 +68,14 @@ func checkBackends(fed *federation.Federation, backends map[string]string) error
 
 // devFederation is a running dev federation, stopped in reverse order.
 type devFederation struct {
-	idp      *devidp.Provider
-	NATS     *natsserver.Server
-	backends []*process.BackendNode
-	gateway  *process.GatewayNode
-	consent  *process.ConsentNode // the consent service, apart from the gateway: it alone holds the signing key
-	adapters []*process.AdapterNode
-	external map[string]string // members' own backends (--backend)
+	idp         *devidp.Provider
+	consoleOIDC bool // the console takes the OIDC sign-in too
+	NATS        *natsserver.Server
+	backends    []*process.BackendNode
+	gateway     *process.GatewayNode
+	consent     *process.ConsentNode // the consent service, apart from the gateway: it alone holds the signing key
+	adapters    []*process.AdapterNode
+	external    map[string]string // members' own backends (--backend)
 	// stopWatch ends the NATS server's watch of the federation versions.
 	stopWatch func()
 }
@@ -131,7 +136,13 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 	if err != nil {
 		return err
 	}
-	if d.gateway, err = process.StartGateway(ctx, g, process.GatewayOptions{HTTPAddr: o.HTTPAddr, GRPCAddr: o.GRPCAddr, ConsoleAddr: o.ConsoleAddr, Instance: "gw-1", SignIn: signin}); err != nil {
+	gwo := process.GatewayOptions{HTTPAddr: o.HTTPAddr, GRPCAddr: o.GRPCAddr, ConsoleAddr: o.ConsoleAddr, Instance: "gw-1", SignIn: signin}
+	if o.ConsoleOIDC {
+		d.consoleOIDC = true
+		gwo.ConsoleSignIn = process.ConsoleSignInOptions{Issuer: d.idp.Issuer(), ClientID: d.idp.ClientID(),
+			ClientSecret: signin.OIDCClientSecret, AllowRedirect: d.idp.AllowRedirect}
+	}
+	if d.gateway, err = process.StartGateway(ctx, g, gwo); err != nil {
 		return err
 	}
 	d.idp.AllowRedirect(process.RedirectURLFor(d.gateway.Addr(), d.gateway.Secure()))
@@ -248,6 +259,9 @@ func (d *devFederation) stop(ctx context.Context, g *process.Env) error {
 	return errors.Join(errs...)
 }
 
+// DemoAuditor is the demo provider's user with the auditor's role.
+const DemoAuditor = "auditor"
+
 // startIdP starts the embedded demo OpenID Provider for the demo citizens
 // and returns the gateway's sign-in options for it.
 func (d *devFederation) startIdP(g *process.Env, o Options) (process.SignInOptions, error) {
@@ -259,6 +273,8 @@ func (d *devFederation) startIdP(g *process.Env, o Options) (process.SignInOptio
 	for _, c := range Showcase() {
 		citizens = append(citizens, devidp.Citizen{EID: c.EID, Description: c.Description})
 	}
+	citizens = append(citizens, devidp.Citizen{EID: DemoAuditor, Roles: []string{process.DefaultConsoleRole},
+		Description: "the demo auditor: role auditor, for the console's sign-in (jisr dev --console-oidc); not a citizen"})
 	cfg := devidp.Config{
 		Citizens: citizens, ClientSecret: hex.EncodeToString(secret), ACR: citizen.DefaultACR,
 		EIDClaim: citizen.DefaultEIDClaim, Log: g.Log,
@@ -284,6 +300,9 @@ func (d *devFederation) endpoints() Endpoints {
 	ep := Endpoints{NATS: d.NATS.ClientURL(), GatewayHTTP: scheme + d.gateway.Addr(), GatewayGRPC: d.gateway.GRPCAddr(), OIDCIssuer: d.idp.Issuer()}
 	if a := d.gateway.ConsoleAddr(); a != "" {
 		ep.Console = "https://" + a + "/console/"
+		if d.consoleOIDC {
+			ep.ConsoleLogin = "https://" + a + console.PathLogin
+		}
 	}
 	for _, a := range d.adapters {
 		ep.Adapters = append(ep.Adapters, Endpoint{Member: a.Member(), Addr: a.Addr()})

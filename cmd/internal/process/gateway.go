@@ -49,6 +49,8 @@ type GatewayOptions struct {
 	// <certs>/consent-jwks.json); a private key there stops the gateway.
 	ConsentJWKS string
 	SignIn      SignInOptions
+	// ConsoleSignIn: OIDC sign-in to the console with a role (default: none).
+	ConsoleSignIn ConsoleSignInOptions
 	// NotifyWebhook, when set, receives each citizen notification (signed
 	// with the secret in NotifySecretFile); otherwise they are logged.
 	NotifyWebhook, NotifySecretFile string
@@ -203,6 +205,13 @@ func gatewayNodeOptions(g *Env, o GatewayOptions, src svid.Source, authz tlsconf
 		c := svid.ServerTLS(src, authz)
 		c.MinVersion = tls.VersionTLS13
 		opts = append(opts, node.WithConsole(o.ConsoleAddr, c))
+		si, err := consoleSignInOption(g, o.ConsoleSignIn)
+		if err != nil {
+			return nil, err
+		}
+		if si != nil {
+			opts = append(opts, si)
+		}
 	}
 	if o.Pprof {
 		opts = append(opts, node.WithPprof())

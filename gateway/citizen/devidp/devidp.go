@@ -25,12 +25,13 @@ import (
 
 // Defaults of the demo provider.
 const (
-	DefaultClientID = "jisr-gateway"
-	DefaultEIDClaim = "cnie"
-	requestTTL      = 10 * time.Minute
-	idTokenTTL      = 5 * time.Minute
-	maxPending      = 10000
-	loginPath       = "/login"
+	DefaultClientID  = "jisr-gateway"
+	DefaultEIDClaim  = "cnie"
+	DefaultRoleClaim = "roles"
+	requestTTL       = 10 * time.Minute
+	idTokenTTL       = 5 * time.Minute
+	maxPending       = 10000
+	loginPath        = "/login"
 )
 
 // Errors.
@@ -44,6 +45,9 @@ var (
 type Citizen struct {
 	EID         string
 	Description string
+	// Roles go in the RoleClaim of the user's ID token (a JSON array),
+	// e.g. the demo auditor's ["auditor"] for the console's sign-in.
+	Roles []string
 }
 
 // Config configures the provider.
@@ -54,6 +58,7 @@ type Config struct {
 	RedirectURLs []string
 	ACR          string // the acr of every ID token (the CNIE level the provider asserts)
 	EIDClaim     string // the claim that carries the eID, default DefaultEIDClaim
+	RoleClaim    string // the claim that carries a user's Roles, default DefaultRoleClaim
 	Log          *slog.Logger
 }
 
@@ -80,6 +85,9 @@ func Start(addr string, cfg Config) (*Provider, error) {
 	if cfg.EIDClaim == "" {
 		cfg.EIDClaim = DefaultEIDClaim
 	}
+	if cfg.RoleClaim == "" {
+		cfg.RoleClaim = DefaultRoleClaim
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -98,7 +106,7 @@ func Start(addr string, cfg Config) (*Provider, error) {
 	}
 	p := &Provider{store: st, issuer: "http://" + lis.Addr().String()}
 	opc := &op.Config{CodeMethodS256: true, AuthMethodPost: true, SupportedScopes: []string{oidc.ScopeOpenID},
-		SupportedClaims: []string{"sub", "acr", "auth_time", "nonce", cfg.EIDClaim}}
+		SupportedClaims: []string{"sub", "acr", "auth_time", "nonce", cfg.EIDClaim, cfg.RoleClaim}}
 	if _, err := rand.Read(opc.CryptoKey[:]); err != nil {
 		lis.Close()
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -170,7 +171,13 @@ func (s *storage) SetUserinfoFromRequest(_ context.Context, ui *oidc.UserInfo, r
 	if !ok || r.eid == "" {
 		return oidc.ErrServerError().WithDescription("no signed-in citizen")
 	}
+	ui.Subject = r.GetSubject() // an ID token always names its subject (OIDC Core 2)
 	ui.AppendClaims(s.cfg.EIDClaim, r.eid)
+	for _, c := range s.cfg.Citizens {
+		if strings.EqualFold(c.EID, r.eid) && len(c.Roles) > 0 {
+			ui.AppendClaims(s.cfg.RoleClaim, slices.Clone(c.Roles))
+		}
+	}
 	return nil
 }
 
