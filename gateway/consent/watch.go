@@ -363,6 +363,9 @@ func (s *Store) check(ctx context.Context) {
 	w.mu.Unlock()
 	err := s.inStep(ctx)
 	w.mu.Lock()
+	if err == nil && w.restart && gen == w.gen {
+		err = fmt.Errorf("%w: the revocation watch is broken; replacing it", ErrStateUnavailable)
+	}
 	now := time.Now()
 	if err == nil || gen != w.gen {
 		w.badSince = time.Time{}
