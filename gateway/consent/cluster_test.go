@@ -4,8 +4,12 @@ package consent_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,64 +18,137 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/bus/natsserver"
 	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/certs/devca"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
 
-// hub is three embedded NATS nodes in one JetStream cluster, holding the
-// consent buckets with three replicas.
+// hub is three NATS nodes in one JetStream cluster, each a child process
+// (this test binary, see TestMain) that can be killed with SIGKILL: its
+// peers are not told it is gone, as after a crash.
 type hub struct {
 	env   *bustest.Env
-	nodes []*natsserver.Server
+	nodes []*node
 	op    jetstream.JetStream
+}
+
+type node struct {
+	Name, URL string
+	cmd       *exec.Cmd
+}
+
+// nodeEnv names the environment variable that makes this test binary a
+// NATS node (nodeSpec as JSON) instead of running tests.
+const nodeEnv = "JISR_CONSENT_TEST_NODE"
+
+type nodeSpec struct {
+	Dir, Name, StoreDir string
+	Port, ClusterPort   int
+	Routes              []string
+}
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(nodeEnv); spec != "" {
+		if err := runNode(spec); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// runNode serves as one node until killed.
+func runNode(spec string) error {
+	var ns nodeSpec
+	if err := json.Unmarshal([]byte(spec), &ns); err != nil {
+		return err
+	}
+	fed, err := federation.Parse(bustest.FederationYAML())
+	if err != nil {
+		return err
+	}
+	ca, err := devca.Load(ns.Dir)
+	if err != nil {
+		return err
+	}
+	natsID := fed.ID("nats")
+	cert, key := svid.Paths(ns.Dir, natsID)
+	s, err := x509svid.Load(cert, key)
+	if err != nil {
+		return err
+	}
+	cfg := natsconf.Config{
+		Federation: fed, ServerName: ns.Name, Port: ns.Port,
+		CertFile: cert, KeyFile: key, CAFile: svid.BundlePath(ns.Dir),
+		StoreDir: ns.StoreDir,
+		Cluster:  &natsconf.Cluster{Port: ns.ClusterPort, Routes: ns.Routes},
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	parent := os.Getppid()
+	if _, err := natsserver.Start(context.Background(), cfg, svid.NewStatic(s, ca.Bundle()), log); err != nil {
+		return err
+	}
+	for os.Getppid() == parent { // until killed, or the test is gone
+		time.Sleep(time.Second)
+	}
+	os.Exit(0)
+	return nil
+}
+
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
 }
 
 func startHub(t *testing.T) *hub {
 	t.Helper()
 	env := bustest.Start(t, bustest.WithoutJetStream()) // the certificates and the federation
-	natsID := env.ID("nats")
-	cert, key := svid.Paths(env.Dir, natsID)
-	ports := make([]int, 3)
+	ports := freePorts(t, 6)
 	var routes []string
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		routes = append(routes, "tls://127.0.0.1:"+strconv.Itoa(ports[i]))
+	for i := range 3 {
+		routes = append(routes, "tls://127.0.0.1:"+strconv.Itoa(ports[3+i]))
 	}
 	h := &hub{env: env}
 	for i := range 3 {
-		cfg := natsconf.Config{
-			Federation: env.Fed, ServerName: fmt.Sprintf("n%d", i+1), Port: -1,
-			CertFile: cert, KeyFile: key, CAFile: svid.BundlePath(env.Dir),
-			StoreDir: filepath.Join(t.TempDir(), "js"),
-			Cluster:  &natsconf.Cluster{Port: ports[i], Routes: routes},
-		}
-		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-		s, err := natsserver.Start(ctx, cfg, env.Source(t, natsID), env.Log)
-		cancel()
+		spec, err := json.Marshal(nodeSpec{Dir: env.Dir, Name: fmt.Sprintf("n%d", i+1), StoreDir: filepath.Join(t.TempDir(), "js"),
+			Port: ports[i], ClusterPort: ports[3+i], Routes: routes})
 		if err != nil {
-			t.Fatalf("node %d: %v", i+1, err)
+			t.Fatal(err)
 		}
-		t.Cleanup(s.Shutdown)
-		h.nodes = append(h.nodes, s)
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), nodeEnv+"="+string(spec))
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		h.nodes = append(h.nodes, &node{Name: fmt.Sprintf("n%d", i+1), URL: "tls://127.0.0.1:" + strconv.Itoa(ports[i]), cmd: cmd})
 	}
-	var urls []string
-	for _, n := range h.nodes {
-		urls = append(urls, n.ClientURL())
-	}
-	env.URL = strings.Join(urls, ",")
-	js, err := jetstream.New(h.connect(t, "operator", h.nodes[0]))
+	var nc *nats.Conn
+	bustest.Eventually(t, 60*time.Second, func() (err error) {
+		nc, err = h.dial(t, "operator", h.nodes[0])
+		return err
+	})
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,29 +157,34 @@ func startHub(t *testing.T) *hub {
 	for i := range specs {
 		specs[i].Config.Replicas = 3
 	}
-	bustest.Eventually(t, 60*time.Second, func() error { // the meta leader is elected
+	bustest.Eventually(t, 60*time.Second, func() error { // the routes are up, the meta leader is elected
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
-		_, err := natsstate.InitSpecs(ctx, h.op.Conn(), specs)
+		_, err := natsstate.InitSpecs(ctx, nc, specs)
 		return err
 	})
 	return h
 }
 
-// connect connects as identity to node first, reconnecting to the other
-// nodes when it goes away (as a component does, bus.Connect).
-func (h *hub) connect(t *testing.T, identity string, first *natsserver.Server) *nats.Conn {
+// dial connects as identity to node first, reconnecting to the other nodes
+// when it goes away (as a component does, bus.Connect).
+func (h *hub) dial(t *testing.T, identity string, first *node) (*nats.Conn, error) {
 	t.Helper()
-	urls := []string{first.ClientURL()}
+	urls := []string{first.URL}
 	for _, n := range h.nodes {
 		if n != first {
-			urls = append(urls, n.ClientURL())
+			urls = append(urls, n.URL)
 		}
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	nc, err := bus.Connect(ctx, bus.Config{URL: strings.Join(urls, ","), Identity: identity, Source: h.env.Source(t, h.env.ID(identity)), ServerID: h.env.Fed.ID("nats")},
+	return bus.Connect(ctx, bus.Config{URL: strings.Join(urls, ","), Identity: identity, Source: h.env.Source(t, h.env.ID(identity)), ServerID: h.env.Fed.ID("nats")},
 		bus.WithLogger(h.env.Log), bus.WithNATSOptions(nats.DontRandomize()))
+}
+
+func (h *hub) connect(t *testing.T, identity string, first *node) *nats.Conn {
+	t.Helper()
+	nc, err := h.dial(t, identity, first)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,9 +193,9 @@ func (h *hub) connect(t *testing.T, identity string, first *natsserver.Server) *
 }
 
 // leaderOf is the node that leads stream.
-func (h *hub) leaderOf(t *testing.T, stream string) *natsserver.Server {
+func (h *hub) leaderOf(t *testing.T, stream string) *node {
 	t.Helper()
-	var leader *natsserver.Server
+	var leader *node
 	bustest.Eventually(t, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
@@ -126,7 +208,7 @@ func (h *hub) leaderOf(t *testing.T, stream string) *natsserver.Server {
 			return err
 		}
 		for _, n := range h.nodes {
-			if info.Cluster != nil && info.Cluster.Leader == n.NATS().Name() {
+			if info.Cluster != nil && info.Cluster.Leader == n.Name {
 				leader = n
 				return nil
 			}
@@ -137,13 +219,12 @@ func (h *hub) leaderOf(t *testing.T, stream string) *natsserver.Server {
 }
 
 // A gateway replica's revocation watch survives losing the node that leads
-// the revocation bucket (and holds the watch's consumer) while it was
-// connected to it: once the bucket has a new leader, the watch is in step
+// the revocation bucket (kill -9) while it was connected to it: once the bucket has a new leader, the watch is in step
 // again by itself, and a revocation written meanwhile is enforced.
 func TestTheRevocationWatchRecoversFromLosingItsNode(t *testing.T) {
 	h := startHub(t)
 	leader := h.leaderOf(t, subject.BucketStream(subject.RevocationBucket))
-	var other *natsserver.Server
+	var other *node
 	for _, n := range h.nodes {
 		if n != leader {
 			other = n
@@ -172,7 +253,9 @@ func TestTheRevocationWatchRecoversFromLosingItsNode(t *testing.T) {
 		return bustest.Check(gw.Ready() == nil && gw.Revoked(before), "the watch is in step and has the first revocation")
 	})
 
-	leader.Shutdown()
+	if err := leader.cmd.Process.Kill(); err != nil { // kill -9
+		t.Fatal(err)
+	}
 	bustest.Eventually(t, 60*time.Second, func() error { // the bucket elects a new leader
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
