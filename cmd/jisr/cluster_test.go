@@ -33,6 +33,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/consent"
+	"github.com/jisr-bus/jisr/gateway/natsstate"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 	cnssv1 "github.com/jisr-bus/jisr/proto/gen/jisr/cnss/v1"
@@ -356,6 +357,15 @@ func TestClusterSurvivesLosingANode(t *testing.T) {
 					}
 				}
 				t.Logf("== %s.log (last lines)\n%s", p, strings.Join(keep[max(0, len(keep)-40):], "\n"))
+				var warn []string
+				for _, l := range keep {
+					if strings.HasPrefix(p, "gw") && (strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) || strings.Contains(l, "consent state") || strings.Contains(l, "NATS")) {
+						warn = append(warn, l)
+					}
+				}
+				if len(warn) > 0 {
+					t.Logf("== %s.log (warnings and errors)\n%s", p, strings.Join(warn[max(0, len(warn)-60):], "\n"))
+				}
 			}
 			t.Logf("== this process\n%s", logs.String())
 		}
@@ -651,8 +661,12 @@ func TestClusterSurvivesLosingANode(t *testing.T) {
 	})
 	t.Logf("jisr status:\n%s", report)
 	js2, err := cli("status", "--json", "--monitor", monitorsOf(c))
+	specs, serr := natsstate.All(stream.Config{}) // every stream and bucket `jisr nats init` creates
+	if serr != nil {
+		t.Fatal(serr)
+	}
 	var st2 process.Status
-	if err != nil || json.Unmarshal([]byte(js2), &st2) != nil || !st2.Healthy || len(st2.Nodes) != 3 || len(st2.Streams) != 5 || len(st2.Members) != len(fed.Members) {
+	if err != nil || json.Unmarshal([]byte(js2), &st2) != nil || !st2.Healthy || len(st2.Nodes) != 3 || len(st2.Streams) != len(specs) || len(st2.Members) != len(fed.Members) {
 		t.Fatalf("jisr status --json: %v\n%s", err, js2)
 	}
 	for _, s := range st2.Streams {

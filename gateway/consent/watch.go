@@ -2,6 +2,7 @@ package consent
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -31,7 +32,16 @@ var ErrStateUnavailable = errors.New("consent: the consent state is unavailable"
 //   - the usage bucket's stream exists and is the one it was,
 //
 // and no consumer error (missed heartbeats, consumer deleted, JetStream
-// gone) was reported since. A revocation entry is never removed from the
+// gone) was reported since.
+//
+// The watch repairs itself: its consumer (replicated like the bucket, so
+// that it outlives a node) is replaced by a new one, under a new name,
+// resuming after the last entry applied, when it is gone, when it skipped
+// an entry, or when the watch has not been in step for RepairAfter while
+// the bucket answers. Every call to the server is bounded, and no lock is
+// held across one: a node lost while it held the consumer (its peers still
+// count it as online for minutes after a kill -9, and may place a new
+// consumer there) costs one more replacement, never the watch. A revocation entry is never removed from the
 // in-memory set: a delete or purge of a key (KV-Operation DEL/PURGE) is
 // tampering — logged, counted, and the token stays revoked.
 
@@ -41,6 +51,11 @@ type watchState struct {
 	gen      int   // the current watch; a replaced one's messages are ignored
 	cons     jetstream.ConsumeContext
 	oc       jetstream.Consumer
+	prefix   string    // this store's consumers' names begin with it
+	name     string    // the current consumer's name
+	consSeq  uint64    // the consumer sequence of its last message
+	restart  bool      // the watch is broken (a gap, its consumer gone): replace it at the next check
+	badSince time.Time // when the watch last stopped being in step (zero: in step)
 	created  time.Time // the revocation stream the watch reads
 	usage    time.Time // the usage stream seen at start
 	synced   bool
@@ -73,7 +88,7 @@ func (s *Store) WatchRevocations(ctx context.Context) error {
 		return fmt.Errorf("consent: bucket %s: %w", subject.UsageBucket, err)
 	}
 	s.watch.usage = us.CachedInfo().Created
-	synced, err := s.startWatch(ctx)
+	synced, err := s.startWatch(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -89,55 +104,132 @@ func (s *Store) WatchRevocations(ctx context.Context) error {
 	return nil
 }
 
-// startWatch (re)starts the watch from the bucket's first entries. It
-// returns a channel closed once the entries stored when it began are applied.
-func (s *Store) startWatch(ctx context.Context) (<-chan struct{}, error) {
+// RepairAfter is how long the watch may be out of step, the bucket
+// answering, before the monitor replaces its consumer.
+const RepairAfter = 5 * time.Second
+
+// consumerIdle is how long the server keeps a watch consumer nobody pulls
+// from (one left behind by a replaced watch or a stopped gateway).
+const consumerIdle = 2 * time.Minute
+
+// startWatch starts the watch on a new consumer: from the bucket's first
+// entry, or, when resume is set, after the last entry applied (a repair).
+// It returns a channel closed once the entries stored when it began are
+// applied.
+func (s *Store) startWatch(ctx context.Context, resume bool) (<-chan struct{}, error) {
 	w := &s.watch
+	cctx, cancel := context.WithTimeout(ctx, max(s.WatchEvery, 5*time.Second))
+	defer cancel()
 	name := subject.BucketStream(subject.RevocationBucket)
-	rs, err := s.js.Stream(ctx, name)
+	rs, err := s.js.Stream(cctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("consent: bucket %s: %w", subject.RevocationBucket, err)
 	}
-	oc, err := rs.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject.BucketKeys(subject.RevocationBucket)},
-		DeliverPolicy:  jetstream.DeliverAllPolicy, // every entry, markers included: none may be missed
-	})
+	info := rs.CachedInfo()
+	w.mu.Lock()
+	if resume && !info.Created.Equal(w.created) { // replaced: inStep re-reads it from scratch
+		w.mu.Unlock()
+		return nil, fmt.Errorf("%w: revocation bucket replaced", ErrStateUnavailable)
+	}
+	if w.prefix == "" {
+		w.prefix = "jisr_revocations_" + rand.Text()
+	}
+	w.gen++
+	gen := w.gen
+	from := w.delivered.Load() + 1
+	if !resume {
+		from = 1
+	}
+	w.mu.Unlock()
+	cfg := jetstream.ConsumerConfig{
+		Name:          fmt.Sprintf("%s_%d", w.prefix, gen),
+		FilterSubject: subject.BucketKeys(subject.RevocationBucket),
+		// Every entry, markers included: none may be missed.
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       from,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: consumerIdle,
+		MemoryStorage:     true,
+		// As many replicas as the bucket: the consumer outlives a node.
+		Replicas: max(info.Config.Replicas, 1),
+	}
+	oc, err := rs.CreateConsumer(cctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consent: watch %s: %w", subject.RevocationBucket, err)
 	}
 	w.mu.Lock()
-	if old := w.cons; old != nil {
-		w.cons = nil
-		defer old.Stop() // outside w.mu: its handlers take w.mu
+	if gen != w.gen { // replaced meanwhile (another repair)
+		w.mu.Unlock()
+		go s.deleteConsumer(cfg.Name)
+		return nil, fmt.Errorf("%w: revocation watch replaced while starting", ErrStateUnavailable)
 	}
-	w.gen++
-	gen := w.gen
-	w.oc, w.created, w.synced, w.target = oc, rs.CachedInfo().Created, false, 0
-	w.firstSeq = rs.CachedInfo().State.FirstSeq
-	w.syncedCh = make(chan struct{})
+	old, oldName := w.cons, w.name
+	w.cons, w.oc, w.name, w.consSeq, w.restart = nil, oc, cfg.Name, 0, false
+	w.created, w.firstSeq = info.Created, info.State.FirstSeq
+	if !resume {
+		w.synced, w.target = false, 0
+		w.syncedCh = make(chan struct{})
+		w.delivered.Store(0)
+	}
 	synced := w.syncedCh
-	w.delivered.Store(0)
-	if oc.CachedInfo().NumPending == 0 {
+	if !w.synced && oc.CachedInfo().NumPending == 0 {
 		w.synced = true
 		close(synced)
 	}
 	w.mu.Unlock()
+	if old != nil {
+		old.Stop()
+		go s.deleteConsumer(oldName)
+	}
 	cons, err := oc.Consume(func(m jetstream.Msg) { s.apply(gen, m) },
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			// Called under the consumer's lock: never wait for w.mu here.
-			go s.notReady(gen, fmt.Errorf("%w: revocation watch: %w", ErrStateUnavailable, err))
+			go s.consumeError(gen, err)
 		}))
 	if err != nil {
+		go s.deleteConsumer(cfg.Name)
 		return nil, fmt.Errorf("consent: watch %s: %w", subject.RevocationBucket, err)
 	}
 	w.mu.Lock()
+	if gen != w.gen {
+		w.mu.Unlock()
+		cons.Stop()
+		return synced, nil
+	}
 	w.cons = cons
 	w.mu.Unlock()
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-cons.Closed():
+			return
+		}
 		cons.Stop()
+		s.deleteConsumer(cfg.Name)
 	}()
 	return synced, nil
+}
+
+// deleteConsumer removes a replaced watch's consumer, best effort: the
+// server removes one left behind after consumerIdle.
+func (s *Store) deleteConsumer(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.js.DeleteConsumer(ctx, subject.BucketStream(subject.RevocationBucket), name)
+}
+
+// consumeError takes an error of the watch's consumer: the watch is not in
+// step until the next check confirms it; a consumer gone is replaced.
+func (s *Store) consumeError(gen int, err error) {
+	s.notReady(gen, fmt.Errorf("%w: revocation watch: %w", ErrStateUnavailable, err))
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		w := &s.watch
+		w.mu.Lock()
+		if gen == w.gen {
+			w.restart = true
+		}
+		w.mu.Unlock()
+	}
 }
 
 // apply takes one entry of the revocation bucket. Any operation on a key
@@ -150,10 +242,24 @@ func (s *Store) apply(gen int, m jetstream.Msg) {
 	}
 	w := &s.watch
 	w.mu.Lock()
-	if gen != w.gen { // a replaced watch
+	if gen != w.gen || w.restart { // a replaced watch, or one about to be
 		w.mu.Unlock()
 		return
 	}
+	switch cs := meta.Sequence.Consumer; {
+	case cs <= w.consSeq || meta.Sequence.Stream <= w.delivered.Load(): // delivered again (a new consumer leader)
+		w.mu.Unlock()
+		return
+	case cs != w.consSeq+1: // an entry skipped: resume after the last one applied
+		w.restart = true
+		if w.err == nil {
+			s.log.Error("consent state unavailable: tokens are refused until it is back", "err", "revocation watch skipped an entry; replacing it")
+		}
+		w.err = fmt.Errorf("%w: revocation watch skipped entries %d to %d; replacing it", ErrStateUnavailable, w.consSeq+1, cs-1)
+		w.mu.Unlock()
+		return
+	}
+	w.consSeq = meta.Sequence.Consumer
 	jti := m.Subject()[len(subject.BucketKeyPrefix(subject.RevocationBucket)):]
 	op := m.Headers().Get(kvOperation)
 	if op == "" {
@@ -257,10 +363,32 @@ func (s *Store) check(ctx context.Context) {
 	w.mu.Unlock()
 	err := s.inStep(ctx)
 	w.mu.Lock()
+	if err == nil && w.restart && gen == w.gen {
+		err = fmt.Errorf("%w: the revocation watch is broken; replacing it", ErrStateUnavailable)
+	}
+	now := time.Now()
+	if err == nil || gen != w.gen {
+		w.badSince = time.Time{}
+	} else if w.badSince.IsZero() {
+		w.badSince = now
+	}
+	if err != nil && gen == w.gen && (w.restart || now.Sub(w.badSince) >= RepairAfter) {
+		// Replace the consumer, resuming after the last entry applied; not
+		// before another RepairAfter unless it breaks again.
+		w.badSince = now
+		w.mu.Unlock()
+		s.log.Warn("consent state: replacing the revocation watch's consumer", "err", err)
+		if _, rerr := s.startWatch(ctx, true); rerr != nil {
+			s.log.Warn("consent state: the revocation watch's consumer could not be replaced yet", "err", rerr)
+		}
+		w.mu.Lock()
+	}
 	defer w.mu.Unlock()
 	switch {
 	case err != nil && w.err == nil:
 		s.log.Error("consent state unavailable: tokens are refused until it is back", "err", err)
+	case err != nil && err.Error() != w.err.Error():
+		s.log.Warn("consent state still unavailable", "err", err)
 	case err == nil && w.err != nil && gen == w.gen && w.wasReady:
 		s.log.Info("consent state back in step: tokens are accepted again")
 	}
@@ -289,7 +417,7 @@ func (s *Store) inStep(ctx context.Context) error {
 	if !info.Created.Equal(created) {
 		s.tamper("the revocation bucket was replaced (its stream deleted and created again): revocations already known stay revoked; re-reading it",
 			"created", info.Created)
-		if _, err := s.startWatch(ctx); err != nil {
+		if _, err := s.startWatch(ctx, false); err != nil {
 			return unavailable("revocation bucket replaced, re-watching: %v", err)
 		}
 		return unavailable("revocation bucket replaced; re-reading it")
@@ -302,6 +430,13 @@ func (s *Store) inStep(ctx context.Context) error {
 	}
 	ci, err := oc.Info(cctx)
 	if err != nil {
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			w.mu.Lock()
+			if oc == w.oc {
+				w.restart = true
+			}
+			w.mu.Unlock()
+		}
 		return unavailable("revocation watch consumer: %v", err)
 	}
 	if !synced {
