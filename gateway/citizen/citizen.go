@@ -484,3 +484,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
+
+// Assisted access: a signed-in citizen acting for another person (a minor
+// they are the parent or guardian of) names that person's ckey in the query
+// parameter ParamFor of each request. The sign-in only carries the name:
+// whoever serves the request checks the relation at that moment, against
+// the civil registry (gateway/node), and answers ErrNotGuardian or
+// ErrGuardianshipUnavailable when it does not hold or cannot be checked.
+const ParamFor = "for"
+
+// Errors of acting for another person.
+var (
+	ErrNotGuardian             = errors.New("citizen: the civil registry does not show you as this person's parent or guardian")
+	ErrGuardianshipUnavailable = errors.New("citizen: guardianship cannot be checked now; retry later")
+)
