@@ -28,6 +28,9 @@ type Options struct {
 	IdPAddr string
 	// DemoLogin turns on sign-in by eID alone (loopback only).
 	DemoLogin bool
+	// SignInEIDs are more eIDs the embedded provider lets sign in, beside
+	// the showcase citizens (tests of assisted access: a family's members).
+	SignInEIDs []string
 	// AnyPort binds every listener to 127.0.0.1:0 (tests run several
 	// federations side by side).
 	AnyPort bool
@@ -258,6 +261,9 @@ func (d *devFederation) startIdP(g *process.Env, o Options) (process.SignInOptio
 	var citizens []devidp.Citizen
 	for _, c := range Showcase() {
 		citizens = append(citizens, devidp.Citizen{EID: c.EID, Description: c.Description})
+	}
+	for _, e := range o.SignInEIDs {
+		citizens = append(citizens, devidp.Citizen{EID: e, Description: "test citizen"})
 	}
 	cfg := devidp.Config{
 		Citizens: citizens, ClientSecret: hex.EncodeToString(secret), ACR: citizen.DefaultACR,
