@@ -185,3 +185,7 @@ type Decision struct {
 // AssistedGuardian is Decision.AssistedBy of an action a parent or legal
 // guardian took for a minor.
 const AssistedGuardian = "guardian"
+
+// AssistedAgent is Decision.AssistedBy of an action a citizen took, signed
+// in themselves, on a counter agent's session (ActorCKey is the agent's).
+const AssistedAgent = "agent"

@@ -33,33 +33,42 @@ func (a *assisted) AuthenticateRequest(r *http.Request) (string, error) {
 // when someone acts for another person, the actor's ckey and how they
 // assist (decision.AssistedGuardian).
 func (a *assisted) AuthenticateActor(r *http.Request) (subject, actor, assistedBy string, err error) {
+	ck, agent, err := a.Auth.AuthenticateAgent(r)
+	if err != nil {
+		return "", "", "", err
+	}
 	// Only the URL names the ward: never a form field or a body.
 	vals, named := r.URL.Query()[citizen.ParamFor]
 	if !named {
-		ck, err := a.Auth.AuthenticateRequest(r)
-		return ck, "", "", err
+		if agent != "" { // the citizen, present, helped by a counter agent
+			return ck, agent, decision.AssistedAgent, nil
+		}
+		return ck, "", "", nil
 	}
 	if len(vals) != 1 || vals[0] == "" { // ?for= empty or twice: never "myself" by accident
 		return "", "", "", citizen.ErrNotGuardian
 	}
-	ward := vals[0]
 	// The guardian's own eID, sealed at their sign-in: a bearer session
 	// alone cannot act for anyone.
-	ck, eid, err := a.Auth.EID(r)
+	_, eid, err := a.Auth.EID(r)
 	if err != nil {
 		return "", "", "", err
 	}
 	if a.n.gw == nil {
 		return "", "", "", citizen.ErrGuardianshipUnavailable
 	}
-	w, err := a.n.gw.CheckGuardian(r.Context(), eid, ward)
+	w, err := a.n.gw.CheckGuardian(r.Context(), eid, vals[0])
 	switch {
 	case errors.Is(err, gateway.ErrNotGuardian):
 		return "", "", "", citizen.ErrNotGuardian
 	case err != nil:
 		return "", "", "", citizen.ErrGuardianshipUnavailable
 	}
-	return w.CKey, ck, decision.AssistedGuardian, nil
+	how := decision.AssistedGuardian
+	if agent != "" { // a guardian helped by a counter agent: both named
+		how += "," + decision.AssistedAgent + ":" + agent
+	}
+	return w.CKey, ck, how, nil
 }
 
 // wards answers the signed-in citizen the minors the civil registry shows

@@ -28,6 +28,9 @@ type Options struct {
 	IdPAddr string
 	// DemoLogin turns on sign-in by eID alone (loopback only).
 	DemoLogin bool
+	// AgentEIDs are counter agents' eIDs: the embedded provider lets them
+	// sign in, and the gateway treats them as counter agents.
+	AgentEIDs []string
 	// SignInEIDs are more eIDs the embedded provider lets sign in, beside
 	// the showcase citizens (tests of assisted access: a family's members).
 	SignInEIDs []string
@@ -262,6 +265,9 @@ func (d *devFederation) startIdP(g *process.Env, o Options) (process.SignInOptio
 	for _, c := range Showcase() {
 		citizens = append(citizens, devidp.Citizen{EID: c.EID, Description: c.Description})
 	}
+	for _, e := range o.AgentEIDs {
+		citizens = append(citizens, devidp.Citizen{EID: e, Description: "counter agent"})
+	}
 	for _, e := range o.SignInEIDs {
 		citizens = append(citizens, devidp.Citizen{EID: e, Description: "test citizen"})
 	}
@@ -277,7 +283,7 @@ func (d *devFederation) startIdP(g *process.Env, o Options) (process.SignInOptio
 	g.Log.Info("demo OpenID Provider for citizen sign-in", "issuer", p.Issuer())
 	return process.SignInOptions{
 		OIDCIssuer: p.Issuer(), OIDCClientID: p.ClientID(), OIDCClientSecret: cfg.ClientSecret,
-		OIDCEIDClaim: cfg.EIDClaim, OIDCACR: []string{cfg.ACR}, DemoLogin: o.DemoLogin,
+		OIDCEIDClaim: cfg.EIDClaim, OIDCACR: []string{cfg.ACR}, DemoLogin: o.DemoLogin, Agents: o.AgentEIDs,
 	}, nil
 }
 
