@@ -79,7 +79,7 @@ type Config struct {
 	// `jisr dev` sets it, and only with a loopback listener (Check).
 	DemoLogin bool
 	// Secure: the HTTP server speaks TLS; cookies are Secure and __Host-.
-	Secure      bool
+	Secure bool
 	// Agents are the eIDs of counter agents (assisted access): an agent's
 	// own sign-in serves nothing; a citizen who then signs in in the same
 	// browser gets a session that names the agent, and every action
