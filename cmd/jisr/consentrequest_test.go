@@ -199,26 +199,31 @@ func TestConsentRequestLifecycle(t *testing.T) {
 
 	// Every step is in the citizen's audit trail: the consumer's requests
 	// and the citizen's own actions.
-	code, acc := sf.call(t, c, "GET", "/access-log/v1/accesses?include_refused=true&page_size=100", nil)
-	if code != 200 {
-		t.Fatalf("access log: %d", code)
-	}
-	methods := map[string]bool{}
-	previewed := false
-	for _, a := range acc["accesses"].([]any) {
-		if m, ok := a.(map[string]any)["method"].(string); ok {
-			methods[m] = true
+	// The access log's index follows the audit stream: wait for it.
+	bustest.Eventually(t, 20*time.Second, func() error {
+		code, acc := sf.call(t, c, "GET", "/access-log/v1/accesses?include_refused=true&page_size=100", nil)
+		if code != 200 {
+			return fmt.Errorf("access log: %d", code)
 		}
-		previewed = previewed || a.(map[string]any)["purpose"] == "citizen"
-	}
-	if !previewed {
-		t.Error("the citizen's preview is not in their audit trail")
-	}
-	for _, m := range []string{"RequestConsent", "GetConsentRequest", "CitizenApprove", "CitizenPause", "CitizenResume", "CitizenRevoke", "CitizenReject", "GetPerson"} {
-		if !methods[m] {
-			t.Errorf("no %s in the citizen's audit trail: %v", m, methods)
+		methods := map[string]bool{}
+		previewed := false
+		list, _ := acc["accesses"].([]any)
+		for _, a := range list {
+			if m, ok := a.(map[string]any)["method"].(string); ok {
+				methods[m] = true
+			}
+			previewed = previewed || a.(map[string]any)["purpose"] == "citizen"
 		}
-	}
+		if !previewed {
+			return errors.New("the citizen's preview is not in their audit trail")
+		}
+		for _, m := range []string{"RequestConsent", "GetConsentRequest", "CitizenApprove", "CitizenPause", "CitizenResume", "CitizenRevoke", "CitizenReject", "GetPerson"} {
+			if !methods[m] {
+				return fmt.Errorf("no %s in the citizen's audit trail: %v", m, methods)
+			}
+		}
+		return nil
+	})
 }
 
 func getReq(ctx context.Context, c consentv1.ConsentRequestsClient, eid, id string) (*consentv1.ConsentRequest, error) {

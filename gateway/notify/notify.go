@@ -156,31 +156,14 @@ func (f *Follower) Run(ctx context.Context) error {
 		return fmt.Errorf("notify: follow the audit log: %w", err)
 	}
 	cons, err := oc.Consume(func(m jetstream.Msg) {
-		r, err := record.Parse(m.Data())
+		// One record, or a group commit's batch of them (format 2).
+		_, _, _, recs, err := record.Stored(m.Subject(), m.Headers(), m.Data())
 		if err != nil {
 			return
 		}
-		n, ok := Of(r)
-		if !ok {
-			return
+		for _, b := range recs {
+			f.notify(ctx, b)
 		}
-		wait := r.GetVisibleAt().AsTime().Sub(f.Now())
-		f.wg.Go(func() {
-			if wait > 0 {
-				t := time.NewTimer(wait)
-				defer t.Stop()
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-			}
-			nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-			defer cancel()
-			if err := f.Notifier.Notify(nctx, n); err != nil {
-				f.Log.Warn("citizen notification not delivered", "record", n.Record, "err", err)
-			}
-		})
 	})
 	if err != nil {
 		return fmt.Errorf("notify: follow the audit log: %w", err)
@@ -189,4 +172,34 @@ func (f *Follower) Run(ctx context.Context) error {
 	cons.Stop()
 	f.wg.Wait()
 	return nil
+}
+
+// notify hands the notification of one stored record, if it makes one, to
+// the notifier once the citizen may see it.
+func (f *Follower) notify(ctx context.Context, b []byte) {
+	r, err := record.Parse(b)
+	if err != nil {
+		return
+	}
+	n, ok := Of(r)
+	if !ok {
+		return
+	}
+	wait := r.GetVisibleAt().AsTime().Sub(f.Now())
+	f.wg.Go(func() {
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+		nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		if err := f.Notifier.Notify(nctx, n); err != nil {
+			f.Log.Warn("citizen notification not delivered", "record", n.Record, "err", err)
+		}
+	})
 }
