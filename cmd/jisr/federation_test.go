@@ -78,7 +78,12 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
 	if bytes.Equal(withJustice, base) {
 		t.Fatal("no members: section to add justice to")
 	}
-	if err := os.WriteFile(v1, append(bytes.TrimRight(withJustice, "\n"), []byte("\n"+rule)...), 0o644); err != nil {
+	// The rule goes into rules: (other sections, such as event_rules:, follow it).
+	withRule := bytes.Replace(withJustice, []byte("\nrules:\n"), []byte("\nrules:"+rule), 1)
+	if bytes.Equal(withRule, withJustice) {
+		t.Fatal("no rules: section to add the mandate to")
+	}
+	if err := os.WriteFile(v1, withRule, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// Justice's SVID (as `jisr certs init` issues it for the new file): the
@@ -132,12 +137,18 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
 	// Each query's audit record names the federation version that decided it.
 	versions := map[string]uint64{}
 	for _, m := range auditorRecordsOf(t, g) {
-		r, err := record.Parse(m.Data)
+		_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data) // a record, or a batch of them
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.GetConsumer() == "tax" && r.GetMethod() == "IsAlive" {
-			versions[r.GetDecision().String()] = r.GetFederationVersion()
+		for _, b := range recs {
+			r, err := record.Parse(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.GetConsumer() == "tax" && r.GetMethod() == "IsAlive" {
+				versions[r.GetDecision().String()] = r.GetFederationVersion()
+			}
 		}
 	}
 	if len(versions) != 2 || versions["DECISION_REFUSED"] != 0 || versions["DECISION_ALLOWED"] != 1 {
