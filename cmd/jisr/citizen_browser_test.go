@@ -22,6 +22,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/cmd/internal/browsertest"
+	"github.com/jisr-bus/jisr/cmd/internal/dev"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 	consentv1 "github.com/jisr-bus/jisr/proto/gen/jisr/consent/v1"
@@ -40,7 +41,8 @@ var englishWords = []string{"the", "and", "sign", "consent", "request", "request
 // refuse CNSS; the citizen revokes. Screenshots of each step go to
 // browsertest.Dir (var/screenshots).
 func TestCitizenJourneyInTheBrowser(t *testing.T) {
-	f := startDev(t)
+	parent, minor := family(t, 500, func(a int) bool { return a >= 1 && a <= 16 })
+	f := startDevWith(t, nil, func(o *dev.Options) { o.SignInEIDs = []string{parent.EID} })
 	for i, lang := range []struct{ code, accept, dir string }{
 		{"fr", "fr-MA,fr;q=0.9", "ltr"},
 		{"ar", "ar-MA,ar;q=0.9", "rtl"},
@@ -49,6 +51,8 @@ func TestCitizenJourneyInTheBrowser(t *testing.T) {
 			journey(t, f, f.demo.Citizens[i+1].EID, lang.code, lang.accept, lang.dir)
 		})
 	}
+	// Assisted access: a parent acts for their minor child (docs/citizen.md).
+	t.Run("guardian", func(t *testing.T) { guardianStep(t, f, parent, minor) })
 }
 
 func journey(t *testing.T, f *devFixture, eid, lang, accept, dir string) {

@@ -53,6 +53,7 @@ Ctrl-C shuts everything down gracefully.`,
 	cmd.Flags().StringVar(&o.IdPAddr, "idp", "127.0.0.1:8090", "loopback address of the embedded demo OpenID Provider (citizen sign-in)")
 	cmd.Flags().StringToStringVar(&o.Backends, "backend", nil, "MEMBER=ADDR: use your own gRPC backend at ADDR for MEMBER instead of its reference backend (repeatable; docs/integrate.md)")
 	cmd.Flags().BoolVar(&o.DemoLogin, "demo-login", false, "also let anyone sign in as a citizen by eID alone (POST /access-log/login; loopback only)")
+	cmd.Flags().StringSliceVar(&o.AgentEIDs, "counter-agent", nil, "eID of a counter agent (repeatable; assisted access): the embedded provider lets them sign in; their session serves nothing until a citizen signs in on it")
 	cmd.Flags().StringVar(&o.Postgres, "postgres", "", "serve the civil registry from this PostgreSQL database (URL or libpq string; the demo data are loaded into its schema civil) through 'jisr backend sql' instead of SQLite")
 	natsFlags(cmd, &o.NATS)
 	cmd.Flags().IntVar(&o.Cluster.Nodes, "cluster", 0, "run the hub instead: this many NATS nodes (3) as jisr nats-server processes routed to each other, streams and buckets with 3 replicas, and --gateways gateway replicas as jisr gateway processes (docs/deploy.md)")

@@ -19,4 +19,5 @@ func signinFlags(cmd *cobra.Command, o *process.SignInOptions) {
 	f.StringSliceVar(&o.OIDCACR, "oidc-acr", []string{citizen.DefaultACR}, "accepted acr values (CNIE level of assurance), requested as acr_values")
 	f.DurationVar(&o.SessionIdle, "session-idle", citizen.DefaultIdleTimeout, "a citizen's session ends after this long without a request")
 	f.DurationVar(&o.SessionMaxAge, "session-max-age", citizen.DefaultMaxAge, "a citizen's session ends this long after sign-in")
+	f.StringSliceVar(&o.Agents, "counter-agent", nil, "eID of a counter agent (repeatable): their sign-in serves nothing until the citizen signs in on it; every action then names the agent")
 }

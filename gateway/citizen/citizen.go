@@ -53,6 +53,10 @@ var (
 	ErrCrossOrigin     = errors.New("citizen: cross-origin request refused")
 	ErrBusy            = errors.New("citizen: too many sessions or sign-ins in progress")
 	ErrConfig          = errors.New("citizen: invalid configuration")
+	// ErrAgentAlone: a counter agent's own session serves nothing until a
+	// citizen signs in on it (assisted access), and an assisted session
+	// acts only through the HTTP side, which records the agent.
+	ErrAgentAlone = fmt.Errorf("%w: a counter agent acts only with the citizen's own sign-in", ErrUnauthenticated)
 )
 
 // OIDC is the relying party's configuration.
@@ -76,7 +80,12 @@ type Config struct {
 	// `jisr dev` sets it, and only with a loopback listener (Check).
 	DemoLogin bool
 	// Secure: the HTTP server speaks TLS; cookies are Secure and __Host-.
-	Secure      bool
+	Secure bool
+	// Agents are the eIDs of counter agents (assisted access): an agent's
+	// own sign-in serves nothing; a citizen who then signs in in the same
+	// browser gets a session that names the agent, and every action
+	// recorded on it names the agent too.
+	Agents      []string
 	IdleTimeout time.Duration // default DefaultIdleTimeout
 	MaxAge      time.Duration // default DefaultMaxAge
 	Log         *slog.Logger
@@ -112,6 +121,7 @@ type Auth struct {
 	logins   *sealer
 	cop      *http.CrossOriginProtection
 	log      *slog.Logger
+	agents   map[string]bool // counter agents' ckeys
 
 	mu       sync.Mutex
 	oauth    *oauth2.Config
@@ -170,7 +180,15 @@ func New(cfg Config) (*Auth, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Auth{
+	agents := map[string]bool{}
+	for _, raw := range cfg.Agents {
+		eid, err := cfg.Federation.NormaliseEID(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: a counter agent's eID does not match the federation's eID format", ErrConfig)
+		}
+		agents[cfg.Keyer.CKey(eid)] = true
+	}
+	return &Auth{agents: agents,
 		cfg: cfg, sessions: newStore(cfg.IdleTimeout, cfg.MaxAge, maxSessions, cfg.Now), logins: logins,
 		cop: http.NewCrossOriginProtection(), log: cfg.Log.With("component", "citizen-sign-in"),
 	}, nil
@@ -206,8 +224,14 @@ func (a *Auth) loginCookieName() string {
 
 // Authenticate checks a bearer session ID (gRPC metadata, API clients) and
 // returns the citizen key.
+// A session a citizen opened on a counter agent's is refused here: it acts
+// only through AuthenticateAgent, which names the agent.
 func (a *Auth) Authenticate(_ context.Context, credential string) (string, error) {
-	return a.sessions.lookup(credential)
+	ck, agent, err := a.sessions.lookupAgent(credential)
+	if err == nil && agent != "" {
+		return "", ErrAgentAlone
+	}
+	return ck, err
 }
 
 // AuthenticateRequest authenticates an HTTP request by its bearer session
@@ -215,20 +239,28 @@ func (a *Auth) Authenticate(_ context.Context, credential string) (string, error
 // authenticated by the cookie, it must also prove its origin (Origin, or
 // Sec-Fetch-Site: same-origin), which browsers always send.
 func (a *Auth) AuthenticateRequest(r *http.Request) (string, error) {
+	ck, _, err := a.AuthenticateAgent(r)
+	return ck, err
+}
+
+// AuthenticateAgent is AuthenticateRequest, with the ckey of the counter
+// agent on whose session the citizen signed in ("" if none). A counter
+// agent's own session, before the citizen signs in, is ErrAgentAlone.
+func (a *Auth) AuthenticateAgent(r *http.Request) (ck, agent string, err error) {
 	if err := a.CheckOrigin(r); err != nil {
-		return "", err
+		return "", "", err
 	}
 	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		return a.sessions.lookup(strings.TrimSpace(t))
+		return a.sessions.lookupAgent(strings.TrimSpace(t))
 	}
 	c, err := r.Cookie(a.CookieName())
 	if err != nil {
-		return "", ErrUnauthenticated
+		return "", "", ErrUnauthenticated
 	}
 	if unsafeMethod(r.Method) && r.Header.Get("Origin") == "" && r.Header.Get("Sec-Fetch-Site") != "same-origin" {
-		return "", fmt.Errorf("%w: a cookie-authenticated change needs Origin", ErrCrossOrigin)
+		return "", "", fmt.Errorf("%w: a cookie-authenticated change needs Origin", ErrCrossOrigin)
 	}
-	return a.sessions.lookup(c.Value)
+	return a.sessions.lookupAgent(c.Value)
 }
 
 // CheckOrigin refuses a cross-origin state-changing request.
@@ -260,9 +292,10 @@ func (a *Auth) Routes() map[string]http.Handler {
 
 // sessionInfo tells the page how the citizen can sign in and whether they are.
 func (a *Auth) sessionInfo(w http.ResponseWriter, r *http.Request) {
-	_, err := a.AuthenticateRequest(r)
+	_, agent, err := a.AuthenticateAgent(r)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"signed_in": err == nil, "oidc": a.cfg.OIDC != nil, "demo_login": a.cfg.DemoLogin,
+		"agent_waiting": errors.Is(err, ErrAgentAlone), "assisted": err == nil && agent != "",
 	})
 }
 
@@ -438,12 +471,22 @@ func (a *Auth) refuse(w http.ResponseWriter, code int, reason error) {
 }
 
 // startSession rotates: the browser's previous session, if any, ends, and a
-// new ID is issued.
+// new ID is issued. A counter agent's sign-in opens an agent's session,
+// which serves nothing; a citizen who signs in on a live agent's session
+// (the citizen present at the counter, their own sign-in) gets a session
+// that names the agent.
 func (a *Auth) startSession(w http.ResponseWriter, r *http.Request, ck string) (string, error) {
+	agent, agentOnly := "", false
 	if old, err := r.Cookie(a.CookieName()); err == nil {
+		if ss, err := a.sessions.get(old.Value); err == nil && ss.agentOnly && ss.agent != ck {
+			agent = ss.agent
+		}
 		a.sessions.destroy(old.Value)
 	}
-	id, err := a.sessions.create(ck)
+	if a.agents[ck] {
+		agent, agentOnly = ck, true
+	}
+	id, err := a.sessions.createWith(ck, agent, agentOnly)
 	if err != nil {
 		return "", err
 	}
@@ -550,3 +593,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
+
+// Assisted access: a signed-in citizen acting for another person (a minor
+// they are the parent or guardian of) names that person's ckey in the query
+// parameter ParamFor of each request. The sign-in only carries the name:
+// whoever serves the request checks the relation at that moment, against
+// the civil registry (gateway/node), and answers ErrNotGuardian or
+// ErrGuardianshipUnavailable when it does not hold or cannot be checked.
+const ParamFor = "for"
+
+// Errors of acting for another person.
+var (
+	ErrNotGuardian             = errors.New("citizen: the civil registry does not show you as this person's parent or guardian")
+	ErrGuardianshipUnavailable = errors.New("citizen: guardianship cannot be checked now; retry later")
+)

@@ -19,6 +19,11 @@ type session struct {
 	ckey    string
 	created time.Time
 	last    time.Time
+	// agent: a counter agent's session (only the agent signed in: it
+	// serves nothing), or, on a citizen's session, the ckey of the agent
+	// whose session the citizen signed in on (every action names them).
+	agent     string
+	agentOnly bool
 }
 
 // SessionsPerCitizen is how many live sessions one citizen may hold (a phone, a
@@ -55,7 +60,11 @@ func randomID() (string, error) {
 func hashID(id string) [32]byte { return sha256.Sum256([]byte(id)) }
 
 // create starts a session for ckey and returns its ID.
-func (s *store) create(ckey string) (string, error) {
+func (s *store) create(ckey string) (string, error) { return s.createWith(ckey, "", false) }
+
+// createWith starts a session for ckey, assisted by agent ("" for none), or
+// an agent's own session (agentOnly).
+func (s *store) createWith(ckey, agent string, agentOnly bool) (string, error) {
 	id, err := randomID()
 	if err != nil {
 		return "", err
@@ -73,16 +82,35 @@ func (s *store) create(ckey string) (string, error) {
 		}
 	}
 	h := hashID(id)
-	s.sessions[h] = &session{ckey: ckey, created: now, last: now}
+	s.sessions[h] = &session{ckey: ckey, created: now, last: now, agent: agent, agentOnly: agentOnly}
 	s.byCitizen[ckey] = append(s.byCitizen[ckey], h)
 	return id, nil
 }
 
 // lookup returns the citizen key of a live session and refreshes its idle
-// time; an expired session is destroyed.
+// time; an expired session is destroyed. A counter agent's own session
+// serves nothing (ErrAgentAlone).
 func (s *store) lookup(id string) (string, error) {
+	ck, _, err := s.lookupAgent(id)
+	return ck, err
+}
+
+// lookupAgent is lookup, with the agent who assists the citizen ("" if none).
+func (s *store) lookupAgent(id string) (string, string, error) {
+	ss, err := s.get(id)
+	if err != nil {
+		return "", "", err
+	}
+	if ss.agentOnly {
+		return "", "", ErrAgentAlone
+	}
+	return ss.ckey, ss.agent, nil
+}
+
+// get returns a live session (a copy).
+func (s *store) get(id string) (session, error) {
 	if len(id) != sessionIDLen {
-		return "", ErrUnauthenticated
+		return session{}, ErrUnauthenticated
 	}
 	h := hashID(id)
 	now := s.now()
@@ -90,14 +118,14 @@ func (s *store) lookup(id string) (string, error) {
 	defer s.mu.Unlock()
 	ss, ok := s.sessions[h]
 	if !ok {
-		return "", ErrUnauthenticated
+		return session{}, ErrUnauthenticated
 	}
 	if s.expired(ss, now) {
 		s.removeLocked(h)
-		return "", ErrExpired
+		return session{}, ErrExpired
 	}
 	ss.last = now
-	return ss.ckey, nil
+	return *ss, nil
 }
 
 // destroy ends a session (logout, or rotation at login).

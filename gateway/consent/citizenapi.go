@@ -43,6 +43,9 @@ func (s *Service) audit(ctx context.Context, ckey, action, consumer string, g *G
 		Service: consentv1.ConsentRequests_ServiceDesc.ServiceName, Method: action, CKey: ckey,
 		Allowed: true, Reason: ReasonCitizenAction, Code: codes.OK,
 	}
+	if a, ok := ctx.Value(actorKey{}).(assistedActor); ok {
+		d.ActorCKey, d.AssistedBy = a.ckey, a.how
+	}
 	if g != nil {
 		d.Purpose, d.LegalBasis, d.TokenID, d.Fields = g.Purpose, g.LegalBasis, g.ID, g.Fields
 	}

@@ -27,6 +27,20 @@ type RequestAuthenticator interface {
 	AuthenticateRequest(r *http.Request) (ckey string, err error)
 }
 
+// ActorAuthenticator authenticates an HTTP request that may act for
+// another person (assisted access, gateway/node): it returns the ckey the
+// request acts for, and the actor's ckey and how they assist (empty when
+// the citizen acts alone). It refuses with citizen.ErrNotGuardian or
+// citizen.ErrGuardianshipUnavailable when the relation does not hold or
+// cannot be checked.
+type ActorAuthenticator interface {
+	AuthenticateActor(r *http.Request) (subject, actor, assistedBy string, err error)
+}
+
+type actorKey struct{}
+
+type assistedActor struct{ ckey, how string }
+
 // Service is the consent service: it grants, lists and revokes a citizen's
 // consents. It holds the signing keys; it never sees more of the citizen
 // than their ckey. On a gateway, Service is only the citizen-facing API:
@@ -127,7 +141,15 @@ func (s *Service) authed(auth Authenticator, h func(http.ResponseWriter, *http.R
 		}
 		var ckey string
 		var err error
-		if ra, ok := auth.(RequestAuthenticator); ok {
+		if aa, ok := auth.(ActorAuthenticator); ok {
+			// Assisted access: the request may act for a ward (checked by
+			// aa); the records name the actor too.
+			var actor, how string
+			ckey, actor, how, err = aa.AuthenticateActor(r)
+			if err == nil && actor != "" {
+				r = r.WithContext(context.WithValue(r.Context(), actorKey{}, assistedActor{ckey: actor, how: how}))
+			}
+		} else if ra, ok := auth.(RequestAuthenticator); ok {
 			// The session cookie or bearer, and the cross-origin checks.
 			ckey, err = ra.AuthenticateRequest(r)
 		} else if cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
@@ -138,6 +160,14 @@ func (s *Service) authed(auth Authenticator, h func(http.ResponseWriter, *http.R
 		}
 		if errors.Is(err, citizen.ErrCrossOrigin) {
 			httpError(w, http.StatusForbidden, "cross-origin request refused")
+			return
+		}
+		if errors.Is(err, citizen.ErrNotGuardian) {
+			httpError(w, http.StatusForbidden, "the civil registry does not show you as this person's parent or guardian")
+			return
+		}
+		if errors.Is(err, citizen.ErrGuardianshipUnavailable) {
+			httpError(w, http.StatusServiceUnavailable, "guardianship cannot be checked now; retry later")
 			return
 		}
 		if err != nil {

@@ -74,6 +74,11 @@ const ReasonConsentStateUnavailable = "CONSENT_STATE_UNAVAILABLE"
 // it is the provider's outcome, not a policy refusal (see ProviderOutcome).
 const ReasonProviderNotFound = "PROVIDER_NOT_FOUND"
 
+// ReasonNotGuardian: a citizen asked to act for a person the civil
+// registry does not show as a living minor child of their household, with
+// them as its head or spouse (assisted access, checked at each action).
+const ReasonNotGuardian = "GUARDIAN_NOT_ESTABLISHED"
+
 // ProviderOutcome reports whether a reason is the provider's answer or
 // failure (unavailable, timed out, not found, an error of its own) rather
 // than a refusal by the federation's policy: metrics count them apart
@@ -170,4 +175,17 @@ type Decision struct {
 	// VisibleAt is when the citizen's access log may show this access
 	// (later than Time only for mandates the law allows to delay).
 	VisibleAt time.Time
+	// ActorCKey and AssistedBy: assisted access — the ckey of who acted for
+	// the citizen CKey names (a parent or legal guardian), and how
+	// (AssistedGuardian). Empty when the citizen acted alone.
+	ActorCKey  string
+	AssistedBy string
 }
+
+// AssistedGuardian is Decision.AssistedBy of an action a parent or legal
+// guardian took for a minor.
+const AssistedGuardian = "guardian"
+
+// AssistedAgent is Decision.AssistedBy of an action a citizen took, signed
+// in themselves, on a counter agent's session (ActorCKey is the agent's).
+const AssistedAgent = "agent"

@@ -253,6 +253,9 @@ func (n *Node) startParts(ctx context.Context, reg *prometheus.Registry) (map[st
 		}
 	}
 	var err error
+	// The citizen-facing routes see the sign-in with assisted access: a
+	// parent or guardian may act for a minor (checked at each request).
+	asst := &assisted{Auth: n.citizens, n: n}
 	if !n.o.unsafe.SkipConsent {
 		if n.consent, err = startConsent(ctx, n.cfg, reg); err != nil {
 			return nil, fmt.Errorf("consent: %w", err)
@@ -260,7 +263,7 @@ func (n *Node) startParts(ctx context.Context, reg *prometheus.Registry) (map[st
 		add(n.consent.Routes)
 	}
 	if !n.o.unsafe.SkipAudit {
-		if n.audit, err = startAudit(ctx, n.cfg, n.o, n.citizens, reg); err != nil {
+		if n.audit, err = startAudit(ctx, n.cfg, n.o, asst, reg); err != nil {
 			return nil, fmt.Errorf("audit: %w", err)
 		}
 		if l, ok := n.audit.Log.(interface{ Pending() int }); ok {
@@ -278,10 +281,11 @@ func (n *Node) startParts(ctx context.Context, reg *prometheus.Registry) (map[st
 			n.consent.Service.Audit = n.audit.Log.Append
 		}
 		// The consent API acts for the citizen the sign-in authenticated.
-		add(n.consent.Service.Routes(n.citizens))
+		add(n.consent.Service.Routes(asst))
 	}
+	routes["GET /v1/wards"] = http.HandlerFunc(n.wards)
 	add(n.citizens.Routes())
-	pr, err := n.citizenPage(ctx)
+	pr, err := n.citizenPage(ctx, asst)
 	if err != nil {
 		return nil, fmt.Errorf("citizen page: %w", err)
 	}

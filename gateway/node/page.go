@@ -20,8 +20,8 @@ import (
 // citizenPage builds the citizen's page (/citizen/) on the sign-in, with its
 // live view following the audit stream (the same stream the access log
 // reads, through the audit API prefix when the audit has its own account).
-func (n *Node) citizenPage(ctx context.Context) (map[string]http.Handler, error) {
-	cfg := page.Config{Federation: n.cfg.Federation, Auth: n.citizens, Log: n.cfg.Log}
+func (n *Node) citizenPage(ctx context.Context, auth page.RequestAuthenticator) (map[string]http.Handler, error) {
+	cfg := page.Config{Federation: n.cfg.Federation, Auth: auth, Log: n.cfg.Log}
 	var records jetstream.Stream
 	if n.audit != nil {
 		js, err := jetstream.New(n.cfg.Conn)

@@ -30,6 +30,18 @@ func Showcase(seed uint64) []Example {
 		{"selfemployed", "self-employed, not in good tax standing", func(c *Citizen) bool {
 			return c.Alive() && c.Work == SelfEmployed && !c.GoodStanding
 		}},
+		{"guardian", "parent of a minor child: acts for the child on the citizen's page (assisted access)", func(c *Citizen) bool {
+			if !c.Alive() || c.Relation != Head {
+				return false
+			}
+			for _, i := range c.Members {
+				// Under 16 at the world's reference date: still a minor for a while.
+				if k := Get(seed, i); k.Relation == Child && k.Alive() && k.Age() >= 1 && k.Age() < 16 {
+					return true
+				}
+			}
+			return false
+		}},
 	}
 	found := make([]*Example, len(want))
 	for b := 0; b < 2500 && len(seen) < len(want); b++ {

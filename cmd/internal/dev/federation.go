@@ -32,6 +32,12 @@ type Options struct {
 	// ConsoleOIDC also lets the demo provider's auditor (DemoAuditor, with
 	// the role "auditor") sign in to the console by OIDC.
 	ConsoleOIDC bool
+	// AgentEIDs are counter agents' eIDs: the embedded provider lets them
+	// sign in, and the gateway treats them as counter agents.
+	AgentEIDs []string
+	// SignInEIDs are more eIDs the embedded provider lets sign in, beside
+	// the showcase citizens (tests of assisted access: a family's members).
+	SignInEIDs []string
 	// AnyPort binds every listener to 127.0.0.1:0 (tests run several
 	// federations side by side).
 	AnyPort bool
@@ -275,6 +281,12 @@ func (d *devFederation) startIdP(g *process.Env, o Options) (process.SignInOptio
 	}
 	citizens = append(citizens, devidp.Citizen{EID: DemoAuditor, Roles: []string{process.DefaultConsoleRole},
 		Description: "the demo auditor: role auditor, for the console's sign-in (jisr dev --console-oidc); not a citizen"})
+	for _, e := range o.AgentEIDs {
+		citizens = append(citizens, devidp.Citizen{EID: e, Description: "counter agent"})
+	}
+	for _, e := range o.SignInEIDs {
+		citizens = append(citizens, devidp.Citizen{EID: e, Description: "test citizen"})
+	}
 	cfg := devidp.Config{
 		Citizens: citizens, ClientSecret: hex.EncodeToString(secret), ACR: citizen.DefaultACR,
 		EIDClaim: citizen.DefaultEIDClaim, Log: g.Log,
@@ -287,7 +299,7 @@ func (d *devFederation) startIdP(g *process.Env, o Options) (process.SignInOptio
 	g.Log.Info("demo OpenID Provider for citizen sign-in", "issuer", p.Issuer())
 	return process.SignInOptions{
 		OIDCIssuer: p.Issuer(), OIDCClientID: p.ClientID(), OIDCClientSecret: cfg.ClientSecret,
-		OIDCEIDClaim: cfg.EIDClaim, OIDCACR: []string{cfg.ACR}, DemoLogin: o.DemoLogin,
+		OIDCEIDClaim: cfg.EIDClaim, OIDCACR: []string{cfg.ACR}, DemoLogin: o.DemoLogin, Agents: o.AgentEIDs,
 	}, nil
 }
 

@@ -33,6 +33,8 @@ type SignInOptions struct {
 	// demoLogin: sign-in by eID alone. Only `jisr dev --demo-login` sets
 	// it, and StartGateway refuses it off loopback.
 	DemoLogin bool
+	// Agents are the eIDs of counter agents (assisted access, --counter-agent).
+	Agents []string
 	// readTimeout of the HTTP server (default 30s; tests shorten it).
 	ReadTimeout time.Duration
 }
@@ -112,7 +114,7 @@ func NewCitizenAuth(g *Env, addr string, secure bool, o SignInOptions) (*citizen
 	}
 	cfg := citizen.Config{
 		Federation: fed, Keyer: keyer, DemoLogin: o.DemoLogin, Secure: secure,
-		IdleTimeout: o.SessionIdle, MaxAge: o.SessionMaxAge, Log: g.Log,
+		IdleTimeout: o.SessionIdle, MaxAge: o.SessionMaxAge, Log: g.Log, Agents: o.Agents,
 	}
 	if o.OIDCIssuer != "" {
 		secret, err := o.clientSecret()

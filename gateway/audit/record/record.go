@@ -52,6 +52,8 @@ func FromDecision(d *decision.Decision) *auditv1.Record {
 		TraceId:    d.TraceID,
 
 		FederationVersion: d.FederationVersion,
+		ActorCkey:         d.ActorCKey,
+		AssistedBy:        d.AssistedBy,
 	}
 	if d.Allowed {
 		r.Decision = auditv1.Decision_DECISION_ALLOWED

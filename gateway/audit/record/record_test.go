@@ -58,6 +58,9 @@ func TestRecordHasNoPlaceForCitizenData(t *testing.T) {
 		"service": true, "method": true, "ckey": true, "purpose": true, "legal_basis": true, "law": true, "rule": true,
 		"token_id": true, "decision": true, "reason": true, "fields": true, "status_code": true, "latency": true,
 		"trace_id": true, "visible_at": true, "federation_version": true,
+		// Assisted access: a ckey, and "guardian" / "agent" / "guardian,agent:<ckey>"
+		// (decision.AssistedGuardian, AssistedAgent; gateway/node).
+		"actor_ckey": true, "assisted_by": true,
 	}
 	fields := (&auditv1.Record{}).ProtoReflect().Descriptor().Fields()
 	for i := range fields.Len() {

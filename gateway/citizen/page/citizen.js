@@ -28,7 +28,13 @@ function el(tag, attrs, ...kids) {
   for (const k of kids) if (k) e.append(k);
   return e;
 }
+// Assisted access: the minor the signed-in parent acts for ("" for
+// themselves). The gateway checks the relation with the civil registry at
+// each request; the page only names the minor.
+let actFor = "";
+const forPath = (path) => actFor ? path + (path.includes("?") ? "&" : "?") + "for=" + encodeURIComponent(actFor) : path;
 async function api(method, path, body) {
+  if (!path.startsWith("/access-log/logout") && path !== "/v1/wards") path = forPath(path);
   const r = await fetch(path, { method, credentials: "same-origin", headers: body ? { "Content-Type": "application/json" } : {}, body: body ? JSON.stringify(body) : undefined });
   let j = {}; try { j = await r.json(); } catch (e) { /* empty */ }
   return { status: r.status, ok: r.ok, j };
@@ -252,7 +258,7 @@ function recheck() { if (!rechecking) rechecking = setTimeout(() => { rechecking
 let live = null;
 function startLive() {
   if (live) return;
-  live = new EventSource("events");
+  live = new EventSource(forPath("events"));
   live.addEventListener("ready", () => { $("live").dataset.live = "on"; $("live").textContent = T("live_on"); });
   live.addEventListener("change", () => { loadAll().then(() => say("updated")); });
   live.onerror = () => { $("live").dataset.live = "off"; $("live").textContent = T("live_off"); };
@@ -261,6 +267,8 @@ function startLive() {
 async function showLogin() {
   $("login").hidden = false; $("app").hidden = true; $("signout").hidden = true;
   if (live) { live.close(); live = null; }
+  actFor = ""; wardsLoaded = false; $("acting").hidden = true;
+  while ($("actfor").options.length > 1) $("actfor").remove(1);
 }
 
 let loading = null;
@@ -277,9 +285,27 @@ async function loadAll() {
     await renderLog(acc.j.accesses || []);
     document.body.dataset.loaded = String(Date.now());
     startLive();
+    loadWards();
   })().finally(() => { loading = null; });
   return loading;
 }
+
+// The minors the civil registry shows the citizen the parent of, once.
+let wardsLoaded = false;
+async function loadWards() {
+  if (wardsLoaded) return;
+  wardsLoaded = true;
+  const res = await api("GET", "/v1/wards");
+  const ws = (res.ok && res.j.wards) || [];
+  if (!ws.length) return;
+  for (const w of ws) $("actfor").append(el("option", { value: w.ckey, text: w.given_name + " (" + new Intl.DateTimeFormat(D.locale, { dateStyle: "long" }).format(new Date(w.birth_date)) + ")" }));
+  $("acting").hidden = false;
+}
+$("actfor").addEventListener("change", () => {
+  actFor = $("actfor").value;
+  if (live) { live.close(); live = null; }
+  loadAll();
+});
 
 $("signout").addEventListener("click", async () => { await api("POST", "/access-log/logout"); showLogin(); });
 loadAll();

@@ -135,8 +135,16 @@ type Record struct {
 	// (jisr federation publish; 0: the federation file the gateway started
 	// with). Numbered apart from the fields above to leave them room.
 	FederationVersion uint64 `protobuf:"varint,40,opt,name=federation_version,json=federationVersion,proto3" json:"federation_version,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Assisted access: who acted, when it was not the citizen themselves.
+	// actor_ckey is the ckey of the person who acted (a parent or legal
+	// guardian acting for the minor named by ckey, or the citizen present at
+	// a counter); assisted_by names how: "guardian", or "agent:<subject>"
+	// for a counter agent (the agent's identity at the sign-in provider).
+	// Empty when the citizen acted alone.
+	ActorCkey     string `protobuf:"bytes,50,opt,name=actor_ckey,json=actorCkey,proto3" json:"actor_ckey,omitempty"`
+	AssistedBy    string `protobuf:"bytes,51,opt,name=assisted_by,json=assistedBy,proto3" json:"assisted_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Record) Reset() {
@@ -323,6 +331,20 @@ func (x *Record) GetFederationVersion() uint64 {
 	return 0
 }
 
+func (x *Record) GetActorCkey() string {
+	if x != nil {
+		return x.ActorCkey
+	}
+	return ""
+}
+
+func (x *Record) GetAssistedBy() string {
+	if x != nil {
+		return x.AssistedBy
+	}
+	return ""
+}
+
 // RecordBatch is the payload of one message of the audit stream (format 2):
 // one group commit of a log, the records of consecutive leaves in order. The
 // message's headers name the batch: Jisr-Audit-Format (2),
@@ -484,7 +506,7 @@ var File_jisr_audit_v1_record_proto protoreflect.FileDescriptor
 
 const file_jisr_audit_v1_record_proto_rawDesc = "" +
 	"\n" +
-	"\x1ajisr/audit/v1/record.proto\x12\rjisr.audit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x05\n" +
+	"\x1ajisr/audit/v1/record.proto\x12\rjisr.audit.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x06\n" +
 	"\x06Record\x12\x15\n" +
 	"\x06log_id\x18\x01 \x01(\tR\x05logId\x12\x1d\n" +
 	"\n" +
@@ -512,7 +534,11 @@ const file_jisr_audit_v1_record_proto_rawDesc = "" +
 	"\btrace_id\x18\x14 \x01(\tR\atraceId\x129\n" +
 	"\n" +
 	"visible_at\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\tvisibleAt\x12-\n" +
-	"\x12federation_version\x18( \x01(\x04R\x11federationVersion\"'\n" +
+	"\x12federation_version\x18( \x01(\x04R\x11federationVersion\x12\x1d\n" +
+	"\n" +
+	"actor_ckey\x182 \x01(\tR\tactorCkey\x12\x1f\n" +
+	"\vassisted_by\x183 \x01(\tR\n" +
+	"assistedBy\"'\n" +
 	"\vRecordBatch\x12\x18\n" +
 	"\arecords\x18\x01 \x03(\fR\arecords\"\x8a\x02\n" +
 	"\x0fCheckpointState\x12\x1e\n" +
