@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/gateway/events"
 )
 
 // Standing grants as the legal basis of event deliveries (docs/events.md,
@@ -102,4 +103,33 @@ func (g *Grant) covers(r StandingRequest) bool {
 		}
 	}
 	return true
+}
+
+// EventConsents answers the gateway's events service (events.Consents)
+// from the store: a delivery under an event rule on consent needs an active
+// grant of the citizen to the consumer for the service
+// jisr.events.v1.EventSink with the event type among its methods
+// (docs/events.md).
+type EventConsents struct {
+	Store      *Store
+	Federation *federation.Federation
+}
+
+// Covering implements events.Consents.
+func (c EventConsents) Covering(ctx context.Context, q events.ConsentQuery) (string, error) {
+	m, err := c.Federation.Member(q.Consumer)
+	if err != nil {
+		return "", events.ErrNoConsent
+	}
+	g, err := c.Store.StandingGrant(ctx, StandingRequest{
+		CKey: q.CKey, Consumer: m.ID.String(), Service: events.Service, Method: q.EventType,
+		Purpose: q.Purpose, Fields: q.Fields, Now: q.Now,
+	})
+	if errors.Is(err, ErrNoStandingGrant) {
+		return "", events.ErrNoConsent
+	}
+	if err != nil {
+		return "", err
+	}
+	return g.ID, nil
 }

@@ -400,8 +400,9 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 	}
 	// The event log keeps the event as published, for replays.
 	logSubj, _ := s.LogSubject()
-	if _, err := e.js.PublishMsg(ctx, &nats.Msg{Subject: logSubj, Data: data},
-		jetstream.WithMsgID(pub.Name+"."+ev.GetId()), jetstream.WithExpectStream(subject.EventLogStream)); err != nil {
+	logAck, err := e.js.PublishMsg(ctx, &nats.Msg{Subject: logSubj, Data: data},
+		jetstream.WithMsgID(pub.Name+"."+ev.GetId()), jetstream.WithExpectStream(subject.EventLogStream))
+	if err != nil {
 		e.log.Error("event log refused the event", "publisher", pub.Name, "type", s.Type, "err", err)
 		return nil, decision.Refuse(codes.Unavailable, decision.ReasonEventStoreUnavailable, "the event could not be stored; publish it again")
 	}
@@ -409,9 +410,18 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 	// Rules on consent are decided first, all of them, so that a consent
 	// state that cannot be read refuses the publication before anything is
 	// delivered: the publisher publishes it again (same id) later.
+	// A publication again of a stored event (the publisher lost the
+	// answer): a delivery already in the consumer's stream is neither
+	// audited nor decided again — one audit record per (event, consumer).
+	done := make([]bool, len(rules))
+	if logAck.Duplicate {
+		for i, r := range rules {
+			done[i] = e.alreadyDelivered(ctx, s, r.Consumer, pub.Name+"."+ev.GetId())
+		}
+	}
 	grants := make([]string, len(rules))
 	for i, r := range rules {
-		if r.LegalBasis != federation.BasisConsent {
+		if done[i] || r.LegalBasis != federation.BasisConsent {
 			continue
 		}
 		jti, err := e.consentFor(ctx, s, r, now)
@@ -422,6 +432,10 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 	}
 	n := int32(0)
 	for i, r := range rules {
+		if done[i] {
+			n++
+			continue
+		}
 		if r.LegalBasis == federation.BasisConsent && grants[i] == "" {
 			continue // refused and audited by consentFor
 		}
@@ -431,6 +445,43 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 		n++
 	}
 	return &eventsv1.PublishResponse{Id: ev.GetId(), Deliveries: n}, nil
+}
+
+// MaxDedupScan bounds the messages of one citizen's deliveries of one
+// event type that alreadyDelivered reads.
+const MaxDedupScan = 256
+
+// alreadyDelivered reports whether consumer's stream holds the (first, not
+// replayed) delivery whose Nats-Msg-Id is msgID: it reads the stream's
+// messages on the citizen's delivery subject (a handful: one citizen, one
+// publisher, one type). When it cannot tell (an error, more than
+// MaxDedupScan messages) it answers false: the delivery is audited again
+// and the stream drops the copy within its dedup window — over-recording
+// is the safe side.
+func (e *Events) alreadyDelivered(ctx context.Context, s subject.Event, consumer, msgID string) bool {
+	s.Consumer = consumer
+	subj, err := s.DeliverySubject()
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := e.js.Stream(ctx, subject.EventStream(consumer))
+	if err != nil {
+		return false
+	}
+	seq := uint64(1)
+	for range MaxDedupScan {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		if err != nil {
+			return false // jetstream.ErrMsgNotFound: not there
+		}
+		if m.Header.Get(nats.MsgIdHdr) == msgID {
+			return true
+		}
+		seq = m.Sequence + 1
+	}
+	return false
 }
 
 // consentFor looks up the citizen's grant for a delivery under rule r,

@@ -2,12 +2,10 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/events"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
@@ -31,7 +29,7 @@ func (n *Node) startEvents(ctx context.Context) error {
 		Federation: n.cfg.Federation, Keyer: n.cfg.Keyer, Conn: n.cfg.Conn, Audit: n.audit.Log, Log: n.cfg.Log,
 	}
 	if n.consent != nil {
-		cfg.Consents = StandingGrants{Store: n.consent.Store, Federation: n.cfg.Federation}
+		cfg.Consents = consent.EventConsents{Store: n.consent.Store, Federation: n.cfg.Federation}
 	}
 	if n.o.tp != nil {
 		cfg.TracerProvider = n.o.tp
@@ -49,32 +47,3 @@ func (n *Node) startEvents(ctx context.Context) error {
 
 // Events is the node's events service (nil when audit is skipped).
 func (n *Node) Events() *events.Events { return n.events }
-
-// StandingGrants answers the events service's consent questions from the
-// consent state: a delivery under an event rule on consent needs an active
-// grant of the citizen to the consumer for the service
-// jisr.events.v1.EventSink with the event type among its methods
-// (docs/events.md).
-type StandingGrants struct {
-	Store      *consent.Store
-	Federation *federation.Federation
-}
-
-// Covering implements events.Consents.
-func (g StandingGrants) Covering(ctx context.Context, q events.ConsentQuery) (string, error) {
-	m, err := g.Federation.Member(q.Consumer)
-	if err != nil {
-		return "", events.ErrNoConsent
-	}
-	gr, err := g.Store.StandingGrant(ctx, consent.StandingRequest{
-		CKey: q.CKey, Consumer: m.ID.String(), Service: events.Service, Method: q.EventType,
-		Purpose: q.Purpose, Fields: q.Fields, Now: q.Now,
-	})
-	if errors.Is(err, consent.ErrNoStandingGrant) {
-		return "", events.ErrNoConsent
-	}
-	if err != nil {
-		return "", err
-	}
-	return gr.ID, nil
-}
