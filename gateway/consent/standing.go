@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/gateway/events"
 )
@@ -70,6 +72,11 @@ func (s *Store) StandingGrant(ctx context.Context, r StandingRequest) (*Grant, e
 			return nil, fmt.Errorf("%w: revocation of %s: %v", ErrStateUnavailable, g.ID, err)
 		} else if revoked {
 			continue
+		}
+		if e, err := s.revocations.Get(ctx, PauseKey(g.ID)); err == nil && string(e.Value()) != activeValue || errors.Is(err, jetstream.ErrKeyDeleted) {
+			continue // paused an instant ago (the watch may not have it yet), or its pause tampered with
+		} else if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, fmt.Errorf("%w: pause of %s: %v", ErrStateUnavailable, g.ID, err)
 		}
 		if g.MaxUses > 0 {
 			if err := s.Use(ctx, g.ID, g.MaxUses); errors.Is(err, ErrUsedUp) {
