@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jisr-bus/jisr/bus/federation"
-	"github.com/jisr-bus/jisr/gateway/events"
 	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/gateway/events"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
 
