@@ -135,6 +135,8 @@ type Events struct {
 	// rates are the publishers' fair shares: each member's events_per_second
 	// (federation limits), with a burst of as many.
 	rates map[string]*rate.Limiter
+	// streams are the members' delivery streams' handles (alreadyDelivered).
+	streams sync.Map
 	// spanOpts send the bus spans to the configured provider.
 	spanOpts []bus.SpanOption
 
@@ -466,9 +468,13 @@ func (e *Events) alreadyDelivered(ctx context.Context, s subject.Event, consumer
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	st, err := e.js.Stream(ctx, subject.EventStream(consumer))
-	if err != nil {
+	var st jetstream.Stream
+	if v, ok := e.streams.Load(consumer); ok {
+		st = v.(jetstream.Stream)
+	} else if st, err = e.js.Stream(ctx, subject.EventStream(consumer)); err != nil {
 		return false
+	} else {
+		e.streams.Store(consumer, st) // a handle: GetMsg reads the stream by name
 	}
 	seq := uint64(1)
 	for range MaxDedupScan {
