@@ -28,9 +28,9 @@ func gatewayEvents(fed *federation.Federation) []string {
 	out = append(out, StreamAPI(subject.EventLogStream)...)
 	for _, m := range fed.Members {
 		// The information of every member's stream (its readiness check),
-		// and one message of it by subject (is a publication again already
+		// and the last message on a subject (is a publication again already
 		// delivered?), never a consumer on it.
-		out = append(out, "$JS.API.STREAM.INFO."+subject.EventStream(m.Name), "$JS.API.STREAM.MSG.GET."+subject.EventStream(m.Name), "$JS.API.DIRECT.GET."+subject.EventStream(m.Name))
+		out = append(out, "$JS.API.STREAM.INFO."+subject.EventStream(m.Name), "$JS.API.STREAM.MSG.GET."+subject.EventStream(m.Name), "$JS.API.DIRECT.GET."+subject.EventStream(m.Name), "$JS.API.DIRECT.GET."+subject.EventStream(m.Name)+".>")
 	}
 	return out
 }

@@ -449,17 +449,15 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 	return &eventsv1.PublishResponse{Id: ev.GetId(), Deliveries: n}, nil
 }
 
-// MaxDedupScan bounds the messages of one citizen's deliveries of one
-// event type that alreadyDelivered reads.
-const MaxDedupScan = 256
-
-// alreadyDelivered reports whether consumer's stream holds the (first, not
-// replayed) delivery whose Nats-Msg-Id is msgID: it reads the stream's
-// messages on the citizen's delivery subject (a handful: one citizen, one
-// publisher, one type). When it cannot tell (an error, more than
-// MaxDedupScan messages) it answers false: the delivery is audited again
-// and the stream drops the copy within its dedup window — over-recording
-// is the safe side.
+// alreadyDelivered reports whether the last delivery on the citizen's
+// delivery subject in consumer's stream (one publisher, one type, one
+// citizen) is the one whose Nats-Msg-Id is msgID: a publisher that retries
+// after a lost answer, before it publishes the next event of that type
+// about that citizen, finds its delivery there. Otherwise (an older
+// delivery, a replay since, an error) it answers false: the delivery is
+// audited again and the stream drops the copy within its dedup window —
+// over-recording is the safe side. One read, not a scan: a scan of a
+// citizen's deliveries would cost a round trip per delivery.
 func (e *Events) alreadyDelivered(ctx context.Context, s subject.Event, consumer, msgID string) bool {
 	s.Consumer = consumer
 	subj, err := s.DeliverySubject()
@@ -474,20 +472,10 @@ func (e *Events) alreadyDelivered(ctx context.Context, s subject.Event, consumer
 	} else if st, err = e.js.Stream(ctx, subject.EventStream(consumer)); err != nil {
 		return false
 	} else {
-		e.streams.Store(consumer, st) // a handle: GetMsg reads the stream by name
+		e.streams.Store(consumer, st) // a handle: it reads the stream by name
 	}
-	seq := uint64(1)
-	for range MaxDedupScan {
-		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
-		if err != nil {
-			return false // jetstream.ErrMsgNotFound: not there
-		}
-		if m.Header.Get(nats.MsgIdHdr) == msgID {
-			return true
-		}
-		seq = m.Sequence + 1
-	}
-	return false
+	m, err := st.GetLastMsgForSubject(ctx, subj)
+	return err == nil && m.Header.Get(nats.MsgIdHdr) == msgID
 }
 
 // consentFor looks up the citizen's grant for a delivery under rule r,
