@@ -25,7 +25,7 @@ type EventRule struct {
 	// Empty = the whole event.
 	Fields     []string
 	Purpose    string
-	LegalBasis string // mandate (an event carries no consent token)
+	LegalBasis string // mandate, or consent (the citizen's standing grant)
 	Law        string
 	LogDelay   time.Duration // delay before the delivery shows in the citizen's access log
 	// Replay lets the consumer ask for the events published since a date
@@ -137,11 +137,16 @@ func (f *Federation) parseEventRules(raw []eventRuleFile) error {
 			if r.Law == "" {
 				return bad("%s.law: a mandate must name the law it rests on", where)
 			}
-		default:
+		case BasisConsent:
 			// A published event carries no consent token of the receiver's:
-			// deliveries on consent need the citizen's standing grant, which
-			// the gateway does not read yet. Fail closed: refuse the file.
-			return bad("%s.legal_basis %q: event rules rest on a %s (deliveries on consent are not supported yet)", where, r.LegalBasis, BasisMandate)
+			// the gateway delivers only while the citizen holds an active
+			// grant for the consumer, the event type and the rule's fields
+			// (docs/events.md). A law is a mandate's, not a consent's.
+			if r.Law != "" {
+				return bad("%s.law: a rule on consent names no law", where)
+			}
+		default:
+			return bad("%s.legal_basis %q: event rules rest on a %s or the citizen's %s", where, r.LegalBasis, BasisMandate, BasisConsent)
 		}
 		if rr.LogDelay != "" {
 			d, err := time.ParseDuration(rr.LogDelay)

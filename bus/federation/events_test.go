@@ -19,6 +19,7 @@ func TestEventRules(t *testing.T) {
 	t.Parallel()
 	f, err := Parse([]byte(eventsBase + `event_rules:
   - {name: deaths, consumer: pensions, publisher: registry, events: [PersonDied], fields: [person_died.date_of_death], purpose: pensions, legal_basis: mandate, law: L, replay: true, access_log_delay: 1h}
+  - {name: births, consumer: taxes, publisher: registry, events: [PersonBorn], purpose: allowance, legal_basis: consent}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +28,10 @@ func TestEventRules(t *testing.T) {
 	if len(rs) != 1 || rs[0].Consumer != "pensions" || !rs[0].Replay || rs[0].LogDelay.Hours() != 1 {
 		t.Fatalf("rules %+v", rs)
 	}
-	if len(f.EventRulesFor("registry", "PersonBorn")) != 0 || !f.ReceivesEvents("pensions") || f.ReceivesEvents("taxes") {
+	if rs := f.EventRulesFor("registry", "PersonBorn"); len(rs) != 1 || rs[0].LegalBasis != BasisConsent || rs[0].Consumer != "taxes" {
+		t.Fatalf("a rule on consent: %+v", rs)
+	}
+	if len(f.EventRulesFor("registry", "MarriageRecorded")) != 0 || !f.ReceivesEvents("pensions") || f.ReceivesEvents("registry") {
 		t.Fatal("a rule covers what it does not name")
 	}
 	if m, _ := f.Member("taxes"); m.PublishesEvent("PersonDied") {
@@ -52,7 +56,8 @@ func TestInvalidEventRulesNameTheField(t *testing.T) {
 		{"bad field", rule("{name: r, fields: [a..b], " + ok + "}"), "fields[0]"},
 		{"no purpose", rule("{name: r, " + strings.Replace(ok, "purpose: p, ", "", 1) + "}"), "purpose"},
 		{"mandate without law", rule("{name: r, " + strings.Replace(ok, ", law: L", "", 1) + "}"), "must name the law"},
-		{"consent", rule("{name: r, " + strings.Replace(strings.Replace(ok, "mandate", "consent", 1), ", law: L", "", 1) + "}"), "legal_basis"},
+		{"consent with a law", rule("{name: r, " + strings.Replace(ok, "mandate", "consent", 1) + "}"), "names no law"},
+		{"explicit request", rule("{name: r, " + strings.Replace(strings.Replace(ok, "mandate", "explicit_request", 1), ", law: L", "", 1) + "}"), "legal_basis"},
 		{"bad delay", rule("{name: r, access_log_delay: soon, " + ok + "}"), "access_log_delay"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

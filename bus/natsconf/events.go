@@ -22,12 +22,15 @@ func memberEvents(member string) []string {
 // gatewayEvents is what the gateway publishes for life events: deliveries
 // into every member's stream, the event log, the read side of the event log
 // (replays), and the information of every member's stream (its readiness
-// check).
+// check) and its messages one by one (dedup of a publication again).
 func gatewayEvents(fed *federation.Federation) []string {
 	out := []string{subject.DeliveryPrefix + ".>", subject.EventLogPrefix + ".>"}
 	out = append(out, StreamAPI(subject.EventLogStream)...)
 	for _, m := range fed.Members {
-		out = append(out, "$JS.API.STREAM.INFO."+subject.EventStream(m.Name))
+		// The information of every member's stream (its readiness check),
+		// and the last message on a subject (is a publication again already
+		// delivered?), never a consumer on it.
+		out = append(out, "$JS.API.STREAM.INFO."+subject.EventStream(m.Name), "$JS.API.STREAM.MSG.GET."+subject.EventStream(m.Name), "$JS.API.DIRECT.GET."+subject.EventStream(m.Name), "$JS.API.DIRECT.GET."+subject.EventStream(m.Name)+".>")
 	}
 	return out
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/gateway/consent"
+	"github.com/jisr-bus/jisr/gateway/events"
 )
 
 // checkGrant checks a grant against the federation's access rules before a
@@ -16,6 +17,9 @@ import (
 // basis must be that rule's. basisSet says whether --basis was given; when it
 // was not, the basis is taken from the matching rule. It returns the rule.
 func checkGrant(fed *federation.Federation, req *consent.GrantRequest, basisSet bool) (*federation.Rule, error) {
+	if req.Service == events.Service {
+		return nil, checkEventGrant(fed, req, basisSet)
+	}
 	var forService []*federation.Rule
 	for _, r := range fed.Rules {
 		if r.Consumer == req.To && r.Service == req.Service && r.LegalBasis != federation.BasisMandate {
@@ -79,4 +83,39 @@ func rulesFor(fed *federation.Federation, consumer string) string {
 		return "it may call no service with a token"
 	}
 	return "with a token it may call " + strings.Join(svcs, ", ")
+}
+
+// checkEventGrant checks a grant for life events (--service
+// jisr.events.v1.EventSink, --methods the event types) against the event
+// rules on consent (docs/events.md): one rule must deliver every type to
+// the consumer for the purpose, and the fields, when given, must be the
+// rule's; left out, they are the rule's, so the grant names what the
+// citizen agreed to release.
+func checkEventGrant(fed *federation.Federation, req *consent.GrantRequest, basisSet bool) error {
+	if basisSet && req.LegalBasis != federation.BasisConsent {
+		return fmt.Errorf("event deliveries rest on consent, not %s (--force mints it anyway)", req.LegalBasis)
+	}
+	var names []string
+	for _, r := range fed.EventRules {
+		if r.Consumer != req.To || r.LegalBasis != federation.BasisConsent {
+			continue
+		}
+		names = append(names, r.Name)
+		if r.Purpose != req.Purpose || slices.ContainsFunc(req.Methods, func(m string) bool { return !slices.Contains(r.Events, m) }) {
+			continue
+		}
+		if slices.ContainsFunc(req.Fields, func(f string) bool { return !slices.Contains(r.Fields, f) }) {
+			return fmt.Errorf("event rule %s releases only %s (--force mints it anyway)", r.Name, strings.Join(r.Fields, ","))
+		}
+		if len(req.Fields) == 0 {
+			req.Fields = slices.Clone(r.Fields)
+		}
+		req.LegalBasis = federation.BasisConsent
+		return nil
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("no event rule delivers events to %s on consent (--force mints it anyway)", req.To)
+	}
+	return fmt.Errorf("no event rule on consent delivers all of %s to %s for purpose %q (its rules on consent: %s); --force mints it anyway",
+		strings.Join(req.Methods, ","), req.To, req.Purpose, strings.Join(names, ", "))
 }

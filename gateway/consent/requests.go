@@ -16,6 +16,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/gateway/events"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
 
@@ -210,6 +211,17 @@ func (s *Service) ruleFor(consumer, service string, methods []string, purpose, b
 		}
 		if all {
 			return r
+		}
+	}
+	if service == events.Service && basis == federation.BasisConsent {
+		// A consent to receive life events (docs/events.md): the event rule
+		// on consent that delivers every type asked for, read as a rule.
+		for _, r := range s.Federation.EventRules {
+			if r.Consumer == consumer && r.LegalBasis == basis && r.Purpose == purpose &&
+				!slices.ContainsFunc(methods, func(m string) bool { return !slices.Contains(r.Events, m) }) {
+				return &federation.Rule{Name: r.Name, Consumer: r.Consumer, Provider: r.Publisher, Service: service,
+					Methods: r.Events, Fields: r.Fields, Purposes: []string{r.Purpose}, LegalBasis: r.LegalBasis}
+			}
 		}
 	}
 	return nil

@@ -26,6 +26,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -69,6 +70,30 @@ type AuditLog interface {
 	Append(ctx context.Context, d *decision.Decision) error
 }
 
+// Consents reads the citizens' standing consent grants (the consent
+// service's state: gateway/consent's Store in a gateway node), for the
+// deliveries of event rules whose legal basis is consent.
+type Consents interface {
+	// Covering returns the token ID (jti) of an active grant of the citizen
+	// that covers the delivery, ErrNoConsent when none does, or another
+	// error when the consent state is unavailable (then nothing is decided:
+	// the publication is refused Unavailable and published again later).
+	Covering(ctx context.Context, q ConsentQuery) (jti string, err error)
+}
+
+// ConsentQuery is one delivery that rests on the citizen's consent.
+type ConsentQuery struct {
+	CKey      string
+	Consumer  string // the member
+	EventType string
+	Purpose   string
+	Fields    []string // the rule's fields (id, time and eid apart)
+	Now       time.Time
+}
+
+// ErrNoConsent: the citizen holds no active grant that covers a delivery.
+var ErrNoConsent = errors.New("events: no active consent grant covers the delivery")
+
 // Config configures the events service.
 type Config struct {
 	Federation *federation.Federation
@@ -77,7 +102,10 @@ type Config struct {
 	// jisr.er.* and publishes deliveries.
 	Conn  *nats.Conn
 	Audit AuditLog
-	Log   *slog.Logger
+	// Consents answers for the rules on consent; nil: their deliveries are
+	// refused Unavailable (CONSENT_STATE_UNAVAILABLE), never made.
+	Consents Consents
+	Log      *slog.Logger
 	// MaxInFlight bounds the events decided at once (default 1024); past it
 	// a publication is refused at once (GATEWAY_OVERLOADED) and retried by
 	// its publisher.
@@ -85,6 +113,9 @@ type Config struct {
 	// Timeout bounds the handling of one event (default 30s).
 	Timeout time.Duration
 	Now     func() time.Time
+	// TracerProvider receives the spans of publications and deliveries
+	// (default: the global provider).
+	TracerProvider trace.TracerProvider
 }
 
 // Sentinel errors.
@@ -104,6 +135,10 @@ type Events struct {
 	// rates are the publishers' fair shares: each member's events_per_second
 	// (federation limits), with a burst of as many.
 	rates map[string]*rate.Limiter
+	// streams are the members' delivery streams' handles (alreadyDelivered).
+	streams sync.Map
+	// spanOpts send the bus spans to the configured provider.
+	spanOpts []bus.SpanOption
 
 	delivered, refused atomic.Int64
 }
@@ -140,7 +175,11 @@ func New(cfg Config) (*Events, error) {
 	for _, m := range cfg.Federation.Members {
 		rates[m.Name] = rate.NewLimiter(rate.Limit(m.Limits.EventsPerSecond), max(1, int(m.Limits.EventsPerSecond)))
 	}
-	return &Events{cfg: cfg, log: cfg.Log.With("component", "gateway-events"), js: js, sem: make(chan struct{}, cfg.MaxInFlight), rates: rates}, nil
+	var spanOpts []bus.SpanOption
+	if cfg.TracerProvider != nil {
+		spanOpts = []bus.SpanOption{bus.WithTracerProvider(cfg.TracerProvider)}
+	}
+	return &Events{cfg: cfg, log: cfg.Log.With("component", "gateway-events"), js: js, sem: make(chan struct{}, cfg.MaxInFlight), rates: rates, spanOpts: spanOpts}, nil
 }
 
 // checkEventPath reports whether a rule's field path names a field of the
@@ -263,14 +302,22 @@ func senderOf(subj string) string {
 func (e *Events) handlePublish(msg *nats.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.Timeout)
 	defer cancel()
+	// As for queries: the publication's span is the root of a trace of the
+	// gateway's own (the trace id in the audit records is one no member
+	// picked), linked to the publisher's span; each delivery carries it to
+	// the consumer's adapter in its traceparent header.
+	ctx, span := e.startSpan(ctx, msg)
+	var err error
+	defer func() { bus.EndSpan(span, err) }()
 	publisher := senderOf(msg.Subject)
 	if bus.ReplyTo(msg, publisher) != nil {
 		e.refused.Add(1)
-		e.audit(ctx, &decision.Decision{Provider: e.member(publisher), Service: Service, Code: codes.PermissionDenied, Reason: decision.ReasonBadReplySubject})
+		e.audit(ctx, &decision.Decision{Provider: e.member(publisher), Service: Service, Code: codes.PermissionDenied, Reason: decision.ReasonBadReplySubject, TraceID: traceID(ctx)})
 		e.log.Warn("event dropped unanswered: its reply subject is not the publisher's inbox", "publisher", e.member(publisher))
 		return
 	}
-	n, err := e.publish(ctx, msg)
+	var n *eventsv1.PublishResponse
+	n, err = e.publish(ctx, msg)
 	if err != nil {
 		e.refused.Add(1)
 		e.answerTo(msg, nil, err)
@@ -291,7 +338,7 @@ func (e *Events) member(name string) string {
 // under every rule that covers it. A refusal is audited.
 func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishResponse, error) {
 	now := e.cfg.Now().UTC()
-	d := &decision.Decision{Time: now, Service: Service}
+	d := &decision.Decision{Time: now, Service: Service, TraceID: traceID(ctx)}
 	refuse := func(r *decision.Refusal) (*eventsv1.PublishResponse, error) {
 		d.Code, d.Reason = r.Code, r.Reason
 		if err := e.audit(ctx, d); err != nil {
@@ -348,20 +395,53 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 	}
 	ev.Eid = eid
 	s.CKey = ck
+	bus.SetSpanSubject(trace.SpanFromContext(ctx), msg.Subject) // checked: no eID in it
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(ev)
 	if err != nil {
 		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the event could not be encoded"))
 	}
 	// The event log keeps the event as published, for replays.
 	logSubj, _ := s.LogSubject()
-	if _, err := e.js.PublishMsg(ctx, &nats.Msg{Subject: logSubj, Data: data},
-		jetstream.WithMsgID(pub.Name+"."+ev.GetId()), jetstream.WithExpectStream(subject.EventLogStream)); err != nil {
+	logAck, err := e.js.PublishMsg(ctx, &nats.Msg{Subject: logSubj, Data: data},
+		jetstream.WithMsgID(pub.Name+"."+ev.GetId()), jetstream.WithExpectStream(subject.EventLogStream))
+	if err != nil {
 		e.log.Error("event log refused the event", "publisher", pub.Name, "type", s.Type, "err", err)
 		return nil, decision.Refuse(codes.Unavailable, decision.ReasonEventStoreUnavailable, "the event could not be stored; publish it again")
 	}
+	rules := e.cfg.Federation.EventRulesFor(pub.Name, s.Type)
+	// Rules on consent are decided first, all of them, so that a consent
+	// state that cannot be read refuses the publication before anything is
+	// delivered: the publisher publishes it again (same id) later.
+	// A publication again of a stored event (the publisher lost the
+	// answer): a delivery already in the consumer's stream is neither
+	// audited nor decided again — one audit record per (event, consumer).
+	done := make([]bool, len(rules))
+	if logAck.Duplicate {
+		for i, r := range rules {
+			done[i] = e.alreadyDelivered(ctx, s, r.Consumer, pub.Name+"."+ev.GetId())
+		}
+	}
+	grants := make([]string, len(rules))
+	for i, r := range rules {
+		if done[i] || r.LegalBasis != federation.BasisConsent {
+			continue
+		}
+		jti, err := e.consentFor(ctx, s, r, now)
+		if err != nil {
+			return nil, err
+		}
+		grants[i] = jti
+	}
 	n := int32(0)
-	for _, r := range e.cfg.Federation.EventRulesFor(pub.Name, s.Type) {
-		if err := e.deliver(ctx, s, ev, r, false, now); err != nil {
+	for i, r := range rules {
+		if done[i] {
+			n++
+			continue
+		}
+		if r.LegalBasis == federation.BasisConsent && grants[i] == "" {
+			continue // refused and audited by consentFor
+		}
+		if err := e.deliver(ctx, s, ev, r, grants[i], false, now); err != nil {
 			return nil, err
 		}
 		n++
@@ -369,9 +449,74 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 	return &eventsv1.PublishResponse{Id: ev.GetId(), Deliveries: n}, nil
 }
 
+// alreadyDelivered reports whether the last delivery on the citizen's
+// delivery subject in consumer's stream (one publisher, one type, one
+// citizen) is the one whose Nats-Msg-Id is msgID: a publisher that retries
+// after a lost answer, before it publishes the next event of that type
+// about that citizen, finds its delivery there. Otherwise (an older
+// delivery, a replay since, an error) it answers false: the delivery is
+// audited again and the stream drops the copy within its dedup window —
+// over-recording is the safe side. One read, not a scan: a scan of a
+// citizen's deliveries would cost a round trip per delivery.
+func (e *Events) alreadyDelivered(ctx context.Context, s subject.Event, consumer, msgID string) bool {
+	s.Consumer = consumer
+	subj, err := s.DeliverySubject()
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var st jetstream.Stream
+	if v, ok := e.streams.Load(consumer); ok {
+		st = v.(jetstream.Stream)
+	} else if st, err = e.js.Stream(ctx, subject.EventStream(consumer)); err != nil {
+		return false
+	} else {
+		e.streams.Store(consumer, st) // a handle: it reads the stream by name
+	}
+	m, err := st.GetLastMsgForSubject(ctx, subj)
+	return err == nil && m.Header.Get(nats.MsgIdHdr) == msgID
+}
+
+// consentFor looks up the citizen's grant for a delivery under rule r,
+// which rests on consent: the grant's jti, or "" with the refusal audited
+// (CONSENT_REQUIRED) when the citizen holds none, or an error (audited
+// CONSENT_STATE_UNAVAILABLE, or the audit's) when the consent state cannot
+// be read: the publisher is refused Unavailable and publishes again.
+func (e *Events) consentFor(ctx context.Context, s subject.Event, r *federation.EventRule, now time.Time) (string, error) {
+	d := &decision.Decision{
+		Time: now, Consumer: r.Consumer, Provider: s.Publisher, Service: Service, Method: s.Type,
+		CKey: s.CKey, Purpose: r.Purpose, LegalBasis: r.LegalBasis, Rule: r.Name, VisibleAt: now,
+		TraceID: traceID(ctx),
+	}
+	var (
+		jti string
+		err = errors.New("events: no consent state configured")
+	)
+	if e.cfg.Consents != nil {
+		jti, err = e.cfg.Consents.Covering(ctx, ConsentQuery{
+			CKey: s.CKey, Consumer: r.Consumer, EventType: s.Type, Purpose: r.Purpose, Fields: r.Fields, Now: now,
+		})
+	}
+	switch {
+	case err == nil && jti != "":
+		return jti, nil
+	case err == nil || errors.Is(err, ErrNoConsent):
+		d.Code, d.Reason = codes.PermissionDenied, decision.ReasonConsentRequired
+		return "", e.audit(ctx, d)
+	}
+	e.log.Error("consent state unavailable: the event is refused, to be published again", "consumer", r.Consumer, "type", s.Type, "err", err)
+	d.Code, d.Reason = codes.Unavailable, decision.ReasonConsentStateUnavailable
+	if aerr := e.audit(ctx, d); aerr != nil {
+		return "", aerr
+	}
+	return "", decision.Refuse(codes.Unavailable, decision.ReasonConsentStateUnavailable,
+		"the consent state is unavailable, so the event was not delivered; publish it again later")
+}
+
 // deliver audits one delivery of ev under rule r, then stores it, minimised,
 // in the consumer's stream.
-func (e *Events) deliver(ctx context.Context, s subject.Event, ev *eventsv1.Event, r *federation.EventRule, replay bool, now time.Time) error {
+func (e *Events) deliver(ctx context.Context, s subject.Event, ev *eventsv1.Event, r *federation.EventRule, jti string, replay bool, now time.Time) error {
 	out := proto.Clone(ev).(*eventsv1.Event)
 	if len(r.Fields) > 0 {
 		minimise.Trim(out.ProtoReflect(), append([]string{"id", "time", "eid"}, r.Fields...))
@@ -390,6 +535,7 @@ func (e *Events) deliver(ctx context.Context, s subject.Event, ev *eventsv1.Even
 		CKey: s.CKey, Purpose: r.Purpose, LegalBasis: r.LegalBasis, Law: r.Law, Rule: r.Name,
 		Allowed: true, Reason: decision.ReasonAllowed, Code: codes.OK,
 		Fields: minimise.Released(sent.ProtoReflect()), VisibleAt: now.Add(r.LogDelay),
+		TokenID: jti, TraceID: traceID(ctx),
 	}
 	msgID := s.Publisher + "." + ev.GetId()
 	if replay {
@@ -408,6 +554,7 @@ func (e *Events) deliver(ctx context.Context, s subject.Event, ev *eventsv1.Even
 	}
 	m := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
 	m.Header.Set(HeaderRule, r.Name)
+	bus.InjectTrace(ctx, m.Header)
 	if replay {
 		m.Header.Set(HeaderReplay, "true")
 	}
@@ -460,4 +607,24 @@ func cut(s string) (string, string, bool) {
 		}
 	}
 	return s, "", false
+}
+
+// traceID is the trace of ctx, for the audit record (empty without one).
+func traceID(ctx context.Context) string {
+	if sc := trace.SpanContextFromContext(ctx); sc.HasTraceID() {
+		return sc.TraceID().String()
+	}
+	return ""
+}
+
+// startSpan starts the server span of a received publication or replay
+// request, linked to the sender's span when it sent one.
+func (e *Events) startSpan(ctx context.Context, msg *nats.Msg) (context.Context, trace.Span) {
+	ctx, span := bus.StartUnverifiedSpan(ctx, "process", msg.Subject, trace.SpanKindServer, len(msg.Data), e.spanOpts...)
+	if span.IsRecording() {
+		if caller := trace.SpanContextFromContext(bus.ExtractTrace(context.Background(), msg.Header)); caller.IsValid() {
+			span.AddLink(trace.Link{SpanContext: caller})
+		}
+	}
+	return ctx, span
 }

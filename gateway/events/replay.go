@@ -22,6 +22,8 @@ import (
 func (e *Events) handleReplay(msg *nats.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	ctx, span := e.startSpan(ctx, msg)
+	defer span.End()
 	consumer := senderOf(msg.Subject)
 	if e.member(consumer) == "" || subjectReplay(msg.Subject) != consumer {
 		e.log.Warn("replay request on a malformed subject dropped")
@@ -29,7 +31,7 @@ func (e *Events) handleReplay(msg *nats.Msg) {
 	}
 	if err := checkReply(msg, consumer); err != nil {
 		e.refused.Add(1)
-		_ = e.audit(ctx, &decision.Decision{Consumer: consumer, Service: Service, Method: ReplayMethod, Code: codes.PermissionDenied, Reason: decision.ReasonBadReplySubject})
+		_ = e.audit(ctx, &decision.Decision{Consumer: consumer, Service: Service, Method: ReplayMethod, Code: codes.PermissionDenied, Reason: decision.ReasonBadReplySubject, TraceID: traceID(ctx)})
 		return
 	}
 	// One replay per member at a time: a replay is heavy (an audit record
@@ -60,7 +62,7 @@ func subjectReplay(s string) string {
 func (e *Events) replay(ctx context.Context, consumer string, data []byte) (int32, error) {
 	now := e.cfg.Now().UTC()
 	refuse := func(r *decision.Refusal) (int32, error) {
-		if err := e.audit(ctx, &decision.Decision{Time: now, Consumer: consumer, Service: Service, Method: ReplayMethod, Code: r.Code, Reason: r.Reason}); err != nil {
+		if err := e.audit(ctx, &decision.Decision{Time: now, Consumer: consumer, Service: Service, Method: ReplayMethod, Code: r.Code, Reason: r.Reason, TraceID: traceID(ctx)}); err != nil {
 			return 0, err
 		}
 		return 0, r
@@ -121,7 +123,16 @@ func (e *Events) replay(ctx context.Context, consumer string, data []byte) (int3
 			if r.Publisher != s.Publisher || !contains(r.Events, s.Type) {
 				continue
 			}
-			if err := e.deliver(ctx, s, ev, r, true, now); err != nil {
+			var jti string
+			if r.LegalBasis == federation.BasisConsent {
+				// A replay rests on the citizen's consent as it stands now.
+				if jti, err = e.consentFor(ctx, s, r, now); err != nil {
+					return n, err
+				} else if jti == "" {
+					continue
+				}
+			}
+			if err := e.deliver(ctx, s, ev, r, jti, true, now); err != nil {
 				return n, err
 			}
 			n++

@@ -19,6 +19,10 @@ type consentParts struct {
 	Service  *consent.Service // the API's face: Backend is a consent.Client, no Issuer
 	Routes   map[string]http.Handler
 	Close    func()
+	// Store is the consent state the verifier reads (revocations, pauses,
+	// use counts) and the citizens' recorded grants: event rules on consent
+	// read their standing grants from it.
+	Store *consent.Store
 }
 
 // JWKSReload is how often a gateway looks for a changed consent JWKS.
@@ -61,7 +65,7 @@ func startConsent(ctx context.Context, cfg Config, reg prometheus.Registerer) (*
 		stopWatch()
 		return nil, err
 	}
-	p := &consentParts{Verifier: verifier, Close: func() { cancel(); stopWatch() }}
+	p := &consentParts{Verifier: verifier, Store: store, Close: func() { cancel(); stopWatch() }}
 	for _, c := range append(cacheMetrics(verifier), lag, tampering) {
 		if err := reg.Register(c); err != nil {
 			p.Close()

@@ -6,6 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/events"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
@@ -24,9 +25,16 @@ func (n *Node) startEvents(ctx context.Context) error {
 	if err := natsstate.CheckEventStreams(ctx, js, n.cfg.Federation); err != nil {
 		return fmt.Errorf("events: %w", err)
 	}
-	ev, err := events.New(events.Config{
+	cfg := events.Config{
 		Federation: n.cfg.Federation, Keyer: n.cfg.Keyer, Conn: n.cfg.Conn, Audit: n.audit.Log, Log: n.cfg.Log,
-	})
+	}
+	if n.consent != nil {
+		cfg.Consents = consent.EventConsents{Store: n.consent.Store, Federation: n.cfg.Federation}
+	}
+	if n.o.tp != nil {
+		cfg.TracerProvider = n.o.tp
+	}
+	ev, err := events.New(cfg)
 	if err != nil {
 		return err
 	}

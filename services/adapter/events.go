@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -220,8 +221,13 @@ func (a *Adapter) deliverOne(ctx context.Context, msg jetstream.Msg, sink events
 	// the bus's ack wait, and no wait between tries is longer than a third
 	// of it (else the bus would deliver the event again behind this one).
 	backoff, maxBackoff := 50*time.Millisecond, min(2*time.Second, a.ackWait()/3)
+	// The delivery's span continues the gateway's trace of the publication
+	// (its traceparent header: only the gateway writes this stream), so
+	// publish → gateway → delivery is one trace, as a query is.
+	dctx, span := bus.StartSpan(bus.ExtractTrace(ctx, msg.Headers()), "process", msg.Subject(), trace.SpanKindConsumer, len(msg.Data()), a.spanOpts...)
+	defer span.End()
 	for {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		cctx, cancel := context.WithTimeout(dctx, 30*time.Second)
 		_, err := sink.Deliver(cctx, req)
 		cancel()
 		if err == nil {
