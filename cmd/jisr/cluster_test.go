@@ -351,7 +351,7 @@ func TestClusterSurvivesLosingANode(t *testing.T) {
 				lines := strings.Split(string(b), "\n")
 				var keep []string
 				for _, l := range lines {
-					if !strings.Contains(l, "adopted a record") {
+					if !strings.Contains(l, "adopted records") {
 						keep = append(keep, l)
 					}
 				}
@@ -677,11 +677,18 @@ func scanRecords(ctx context.Context, g *process.Env, f func(*auditv1.Record)) e
 	}
 	defer closeFn()
 	return stream.Scan(ctx, records, stream.ScanOptions{}, func(m stream.Msg) error {
-		r, err := record.Parse(m.Data)
+		// A message is a group commit of records (format 2) or one record.
+		_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
 		if err != nil {
 			return err
 		}
-		f(r)
+		for _, data := range recs {
+			r, err := record.Parse(data)
+			if err != nil {
+				return err
+			}
+			f(r)
+		}
 		return nil
 	})
 }
