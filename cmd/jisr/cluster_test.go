@@ -348,13 +348,7 @@ func TestClusterSurvivesLosingANode(t *testing.T) {
 		if t.Failed() {
 			for _, p := range []string{"n1", "n2", "n3", "gw-1", "gw-2"} {
 				b, _ := os.ReadFile(filepath.Join(c.Info.Logs, p+".log"))
-				lines := strings.Split(string(b), "\n")
-				var keep []string
-				for _, l := range lines {
-					if !strings.Contains(l, "adopted records") {
-						keep = append(keep, l)
-					}
-				}
+				keep := strings.Split(string(b), "\n")
 				t.Logf("== %s.log (last lines)\n%s", p, strings.Join(keep[max(0, len(keep)-40):], "\n"))
 			}
 			t.Logf("== this process\n%s", logs.String())
