@@ -650,7 +650,7 @@ func TestClusterSurvivesLosingANode(t *testing.T) {
 	t.Logf("jisr status:\n%s", report)
 	js2, err := cli("status", "--json", "--monitor", monitorsOf(c))
 	var st2 process.Status
-	if err != nil || json.Unmarshal([]byte(js2), &st2) != nil || !st2.Healthy || len(st2.Nodes) != 3 || len(st2.Streams) != 5 || len(st2.Members) != len(fed.Members) {
+	if err != nil || json.Unmarshal([]byte(js2), &st2) != nil || !st2.Healthy || len(st2.Nodes) != 3 || len(st2.Streams) < 5 || len(st2.Members) != len(fed.Members) {
 		t.Fatalf("jisr status --json: %v\n%s", err, js2)
 	}
 	for _, s := range st2.Streams {
