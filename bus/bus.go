@@ -134,6 +134,7 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*nats.Conn, error
 		opt(&o)
 	}
 	tlsConf := svid.ClientTLS(src, tlsconfig.AuthorizeID(serverID))
+	presented := presentedCert(tlsConf)
 	log := o.log.With("component", "bus", "identity", identity)
 	nopts := []nats.Option{
 		nats.Name(o.name),
@@ -171,6 +172,9 @@ func Connect(ctx context.Context, cfg Config, opts ...Option) (*nats.Conn, error
 		if r.err != nil {
 			return nil, fmt.Errorf("bus: connect to %s as %s: %w", url, identity, r.err)
 		}
+		st := &connState{}
+		conns.Store(r.nc, st)
+		go renewBeforeExpiry(r.nc, src, presented, st, log)
 		return r.nc, nil
 	case <-ctx.Done():
 		go func() {
@@ -367,6 +371,10 @@ func ExtractTrace(ctx context.Context, h nats.Header) context.Context {
 	return traceContext.Extract(ctx, HeaderCarrier(h))
 }
 
+// noResponderRetry bounds how long Call asks again a request that found no
+// responder.
+const noResponderRetry = time.Second
+
 // Call sends a request and waits for its reply. Transport failures become
 // gRPC statuses: no responders → Unavailable, deadline → DeadlineExceeded,
 // cancellation → Canceled, an oversized payload → InvalidArgument. A reply
@@ -384,6 +392,14 @@ func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg, opts ...SpanOption)
 	if max := nc.MaxPayload(); max > 0 && int64(len(msg.Data)+headerSize(msg.Header)) > max {
 		return nil, status.Error(codes.InvalidArgument, "request exceeds the bus's maximum payload")
 	}
+	// During a planned reconnection (a renewed SVID) the call waits for it;
+	// the reconnection waits for the calls in flight.
+	if st := stateOf(nc); st != nil {
+		if err := st.enter(ctx); err != nil {
+			return nil, err
+		}
+		defer st.leave()
+	}
 	// A connection that is reconnecting would buffer the request and let
 	// the caller wait out its deadline: fail at once instead (the member's
 	// link to the hub is down; its caller retries).
@@ -392,6 +408,19 @@ func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg, opts ...SpanOption)
 	}
 	SetTimeout(ctx, msg.Header)
 	reply, err = nc.RequestMsgWithContext(ctx, msg)
+	// No responder: the request reached no one, so asking again cannot
+	// deliver it twice. A responder reconnecting (a renewed SVID) is back
+	// within noResponderRetry; a responder that is down still fails the
+	// call with Unavailable, that much later.
+	for wait, start := 20*time.Millisecond, time.Now(); errors.Is(err, nats.ErrNoResponders) && time.Since(start) < noResponderRetry; wait = min(2*wait, 200*time.Millisecond) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+			reply, err = nc.RequestMsgWithContext(ctx, msg)
+			continue
+		}
+		break
+	}
 	if err != nil {
 		return nil, TransportStatus(ctx, err)
 	}

@@ -391,8 +391,14 @@ func Render(c Config) (string, error) {
 		w("  # Clients are given the hub's addresses; the nodes do not advertise their own\n")
 		w("  # (a ministry reaches the hub by the way its operators chose, never around it).\n")
 		w("  no_advertise: true\n")
-		w("  tls {\n    cert_file: %s\n    key_file: %s\n    ca_file: %s\n    verify_and_map: true\n    timeout: 2\n  }\n",
-			q(c.CertFile), q(c.KeyFile), q(c.CAFile))
+		if c.WorkloadAPI {
+			// `jisr nats-server` sets the routes' TLS from the Workload API
+			// too: the node's SVID on both sides of a route, SPIRE's bundle.
+			w("  tls {\n    verify_and_map: true\n    timeout: 2\n  }\n")
+		} else {
+			w("  tls {\n    cert_file: %s\n    key_file: %s\n    ca_file: %s\n    verify_and_map: true\n    timeout: 2\n  }\n",
+				q(c.CertFile), q(c.KeyFile), q(c.CAFile))
+		}
 		w("  authorization {\n    user: %s\n    timeout: 2\n  }\n}\n\n", q(nats))
 	}
 	w("# One user per SPIFFE ID. Permissions are allow-lists: anything not listed is denied.\n")

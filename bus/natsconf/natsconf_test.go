@@ -298,6 +298,25 @@ func TestRenderForWorkloadAPINamesNoFiles(t *testing.T) {
 	if !opts.TLSMap || opts.TLSConfig == nil || opts.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert {
 		t.Fatal("verify_and_map must be on")
 	}
+	// A hub node: the routes' tls block names no file either.
+	routes := []string{"tls://10.0.0.1:6222", "tls://10.0.0.2:6222", "tls://10.0.0.3:6222"}
+	text, err = Render(Config{Federation: fed, WorkloadAPI: true, ServerName: "hub-1", StoreDir: "/data/js", Cluster: &Cluster{Routes: routes}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"cert_file", "key_file", "ca_file"} {
+		if strings.Contains(text, k) {
+			t.Fatalf("a hub node's configuration names %s:\n%s", k, text)
+		}
+	}
+	opts = &server.Options{}
+	if err := opts.ProcessConfigString(text); err != nil {
+		t.Fatalf("nats-server rejects the rendered hub configuration: %v\n%s", err, text)
+	}
+	if c := opts.Cluster; len(opts.Routes) != 3 || c.TLSConfig == nil || !c.TLSMap || c.Username != fed.ID("nats").String() ||
+		c.TLSConfig.ClientAuth != tls.RequireAndVerifyClientCert {
+		t.Fatalf("routes must be mutual TLS mapped to the server identity: %+v", c)
+	}
 	if _, err := Render(Config{Federation: fed, WorkloadAPI: true, CertFile: "x.pem", KeyFile: "x.key", CAFile: "b.pem"}); err == nil {
 		t.Fatal("files and the Workload API together were accepted")
 	}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,4 +133,70 @@ func TestHubClusterRoutesOnlyTheServerIdentity(t *testing.T) {
 			t.Fatalf("node %d lost a route", i+1)
 		}
 	}
+}
+
+// Under SPIRE (WorkloadAPI) the hub nodes' configurations name no
+// certificate file, routes included: each node takes its routes' TLS (its
+// SVID, the bundle) from its SVID source, and the three still form a
+// JetStream cluster that holds a stream with three replicas.
+func TestHubClusterFromTheSVIDSourceAlone(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bustest.WithoutJetStream())
+	natsID := env.ID("nats")
+	ports := make([]int, 3)
+	var routes []string
+	for i := range ports {
+		ports[i] = freePort(t)
+		routes = append(routes, "tls://127.0.0.1:"+strconv.Itoa(ports[i]))
+	}
+	var nodes []*natsserver.Server
+	for i := range 3 {
+		cfg := natsconf.Config{
+			Federation: env.Fed, ServerName: fmt.Sprintf("w%d", i+1), Port: -1, WorkloadAPI: true,
+			StoreDir: filepath.Join(t.TempDir(), "js"),
+			Cluster:  &natsconf.Cluster{Port: ports[i], Routes: routes},
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		s, err := natsserver.Start(ctx, cfg, env.Source(t, natsID), env.Log)
+		cancel()
+		if err != nil {
+			t.Fatalf("node %d: %v", i+1, err)
+		}
+		t.Cleanup(s.Shutdown)
+		nodes = append(nodes, s)
+		text, err := os.ReadFile(s.ConfigPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"cert_file", "key_file", "ca_file"} {
+			if strings.Contains(string(text), k) {
+				t.Fatalf("node %d's configuration names %s:\n%s", i+1, k, text)
+			}
+		}
+	}
+	bustest.Eventually(t, 30*time.Second, func() error {
+		for i, s := range nodes {
+			if n := s.NATS().NumRoutes(); n < 2 {
+				return fmt.Errorf("node %d has %d routes", i+1, n)
+			}
+		}
+		return nil
+	})
+	env.URL = nodes[1].ClientURL()
+	js, err := jetstream.New(env.Connect(t, "operator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bustest.Eventually(t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "R3", Subjects: []string{"r3.>"}, Replicas: 3, Storage: jetstream.FileStorage})
+		if err != nil {
+			return err
+		}
+		if c := s.CachedInfo().Cluster; c == nil || len(c.Replicas) != 2 {
+			return fmt.Errorf("stream cluster info %+v: want a leader and 2 replicas", c)
+		}
+		return nil
+	})
 }

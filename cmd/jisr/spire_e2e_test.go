@@ -270,6 +270,8 @@ func TestSPIREFederation(t *testing.T) {
 	const callers = 16
 	var ok, failed atomic.Int64
 	var firstErr, badErr atomic.Value
+	var kindsMu sync.Mutex
+	kinds := map[string]int{} // failed calls by code and message
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for c := range callers {
@@ -286,6 +288,9 @@ func TestSPIREFederation(t *testing.T) {
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err)
+					kindsMu.Lock()
+					kinds[status.Code(err).String()+": "+status.Convert(err).Message()]++
+					kindsMu.Unlock()
 					// Failing closed is the only acceptable failure: the audit
 					// log unavailable (reply withheld) or no reply in time.
 					if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
@@ -347,13 +352,32 @@ func TestSPIREFederation(t *testing.T) {
 	if ok.Load() == 0 {
 		t.Fatal("no call made")
 	}
-	// KNOWN GAP (docs/spire.md): the calls in flight when the NATS server
-	// closes the connections whose SVID expired fail closed, since the
-	// gateway withholds a reply whose audit record was not acknowledged.
-	// Rotation itself fails nothing: the first runs, which ended before any
-	// connection's SVID expired, had no failed call.
-	if failed.Load() != 0 {
-		t.Logf("KNOWN GAP: %d of %d calls failed closed around the %d reconnections; first: %v", failed.Load(), ok.Load()+failed.Load(), reconnects, firstErr.Load())
+	// Across the rotations no call fails because of the audit log (a group
+	// commit whose acknowledgement was lost with a connection is republished
+	// under the same Nats-Msg-Id, gateway/audit), nor because a caller's or
+	// the gateway's connection was reopened (each connection reconnects on
+	// its own, staggered, before its SVID expires, once its calls in flight
+	// have ended, and a request that found no responder is asked again,
+	// bus). What remains (docs/spire.md): a provider's replies to the
+	// requests it had taken when its own connection was reopened are
+	// refused by the server (the permission to reply ends with the
+	// connection that received the request), and the gateway answers those
+	// calls Unavailable.
+	// Also still seen, rarely (6 of 23,689 calls in one run): a caller's
+	// request in flight when its own connection was reopened ("no gateway
+	// answered: the bus connection is not available").
+	responder := 0
+	for k, n := range kinds {
+		if strings.HasPrefix(k, "Unavailable: provider ") && strings.HasSuffix(k, " is unavailable") ||
+			strings.HasPrefix(k, "Unavailable: no gateway answered: the bus connection is not available") {
+			responder += n
+		}
+	}
+	if int64(responder) != failed.Load() {
+		t.Fatalf("%d of %d calls failed around the %d reconnections: %v", failed.Load(), ok.Load()+failed.Load(), reconnects, kinds)
+	}
+	if responder > 0 {
+		t.Logf("KNOWN GAP: %d of %d calls failed when their provider's or caller's connection was reopened: %v", responder, ok.Load()+failed.Load(), kinds)
 	}
 	// Service resumes: after the reconnections every call succeeds.
 	for i := range 50 {

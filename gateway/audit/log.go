@@ -25,6 +25,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -160,6 +161,9 @@ type Log struct {
 	// some may be stored. Until the tail is re-read, nothing else is appended.
 	uncertain   []*chunk
 	lastAttempt time.Time
+	// resuming: Open is reading the records stored after the last
+	// checkpoint, which this instance's previous run wrote.
+	resuming bool
 	// fatal: the stored log was erased or replaced while this process
 	// wrote it (ErrNotExtended); nothing more is appended.
 	fatal error
@@ -534,6 +538,12 @@ func (l *Log) commit(batch []*pending) {
 			ok = false
 		}
 	}
+	if !ok {
+		// A connection closed under the publish (an SVID's expiry, a
+		// reconnection) or a stream leader changed: the same messages again,
+		// under the same Nats-Msg-Id, once the connection is back.
+		ok = l.retry(chunks)
+	}
 	for _, c := range chunks {
 		if ok && c.seq <= l.lastSeq {
 			// Sequences never go back in a stream: this is another one.
@@ -581,6 +591,79 @@ func (l *Log) commit(batch []*pending) {
 	if err := l.recover(ctx); err != nil {
 		l.log.Warn("the log's tail is not settled yet; appends fail until it is", "err", err)
 	}
+}
+
+// retry republishes, in order, the chunks of a group commit that were not
+// acknowledged, each under its own Nats-Msg-Id, until every one is or the
+// retry window (the acknowledgement timeout) ends. JetStream's
+// de-duplication stores a chunk at most once: an acknowledgement marked
+// duplicate names the sequence of the copy already stored (the first
+// publish landed, its acknowledgement was lost), which is adopted only if it
+// is this chunk byte for byte. It reports whether every chunk is stored; the
+// chunks' errors are those of the last attempt otherwise.
+func (l *Log) retry(chunks []*chunk) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), l.o.ackTimeout)
+	defer cancel()
+	first := firstErr(chunks)
+	start := time.Now()
+	attempts := 0
+	for _, c := range chunks {
+		if c.err == nil {
+			continue
+		}
+		wait := 50 * time.Millisecond
+		for {
+			attempts++
+			c.err = l.republish(ctx, c)
+			if c.err == nil || errors.Is(c.err, errNotOurs) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+				wait = min(2*wait, 500*time.Millisecond)
+				continue
+			}
+			break
+		}
+		if c.err != nil {
+			l.log.Warn("audit records not acknowledged after retrying", "first", c.first, "attempts", attempts, "err", c.err)
+			return false
+		}
+	}
+	l.log.Info("audit records acknowledged on a retry", "records", countItems(chunks), "attempts", attempts, "after", time.Since(start).Round(time.Millisecond), "first_err", first)
+	return true
+}
+
+var errNotOurs = errors.New("another batch already holds this leaf")
+
+// republish publishes c once more under its Nats-Msg-Id and settles it.
+func (l *Log) republish(ctx context.Context, c *chunk) error {
+	actx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	ack, err := l.js.PublishMsg(actx, c.msg, jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
+	if err != nil {
+		return err
+	}
+	if ack.Duplicate {
+		m, err := l.records.GetMsg(actx, ack.Sequence)
+		if err != nil {
+			return err
+		}
+		if m.Subject != c.msg.Subject || !bytes.Equal(m.Data, c.msg.Data) {
+			return errNotOurs
+		}
+	}
+	c.seq = ack.Sequence
+	return nil
+}
+
+func countItems(chunks []*chunk) int {
+	n := 0
+	for _, c := range chunks {
+		n += len(c.items)
+	}
+	return n
 }
 
 // pack numbers and chains the records of batch from the tail on and encodes
@@ -653,7 +736,7 @@ func await(c *chunk, deadline <-chan time.Time, expired bool) bool {
 		if ack.Duplicate {
 			// Another batch already starts at this leaf: someone else
 			// appended to this log, or a publish thought lost has landed late.
-			c.err = errors.New("another batch already holds this leaf")
+			c.err = errNotOurs
 			return
 		}
 		c.seq = ack.Sequence
@@ -775,7 +858,8 @@ func (l *Log) readTail(ctx context.Context, held map[uint64]*chunk) (bool, error
 			mine[c.items[i].leaf] = c.items[i].hash
 		}
 	}
-	adopted := 0
+	adopted, foreign := 0, 0
+	var foreignFirst, foreignSeq uint64
 	for {
 		cands, ok := found[l.size]
 		if !ok {
@@ -804,12 +888,25 @@ func (l *Log) readTail(ctx context.Context, held map[uint64]*chunk) (bool, error
 		}
 		h := tree.LeafHash(pick.data)
 		if m, ok := mine[l.size]; !ok || !slices.Equal(m, h) {
-			l.log.Error("adopted a record this process did not write: is another gateway running with the same --instance?", "leaf", l.size, "seq", pick.seq)
+			if foreign == 0 {
+				foreignFirst, foreignSeq = l.size, pick.seq
+			}
+			foreign++
 		}
 		l.adopt(h, pick.seq)
 		adopted++
 	}
-	if adopted > 0 {
+	switch {
+	case foreign > 0 && l.resuming:
+		// The records after the last checkpoint: this instance's previous
+		// run wrote them (it stopped, or was killed, before checkpointing).
+		l.log.Info("resumed the records written after the last checkpoint by this instance's previous run",
+			"count", foreign, "first_leaf", foreignFirst, "last_leaf", l.size-1, "size", l.size)
+	case foreign > 0:
+		// While this process appends, only it writes this log.
+		l.log.Error("adopted records this process did not write while it was appending: is another gateway running with the same --instance?",
+			"count", foreign, "first_leaf", foreignFirst, "last_leaf", foreignFirst+uint64(foreign)-1, "seq", foreignSeq)
+	case adopted > 0:
 		l.log.Info("adopted stored records", "count", adopted, "size", l.size)
 	}
 	if len(found) == 0 {
@@ -1036,6 +1133,8 @@ func (l *Log) resume(ctx context.Context) error {
 		}
 	}
 	l.uncertain = []*chunk{} // non-nil: recover runs even with nothing held
+	l.resuming = true
+	defer func() { l.resuming = false }()
 	if err := l.recover(ctx); err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -831,4 +832,135 @@ func TestALogErasedWhileOpenIsNotContinued(t *testing.T) {
 	if err := l.Checkpoint(ctx); !errors.Is(err, audit.ErrNotExtended) {
 		t.Fatalf("checkpoint of an erased log: %v", err)
 	}
+}
+
+// TestAppendsSurviveTheServerClosingTheConnection: the NATS server closes the
+// gateway's connection (as it does when the SVID the connection was opened
+// with expires) again and again while appends are in flight. The group
+// commits whose acknowledgement was lost are republished under the same
+// Nats-Msg-Id after the reconnection: no append fails, and the log holds
+// every record exactly once, chained.
+func TestAppendsSurviveTheServerClosingTheConnection(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	nc := f.env.Connect(t, "gateway", nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	l := f.open(t, nc, "gw-1", audit.WithAckTimeout(5*time.Second))
+	const writers, each, kicks = 8, 150, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	var done atomic.Int64
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				if err := l.Append(context.Background(), decisionN(f, w*each+i)); err != nil {
+					errs <- err
+				}
+				done.Add(1)
+			}
+		})
+	}
+	ns := f.env.Server.NATS()
+	for k := range kicks {
+		// Wait until appends are flowing on the current connection.
+		target := int64((k + 1) * writers * each / (kicks + 2))
+		bustest.Eventually(t, 30*time.Second, func() error {
+			if done.Load() < target {
+				return fmt.Errorf("%d appends done, waiting for %d", done.Load(), target)
+			}
+			return nil
+		})
+		cid, err := nc.GetClientID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ns.DisconnectClientByID(cid); err != nil {
+			t.Fatal(err)
+		}
+		bustest.Eventually(t, 10*time.Second, func() error {
+			if id, _ := nc.GetClientID(); id == cid || !nc.IsConnected() {
+				return errors.New("not reconnected yet")
+			}
+			return nil
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("an append failed across the reconnections: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs := readLog(t, f, "gw-1")
+	checkChain(t, recs)
+	if len(recs) != writers*each {
+		t.Fatalf("%d records stored for %d appends", len(recs), writers*each)
+	}
+}
+
+// lockedBuffer collects a logger's lines from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *lockedBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *lockedBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// TestRestartAfterAKillResumesInOneLine: a gateway killed before its
+// checkpoint leaves records after it; the next run of the same instance
+// adopts them with one summary line, no ERROR. A second process appending
+// under the same instance name is still reported at ERROR (once per
+// adoption, not per record).
+func TestRestartAfterAKillResumesInOneLine(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	nc1 := f.env.Connect(t, "gateway")
+	l1 := f.open(t, nc1, "gw-1", audit.WithCheckpointEvery(time.Hour))
+	appendN(t, f, l1, 0, 300)
+	nc1.Close() // killed: no final checkpoint; l1 appends no more
+
+	var logs lockedBuffer
+	lg := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	nc2 := f.env.Connect(t, "gateway")
+	l2 := f.open(t, nc2, "gw-1", audit.WithLogger(lg), audit.WithCheckpointEvery(time.Hour))
+	if n := strings.Count(logs.String(), "resumed the records written after the last checkpoint"); n != 1 {
+		t.Fatalf("%d resume lines, want 1:\n%s", n, logs.String())
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Fatalf("an ERROR on resuming the instance's own records:\n%s", logs.String())
+	}
+	if s, _ := l2.Size(); s != 300 {
+		t.Fatalf("resumed at size %d, want 300", s)
+	}
+
+	// Another process under the same name: both append; whichever loses a
+	// leaf to the other re-reads the tail and reports records it did not
+	// write.
+	var logs3 lockedBuffer
+	lg3 := slog.New(slog.NewTextHandler(&logs3, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	nc3 := f.env.Connect(t, "gateway")
+	l3 := f.open(t, nc3, "gw-1", audit.WithLogger(lg3), audit.WithCheckpointEvery(time.Hour), audit.WithRetryEvery(time.Millisecond))
+	bustest.Eventually(t, 30*time.Second, func() error {
+		for i := range 20 {
+			_ = l2.Append(context.Background(), decisionN(f, 1000+i))
+			_ = l3.Append(context.Background(), decisionN(f, 2000+i))
+		}
+		all := logs.String() + logs3.String()
+		if !strings.Contains(all, "level=ERROR") || !strings.Contains(all, "is another gateway running with the same --instance?") {
+			return errors.New("the second instance is not reported yet")
+		}
+		return nil
+	})
 }
