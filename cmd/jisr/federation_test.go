@@ -238,6 +238,8 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
 	}
 }
 
+// auditorRecordsOf reads every stored message of the audit stream as the
+// auditor (a batch of records each, or one record: split with record.Stored).
 func auditorRecordsOf(t *testing.T, g *process.Env) []stream.Msg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -248,7 +250,7 @@ func auditorRecordsOf(t *testing.T, g *process.Env) []stream.Msg {
 	}
 	defer closeFn()
 	var out []stream.Msg
-	if err := stream.Scan(ctx, records, stream.ScanOptions{}, func(m stream.Msg) error { out = append(out, recordsOf(m)...); return nil }); err != nil {
+	if err := stream.Scan(ctx, records, stream.ScanOptions{}, func(m stream.Msg) error { out = append(out, m); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return out

@@ -18,14 +18,14 @@ import (
 // TestAppendBodyMatchesMarshal and FuzzAppendBody hold it to MarshalBody.
 func AppendBody(buf []byte, d *decision.Decision) ([]byte, error) {
 	for _, s := range [...]string{d.Consumer, d.Provider, d.Service, d.Method, d.CKey, d.Purpose,
-		d.LegalBasis, d.Law, d.Rule, d.TokenID, d.Reason, d.TraceID} {
+		d.LegalBasis, d.Law, d.Rule, d.TokenID, d.Reason, d.TraceID, d.ActorCKey, d.AssistedBy} {
 		if !utf8.ValidString(s) {
 			return nil, fmt.Errorf("record: marshal: a string field is not valid UTF-8")
 		}
 	}
 	n := 96 // tags, lengths, times, numbers
 	for _, s := range [...]string{d.Consumer, d.Provider, d.Service, d.Method, d.CKey, d.Purpose,
-		d.LegalBasis, d.Law, d.Rule, d.TokenID, d.Reason, d.TraceID} {
+		d.LegalBasis, d.Law, d.Rule, d.TokenID, d.Reason, d.TraceID, d.ActorCKey, d.AssistedBy} {
 		n += len(s)
 	}
 	for _, s := range d.Fields {
@@ -72,6 +72,8 @@ func AppendBody(buf []byte, d *decision.Decision) ([]byte, error) {
 		buf = protowire.AppendTag(buf, 40, protowire.VarintType)
 		buf = protowire.AppendVarint(buf, v)
 	}
+	buf = appendString(buf, 50, d.ActorCKey)
+	buf = appendString(buf, 51, d.AssistedBy)
 	return buf, nil
 }
 

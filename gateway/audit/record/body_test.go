@@ -2,6 +2,7 @@ package record_test
 
 import (
 	"bytes"
+	"reflect"
 	"testing"
 	"time"
 
@@ -19,6 +20,25 @@ func bodyDecision() *decision.Decision {
 		Rule: "cnss-person", TokenID: "tok_0123456789abcdef", Allowed: true,
 		Fields: []string{"person.names", "person.sex"}, Code: codes.OK, Latency: 1234567 * time.Nanosecond,
 		TraceID: "0af7651916cd43dd8448eb211c80319c", FederationVersion: 7,
+		VisibleAt: t.Add(time.Hour), Law: "Loi 09-08", Reason: "ALLOWED",
+		ActorCKey: "ck_PARENT0123456789", AssistedBy: decision.AssistedGuardian,
+	}
+}
+
+// Every field of a decision is set in bodyDecision, so that a field added
+// to the decision (and to the record) without its line in AppendBody makes
+// TestAppendBodyMatchesMarshal fail instead of vanishing from the log.
+func TestBodyDecisionSetsEveryField(t *testing.T) {
+	t.Parallel()
+	v := reflect.ValueOf(bodyDecision()).Elem()
+	for i := range v.NumField() {
+		f := v.Type().Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		if v.Field(i).IsZero() && f.Name != "Allowed" && f.Name != "Code" {
+			t.Errorf("bodyDecision leaves Decision.%s unset: set it, and check AppendBody writes it", f.Name)
+		}
 	}
 }
 
