@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +44,12 @@ type Config struct {
 	Component  string
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // nil: not registered
+	// Poll, when set, reads the bundle's latest revision every Poll (a
+	// direct get) instead of watching the bucket with a consumer. Members'
+	// adapters poll: their NATS user may read the bundle but create no
+	// consumer, since a consumer's deliver subject would let a member make
+	// the server publish where the member itself may not.
+	Poll time.Duration
 }
 
 // Watcher is a running watch.
@@ -78,6 +85,9 @@ func Start(ctx context.Context, cfg Config) (*Watcher, error) {
 			}
 		}
 	}
+	if cfg.Poll > 0 {
+		return w, w.poll(ctx)
+	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	kw, err := cfg.Bucket.Watch(wctx, subject.FederationKey)
 	if err != nil {
@@ -107,6 +117,59 @@ func Start(ctx context.Context, cfg Config) (*Watcher, error) {
 		}
 	}()
 	return w, nil
+}
+
+// poll applies the published version (if any) before returning, then reads
+// the key every cfg.Poll and takes each new revision once.
+func (w *Watcher) poll(ctx context.Context) error {
+	var last uint64 // the latest revision taken
+	get := func(ctx context.Context) error {
+		gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		e, err := w.cfg.Bucket.Get(gctx, subject.FederationKey)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil // nothing published yet
+		}
+		if err != nil {
+			return err
+		}
+		if e.Revision() > last {
+			last = e.Revision()
+			w.take(e)
+		}
+		return nil
+	}
+	if err := get(ctx); err != nil {
+		return fmt.Errorf("fedwatch: read %s: %w", subject.FederationBucket, err)
+	}
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w.stop = cancel
+	w.watching.Store(true)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		t := time.NewTicker(w.cfg.Poll)
+		defer t.Stop()
+		failing := false
+		for {
+			select {
+			case <-pctx.Done():
+				w.watching.Store(false)
+				return
+			case <-t.C:
+			}
+			err := get(pctx)
+			switch {
+			case err != nil && !failing && pctx.Err() == nil:
+				w.cfg.Log.Warn("the federation bundle could not be read; retrying", "err", err)
+				failing = true
+			case err == nil && failing:
+				w.cfg.Log.Info("the federation bundle is read again")
+				failing = false
+			}
+		}
+	}()
+	return nil
 }
 
 func (w *Watcher) take(e jetstream.KeyValueEntry) {

@@ -124,6 +124,13 @@ func StreamAPI(stream string) []string {
 // bucketRead is what reading (Get, Keys, Watch) a key-value bucket needs.
 func bucketRead(bucket string) []string { return StreamAPI(subject.BucketStream(bucket)) }
 
+// bundleRead is reading a bucket's keys by direct get only (and its info,
+// to open it): no consumer.
+func bundleRead(bucket string) []string {
+	st := subject.BucketStream(bucket)
+	return []string{"$JS.API.STREAM.INFO." + st, "$JS.API.DIRECT.GET." + st, "$JS.API.DIRECT.GET." + st + ".>", "$JS.API.STREAM.MSG.GET." + st}
+}
+
 // bucketWrite adds writing its keys (Put, Create, Update).
 func bucketWrite(bucket string) []string {
 	return append(bucketRead(bucket), subject.BucketKeys(bucket))
@@ -151,10 +158,12 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 			sub = append(sub, discoverySubjects(m.Name)...)
 		}
 		pub := append([]string{subject.ConsumerQueries(m.Name)}, memberEvents(m.Name)...)
-		// Its adapter watches the signed federation versions (read only:
-		// the governance's bundle is public within the federation, as
-		// X-Road's global configuration is).
-		pub = append(append(pub, bucketRead(subject.FederationBucket)...), "$JS.FC.>")
+		// Its adapter reads the signed federation versions (the governance's
+		// bundle is public within the federation, as X-Road's global
+		// configuration is) by direct get, polling: no consumer, whose
+		// deliver subject would let the member make the server publish
+		// where it may not.
+		pub = append(pub, bundleRead(subject.FederationBucket)...)
 		out[m.ID.String()] = Permission{
 			PublishAllow:   pub,
 			SubscribeAllow: sub,

@@ -59,10 +59,11 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 	}
 	p := cnss.Permissions
 	// Its queries, its own events and the read side of its own event stream
-	// (docs/events.md), and the read side of the signed federation versions
-	// its adapter applies (with the flow control of that watch), nothing else.
+	// (docs/events.md), and the signed federation versions its adapter
+	// applies, read by direct get only (no consumer), nothing else.
 	want := append([]string{"jisr.q.cnss.>", "jisr.e.cnss.>", "jisr.er.cnss", "$JS.ACK.JISR_EVENTS_cnss.>"}, StreamAPI("JISR_EVENTS_cnss")...)
-	want = append(append(want, StreamAPI("KV_jisr_federation")...), "$JS.FC.>")
+	want = append(want, "$JS.API.STREAM.INFO.KV_jisr_federation", "$JS.API.DIRECT.GET.KV_jisr_federation",
+		"$JS.API.DIRECT.GET.KV_jisr_federation.>", "$JS.API.STREAM.MSG.GET.KV_jisr_federation")
 	if got := p.Publish.Allow; !slices.Equal(got, want) {
 		t.Fatalf("cnss may publish %v", got)
 	}

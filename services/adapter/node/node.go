@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
@@ -178,7 +179,7 @@ func (n *Node) watchFederation(ctx context.Context, trusted []ed25519.PublicKey)
 		return fmt.Errorf("adapter %s: federation watch: the bucket %s (jisr nats init creates it): %w", n.cfg.Adapter.Member, subject.FederationBucket, err)
 	}
 	n.watch, err = fedwatch.Start(ctx, fedwatch.Config{
-		Bucket: kv, Trusted: trusted, Component: "adapter",
+		Bucket: kv, Trusted: trusted, Component: "adapter", Poll: FederationPoll,
 		Log: n.cfg.Adapter.Log.With("component", "adapter", "member", n.cfg.Adapter.Member),
 		Apply: func(b *federation.Bundle, fed *federation.Federation) error {
 			return n.ad.SetFederation(fed, b.Version, b.Descriptors)
@@ -186,6 +187,11 @@ func (n *Node) watchFederation(ctx context.Context, trusted []ed25519.PublicKey)
 	})
 	return err
 }
+
+// FederationPoll is how often an adapter reads the signed federation
+// bundle: a member's NATS user may read it but create no consumer
+// (fedwatch.Config.Poll).
+var FederationPoll = 2 * time.Second
 
 // Stop stops serving (at once when ctx ends), stops the adapter and closes
 // the connection and the source.

@@ -150,9 +150,32 @@ func TestAdapterAppliesNewFederationVersionWithoutRestart(t *testing.T) {
 		t.Fatal("a member deleted the federation bucket")
 	}
 
-	// Refused, through the bucket: another key's signature; not newer.
+	// Nor create a consumer on it: a consumer's deliver subject would let
+	// it make the server publish where it may not. Its adapter polls.
+	short3, cancelShort3 := context.WithTimeout(ctx, 3*time.Second)
+	defer cancelShort3()
+	if w, err := mkv.Watch(short3, subject.FederationKey); err == nil {
+		select {
+		case e := <-w.Updates():
+			if e != nil {
+				t.Fatal("a member watched the federation bucket with a consumer of its own")
+			}
+		case <-short3.Done():
+		}
+		_ = w.Stop()
+	}
+
+	// Refused, through the bucket: another key's signature; not newer. The
+	// adapter polls the latest revision, so each is published once the
+	// previous one was seen.
 	_, other, _ := ed25519.GenerateKey(nil)
 	publish(2, base, other)
+	bustest.Eventually(t, 20*time.Second, func() error {
+		if n.FederationRefused(fedwatch.ReasonBadSignature) != 1 {
+			return fmt.Errorf("refusals: bad signature %v", n.FederationRefused(fedwatch.ReasonBadSignature))
+		}
+		return nil
+	})
 	publish(1, base, key)
 	bustest.Eventually(t, 20*time.Second, func() error {
 		if n.FederationRefused(fedwatch.ReasonBadSignature) != 1 || n.FederationRefused(fedwatch.ReasonNotNewer) != 1 {
