@@ -193,6 +193,9 @@ type Committed struct {
 type CommittedLeaf struct {
 	Hash, Prev []byte // its leaf hash and the one before
 	CKey       string // the citizen it is about ("" for none)
+	// Record is the record as stored (record.Parse reads it): a slice of
+	// the batch's message, shared, never to be modified.
+	Record []byte
 }
 
 // OnCommit calls fn, on the sequencer's goroutine, with every batch
@@ -561,7 +564,7 @@ func (l *Log) commit(batch []*pending) {
 				it := &c.items[i]
 				l.adopt(it.hash, c.seq)
 				if fn != nil {
-					leaves[i] = CommittedLeaf{Hash: it.hash, Prev: it.prev, CKey: it.ckey}
+					leaves[i] = CommittedLeaf{Hash: it.hash, Prev: it.prev, CKey: it.ckey, Record: it.data}
 				}
 			}
 			if fn != nil {

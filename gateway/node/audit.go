@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +34,42 @@ type auditParts struct {
 	RegisterGRPC func(*grpc.Server)
 	// Console is the auditor's console (nil without the gateway's SVID).
 	Console *console.Server
+	// Commits tells its subscribers of the log's commits (after the index).
+	Commits *commitHooks
+}
+
+// commitHooks fans the log's commits (audit.Log.OnCommit: one function) out
+// to several subscribers, called on the log's sequencer: each must be quick.
+type commitHooks struct {
+	mu  sync.Mutex
+	fns atomic.Pointer[[]*func(audit.Committed)]
+}
+
+// Add subscribes fn; the function returned unsubscribes it.
+func (h *commitHooks) Add(fn func(audit.Committed)) (remove func()) {
+	p := &fn
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var fns []*func(audit.Committed)
+	if cur := h.fns.Load(); cur != nil {
+		fns = slices.Clone(*cur)
+	}
+	fns = append(fns, p)
+	h.fns.Store(&fns)
+	return func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		fns := slices.DeleteFunc(slices.Clone(*h.fns.Load()), func(q *func(audit.Committed)) bool { return q == p })
+		h.fns.Store(&fns)
+	}
+}
+
+func (h *commitHooks) call(c audit.Committed) {
+	if fns := h.fns.Load(); fns != nil {
+		for _, fn := range *fns {
+			(*fn)(c)
+		}
+	}
 }
 
 // startAudit opens this instance's audit log on the gateway's connection
@@ -71,7 +109,8 @@ func startAudit(ctx context.Context, cfg Config, o options, citizens accesslog.A
 		return nil, err
 	}
 	closers = append(closers, l.Close)
-	svc, streams, closeIndex, err := startAccessLog(ctx, cfg, citizens, l)
+	hooks := &commitHooks{}
+	svc, streams, closeIndex, err := startAccessLog(ctx, cfg, citizens, l, hooks)
 	if err != nil {
 		return nil, err
 	}
@@ -81,12 +120,12 @@ func startAudit(ctx context.Context, cfg Config, o options, citizens accesslog.A
 		return nil, fmt.Errorf("console: %w", err)
 	}
 	closers = append(closers, closeConsole)
-	return &auditParts{Log: l, Routes: svc.Routes(), RegisterGRPC: svc.Register, Close: closeOnce(closers), Console: con}, nil
+	return &auditParts{Log: l, Routes: svc.Routes(), RegisterGRPC: svc.Register, Close: closeOnce(closers), Console: con, Commits: hooks}, nil
 }
 
 // startAccessLog runs the index of the audit records and builds the
 // citizen's access log on it; the function returned stops the index.
-func startAccessLog(ctx context.Context, cfg Config, citizens accesslog.Authenticator, own *audit.Log) (*accesslog.Service, auditStreams, func(context.Context) error, error) {
+func startAccessLog(ctx context.Context, cfg Config, citizens accesslog.Authenticator, own *audit.Log, hooks *commitHooks) (*accesslog.Service, auditStreams, func(context.Context) error, error) {
 	td := cfg.Federation.TrustDomain.Name()
 	var none auditStreams
 	keys, err := checkpoint.LoadPublicKeys(cfg.Audit.KeyDir)
@@ -121,6 +160,7 @@ func startAccessLog(ctx context.Context, cfg Config, citizens accesslog.Authenti
 			leaves[i] = index.Leaf{Hash: lf.Hash, Prev: lf.Prev, CKey: lf.CKey}
 		}
 		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
+		hooks.call(c)
 	}))
 	ictx, stopIndex := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup

@@ -42,12 +42,19 @@ func (n *Node) citizenPage(ctx context.Context, auth page.RequestAuthenticator) 
 	pg := page.New(cfg)
 	n.stopCitizen = append(n.stopCitizen, pg.Shutdown)
 	if records != nil {
-		// Each access in this replica's log is notified to the citizen.
+		// Each access in this replica's log is notified to the citizen: from
+		// the log's commits, in process, where the audit log is this
+		// process's (never read back from the stream).
 		notifier := n.cfg.Notifier
 		if notifier == nil {
 			notifier = notify.Log{Log: n.cfg.Log}
 		}
 		f := &notify.Follower{Records: records, LogID: n.cfg.Instance, Notifier: notifier, Log: n.cfg.Log}
+		remove := func() {}
+		if n.audit.Commits != nil {
+			f.Records = nil
+			remove = n.audit.Commits.Add(f.Committed)
+		}
 		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{})
 		go func() {
@@ -56,7 +63,7 @@ func (n *Node) citizenPage(ctx context.Context, auth page.RequestAuthenticator) 
 				n.cfg.Log.Error("citizen notifications stopped", "err", err)
 			}
 		}()
-		n.stopCitizen = append(n.stopCitizen, func() { cancel(); <-done })
+		n.stopCitizen = append(n.stopCitizen, func() { remove(); cancel(); <-done })
 	}
 	routes := pg.Routes()
 	if n.consent != nil {

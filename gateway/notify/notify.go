@@ -20,11 +20,13 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/record"
 	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
 )
@@ -129,27 +131,80 @@ func Of(r *auditv1.Record) (Notification, bool) {
 	}, true
 }
 
-// Follower notifies the accesses of one audit log as they are appended.
+// Follower notifies the accesses of one audit log as they are appended:
+// read back from the stream (Records), or, in the gateway that writes the
+// log, handed over in process by the log's commit hook (Records nil;
+// audit.Log.OnCommit calls Committed), which spares reading every record
+// back.
 type Follower struct {
-	Records  jetstream.Stream
-	LogID    string // this gateway's instance
+	Records  jetstream.Stream // nil: the records come from Committed
+	LogID    string           // this gateway's instance
 	Notifier Notifier
 	Log      *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Queue bounds the commits handed over and not yet read (default
+	// DefaultQueue batches).
+	Queue int
 
 	mu      sync.Mutex // guards stopped against wg.Go
 	stopped bool
 	wg      sync.WaitGroup
+
+	init    sync.Once
+	commits chan audit.Committed
+	dropped atomic.Uint64 // records of commits dropped, queue full
+	lost    atomic.Uint64 // in all, for Dropped
 }
+
+// DefaultQueue is the default bound of the commits waiting for the
+// follower: at the log's largest batches, hundreds of thousands of records.
+const DefaultQueue = 4096
+
+func (f *Follower) setup() {
+	f.init.Do(func() {
+		if f.Now == nil {
+			f.Now = time.Now
+		}
+		q := f.Queue
+		if q <= 0 {
+			q = DefaultQueue
+		}
+		f.commits = make(chan audit.Committed, q)
+	})
+}
+
+// Committed hands over a commit of the gateway's own log (for
+// audit.Log.OnCommit): it never blocks the log's sequencer. When the queue
+// is full (the follower is not keeping up, or not running), the commit's
+// records are not notified: the first such loss logs an error at once, and
+// Run logs how many were lost once it reads again (Dropped counts them).
+func (f *Follower) Committed(c audit.Committed) {
+	f.setup()
+	select {
+	case f.commits <- c:
+	default:
+		n := uint64(len(c.Leaves))
+		f.lost.Add(n)
+		if f.dropped.Add(n) == n {
+			f.Log.Error("citizen notifications lost: the notifier's queue is full", "log", c.LogID, "first", c.First, "records", n)
+		}
+	}
+}
+
+// Dropped returns how many records were not notified because the queue
+// of commits was full.
+func (f *Follower) Dropped() uint64 { return f.lost.Load() }
 
 // Run follows the log until ctx ends. A record whose access the citizen may
 // see only later (a mandate's access_log_delay) is notified then; such a
 // wait is held in memory, so a restart of the gateway loses it (and the
 // records appended while it was down are not notified).
 func (f *Follower) Run(ctx context.Context) error {
-	if f.Now == nil {
-		f.Now = time.Now
+	f.setup()
+	if f.Records == nil {
+		f.runCommitted(ctx)
+		return nil
 	}
 	oc, err := f.Records.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{record.LogFilter(f.LogID)}, DeliverPolicy: jetstream.DeliverNewPolicy,
@@ -176,13 +231,59 @@ func (f *Follower) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	cons.Stop()
-	// A callback may still be running: no notification starts once stopped
-	// is set, so Wait does not race a late Go.
+	f.stop()
+	return nil
+}
+
+// runCommitted notifies the commits handed over until ctx ends.
+func (f *Follower) runCommitted(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			// The commits already handed over are notified (the hook is
+			// removed before ctx ends, so this ends).
+			for {
+				select {
+				case c := <-f.commits:
+					f.notifyCommit(ctx, c)
+					continue
+				default:
+				}
+				break
+			}
+			f.stop()
+			return
+		case c := <-f.commits:
+			f.notifyCommit(ctx, c)
+		}
+	}
+}
+
+func (f *Follower) notifyCommit(ctx context.Context, c audit.Committed) {
+	if n := f.dropped.Swap(0); n > 0 {
+		f.Log.Error("citizen notifications lost: the notifier's queue was full", "log", c.LogID, "records", n)
+	}
+	if c.LogID != f.LogID {
+		return
+	}
+	for _, lf := range c.Leaves {
+		r, err := record.Parse(lf.Record)
+		if err != nil {
+			f.Log.Warn("citizen notification: a committed record does not parse", "log", c.LogID, "first", c.First, "err", err)
+			continue
+		}
+		f.notify(ctx, r)
+	}
+}
+
+// stop waits for the notifications under way. A callback may still be
+// running: no notification starts once stopped is set, so Wait does not
+// race a late Go.
+func (f *Follower) stop() {
 	f.mu.Lock()
 	f.stopped = true
 	f.mu.Unlock()
 	f.wg.Wait()
-	return nil
 }
 
 // notify hands r's notification to the notifier once the citizen may see

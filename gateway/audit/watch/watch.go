@@ -22,20 +22,23 @@ import (
 // ErrClosed: Watch after Close.
 var ErrClosed = errors.New("watch: closed")
 
-// Citizens follows the audit stream for the watchers it has. Its zero
-// value is not usable: use New.
+// Citizens follows the audit stream for the watchers it has, and only
+// while it has one: its consumer starts with the first watcher and is
+// stopped and deleted when the last one leaves. Its zero value is not
+// usable: use New.
 type Citizens struct {
 	records jetstream.Stream
 	log     *slog.Logger
 
 	mu       sync.Mutex
+	oc       jetstream.Consumer
 	cons     jetstream.ConsumeContext
 	watchers map[string]map[chan struct{}]struct{}
 	closed   bool
 }
 
-// New returns a follower of records (the audit stream). It starts reading
-// with its first watcher.
+// New returns a follower of records (the audit stream). It reads while it
+// has watchers.
 func New(records jetstream.Stream, log *slog.Logger) *Citizens {
 	if log == nil {
 		log = slog.Default()
@@ -68,7 +71,7 @@ func (c *Citizens) Watch(ctx context.Context, ckey string) (<-chan struct{}, fun
 		if err != nil {
 			return nil, nil, fmt.Errorf("watch: the audit stream cannot be followed: %w", err)
 		}
-		c.cons = cons
+		c.oc, c.cons = oc, cons
 	}
 	ch := make(chan struct{}, 1)
 	set := c.watchers[ckey]
@@ -86,6 +89,10 @@ func (c *Citizens) Watch(ctx context.Context, ckey string) (<-chan struct{}, fun
 			if len(c.watchers[ckey]) == 0 {
 				delete(c.watchers, ckey)
 			}
+			if len(c.watchers) == 0 {
+				// No one watches: the stream is not read for nothing.
+				c.stopLocked()
+			}
 		})
 	}
 	return ch, stop, nil
@@ -96,10 +103,31 @@ func (c *Citizens) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
-	if c.cons != nil {
-		c.cons.Stop()
-		c.cons = nil
+	c.stopLocked()
+}
+
+// stopLocked stops the consumer and deletes it from the server (in the
+// background: c.mu is held), with c.mu held.
+func (c *Citizens) stopLocked() {
+	if c.cons == nil {
+		return
 	}
+	c.cons.Stop()
+	var name string
+	if info := c.oc.CachedInfo(); info != nil {
+		name = info.Name
+	}
+	c.oc, c.cons = nil, nil
+	if name == "" {
+		return // the server lets an idle ordered consumer expire
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.records.DeleteConsumer(ctx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			c.log.Debug("citizen live view: deleting the idle consumer", "consumer", name, "err", err)
+		}
+	}()
 }
 
 func (c *Citizens) handle(m jetstream.Msg) {

@@ -143,3 +143,77 @@ func TestCKeyOfIsParsesCKey(t *testing.T) {
 		t.Fatal("a truncated record has a ckey")
 	}
 }
+
+// The live view reads the stream only while someone watches: no consumer
+// before the first watcher nor after the last one left, and a watcher
+// after such a stop still hears of its citizen's records, in any log.
+func TestTheStreamIsFollowedOnlyWhileWatched(t *testing.T) {
+	env := bustest.Start(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	gw := env.Connect(t, "gateway")
+	keyDir := t.TempDir()
+	logs := map[string]*audit.Log{}
+	for _, id := range []string{"gw-1", "gw-2"} {
+		kp, _, err := checkpoint.EnsureKey(keyDir, id, checkpoint.Origin(td, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: id, Key: kp}, audit.WithLogger(env.Log), audit.WithCheckpointEvery(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close(context.Background()) })
+		logs[id] = l
+	}
+	js, _ := jetstream.New(env.Connect(t, "gateway"))
+	records, err := js.Stream(ctx, subject.AuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumers := func() int {
+		info, err := records.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Consumers
+	}
+	base := consumers() // the logs' own readers, if any
+	w := watch.New(records, env.Log)
+	defer w.Close()
+	if n := consumers(); n != base {
+		t.Fatalf("%d consumers with no watcher, want %d", n, base)
+	}
+	alice := env.Keyer.CKey("AB123456")
+	appendOne := func(l *audit.Log) {
+		t.Helper()
+		if err := l.Append(ctx, &decision.Decision{Time: time.Now(), Consumer: "cnss", CKey: alice, Code: codes.OK, Allowed: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round, log := range []string{"gw-1", "gw-2"} {
+		ch, stop, err := w.Watch(ctx, alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := consumers(); n != base+1 {
+			t.Fatalf("round %d: %d consumers while watched, want %d", round, n, base+1)
+		}
+		appendOne(logs[log])
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatalf("round %d: the watcher never heard of a record in %s", round, log)
+		}
+		stop()
+		bustest.Eventually(t, 10*time.Second, func() error {
+			if n := consumers(); n != base {
+				return fmt.Errorf("%d consumers after the last watcher left, want %d", n, base)
+			}
+			return nil
+		})
+	}
+}
