@@ -272,8 +272,11 @@ async function showLogin() {
 }
 
 let loading = null;
+// A load asked for while one runs (an action done, a live change) runs once
+// more after it: the one running may have read the state before the change.
+let reload = false;
 async function loadAll() {
-  if (loading) return loading;
+  if (loading) { reload = true; return loading; }
   loading = (async () => {
     $("error").textContent = "";
     const [reqs, grants, acc] = await Promise.all([api("GET", "/v1/consent-requests"), api("GET", "/v1/consents"), api("GET", "/access-log/v1/accesses?page_size=50")]);
@@ -286,7 +289,10 @@ async function loadAll() {
     document.body.dataset.loaded = String(Date.now());
     startLive();
     loadWards();
-  })().finally(() => { loading = null; });
+  })().finally(() => {
+    loading = null;
+    if (reload) { reload = false; loadAll(); }
+  });
   return loading;
 }
 
