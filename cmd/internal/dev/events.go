@@ -6,8 +6,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jisr-bus/jisr/bus/loopback"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventsv1 "github.com/jisr-bus/jisr/proto/gen/jisr/events/v1"
@@ -45,7 +46,11 @@ func (d *devFederation) seedEvents(ctx context.Context) error {
 	if addr == "" || len(cs) < 3 {
 		return nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := loopback.ClientCredentials(addr, nil) // the dev adapter listens on loopback
+	if err != nil {
+		return err
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}
