@@ -178,6 +178,11 @@ func TestSweeperStoresAndAuditsExpiredAndUsedUp(t *testing.T) {
 		t.Fatalf("after the last use the consumer sees %s", got.State)
 	}
 	bustest.Eventually(t, 20*time.Second, storedAs(r1.ID, consent.StateUsedUp))
+	// The citizen's list shows it used up (the page's USED_UP).
+	gs, err := gw.List(ctx, ckey)
+	if err != nil || len(gs) != 1 || gs[0].ID != jti1 || !gs[0].UsedUp {
+		t.Fatalf("the citizen's consents: %+v %v", gs, err)
+	}
 
 	// ACTIVE → EXPIRED: the consumer sees it at the expiry; the sweeper,
 	// woken by the earliest expiry, stores and audits it.
