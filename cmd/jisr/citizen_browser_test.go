@@ -267,8 +267,11 @@ func journey(t *testing.T, f *devFixture, eid, lang, accept, dir string) {
 		if err != nil {
 			t.Fatalf("RequestConsent: %v", err)
 		}
-		form := fmt.Sprintf("form[data-request=%q]", rr.GetRequest().GetId())
-		do(ctx, "approve", chromedp.Click(chromedp.CSS(form+" button[data-action=approve]"), chromedp.NodeVisible))
+		// Clicked in the page, in one step: a live update may re-render the
+		// list between finding the button and clicking it.
+		button := fmt.Sprintf(`document.querySelector('form[data-request=%q] button[data-action=approve]')`, rr.GetRequest().GetId())
+		wait(ctx, "the new request", button)
+		eval(ctx, button+".click(), ''")
 		r := follow(rr.GetRequest(), consentv1.ConsentState_CONSENT_STATE_PENDING)
 		if r.GetState() != consentv1.ConsentState_CONSENT_STATE_ACTIVE || r.GetToken() == "" {
 			t.Fatalf("CNSS's follow after the approval: %v", r)

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -122,8 +124,14 @@ func (s *Service) openAudit(ctx context.Context) (*audit.Log, error) {
 		s.cfg.Log.Info("created the consent audit log's checkpoint key: publish the .pub file to auditors", "dir", s.cfg.AuditKeyDir)
 	}
 	opts := []audit.Option{audit.WithLogger(s.cfg.Log), audit.WithAPIPrefix(s.cfg.AuditAPIPrefix)}
-	if s.cfg.TrustedCheckpoint != "" {
-		opts = append(opts, audit.WithTrustedCheckpoint(s.cfg.TrustedCheckpoint))
+	if tc := s.cfg.TrustedCheckpoint; tc != "" {
+		if err := os.MkdirAll(filepath.Dir(tc), 0o700); err != nil {
+			// A read-only disk (a pod): the log still verifies against its
+			// signed checkpoints in NATS, without the copy outside it.
+			s.cfg.Log.Warn("consent audit log: no directory for the trusted checkpoint; kept in NATS only", "file", tc, "err", err)
+		} else {
+			opts = append(opts, audit.WithTrustedCheckpoint(tc))
+		}
 	}
 	return audit.Open(ctx, audit.Config{Conn: s.cfg.Conn, TrustDomain: td, LogID: consent.AuditLogID, Key: kp}, opts...)
 }
