@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -264,7 +265,7 @@ func TestConsentRequestLifecycle(t *testing.T) {
 	})
 	// Every log verifies: the gateway's and the consent service's.
 	vout, _, err := f.cliAudit(t, "audit", "verify")
-	if err != nil || !strings.Contains(vout, "OK:") || !strings.Contains(vout, "consent") {
+	if err != nil || !strings.Contains(vout, "OK:") || !regexp.MustCompile(`(?m)^consent +[1-9][0-9]* .* ok$`).MatchString(vout) {
 		t.Fatalf("audit verify: %v\n%s", err, vout)
 	}
 }
