@@ -31,7 +31,7 @@ func (noProgress) Start(string, uint64) {}
 func (noProgress) Add(int)              {}
 
 // The consent service stores EXPIRED and USED_UP itself and audits each
-// in its own log, with two replicas running: the consumer's long poll
+// in its own log, with two replicas running (either one alone carries on): the consumer's long poll
 // follows every transition (ACTIVE, PAUSED, ACTIVE again, USED_UP,
 // EXPIRED, REVOKED, REJECTED); the last of three uses, taken by eight
 // goroutines on two gateway replicas, is taken once and USED_UP is
@@ -210,6 +210,18 @@ func TestSweeperStoresAndAuditsExpiredAndUsedUp(t *testing.T) {
 		t.Fatalf("after the rejection the consumer sees %s (token %q)", got.State, got.Token)
 	}
 
+	// One replica stops, then the other: whichever held the lease, the one
+	// left sweeps.
+	a.Stop()
+	r7 := ask("1s", 0)
+	jti7 := approve(r7)
+	bustest.Eventually(t, 20*time.Second, storedAs(r7.ID, consent.StateExpired))
+	a = start()
+	b.Stop()
+	r8 := ask("1s", 0)
+	jti8 := approve(r8)
+	bustest.Eventually(t, 20*time.Second, storedAs(r8.ID, consent.StateExpired))
+
 	// Every replica stops: a consent expires meanwhile, and a transition
 	// was stored but not audited (a sweeper that died between the two).
 	r5 := ask("2s", 0)
@@ -217,7 +229,6 @@ func TestSweeperStoresAndAuditsExpiredAndUsedUp(t *testing.T) {
 	r6 := ask("1h", 0)
 	jti6 := approve(r6)
 	a.Stop()
-	b.Stop()
 	half, rev := stored(r6.ID)
 	half.State, half.Unaudited, half.Updated = consent.StateExpired, true, time.Now().UTC()
 	raw, _ := json.Marshal(half)
@@ -277,6 +288,7 @@ func TestSweeperStoresAndAuditsExpiredAndUsedUp(t *testing.T) {
 	want := map[string]int{
 		jti1 + " " + consent.TransitionUsedUp: 1, jti2 + " " + consent.TransitionExpired: 1,
 		jti5 + " " + consent.TransitionExpired: 1, jti6 + " " + consent.TransitionExpired: 1,
+		jti7 + " " + consent.TransitionExpired: 1, jti8 + " " + consent.TransitionExpired: 1,
 	}
 	if fmt.Sprint(seen) != fmt.Sprint(want) {
 		t.Fatalf("transition records %v, want %v", seen, want)
