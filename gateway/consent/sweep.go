@@ -181,14 +181,16 @@ func (sw *Sweeper) Run(ctx context.Context) error {
 			}
 			delete(dirty, key)
 		}
-		// Wake at the earliest expiry, or to retry, or for a full pass.
+		// Wake at the earliest expiry to come, or to retry, or for a full
+		// pass. (One already due was just looked at: it moved, waits for
+		// its own update by the watch, or failed and is retried.)
 		next := every
 		if failed {
 			next = retry
 		}
 		for _, t := range live {
-			if d := time.Until(t.expires); !t.unaudited && d < next {
-				next = max(d, 0)
+			if d := time.Until(t.expires); !t.unaudited && d > 0 && d < next {
+				next = d
 			}
 		}
 		if !timer.Stop() {
