@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/natsconf"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit/auditor"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
@@ -300,4 +301,57 @@ func TestSweeperStoresAndAuditsExpiredAndUsedUp(t *testing.T) {
 	if n == nil || n.(*atomic.Int32).Load() != 1 {
 		t.Fatalf("USED_UP recorded %v times", n)
 	}
+}
+
+// Under the audit account (production: the audit streams in AUDIT), the
+// consent service writes its log through the prefixed API, as the gateway
+// does; the auditor, in AUDIT, reads the transition.
+func TestSweeperUnderTheAuditAccount(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bustest.WithAuditAccount())
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if _, err := natsstate.InitSplit(ctx, env.Connect(t, "operator"), env.Connect(t, natsconf.AuditOperator), stream.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	certs := t.TempDir()
+	if err := consent.InitKeys(certs); err != nil {
+		t.Fatal(err)
+	}
+	s, err := service.Start(ctx, service.Config{Federation: env.Fed, CertsDir: certs, Conn: env.Connect(t, "consent"), Log: env.Log,
+		AuditAPIPrefix: natsconf.AuditAPIPrefix}, service.WithSweeperRetry(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := consent.NewClient(env.Connect(t, "gateway"))
+	ckey := env.Keyer.CKey("BK482913")
+	r, err := gw.Ask(ctx, "cnss", ckey, consent.AskRequest{Service: "jisr.civilregistry.v1.CivilRegistry",
+		Methods: []string{"GetPerson"}, Purpose: "amo-enrolment", TTL: "1s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := gw.Decide(ctx, ckey, r.ID, consent.Decision{Approve: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	streams, err := auditor.Open(ctx, env.Connect(t, "auditor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel := &auditor.Selection{Log: consent.AuditLogID}
+	if err := sel.Resolve(); err != nil {
+		t.Fatal(err)
+	}
+	bustest.Eventually(t, 20*time.Second, func() error {
+		found := false
+		err := streams.Query(ctx, sel, func(_ stream.Msg, rec *auditv1.Record) error {
+			found = found || rec.GetMethod() == consent.TransitionExpired && rec.GetTokenId() == a.JTI
+			return nil
+		}, func(uint64) {})
+		if err != nil {
+			return err
+		}
+		return bustest.Check(found, "the expiry in the consent service's log, read by the auditor")
+	})
+	s.Stop()
 }
