@@ -175,6 +175,7 @@ func TestSweeperStoresAndAuditsExpiredAndUsedUp(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	usesDone := time.Now()
 	if ok.Load() != 3 {
 		t.Fatalf("%d uses of 3 taken", ok.Load())
 	}
@@ -182,6 +183,8 @@ func TestSweeperStoresAndAuditsExpiredAndUsedUp(t *testing.T) {
 		t.Fatalf("after the last use the consumer sees %s", got.State)
 	}
 	bustest.Eventually(t, 20*time.Second, storedAs(r1.ID, consent.StateUsedUp))
+	r1s, _ := stored(r1.ID)
+	t.Logf("USED_UP stored %v after the uses ended", r1s.Updated.Sub(usesDone)) // measured, not asserted
 	// The citizen's list shows it used up (the page's USED_UP).
 	gs, err := gw.List(ctx, ckey)
 	if err != nil || len(gs) != 1 || gs[0].ID != jti1 || !gs[0].UsedUp {
