@@ -160,6 +160,9 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 	if cfg.Federation == nil || cfg.Keyer == nil || cfg.Conn == nil || cfg.Log == nil || cfg.SignIn == nil || cfg.Instance == "" {
 		return nil, errors.New("node: Federation, Keyer, Conn, Log, SignIn and Instance are required")
 	}
+	if cfg.Instance == subject.ConsentAuditLog {
+		return nil, fmt.Errorf("node: the instance name %q is the consent service's audit log; choose another", cfg.Instance)
+	}
 	n := &Node{cfg: cfg}
 	for _, opt := range opts {
 		opt(&n.o)
