@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -244,7 +245,9 @@ func TestSPIREFederation(t *testing.T) {
 	})
 
 	t.Setenv(svid.EndpointSocketEnv, endpoint)
-	f := startAuditFed(t, dir) // NATS, nats init, backend, gateway, consent service, adapters: all from the Workload API
+	monitor := freePort(t) // the NATS server's monitoring port, for jisr status
+	// NATS, nats init, backend, gateway, consent service, adapters: all from the Workload API.
+	f := startAuditFedWith(t, dir, process.NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s", HTTPPort: monitor})
 
 	// The NATS server's configuration names no file; it trusts SPIRE's
 	// bundle only: the dev CA's SVIDs (written by certs init) are refused.
@@ -388,6 +391,30 @@ func TestSPIREFederation(t *testing.T) {
 			t.Fatalf("after the rotations, call %d: %v", i, err)
 		}
 		ok.Add(1)
+	}
+	// jisr status, as the operator, shows each connected member's SVID
+	// expiry: the SPIRE SVID (30 s) its connection presented, read from the
+	// NATS server, although the operator's Workload API serves no member's.
+	js, _ := runJisrStdout(t, "--federation", fedPath, "--certs", f.g.CertsDir, "--nats", f.g.NATSURL,
+		"status", "--json", "--monitor", fmt.Sprintf("http://127.0.0.1:%d", monitor))
+	var hub process.Status
+	if err := json.Unmarshal([]byte(js), &hub); err != nil {
+		t.Fatalf("jisr status --json: %v\n%s", err, js)
+	}
+	shownMembers := 0
+	for _, m := range hub.Members {
+		if m.Member != "cnss" && m.Member != "civil-registry" {
+			continue
+		}
+		shownMembers++
+		if m.SVIDExpires == nil || !strings.HasPrefix(m.SVIDSource, "connection on ") ||
+			!m.SVIDExpires.After(time.Now()) || m.SVIDExpires.After(time.Now().Add((spireTTL+5)*time.Second)) {
+			t.Fatalf("jisr status: member %s: SVID expiry %v from %q, want the %d-second SPIRE SVID its connection presented\n%s", m.Member, m.SVIDExpires, m.SVIDSource, spireTTL, js)
+		}
+		t.Logf("jisr status: member %s connected to %v, SVID expires %s (%s)", m.Member, m.Connected, m.SVIDExpires.Format(time.RFC3339), m.SVIDSource)
+	}
+	if shownMembers != 2 {
+		t.Fatalf("jisr status shows %d of the 2 connected members:\n%s", shownMembers, js)
 	}
 	// No reply without its record; a record without a reply only for a call
 	// that failed (its acknowledgement was lost with the connection).
