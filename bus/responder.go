@@ -111,3 +111,37 @@ func (r *Responder) resume(log *slog.Logger) {
 	}
 	r.sub = sub
 }
+
+// current is the subscription of the moment (nil while a resubscription
+// failed).
+func (r *Responder) current() *nats.Subscription {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sub
+}
+
+// Pending is the current subscription's nats.Subscription.Pending.
+func (r *Responder) Pending() (int, int, error) {
+	if s := r.current(); s != nil {
+		return s.Pending()
+	}
+	return 0, 0, nats.ErrBadSubscription
+}
+
+// MaxPending is the current subscription's nats.Subscription.MaxPending:
+// since the responder last subscribed.
+func (r *Responder) MaxPending() (int, int, error) {
+	if s := r.current(); s != nil {
+		return s.MaxPending()
+	}
+	return 0, 0, nats.ErrBadSubscription
+}
+
+// Dropped is the current subscription's nats.Subscription.Dropped: since
+// the responder last subscribed.
+func (r *Responder) Dropped() (int, error) {
+	if s := r.current(); s != nil {
+		return s.Dropped()
+	}
+	return 0, nats.ErrBadSubscription
+}

@@ -20,7 +20,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
@@ -272,7 +271,7 @@ func TestSPIREFederation(t *testing.T) {
 	// Load across rotations.
 	const callers = 16
 	var ok, failed atomic.Int64
-	var firstErr, badErr atomic.Value
+	var firstErr atomic.Value
 	var kindsMu sync.Mutex
 	kinds := map[string]int{} // failed calls by code and message
 	stop := make(chan struct{})
@@ -286,6 +285,7 @@ func TestSPIREFederation(t *testing.T) {
 				default:
 				}
 				qctx, qcancel := context.WithTimeout(ctx, 20*time.Second)
+				began := time.Now()
 				_, err := f.cnss.IsAlive(md(qctx, "jisr-purpose", "pension-continuity"), &civilv1.IsAliveRequest{Eid: eidN((c*1000 + i) % 200)})
 				qcancel()
 				if err != nil {
@@ -294,11 +294,7 @@ func TestSPIREFederation(t *testing.T) {
 					kindsMu.Lock()
 					kinds[status.Code(err).String()+": "+status.Convert(err).Message()]++
 					kindsMu.Unlock()
-					// Failing closed is the only acceptable failure: the audit
-					// log unavailable (reply withheld) or no reply in time.
-					if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
-						badErr.CompareAndSwap(nil, err)
-					}
+					t.Logf("call %d of caller %d, sent %s, failed after %s: %v", i, c, began.UTC().Format("15:04:05.000"), time.Since(began).Round(time.Millisecond), err)
 				} else {
 					ok.Add(1)
 				}
@@ -339,7 +335,7 @@ func TestSPIREFederation(t *testing.T) {
 	}())
 	n := 0
 	for _, line := range strings.Split(f.logs.String(), "\n") {
-		if n < 60 && (strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") || strings.Contains(line, "reconnected to NATS")) {
+		if n < 80 && (strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") || strings.Contains(line, "reconnected to NATS") || strings.Contains(line, "renewed SVID")) {
 			t.Log(line)
 			n++
 		}
@@ -349,38 +345,19 @@ func TestSPIREFederation(t *testing.T) {
 	if reconnects == 0 {
 		t.Fatal("no connection outlived its first SVID: the test did not exercise the expiry of a connection's SVID")
 	}
-	if err := badErr.Load(); err != nil {
-		t.Fatalf("a call failed other than closed (Unavailable or DeadlineExceeded): %v", err)
-	}
 	if ok.Load() == 0 {
 		t.Fatal("no call made")
 	}
-	// Across the rotations no call fails because of the audit log (a group
-	// commit whose acknowledgement was lost with a connection is republished
-	// under the same Nats-Msg-Id, gateway/audit), nor because a caller's or
-	// the gateway's connection was reopened (each connection reconnects on
-	// its own, staggered, before its SVID expires, once its calls in flight
-	// have ended, and a request that found no responder is asked again,
-	// bus). What remains (docs/spire.md): a provider's replies to the
-	// requests it had taken when its own connection was reopened are
-	// refused by the server (the permission to reply ends with the
-	// connection that received the request), and the gateway answers those
-	// calls Unavailable.
-	// Also still seen, rarely (6 of 23,689 calls in one run): a caller's
-	// request in flight when its own connection was reopened ("no gateway
-	// answered: the bus connection is not available").
-	responder := 0
-	for k, n := range kinds {
-		if strings.HasPrefix(k, "Unavailable: provider ") && strings.HasSuffix(k, " is unavailable") ||
-			strings.HasPrefix(k, "Unavailable: no gateway answered: the bus connection is not available") {
-			responder += n
-		}
-	}
-	if int64(responder) != failed.Load() {
-		t.Fatalf("%d of %d calls failed around the %d reconnections: %v", failed.Load(), ok.Load()+failed.Load(), reconnects, kinds)
-	}
-	if responder > 0 {
-		t.Logf("KNOWN GAP: %d of %d calls failed when their provider's or caller's connection was reopened: %v", responder, ok.Load()+failed.Load(), kinds)
+	// Across the rotations no call fails: not because of the audit log (a
+	// group commit whose acknowledgement was lost with a connection is
+	// republished under the same Nats-Msg-Id, gateway/audit), nor because a
+	// caller's, the gateway's or a provider's connection was reopened (each
+	// connection reconnects on its own, staggered, before its SVID expires,
+	// once its calls in flight have ended and the requests it received are
+	// answered — its responders stop receiving first — and a request that
+	// found no responder meanwhile is asked again, bus).
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d of %d calls failed across the %d reconnections: %v (first: %v)", n, ok.Load()+n, reconnects, kinds, firstErr.Load())
 	}
 	// Service resumes: after the reconnections every call succeeds.
 	for i := range 50 {
