@@ -12,8 +12,9 @@ import (
 // nats-server's Raft timers (server/raft.go). They are package variables,
 // the same for every server and every Raft group of a process, with no
 // configuration setting in nats-server 2.15; its own JetStream cluster
-// tests set them this way too. A link error after a nats-server upgrade
-// means they were renamed: look again before changing the version.
+// tests set them this way too. Were they renamed by a nats-server
+// upgrade, these would link to nothing and read zero:
+// TestRaftTimersAreNATSServersOwn fails then.
 //
 //go:linkname raftHeartbeat github.com/nats-io/nats-server/v2/server.hbInterval
 var raftHeartbeat time.Duration
