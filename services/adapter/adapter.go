@@ -121,9 +121,9 @@ type Adapter struct {
 	seenMu       sync.Mutex
 	seenBackends string
 	metrics      *telemetry.ProviderMetrics
-	sub          *nats.Subscription
-	subs         []*nats.Subscription // on MoreConns
-	next         atomic.Uint32        // the consumer side's next connection
+	sub          *bus.Responder
+	subs         []*bus.Responder // on MoreConns
+	next         atomic.Uint32    // the consumer side's next connection
 	sem          chan struct{}
 	wg           sync.WaitGroup
 	events       *eventsLoop     // delivery to the backend's EventSink, when started
@@ -342,22 +342,18 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 	}
 	a.backend = conn
 	a.fingerprint = bus.BackendFingerprint(a.cfg.Backend)
-	sub, err := a.cfg.Conn.QueueSubscribe(subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatch)
+	// bus.QueueSubscribe: a reconnection with a renewed SVID pauses it and
+	// answers the requests received first (only this connection may).
+	sub, err := bus.QueueSubscribe(a.cfg.Conn, subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatchOn(a.cfg.Conn), 1<<16, 256<<20)
 	if err != nil {
 		return fmt.Errorf("adapter: subscribe: %w", err)
-	}
-	if err := sub.SetPendingLimits(1<<16, 256<<20); err != nil {
-		return fmt.Errorf("adapter: %w", err)
 	}
 	if err := bus.Flush(ctx, a.cfg.Conn); err != nil {
 		return fmt.Errorf("adapter: subscribe: %w", err)
 	}
 	a.sub = sub
 	for _, nc := range a.cfg.MoreConns {
-		s, err := nc.QueueSubscribe(subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatch)
-		if err == nil {
-			err = s.SetPendingLimits(1<<16, 256<<20)
-		}
+		s, err := bus.QueueSubscribe(nc, subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatchOn(nc), 1<<16, 256<<20)
 		if err == nil {
 			err = bus.Flush(ctx, nc)
 		}
@@ -386,13 +382,19 @@ func (a *Adapter) queryConn() *nats.Conn {
 	return a.cfg.MoreConns[i-1]
 }
 
-func (a *Adapter) dispatch(msg *nats.Msg) {
-	a.sem <- struct{}{}
-	a.wg.Add(1)
-	go func() {
-		defer func() { <-a.sem; a.wg.Done() }()
-		a.serve(msg)
-	}()
+// dispatchOn handles the requests received on nc. Each is counted in on nc
+// until answered (bus.Serving): a planned reconnection of nc (a renewed
+// SVID) waits for the answer, which only this connection may send.
+func (a *Adapter) dispatchOn(nc *nats.Conn) nats.MsgHandler {
+	return func(msg *nats.Msg) {
+		done := bus.Serving(nc)
+		a.sem <- struct{}{}
+		a.wg.Add(1)
+		go func() {
+			defer func() { <-a.sem; a.wg.Done(); done() }()
+			a.serve(msg)
+		}()
+	}
 }
 
 // serve calls the backend for one request from the gateway.

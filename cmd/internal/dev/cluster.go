@@ -158,7 +158,7 @@ func StartCluster(ctx context.Context, g *process.Env, o Options) (c *Cluster, e
 		n.Proc = &Proc{Name: n.Name, Exe: co.Exe, Env: co.Env, Log: filepath.Join(dir, n.Name+".log"),
 			Args: append(append([]string{}, common...), "--data", filepath.Join(dir, n.Name), "nats-server",
 				"--server-name", n.Name, "--listen", client, "--cluster-listen", route, "--monitor-port", monPort,
-				"--sync", cmp.Or(o.NATS.Sync, "1s"))}
+				"--sync", cmp.Or(o.NATS.Sync, "1s"), "--fast-failover")}
 		c.Info.Nodes = append(c.Info.Nodes, n)
 	}
 	for _, n := range c.Info.Nodes {
