@@ -84,9 +84,12 @@ type Config struct {
 	// to which StartEvents delivers the member's events (docs/events.md);
 	// plaintext on loopback only, else BackendTLS. EventAckWait is how long
 	// the bus waits for an event's acknowledgement before delivering it
-	// again after a crash (default 30s).
-	EventSink    string
-	EventAckWait time.Duration
+	// again after a crash (default 30s). EventInFlight is how many events
+	// it delivers to the backend at once, at most one per citizen (default
+	// DefaultEventInFlight; 1: one at a time).
+	EventSink     string
+	EventAckWait  time.Duration
+	EventInFlight int
 	// Registerer, when set, receives the provider side's hop latency
 	// (jisr_adapter_provider_duration_seconds, by member: adapters of one
 	// process may share it).
