@@ -132,9 +132,9 @@ type Events struct {
 	ready atomic.Bool
 	// replaying holds the members whose replay is running (one at a time).
 	replaying sync.Map
-	// rates are the publishers' fair shares: each member's events_per_second
-	// (federation limits), with a burst of as many.
-	rates map[string]*rate.Limiter
+	// fs is the federation in force and the publishers' fair shares under
+	// it: SetFederation replaces it, the next event reads it.
+	fs atomic.Pointer[fedState]
 	// streams are the members' delivery streams' handles (alreadyDelivered).
 	streams sync.Map
 	// spanOpts send the bus spans to the configured provider.
@@ -160,27 +160,75 @@ func New(cfg Config) (*Events, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	for _, r := range cfg.Federation.EventRules {
-		for _, f := range r.Fields {
-			if err := checkEventPath(f); err != nil {
-				return nil, fmt.Errorf("%w: event rule %s: fields: %v", ErrConfig, r.Name, err)
-			}
-		}
+	if err := CheckFederation(cfg.Federation); err != nil {
+		return nil, err
 	}
 	js, err := jetstream.New(cfg.Conn)
 	if err != nil {
 		return nil, err
 	}
-	rates := map[string]*rate.Limiter{}
-	for _, m := range cfg.Federation.Members {
-		rates[m.Name] = rate.NewLimiter(rate.Limit(m.Limits.EventsPerSecond), max(1, int(m.Limits.EventsPerSecond)))
-	}
 	var spanOpts []bus.SpanOption
 	if cfg.TracerProvider != nil {
 		spanOpts = []bus.SpanOption{bus.WithTracerProvider(cfg.TracerProvider)}
 	}
-	return &Events{cfg: cfg, log: cfg.Log.With("component", "gateway-events"), js: js, sem: make(chan struct{}, cfg.MaxInFlight), rates: rates, spanOpts: spanOpts}, nil
+	e := &Events{cfg: cfg, log: cfg.Log.With("component", "gateway-events"), js: js, sem: make(chan struct{}, cfg.MaxInFlight), spanOpts: spanOpts}
+	e.fs.Store(newFedState(cfg.Federation, nil))
+	return e, nil
 }
+
+// fedState is a federation in force and the publishers' fair shares: each
+// member's events_per_second (federation limits), with a burst of as many.
+type fedState struct {
+	fed   *federation.Federation
+	rates map[string]*rate.Limiter
+}
+
+// newFedState keeps prev's limiter of a member whose limit did not change.
+func newFedState(fed *federation.Federation, prev *fedState) *fedState {
+	st := &fedState{fed: fed, rates: map[string]*rate.Limiter{}}
+	for _, m := range fed.Members {
+		lim := rate.Limit(m.Limits.EventsPerSecond)
+		if prev != nil && prev.rates[m.Name] != nil && prev.rates[m.Name].Limit() == lim {
+			st.rates[m.Name] = prev.rates[m.Name]
+			continue
+		}
+		st.rates[m.Name] = rate.NewLimiter(lim, max(1, int(m.Limits.EventsPerSecond)))
+	}
+	return st
+}
+
+// CheckFederation reports whether the events service can apply fed: every
+// event rule's fields are event field paths.
+func CheckFederation(fed *federation.Federation) error {
+	for _, r := range fed.EventRules {
+		for _, f := range r.Fields {
+			if err := checkEventPath(f); err != nil {
+				return fmt.Errorf("%w: event rule %s: fields: %v", ErrConfig, r.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// SetFederation puts a new federation version in force for the events
+// published from now on (bus/fedwatch): a rule it adds delivers the next
+// event it covers, a rule it removes delivers none — an event is decided
+// whole under one version. A version it cannot apply is refused and the
+// running one stays.
+func (e *Events) SetFederation(fed *federation.Federation) error {
+	if fed == nil {
+		return fmt.Errorf("%w: no federation", ErrConfig)
+	}
+	if err := CheckFederation(fed); err != nil {
+		return err
+	}
+	e.fs.Store(newFedState(fed, e.fs.Load()))
+	e.log.Info("event rules applied", "event_rules", len(fed.EventRules))
+	return nil
+}
+
+// federation is the federation in force.
+func (e *Events) federation() *federation.Federation { return e.fs.Load().fed }
 
 // checkEventPath reports whether a rule's field path names a field of the
 // event (person_died.date_of_death).
@@ -328,7 +376,7 @@ func (e *Events) handlePublish(msg *nats.Msg) {
 }
 
 func (e *Events) member(name string) string {
-	if _, err := e.cfg.Federation.Member(name); err != nil {
+	if _, err := e.federation().Member(name); err != nil {
 		return ""
 	}
 	return name
@@ -351,12 +399,13 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 		d.Provider = e.member(senderOf(msg.Subject))
 		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed event subject"))
 	}
-	pub, err := e.cfg.Federation.Member(s.Publisher)
+	fs := e.fs.Load() // one version decides the whole event
+	pub, err := fs.fed.Member(s.Publisher)
 	if err != nil {
 		return refuse(decision.Refuse(codes.PermissionDenied, decision.ReasonUnknownMember, "unknown publisher member"))
 	}
 	d.Provider = pub.Name
-	if !e.rates[pub.Name].Allow() {
+	if !fs.rates[pub.Name].Allow() {
 		return refuse(decision.Refuse(codes.ResourceExhausted, decision.ReasonRateLimited, "%s publishes more than its %v events a second", pub.Name, pub.Limits.EventsPerSecond))
 	}
 	field := federation.EventField(s.Type)
@@ -384,7 +433,7 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 	if ev.ProtoReflect().WhichOneof(field.ContainingOneof()) != field {
 		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the payload is not a %s event", s.Type))
 	}
-	eid, err := e.cfg.Federation.NormaliseEID(ev.GetEid())
+	eid, err := fs.fed.NormaliseEID(ev.GetEid())
 	if err != nil {
 		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the eID does not match the federation's eID format"))
 	}
@@ -408,7 +457,7 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 		e.log.Error("event log refused the event", "publisher", pub.Name, "type", s.Type, "err", err)
 		return nil, decision.Refuse(codes.Unavailable, decision.ReasonEventStoreUnavailable, "the event could not be stored; publish it again")
 	}
-	rules := e.cfg.Federation.EventRulesFor(pub.Name, s.Type)
+	rules := fs.fed.EventRulesFor(pub.Name, s.Type)
 	// Rules on consent are decided first, all of them, so that a consent
 	// state that cannot be read refuses the publication before anything is
 	// delivered: the publisher publishes it again (same id) later.
