@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,17 +26,29 @@ import (
 )
 
 // A signed federation version that moves an event rule from one consumer
-// to another is in force for events at the running gateway without a
-// restart: the next address change reaches health's stream (the rule it
-// adds) and no longer tax's (the rule it removes: fail closed), each
-// delivery under the version's rule.
+// to another is in force for events without a restart: at version 0 health
+// receives address changes and tax none (its adapter delivers nothing);
+// version 1 gives the rule to tax — the next address change is stored in
+// tax's stream and tax's running adapter, which had no event rule when it
+// started, delivers it to its backend — and removes health's: health's
+// stream gets it no more (fail closed).
 func TestEventRulesFollowTheSignedFederation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short (make test-short): runs a gateway and an adapter; make test and CI run it")
 	}
 	dir := t.TempDir()
 	logs := &syncBuffer{}
-	fedPath := "../testdata/federation.yaml"
+	// Version 0: the test federation with tax's address rule given to
+	// health; version 1 is the test federation itself.
+	base := mustReadFile(t, "../testdata/federation.yaml")
+	v0 := bytes.Replace(base, []byte("  - name: tax-address\n    consumer: tax\n"), []byte("  - name: health-address\n    consumer: health\n"), 1)
+	if bytes.Equal(v0, base) {
+		t.Fatal("no tax-address rule to move in the test federation")
+	}
+	fedPath := filepath.Join(dir, "federation-v0.yaml")
+	if err := os.WriteFile(fedPath, v0, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	g := &process.Env{FederationPath: fedPath, CertsDir: filepath.Join(dir, "certs"), DataDir: dir,
 		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	fed, err := g.Federation()
@@ -66,6 +79,21 @@ func TestEventRulesFollowTheSignedFederation(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = civil.Stop(context.Background()) })
+	// Tax's adapter, with an event sink but no event rule yet.
+	sinkLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	taxSink := &sink{applied: map[string]bool{}, order: map[string][]int{}}
+	srv := grpc.NewServer()
+	eventsv1.RegisterEventSinkServer(srv, taxSink)
+	go func() { _ = srv.Serve(sinkLis) }()
+	t.Cleanup(srv.Stop)
+	tax, err := process.StartAdapter(ctx, g, process.AdapterOptions{Member: "tax", Listen: "127.0.0.1:0", Backend: sinkLis.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tax.Stop(context.Background()) })
 	cc, err := grpc.NewClient(civil.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -126,30 +154,22 @@ func TestEventRulesFollowTheSignedFederation(t *testing.T) {
 		return ev.GetId(), m.Header.Get("Jisr-Event-Rule")
 	}
 
-	// Version 0 (the file): tax-address delivers address changes to tax.
+	// Version 0 (the file): health-address delivers address changes to
+	// health, none to tax.
 	if n := publish("reload-before-0001"); n != 1 {
-		t.Fatalf("before the new version: %d deliveries, want 1 (tax)", n)
+		t.Fatalf("before the new version: %d deliveries, want 1 (health)", n)
 	}
-	if id, rule := lastIn("tax"); id != "reload-before-0001" || rule != "tax-address" {
-		t.Fatalf("tax's stream before the new version: %q under %q", id, rule)
+	if id, rule := lastIn("health"); id != "reload-before-0001" || rule != "health-address" {
+		t.Fatalf("health's stream before the new version: %q under %q", id, rule)
 	}
-	if id, _ := lastIn("health"); id != "" {
-		t.Fatalf("health received %s before a rule gave it address changes", id)
+	if id, _ := lastIn("tax"); id != "" {
+		t.Fatalf("tax received %s before a rule gave it address changes", id)
 	}
 
-	// Version 1: the rule goes to health instead (tax's is removed).
-	base := mustReadFile(t, fedPath)
-	v1 := bytes.Replace(base, []byte("  - name: tax-address\n    consumer: tax\n"), []byte("  - name: health-address\n    consumer: health\n"), 1)
-	if bytes.Equal(v1, base) {
-		t.Fatal("no tax-address rule to move in the test federation")
-	}
-	v1Path := filepath.Join(dir, "federation-v1.yaml")
-	if err := os.WriteFile(v1Path, v1, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// Version 1: the test federation, where the rule is tax's.
 	bundle := filepath.Join(dir, "v1.json")
 	for _, args := range [][]string{
-		{"--federation", v1Path, "federation", "sign", "--version", "1", "-o", bundle},
+		{"--federation", "../testdata/federation.yaml", "federation", "sign", "--version", "1", "-o", bundle},
 		{"--federation", fedPath, "federation", "publish", bundle},
 	} {
 		root := newRootCmd()
@@ -162,17 +182,28 @@ func TestEventRulesFollowTheSignedFederation(t *testing.T) {
 		}
 	}
 	bustest.Eventually(t, 30*time.Second, func() error {
-		return bustest.Check(gw.Gateway().FederationVersion() == 1, fmt.Sprintf("the gateway is at version %d", gw.Gateway().FederationVersion()))
+		return bustest.Check(gw.Gateway().FederationVersion() == 1 && tax.FederationVersion() == 1,
+			fmt.Sprintf("the gateway is at version %d, tax's adapter at %d", gw.Gateway().FederationVersion(), tax.FederationVersion()))
 	})
 
-	// The next address change: health's, not tax's — no restart.
+	// The next address change: tax's, not health's — no restart.
 	if n := publish("reload-after-00001"); n != 1 {
-		t.Fatalf("after the new version: %d deliveries, want 1 (health)", n)
+		t.Fatalf("after the new version: %d deliveries, want 1 (tax)", n)
 	}
-	if id, rule := lastIn("health"); id != "reload-after-00001" || rule != "health-address" {
-		t.Fatalf("health's stream after the new version: %q under %q, want reload-after-00001 under health-address", id, rule)
+	if id, rule := lastIn("tax"); id != "reload-after-00001" || rule != "tax-address" {
+		t.Fatalf("tax's stream after the new version: %q under %q, want reload-after-00001 under tax-address", id, rule)
 	}
-	if id, _ := lastIn("tax"); id != "reload-before-0001" {
-		t.Fatalf("tax received %s after the version that removed its rule", id)
+	if id, _ := lastIn("health"); id != "reload-before-0001" {
+		t.Fatalf("health received %s after the version that removed its rule", id)
+	}
+	// Tax's adapter started delivering with the version: its backend has
+	// the event, minimised to the rule, and only it.
+	bustest.Eventually(t, 30*time.Second, func() error {
+		return bustest.Check(taxSink.count() == 1, fmt.Sprintf("tax's backend has %d events\n%s", taxSink.count(), logs.String()))
+	})
+	taxSink.mu.Lock()
+	defer taxSink.mu.Unlock()
+	if !taxSink.applied["reload-after-00001"] || taxSink.calls != 1 {
+		t.Fatalf("tax's backend: %v in %d calls, want reload-after-00001 once", taxSink.applied, taxSink.calls)
 	}
 }

@@ -130,6 +130,7 @@ type Adapter struct {
 	sem          chan struct{}
 	wg           sync.WaitGroup
 	events       *eventsLoop     // delivery to the backend's EventSink, when started
+	eventsMu     sync.Mutex      // orders StartEvents' starts
 	builtWith    map[string]bool // the catalogue services GRPCServer registered
 	microMu      sync.Mutex
 	micro        micro.Service // its catalogue entry
@@ -494,9 +495,11 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	if a.sub != nil {
 		_ = a.sub.Unsubscribe()
 	}
+	a.eventsMu.Lock()
 	if a.events != nil {
-		a.events.stop()
+		a.events.stop() // stays set: a later version starts no other
 	}
+	a.eventsMu.Unlock()
 	a.microMu.Lock()
 	a.providing = false
 	if a.micro != nil {

@@ -135,6 +135,11 @@ func (a *Adapter) StartEvents(ctx context.Context) error {
 	if a.cfg.EventSink == "" {
 		return fmt.Errorf("%w: delivering events needs an event sink address", ErrConfig)
 	}
+	a.eventsMu.Lock()
+	defer a.eventsMu.Unlock()
+	if a.events != nil {
+		return nil // started
+	}
 	creds, err := loopback.ClientCredentials(a.cfg.EventSink, a.cfg.BackendTLS)
 	if err != nil {
 		return ErrPlaintextNotLocal
@@ -170,6 +175,17 @@ func (a *Adapter) StartEvents(ctx context.Context) error {
 	go l.run(ectx)
 	a.log.Info("event delivery ready", "stream", subject.EventStream(a.cfg.Member), "sink", a.cfg.EventSink, "in_flight", inFlight)
 	return nil
+}
+
+// StartEventsIfReceiving starts the delivery to the backend (StartEvents)
+// when the adapter has an event sink and the federation in force has an
+// event rule that delivers to its member, unless it is started: at start,
+// and when a new federation version gives the member its first rule.
+func (a *Adapter) StartEventsIfReceiving(ctx context.Context) error {
+	if a.cfg.EventSink == "" || !a.fs.Load().fed.ReceivesEvents(a.cfg.Member) {
+		return nil
+	}
+	return a.StartEvents(ctx)
 }
 
 func (a *Adapter) ackWait() time.Duration {

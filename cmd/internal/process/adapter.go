@@ -67,8 +67,8 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 		o.Backend = DevPort(fed, o.Member, 7100)
 	}
 	switch {
-	case o.EventSink == "off" || !fed.ReceivesEvents(o.Member):
-		o.EventSink = ""
+	case o.EventSink == "off":
+		o.EventSink = "" // the adapter starts the delivery when a rule delivers to the member, now or in a later federation version
 	case o.EventSink == "" && o.Backend != "":
 		o.EventSink = o.Backend
 	case o.EventSink == "":
