@@ -279,10 +279,18 @@ func (l *eventsLoop) run(ctx context.Context) {
 	if !l.recover(ctx) {
 		return
 	}
-	it, err := l.cons.Messages(jetstream.PullMaxMessages(len(l.lanes)))
-	if err != nil {
-		l.a.log.Error("event stream: cannot read: no events are delivered", "err", err)
-		return
+	var it jetstream.MessagesContext
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		var err error
+		if it, err = l.cons.Messages(jetstream.PullMaxMessages(len(l.lanes))); err == nil {
+			break
+		}
+		l.a.log.Error("event stream: cannot read: retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
 	}
 	l.mu.Lock()
 	l.it = it
