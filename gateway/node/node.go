@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -153,6 +154,10 @@ type Node struct {
 	stopCitizen []func()
 	events      *events.Events
 	fedwatch    *fedwatch.Watcher
+	// fedMu orders the federation versions the watch applies with the
+	// events service's start; fed is the version in force (events.go).
+	fedMu sync.Mutex
+	fed   *federation.Federation
 }
 
 // New checks the configuration; Start brings the node up.
@@ -416,7 +421,7 @@ func (n *Node) watchFederation(ctx context.Context, reg prometheus.Registerer) e
 	n.fedwatch, err = fedwatch.Start(ctx, fedwatch.Config{
 		Bucket: kv, Trusted: n.o.governance, Component: "gateway", Log: n.cfg.Log, Registerer: reg,
 		Apply: func(b *federation.Bundle, fed *federation.Federation) error {
-			return n.gw.SetFederation(fed, b.Version, b.Descriptors)
+			return n.applyFederation(fed, b.Version, b.Descriptors)
 		},
 	})
 	return err

@@ -84,9 +84,12 @@ type Config struct {
 	// to which StartEvents delivers the member's events (docs/events.md);
 	// plaintext on loopback only, else BackendTLS. EventAckWait is how long
 	// the bus waits for an event's acknowledgement before delivering it
-	// again after a crash (default 30s).
-	EventSink    string
-	EventAckWait time.Duration
+	// again after a crash (default 30s). EventInFlight is how many events
+	// it delivers to the backend at once, at most one per citizen (default
+	// DefaultEventInFlight; 1: one at a time).
+	EventSink     string
+	EventAckWait  time.Duration
+	EventInFlight int
 	// Registerer, when set, receives the provider side's hop latency
 	// (jisr_adapter_provider_duration_seconds, by member: adapters of one
 	// process may share it).
@@ -127,6 +130,7 @@ type Adapter struct {
 	sem          chan struct{}
 	wg           sync.WaitGroup
 	events       *eventsLoop     // delivery to the backend's EventSink, when started
+	eventsMu     sync.Mutex      // orders StartEvents' starts
 	builtWith    map[string]bool // the catalogue services GRPCServer registered
 	microMu      sync.Mutex
 	micro        micro.Service // its catalogue entry
@@ -493,9 +497,11 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	if a.sub != nil {
 		_ = a.sub.Unsubscribe()
 	}
+	a.eventsMu.Lock()
 	if a.events != nil {
-		a.events.stop()
+		a.events.stop() // stays set: a later version starts no other
 	}
+	a.eventsMu.Unlock()
 	a.microMu.Lock()
 	a.providing = false
 	if a.micro != nil {

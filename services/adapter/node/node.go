@@ -143,10 +143,8 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Node, err error)
 			return nil, err
 		}
 	}
-	if cfg.Adapter.EventSink != "" {
-		if err := n.ad.StartEvents(ctx); err != nil {
-			return nil, err
-		}
+	if err := n.ad.StartEventsIfReceiving(ctx); err != nil {
+		return nil, err
 	}
 	creds, err := loopback.ServerCredentials(cfg.Listen, svid.ServerTLS(cfg.Source, authz))
 	if err != nil {
@@ -182,7 +180,15 @@ func (n *Node) watchFederation(ctx context.Context, trusted []ed25519.PublicKey)
 		Bucket: kv, Trusted: trusted, Component: "adapter", Poll: FederationPoll,
 		Log: n.cfg.Adapter.Log.With("component", "adapter", "member", n.cfg.Adapter.Member),
 		Apply: func(b *federation.Bundle, fed *federation.Federation) error {
-			return n.ad.SetFederation(fed, b.Version, b.Descriptors)
+			if err := n.ad.SetFederation(fed, b.Version, b.Descriptors); err != nil {
+				return err
+			}
+			// A version that gives the member its first event rule starts
+			// the delivery to its backend (docs/events.md).
+			if err := n.ad.StartEventsIfReceiving(context.WithoutCancel(ctx)); err != nil {
+				n.cfg.Adapter.Log.Error("event delivery not started: the member's events wait in its stream", "member", n.cfg.Adapter.Member, "err", err)
+			}
+			return nil
 		},
 	})
 	return err
