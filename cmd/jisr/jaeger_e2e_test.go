@@ -35,8 +35,8 @@ type jaeger struct {
 	log    *syncBuffer
 	exited chan struct{} // closed once it has exited
 	err    error         // why, once exited
-	otlp  string // host:port of the OTLP/gRPC receiver
-	query string // base URL of the query service (/api/traces)
+	otlp   string        // host:port of the OTLP/gRPC receiver
+	query  string        // base URL of the query service (/api/traces)
 }
 
 // startJaeger runs bin/jaeger-all-in-one (make jaeger builds it once into
