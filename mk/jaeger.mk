@@ -24,4 +24,4 @@ jaeger: ## Build jaeger-all-in-one (cached by version) and link it into bin/
 	@ln -sf $(JAEGER_CACHE)/jaeger-all-in-one $(BIN)/jaeger-all-in-one
 
 test-jaeger: jaeger ## The console reads a query's trace from a real Jaeger (OTLP in, /api/traces out), and says so when Jaeger is gone
-	cd cmd && JISR_JAEGER_BIN=$(BIN) $(GO) test -count=1 -tags jaeger -run '^TestConsoleReadsTracesFromJaeger$$' -timeout 10m ./jisr
+	cd cmd && JISR_JAEGER_BIN=$(BIN) $(GO) test -race -count=1 -tags jaeger -run '^TestConsoleReadsTracesFromJaeger$$' -timeout 10m ./jisr

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -479,6 +480,61 @@ func TestTraceBackendUnreachableFallsBackVisibly(t *testing.T) {
 	h2.waitRows(t, console.Filter{TraceID: d.TraceID}, 1)
 	if _, body := get(t, h2.auditor(t), h2.url+"/console/trace/"+d.TraceID); strings.Contains(body, `id="trace-backend-failed"`) || !strings.Contains(body, "Spans from this gateway&#39;s memory") {
 		t.Fatalf("trace without a backend:\n%s", body)
+	}
+}
+
+// A tracing backend that answers what it should not — a span of another
+// trace, an id that is not one, an error, a redirect elsewhere — is not
+// believed: the page shows the banner with the reason and the in-memory
+// spans.
+func TestTraceBackendHostileAnswers(t *testing.T) {
+	var answer func(w http.ResponseWriter, r *http.Request)
+	backendSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { answer(w, r) }))
+	t.Cleanup(backendSrv.Close)
+	backend, err := console.ParseTracesFrom("jaeger=" + backendSrv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessWith(t, harnessOptions{rules: console.Rules{HoursFrom: 0, HoursTo: 24}, traceBackend: backend})
+	_, root := h.tp.Tracer("test").Start(t.Context(), "gateway query")
+	root.End()
+	d := allowed("cnss", alice, h, "GetPerson")
+	d.TraceID = root.SpanContext().TraceID().String()
+	h.append(t, d)
+	h.waitRows(t, console.Filter{TraceID: d.TraceID}, 1)
+	span := func(traceID, spanID string) string {
+		return `{"data":[{"traceID":"` + traceID + `","spans":[{"traceID":"` + traceID + `","spanID":"` + spanID +
+			`","operationName":"forged","references":[],"startTime":1,"duration":1,"tags":[],"processID":"p1"}],"processes":{"p1":{"serviceName":"x"}}}]}`
+	}
+	for name, tc := range map[string]struct {
+		answer func(w http.ResponseWriter, r *http.Request)
+		why    string
+	}{
+		"another trace": {func(w http.ResponseWriter, _ *http.Request) {
+			io.WriteString(w, span(strings.Repeat("ab", 16), "0123456789abcdef"))
+		}, "a span of another trace"},
+		"not an id": {func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, span(d.TraceID, "<script>")) }, "span id"},
+		"not JSON":  {func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "<html>") }, "not Jaeger&#39;s trace JSON"},
+		"an error":  {func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "boom", http.StatusBadGateway) }, "502 Bad Gateway"},
+		"a redirect": {func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "http://127.0.0.2:1/", http.StatusFound)
+		}, "302 Found"},
+		"nothing": {func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, `{"errors":[{"code":404,"msg":"trace not found"}]}`, http.StatusNotFound)
+		}, "no span of this trace"},
+	} {
+		answer = tc.answer
+		code, body := get(t, h.auditor(t), h.url+"/console/trace/"+d.TraceID)
+		if code != http.StatusOK || !strings.Contains(body, `id="trace-backend-failed"`) || !strings.Contains(body, tc.why) ||
+			strings.Contains(body, "forged") || strings.Count(body, `<tr class="span"`) != 1 || !strings.Contains(body, "gateway query") {
+			t.Errorf("%s: %d\n%s", name, code, body)
+		}
+	}
+	// A good answer is believed, and says where it comes from.
+	answer = func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, span(d.TraceID, "0123456789abcdef")) }
+	if _, body := get(t, h.auditor(t), h.url+"/console/trace/"+d.TraceID); strings.Contains(body, `id="trace-backend-failed"`) ||
+		!strings.Contains(body, "Spans read from") || !strings.Contains(body, "Jaeger at "+backendSrv.URL) || !strings.Contains(body, `data-span="0123456789abcdef"`) {
+		t.Errorf("a good answer:\n%s", body)
 	}
 }
 
