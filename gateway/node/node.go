@@ -90,6 +90,8 @@ type options struct {
 	consoleAddr string
 	consoleTLS  *tls.Config
 	consoleOIDC *consoleSignIn // the console's OIDC sign-in (nil: the certificate only)
+	consoleGW   *gatewayRef    // the running gateway, for the console (its catalog)
+	traceFrom   console.TraceBackend
 	unsafe      gateway.Safeguards
 	pprof       bool
 	readTimeout time.Duration
