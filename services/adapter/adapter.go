@@ -245,7 +245,7 @@ func (a *Adapter) consumerHandler(fullMethod string) grpc.MethodHandler {
 
 // consume sends one backend call to the gateway and returns its reply.
 func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*frame, error) {
-	_, raw, err := m.Decode(in.b)
+	raw, err := requestEID(m, in.b)
 	switch {
 	case errors.Is(err, catalog.ErrNoEID):
 		return nil, refusal.Error(codes.InvalidArgument, refusal.ReasonBadEID, "the request has no eID in field %q", m.EID.Name())

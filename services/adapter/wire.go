@@ -3,6 +3,8 @@ package adapter
 import (
 	"unicode/utf8"
 
+	"github.com/jisr-bus/jisr/bus/catalog"
+
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -109,4 +111,32 @@ func fixed32Kind(k protoreflect.Kind) bool {
 
 func fixed64Kind(k protoreflect.Kind) bool {
 	return k == protoreflect.Fixed64Kind || k == protoreflect.Sfixed64Kind || k == protoreflect.DoubleKind
+}
+
+// requestEID is m.Decode's eID, read from the wire bytes when the request
+// is clean (wireClean) and its eID a plain top-level string field: the
+// last occurrence wins, as in proto.Unmarshal. Any other request is
+// decoded by m.Decode, which also names what is wrong with it.
+func requestEID(m *catalog.Method, b []byte) (string, error) {
+	fd := m.EID
+	if fd.Kind() != protoreflect.StringKind || fd.IsList() || fd.ContainingOneof() != nil ||
+		fd.ContainingMessage() != m.Input.Descriptor() || !wireClean(m.Input.Descriptor(), b, 0) {
+		_, raw, err := m.Decode(b)
+		return raw, err
+	}
+	var eid []byte
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		b = b[n:] // a clean payload parses
+		if num == fd.Number() && typ == protowire.BytesType {
+			eid, n = protowire.ConsumeBytes(b)
+		} else {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		b = b[n:]
+	}
+	if len(eid) == 0 {
+		return "", catalog.ErrNoEID
+	}
+	return string(eid), nil
 }

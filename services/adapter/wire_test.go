@@ -2,6 +2,7 @@ package adapter
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -12,8 +13,13 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/catalog"
+	"github.com/jisr-bus/jisr/bus/descset"
+	"github.com/jisr-bus/jisr/bus/federation"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 	jisrv1 "github.com/jisr-bus/jisr/proto/gen/jisr/v1"
+	"github.com/jisr-bus/jisr/proto/services"
 	"github.com/jisr-bus/jisr/proto/unknownfields"
 	"github.com/jisr-bus/jisr/services/adapter/adaptertest"
 )
@@ -198,4 +204,60 @@ func FuzzWireClean(f *testing.F) {
 			t.Fatalf("wireClean passed a payload the decoding path finds %d unknown fields in (err %v)", n, err)
 		}
 	})
+}
+
+func getPerson(t testing.TB) *catalog.Method {
+	t.Helper()
+	fed, err := federation.Parse(bustest.FederationYAML())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := descset.Services(fed, nil, services.All())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalog.New(fed, svcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cat.ByFullMethod("/jisr.civilregistry.v1.CivilRegistry/GetPerson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// sameAsDecode fails t unless requestEID gives what m.Decode gives.
+func sameAsDecode(t *testing.T, m *catalog.Method, b []byte) {
+	t.Helper()
+	got, gerr := requestEID(m, b)
+	_, want, werr := m.Decode(b)
+	if got != want || !errors.Is(gerr, werr) || (gerr == nil) != (werr == nil) {
+		t.Fatalf("requestEID(%x) = %q, %v; Decode: %q, %v", b, got, gerr, want, werr)
+	}
+}
+
+// The consumer side reads the request's eID from the wire bytes: the same
+// eID, or the same error, as decoding the request.
+func TestRequestEIDMatchesDecode(t *testing.T) {
+	m := getPerson(t)
+	clean, _ := proto.Marshal(&civilv1.GetPersonRequest{Eid: "AB123456"})
+	twice := append(append([]byte{}, clean...), protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "CD654321")...)
+	smuggled := &civilv1.GetPersonRequest{Eid: "AB123456"}
+	adaptertest.Smuggle(smuggled, 40)
+	unknown, _ := proto.Marshal(smuggled)
+	for _, b := range [][]byte{clean, twice, nil, {0x0a, 0x00}, unknown, clean[:len(clean)-1], {0x0a, 0x02, 0xff, 0xfe}} {
+		sameAsDecode(t, m, b)
+	}
+	if eid, _ := requestEID(m, twice); eid != "CD654321" {
+		t.Fatalf("eID given twice: %q, want the last", eid)
+	}
+}
+
+func FuzzRequestEID(f *testing.F) {
+	m := getPerson(f)
+	b, _ := proto.Marshal(&civilv1.GetPersonRequest{Eid: "AB123456"})
+	f.Add(b)
+	f.Add(append(b, b...))
+	f.Fuzz(func(t *testing.T, b []byte) { sameAsDecode(t, m, b) })
 }
