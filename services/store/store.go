@@ -220,6 +220,12 @@ func ParseDate(s sql.NullString) (y, m, d int32) {
 			return y, m, d
 		}
 	}
-	fmt.Sscanf(s.String, "%d-%d-%d", &y, &m, &d)
+	return scanDate(s.String)
+}
+
+// scanDate reads any other form as ParseDate always did (apart, so that its
+// variables escape to the heap only on this path).
+func scanDate(s string) (y, m, d int32) {
+	fmt.Sscanf(s, "%d-%d-%d", &y, &m, &d)
 	return y, m, d
 }
