@@ -331,9 +331,7 @@ func Timeout(h nats.Header, def, max time.Duration) time.Duration {
 	if v := h.Get(HeaderTimeout); len(v) >= 2 {
 		n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
 		if err == nil && n > 0 && n < 1e8 {
-			unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second,
-				'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
-			if unit != 0 {
+			if unit := timeoutUnit(v[len(v)-1]); unit != 0 {
 				d = time.Duration(n) * unit
 			}
 		}
@@ -342,6 +340,25 @@ func Timeout(h nats.Header, def, max time.Duration) time.Duration {
 		d = max
 	}
 	return d
+}
+
+// timeoutUnit is the duration of a grpc-timeout unit letter (0: none).
+func timeoutUnit(c byte) time.Duration {
+	switch c {
+	case 'H':
+		return time.Hour
+	case 'M':
+		return time.Minute
+	case 'S':
+		return time.Second
+	case 'm':
+		return time.Millisecond
+	case 'u':
+		return time.Microsecond
+	case 'n':
+		return time.Nanosecond
+	}
+	return 0
 }
 
 // Trace context travels in W3C headers (traceparent, tracestate) whatever
