@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -210,7 +211,7 @@ func SetStatus(h nats.Header, st *status.Status) {
 func StatusOf(h nats.Header) *status.Status {
 	v := h.Get(HeaderStatus)
 	if v == "" {
-		return status.New(codes.OK, "")
+		return okStatus
 	}
 	c, err := strconv.Atoi(v)
 	if err != nil || c <= 0 || c > 16 {
@@ -226,6 +227,10 @@ func StatusOf(h nats.Header) *status.Status {
 	}
 	return status.New(codes.Code(c), h.Get(HeaderMessage))
 }
+
+// okStatus is the status of every reply without a status header: a
+// *status.Status is never changed once made, so one serves them all.
+var okStatus = status.New(codes.OK, "")
 
 // headerSafe keeps a status message on one header line.
 func headerSafe(s string) string {
@@ -315,7 +320,8 @@ func SetTimeout(ctx context.Context, h nats.Header) {
 	if ms < 1 {
 		ms = 1
 	}
-	h.Set(HeaderTimeout, strconv.FormatInt(ms, 10)+"m")
+	var buf [24]byte
+	h[HeaderTimeout] = []string{string(append(strconv.AppendInt(buf[:0], ms, 10), 'm'))}
 }
 
 // Timeout reads the grpc-timeout header; without one (or an unreadable one)
@@ -325,9 +331,7 @@ func Timeout(h nats.Header, def, max time.Duration) time.Duration {
 	if v := h.Get(HeaderTimeout); len(v) >= 2 {
 		n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
 		if err == nil && n > 0 && n < 1e8 {
-			unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second,
-				'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
-			if unit != 0 {
+			if unit := timeoutUnit(v[len(v)-1]); unit != 0 {
 				d = time.Duration(n) * unit
 			}
 		}
@@ -336,6 +340,25 @@ func Timeout(h nats.Header, def, max time.Duration) time.Duration {
 		d = max
 	}
 	return d
+}
+
+// timeoutUnit is the duration of a grpc-timeout unit letter (0: none).
+func timeoutUnit(c byte) time.Duration {
+	switch c {
+	case 'H':
+		return time.Hour
+	case 'M':
+		return time.Minute
+	case 'S':
+		return time.Second
+	case 'm':
+		return time.Millisecond
+	case 'u':
+		return time.Microsecond
+	case 'n':
+		return time.Nanosecond
+	}
+	return 0
 }
 
 // Trace context travels in W3C headers (traceparent, tracestate) whatever
@@ -450,14 +473,41 @@ func WithTracerProvider(tp trace.TracerProvider) SpanOption {
 
 // tracer returns the tracer the options name.
 func tracer(opts []SpanOption) trace.Tracer {
-	var o spanOptions
-	for _, opt := range opts {
-		opt(&o)
+	var t trace.Tracer
+	if len(opts) > 0 {
+		// The options write into a pooled struct: a local one would escape
+		// (the options are calls of unknown functions), one allocation per
+		// span on the query path.
+		o := spanOptionsPool.Get().(*spanOptions)
+		for _, opt := range opts {
+			opt(o)
+		}
+		t, o.tracer = o.tracer, nil
+		spanOptionsPool.Put(o)
 	}
-	if o.tracer == nil {
+	if t == nil {
 		return otel.GetTracerProvider().Tracer(tracerScope)
 	}
-	return o.tracer
+	return t
+}
+
+var spanOptionsPool = sync.Pool{New: func() any { return new(spanOptions) }}
+
+// spanKinds are the start options of each span kind, made once: passing a
+// fresh trace.WithSpanKind to a tracer allocates its variadic slice.
+var spanKinds = func() map[trace.SpanKind][]trace.SpanStartOption {
+	m := map[trace.SpanKind][]trace.SpanStartOption{}
+	for _, k := range []trace.SpanKind{trace.SpanKindInternal, trace.SpanKindServer, trace.SpanKindClient, trace.SpanKindProducer, trace.SpanKindConsumer} {
+		m[k] = []trace.SpanStartOption{trace.WithSpanKind(k)}
+	}
+	return m
+}()
+
+func kindOption(kind trace.SpanKind) []trace.SpanStartOption {
+	if o, ok := spanKinds[kind]; ok {
+		return o
+	}
+	return []trace.SpanStartOption{trace.WithSpanKind(kind)}
 }
 
 // StartSpan starts a messaging span for one NATS operation ("send" a
@@ -467,7 +517,7 @@ func tracer(opts []SpanOption) trace.Tracer {
 // Subjects carry ckeys at most, never an eID; a query's or provider
 // request's ckey is also the span's jisr.ckey.
 func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int, opts ...SpanOption) (context.Context, trace.Span) {
-	ctx, span := tracer(opts).Start(ctx, spanName(operation, subj), trace.WithSpanKind(kind))
+	ctx, span := tracer(opts).Start(ctx, spanName(operation, subj), kindOption(kind)...)
 	if span.IsRecording() {
 		span.SetAttributes(messagingAttrs(operation, size)...)
 		span.SetAttributes(subjectAttrs(subj)...)
@@ -483,7 +533,7 @@ func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind,
 // put anything, an eID included, in a token. SetSpanSubject records the
 // whole subject once checked.
 func StartUnverifiedSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int, opts ...SpanOption) (context.Context, trace.Span) {
-	ctx, span := tracer(opts).Start(ctx, spanName(operation, subj), trace.WithSpanKind(kind))
+	ctx, span := tracer(opts).Start(ctx, spanName(operation, subj), kindOption(kind)...)
 	if span.IsRecording() {
 		span.SetAttributes(messagingAttrs(operation, size)...)
 	}

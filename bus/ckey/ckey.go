@@ -43,18 +43,30 @@ func New(key []byte) (*Keyer, error) {
 		return nil, fmt.Errorf("%w: %d bytes, need at least %d", ErrBadKey, len(key), KeySize)
 	}
 	k := append([]byte(nil), key...)
-	return &Keyer{pool: sync.Pool{New: func() any { return hmac.New(sha256.New, k) }}}, nil
+	return &Keyer{pool: sync.Pool{New: func() any { return &keying{h: hmac.New(sha256.New, k)} }}}, nil
+}
+
+// keying is one pooled HMAC with its buffers, so that a ckey costs one
+// allocation (the string) on the query path.
+type keying struct {
+	h   hash.Hash
+	in  [64]byte
+	sum [sha256.Size]byte
+	out [Len]byte
 }
 
 // CKey returns the citizen key of a normalised eID.
 func (k *Keyer) CKey(eid string) string {
-	h := k.pool.Get().(hash.Hash)
-	h.Reset()
-	h.Write([]byte(eid))
-	var sum [sha256.Size]byte
-	out := h.Sum(sum[:0])
-	k.pool.Put(h)
-	return enc.EncodeToString(out)
+	s := k.pool.Get().(*keying)
+	defer k.pool.Put(s)
+	s.h.Reset()
+	if len(eid) <= len(s.in) {
+		s.h.Write(s.in[:copy(s.in[:], eid)])
+	} else {
+		s.h.Write([]byte(eid))
+	}
+	enc.Encode(s.out[:], s.h.Sum(s.sum[:0]))
+	return string(s.out[:])
 }
 
 // Equal compares two ckeys in constant time.

@@ -73,5 +73,6 @@ func subcommands(g *process.Env) []*cobra.Command {
 		newFederationCmd(g),
 		newStatusCmd(g),
 		newSpireCmd(g),
+		newRawRelayCmd(),
 	}
 }

@@ -9,7 +9,10 @@ import (
 
 // frame is a request or reply payload carried as opaque bytes: the adapter
 // never needs the full message, only the eID field it reads once.
-type frame struct{ b []byte }
+type frame struct {
+	b   []byte
+	out [1]mem.Buffer // what Marshal returns, kept in the frame: no slice of its own
+}
 
 // codec passes frames through untouched and delegates every other message
 // (health, reflection) to gRPC's protobuf codec. It is set per server and per
@@ -20,7 +23,8 @@ func newCodec() codec { return codec{proto: encoding.GetCodecV2("proto")} }
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if f, ok := v.(*frame); ok {
-		return mem.BufferSlice{mem.SliceBuffer(f.b)}, nil
+		f.out[0] = mem.SliceBuffer(f.b)
+		return f.out[:], nil
 	}
 	return c.proto.Marshal(v)
 }

@@ -7,7 +7,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -80,8 +79,7 @@ func (a *Adapter) askConsent(ctx context.Context, service, method string, msg ei
 		return nil, status.Error(codes.Internal, "could not build the query subject")
 	}
 	out := &nats.Msg{Subject: subj, Data: in.b, Header: nats.Header{}}
-	md, _ := metadata.FromIncomingContext(ctx)
-	if p := first(md, bus.MetadataPurpose); p != "" {
+	if p := incoming(ctx, bus.MetadataPurpose); p != "" {
 		out.Header.Set(bus.HeaderPurpose, p)
 	}
 	if _, ok := ctx.Deadline(); !ok {

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -196,15 +197,21 @@ const tracerScope = "github.com/jisr-bus/jisr/services/backend"
 // lookupSpan wraps each call of the ministry's service in a "store.lookup"
 // span: the SQLite queries and the building of the reply.
 func lookupSpan(tracer trace.Tracer, service string) grpc.UnaryServerInterceptor {
+	prefix := "/" + service + "/"
+	var starts sync.Map // full method → its span start options, made once
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if !strings.HasPrefix(info.FullMethod, "/"+service+"/") {
+		if !strings.HasPrefix(info.FullMethod, prefix) {
 			return handler(ctx, req)
 		}
-		ctx, span := tracer.Start(ctx, "store.lookup", trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(
-			attribute.String("db.system.name", "sqlite"),
-			attribute.String("db.operation.name", "SELECT"),
-			attribute.String("rpc.method", info.FullMethod[strings.LastIndexByte(info.FullMethod, '/')+1:]),
-		))
+		opts, ok := starts.Load(info.FullMethod)
+		if !ok {
+			opts, _ = starts.LoadOrStore(info.FullMethod, []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(
+				attribute.String("db.system.name", "sqlite"),
+				attribute.String("db.operation.name", "SELECT"),
+				attribute.String("rpc.method", info.FullMethod[len(prefix):]),
+			)})
+		}
+		ctx, span := tracer.Start(ctx, "store.lookup", opts.([]trace.SpanStartOption)...)
 		defer span.End()
 		resp, err := handler(ctx, req)
 		if err != nil {

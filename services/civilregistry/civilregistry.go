@@ -116,26 +116,49 @@ func (s *Server) GetPerson(ctx context.Context, req *civilv1.GetPersonRequest) (
 	if err != nil {
 		return nil, err
 	}
-	var p civilv1.Person
-	var gl, fl, ga, fa, commune, province string
-	var birth, death sql.NullString
-	var sex, marital int32
-	var deceased bool
-	err = s.person.QueryRowContext(ctx, eid).Scan(&p.Eid, &sex, &gl, &fl, &ga, &fa, &birth, &commune, &province,
-		&deceased, &death, &marital, &p.FatherName, &p.MotherName)
+	// The reply's messages and the row's scan targets in one allocation
+	// (GetPerson is the bus's reference query).
+	r := new(personRow)
+	p := &r.person
+	err = s.person.QueryRowContext(store.Lookup(ctx), eid).Scan(&p.Eid, &r.sex, &r.latin.Given, &r.latin.Family, &r.arabic.Given, &r.arabic.Family,
+		&r.born, &r.place.Commune, &r.place.Province, &r.deceased, &r.death, &r.marital, &p.FatherName, &p.MotherName)
 	if err != nil {
 		return nil, notFound(err)
 	}
-	p.Names = &civilv1.Names{Latin: &jisrv1.Name{Given: gl, Family: fl}, Arabic: &jisrv1.Name{Given: ga, Family: fa}}
-	p.Sex = civilv1.Sex(sex)
-	p.Birth = &civilv1.Birth{Date: date(birth), Place: &jisrv1.Place{Commune: commune, Province: province, Country: "MA"}}
-	p.VitalStatus = civilv1.VitalStatus_VITAL_STATUS_ALIVE
-	if deceased {
-		p.VitalStatus = civilv1.VitalStatus_VITAL_STATUS_DECEASED
-		p.DeathDate = date(death)
+	r.names.Latin, r.names.Arabic = &r.latin, &r.arabic
+	p.Names = &r.names
+	p.Sex = civilv1.Sex(r.sex)
+	r.place.Country = "MA"
+	r.birth.Place = &r.place
+	if y, m, d := store.ParseDate(r.born); y != 0 {
+		r.date = jisrv1.Date{Year: y, Month: m, Day: d}
+		r.birth.Date = &r.date
 	}
-	p.MaritalStatus = civilv1.MaritalStatus(marital)
-	return &civilv1.GetPersonResponse{Person: &p}, nil
+	p.Birth = &r.birth
+	p.VitalStatus = civilv1.VitalStatus_VITAL_STATUS_ALIVE
+	if r.deceased {
+		p.VitalStatus = civilv1.VitalStatus_VITAL_STATUS_DECEASED
+		p.DeathDate = date(r.death)
+	}
+	p.MaritalStatus = civilv1.MaritalStatus(r.marital)
+	r.resp.Person = p
+	return &r.resp, nil
+}
+
+// personRow holds GetPerson's reply and the row it is read from. The ints
+// are int64, the type SQLite gives: database/sql converts to another
+// integer type through a string.
+type personRow struct {
+	resp          civilv1.GetPersonResponse
+	person        civilv1.Person
+	names         civilv1.Names
+	latin, arabic jisrv1.Name
+	birth         civilv1.Birth
+	place         jisrv1.Place
+	date          jisrv1.Date
+	born, death   sql.NullString
+	sex, marital  int64
+	deceased      bool
 }
 
 // GetBirthAct returns the birth act.
@@ -147,7 +170,7 @@ func (s *Server) GetBirthAct(ctx context.Context, req *civilv1.GetBirthActReques
 	var a civilv1.BirthAct
 	var notes, gl, fl, ga, fa, commune, province string
 	var birth sql.NullString
-	err = s.act.QueryRowContext(ctx, eid).Scan(&a.ActNumber, &a.RegistryOffice, &a.RegistrationYear, &notes,
+	err = s.act.QueryRowContext(store.Lookup(ctx), eid).Scan(&a.ActNumber, &a.RegistryOffice, &a.RegistrationYear, &notes,
 		&gl, &fl, &ga, &fa, &birth, &commune, &province, &a.FatherName, &a.MotherName)
 	if err != nil {
 		return nil, notFound(err)
@@ -166,7 +189,7 @@ func (s *Server) GetHousehold(ctx context.Context, req *civilv1.GetHouseholdRequ
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.household.QueryContext(ctx, eid)
+	rows, err := s.household.QueryContext(store.Lookup(ctx), eid)
 	if err != nil {
 		return nil, notFound(err)
 	}
@@ -197,7 +220,7 @@ func (s *Server) status(ctx context.Context, raw string) (deceased bool, marital
 	if err != nil {
 		return false, 0, err
 	}
-	if err := s.alive.QueryRowContext(ctx, eid).Scan(&deceased, &marital); err != nil {
+	if err := s.alive.QueryRowContext(store.Lookup(ctx), eid).Scan(&deceased, &marital); err != nil {
 		return false, 0, notFound(err)
 	}
 	return deceased, marital, nil

@@ -145,7 +145,7 @@ func (s *Server) lookup(ctx context.Context, raw string) (string, *insured, erro
 		return "", nil, err
 	}
 	var in insured
-	if err := s.insured.QueryRowContext(ctx, eid).Scan(&in.number, &in.status, &in.regime, &in.employer, &in.since, &in.scheme, &in.covered); err != nil {
+	if err := s.insured.QueryRowContext(store.Lookup(ctx), eid).Scan(&in.number, &in.status, &in.regime, &in.employer, &in.since, &in.scheme, &in.covered); err != nil {
 		return "", nil, store.NotFound(err, register)
 	}
 	return eid, &in, nil
@@ -173,7 +173,7 @@ func (s *Server) GetContributions(ctx context.Context, req *cnssv1.GetContributi
 	if from == 0 || to == 0 || to < from || to-from > 12*50 {
 		return nil, status.Error(codes.InvalidArgument, "from and to must be dates, from before to, at most 50 years apart")
 	}
-	rows, err := s.periods.QueryContext(ctx, eid)
+	rows, err := s.periods.QueryContext(store.Lookup(ctx), eid)
 	if err != nil {
 		return nil, store.NotFound(err, register)
 	}
@@ -215,7 +215,7 @@ func (s *Server) GetAmoCoverage(ctx context.Context, req *cnssv1.GetAmoCoverageR
 	if in.covered {
 		t := demodata.Today()
 		cov.ValidUntil = &jisrv1.Date{Year: int32(t.Y) + 1, Month: 12, Day: 31}
-		rows, err := s.benefitted.QueryContext(ctx, eid)
+		rows, err := s.benefitted.QueryContext(store.Lookup(ctx), eid)
 		if err != nil {
 			return nil, store.NotFound(err, register)
 		}

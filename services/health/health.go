@@ -102,7 +102,7 @@ func (s *Server) GetInsuranceEntitlement(ctx context.Context, req *healthv1.GetI
 	}
 	var insurer int32
 	var plan string
-	if err := s.entitlement.QueryRowContext(ctx, eid).Scan(&insurer, &plan); err != nil {
+	if err := s.entitlement.QueryRowContext(store.Lookup(ctx), eid).Scan(&insurer, &plan); err != nil {
 		return nil, store.NotFound(err, register)
 	}
 	e := &healthv1.Entitlement{Insurer: healthv1.Insurer(insurer), Plan: plan}
@@ -120,13 +120,13 @@ func (s *Server) disability(ctx context.Context, raw string) (*healthv1.Disabili
 	}
 	var insurer int32
 	var plan string
-	if err := s.entitlement.QueryRowContext(ctx, eid).Scan(&insurer, &plan); err != nil {
+	if err := s.entitlement.QueryRowContext(store.Lookup(ctx), eid).Scan(&insurer, &plan); err != nil {
 		return nil, store.NotFound(err, register) // not a known person at all
 	}
 	d := &healthv1.DisabilityStatus{}
 	var assessed sql.NullString
 	var degree, category int32
-	err = s.disabilityQ.QueryRowContext(ctx, eid).Scan(&degree, &category, &assessed, &d.CardNumber)
+	err = s.disabilityQ.QueryRowContext(store.Lookup(ctx), eid).Scan(&degree, &category, &assessed, &d.CardNumber)
 	switch {
 	case err == sql.ErrNoRows:
 		return d, nil

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 
@@ -10,6 +11,13 @@ import (
 	jisrv1 "github.com/jisr-bus/jisr/proto/gen/jisr/v1"
 	"github.com/jisr-bus/jisr/services/demodata"
 )
+
+// Lookup is the context of a look-up by primary key: the call's, without
+// its cancellation. With a cancellable context database/sql and the SQLite
+// driver each start a goroutine per query to watch it; a primary-key
+// look-up takes microseconds (readers never wait in WAL mode), so watching
+// would cost more than it could save.
+func Lookup(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
 
 // CheckEID normalises a request's eID; the error carries no eID.
 func CheckEID(eid string) (string, error) {

@@ -194,11 +194,38 @@ func Date(d demodata.Date) any {
 	return d.String()
 }
 
+// digits reads a run of ASCII digits (the stored dates' YYYY-MM-DD
+// without fmt, which allocates).
+func digits(s string) (int32, bool) {
+	var n int32
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int32(s[i]-'0')
+	}
+	return n, true
+}
+
 // ParseDate reads a stored date.
 func ParseDate(s sql.NullString) (y, m, d int32) {
 	if !s.Valid {
 		return 0, 0, 0
 	}
-	fmt.Sscanf(s.String, "%d-%d-%d", &y, &m, &d)
+	if v := s.String; len(v) == 10 && v[4] == '-' && v[7] == '-' {
+		y, ok1 := digits(v[0:4])
+		m, ok2 := digits(v[5:7])
+		d, ok3 := digits(v[8:10])
+		if ok1 && ok2 && ok3 {
+			return y, m, d
+		}
+	}
+	return scanDate(s.String)
+}
+
+// scanDate reads any other form as ParseDate always did (apart, so that its
+// variables escape to the heap only on this path).
+func scanDate(s string) (y, m, d int32) {
+	fmt.Sscanf(s, "%d-%d-%d", &y, &m, &d)
 	return y, m, d
 }

@@ -103,13 +103,13 @@ func checkYear(y int32) error {
 func (s *Server) summary(ctx context.Context, eid string, year int32) (*taxv1.IncomeSummary, error) {
 	var good bool
 	var outstanding int64
-	if err := s.taxpayer.QueryRowContext(ctx, eid).Scan(&good, &outstanding); err != nil {
+	if err := s.taxpayer.QueryRowContext(store.Lookup(ctx), eid).Scan(&good, &outstanding); err != nil {
 		return nil, store.NotFound(err, register)
 	}
 	sum := &taxv1.IncomeSummary{Year: year, Categories: &taxv1.IncomeCategories{}, TotalIncome: store.MAD(0), TaxDue: store.MAD(0), TaxPaid: store.MAD(0)}
 	var sal, prof, agri, rent, capi, due, paid int64
 	var filed sql.NullString
-	err := s.declared.QueryRowContext(ctx, eid, year).Scan(&sal, &prof, &agri, &rent, &capi, &due, &paid, &filed)
+	err := s.declared.QueryRowContext(store.Lookup(ctx), eid, year).Scan(&sal, &prof, &agri, &rent, &capi, &due, &paid, &filed)
 	if err == sql.ErrNoRows {
 		return sum, nil
 	}
@@ -147,7 +147,7 @@ func (s *Server) GetTaxClearance(ctx context.Context, req *taxv1.GetTaxClearance
 	}
 	var good bool
 	var outstanding int64
-	if err := s.taxpayer.QueryRowContext(ctx, eid).Scan(&good, &outstanding); err != nil {
+	if err := s.taxpayer.QueryRowContext(store.Lookup(ctx), eid).Scan(&good, &outstanding); err != nil {
 		return nil, store.NotFound(err, register)
 	}
 	c := &taxv1.TaxClearance{
