@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/transparency-dev/merkle/compact"
@@ -29,6 +30,74 @@ type Store struct {
 	mu sync.Mutex
 	// ranges caches each log's compact range [0, size) and its last leaf.
 	logs map[string]*logRow
+	// Append's prepared multi-row INSERTs, by table and rows, and its
+	// reusable argument list.
+	stmts map[stmtKey]*sql.Stmt
+	args  []any
+}
+
+type stmtKey struct {
+	table *insertTable
+	rows  int
+}
+
+// insertTable is an INSERT of several rows at once.
+type insertTable struct {
+	head string // up to VALUES
+	cols int
+}
+
+var (
+	insertNodes    = &insertTable{head: "INSERT OR REPLACE INTO nodes (log, level, idx, hash) VALUES ", cols: 4}
+	insertCitizens = &insertTable{head: "INSERT OR REPLACE INTO citizens (ckey, log, leaf, seq) VALUES ", cols: 4}
+)
+
+// insertChunks are the row counts of the INSERTs a batch is split into
+// (largest first): few statements, and few shapes to prepare.
+var insertChunks = []int{64, 16, 4, 1}
+
+// prepare prepares the INSERTs of every table and chunk size (before any
+// transaction: the store has one connection, which a transaction holds).
+func (s *Store) prepare() error {
+	for _, t := range []*insertTable{insertNodes, insertCitizens} {
+		row := "(" + strings.Repeat("?, ", t.cols-1) + "?)"
+		for _, rows := range insertChunks {
+			var q strings.Builder
+			q.WriteString(t.head)
+			for i := range rows {
+				if i > 0 {
+					q.WriteString(", ")
+				}
+				q.WriteString(row)
+			}
+			st, err := s.db.Prepare(q.String())
+			if err != nil {
+				return err
+			}
+			s.stmts[stmtKey{t, rows}] = st
+		}
+	}
+	return nil
+}
+
+// insert inserts rows into t within tx: args holds t.cols values per row.
+// Callers hold s.mu.
+func (s *Store) insert(ctx context.Context, tx *sql.Tx, t *insertTable, args []any) error {
+	for len(args) > 0 {
+		rows := len(args) / t.cols
+		k := insertChunks[len(insertChunks)-1]
+		for _, c := range insertChunks {
+			if c <= rows {
+				k = c
+				break
+			}
+		}
+		if _, err := tx.StmtContext(ctx, s.stmts[stmtKey{t, k}]).ExecContext(ctx, args[:k*t.cols]...); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+		args = args[k*t.cols:]
+	}
+	return nil
 }
 
 type logRow struct {
@@ -81,9 +150,11 @@ DELETE FROM meta;
 
 // OpenStore opens (creating) the store at path; ":memory:" keeps it in memory.
 func OpenStore(path string) (*Store, error) {
-	dsn := "file:" + path + "?_pragma=busy_timeout(5000)"
+	// temp_store: the statement journal of a many-row INSERT in memory,
+	// not in a temporary file.
+	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=temp_store(memory)"
 	if path == ":memory:" {
-		dsn = "file::memory:"
+		dsn = "file::memory:?_pragma=temp_store(memory)"
 	}
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -105,11 +176,24 @@ func OpenStore(path string) (*Store, error) {
 			return nil, fmt.Errorf("index: %s: %w", path, err)
 		}
 	}
-	return &Store{db: db, logs: map[string]*logRow{}}, nil
+	s := &Store{db: db, logs: map[string]*logRow{}, stmts: map[stmtKey]*sql.Stmt{}}
+	if err := s.prepare(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("index: %s: %w", path, err)
+	}
+	return s, nil
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.mu.Lock()
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	clear(s.stmts)
+	s.mu.Unlock()
+	return s.db.Close()
+}
 
 // log loads (creating) a log's row and compact range. Callers hold s.mu.
 func (s *Store) log(ctx context.Context, name string) (*logRow, error) {
@@ -236,29 +320,26 @@ func (s *Store) Append(ctx context.Context, name string, leaves []Leaf) error {
 		return fmt.Errorf("index: %w", err)
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO nodes (log, level, idx, hash) VALUES (?, ?, ?, ?)`)
-	if err != nil {
-		return fmt.Errorf("index: %w", err)
-	}
-	defer stmt.Close()
+	// Many rows per INSERT: a statement's execution, not the row, is what
+	// costs in the driver.
+	args := s.args[:0]
 	for _, n := range added {
-		if _, err := stmt.ExecContext(ctx, l.num, n.id.Level, int64(n.id.Index), n.hash); err != nil {
-			return fmt.Errorf("index: %w", err)
-		}
+		args = append(args, l.num, n.id.Level, int64(n.id.Index), n.hash)
 	}
-	cstmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO citizens (ckey, log, leaf, seq) VALUES (?, ?, ?, ?)`)
-	if err != nil {
-		return fmt.Errorf("index: %w", err)
+	if err := s.insert(ctx, tx, insertNodes, args); err != nil {
+		return err
 	}
-	defer cstmt.Close()
+	args = args[:0]
 	for i, lf := range leaves {
-		if lf.CKey == "" {
-			continue
-		}
-		if _, err := cstmt.ExecContext(ctx, lf.CKey, l.num, int64(l.size)+int64(i), int64(lf.Seq)); err != nil {
-			return fmt.Errorf("index: %w", err)
+		if lf.CKey != "" {
+			args = append(args, lf.CKey, l.num, int64(l.size)+int64(i), int64(lf.Seq))
 		}
 	}
+	if err := s.insert(ctx, tx, insertCitizens, args); err != nil {
+		return err
+	}
+	clear(args)
+	s.args = args[:0]
 	if _, err := tx.ExecContext(ctx, `UPDATE logs SET size = ?, prev = ?, last_seq = ? WHERE num = ?`, int64(size), prev, int64(lastSeq), l.num); err != nil {
 		return fmt.Errorf("index: %w", err)
 	}
