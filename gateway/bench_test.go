@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -60,8 +61,9 @@ func BenchmarkAuditedQuery(b *testing.B) {
 		b.Run(fmt.Sprintf("audit=%v", map[bool]string{false: "off", true: "on"}[on]), func(b *testing.B) {
 			env := bustest.Start(b)
 			var log gateway.AuditLog = discard{}
+			var commits, records atomic.Int64
 			if on {
-				log = openAudit(b, env)
+				log = openAudit(b, env, func(c audit.Committed) { commits.Add(1); records.Add(int64(len(c.Leaves))) })
 			}
 			call := allowedQuery(b, env, log)
 			b.SetParallelism(32) // 64 callers on 2 cores
@@ -74,13 +76,17 @@ func BenchmarkAuditedQuery(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			if n := commits.Load(); n > 0 {
+				b.ReportMetric(float64(records.Load())/float64(n), "records/commit")
+			}
 		})
 	}
 }
 
 // openAudit opens gw-1's audit log with its index and notifications, as the
-// gateway process wires them (gateway/node).
-func openAudit(b *testing.B, env *bustest.Env) *audit.Log {
+// gateway process wires them (gateway/node); onCommit is told of every
+// commit too.
+func openAudit(b *testing.B, env *bustest.Env, onCommit func(audit.Committed)) *audit.Log {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := natsstate.Init(ctx, env.Connect(b, "operator"), stream.Config{}); err != nil {
@@ -126,6 +132,7 @@ func openAudit(b *testing.B, env *bustest.Env) *audit.Log {
 		}
 		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
 		f.Committed(c)
+		onCommit(c)
 	}))
 	rctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
