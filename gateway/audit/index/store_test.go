@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -139,4 +140,50 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// A batch larger than one multi-row INSERT (64 rows) is indexed whole:
+// every leaf proves, every citizen row is there, and nothing else.
+func TestStoreIndexesABatchOfManyInserts(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, err := OpenStore(filepath.Join(t.TempDir(), "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	batch, _ := leaves(0, 157, nil) // 64+64+16+4+4+4+1 rows of citizens, more of nodes
+	for i := range batch {
+		if i%2 == 0 {
+			batch[i].CKey = fmt.Sprintf("ck-%d", i%3)
+		}
+	}
+	if err := s.Append(ctx, "gw-1", batch); err != nil {
+		t.Fatal(err)
+	}
+	size := uint64(len(batch))
+	root, err := s.Root(ctx, "gw-1", size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, lf := range batch {
+		if _, err := s.InclusionProof(ctx, "gw-1", uint64(i), size, lf.Hash, root); err != nil {
+			t.Fatalf("leaf %d: %v", i, err)
+		}
+	}
+	for c := range 3 {
+		got, err := s.Citizen(ctx, fmt.Sprintf("ck-%d", c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []Access
+		for i, lf := range batch {
+			if lf.CKey == fmt.Sprintf("ck-%d", c) {
+				want = append(want, Access{Log: "gw-1", Leaf: uint64(i), Seq: lf.Seq})
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("ck-%d: %v, want %v", c, got, want)
+		}
+	}
 }
