@@ -187,3 +187,89 @@ func TestStoreIndexesABatchOfManyInserts(t *testing.T) {
 		}
 	}
 }
+
+// Nodes are stored tileWidth to a row: a log of several tiles per level,
+// appended in batches that do not end on a tile and reopened in between,
+// proves every leaf at sizes on and around the tiles' bounds, with the
+// roots a compact range computes.
+func TestStoreTilesSurviveReopenAndProveAcrossTiles(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "index.db")
+	s, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []Leaf
+	var prev []byte
+	for len(all) < 300 {
+		if len(all) == 148 {
+			s.Close()
+			if s, err = OpenStore(path); err != nil {
+				t.Fatal(err)
+			}
+		}
+		batch, p := leaves(len(all), 37, prev)
+		if err := s.Append(ctx, "gw-1", batch); err != nil {
+			t.Fatalf("after %d leaves: %v", len(all), err)
+		}
+		all, prev = append(all, batch...), p
+	}
+	defer s.Close()
+	want := tree.NewEmptyRange(0)
+	roots := map[uint64][]byte{}
+	for i, lf := range all {
+		if err := want.Append(lf.Hash, nil); err != nil {
+			t.Fatal(err)
+		}
+		roots[uint64(i+1)], _ = tree.Root(want)
+	}
+	for _, size := range []uint64{1, 2, 63, 64, 65, 127, 128, 129, 148, 185, 256, 299, uint64(len(all))} {
+		root, err := s.Root(ctx, "gw-1", size)
+		if err != nil || !slices.Equal(root, roots[size]) {
+			t.Fatalf("root at %d: %x, %v; want %x", size, root, err, roots[size])
+		}
+		for i := range size {
+			if _, err := s.InclusionProof(ctx, "gw-1", i, size, all[i].Hash, root); err != nil {
+				t.Fatalf("leaf %d of %d: %v", i, size, err)
+			}
+		}
+	}
+}
+
+// An index that kept one row per node (before tiles) is emptied, to be
+// rebuilt from the stream.
+func TestStoreOfNodeRowsIsRebuilt(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "index.db")
+	s, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, _ := leaves(0, 10, nil)
+	batch[3].CKey = "ck-1"
+	if err := s.Append(ctx, "gw-1", batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPosition(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Exec(`CREATE TABLE nodes (log INTEGER, level INTEGER, idx INTEGER, hash BLOB)`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = OpenStore(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	size, _, err := s.Size(ctx, "gw-1")
+	pos, _ := s.Position(ctx)
+	acc, _ := s.Citizen(ctx, "ck-1")
+	if err != nil || size != 0 || pos != 0 || len(acc) != 0 {
+		t.Fatalf("after reopening an index of node rows: size %d, position %d, %d citizen rows, %v", size, pos, len(acc), err)
+	}
+	if err := s.Append(ctx, "gw-1", batch); err != nil {
+		t.Fatal(err)
+	}
+}
