@@ -2,19 +2,31 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway"
+	"github.com/jisr-bus/jisr/gateway/audit"
+	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
+	"github.com/jisr-bus/jisr/gateway/audit/index"
+	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/decision"
+	"github.com/jisr-bus/jisr/gateway/natsstate"
+	"github.com/jisr-bus/jisr/gateway/notify"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
@@ -30,9 +42,127 @@ func (discard) Append(context.Context, *decision.Decision) error { return nil }
 // gateway and provider.
 func BenchmarkAllowedQuery(b *testing.B) {
 	env := bustest.Start(b)
+	call := allowedQuery(b, env, discard{})
+	b.ReportAllocs()
+	for b.Loop() {
+		call()
+	}
+}
+
+// BenchmarkAuditedQuery is BenchmarkAllowedQuery from 64 callers at once,
+// with the audit off (audit=off: an AuditLog that keeps nothing) and on
+// (audit=on: the log in JetStream, group commits, the in-process index in
+// an on-disk store and the citizens' notifications, wired as the gateway
+// process does). Everything runs in this process, NATS included, so
+// cpu-ns/op (the process's CPU time per query) and allocs/op of on less
+// off are the audit's whole cost per query.
+func BenchmarkAuditedQuery(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(fmt.Sprintf("audit=%v", map[bool]string{false: "off", true: "on"}[on]), func(b *testing.B) {
+			env := bustest.Start(b)
+			var log gateway.AuditLog = discard{}
+			var commits, records atomic.Int64
+			if on {
+				log = openAudit(b, env, func(c audit.Committed) { commits.Add(1); records.Add(int64(len(c.Leaves))) })
+			}
+			call := allowedQuery(b, env, log)
+			b.SetParallelism(32) // 64 callers on 2 cores
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					call()
+				}
+			})
+			b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			if n := commits.Load(); n > 0 {
+				b.ReportMetric(float64(records.Load())/float64(n), "records/commit")
+			}
+		})
+	}
+}
+
+// openAudit opens gw-1's audit log with its index and notifications, as the
+// gateway process wires them (gateway/node); onCommit is told of every
+// commit too.
+func openAudit(b *testing.B, env *bustest.Env, onCommit func(audit.Committed)) *audit.Log {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := natsstate.Init(ctx, env.Connect(b, "operator"), stream.Config{}); err != nil {
+		b.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	td, dir := env.Fed.TrustDomain.Name(), b.TempDir()
+	kp, _, err := checkpoint.EnsureKey(dir, "gw-1", checkpoint.Origin(td, "gw-1"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	nc := env.Connect(b, "gateway")
+	l, err := audit.Open(ctx, audit.Config{Conn: nc, TrustDomain: td, LogID: "gw-1", Key: kp}, audit.WithLogger(quiet))
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys, err := checkpoint.LoadPublicKeys(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	records, err := js.Stream(ctx, subject.AuditStream)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ckpts, err := js.Stream(ctx, subject.CheckpointStream)
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := index.OpenStore(filepath.Join(dir, "index-gw-1.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ix := index.New(store, records, ckpts, td, keys, quiet)
+	f := &notify.Follower{LogID: "gw-1", Notifier: notify.Log{Log: quiet}, Log: quiet}
+	ix.Own(l.ID(), l.OnCommit(func(c audit.Committed) {
+		leaves := make([]index.Leaf, len(c.Leaves))
+		for i, lf := range c.Leaves {
+			leaves[i] = index.Leaf{Hash: lf.Hash, Prev: lf.Prev, CKey: lf.CKey}
+		}
+		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
+		f.Committed(c)
+		onCommit(c)
+	}))
+	rctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { ix.Run(rctx) })
+	wg.Go(func() { _ = f.Run(rctx) })
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = l.Close(ctx)
+		l.OnCommit(nil)
+		stop()
+		wg.Wait()
+		store.Close()
+	})
+	return l
+}
+
+// allowedQuery starts a gateway with log and a provider, and returns a
+// function that makes one allowed query through them.
+func allowedQuery(b *testing.B, env *bustest.Env, log gateway.AuditLog) func() {
+	// The caller's fair share must not refuse: the benchmark measures the
+	// path, which on an idle machine outruns the test federation's rate.
+	cnss, err := env.Fed.Member("cnss")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cnss.Limits.QueriesPerSecond, cnss.Limits.Burst = 1e9, 1<<30
 	gw, err := gateway.New(gateway.Config{
 		Federation: env.Fed, Keyer: env.Keyer, Conn: env.Connect(b, "gateway"),
-		Consent: consents{fields: []string{"person.eid", "person.names.latin", "person.marital_status"}}, Audit: discard{},
+		Consent: consents{fields: []string{"person.eid", "person.names.latin", "person.marital_status"}}, Audit: log,
 		Log: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
@@ -55,15 +185,21 @@ func BenchmarkAllowedQuery(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	for b.Loop() {
+	return func() {
 		msg := &nats.Msg{Subject: subj, Data: payload, Header: nats.Header{}}
 		msg.Header.Set(bus.HeaderPurpose, "amo-enrolment")
 		msg.Header.Set(bus.HeaderConsent, "ok")
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
 		if _, err := bus.Call(cctx, nc, msg); err != nil {
-			b.Fatal(err)
+			b.Error(err)
 		}
-		cancel()
 	}
+}
+
+// cpuTime is the process's CPU time so far (user and system).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

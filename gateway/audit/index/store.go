@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/transparency-dev/merkle/compact"
@@ -23,12 +26,81 @@ var (
 	ErrBroken = errors.New("index: the stored log does not chain")
 )
 
-// Store keeps the nodes of every log's tree.
+// Store keeps the nodes of every log's tree, tileWidth nodes of a level
+// to a row.
 type Store struct {
 	db *sql.DB
 	mu sync.Mutex
 	// ranges caches each log's compact range [0, size) and its last leaf.
 	logs map[string]*logRow
+	// Append's prepared multi-row INSERTs, by table and rows, and its
+	// reusable argument list.
+	stmts map[stmtKey]*sql.Stmt
+	args  []any
+}
+
+type stmtKey struct {
+	table *insertTable
+	rows  int
+}
+
+// insertTable is an INSERT of several rows at once.
+type insertTable struct {
+	head string // up to VALUES
+	cols int
+}
+
+var (
+	insertTiles    = &insertTable{head: "INSERT OR REPLACE INTO tiles (log, level, tile, hashes) VALUES ", cols: 4}
+	insertCitizens = &insertTable{head: "INSERT OR REPLACE INTO citizens (ckey, log, leaf, seq) VALUES ", cols: 4}
+)
+
+// insertChunks are the row counts of the INSERTs a batch is split into
+// (largest first): few statements, and few shapes to prepare.
+var insertChunks = []int{64, 16, 4, 1}
+
+// prepare prepares the INSERTs of every table and chunk size (before any
+// transaction: the store has one connection, which a transaction holds).
+func (s *Store) prepare() error {
+	for _, t := range []*insertTable{insertTiles, insertCitizens} {
+		row := "(" + strings.Repeat("?, ", t.cols-1) + "?)"
+		for _, rows := range insertChunks {
+			var q strings.Builder
+			q.WriteString(t.head)
+			for i := range rows {
+				if i > 0 {
+					q.WriteString(", ")
+				}
+				q.WriteString(row)
+			}
+			st, err := s.db.Prepare(q.String())
+			if err != nil {
+				return err
+			}
+			s.stmts[stmtKey{t, rows}] = st
+		}
+	}
+	return nil
+}
+
+// insert inserts rows into t within tx: args holds t.cols values per row.
+// Callers hold s.mu.
+func (s *Store) insert(ctx context.Context, tx *sql.Tx, t *insertTable, args []any) error {
+	for len(args) > 0 {
+		rows := len(args) / t.cols
+		k := insertChunks[len(insertChunks)-1]
+		for _, c := range insertChunks {
+			if c <= rows {
+				k = c
+				break
+			}
+		}
+		if _, err := tx.StmtContext(ctx, s.stmts[stmtKey{t, k}]).ExecContext(ctx, args[:k*t.cols]...); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+		args = args[k*t.cols:]
+	}
+	return nil
 }
 
 type logRow struct {
@@ -37,7 +109,25 @@ type logRow struct {
 	prev    []byte
 	r       *compact.Range
 	lastSeq uint64
+	// edge holds, per level, the last tile written (the one the next node
+	// of that level goes to, unless it starts a new one).
+	edge map[uint]tileRow
 }
+
+// tileRow is one row of the tiles table: the hashes of the nodes
+// tile*tileWidth, … of one level, concatenated, as many as exist.
+type tileRow struct {
+	tile   uint64
+	hashes []byte
+}
+
+// tileWidth is how many nodes of a level one row of the tiles table holds:
+// a record adds about two nodes, so a batch of records writes a few rows
+// instead of a row per node.
+const (
+	tileWidth = 64
+	hashSize  = 32
+)
 
 const schema = `
 PRAGMA journal_mode = WAL;
@@ -49,12 +139,12 @@ CREATE TABLE IF NOT EXISTS logs (
 	prev     BLOB,
 	last_seq INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS nodes (
-	log   INTEGER NOT NULL,
-	level INTEGER NOT NULL,
-	idx   INTEGER NOT NULL,
-	hash  BLOB NOT NULL,
-	PRIMARY KEY (log, level, idx)
+CREATE TABLE IF NOT EXISTS tiles (
+	log    INTEGER NOT NULL,
+	level  INTEGER NOT NULL,
+	tile   INTEGER NOT NULL,
+	hashes BLOB NOT NULL,
+	PRIMARY KEY (log, level, tile)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
 	key   TEXT PRIMARY KEY,
@@ -74,16 +164,28 @@ CREATE TABLE citizens (
 	seq  INTEGER NOT NULL,
 	PRIMARY KEY (ckey, log, leaf)
 ) WITHOUT ROWID;
-DELETE FROM nodes;
+DELETE FROM tiles;
 DELETE FROM logs;
 DELETE FROM meta;
 `
 
+// tilesSchema: an index that kept one row per tree node (before tiles) is
+// rebuilt from the stream.
+const tilesSchema = `
+DROP TABLE nodes;
+DELETE FROM tiles;
+DELETE FROM logs;
+DELETE FROM meta;
+DELETE FROM citizens;
+`
+
 // OpenStore opens (creating) the store at path; ":memory:" keeps it in memory.
 func OpenStore(path string) (*Store, error) {
-	dsn := "file:" + path + "?_pragma=busy_timeout(5000)"
+	// temp_store: the statement journal of a many-row INSERT in memory,
+	// not in a temporary file.
+	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=temp_store(memory)"
 	if path == ":memory:" {
-		dsn = "file::memory:"
+		dsn = "file::memory:?_pragma=temp_store(memory)"
 	}
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -105,18 +207,41 @@ func OpenStore(path string) (*Store, error) {
 			return nil, fmt.Errorf("index: %s: %w", path, err)
 		}
 	}
-	return &Store{db: db, logs: map[string]*logRow{}}, nil
+	if err := db.QueryRow(`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'nodes'`).Scan(&n); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("index: %s: %w", path, err)
+	}
+	if n > 0 {
+		if _, err := db.Exec(tilesSchema); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("index: %s: %w", path, err)
+		}
+	}
+	s := &Store{db: db, logs: map[string]*logRow{}, stmts: map[stmtKey]*sql.Stmt{}}
+	if err := s.prepare(); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("index: %s: %w", path, err)
+	}
+	return s, nil
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.mu.Lock()
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	clear(s.stmts)
+	s.mu.Unlock()
+	return s.db.Close()
+}
 
 // log loads (creating) a log's row and compact range. Callers hold s.mu.
 func (s *Store) log(ctx context.Context, name string) (*logRow, error) {
 	if l, ok := s.logs[name]; ok {
 		return l, nil
 	}
-	l := &logRow{}
+	l := &logRow{edge: map[uint]tileRow{}}
 	err := s.db.QueryRowContext(ctx, `SELECT num, size, prev, last_seq FROM logs WHERE name = ?`, name).Scan(&l.num, &l.size, &l.prev, &l.lastSeq)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
@@ -146,16 +271,35 @@ func (s *Store) log(ctx context.Context, name string) (*logRow, error) {
 
 func (s *Store) nodes(ctx context.Context, log int64, ids []compact.NodeID) ([][]byte, error) {
 	out := make([][]byte, len(ids))
+	var last tileRow
+	lastLevel := uint(0)
 	for i, id := range ids {
-		err := s.db.QueryRowContext(ctx, `SELECT hash FROM nodes WHERE log = ? AND level = ? AND idx = ?`, log, id.Level, int64(id.Index)).Scan(&out[i])
-		if errors.Is(err, sql.ErrNoRows) {
+		tile, pos := id.Index/tileWidth, int(id.Index%tileWidth)
+		if last.hashes == nil || lastLevel != id.Level || last.tile != tile {
+			hashes, err := s.tile(ctx, s.db, log, id.Level, tile)
+			if err != nil {
+				return nil, err
+			}
+			last, lastLevel = tileRow{tile: tile, hashes: hashes}, id.Level
+		}
+		if (pos+1)*hashSize > len(last.hashes) {
 			return nil, fmt.Errorf("%w: node (%d,%d)", ErrNotIndexed, id.Level, id.Index)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("index: %w", err)
-		}
+		out[i] = last.hashes[pos*hashSize : (pos+1)*hashSize : (pos+1)*hashSize]
 	}
 	return out, nil
+}
+
+// tile reads one row of the tiles table (empty when there is none).
+func (s *Store) tile(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, log int64, level uint, tile uint64) ([]byte, error) {
+	var hashes []byte
+	err := q.QueryRowContext(ctx, `SELECT hashes FROM tiles WHERE log = ? AND level = ? AND tile = ?`, log, level, int64(tile)).Scan(&hashes)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("index: %w", err)
+	}
+	return hashes, nil
 }
 
 // Leaf is one record to index.
@@ -236,36 +380,71 @@ func (s *Store) Append(ctx context.Context, name string, leaves []Leaf) error {
 		return fmt.Errorf("index: %w", err)
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO nodes (log, level, idx, hash) VALUES (?, ?, ?, ?)`)
-	if err != nil {
-		return fmt.Errorf("index: %w", err)
+	// The new nodes go to the tiles at each level's edge: each tile
+	// touched is written once, whole; and many rows go in one INSERT (a
+	// statement's execution, not the row, is what costs in the driver).
+	edge := maps.Clone(l.edge)
+	type tileWrite struct {
+		level  uint
+		tile   uint64
+		hashes []byte
 	}
-	defer stmt.Close()
+	var writes []tileWrite
 	for _, n := range added {
-		if _, err := stmt.ExecContext(ctx, l.num, n.id.Level, int64(n.id.Index), n.hash); err != nil {
-			return fmt.Errorf("index: %w", err)
+		lvl := n.id.Level
+		tile, pos := n.id.Index/tileWidth, int(n.id.Index%tileWidth)
+		t, ok := edge[lvl]
+		if !ok || t.tile != tile {
+			t = tileRow{tile: tile}
+			if pos > 0 { // this level's edge, not in memory since the store opened
+				if t.hashes, err = s.tile(ctx, tx, l.num, lvl, tile); err != nil {
+					return err
+				}
+			}
 		}
+		if len(t.hashes) != pos*hashSize {
+			return fmt.Errorf("index: log %s: tile (%d,%d) holds %d nodes, not %d", name, lvl, tile, len(t.hashes)/hashSize, pos)
+		}
+		w := len(writes) - 1
+		for w >= 0 && (writes[w].level != lvl || writes[w].tile != tile) {
+			w--
+		}
+		if w < 0 {
+			// The first node for this tile in this Append: append to a copy,
+			// the store's edge stays as it is until the commit.
+			t.hashes = slices.Clip(t.hashes)
+			writes = append(writes, tileWrite{level: lvl, tile: tile})
+			w = len(writes) - 1
+		}
+		t.hashes = append(t.hashes, n.hash...)
+		writes[w].hashes = t.hashes
+		edge[lvl] = t
 	}
-	cstmt, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO citizens (ckey, log, leaf, seq) VALUES (?, ?, ?, ?)`)
-	if err != nil {
-		return fmt.Errorf("index: %w", err)
+	args := s.args[:0]
+	for _, w := range writes {
+		args = append(args, l.num, int64(w.level), int64(w.tile), w.hashes)
 	}
-	defer cstmt.Close()
+	if err := s.insert(ctx, tx, insertTiles, args); err != nil {
+		return err
+	}
+	args = args[:0]
 	for i, lf := range leaves {
-		if lf.CKey == "" {
-			continue
-		}
-		if _, err := cstmt.ExecContext(ctx, lf.CKey, l.num, int64(l.size)+int64(i), int64(lf.Seq)); err != nil {
-			return fmt.Errorf("index: %w", err)
+		if lf.CKey != "" {
+			args = append(args, lf.CKey, l.num, int64(l.size)+int64(i), int64(lf.Seq))
 		}
 	}
+	if err := s.insert(ctx, tx, insertCitizens, args); err != nil {
+		return err
+	}
+	clear(args)
+	s.args = args[:0]
 	if _, err := tx.ExecContext(ctx, `UPDATE logs SET size = ?, prev = ?, last_seq = ? WHERE num = ?`, int64(size), prev, int64(lastSeq), l.num); err != nil {
 		return fmt.Errorf("index: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("index: %w", err)
 	}
-	l.r, l.prev, l.size, l.lastSeq = r, prev, size, lastSeq
+	l.r, l.prev, l.size, l.lastSeq, l.edge = r, prev, size, lastSeq, edge
 	return nil
 }
 

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jisr-bus/jisr/gateway/audit/tree"
 )
@@ -101,5 +104,172 @@ func TestStoreRefusesABrokenChainAndSurvivesReopen(t *testing.T) {
 	}
 	if logs, _ := s.Logs(ctx); len(logs) != 1 || logs[0] != "gw-1" {
 		t.Fatalf("logs %v", logs)
+	}
+}
+
+// BenchmarkStoreAppend indexes batches of 512 leaves (the index's flush),
+// each about one of 10,000 citizens, in an on-disk store (as the gateway
+// runs it): one op is one batch; cpu-ns/leaf is the process's CPU time.
+func BenchmarkStoreAppend(b *testing.B) {
+	const batchSize = 512
+	s, err := OpenStore(filepath.Join(b.TempDir(), "index.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := b.Context()
+	var prev []byte
+	n := 0
+	b.ReportAllocs()
+	cpu0 := cpuTime()
+	for b.Loop() {
+		batch, p := leaves(n, batchSize, prev)
+		for i := range batch {
+			batch[i].CKey = fmt.Sprintf("ckey-%d", (n+i)*7919%10000)
+		}
+		if err := s.Append(ctx, "gw-1", batch); err != nil {
+			b.Fatal(err)
+		}
+		n, prev = n+batchSize, p
+	}
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(n), "cpu-ns/leaf")
+}
+
+// cpuTime is the process's CPU time so far (user and system).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// A batch larger than one multi-row INSERT (64 rows) is indexed whole:
+// every leaf proves, every citizen row is there, and nothing else.
+func TestStoreIndexesABatchOfManyInserts(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, err := OpenStore(filepath.Join(t.TempDir(), "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	batch, _ := leaves(0, 157, nil) // 64+64+16+4+4+4+1 rows of citizens, more of nodes
+	for i := range batch {
+		if i%2 == 0 {
+			batch[i].CKey = fmt.Sprintf("ck-%d", i%3)
+		}
+	}
+	if err := s.Append(ctx, "gw-1", batch); err != nil {
+		t.Fatal(err)
+	}
+	size := uint64(len(batch))
+	root, err := s.Root(ctx, "gw-1", size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, lf := range batch {
+		if _, err := s.InclusionProof(ctx, "gw-1", uint64(i), size, lf.Hash, root); err != nil {
+			t.Fatalf("leaf %d: %v", i, err)
+		}
+	}
+	for c := range 3 {
+		got, err := s.Citizen(ctx, fmt.Sprintf("ck-%d", c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []Access
+		for i, lf := range batch {
+			if lf.CKey == fmt.Sprintf("ck-%d", c) {
+				want = append(want, Access{Log: "gw-1", Leaf: uint64(i), Seq: lf.Seq})
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("ck-%d: %v, want %v", c, got, want)
+		}
+	}
+}
+
+// Nodes are stored tileWidth to a row: a log of several tiles per level,
+// appended in batches that do not end on a tile and reopened in between,
+// proves every leaf at sizes on and around the tiles' bounds, with the
+// roots a compact range computes.
+func TestStoreTilesSurviveReopenAndProveAcrossTiles(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "index.db")
+	s, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []Leaf
+	var prev []byte
+	for len(all) < 300 {
+		if len(all) == 148 {
+			s.Close()
+			if s, err = OpenStore(path); err != nil {
+				t.Fatal(err)
+			}
+		}
+		batch, p := leaves(len(all), 37, prev)
+		if err := s.Append(ctx, "gw-1", batch); err != nil {
+			t.Fatalf("after %d leaves: %v", len(all), err)
+		}
+		all, prev = append(all, batch...), p
+	}
+	defer s.Close()
+	want := tree.NewEmptyRange(0)
+	roots := map[uint64][]byte{}
+	for i, lf := range all {
+		if err := want.Append(lf.Hash, nil); err != nil {
+			t.Fatal(err)
+		}
+		roots[uint64(i+1)], _ = tree.Root(want)
+	}
+	for _, size := range []uint64{1, 2, 63, 64, 65, 127, 128, 129, 148, 185, 256, 299, uint64(len(all))} {
+		root, err := s.Root(ctx, "gw-1", size)
+		if err != nil || !slices.Equal(root, roots[size]) {
+			t.Fatalf("root at %d: %x, %v; want %x", size, root, err, roots[size])
+		}
+		for i := range size {
+			if _, err := s.InclusionProof(ctx, "gw-1", i, size, all[i].Hash, root); err != nil {
+				t.Fatalf("leaf %d of %d: %v", i, size, err)
+			}
+		}
+	}
+}
+
+// An index that kept one row per node (before tiles) is emptied, to be
+// rebuilt from the stream.
+func TestStoreOfNodeRowsIsRebuilt(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "index.db")
+	s, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, _ := leaves(0, 10, nil)
+	batch[3].CKey = "ck-1"
+	if err := s.Append(ctx, "gw-1", batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetPosition(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Exec(`CREATE TABLE nodes (log INTEGER, level INTEGER, idx INTEGER, hash BLOB)`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = OpenStore(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	size, _, err := s.Size(ctx, "gw-1")
+	pos, _ := s.Position(ctx)
+	acc, _ := s.Citizen(ctx, "ck-1")
+	if err != nil || size != 0 || pos != 0 || len(acc) != 0 {
+		t.Fatalf("after reopening an index of node rows: size %d, position %d, %d citizen rows, %v", size, pos, len(acc), err)
+	}
+	if err := s.Append(ctx, "gw-1", batch); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -10,8 +10,11 @@
 package tree
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
+	"sync"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
@@ -21,22 +24,48 @@ import (
 // hasher is the RFC 6962 SHA-256 tree hasher.
 var hasher = rfc6962.DefaultHasher
 
-// factory makes compact ranges that hash with hasher.
-var factory = &compact.RangeFactory{Hash: hasher.HashChildren}
+// factory makes compact ranges that hash with HashChildren.
+var factory = &compact.RangeFactory{Hash: HashChildren}
 
 // NewEmptyRange returns an empty compact range starting at begin, hashing
 // with the RFC 6962 SHA-256 hasher.
 func NewEmptyRange(begin uint64) *compact.Range { return factory.NewEmptyRange(begin) }
 
-// HashChildren is the RFC 6962 hash of an interior node.
-func HashChildren(l, r []byte) []byte { return hasher.HashChildren(l, r) }
+// HashChildren is the RFC 6962 hash of an interior node:
+// SHA-256(0x01 || l || r), hasher.HashChildren's result with one allocation
+// (the result) for two SHA-256 hashes.
+func HashChildren(l, r []byte) []byte {
+	if len(l) != sha256.Size || len(r) != sha256.Size {
+		return hasher.HashChildren(l, r)
+	}
+	var b [1 + 2*sha256.Size]byte
+	b[0] = rfc6962.RFC6962NodeHashPrefix
+	copy(b[1:], l)
+	copy(b[1+sha256.Size:], r)
+	h := sha256.Sum256(b[:])
+	return h[:]
+}
+
+// digests are reusable SHA-256 states for LeafHash.
+var digests = sync.Pool{New: func() any { return sha256.New() }}
+
+var leafPrefix = []byte{rfc6962.RFC6962LeafHashPrefix}
 
 // ErrProof: a proof could not be built from what is known.
 var ErrProof = errors.New("tree: cannot build proof")
 
 // LeafHash is the RFC 6962 leaf hash of a record's stored bytes:
 // SHA-256(0x00 || data).
-func LeafHash(data []byte) []byte { return hasher.HashLeaf(data) }
+// It is hasher.HashLeaf's result, with one allocation (the result).
+func LeafHash(data []byte) []byte {
+	d := digests.Get().(hash.Hash)
+	d.Reset()
+	d.Write(leafPrefix)
+	d.Write(data)
+	out := d.Sum(make([]byte, 0, sha256.Size))
+	digests.Put(d)
+	return out
+}
 
 // EmptyRoot is the root hash of the empty tree.
 func EmptyRoot() []byte { return hasher.EmptyRoot() }

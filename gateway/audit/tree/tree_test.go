@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
 )
 
 func leaf(i uint64) []byte { return LeafHash(fmt.Appendf(nil, "record %d", i)) }
@@ -109,5 +110,21 @@ func TestNewRangeAndClone(t *testing.T) {
 	_ = c.Append(leaf(13), nil)
 	if all.End() != 13 {
 		t.Fatal("Clone shares state with the original")
+	}
+}
+
+// The hashes are RFC 6962's, as the library's hasher computes them.
+func TestHashesAreTheLibrarysHashes(t *testing.T) {
+	h := rfc6962.DefaultHasher
+	for _, data := range [][]byte{nil, {}, []byte("a record"), make([]byte, 1000)} {
+		if got, want := LeafHash(data), h.HashLeaf(data); !bytes.Equal(got, want) {
+			t.Fatalf("LeafHash(%q) = %x, want %x", data, got, want)
+		}
+	}
+	a, b := h.HashLeaf([]byte("a")), h.HashLeaf([]byte("b"))
+	for _, c := range [][2][]byte{{a, b}, {b, a}, {a, []byte("short")}, {nil, nil}} {
+		if got, want := HashChildren(c[0], c[1]), h.HashChildren(c[0], c[1]); !bytes.Equal(got, want) {
+			t.Fatalf("HashChildren(%x, %x) = %x, want %x", c[0], c[1], got, want)
+		}
 	}
 }
