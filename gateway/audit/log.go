@@ -655,11 +655,25 @@ func (l *Log) retry(chunks []*chunk) bool {
 
 var errNotOurs = errors.New("another batch already holds this leaf")
 
-// republish publishes c once more under its Nats-Msg-Id and settles it.
+// batchMsg is the JetStream message of one group commit: its records (data)
+// and the headers naming its first leaf and count.
+func batchMsg(subj string, data []byte, first uint64, count int) *nats.Msg {
+	return &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
+		record.HeaderFormat:    {strconv.Itoa(record.Format)},
+		record.HeaderFirstLeaf: {strconv.FormatUint(first, 10)},
+		record.HeaderCount:     {strconv.Itoa(count)},
+	}}
+}
+
+// republish publishes c once more under its Nats-Msg-Id and settles it. It
+// publishes a message of its own: the first publish's message may still be
+// in the hands of the client's asynchronous retry, which reads its headers
+// while a publish writes them.
 func (l *Log) republish(ctx context.Context, c *chunk) error {
 	actx, cancel := context.WithTimeout(ctx, l.o.ackAttempt)
 	defer cancel()
-	ack, err := l.js.PublishMsg(actx, c.msg, jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
+	msg := batchMsg(c.msg.Subject, c.msg.Data, c.first, len(c.items))
+	ack, err := l.js.PublishMsg(actx, msg, jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
 	if err != nil {
 		return err
 	}
@@ -708,11 +722,7 @@ func (l *Log) pack(batch []*pending) []*chunk {
 			it.prev = prev
 			prev = it.hash
 		}
-		cur.msg = &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
-			record.HeaderFormat:    {strconv.Itoa(record.Format)},
-			record.HeaderFirstLeaf: {strconv.FormatUint(cur.first, 10)},
-			record.HeaderCount:     {strconv.Itoa(len(cur.items))},
-		}}
+		cur.msg = batchMsg(subj, data, cur.first, len(cur.items))
 		chunks = append(chunks, cur)
 		cur, buf = nil, buf[:0]
 	}
