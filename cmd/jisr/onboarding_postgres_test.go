@@ -70,8 +70,12 @@ func TestOnboardingTourJusticeFromPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"justice.binpb", "justice.yaml"} {
-		b, err := os.ReadFile(member + name)
+	for _, name := range []string{"justice.binpb", "justice.yaml", "civil-registry.binpb", "tax.binpb", "cnss.binpb", "health.binpb"} {
+		from := member + name
+		if !strings.HasPrefix(name, "justice") { // the reference sets, beside the federation file
+			from = filepath.Join(filepath.Dir(g.FederationPath), name)
+		}
+		b, err := os.ReadFile(from)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,11 +162,12 @@ func TestOnboardingTourJusticeFromPostgres(t *testing.T) {
 // lists to a federation file.
 func addJustice(t *testing.T, base []byte, digest string) []byte {
 	t.Helper()
-	y := bytes.Replace(base, []byte("\nmembers:\n"), []byte(`
+	y := bytes.Replace(base, []byte("\ndescriptor_sets:\n"), []byte(`
 descriptor_sets:
   - file: justice.binpb
     sha256: `+digest+`
-
+`), 1)
+	y = bytes.Replace(y, []byte("\nmembers:\n"), []byte(`
 members:
   - name: justice
     title: Ministry of justice

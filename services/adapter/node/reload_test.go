@@ -55,7 +55,7 @@ func TestAdapterAppliesNewFederationVersionWithoutRestart(t *testing.T) {
 	}
 	publish := func(version uint64, yaml []byte, signer ed25519.PrivateKey) {
 		t.Helper()
-		raw, err := federation.Sign(&federation.Bundle{Version: version, Created: time.Now(), Federation: yaml}, signer)
+		raw, err := federation.Sign(&federation.Bundle{Version: version, Created: time.Now(), Federation: yaml, Descriptors: env.Fed.Descriptors}, signer)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,7 +138,7 @@ func TestAdapterAppliesNewFederationVersionWithoutRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a member cannot read the federation bucket: %v", err)
 	}
-	signed, _ := federation.Sign(&federation.Bundle{Version: 7, Federation: v1}, key)
+	signed, _ := federation.Sign(&federation.Bundle{Version: 7, Federation: v1, Descriptors: env.Fed.Descriptors}, key)
 	short, cancelShort := context.WithTimeout(ctx, 3*time.Second) // a refused publish gets no answer
 	defer cancelShort()
 	if _, err := mkv.Put(short, subject.FederationKey, signed); err == nil {
@@ -187,7 +187,7 @@ func TestAdapterAppliesNewFederationVersionWithoutRestart(t *testing.T) {
 		t.Fatalf("version %d in force after the refused bundles", v)
 	}
 	// Refused by the adapter itself: an unknown method; not newer.
-	if err := n.Adapter().SetFederation(mustParse(t, v1), 3, nil); err != nil {
+	if err := n.Adapter().SetFederation(mustParse(t, v1), 3, env.Fed.Descriptors); err != nil {
 		t.Fatalf("a good version 3 refused: %v", err)
 	}
 	for _, bad := range []struct {
@@ -196,11 +196,11 @@ func TestAdapterAppliesNewFederationVersionWithoutRestart(t *testing.T) {
 	}{
 		{bytes.Replace(v1, []byte("methods: [GetTaxClearance]"), []byte("methods: [GetTaxSecrets]"), 1), "GetTaxSecrets"},
 	} {
-		if err := n.Adapter().SetFederation(mustParse(t, bad.yaml), 9, nil); err == nil || !strings.Contains(err.Error(), bad.says) {
+		if err := n.Adapter().SetFederation(mustParse(t, bad.yaml), 9, env.Fed.Descriptors); err == nil || !strings.Contains(err.Error(), bad.says) {
 			t.Fatalf("version refused? %v (want %q)", err, bad.says)
 		}
 	}
-	if err := n.Adapter().SetFederation(mustParse(t, v1), 3, nil); err == nil {
+	if err := n.Adapter().SetFederation(mustParse(t, v1), 3, env.Fed.Descriptors); err == nil {
 		t.Fatal("version 3 applied twice")
 	}
 	if v := n.FederationVersion(); v != 3 {
