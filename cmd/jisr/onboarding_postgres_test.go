@@ -70,12 +70,9 @@ func TestOnboardingTourJusticeFromPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"justice.binpb", "justice.yaml", "civil-registry.binpb", "tax.binpb", "cnss.binpb", "health.binpb"} {
-		from := member + name
-		if !strings.HasPrefix(name, "justice") { // the reference sets, beside the federation file
-			from = filepath.Join(filepath.Dir(g.FederationPath), name)
-		}
-		b, err := os.ReadFile(from)
+	copyDescriptorSets(t, g.FederationPath, dir) // the reference ministries'
+	for _, name := range []string{"justice.binpb", "justice.yaml"} {
+		b, err := os.ReadFile(member + name)
 		if err != nil {
 			t.Fatal(err)
 		}
