@@ -41,6 +41,11 @@ func TestOnboardingTourJusticeFromPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := startDev(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("jisr dev's log:\n%s", f.logs.String())
+		}
+	})
 	convicted, clean := f.demo.Citizens[0].EID, f.demo.Citizens[1].EID
 	pg.Exec(string(schema), fmt.Sprintf("INSERT INTO justice.record (eid, convictions) VALUES ('%s', 2), ('%s', 0)", convicted, clean))
 	t.Setenv("JISR_JUSTICE_DATABASE_URL", pg.URL)
