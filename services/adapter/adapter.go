@@ -341,8 +341,10 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("adapter: backend %s: %w", a.cfg.Backend, err)
 	}
+	a.microMu.Lock() // Ready reads the backend link (the side may start late: a later version)
 	a.backend = conn
 	a.fingerprint = bus.BackendFingerprint(a.cfg.Backend)
+	a.microMu.Unlock()
 	sub, err := a.cfg.Conn.QueueSubscribe(subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatch)
 	if err != nil {
 		return fmt.Errorf("adapter: subscribe: %w", err)
