@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
@@ -109,6 +110,20 @@ func TestOnboardingTourJusticeFromPostgres(t *testing.T) {
 		t.Fatalf("diff:\n%s", d)
 	}
 	run(g.FederationPath, "federation", "publish", bundle)
+	// The NATS server applies the version from its watch, a moment after
+	// the publication: justice may connect once it has (an adapter whose
+	// first connection is refused exits, as it should).
+	bustest.Eventually(t, 30*time.Second, func() error {
+		cctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		nc, src, err := g1.Connect(cctx, "justice", nats.MaxReconnects(0))
+		if err != nil {
+			return err
+		}
+		nc.Close()
+		src.Close()
+		return nil
+	})
 
 	// 4. Its backend, `jisr backend sql`, and its adapter, as processes of
 	// their own would run them.
