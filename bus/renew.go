@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,13 +44,17 @@ func presentedCert(c *tls.Config) *atomic.Pointer[x509.Certificate] {
 	return &p
 }
 
-// connState is what Call and the renewal of one connection share: the
-// calls in flight, and a planned reconnection under way.
+// connState is what Call, Serving and the renewal of one connection share:
+// the calls in flight, the requests received and not yet answered, and a
+// planned reconnection under way.
 type connState struct {
 	mu       sync.Mutex
-	inflight int
+	inflight int           // calls in flight (Call) and requests being answered (Serving)
 	renewing chan struct{} // non-nil during a planned reconnection; closed at its end
-	idle     chan struct{} // closed when the last call in flight ends during one
+	idle     chan struct{} // closed when the last of inflight ends during one
+	// responders are the connection's queue subscriptions that answer
+	// requests: paused during a planned reconnection.
+	responders []*Responder
 }
 
 // conns maps each connection opened by Connect to its state.
@@ -81,6 +86,24 @@ func (st *connState) enter(ctx context.Context) error {
 	return nil
 }
 
+// Serving counts a request that nc received in, until done is called once
+// its answer is sent: a planned reconnection of nc (a renewed SVID) waits
+// for it, because the permission to answer a request ends with the
+// connection that received it (allow_responses). Unlike a call, a request
+// already received never waits for the reconnection. Call it in the
+// subscription's handler, before handing the request to another goroutine.
+func Serving(nc *nats.Conn) (done func()) {
+	st := stateOf(nc)
+	if st == nil {
+		return func() {}
+	}
+	st.mu.Lock()
+	st.inflight++
+	st.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(st.leave) }
+}
+
 func (st *connState) leave() {
 	st.mu.Lock()
 	st.inflight--
@@ -92,24 +115,23 @@ func (st *connState) leave() {
 }
 
 // renewDrainMax bounds how long a planned reconnection waits for the calls
-// in flight; reconnectWaitMax how long new calls wait for it.
+// and requests in flight (and half of what is left of the SVID's life, so
+// that the reconnection is done before the server closes the connection);
+// reconnectWaitMax how long new calls wait for the reconnection itself.
 const (
-	renewDrainMax    = 2 * time.Second
+	renewDrainMax    = 5 * time.Second
 	reconnectWaitMax = 5 * time.Second
 )
 
-// reconnect is a planned reconnection: new calls wait, the calls in flight
-// end (their replies come back on this connection), then the connection is
-// reopened with the current SVID and the waiting calls go on.
-func (st *connState) reconnect(nc *nats.Conn) error {
+// reconnect is a planned reconnection before notAfter: new calls wait, the
+// calls in flight end (their replies come back on this connection) and the
+// requests received are answered, then the connection is reopened with the
+// current SVID and the waiting calls go on.
+func (st *connState) reconnect(nc *nats.Conn, notAfter time.Time, log *slog.Logger) error {
 	st.mu.Lock()
 	done := make(chan struct{})
 	st.renewing = done
-	var idle chan struct{}
-	if st.inflight > 0 {
-		idle = make(chan struct{})
-		st.idle = idle
-	}
+	responders := slices.Clone(st.responders)
 	st.mu.Unlock()
 	defer func() {
 		st.mu.Lock()
@@ -117,11 +139,40 @@ func (st *connState) reconnect(nc *nats.Conn) error {
 		close(done)
 		st.mu.Unlock()
 	}()
-	if idle != nil {
-		select {
-		case <-idle:
-		case <-time.After(renewDrainMax):
+	// The responders stop receiving; their requests already received are
+	// answered on this connection.
+	for _, r := range responders {
+		r.pause()
+	}
+	defer func() {
+		for _, r := range responders {
+			r.resume(log)
 		}
+	}()
+	drain := time.NewTimer(min(renewDrainMax, max(time.Until(notAfter)/2, 0)))
+	defer drain.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	// Reopen once nothing is in flight, or when the drain's time is up (a
+	// call or request still in flight then is cut).
+	for {
+		quiet := true
+		for _, r := range responders {
+			quiet = quiet && r.paused()
+		}
+		st.mu.Lock()
+		n := st.inflight
+		st.mu.Unlock()
+		if quiet && n == 0 {
+			break
+		}
+		select {
+		case <-tick.C:
+			continue
+		case <-drain.C:
+		}
+		log.Warn("reconnecting with the renewed SVID with calls or requests still in flight", "in_flight", n, "responders_stopped", quiet)
+		break
 	}
 	if err := nc.ForceReconnect(); err != nil {
 		return err
@@ -172,7 +223,7 @@ func renewBeforeExpiry(nc *nats.Conn, src svid.Source, presented *atomic.Pointer
 		log.Info("reconnecting with the renewed SVID before the one this connection presented expires",
 			"presented_not_after", old.NotAfter.UTC().Format(time.RFC3339), "renewed_not_after", cur.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
 		pending = nil
-		if err := st.reconnect(nc); err != nil {
+		if err := st.reconnect(nc, old.NotAfter, log); err != nil {
 			return // closed
 		}
 	}

@@ -1,7 +1,9 @@
 package bus_test
 
 import (
+	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,7 +13,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/certs/devca"
 )
 
@@ -75,4 +79,103 @@ func TestConnectionReconnectsWithTheRenewedSVIDBeforeExpiry(t *testing.T) {
 	if id, _ := nc.GetClientID(); id != after || !nc.IsConnected() {
 		t.Fatal("the connection was closed at the first SVID's expiry: it had not presented the renewed one")
 	}
+}
+
+// A provider whose SVID is renewed under load reconnects without cutting a
+// request it had received: its queue subscription (bus.QueueSubscribe)
+// stops receiving first, the requests already received are answered on the
+// connection that received them (the only one the server lets answer), and
+// the requests sent meanwhile find no responder and are asked again (Call)
+// until it has subscribed again. No call fails.
+func TestAProviderReconnectingWithARenewedSVIDFailsNoRequest(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bustest.WithoutJetStream())
+	id := env.ID("civil-registry")
+	issue := func(ttl time.Duration) *x509svid.SVID {
+		s, err := env.CA.Issue(id, devca.WithNotBefore(time.Now().Add(-time.Second)), devca.WithTTL(ttl+time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	src := &renewing{bundle: env.CA.Bundle()}
+	src.cur.Store(issue(8 * time.Second))
+	provider, err := env.Dial("civil-registry", src, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer provider.Close()
+	cid, err := provider.GetClientID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each answer takes 50 ms, so that requests are always in flight.
+	sub, err := bus.QueueSubscribe(provider, subject.ProviderQueries("civil-registry"), subject.ProviderQueue("civil-registry"), func(m *nats.Msg) {
+		done := bus.Serving(provider)
+		go func() {
+			defer done()
+			time.Sleep(50 * time.Millisecond)
+			_ = bus.Respond(m, []byte("ok"), nil)
+		}()
+	}, 1<<16, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := bus.Flush(t.Context(), provider); err != nil {
+		t.Fatal(err)
+	}
+	gw := env.Connect(t, "gateway")
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := bus.Call(ctx, gw, &nats.Msg{Subject: "jisr.p.civil-registry.jisr.civilregistry.v1.CivilRegistry.IsAlive.ck"})
+				cancel()
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				} else {
+					ok.Add(1)
+				}
+			}
+		})
+	}
+	bustest.Eventually(t, 10*time.Second, func() error {
+		if ok.Load() < 20 {
+			return errors.New("load not under way")
+		}
+		return nil
+	})
+	src.cur.Store(issue(time.Hour))
+	bustest.Eventually(t, 10*time.Second, func() error {
+		id, err := provider.GetClientID()
+		if err != nil || id == cid || !provider.IsConnected() {
+			return errors.New("not reconnected with the renewed SVID yet")
+		}
+		return nil
+	})
+	// Answers flow again after the reconnection.
+	after := ok.Load()
+	bustest.Eventually(t, 10*time.Second, func() error {
+		if ok.Load() < after+40 {
+			return errors.New("no answers after the reconnection")
+		}
+		return nil
+	})
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d of %d calls failed across the provider's reconnection: %v", n, n+ok.Load(), firstErr.Load())
+	}
+	t.Logf("%d calls, none failed, across the provider's reconnection", ok.Load())
 }

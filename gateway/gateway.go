@@ -131,8 +131,8 @@ type Gateway struct {
 	stopOnce sync.Once
 	auditors sync.WaitGroup
 	wg       sync.WaitGroup
-	sub      *nats.Subscription
-	subs     []*nats.Subscription // on QueryConns
+	sub      *bus.Responder
+	subs     []*bus.Responder // on QueryConns
 	ready    atomic.Bool
 
 	tracer   trace.Tracer
@@ -219,21 +219,17 @@ func New(cfg Config, opts ...Option) (*Gateway, error) {
 // Start subscribes to every query subject in the gateway queue group, so
 // several replicas share the load.
 func (g *Gateway) Start(ctx context.Context) error {
-	sub, err := g.cfg.Conn.QueueSubscribe(subject.AllQueries(), subject.GatewayQueue, g.dispatch)
+	// bus.QueueSubscribe: a reconnection with a renewed SVID stops the
+	// deliveries first, so that no query is lost in the closed connection.
+	sub, err := bus.QueueSubscribe(g.cfg.Conn, subject.AllQueries(), subject.GatewayQueue, g.dispatch, g.cfg.PendingMessages, g.cfg.PendingBytes)
 	if err != nil {
 		return fmt.Errorf("gateway: subscribe: %w", err)
-	}
-	if err := sub.SetPendingLimits(g.cfg.PendingMessages, g.cfg.PendingBytes); err != nil {
-		return fmt.Errorf("gateway: %w", err)
 	}
 	if err := bus.Flush(ctx, g.cfg.Conn); err != nil {
 		return fmt.Errorf("gateway: subscribe: %w", err)
 	}
 	for _, nc := range g.cfg.QueryConns {
-		s, err := nc.QueueSubscribe(subject.AllQueries(), subject.GatewayQueue, func(msg *nats.Msg) { g.dispatchOn(nc, msg) })
-		if err == nil {
-			err = s.SetPendingLimits(g.cfg.PendingMessages, g.cfg.PendingBytes)
-		}
+		s, err := bus.QueueSubscribe(nc, subject.AllQueries(), subject.GatewayQueue, func(msg *nats.Msg) { g.dispatchOn(nc, msg) }, g.cfg.PendingMessages, g.cfg.PendingBytes)
 		if err == nil {
 			err = bus.Flush(ctx, nc)
 		}

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jisr-bus/jisr/gateway/decision"
@@ -89,7 +88,15 @@ func (m *metrics) observe(d *decision.Decision) {
 // watch exports the query subscription's backlog: what waits for dispatch,
 // its high-water mark, and what the NATS client dropped over the pending
 // limits (nothing, as long as dispatch keeps up).
-func (m *metrics) watch(reg prometheus.Registerer, sub *nats.Subscription) error {
+// subStats is what watch reads of the query subscription (a
+// *nats.Subscription or a *bus.Responder).
+type subStats interface {
+	Pending() (int, int, error)
+	MaxPending() (int, int, error)
+	Dropped() (int, error)
+}
+
+func (m *metrics) watch(reg prometheus.Registerer, sub subStats) error {
 	if reg == nil {
 		return nil
 	}

@@ -216,6 +216,11 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	}
 	consentPub = append(consentPub, bucketRead(subject.UsageBucket)...)
 	consentPub = append(consentPub, "$JS.FC.>")
+	// Its own audit log (the transitions it stores by itself: expired, used
+	// up), and the read side of the audit streams to resume it.
+	consentPub = append(consentPub, subject.AuditPrefix+"."+subject.ConsentAuditLog+".>", subject.CheckpointPrefix+"."+subject.ConsentAuditLog)
+	consentPub = append(consentPub, StreamAPI(subject.AuditStream)...)
+	consentPub = append(consentPub, StreamAPI(subject.CheckpointStream)...)
 	out[fed.ID("consent").String()] = Permission{
 		PublishAllow:   consentPub,
 		PublishDeny:    tamper,
@@ -272,24 +277,28 @@ func prefixed(s string) string { return AuditAPIPrefix + strings.TrimPrefix(s, "
 // AUDIT) creates them.
 func AuditAccountPermissions(fed *federation.Federation) map[string]Permission {
 	out := Permissions(fed)
-	gw := out[fed.ID("gateway").String()]
 	audit := map[string]bool{}
 	for _, s := range auditExports() {
 		audit[s] = true
 	}
-	var pub []string
-	for _, s := range gw.PublishAllow {
-		if audit[s] {
-			s = prefixed(s)
+	// The gateway and the consent service (its own log) write audit logs.
+	writers := map[string]bool{fed.ID("gateway").String(): true, fed.ID("consent").String(): true}
+	for id := range writers {
+		p := out[id]
+		var pub []string
+		for _, s := range p.PublishAllow {
+			if audit[s] {
+				s = prefixed(s)
+			}
+			pub = append(pub, s)
 		}
-		pub = append(pub, s)
+		p.PublishAllow = pub
+		out[id] = p
 	}
-	gw.PublishAllow = pub
-	out[fed.ID("gateway").String()] = gw
-	// Every FED user but the gateway: nothing of AUDIT (the allow-lists
-	// already say so; this keeps it if they grow).
+	// Every other FED user: nothing of AUDIT (the allow-lists already say
+	// so; this keeps it if they grow).
 	for id, p := range out {
-		if id != fed.ID("gateway").String() {
+		if !writers[id] {
 			p.PublishDeny = append(p.PublishDeny, AuditAPIPrefix+".>", subject.AuditPrefix+".>", subject.CheckpointPrefix+".>")
 			out[id] = p
 		}

@@ -3,9 +3,11 @@ package natsserver
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -127,6 +129,7 @@ func Start(ctx context.Context, cfg natsconf.Config, src svid.Source, log *slog.
 		return nil, ErrNotReady
 	}
 	s.ns = ns
+	s.serveSVIDz()
 	s.stop, s.swept = make(chan struct{}), make(chan struct{})
 	go s.watchBundle(src, cfg.Federation.TrustDomain, log)
 	return s, nil
@@ -356,4 +359,60 @@ func covers(p, sub string) bool {
 		}
 	}
 	return len(st) == len(pt)
+}
+
+// PeerSVID is the SVID a client connection presented: its SPIFFE ID and
+// when it expires (the connection's deadline: the server closes the
+// connection then).
+type PeerSVID struct {
+	ID       string    `json:"spiffe_id"`
+	Cid      uint64    `json:"cid"`
+	NotAfter time.Time `json:"not_after"`
+}
+
+// SVIDzPath is the path, on the server's monitoring port, of the SVIDs its
+// open client connections presented (PeerSVIDs, as JSON). jisr status reads
+// it: under SPIRE the operator holds no member's SVID, the server holds
+// what each member presented.
+const SVIDzPath = "/jisr/svidz"
+
+// PeerSVIDs lists the SVID of every open client connection, in the order of
+// the connections.
+func (s *Server) PeerSVIDs() []PeerSVID {
+	cz, err := s.ns.Connz(&server.ConnzOptions{Limit: 1 << 20})
+	if err != nil {
+		return nil
+	}
+	out := []PeerSVID{}
+	for _, ci := range cz.Conns {
+		c := s.ns.GetClient(ci.Cid)
+		if c == nil {
+			continue
+		}
+		st := c.GetTLSConnectionState()
+		if st == nil || len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
+			continue
+		}
+		id, err := x509svid.IDFromCert(st.VerifiedChains[0][0])
+		if err != nil {
+			continue
+		}
+		out = append(out, PeerSVID{ID: id.String(), Cid: ci.Cid, NotAfter: expiry(st.VerifiedChains[0]).UTC()})
+	}
+	return out
+}
+
+// serveSVIDz adds SVIDzPath to the server's monitoring endpoints, when it
+// has them.
+func (s *Server) serveSVIDz() {
+	mux, ok := s.ns.HTTPHandler().(*http.ServeMux)
+	if !ok {
+		return // no monitoring port
+	}
+	mux.HandleFunc(SVIDzPath, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(struct {
+			SVIDs []PeerSVID `json:"svids"`
+		}{s.PeerSVIDs()})
+	})
 }

@@ -300,3 +300,46 @@ func waitClosedAsExpired(t *testing.T, env *bustest.Env, id spiffeid.ID) {
 		return fmt.Errorf("no closed connection of %s with reason %q; closed: %v", id, server.AuthenticationExpired, seen)
 	})
 }
+
+// PeerSVIDs names, for every open client connection, the SPIFFE ID and the
+// expiry of the SVID it presented (jisr status reads them: under SPIRE the
+// operator holds no member's SVID).
+func TestPeerSVIDsNameWhatEachConnectionPresented(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t, bustest.WithoutJetStream())
+	id := env.ID("cnss")
+	short, err := env.CA.Issue(id, devca.WithTTL(10*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := env.Dial("cnss", svid.NewStatic(short, env.CA.Bundle()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	gw := env.Connect(t, "gateway")
+	var cnss, gateway []natsserver.PeerSVID
+	for _, p := range env.Server.PeerSVIDs() {
+		switch p.ID {
+		case id.String():
+			cnss = append(cnss, p)
+		case env.ID("gateway").String():
+			gateway = append(gateway, p)
+		}
+	}
+	if len(cnss) != 1 || !cnss[0].NotAfter.Equal(short.Certificates[0].NotAfter) {
+		t.Fatalf("cnss: %+v, want one connection expiring %s", cnss, short.Certificates[0].NotAfter)
+	}
+	if len(gateway) != 1 || gateway[0].NotAfter.Before(cnss[0].NotAfter) {
+		t.Fatalf("gateway: %+v", gateway)
+	}
+	gw.Close()
+	bustest.Eventually(t, 10*time.Second, func() error {
+		for _, p := range env.Server.PeerSVIDs() {
+			if p.ID == env.ID("gateway").String() {
+				return fmt.Errorf("a closed connection is still listed: %+v", p)
+			}
+		}
+		return nil
+	})
+}

@@ -27,6 +27,12 @@ const FederationKey = "bundle"
 // the gateway answers it with the consent service, never a member.
 const ConsentProvider = "consent"
 
+// ConsentAuditLog names the consent service's own audit log: the records of
+// the transitions it stores by itself (a consent expired, used up), on
+// jisr.audit.consent.… and jisr.checkpoint.consent. No gateway instance
+// may take this name.
+const ConsentAuditLog = "consent"
+
 // ConsentAPI prefixes the consent service's NATS API (grant, list, revoke):
 // only the gateway publishes there, only the consent identity subscribes
 // (h5-tokens: the signing key lives with the consent service alone).

@@ -50,7 +50,7 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 		profile, quick     bool
 		scaling            bool
 		natsConns          int
-		keep               bool
+		keep, eventsOnly   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -67,7 +67,7 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 				return err
 			}
 			opts := []bench.Option{bench.WithDuration(duration), bench.WithWarmup(warmup), bench.WithConcurrency(concurrency...),
-				bench.WithLarge(large), bench.WithRevocations(revocations), bench.WithProfile(profile), bench.WithKeep(keep),
+				bench.WithLarge(large), bench.WithRevocations(revocations), bench.WithProfile(profile), bench.WithKeep(keep), bench.WithEventsOnly(eventsOnly),
 				bench.WithStdout(cmd.OutOrStdout()), bench.WithProgress(cmd.ErrOrStderr()), bench.WithNATSConns(natsConns)}
 			if scaling {
 				opts = append(opts, bench.WithScaling(bench.ScalingSteps(runtime.NumCPU())...))
@@ -93,6 +93,7 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 	f.BoolVar(&quick, "quick", false, "a smoke run: short scenarios, a 20,000-citizen \"large\" population, no profile")
 	f.BoolVar(&scaling, "scaling", true, "measure the full path and the baseline with each component limited to 1, 2, 4, … cores (GOMAXPROCS); with --quick only when given")
 	f.IntVar(&natsConns, "nats-conns", 0, "start the gateway and the adapters with --nats-conns N (0: their default)")
+	f.BoolVar(&eventsOnly, "events-only", false, "measure only the full path and the life events beside it (no safeguards, scaling, baseline or start-up)")
 	f.BoolVar(&keep, "keep", false, "keep the temporary directory (logs of every process)")
 	cmd.AddCommand(newBenchRelayCmd(g), newBenchResponderCmd(g))
 	return cmd

@@ -247,6 +247,55 @@ func journey(t *testing.T, f *devFixture, eid, lang, accept, dir string) {
 	if _, err := os.Stat(filepath.Join(browsertest.Dir(t), "citizen-"+lang+"-6-revoked.png")); err != nil {
 		t.Fatal(err)
 	}
+
+	// 8. Two more requests: one use only, and a few seconds. CNSS's one call
+	// uses the first up; the second's time passes. The consent service
+	// stores and audits both (its own log); CNSS's follow sees both; the
+	// page shows both, woken by those records.
+	follow := func(r *consentv1.ConsentRequest, while consentv1.ConsentState) *consentv1.ConsentRequest {
+		t.Helper()
+		rr, err := cnss.GetConsentRequest(ctx0, &consentv1.GetConsentRequestRequest{Eid: eid, Id: r.GetId(), WaitWhile: while, Wait: durationpb.New(25 * time.Second)})
+		if err != nil {
+			t.Fatalf("CNSS's follow: %v", err)
+		}
+		return rr.GetRequest()
+	}
+	approved := func(maxUses int32, d time.Duration) *consentv1.ConsentRequest {
+		t.Helper()
+		rr, err := cnss.RequestConsent(ctx0, &consentv1.RequestConsentRequest{Eid: eid, Service: "jisr.civilregistry.v1.CivilRegistry",
+			Methods: []string{"GetPerson"}, Fields: []string{"person.names"}, Purpose: "amo-enrolment", Duration: durationpb.New(d), MaxUses: maxUses})
+		if err != nil {
+			t.Fatalf("RequestConsent: %v", err)
+		}
+		// Clicked in the page, in one step: a live update may re-render the
+		// list between finding the button and clicking it.
+		button := fmt.Sprintf(`document.querySelector('form[data-request=%q] button[data-action=approve]')`, rr.GetRequest().GetId())
+		wait(ctx, "the new request", button)
+		eval(ctx, button+".click(), ''")
+		r := follow(rr.GetRequest(), consentv1.ConsentState_CONSENT_STATE_PENDING)
+		if r.GetState() != consentv1.ConsentState_CONSENT_STATE_ACTIVE || r.GetToken() == "" {
+			t.Fatalf("CNSS's follow after the approval: %v", r)
+		}
+		return r
+	}
+	once := approved(1, 30*24*time.Hour)
+	md = metadata.NewOutgoingContext(ctx0, metadata.Pairs("jisr-purpose", "amo-enrolment", "jisr-consent", once.GetToken()))
+	if _, err := person.GetPerson(md, &civilv1.GetPersonRequest{Eid: eid}); err != nil {
+		t.Fatalf("CNSS's one call: %v", err)
+	}
+	if st := follow(once, consentv1.ConsentState_CONSENT_STATE_ACTIVE); st.GetState() != consentv1.ConsentState_CONSENT_STATE_USED_UP {
+		t.Fatalf("CNSS sees %v after the last use", st.GetState())
+	}
+	wait(ctx, "used up", fmt.Sprintf(`document.querySelector('#consents li[data-jti=%q][data-state=USED_UP]')`, once.GetJti()))
+	short := approved(0, 4*time.Second)
+	if st := follow(short, consentv1.ConsentState_CONSENT_STATE_ACTIVE); st.GetState() != consentv1.ConsentState_CONSENT_STATE_EXPIRED {
+		t.Fatalf("CNSS sees %v after the expiry", st.GetState())
+	}
+	wait(ctx, "expired", fmt.Sprintf(`document.querySelector('#consents li[data-jti=%q][data-state=EXPIRED]')`, short.GetJti()))
+	wait(ctx, "the expiry in the access log", `document.querySelector("#rows tr[data-method=ConsentExpired]")`)
+	noEnglish(ctx, "used up and expired")
+	accessible(ctx, "used up and expired")
+	shot(ctx, "7-used-up-expired")
 }
 
 func mapKeys(m map[string]any) []string {

@@ -17,7 +17,8 @@ import (
 )
 
 func newConsentServeCmd(g *process.Env) *cobra.Command {
-	return &cobra.Command{
+	var o process.ConsentOptions
+	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the consent service: the only holder of the signing keys",
 		Long: `Run the consent service under its own identity (spiffe://<td>/consent). It
@@ -25,10 +26,15 @@ loads the signing keys from <certs>/consent/ (a key file open to group or
 other users is refused), writes the public keys to <certs>/consent-jwks.json
 for the gateways (rewritten every minute), and answers the citizen-facing
 consent API that gateways forward over NATS (jisr.consent.grant, .list,
-.revoke). Gateways never hold the signing keys.`,
+.revoke). Gateways never hold the signing keys.
+
+It also stores the transitions nobody asks for — a consent whose time
+passed (EXPIRED), whose last permitted use was taken (USED_UP) — and writes
+each to its own audit log (jisr.audit.consent, checkpoint key
+<certs>/audit/consent.pub): one replica at a time, the holder of a lease.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			n, err := process.StartConsentService(cmd.Context(), g)
+			n, err := process.StartConsentService(cmd.Context(), g, o)
 			if err != nil {
 				return err
 			}
@@ -37,6 +43,8 @@ consent API that gateways forward over NATS (jisr.consent.grant, .list,
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&o.AuditAPIPrefix, "audit-api-prefix", "", `where the audit streams' JetStream API is seen when the NATS server keeps them in their own account ("$JS.AUDIT.API" with jisr nats-config --audit-account; see docs/audit.md)`)
+	return cmd
 }
 
 func newConsentCmd(g *process.Env) *cobra.Command {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -188,6 +189,45 @@ func TestConsentRequestLifecycle(t *testing.T) {
 		t.Fatalf("rejected: %v %v", st, err)
 	}
 
+	// One use only, and two seconds: CNSS's one call uses the first up, the
+	// second's time passes; CNSS's follow sees both, and the consent
+	// service stores and audits both in its own log.
+	follow := func(id string, while consentv1.ConsentState) *consentv1.ConsentRequest {
+		t.Helper()
+		r, err := cnss.GetConsentRequest(ctx, &consentv1.GetConsentRequestRequest{Eid: eid, Id: id, WaitWhile: while, Wait: durationpb.New(25 * time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetRequest()
+	}
+	approved := func(maxUses int32, d time.Duration) *consentv1.ConsentRequest {
+		t.Helper()
+		r, err := cnss.RequestConsent(ctx, &consentv1.RequestConsentRequest{Eid: eid, Service: "jisr.civilregistry.v1.CivilRegistry",
+			Methods: []string{"GetPerson"}, Fields: []string{"person.names"}, Purpose: "amo-enrolment", Duration: durationpb.New(d), MaxUses: maxUses})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, out := sf.call(t, c, "POST", "/v1/consent-requests/"+r.GetRequest().GetId()+"/approve", map[string]any{}, same...); code != 200 {
+			t.Fatalf("approve: %d %v", code, out)
+		}
+		return follow(r.GetRequest().GetId(), consentv1.ConsentState_CONSENT_STATE_PENDING)
+	}
+	once := approved(1, time.Hour)
+	tok = once.GetToken()
+	if _, err := person.GetPerson(md(), &civilv1.GetPersonRequest{Eid: eid}); err != nil {
+		t.Fatalf("the one use: %v", err)
+	}
+	if st := follow(once.GetId(), consentv1.ConsentState_CONSENT_STATE_ACTIVE); st.GetState() != consentv1.ConsentState_CONSENT_STATE_USED_UP {
+		t.Fatalf("CNSS sees %v after the last use", st.GetState())
+	}
+	if err := refusedWith("CONSENT_USED_UP"); err != nil {
+		t.Fatal(err)
+	}
+	short := approved(0, 2*time.Second)
+	if st := follow(short.GetId(), consentv1.ConsentState_CONSENT_STATE_ACTIVE); st.GetState() != consentv1.ConsentState_CONSENT_STATE_EXPIRED {
+		t.Fatalf("CNSS sees %v after the expiry", st.GetState())
+	}
+
 	// The citizen is notified of CNSS's access (the dev notifier is the log).
 	bustest.Eventually(t, 10*time.Second, func() error {
 		if !strings.Contains(f.logs.String(), `msg="citizen notified of an access"`) ||
@@ -215,13 +255,19 @@ func TestConsentRequestLifecycle(t *testing.T) {
 		if !previewed {
 			return errors.New("the citizen's preview is not in their audit trail")
 		}
-		for _, m := range []string{"RequestConsent", "GetConsentRequest", "CitizenApprove", "CitizenPause", "CitizenResume", "CitizenRevoke", "CitizenReject", "GetPerson"} {
+		for _, m := range []string{"RequestConsent", "GetConsentRequest", "CitizenApprove", "CitizenPause", "CitizenResume", "CitizenRevoke", "CitizenReject", "GetPerson",
+			"ConsentUsedUp", "ConsentExpired"} {
 			if !methods[m] {
 				return fmt.Errorf("no %s in the citizen's audit trail: %v", m, methods)
 			}
 		}
 		return nil
 	})
+	// Every log verifies: the gateway's and the consent service's.
+	vout, _, err := f.cliAudit(t, "audit", "verify")
+	if err != nil || !strings.Contains(vout, "OK:") || !regexp.MustCompile(`(?m)^consent +[1-9][0-9]* .* ok$`).MatchString(vout) {
+		t.Fatalf("audit verify: %v\n%s", err, vout)
+	}
 }
 
 func getReq(ctx context.Context, c consentv1.ConsentRequestsClient, eid, id string) (*consentv1.ConsentRequest, error) {

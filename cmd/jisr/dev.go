@@ -61,5 +61,6 @@ Ctrl-C shuts everything down gracefully.`,
 	cmd.Flags().BoolVar(&o.AnyPort, "any-port", false, "bind every listener to a free loopback port (tests and benchmarks); the ports are in var/demo.json")
 	_ = cmd.Flags().MarkHidden("any-port")
 	auditFlags(cmd, &g.Audit)
+	tracesFromFlag(cmd, g)
 	return cmd
 }

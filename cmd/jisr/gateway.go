@@ -56,5 +56,6 @@ Without --oidc-issuer there is no citizen sign-in.`,
 	signinFlags(cmd, &o.SignIn)
 	consoleSignInFlags(cmd, &o.ConsoleSignIn)
 	auditFlags(cmd, &g.Audit)
+	tracesFromFlag(cmd, g)
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jisr-bus/jisr/bus/natsconf"
+	"github.com/jisr-bus/jisr/bus/natsserver"
 	"github.com/jisr-bus/jisr/cmd/internal/process"
 )
 
@@ -96,6 +97,7 @@ the client connects: an SVID that expires later keeps its connection open.`,
 func newNATSServerCmd(g *process.Env) *cobra.Command {
 	var o process.NATSOptions
 	var httpAddr string
+	var fastFailover bool
 	cmd := &cobra.Command{
 		Use:   "nats-server",
 		Short: "Run the federation's NATS server (embedded nats-server, JetStream under --data)",
@@ -111,6 +113,10 @@ permissions no longer allow, is closed; its client reconnects under them).
 Until jisr nats init has created the bucket it tries again every 2 s.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if fastFailover {
+				was := natsserver.FastFailover()
+				g.Log.Info("Raft timers set for fast failover", "now", natsserver.RaftTimers(), "was", was)
+			}
 			s, err := process.StartNATS(cmd.Context(), g, o)
 			if err != nil {
 				return err
@@ -133,5 +139,6 @@ Until jisr nats init has created the bucket it tries again every 2 s.`,
 	}
 	natsFlags(cmd, &o)
 	cmd.Flags().StringVar(&httpAddr, "http", "", "HTTP listen address for /metrics (the server's own SVID expiry among them) and /healthz (default: none)")
+	cmd.Flags().BoolVar(&fastFailover, "fast-failover", false, "hub node: Raft heartbeats every 0.5 s and elections after 1.5–3.5 s without one (nats-server: 1 s, 4–9 s), so a stream whose leader's node dies has a new leader within about 4 s (see docs/deploy.md)")
 	return cmd
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -19,7 +20,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
@@ -244,7 +244,9 @@ func TestSPIREFederation(t *testing.T) {
 	})
 
 	t.Setenv(svid.EndpointSocketEnv, endpoint)
-	f := startAuditFed(t, dir) // NATS, nats init, backend, gateway, consent service, adapters: all from the Workload API
+	monitor := freePort(t) // the NATS server's monitoring port, for jisr status
+	// NATS, nats init, backend, gateway, consent service, adapters: all from the Workload API.
+	f := startAuditFedWith(t, dir, process.NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s", HTTPPort: monitor})
 
 	// The NATS server's configuration names no file; it trusts SPIRE's
 	// bundle only: the dev CA's SVIDs (written by certs init) are refused.
@@ -269,7 +271,7 @@ func TestSPIREFederation(t *testing.T) {
 	// Load across rotations.
 	const callers = 16
 	var ok, failed atomic.Int64
-	var firstErr, badErr atomic.Value
+	var firstErr atomic.Value
 	var kindsMu sync.Mutex
 	kinds := map[string]int{} // failed calls by code and message
 	stop := make(chan struct{})
@@ -283,6 +285,7 @@ func TestSPIREFederation(t *testing.T) {
 				default:
 				}
 				qctx, qcancel := context.WithTimeout(ctx, 20*time.Second)
+				began := time.Now()
 				_, err := f.cnss.IsAlive(md(qctx, "jisr-purpose", "pension-continuity"), &civilv1.IsAliveRequest{Eid: eidN((c*1000 + i) % 200)})
 				qcancel()
 				if err != nil {
@@ -291,11 +294,7 @@ func TestSPIREFederation(t *testing.T) {
 					kindsMu.Lock()
 					kinds[status.Code(err).String()+": "+status.Convert(err).Message()]++
 					kindsMu.Unlock()
-					// Failing closed is the only acceptable failure: the audit
-					// log unavailable (reply withheld) or no reply in time.
-					if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded {
-						badErr.CompareAndSwap(nil, err)
-					}
+					t.Logf("call %d of caller %d, sent %s, failed after %s: %v", i, c, began.UTC().Format("15:04:05.000"), time.Since(began).Round(time.Millisecond), err)
 				} else {
 					ok.Add(1)
 				}
@@ -336,48 +335,29 @@ func TestSPIREFederation(t *testing.T) {
 	}())
 	n := 0
 	for _, line := range strings.Split(f.logs.String(), "\n") {
-		if n < 60 && (strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") || strings.Contains(line, "reconnected to NATS")) {
+		if n < 80 && (strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") || strings.Contains(line, "reconnected to NATS") || strings.Contains(line, "renewed SVID")) {
 			t.Log(line)
 			n++
 		}
 	}
 	reconnects := strings.Count(f.logs.String(), "reconnected to NATS")
-	t.Logf("%d reconnections after the NATS server closed connections whose SVID expired", reconnects)
+	t.Logf("%d reconnections with a renewed SVID", reconnects)
 	if reconnects == 0 {
 		t.Fatal("no connection outlived its first SVID: the test did not exercise the expiry of a connection's SVID")
-	}
-	if err := badErr.Load(); err != nil {
-		t.Fatalf("a call failed other than closed (Unavailable or DeadlineExceeded): %v", err)
 	}
 	if ok.Load() == 0 {
 		t.Fatal("no call made")
 	}
-	// Across the rotations no call fails because of the audit log (a group
-	// commit whose acknowledgement was lost with a connection is republished
-	// under the same Nats-Msg-Id, gateway/audit), nor because a caller's or
-	// the gateway's connection was reopened (each connection reconnects on
-	// its own, staggered, before its SVID expires, once its calls in flight
-	// have ended, and a request that found no responder is asked again,
-	// bus). What remains (docs/spire.md): a provider's replies to the
-	// requests it had taken when its own connection was reopened are
-	// refused by the server (the permission to reply ends with the
-	// connection that received the request), and the gateway answers those
-	// calls Unavailable.
-	// Also still seen, rarely (6 of 23,689 calls in one run): a caller's
-	// request in flight when its own connection was reopened ("no gateway
-	// answered: the bus connection is not available").
-	responder := 0
-	for k, n := range kinds {
-		if strings.HasPrefix(k, "Unavailable: provider ") && strings.HasSuffix(k, " is unavailable") ||
-			strings.HasPrefix(k, "Unavailable: no gateway answered: the bus connection is not available") {
-			responder += n
-		}
-	}
-	if int64(responder) != failed.Load() {
-		t.Fatalf("%d of %d calls failed around the %d reconnections: %v", failed.Load(), ok.Load()+failed.Load(), reconnects, kinds)
-	}
-	if responder > 0 {
-		t.Logf("KNOWN GAP: %d of %d calls failed when their provider's or caller's connection was reopened: %v", responder, ok.Load()+failed.Load(), kinds)
+	// Across the rotations no call fails: not because of the audit log (a
+	// group commit whose acknowledgement was lost with a connection is
+	// republished under the same Nats-Msg-Id, gateway/audit), nor because a
+	// caller's, the gateway's or a provider's connection was reopened (each
+	// connection reconnects on its own, staggered, before its SVID expires,
+	// once its calls in flight have ended and the requests it received are
+	// answered — its responders stop receiving first — and a request that
+	// found no responder meanwhile is asked again, bus).
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d of %d calls failed across the %d reconnections: %v (first: %v)", n, ok.Load()+n, reconnects, kinds, firstErr.Load())
 	}
 	// Service resumes: after the reconnections every call succeeds.
 	for i := range 50 {
@@ -388,6 +368,30 @@ func TestSPIREFederation(t *testing.T) {
 			t.Fatalf("after the rotations, call %d: %v", i, err)
 		}
 		ok.Add(1)
+	}
+	// jisr status, as the operator, shows each connected member's SVID
+	// expiry: the SPIRE SVID (30 s) its connection presented, read from the
+	// NATS server, although the operator's Workload API serves no member's.
+	js, _ := runJisrStdout(t, "--federation", fedPath, "--certs", f.g.CertsDir, "--nats", f.g.NATSURL,
+		"status", "--json", "--monitor", fmt.Sprintf("http://127.0.0.1:%d", monitor))
+	var hub process.Status
+	if err := json.Unmarshal([]byte(js), &hub); err != nil {
+		t.Fatalf("jisr status --json: %v\n%s", err, js)
+	}
+	shownMembers := 0
+	for _, m := range hub.Members {
+		if m.Member != "cnss" && m.Member != "civil-registry" {
+			continue
+		}
+		shownMembers++
+		if m.SVIDExpires == nil || !strings.HasPrefix(m.SVIDSource, "connection on ") ||
+			!m.SVIDExpires.After(time.Now()) || m.SVIDExpires.After(time.Now().Add((spireTTL+5)*time.Second)) {
+			t.Fatalf("jisr status: member %s: SVID expiry %v from %q, want the %d-second SPIRE SVID its connection presented\n%s", m.Member, m.SVIDExpires, m.SVIDSource, spireTTL, js)
+		}
+		t.Logf("jisr status: member %s connected to %v, SVID expires %s (%s)", m.Member, m.Connected, m.SVIDExpires.Format(time.RFC3339), m.SVIDSource)
+	}
+	if shownMembers != 2 {
+		t.Fatalf("jisr status shows %d of the 2 connected members:\n%s", shownMembers, js)
 	}
 	// No reply without its record; a record without a reply only for a call
 	// that failed (its acknowledgement was lost with the connection).

@@ -22,7 +22,9 @@ health:
                    each follower current or behind and its lag (JetStream API)
   gateway replicas the connections of spiffe://<td>/gateway, by instance and node
   members          the nodes each member's adapter is connected to, and when its
-                   SVID expires (from --certs when the SVIDs are files)
+                   SVID expires: the SVID its connections presented, as each node
+                   reports it (/jisr/svidz on the monitoring port; also under
+                   SPIRE), else its file under --certs
 
 It uses the JetStream API, which only the operator may call on every stream,
 and the servers' monitoring endpoints; not the system account, which no jisr

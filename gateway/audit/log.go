@@ -92,6 +92,7 @@ type options struct {
 	checkpointEvery time.Duration
 	maxBatch        int
 	ackTimeout      time.Duration
+	ackAttempt      time.Duration
 	queue           int
 	retryEvery      time.Duration
 	trustedPath     string
@@ -116,6 +117,14 @@ func WithMaxBatch(n int) Option { return func(o *options) { o.maxBatch = n } }
 
 // WithAckTimeout bounds the wait for JetStream's acknowledgement (default 5s).
 func WithAckTimeout(d time.Duration) Option { return func(o *options) { o.ackTimeout = d } }
+
+// WithAckAttempt bounds the wait for one publish's acknowledgement
+// (default 500ms) before the batch is published again under the same
+// Nats-Msg-Id, within WithAckTimeout's window. An acknowledgement lost with
+// a stream leader (a node killed) or a connection is then made good as soon
+// as a new leader or connection is there, not after the whole window:
+// JetStream's de-duplication stores the batch once however often it is sent.
+func WithAckAttempt(d time.Duration) Option { return func(o *options) { o.ackAttempt = d } }
 
 // WithQueue bounds the Appends waiting for the sequencer (default 16384).
 func WithQueue(n int) Option { return func(o *options) { o.queue = n } }
@@ -276,7 +285,7 @@ func Open(ctx context.Context, cfg Config, opts ...Option) (*Log, error) {
 	nc, trustDomain, logID, key := cfg.Conn, cfg.TrustDomain, cfg.LogID, cfg.Key
 	o := options{
 		log: slog.Default(), checkpointEvery: 15 * time.Second, maxBatch: 1024,
-		ackTimeout: 5 * time.Second, queue: 16384, retryEvery: 250 * time.Millisecond,
+		ackTimeout: 5 * time.Second, ackAttempt: 500 * time.Millisecond, queue: 16384, retryEvery: 250 * time.Millisecond,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -289,7 +298,7 @@ func Open(ctx context.Context, cfg Config, opts ...Option) (*Log, error) {
 		return nil, fmt.Errorf("%w: LogID %q must be a safe subject token", ErrConfig, logID)
 	case key == nil || key.Signer.Name() != origin || key.Verifier.Name() != origin:
 		return nil, fmt.Errorf("%w: Key must be named %q", ErrConfig, origin)
-	case o.checkpointEvery <= 0 || o.maxBatch <= 0 || o.ackTimeout <= 0 || o.queue <= 0 || o.retryEvery <= 0:
+	case o.checkpointEvery <= 0 || o.maxBatch <= 0 || o.ackTimeout <= 0 || o.ackAttempt <= 0 || o.queue <= 0 || o.retryEvery <= 0:
 		return nil, fmt.Errorf("%w: intervals, sizes and timeouts must be positive", ErrConfig)
 	case o.maxBatch > record.MaxBatchRecords:
 		return nil, fmt.Errorf("%w: a batch holds at most %d records", ErrConfig, record.MaxBatchRecords)
@@ -530,7 +539,9 @@ func (l *Log) commit(batch []*pending) {
 		}
 	}
 	ok := true
-	deadline := time.NewTimer(l.o.ackTimeout + time.Second)
+	// One attempt's wait, then the unacknowledged chunks are published again
+	// (retry) under their Nats-Msg-Id for the rest of the window.
+	deadline := time.NewTimer(min(l.o.ackAttempt, l.o.ackTimeout+time.Second))
 	defer deadline.Stop()
 	expired := false
 	for _, c := range chunks {
@@ -616,6 +627,10 @@ func (l *Log) retry(chunks []*chunk) bool {
 		}
 		wait := 50 * time.Millisecond
 		for {
+			// The first publish's acknowledgement, come late, settles it.
+			if c.fut != nil && lateAck(c) {
+				break
+			}
 			attempts++
 			c.err = l.republish(ctx, c)
 			if c.err == nil || errors.Is(c.err, errNotOurs) {
@@ -624,7 +639,7 @@ func (l *Log) retry(chunks []*chunk) bool {
 			select {
 			case <-ctx.Done():
 			case <-time.After(wait):
-				wait = min(2*wait, 500*time.Millisecond)
+				wait = min(2*wait, 250*time.Millisecond)
 				continue
 			}
 			break
@@ -642,7 +657,7 @@ var errNotOurs = errors.New("another batch already holds this leaf")
 
 // republish publishes c once more under its Nats-Msg-Id and settles it.
 func (l *Log) republish(ctx context.Context, c *chunk) error {
-	actx, cancel := context.WithTimeout(ctx, time.Second)
+	actx, cancel := context.WithTimeout(ctx, l.o.ackAttempt)
 	defer cancel()
 	ack, err := l.js.PublishMsg(actx, c.msg, jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
 	if err != nil {
@@ -766,6 +781,21 @@ func await(c *chunk, deadline <-chan time.Time, expired bool) bool {
 		return true
 	}
 	return false
+}
+
+// lateAck reports whether c's first publish has been acknowledged since
+// the wait for it ended, and settles c if so.
+func lateAck(c *chunk) bool {
+	select {
+	case ack := <-c.fut.Ok():
+		if ack.Duplicate {
+			return false // republish: it checks the stored copy
+		}
+		c.seq, c.err = ack.Sequence, nil
+		return true
+	default:
+		return false
+	}
 }
 
 // adopt appends one stored leaf to the tail.

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 
 	signin "github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/consent"
+	"github.com/jisr-bus/jisr/gateway/decision"
 	consentv1 "github.com/jisr-bus/jisr/proto/gen/jisr/consent/v1"
 )
 
@@ -159,5 +163,84 @@ func TestConsentAPI(t *testing.T) {
 	r, err := client.Revoke(as(mine), &consentv1.RevokeRequest{Jti: g.GetJti()})
 	if err != nil || !r.GetConsent().GetRevoked() {
 		t.Fatalf("gRPC revoke: %v %v", r, err)
+	}
+}
+
+// The citizen's direct grant and a revocation by gRPC are audited like the
+// other actions, failing closed: a grant whose record is not durable is
+// revoked and its token never released; a revocation whose record is not
+// durable is not made.
+func TestGrantAndGRPCRevokeAreAuditedFailingClosed(t *testing.T) {
+	t.Parallel()
+	f := start(t, 1)
+	sessions, err := signin.New(signin.Config{Federation: f.env.Fed, Keyer: f.env.Keyer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var records []*decision.Decision
+	failing := false
+	svc := &consent.Service{Backend: consent.NewClient(f.gwNC), Keys: f.pub, Federation: f.env.Fed, Log: slog.New(slog.DiscardHandler),
+		Audit: func(_ context.Context, d *decision.Decision) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if failing {
+				return errors.New("audit unavailable")
+			}
+			records = append(records, d)
+			return nil
+		}}
+	setFailing := func(v bool) { mu.Lock(); failing = v; mu.Unlock() }
+	recorded := func(method, jti string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, d := range records {
+			if d.Method == method && d.TokenID == jti && d.CKey == f.env.Keyer.CKey(citizen) && d.Reason == consent.ReasonCitizenAction {
+				n++
+			}
+		}
+		return n
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	consent.NewGRPC(svc, sessions).Register(gs)
+	go gs.Serve(lis)
+	defer gs.Stop()
+	cc, _ := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	defer cc.Close()
+	client := consentv1.NewConsentClient(cc)
+	mine, _ := sessions.IssueSession(f.env.Keyer.CKey(citizen))
+	as := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer "+mine)
+	req := &consentv1.GrantRequest{To: "cnss", Service: f.env.Fed.Rules[0].Service, Methods: []string{"IsAlive"}, Purpose: purpose, Ttl: durationpb.New(time.Hour)}
+
+	g, err := client.Grant(as, req)
+	if err != nil || recorded(consent.ActionGrant, g.GetJti()) != 1 {
+		t.Fatalf("grant: %v, %d records", err, recorded(consent.ActionGrant, g.GetJti()))
+	}
+	setFailing(true)
+	if out, err := client.Grant(as, req); status.Code(err) != codes.Unavailable || out.GetToken() != "" {
+		t.Fatalf("grant with the audit down: %v %v", out, err)
+	}
+	if _, err := client.Revoke(as, &consentv1.RevokeRequest{Jti: g.GetJti()}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("revoke with the audit down: %v", err)
+	}
+	setFailing(false)
+	l, err := client.ListConsents(as, &consentv1.ListConsentsRequest{})
+	if err != nil || len(l.GetConsents()) != 2 {
+		t.Fatalf("list: %v %v", l, err)
+	}
+	for _, c := range l.GetConsents() {
+		// The first stays in force (its revocation was not audited, so not
+		// made); the second, minted while the audit was down, is revoked.
+		if want := c.GetJti() != g.GetJti(); c.GetRevoked() != want {
+			t.Fatalf("consent %s revoked %v, want %v", c.GetJti(), c.GetRevoked(), want)
+		}
+	}
+	if _, err := client.Revoke(as, &consentv1.RevokeRequest{Jti: g.GetJti()}); err != nil || recorded(consent.ActionRevoke, g.GetJti()) != 1 {
+		t.Fatalf("revoke: %v, %d records", err, recorded(consent.ActionRevoke, g.GetJti()))
 	}
 }

@@ -25,7 +25,41 @@ const (
 	ActionResume  = "CitizenResume"
 	ActionRevoke  = "CitizenRevoke"
 	ActionPreview = "CitizenPreview"
+	// ActionGrant is a consent the citizen gave directly (not answering a
+	// request): audited once minted, before the token is released.
+	ActionGrant = "CitizenGrant"
 )
+
+// errAuditUnavailable: the record of a citizen's action is not durable, so
+// the action is not carried out (or its token not released).
+var errAuditUnavailable = errors.New("consent: the audit log is unavailable; nothing was changed")
+
+// grantAudited is Grant for the gateway's face: the token is released only
+// once its record is durable. The record names the token's ID, which exists
+// only once it is minted; when the record cannot be written, the token is
+// revoked at once and never leaves.
+func (s *Service) grantAudited(ctx context.Context, ckey string, g GrantRequest) (*GrantResponse, error) {
+	if s.Audit == nil {
+		return s.Grant(ctx, ckey, g)
+	}
+	resp, err := s.Grant(ctx, ckey, g)
+	if err != nil {
+		return nil, err
+	}
+	basis := g.LegalBasis
+	if basis == "" {
+		basis = "consent"
+	}
+	rec := &Grant{ID: resp.ID, Fields: g.Fields, Purpose: g.Purpose, LegalBasis: basis}
+	if err := s.audit(ctx, ckey, ActionGrant, g.To, rec, nil); err != nil {
+		s.Log.Error("audit of a citizen's grant failed: the token is revoked and not released", "err", err)
+		if _, rerr := s.RevokeFor(context.WithoutCancel(ctx), ckey, resp.ID); rerr != nil {
+			s.Log.Error("a grant whose audit failed could not be revoked", "jti", resp.ID, "err", rerr)
+		}
+		return nil, errAuditUnavailable
+	}
+	return resp, nil
+}
 
 // Reason of the audit records of a citizen's action on their consents.
 const ReasonCitizenAction = "CITIZEN_ACTION"

@@ -58,10 +58,12 @@ func (g *GRPC) Grant(ctx context.Context, req *consentv1.GrantRequest) (*consent
 	if req.GetTtl() != nil {
 		gr.TTL = req.GetTtl().AsDuration().String()
 	}
-	resp, err := g.svc.Grant(ctx, ckey, gr)
+	resp, err := g.svc.grantAudited(ctx, ckey, gr)
 	switch {
 	case errors.Is(err, ErrBadRequest):
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, errAuditUnavailable):
+		return nil, status.Error(codes.Unavailable, err.Error())
 	case err != nil:
 		return nil, status.Error(codes.Unavailable, "the consent store is unavailable")
 	}
@@ -90,6 +92,21 @@ func (g *GRPC) Revoke(ctx context.Context, req *consentv1.RevokeRequest) (*conse
 	ckey, err := g.citizen(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if g.svc.Audit != nil {
+		// As on HTTP: the revocation is audited before it is made, and not
+		// made when its record is not durable.
+		found, err := g.svc.findGrant(ctx, ckey, req.GetJti())
+		switch {
+		case errors.Is(err, ErrUnknownToken):
+			return nil, status.Error(codes.NotFound, "no consent of yours has this ID")
+		case err != nil:
+			return nil, status.Error(codes.Unavailable, "the consent store is unavailable")
+		}
+		if err := g.svc.audit(ctx, ckey, ActionRevoke, ConsumerName(g.svc.Federation, found.Consumer), found, nil); err != nil {
+			g.svc.Log.Error("audit of a citizen's revocation failed: not carried out", "err", err)
+			return nil, status.Error(codes.Unavailable, "the audit log is unavailable; nothing was changed")
+		}
 	}
 	gr, err := g.svc.RevokeFor(ctx, ckey, req.GetJti())
 	switch {

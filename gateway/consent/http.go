@@ -184,10 +184,12 @@ func (s *Service) httpGrant(w http.ResponseWriter, r *http.Request, ckey string)
 		httpError(w, http.StatusBadRequest, "the body is not a JSON grant request")
 		return
 	}
-	resp, err := s.Grant(r.Context(), ckey, g)
+	resp, err := s.grantAudited(r.Context(), ckey, g)
 	switch {
 	case errors.Is(err, ErrBadRequest):
 		httpError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, errAuditUnavailable):
+		httpError(w, http.StatusServiceUnavailable, err.Error())
 	case err != nil:
 		s.Log.Error("consent grant failed", "err", err)
 		httpError(w, http.StatusServiceUnavailable, "the consent store is unavailable")

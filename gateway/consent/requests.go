@@ -24,8 +24,11 @@ import (
 // ACTIVE → PAUSED | REVOKED | EXPIRED | USED_UP (PAUSED → ACTIVE again).
 // PENDING, ACTIVE and REJECTED are written in the request bucket; PAUSED and
 // REVOKED live in the revocation bucket that every gateway watches (so a
-// gateway enforces them, failing closed), USED_UP in the use counters, and
-// EXPIRED is the token's expiry: State reads them all.
+// gateway enforces them, failing closed); the last use is taken in the use
+// counters and the token's expiry is in the token, and the consent service's
+// Sweeper then writes USED_UP or EXPIRED in the request bucket too, audited.
+// State reads them all (so a consumer sees EXPIRED at the expiry even
+// before the sweeper has stored it).
 const (
 	StatePending  = "PENDING"
 	StateActive   = "ACTIVE"
@@ -75,6 +78,9 @@ type ConsentRequest struct {
 	// By names who acted for the citizen when it was not the citizen alone
 	// (a counter agent's ID); empty otherwise.
 	By string `json:"by,omitempty"`
+	// Unaudited marks a transition the consent service stored by itself
+	// (EXPIRED, USED_UP) whose audit record is not yet durable (Sweeper).
+	Unaudited bool `json:"unaudited,omitempty"`
 }
 
 // Duration is a time.Duration written as Go's duration text in JSON.

@@ -66,6 +66,9 @@ type Grant struct {
 	MaxUses    int       `json:"max_uses,omitempty"`
 	Revoked    bool      `json:"revoked"`
 	Paused     bool      `json:"paused,omitempty"`
+	// UsedUp: its last permitted use was taken (the use counter reached
+	// MaxUses): the citizen's page shows it used up.
+	UsedUp bool `json:"used_up,omitempty"`
 }
 
 // GrantOf summarises claims.
@@ -206,6 +209,9 @@ func (s *Store) List(ctx context.Context, ckey string) ([]Grant, error) {
 		}
 		if e, err := s.revocations.Get(ctx, PauseKey(g.ID)); err == nil && string(e.Value()) == pausedValue {
 			g.Paused = true
+		}
+		if used, err := s.usedUp(ctx, g.ID, g.MaxUses); err == nil {
+			g.UsedUp = used
 		}
 		out = append(out, g)
 	}

@@ -2,10 +2,14 @@ package console
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/jisr-bus/jisr/bus/catalog"
 )
 
 // Rules are the thresholds of the anomaly findings (the federation file's
@@ -23,7 +27,8 @@ type Rules struct {
 	DistinctFactor   float64       `yaml:"distinct_factor"`
 	Baseline         time.Duration `yaml:"baseline"`
 	// RepeatedQueries: queries by one consumer about one citizen on one
-	// method in Window (threshold scanning of a predicate; default 5).
+	// predicate method in Window (threshold scanning; default 5). Methods
+	// that are not predicates do not count.
 	RepeatedQueries int `yaml:"repeated_queries"`
 	// Hours are the usual hours, UTC, [from, to) (default 7–20): queries
 	// outside them are a finding.
@@ -143,25 +148,35 @@ func (s *Server) Findings(ctx context.Context) ([]Finding, error) {
 			Evidence: fmt.Sprintf("%s asked about %d distinct citizens in %s; usual %.1f (rule: ≥ %d and ≥ %.0f× usual)", x.c, x.n, r.Window, usual, r.DistinctCitizens, r.DistinctFactor),
 			Link:     link(Filter{Consumer: x.c, From: from})})
 	}
-	// Repeated queries about one citizen on one method: threshold scanning.
-	rows, err = db.QueryContext(ctx, `SELECT consumer, ckey, method, COUNT(*) FROM decisions
-		WHERE time_ns >= ? AND consumer != '' AND consumer != 'auditor' AND ckey != ''
-		GROUP BY consumer, ckey, method HAVING COUNT(*) >= ? ORDER BY 4 DESC LIMIT 50`, from.UnixNano(), r.RepeatedQueries)
+	// Repeated predicate queries about one citizen on one method:
+	// threshold scanning (asking "over 60?", "over 61?", … reveals the age).
+	// Only the methods the catalog marks (jisr.v1.predicate) count: a
+	// member reading one citizen's record again is not scanning.
+	preds, err := s.predicates()
 	if err != nil {
 		return nil, err
 	}
-	for rows.Next() {
-		var c, k, m string
-		var n int
-		if err := rows.Scan(&c, &k, &m, &n); err != nil {
-			rows.Close()
+	if len(preds) > 0 {
+		rows, err = db.QueryContext(ctx, `SELECT consumer, ckey, service, method, COUNT(*) FROM decisions
+		WHERE time_ns >= ? AND consumer != '' AND consumer != 'auditor' AND ckey != ''
+		AND service || '/' || method IN (SELECT value FROM json_each(?))
+		GROUP BY consumer, ckey, service, method HAVING COUNT(*) >= ? ORDER BY 5 DESC LIMIT 50`, from.UnixNano(), preds, r.RepeatedQueries)
+		if err != nil {
 			return nil, err
 		}
-		out = append(out, Finding{Kind: KindRepeated, Subject: c, Count: n,
-			Evidence: fmt.Sprintf("%d queries %s by %s about one citizen in %s (rule: %d)", n, m, c, r.Window, r.RepeatedQueries),
-			Link:     link(Filter{Consumer: c, CKey: k, Method: m, From: from})})
+		for rows.Next() {
+			var c, k, svc, m string
+			var n int
+			if err := rows.Scan(&c, &k, &svc, &m, &n); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out = append(out, Finding{Kind: KindRepeated, Subject: c, Count: n,
+				Evidence: fmt.Sprintf("%d predicate queries %s by %s about one citizen in %s (rule: %d)", n, m, c, r.Window, r.RepeatedQueries),
+				Link:     link(Filter{Consumer: c, CKey: k, Service: svc, Method: m, From: from})})
+		}
+		rows.Close()
 	}
-	rows.Close()
 	// Queries outside the usual hours (UTC), per member.
 	rows, err = db.QueryContext(ctx, `SELECT consumer, COUNT(*) FROM decisions
 		WHERE time_ns >= ? AND consumer != '' AND consumer != 'auditor'
@@ -223,4 +238,31 @@ func (s *Server) findings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.render(w, r, &view{Page: "findings", Findings: fs})
+}
+
+// ErrNoCatalog: the console does not know the gateway's methods yet, so it
+// cannot tell which are predicates.
+var ErrNoCatalog = errors.New("console: the gateway's method catalog is not known (which methods are predicates)")
+
+// predicates are the predicate methods of the catalog as a JSON array of
+// "<service>/<method>" (what the decisions' index holds).
+func (s *Server) predicates() (string, error) {
+	var cat *catalog.Catalog
+	if s.cfg.Catalog != nil {
+		cat = s.cfg.Catalog()
+	}
+	if cat == nil {
+		return "", ErrNoCatalog
+	}
+	var names []string
+	for _, m := range cat.Methods() {
+		if m.Predicate {
+			names = append(names, m.Service+"/"+m.Name)
+		}
+	}
+	if len(names) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(names)
+	return string(b), err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/jisr-bus/jisr/bus/catalog"
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/telemetry"
@@ -57,6 +58,13 @@ type Config struct {
 	Keys                 *checkpoint.Keys
 	// Traces is the gateway's in-memory span store (nil: no traces here).
 	Traces *telemetry.Memory
+	// TraceBackend, when set, is the tracing backend the console reads a
+	// trace from first (Jaeger's query API; --traces-from); the in-memory
+	// store is the fallback, and the page says which it shows and why.
+	TraceBackend TraceBackend
+	// Catalog is the gateway's method catalog: which methods are predicates
+	// (the repeated-queries finding counts those only).
+	Catalog func() *catalog.Catalog
 	// Audit records every look of the auditor at records or spans.
 	Audit AuditLog
 	Auth  Auth
@@ -422,16 +430,65 @@ func (s *Server) trace(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	s.render(w, r, &view{Page: "trace", Rows: rows, Trace: waterfall(id.String(), s.spans(id))})
+	spans, src := s.traceSpans(r.Context(), id)
+	v := waterfall(id.String(), spans)
+	v.Source = src
+	s.render(w, r, &view{Page: "trace", Rows: rows, Trace: v})
 }
 
-// spans are the kept spans of a trace and of the traces its spans link
-// (the caller's: the consumer adapter's side of the query), by start.
-func (s *Server) spans(id trace.TraceID) []telemetry.Span {
+// traceSource says where a waterfall's spans come from: the tracing
+// backend, or this gateway's memory — and, when the backend was asked and
+// could not answer, why (shown on the page, never hidden).
+type traceSource struct {
+	Backend  string // the backend read, "" for the in-memory store
+	Fallback string // the backend that was asked first and failed, "" if none
+	Err      string // why it failed
+	NotFound bool   // it answered, with no span of the trace
+}
+
+// traceSpans reads the trace (and the traces its spans link) from the
+// tracing backend when one is configured, else — or when the backend
+// cannot answer — from the gateway's in-memory store.
+func (s *Server) traceSpans(ctx context.Context, id trace.TraceID) ([]telemetry.Span, traceSource) {
+	b := s.cfg.TraceBackend
+	if b == nil {
+		return s.spans(ctx, id, s.memoryTrace), traceSource{}
+	}
+	var berr error
+	spans := s.spans(ctx, id, func(ctx context.Context, id trace.TraceID) ([]telemetry.Span, error) {
+		sp, err := b.Trace(ctx, id)
+		if err != nil && berr == nil {
+			berr = err
+		}
+		return sp, err
+	})
+	if berr == nil || (len(spans) > 0 && errors.Is(berr, ErrTraceNotFound)) {
+		// Found (a linked trace the backend lacks is only not drawn).
+		return spans, traceSource{Backend: b.String()}
+	}
+	src := traceSource{Fallback: b.String(), Err: berr.Error(), NotFound: errors.Is(berr, ErrTraceNotFound)}
+	if !src.NotFound {
+		s.cfg.Log.Warn("console: the tracing backend could not be read; showing the gateway's in-memory spans", "backend", b.String(), "trace_id", id.String(), "err", berr)
+	}
+	return s.spans(ctx, id, s.memoryTrace), src
+}
+
+func (s *Server) memoryTrace(_ context.Context, id trace.TraceID) ([]telemetry.Span, error) {
 	if s.cfg.Traces == nil {
+		return nil, nil
+	}
+	return s.cfg.Traces.Trace(id), nil
+}
+
+// spans are the spans of a trace and of the traces its spans link (the
+// caller's: the consumer adapter's side of the query), by start, as get
+// finds them. The first error of get is the caller's to see (get records
+// it); the spans found are returned.
+func (s *Server) spans(ctx context.Context, id trace.TraceID, get func(context.Context, trace.TraceID) ([]telemetry.Span, error)) []telemetry.Span {
+	spans, err := get(ctx, id)
+	if err != nil {
 		return nil
 	}
-	spans := s.cfg.Traces.Trace(id)
 	seen := map[string]bool{id.String(): true}
 	var linked []telemetry.Span
 	for _, sp := range spans {
@@ -441,7 +498,8 @@ func (s *Server) spans(id trace.TraceID) []telemetry.Span {
 			}
 			seen[l.TraceID] = true
 			if lid, err := trace.TraceIDFromHex(l.TraceID); err == nil {
-				linked = append(linked, s.cfg.Traces.Trace(lid)...)
+				more, _ := get(ctx, lid)
+				linked = append(linked, more...)
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/catalog"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/devca"
@@ -34,6 +36,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway/console"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
+	"github.com/jisr-bus/jisr/proto/services"
 )
 
 const (
@@ -73,6 +76,8 @@ type harnessOptions struct {
 	// sessions and routes: the console then also admits a signed-in
 	// auditor, and the handshake lets a browser without a certificate in.
 	signIn func(base string) (console.Sessions, map[string]http.Handler)
+	// traceBackend: the tracing backend the console reads traces from first.
+	traceBackend console.TraceBackend
 }
 
 func newHarnessWith(t *testing.T, o harnessOptions) *harness {
@@ -142,9 +147,13 @@ func newHarnessWith(t *testing.T, o harnessOptions) *harness {
 	if o.signIn != nil {
 		auth.Sessions, signInRoutes = o.signIn(h.url)
 	}
+	cat, err := catalog.New(env.Fed, services.All())
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.srv, err = console.New(console.Config{
 		Federation: env.Fed, Keyer: env.Keyer, Store: store, Records: records, Checkpoints: ckpts, Keys: keys,
-		Traces: h.traces, Audit: l, Auth: auth,
+		Traces: h.traces, TraceBackend: o.traceBackend, Catalog: func() *catalog.Catalog { return cat }, Audit: l, Auth: auth,
 		Log: bustest.Logger(t), CheckpointEvery: time.Second,
 		Rules: o.rules,
 	})
@@ -430,9 +439,115 @@ func TestTraceWaterfall(t *testing.T) {
 		!strings.Contains(body, `data-depth="2"`) || !strings.Contains(body, "civil-registry backend GetPerson") {
 		t.Fatalf("trace: %d\n%s", code, body)
 	}
+	// Without a tracing backend the page says the spans are the gateway's memory, with no banner.
+	if strings.Contains(body, `id="trace-backend-failed"`) || !strings.Contains(body, "Spans from this gateway&#39;s memory") {
+		t.Fatalf("trace without a backend:\n%s", body)
+	}
 	code, body = get(t, h.auditor(t), h.url+"/v1/traces/"+d.TraceID)
 	if code != http.StatusOK || strings.Count(body, `"span_id"`) != 3 {
 		t.Fatalf("/v1/traces: %d\n%s", code, body)
+	}
+}
+
+// With a tracing backend configured that cannot be reached, the trace page
+// says so in a banner, names the backend and the error, and shows the
+// gateway's in-memory spans instead: never a silent fallback, never an
+// empty page without a reason.
+func TestTraceBackendUnreachableFallsBackVisibly(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + lis.Addr().String()
+	lis.Close() // nothing listens there now
+	backend, err := console.ParseTracesFrom("jaeger=" + dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessWith(t, harnessOptions{rules: console.Rules{HoursFrom: 0, HoursTo: 24}, traceBackend: backend})
+	ctx, root := h.tp.Tracer("test").Start(t.Context(), "cnss-adapter CivilRegistry/GetPerson")
+	_, child := h.tp.Tracer("test").Start(ctx, "gateway query")
+	child.End()
+	root.End()
+	d := allowed("cnss", alice, h, "GetPerson")
+	d.TraceID = root.SpanContext().TraceID().String()
+	h.append(t, d)
+	h.waitRows(t, console.Filter{TraceID: d.TraceID}, 1)
+	code, body := get(t, h.auditor(t), h.url+"/console/trace/"+d.TraceID)
+	if code != http.StatusOK || !strings.Contains(body, `id="trace-backend-failed"`) || !strings.Contains(body, "Jaeger at "+dead) ||
+		!strings.Contains(body, "connection refused") || !strings.Contains(body, "in-memory spans") || strings.Count(body, `<tr class="span"`) != 2 {
+		t.Fatalf("trace with the backend down: %d\n%s", code, body)
+	}
+}
+
+// A tracing backend that answers what it should not — a span of another
+// trace, an id that is not one, an error, a redirect elsewhere — is not
+// believed: the page shows the banner with the reason and the in-memory
+// spans.
+func TestTraceBackendHostileAnswers(t *testing.T) {
+	var answer func(w http.ResponseWriter, r *http.Request)
+	backendSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { answer(w, r) }))
+	t.Cleanup(backendSrv.Close)
+	backend, err := console.ParseTracesFrom("jaeger=" + backendSrv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessWith(t, harnessOptions{rules: console.Rules{HoursFrom: 0, HoursTo: 24}, traceBackend: backend})
+	_, root := h.tp.Tracer("test").Start(t.Context(), "gateway query")
+	root.End()
+	d := allowed("cnss", alice, h, "GetPerson")
+	d.TraceID = root.SpanContext().TraceID().String()
+	h.append(t, d)
+	h.waitRows(t, console.Filter{TraceID: d.TraceID}, 1)
+	span := func(traceID, spanID string) string {
+		return `{"data":[{"traceID":"` + traceID + `","spans":[{"traceID":"` + traceID + `","spanID":"` + spanID +
+			`","operationName":"forged","references":[],"startTime":1,"duration":1,"tags":[],"processID":"p1"}],"processes":{"p1":{"serviceName":"x"}}}]}`
+	}
+	for name, tc := range map[string]struct {
+		answer func(w http.ResponseWriter, r *http.Request)
+		why    string
+	}{
+		"another trace": {func(w http.ResponseWriter, _ *http.Request) {
+			io.WriteString(w, span(strings.Repeat("ab", 16), "0123456789abcdef"))
+		}, "a span of another trace"},
+		"not an id": {func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, span(d.TraceID, "<script>")) }, "span id"},
+		"not JSON":  {func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "<html>") }, "not Jaeger&#39;s trace JSON"},
+		"an error":  {func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "boom", http.StatusBadGateway) }, "502 Bad Gateway"},
+		"a redirect": {func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, "http://127.0.0.2:1/", http.StatusFound)
+		}, "302 Found"},
+		"nothing": {func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, `{"errors":[{"code":404,"msg":"trace not found"}]}`, http.StatusNotFound)
+		}, "no span of this trace"},
+	} {
+		answer = tc.answer
+		code, body := get(t, h.auditor(t), h.url+"/console/trace/"+d.TraceID)
+		if code != http.StatusOK || !strings.Contains(body, `id="trace-backend-failed"`) || !strings.Contains(body, tc.why) ||
+			strings.Contains(body, "forged") || strings.Count(body, `<tr class="span"`) != 1 || !strings.Contains(body, "gateway query") {
+			t.Errorf("%s: %d\n%s", name, code, body)
+		}
+	}
+	// A good answer is believed, and says where it comes from.
+	answer = func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, span(d.TraceID, "0123456789abcdef")) }
+	if _, body := get(t, h.auditor(t), h.url+"/console/trace/"+d.TraceID); strings.Contains(body, `id="trace-backend-failed"`) ||
+		!strings.Contains(body, "Spans read from") || !strings.Contains(body, "Jaeger at "+backendSrv.URL) || !strings.Contains(body, `data-span="0123456789abcdef"`) {
+		t.Errorf("a good answer:\n%s", body)
+	}
+}
+
+// --traces-from: Jaeger only; plaintext on loopback only.
+func TestParseTracesFrom(t *testing.T) {
+	for v, ok := range map[string]bool{
+		"jaeger=http://127.0.0.1:16686": true, "jaeger=http://localhost:16686/": true, "jaeger=https://jaeger.example:443": true,
+		"jaeger=http://jaeger.example:16686": false, "jaeger=http://10.0.0.1:16686": false, "tempo=http://127.0.0.1:3200": false,
+		"http://127.0.0.1:16686": false, "jaeger=": false, "jaeger=ftp://127.0.0.1": false, "jaeger=http://u:p@127.0.0.1:16686": false,
+	} {
+		if _, err := console.ParseTracesFrom(v); (err == nil) != ok {
+			t.Errorf("%q: %v", v, err)
+		}
+	}
+	if b, err := console.ParseTracesFrom(""); b != nil || err != nil {
+		t.Errorf("none: %v %v", b, err)
 	}
 }
 
@@ -544,8 +659,11 @@ func TestEveryKindOfFinding(t *testing.T) {
 	for i := range 30 { // health asks about 30 distinct citizens, with no history
 		h.append(t, allowed("health", fmt.Sprintf("H%06d", i), h, "GetPerson"))
 	}
-	for range 6 { // cnss asks six times whether bob is alive
+	for range 6 { // cnss asks six times whether bob is alive: a predicate
 		h.append(t, allowed("cnss", bob, h, "IsAlive"))
+	}
+	for range 7 { // and reads alice's record seven times: not a predicate, no threshold to scan
+		h.append(t, allowed("cnss", alice, h, "GetPerson"))
 	}
 	// gw-2's one record is an hour old: its log stopped, and no checkpoint covers it.
 	old := allowed("tax", alice, h, "GetPerson")
@@ -553,10 +671,10 @@ func TestEveryKindOfFinding(t *testing.T) {
 	if err := h.log2.Append(t.Context(), old); err != nil {
 		t.Fatal(err)
 	}
-	h.waitRows(t, console.Filter{}, 37)
+	h.waitRows(t, console.Filter{}, 44)
 	want := map[string]string{
 		console.KindDistinctCitizens: "health asked about 30 distinct citizens",
-		console.KindRepeated:         "6 queries IsAlive by cnss about one citizen",
+		console.KindRepeated:         "6 predicate queries IsAlive by cnss about one citizen",
 		console.KindOffHours:         "queries by health",
 		console.KindLogStalled:       "log gw-2: last record",
 		console.KindStaleCheckpoint:  "log gw-2: 1 records after its latest checkpoint",
@@ -576,6 +694,9 @@ func TestEveryKindOfFinding(t *testing.T) {
 		if !strings.Contains(got[kind], evidence) {
 			t.Errorf("%s: %q, want %q", kind, got[kind], evidence)
 		}
+	}
+	if strings.Count(got[console.KindRepeated], "\n") != 1 || strings.Contains(got[console.KindRepeated], "GetPerson") {
+		t.Errorf("repeated queries of a method that is not a predicate make a finding: %q", got[console.KindRepeated])
 	}
 	if got[console.KindProbing] != "" {
 		t.Errorf("a probing finding without refusals: %s", got[console.KindProbing])

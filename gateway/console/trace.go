@@ -19,6 +19,9 @@ type traceView struct {
 	Spans []spanRow
 	SVG   template.HTML
 	Total time.Duration
+	// Source: where the spans were read (the tracing backend or this
+	// gateway's memory), and why not from the backend when it failed.
+	Source traceSource
 }
 
 type spanRow struct {

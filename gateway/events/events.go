@@ -132,9 +132,9 @@ type Events struct {
 	ready atomic.Bool
 	// replaying holds the members whose replay is running (one at a time).
 	replaying sync.Map
-	// rates are the publishers' fair shares: each member's events_per_second
-	// (federation limits), with a burst of as many.
-	rates map[string]*rate.Limiter
+	// fs is the federation in force and the publishers' fair shares under
+	// it: SetFederation replaces it, the next event reads it.
+	fs atomic.Pointer[fedState]
 	// streams are the members' delivery streams' handles (alreadyDelivered).
 	streams sync.Map
 	// spanOpts send the bus spans to the configured provider.
@@ -160,27 +160,78 @@ func New(cfg Config) (*Events, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	for _, r := range cfg.Federation.EventRules {
-		for _, f := range r.Fields {
-			if err := checkEventPath(f); err != nil {
-				return nil, fmt.Errorf("%w: event rule %s: fields: %v", ErrConfig, r.Name, err)
-			}
-		}
-	}
-	js, err := jetstream.New(cfg.Conn)
-	if err != nil {
+	if err := CheckFederation(cfg.Federation); err != nil {
 		return nil, err
 	}
-	rates := map[string]*rate.Limiter{}
-	for _, m := range cfg.Federation.Members {
-		rates[m.Name] = rate.NewLimiter(rate.Limit(m.Limits.EventsPerSecond), max(1, int(m.Limits.EventsPerSecond)))
+	// Stores are published asynchronously and their acks awaited: no
+	// request inbox and timer per store, the acks of all events in flight
+	// come back on one subscription.
+	js, err := jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(4*cfg.MaxInFlight), jetstream.WithPublishAsyncTimeout(cfg.Timeout))
+	if err != nil {
+		return nil, err
 	}
 	var spanOpts []bus.SpanOption
 	if cfg.TracerProvider != nil {
 		spanOpts = []bus.SpanOption{bus.WithTracerProvider(cfg.TracerProvider)}
 	}
-	return &Events{cfg: cfg, log: cfg.Log.With("component", "gateway-events"), js: js, sem: make(chan struct{}, cfg.MaxInFlight), rates: rates, spanOpts: spanOpts}, nil
+	e := &Events{cfg: cfg, log: cfg.Log.With("component", "gateway-events"), js: js, sem: make(chan struct{}, cfg.MaxInFlight), spanOpts: spanOpts}
+	e.fs.Store(newFedState(cfg.Federation, nil))
+	return e, nil
 }
+
+// fedState is a federation in force and the publishers' fair shares: each
+// member's events_per_second (federation limits), with a burst of as many.
+type fedState struct {
+	fed   *federation.Federation
+	rates map[string]*rate.Limiter
+}
+
+// newFedState keeps prev's limiter of a member whose limit did not change.
+func newFedState(fed *federation.Federation, prev *fedState) *fedState {
+	st := &fedState{fed: fed, rates: map[string]*rate.Limiter{}}
+	for _, m := range fed.Members {
+		lim := rate.Limit(m.Limits.EventsPerSecond)
+		if prev != nil && prev.rates[m.Name] != nil && prev.rates[m.Name].Limit() == lim {
+			st.rates[m.Name] = prev.rates[m.Name]
+			continue
+		}
+		st.rates[m.Name] = rate.NewLimiter(lim, max(1, int(m.Limits.EventsPerSecond)))
+	}
+	return st
+}
+
+// CheckFederation reports whether the events service can apply fed: every
+// event rule's fields are event field paths.
+func CheckFederation(fed *federation.Federation) error {
+	for _, r := range fed.EventRules {
+		for _, f := range r.Fields {
+			if err := checkEventPath(f); err != nil {
+				return fmt.Errorf("%w: event rule %s: fields: %v", ErrConfig, r.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// SetFederation puts a new federation version in force for the events
+// published from now on (bus/fedwatch): a rule it adds delivers the next
+// event it covers, a rule it removes delivers none — an event is decided
+// whole under one version. A version it cannot apply is refused and the
+// running one stays.
+func (e *Events) SetFederation(fed *federation.Federation) error {
+	if fed == nil {
+		return fmt.Errorf("%w: no federation", ErrConfig)
+	}
+	if err := CheckFederation(fed); err != nil {
+		return err
+	}
+	e.fs.Store(newFedState(fed, e.fs.Load()))
+	e.log.Info("event rules applied", "event_rules", len(fed.EventRules))
+	return nil
+}
+
+// federation is the federation in force.
+func (e *Events) federation() *federation.Federation { return e.fs.Load().fed }
 
 // checkEventPath reports whether a rule's field path names a field of the
 // event (person_died.date_of_death).
@@ -328,7 +379,7 @@ func (e *Events) handlePublish(msg *nats.Msg) {
 }
 
 func (e *Events) member(name string) string {
-	if _, err := e.cfg.Federation.Member(name); err != nil {
+	if _, err := e.federation().Member(name); err != nil {
 		return ""
 	}
 	return name
@@ -351,12 +402,13 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 		d.Provider = e.member(senderOf(msg.Subject))
 		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed event subject"))
 	}
-	pub, err := e.cfg.Federation.Member(s.Publisher)
+	fs := e.fs.Load() // one version decides the whole event
+	pub, err := fs.fed.Member(s.Publisher)
 	if err != nil {
 		return refuse(decision.Refuse(codes.PermissionDenied, decision.ReasonUnknownMember, "unknown publisher member"))
 	}
 	d.Provider = pub.Name
-	if !e.rates[pub.Name].Allow() {
+	if !fs.rates[pub.Name].Allow() {
 		return refuse(decision.Refuse(codes.ResourceExhausted, decision.ReasonRateLimited, "%s publishes more than its %v events a second", pub.Name, pub.Limits.EventsPerSecond))
 	}
 	field := federation.EventField(s.Type)
@@ -384,7 +436,7 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 	if ev.ProtoReflect().WhichOneof(field.ContainingOneof()) != field {
 		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonMalformedPayload, "the payload is not a %s event", s.Type))
 	}
-	eid, err := e.cfg.Federation.NormaliseEID(ev.GetEid())
+	eid, err := fs.fed.NormaliseEID(ev.GetEid())
 	if err != nil {
 		return refuse(decision.Refuse(codes.InvalidArgument, decision.ReasonBadEID, "the eID does not match the federation's eID format"))
 	}
@@ -402,13 +454,13 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 	}
 	// The event log keeps the event as published, for replays.
 	logSubj, _ := s.LogSubject()
-	logAck, err := e.js.PublishMsg(ctx, &nats.Msg{Subject: logSubj, Data: data},
+	logAck, err := e.store(ctx, &nats.Msg{Subject: logSubj, Data: data},
 		jetstream.WithMsgID(pub.Name+"."+ev.GetId()), jetstream.WithExpectStream(subject.EventLogStream))
 	if err != nil {
 		e.log.Error("event log refused the event", "publisher", pub.Name, "type", s.Type, "err", err)
 		return nil, decision.Refuse(codes.Unavailable, decision.ReasonEventStoreUnavailable, "the event could not be stored; publish it again")
 	}
-	rules := e.cfg.Federation.EventRulesFor(pub.Name, s.Type)
+	rules := fs.fed.EventRulesFor(pub.Name, s.Type)
 	// Rules on consent are decided first, all of them, so that a consent
 	// state that cannot be read refuses the publication before anything is
 	// delivered: the publisher publishes it again (same id) later.
@@ -433,6 +485,7 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 		grants[i] = jti
 	}
 	n := int32(0)
+	var ds []*delivery
 	for i, r := range rules {
 		if done[i] {
 			n++
@@ -441,12 +494,91 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 		if r.LegalBasis == federation.BasisConsent && grants[i] == "" {
 			continue // refused and audited by consentFor
 		}
-		if err := e.deliver(ctx, s, ev, r, grants[i], false, now); err != nil {
+		d, err := e.prepare(ctx, s, ev, r, grants[i], false, now)
+		if err != nil {
 			return nil, err
 		}
-		n++
+		ds = append(ds, d)
 	}
-	return &eventsv1.PublishResponse{Id: ev.GetId(), Deliveries: n}, nil
+	if err := e.deliverAll(ctx, ds); err != nil {
+		return nil, err
+	}
+	return &eventsv1.PublishResponse{Id: ev.GetId(), Deliveries: n + int32(len(ds))}, nil
+}
+
+// delivery is one delivery decided: its audit record and its message.
+type delivery struct {
+	d     *decision.Decision
+	m     *nats.Msg
+	msgID string
+	rule  *federation.EventRule
+}
+
+// deliverAll audits every delivery of one event — at once, so that they
+// share the audit log's group commit — and only once all are durable
+// stores them in the consumers' streams, all at once, then waits for every
+// store's ack.
+func (e *Events) deliverAll(ctx context.Context, ds []*delivery) error {
+	switch len(ds) {
+	case 0:
+		return nil
+	case 1:
+		if err := e.audit(ctx, ds[0].d); err != nil {
+			return err
+		}
+	default:
+		errs := make([]error, len(ds))
+		var wg sync.WaitGroup
+		for i, d := range ds {
+			wg.Go(func() { errs[i] = e.audit(ctx, d.d) })
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				return err
+			}
+		}
+	}
+	futs := make([]jetstream.PubAckFuture, len(ds))
+	for i, d := range ds {
+		f, err := e.js.PublishMsgAsync(d.m, jetstream.WithMsgID(d.msgID), jetstream.WithExpectStream(subject.EventStream(d.rule.Consumer)))
+		if err != nil {
+			e.log.Error("event stream refused a delivery", "consumer", d.rule.Consumer, "err", err)
+			return decision.Refuse(codes.Unavailable, decision.ReasonEventStoreUnavailable, "the event could not be delivered; publish it again")
+		}
+		futs[i] = f
+	}
+	for i, f := range futs {
+		ack, err := awaitAck(ctx, f)
+		if err != nil {
+			e.log.Error("event stream refused a delivery", "consumer", ds[i].rule.Consumer, "err", err)
+			return decision.Refuse(codes.Unavailable, decision.ReasonEventStoreUnavailable, "the event could not be delivered; publish it again")
+		}
+		if !ack.Duplicate {
+			e.delivered.Add(1)
+		}
+	}
+	return nil
+}
+
+// store publishes m to a stream and waits for its ack.
+func (e *Events) store(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	f, err := e.js.PublishMsgAsync(m, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return awaitAck(ctx, f)
+}
+
+func awaitAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // alreadyDelivered reports whether the last delivery on the citizen's
@@ -517,6 +649,16 @@ func (e *Events) consentFor(ctx context.Context, s subject.Event, r *federation.
 // deliver audits one delivery of ev under rule r, then stores it, minimised,
 // in the consumer's stream.
 func (e *Events) deliver(ctx context.Context, s subject.Event, ev *eventsv1.Event, r *federation.EventRule, jti string, replay bool, now time.Time) error {
+	d, err := e.prepare(ctx, s, ev, r, jti, replay, now)
+	if err != nil {
+		return err
+	}
+	return e.deliverAll(ctx, []*delivery{d})
+}
+
+// prepare decides one delivery of ev under rule r: the copy minimised to
+// the rule's fields, its audit record and its message.
+func (e *Events) prepare(ctx context.Context, s subject.Event, ev *eventsv1.Event, r *federation.EventRule, jti string, replay bool, now time.Time) (*delivery, error) {
 	out := proto.Clone(ev).(*eventsv1.Event)
 	if len(r.Fields) > 0 {
 		minimise.Trim(out.ProtoReflect(), append([]string{"id", "time", "eid"}, r.Fields...))
@@ -524,11 +666,11 @@ func (e *Events) deliver(ctx context.Context, s subject.Event, ev *eventsv1.Even
 	minimise.ClearNamedOnly(out.ProtoReflect(), r.Fields)
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(out)
 	if err != nil {
-		return decision.Refuse(codes.Internal, decision.ReasonMinimisation, "the event could not be minimised")
+		return nil, decision.Refuse(codes.Internal, decision.ReasonMinimisation, "the event could not be minimised")
 	}
 	sent := &eventsv1.Event{}
 	if err := proto.Unmarshal(data, sent); err != nil {
-		return decision.Refuse(codes.Internal, decision.ReasonMinimisation, "the event could not be minimised")
+		return nil, decision.Refuse(codes.Internal, decision.ReasonMinimisation, "the event could not be minimised")
 	}
 	d := &decision.Decision{
 		Time: now, Consumer: r.Consumer, Provider: s.Publisher, Service: Service, Method: s.Type,
@@ -544,13 +686,10 @@ func (e *Events) deliver(ctx context.Context, s subject.Event, ev *eventsv1.Even
 		d.Reason = decision.ReasonEventReplayed
 		msgID = "replay." + now.Format("20060102T150405.000000000") + "." + msgID
 	}
-	if err := e.audit(ctx, d); err != nil {
-		return err
-	}
 	s.Consumer = r.Consumer
 	subj, err := s.DeliverySubject()
 	if err != nil {
-		return decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed event subject")
+		return nil, decision.Refuse(codes.InvalidArgument, decision.ReasonBadSubject, "malformed event subject")
 	}
 	m := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
 	m.Header.Set(HeaderRule, r.Name)
@@ -558,15 +697,7 @@ func (e *Events) deliver(ctx context.Context, s subject.Event, ev *eventsv1.Even
 	if replay {
 		m.Header.Set(HeaderReplay, "true")
 	}
-	ack, err := e.js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(subject.EventStream(r.Consumer)))
-	if err != nil {
-		e.log.Error("event stream refused a delivery", "consumer", r.Consumer, "type", s.Type, "err", err)
-		return decision.Refuse(codes.Unavailable, decision.ReasonEventStoreUnavailable, "the event could not be delivered; publish it again")
-	}
-	if !ack.Duplicate {
-		e.delivered.Add(1)
-	}
-	return nil
+	return &delivery{d: d, m: m, msgID: msgID, rule: r}, nil
 }
 
 // audit appends d; an error is the refusal the publisher gets (nothing was

@@ -73,7 +73,7 @@ func (e *Events) replay(ctx context.Context, consumer string, data []byte) (int3
 	}
 	var rules []*federation.EventRule
 	var filters []string
-	for _, r := range e.cfg.Federation.EventRules {
+	for _, r := range e.federation().EventRules {
 		if r.Consumer != consumer || !r.Replay {
 			continue
 		}

@@ -10,7 +10,9 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -97,9 +99,25 @@ func startAudit(ctx context.Context, cfg Config, o options, citizens accesslog.A
 	if err := os.MkdirAll(a.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	l, err := audit.Open(ctx, audit.Config{Conn: cfg.Conn, TrustDomain: td, LogID: cfg.Instance, Key: kp},
-		audit.WithLogger(cfg.Log), audit.WithStream(a.Stream), audit.WithCheckpointEvery(a.CheckpointEvery),
-		audit.WithTrustedCheckpoint(a.TrustedCheckpoint), audit.WithAPIPrefix(a.APIPrefix))
+	open := func() (*audit.Log, error) {
+		return audit.Open(ctx, audit.Config{Conn: cfg.Conn, TrustDomain: td, LogID: cfg.Instance, Key: kp},
+			audit.WithLogger(cfg.Log), audit.WithStream(a.Stream), audit.WithCheckpointEvery(a.CheckpointEvery),
+			audit.WithTrustedCheckpoint(a.TrustedCheckpoint), audit.WithAPIPrefix(a.APIPrefix))
+	}
+	l, err := open()
+	// A stream without a leader for a moment (a hub node lost, an election)
+	// answers no one: the replica waits for it, not ready meanwhile, for up
+	// to openRetryFor. Any other error, a missing stream among them, is
+	// final.
+	for wait, start := 250*time.Millisecond, time.Now(); err != nil && errors.Is(err, nats.ErrNoResponders) && time.Since(start) < openRetryFor; wait = min(2*wait, 2*time.Second) {
+		cfg.Log.Warn("the audit streams answer no one (no leader yet?): opening the audit log again", "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		l, err = open()
+	}
 	if err != nil {
 		if a.APIPrefix == "" && errors.Is(err, context.DeadlineExceeded) {
 			// On a server whose audit streams live in their own account, the
@@ -122,6 +140,10 @@ func startAudit(ctx context.Context, cfg Config, o options, citizens accesslog.A
 	closers = append(closers, closeConsole)
 	return &auditParts{Log: l, Routes: svc.Routes(), RegisterGRPC: svc.Register, Close: closeOnce(closers), Console: con, Commits: hooks}, nil
 }
+
+// openRetryFor bounds how long a starting replica waits for the audit
+// streams to answer (a leader elected).
+const openRetryFor = 30 * time.Second
 
 // startAccessLog runs the index of the audit records and builds the
 // citizen's access log on it; the function returned stops the index.

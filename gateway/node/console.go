@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/jisr-bus/jisr/bus/catalog"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/gateway"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
@@ -30,7 +31,26 @@ func WithTraces(m *telemetry.Memory) Option { return func(o *options) { o.traces
 // gateway's SVID, clients of the trust domain); only the auditor's
 // certificate gets an answer (gateway/console).
 func WithConsole(addr string, tlsConf *tls.Config) Option {
-	return func(o *options) { o.consoleAddr, o.consoleTLS = addr, tlsConf }
+	return func(o *options) { o.consoleAddr, o.consoleTLS, o.consoleGW = addr, tlsConf, &gatewayRef{} }
+}
+
+// WithTraceBackend makes the console read a decision's trace from a tracing
+// backend's query API first (console.ParseTracesFrom: Jaeger), and from the
+// in-memory store (WithTraces) when the backend cannot answer.
+func WithTraceBackend(b console.TraceBackend) Option { return func(o *options) { o.traceFrom = b } }
+
+// gatewayRef is the running gateway, once started: the console reads the
+// gateway's method catalog through it (which methods are predicates), as
+// the federation watch changes it.
+type gatewayRef struct {
+	p atomic.Pointer[gateway.Gateway]
+}
+
+func (r *gatewayRef) catalog() *catalog.Catalog {
+	if g := r.p.Load(); g != nil {
+		return g.Catalog()
+	}
+	return nil
 }
 
 // WithConsoleSignIn also lets a human sign in to the console by OpenID
@@ -73,6 +93,10 @@ func startConsole(ctx context.Context, cfg Config, o options, log gateway.AuditL
 		return nil, func(context.Context) error { return nil }, nil
 	}
 	full := o.consoleAddr != ""
+	var cat func() *catalog.Catalog
+	if o.consoleGW != nil {
+		cat = o.consoleGW.catalog
+	}
 	path := ":memory:"
 	if full {
 		path = filepath.Join(cfg.Audit.Dir, "console-"+cfg.Instance+".db")
@@ -83,9 +107,10 @@ func startConsole(ctx context.Context, cfg Config, o options, log gateway.AuditL
 	}
 	srv, err := console.New(console.Config{
 		Federation: cfg.Federation, Keyer: cfg.Keyer, Store: store, Records: records, Checkpoints: ckpts, Keys: keys,
-		Traces: o.traces, Audit: log, Log: cfg.Log.With("component", "console"),
+		Traces: o.traces, TraceBackend: o.traceFrom, Audit: log, Log: cfg.Log.With("component", "console"),
 		Auth:            consoleAuth(cfg, o),
 		Rules:           consoleRules(cfg),
+		Catalog:         cat,
 		CheckpointEvery: cfg.Audit.CheckpointEvery,
 	})
 	if err == nil && full {
@@ -118,6 +143,7 @@ func (n *Node) serveConsole() error {
 	if n.console == nil {
 		return errors.New("gateway console: needs the audit log and the gateway's SVID")
 	}
+	n.o.consoleGW.p.Store(n.gw) // started before the console serves (Start)
 	if n.o.consoleTLS == nil || n.o.consoleTLS.ClientAuth < tls.RequireAnyClientCert {
 		return errors.New("gateway console: TLS with a required client certificate only")
 	}

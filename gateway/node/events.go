@@ -6,6 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/events"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
@@ -18,15 +19,19 @@ func (n *Node) startEvents(ctx context.Context) error {
 	if n.audit == nil { // benchmark mode without audit: no events either
 		return nil
 	}
+	// The version in force (the watch may have applied one already), and
+	// every later one (applyFederation) from the moment the service exists.
+	n.fedMu.Lock()
+	defer n.fedMu.Unlock()
 	js, err := jetstream.New(n.cfg.Conn)
 	if err != nil {
 		return err
 	}
-	if err := natsstate.CheckEventStreams(ctx, js, n.cfg.Federation); err != nil {
+	if err := natsstate.CheckEventStreams(ctx, js, n.federation()); err != nil {
 		return fmt.Errorf("events: %w", err)
 	}
 	cfg := events.Config{
-		Federation: n.cfg.Federation, Keyer: n.cfg.Keyer, Conn: n.cfg.Conn, Audit: n.audit.Log, Log: n.cfg.Log,
+		Federation: n.federation(), Keyer: n.cfg.Keyer, Conn: n.cfg.Conn, Audit: n.audit.Log, Log: n.cfg.Log,
 	}
 	if n.consent != nil {
 		cfg.Consents = consent.EventConsents{Store: n.consent.Store, Federation: n.cfg.Federation}
@@ -43,6 +48,36 @@ func (n *Node) startEvents(ctx context.Context) error {
 	}
 	n.events = ev
 	return nil
+}
+
+// applyFederation puts a verified federation version in force at the
+// gateway and, with the same version, at the events service: its event
+// rules decide the next events published (a rule it adds delivers, a rule
+// it removes no longer does). A version either refuses stays out of both.
+func (n *Node) applyFederation(fed *federation.Federation, version uint64, sets map[string][]byte) error {
+	n.fedMu.Lock()
+	defer n.fedMu.Unlock()
+	if n.events != nil {
+		if err := events.CheckFederation(fed); err != nil {
+			return err
+		}
+	}
+	if err := n.gw.SetFederation(fed, version, sets); err != nil {
+		return err
+	}
+	n.fed = fed
+	if n.events != nil {
+		return n.events.SetFederation(fed) // checked above: cannot fail
+	}
+	return nil
+}
+
+// federation is the version in force (fedMu held).
+func (n *Node) federation() *federation.Federation {
+	if n.fed != nil {
+		return n.fed
+	}
+	return n.cfg.Federation
 }
 
 // Events is the node's events service (nil when audit is skipped).

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -89,6 +90,8 @@ type options struct {
 	consoleAddr string
 	consoleTLS  *tls.Config
 	consoleOIDC *consoleSignIn // the console's OIDC sign-in (nil: the certificate only)
+	consoleGW   *gatewayRef    // the running gateway, for the console (its catalog)
+	traceFrom   console.TraceBackend
 	unsafe      gateway.Safeguards
 	pprof       bool
 	readTimeout time.Duration
@@ -153,12 +156,19 @@ type Node struct {
 	stopCitizen []func()
 	events      *events.Events
 	fedwatch    *fedwatch.Watcher
+	// fedMu orders the federation versions the watch applies with the
+	// events service's start; fed is the version in force (events.go).
+	fedMu sync.Mutex
+	fed   *federation.Federation
 }
 
 // New checks the configuration; Start brings the node up.
 func New(cfg Config, opts ...Option) (*Node, error) {
 	if cfg.Federation == nil || cfg.Keyer == nil || cfg.Conn == nil || cfg.Log == nil || cfg.SignIn == nil || cfg.Instance == "" {
 		return nil, errors.New("node: Federation, Keyer, Conn, Log, SignIn and Instance are required")
+	}
+	if cfg.Instance == subject.ConsentAuditLog {
+		return nil, fmt.Errorf("node: the instance name %q is the consent service's audit log; choose another", cfg.Instance)
 	}
 	n := &Node{cfg: cfg}
 	for _, opt := range opts {
@@ -413,7 +423,7 @@ func (n *Node) watchFederation(ctx context.Context, reg prometheus.Registerer) e
 	n.fedwatch, err = fedwatch.Start(ctx, fedwatch.Config{
 		Bucket: kv, Trusted: n.o.governance, Component: "gateway", Log: n.cfg.Log, Registerer: reg,
 		Apply: func(b *federation.Bundle, fed *federation.Federation) error {
-			return n.gw.SetFederation(fed, b.Version, b.Descriptors)
+			return n.applyFederation(fed, b.Version, b.Descriptors)
 		},
 	})
 	return err

@@ -85,9 +85,12 @@ type Config struct {
 	// to which StartEvents delivers the member's events (docs/events.md);
 	// plaintext on loopback only, else BackendTLS. EventAckWait is how long
 	// the bus waits for an event's acknowledgement before delivering it
-	// again after a crash (default 30s).
-	EventSink    string
-	EventAckWait time.Duration
+	// again after a crash (default 30s). EventInFlight is how many events
+	// it delivers to the backend at once, at most one per citizen (default
+	// DefaultEventInFlight; 1: one at a time).
+	EventSink     string
+	EventAckWait  time.Duration
+	EventInFlight int
 	// Registerer, when set, receives the provider side's hop latency
 	// (jisr_adapter_provider_duration_seconds, by member: adapters of one
 	// process may share it).
@@ -122,12 +125,13 @@ type Adapter struct {
 	seenMu       sync.Mutex
 	seenBackends string
 	metrics      *telemetry.ProviderMetrics
-	sub          *nats.Subscription
-	subs         []*nats.Subscription // on MoreConns
-	next         atomic.Uint32        // the consumer side's next connection
+	sub          *bus.Responder
+	subs         []*bus.Responder // on MoreConns
+	next         atomic.Uint32    // the consumer side's next connection
 	sem          chan struct{}
 	wg           sync.WaitGroup
 	events       *eventsLoop     // delivery to the backend's EventSink, when started
+	eventsMu     sync.Mutex      // orders StartEvents' starts
 	builtWith    map[string]bool // the catalogue services GRPCServer registered
 	microMu      sync.Mutex
 	micro        micro.Service // its catalogue entry
@@ -345,22 +349,18 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 	a.backend = conn
 	a.fingerprint = bus.BackendFingerprint(a.cfg.Backend)
 	a.microMu.Unlock()
-	sub, err := a.cfg.Conn.QueueSubscribe(subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatch)
+	// bus.QueueSubscribe: a reconnection with a renewed SVID pauses it and
+	// answers the requests received first (only this connection may).
+	sub, err := bus.QueueSubscribe(a.cfg.Conn, subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatchOn(a.cfg.Conn), 1<<16, 256<<20)
 	if err != nil {
 		return fmt.Errorf("adapter: subscribe: %w", err)
-	}
-	if err := sub.SetPendingLimits(1<<16, 256<<20); err != nil {
-		return fmt.Errorf("adapter: %w", err)
 	}
 	if err := bus.Flush(ctx, a.cfg.Conn); err != nil {
 		return fmt.Errorf("adapter: subscribe: %w", err)
 	}
 	a.sub = sub
 	for _, nc := range a.cfg.MoreConns {
-		s, err := nc.QueueSubscribe(subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatch)
-		if err == nil {
-			err = s.SetPendingLimits(1<<16, 256<<20)
-		}
+		s, err := bus.QueueSubscribe(nc, subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatchOn(nc), 1<<16, 256<<20)
 		if err == nil {
 			err = bus.Flush(ctx, nc)
 		}
@@ -389,13 +389,19 @@ func (a *Adapter) queryConn() *nats.Conn {
 	return a.cfg.MoreConns[i-1]
 }
 
-func (a *Adapter) dispatch(msg *nats.Msg) {
-	a.sem <- struct{}{}
-	a.wg.Add(1)
-	go func() {
-		defer func() { <-a.sem; a.wg.Done() }()
-		a.serve(msg)
-	}()
+// dispatchOn handles the requests received on nc. Each is counted in on nc
+// until answered (bus.Serving): a planned reconnection of nc (a renewed
+// SVID) waits for the answer, which only this connection may send.
+func (a *Adapter) dispatchOn(nc *nats.Conn) nats.MsgHandler {
+	return func(msg *nats.Msg) {
+		done := bus.Serving(nc)
+		a.sem <- struct{}{}
+		a.wg.Add(1)
+		go func() {
+			defer func() { <-a.sem; a.wg.Done(); done() }()
+			a.serve(msg)
+		}()
+	}
 }
 
 // serve calls the backend for one request from the gateway.
@@ -494,9 +500,11 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	if a.sub != nil {
 		_ = a.sub.Unsubscribe()
 	}
+	a.eventsMu.Lock()
 	if a.events != nil {
-		a.events.stop()
+		a.events.stop() // stays set: a later version starts no other
 	}
+	a.eventsMu.Unlock()
 	a.microMu.Lock()
 	a.providing = false
 	if a.micro != nil {

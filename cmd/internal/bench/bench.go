@@ -71,6 +71,7 @@ type options struct {
 	scaling     []int
 	natsConns   int
 	keep        bool
+	eventsOnly  bool
 	stdout      io.Writer
 	progress    io.Writer
 }
@@ -123,6 +124,11 @@ func WithNATSConns(n int) Option { return func(o *options) { o.natsConns = n } }
 
 // WithKeep keeps the temporary directory with the logs of every process.
 func WithKeep(on bool) Option { return func(o *options) { o.keep = on } }
+
+// WithEventsOnly measures only the full path at each concurrency and the
+// life events (publication and delivery) beside it, in the same run: the
+// events' figure against the query path's, without the rest.
+func WithEventsOnly(on bool) Option { return func(o *options) { o.eventsOnly = on } }
 
 // WithStdout is where the Markdown report is printed (default: nowhere).
 func WithStdout(w io.Writer) Option { return func(o *options) { o.stdout = w } }

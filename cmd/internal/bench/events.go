@@ -102,6 +102,10 @@ func (b *harness) measureEvents(ctx context.Context, f *cluster) error {
 	conc := b.top()
 	procs := append(f.procs(), pub, recv)
 	s0 := sampleCPU(procs)
+	var prof chan error
+	if b.o.profile {
+		prof = b.profileAs(ctx, procs, b.o.warmup, "events-")
+	}
 	first := time.Now()
 	r := b.load(ctx, fmt.Sprintf("life events: publish, c=%d", conc), conc, procs, func(ctx context.Context, _, _ int) error {
 		n := published.Add(1)
@@ -118,6 +122,11 @@ func (b *harness) measureEvents(ctx context.Context, f *cluster) error {
 		return err
 	})
 	r.Scenario = "events-publish"
+	if prof != nil {
+		if err := <-prof; err != nil {
+			fmt.Fprintf(b.stderr, "profile: %v\n", err)
+		}
+	}
 	b.results = append(b.results, r)
 
 	// Every publication that was answered OK is durable in tax's stream:

@@ -196,6 +196,10 @@ func (b *harness) targets() []Target {
 	if f := b.find("full", 16); f != nil {
 		add("p99 at c=16 ≤ 5 ms end to end", f.P99 <= 5, "%.2f ms", f.P99)
 	}
+	if f, ev := b.find("full", top), b.find("events-delivery", top); f != nil && ev != nil && f.QPS > 0 {
+		add(fmt.Sprintf("life events end to end with audit ≥ the full path's throughput at c=%d (issue 19)", top), ev.QPS >= f.QPS,
+			"%.0f events/s vs %.0f queries/s (%.0f%%); lag p50 %.1f ms, p99 %.1f ms", ev.QPS, f.QPS, 100*ev.QPS/f.QPS, ev.P50, ev.P99)
+	}
 	if small, large := b.find("population-10k", 0), b.find("large", 0); small != nil && large != nil && small.P50 > 0 {
 		add(fmt.Sprintf("%d citizens: p50 within 20%% of 10,000 (c=%d, alternating rounds)", b.facts.Large, large.Concurrency), large.P50 <= 1.2*small.P50,
 			"%.2f ms vs %.2f ms (%+.0f%%)", large.P50, small.P50, 100*(large.P50/small.P50-1))

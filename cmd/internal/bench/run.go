@@ -142,6 +142,16 @@ func (b *harness) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if b.o.eventsOnly {
+		for _, c := range b.o.concurrency {
+			b.results = append(b.results, b.measureCalls(ctx, fmt.Sprintf("full path, c=%d", c), "full", c, f.procs(), tokens, client))
+		}
+		if err := b.measureEvents(ctx, f); err != nil { // events.go
+			return fmt.Errorf("life events: %w", err)
+		}
+		closeClient()
+		return nil
+	}
 	if err := b.measureSizes(ctx, f, client, tokens[0]); err != nil {
 		return err
 	}
@@ -531,6 +541,11 @@ func (b *harness) mint(ctx context.Context, f *cluster, n int) ([]token, error) 
 // (<component>-{allocs,mutex}.pprof; the components sample contention while
 // they serve profiles).
 func (b *harness) profile(ctx context.Context, procs []*proc, after time.Duration) chan error {
+	return b.profileAs(ctx, procs, after, "")
+}
+
+// profileAs is profile with the files named <prefix><component>-….
+func (b *harness) profileAs(ctx context.Context, procs []*proc, after time.Duration, prefix string) chan error {
 	done := make(chan error, 1)
 	go func() {
 		time.Sleep(after)
@@ -551,7 +566,7 @@ func (b *harness) profile(ctx context.Context, procs []*proc, after time.Duratio
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					path := filepath.Join(b.o.out, p.name+"-"+kind+".pprof")
+					path := filepath.Join(b.o.out, prefix+p.name+"-"+kind+".pprof")
 					err := fetchTo(ctx, fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", addr, endpoint, secs), path)
 					mu.Lock()
 					defer mu.Unlock()

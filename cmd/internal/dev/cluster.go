@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -73,8 +74,21 @@ type Cluster struct {
 }
 
 // freeAddr is a free loopback port (ports of children are chosen here and
-// passed to them).
+// passed to them). It is drawn below Linux's ephemeral range (32768 and
+// up by default): a node killed and restarted listens again on its own
+// port, and a port from the ephemeral range may meanwhile have become the
+// local end of some outgoing connection ("address already in use").
 func freeAddr() (string, error) {
+	for range 64 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		addr := l.Addr().String()
+		l.Close()
+		return addr, nil
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -158,7 +172,7 @@ func StartCluster(ctx context.Context, g *process.Env, o Options) (c *Cluster, e
 		n.Proc = &Proc{Name: n.Name, Exe: co.Exe, Env: co.Env, Log: filepath.Join(dir, n.Name+".log"),
 			Args: append(append([]string{}, common...), "--data", filepath.Join(dir, n.Name), "nats-server",
 				"--server-name", n.Name, "--listen", client, "--cluster-listen", route, "--monitor-port", monPort,
-				"--sync", cmp.Or(o.NATS.Sync, "1s"))}
+				"--sync", cmp.Or(o.NATS.Sync, "1s"), "--fast-failover")}
 		c.Info.Nodes = append(c.Info.Nodes, n)
 	}
 	for _, n := range c.Info.Nodes {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/natsserver"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/citizen/devidp"
@@ -147,6 +148,11 @@ func Run(ctx context.Context, g *process.Env, o Options, out io.Writer) (err err
 		d.consoleOIDC = true
 		gwo.ConsoleSignIn = process.ConsoleSignInOptions{Issuer: d.idp.Issuer(), ClientID: d.idp.ClientID(),
 			ClientSecret: signin.OIDCClientSecret, AllowRedirect: d.idp.AllowRedirect}
+	}
+	// The consent service's audit log key, before the gateway loads the
+	// logs' public keys (its access log indexes that log too).
+	if _, err := process.EnsureAuditKey(g.CertsDir, fed, subject.ConsentAuditLog); err != nil {
+		return err
 	}
 	if d.gateway, err = process.StartGateway(ctx, g, gwo); err != nil {
 		return err

@@ -24,6 +24,9 @@ type AdapterOptions struct {
 	// receives events (default: the backend's address; "off": none).
 	EventSink    string
 	EventAckWait time.Duration
+	// EventInFlight is how many events it delivers at once, at most one
+	// per citizen (0: adapter.DefaultEventInFlight).
+	EventInFlight int
 	// NATSURL, when set, is the adapter's own way to the bus (default --nats).
 	NATSURL string
 	// GovernancePub is the governance public key the federation versions
@@ -65,8 +68,8 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 		o.Backend = DevPort(fed, o.Member, 7100)
 	}
 	switch {
-	case o.EventSink == "off" || !fed.ReceivesEvents(o.Member):
-		o.EventSink = ""
+	case o.EventSink == "off":
+		o.EventSink = "" // the adapter starts the delivery when a rule delivers to the member, now or in a later federation version
 	case o.EventSink == "" && o.Backend != "":
 		o.EventSink = o.Backend
 	case o.EventSink == "":
@@ -104,7 +107,7 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 	}
 	cfg := adapter.Config{Member: o.Member, Federation: fed, DescriptorSets: sets, Keyer: keyer, Conn: nc, MoreConns: more, Log: g.Log, Backend: o.Backend,
 		ServerOptions: g.GRPCServerOptions("adapter", o.Member), DialOptions: g.GRPCDialOptions("adapter", o.Member),
-		Registerer: g.Registry(), EventSink: o.EventSink, EventAckWait: o.EventAckWait}
+		Registerer: g.Registry(), EventSink: o.EventSink, EventAckWait: o.EventAckWait, EventInFlight: o.EventInFlight}
 	return node.Start(ctx, node.Config{Adapter: cfg, Source: src, Listen: o.Listen}, node.WithServerOptions(extra...),
 		node.WithTracerProvider(g.TracerProviderFor("adapter", o.Member, "")), node.WithFederationWatch(pub))
 }

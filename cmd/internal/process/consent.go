@@ -25,9 +25,23 @@ func GatewayConsentKeys(g *Env, path string) (*consent.KeySet, string, error) {
 // ConsentNode is a running consent service (gateway/consent/service).
 type ConsentNode = service.Service
 
+// ConsentOptions are the consent service's own settings.
+type ConsentOptions struct {
+	// AuditAPIPrefix reaches the audit streams when the NATS server keeps
+	// them in their own account (as the gateway's --audit-api-prefix).
+	AuditAPIPrefix string
+}
+
 // StartConsentService runs the consent service under its own identity,
-// with the signing keys in --certs. The consent buckets must exist.
-func StartConsentService(ctx context.Context, g *Env) (*ConsentNode, error) {
+// with the signing keys in --certs. The consent buckets must exist. Its own
+// audit log (the transitions it stores: expired, used up) has its
+// checkpoint key in <certs>/audit and, with --data, its trusted checkpoint
+// in <data>/audit/consent.checkpoint.
+func StartConsentService(ctx context.Context, g *Env, opts ...ConsentOptions) (*ConsentNode, error) {
+	var o ConsentOptions
+	for _, v := range opts {
+		o = v
+	}
 	fed, err := g.Federation()
 	if err != nil {
 		return nil, err
@@ -36,7 +50,12 @@ func StartConsentService(ctx context.Context, g *Env) (*ConsentNode, error) {
 	if err != nil {
 		return nil, err
 	}
-	return service.Start(ctx, service.Config{Federation: fed, CertsDir: g.CertsDir, Conn: nc, Source: src, Log: g.Log})
+	cfg := service.Config{Federation: fed, CertsDir: g.CertsDir, Conn: nc, Source: src, Log: g.Log,
+		AuditKeyDir: AuditKeyDir(g.CertsDir), AuditAPIPrefix: o.AuditAPIPrefix}
+	if g.DataDir != "" {
+		cfg.TrustedCheckpoint = TrustedCheckpointPath(g.DataDir, consent.AuditLogID)
+	}
+	return service.Start(ctx, cfg)
 }
 
 // ConsentService builds the consent service from the certs directory,

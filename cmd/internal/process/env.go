@@ -36,6 +36,10 @@ type Env struct {
 	TraceMemory int
 	PprofAddr   string
 
+	// TracesFrom: the tracing backend the console reads traces from
+	// (--traces-from jaeger=URL; "" for the in-memory store only).
+	TracesFrom string
+
 	// audit is the audit's settings: flags of gateway, nats init and dev.
 	Audit AuditFlags
 

@@ -24,6 +24,7 @@ import (
 	"github.com/jisr-bus/jisr/gateway"
 	"github.com/jisr-bus/jisr/gateway/citizen"
 	"github.com/jisr-bus/jisr/gateway/consent"
+	"github.com/jisr-bus/jisr/gateway/console"
 	"github.com/jisr-bus/jisr/gateway/node"
 	"github.com/jisr-bus/jisr/gateway/notify"
 )
@@ -197,6 +198,11 @@ func gatewayNodeOptions(g *Env, o GatewayOptions, src svid.Source, authz tlsconf
 	opts = append(opts, node.WithFederationWatch(pub))
 	if mem := g.Traces(); mem != nil {
 		opts = append(opts, node.WithTraces(mem))
+	}
+	if b, err := console.ParseTracesFrom(g.TracesFrom); err != nil {
+		return nil, UsageError{err}
+	} else if b != nil {
+		opts = append(opts, node.WithTraceBackend(b))
 	}
 	if o.ConsoleAddr != "" {
 		// The console authenticates the auditor by its client certificate:

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/jisr-bus/jisr/bus/natsserver"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway/audit/stream"
@@ -74,7 +75,9 @@ type GatewayStatus struct {
 }
 
 // MemberStatus is a member: where its adapter is connected, and when its
-// SVID expires.
+// SVID expires: the earliest expiry among the SVIDs its open connections
+// presented (SVIDSource "connection on <node>", read from the node), else
+// the SVID file in the certs directory (SVIDSource "certs directory").
 type MemberStatus struct {
 	Member      string     `json:"member"`
 	ID          string     `json:"spiffe_id"`
@@ -87,9 +90,12 @@ type MemberStatus struct {
 // through the JetStream API (as the operator, the only identity that may
 // call it on every stream), and the nodes, routes and connections through
 // each node's monitoring endpoint (monitors). It does not use the system
-// account: no jisr identity holds it. SVID expiry per member comes from the
-// certs directory when the SVIDs are files (the dev CA); under SPIRE, from
-// SPIRE (not read here).
+// account: no jisr identity holds it. SVID expiry per member is what its
+// open connections presented, as each node reports it
+// (natsserver.SVIDzPath on its monitoring port): under SPIRE the operator
+// holds no member's SVID, and a Workload API serves each workload only its
+// own. Without a connection it is read from the certs directory when the
+// SVIDs are files (the dev CA).
 func HubStatus(ctx context.Context, g *Env, monitors []string) (*Status, error) {
 	fed, err := g.Federation()
 	if err != nil {
@@ -149,10 +155,6 @@ func HubStatus(ctx context.Context, g *Env, monitors []string) (*Status, error) 
 	members := map[string]*MemberStatus{}
 	for _, m := range fed.Members {
 		ms := &MemberStatus{Member: m.Name, ID: m.ID.String(), Connected: []string{}}
-		if s, err := x509svid.Load(svid.Paths(g.CertsDir, m.ID)); err == nil {
-			t := s.Certificates[0].NotAfter.UTC()
-			ms.SVIDExpires, ms.SVIDSource = &t, "certs directory"
-		}
 		members[ms.ID] = ms
 	}
 	gatewayID := fed.ID("gateway").String()
@@ -165,6 +167,16 @@ func HubStatus(ctx context.Context, g *Env, monitors []string) (*Status, error) 
 		}
 		delete(seen, ns.Name)
 		st.Nodes = append(st.Nodes, ns)
+		if ns.State == "up" {
+			for _, p := range peerSVIDs(ctx, strings.TrimRight(mon, "/")) {
+				m := members[p.ID]
+				if m == nil || m.SVIDExpires != nil && !p.NotAfter.Before(*m.SVIDExpires) {
+					continue
+				}
+				t := p.NotAfter.UTC()
+				m.SVIDExpires, m.SVIDSource = &t, "connection on "+ns.Name
+			}
+		}
 		for _, c := range conns {
 			switch {
 			case c.User == gatewayID:
@@ -196,7 +208,16 @@ func HubStatus(ctx context.Context, g *Env, monitors []string) (*Status, error) 
 		if len(monitors) > 0 && len(ms.Connected) == 0 {
 			st.Problems = append(st.Problems, fmt.Sprintf("member %s is not connected", m.Name))
 		}
-		if ms.SVIDExpires != nil && time.Until(*ms.SVIDExpires) < 24*time.Hour {
+		if ms.SVIDExpires == nil {
+			if s, err := x509svid.Load(svid.Paths(g.CertsDir, m.ID)); err == nil {
+				t := s.Certificates[0].NotAfter.UTC()
+				ms.SVIDExpires, ms.SVIDSource = &t, "certs directory"
+			}
+		}
+		// An SVID file is renewed by hand: a day's notice. A connection's
+		// SVID is short-lived under SPIRE and renewed before it expires (the
+		// server closes the connection at its expiry): not a problem.
+		if ms.SVIDExpires != nil && ms.SVIDSource == "certs directory" && time.Until(*ms.SVIDExpires) < 24*time.Hour {
 			st.Problems = append(st.Problems, fmt.Sprintf("member %s: SVID expires %s", m.Name, ms.SVIDExpires.Format(time.RFC3339)))
 		}
 		st.Members = append(st.Members, *ms)
@@ -216,6 +237,18 @@ func replicaState(current, offline bool) string {
 		return "behind"
 	}
 	return "current"
+}
+
+// peerSVIDs reads the SVIDs a node's open client connections presented
+// (natsserver.SVIDzPath); none when the node does not serve them.
+func peerSVIDs(ctx context.Context, mon string) []natsserver.PeerSVID {
+	var z struct {
+		SVIDs []natsserver.PeerSVID `json:"svids"`
+	}
+	if err := getJSON(ctx, mon+natsserver.SVIDzPath, &z); err != nil {
+		return nil
+	}
+	return z.SVIDs
 }
 
 type connInfo struct {

@@ -259,6 +259,11 @@ func TestTemplateThreeMinistries(t *testing.T) {
 		if !slices.Contains(c.Args, "--member="+m.member) || !slices.Contains(c.Args, "--nats=tls://jisr-nats.jisr.svc:4222") {
 			t.Errorf("%s adapter args: %v", m.member, c.Args)
 		}
+		// Several replicas share one durable event consumer: one event in
+		// flight, else a citizen's two events could reach the backend at once.
+		if got := slices.Contains(c.Args, "--event-in-flight=1"); got != (m.replicas > 1) {
+			t.Errorf("%s adapter (%d replicas) args: %v: --event-in-flight=1 %v, want %v", m.member, m.replicas, c.Args, got, m.replicas > 1)
+		}
 		if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil {
 			t.Errorf("%s adapter has no readiness probe", m.member)
 		}

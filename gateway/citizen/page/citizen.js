@@ -149,7 +149,9 @@ function renderPending(reqs) {
       const fields = [...form.querySelectorAll("input[name=field]:checked")].map(c => c.value);
       if (offered.length && !fields.length) { form.querySelector("input[name=field]").focus(); return; }
       const n = Math.min(max, Math.max(1, parseInt(form.querySelector("input[name=days]").value, 10) || max));
-      const body = { ttl: (n * 24) + "h" };
+      // A shorter duration only when the citizen chose one: the asked one
+      // may be no whole number of days (a few hours), and more is refused.
+      const body = n < max ? { ttl: (n * 24) + "h" } : {};
       if (fields.length && fields.length < offered.length || !(r.asked && r.asked.length)) body.fields = fields;
       const res = await api("POST", "/v1/consent-requests/" + encodeURIComponent(id) + "/approve", body);
       if (!res.ok) return fail();
@@ -186,6 +188,7 @@ function previewRows(obj) {
 function memberOf(spiffe) { const i = spiffe.lastIndexOf("/member/"); return i < 0 ? spiffe : spiffe.slice(i + 8); }
 function stateOf(g) {
   if (g.revoked) return "REVOKED";
+  if (g.used_up) return "USED_UP";
   if (new Date(g.expires) < new Date()) return "EXPIRED";
   return g.paused ? "PAUSED" : "ACTIVE";
 }

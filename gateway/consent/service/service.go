@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/certs/svid"
+	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/consent"
 )
 
@@ -29,12 +31,35 @@ type Config struct {
 	Conn   *nats.Conn
 	Source svid.Source
 	Log    *slog.Logger
+	// AuditKeyDir holds the checkpoint key of the consent service's audit
+	// log (consent.AuditLogID; default <certs>/audit, where the gateways'
+	// are), AuditAPIPrefix reaches the audit streams when they live in their
+	// own account, and TrustedCheckpoint, when set, keeps the log's last
+	// checkpoint outside NATS (audit.WithTrustedCheckpoint).
+	AuditKeyDir, AuditAPIPrefix, TrustedCheckpoint string
 }
 
 // Option sets an optional setting.
 type Option func(*options)
 
-type options struct{ rewrite time.Duration }
+type options struct {
+	rewrite, lease, retry time.Duration
+	onTransition          func(consent.ConsentRequest)
+}
+
+// WithSweeperLease sets the length of the sweeper's lease (default 15s): how
+// long after a replica holding it dies another one takes over.
+func WithSweeperLease(d time.Duration) Option { return func(o *options) { o.lease = d } }
+
+// WithSweeperRetry sets how soon a failed transition or audit append is
+// retried (default 1s).
+func WithSweeperRetry(d time.Duration) Option { return func(o *options) { o.retry = d } }
+
+// OnTransition is told of each transition the sweeper stored and audited
+// (EXPIRED, USED_UP).
+func OnTransition(fn func(consent.ConsentRequest)) Option {
+	return func(o *options) { o.onTransition = fn }
+}
 
 // WithJWKSRewrite sets how often the public JWKS is rewritten (default a
 // minute), so that a retired key leaves it and a rotation made elsewhere is
@@ -44,11 +69,12 @@ func WithJWKSRewrite(d time.Duration) Option { return func(o *options) { o.rewri
 // Service is a running consent service.
 type Service struct {
 	// Service is the consent API with its issuer and store.
-	Service *consent.Service
-	cfg     Config
-	sub     *nats.Subscription
-	cancel  context.CancelFunc
-	done    chan struct{}
+	Service   *consent.Service
+	cfg       Config
+	sub       *nats.Subscription
+	cancel    context.CancelFunc
+	done      chan struct{}
+	sweepDone chan struct{}
 }
 
 // Start loads the signing keys (refusing key files open to others),
@@ -58,9 +84,12 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Service, err err
 	if cfg.Federation == nil || cfg.Conn == nil || cfg.Log == nil || cfg.CertsDir == "" {
 		return nil, errors.New("consent service: Federation, CertsDir, Conn and Log are required")
 	}
-	o := options{rewrite: time.Minute}
+	o := options{rewrite: time.Minute, lease: 15 * time.Second, retry: time.Second}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if cfg.AuditKeyDir == "" {
+		cfg.AuditKeyDir = filepath.Join(cfg.CertsDir, "audit")
 	}
 	s := &Service{cfg: cfg}
 	defer func() {
@@ -83,13 +112,20 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Service, err err
 	if err := store.OpenRequests(ctx); err != nil {
 		return nil, fmt.Errorf("%w (the consent buckets are created before the consent service starts)", err)
 	}
+	// The audit log's checkpoint key, now: gateways starting next load the
+	// logs' public keys to index them.
+	if _, _, err := checkpoint.EnsureKey(cfg.AuditKeyDir, consent.AuditLogID, checkpoint.Origin(cfg.Federation.TrustDomain.Name(), consent.AuditLogID)); err != nil {
+		return nil, fmt.Errorf("consent service: audit checkpoint key: %w", err)
+	}
 	s.Service = &consent.Service{Issuer: consent.NewIssuer(keys, cfg.Federation.ID("consent")), Store: store, Keys: keys, Federation: cfg.Federation, Log: cfg.Log}
 	if s.sub, err = consent.Serve(cfg.Conn, s.Service); err != nil {
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel, s.done = cancel, make(chan struct{})
+	s.cancel, s.done, s.sweepDone = cancel, make(chan struct{}), make(chan struct{})
 	go s.rewriteJWKS(rctx, jwks, o.rewrite)
+	// EXPIRED and USED_UP, stored and audited (by the lease holder).
+	go s.sweep(rctx, o)
 	cfg.Log.Info("consent service ready", "subject", consent.SubjectGrant, "jwks", jwks, "kid", keys.Signing().ID)
 	return s, nil
 }
@@ -119,6 +155,7 @@ func (s *Service) rewriteJWKS(ctx context.Context, jwks string, every time.Durat
 func (s *Service) Stop() {
 	s.cancel()
 	<-s.done
+	<-s.sweepDone
 	_ = s.sub.Drain()
 	s.closeConn()
 }

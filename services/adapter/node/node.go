@@ -145,10 +145,8 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Node, err error)
 	if _, err := n.startProvider(ctx); err != nil {
 		return nil, err
 	}
-	if cfg.Adapter.EventSink != "" {
-		if err := n.ad.StartEvents(ctx); err != nil {
-			return nil, err
-		}
+	if err := n.ad.StartEventsIfReceiving(ctx); err != nil {
+		return nil, err
 	}
 	creds, err := loopback.ServerCredentials(cfg.Listen, svid.ServerTLS(cfg.Source, authz))
 	if err != nil {
@@ -199,6 +197,11 @@ func (n *Node) watchFederation(ctx context.Context, trusted []ed25519.PublicKey)
 				log.Error("the version gives the member services, but its provider side could not start", "err", err)
 			case started:
 				log.Info("provider side started: the version gives the member services", "provides", n.ad.Provides())
+			}
+			// A version that gives the member its first event rule starts
+			// the delivery to its backend (docs/events.md).
+			if err := n.ad.StartEventsIfReceiving(context.WithoutCancel(ctx)); err != nil {
+				n.cfg.Adapter.Log.Error("event delivery not started: the member's events wait in its stream", "member", n.cfg.Adapter.Member, "err", err)
 			}
 			return nil
 		},
