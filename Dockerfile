@@ -25,7 +25,7 @@ RUN cd cmd && go build -trimpath -ldflags=-s -o /out/jisr ./jisr
 # Static, no shell, uid 65532 (nonroot).
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/jisr /usr/local/bin/jisr
-COPY deploy/federation.yaml /etc/jisr/federation/federation.yaml
+COPY deploy/federation.yaml deploy/*.binpb /etc/jisr/federation/
 USER 65532:65532
 ENV JISR_FEDERATION=/etc/jisr/federation/federation.yaml JISR_CERTS=/etc/jisr/keys JISR_DATA=/data
 ENTRYPOINT ["/usr/local/bin/jisr"]

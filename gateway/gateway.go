@@ -30,7 +30,6 @@ import (
 	"github.com/jisr-bus/jisr/gateway/minimise"
 	"github.com/jisr-bus/jisr/gateway/policy"
 	"github.com/jisr-bus/jisr/gateway/quota"
-	"github.com/jisr-bus/jisr/proto/services"
 )
 
 // ConsentVerifier checks the consent token of a query whose rule needs one.
@@ -71,12 +70,14 @@ type Config struct {
 	Requests   ConsentRequests
 	Log        *slog.Logger
 	Registerer prometheus.Registerer // metrics; nil = not registered
-	// Services are the descriptors of the services the federation may name
-	// (default services.All(): every ministry service linked into jisr).
+	// Services are descriptors of services given besides the federation's
+	// descriptor sets (default none: every ministry's services come from
+	// its descriptor set; jisr links no ministry's schema).
 	Services []protoreflect.ServiceDescriptor
 	// DescriptorSets hold the content of the descriptor sets the federation
-	// file names (descriptor_sets), by file name: the services of members
-	// not linked into jisr (bus/descset). A new version brings its own.
+	// file names (descriptor_sets), by file name: the services of every
+	// member (bus/descset). Default: Federation.Descriptors (read beside
+	// the federation file by federation.Load). A new version brings its own.
 	DescriptorSets map[string][]byte
 	// MaxInFlight bounds the queries decided at once, all members together
 	// (default 4096); a query over it is refused at once (GATEWAY_OVERLOADED).
@@ -176,8 +177,8 @@ func New(cfg Config, opts ...Option) (*Gateway, error) {
 	if cfg.DefaultTimeout <= 0 {
 		cfg.DefaultTimeout = bus.DefaultTimeout
 	}
-	if cfg.Services == nil {
-		cfg.Services = services.All()
+	if cfg.DescriptorSets == nil {
+		cfg.DescriptorSets = cfg.Federation.Descriptors
 	}
 	svcs, err := descset.Services(cfg.Federation, cfg.DescriptorSets, cfg.Services)
 	if err != nil {

@@ -27,7 +27,7 @@ type fedState struct {
 // version that admitted it. A member whose limits did not change keeps its
 // share (its queries in flight and its rate). The trust domain cannot change.
 // sets are the version's descriptor sets (its bundle's): the services of
-// members not linked into jisr, checked against the digests fed names.
+// every member (bus/descset), checked against the digests fed names.
 func (g *Gateway) SetFederation(fed *federation.Federation, version uint64, sets map[string][]byte) error {
 	old := g.fs.Load()
 	if fed.TrustDomain != old.fed.TrustDomain {

@@ -8,7 +8,14 @@ BUF_VERSION                := v1.75.0
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-.PHONY: tools generate lint-proto breaking check-generated
+.PHONY: tools generate descriptors lint-proto breaking check-generated
+
+# The reference ministries' descriptor sets, named with their digests by
+# deploy/federation.yaml: bus and gateway compile no ministry's schema in,
+# they load these (bus/descset), as they load a member that joined later.
+# member=proto file of its service.
+REFERENCE_DESCRIPTORS := civil-registry=jisr/civilregistry/v1/civilregistry.proto \
+	tax=jisr/tax/v1/tax.proto cnss=jisr/cnss/v1/cnss.proto health=jisr/health/v1/health.proto
 
 tools: ## Install buf and the protoc plugins (pinned) into ./bin
 	@mkdir -p $(BIN)
@@ -20,9 +27,15 @@ tools: ## Install buf and the protoc plugins (pinned) into ./bin
 	@if ! $(BIN)/protoc-gen-go-grpc --version 2>/dev/null | grep -q '$(PROTOC_GEN_GO_GRPC_VERSION:v%=%)'; then \
 		GOBIN=$(BIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION); fi
 
-generate: tools ## Regenerate Go code from proto/
+generate: tools ## Regenerate Go code from proto/ and the reference descriptor sets (deploy/*.binpb)
 	$(BIN)/buf generate
 	gofmt -w proto/gen
+	@$(MAKE) --no-print-directory descriptors
+
+descriptors: tools ## Build deploy/<member>.binpb for the four reference ministries (buf build)
+	@for d in $(REFERENCE_DESCRIPTORS); do \
+		$(BIN)/buf build --exclude-source-info --path proto/$${d#*=} -o deploy/$${d%%=*}.binpb || exit 1; \
+		for c in bus/testdata gateway/testdata cmd/testdata bus/bustest deploy/helm/jisr/descriptors; do cp deploy/$${d%%=*}.binpb $$c/; done; done
 
 lint-proto: tools ## buf lint
 	$(BIN)/buf lint
@@ -33,6 +46,6 @@ breaking: tools ## buf breaking against main (no-op without history)
 	else echo "no main branch yet: nothing to compare against"; fi
 
 check-generated: generate ## Fail if generated code differs from what is committed
-	@git diff --exit-code -- proto/gen || { echo "generated code is stale: run make generate and commit"; exit 1; }
-	@untracked=$$(git ls-files --others --exclude-standard proto/gen); \
+	@git diff --exit-code -- proto/gen '*.binpb' || { echo "generated code is stale: run make generate and commit"; exit 1; }
+	@untracked=$$(git ls-files --others --exclude-standard proto/gen '*.binpb'); \
 	if [ -n "$$untracked" ]; then echo "untracked generated files: $$untracked"; exit 1; fi

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	_ "embed"
+	"embed"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -26,9 +26,44 @@ import (
 //go:embed federation.yaml
 var federationYAML []byte
 
+//go:embed *.binpb
+var descriptorFS embed.FS
+
+// Descriptors returns the content of the reference ministries' descriptor
+// sets the test federation names (descriptor_sets), by file name: what
+// federation.Load reads beside the file, for a federation parsed from
+// FederationYAML.
+func Descriptors() map[string][]byte {
+	out := map[string][]byte{}
+	ents, _ := descriptorFS.ReadDir(".")
+	for _, e := range ents {
+		b, err := descriptorFS.ReadFile(e.Name())
+		if err != nil {
+			panic(err)
+		}
+		out[e.Name()] = b
+	}
+	return out
+}
+
 // FederationYAML returns the test federation: the demo's four members and
 // rules. Each call returns a fresh copy, for the caller to change at will.
 func FederationYAML() []byte { return bytes.Clone(federationYAML) }
+
+// withDescriptors gives fed the descriptor sets it names that the test bus
+// holds, as federation.Load does from the files beside a federation file
+// (a test that adds a member of its own adds its set to fed.Descriptors).
+func withDescriptors(fed *federation.Federation) {
+	sets := Descriptors()
+	for _, ref := range fed.DescriptorSets {
+		if raw, ok := sets[ref.File]; ok {
+			if fed.Descriptors == nil {
+				fed.Descriptors = map[string][]byte{}
+			}
+			fed.Descriptors[ref.File] = raw
+		}
+	}
+}
 
 // Env is a running test bus.
 type Env struct {
@@ -71,6 +106,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if err != nil {
 		t.Fatalf("bustest: federation: %v", err)
 	}
+	withDescriptors(fed)
 	dir := t.TempDir()
 	if _, err := devca.Init(dir, fed.TrustDomain, fed.Identities()); err != nil {
 		t.Fatalf("bustest: certs: %v", err)

@@ -32,4 +32,17 @@ func TestFederationCopiesMatchDeploy(t *testing.T) {
 			t.Errorf("%s differs from deploy/federation.yaml: copy it again", c.path)
 		}
 	}
+	// And the reference ministries' descriptor sets it names, beside each
+	// copy (`make descriptors` writes them all).
+	for _, name := range []string{"civil-registry.binpb", "tax.binpb", "cnss.binpb", "health.binpb"} {
+		want, err := os.ReadFile("../../deploy/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dir := range []string{"", "../testdata/", "../../gateway/testdata/", "../../cmd/testdata/"} {
+			if got, err := os.ReadFile(dir + name); err != nil || !bytes.Equal(got, want) {
+				t.Errorf("%s%s differs from deploy/%s (%v): run make descriptors", dir, name, name, err)
+			}
+		}
+	}
 }

@@ -31,6 +31,7 @@ func Run(dir string, opts ...Option) (*Env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bustest: federation: %w", err)
 	}
+	withDescriptors(fed)
 	certs := filepath.Join(dir, "certs")
 	if _, err := devca.Init(certs, fed.TrustDomain, fed.Identities()); err != nil {
 		return nil, fmt.Errorf("bustest: certs: %w", err)

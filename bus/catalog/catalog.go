@@ -1,6 +1,6 @@
 // Package catalog resolves the services named in the federation file to the
-// protobuf service descriptors it is given (proto/services.All() for the
-// ministry services linked into jisr): for each method, its request and
+// protobuf service descriptors it is given (bus/descset: those of the
+// descriptor sets the federation file names): for each method, its request and
 // response types and the request field that carries the citizen's eID.
 //
 // Invariant: a Catalog is complete or not built at all — every service the
@@ -66,8 +66,9 @@ type paramKey struct {
 }
 
 // New builds the catalog of every service the federation names, from the
-// service descriptors given (the callers pass proto/services.All()); their
-// request and response types are those linked into the binary.
+// service descriptors given (bus/descset: those of the federation's
+// descriptor sets); their request and response types are the linked Go
+// types where a descriptor is the linked one, dynamic ones otherwise.
 func New(fed *federation.Federation, services []protoreflect.ServiceDescriptor) (*Catalog, error) {
 	byName := make(map[string]protoreflect.ServiceDescriptor, len(services))
 	for _, sd := range services {
@@ -77,7 +78,7 @@ func New(fed *federation.Federation, services []protoreflect.ServiceDescriptor) 
 	for _, svc := range fed.Services() {
 		sd, ok := byName[svc]
 		if !ok {
-			return nil, fmt.Errorf("catalog: service %s is in the federation file but not linked into this binary (no descriptor given for it)", svc)
+			return nil, fmt.Errorf("catalog: service %s is in the federation file but has no descriptor (no descriptor set of the federation defines it)", svc)
 		}
 		c.services = append(c.services, sd)
 		tok := subject.ServiceToken(svc)

@@ -7,10 +7,11 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/federation"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
-	"github.com/jisr-bus/jisr/proto/services"
 )
 
 func demo(t *testing.T) *federation.Federation {
@@ -22,9 +23,20 @@ func demo(t *testing.T) *federation.Federation {
 	return f
 }
 
+// refServices are the reference ministries' services, from their
+// descriptor sets beside the test federation file.
+func refServices(t *testing.T) []protoreflect.ServiceDescriptor {
+	t.Helper()
+	svcs, err := descset.Services(demo(t), demo(t).Descriptors, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svcs
+}
+
 func TestCatalogOfTheDemoFederation(t *testing.T) {
 	t.Parallel()
-	c, err := New(demo(t), services.All())
+	c, err := New(demo(t), refServices(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,14 +85,14 @@ rules:
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = New(fed, services.All())
+		_, err = New(fed, refServices(t))
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: err = %v, want %q", tc.rule, err, tc.want)
 		}
 	}
 	fed, _ := federation.Parse([]byte(strings.Replace(base, "jisr.civilregistry.v1.CivilRegistry]", "jisr.nothing.v1.Nothing]", 1) + "methods: [X]}\n"))
 	if fed != nil {
-		if _, err := New(fed, services.All()); err == nil || !strings.Contains(err.Error(), "not linked") {
+		if _, err := New(fed, refServices(t)); err == nil || !strings.Contains(err.Error(), "has no descriptor") {
 			t.Errorf("unlinked service: %v", err)
 		}
 	}
@@ -107,7 +119,7 @@ rules:
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := New(fed, services.All())
+		c, err := New(fed, refServices(t))
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: err = %v, want %q", tc.rule, err, tc.want)
 			continue

@@ -5,10 +5,16 @@
 // member joins with its descriptor set; no jisr rebuild is needed.
 //
 // Invariant: a set is used only when its digest is the one the federation
-// file names, and it may not redefine a file or a service linked into jisr
-// (the reference ministries stay as compiled). The services it defines are
-// then checked like the compiled ones by catalog.New: an eID field option
-// on every method's request, and every rule's methods and fields present.
+// file names. Every ministry's services come from a set, the four reference
+// ministries' included (deploy/<member>.binpb): bus and gateway link no
+// ministry's schema. Where a binary happens to link a file of a set (a
+// reference backend's generated code, jisr's own jisr/v1 options and the
+// well-known types), the linked one is used if the set's copy is the same
+// file, so the generated Go types serve it; a file that differs is built
+// from the set, and its messages are dynamic (dynamicpb). The services it
+// defines are then checked by catalog.New: an eID field option on every
+// method's request (read from the descriptor's options), and every rule's
+// methods and fields present.
 package descset
 
 import (
@@ -16,6 +22,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -37,9 +44,9 @@ func Digest(raw []byte) string {
 }
 
 // Parse reads one descriptor set and returns the services it defines.
-// Files already linked into jisr (jisr/v1/options.proto, google/protobuf/…)
-// resolve to the linked ones; a file of the set that redefines a linked
-// service is refused.
+// jisr's own files (jisr/v1/…) and the well-known types (google/protobuf/…)
+// resolve to the linked ones; any other file resolves to the linked one
+// only if it is the same file, else it is built from the set.
 func Parse(raw []byte) ([]protoreflect.ServiceDescriptor, error) {
 	var set descriptorpb.FileDescriptorSet
 	// The linked types resolve the extensions (jisr.v1.eid) in the options.
@@ -50,25 +57,42 @@ func Parse(raw []byte) ([]protoreflect.ServiceDescriptor, error) {
 	res := chain{local}
 	var out []protoreflect.ServiceDescriptor
 	for _, fdp := range set.GetFile() {
-		if _, err := protoregistry.GlobalFiles.FindFileByPath(fdp.GetName()); err == nil {
-			continue // linked into jisr: the linked one is used
+		if linked, err := protoregistry.GlobalFiles.FindFileByPath(fdp.GetName()); err == nil && (protocolFile(fdp.GetName()) || sameFile(linked, fdp)) {
+			for i := 0; i < linked.Services().Len(); i++ {
+				out = append(out, linked.Services().Get(i))
+			}
+			continue
 		}
 		fd, err := protodesc.NewFile(fdp, res)
 		if err != nil {
 			return nil, fmt.Errorf("descset: %s: %w", fdp.GetName(), err)
 		}
 		for i := 0; i < fd.Services().Len(); i++ {
-			sd := fd.Services().Get(i)
-			if _, err := protoregistry.GlobalFiles.FindDescriptorByName(sd.FullName()); err == nil {
-				return nil, fmt.Errorf("descset: %s redefines %s, which is linked into jisr", fdp.GetName(), sd.FullName())
-			}
-			out = append(out, sd)
+			out = append(out, fd.Services().Get(i))
 		}
 		if err := local.RegisterFile(fd); err != nil {
 			return nil, fmt.Errorf("descset: %s: %w", fdp.GetName(), err)
 		}
 	}
 	return out, nil
+}
+
+// protocolFile: a file of jisr's protocol (its options and shared types) or
+// a well-known type, always the linked one.
+func protocolFile(name string) bool {
+	return strings.HasPrefix(name, "jisr/v1/") || strings.HasPrefix(name, "google/protobuf/")
+}
+
+// sameFile reports whether a set's file is the linked one: equal once the
+// source information and the builder's own unknown fields (buf marks its
+// files with one) are left out.
+func sameFile(linked protoreflect.FileDescriptor, fdp *descriptorpb.FileDescriptorProto) bool {
+	got := proto.Clone(fdp).(*descriptorpb.FileDescriptorProto)
+	got.SourceCodeInfo = nil
+	got.ProtoReflect().SetUnknown(nil)
+	want := protodesc.ToFileDescriptorProto(linked)
+	want.SourceCodeInfo = nil
+	return proto.Equal(got, want)
 }
 
 // chain resolves in the set's files first, then in the linked ones.
@@ -90,10 +114,16 @@ func (c chain) FindDescriptorByName(n protoreflect.FullName) (protoreflect.Descr
 
 // Services returns linked plus the services of every descriptor set the
 // federation names, taken from sets (name → content: a bundle's, or the
-// files beside the federation file) and checked against their digests.
+// files beside the federation file) and checked against their digests. A
+// service defined twice is refused, unless it is the very same descriptor
+// (a linked one given in linked and resolved from a set).
 func Services(fed *federation.Federation, sets map[string][]byte, linked []protoreflect.ServiceDescriptor) ([]protoreflect.ServiceDescriptor, error) {
 	out := append([]protoreflect.ServiceDescriptor(nil), linked...)
-	seen := map[protoreflect.FullName]string{}
+	seen := map[protoreflect.FullName]protoreflect.ServiceDescriptor{}
+	from := map[protoreflect.FullName]string{}
+	for _, sd := range linked {
+		seen[sd.FullName()], from[sd.FullName()] = sd, "the services given"
+	}
 	for _, ref := range fed.DescriptorSets {
 		raw, ok := sets[ref.File]
 		if !ok {
@@ -108,9 +138,12 @@ func Services(fed *federation.Federation, sets map[string][]byte, linked []proto
 		}
 		for _, sd := range svcs {
 			if other, dup := seen[sd.FullName()]; dup {
-				return nil, fmt.Errorf("descset: %s is defined by both %s and %s", sd.FullName(), other, ref.File)
+				if other == sd {
+					continue
+				}
+				return nil, fmt.Errorf("descset: %s is defined by both %s and %s", sd.FullName(), from[sd.FullName()], ref.File)
 			}
-			seen[sd.FullName()] = ref.File
+			seen[sd.FullName()], from[sd.FullName()] = sd, ref.File
 			out = append(out, sd)
 		}
 	}

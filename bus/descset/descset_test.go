@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"maps"
 	"os"
 	"strings"
 	"testing"
@@ -15,7 +16,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/catalog"
 	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/federation"
-	"github.com/jisr-bus/jisr/proto/services"
+	civilregistryv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
 // justice is the onboarding tour's member: its descriptor set as
@@ -35,10 +36,12 @@ func justice(t *testing.T) ([]byte, []byte) {
 
 func withJustice(t *testing.T, base []byte, digest, methods string) []byte {
 	t.Helper()
-	y := bytes.Replace(base, []byte("\nmembers:\n"), []byte(`
+	y := bytes.Replace(base, []byte("\ndescriptor_sets:\n"), []byte(`
 descriptor_sets:
   - file: justice.binpb
     sha256: `+digest+`
+`), 1)
+	y = bytes.Replace(y, []byte("\nmembers:\n"), []byte(`
 members:
   - name: justice
     title: Ministry of justice
@@ -61,6 +64,24 @@ rules:
 	return y
 }
 
+// sets are the reference ministries' descriptor sets (beside the test
+// federation file) and, when given, justice's.
+func sets(t *testing.T, justice []byte) map[string][]byte {
+	t.Helper()
+	fed, err := federation.Load("../testdata/federation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := maps.Clone(fed.Descriptors)
+	if len(out) != 4 {
+		t.Fatalf("the test federation names %d descriptor sets", len(out))
+	}
+	if justice != nil {
+		out["justice.binpb"] = justice
+	}
+	return out
+}
+
 // A member's services come from its descriptor set, checked against the
 // digest the federation file names; the catalogue places its methods (eID
 // field, predicate) with dynamic message types; nothing of justice is
@@ -71,10 +92,21 @@ func TestJusticeFromItsDescriptorSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := catalog.New(fed, services.All()); err == nil || !strings.Contains(err.Error(), "jisr.justice.v1.CriminalRecord") {
+	if _, err := descset.Services(fed, sets(t, nil), nil); err == nil {
+		t.Fatal("justice's set left out: accepted")
+	}
+	base, err := federation.Load("../testdata/federation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := descset.Services(base, base.Descriptors, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := catalog.New(fed, ref); err == nil || !strings.Contains(err.Error(), "jisr.justice.v1.CriminalRecord") {
 		t.Fatalf("justice placed without its descriptor set: %v", err)
 	}
-	svcs, err := descset.Services(fed, map[string][]byte{"justice.binpb": set}, services.All())
+	svcs, err := descset.Services(fed, sets(t, set), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,10 +135,10 @@ func TestJusticeFromItsDescriptorSet(t *testing.T) {
 	}
 
 	// A set that is not the one named: refused.
-	if _, err := descset.Services(fed, map[string][]byte{"justice.binpb": append(set, 0)}, services.All()); !errors.Is(err, descset.ErrDigest) {
+	if _, err := descset.Services(fed, sets(t, append(set, 0)), nil); !errors.Is(err, descset.ErrDigest) {
 		t.Fatalf("a changed set: %v", err)
 	}
-	if _, err := descset.Services(fed, nil, services.All()); err == nil {
+	if _, err := descset.Services(fed, sets(t, nil), nil); err == nil {
 		t.Fatal("a named set missing: accepted")
 	}
 	// A rule naming a method the set does not have: refused at load.
@@ -114,7 +146,7 @@ func TestJusticeFromItsDescriptorSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if svcs, err := descset.Services(bad, map[string][]byte{"justice.binpb": set}, services.All()); err != nil {
+	if svcs, err := descset.Services(bad, sets(t, set), nil); err != nil {
 		t.Fatal(err)
 	} else if _, err := catalog.New(bad, svcs); err == nil || !strings.Contains(err.Error(), "HasConvictions") {
 		t.Fatalf("a rule with an unknown method: %v", err)
@@ -122,7 +154,7 @@ func TestJusticeFromItsDescriptorSet(t *testing.T) {
 }
 
 // A set whose request has no eID field option, or that redefines a service
-// linked into jisr, is refused.
+// another set defines, is refused.
 func TestDescriptorSetValidation(t *testing.T) {
 	set, yaml := justice(t)
 	var fds descriptorpb.FileDescriptorSet
@@ -153,7 +185,7 @@ func TestDescriptorSetValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svcs, err := descset.Services(fed, map[string][]byte{"justice.binpb": noEID}, services.All())
+	svcs, err := descset.Services(fed, sets(t, noEID), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,8 +201,12 @@ func TestDescriptorSetValidation(t *testing.T) {
 			m.OutputType = proto.String(".jisr.civilregistry.v1.HasConvictionResponse")
 		}
 	})
-	if _, err := descset.Parse(hijack); err == nil || !strings.Contains(err.Error(), "linked into jisr") {
-		t.Fatalf("a set redefining a linked service: %v", err)
+	hfed, err := federation.Parse(bytes.Replace(yaml, []byte(descset.Digest(set)), []byte(descset.Digest(hijack)), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := descset.Services(hfed, sets(t, hijack), nil); err == nil || !strings.Contains(err.Error(), "defined by both") {
+		t.Fatalf("a set redefining another set's service: %v", err)
 	}
 }
 
@@ -182,7 +218,7 @@ func TestBundleCarriesDescriptorSets(t *testing.T) {
 	if _, err := federation.Sign(&federation.Bundle{Version: 1, Federation: yaml}, key); err == nil {
 		t.Fatal("signed a bundle without the descriptor set its federation names")
 	}
-	raw, err := federation.Sign(&federation.Bundle{Version: 1, Federation: yaml, Descriptors: map[string][]byte{"justice.binpb": set}}, key)
+	raw, err := federation.Sign(&federation.Bundle{Version: 1, Federation: yaml, Descriptors: sets(t, set)}, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +226,7 @@ func TestBundleCarriesDescriptorSets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := descset.Services(fed, b.Descriptors, services.All()); err != nil {
+	if _, err := descset.Services(fed, b.Descriptors, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -212,5 +248,90 @@ func TestTourSnippetNamesTheSetsDigest(t *testing.T) {
 	set := mustRead(t, "../../deploy/members/justice/justice.binpb")
 	if snippet := mustRead(t, "../../deploy/members/justice/federation-justice.yaml"); !bytes.Contains(snippet, []byte("sha256: "+descset.Digest(set))) {
 		t.Fatalf("federation-justice.yaml does not name sha256 %s (rebuilt justice.binpb? update it)", descset.Digest(set))
+	}
+}
+
+// The reference ministries come from their descriptor sets too. Where the
+// binary links a set's file (here the test links the civil registry's
+// generated code) and it is the same file, the linked descriptor serves it;
+// a set that differs (a field added) is served from the set, with dynamic
+// messages, without a rebuild.
+func TestReferenceSetsLinkedWhenSameDynamicOtherwise(t *testing.T) {
+	base, err := federation.Load("../testdata/federation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := descset.Services(base, base.Descriptors, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked := civilregistryv1.File_jisr_civilregistry_v1_civilregistry_proto.Services().Get(0)
+	var got protoreflect.ServiceDescriptor
+	for _, sd := range svcs {
+		if sd.FullName() == linked.FullName() {
+			got = sd
+		}
+	}
+	if got != linked {
+		t.Fatalf("the civil registry's set did not resolve to the linked, identical file: %v", got)
+	}
+	cat, err := catalog.New(base, svcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cat.ByFullMethod("/jisr.civilregistry.v1.CivilRegistry/GetPerson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.Output.New().Interface().(*civilregistryv1.GetPersonResponse); !ok {
+		t.Fatalf("GetPerson's reply is %T, not the linked type", m.Output.New().Interface())
+	}
+
+	// A new version of the civil registry's schema: a field added to a reply.
+	var fds descriptorpb.FileDescriptorSet
+	if err := proto.Unmarshal(base.Descriptors["civil-registry.binpb"], &fds); err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds.File {
+		if fd.GetName() == "jisr/civilregistry/v1/civilregistry.proto" {
+			for _, mt := range fd.MessageType {
+				if mt.GetName() == "GetPersonResponse" {
+					mt.Field = append(mt.Field, &descriptorpb.FieldDescriptorProto{Name: proto.String("note"), Number: proto.Int32(99),
+						Label: descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL.Enum(), Type: descriptorpb.FieldDescriptorProto_TYPE_STRING.Enum(), JsonName: proto.String("note")})
+				}
+			}
+		}
+	}
+	v2, err := proto.Marshal(&fds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("../testdata/federation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fed2, err := federation.Parse(bytes.Replace(raw, []byte(base.DescriptorSets[0].SHA256), []byte(descset.Digest(v2)), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets2 := maps.Clone(base.Descriptors)
+	sets2["civil-registry.binpb"] = v2
+	svcs2, err := descset.Services(fed2, sets2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat2, err := catalog.New(fed2, svcs2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := cat2.ByFullMethod("/jisr.civilregistry.v1.CivilRegistry/GetPerson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m2.Output.New().Interface().(*civilregistryv1.GetPersonResponse); ok || m2.Output.Descriptor().Fields().ByName("note") == nil {
+		t.Fatalf("the changed set's reply is %T, without its new field", m2.Output.New().Interface())
+	}
+	if m2.EID == nil {
+		t.Fatal("the eID option was not read from the changed set's descriptor")
 	}
 }

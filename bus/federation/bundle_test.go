@@ -30,7 +30,12 @@ func TestBundleSignedVerifiedAndRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := federation.Sign(&federation.Bundle{Version: 3, Created: time.Now(), Federation: file}, key)
+	loaded, err := federation.Load("../../deploy/federation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sets := loaded.Descriptors
+	raw, err := federation.Sign(&federation.Bundle{Version: 3, Created: time.Now(), Federation: file, Descriptors: sets}, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +61,7 @@ func TestBundleSignedVerifiedAndRefused(t *testing.T) {
 	s.Payload, _ = json.Marshal(inner)
 	tampered, _ := json.Marshal(s)
 	other, otherKey, _ := ed25519.GenerateKey(rand.Reader)
-	forged, err := federation.Sign(&federation.Bundle{Version: 9, Federation: file}, otherKey)
+	forged, err := federation.Sign(&federation.Bundle{Version: 9, Federation: file, Descriptors: sets}, otherKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,6 +66,11 @@ type Federation struct {
 	// linked into jisr (a member that joined later), by file name and
 	// SHA-256 digest; a signed bundle carries their content (bus/descset).
 	DescriptorSets []DescriptorSetRef
+	// Descriptors hold the content of those sets, by file name, when the
+	// federation was read by Load (the files beside the federation file);
+	// nil after Parse. Their digests are checked where they are used
+	// (bus/descset.Services).
+	Descriptors map[string][]byte
 
 	members  map[string]*Member
 	byID     map[string]*Member // SPIFFE ID string → member
@@ -324,6 +329,16 @@ func Load(path string) (*Federation, error) {
 	f, err := Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(f.DescriptorSets) > 0 {
+		f.Descriptors = make(map[string][]byte, len(f.DescriptorSets))
+		for _, ref := range f.DescriptorSets {
+			raw, err := os.ReadFile(filepath.Join(filepath.Dir(path), ref.File))
+			if err != nil {
+				return nil, fmt.Errorf("federation: descriptor set named by %s: %w", path, err)
+			}
+			f.Descriptors[ref.File] = raw
+		}
 	}
 	return f, nil
 }

@@ -239,6 +239,14 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 		PublishAllow:   []string{"$JS.API.>", subject.Discovery + ".>", subject.BucketKeys(subject.FederationBucket)},
 		SubscribeAllow: []string{subject.Inbox(subject.Operator) + ".>"},
 	}
+	// The NATS server itself (jisr nats-server) follows the signed
+	// federation versions as a client of its own, with its own SVID: it
+	// reads the bundle by direct get only, as the members do, and nothing
+	// else.
+	out[fed.ID("nats").String()] = Permission{
+		PublishAllow:   bundleRead(subject.FederationBucket),
+		SubscribeAllow: []string{subject.Inbox("nats") + ".>"},
+	}
 	return out
 }
 

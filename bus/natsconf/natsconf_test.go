@@ -50,8 +50,15 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 	for _, u := range opts.Users {
 		users[u.Username] = u
 	}
-	if len(users) != len(fed.Identities())-1 { // every identity but the server itself
-		t.Fatalf("%d users, want %d", len(users), len(fed.Identities())-1)
+	if len(users) != len(fed.Identities()) { // every identity
+		t.Fatalf("%d users, want %d", len(users), len(fed.Identities()))
+	}
+	// The server itself, as the client that follows the signed federation
+	// versions (jisr nats-server): the bundle by direct get, its inbox,
+	// nothing else.
+	if u := users["spiffe://jisr.internal/nats"]; u == nil || !slices.Equal(u.Permissions.Publish.Allow, []string{"$JS.API.STREAM.INFO.KV_jisr_federation", "$JS.API.DIRECT.GET.KV_jisr_federation",
+		"$JS.API.DIRECT.GET.KV_jisr_federation.>", "$JS.API.STREAM.MSG.GET.KV_jisr_federation"}) || !slices.Equal(u.Permissions.Subscribe.Allow, []string{"_INBOX.nats.>"}) {
+		t.Fatalf("the server's own user: %+v", u)
 	}
 	cnss := users["spiffe://jisr.internal/member/cnss"]
 	if cnss == nil {

@@ -68,6 +68,13 @@ func (a *svidAuth) replace(ns *server.Server, users []*server.User) error {
 	return nil
 }
 
+// snapshot returns the users in force, by SPIFFE ID.
+func (a *svidAuth) snapshot() map[string]*server.User {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.users
+}
+
 func bindUsers(ns *server.Server, users map[string]*server.User) (map[string]*server.User, error) {
 	out := make(map[string]*server.User, len(users))
 	for name, u := range users {

@@ -10,6 +10,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -30,6 +33,7 @@ type Server struct {
 	ns       *server.Server
 	cfg      natsconf.Config // as rendered at start; SetFederation changes its federation
 	auth     *svidAuth
+	mu       sync.Mutex // serialises SetFederation
 	confPath string
 	onStop   []func()
 	stop     chan struct{}
@@ -233,11 +237,20 @@ func (a *slogAdapter) Debugf(format string, v ...any)  { a.log.Debug(fmt.Sprintf
 func (a *slogAdapter) Tracef(format string, v ...any)  { a.log.Debug(fmt.Sprintf(format, v...)) }
 
 // SetFederation puts the users and permissions rendered from a new
-// federation version in force for every later connection, without a restart
-// (a new member can connect at once); connections already open keep the
-// permissions they authenticated with until they reconnect. The trust domain
-// cannot change.
+// federation version in force without a restart: for every later
+// connection (a new member can connect at once), and for the connections
+// already open (reauthorize): each gets its identity's new permissions on
+// the same connection; one whose identity left the federation, or that
+// holds a subscription its new permissions no longer allow, is closed (its
+// client reconnects under the new permissions, where the subscription is
+// refused). The trust domain cannot change.
+//
+// (server.ReloadOptions is not used: a configuration reload closes every
+// connection whose user the server's own user list does not hold, and
+// under svidAuth's custom authentication that list is empty.)
 func (s *Server) SetFederation(fed *federation.Federation) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if fed.TrustDomain != s.cfg.Federation.TrustDomain {
 		return fmt.Errorf("natsserver: the trust domain cannot change at run time")
 	}
@@ -251,9 +264,11 @@ func (s *Server) SetFederation(fed *federation.Federation) error {
 	if err := opts.ProcessConfigString(text); err != nil {
 		return fmt.Errorf("natsserver: rendered configuration rejected: %w", err)
 	}
+	old := s.auth.snapshot()
 	if err := s.auth.replace(s.ns, opts.Users); err != nil {
 		return err
 	}
+	s.reauthorize(old, s.auth.snapshot())
 	s.cfg = cfg
 	if s.confPath != "" {
 		if err := os.WriteFile(s.confPath, []byte(text), 0o600); err != nil {
@@ -261,6 +276,89 @@ func (s *Server) SetFederation(fed *federation.Federation) error {
 		}
 	}
 	return nil
+}
+
+// reauthorize applies new users to the open client connections: a
+// connection whose identity's permissions did not change is left alone;
+// one whose identity is gone, or whose subscriptions the new permissions
+// do not all allow, is closed; any other is registered again with its
+// identity's new user (permissions, same account and deadline) through
+// the same call the authentication makes (RegisterUser), in place.
+func (s *Server) reauthorize(old, users map[string]*server.User) {
+	cz, err := s.ns.Connz(&server.ConnzOptions{Limit: 1 << 20, Subscriptions: true})
+	if err != nil {
+		return
+	}
+	for _, ci := range cz.Conns {
+		c := s.ns.GetClient(ci.Cid)
+		if c == nil || c.Kind() != server.CLIENT {
+			continue
+		}
+		st := c.GetTLSConnectionState()
+		if st == nil || len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
+			continue
+		}
+		chain := st.VerifiedChains[0]
+		id, err := x509svid.IDFromCert(chain[0])
+		if err != nil {
+			continue
+		}
+		u, ok := users[id.String()]
+		was := old[id.String()]
+		switch {
+		case !ok || was == nil || was.Account != u.Account || !subscriptionsAllowed(ci.Subs, u.Permissions):
+			_ = s.ns.DisconnectClientByID(ci.Cid)
+			continue
+		case reflect.DeepEqual(was.Permissions, u.Permissions):
+			continue
+		}
+		mapped := *u
+		mapped.ConnectionDeadline = expiry(chain)
+		c.RegisterUser(&mapped)
+	}
+}
+
+// subscriptionsAllowed reports whether every subscription's subject is
+// covered by an allowed subscribe pattern of p (nil p: everything).
+func subscriptionsAllowed(subs []string, p *server.Permissions) bool {
+	if p == nil || p.Subscribe == nil || p.Subscribe.Allow == nil {
+		return true
+	}
+	for _, sub := range subs {
+		ok := false
+		for _, allow := range p.Subscribe.Allow {
+			if covers(allow, sub) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// covers reports whether the NATS subject pattern p matches every subject
+// that sub (itself possibly with wildcards) matches.
+func covers(p, sub string) bool {
+	pt, st := strings.Split(p, "."), strings.Split(sub, ".")
+	for i, tok := range pt {
+		if tok == ">" {
+			return len(st) > i
+		}
+		if i >= len(st) {
+			return false
+		}
+		switch {
+		case st[i] == ">":
+			return false
+		case tok == "*":
+		case tok != st[i]:
+			return false
+		}
+	}
+	return len(st) == len(pt)
 }
 
 // PeerSVID is the SVID a client connection presented: its SPIFFE ID and

@@ -49,6 +49,7 @@ func TestEventRulesFollowTheSignedFederation(t *testing.T) {
 	if err := os.WriteFile(fedPath, v0, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	copyDescriptorSets(t, "../testdata/federation.yaml", dir)
 	g := &process.Env{FederationPath: fedPath, CertsDir: filepath.Join(dir, "certs"), DataDir: dir,
 		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	fed, err := g.Federation()

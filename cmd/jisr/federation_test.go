@@ -100,6 +100,7 @@ func TestFederationSignedVersionAppliedWithoutRestart(t *testing.T) {
 	if err := os.WriteFile(v1, withRule, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	copyDescriptorSets(t, g.FederationPath, filepath.Dir(v1))
 	// Justice's SVID (as `jisr certs init` issues it for the new file): the
 	// NATS server does not know it before version 1.
 	g1 := &process.Env{FederationPath: v1, CertsDir: g.CertsDir, NATSURL: g.NATSURL, Log: slog.New(slog.DiscardHandler)}
@@ -277,6 +278,21 @@ func reflectionList(t *testing.T, cc *grpc.ClientConn) []string {
 		names = append(names, s.GetName())
 	}
 	return names
+}
+
+// copyDescriptorSets copies the descriptor sets the federation file fedPath
+// names (the reference ministries') into dir, beside a new federation file.
+func copyDescriptorSets(t *testing.T, fedPath, dir string) {
+	t.Helper()
+	fed, err := federation.Load(fedPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, raw := range fed.Descriptors {
+		if err := os.WriteFile(filepath.Join(dir, name), raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func mustReadFile(t *testing.T, p string) []byte {

@@ -101,7 +101,17 @@ func newNATSServerCmd(g *process.Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "nats-server",
 		Short: "Run the federation's NATS server (embedded nats-server, JetStream under --data)",
-		Args:  cobra.NoArgs,
+		Long: `Run the federation's NATS server: an embedded nats-server with the
+configuration jisr nats-config prints, JetStream under --data.
+
+It follows the signed federation versions (jisr federation publish) without a
+restart: with its own SVID it reads the federation bucket, and puts each newer
+version whose signature verifies with the governance key in force — the new
+users and permissions, for later connections and for those already open (a
+connection whose identity left, or that holds a subscription the new
+permissions no longer allow, is closed; its client reconnects under them).
+Until jisr nats init has created the bucket it tries again every 2 s.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if fastFailover {
 				was := natsserver.FastFailover()
@@ -111,14 +121,18 @@ func newNATSServerCmd(g *process.Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// New signed federation versions, without a restart.
+			stopWatch := process.WatchFederation(cmd.Context(), g, s)
 			stopMetrics, err := g.ServeMetrics(httpAddr, "nats-server")
 			if err != nil {
+				stopWatch()
 				s.Shutdown()
 				return err
 			}
 			defer stopMetrics(context.WithoutCancel(cmd.Context()))
 			<-cmd.Context().Done()
 			g.Log.Info("shutting down NATS")
+			stopWatch()
 			s.Shutdown()
 			return nil
 		},

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
@@ -41,6 +42,11 @@ func TestOnboardingTourJusticeFromPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := startDev(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("jisr dev's log:\n%s", f.logs.String())
+		}
+	})
 	convicted, clean := f.demo.Citizens[0].EID, f.demo.Citizens[1].EID
 	pg.Exec(string(schema), fmt.Sprintf("INSERT INTO justice.record (eid, convictions) VALUES ('%s', 2), ('%s', 0)", convicted, clean))
 	t.Setenv("JISR_JUSTICE_DATABASE_URL", pg.URL)
@@ -70,6 +76,7 @@ func TestOnboardingTourJusticeFromPostgres(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	copyDescriptorSets(t, g.FederationPath, dir) // the reference ministries'
 	for _, name := range []string{"justice.binpb", "justice.yaml"} {
 		b, err := os.ReadFile(member + name)
 		if err != nil {
@@ -103,6 +110,20 @@ func TestOnboardingTourJusticeFromPostgres(t *testing.T) {
 		t.Fatalf("diff:\n%s", d)
 	}
 	run(g.FederationPath, "federation", "publish", bundle)
+	// The NATS server applies the version from its watch, a moment after
+	// the publication: justice may connect once it has (an adapter whose
+	// first connection is refused exits, as it should).
+	bustest.Eventually(t, 30*time.Second, func() error {
+		cctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		nc, src, err := g1.Connect(cctx, "justice", nats.MaxReconnects(0))
+		if err != nil {
+			return err
+		}
+		nc.Close()
+		src.Close()
+		return nil
+	})
 
 	// 4. Its backend, `jisr backend sql`, and its adapter, as processes of
 	// their own would run them.
@@ -158,11 +179,12 @@ func TestOnboardingTourJusticeFromPostgres(t *testing.T) {
 // lists to a federation file.
 func addJustice(t *testing.T, base []byte, digest string) []byte {
 	t.Helper()
-	y := bytes.Replace(base, []byte("\nmembers:\n"), []byte(`
+	y := bytes.Replace(base, []byte("\ndescriptor_sets:\n"), []byte(`
 descriptor_sets:
   - file: justice.binpb
     sha256: `+digest+`
-
+`), 1)
+	y = bytes.Replace(y, []byte("\nmembers:\n"), []byte(`
 members:
   - name: justice
     title: Ministry of justice

@@ -13,7 +13,6 @@ import (
 	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/cmd/internal/process"
-	"github.com/jisr-bus/jisr/proto/services"
 )
 
 func newServicesCmd(g *process.Env) *cobra.Command {
@@ -74,7 +73,7 @@ run the federation's schema.`,
 					return fmt.Errorf("no federation version published yet")
 				}
 				fed = pub
-				if svcs, err = descset.Services(pub, b.Descriptors, services.All()); err != nil {
+				if svcs, err = descset.Services(pub, b.Descriptors, nil); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "federation version %d (%s)\n\n", b.Version, b.Digest())

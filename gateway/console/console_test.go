@@ -25,6 +25,7 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/catalog"
+	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/devca"
@@ -36,7 +37,6 @@ import (
 	"github.com/jisr-bus/jisr/gateway/console"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	"github.com/jisr-bus/jisr/gateway/natsstate"
-	"github.com/jisr-bus/jisr/proto/services"
 )
 
 const (
@@ -147,7 +147,11 @@ func newHarnessWith(t *testing.T, o harnessOptions) *harness {
 	if o.signIn != nil {
 		auth.Sessions, signInRoutes = o.signIn(h.url)
 	}
-	cat, err := catalog.New(env.Fed, services.All())
+	svcs, err := descset.Services(env.Fed, env.Fed.Descriptors, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalog.New(env.Fed, svcs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -94,18 +94,18 @@ func ClearNamedOnly(m protoreflect.Message, named []string) {
 	apply(m, namedOnlyPlan(m.Descriptor(), named))
 }
 
-var namedOnly sync.Map // protoreflect.FullName → bool
+var namedOnly sync.Map // protoreflect.MessageDescriptor → bool (by descriptor: a later version's message of the same name may differ)
 
 // hasNamedOnly reports whether md, or a message under it (maps aside), has
 // a (jisr.v1.named_only) field. Trim does not descend into maps, and a map
 // value's named_only field is refused by nothing else, so map values are
 // released or cleared whole.
 func hasNamedOnly(md protoreflect.MessageDescriptor) bool {
-	if v, ok := namedOnly.Load(md.FullName()); ok {
+	if v, ok := namedOnly.Load(md); ok {
 		return v.(bool)
 	}
 	found := scanNamedOnly(md, map[protoreflect.FullName]bool{})
-	namedOnly.Store(md.FullName(), found)
+	namedOnly.Store(md, found)
 	return found
 }
 

@@ -157,9 +157,13 @@ func anyHasPrefix(paths []string, prefix string) bool {
 	return false
 }
 
+// The plans are kept by message descriptor, not by name: a federation
+// version may bring a message of the same name with other fields (a
+// ministry's new schema, bus/descset), and a plan holds the field
+// descriptors of the message it was compiled for.
 var (
 	clearAllMu sync.Mutex
-	clearAll   = map[protoreflect.FullName]*plan{}
+	clearAll   = map[protoreflect.MessageDescriptor]*plan{}
 )
 
 // clearAllPlan clears every named_only field of md and of the messages
@@ -171,11 +175,11 @@ func clearAllPlan(md protoreflect.MessageDescriptor) *plan {
 }
 
 func clearAllLocked(md protoreflect.MessageDescriptor) *plan {
-	if p, ok := clearAll[md.FullName()]; ok {
+	if p, ok := clearAll[md]; ok {
 		return p
 	}
 	p := &plan{}
-	clearAll[md.FullName()] = p // before the fields: a recursive type finds itself
+	clearAll[md] = p // before the fields: a recursive type finds itself
 	fields := md.Fields()
 	for i := 0; i < fields.Len(); i++ {
 		fd := fields.Get(i)
@@ -197,15 +201,15 @@ const maxPlans = 4096
 
 var plans = struct {
 	sync.RWMutex
-	m map[string]*plan
-}{m: map[string]*plan{}}
+	m map[protoreflect.MessageDescriptor]map[string]*plan // by descriptor, then kind and paths
+	n int
+}{m: map[protoreflect.MessageDescriptor]map[string]*plan{}}
 
 var keyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
 func cached(kind byte, md protoreflect.MessageDescriptor, paths []string, compile func() *plan) *plan {
 	bp := keyPool.Get().(*[]byte)
 	k := append((*bp)[:0], kind)
-	k = append(k, md.FullName()...)
 	if paths == nil {
 		k = append(k, 0xff) // nil (no restriction) differs from empty (nothing)
 	}
@@ -214,14 +218,22 @@ func cached(kind byte, md protoreflect.MessageDescriptor, paths []string, compil
 		k = append(k, a...)
 	}
 	plans.RLock()
-	p, ok := plans.m[string(k)]
-	n := len(plans.m)
+	p, ok := plans.m[md][string(k)]
+	n := plans.n
 	plans.RUnlock()
 	if !ok {
 		p = compile()
 		if n < maxPlans {
 			plans.Lock()
-			plans.m[string(k)] = p
+			byPaths := plans.m[md]
+			if byPaths == nil {
+				byPaths = map[string]*plan{}
+				plans.m[md] = byPaths
+			}
+			if _, dup := byPaths[string(k)]; !dup {
+				byPaths[string(k)] = p
+				plans.n++
+			}
 			plans.Unlock()
 		}
 	}

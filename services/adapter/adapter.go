@@ -36,7 +36,6 @@ import (
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	eventsv1 "github.com/jisr-bus/jisr/proto/gen/jisr/events/v1"
-	"github.com/jisr-bus/jisr/proto/services"
 	"github.com/jisr-bus/jisr/proto/unknownfields"
 )
 
@@ -60,12 +59,14 @@ type Config struct {
 	// writes. The adapter does not close them.
 	MoreConns []*nats.Conn
 	Log       *slog.Logger
-	// Services are the descriptors of the services the federation may name
-	// (default services.All(): every ministry service linked into jisr).
+	// Services are descriptors of services given besides the federation's
+	// descriptor sets (default none: every ministry's services come from
+	// its descriptor set; jisr links no ministry's schema).
 	Services []protoreflect.ServiceDescriptor
 	// DescriptorSets hold the content of the descriptor sets the federation
-	// file names (descriptor_sets), by file name: the services of members
-	// not linked into jisr (bus/descset). A new version brings its own.
+	// file names (descriptor_sets), by file name: the services of every
+	// member (bus/descset). Default: Federation.Descriptors (read beside
+	// the federation file by federation.Load). A new version brings its own.
 	DescriptorSets map[string][]byte
 	// Backend is the provider side's backend gRPC address; "" runs the
 	// consumer side only. BackendTLS (mTLS with the adapter's SVID) is
@@ -157,8 +158,8 @@ func New(cfg Config, opts ...Option) (*Adapter, error) {
 	if cfg.DefaultTimeout <= 0 {
 		cfg.DefaultTimeout = bus.DefaultTimeout
 	}
-	if cfg.Services == nil {
-		cfg.Services = services.All()
+	if cfg.DescriptorSets == nil {
+		cfg.DescriptorSets = cfg.Federation.Descriptors
 	}
 	svcs, err := descset.Services(cfg.Federation, cfg.DescriptorSets, cfg.Services)
 	if err != nil {
@@ -350,8 +351,10 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("adapter: backend %s: %w", a.cfg.Backend, err)
 	}
+	a.microMu.Lock() // Ready reads the backend link (the side may start late: a later version)
 	a.backend = conn
 	a.fingerprint = bus.BackendFingerprint(a.cfg.Backend)
+	a.microMu.Unlock()
 	// bus.QueueSubscribe: a reconnection with a renewed SVID pauses it and
 	// answers the requests received first (only this connection may).
 	sub, err := bus.QueueSubscribe(a.cfg.Conn, subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatchOn(a.cfg.Conn), 1<<16, 256<<20)

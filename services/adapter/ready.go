@@ -27,14 +27,17 @@ func (a *Adapter) Ready(ctx context.Context) error {
 	if s := a.cfg.Conn.Status(); s != nats.CONNECTED {
 		return fmt.Errorf("%w: NATS connection is %s", ErrNotReady, s)
 	}
-	if a.backend == nil {
+	a.microMu.Lock()
+	backend := a.backend
+	a.microMu.Unlock()
+	if backend == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	// The backend link forces jisr's raw codec; the health check is a
 	// plain protobuf call.
-	resp, err := healthpb.NewHealthClient(a.backend).Check(ctx, &healthpb.HealthCheckRequest{},
+	resp, err := healthpb.NewHealthClient(backend).Check(ctx, &healthpb.HealthCheckRequest{},
 		grpc.ForceCodecV2(encoding.GetCodecV2("proto")))
 	switch {
 	case status.Code(err) == codes.Unimplemented:

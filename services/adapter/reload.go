@@ -75,6 +75,16 @@ func (a *Adapter) SetFederation(fed *federation.Federation, version uint64, sets
 	return nil
 }
 
+// Provides is what the member provides in the federation version in force.
+func (a *Adapter) Provides() []string { return a.fs.Load().member.Provides }
+
+// Providing reports whether the provider side runs (StartProvider).
+func (a *Adapter) Providing() bool {
+	a.microMu.Lock()
+	defer a.microMu.Unlock()
+	return a.providing
+}
+
 // FederationVersion is the version of the federation in force (0: the file
 // the adapter started with).
 func (a *Adapter) FederationVersion() uint64 { return a.fs.Load().version }

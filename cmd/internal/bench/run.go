@@ -23,10 +23,10 @@ import (
 
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/catalog"
+	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
-	"github.com/jisr-bus/jisr/proto/services"
 	"github.com/jisr-bus/jisr/services/demodata"
 	"github.com/jisr-bus/jisr/services/progress"
 )
@@ -746,7 +746,11 @@ func (b *harness) queryMsgs(bg Clients, tokens []token) ([]*nats.Msg, error) {
 	if err != nil {
 		return nil, err
 	}
-	cat, err := catalog.New(fed, services.All())
+	svcs, err := descset.Services(fed, fed.Descriptors, nil)
+	if err != nil {
+		return nil, err
+	}
+	cat, err := catalog.New(fed, svcs)
 	if err != nil {
 		return nil, err
 	}

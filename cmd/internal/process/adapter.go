@@ -56,14 +56,15 @@ func StartAdapter(ctx context.Context, g *Env, o AdapterOptions, extra ...grpc.S
 	if err != nil {
 		return nil, err
 	}
-	m, err := fed.Member(o.Member)
-	if err != nil {
+	if _, err := fed.Member(o.Member); err != nil {
 		return nil, UsageError{fmt.Errorf("--member %q is not in %s", o.Member, g.FederationPath)}
 	}
 	if o.Listen == "" {
 		o.Listen = DevPort(fed, o.Member, 7000)
 	}
-	if o.Backend == "" && len(m.Provides) > 0 {
+	if o.Backend == "" {
+		// A consumer-only member too: a later federation version may give
+		// it a service, and its provider side then starts without a restart.
 		o.Backend = DevPort(fed, o.Member, 7100)
 	}
 	switch {

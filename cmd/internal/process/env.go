@@ -19,7 +19,6 @@ import (
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/certs/svid"
-	"github.com/jisr-bus/jisr/proto/services"
 )
 
 // Env is what every subcommand shares: the global flags' values, the log,
@@ -104,37 +103,26 @@ func (g *Env) Federation() (*federation.Federation, error) {
 	return fed, nil
 }
 
-// DescriptorSets reads the descriptor sets the federation file names
-// (descriptor_sets), from the federation file's directory.
+// DescriptorSets are the descriptor sets the federation file names
+// (descriptor_sets), read from the federation file's directory by Load.
 func (g *Env) DescriptorSets() (map[string][]byte, error) {
 	fed, err := g.Federation()
 	if err != nil {
 		return nil, err
 	}
-	out := map[string][]byte{}
-	for _, ref := range fed.DescriptorSets {
-		raw, err := os.ReadFile(filepath.Join(filepath.Dir(g.FederationPath), ref.File))
-		if err != nil {
-			return nil, fmt.Errorf("descriptor set named by %s: %w", g.FederationPath, err)
-		}
-		out[ref.File] = raw
-	}
-	return out, nil
+	return fed.Descriptors, nil
 }
 
-// Services are the services the federation file may name: those linked
-// into jisr and those of its descriptor sets (checked against their digests).
+// Services are the services the federation file may name: those of its
+// descriptor sets (checked against their digests). No ministry's schema is
+// linked in for them, the reference ministries' included.
 func (g *Env) Services() ([]protoreflect.ServiceDescriptor, map[string][]byte, error) {
 	fed, err := g.Federation()
 	if err != nil {
 		return nil, nil, err
 	}
-	sets, err := g.DescriptorSets()
-	if err != nil {
-		return nil, nil, err
-	}
-	svcs, err := descset.Services(fed, sets, services.All())
-	return svcs, sets, err
+	svcs, err := descset.Services(fed, fed.Descriptors, nil)
+	return svcs, fed.Descriptors, err
 }
 
 // Keyer loads the federation's citizen key from the certs directory.

@@ -6,6 +6,7 @@
 package helmtest
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"slices"
@@ -138,6 +139,21 @@ func TestLint(t *testing.T) {
 // volume, security contexts, scrape annotations and the network policies.
 func TestTemplateThreeMinistries(t *testing.T) {
 	objs := render(t, values(t, "../jisr/ci/three-ministries-values.yaml"))
+
+	// The federation's ConfigMap carries, beside the file, every descriptor
+	// set it names, byte for byte (jisr loads each ministry's services from
+	// them).
+	var fedCM corev1.ConfigMap
+	objs.get(t, "ConfigMap", "jisr-federation", &fedCM)
+	for _, name := range []string{"civil-registry.binpb", "tax.binpb", "cnss.binpb", "health.binpb"} {
+		want, err := os.ReadFile("../../" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fedCM.BinaryData[name]; !bytes.Equal(got, want) {
+			t.Errorf("the federation ConfigMap's %s: %d bytes, deploy/%s has %d", name, len(got), name, len(want))
+		}
+	}
 
 	var nats appsv1.StatefulSet
 	objs.get(t, "StatefulSet", "jisr-nats", &nats)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -63,11 +64,12 @@ func WithTracerProvider(tp trace.TracerProvider) Option { return func(o *options
 
 // Node is a running adapter.
 type Node struct {
-	cfg   Config
-	ad    *adapter.Adapter
-	watch *fedwatch.Watcher
-	srv   *grpc.Server
-	addr  string
+	cfg    Config
+	ad     *adapter.Adapter
+	watch  *fedwatch.Watcher
+	srv    *grpc.Server
+	addr   string
+	provMu sync.Mutex // startProvider
 }
 
 // Member is the member the adapter serves.
@@ -138,10 +140,10 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Node, err error)
 			return nil, err
 		}
 	}
-	if len(m.Provides) > 0 {
-		if err := n.ad.StartProvider(ctx); err != nil {
-			return nil, err
-		}
+	// What the member provides in the version in force (the published one
+	// may differ from the file).
+	if _, err := n.startProvider(ctx); err != nil {
+		return nil, err
 	}
 	if err := n.ad.StartEventsIfReceiving(ctx); err != nil {
 		return nil, err
@@ -183,6 +185,19 @@ func (n *Node) watchFederation(ctx context.Context, trusted []ed25519.PublicKey)
 			if err := n.ad.SetFederation(fed, b.Version, b.Descriptors); err != nil {
 				return err
 			}
+			// A member that provided nothing and is given a service by this
+			// version: its provider side starts now, without a restart.
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			log := n.cfg.Adapter.Log.With("component", "adapter", "member", n.cfg.Adapter.Member, "version", b.Version)
+			switch started, err := n.startProvider(sctx); {
+			case err != nil:
+				// The version stays applied (the consumer side serves it);
+				// the gateway finds no provider here until this is fixed.
+				log.Error("the version gives the member services, but its provider side could not start", "err", err)
+			case started:
+				log.Info("provider side started: the version gives the member services", "provides", n.ad.Provides())
+			}
 			// A version that gives the member its first event rule starts
 			// the delivery to its backend (docs/events.md).
 			if err := n.ad.StartEventsIfReceiving(context.WithoutCancel(ctx)); err != nil {
@@ -192,6 +207,18 @@ func (n *Node) watchFederation(ctx context.Context, trusted []ed25519.PublicKey)
 		},
 	})
 	return err
+}
+
+// startProvider starts the provider side if the member provides a service
+// in the version in force and the side does not run yet: at start, and when
+// a later version gives a consumer-only member its first service.
+func (n *Node) startProvider(ctx context.Context) (bool, error) {
+	n.provMu.Lock()
+	defer n.provMu.Unlock()
+	if len(n.ad.Provides()) == 0 || n.ad.Providing() {
+		return false, nil
+	}
+	return true, n.ad.StartProvider(ctx)
 }
 
 // FederationPoll is how often an adapter reads the signed federation

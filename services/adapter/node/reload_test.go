@@ -5,18 +5,22 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/bustest"
+	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/fedwatch"
 	"github.com/jisr-bus/jisr/bus/subject"
@@ -55,7 +59,7 @@ func TestAdapterAppliesNewFederationVersionWithoutRestart(t *testing.T) {
 	}
 	publish := func(version uint64, yaml []byte, signer ed25519.PrivateKey) {
 		t.Helper()
-		raw, err := federation.Sign(&federation.Bundle{Version: version, Created: time.Now(), Federation: yaml}, signer)
+		raw, err := federation.Sign(&federation.Bundle{Version: version, Created: time.Now(), Federation: yaml, Descriptors: env.Fed.Descriptors}, signer)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,7 +142,7 @@ func TestAdapterAppliesNewFederationVersionWithoutRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a member cannot read the federation bucket: %v", err)
 	}
-	signed, _ := federation.Sign(&federation.Bundle{Version: 7, Federation: v1}, key)
+	signed, _ := federation.Sign(&federation.Bundle{Version: 7, Federation: v1, Descriptors: env.Fed.Descriptors}, key)
 	short, cancelShort := context.WithTimeout(ctx, 3*time.Second) // a refused publish gets no answer
 	defer cancelShort()
 	if _, err := mkv.Put(short, subject.FederationKey, signed); err == nil {
@@ -187,7 +191,7 @@ func TestAdapterAppliesNewFederationVersionWithoutRestart(t *testing.T) {
 		t.Fatalf("version %d in force after the refused bundles", v)
 	}
 	// Refused by the adapter itself: an unknown method; not newer.
-	if err := n.Adapter().SetFederation(mustParse(t, v1), 3, nil); err != nil {
+	if err := n.Adapter().SetFederation(mustParse(t, v1), 3, env.Fed.Descriptors); err != nil {
 		t.Fatalf("a good version 3 refused: %v", err)
 	}
 	for _, bad := range []struct {
@@ -196,11 +200,11 @@ func TestAdapterAppliesNewFederationVersionWithoutRestart(t *testing.T) {
 	}{
 		{bytes.Replace(v1, []byte("methods: [GetTaxClearance]"), []byte("methods: [GetTaxSecrets]"), 1), "GetTaxSecrets"},
 	} {
-		if err := n.Adapter().SetFederation(mustParse(t, bad.yaml), 9, nil); err == nil || !strings.Contains(err.Error(), bad.says) {
+		if err := n.Adapter().SetFederation(mustParse(t, bad.yaml), 9, env.Fed.Descriptors); err == nil || !strings.Contains(err.Error(), bad.says) {
 			t.Fatalf("version refused? %v (want %q)", err, bad.says)
 		}
 	}
-	if err := n.Adapter().SetFederation(mustParse(t, v1), 3, nil); err == nil {
+	if err := n.Adapter().SetFederation(mustParse(t, v1), 3, env.Fed.Descriptors); err == nil {
 		t.Fatal("version 3 applied twice")
 	}
 	if v := n.FederationVersion(); v != 3 {
@@ -218,4 +222,101 @@ func mustParse(t *testing.T, yaml []byte) *federation.Federation {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// A consumer-only member (justice) whose adapter runs gets a service in a
+// new signed federation version: its provider side starts without a
+// restart — it takes the gateway's requests on jisr.p.justice.> and
+// registers in the catalogue (the operator's discovery request is
+// answered), where before it answered nothing.
+func TestConsumerOnlyMemberStartsItsProviderSideWithANewVersion(t *testing.T) {
+	t.Parallel()
+	base, err := os.ReadFile("../../../bus/testdata/federation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := os.ReadFile("../../../deploy/members/justice/justice.binpb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v0 := bytes.Replace(base, []byte("\nmembers:\n"), []byte("\nmembers:\n  - name: justice\n    title: Ministry of justice\n"), 1)
+	v1 := bytes.Replace(v0, []byte("title: Ministry of justice\n"), []byte("title: Ministry of justice\n    provides: [jisr.justice.v1.CriminalRecord]\n"), 1)
+	v1 = bytes.Replace(v1, []byte("\ndescriptor_sets:\n"), []byte("\ndescriptor_sets:\n  - file: justice.binpb\n    sha256: "+descset.Digest(set)+"\n"), 1)
+	if bytes.Equal(v0, base) || bytes.Count(v1, []byte("justice")) != bytes.Count(v0, []byte("justice"))+2 {
+		t.Fatal("could not add justice to the federation file")
+	}
+	env := bustest.Start(t, bustest.WithFederation(v0))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	js, err := jetstream.New(env.Connect(t, subject.Operator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: subject.FederationBucket, History: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, key, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	n, err := node.Start(ctx, node.Config{
+		Adapter: adapter.Config{Member: "justice", Federation: env.Fed, Keyer: env.Keyer, Conn: env.Connect(t, "justice", nats.MaxReconnects(-1)), Log: env.Log,
+			Backend: "127.0.0.1:1"}, // its backend: the provider side dials it lazily
+		Listen: "127.0.0.1:0",
+	}, node.WithFederationWatch(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Stop(context.Background()) })
+	if n.Adapter().Providing() {
+		t.Fatal("a consumer-only member's provider side runs")
+	}
+	op := env.Connect(t, subject.Operator)
+	gw := env.Connect(t, "gateway")
+	ping := subject.Discovery + ".PING." + subject.DiscoveryName("justice")
+	ckey := env.Keyer.CKey("AB123456")
+	query, err := subject.Query{Consumer: "cnss", Provider: "justice", Service: subject.ServiceToken("jisr.justice.v1.CriminalRecord"), Method: "HasConviction", CKey: ckey}.ProviderSubject()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.Request(query, nil, time.Second); err == nil {
+		t.Fatal("version 0: something answered a provider query for justice")
+	}
+
+	// Version 1, signed and published; the NATS server takes it too (as
+	// its own watch does), for justice's open connection.
+	fed1, err := federation.Parse(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Server.SetFederation(fed1); err != nil {
+		t.Fatal(err)
+	}
+	sets := maps.Clone(env.Fed.Descriptors)
+	sets["justice.binpb"] = set
+	raw, err := federation.Sign(&federation.Bundle{Version: 1, Created: time.Now(), Federation: v1, Descriptors: sets}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, subject.FederationKey, raw); err != nil {
+		t.Fatal(err)
+	}
+	bustest.Eventually(t, 30*time.Second, func() error {
+		if !n.Adapter().Providing() {
+			return fmt.Errorf("provider side not started (version %d in force)", n.FederationVersion())
+		}
+		_, err := op.Request(ping, nil, time.Second)
+		return err
+	})
+	// It takes the gateway's query (its backend is not there: the answer is
+	// the provider side's refusal, from justice's adapter).
+	msg, err := gw.Request(query, nil, 5*time.Second)
+	if err != nil {
+		t.Fatalf("version 1: justice's provider side does not answer the gateway: %v", err)
+	}
+	if msg.Header.Get(bus.HeaderStatus) == "" {
+		t.Fatalf("version 1: not the provider side's answer: %+v", msg.Header)
+	}
 }
