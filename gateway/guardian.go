@@ -7,11 +7,11 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/decision"
-	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
 // Assisted access: a parent or legal guardian acts for a minor on the
@@ -32,8 +32,11 @@ const PurposeGuardianship = "guardianship"
 const MajorityAge = 18
 
 // householdService and householdMethod are where the civil registry tells a
-// household.
-var householdService = civilv1.CivilRegistry_ServiceDesc.ServiceName
+// household. Its schema comes, like every member's, from the federation's
+// descriptor sets: the gateway reads the household's fields by name
+// (household.members: eid, relation, given_name, birth_date{year, month,
+// day}, alive), and a registry whose schema lacks one of them is refused.
+const householdService = "jisr.civilregistry.v1.CivilRegistry"
 
 const householdMethod = "GetHousehold"
 
@@ -136,7 +139,9 @@ func (g *Gateway) household(ctx context.Context, guardianEID, ward string, now t
 	if err != nil {
 		return nil, nil, decision.Refuse(codes.NotFound, decision.ReasonUnknownMethod, "unknown service or method")
 	}
-	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(&civilv1.GetHouseholdRequest{Eid: eid})
+	req := m.Input.New()
+	req.Set(m.EID, protoreflect.ValueOfString(eid))
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(req.Interface())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -147,28 +152,32 @@ func (g *Gateway) household(ctx context.Context, guardianEID, ward string, now t
 	if err != nil {
 		return nil, nil, err
 	}
-	var hh civilv1.GetHouseholdResponse
-	if err := proto.Unmarshal(reply, &hh); err != nil {
+	resp := m.Output.New()
+	if err := proto.Unmarshal(reply, resp.Interface()); err != nil {
 		return nil, nil, decision.Refuse(codes.Internal, decision.ReasonProviderError, "the provider's reply is not a valid household")
+	}
+	members, err := householdMembers(resp)
+	if err != nil {
+		return nil, nil, decision.Refuse(codes.Internal, decision.ReasonProviderError, "%s", err.Error())
 	}
 	d.Fields = householdFields
 	guardian := false
-	for _, mb := range hh.GetHousehold().GetMembers() {
-		if n, err := fs.fed.NormaliseEID(mb.GetEid()); err == nil && n == eid && mb.GetAlive() &&
-			(mb.GetRelation() == civilv1.Relation_RELATION_HEAD || mb.GetRelation() == civilv1.Relation_RELATION_SPOUSE) {
+	for _, mb := range members {
+		if n, err := fs.fed.NormaliseEID(mb.eid); err == nil && n == eid && mb.alive &&
+			(mb.relation == "RELATION_HEAD" || mb.relation == "RELATION_SPOUSE") {
 			guardian = true
 		}
 	}
 	var ws []Ward
 	var found *Ward
-	for _, mb := range hh.GetHousehold().GetMembers() {
-		n, err := fs.fed.NormaliseEID(mb.GetEid())
-		if !guardian || err != nil || n == eid || mb.GetRelation() != civilv1.Relation_RELATION_CHILD || !mb.GetAlive() || !minor(mb, now) {
+	for _, mb := range members {
+		n, err := fs.fed.NormaliseEID(mb.eid)
+		if !guardian || err != nil || n == eid || mb.relation != "RELATION_CHILD" || !mb.alive || !minor(mb.born, now) {
 			continue
 		}
-		b := mb.GetBirthDate()
-		w := Ward{CKey: g.cfg.Keyer.CKey(n), GivenName: mb.GetGivenName(),
-			BirthDate: time.Date(int(b.GetYear()), time.Month(b.GetMonth()), int(b.GetDay()), 0, 0, 0, 0, time.UTC).Format(time.DateOnly)}
+		b := mb.born
+		w := Ward{CKey: g.cfg.Keyer.CKey(n), GivenName: mb.givenName,
+			BirthDate: time.Date(int(b.year), time.Month(b.month), int(b.day), 0, 0, 0, 0, time.UTC).Format(time.DateOnly)}
 		ws = append(ws, w)
 		if ward != "" && ckey.Equal(w.CKey, ward) {
 			found = &ws[len(ws)-1]
@@ -184,15 +193,85 @@ func (g *Gateway) household(ctx context.Context, guardianEID, ward string, now t
 	return ws, found, nil
 }
 
-// minor reports whether m is under MajorityAge at now; a missing or
-// impossible birth date is not a minor (fail closed).
-func minor(m *civilv1.HouseholdMember, now time.Time) bool {
-	b := m.GetBirthDate()
-	if b.GetYear() <= 0 || b.GetMonth() < 1 || b.GetMonth() > 12 || b.GetDay() < 1 || b.GetDay() > 31 {
+// member is one household member as the gateway reads it.
+type member struct {
+	eid, givenName string
+	relation       string // the enum value's name, e.g. RELATION_CHILD
+	alive          bool
+	born           date
+}
+
+type date struct{ year, month, day int64 }
+
+// householdMembers reads household.members from a GetHousehold reply by
+// field name: an error if the registry's schema lacks one of the fields
+// the check needs, or gives one another kind (fail closed).
+func householdMembers(resp protoreflect.Message) ([]member, error) {
+	hf, err := fieldOf(resp.Descriptor(), "household", protoreflect.MessageKind)
+	if err != nil {
+		return nil, err
+	}
+	hd := hf.Message()
+	mf, err := fieldOf(hd, "members", protoreflect.MessageKind)
+	if err != nil {
+		return nil, err
+	}
+	if !mf.IsList() {
+		return nil, errors.New("the household's members are not a list")
+	}
+	md := mf.Message()
+	fEID, err1 := fieldOf(md, "eid", protoreflect.StringKind)
+	fRel, err2 := fieldOf(md, "relation", protoreflect.EnumKind)
+	fName, err3 := fieldOf(md, "given_name", protoreflect.StringKind)
+	fBorn, err4 := fieldOf(md, "birth_date", protoreflect.MessageKind)
+	fAlive, err5 := fieldOf(md, "alive", protoreflect.BoolKind)
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
+		return nil, err
+	}
+	bd := fBorn.Message()
+	fY, err1 := fieldOf(bd, "year", protoreflect.Int32Kind)
+	fM, err2 := fieldOf(bd, "month", protoreflect.Int32Kind)
+	fD, err3 := fieldOf(bd, "day", protoreflect.Int32Kind)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return nil, err
+	}
+	if !resp.Has(hf) {
+		return nil, nil
+	}
+	list := resp.Get(hf).Message().Get(mf).List()
+	out := make([]member, 0, list.Len())
+	for i := range list.Len() {
+		mb := list.Get(i).Message()
+		rel := ""
+		if ev := fRel.Enum().Values().ByNumber(mb.Get(fRel).Enum()); ev != nil {
+			rel = string(ev.Name())
+		}
+		b := mb.Get(fBorn).Message()
+		out = append(out, member{
+			eid: mb.Get(fEID).String(), givenName: mb.Get(fName).String(), relation: rel, alive: mb.Get(fAlive).Bool(),
+			born: date{year: b.Get(fY).Int(), month: b.Get(fM).Int(), day: b.Get(fD).Int()},
+		})
+	}
+	return out, nil
+}
+
+// fieldOf is md's singular-or-list field name of kind k.
+func fieldOf(md protoreflect.MessageDescriptor, name protoreflect.Name, k protoreflect.Kind) (protoreflect.FieldDescriptor, error) {
+	f := md.Fields().ByName(name)
+	if f == nil || f.Kind() != k || f.IsMap() {
+		return nil, errors.New("the civil registry's household schema has no " + string(md.FullName()) + "." + string(name) + " of kind " + k.String())
+	}
+	return f, nil
+}
+
+// minor reports whether a person born on b is under MajorityAge at now; a
+// missing or impossible birth date is not a minor (fail closed).
+func minor(b date, now time.Time) bool {
+	if b.year <= 0 || b.month < 1 || b.month > 12 || b.day < 1 || b.day > 31 {
 		return false
 	}
-	born := time.Date(int(b.GetYear()), time.Month(b.GetMonth()), int(b.GetDay()), 0, 0, 0, 0, time.UTC)
-	if born.Day() != int(b.GetDay()) || born.After(now) {
+	born := time.Date(int(b.year), time.Month(b.month), int(b.day), 0, 0, 0, 0, time.UTC)
+	if born.Day() != int(b.day) || born.After(now) {
 		return false
 	}
 	return now.UTC().Before(born.AddDate(MajorityAge, 0, 0))

@@ -19,7 +19,6 @@ import (
 	"github.com/jisr-bus/jisr/bus/federation"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 	jisrv1 "github.com/jisr-bus/jisr/proto/gen/jisr/v1"
-	"github.com/jisr-bus/jisr/proto/services"
 	"github.com/jisr-bus/jisr/proto/unknownfields"
 	"github.com/jisr-bus/jisr/services/adapter/adaptertest"
 )
@@ -212,7 +211,7 @@ func getPerson(t testing.TB) *catalog.Method {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svcs, err := descset.Services(fed, nil, services.All())
+	svcs, err := descset.Services(fed, bustest.Descriptors(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
