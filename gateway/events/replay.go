@@ -73,7 +73,8 @@ func (e *Events) replay(ctx context.Context, consumer string, data []byte) (int3
 	}
 	var rules []*federation.EventRule
 	var filters []string
-	for _, r := range e.federation().EventRules {
+	fed := e.federation() // one version decides the whole replay
+	for _, r := range fed.EventRules {
 		if r.Consumer != consumer || !r.Replay {
 			continue
 		}
@@ -126,7 +127,7 @@ func (e *Events) replay(ctx context.Context, consumer string, data []byte) (int3
 			var jti string
 			if r.LegalBasis == federation.BasisConsent {
 				// A replay rests on the citizen's consent as it stands now.
-				if jti, err = e.consentFor(ctx, s, r, now); err != nil {
+				if jti, err = e.consentFor(ctx, fed, s, r, now); err != nil {
 					return n, err
 				} else if jti == "" {
 					continue
