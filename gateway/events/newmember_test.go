@@ -7,11 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
@@ -44,6 +47,7 @@ func TestANewMemberOnConsentIsDecidedUnderTheNewVersion(t *testing.T) {
     fields: [marriage_recorded.date]
     purpose: housing-aid
     legal_basis: consent
+    replay: true
 `
 	base := bustest.FederationYAML()
 	at := []byte("\n# What the citizen's page shows")
@@ -61,6 +65,7 @@ func TestANewMemberOnConsentIsDecidedUnderTheNewVersion(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
+	since := time.Now().Add(-time.Minute)
 	op := env.Connect(t, "operator")
 	// The operator created the streams of version 0 only.
 	if _, err := natsstate.InitSpecs(ctx, op, append(natsstate.Buckets(), natsstate.EventSpecs(v0, 1)...)); err != nil {
@@ -133,7 +138,7 @@ func TestANewMemberOnConsentIsDecidedUnderTheNewVersion(t *testing.T) {
 	}
 	if err := writer.Record(ctx, &consent.Claims{ID: "jti-housing-00000001", Subject: ck, Audience: m.ID.String(),
 		IssuedAt: time.Now().Add(-time.Minute).Unix(), Expiry: time.Now().Add(time.Hour).Unix(), Purpose: "housing-aid",
-		LegalBasis: federation.BasisConsent,
+		LegalBasis:           federation.BasisConsent,
 		AuthorizationDetails: []consent.Detail{{Type: "jisr", Service: events.Service, Methods: []string{"MarriageRecorded"}, Fields: []string{"marriage_recorded.date"}}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -144,6 +149,22 @@ func TestANewMemberOnConsentIsDecidedUnderTheNewVersion(t *testing.T) {
 	if d == nil || d.Allowed || d.Reason != decision.ReasonEventStreamMissing || d.Code != codes.FailedPrecondition ||
 		d.Rule != "housing-marriages" || d.CKey != ck || d.Provider != "civil-registry" || d.Method != "MarriageRecorded" {
 		t.Fatalf("delivery to housing without its stream: last record %+v, want EVENT_STREAM_MISSING", d)
+	}
+	replay := func() (*eventsv1.ReplayResponse, error) {
+		t.Helper()
+		data, _ := proto.Marshal(&eventsv1.ReplayRequest{Since: timestamppb.New(since)})
+		reply, err := bus.Call(ctx, env.Connect(t, "housing"), &nats.Msg{Subject: subject.Replay("housing"), Data: data, Header: nats.Header{}})
+		if err != nil {
+			return nil, err
+		}
+		out := &eventsv1.ReplayResponse{}
+		return out, proto.Unmarshal(reply.Data, out)
+	}
+	if _, err := replay(); status.Code(err) != codes.FailedPrecondition || decision.ReasonOf(status.Convert(err)) != decision.ReasonEventStreamMissing {
+		t.Fatalf("replay for housing without its stream: %v, want FailedPrecondition EVENT_STREAM_MISSING", err)
+	}
+	if d := last(); d == nil || d.Method != events.ReplayMethod || d.Reason != decision.ReasonEventStreamMissing {
+		t.Fatalf("replay for housing without its stream: last record %+v, want it audited", d)
 	}
 	if _, err := mustJS(t, op).Stream(ctx, subject.EventStream("housing")); !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Fatalf("housing's stream: %v, want none (only the operator creates streams)", err)
@@ -170,5 +191,19 @@ func TestANewMemberOnConsentIsDecidedUnderTheNewVersion(t *testing.T) {
 	if ev.GetId() != "newmember-marriage-0003" || ev.GetMarriageRecorded().GetDate().GetYear() != 2026 ||
 		ev.GetMarriageRecorded().GetSpouseEid() != "" || ev.GetMarriageRecorded().GetActNumber() != "" {
 		t.Fatalf("housing received %v, want event 3 minimised to its date", ev)
+	}
+
+	// What housing missed, it replays (its rule allows it), on its consent.
+	got2, err := replay()
+	if err != nil || got2.GetReplayed() != 3 {
+		t.Fatalf("replay for housing: %v, %v (want the 3 marriages since the test began)", got2, err)
+	}
+	msgs := f.read(t, "housing")
+	if len(msgs) != 4 {
+		t.Fatalf("housing has %d messages after its replay, want 4", len(msgs))
+	}
+	ev = &eventsv1.Event{}
+	if err := proto.Unmarshal(msgs[2].Data(), ev); err != nil || ev.GetId() != "newmember-marriage-0002" || msgs[2].Headers().Get(events.HeaderReplay) != "true" {
+		t.Fatalf("housing's replayed message 2: %v %v, want the event refused while its stream was missing", ev, err)
 	}
 }
