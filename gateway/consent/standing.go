@@ -117,14 +117,20 @@ func (g *Grant) covers(r StandingRequest) bool {
 // grant of the citizen to the consumer for the service
 // jisr.events.v1.EventSink with the event type among its methods
 // (docs/events.md).
+//
+// The consumer's SPIFFE ID is read from the federation version that
+// decides the event (q.Federation), not from one captured at start: a
+// member a later version added gets its consented deliveries.
 type EventConsents struct {
-	Store      *Store
-	Federation *federation.Federation
+	Store *Store
 }
 
 // Covering implements events.Consents.
 func (c EventConsents) Covering(ctx context.Context, q events.ConsentQuery) (string, error) {
-	m, err := c.Federation.Member(q.Consumer)
+	if q.Federation == nil {
+		return "", errors.New("consent: an event's consent query names no federation version")
+	}
+	m, err := q.Federation.Member(q.Consumer)
 	if err != nil {
 		return "", events.ErrNoConsent
 	}

@@ -62,6 +62,7 @@ const (
 	ReasonUnknownEventType      = "UNKNOWN_EVENT_TYPE"       // no such event type in jisr.events.v1
 	ReasonReplayNotAllowed      = "EVENT_REPLAY_NOT_ALLOWED" // no event rule of the member allows replays
 	ReasonEventStoreUnavailable = "EVENT_STORE_UNAVAILABLE"  // an event stream refused the delivery: nothing is acknowledged
+	ReasonEventStreamMissing    = "EVENT_STREAM_MISSING"     // the consumer has no event stream yet (operator: jisr nats init): no delivery to it
 )
 
 // ReasonConsentStateUnavailable: the gateway's view of revocations and use

@@ -58,7 +58,7 @@ func TestConsentAsTheLegalBasisOfAnEventRule(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := startWith(t, env, func(c *events.Config) {
-		c.Consents = consent.EventConsents{Store: store, Federation: env.Fed}
+		c.Consents = consent.EventConsents{Store: store}
 	})
 	// The consent service's side: it records grants, revocations, pauses.
 	cs := env.Connect(t, "consent")

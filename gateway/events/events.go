@@ -83,12 +83,16 @@ type Consents interface {
 
 // ConsentQuery is one delivery that rests on the citizen's consent.
 type ConsentQuery struct {
-	CKey      string
-	Consumer  string // the member
-	EventType string
-	Purpose   string
-	Fields    []string // the rule's fields (id, time and eid apart)
-	Now       time.Time
+	// Federation is the version that decides the event (the one in force
+	// when it arrived): the consumer's SPIFFE ID is read from it, so a
+	// member a later version added is known.
+	Federation *federation.Federation
+	CKey       string
+	Consumer   string // the member
+	EventType  string
+	Purpose    string
+	Fields     []string // the rule's fields (id, time and eid apart)
+	Now        time.Time
 }
 
 // ErrNoConsent: the citizen holds no active grant that covers a delivery.
@@ -467,18 +471,31 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 	// A publication again of a stored event (the publisher lost the
 	// answer): a delivery already in the consumer's stream is neither
 	// audited nor decided again — one audit record per (event, consumer).
+	// A consumer whose stream the operator has not created yet (a member a
+	// new version added, before `jisr nats init`) gets no delivery: an
+	// audited EVENT_STREAM_MISSING, the other consumers' deliveries go on.
 	done := make([]bool, len(rules))
-	if logAck.Duplicate {
-		for i, r := range rules {
+	missing := make([]bool, len(rules))
+	for i, r := range rules {
+		switch _, err := e.stream(ctx, r.Consumer); {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			missing[i] = true
+			if err := e.streamMissing(ctx, s, r, now); err != nil {
+				return nil, err
+			}
+		case err != nil:
+			e.log.Error("event stream unreadable", "consumer", r.Consumer, "err", err)
+			return nil, decision.Refuse(codes.Unavailable, decision.ReasonEventStoreUnavailable, "the event could not be delivered; publish it again")
+		case logAck.Duplicate:
 			done[i] = e.alreadyDelivered(ctx, s, r.Consumer, pub.Name+"."+ev.GetId())
 		}
 	}
 	grants := make([]string, len(rules))
 	for i, r := range rules {
-		if done[i] || r.LegalBasis != federation.BasisConsent {
+		if done[i] || missing[i] || r.LegalBasis != federation.BasisConsent {
 			continue
 		}
-		jti, err := e.consentFor(ctx, s, r, now)
+		jti, err := e.consentFor(ctx, fs.fed, s, r, now)
 		if err != nil {
 			return nil, err
 		}
@@ -490,6 +507,9 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 		if done[i] {
 			n++
 			continue
+		}
+		if missing[i] {
+			continue // refused and audited by streamMissing
 		}
 		if r.LegalBasis == federation.BasisConsent && grants[i] == "" {
 			continue // refused and audited by consentFor
@@ -598,24 +618,54 @@ func (e *Events) alreadyDelivered(ctx context.Context, s subject.Event, consumer
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	var st jetstream.Stream
-	if v, ok := e.streams.Load(consumer); ok {
-		st = v.(jetstream.Stream)
-	} else if st, err = e.js.Stream(ctx, subject.EventStream(consumer)); err != nil {
+	st, err := e.stream(ctx, consumer)
+	if err != nil {
 		return false
-	} else {
-		e.streams.Store(consumer, st) // a handle: it reads the stream by name
 	}
 	m, err := st.GetLastMsgForSubject(ctx, subj)
 	return err == nil && m.Header.Get(nats.MsgIdHdr) == msgID
 }
 
-// consentFor looks up the citizen's grant for a delivery under rule r,
-// which rests on consent: the grant's jti, or "" with the refusal audited
+// stream is the handle of consumer's delivery stream, looked up once it
+// exists (a handle reads the stream by name); jetstream.ErrStreamNotFound
+// while the operator has not created it — looked up again at each event
+// until then, so a stream created later receives the next events. The
+// gateway never creates one (gateway/natsstate: only the operator does).
+func (e *Events) stream(ctx context.Context, consumer string) (jetstream.Stream, error) {
+	if v, ok := e.streams.Load(consumer); ok {
+		return v.(jetstream.Stream), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := e.js.Stream(ctx, subject.EventStream(consumer))
+	if err != nil {
+		return nil, err
+	}
+	e.streams.Store(consumer, st)
+	return st, nil
+}
+
+// streamMissing audits the refusal of a delivery under rule r whose
+// consumer has no stream yet (EVENT_STREAM_MISSING): the event is not
+// delivered to it, now or later (a rule with replay: true lets the member
+// replay it once its stream exists).
+func (e *Events) streamMissing(ctx context.Context, s subject.Event, r *federation.EventRule, now time.Time) error {
+	e.log.Error("a member's event stream is missing: its delivery is refused; run `jisr nats init` with the federation in force",
+		"consumer", r.Consumer, "stream", subject.EventStream(r.Consumer), "type", s.Type, "rule", r.Name)
+	return e.audit(ctx, &decision.Decision{
+		Time: now, Consumer: r.Consumer, Provider: s.Publisher, Service: Service, Method: s.Type,
+		CKey: s.CKey, Purpose: r.Purpose, LegalBasis: r.LegalBasis, Law: r.Law, Rule: r.Name, VisibleAt: now,
+		Code: codes.FailedPrecondition, Reason: decision.ReasonEventStreamMissing, TraceID: traceID(ctx),
+	})
+}
+
+// consentFor looks up the citizen's grant for a delivery under rule r of
+// fed (the version that decides the event), which rests on consent: the
+// grant's jti, or "" with the refusal audited
 // (CONSENT_REQUIRED) when the citizen holds none, or an error (audited
 // CONSENT_STATE_UNAVAILABLE, or the audit's) when the consent state cannot
 // be read: the publisher is refused Unavailable and publishes again.
-func (e *Events) consentFor(ctx context.Context, s subject.Event, r *federation.EventRule, now time.Time) (string, error) {
+func (e *Events) consentFor(ctx context.Context, fed *federation.Federation, s subject.Event, r *federation.EventRule, now time.Time) (string, error) {
 	d := &decision.Decision{
 		Time: now, Consumer: r.Consumer, Provider: s.Publisher, Service: Service, Method: s.Type,
 		CKey: s.CKey, Purpose: r.Purpose, LegalBasis: r.LegalBasis, Rule: r.Name, VisibleAt: now,
@@ -627,7 +677,7 @@ func (e *Events) consentFor(ctx context.Context, s subject.Event, r *federation.
 	)
 	if e.cfg.Consents != nil {
 		jti, err = e.cfg.Consents.Covering(ctx, ConsentQuery{
-			CKey: s.CKey, Consumer: r.Consumer, EventType: s.Type, Purpose: r.Purpose, Fields: r.Fields, Now: now,
+			Federation: fed, CKey: s.CKey, Consumer: r.Consumer, EventType: s.Type, Purpose: r.Purpose, Fields: r.Fields, Now: now,
 		})
 	}
 	switch {

@@ -73,7 +73,8 @@ func (e *Events) replay(ctx context.Context, consumer string, data []byte) (int3
 	}
 	var rules []*federation.EventRule
 	var filters []string
-	for _, r := range e.federation().EventRules {
+	fed := e.federation() // one version decides the whole replay
+	for _, r := range fed.EventRules {
 		if r.Consumer != consumer || !r.Replay {
 			continue
 		}
@@ -84,6 +85,17 @@ func (e *Events) replay(ctx context.Context, consumer string, data []byte) (int3
 	}
 	if len(rules) == 0 {
 		return refuse(decision.Refuse(codes.PermissionDenied, decision.ReasonReplayNotAllowed, "no event rule of %s allows replays", consumer))
+	}
+	// The member's stream is the operator's to create (jisr nats init): a
+	// replay into a stream not created yet is refused, audited, before any
+	// delivery is decided.
+	if _, err := e.stream(ctx, consumer); errors.Is(err, jetstream.ErrStreamNotFound) {
+		e.log.Error("a member's event stream is missing: its replay is refused; run `jisr nats init` with the federation in force",
+			"consumer", consumer, "stream", subject.EventStream(consumer))
+		return refuse(decision.Refuse(codes.FailedPrecondition, decision.ReasonEventStreamMissing,
+			"the event stream of %s does not exist yet: the federation's operator creates it (jisr nats init)", consumer))
+	} else if err != nil {
+		return 0, decision.Refuse(codes.Unavailable, decision.ReasonEventStoreUnavailable, "the event stream is unavailable")
 	}
 	since := req.GetSince().AsTime()
 	c, err := e.js.OrderedConsumer(ctx, subject.EventLogStream, jetstream.OrderedConsumerConfig{
@@ -126,7 +138,7 @@ func (e *Events) replay(ctx context.Context, consumer string, data []byte) (int3
 			var jti string
 			if r.LegalBasis == federation.BasisConsent {
 				// A replay rests on the citizen's consent as it stands now.
-				if jti, err = e.consentFor(ctx, s, r, now); err != nil {
+				if jti, err = e.consentFor(ctx, fed, s, r, now); err != nil {
 					return n, err
 				} else if jti == "" {
 					continue

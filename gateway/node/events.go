@@ -34,7 +34,7 @@ func (n *Node) startEvents(ctx context.Context) error {
 		Federation: n.federation(), Keyer: n.cfg.Keyer, Conn: n.cfg.Conn, Audit: n.audit.Log, Log: n.cfg.Log,
 	}
 	if n.consent != nil {
-		cfg.Consents = consent.EventConsents{Store: n.consent.Store, Federation: n.cfg.Federation}
+		cfg.Consents = consent.EventConsents{Store: n.consent.Store}
 	}
 	if n.o.tp != nil {
 		cfg.TracerProvider = n.o.tp
