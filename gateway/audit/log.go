@@ -238,6 +238,14 @@ type state struct {
 	prev    []byte         // leaf hash of leaf size-1
 	lastSeq uint64         // highest stream sequence of a record adopted
 	tailSeq uint64         // stream sequence of leaf size-1
+	// fence is the stream sequence of the last message on the log's batch
+	// subject that this writer has seen (0: none). A group commit's first
+	// batch is stored only if it still is the last (Nats-Expected-Last-
+	// Subject-Sequence): a second writer of the log — a stale lease holder
+	// of the consent log, a gateway started twice with one --instance — is
+	// refused even past the deduplication window, where the batch's
+	// Nats-Msg-Id no longer is, instead of storing a second copy of a leaf.
+	fence uint64
 	all     *compact.Range // [0, size)
 	// The last published checkpoint and the leaves since.
 	ckptSize   uint64
@@ -273,6 +281,18 @@ type chunk struct {
 	fut   jetstream.PubAckFuture
 	seq   uint64
 	err   error
+	// fenced: published only if the batch subject's last message is fence.
+	fenced bool
+	fence  uint64
+}
+
+// pubOpts are the options of c's publish.
+func (l *Log) pubOpts(c *chunk) []jetstream.PublishOpt {
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream)}
+	if c.fenced {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(c.fence))
+	}
+	return opts
 }
 
 func (c *chunk) prev() []byte { return c.items[0].prev }
@@ -528,12 +548,17 @@ func (l *Log) commit(batch []*pending) {
 	}
 	chunks := l.pack(batch)
 	var failed error
+	// The first batch is fenced on the last one this writer saw; the
+	// following ones, pipelined, cannot be (their predecessor's sequence is
+	// not known yet): a second writer racing in between is refused by
+	// their Nats-Msg-Id, which it cannot have let expire.
+	chunks[0].fenced, chunks[0].fence = true, l.fence
 	for _, c := range chunks {
 		if failed != nil {
 			c.err = failed
 			continue
 		}
-		c.fut, c.err = l.js.PublishMsgAsync(c.msg, jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
+		c.fut, c.err = l.js.PublishMsgAsync(c.msg, l.pubOpts(c)...)
 		if c.err != nil {
 			failed = c.err // keep order: nothing after a batch that was not sent
 		}
@@ -565,6 +590,7 @@ func (l *Log) commit(batch []*pending) {
 		}
 	}
 	if ok {
+		l.fence = chunks[len(chunks)-1].seq
 		fn := l.committed.Load()
 		for _, c := range chunks {
 			var leaves []CommittedLeaf
@@ -655,11 +681,32 @@ func (l *Log) retry(chunks []*chunk) bool {
 
 var errNotOurs = errors.New("another batch already holds this leaf")
 
+// wrongLast reports whether err is JetStream's refusal of a publish whose
+// expected last sequence on its subject is not the last.
+func wrongLast(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
 // republish publishes c once more under its Nats-Msg-Id and settles it.
 func (l *Log) republish(ctx context.Context, c *chunk) error {
 	actx, cancel := context.WithTimeout(ctx, l.o.ackAttempt)
 	defer cancel()
-	ack, err := l.js.PublishMsg(actx, c.msg, jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
+	ack, err := l.js.PublishMsg(actx, c.msg, l.pubOpts(c)...)
+	if wrongLast(err) {
+		// The batch subject moved past the fence: another writer's batch,
+		// or this very one, stored by a publish whose acknowledgement was
+		// lost (a single server checks the fence before the Nats-Msg-Id).
+		m, gerr := l.records.GetLastMsgForSubject(actx, c.msg.Subject)
+		if gerr != nil {
+			return gerr
+		}
+		if m.Header.Get(nats.MsgIdHdr) != record.BatchMsgID(l.id, c.first) || !bytes.Equal(m.Data, c.msg.Data) {
+			return errNotOurs
+		}
+		c.seq = m.Sequence
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -859,7 +906,11 @@ func (l *Log) readTail(ctx context.Context, held map[uint64]*chunk) (bool, error
 		rec  *auditv1.Record
 	}
 	found := map[uint64][]stored{}
+	batchSubj, _ := record.BatchSubject(l.id)
 	err := stream.Scan(ctx, l.records, stream.ScanOptions{Filters: []string{record.LogFilter(l.id)}, StartSeq: l.lastSeq + 1}, func(m stream.Msg) error {
+		if m.Subject == batchSubj {
+			l.fence = max(l.fence, m.Seq) // what is skipped too: it is there
+		}
 		_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
 		if err != nil {
 			l.log.Error("a message on this log's audit subject is not a record: skipped (jisr audit verify names it)", "seq", m.Seq, "subject", m.Subject, "err", err)
@@ -1206,6 +1257,9 @@ func (l *Log) loadCheckpoint(ctx context.Context, data []byte) error {
 		return bad("its last record (sequence %d) is not leaf %d as checkpointed", st.GetLastSequence(), c.Size-1)
 	}
 	l.size, l.prev, l.lastSeq, l.tailSeq, l.all = c.Size, st.GetLastLeafHash(), st.GetLastSequence(), st.GetLastSequence(), r
+	if batchSubj, _ := record.BatchSubject(l.id); m.Subject == batchSubj {
+		l.fence = m.Sequence
+	}
 	l.ckptSize, l.ckptRange, l.ckptSigned = c.Size, tree.Clone(r), st.GetCheckpoint()
 	l.since = tree.NewEmptyRange(c.Size)
 	return nil
