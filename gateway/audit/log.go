@@ -238,6 +238,13 @@ type state struct {
 	prev    []byte         // leaf hash of leaf size-1
 	lastSeq uint64         // highest stream sequence of a record adopted
 	tailSeq uint64         // stream sequence of leaf size-1
+	all     *compact.Range // [0, size)
+	// The last published checkpoint and the leaves since.
+	ckptSize   uint64
+	ckptRange  *compact.Range // [0, ckptSize)
+	ckptSigned string         // its signed note
+	since      *compact.Range // [ckptSize, size)
+
 	// fence is the stream sequence of the last message on the log's batch
 	// subject that this writer has seen (0: none). A group commit's first
 	// batch is stored only if it still is the last (Nats-Expected-Last-
@@ -246,12 +253,6 @@ type state struct {
 	// refused even past the deduplication window, where the batch's
 	// Nats-Msg-Id no longer is, instead of storing a second copy of a leaf.
 	fence uint64
-	all     *compact.Range // [0, size)
-	// The last published checkpoint and the leaves since.
-	ckptSize   uint64
-	ckptRange  *compact.Range // [0, ckptSize)
-	ckptSigned string         // its signed note
-	since      *compact.Range // [ckptSize, size)
 }
 
 type pending struct {
