@@ -287,6 +287,20 @@ type chunk struct {
 	fence  uint64
 }
 
+// newMsg is a message of its own for one publish of c. The client writes
+// a publish's headers into its message (Nats-Msg-Id, the expectations),
+// and publishes an asynchronous one again by itself, after a while, when
+// JetStream answered that nobody responds: were the same message handed
+// to a republish meanwhile, the two would write and read its header map at
+// once (a data race, and a fatal concurrent map access).
+func (c *chunk) newMsg() *nats.Msg {
+	h := make(nats.Header, len(c.msg.Header)+3)
+	for k, v := range c.msg.Header {
+		h[k] = v // c.msg's values are never written: each publish Sets its own slices
+	}
+	return &nats.Msg{Subject: c.msg.Subject, Data: c.msg.Data, Header: h}
+}
+
 // pubOpts are the options of c's publish.
 func (l *Log) pubOpts(c *chunk) []jetstream.PublishOpt {
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream)}
@@ -559,7 +573,7 @@ func (l *Log) commit(batch []*pending) {
 			c.err = failed
 			continue
 		}
-		c.fut, c.err = l.js.PublishMsgAsync(c.msg, l.pubOpts(c)...)
+		c.fut, c.err = l.js.PublishMsgAsync(c.newMsg(), l.pubOpts(c)...)
 		if c.err != nil {
 			failed = c.err // keep order: nothing after a batch that was not sent
 		}
@@ -693,7 +707,7 @@ func wrongLast(err error) bool {
 func (l *Log) republish(ctx context.Context, c *chunk) error {
 	actx, cancel := context.WithTimeout(ctx, l.o.ackAttempt)
 	defer cancel()
-	ack, err := l.js.PublishMsg(actx, c.msg, l.pubOpts(c)...)
+	ack, err := l.js.PublishMsg(actx, c.newMsg(), l.pubOpts(c)...)
 	if wrongLast(err) {
 		// The batch subject moved past the fence: another writer's batch,
 		// or this very one, stored by a publish whose acknowledgement was
@@ -1003,7 +1017,7 @@ func (l *Log) readTail(ctx context.Context, held map[uint64]*chunk) (bool, error
 		later := slices.Sorted(maps.Keys(found))
 		return false, fmt.Errorf("%w: leaf %d is missing but leaf %d is stored (sequence %d)", ErrBroken, l.size, later[0], found[later[0]][0].seq)
 	}
-	ack, err := l.js.PublishMsg(ctx, c.msg, jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
+	ack, err := l.js.PublishMsg(ctx, c.newMsg(), jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
 	if err != nil {
 		return false, fmt.Errorf("%w: refilling leaves %d to %d: %w", ErrUnavailable, c.first, c.first+uint64(len(c.items))-1, err)
 	}
