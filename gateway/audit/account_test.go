@@ -104,6 +104,23 @@ func TestAuditAccount(t *testing.T) {
 		mv.Wait(t, s)
 	}
 
+	// The consent service, in FED, writes its own log only: not a
+	// gateway's records or checkpoints, nothing of AUDIT's API it was not
+	// given.
+	cv := bustest.NewViolations()
+	cw := f.env.Connect(t, "consent", nats.ErrorHandler(cv.Handler))
+	for _, s := range []string{
+		"jisr.audit.gw-1._batch", "jisr.audit.gw-1.FORGED", "jisr.checkpoint.gw-1",
+		natsconf.AuditAPIPrefix + ".STREAM.DELETE." + subject.AuditStream,
+		natsconf.AuditAPIPrefix + ".STREAM.PURGE." + subject.AuditStream,
+		"$JS.API.STREAM.MSG.DELETE." + subject.AuditStream,
+	} {
+		if err := cw.PublishRequest(s, "_INBOX.consent.x", []byte(`{"seq":1}`)); err != nil {
+			t.Fatal(err)
+		}
+		cv.Wait(t, s)
+	}
+
 	// The auditor writes nothing.
 	av := bustest.NewViolations()
 	aw := f.env.Connect(t, "auditor", nats.ErrorHandler(av.Handler))

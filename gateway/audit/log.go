@@ -244,6 +244,15 @@ type state struct {
 	ckptRange  *compact.Range // [0, ckptSize)
 	ckptSigned string         // its signed note
 	since      *compact.Range // [ckptSize, size)
+
+	// fence is the stream sequence of the last message on the log's batch
+	// subject that this writer has seen (0: none). A group commit's first
+	// batch is stored only if it still is the last (Nats-Expected-Last-
+	// Subject-Sequence): a second writer of the log — a stale lease holder
+	// of the consent log, a gateway started twice with one --instance — is
+	// refused even past the deduplication window, where the batch's
+	// Nats-Msg-Id no longer is, instead of storing a second copy of a leaf.
+	fence uint64
 }
 
 type pending struct {
@@ -273,6 +282,32 @@ type chunk struct {
 	fut   jetstream.PubAckFuture
 	seq   uint64
 	err   error
+	// fenced: published only if the batch subject's last message is fence.
+	fenced bool
+	fence  uint64
+}
+
+// newMsg is a message of its own for one publish of c. The client writes
+// a publish's headers into its message (Nats-Msg-Id, the expectations),
+// and publishes an asynchronous one again by itself, after a while, when
+// JetStream answered that nobody responds: were the same message handed
+// to a republish meanwhile, the two would write and read its header map at
+// once (a data race, and a fatal concurrent map access).
+func (c *chunk) newMsg() *nats.Msg {
+	h := make(nats.Header, len(c.msg.Header)+3)
+	for k, v := range c.msg.Header {
+		h[k] = v // c.msg's values are never written: each publish Sets its own slices
+	}
+	return &nats.Msg{Subject: c.msg.Subject, Data: c.msg.Data, Header: h}
+}
+
+// pubOpts are the options of c's publish.
+func (l *Log) pubOpts(c *chunk) []jetstream.PublishOpt {
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream)}
+	if c.fenced {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(c.fence))
+	}
+	return opts
 }
 
 func (c *chunk) prev() []byte { return c.items[0].prev }
@@ -528,12 +563,17 @@ func (l *Log) commit(batch []*pending) {
 	}
 	chunks := l.pack(batch)
 	var failed error
+	// The first batch is fenced on the last one this writer saw; the
+	// following ones, pipelined, cannot be (their predecessor's sequence is
+	// not known yet): a second writer racing in between is refused by
+	// their Nats-Msg-Id, which it cannot have let expire.
+	chunks[0].fenced, chunks[0].fence = true, l.fence
 	for _, c := range chunks {
 		if failed != nil {
 			c.err = failed
 			continue
 		}
-		c.fut, c.err = l.js.PublishMsgAsync(c.msg, jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
+		c.fut, c.err = l.js.PublishMsgAsync(c.newMsg(), l.pubOpts(c)...)
 		if c.err != nil {
 			failed = c.err // keep order: nothing after a batch that was not sent
 		}
@@ -565,6 +605,7 @@ func (l *Log) commit(batch []*pending) {
 		}
 	}
 	if ok {
+		l.fence = chunks[len(chunks)-1].seq
 		fn := l.committed.Load()
 		for _, c := range chunks {
 			var leaves []CommittedLeaf
@@ -655,25 +696,32 @@ func (l *Log) retry(chunks []*chunk) bool {
 
 var errNotOurs = errors.New("another batch already holds this leaf")
 
-// batchMsg is the JetStream message of one group commit: its records (data)
-// and the headers naming its first leaf and count.
-func batchMsg(subj string, data []byte, first uint64, count int) *nats.Msg {
-	return &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
-		record.HeaderFormat:    {strconv.Itoa(record.Format)},
-		record.HeaderFirstLeaf: {strconv.FormatUint(first, 10)},
-		record.HeaderCount:     {strconv.Itoa(count)},
-	}}
+// wrongLast reports whether err is JetStream's refusal of a publish whose
+// expected last sequence on its subject is not the last.
+func wrongLast(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
-// republish publishes c once more under its Nats-Msg-Id and settles it. It
-// publishes a message of its own: the first publish's message may still be
-// in the hands of the client's asynchronous retry, which reads its headers
-// while a publish writes them.
+// republish publishes c once more under its Nats-Msg-Id and settles it.
 func (l *Log) republish(ctx context.Context, c *chunk) error {
 	actx, cancel := context.WithTimeout(ctx, l.o.ackAttempt)
 	defer cancel()
-	msg := batchMsg(c.msg.Subject, c.msg.Data, c.first, len(c.items))
-	ack, err := l.js.PublishMsg(actx, msg, jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
+	ack, err := l.js.PublishMsg(actx, c.newMsg(), l.pubOpts(c)...)
+	if wrongLast(err) {
+		// The batch subject moved past the fence: another writer's batch,
+		// or this very one, stored by a publish whose acknowledgement was
+		// lost (a single server checks the fence before the Nats-Msg-Id).
+		m, gerr := l.records.GetLastMsgForSubject(actx, c.msg.Subject)
+		if gerr != nil {
+			return gerr
+		}
+		if m.Header.Get(nats.MsgIdHdr) != record.BatchMsgID(l.id, c.first) || !bytes.Equal(m.Data, c.msg.Data) {
+			return errNotOurs
+		}
+		c.seq = m.Sequence
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -722,7 +770,11 @@ func (l *Log) pack(batch []*pending) []*chunk {
 			it.prev = prev
 			prev = it.hash
 		}
-		cur.msg = batchMsg(subj, data, cur.first, len(cur.items))
+		cur.msg = &nats.Msg{Subject: subj, Data: data, Header: nats.Header{
+			record.HeaderFormat:    {strconv.Itoa(record.Format)},
+			record.HeaderFirstLeaf: {strconv.FormatUint(cur.first, 10)},
+			record.HeaderCount:     {strconv.Itoa(len(cur.items))},
+		}}
 		chunks = append(chunks, cur)
 		cur, buf = nil, buf[:0]
 	}
@@ -869,7 +921,11 @@ func (l *Log) readTail(ctx context.Context, held map[uint64]*chunk) (bool, error
 		rec  *auditv1.Record
 	}
 	found := map[uint64][]stored{}
+	batchSubj, _ := record.BatchSubject(l.id)
 	err := stream.Scan(ctx, l.records, stream.ScanOptions{Filters: []string{record.LogFilter(l.id)}, StartSeq: l.lastSeq + 1}, func(m stream.Msg) error {
+		if m.Subject == batchSubj {
+			l.fence = max(l.fence, m.Seq) // what is skipped too: it is there
+		}
 		_, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
 		if err != nil {
 			l.log.Error("a message on this log's audit subject is not a record: skipped (jisr audit verify names it)", "seq", m.Seq, "subject", m.Subject, "err", err)
@@ -961,7 +1017,7 @@ func (l *Log) readTail(ctx context.Context, held map[uint64]*chunk) (bool, error
 		later := slices.Sorted(maps.Keys(found))
 		return false, fmt.Errorf("%w: leaf %d is missing but leaf %d is stored (sequence %d)", ErrBroken, l.size, later[0], found[later[0]][0].seq)
 	}
-	ack, err := l.js.PublishMsg(ctx, c.msg, jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
+	ack, err := l.js.PublishMsg(ctx, c.newMsg(), jetstream.WithMsgID(record.BatchMsgID(l.id, c.first)), jetstream.WithExpectStream(subject.AuditStream))
 	if err != nil {
 		return false, fmt.Errorf("%w: refilling leaves %d to %d: %w", ErrUnavailable, c.first, c.first+uint64(len(c.items))-1, err)
 	}
@@ -1216,6 +1272,9 @@ func (l *Log) loadCheckpoint(ctx context.Context, data []byte) error {
 		return bad("its last record (sequence %d) is not leaf %d as checkpointed", st.GetLastSequence(), c.Size-1)
 	}
 	l.size, l.prev, l.lastSeq, l.tailSeq, l.all = c.Size, st.GetLastLeafHash(), st.GetLastSequence(), st.GetLastSequence(), r
+	if batchSubj, _ := record.BatchSubject(l.id); m.Subject == batchSubj {
+		l.fence = m.Sequence
+	}
 	l.ckptSize, l.ckptRange, l.ckptSigned = c.Size, tree.Clone(r), st.GetCheckpoint()
 	l.since = tree.NewEmptyRange(c.Size)
 	return nil
