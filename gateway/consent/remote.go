@@ -194,7 +194,10 @@ func (c *Client) call(ctx context.Context, subj string, req apiRequest, out any)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout+min(max(req.Wait, 0), 25*time.Second))
 	defer cancel()
-	m, err := c.nc.RequestWithContext(ctx, subj, b)
+	// bus.Call: during a planned reconnection of the gateway's connection
+	// (a renewed SVID) it waits for its end, and a consent service pausing
+	// its responder for its own reconnection is asked again.
+	m, err := bus.Call(ctx, c.nc, &nats.Msg{Subject: subj, Data: b})
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
