@@ -74,6 +74,23 @@ func (r *Responder) Unsubscribe() error {
 	return r.sub.Unsubscribe()
 }
 
+// Drain ends the subscription for good, once the requests already
+// received are handed to the handler (nats.Subscription.Drain).
+func (r *Responder) Drain() error {
+	if st := stateOf(r.nc); st != nil {
+		st.mu.Lock()
+		st.responders = slices.DeleteFunc(st.responders, func(x *Responder) bool { return x == r })
+		st.mu.Unlock()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stopped = true
+	if r.sub == nil {
+		return nil
+	}
+	return r.sub.Drain()
+}
+
 // pause stops the deliveries: the server drops the interest, the messages
 // it had already sent are still handed to the handler (Drain).
 func (r *Responder) pause() {

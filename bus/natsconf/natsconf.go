@@ -224,8 +224,8 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	out[fed.ID("consent").String()] = Permission{
 		PublishAllow:   consentPub,
 		PublishDeny:    tamper,
-		SubscribeAllow: []string{subject.Inbox("consent") + ".>", subject.ConsentAPI + ".>"},
-		MaxResponses:   1, // answers each of the gateway's consent API requests once
+		SubscribeAllow: []string{subject.Inbox("consent") + ".>", subject.ConsentAPI + ".>", subject.ConsentOperatorAPI + ".>"},
+		MaxResponses:   1, // answers each of the gateway's (and the operator's) consent API requests once
 	}
 	out[fed.ID("auditor").String()] = Permission{
 		PublishAllow:   append(append([]string{"$JS.FC.>"}, StreamAPI(subject.AuditStream)...), StreamAPI(subject.CheckpointStream)...),
@@ -236,7 +236,9 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	// JetStream API, and nothing of the federation's traffic.
 	// It also reads the catalogue: the providers' NATS micro registrations.
 	out[fed.ID(subject.Operator).String()] = Permission{
-		PublishAllow:   []string{"$JS.API.>", subject.Discovery + ".>", subject.BucketKeys(subject.FederationBucket)},
+		// It asks the consent service's operator API (`jisr consent grant|revoke`,
+		// audited by the consent service).
+		PublishAllow:   []string{"$JS.API.>", subject.Discovery + ".>", subject.BucketKeys(subject.FederationBucket), subject.ConsentOperatorAPI + ".>"},
 		SubscribeAllow: []string{subject.Inbox(subject.Operator) + ".>"},
 	}
 	// The NATS server itself (jisr nats-server) follows the signed

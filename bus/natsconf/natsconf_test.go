@@ -107,8 +107,26 @@ func TestRenderedConfigParsesAndMapsEveryIdentity(t *testing.T) {
 		t.Fatalf("the operator manages JetStream and nothing else: %+v", op)
 	}
 	for _, s := range append(op.Permissions.Publish.Allow, op.Permissions.Subscribe.Allow...) {
-		if strings.HasPrefix(s, "jisr.") || s == ">" {
+		if (strings.HasPrefix(s, "jisr.") || s == ">") && s != subject.ConsentOperatorAPI+".>" {
 			t.Errorf("the operator may use %q", s)
+		}
+	}
+	// The consent service's operator API (`jisr consent grant|revoke`): the
+	// operator alone asks, the consent service alone answers.
+	if !contains(op.Permissions.Publish.Allow, subject.ConsentOperatorAPI+".>") || contains(op.Permissions.Subscribe.Allow, subject.ConsentOperatorAPI+".>") {
+		t.Errorf("the operator asks the consent operator API and does not answer it: %+v", op.Permissions)
+	}
+	for id, u := range users {
+		if id == "spiffe://jisr.internal/operator" {
+			continue
+		}
+		for _, s := range u.Permissions.Publish.Allow {
+			if s == ">" || strings.HasPrefix(s, subject.ConsentOperatorAPI) || s == "jisr.>" {
+				t.Errorf("%s may publish on the consent operator API (%q)", id, s)
+			}
+		}
+		if id != "spiffe://jisr.internal/consent" && contains(u.Permissions.Subscribe.Allow, subject.ConsentOperatorAPI+".>") {
+			t.Errorf("%s may read the consent operator API", id)
 		}
 	}
 	for id, u := range users {

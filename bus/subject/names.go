@@ -38,6 +38,14 @@ const ConsentAuditLog = "consent"
 // (h5-tokens: the signing key lives with the consent service alone).
 const ConsentAPI = "jisr.consent"
 
+// ConsentOperatorAPI prefixes the consent service's operator API (grant,
+// revoke by jti: `jisr consent grant|revoke`): only the operator identity
+// publishes there, only the consent identity subscribes — the replica that
+// holds the writer's lease of the consent audit log, which records each
+// action before it is answered. Apart from ConsentAPI, which the gateway
+// may publish to.
+const ConsentOperatorAPI = "jisr.consentop"
+
 // Operator is the identity name of the operator: spiffe://<td>/operator.
 // It alone creates or changes a stream or bucket.
 const Operator = "operator"

@@ -8,8 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/cmd/internal/process"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/consent/service"
@@ -55,9 +57,12 @@ func newConsentCmd(g *process.Env) *cobra.Command {
 citizen authenticated: it lets one member call some methods of one service,
 for one purpose, about one citizen, until it expires (docs/consent-tokens.md).
 
-These commands act as the consent service (spiffe://<td>/consent): they use its
-signing keys in --certs and, to record grants and revocations, its SVID to reach
-the running federation's NATS (--nats).`,
+grant and revoke ask the RUNNING consent service (jisr consent serve), as the
+operator (spiffe://<td>/operator, its SVID in --certs, over --nats): the
+consent service writes each one to its audit log (jisr.audit.consent) before
+it is done, and refuses it when the record cannot be made durable. With no
+consent service answering, they fail and change nothing. list and inspect
+read as the consent service (its SVID and public keys in --certs).`,
 	}
 	cmd.AddCommand(newConsentServeCmd(g), newConsentGrantCmd(g), newConsentInspectCmd(g), newConsentRevokeCmd(g), newConsentListCmd(g), newConsentRotateCmd(g))
 	return cmd
@@ -75,7 +80,14 @@ federation file's access rules: the consumer (--to) must be allowed the
 service by a rule that needs a token, with every method (--methods) and the
 purpose (--purpose) of that rule; --basis defaults to that rule's legal basis
 and must match it when given. A grant no rule allows is refused (the gateway
-would refuse every query it covers); --force mints it anyway.`,
+would refuse every query it covers); --force mints it anyway.
+
+The running consent service mints, records and audits the grant (its audit
+log, jisr.audit.consent, method OperatorGrant): the token is printed only once
+its record is durable. With no consent service running the command fails and
+mints nothing. --offline mints here with the signing key in --certs: the grant
+is then NOT recorded and NOT audited (a test's or a disaster's escape; only a
+holder of the consent service's signing key can do it).`,
 		Example: `  jisr consent grant --citizen BK482913 --to cnss \
     --service jisr.civilregistry.v1.CivilRegistry --methods GetPerson,IsAlive \
     --fields person.names,person.birth --purpose amo-enrolment --ttl 24h`,
@@ -103,12 +115,24 @@ would refuse every query it covers); --force mints it anyway.`,
 			if err != nil {
 				return err
 			}
-			svc, done, err := g.ConsentService(cmd.Context(), offline)
-			if err != nil {
-				return err
+			var resp *consent.GrantResponse
+			if offline {
+				svc, done, err := g.ConsentService(cmd.Context(), true)
+				if err != nil {
+					return err
+				}
+				defer done()
+				fmt.Fprintln(cmd.ErrOrStderr(), "--offline: this grant is NOT recorded and NOT audited")
+				resp, err = svc.Grant(cmd.Context(), keyer.CKey(eid), req)
+			} else {
+				var op *consent.OperatorClient
+				var done func()
+				if op, done, err = operatorConsentClient(cmd.Context(), g); err != nil {
+					return err
+				}
+				defer done()
+				resp, err = op.Grant(cmd.Context(), keyer.CKey(eid), req)
 			}
-			defer done()
-			resp, err := svc.Grant(cmd.Context(), keyer.CKey(eid), req)
 			if errors.Is(err, consent.ErrBadRequest) {
 				return process.UsageError{Err: err}
 			}
@@ -131,7 +155,7 @@ would refuse every query it covers); --force mints it anyway.`,
 	f.IntVar(&req.MaxUses, "max-uses", 0, "number of queries allowed (0: unlimited until expiry)")
 	f.StringVar(&req.LegalBasis, "basis", "", "legal basis: consent or explicit_request (default: the legal basis of the access rule the grant matches)")
 	f.BoolVar(&force, "force", false, "mint even when no access rule of the federation file allows this grant (tests of refusals)")
-	f.BoolVar(&offline, "offline", false, "mint without recording the grant (it cannot be listed; `jisr consent revoke <jti>` still revokes it)")
+	f.BoolVar(&offline, "offline", false, "mint here with the signing key, without the consent service: NOT recorded, NOT audited (it cannot be listed; `jisr consent revoke <jti>` still revokes it)")
 	return cmd
 }
 
@@ -209,25 +233,47 @@ func newConsentRevokeCmd(g *process.Env) *cobra.Command {
 		Long: `Revoke the token with this ID (jti), whoever minted it: the revocation is
 written even when no grant is recorded (a token minted with --offline, or by
 another holder of the signing key). A jti is 16 to 64 characters of
-A-Z a-z 0-9 _ -.`,
+A-Z a-z 0-9 _ -.
+
+The running consent service does it, asked as the operator: it writes the
+revocation to its audit log (jisr.audit.consent, method OperatorRevoke) first,
+and revokes nothing when the record cannot be made durable. With no consent
+service running the command fails and changes nothing.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			svc, done, err := g.ConsentService(cmd.Context(), false)
+			if !consent.CheckID(args[0]) {
+				return process.UsageError{Err: consent.ErrBadID}
+			}
+			fed, err := g.Federation()
+			if err != nil {
+				return err
+			}
+			op, done, err := operatorConsentClient(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
 			defer done()
-			gr, err := svc.Store.Revoke(cmd.Context(), args[0])
+			gr, err := op.Revoke(cmd.Context(), args[0])
 			if errors.Is(err, consent.ErrBadID) {
 				return process.UsageError{Err: err}
 			}
 			if err != nil {
 				return err
 			}
-			service.WriteRevoked(cmd.OutOrStdout(), svc.Federation, args[0], gr)
+			service.WriteRevoked(cmd.OutOrStdout(), fed, args[0], gr)
 			return nil
 		},
 	}
+}
+
+// operatorConsentClient connects as the operator to ask the running consent
+// service's operator API (audited there).
+func operatorConsentClient(ctx context.Context, g *process.Env) (*consent.OperatorClient, func(), error) {
+	nc, src, err := g.Connect(ctx, subject.Operator, nats.MaxReconnects(0))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (grants and revocations are asked of the running consent service, as the operator)", err)
+	}
+	return consent.NewOperatorClient(nc), func() { _ = nc.Drain(); src.Close() }, nil
 }
 
 func newConsentListCmd(g *process.Env) *cobra.Command {

@@ -17,8 +17,11 @@ import (
 
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/cmd/internal/process"
+	"github.com/jisr-bus/jisr/gateway/audit/auditor"
+	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/decision"
+	auditv1 "github.com/jisr-bus/jisr/proto/gen/jisr/audit/v1"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 )
 
@@ -92,6 +95,34 @@ func TestRevokeOfflineTokenByJTI(t *testing.T) {
 	}
 	if !strings.Contains(out, "no grant recorded") {
 		t.Errorf("revoke output: %q", out)
+	}
+	// The running consent service did it, and wrote it to its audit log
+	// first (the operator's action, OperatorRevoke).
+	an, asrc, err := f.g.Connect(t.Context(), "auditor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer asrc.Close()
+	defer an.Close()
+	streams, err := auditor.Open(t.Context(), an)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel := &auditor.Selection{Log: consent.AuditLogID}
+	if err := sel.Resolve(); err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	if err := streams.Query(t.Context(), sel, func(_ stream.Msg, r *auditv1.Record) error {
+		if r.GetMethod() == consent.ActionOperatorRevoke && r.GetTokenId() == c.ID && r.GetReason() == consent.ReasonOperatorAction {
+			found++
+		}
+		return nil
+	}, func(seq uint64) { t.Errorf("unreadable record at %d", seq) }); err != nil {
+		t.Fatal(err)
+	}
+	if found != 1 {
+		t.Errorf("the CLI's revocation is in the consent log %d times, want once", found)
 	}
 	bustest.Eventually(t, 10*time.Second, func() error {
 		st := status.Convert(getPerson())

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/subject"
 )
 
@@ -72,14 +73,16 @@ type apiReply struct {
 
 // Serve answers the consent API on nc (the consent identity's connection)
 // with svc; replicas share the load in one queue group. Drain or
-// unsubscribe the returned subscription to stop.
-func Serve(nc *nats.Conn, svc *Service) (*nats.Subscription, error) {
+// unsubscribe the returned responder to stop. It is a bus.Responder: a
+// reconnection with a renewed SVID first lets the requests already
+// received be answered on the connection that received them.
+func Serve(nc *nats.Conn, svc *Service) (*bus.Responder, error) {
 	log := svc.Log
 	if log == nil {
 		log = slog.Default()
 	}
 	sem := make(chan struct{}, 1024)
-	sub, err := nc.QueueSubscribe(subject.ConsentAPI+".>", "jisr-consent", func(m *nats.Msg) {
+	sub, err := bus.QueueSubscribe(nc, subject.ConsentAPI+".>", "jisr-consent", func(m *nats.Msg) {
 		// Only the gateway may publish here, and it asks from its own inbox:
 		// anything else is not answered (reply subjects are input).
 		if subject.CheckReply(m.Reply, "gateway") != nil {
@@ -95,14 +98,16 @@ func Serve(nc *nats.Conn, svc *Service) (*nats.Subscription, error) {
 			_ = m.Respond(b)
 			return
 		}
+		done := bus.Serving(nc)
 		go func() {
 			defer func() { <-sem }()
+			defer done()
 			b, _ := json.Marshal(svc.answer(m))
 			if err := m.Respond(b); err != nil {
 				log.Warn("consent API reply failed", "subject", m.Subject, "err", err)
 			}
 		}()
-	})
+	}, nats.DefaultSubPendingMsgsLimit, nats.DefaultSubPendingBytesLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +194,10 @@ func (c *Client) call(ctx context.Context, subj string, req apiRequest, out any)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout+min(max(req.Wait, 0), 25*time.Second))
 	defer cancel()
-	m, err := c.nc.RequestWithContext(ctx, subj, b)
+	// bus.Call: during a planned reconnection of the gateway's connection
+	// (a renewed SVID) it waits for its end, and a consent service pausing
+	// its responder for its own reconnection is asked again.
+	m, err := bus.Call(ctx, c.nc, &nats.Msg{Subject: subj, Data: b})
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}

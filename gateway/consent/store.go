@@ -151,6 +151,19 @@ func (s *Store) Revoke(ctx context.Context, jti string) (*Grant, error) {
 	if _, err := s.revocations.Put(ctx, jti, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
 		return nil, err
 	}
+	g, err := s.GrantByID(ctx, jti)
+	if g != nil {
+		g.Revoked = true
+	}
+	return g, err
+}
+
+// GrantByID returns the grant recorded for the token ID jti, whoever's it
+// is, or nil when none is recorded.
+func (s *Store) GrantByID(ctx context.Context, jti string) (*Grant, error) {
+	if !CheckID(jti) {
+		return nil, ErrBadID
+	}
 	lister, err := s.grants.ListKeysFiltered(ctx, "*."+jti)
 	if err != nil {
 		return nil, err
@@ -170,7 +183,6 @@ func (s *Store) Revoke(ctx context.Context, jti string) (*Grant, error) {
 	if err := json.Unmarshal(e.Value(), &g); err != nil {
 		return nil, err
 	}
-	g.Revoked = true
 	return &g, nil
 }
 

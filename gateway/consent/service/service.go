@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
@@ -71,7 +72,7 @@ type Service struct {
 	// Service is the consent API with its issuer and store.
 	Service   *consent.Service
 	cfg       Config
-	sub       *nats.Subscription
+	sub       *bus.Responder
 	cancel    context.CancelFunc
 	done      chan struct{}
 	sweepDone chan struct{}

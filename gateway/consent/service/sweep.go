@@ -98,10 +98,20 @@ func (s *Service) lead(ctx context.Context, holder string, o options) {
 			log.Warn("consent service's audit log not closed cleanly", "err", err)
 		}
 	}()
+	appendRecord := func(ctx context.Context, d *decision.Decision) error { return l.Append(ctx, d) }
+	// The operator's actions (`jisr consent grant|revoke`) are answered by
+	// the log's one writer, each recorded first; unsubscribed (the
+	// deferred calls run last in, first out) before the log is closed.
+	op, err := consent.ServeOperator(s.cfg.Conn, s.Service, appendRecord)
+	if err != nil {
+		log.Error("consent service: the operator API is not served: `jisr consent grant|revoke` fail until it is", "err", err)
+	} else {
+		defer func() { _ = op.Drain() }()
+	}
 	log.Info("consent sweeper running", "audit_log", consent.AuditLogID)
 	sw := &consent.Sweeper{
 		Store: s.Service.Store, Log: log, Retry: o.retry, OnTransition: o.onTransition,
-		Audit: func(ctx context.Context, d *decision.Decision) error { return l.Append(ctx, d) },
+		Audit: appendRecord,
 	}
 	if err := sw.Run(lctx); err != nil && lctx.Err() == nil {
 		log.Error("consent sweeper stopped; restarting", "err", err)
