@@ -221,6 +221,8 @@ func Permissions(fed *federation.Federation) map[string]Permission {
 	consentPub = append(consentPub, subject.AuditPrefix+"."+subject.ConsentAuditLog+".>", subject.CheckpointPrefix+"."+subject.ConsentAuditLog)
 	consentPub = append(consentPub, StreamAPI(subject.AuditStream)...)
 	consentPub = append(consentPub, StreamAPI(subject.CheckpointStream)...)
+	// It follows the signed federation versions, by direct get only.
+	consentPub = append(consentPub, bundleRead(subject.FederationBucket)...)
 	out[fed.ID("consent").String()] = Permission{
 		PublishAllow:   consentPub,
 		PublishDeny:    tamper,

@@ -33,7 +33,14 @@ consent API that gateways forward over NATS (jisr.consent.grant, .list,
 It also stores the transitions nobody asks for — a consent whose time
 passed (EXPIRED), whose last permitted use was taken (USED_UP) — and writes
 each to its own audit log (jisr.audit.consent, checkpoint key
-<certs>/audit/consent.pub): one replica at a time, the holder of a lease.`,
+<certs>/audit/consent.pub): one replica at a time, the holder of a lease.
+
+It follows the signed federation versions (jisr federation publish) as the
+gateway does: it applies the published version before it answers, then
+every newer one without a restart — a member a version adds can be granted
+consent, a rule it removes lets no consent request be approved. A version
+with a bad signature, or older than the one in force, is refused and
+logged. It does not start without the jisr_federation bucket.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			n, err := process.StartConsentService(cmd.Context(), g, o)
@@ -45,6 +52,7 @@ each to its own audit log (jisr.audit.consent, checkpoint key
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&o.GovernancePub, "governance-pub", "", "the governance public key the signed federation versions are verified with (default <certs>/governance/governance.pub)")
 	cmd.Flags().StringVar(&o.AuditAPIPrefix, "audit-api-prefix", "", `where the audit streams' JetStream API is seen when the NATS server keeps them in their own account ("$JS.AUDIT.API" with jisr nats-config --audit-account; see docs/audit.md)`)
 	return cmd
 }

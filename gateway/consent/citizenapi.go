@@ -196,7 +196,7 @@ func (s *Service) httpPause(pause bool) func(http.ResponseWriter, *http.Request,
 		if pause {
 			action = ActionPause
 		}
-		if err := s.audit(r.Context(), ckey, action, ConsumerName(s.Federation, g.Consumer), g, nil); err != nil {
+		if err := s.audit(r.Context(), ckey, action, ConsumerName(s.FederationNow(), g.Consumer), g, nil); err != nil {
 			s.Log.Error("audit of a citizen's pause failed: not carried out", "err", err)
 			httpError(w, http.StatusServiceUnavailable, "the audit log is unavailable; nothing was changed")
 			return

@@ -103,7 +103,7 @@ func (g *GRPC) Revoke(ctx context.Context, req *consentv1.RevokeRequest) (*conse
 		case err != nil:
 			return nil, status.Error(codes.Unavailable, "the consent store is unavailable")
 		}
-		if err := g.svc.audit(ctx, ckey, ActionRevoke, ConsumerName(g.svc.Federation, found.Consumer), found, nil); err != nil {
+		if err := g.svc.audit(ctx, ckey, ActionRevoke, ConsumerName(g.svc.FederationNow(), found.Consumer), found, nil); err != nil {
 			g.svc.Log.Error("audit of a citizen's revocation failed: not carried out", "err", err)
 			return nil, status.Error(codes.Unavailable, "the audit log is unavailable; nothing was changed")
 		}

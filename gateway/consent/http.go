@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -47,15 +48,35 @@ type assistedActor struct{ ckey, how string }
 // Backend is set (a Client of the consent service), Keys holds public keys,
 // and Issuer and Store are nil.
 type Service struct {
-	Issuer     *Issuer
-	Store      *Store
-	Keys       *KeySet
+	Issuer *Issuer
+	Store  *Store
+	Keys   *KeySet
+	// Federation is the version the service starts with; SetFederation
+	// puts a newer one in force (FederationNow).
 	Federation *federation.Federation
 	Log        *slog.Logger
 	Backend    Backend // when set, grants, lists and revocations go to it
 	// Audit, when set (the gateway's face), records each of the citizen's
 	// actions (approve, reject, pause, resume, revoke) before it is done.
 	Audit AuditFunc
+	// fed is the version SetFederation put in force (nil: Federation).
+	fed atomic.Pointer[federation.Federation]
+}
+
+// SetFederation puts a new federation version in force for the decisions
+// that start from now on (a member it adds may be granted consent, a rule
+// it removes lets no consent request be approved); a decision already
+// under way finishes under the version it read. The version is swapped
+// whole, never changed in place.
+func (s *Service) SetFederation(fed *federation.Federation) { s.fed.Store(fed) }
+
+// FederationNow is the version in force: the last SetFederation's, or
+// Federation. A decision reads it once and decides under that version only.
+func (s *Service) FederationNow() *federation.Federation {
+	if f := s.fed.Load(); f != nil {
+		return f
+	}
+	return s.Federation
 }
 
 // GrantRequest is the HTTP/JSON body of a grant.
@@ -85,7 +106,7 @@ func (s *Service) Grant(ctx context.Context, ckey string, g GrantRequest) (*Gran
 	if s.Issuer == nil {
 		return nil, ErrUnavailable
 	}
-	m, err := s.Federation.Member(g.To)
+	m, err := s.FederationNow().Member(g.To)
 	if err != nil {
 		return nil, errors.Join(ErrBadRequest, errors.New("the consumer is not a member of the federation"))
 	}
@@ -213,7 +234,7 @@ func (s *Service) httpRevoke(w http.ResponseWriter, r *http.Request, ckey string
 		if s.httpFail(w, err) {
 			return
 		}
-		if err := s.audit(r.Context(), ckey, ActionRevoke, ConsumerName(s.Federation, g.Consumer), g, nil); err != nil {
+		if err := s.audit(r.Context(), ckey, ActionRevoke, ConsumerName(s.FederationNow(), g.Consumer), g, nil); err != nil {
 			s.Log.Error("audit of a citizen's revocation failed: not carried out", "err", err)
 			httpError(w, http.StatusServiceUnavailable, "the audit log is unavailable; nothing was changed")
 			return

@@ -150,7 +150,8 @@ func (s *Service) Ask(ctx context.Context, consumer, ckey string, a AskRequest) 
 		return nil, ErrUnavailable
 	}
 	bad := func(msg string, args ...any) error { return errors.Join(ErrBadRequest, fmt.Errorf(msg, args...)) }
-	if _, err := s.Federation.Member(consumer); err != nil {
+	fed := s.FederationNow() // one version decides the request
+	if _, err := fed.Member(consumer); err != nil {
 		return nil, bad("the consumer is not a member")
 	}
 	if a.LegalBasis == "" {
@@ -173,7 +174,7 @@ func (s *Service) Ask(ctx context.Context, consumer, ckey string, a AskRequest) 
 		}
 		ttl = d
 	}
-	rule := s.ruleFor(consumer, a.Service, a.Methods, a.Purpose, a.LegalBasis)
+	rule := ruleFor(fed, consumer, a.Service, a.Methods, a.Purpose, a.LegalBasis)
 	if rule == nil {
 		return nil, bad("no access rule lets %s call these methods of %s for this purpose on the basis %s", consumer, a.Service, a.LegalBasis)
 	}
@@ -204,10 +205,10 @@ func (s *Service) Ask(ctx context.Context, consumer, ckey string, a AskRequest) 
 // longer).
 const MaxLifetime = 90 * 24 * time.Hour
 
-// ruleFor returns the one rule that lets consumer call all methods of
-// service for purpose on basis, or nil.
-func (s *Service) ruleFor(consumer, service string, methods []string, purpose, basis string) *federation.Rule {
-	for _, r := range s.Federation.Rules {
+// ruleFor returns the one rule of fed that lets consumer call all methods
+// of service for purpose on basis, or nil.
+func ruleFor(fed *federation.Federation, consumer, service string, methods []string, purpose, basis string) *federation.Rule {
+	for _, r := range fed.Rules {
 		if r.Consumer != consumer || r.Service != service || r.LegalBasis != basis || !slices.Contains(r.Purposes, purpose) {
 			continue
 		}
@@ -222,7 +223,7 @@ func (s *Service) ruleFor(consumer, service string, methods []string, purpose, b
 	if service == events.Service && basis == federation.BasisConsent {
 		// A consent to receive life events (docs/events.md): the event rule
 		// on consent that delivers every type asked for, read as a rule.
-		for _, r := range s.Federation.EventRules {
+		for _, r := range fed.EventRules {
 			if r.Consumer == consumer && r.LegalBasis == basis && r.Purpose == purpose &&
 				!slices.ContainsFunc(methods, func(m string) bool { return !slices.Contains(r.Events, m) }) {
 				return &federation.Rule{Name: r.Name, Consumer: r.Consumer, Provider: r.Publisher, Service: service,
@@ -235,7 +236,7 @@ func (s *Service) ruleFor(consumer, service string, methods []string, purpose, b
 
 // RuleFields returns the fields the rule behind r releases (empty: all).
 func (s *Service) RuleFields(r *ConsentRequest) []string {
-	if rule := s.ruleFor(r.Consumer, r.Service, r.Methods, r.Purpose, r.LegalBasis); rule != nil {
+	if rule := ruleFor(s.FederationNow(), r.Consumer, r.Service, r.Methods, r.Purpose, r.LegalBasis); rule != nil {
 		return rule.Fields
 	}
 	return nil
@@ -379,9 +380,17 @@ func (s *Service) Decide(ctx context.Context, ckey, id string, d Decision) (*Con
 	if !d.Approve {
 		r.State = StateRejected
 	} else {
+		// The version in force decides the approval, not the one that
+		// admitted the request: a rule a later version removed (or a
+		// member it removed) lets no token be minted.
+		fed := s.FederationNow()
+		rule := ruleFor(fed, r.Consumer, r.Service, r.Methods, r.Purpose, r.LegalBasis)
+		if rule == nil {
+			return nil, errors.Join(ErrBadRequest, fmt.Errorf("no access rule of the federation in force lets %s call these methods of %s for this purpose on the basis %s any longer", r.Consumer, r.Service, r.LegalBasis))
+		}
 		allowed := r.Asked
 		if len(allowed) == 0 {
-			allowed = s.RuleFields(r)
+			allowed = rule.Fields
 		}
 		fields := d.Fields
 		if len(fields) == 0 {
@@ -390,6 +399,9 @@ func (s *Service) Decide(ctx context.Context, ckey, id string, d Decision) (*Con
 		for _, f := range fields {
 			if len(allowed) > 0 && !slices.Contains(allowed, f) {
 				return nil, errors.Join(ErrBadRequest, fmt.Errorf("field %q was not asked for", f))
+			}
+			if len(rule.Fields) > 0 && !slices.Contains(rule.Fields, f) {
+				return nil, errors.Join(ErrBadRequest, fmt.Errorf("the access rule in force does not release field %q", f))
 			}
 		}
 		ttl := time.Duration(r.TTL)
@@ -400,7 +412,7 @@ func (s *Service) Decide(ctx context.Context, ckey, id string, d Decision) (*Con
 			}
 			ttl = v
 		}
-		m, err := s.Federation.Member(r.Consumer)
+		m, err := fed.Member(r.Consumer)
 		if err != nil {
 			return nil, errors.Join(ErrBadRequest, errors.New("the consumer is no longer a member"))
 		}

@@ -66,6 +66,10 @@ func (n *Node) applyFederation(fed *federation.Federation, version uint64, sets 
 		return err
 	}
 	n.fed = fed
+	if n.consent != nil {
+		// The citizen-facing consent API names consumers by this version.
+		n.consent.Service.SetFederation(fed)
+	}
 	if n.events != nil {
 		return n.events.SetFederation(fed) // checked above: cannot fail
 	}

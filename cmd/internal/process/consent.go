@@ -2,9 +2,12 @@ package process
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/jisr-bus/jisr/bus/federation"
 
 	"github.com/jisr-bus/jisr/gateway/consent"
 	"github.com/jisr-bus/jisr/gateway/consent/service"
@@ -30,6 +33,9 @@ type ConsentOptions struct {
 	// AuditAPIPrefix reaches the audit streams when the NATS server keeps
 	// them in their own account (as the gateway's --audit-api-prefix).
 	AuditAPIPrefix string
+	// GovernancePub is the governance public key the federation versions
+	// are verified with (default <certs>/governance/governance.pub).
+	GovernancePub string
 }
 
 // StartConsentService runs the consent service under its own identity,
@@ -46,12 +52,23 @@ func StartConsentService(ctx context.Context, g *Env, opts ...ConsentOptions) (*
 	if err != nil {
 		return nil, err
 	}
+	// The signed federation versions, verified with the governance key, as
+	// the gateway follows them: the service does not start without them.
+	pubPath := o.GovernancePub
+	if pubPath == "" {
+		pubPath = federation.GovernancePubPath(g.CertsDir)
+	}
+	pub, err := federation.LoadGovernancePub(pubPath)
+	if err != nil {
+		return nil, fmt.Errorf("the governance public key that verifies federation versions (--governance-pub; jisr certs init writes a dev one): %w", err)
+	}
 	nc, src, err := g.Connect(ctx, "consent")
 	if err != nil {
 		return nil, err
 	}
 	cfg := service.Config{Federation: fed, CertsDir: g.CertsDir, Conn: nc, Source: src, Log: g.Log,
-		AuditKeyDir: AuditKeyDir(g.CertsDir), AuditAPIPrefix: o.AuditAPIPrefix}
+		AuditKeyDir: AuditKeyDir(g.CertsDir), AuditAPIPrefix: o.AuditAPIPrefix,
+		Governance: []ed25519.PublicKey{pub}}
 	if g.DataDir != "" {
 		cfg.TrustedCheckpoint = TrustedCheckpointPath(g.DataDir, consent.AuditLogID)
 	}

@@ -6,6 +6,7 @@ package service
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,9 +14,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/federation"
+	"github.com/jisr-bus/jisr/bus/fedwatch"
+	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/certs/svid"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/consent"
@@ -38,7 +43,21 @@ type Config struct {
 	// own account, and TrustedCheckpoint, when set, keeps the log's last
 	// checkpoint outside NATS (audit.WithTrustedCheckpoint).
 	AuditKeyDir, AuditAPIPrefix, TrustedCheckpoint string
+	// Governance, when set, are the governance keys the signed federation
+	// versions are verified with: the service applies the published version
+	// before it answers, then every newer one without a restart
+	// (bus/fedwatch), read by direct get every FederationPoll (default
+	// FederationPoll). The bucket must exist: the service does not start
+	// without it. Registerer, when set, gets the watch's metrics.
+	Governance     []ed25519.PublicKey
+	FederationPoll time.Duration
+	Registerer     prometheus.Registerer
 }
+
+// FederationPoll is how often the consent service reads the signed
+// federation bundle: its NATS user reads it by direct get, as the members
+// do, and creates no consumer.
+var FederationPoll = 2 * time.Second
 
 // Option sets an optional setting.
 type Option func(*options)
@@ -76,6 +95,7 @@ type Service struct {
 	cancel    context.CancelFunc
 	done      chan struct{}
 	sweepDone chan struct{}
+	watch     *fedwatch.Watcher
 }
 
 // Start loads the signing keys (refusing key files open to others),
@@ -119,7 +139,13 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Service, err err
 		return nil, fmt.Errorf("consent service: audit checkpoint key: %w", err)
 	}
 	s.Service = &consent.Service{Issuer: consent.NewIssuer(keys, cfg.Federation.ID("consent")), Store: store, Keys: keys, Federation: cfg.Federation, Log: cfg.Log}
+	if len(cfg.Governance) > 0 {
+		if err := s.watchFederation(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if s.sub, err = consent.Serve(cfg.Conn, s.Service); err != nil {
+		s.stopWatch()
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -129,6 +155,76 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (_ *Service, err err
 	go s.sweep(rctx, o)
 	cfg.Log.Info("consent service ready", "subject", consent.SubjectGrant, "jwks", jwks, "kid", keys.Signing().ID)
 	return s, nil
+}
+
+// watchFederation applies the published federation version, then every
+// newer one, to the consent API: a member a version adds can be granted
+// consent, a rule it removes lets no request be approved, without a
+// restart. A version with a bad signature, or not newer, is refused and
+// logged (fedwatch), and the running one stays.
+func (s *Service) watchFederation(ctx context.Context) error {
+	js, err := jetstream.New(s.cfg.Conn)
+	if err != nil {
+		return err
+	}
+	kv, err := js.KeyValue(ctx, subject.FederationBucket)
+	if err != nil {
+		return fmt.Errorf("consent service: federation watch: the bucket %s (jisr nats init creates it): %w", subject.FederationBucket, err)
+	}
+	poll := s.cfg.FederationPoll
+	if poll <= 0 {
+		poll = FederationPoll
+	}
+	td := s.cfg.Federation.TrustDomain
+	s.watch, err = fedwatch.Start(ctx, fedwatch.Config{
+		Bucket: kv, Trusted: s.cfg.Governance, Component: "consent", Poll: poll, Registerer: s.cfg.Registerer,
+		Log: s.cfg.Log.With("component", "consent"),
+		Apply: func(_ *federation.Bundle, fed *federation.Federation) error {
+			if fed.TrustDomain != td {
+				return fmt.Errorf("consent service: the trust domain cannot change at run time (%s → %s)", td, fed.TrustDomain)
+			}
+			s.Service.SetFederation(fed)
+			return nil
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("consent service: %w", err)
+	}
+	return nil
+}
+
+func (s *Service) stopWatch() {
+	if s.watch != nil {
+		s.watch.Stop()
+		s.watch = nil
+	}
+}
+
+// Ready reports whether the service can decide: with a federation watch,
+// the watch must still run (else new versions are no longer applied).
+func (s *Service) Ready() error {
+	if s.cfg.Governance != nil && (s.watch == nil || !s.watch.Watching()) {
+		return errors.New("consent service: the federation watch stopped: new versions are no longer applied")
+	}
+	return nil
+}
+
+// FederationVersion is the federation version in force (0: the file the
+// service started with).
+func (s *Service) FederationVersion() uint64 {
+	if s.watch == nil {
+		return 0
+	}
+	return s.watch.Version()
+}
+
+// FederationRefused is how many published versions the watch refused for
+// reason (fedwatch.Reason*; 0 without a watch).
+func (s *Service) FederationRefused(reason string) float64 {
+	if s.watch == nil {
+		return 0
+	}
+	return s.watch.Refused(reason)
 }
 
 // rewriteJWKS reloads the keys from disk and rewrites the JWKS every
@@ -154,6 +250,7 @@ func (s *Service) rewriteJWKS(ctx context.Context, jwks string, every time.Durat
 
 // Stop stops answering and closes the connection.
 func (s *Service) Stop() {
+	s.stopWatch()
 	s.cancel()
 	<-s.done
 	<-s.sweepDone
