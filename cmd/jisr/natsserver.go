@@ -98,6 +98,7 @@ func newNATSServerCmd(g *process.Env) *cobra.Command {
 	var o process.NATSOptions
 	var httpAddr string
 	var fastFailover bool
+	var governancePub string
 	cmd := &cobra.Command{
 		Use:   "nats-server",
 		Short: "Run the federation's NATS server (embedded nats-server, JetStream under --data)",
@@ -122,7 +123,7 @@ Until jisr nats init has created the bucket it tries again every 2 s.`,
 				return err
 			}
 			// New signed federation versions, without a restart.
-			stopWatch := process.WatchFederation(cmd.Context(), g, s)
+			stopWatch := process.WatchFederation(cmd.Context(), g, s, governancePub)
 			stopMetrics, err := g.ServeMetrics(httpAddr, "nats-server")
 			if err != nil {
 				stopWatch()
@@ -140,5 +141,6 @@ Until jisr nats init has created the bucket it tries again every 2 s.`,
 	natsFlags(cmd, &o)
 	cmd.Flags().StringVar(&httpAddr, "http", "", "HTTP listen address for /metrics (the server's own SVID expiry among them) and /healthz (default: none)")
 	cmd.Flags().BoolVar(&fastFailover, "fast-failover", false, "hub node: Raft heartbeats every 0.5 s and elections after 1.5–3.5 s without one (nats-server: 1 s, 4–9 s), so a stream whose leader's node dies has a new leader within about 4 s (see docs/deploy.md)")
+	cmd.Flags().StringVar(&governancePub, "governance-pub", "", "the governance public key that verifies the signed federation versions the server applies without a restart (default <certs>/governance/governance.pub; without it the federation file stays in force until a restart)")
 	return cmd
 }

@@ -30,11 +30,15 @@ const NATSWatchRetry = 2 * time.Second
 // and for those already open). The bucket is created by `jisr nats init`
 // after the server starts, so until it can be opened the watch tries again
 // every NATSWatchRetry, and says so once. Without the governance public key
-// in the certs directory the server keeps the federation file it started
-// with, and says so. stop ends the watch.
-func WatchFederation(ctx context.Context, g *Env, s *natsserver.Server) (stop func()) {
+// (pubPath, default <certs>/governance/governance.pub) the server keeps the
+// federation file it started with, and says so. stop ends the watch.
+func WatchFederation(ctx context.Context, g *Env, s *natsserver.Server, pubPath string) (stop func()) {
 	log := g.Log.With("component", "nats")
-	trusted, err := TrustedGovernanceKeys(g)
+	if pubPath == "" {
+		pubPath = federation.GovernancePubPath(g.CertsDir)
+	}
+	pub, err := federation.LoadGovernancePub(pubPath)
+	trusted := []ed25519.PublicKey{pub}
 	if err != nil {
 		log.Warn("not following the signed federation versions: the federation file stays in force until a restart", "err", err)
 		return func() {}

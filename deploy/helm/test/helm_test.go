@@ -42,8 +42,20 @@ func values(t *testing.T, file string) map[string]any {
 		t.Fatal(err)
 	}
 	vals["federation"] = string(fed)
+	vals["governancePub"] = governancePub
 	return vals
 }
+
+// governancePub is a governance public key (Ed25519, PEM), as
+// `--set-file governancePub=<certs>/governance/governance.pub` gives.
+const governancePub = `-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAd3twHjxfx1peGJR0eIhussRTyf3utjEyllMKAleDa4I=
+-----END PUBLIC KEY-----
+`
+
+// governancePubArg is where every component reads that key: the federation
+// ConfigMap, mounted beside the file.
+const governancePubArg = "--governance-pub=/etc/jisr/federation/governance.pub"
 
 // objects is a rendered release, by kind and name.
 type objects map[string]map[string][]byte
@@ -155,8 +167,17 @@ func TestTemplateThreeMinistries(t *testing.T) {
 		}
 	}
 
+	// The governance key that verifies signed federation versions travels
+	// beside the file, and every component is told where it is.
+	if got := fedCM.Data["governance.pub"]; strings.TrimSpace(got) != strings.TrimSpace(governancePub) {
+		t.Errorf("the federation ConfigMap's governance.pub: %q", got)
+	}
+
 	var nats appsv1.StatefulSet
 	objs.get(t, "StatefulSet", "jisr-nats", &nats)
+	if a := nats.Spec.Template.Spec.Containers[0].Args; !slices.Contains(a, governancePubArg) {
+		t.Errorf("NATS args lack %s: %v", governancePubArg, a)
+	}
 	if *nats.Spec.Replicas != 3 {
 		t.Errorf("NATS replicas %d, want 3", *nats.Spec.Replicas)
 	}
@@ -182,6 +203,9 @@ func TestTemplateThreeMinistries(t *testing.T) {
 	}
 	if !slices.Contains(gc.Args, "--instance=$(POD_NAME)") {
 		t.Errorf("gateway instance is not the pod's stable name: %v", gc.Args)
+	}
+	if !slices.Contains(gc.Args, governancePubArg) {
+		t.Errorf("gateway args lack %s: %v", governancePubArg, gc.Args)
 	}
 	// Each replica's audit checkpoint key is projected from the secret.
 	for _, v := range gw.Spec.Template.Spec.Volumes {
@@ -210,6 +234,9 @@ func TestTemplateThreeMinistries(t *testing.T) {
 	// volume before it starts (a group-readable key file is refused).
 	var cs appsv1.Deployment
 	objs.get(t, "Deployment", "jisr-consent", &cs)
+	if a := cs.Spec.Template.Spec.Containers[0].Args; !slices.Contains(a, governancePubArg) {
+		t.Errorf("consent args lack %s: %v", governancePubArg, a)
+	}
 	if cs.Spec.Template.Spec.ServiceAccountName != "jisr-consent" {
 		t.Errorf("consent service runs as %s", cs.Spec.Template.Spec.ServiceAccountName)
 	}
@@ -256,7 +283,7 @@ func TestTemplateThreeMinistries(t *testing.T) {
 			t.Errorf("%s adapter replicas %d, want %d", m.member, *d.Spec.Replicas, m.replicas)
 		}
 		c := d.Spec.Template.Spec.Containers[0]
-		if !slices.Contains(c.Args, "--member="+m.member) || !slices.Contains(c.Args, "--nats=tls://jisr-nats.jisr.svc:4222") {
+		if !slices.Contains(c.Args, "--member="+m.member) || !slices.Contains(c.Args, "--nats=tls://jisr-nats.jisr.svc:4222") || !slices.Contains(c.Args, governancePubArg) {
 			t.Errorf("%s adapter args: %v", m.member, c.Args)
 		}
 		// Several replicas share one durable event consumer: one event in
@@ -463,6 +490,7 @@ func TestTemplateRefusals(t *testing.T) {
 		mutate       func(map[string]any)
 	}{
 		{"no federation", "federation is required", func(v map[string]any) { v["federation"] = "" }},
+		{"no governance key", "governancePub is required", func(v map[string]any) { v["governancePub"] = "" }},
 		{"two NATS nodes", "at least 3 nodes", func(v map[string]any) { v["nats"].(map[string]any)["replicas"] = 2 }},
 		{"one gateway", "gateway.replicas", func(v map[string]any) { v["gateway"].(map[string]any)["replicas"] = 1 }},
 		{"no consent key", "keys.consentKeyFiles", func(v map[string]any) { v["keys"].(map[string]any)["consentKeyFiles"] = []any{} }},

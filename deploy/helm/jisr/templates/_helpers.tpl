@@ -87,3 +87,9 @@ automountServiceAccountToken: false
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
 {{- end -}}
+
+{{- /* The governance public key, in the federation ConfigMap (mounted by
+jisr.federationMount). */}}
+{{- define "jisr.governancePubArg" -}}
+- --governance-pub=/etc/jisr/federation/governance.pub
+{{- end -}}
