@@ -94,7 +94,13 @@ type Facts struct {
 	DevFirstStart   float64          `json:"dev_first_start_seconds"`
 	DevStart        float64          `json:"dev_start_seconds"`
 	DevIdleRSS      int64            `json:"dev_idle_rss_bytes"`
-	Profiles        []string         `json:"profiles,omitempty"`
+	// EventGateways is the gateway replicas that served the life events
+	// (one, as for the full path they are compared with);
+	// DeliveriesPerEvent the consumers' deliveries each publication made
+	// (an audit record, a store, an ack and a backend call each).
+	EventGateways      int      `json:"event_gateways,omitempty"`
+	DeliveriesPerEvent float64  `json:"deliveries_per_event,omitempty"`
+	Profiles           []string `json:"profiles,omitempty"`
 	// OtherProfiles are the allocation and mutex profiles taken
 	// with the CPU profiles.
 	OtherProfiles []string `json:"other_profiles,omitempty"`
@@ -198,7 +204,8 @@ func (b *harness) targets() []Target {
 	}
 	if f, ev := b.find("full", top), b.find("events-delivery", top); f != nil && ev != nil && f.QPS > 0 {
 		add(fmt.Sprintf("life events end to end with audit ≥ the full path's throughput at c=%d (issue 19)", top), ev.QPS >= f.QPS,
-			"%.0f events/s vs %.0f queries/s (%.0f%%); lag p50 %.1f ms, p99 %.1f ms", ev.QPS, f.QPS, 100*ev.QPS/f.QPS, ev.P50, ev.P99)
+			"%.0f events/s (%.0f deliveries/s, %.2f per event) vs %.0f queries/s (%.0f%%), both through %d gateway replica(s); lag p50 %.1f ms, p99 %.1f ms",
+			ev.QPS, ev.QPS*b.facts.DeliveriesPerEvent, b.facts.DeliveriesPerEvent, f.QPS, 100*ev.QPS/f.QPS, b.facts.EventGateways, ev.P50, ev.P99)
 	}
 	if small, large := b.find("population-10k", 0), b.find("large", 0); small != nil && large != nil && small.P50 > 0 {
 		add(fmt.Sprintf("%d citizens: p50 within 20%% of 10,000 (c=%d, alternating rounds)", b.facts.Large, large.Concurrency), large.P50 <= 1.2*small.P50,
