@@ -147,13 +147,22 @@ type Follower struct {
 	// Queue bounds the commits handed over and not yet read (default
 	// DefaultQueue batches).
 	Queue int
+	// Workers is how many notifications the notifier is given at once
+	// (default DefaultWorkers). The Log notifier, which never waits, is
+	// called by the follower itself.
+	Workers int
 
-	mu      sync.Mutex // guards stopped against wg.Go
+	mu      sync.Mutex // guards stopped and sends against a late deliver
 	stopped bool
 	wg      sync.WaitGroup
 
 	init    sync.Once
 	commits chan audit.Committed
+	// sends holds the notifications due and not yet taken by a worker; a
+	// full one holds the follower back, so its queue of commits fills and
+	// drops loudly (Committed), rather than a goroutine per notification.
+	sends   chan Notification
+	workers sync.Once
 	dropped atomic.Uint64 // records of commits dropped, queue full
 	lost    atomic.Uint64 // in all, for Dropped
 	names   interner      // runCommitted's
@@ -162,6 +171,12 @@ type Follower struct {
 // DefaultQueue is the default bound of the commits waiting for the
 // follower: at the log's largest batches, hundreds of thousands of records.
 const DefaultQueue = 4096
+
+// DefaultWorkers is the default number of notifications sent at once.
+const DefaultWorkers = 16
+
+// NotifyTimeout bounds one call of a notifier (but Log's).
+const NotifyTimeout = 15 * time.Second
 
 func (f *Follower) setup() {
 	f.init.Do(func() {
@@ -173,7 +188,49 @@ func (f *Follower) setup() {
 			q = DefaultQueue
 		}
 		f.commits = make(chan audit.Committed, q)
+		w := f.Workers
+		if w <= 0 {
+			w = DefaultWorkers
+		}
+		f.Workers = w
+		f.sends = make(chan Notification, 64*w)
 	})
+}
+
+// startWorkers starts the workers that hand the notifications to the
+// notifier, once; stop ends them once they have sent what was queued.
+func (f *Follower) startWorkers(ctx context.Context) {
+	f.workers.Do(func() {
+		if _, ok := f.Notifier.(Log); ok {
+			return // called inline: it never waits
+		}
+		base := context.WithoutCancel(ctx) // a notification under way is finished
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.stopped {
+			return
+		}
+		for range f.Workers {
+			f.wg.Go(func() {
+				for n := range f.sends {
+					f.send(base, n)
+				}
+			})
+		}
+	})
+}
+
+// send hands n to the notifier, within NotifyTimeout (Log never waits: it
+// gets no timer).
+func (f *Follower) send(ctx context.Context, n Notification) {
+	if _, ok := f.Notifier.(Log); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, NotifyTimeout)
+		defer cancel()
+	}
+	if err := f.Notifier.Notify(ctx, n); err != nil {
+		f.Log.Warn("citizen notification not delivered", "record", n.Record, "err", err)
+	}
 }
 
 // Committed hands over a commit of the gateway's own log (for
@@ -204,6 +261,7 @@ func (f *Follower) Dropped() uint64 { return f.lost.Load() }
 // records appended while it was down are not notified).
 func (f *Follower) Run(ctx context.Context) error {
 	f.setup()
+	f.startWorkers(ctx)
 	if f.Records == nil {
 		f.runCommitted(ctx)
 		return nil
@@ -287,12 +345,15 @@ func (f *Follower) notifyCommit(ctx context.Context, c audit.Committed) {
 	}
 }
 
-// stop waits for the notifications under way. A callback may still be
-// running: no notification starts once stopped is set, so Wait does not
-// race a late Go.
+// stop waits for the notifications under way and queued. A callback may
+// still be running: no notification is queued once stopped is set, so
+// closing sends and Wait do not race a late deliver.
 func (f *Follower) stop() {
 	f.mu.Lock()
-	f.stopped = true
+	if !f.stopped {
+		f.stopped = true
+		close(f.sends)
+	}
 	f.mu.Unlock()
 	f.wg.Wait()
 }
@@ -305,16 +366,17 @@ func (f *Follower) notify(ctx context.Context, r *auditv1.Record) {
 	}
 }
 
-// deliver hands n to the notifier once visible has come.
+// deliver hands n to the notifier once visible has come: to a worker (or,
+// for Log, at once), or, for an access the citizen may see only later, after
+// a wait of its own (a mandate's access_log_delay: rare).
 func (f *Follower) deliver(ctx context.Context, n Notification, visible time.Time) {
-	wait := visible.Sub(f.Now())
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.stopped {
-		return
-	}
-	f.wg.Go(func() {
-		if wait > 0 {
+	if wait := visible.Sub(f.Now()); wait > 0 {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.stopped {
+			return
+		}
+		f.wg.Go(func() {
 			t := time.NewTimer(wait)
 			defer t.Stop()
 			select {
@@ -322,11 +384,24 @@ func (f *Follower) deliver(ctx context.Context, n Notification, visible time.Tim
 				return
 			case <-t.C:
 			}
-		}
-		nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-		defer cancel()
-		if err := f.Notifier.Notify(nctx, n); err != nil {
-			f.Log.Warn("citizen notification not delivered", "record", n.Record, "err", err)
-		}
-	})
+			f.due(ctx, n)
+		})
+		return
+	}
+	f.due(ctx, n)
+}
+
+// due sends n, or queues it for a worker. A full queue holds the caller
+// back: the workers drain it until stop closes it.
+func (f *Follower) due(ctx context.Context, n Notification) {
+	if _, ok := f.Notifier.(Log); ok {
+		f.send(ctx, n) // Log ignores ctx
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		return
+	}
+	f.sends <- n
 }
