@@ -519,8 +519,9 @@ func kindOption(kind trace.SpanKind) []trace.SpanStartOption {
 func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int, opts ...SpanOption) (context.Context, trace.Span) {
 	ctx, span := tracer(opts).Start(ctx, spanName(operation, subj), kindOption(kind)...)
 	if span.IsRecording() {
-		span.SetAttributes(messagingAttrs(operation, size)...)
-		span.SetAttributes(subjectAttrs(subj)...)
+		buf := attrBufs.Get().(*attrBuf)
+		span.SetAttributes(appendSubjectAttrs(appendMessagingAttrs(buf[:0], operation, size), subj)...)
+		buf.put()
 	}
 	return ctx, span
 }
@@ -535,7 +536,9 @@ func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind,
 func StartUnverifiedSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int, opts ...SpanOption) (context.Context, trace.Span) {
 	ctx, span := tracer(opts).Start(ctx, spanName(operation, subj), kindOption(kind)...)
 	if span.IsRecording() {
-		span.SetAttributes(messagingAttrs(operation, size)...)
+		buf := attrBufs.Get().(*attrBuf)
+		span.SetAttributes(appendMessagingAttrs(buf[:0], operation, size)...)
+		buf.put()
 	}
 	return ctx, span
 }
@@ -543,12 +546,27 @@ func StartUnverifiedSpan(ctx context.Context, operation, subj string, kind trace
 // SetSpanSubject records a checked subject (and its ckey) on span.
 func SetSpanSubject(span trace.Span, subj string) {
 	if span.IsRecording() {
-		span.SetAttributes(subjectAttrs(subj)...)
+		buf := attrBufs.Get().(*attrBuf)
+		span.SetAttributes(appendSubjectAttrs(buf[:0], subj)...)
+		buf.put()
 	}
 }
 
-func messagingAttrs(operation string, size int) []attribute.KeyValue {
-	return append(make([]attribute.KeyValue, 0, 4),
+// attrBuf holds a span's attributes while SetAttributes copies them in (the
+// SDK's spans keep a copy, never the caller's slice), so the spans of the
+// query path reuse pooled buffers instead of a slice per call.
+type attrBuf [8]attribute.KeyValue
+
+var attrBufs = sync.Pool{New: func() any { return new(attrBuf) }}
+
+// put clears b (no subject outlives its span in the pool) and returns it.
+func (b *attrBuf) put() {
+	*b = attrBuf{}
+	attrBufs.Put(b)
+}
+
+func appendMessagingAttrs(a []attribute.KeyValue, operation string, size int) []attribute.KeyValue {
+	return append(a,
 		attribute.String("messaging.system", "nats"),
 		attribute.String("messaging.operation.type", operation),
 		attribute.String("messaging.operation", operation),
@@ -556,11 +574,12 @@ func messagingAttrs(operation string, size int) []attribute.KeyValue {
 	)
 }
 
-func subjectAttrs(subj string) []attribute.KeyValue {
+func appendSubjectAttrs(a []attribute.KeyValue, subj string) []attribute.KeyValue {
+	a = append(a, attribute.String("messaging.destination.name", subj))
 	if ck := subject.CKey(subj); ck != "" {
-		return []attribute.KeyValue{attribute.String("messaging.destination.name", subj), attribute.String("jisr.ckey", ck)}
+		a = append(a, attribute.String("jisr.ckey", ck))
 	}
-	return []attribute.KeyValue{attribute.String("messaging.destination.name", subj)}
+	return a
 }
 
 // EndSpan records err's gRPC code on span and ends it.
