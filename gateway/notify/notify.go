@@ -371,24 +371,30 @@ func (f *Follower) notify(ctx context.Context, r *auditv1.Record) {
 // a wait of its own (a mandate's access_log_delay: rare).
 func (f *Follower) deliver(ctx context.Context, n Notification, visible time.Time) {
 	if wait := visible.Sub(f.Now()); wait > 0 {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if f.stopped {
-			return
-		}
-		f.wg.Go(func() {
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			f.due(ctx, n)
-		})
+		f.later(ctx, n, wait)
 		return
 	}
 	f.due(ctx, n)
+}
+
+// later sends n after wait. Its own function: the closure's copy of n would
+// otherwise move every notification to the heap, not only the delayed ones.
+func (f *Follower) later(ctx context.Context, n Notification, wait time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		return
+	}
+	f.wg.Go(func() {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		f.due(ctx, n)
+	})
 }
 
 // due sends n, or queues it for a worker. A full queue holds the caller
