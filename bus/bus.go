@@ -493,19 +493,19 @@ func tracer(opts []SpanOption) trace.Tracer {
 
 var spanOptionsPool = sync.Pool{New: func() any { return new(spanOptions) }}
 
-// spanKinds are the start options of each span kind, made once: passing a
-// fresh trace.WithSpanKind to a tracer allocates its variadic slice.
-var spanKinds = func() map[trace.SpanKind][]trace.SpanStartOption {
-	m := map[trace.SpanKind][]trace.SpanStartOption{}
-	for _, k := range []trace.SpanKind{trace.SpanKindInternal, trace.SpanKindServer, trace.SpanKindClient, trace.SpanKindProducer, trace.SpanKindConsumer} {
-		m[k] = []trace.SpanStartOption{trace.WithSpanKind(k)}
+// spanKinds are the start options of each span kind, made once and indexed
+// by kind (no map lookup per span): passing a fresh trace.WithSpanKind to a
+// tracer allocates its variadic slice.
+var spanKinds = func() (k [trace.SpanKindConsumer + 1][]trace.SpanStartOption) {
+	for i := range k {
+		k[i] = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKind(i))}
 	}
-	return m
+	return k
 }()
 
 func kindOption(kind trace.SpanKind) []trace.SpanStartOption {
-	if o, ok := spanKinds[kind]; ok {
-		return o
+	if kind >= 0 && int(kind) < len(spanKinds) {
+		return spanKinds[kind]
 	}
 	return []trace.SpanStartOption{trace.WithSpanKind(kind)}
 }
