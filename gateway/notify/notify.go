@@ -77,6 +77,10 @@ type Webhook struct {
 	Client *http.Client // default: 10 s timeout
 }
 
+// defaultClient is a Webhook's client when it names none: one for all, not
+// one per notification.
+var defaultClient = &http.Client{Timeout: 10 * time.Second}
+
 // SignatureHeader carries the webhook's signature.
 const SignatureHeader = "Jisr-Signature"
 
@@ -103,7 +107,7 @@ func (w Webhook) Notify(ctx context.Context, n Notification) error {
 	req.Header.Set(SignatureHeader, Sign(w.Secret, body, time.Now()))
 	c := w.Client
 	if c == nil {
-		c = &http.Client{Timeout: 10 * time.Second}
+		c = defaultClient
 	}
 	resp, err := c.Do(req)
 	if err != nil {
