@@ -29,6 +29,7 @@ import (
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -493,21 +494,34 @@ func tracer(opts []SpanOption) trace.Tracer {
 
 var spanOptionsPool = sync.Pool{New: func() any { return new(spanOptions) }}
 
-// spanKinds are the start options of each span kind, made once: passing a
-// fresh trace.WithSpanKind to a tracer allocates its variadic slice.
-var spanKinds = func() map[trace.SpanKind][]trace.SpanStartOption {
-	m := map[trace.SpanKind][]trace.SpanStartOption{}
-	for _, k := range []trace.SpanKind{trace.SpanKindInternal, trace.SpanKindServer, trace.SpanKindClient, trace.SpanKindProducer, trace.SpanKindConsumer} {
-		m[k] = []trace.SpanStartOption{trace.WithSpanKind(k)}
+// spanKinds are the start options of each span kind, made once and indexed
+// by kind (no map lookup per span): passing a fresh trace.WithSpanKind to a
+// tracer allocates its variadic slice.
+var spanKinds = func() (k [trace.SpanKindConsumer + 1][]trace.SpanStartOption) {
+	for i := range k {
+		k[i] = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKind(i))}
 	}
-	return m
+	return k
 }()
 
 func kindOption(kind trace.SpanKind) []trace.SpanStartOption {
-	if o, ok := spanKinds[kind]; ok {
-		return o
+	if kind >= 0 && int(kind) < len(spanKinds) {
+		return spanKinds[kind]
 	}
 	return []trace.SpanStartOption{trace.WithSpanKind(kind)}
+}
+
+// start starts a span. A no-op tracer (a process that records no traces)
+// with no span in ctx would only put its empty span in a new context: ctx
+// already yields that span, so it is returned as is, one allocation less
+// per span.
+func start(ctx context.Context, t trace.Tracer, operation, subj string, kind trace.SpanKind) (context.Context, trace.Span) {
+	if _, ok := t.(noop.Tracer); ok {
+		if span := trace.SpanFromContext(ctx); !span.SpanContext().IsValid() && !span.IsRecording() {
+			return ctx, span
+		}
+	}
+	return t.Start(ctx, spanName(operation, subj), kindOption(kind)...)
 }
 
 // StartSpan starts a messaging span for one NATS operation ("send" a
@@ -517,10 +531,11 @@ func kindOption(kind trace.SpanKind) []trace.SpanStartOption {
 // Subjects carry ckeys at most, never an eID; a query's or provider
 // request's ckey is also the span's jisr.ckey.
 func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int, opts ...SpanOption) (context.Context, trace.Span) {
-	ctx, span := tracer(opts).Start(ctx, spanName(operation, subj), kindOption(kind)...)
+	ctx, span := start(ctx, tracer(opts), operation, subj, kind)
 	if span.IsRecording() {
-		span.SetAttributes(messagingAttrs(operation, size)...)
-		span.SetAttributes(subjectAttrs(subj)...)
+		buf := attrBufs.Get().(*attrBuf)
+		span.SetAttributes(appendSubjectAttrs(appendMessagingAttrs(buf[:0], operation, size), subj)...)
+		buf.put()
 	}
 	return ctx, span
 }
@@ -533,9 +548,11 @@ func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind,
 // put anything, an eID included, in a token. SetSpanSubject records the
 // whole subject once checked.
 func StartUnverifiedSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, size int, opts ...SpanOption) (context.Context, trace.Span) {
-	ctx, span := tracer(opts).Start(ctx, spanName(operation, subj), kindOption(kind)...)
+	ctx, span := start(ctx, tracer(opts), operation, subj, kind)
 	if span.IsRecording() {
-		span.SetAttributes(messagingAttrs(operation, size)...)
+		buf := attrBufs.Get().(*attrBuf)
+		span.SetAttributes(appendMessagingAttrs(buf[:0], operation, size)...)
+		buf.put()
 	}
 	return ctx, span
 }
@@ -543,12 +560,27 @@ func StartUnverifiedSpan(ctx context.Context, operation, subj string, kind trace
 // SetSpanSubject records a checked subject (and its ckey) on span.
 func SetSpanSubject(span trace.Span, subj string) {
 	if span.IsRecording() {
-		span.SetAttributes(subjectAttrs(subj)...)
+		buf := attrBufs.Get().(*attrBuf)
+		span.SetAttributes(appendSubjectAttrs(buf[:0], subj)...)
+		buf.put()
 	}
 }
 
-func messagingAttrs(operation string, size int) []attribute.KeyValue {
-	return append(make([]attribute.KeyValue, 0, 4),
+// attrBuf holds a span's attributes while SetAttributes copies them in (the
+// SDK's spans keep a copy, never the caller's slice), so the spans of the
+// query path reuse pooled buffers instead of a slice per call.
+type attrBuf [8]attribute.KeyValue
+
+var attrBufs = sync.Pool{New: func() any { return new(attrBuf) }}
+
+// put clears b (no subject outlives its span in the pool) and returns it.
+func (b *attrBuf) put() {
+	*b = attrBuf{}
+	attrBufs.Put(b)
+}
+
+func appendMessagingAttrs(a []attribute.KeyValue, operation string, size int) []attribute.KeyValue {
+	return append(a,
 		attribute.String("messaging.system", "nats"),
 		attribute.String("messaging.operation.type", operation),
 		attribute.String("messaging.operation", operation),
@@ -556,11 +588,12 @@ func messagingAttrs(operation string, size int) []attribute.KeyValue {
 	)
 }
 
-func subjectAttrs(subj string) []attribute.KeyValue {
+func appendSubjectAttrs(a []attribute.KeyValue, subj string) []attribute.KeyValue {
+	a = append(a, attribute.String("messaging.destination.name", subj))
 	if ck := subject.CKey(subj); ck != "" {
-		return []attribute.KeyValue{attribute.String("messaging.destination.name", subj), attribute.String("jisr.ckey", ck)}
+		a = append(a, attribute.String("jisr.ckey", ck))
 	}
-	return []attribute.KeyValue{attribute.String("messaging.destination.name", subj)}
+	return a
 }
 
 // EndSpan records err's gRPC code on span and ends it.

@@ -19,6 +19,7 @@ import (
 	"github.com/jisr-bus/jisr/bus"
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/bus/telemetry"
 	"github.com/jisr-bus/jisr/gateway"
 	"github.com/jisr-bus/jisr/gateway/audit"
 	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
@@ -43,6 +44,23 @@ func (discard) Append(context.Context, *decision.Decision) error { return nil }
 func BenchmarkAllowedQuery(b *testing.B) {
 	env := bustest.Start(b)
 	call := allowedQuery(b, env, discard{})
+	b.ReportAllocs()
+	for b.Loop() {
+		call()
+	}
+}
+
+// BenchmarkTracedQuery is BenchmarkAllowedQuery with the gateway's spans
+// recorded, as the gateway process records them (every query sampled, kept
+// in the in-memory span store): the cost of tracing per query.
+func BenchmarkTracedQuery(b *testing.B) {
+	tel, err := telemetry.Setup(b.Context(), telemetry.WithEndpoint("none"), telemetry.WithMemorySpans(1000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	env := bustest.Start(b)
+	call := allowedQuery(b, env, discard{}, gateway.WithTracerProvider(tel.TracerProvider))
 	b.ReportAllocs()
 	for b.Loop() {
 		call()
@@ -152,7 +170,7 @@ func openAudit(b *testing.B, env *bustest.Env, onCommit func(audit.Committed)) *
 
 // allowedQuery starts a gateway with log and a provider, and returns a
 // function that makes one allowed query through them.
-func allowedQuery(b *testing.B, env *bustest.Env, log gateway.AuditLog) func() {
+func allowedQuery(b *testing.B, env *bustest.Env, log gateway.AuditLog, opts ...gateway.Option) func() {
 	// The caller's fair share must not refuse: the benchmark measures the
 	// path, which on an idle machine outruns the test federation's rate.
 	cnss, err := env.Fed.Member("cnss")
@@ -164,7 +182,7 @@ func allowedQuery(b *testing.B, env *bustest.Env, log gateway.AuditLog) func() {
 		Federation: env.Fed, Keyer: env.Keyer, Conn: env.Connect(b, "gateway"),
 		Consent: consents{fields: []string{"person.eid", "person.names.latin", "person.marital_status"}}, Audit: log,
 		Log: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	})
+	}, opts...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -408,12 +408,16 @@ func (g *Gateway) handle(nc *nats.Conn, msg *nats.Msg) {
 			// subject's ckey is the payload eID's: nothing else can be in it.
 			bus.SetSpanSubject(span, msg.Subject)
 		}
-		span.SetAttributes(
+		a := spanAttrs.Get().(*queryAttrs)
+		*a = queryAttrs{
 			attribute.String("jisr.consumer", d.Consumer), attribute.String("jisr.provider", d.Provider),
 			attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", d.Service), attribute.String("rpc.method", d.Method),
 			attribute.String("jisr.ckey", d.CKey), attribute.String("jisr.legal_basis", d.LegalBasis),
 			attribute.Bool("jisr.allowed", d.Allowed), attribute.String("jisr.reason", d.Reason),
-			attribute.Int("rpc.grpc.status_code", int(st.Code())))
+			attribute.Int("rpc.grpc.status_code", int(st.Code()))}
+		span.SetAttributes(a[:]...) // the SDK's span copies them
+		*a = queryAttrs{}
+		spanAttrs.Put(a)
 		if !d.Allowed {
 			span.SetStatus(otelcodes.Error, st.Code().String())
 		}
@@ -496,6 +500,12 @@ func (g *Gateway) startStep(ctx context.Context, name string) (context.Context, 
 	}
 	return g.tracer.Start(ctx, name)
 }
+
+// queryAttrs are the attributes of a query's span, set once it is decided:
+// pooled, not a slice per query.
+type queryAttrs [10]attribute.KeyValue
+
+var spanAttrs = sync.Pool{New: func() any { return new(queryAttrs) }}
 
 // noSpan is a span that records nothing (the no-op span of an empty context).
 var noSpan = trace.SpanFromContext(context.Background())

@@ -77,6 +77,10 @@ type Webhook struct {
 	Client *http.Client // default: 10 s timeout
 }
 
+// defaultClient is a Webhook's client when it names none: one for all, not
+// one per notification.
+var defaultClient = &http.Client{Timeout: 10 * time.Second}
+
 // SignatureHeader carries the webhook's signature.
 const SignatureHeader = "Jisr-Signature"
 
@@ -103,7 +107,7 @@ func (w Webhook) Notify(ctx context.Context, n Notification) error {
 	req.Header.Set(SignatureHeader, Sign(w.Secret, body, time.Now()))
 	c := w.Client
 	if c == nil {
-		c = &http.Client{Timeout: 10 * time.Second}
+		c = defaultClient
 	}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -147,13 +151,22 @@ type Follower struct {
 	// Queue bounds the commits handed over and not yet read (default
 	// DefaultQueue batches).
 	Queue int
+	// Workers is how many notifications the notifier is given at once
+	// (default DefaultWorkers). The Log notifier, which never waits, is
+	// called by the follower itself.
+	Workers int
 
-	mu      sync.Mutex // guards stopped against wg.Go
+	mu      sync.Mutex // guards stopped and sends against a late deliver
 	stopped bool
 	wg      sync.WaitGroup
 
 	init    sync.Once
 	commits chan audit.Committed
+	// sends holds the notifications due and not yet taken by a worker; a
+	// full one holds the follower back, so its queue of commits fills and
+	// drops loudly (Committed), rather than a goroutine per notification.
+	sends   chan Notification
+	workers sync.Once
 	dropped atomic.Uint64 // records of commits dropped, queue full
 	lost    atomic.Uint64 // in all, for Dropped
 	names   interner      // runCommitted's
@@ -162,6 +175,12 @@ type Follower struct {
 // DefaultQueue is the default bound of the commits waiting for the
 // follower: at the log's largest batches, hundreds of thousands of records.
 const DefaultQueue = 4096
+
+// DefaultWorkers is the default number of notifications sent at once.
+const DefaultWorkers = 16
+
+// NotifyTimeout bounds one call of a notifier (but Log's).
+const NotifyTimeout = 15 * time.Second
 
 func (f *Follower) setup() {
 	f.init.Do(func() {
@@ -173,7 +192,49 @@ func (f *Follower) setup() {
 			q = DefaultQueue
 		}
 		f.commits = make(chan audit.Committed, q)
+		w := f.Workers
+		if w <= 0 {
+			w = DefaultWorkers
+		}
+		f.Workers = w
+		f.sends = make(chan Notification, 64*w)
 	})
+}
+
+// startWorkers starts the workers that hand the notifications to the
+// notifier, once; stop ends them once they have sent what was queued.
+func (f *Follower) startWorkers(ctx context.Context) {
+	f.workers.Do(func() {
+		if _, ok := f.Notifier.(Log); ok {
+			return // called inline: it never waits
+		}
+		base := context.WithoutCancel(ctx) // a notification under way is finished
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.stopped {
+			return
+		}
+		for range f.Workers {
+			f.wg.Go(func() {
+				for n := range f.sends {
+					f.send(base, n)
+				}
+			})
+		}
+	})
+}
+
+// send hands n to the notifier, within NotifyTimeout (Log never waits: it
+// gets no timer).
+func (f *Follower) send(ctx context.Context, n Notification) {
+	if _, ok := f.Notifier.(Log); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, NotifyTimeout)
+		defer cancel()
+	}
+	if err := f.Notifier.Notify(ctx, n); err != nil {
+		f.Log.Warn("citizen notification not delivered", "record", n.Record, "err", err)
+	}
 }
 
 // Committed hands over a commit of the gateway's own log (for
@@ -204,6 +265,7 @@ func (f *Follower) Dropped() uint64 { return f.lost.Load() }
 // records appended while it was down are not notified).
 func (f *Follower) Run(ctx context.Context) error {
 	f.setup()
+	f.startWorkers(ctx)
 	if f.Records == nil {
 		f.runCommitted(ctx)
 		return nil
@@ -287,12 +349,15 @@ func (f *Follower) notifyCommit(ctx context.Context, c audit.Committed) {
 	}
 }
 
-// stop waits for the notifications under way. A callback may still be
-// running: no notification starts once stopped is set, so Wait does not
-// race a late Go.
+// stop waits for the notifications under way and queued. A callback may
+// still be running: no notification is queued once stopped is set, so
+// closing sends and Wait do not race a late deliver.
 func (f *Follower) stop() {
 	f.mu.Lock()
-	f.stopped = true
+	if !f.stopped {
+		f.stopped = true
+		close(f.sends)
+	}
 	f.mu.Unlock()
 	f.wg.Wait()
 }
@@ -305,28 +370,48 @@ func (f *Follower) notify(ctx context.Context, r *auditv1.Record) {
 	}
 }
 
-// deliver hands n to the notifier once visible has come.
+// deliver hands n to the notifier once visible has come: to a worker (or,
+// for Log, at once), or, for an access the citizen may see only later, after
+// a wait of its own (a mandate's access_log_delay: rare).
 func (f *Follower) deliver(ctx context.Context, n Notification, visible time.Time) {
-	wait := visible.Sub(f.Now())
+	if wait := visible.Sub(f.Now()); wait > 0 {
+		f.later(ctx, n, wait)
+		return
+	}
+	f.due(ctx, n)
+}
+
+// later sends n after wait. Its own function: the closure's copy of n would
+// otherwise move every notification to the heap, not only the delayed ones.
+func (f *Follower) later(ctx context.Context, n Notification, wait time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.stopped {
 		return
 	}
 	f.wg.Go(func() {
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			defer t.Stop()
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-		defer cancel()
-		if err := f.Notifier.Notify(nctx, n); err != nil {
-			f.Log.Warn("citizen notification not delivered", "record", n.Record, "err", err)
-		}
+		f.due(ctx, n)
 	})
+}
+
+// due sends n, or queues it for a worker. A full queue holds the caller
+// back: the workers drain it until stop closes it.
+func (f *Follower) due(ctx context.Context, n Notification) {
+	if _, ok := f.Notifier.(Log); ok {
+		f.send(ctx, n) // Log ignores ctx
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopped {
+		return
+	}
+	f.sends <- n
 }
