@@ -222,21 +222,12 @@ func (c *OperatorClient) call(ctx context.Context, subj string, req operatorRequ
 	if err != nil {
 		return fmt.Errorf("%w: %v (whether the action was done is unknown: check with `jisr consent list` or `jisr consent inspect`)", ErrUnavailable, err)
 	}
-	var rep apiReply
-	if err := json.Unmarshal(m.Data, &rep); err != nil {
-		return fmt.Errorf("%w: unreadable reply", ErrUnavailable)
-	}
-	switch rep.Error {
-	case "":
-		return json.Unmarshal(rep.Result, out)
-	case "bad_request":
-		if strings.HasPrefix(rep.Message, ErrBadID.Error()) {
+	return decodeReply(m.Data, out, func(rep *apiReply) error {
+		if rep.Error == "bad_request" && strings.HasPrefix(rep.Message, ErrBadID.Error()) {
 			return ErrBadID
 		}
-		return fmt.Errorf("%w: %s", ErrBadRequest, strings.TrimPrefix(rep.Message, ErrBadRequest.Error()+": "))
-	default:
-		return fmt.Errorf("%w: %s", ErrUnavailable, rep.Message)
-	}
+		return nil
+	})
 }
 
 // Grant asks the consent service to mint, record and audit a token of

@@ -201,25 +201,40 @@ func (c *Client) call(ctx context.Context, subj string, req apiRequest, out any)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	return decodeReply(m.Data, out, func(rep *apiReply) error {
+		switch rep.Error {
+		case "not_found":
+			if req.ID != "" {
+				return ErrUnknownRequest
+			}
+			return ErrUnknownToken
+		case "not_pending":
+			return ErrNotPending
+		}
+		return nil
+	})
+}
+
+// decodeReply reads a consent service's answer into out. An error answer
+// is first offered to special (nil: not one of its own), then read as a bad
+// request or as the service being unavailable.
+func decodeReply(data []byte, out any, special func(*apiReply) error) error {
 	var rep apiReply
-	if err := json.Unmarshal(m.Data, &rep); err != nil {
+	if err := json.Unmarshal(data, &rep); err != nil {
 		return fmt.Errorf("%w: unreadable reply", ErrUnavailable)
 	}
-	switch rep.Error {
-	case "":
+	if rep.Error == "" {
 		return json.Unmarshal(rep.Result, out)
-	case "bad_request":
-		return fmt.Errorf("%w: %s", ErrBadRequest, strings.TrimPrefix(rep.Message, ErrBadRequest.Error()+": "))
-	case "not_found":
-		if req.ID != "" {
-			return ErrUnknownRequest
-		}
-		return ErrUnknownToken
-	case "not_pending":
-		return ErrNotPending
-	default:
-		return fmt.Errorf("%w: %s", ErrUnavailable, rep.Message)
 	}
+	if special != nil {
+		if err := special(&rep); err != nil {
+			return err
+		}
+	}
+	if rep.Error == "bad_request" {
+		return fmt.Errorf("%w: %s", ErrBadRequest, strings.TrimPrefix(rep.Message, ErrBadRequest.Error()+": "))
+	}
+	return fmt.Errorf("%w: %s", ErrUnavailable, rep.Message)
 }
 
 // Grant asks the consent service to mint and record a token of ckey's consent.
