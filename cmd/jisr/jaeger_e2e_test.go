@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,13 +53,20 @@ func startJaeger(t *testing.T) *jaeger {
 	if _, err := os.Stat(exe); err != nil {
 		t.Fatalf("%s not found: run `make jaeger` (or make test-jaeger)", exe)
 	}
+	// Ports drawn below Linux's ephemeral range (32768 and up): one drawn
+	// there could become the local end of an outgoing connection before
+	// Jaeger binds it (seen in CI: "bind: address already in use").
 	port := func() string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+		for range 64 {
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(20000+rand.IntN(12000)))
+			if err != nil {
+				continue
+			}
+			defer l.Close()
+			return l.Addr().String()
 		}
-		defer l.Close()
-		return l.Addr().String()
+		t.Fatal("no free loopback port below 32000")
+		return ""
 	}
 	j := &jaeger{log: &syncBuffer{}, otlp: port(), exited: make(chan struct{})}
 	queryAddr, admin := port(), port()
