@@ -408,11 +408,15 @@ func (l *Log) Append(ctx context.Context, d *decision.Decision) error {
 	if d.CKey != "" && subject.CheckToken(d.CKey) != nil {
 		return fmt.Errorf("audit: %w: bad ckey", record.ErrBadSubject)
 	}
-	body, err := record.AppendBody(nil, d)
+	// The body is encoded into the pooled pending's buffer of a record
+	// before: the sequencer copies it into its batch, and is done with it
+	// once it has answered.
+	p := pendingPool.Get().(*pending)
+	body, err := record.AppendBody(p.body[:0], d)
 	if err != nil {
+		pendingPool.Put(p)
 		return fmt.Errorf("audit: %w", err)
 	}
-	p := pendingPool.Get().(*pending)
 	p.body, p.ckey = body, d.CKey
 	l.mu.RLock()
 	if l.closed {
@@ -428,7 +432,10 @@ func (l *Log) Append(ctx context.Context, d *decision.Decision) error {
 	}
 	select {
 	case err := <-p.done:
-		p.body, p.ckey = nil, ""
+		p.ckey = ""
+		if cap(p.body) > 4<<10 {
+			p.body = nil // a record with many fields: not kept for every other
+		}
 		pendingPool.Put(p) // answered: the sequencer holds it no more
 		return err
 	case <-ctx.Done():

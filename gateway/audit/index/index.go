@@ -1,6 +1,7 @@
 package index
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,15 +48,58 @@ type Index struct {
 	broken  map[string]error
 	// Records stored ahead of a missing one, per log (a refilled leaf).
 	ahead map[string]map[uint64]aheadLeaf
+	next  []Leaf // add's leaves to append (the flusher's, under pmu)
 
 	// Leaves waiting for the next write to the store: read from the stream,
 	// or handed over in process by this gateway's own log (AddCommitted).
 	pmu       sync.Mutex
 	pend      map[string][]aheadLeaf
 	pendCount int
-	pendSeq   uint64            // the stream position reached by the follower
-	own       map[string]uint64 // per log: the leaves from here on are handed over in process
+	// pendStream counts the pending leaves read from the stream (others'
+	// records), which are flushed sooner than this gateway's own.
+	pendStream int
+	lastFlush  time.Time
+	pendSeq    uint64            // the stream position reached by the follower
+	own        map[string]uint64 // per log: the leaves from here on are handed over in process
+	// Per own log, by a batch's first leaf: the batches handed over that
+	// the follower has not reached yet (it skips them), and those it read
+	// from the stream before or without a handover (AddCommitted then
+	// drops them). Each batch is thus indexed once, whichever comes first;
+	// one never handed over — stored with its acknowledgement lost, then
+	// adopted by the log (audit.Log's readTail), or refused past
+	// ownPendingMax — is read from the stream.
+	handed map[string]map[uint64]struct{}
+	read   map[string]map[uint64]struct{}
+	// Per own log: past the first leaf of the last batch AddCommitted was
+	// told of (batches come in order: none before it will be).
+	told map[string]uint64
+	// ownPendingMax bounds the own leaves handed over and not yet written
+	// (OwnPendingMax; a field for the test).
+	ownPendingMax int
 }
+
+// OwnPendingMax is how many of the gateway's own leaves, handed over in
+// process, the index holds in memory at most: the follower flushes them
+// at ownFlushRecords, but a follower that is not running (its store or
+// stream failing) flushes nothing. Past it a batch is not taken over: the
+// follower reads it from the stream like another replica's, whenever it
+// runs again.
+const OwnPendingMax = 4 * ownFlushRecords
+
+// Flushing the leaves to the store: those read from the stream (other
+// replicas' records) in transactions of up to streamFlushRecords or every
+// streamFlushEvery; this gateway's own, handed over in process, in larger
+// ones — up to ownFlushRecords, or every ownFlushEvery — because a
+// transaction's cost is mostly per page it changes, and the more records
+// one holds, the more of them share a page of the citizens' table. The
+// leaves waiting are listed by Citizen all the same; a proof of one waits
+// for its flush (a checkpoint covers it 15 s later anyway).
+const (
+	streamFlushRecords = 512
+	streamFlushEvery   = 200 * time.Millisecond
+	ownFlushRecords    = 16384
+	ownFlushEvery      = 5 * time.Second
+)
 
 type aheadLeaf struct {
 	Leaf
@@ -73,17 +118,22 @@ func New(store *Store, records, checkpoints jetstream.Stream, trustDomain string
 		changed: make(chan struct{}), latest: map[string]Checkpoint{}, waiting: map[string][]Checkpoint{},
 		broken: map[string]error{}, ahead: map[string]map[uint64]aheadLeaf{},
 		pend: map[string][]aheadLeaf{}, own: map[string]uint64{},
+		handed: map[string]map[uint64]struct{}{}, read: map[string]map[uint64]struct{}{}, told: map[string]uint64{}, ownPendingMax: OwnPendingMax,
 	}
 }
 
 // Own declares that the records of log logID from leaf from on are handed
 // over in process (AddCommitted, from audit.Log.OnCommit, which returns
-// from): the follower of the stream skips that log's batches from there on,
-// without reading them back. Call it before the first AddCommitted.
+// from): the follower of the stream skips that log's batches from there on
+// that were handed over, without reading them back, and reads those that
+// were not (see handed). Call it before the first AddCommitted.
 func (ix *Index) Own(logID string, from uint64) {
 	ix.pmu.Lock()
 	defer ix.pmu.Unlock()
 	ix.own[logID] = from
+	ix.handed[logID] = map[uint64]struct{}{}
+	ix.read[logID] = map[uint64]struct{}{}
+	ix.told[logID] = from
 }
 
 // AddCommitted indexes records of this gateway's own log as it commits
@@ -92,6 +142,27 @@ func (ix *Index) Own(logID string, from uint64) {
 func (ix *Index) AddCommitted(logID string, seq, first uint64, leaves []Leaf) {
 	ix.pmu.Lock()
 	defer ix.pmu.Unlock()
+	from, own := ix.own[logID]
+	if !own || first < from {
+		return // not declared Own: the follower reads it
+	}
+	ix.told[logID] = first + 1
+	if read := ix.read[logID]; len(read) > 0 {
+		_, ok := read[first]
+		for f := range read {
+			if f <= first { // read already; or before it, never handed over
+				delete(read, f)
+			}
+		}
+		if ok {
+			return // the follower read it already
+		}
+	}
+	if ix.pendCount-ix.pendStream+len(leaves) > ix.ownPendingMax {
+		ix.log.Warn("the audit index holds too many of this gateway's records unwritten: the follower reads this batch from the stream", "log", logID, "leaf", first)
+		return
+	}
+	ix.handed[logID][first] = struct{}{}
 	for i, lf := range leaves {
 		lf.Seq = seq
 		ix.pend[logID] = append(ix.pend[logID], aheadLeaf{Leaf: lf, index: first + uint64(i)})
@@ -114,7 +185,18 @@ func (ix *Index) skipOwn(m stream.Msg) bool {
 	ix.pmu.Lock()
 	defer ix.pmu.Unlock()
 	from, ok := ix.own[id]
-	return ok && first >= from
+	if !ok || first < from {
+		return false
+	}
+	if _, ok := ix.handed[id][first]; ok {
+		delete(ix.handed[id], first)
+		return true
+	}
+	// Not handed over (yet): read it; a later handover of it is dropped.
+	if first >= ix.told[id] {
+		ix.read[id][first] = struct{}{}
+	}
+	return false
 }
 
 // Run follows both streams until ctx ends, retrying after errors.
@@ -144,20 +226,35 @@ func (ix *Index) followRecords(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Leaves are indexed in batches — one SQLite transaction for up to 512
-	// records, or for what arrived in the last 200 ms — so that indexing
+	// Leaves are indexed in batches — one SQLite transaction for many
+	// records (streamFlushRecords, ownFlushRecords) — so that indexing
 	// stays cheap beside the gateway under load.
-	flushLocked := func() error {
+	// flushLocked writes the pending leaves — all of them, or (all false)
+	// all but this gateway's own, which then keep the stream position from
+	// passing them — and the position.
+	flushLocked := func(all bool) error {
+		if all {
+			ix.lastFlush = time.Now()
+		}
 		if ix.pendCount == 0 && ix.pendSeq == 0 {
 			return nil
 		}
-		for id, leaves := range ix.pend {
-			ix.add(ctx, id, leaves)
-		}
-		clear(ix.pend)
-		ix.pendCount = 0
 		seq := ix.pendSeq
-		ix.pendSeq = 0
+		for id, leaves := range ix.pend {
+			if _, own := ix.own[id]; own && !all {
+				for i := range leaves { // handed over, or read again after a restart: any order
+					seq = min(seq, leaves[i].Seq-1)
+				}
+				continue
+			}
+			ix.add(ctx, id, leaves)
+			ix.pendCount -= len(leaves)
+			ix.pend[id] = leaves[:0] // the slice is reused; add keeps no reference to it
+		}
+		ix.pendStream = 0
+		if seq == ix.pendSeq {
+			ix.pendSeq = 0
+		}
 		if seq == 0 {
 			return nil
 		}
@@ -166,7 +263,7 @@ func (ix *Index) followRecords(ctx context.Context) error {
 	tctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() {
-		t := time.NewTicker(200 * time.Millisecond)
+		t := time.NewTicker(streamFlushEvery)
 		defer t.Stop()
 		for {
 			select {
@@ -174,7 +271,14 @@ func (ix *Index) followRecords(ctx context.Context) error {
 				return
 			case <-t.C:
 				ix.pmu.Lock()
-				if err := flushLocked(); err != nil {
+				var err error
+				switch {
+				case time.Since(ix.lastFlush) >= ownFlushEvery-streamFlushEvery/2:
+					err = flushLocked(true)
+				case ix.pendStream > 0:
+					err = flushLocked(false)
+				}
+				if err != nil {
 					ix.log.Warn("index position", "err", err)
 				}
 				ix.pmu.Unlock()
@@ -184,8 +288,11 @@ func (ix *Index) followRecords(ctx context.Context) error {
 	return stream.Scan(ctx, ix.records, stream.ScanOptions{StartSeq: pos + 1, Follow: true}, func(m stream.Msg) error {
 		if ix.skipOwn(m) {
 			ix.pmu.Lock()
+			defer ix.pmu.Unlock()
 			ix.pendSeq = m.Seq
-			ix.pmu.Unlock()
+			if ix.pendCount-ix.pendStream >= ownFlushRecords {
+				return flushLocked(true)
+			}
 			return nil
 		}
 		id, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
@@ -210,12 +317,28 @@ func (ix *Index) followRecords(ctx context.Context) error {
 		if len(leaves) > 0 {
 			ix.pend[id] = append(ix.pend[id], leaves...)
 			ix.pendCount += len(leaves)
+			ix.pendStream += len(leaves)
 		}
-		if ix.pendCount >= 512 {
-			return flushLocked()
+		switch {
+		case ix.pendCount-ix.pendStream >= ownFlushRecords:
+			return flushLocked(true)
+		case ix.pendStream >= streamFlushRecords:
+			return flushLocked(false)
 		}
 		return nil
 	})
+}
+
+// hold keeps l back until the leaves before it are indexed.
+func (ix *Index) hold(id string, l aheadLeaf) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	held := ix.ahead[id]
+	if held == nil {
+		held = map[uint64]aheadLeaf{}
+		ix.ahead[id] = held
+	}
+	held[l.index] = l
 }
 
 // safePosition is the sequence the next start may resume after: not past a
@@ -240,28 +363,46 @@ func (ix *Index) add(ctx context.Context, id string, leaves []aheadLeaf) {
 		return
 	}
 	held := ix.ahead[id]
-	if held == nil {
-		held = map[uint64]aheadLeaf{}
-		ix.ahead[id] = held
-	}
-	for _, l := range leaves {
-		held[l.index] = l
-	}
 	ix.mu.Unlock()
 
 	size, _, err := ix.store.Size(ctx, id)
 	if err != nil {
 		ix.log.Error("index", "log", id, "err", err)
+		for _, l := range leaves { // kept for the next flush
+			ix.hold(id, l)
+		}
 		return
 	}
-	var next []Leaf
+	next := ix.next[:0]
+	if len(held) == 0 {
+		// The usual case: nothing held back, and the leaves continue the
+		// log in order (after those already indexed, on a re-read).
+		i := 0
+		for i < len(leaves) && leaves[i].index < size {
+			i++
+		}
+		for j := i; j < len(leaves) && leaves[j].index == size+uint64(j-i); j++ {
+			next = append(next, leaves[j].Leaf)
+		}
+		if len(next) != len(leaves)-i { // a gap, or out of order: hold them all back
+			next = next[:0]
+			for _, l := range leaves[i:] {
+				ix.hold(id, l)
+			}
+		}
+	} else {
+		for _, l := range leaves {
+			ix.hold(id, l)
+		}
+	}
 	ix.mu.Lock()
+	held = ix.ahead[id]
 	for i := range held {
 		if i < size {
 			delete(held, i) // already indexed (a re-read after a restart)
 		}
 	}
-	for {
+	for len(held) > 0 {
 		l, ok := held[size+uint64(len(next))]
 		if !ok {
 			break
@@ -270,6 +411,7 @@ func (ix *Index) add(ctx context.Context, id string, leaves []aheadLeaf) {
 		delete(held, l.index)
 	}
 	ix.mu.Unlock()
+	ix.next = next[:0]
 	if len(next) == 0 {
 		return
 	}
@@ -435,7 +577,47 @@ func (ix *Index) Proof(ctx context.Context, id string, index uint64, leafHash []
 	return &auditv1.InclusionProof{LogId: id, LeafIndex: index, TreeSize: c.Size, Hashes: hashes, Checkpoint: c.Signed}, nil
 }
 
-// Citizen lists where the indexed records about the citizen ckey are stored.
+// Citizen lists where the indexed records about the citizen ckey are
+// stored, and those of this gateway's own log it has committed but not yet
+// written to the store, by log and leaf.
 func (ix *Index) Citizen(ctx context.Context, ckey string) ([]Access, error) {
-	return ix.store.Citizen(ctx, ckey)
+	ix.pmu.Lock()
+	var pending []Access
+	for id, leaves := range ix.pend {
+		from, own := ix.own[id]
+		if !own {
+			continue // others' records, read from the stream: listed once they chain (streamFlushEvery)
+		}
+		for i := range leaves {
+			if leaves[i].CKey == ckey && leaves[i].index >= from { // this gateway committed them
+				pending = append(pending, Access{Log: id, Leaf: leaves[i].index, Seq: leaves[i].Seq})
+			}
+		}
+	}
+	ix.pmu.Unlock()
+	stored, err := ix.store.Citizen(ctx, ckey)
+	if err != nil || len(pending) == 0 {
+		return stored, err
+	}
+	type key struct {
+		log  string
+		leaf uint64
+	}
+	seen := make(map[key]bool, len(stored))
+	for _, a := range stored {
+		seen[key{a.Log, a.Leaf}] = true
+	}
+	for _, a := range pending {
+		if !seen[key{a.Log, a.Leaf}] { // a leaf read again after a restart is in both
+			seen[key{a.Log, a.Leaf}] = true
+			stored = append(stored, a)
+		}
+	}
+	slices.SortFunc(stored, func(a, b Access) int {
+		if c := strings.Compare(a.Log, b.Log); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Leaf, b.Leaf)
+	})
+	return stored, nil
 }

@@ -241,3 +241,288 @@ func TestTheGatewaysOwnRecordsAreIndexedInProcess(t *testing.T) {
 		t.Fatalf("records indexed from the stream: %v, want gw-2's 20 and none of gw-1 (read back)", got)
 	}
 }
+
+// The records this gateway committed are listed in its citizens' access
+// logs at once, before the index writes them to its store (it does so in
+// large transactions); others' records waiting there are not, until they
+// are found to chain.
+func TestOwnCommittedRecordsAreListedBeforeTheyAreWritten(t *testing.T) {
+	t.Parallel()
+	store, err := index.OpenStore(":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	keys, err := checkpoint.LoadPublicKeys(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := index.New(store, nil, nil, td, keys, nil)
+	ix.Own("gw-1", 5)
+	h := func(s string) []byte { return tree.LeafHash([]byte(s)) }
+	ix.AddCommitted("gw-1", 7, 5, []index.Leaf{{Hash: h("a"), CKey: "CKA"}, {Hash: h("b"), Prev: h("a"), CKey: "CKB"}, {Hash: h("c"), Prev: h("b"), CKey: "CKA"}})
+	ix.AddCommitted("gw-2", 8, 0, []index.Leaf{{Hash: h("d"), CKey: "CKA"}}) // not this gateway's log
+	got, err := ix.Citizen(t.Context(), "CKA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []index.Access{{Log: "gw-1", Leaf: 5, Seq: 7}, {Log: "gw-1", Leaf: 7, Seq: 7}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("listed %v, want %v", got, want)
+	}
+	if got, _ := ix.Citizen(t.Context(), "CKC"); len(got) != 0 {
+		t.Fatalf("another citizen's accesses listed: %v", got)
+	}
+}
+
+// While other replicas' records are written every 200 ms, the gateway's
+// own wait for their larger transaction — and the stream position the
+// index keeps does not pass them meanwhile: an index stopped before it
+// wrote them (a crash) reads them again from the stream when it starts.
+func TestTheOwnRecordsNotYetWrittenAreReadAgainAfterARestart(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t)
+	keyDir := t.TempDir()
+	logger := bustest.Logger(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	gw := env.Connect(t, "gateway")
+	logs := map[string]*audit.Log{}
+	for _, id := range []string{"gw-1", "gw-2"} {
+		kp, _, err := checkpoint.EnsureKey(keyDir, id, checkpoint.Origin(td, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: id, Key: kp}, audit.WithLogger(logger), audit.WithCheckpointEvery(50*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = l.Close(context.Background()) })
+		logs[id] = l
+	}
+	keys, err := checkpoint.LoadPublicKeys(keyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(gw)
+	records, _ := js.Stream(ctx, subject.AuditStream)
+	ckpts, _ := js.Stream(ctx, subject.CheckpointStream)
+	path := filepath.Join(t.TempDir(), "index.db")
+	store, err := index.OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := index.New(store, records, ckpts, td, keys, logger)
+	ix.Own("gw-1", logs["gw-1"].OnCommit(func(c audit.Committed) {
+		leaves := make([]index.Leaf, len(c.Leaves))
+		for i, lf := range c.Leaves {
+			leaves[i] = index.Leaf{Hash: lf.Hash, Prev: lf.Prev, CKey: lf.CKey}
+		}
+		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
+	}))
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { ix.Run(rctx); close(done) }()
+
+	ck := env.Keyer.CKey("AB1")
+	appendN := func(id string, n int) {
+		for range n {
+			if err := logs[id].Append(ctx, &decision.Decision{Time: time.Now(), Consumer: "cnss", CKey: ck, Code: codes.OK, Allowed: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Once a first record is indexed, the first flush (a whole one, at
+	// once) is behind: the own records now wait for the next whole one,
+	// seconds away, while gw-2's are written.
+	appendN("gw-2", 1)
+	if _, err := ix.WaitFor(ctx, "gw-2", 1); err != nil {
+		t.Fatal(err)
+	}
+	appendN("gw-1", 10)
+	appendN("gw-2", 10)
+	if _, err := ix.WaitFor(ctx, "gw-2", 11); err != nil {
+		t.Fatal(err)
+	}
+	if where, err := ix.Citizen(ctx, ck); err != nil || len(where) != 21 {
+		t.Fatalf("listed %d accesses (%v), want gw-1's 10 and gw-2's 11", len(where), err)
+	}
+	stop()
+	<-done
+	logs["gw-1"].OnCommit(nil)
+	store.Close()
+
+	// Started again on the same store, without the in-process hand-over:
+	// gw-1's records come from the stream.
+	store, err = index.OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ix = index.New(store, records, ckpts, td, keys, logger)
+	rctx, stop = context.WithCancel(ctx)
+	done = make(chan struct{})
+	go func() { ix.Run(rctx); close(done) }()
+	defer func() { stop(); <-done }()
+	if err := logs["gw-1"].Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.WaitFor(ctx, "gw-1", 10); err != nil {
+		t.Fatal(err)
+	}
+	if where, err := ix.Citizen(ctx, ck); err != nil || len(where) != 21 {
+		t.Fatalf("after the restart, %d accesses indexed (%v), want 21", len(where), err)
+	}
+}
+
+// The own leaves handed over in process wait in memory for the follower's
+// flush; a follower that is not running (its store or stream failing)
+// must not let them grow with every query. Past the bound the handover
+// stops and the follower reads those records from the stream itself when
+// it runs again: none is lost, every one listed to its citizen.
+func TestTheOwnLeavesHeldInMemoryAreBounded(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t)
+	keyDir := t.TempDir()
+	logger := bustest.Logger(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	gw := env.Connect(t, "gateway")
+	kp, _, err := checkpoint.EnsureKey(keyDir, "gw-1", checkpoint.Origin(td, "gw-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: "gw-1", Key: kp}, audit.WithLogger(logger), audit.WithCheckpointEvery(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	keys, err := checkpoint.LoadPublicKeys(keyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(gw)
+	records, _ := js.Stream(ctx, subject.AuditStream)
+	ckpts, _ := js.Stream(ctx, subject.CheckpointStream)
+	store, err := index.OpenStore(filepath.Join(t.TempDir(), "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := index.New(store, records, ckpts, td, keys, logger)
+	const bound, n = 8, 30
+	index.SetOwnPendingMax(ix, bound)
+	ix.Own("gw-1", l.OnCommit(func(c audit.Committed) {
+		leaves := make([]index.Leaf, len(c.Leaves))
+		for i, lf := range c.Leaves {
+			leaves[i] = index.Leaf{Hash: lf.Hash, Prev: lf.Prev, CKey: lf.CKey}
+		}
+		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
+	}))
+	ck := env.Keyer.CKey("AB1")
+	for range n { // the follower not running
+		if err := l.Append(ctx, &decision.Decision{Time: time.Now(), Consumer: "cnss", CKey: ck, Code: codes.OK, Allowed: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := index.OwnPending(ix); got > bound {
+		t.Fatalf("the index holds %d own leaves in memory, want at most %d", got, bound)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { ix.Run(rctx); close(done) }()
+	defer func() { stop(); <-done; store.Close() }()
+	if _, err := ix.WaitFor(ctx, "gw-1", n); err != nil {
+		t.Fatal(err)
+	}
+	where, err := ix.Citizen(ctx, ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(where) != n {
+		t.Fatalf("%d records listed to the citizen, want %d", len(where), n)
+	}
+	for i, w := range where {
+		if w.Log != "gw-1" || w.Leaf != uint64(i) {
+			t.Fatalf("listed %v, want gw-1's leaves 0..%d once each", where, n-1)
+		}
+	}
+}
+
+// A batch of the gateway's own log can be stored without being handed over
+// in process: its acknowledgement lost, the log re-reads its tail and
+// adopts the stored records (audit.Log.readTail) without calling OnCommit's
+// function. The follower must then read that batch from the stream rather
+// than skip it: else the log's index stops at the gap, and every later
+// record of this gateway is neither listed to its citizen nor proved.
+func TestAnOwnBatchNotHandedOverIsReadFromTheStream(t *testing.T) {
+	t.Parallel()
+	env := bustest.Start(t)
+	keyDir := t.TempDir()
+	logger := bustest.Logger(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	gw := env.Connect(t, "gateway")
+	kp, _, err := checkpoint.EnsureKey(keyDir, "gw-1", checkpoint.Origin(td, "gw-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: "gw-1", Key: kp}, audit.WithLogger(logger), audit.WithCheckpointEvery(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close(context.Background()) })
+	keys, err := checkpoint.LoadPublicKeys(keyDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(gw)
+	records, _ := js.Stream(ctx, subject.AuditStream)
+	ckpts, _ := js.Stream(ctx, subject.CheckpointStream)
+	store, err := index.OpenStore(filepath.Join(t.TempDir(), "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := index.New(store, records, ckpts, td, keys, logger)
+	const lost, n = 4, 12
+	var batches int
+	ix.Own("gw-1", l.OnCommit(func(c audit.Committed) {
+		batches++
+		if batches == lost+1 {
+			return // stored, its acknowledgement lost: adopted, never handed over
+		}
+		leaves := make([]index.Leaf, len(c.Leaves))
+		for i, lf := range c.Leaves {
+			leaves[i] = index.Leaf{Hash: lf.Hash, Prev: lf.Prev, CKey: lf.CKey}
+		}
+		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
+	}))
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { ix.Run(rctx); close(done) }()
+	defer func() { stop(); <-done; store.Close() }()
+	ck := env.Keyer.CKey("AB1")
+	for range n {
+		if err := l.Append(ctx, &decision.Decision{Time: time.Now(), Consumer: "cnss", CKey: ck, Code: codes.OK, Allowed: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ix.WaitFor(ctx, "gw-1", n); err != nil {
+		t.Fatalf("gw-1's %d records not all indexed: %v", n, err)
+	}
+	where, err := ix.Citizen(ctx, ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(where) != n {
+		t.Fatalf("%d records listed to the citizen, want %d: %v", len(where), n, where)
+	}
+}

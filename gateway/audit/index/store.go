@@ -37,6 +37,14 @@ type Store struct {
 	// reusable argument list.
 	stmts map[stmtKey]*sql.Stmt
 	args  []any
+	rows  []int32     // Append's citizens' rows, by leaf
+	added []indexNode // Append's new nodes
+}
+
+// indexNode is a node of a log's tree, new in an Append.
+type indexNode struct {
+	id   compact.NodeID
+	hash []byte
 }
 
 type stmtKey struct {
@@ -57,7 +65,7 @@ var (
 
 // insertChunks are the row counts of the INSERTs a batch is split into
 // (largest first): few statements, and few shapes to prepare.
-var insertChunks = []int{64, 16, 4, 1}
+var insertChunks = []int{256, 64, 16, 4, 1}
 
 // prepare prepares the INSERTs of every table and chunk size (before any
 // transaction: the store has one connection, which a transaction holds).
@@ -182,10 +190,16 @@ DELETE FROM citizens;
 // OpenStore opens (creating) the store at path; ":memory:" keeps it in memory.
 func OpenStore(path string) (*Store, error) {
 	// temp_store: the statement journal of a many-row INSERT in memory,
-	// not in a temporary file.
-	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=temp_store(memory)"
+	// not in a temporary file. cache_size: a transaction of thousands of
+	// records (the gateway's own, ownFlushRecords) changes up to as many
+	// pages of the citizens' table; with SQLite's default cache (2 MiB)
+	// they spill to the WAL before the commit, and are written twice.
+	// wal_autocheckpoint: a page changed by several transactions between
+	// two checkpoints is copied back to the database once.
+	const pragmas = "_pragma=temp_store(memory)&_pragma=cache_size(-32768)"
+	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&" + pragmas + "&_pragma=wal_autocheckpoint(4096)"
 	if path == ":memory:" {
-		dsn = "file::memory:?_pragma=temp_store(memory)"
+		dsn = "file::memory:?" + pragmas
 	}
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -360,12 +374,8 @@ func (s *Store) Append(ctx context.Context, name string, leaves []Leaf) error {
 	}
 	r := tree.Clone(l.r)
 	prev, size, lastSeq := l.prev, l.size, l.lastSeq
-	type node struct {
-		id   compact.NodeID
-		hash []byte
-	}
-	var added []node
-	visit := func(id compact.NodeID, h []byte) { added = append(added, node{id, h}) }
+	added := s.added[:0]
+	visit := func(id compact.NodeID, h []byte) { added = append(added, indexNode{id, h}) }
 	for _, lf := range leaves {
 		if !equal(lf.Prev, prev) {
 			return fmt.Errorf("%w: log %s, leaf %d", ErrBroken, name, size)
@@ -427,17 +437,28 @@ func (s *Store) Append(ctx context.Context, name string, leaves []Leaf) error {
 	if err := s.insert(ctx, tx, insertTiles, args); err != nil {
 		return err
 	}
-	args = args[:0]
-	for i, lf := range leaves {
-		if lf.CKey != "" {
-			args = append(args, lf.CKey, l.num, int64(l.size)+int64(i), int64(lf.Seq))
+	// The citizens' rows in key order: the B-tree is walked once, from
+	// page to page, rather than entered afresh at random for each row.
+	rows := s.rows[:0]
+	for i := range leaves {
+		if leaves[i].CKey != "" {
+			rows = append(rows, int32(i))
 		}
+	}
+	slices.SortFunc(rows, func(a, b int32) int { return strings.Compare(leaves[a].CKey, leaves[b].CKey) })
+	s.rows = rows
+	args = args[:0]
+	for _, i := range rows {
+		lf := &leaves[i]
+		args = append(args, lf.CKey, l.num, int64(l.size)+int64(i), int64(lf.Seq))
 	}
 	if err := s.insert(ctx, tx, insertCitizens, args); err != nil {
 		return err
 	}
 	clear(args)
 	s.args = args[:0]
+	clear(added) // the hashes are the tiles' now
+	s.added = added[:0]
 	if _, err := tx.ExecContext(ctx, `UPDATE logs SET size = ?, prev = ?, last_seq = ? WHERE num = ?`, int64(size), prev, int64(lastSeq), l.num); err != nil {
 		return fmt.Errorf("index: %w", err)
 	}
