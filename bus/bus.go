@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -53,13 +54,18 @@ const (
 	// backends. HeaderBackends: the gateway's request to a provider lists the
 	// fingerprints it has seen answer for that member lately, when there
 	// are several, so each adapter can warn too.
-	HeaderBackend     = "Jisr-Backend"
-	HeaderBackends    = "Jisr-Backends"
-	HeaderPurpose     = "Jisr-Purpose"
-	HeaderConsent     = "Jisr-Consent"
-	HeaderConsumer    = "Jisr-Consumer"
-	HeaderTraceparent = "traceparent"
-	HeaderTracestate  = "tracestate"
+	HeaderBackend  = "Jisr-Backend"
+	HeaderBackends = "Jisr-Backends"
+	HeaderPurpose  = "Jisr-Purpose"
+	HeaderConsent  = "Jisr-Consent"
+	HeaderConsumer = "Jisr-Consumer"
+	// The W3C trace context (traceparent, tracestate values) under jisr's
+	// own names: nats-server (2.11+) collects every header of a message
+	// whose "traceparent" is sampled into a map, for its own message
+	// tracing, which jisr does not use — about 12 allocations and a copy of
+	// all headers (a consent token included) per message.
+	HeaderTraceparent = "Jisr-Traceparent"
+	HeaderTracestate  = "Jisr-Tracestate"
 )
 
 // gRPC metadata keys a backend uses when calling its adapter, and that the
@@ -362,32 +368,80 @@ func timeoutUnit(c byte) time.Duration {
 	return 0
 }
 
-// Trace context travels in W3C headers (traceparent, tracestate) whatever
-// global propagator the process set.
+// Trace context travels in the W3C format (traceparent, tracestate)
+// whatever global propagator the process set, under the headers
+// HeaderTraceparent and HeaderTracestate.
 var traceContext = propagation.TraceContext{}
 
-// HeaderCarrier adapts nats.Header to OpenTelemetry's TextMapCarrier,
-// keeping the exact W3C key spelling (NATS headers are case-sensitive).
+// HeaderCarrier adapts nats.Header to OpenTelemetry's TextMapCarrier: the
+// W3C keys traceparent and tracestate are kept in HeaderTraceparent and
+// HeaderTracestate (NATS headers are case-sensitive, so spelled exactly);
+// a header named "traceparent" on the bus is not read.
 type HeaderCarrier nats.Header
 
+// natsKey is the NATS header that holds the W3C key.
+func natsKey(key string) string {
+	switch key {
+	case "traceparent":
+		return HeaderTraceparent
+	case "tracestate":
+		return HeaderTracestate
+	}
+	return key
+}
+
 // Get returns the first value of key.
-func (c HeaderCarrier) Get(key string) string { return nats.Header(c).Get(key) }
+func (c HeaderCarrier) Get(key string) string { return nats.Header(c).Get(natsKey(key)) }
 
 // Set sets key to value.
-func (c HeaderCarrier) Set(key, value string) { nats.Header(c).Set(key, value) }
+func (c HeaderCarrier) Set(key, value string) { nats.Header(c).Set(natsKey(key), value) }
 
-// Keys lists the keys present.
+// Keys lists the keys present, the trace headers by their W3C names.
 func (c HeaderCarrier) Keys() []string {
 	out := make([]string, 0, len(c))
 	for k := range c {
+		switch k {
+		case HeaderTraceparent:
+			k = "traceparent"
+		case HeaderTracestate:
+			k = "tracestate"
+		}
 		out = append(out, k)
 	}
 	return out
 }
 
-// InjectTrace writes ctx's span context into h.
+// InjectTrace writes ctx's span context into h: what
+// propagation.TraceContext writes, and for a span context without a
+// tracestate (every one the gateway starts) in one allocation instead of
+// two — the header's value and the slice that holds it, together.
 func InjectTrace(ctx context.Context, h nats.Header) {
-	traceContext.Inject(ctx, HeaderCarrier(h))
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return
+	}
+	if sc.TraceState().Len() != 0 {
+		traceContext.Inject(ctx, HeaderCarrier(h))
+		return
+	}
+	p := new(traceparent)
+	b := append(p.buf[:0], "00-"...)
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b = hex.AppendEncode(b, tid[:])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, sid[:])
+	b = append(b, '-')
+	// Only the flags the specification defines: sampled and random.
+	b = hex.AppendEncode(b, []byte{byte(sc.TraceFlags() & (trace.FlagsSampled | trace.FlagsRandom))})
+	p.value[0] = unsafe.String(&p.buf[0], len(b)) // p.buf is never written again
+	h[HeaderTraceparent] = p.value[:]
+}
+
+// traceparent is a traceparent header's value ("00-" trace id "-" span id
+// "-" flags: 55 bytes) and the one-element slice nats.Header keeps it in.
+type traceparent struct {
+	value [1]string
+	buf   [55]byte
 }
 
 // ExtractTrace returns ctx with the remote span context found in h.
@@ -405,7 +459,7 @@ const noResponderRetry = time.Second
 // with a non-OK status is returned as that status's error.
 //
 // The call is one client span ("send jisr.q", "send jisr.p") whose context
-// travels in the request's traceparent header.
+// travels in the request's HeaderTraceparent header.
 func Call(ctx context.Context, nc *nats.Conn, msg *nats.Msg, opts ...SpanOption) (reply *nats.Msg, err error) {
 	if msg.Header == nil {
 		msg.Header = nats.Header{}
@@ -534,7 +588,7 @@ func StartSpan(ctx context.Context, operation, subj string, kind trace.SpanKind,
 	ctx, span := start(ctx, tracer(opts), operation, subj, kind)
 	if span.IsRecording() {
 		buf := attrBufs.Get().(*attrBuf)
-		span.SetAttributes(appendSubjectAttrs(appendMessagingAttrs(buf[:0], operation, size), subj)...)
+		span.SetAttributes(AppendSubjectAttrs(AppendMessagingAttrs(buf[:0], operation, size), subj)...)
 		buf.put()
 	}
 	return ctx, span
@@ -551,17 +605,27 @@ func StartUnverifiedSpan(ctx context.Context, operation, subj string, kind trace
 	ctx, span := start(ctx, tracer(opts), operation, subj, kind)
 	if span.IsRecording() {
 		buf := attrBufs.Get().(*attrBuf)
-		span.SetAttributes(appendMessagingAttrs(buf[:0], operation, size)...)
+		span.SetAttributes(AppendMessagingAttrs(buf[:0], operation, size)...)
 		buf.put()
 	}
 	return ctx, span
+}
+
+// StartBareSpan is StartUnverifiedSpan without the attributes: for a
+// receiver that records them all at once when it has decided
+// (AppendMessagingAttrs, AppendSubjectAttrs and its own, in one
+// SetAttributes), so that the SDK's span copies one slice instead of
+// growing its attributes at each call. Until then the span has none: an
+// unchecked subject is never recorded.
+func StartBareSpan(ctx context.Context, operation, subj string, kind trace.SpanKind, opts ...SpanOption) (context.Context, trace.Span) {
+	return start(ctx, tracer(opts), operation, subj, kind)
 }
 
 // SetSpanSubject records a checked subject (and its ckey) on span.
 func SetSpanSubject(span trace.Span, subj string) {
 	if span.IsRecording() {
 		buf := attrBufs.Get().(*attrBuf)
-		span.SetAttributes(appendSubjectAttrs(buf[:0], subj)...)
+		span.SetAttributes(AppendSubjectAttrs(buf[:0], subj)...)
 		buf.put()
 	}
 }
@@ -579,7 +643,11 @@ func (b *attrBuf) put() {
 	attrBufs.Put(b)
 }
 
-func appendMessagingAttrs(a []attribute.KeyValue, operation string, size int) []attribute.KeyValue {
+// AppendMessagingAttrs appends the messaging attributes of a span of one
+// NATS operation (StartSpan records them): messaging.system,
+// messaging.operation.type and its older name messaging.operation, and
+// messaging.message.body.size.
+func AppendMessagingAttrs(a []attribute.KeyValue, operation string, size int) []attribute.KeyValue {
 	return append(a,
 		attribute.String("messaging.system", "nats"),
 		attribute.String("messaging.operation.type", operation),
@@ -588,7 +656,10 @@ func appendMessagingAttrs(a []attribute.KeyValue, operation string, size int) []
 	)
 }
 
-func appendSubjectAttrs(a []attribute.KeyValue, subj string) []attribute.KeyValue {
+// AppendSubjectAttrs appends the attributes of a checked subject:
+// messaging.destination.name and, for a query or provider request, its
+// ckey as jisr.ckey.
+func AppendSubjectAttrs(a []attribute.KeyValue, subj string) []attribute.KeyValue {
 	a = append(a, attribute.String("messaging.destination.name", subj))
 	if ck := subject.CKey(subj); ck != "" {
 		a = append(a, attribute.String("jisr.ckey", ck))

@@ -1,7 +1,12 @@
 package gateway
 
 import (
+	"maps"
+	"sync"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
 
 	"github.com/jisr-bus/jisr/gateway/decision"
 )
@@ -20,7 +25,33 @@ type metrics struct {
 	unaudited     prometheus.Counter
 	shed          *prometheus.CounterVec
 	badReplies    *prometheus.CounterVec
+
+	// children are the queries' and latency's labelled children by label
+	// set, so that a query does not hash and look up its labels in the
+	// vectors (a lock shared by every query, and most of observe's time):
+	// read without a lock, replaced whole when a label set is added, at
+	// most maxChildren of them (past that, observe looks them up).
+	children   atomic.Pointer[map[observeKey]observers]
+	childrenMu sync.Mutex // serialises additions
 }
+
+// observeKey is the label set of one query's counter (the latency
+// histogram's labels are among them).
+type observeKey struct {
+	consumer, provider, method, legalBasis, decision string
+	code                                             codes.Code
+}
+
+// observers are the children of one label set.
+type observers struct {
+	queries prometheus.Counter
+	latency prometheus.Observer
+}
+
+// maxChildren bounds the cache of children: label sets are members,
+// methods, legal bases, decisions and codes, a few hundred in a
+// federation.
+const maxChildren = 4096
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -81,8 +112,39 @@ func (m *metrics) observe(d *decision.Decision) {
 	if method == "" {
 		method = "unknown"
 	}
-	m.queries.WithLabelValues(d.Consumer, d.Provider, method, d.LegalBasis, dec, d.Code.String()).Inc()
-	m.latency.WithLabelValues(d.Provider, method, dec).Observe(d.Latency.Seconds())
+	k := observeKey{consumer: d.Consumer, provider: d.Provider, method: method, legalBasis: d.LegalBasis, decision: dec, code: d.Code}
+	o, ok := observers{}, false
+	if c := m.children.Load(); c != nil {
+		o, ok = (*c)[k]
+	}
+	if !ok {
+		o = m.addChildren(k)
+	}
+	o.queries.Inc()
+	o.latency.Observe(d.Latency.Seconds())
+}
+
+// addChildren looks up the children of k in the vectors and keeps them,
+// unless maxChildren are kept already.
+func (m *metrics) addChildren(k observeKey) observers {
+	o := observers{
+		queries: m.queries.WithLabelValues(k.consumer, k.provider, k.method, k.legalBasis, k.decision, k.code.String()),
+		latency: m.latency.WithLabelValues(k.provider, k.method, k.decision),
+	}
+	m.childrenMu.Lock()
+	defer m.childrenMu.Unlock()
+	var old map[observeKey]observers
+	if c := m.children.Load(); c != nil {
+		old = *c
+	}
+	if _, ok := old[k]; ok || len(old) >= maxChildren {
+		return o
+	}
+	c := make(map[observeKey]observers, len(old)+1)
+	maps.Copy(c, old)
+	c[k] = o
+	m.children.Store(&c)
+	return o
 }
 
 // watch exports the query subscription's backlog: what waits for dispatch,

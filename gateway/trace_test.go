@@ -121,9 +121,30 @@ func TestQuerySpansAndTheirPrivacy(t *testing.T) {
 		allowed.Attributes["jisr.allowed"] != "true" || allowed.Attributes["rpc.method"] != "GetPerson" {
 		t.Errorf("allowed query span: %v", allowed.Attributes)
 	}
+	// Every attribute docs/observability.md lists for the query span (the
+	// gateway records them all at once, when the query is decided).
+	for k, v := range map[string]string{
+		"messaging.system": "nats", "messaging.operation.type": "process", "messaging.operation": "process",
+		"messaging.message.body.size": fmt.Sprint(len(payload)),
+		"jisr.consumer":               "cnss", "jisr.provider": "civil-registry", "rpc.system": "grpc",
+		"rpc.service": "jisr.civilregistry.v1.CivilRegistry", "jisr.legal_basis": "consent",
+		"jisr.reason": "ALLOWED", "rpc.grpc.status_code": "0",
+	} {
+		if got, ok := allowed.Attributes[k]; !ok || got != v {
+			t.Errorf("allowed query span: %s = %q, want %q", k, got, v)
+		}
+	}
 	for _, refused := range queries[1:] {
 		if _, ok := refused.Attributes["messaging.destination.name"]; ok || refused.Status != "Error" {
 			t.Errorf("refused query with an unchecked subject: %+v", refused)
+		}
+		for _, k := range []string{"messaging.system", "jisr.consumer", "jisr.allowed", "jisr.reason", "rpc.grpc.status_code"} {
+			if _, ok := refused.Attributes[k]; !ok {
+				t.Errorf("refused query span without %s: %v", k, refused.Attributes)
+			}
+		}
+		if refused.Attributes["jisr.ckey"] == testEID {
+			t.Errorf("refused query span names the eID as its ckey: %v", refused.Attributes)
 		}
 	}
 	steps := map[string]bool{}

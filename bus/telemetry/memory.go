@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,12 +15,27 @@ import (
 // Memory keeps the most recent spans (a ring of fixed size) so that a
 // query's path can be shown next to its audit record where no tracing
 // backend is deployed. It is an sdktrace.SpanProcessor.
+//
+// Every span of a recorded query passes through OnEnd, so keeping one
+// allocates nothing: the spans of one trace are a chain through the ring
+// (each slot names the trace's previous span and the sequence number that
+// slot had then), and the index holds only each trace's newest slot.
 type Memory struct {
-	mu    sync.Mutex
-	ring  []sdktrace.ReadOnlySpan // converted to Span only when asked for
-	next  int
-	full  bool
-	index map[trace.TraceID][]int // positions in ring
+	mu   sync.Mutex
+	ring []slot // converted to Span only when asked for
+	seq  uint64 // spans kept so far; the next goes to ring[seq%len(ring)]
+	// index is each trace's newest slot; an entry goes when that slot is
+	// overwritten, so it never holds more traces than the ring has slots.
+	index map[trace.TraceID]int32
+}
+
+// slot is one kept span and the link to the previous span of its trace.
+type slot struct {
+	span    sdktrace.ReadOnlySpan
+	trace   trace.TraceID
+	seq     uint64 // 1, 2, …: when it was kept; 0: empty
+	prev    int32  // the trace's previous span, -1 for none
+	prevSeq uint64 // ring[prev].seq when linked: a different seq there means evicted
 }
 
 // Span is one finished span as served by Handler (JSON).
@@ -47,41 +63,35 @@ type Link struct {
 	SpanID  string `json:"span_id"`
 }
 
-// NewMemory keeps the last n spans.
+// NewMemory keeps the last n spans (n > 0).
 func NewMemory(n int) *Memory {
-	return &Memory{ring: make([]sdktrace.ReadOnlySpan, n), index: map[trace.TraceID][]int{}}
+	return &Memory{ring: make([]slot, max(n, 1)), index: make(map[trace.TraceID]int32, max(n, 1))}
 }
 
 // OnStart implements sdktrace.SpanProcessor.
 func (m *Memory) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
 
 // OnEnd keeps the span (a snapshot the SDK already made), evicting the
-// oldest; the hot path does no conversion.
+// oldest; the hot path does no conversion and no allocation.
 func (m *Memory) OnEnd(s sdktrace.ReadOnlySpan) {
 	id := s.SpanContext().TraceID()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.full {
-		old := m.ring[m.next].SpanContext().TraceID()
-		pos := m.index[old]
-		for i, p := range pos {
-			if p == m.next {
-				pos = append(pos[:i], pos[i+1:]...)
-				break
-			}
-		}
-		if len(pos) == 0 {
-			delete(m.index, old)
-		} else {
-			m.index[old] = pos
+	p := int32(m.seq % uint64(len(m.ring)))
+	m.seq++
+	if old := &m.ring[p]; old.seq != 0 {
+		// The oldest span kept: the oldest of its trace too, so nothing
+		// of the trace points past it once it is the trace's newest.
+		if h, ok := m.index[old.trace]; ok && h == p {
+			delete(m.index, old.trace)
 		}
 	}
-	m.ring[m.next] = s
-	m.index[id] = append(m.index[id], m.next)
-	m.next++
-	if m.next == len(m.ring) {
-		m.next, m.full = 0, true
+	sl := slot{span: s, trace: id, seq: m.seq, prev: -1}
+	if h, ok := m.index[id]; ok {
+		sl.prev, sl.prevSeq = h, m.ring[h].seq
 	}
+	m.ring[p] = sl
+	m.index[id] = p
 }
 
 func toSpan(s sdktrace.ReadOnlySpan) Span {
@@ -124,10 +134,15 @@ func (m *Memory) ForceFlush(context.Context) error { return nil }
 func (m *Memory) Trace(id trace.TraceID) []Span {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]Span, 0, len(m.index[id]))
-	for _, p := range m.index[id] {
-		out = append(out, toSpan(m.ring[p]))
+	var out []Span
+	p, ok := m.index[id]
+	for ok {
+		sl := &m.ring[p]
+		out = append(out, toSpan(sl.span))
+		ok = sl.prev >= 0 && m.ring[sl.prev].seq == sl.prevSeq && m.ring[sl.prev].trace == id
+		p = sl.prev
 	}
+	slices.Reverse(out)             // ended oldest first, as kept
 	for i := 1; i < len(out); i++ { // few spans: insertion sort by start
 		for j := i; j > 0 && out[j].Start.Before(out[j-1].Start); j-- {
 			out[j], out[j-1] = out[j-1], out[j]

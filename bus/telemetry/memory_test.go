@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -82,6 +84,64 @@ func TestMemoryKeepsTheLastSpansByTrace(t *testing.T) {
 	m.mu.Unlock()
 	if traces > 3 {
 		t.Errorf("index holds %d traces for a ring of 3 spans", traces)
+	}
+}
+
+// TestMemoryMatchesAModelOfTheRing holds the chained ring to the plainest
+// model of it — the last n spans ended, filtered by trace — over traces
+// whose spans interleave and outlive several wraps of the ring.
+func TestMemoryMatchesAModelOfTheRing(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{1, 2, 3, 7, 64} {
+		tp, m := memoryProvider(n)
+		tr := tp.Tracer("test")
+		rng := rand.New(rand.NewPCG(uint64(n), 1))
+		var roots []context.Context
+		var ids []trace.TraceID
+		var kept []string // span ids, in the order ended
+		byID := map[string]trace.TraceID{}
+		for i := range 2000 {
+			ctx := context.Background()
+			if len(roots) > 0 && rng.IntN(4) != 0 {
+				ctx = roots[rng.IntN(len(roots))] // a span of a trace already kept
+			}
+			sctx, s := tr.Start(ctx, "s")
+			s.End()
+			sc := s.SpanContext()
+			kept = append(kept, sc.SpanID().String())
+			byID[sc.SpanID().String()] = sc.TraceID()
+			if !trace.SpanContextFromContext(ctx).IsValid() {
+				roots, ids = append(roots, sctx), append(ids, sc.TraceID())
+				if len(roots) > 5 {
+					roots, ids = roots[1:], ids[1:]
+				}
+			}
+			if i%7 != 0 {
+				continue
+			}
+			last := kept[max(0, len(kept)-n):]
+			for _, id := range ids {
+				var want []string
+				for _, sid := range last {
+					if byID[sid] == id {
+						want = append(want, sid)
+					}
+				}
+				var got []string
+				for _, sp := range m.Trace(id) {
+					got = append(got, sp.SpanID)
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("ring of %d, after %d spans, trace %s: got %v, want %v", n, i+1, id, got, want)
+				}
+			}
+		}
+		m.mu.Lock()
+		traces := len(m.index)
+		m.mu.Unlock()
+		if traces > n {
+			t.Errorf("ring of %d: index holds %d traces", n, traces)
+		}
 	}
 }
 

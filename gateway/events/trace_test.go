@@ -58,7 +58,7 @@ func TestEventTraces(t *testing.T) {
 	})
 	for _, m := range []string{"cnss", "health"} {
 		msgs := f.read(t, m)
-		if len(msgs) != 1 || !strings.Contains(msgs[0].Headers().Get("traceparent"), tid) {
+		if len(msgs) != 1 || !strings.Contains(msgs[0].Headers().Get(bus.HeaderTraceparent), tid) {
 			t.Fatalf("%s's delivery does not carry the trace %s: %v", m, tid, msgs[0].Headers())
 		}
 	}

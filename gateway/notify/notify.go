@@ -330,6 +330,9 @@ func (f *Follower) notifyCommit(ctx context.Context, c audit.Committed) {
 	if c.LogID != f.LogID {
 		return
 	}
+	if l, ok := f.Notifier.(Log); ok && !l.Log.Enabled(ctx, slog.LevelInfo) {
+		return // the log level hides the development notifier's lines: nothing to build
+	}
 	for _, lf := range c.Leaves {
 		// The notification straight from the record's bytes; record.Parse
 		// only for a record it refuses, to say why.
