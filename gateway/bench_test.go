@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/bus"
@@ -67,6 +70,53 @@ func BenchmarkTracedQuery(b *testing.B) {
 	}
 }
 
+// BenchmarkTracing is BenchmarkAllowedQuery from 64 callers at once with
+// the gateway's tracing as the gateway process sets it up (telemetry.Setup
+// with its default in-memory span store of 10,000 spans, nothing exported,
+// the default sampler: every query recorded) and without (tracing=off: the
+// no-op provider of a process that records nothing). tracing=linked is
+// tracing=on with a caller that records its own span, so that every query
+// arrives with a traceparent the gateway links, as in jisr dev.
+// Everything runs in this process, NATS included: cpu-ns/op (the process's
+// CPU per query) and allocs/op of on less off are tracing's whole cost per
+// query, the NATS server's included.
+func BenchmarkTracing(b *testing.B) {
+	for _, mode := range []string{"off", "on", "linked"} {
+		b.Run("tracing="+mode, func(b *testing.B) {
+			var opts []gateway.Option
+			// The caller records nothing (an adapter without --otlp),
+			// except for tracing=linked.
+			callerOpts := []bus.SpanOption{bus.WithTracerProvider(noop.NewTracerProvider())}
+			if mode != "off" {
+				tel, err := telemetry.Setup(b.Context(), telemetry.WithServiceName("jisr-gateway"), telemetry.WithEndpoint("none"),
+					telemetry.WithMemorySpans(10000), telemetry.WithInstanceID("gw-1"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+				opts = append(opts, gateway.WithTracerProvider(tel.TracerProvider))
+				if mode == "linked" {
+					callerOpts = []bus.SpanOption{bus.WithTracerProvider(sdktrace.NewTracerProvider())}
+				}
+			} else {
+				opts = append(opts, gateway.WithTracerProvider(noop.NewTracerProvider()))
+			}
+			env := bustest.Start(b)
+			call := allowedQueryFrom(b, env, discard{}, callerOpts, opts...)
+			b.SetParallelism(32) // 64 callers on 2 cores
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					call()
+				}
+			})
+			b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
 // BenchmarkAuditedQuery is BenchmarkAllowedQuery from 64 callers at once,
 // with the audit off (audit=off: an AuditLog that keeps nothing) and on
 // (audit=on: the log in JetStream, group commits, the in-process index in
@@ -99,6 +149,43 @@ func BenchmarkAuditedQuery(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkAuditRecord is the audit's cost per record alone, as the
+// gateway process pays it: 64 goroutines Append decisions about 1000
+// citizens (the population of `jisr bench`) to gw-1's log in JetStream, with
+// the in-process index (an on-disk store) and the notifications wired as
+// the gateway wires them. cpu-ns/op is the process's CPU time per record,
+// embedded NATS's storing of the batches included; the index's last partial
+// flush (at most a second of records) is not.
+func BenchmarkAuditRecord(b *testing.B) {
+	env := bustest.Start(b)
+	l := openAudit(b, env, func(audit.Committed) {})
+	ckeys := make([]string, 1000)
+	for i := range ckeys {
+		ckeys[i] = env.Keyer.CKey(fmt.Sprintf("BK%06d", i))
+	}
+	var n atomic.Int64
+	b.SetParallelism(32) // 64 goroutines on 2 cores
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			now := time.Now()
+			d := &decision.Decision{Time: now, VisibleAt: now, Consumer: "cnss", Provider: "civil-registry",
+				Service: "jisr.civilregistry.v1.CivilRegistry", Method: "GetPerson", CKey: ckeys[i*7919%int64(len(ckeys))],
+				Purpose: "amo-enrolment", LegalBasis: "consent", Rule: "cnss-civil-registry", TokenID: "tok-" + strconv.FormatInt(i, 10),
+				Allowed: true, Reason: decision.ReasonAllowed, Fields: []string{"person.eid", "person.names.latin.given", "person.names.latin.family", "person.marital_status"},
+				TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", Latency: time.Millisecond}
+			if err := l.Append(context.Background(), d); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
 
 // openAudit opens gw-1's audit log with its index and notifications, as the
@@ -171,6 +258,12 @@ func openAudit(b *testing.B, env *bustest.Env, onCommit func(audit.Committed)) *
 // allowedQuery starts a gateway with log and a provider, and returns a
 // function that makes one allowed query through them.
 func allowedQuery(b *testing.B, env *bustest.Env, log gateway.AuditLog, opts ...gateway.Option) func() {
+	return allowedQueryFrom(b, env, log, nil, opts...)
+}
+
+// allowedQueryFrom is allowedQuery whose caller makes its bus.Call with
+// callerOpts (its spans' tracer provider).
+func allowedQueryFrom(b *testing.B, env *bustest.Env, log gateway.AuditLog, callerOpts []bus.SpanOption, opts ...gateway.Option) func() {
 	// The caller's fair share must not refuse: the benchmark measures the
 	// path, which on an idle machine outruns the test federation's rate.
 	cnss, err := env.Fed.Member("cnss")
@@ -209,7 +302,7 @@ func allowedQuery(b *testing.B, env *bustest.Env, log gateway.AuditLog, opts ...
 		msg.Header.Set(bus.HeaderConsent, "ok")
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		if _, err := bus.Call(cctx, nc, msg); err != nil {
+		if _, err := bus.Call(cctx, nc, msg, callerOpts...); err != nil {
 			b.Error(err)
 		}
 	}

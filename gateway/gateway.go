@@ -128,6 +128,7 @@ type Gateway struct {
 	sem      chan struct{} // one slot per query being decided
 	refusals chan *decision.Decision
 	quit     chan struct{}
+	idle     chan admitted // workers waiting for a query (work)
 	stopOnce sync.Once
 	auditors sync.WaitGroup
 	wg       sync.WaitGroup
@@ -203,7 +204,7 @@ func New(cfg Config, opts ...Option) (*Gateway, error) {
 		tracer: o.tp.Tracer(tracerScope), spanOpts: []bus.SpanOption{bus.WithTracerProvider(o.tp)},
 		cfg: cfg, log: cfg.Log.With("component", "gateway"),
 		metrics: m, quota: quota.New(0), sem: make(chan struct{}, cfg.MaxInFlight),
-		refusals: make(chan *decision.Decision, cfg.RefusalQueue), quit: make(chan struct{}),
+		refusals: make(chan *decision.Decision, cfg.RefusalQueue), quit: make(chan struct{}), idle: make(chan admitted),
 	}
 	if g.backends, err = newBackendWatch(g.log, cfg.Registerer); err != nil {
 		return nil, err
@@ -319,10 +320,46 @@ func (g *Gateway) dispatchOn(nc *nats.Conn, msg *nats.Msg) {
 		return
 	}
 	g.wg.Add(1)
-	go func() {
-		defer func() { g.release(sh); g.wg.Done() }()
-		g.handle(nc, msg)
-	}()
+	q := admitted{nc: nc, msg: msg, sh: sh}
+	select {
+	case g.idle <- q: // a worker that is waiting takes it at once
+	default:
+		go g.work(q)
+	}
+}
+
+// admitted is a query admitted to be decided.
+type admitted struct {
+	nc  *nats.Conn
+	msg *nats.Msg
+	sh  *share
+}
+
+// workerIdle is how long a worker waits for another query before it ends.
+const workerIdle = 2 * time.Second
+
+// work decides q, then the queries handed to it while it waits (dispatch
+// hands a query to a waiting worker, or starts one: a query never waits for
+// a worker). A new goroutine starts with a small stack and grows it —
+// copying it, twice or more — on the way through the checks, the spans and
+// the NATS calls; a worker that has decided a query has grown it already.
+func (g *Gateway) work(q admitted) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		g.handle(q.nc, q.msg)
+		g.release(q.sh)
+		g.wg.Done()
+		q = admitted{} // an idle worker holds no query (its payload has an eID)
+		idle.Reset(workerIdle)
+		select {
+		case q = <-g.idle:
+		case <-idle.C:
+			return
+		case <-g.quit:
+			return
+		}
+	}
 }
 
 // connKey carries, in a query's context, the connection it arrived on.
@@ -349,7 +386,8 @@ func (g *Gateway) handle(nc *nats.Conn, msg *nats.Msg) {
 	// decide has checked them. It also chose its trace context, so the query
 	// span is the root of a trace of the gateway's own, linked to the
 	// caller's span: the trace id in the audit record is one no member picked.
-	ctx, span := bus.StartUnverifiedSpan(ctx, "process", msg.Subject, trace.SpanKindServer, len(msg.Data), g.spanOpts...)
+	// Its attributes are recorded at the end, all at once (setQueryAttrs).
+	ctx, span := bus.StartBareSpan(ctx, "process", msg.Subject, trace.SpanKindServer, g.spanOpts...)
 	defer span.End()
 	if span.IsRecording() { // the hot path reads no trace header when nothing records
 		if caller := trace.SpanContextFromContext(bus.ExtractTrace(context.Background(), msg.Header)); caller.IsValid() {
@@ -362,7 +400,7 @@ func (g *Gateway) handle(nc *nats.Conn, msg *nats.Msg) {
 		d.TraceID = sc.TraceID().String()
 	}
 	if consumer, ok := g.checkReply(msg); !ok {
-		g.refuseReply(ctx, span, d, consumer, start)
+		g.refuseReply(ctx, span, msg, d, consumer, start)
 		return
 	}
 	payload, err := g.decide(ctx, msg, d)
@@ -403,21 +441,7 @@ func (g *Gateway) handle(nc *nats.Conn, msg *nats.Msg) {
 	}
 	g.metrics.observe(d)
 	if span.IsRecording() {
-		if d.CKey != "" && d.Reason != decision.ReasonCKeyMismatch {
-			// Provider, service and method were found in the federation and the
-			// subject's ckey is the payload eID's: nothing else can be in it.
-			bus.SetSpanSubject(span, msg.Subject)
-		}
-		a := spanAttrs.Get().(*queryAttrs)
-		*a = queryAttrs{
-			attribute.String("jisr.consumer", d.Consumer), attribute.String("jisr.provider", d.Provider),
-			attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", d.Service), attribute.String("rpc.method", d.Method),
-			attribute.String("jisr.ckey", d.CKey), attribute.String("jisr.legal_basis", d.LegalBasis),
-			attribute.Bool("jisr.allowed", d.Allowed), attribute.String("jisr.reason", d.Reason),
-			attribute.Int("rpc.grpc.status_code", int(st.Code()))}
-		span.SetAttributes(a[:]...) // the SDK's span copies them
-		*a = queryAttrs{}
-		spanAttrs.Put(a)
+		setQueryAttrs(span, msg, d, st.Code())
 		if !d.Allowed {
 			span.SetStatus(otelcodes.Error, st.Code().String())
 		}
@@ -458,7 +482,7 @@ func (g *Gateway) checkReply(msg *nats.Msg) (consumer string, ok bool) {
 // refuseReply handles a query whose reply subject is not the asker's inbox:
 // nothing is decided, forwarded or answered; the refusal is counted and
 // audited, naming the consumer (when a member) and nothing the sender chose.
-func (g *Gateway) refuseReply(ctx context.Context, span trace.Span, d *decision.Decision, consumer string, start time.Time) {
+func (g *Gateway) refuseReply(ctx context.Context, span trace.Span, msg *nats.Msg, d *decision.Decision, consumer string, start time.Time) {
 	d.Consumer = consumer
 	d.Code, d.Allowed, d.Reason = codes.PermissionDenied, false, decision.ReasonBadReplySubject
 	d.Latency = time.Since(start)
@@ -475,8 +499,11 @@ func (g *Gateway) refuseReply(ctx context.Context, span trace.Span, d *decision.
 	}
 	g.metrics.observe(d)
 	if span.IsRecording() {
-		span.SetAttributes(attribute.String("jisr.consumer", consumer), attribute.Bool("jisr.allowed", false),
-			attribute.String("jisr.reason", d.Reason))
+		a := spanAttrs.Get().(*queryAttrs)
+		span.SetAttributes(append(bus.AppendMessagingAttrs(a[:0], "process", len(msg.Data)),
+			attribute.String("jisr.consumer", consumer), attribute.Bool("jisr.allowed", false),
+			attribute.String("jisr.reason", d.Reason))...)
+		a.put()
 		span.SetStatus(otelcodes.Error, codes.PermissionDenied.String())
 	}
 	g.log.WarnContext(ctx, "query dropped unanswered: its reply subject is not the asker's inbox",
@@ -503,9 +530,40 @@ func (g *Gateway) startStep(ctx context.Context, name string) (context.Context, 
 
 // queryAttrs are the attributes of a query's span, set once it is decided:
 // pooled, not a slice per query.
-type queryAttrs [10]attribute.KeyValue
+type queryAttrs [16]attribute.KeyValue
 
 var spanAttrs = sync.Pool{New: func() any { return new(queryAttrs) }}
+
+// put clears a (no ckey outlives its query in the pool) and returns it.
+func (a *queryAttrs) put() {
+	*a = queryAttrs{}
+	spanAttrs.Put(a)
+}
+
+// setQueryAttrs records the attributes of a decided query on its span, in
+// one SetAttributes (the span copies them once, and holds no key twice):
+// the messaging attributes of the received message, its subject once
+// checked, and the decision's.
+func setQueryAttrs(span trace.Span, msg *nats.Msg, d *decision.Decision, code codes.Code) {
+	a := spanAttrs.Get().(*queryAttrs)
+	attrs := bus.AppendMessagingAttrs(a[:0], "process", len(msg.Data))
+	if d.CKey != "" && d.Reason != decision.ReasonCKeyMismatch {
+		// Provider, service and method were found in the federation and the
+		// subject's ckey is the payload eID's (d.CKey): nothing else can be
+		// in it. Its jisr.ckey is d.CKey.
+		attrs = bus.AppendSubjectAttrs(attrs, msg.Subject)
+	} else {
+		attrs = append(attrs, attribute.String("jisr.ckey", d.CKey))
+	}
+	attrs = append(attrs,
+		attribute.String("jisr.consumer", d.Consumer), attribute.String("jisr.provider", d.Provider),
+		attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", d.Service), attribute.String("rpc.method", d.Method),
+		attribute.String("jisr.legal_basis", d.LegalBasis),
+		attribute.Bool("jisr.allowed", d.Allowed), attribute.String("jisr.reason", d.Reason),
+		attribute.Int("rpc.grpc.status_code", int(code)))
+	span.SetAttributes(attrs...) // the SDK's span copies them
+	a.put()
+}
 
 // noSpan is a span that records nothing (the no-op span of an empty context).
 var noSpan = trace.SpanFromContext(context.Background())
@@ -632,19 +690,33 @@ func (g *Gateway) fixParams(req proto.Message, rule *federation.Rule, m *catalog
 // minimise drops the reply's unknown fields at every level, trims it to the
 // agreed fields, clears the named_only fields the rule itself does not name
 // (named: a token's fields cannot release them), and records in d the
-// fields of the bytes that leave, decoded again, so that the audit record
-// says what was released, not what was meant to be.
+// fields of the bytes that leave, so that the audit record says what was
+// released, not what was meant to be.
+//
+// A reply type the wire pass covers (the ministries' replies: see
+// minimise.WirePlanFor) is minimised in one pass over its bytes, which
+// lists the released fields as it emits them; any other, and a reply
+// nested deeper than the wire plans reach, is decoded, trimmed, encoded
+// and decoded again (the reference the wire pass is fuzzed against).
 func (g *Gateway) minimise(ctx context.Context, q subject.Query, m *catalog.Method, reply []byte, fields, named []string, d *decision.Decision) ([]byte, error) {
 	_, mspan := g.startStep(ctx, "gateway.minimise")
 	defer mspan.End()
+	if p := minimise.WirePlanFor(m.Output.Descriptor(), fields, named); p != nil {
+		b, released, unknown, err := p.Apply(reply)
+		switch {
+		case err == nil:
+			g.droppedUnknown(ctx, q, m, unknown)
+			d.Fields = released
+			return b, nil
+		case !errors.Is(err, minimise.ErrTooDeep):
+			return nil, decision.Refuse(codes.Internal, decision.ReasonProviderError, "the provider's reply is not a valid %s", m.Output.Descriptor().FullName())
+		}
+	}
 	out := m.Output.New().Interface()
 	if err := proto.Unmarshal(reply, out); err != nil {
 		return nil, decision.Refuse(codes.Internal, decision.ReasonProviderError, "the provider's reply is not a valid %s", m.Output.Descriptor().FullName())
 	}
-	if n := minimise.DropUnknown(out.ProtoReflect()); n > 0 {
-		g.metrics.unknownFields.WithLabelValues(q.Consumer, q.Provider, "reply").Add(float64(n))
-		g.log.WarnContext(ctx, "provider reply carried unknown fields: dropped", "provider", q.Provider, "method", m.Name, "fields", n)
-	}
+	g.droppedUnknown(ctx, q, m, minimise.DropUnknown(out.ProtoReflect()))
 	minimise.Trim(out.ProtoReflect(), fields)
 	minimise.ClearNamedOnly(out.ProtoReflect(), named)
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(out)
@@ -657,6 +729,14 @@ func (g *Gateway) minimise(ctx context.Context, q subject.Query, m *catalog.Meth
 	}
 	d.Fields = minimise.Released(sent.ProtoReflect())
 	return b, nil
+}
+
+// droppedUnknown counts and logs the unknown fields dropped from a reply.
+func (g *Gateway) droppedUnknown(ctx context.Context, q subject.Query, m *catalog.Method, n int) {
+	if n > 0 {
+		g.metrics.unknownFields.WithLabelValues(q.Consumer, q.Provider, "reply").Add(float64(n))
+		g.log.WarnContext(ctx, "provider reply carried unknown fields: dropped", "provider", q.Provider, "method", m.Name, "fields", n)
+	}
 }
 
 // name fills d with the consumer, provider, service and method of a query

@@ -9,6 +9,12 @@
 // Invariant: after DropUnknown and Trim, every populated field of the message
 // is one its descriptor knows and lies on or under an allowed path; nothing
 // outside them can leave the gateway.
+//
+// The gateway minimises a provider's reply with a WirePlan (wire.go): the
+// same result, computed in one pass over the reply's bytes without decoding
+// it, for the message types it covers. DropUnknown, Trim, ClearNamedOnly
+// and Released stay the reflective path (other types, life events) and the
+// reference the wire pass is fuzzed against.
 package minimise
 
 import (

@@ -209,14 +209,7 @@ var keyPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }
 
 func cached(kind byte, md protoreflect.MessageDescriptor, paths []string, compile func() *plan) *plan {
 	bp := keyPool.Get().(*[]byte)
-	k := append((*bp)[:0], kind)
-	if paths == nil {
-		k = append(k, 0xff) // nil (no restriction) differs from empty (nothing)
-	}
-	for _, a := range paths {
-		k = append(k, 0)
-		k = append(k, a...)
-	}
+	k := appendPathsKey(append((*bp)[:0], kind), paths) // prefix-free: ["a", "b"] is not ["a\x00b"]
 	plans.RLock()
 	p, ok := plans.m[md][string(k)]
 	n := plans.n
