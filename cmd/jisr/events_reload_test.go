@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -50,36 +49,9 @@ func TestEventRulesFollowTheSignedFederation(t *testing.T) {
 		t.Fatal(err)
 	}
 	copyDescriptorSets(t, "../testdata/federation.yaml", dir)
-	g := &process.Env{FederationPath: fedPath, CertsDir: filepath.Join(dir, "certs"), DataDir: dir,
-		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-	fed, err := g.Federation()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := process.InitCerts(g, fed); err != nil {
-		t.Fatal(err)
-	}
-	ns, err := process.StartNATS(context.Background(), g, process.NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	g.NATSURL = ns.ClientURL()
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	if err := process.NATSInit(ctx, g, nil); err != nil {
-		t.Fatal(err)
-	}
-	gw, err := process.StartGateway(ctx, g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"})
-	if err != nil {
-		t.Fatalf("gateway: %v\n%s", err, logs.String())
-	}
-	t.Cleanup(func() { _ = gw.Stop(context.Background()) })
-	civil, err := process.StartAdapter(ctx, g, process.AdapterOptions{Member: "civil-registry", Listen: "127.0.0.1:0", Backend: "127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = civil.Stop(context.Background()) })
+	g, gw, civil := startEventHub(ctx, t, fedPath, dir, logs)
 	// Tax's adapter, with an event sink but no event rule yet.
 	sinkLis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -84,36 +84,9 @@ func TestEventsReachABackendThatWasDown(t *testing.T) {
 	dir := t.TempDir()
 	logs := &syncBuffer{}
 	fedPath := "../testdata/federation.yaml"
-	g := &process.Env{FederationPath: fedPath, CertsDir: filepath.Join(dir, "certs"), DataDir: dir,
-		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
-	fed, err := g.Federation()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := process.InitCerts(g, fed); err != nil {
-		t.Fatal(err)
-	}
-	ns, err := process.StartNATS(context.Background(), g, process.NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	g.NATSURL = ns.ClientURL()
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
 	defer cancel()
-	if err := process.NATSInit(ctx, g, nil); err != nil {
-		t.Fatal(err)
-	}
-	gw, err := process.StartGateway(ctx, g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"})
-	if err != nil {
-		t.Fatalf("gateway: %v\n%s", err, logs.String())
-	}
-	t.Cleanup(func() { _ = gw.Stop(context.Background()) })
-	civil, err := process.StartAdapter(ctx, g, process.AdapterOptions{Member: "civil-registry", Listen: "127.0.0.1:0", Backend: "127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = civil.Stop(context.Background()) })
+	g, gw, civil := startEventHub(ctx, t, fedPath, dir, logs)
 
 	// The receiving backend's address, not yet served: it is down.
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -260,4 +233,42 @@ func TestEventsReachABackendThatWasDown(t *testing.T) {
 		t.Fatalf("%d citizens got events, want %d", len(s.order), citizens)
 	}
 	t.Logf("%d events delivered once each; %d at the kill; %d calls, %d repeated", n, atKill, s.calls, s.repeated)
+}
+
+// startEventHub starts what the event tests share, in dir, with the
+// federation file fed: the certificates, NATS (initialised as the operator
+// does), one gateway and the civil registry's adapter (its backend not
+// served: the tests publish through the adapter). Everything stops with
+// the test; logs gets the processes' warnings.
+func startEventHub(ctx context.Context, t *testing.T, fed, dir string, logs *syncBuffer) (*process.Env, *process.GatewayNode, *process.AdapterNode) {
+	t.Helper()
+	g := &process.Env{FederationPath: fed, CertsDir: filepath.Join(dir, "certs"), DataDir: dir,
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	f, err := g.Federation()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := process.InitCerts(g, f); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := process.StartNATS(context.Background(), g, process.NATSOptions{Listen: "127.0.0.1:-1", Sync: "1s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	g.NATSURL = ns.ClientURL()
+	if err := process.NATSInit(ctx, g, nil); err != nil {
+		t.Fatal(err)
+	}
+	gw, err := process.StartGateway(ctx, g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1"})
+	if err != nil {
+		t.Fatalf("gateway: %v\n%s", err, logs.String())
+	}
+	t.Cleanup(func() { _ = gw.Stop(context.Background()) })
+	civil, err := process.StartAdapter(ctx, g, process.AdapterOptions{Member: "civil-registry", Listen: "127.0.0.1:0", Backend: "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = civil.Stop(context.Background()) })
+	return g, gw, civil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -130,6 +131,8 @@ type Adapter struct {
 	next         atomic.Uint32    // the consumer side's next connection
 	sem          chan struct{}
 	wg           sync.WaitGroup
+	work         chan request    // to an idle provider worker (dispatchOn)
+	workerIdle   time.Duration   // how long a worker waits for one (workerIdle)
 	events       *eventsLoop     // delivery to the backend's EventSink, when started
 	eventsMu     sync.Mutex      // orders StartEvents' starts
 	builtWith    map[string]bool // the catalogue services GRPCServer registered
@@ -138,6 +141,10 @@ type Adapter struct {
 	providing    bool          // StartProvider ran (under microMu)
 
 	spanOpts []bus.SpanOption // the bus spans go to the adapter's provider
+
+	// streamEvents holds a token per event of every PublishStream read
+	// and not yet answered by the gateway (PublishStreamsInFlight).
+	streamEvents chan struct{}
 }
 
 // New validates cfg and builds an adapter.
@@ -177,11 +184,14 @@ func New(cfg Config, opts ...Option) (*Adapter, error) {
 		o.tp = otel.GetTracerProvider()
 	}
 	a := &Adapter{
-		spanOpts: []bus.SpanOption{bus.WithTracerProvider(o.tp)},
-		cfg:      cfg,
-		log:      cfg.Log.With("component", "adapter", "member", cfg.Member),
-		health:   health.NewServer(),
-		sem:      make(chan struct{}, cfg.MaxInFlight),
+		spanOpts:     []bus.SpanOption{bus.WithTracerProvider(o.tp)},
+		cfg:          cfg,
+		log:          cfg.Log.With("component", "adapter", "member", cfg.Member),
+		health:       health.NewServer(),
+		sem:          make(chan struct{}, cfg.MaxInFlight),
+		work:         make(chan request),
+		streamEvents: make(chan struct{}, PublishStreamsInFlight),
+		workerIdle:   workerIdle,
 	}
 	a.fs.Store(&fedState{fed: cfg.Federation, member: m, cat: cat})
 	if cfg.Registerer != nil {
@@ -195,7 +205,14 @@ func New(cfg Config, opts ...Option) (*Adapter, error) {
 // GRPCServer builds the consumer side: every federation service with a
 // generic handler, plus health and reflection.
 func (a *Adapter) GRPCServer(extra ...grpc.ServerOption) *grpc.Server {
-	opts := append([]grpc.ServerOption{grpc.ForceServerCodecV2(newCodec()), grpc.UnknownServiceHandler(a.laterMethod)}, a.cfg.ServerOptions...)
+	// Handlers run on a pool of long-lived goroutines whose stacks have
+	// grown already, not on a fresh goroutine per call (see workers).
+	// A call waits on the bus for the whole round trip: enough workers for
+	// the calls in flight at c=128 on two cores (at most 512, c=512 on
+	// eight cores or more); a call finding every worker busy gets a
+	// goroutine of its own.
+	opts := append([]grpc.ServerOption{grpc.ForceServerCodecV2(newCodec()), grpc.UnknownServiceHandler(a.laterMethod),
+		grpc.NumStreamWorkers(uint32(min(64*runtime.GOMAXPROCS(0), 512)))}, a.cfg.ServerOptions...)
 	s := grpc.NewServer(append(opts, extra...)...)
 	cat := a.fs.Load().cat
 	a.builtWith = map[string]bool{}
@@ -234,22 +251,33 @@ func (a *Adapter) consumerHandler(fullMethod string) grpc.MethodHandler {
 		if err != nil {
 			return nil, unknownMethod(nil, nil)
 		}
-		in := new(frame)
-		if err := dec(in); err != nil {
+		c := new(consumerCall)
+		if err := dec(&c.in); err != nil {
 			return nil, err
 		}
 		if interceptor == nil {
-			return a.consume(ctx, m, in)
+			return a.consume(ctx, m, c)
 		}
-		info := &grpc.UnaryServerInfo{Server: srv, FullMethod: m.FullMethod}
-		return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
-			return a.consume(ctx, m, req.(*frame))
+		c.info = grpc.UnaryServerInfo{Server: srv, FullMethod: m.FullMethod}
+		return interceptor(ctx, &c.in, &c.info, func(ctx context.Context, _ any) (any, error) {
+			return a.consume(ctx, m, c)
 		})
 	}
 }
 
+// consumerCall is what one call of the consumer side needs, in one
+// allocation: the request and the reply, the query and its header's values
+// (purpose, consent).
+type consumerCall struct {
+	in, out frame
+	msg     nats.Msg
+	vals    [2]string
+	info    grpc.UnaryServerInfo
+}
+
 // consume sends one backend call to the gateway and returns its reply.
-func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*frame, error) {
+func (a *Adapter) consume(ctx context.Context, m *catalog.Method, c *consumerCall) (*frame, error) {
+	in := &c.in
 	raw, err := requestEID(m, in.b)
 	switch {
 	case errors.Is(err, catalog.ErrNoEID):
@@ -273,10 +301,11 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 	if err != nil {
 		return nil, refusal.Error(codes.Internal, refusal.ReasonAdapterInternal, "could not build the query subject")
 	}
-	// One array holds the header's values (purpose, consent, and the
-	// timeout and trace context bus.Call adds): one allocation, not four.
-	vals := make([]string, 2)
-	msg := &nats.Msg{Subject: subj, Data: in.b, Header: make(nats.Header, 4)}
+	// The header holds purpose and consent, and the timeout and trace
+	// context bus.Call adds.
+	vals := c.vals[:]
+	msg := &c.msg
+	msg.Subject, msg.Data, msg.Header = subj, in.b, make(nats.Header, 4)
 	if p := incoming(ctx, bus.MetadataPurpose); p != "" {
 		vals[0] = p
 		msg.Header[bus.HeaderPurpose] = vals[0:1:1]
@@ -294,7 +323,8 @@ func (a *Adapter) consume(ctx context.Context, m *catalog.Method, in *frame) (*f
 	if err != nil {
 		return nil, transportRefusal(err)
 	}
-	return &frame{b: reply.Data}, nil
+	c.out.b = reply.Data
+	return &c.out, nil
 }
 
 func (a *Adapter) provider(fed *federation.Federation, m *catalog.Method, asked string) (string, error) {
@@ -398,16 +428,56 @@ func (a *Adapter) queryConn() *nats.Conn {
 // dispatchOn handles the requests received on nc. Each is counted in on nc
 // until answered (bus.Serving): a planned reconnection of nc (a renewed
 // SVID) waits for the answer, which only this connection may send.
+//
+// An idle worker takes the request; when none is idle, a new worker starts
+// with it (at most MaxInFlight serve at once). A worker idle for
+// workerIdle ends. The workers' stacks have grown already through the
+// backend call: a fresh goroutine per request grows its stack anew each
+// time (runtime.newstack/copystack).
 func (a *Adapter) dispatchOn(nc *nats.Conn) nats.MsgHandler {
 	return func(msg *nats.Msg) {
-		done := bus.Serving(nc)
+		r := request{msg: msg, done: bus.Serving(nc)}
 		a.sem <- struct{}{}
 		a.wg.Add(1)
-		go func() {
-			defer func() { <-a.sem; a.wg.Done(); done() }()
-			a.serve(msg)
-		}()
+		select {
+		case a.work <- r:
+		default:
+			go a.worker(r)
+		}
 	}
+}
+
+// request is one request of the gateway, and what ends its count on the
+// connection it came on.
+type request struct {
+	msg  *nats.Msg
+	done func()
+}
+
+// workerIdle is how long a provider worker waits for its next request (a
+// variable for the test that has workers end between requests; an adapter
+// reads it once, in New).
+var workerIdle = 2 * time.Second
+
+// worker serves r, then the requests dispatchOn hands it, until none came
+// for workerIdle.
+func (a *Adapter) worker(r request) {
+	idle := time.NewTimer(a.workerIdle)
+	defer idle.Stop()
+	for {
+		a.handle(r)
+		idle.Reset(a.workerIdle)
+		select {
+		case r = <-a.work:
+		case <-idle.C:
+			return
+		}
+	}
+}
+
+func (a *Adapter) handle(r request) {
+	defer func() { <-a.sem; a.wg.Done(); r.done() }()
+	a.serve(r.msg)
 }
 
 // serve calls the backend for one request from the gateway.

@@ -38,41 +38,64 @@ type publisher struct {
 // Publish sends one event of the member to the gateway and returns once
 // every delivery is durable (or the gateway's refusal).
 func (p publisher) Publish(ctx context.Context, req *eventsv1.PublishRequest) (*eventsv1.PublishResponse, error) {
-	a := p.a
-	ev := req.GetEvent()
+	ev, err := p.a.checkEvent(req.GetEvent())
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.a.cfg.DefaultTimeout)
+		defer cancel()
+	}
+	return p.a.sendEvent(ctx, ev)
+}
+
+// checkedEvent is an event of the member checked and encoded for the
+// gateway: its subject (the citizen's ckey last) and payload.
+type checkedEvent struct {
+	subj, ckey string
+	data       []byte
+}
+
+// checkEvent is every check the adapter makes of an event before it sends
+// it, for Publish and PublishStream alike: an id, a payload of a type its
+// member publishes, an eID of the federation's format.
+func (a *Adapter) checkEvent(ev *eventsv1.Event) (checkedEvent, error) {
 	if ev == nil {
-		return nil, status.Error(codes.InvalidArgument, "the request has no event")
+		return checkedEvent{}, status.Error(codes.InvalidArgument, "the request has no event")
 	}
 	if err := checkEventID(ev.GetId()); err != nil {
-		return nil, status.Error(codes.InvalidArgument, "the event id must be 16 to 64 characters of [A-Za-z0-9_-], the same each time the event is published")
+		return checkedEvent{}, status.Error(codes.InvalidArgument, "the event id must be 16 to 64 characters of [A-Za-z0-9_-], the same each time the event is published")
 	}
 	od := ev.ProtoReflect().Descriptor().Oneofs().ByName("payload")
 	fd := ev.ProtoReflect().WhichOneof(od)
 	if fd == nil {
-		return nil, status.Error(codes.InvalidArgument, "the event has no payload")
+		return checkedEvent{}, status.Error(codes.InvalidArgument, "the event has no payload")
 	}
 	typ := string(fd.Message().Name())
 	if !a.fs.Load().member.PublishesEvent(typ) {
-		return nil, status.Errorf(codes.PermissionDenied, "%s may not publish %s events (members[].publishes in the federation file)", a.cfg.Member, typ)
+		return checkedEvent{}, status.Errorf(codes.PermissionDenied, "%s may not publish %s events (members[].publishes in the federation file)", a.cfg.Member, typ)
 	}
 	eid, err := a.fs.Load().fed.NormaliseEID(ev.GetEid())
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, "the event's eID does not match the federation's eID format")
+		return checkedEvent{}, status.Error(codes.InvalidArgument, "the event's eID does not match the federation's eID format")
 	}
-	subj, err := subject.Event{Publisher: a.cfg.Member, Type: typ, CKey: a.cfg.Keyer.CKey(eid)}.Subject()
+	ck := a.cfg.Keyer.CKey(eid)
+	subj, err := subject.Event{Publisher: a.cfg.Member, Type: typ, CKey: ck}.Subject()
 	if err != nil {
-		return nil, status.Error(codes.Internal, "could not build the event subject")
+		return checkedEvent{}, status.Error(codes.Internal, "could not build the event subject")
 	}
 	data, err := proto.Marshal(ev)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, "the event could not be encoded")
+		return checkedEvent{}, status.Error(codes.InvalidArgument, "the event could not be encoded")
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, a.cfg.DefaultTimeout)
-		defer cancel()
-	}
-	reply, err := bus.Call(ctx, a.cfg.Conn, &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}, a.spanOpts...)
+	return checkedEvent{subj: subj, ckey: ck, data: data}, nil
+}
+
+// sendEvent sends a checked event to the gateway and returns its answer:
+// the deliveries, once every one is durable, or the refusal.
+func (a *Adapter) sendEvent(ctx context.Context, ev checkedEvent) (*eventsv1.PublishResponse, error) {
+	reply, err := bus.Call(ctx, a.cfg.Conn, &nats.Msg{Subject: ev.subj, Data: ev.data, Header: nats.Header{}}, a.spanOpts...)
 	if err != nil {
 		return nil, err
 	}

@@ -127,11 +127,11 @@ func (a *Adapter) laterMethod(_ any, stream grpc.ServerStream) error {
 	if err != nil {
 		return unknownMethod(nil, stream)
 	}
-	in := new(frame)
-	if err := stream.RecvMsg(in); err != nil {
+	c := new(consumerCall)
+	if err := stream.RecvMsg(&c.in); err != nil {
 		return err
 	}
-	out, err := a.consume(stream.Context(), m, in)
+	out, err := a.consume(stream.Context(), m, c)
 	if err != nil {
 		return err
 	}

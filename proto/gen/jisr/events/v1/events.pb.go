@@ -587,6 +587,143 @@ func (x *PublishResponse) GetDeliveries() int32 {
 	return 0
 }
 
+type PublishStreamRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Event         *Event                 `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishStreamRequest) Reset() {
+	*x = PublishStreamRequest{}
+	mi := &file_jisr_events_v1_events_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishStreamRequest) ProtoMessage() {}
+
+func (x *PublishStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jisr_events_v1_events_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishStreamRequest.ProtoReflect.Descriptor instead.
+func (*PublishStreamRequest) Descriptor() ([]byte, []int) {
+	return file_jisr_events_v1_events_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PublishStreamRequest) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+// The answer to one event of a PublishStream.
+type PublishStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request's position on the stream, counting from 0: answers come in
+	// any order.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The event's id, as sent.
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// OK (0): the event is durable at the gateway and stored in the streams
+	// of the members whose rules cover it (deliveries). Otherwise the gRPC
+	// status code, message and refusal reason (google.rpc.ErrorInfo's reason,
+	// domain "jisr"; "" when there is none) with which Publish would have
+	// failed for this event.
+	Code          int32  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	Deliveries    int32  `protobuf:"varint,6,opt,name=deliveries,proto3" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishStreamResponse) Reset() {
+	*x = PublishStreamResponse{}
+	mi := &file_jisr_events_v1_events_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishStreamResponse) ProtoMessage() {}
+
+func (x *PublishStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jisr_events_v1_events_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishStreamResponse.ProtoReflect.Descriptor instead.
+func (*PublishStreamResponse) Descriptor() ([]byte, []int) {
+	return file_jisr_events_v1_events_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PublishStreamResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *PublishStreamResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PublishStreamResponse) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *PublishStreamResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *PublishStreamResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PublishStreamResponse) GetDeliveries() int32 {
+	if x != nil {
+		return x.Deliveries
+	}
+	return 0
+}
+
 type ReplayRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Deliver again the events published at or after this time.
@@ -597,7 +734,7 @@ type ReplayRequest struct {
 
 func (x *ReplayRequest) Reset() {
 	*x = ReplayRequest{}
-	mi := &file_jisr_events_v1_events_proto_msgTypes[8]
+	mi := &file_jisr_events_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +746,7 @@ func (x *ReplayRequest) String() string {
 func (*ReplayRequest) ProtoMessage() {}
 
 func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jisr_events_v1_events_proto_msgTypes[8]
+	mi := &file_jisr_events_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +759,7 @@ func (x *ReplayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayRequest.ProtoReflect.Descriptor instead.
 func (*ReplayRequest) Descriptor() ([]byte, []int) {
-	return file_jisr_events_v1_events_proto_rawDescGZIP(), []int{8}
+	return file_jisr_events_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReplayRequest) GetSince() *timestamppb.Timestamp {
@@ -642,7 +779,7 @@ type ReplayResponse struct {
 
 func (x *ReplayResponse) Reset() {
 	*x = ReplayResponse{}
-	mi := &file_jisr_events_v1_events_proto_msgTypes[9]
+	mi := &file_jisr_events_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +791,7 @@ func (x *ReplayResponse) String() string {
 func (*ReplayResponse) ProtoMessage() {}
 
 func (x *ReplayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jisr_events_v1_events_proto_msgTypes[9]
+	mi := &file_jisr_events_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +804,7 @@ func (x *ReplayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayResponse.ProtoReflect.Descriptor instead.
 func (*ReplayResponse) Descriptor() ([]byte, []int) {
-	return file_jisr_events_v1_events_proto_rawDescGZIP(), []int{9}
+	return file_jisr_events_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReplayResponse) GetReplayed() int32 {
@@ -698,7 +835,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_jisr_events_v1_events_proto_msgTypes[10]
+	mi := &file_jisr_events_v1_events_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +847,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jisr_events_v1_events_proto_msgTypes[10]
+	mi := &file_jisr_events_v1_events_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +860,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_jisr_events_v1_events_proto_rawDescGZIP(), []int{10}
+	return file_jisr_events_v1_events_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeliverRequest) GetEvent() *Event {
@@ -776,7 +913,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_jisr_events_v1_events_proto_msgTypes[11]
+	mi := &file_jisr_events_v1_events_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +925,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jisr_events_v1_events_proto_msgTypes[11]
+	mi := &file_jisr_events_v1_events_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +938,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_jisr_events_v1_events_proto_rawDescGZIP(), []int{11}
+	return file_jisr_events_v1_events_proto_rawDescGZIP(), []int{13}
 }
 
 var File_jisr_events_v1_events_proto protoreflect.FileDescriptor
@@ -855,6 +992,17 @@ const file_jisr_events_v1_events_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1e\n" +
 	"\n" +
 	"deliveries\x18\x02 \x01(\x05R\n" +
+	"deliveries\"C\n" +
+	"\x14PublishStreamRequest\x12+\n" +
+	"\x05event\x18\x01 \x01(\v2\x15.jisr.events.v1.EventR\x05event\"\xa3\x01\n" +
+	"\x15PublishStreamResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1e\n" +
+	"\n" +
+	"deliveries\x18\x06 \x01(\x05R\n" +
 	"deliveries\"A\n" +
 	"\rReplayRequest\x120\n" +
 	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\",\n" +
@@ -867,9 +1015,10 @@ const file_jisr_events_v1_events_proto_rawDesc = "" +
 	"\x04rule\x18\x04 \x01(\tR\x04rule\x12\x16\n" +
 	"\x06replay\x18\x05 \x01(\bR\x06replay\x12 \n" +
 	"\vredelivered\x18\x06 \x01(\bR\vredelivered\"\x11\n" +
-	"\x0fDeliverResponse2\xa5\x01\n" +
+	"\x0fDeliverResponse2\x87\x02\n" +
 	"\x0eEventPublisher\x12J\n" +
-	"\aPublish\x12\x1e.jisr.events.v1.PublishRequest\x1a\x1f.jisr.events.v1.PublishResponse\x12G\n" +
+	"\aPublish\x12\x1e.jisr.events.v1.PublishRequest\x1a\x1f.jisr.events.v1.PublishResponse\x12`\n" +
+	"\rPublishStream\x12$.jisr.events.v1.PublishStreamRequest\x1a%.jisr.events.v1.PublishStreamResponse(\x010\x01\x12G\n" +
 	"\x06Replay\x12\x1d.jisr.events.v1.ReplayRequest\x1a\x1e.jisr.events.v1.ReplayResponse2W\n" +
 	"\tEventSink\x12J\n" +
 	"\aDeliver\x12\x1e.jisr.events.v1.DeliverRequest\x1a\x1f.jisr.events.v1.DeliverResponseB<Z:github.com/jisr-bus/jisr/proto/gen/jisr/events/v1;eventsv1b\x06proto3"
@@ -886,7 +1035,7 @@ func file_jisr_events_v1_events_proto_rawDescGZIP() []byte {
 	return file_jisr_events_v1_events_proto_rawDescData
 }
 
-var file_jisr_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_jisr_events_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_jisr_events_v1_events_proto_goTypes = []any{
 	(*Event)(nil),                 // 0: jisr.events.v1.Event
 	(*PersonDied)(nil),            // 1: jisr.events.v1.PersonDied
@@ -896,44 +1045,49 @@ var file_jisr_events_v1_events_proto_goTypes = []any{
 	(*IncomeDeclared)(nil),        // 5: jisr.events.v1.IncomeDeclared
 	(*PublishRequest)(nil),        // 6: jisr.events.v1.PublishRequest
 	(*PublishResponse)(nil),       // 7: jisr.events.v1.PublishResponse
-	(*ReplayRequest)(nil),         // 8: jisr.events.v1.ReplayRequest
-	(*ReplayResponse)(nil),        // 9: jisr.events.v1.ReplayResponse
-	(*DeliverRequest)(nil),        // 10: jisr.events.v1.DeliverRequest
-	(*DeliverResponse)(nil),       // 11: jisr.events.v1.DeliverResponse
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*v1.Date)(nil),               // 13: jisr.v1.Date
-	(*v1.Place)(nil),              // 14: jisr.v1.Place
-	(*v1.Money)(nil),              // 15: jisr.v1.Money
+	(*PublishStreamRequest)(nil),  // 8: jisr.events.v1.PublishStreamRequest
+	(*PublishStreamResponse)(nil), // 9: jisr.events.v1.PublishStreamResponse
+	(*ReplayRequest)(nil),         // 10: jisr.events.v1.ReplayRequest
+	(*ReplayResponse)(nil),        // 11: jisr.events.v1.ReplayResponse
+	(*DeliverRequest)(nil),        // 12: jisr.events.v1.DeliverRequest
+	(*DeliverResponse)(nil),       // 13: jisr.events.v1.DeliverResponse
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*v1.Date)(nil),               // 15: jisr.v1.Date
+	(*v1.Place)(nil),              // 16: jisr.v1.Place
+	(*v1.Money)(nil),              // 17: jisr.v1.Money
 }
 var file_jisr_events_v1_events_proto_depIdxs = []int32{
-	12, // 0: jisr.events.v1.Event.time:type_name -> google.protobuf.Timestamp
+	14, // 0: jisr.events.v1.Event.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: jisr.events.v1.Event.person_died:type_name -> jisr.events.v1.PersonDied
 	2,  // 2: jisr.events.v1.Event.person_born:type_name -> jisr.events.v1.PersonBorn
 	3,  // 3: jisr.events.v1.Event.marriage_recorded:type_name -> jisr.events.v1.MarriageRecorded
 	4,  // 4: jisr.events.v1.Event.address_changed:type_name -> jisr.events.v1.AddressChanged
 	5,  // 5: jisr.events.v1.Event.income_declared:type_name -> jisr.events.v1.IncomeDeclared
-	13, // 6: jisr.events.v1.PersonDied.date_of_death:type_name -> jisr.v1.Date
-	14, // 7: jisr.events.v1.PersonDied.place_of_death:type_name -> jisr.v1.Place
-	13, // 8: jisr.events.v1.PersonBorn.date_of_birth:type_name -> jisr.v1.Date
-	14, // 9: jisr.events.v1.PersonBorn.place_of_birth:type_name -> jisr.v1.Place
-	13, // 10: jisr.events.v1.MarriageRecorded.date:type_name -> jisr.v1.Date
-	14, // 11: jisr.events.v1.AddressChanged.place:type_name -> jisr.v1.Place
-	13, // 12: jisr.events.v1.AddressChanged.effective:type_name -> jisr.v1.Date
-	15, // 13: jisr.events.v1.IncomeDeclared.taxable_income:type_name -> jisr.v1.Money
+	15, // 6: jisr.events.v1.PersonDied.date_of_death:type_name -> jisr.v1.Date
+	16, // 7: jisr.events.v1.PersonDied.place_of_death:type_name -> jisr.v1.Place
+	15, // 8: jisr.events.v1.PersonBorn.date_of_birth:type_name -> jisr.v1.Date
+	16, // 9: jisr.events.v1.PersonBorn.place_of_birth:type_name -> jisr.v1.Place
+	15, // 10: jisr.events.v1.MarriageRecorded.date:type_name -> jisr.v1.Date
+	16, // 11: jisr.events.v1.AddressChanged.place:type_name -> jisr.v1.Place
+	15, // 12: jisr.events.v1.AddressChanged.effective:type_name -> jisr.v1.Date
+	17, // 13: jisr.events.v1.IncomeDeclared.taxable_income:type_name -> jisr.v1.Money
 	0,  // 14: jisr.events.v1.PublishRequest.event:type_name -> jisr.events.v1.Event
-	12, // 15: jisr.events.v1.ReplayRequest.since:type_name -> google.protobuf.Timestamp
-	0,  // 16: jisr.events.v1.DeliverRequest.event:type_name -> jisr.events.v1.Event
-	6,  // 17: jisr.events.v1.EventPublisher.Publish:input_type -> jisr.events.v1.PublishRequest
-	8,  // 18: jisr.events.v1.EventPublisher.Replay:input_type -> jisr.events.v1.ReplayRequest
-	10, // 19: jisr.events.v1.EventSink.Deliver:input_type -> jisr.events.v1.DeliverRequest
-	7,  // 20: jisr.events.v1.EventPublisher.Publish:output_type -> jisr.events.v1.PublishResponse
-	9,  // 21: jisr.events.v1.EventPublisher.Replay:output_type -> jisr.events.v1.ReplayResponse
-	11, // 22: jisr.events.v1.EventSink.Deliver:output_type -> jisr.events.v1.DeliverResponse
-	20, // [20:23] is the sub-list for method output_type
-	17, // [17:20] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	0,  // 15: jisr.events.v1.PublishStreamRequest.event:type_name -> jisr.events.v1.Event
+	14, // 16: jisr.events.v1.ReplayRequest.since:type_name -> google.protobuf.Timestamp
+	0,  // 17: jisr.events.v1.DeliverRequest.event:type_name -> jisr.events.v1.Event
+	6,  // 18: jisr.events.v1.EventPublisher.Publish:input_type -> jisr.events.v1.PublishRequest
+	8,  // 19: jisr.events.v1.EventPublisher.PublishStream:input_type -> jisr.events.v1.PublishStreamRequest
+	10, // 20: jisr.events.v1.EventPublisher.Replay:input_type -> jisr.events.v1.ReplayRequest
+	12, // 21: jisr.events.v1.EventSink.Deliver:input_type -> jisr.events.v1.DeliverRequest
+	7,  // 22: jisr.events.v1.EventPublisher.Publish:output_type -> jisr.events.v1.PublishResponse
+	9,  // 23: jisr.events.v1.EventPublisher.PublishStream:output_type -> jisr.events.v1.PublishStreamResponse
+	11, // 24: jisr.events.v1.EventPublisher.Replay:output_type -> jisr.events.v1.ReplayResponse
+	13, // 25: jisr.events.v1.EventSink.Deliver:output_type -> jisr.events.v1.DeliverResponse
+	22, // [22:26] is the sub-list for method output_type
+	18, // [18:22] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_jisr_events_v1_events_proto_init() }
@@ -954,7 +1108,7 @@ func file_jisr_events_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jisr_events_v1_events_proto_rawDesc), len(file_jisr_events_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -19,8 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	EventPublisher_Publish_FullMethodName = "/jisr.events.v1.EventPublisher/Publish"
-	EventPublisher_Replay_FullMethodName  = "/jisr.events.v1.EventPublisher/Replay"
+	EventPublisher_Publish_FullMethodName       = "/jisr.events.v1.EventPublisher/Publish"
+	EventPublisher_PublishStream_FullMethodName = "/jisr.events.v1.EventPublisher/PublishStream"
+	EventPublisher_Replay_FullMethodName        = "/jisr.events.v1.EventPublisher/Replay"
 )
 
 // EventPublisherClient is the client API for EventPublisher service.
@@ -36,6 +37,17 @@ const (
 // that gets no answer publishes the same event again, with the same id.
 type EventPublisherClient interface {
 	Publish(ctx context.Context, in *PublishRequest, opts ...grpc.CallOption) (*PublishResponse, error)
+	// Publishes a stream of events without waiting for each answer: the
+	// backend sends events, the adapter answers each once (its index on the
+	// stream, its id, and the deliveries made or the refusal), in any order,
+	// and only once the event is durable at the gateway — the guarantee of
+	// Publish returning OK. Every event is checked exactly as by Publish. The
+	// adapter publishes several events of a stream at once (at most 256 not
+	// yet answered; it reads no further until one is), but a citizen's events
+	// one after another, in the order sent. The stream ending (the backend's
+	// half-close) is answered once every event is; an event left unanswered
+	// (the stream broken) may have been published: send it again, same id.
+	PublishStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PublishStreamRequest, PublishStreamResponse], error)
 	// Asks the gateway to deliver again the events published since a time
 	// (for a member whose rule is newer than the events), when the member's
 	// event rule allows replays. Each replayed delivery is audited as such.
@@ -60,6 +72,19 @@ func (c *eventPublisherClient) Publish(ctx context.Context, in *PublishRequest, 
 	return out, nil
 }
 
+func (c *eventPublisherClient) PublishStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PublishStreamRequest, PublishStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &EventPublisher_ServiceDesc.Streams[0], EventPublisher_PublishStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PublishStreamRequest, PublishStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type EventPublisher_PublishStreamClient = grpc.BidiStreamingClient[PublishStreamRequest, PublishStreamResponse]
+
 func (c *eventPublisherClient) Replay(ctx context.Context, in *ReplayRequest, opts ...grpc.CallOption) (*ReplayResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReplayResponse)
@@ -83,6 +108,17 @@ func (c *eventPublisherClient) Replay(ctx context.Context, in *ReplayRequest, op
 // that gets no answer publishes the same event again, with the same id.
 type EventPublisherServer interface {
 	Publish(context.Context, *PublishRequest) (*PublishResponse, error)
+	// Publishes a stream of events without waiting for each answer: the
+	// backend sends events, the adapter answers each once (its index on the
+	// stream, its id, and the deliveries made or the refusal), in any order,
+	// and only once the event is durable at the gateway — the guarantee of
+	// Publish returning OK. Every event is checked exactly as by Publish. The
+	// adapter publishes several events of a stream at once (at most 256 not
+	// yet answered; it reads no further until one is), but a citizen's events
+	// one after another, in the order sent. The stream ending (the backend's
+	// half-close) is answered once every event is; an event left unanswered
+	// (the stream broken) may have been published: send it again, same id.
+	PublishStream(grpc.BidiStreamingServer[PublishStreamRequest, PublishStreamResponse]) error
 	// Asks the gateway to deliver again the events published since a time
 	// (for a member whose rule is newer than the events), when the member's
 	// event rule allows replays. Each replayed delivery is audited as such.
@@ -99,6 +135,9 @@ type UnimplementedEventPublisherServer struct{}
 
 func (UnimplementedEventPublisherServer) Publish(context.Context, *PublishRequest) (*PublishResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Publish not implemented")
+}
+func (UnimplementedEventPublisherServer) PublishStream(grpc.BidiStreamingServer[PublishStreamRequest, PublishStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method PublishStream not implemented")
 }
 func (UnimplementedEventPublisherServer) Replay(context.Context, *ReplayRequest) (*ReplayResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Replay not implemented")
@@ -142,6 +181,13 @@ func _EventPublisher_Publish_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EventPublisher_PublishStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(EventPublisherServer).PublishStream(&grpc.GenericServerStream[PublishStreamRequest, PublishStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type EventPublisher_PublishStreamServer = grpc.BidiStreamingServer[PublishStreamRequest, PublishStreamResponse]
+
 func _EventPublisher_Replay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReplayRequest)
 	if err := dec(in); err != nil {
@@ -176,7 +222,14 @@ var EventPublisher_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _EventPublisher_Replay_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "PublishStream",
+			Handler:       _EventPublisher_PublishStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "jisr/events/v1/events.proto",
 }
 
