@@ -8,6 +8,7 @@ package civilregistry
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"strings"
 	"sync/atomic"
 
@@ -78,8 +79,7 @@ func Open(ctx context.Context, path string, opts ...store.Option) (*Server, erro
 		return nil, err
 	}
 	for q, st := range map[string]**sql.Stmt{
-		`SELECT eid, sex, given_latin, family_latin, given_arabic, family_arabic, birth_date, commune, province,
-			deceased, death_date, marital, father_name, mother_name FROM person WHERE eid = ?`: &s.person,
+		personQuery: &s.person,
 		`SELECT a.act_number, a.registry_office, a.registration_year, a.notes, p.given_latin, p.family_latin,
 			p.given_arabic, p.family_arabic, p.birth_date, p.commune, p.province, p.father_name, p.mother_name
 			FROM birth_act a JOIN person p ON p.eid = a.eid WHERE a.eid = ?`: &s.act,
@@ -110,44 +110,70 @@ func notFound(err error) error { return store.NotFound(err, "civil registry") }
 
 func date(s sql.NullString) *jisrv1.Date { return store.ProtoDate(s) }
 
+// personQuery reads GetPerson's row as one text column, its fields joined
+// by the unit separator (U+001F, which no stored field contains; a row
+// that would split otherwise is refused as a store error). The driver
+// allocates per column of a result (its name, its declared type, its value
+// twice): one column instead of fourteen takes about fifty allocations off
+// the bus's reference query, which stays one SQLite look-up by primary key.
+// The fields are sliced out of the one string, without a copy.
+const personQuery = `SELECT eid || char(31) || ifnull(sex, 0) || char(31) ||
+	ifnull(given_latin, '') || char(31) || ifnull(family_latin, '') || char(31) ||
+	ifnull(given_arabic, '') || char(31) || ifnull(family_arabic, '') || char(31) ||
+	ifnull(birth_date, '') || char(31) || ifnull(commune, '') || char(31) || ifnull(province, '') || char(31) ||
+	ifnull(deceased, 0) || char(31) || ifnull(death_date, '') || char(31) || ifnull(marital, 0) || char(31) ||
+	ifnull(father_name, '') || char(31) || ifnull(mother_name, '') FROM person WHERE eid = ?`
+
+// personFields is the number of fields personQuery joins.
+const personFields = 14
+
 // GetPerson returns a person's civil identity and status.
 func (s *Server) GetPerson(ctx context.Context, req *civilv1.GetPersonRequest) (*civilv1.GetPersonResponse, error) {
 	eid, err := checkEID(req.GetEid())
 	if err != nil {
 		return nil, err
 	}
-	// The reply's messages and the row's scan targets in one allocation
-	// (GetPerson is the bus's reference query).
+	// The reply's messages and the row in one allocation (GetPerson is the
+	// bus's reference query).
 	r := new(personRow)
-	p := &r.person
-	err = s.person.QueryRowContext(store.Lookup(ctx), eid).Scan(&p.Eid, &r.sex, &r.latin.Given, &r.latin.Family, &r.arabic.Given, &r.arabic.Family,
-		&r.born, &r.place.Commune, &r.place.Province, &r.deceased, &r.death, &r.marital, &p.FatherName, &p.MotherName)
-	if err != nil {
+	if err := s.person.QueryRowContext(store.Lookup(ctx), eid).Scan(&r.packed); err != nil {
 		return nil, notFound(err)
 	}
+	var f [personFields]string
+	if !split(r.packed, &f) {
+		return nil, notFound(errMalformedRow)
+	}
+	sex, ok1 := store.Int(f[1])
+	deceased, ok2 := store.Int(f[9])
+	marital, ok3 := store.Int(f[11])
+	if !ok1 || !ok2 || !ok3 {
+		return nil, notFound(errMalformedRow)
+	}
+	p := &r.person
+	p.Eid = f[0]
+	r.latin.Given, r.latin.Family, r.arabic.Given, r.arabic.Family = f[2], f[3], f[4], f[5]
 	r.names.Latin, r.names.Arabic = &r.latin, &r.arabic
 	p.Names = &r.names
-	p.Sex = civilv1.Sex(r.sex)
-	r.place.Country = "MA"
+	p.Sex = civilv1.Sex(sex)
+	r.place.Commune, r.place.Province, r.place.Country = f[7], f[8], "MA"
 	r.birth.Place = &r.place
-	if y, m, d := store.ParseDate(r.born); y != 0 {
+	if y, m, d := store.ParseDate(nullable(f[6])); y != 0 {
 		r.date = jisrv1.Date{Year: y, Month: m, Day: d}
 		r.birth.Date = &r.date
 	}
 	p.Birth = &r.birth
 	p.VitalStatus = civilv1.VitalStatus_VITAL_STATUS_ALIVE
-	if r.deceased {
+	if deceased != 0 {
 		p.VitalStatus = civilv1.VitalStatus_VITAL_STATUS_DECEASED
-		p.DeathDate = date(r.death)
+		p.DeathDate = date(nullable(f[10]))
 	}
-	p.MaritalStatus = civilv1.MaritalStatus(r.marital)
+	p.MaritalStatus = civilv1.MaritalStatus(marital)
+	p.FatherName, p.MotherName = f[12], f[13]
 	r.resp.Person = p
 	return &r.resp, nil
 }
 
-// personRow holds GetPerson's reply and the row it is read from. The ints
-// are int64, the type SQLite gives: database/sql converts to another
-// integer type through a string.
+// personRow holds GetPerson's reply and the row it is read from.
 type personRow struct {
 	resp          civilv1.GetPersonResponse
 	person        civilv1.Person
@@ -156,10 +182,28 @@ type personRow struct {
 	birth         civilv1.Birth
 	place         jisrv1.Place
 	date          jisrv1.Date
-	born, death   sql.NullString
-	sex, marital  int64
-	deceased      bool
+	packed        string
 }
+
+// errMalformedRow is a packed row that does not split into its fields: a
+// store error (Internal), never a partial reply.
+var errMalformedRow = errors.New("civil registry: malformed person row")
+
+// split cuts a packed row at its unit separators into exactly len(f) fields.
+func split(row string, f *[personFields]string) bool {
+	for i := range f[:len(f)-1] {
+		j := strings.IndexByte(row, 0x1f)
+		if j < 0 {
+			return false
+		}
+		f[i], row = row[:j], row[j+1:]
+	}
+	f[len(f)-1] = row
+	return strings.IndexByte(row, 0x1f) < 0
+}
+
+// nullable is a packed date field as the stored column was: "" for NULL.
+func nullable(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 
 // GetBirthAct returns the birth act.
 func (s *Server) GetBirthAct(ctx context.Context, req *civilv1.GetBirthActRequest) (*civilv1.GetBirthActResponse, error) {

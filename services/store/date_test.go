@@ -21,3 +21,16 @@ func TestParseDateMatchesSscanf(t *testing.T) {
 		t.Error("a NULL date was read")
 	}
 }
+
+func TestInt(t *testing.T) {
+	for s, want := range map[string]int64{"0": 0, "7": 7, "-3": -3, "123456789012345678": 123456789012345678} {
+		if n, ok := Int(s); !ok || n != want {
+			t.Errorf("Int(%q) = %d, %v; want %d", s, n, ok, want)
+		}
+	}
+	for _, s := range []string{"", "-", "1.5", " 1", "1e3", "x", "1234567890123456789"} {
+		if n, ok := Int(s); ok {
+			t.Errorf("Int(%q) = %d, accepted", s, n)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -203,6 +204,29 @@ func digits(s string) (int32, bool) {
 			return 0, false
 		}
 		n = n*10 + int32(s[i]-'0')
+	}
+	return n, true
+}
+
+// Int reads a stored integer written as decimal text (a column packed into
+// a text row): an optional minus sign and digits.
+func Int(s string) (int64, bool) {
+	neg := strings.HasPrefix(s, "-")
+	if neg {
+		s = s[1:]
+	}
+	if s == "" || len(s) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(s[i]-'0')
+	}
+	if neg {
+		n = -n
 	}
 	return n, true
 }
