@@ -51,6 +51,7 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 		scaling            bool
 		natsConns          int
 		keep, eventsOnly   bool
+		safeguardsOnly     []string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -59,7 +60,8 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 		Example: `  make bench
   jisr bench --duration 10s --concurrency 1,16,128,512
   jisr bench --quick       # a smoke run of a few seconds
-  jisr bench --quick --scaling --large 0   # the scaling curve, quickly`,
+  jisr bench --quick --scaling --large 0   # the scaling curve, quickly
+  jisr bench --safeguards-only audit --concurrency 128 --out /tmp/b   # only the audit's cost`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
@@ -69,6 +71,9 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 			opts := []bench.Option{bench.WithDuration(duration), bench.WithWarmup(warmup), bench.WithConcurrency(concurrency...),
 				bench.WithLarge(large), bench.WithRevocations(revocations), bench.WithProfile(profile), bench.WithKeep(keep), bench.WithEventsOnly(eventsOnly),
 				bench.WithStdout(cmd.OutOrStdout()), bench.WithProgress(cmd.ErrOrStderr()), bench.WithNATSConns(natsConns)}
+			if len(safeguardsOnly) > 0 {
+				opts = append(opts, bench.WithSafeguardsOnly(safeguardsOnly...))
+			}
 			if scaling {
 				opts = append(opts, bench.WithScaling(bench.ScalingSteps(runtime.NumCPU())...))
 			}
@@ -94,6 +99,7 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 	f.BoolVar(&scaling, "scaling", true, "measure the full path and the baseline with each component limited to 1, 2, 4, … cores (GOMAXPROCS); with --quick only when given")
 	f.IntVar(&natsConns, "nats-conns", 0, "start the gateway and the adapters with --nats-conns N (0: their default)")
 	f.BoolVar(&eventsOnly, "events-only", false, "measure only the full path and the life events beside it (no safeguards, scaling, baseline or start-up)")
+	f.StringSliceVar(&safeguardsOnly, "safeguards-only", nil, "measure only the cost of these safeguards (consent, audit, minimise: with and without each, alternating rounds, at the last --concurrency), nothing else; with --profile, the first round with and without each are profiled as <safeguard>-{on,off}-<component>-*.pprof")
 	f.BoolVar(&keep, "keep", false, "keep the temporary directory (logs of every process)")
 	cmd.AddCommand(newBenchRelayCmd(g), newBenchResponderCmd(g))
 	return cmd

@@ -55,7 +55,7 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 			t.Errorf("%s: %d rounds, want 2 alternating", r.Name, len(r.RoundP50))
 		}
 	}
-	for _, s := range []string{"full", "baseline", "no-consent", "no-audit", "no-minimise", "two-replicas", "population-10k", "large", "events-publish", "events-delivery"} {
+	for _, s := range []string{"full", "baseline", "no-consent", "no-audit", "no-minimise", "two-replicas", "population-10k", "large", "events-publish", "events-delivery-unary", "events-stream-publish", "events-delivery"} {
 		if seen[s] == 0 {
 			t.Errorf("no %s scenario in the report", s)
 		}

@@ -74,6 +74,11 @@ type options struct {
 	eventsOnly  bool
 	stdout      io.Writer
 	progress    io.Writer
+
+	// safeguards: the safeguards whose cost is measured (all by default);
+	// safeguardsOnly: nothing else is.
+	safeguards     []string
+	safeguardsOnly bool
 }
 
 func defaults() options {
@@ -129,6 +134,19 @@ func WithKeep(on bool) Option { return func(o *options) { o.keep = on } }
 // life events (publication and delivery) beside it, in the same run: the
 // events' figure against the query path's, without the rest.
 func WithEventsOnly(on bool) Option { return func(o *options) { o.eventsOnly = on } }
+
+// WithSafeguardsOnly measures only the cost of the named safeguards
+// (consent, audit, minimise: the gateway restarted with and without each,
+// alternating rounds, at the heaviest load), nothing else. With profiles
+// on, the first round with and the first without each are profiled, as
+// <safeguard>-on-<component>-… and <safeguard>-off-<component>-….
+func WithSafeguardsOnly(names ...string) Option {
+	return func(o *options) { o.safeguards, o.safeguardsOnly = names, true }
+}
+
+// Safeguards are the safeguards a gateway can be started without
+// (--unsafe-skip), whose cost the run measures.
+var Safeguards = []string{"consent", "audit", "minimise"}
 
 // WithStdout is where the Markdown report is printed (default: nowhere).
 func WithStdout(w io.Writer) Option { return func(o *options) { o.stdout = w } }

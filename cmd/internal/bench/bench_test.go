@@ -22,6 +22,8 @@ func TestRunRejectsAnIncompleteConfig(t *testing.T) {
 		{"no report directory", func(c *Config) { c.Out = "" }, nil},
 		{"no clients", func(c *Config) { c.Clients = nil }, nil},
 		{"no concurrency", func(*Config) {}, []Option{WithConcurrency()}},
+		{"no safeguard named", func(*Config) {}, []Option{WithSafeguardsOnly()}},
+		{"an unknown safeguard", func(*Config) {}, []Option{WithSafeguardsOnly("audit", "fairshare")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := full

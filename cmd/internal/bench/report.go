@@ -64,6 +64,8 @@ type Control struct {
 	P50       float64 `json:"p50_ms"`
 	P99       float64 `json:"p99_ms"`
 	CPUMicros float64 `json:"cpu_us_per_query"`
+	// CPUByProcess is the control's CPU per query of each process.
+	CPUByProcess map[string]float64 `json:"cpu_us_per_query_by_process,omitempty"`
 }
 
 type RevocationFacts struct {
@@ -203,9 +205,13 @@ func (b *harness) targets() []Target {
 		add("p99 at c=16 ≤ 5 ms end to end", f.P99 <= 5, "%.2f ms", f.P99)
 	}
 	if f, ev := b.find("full", top), b.find("events-delivery", top); f != nil && ev != nil && f.QPS > 0 {
-		add(fmt.Sprintf("life events end to end with audit ≥ the full path's throughput at c=%d (issue 19)", top), ev.QPS >= f.QPS,
-			"%.0f events/s (%.0f deliveries/s, %.2f per event) vs %.0f queries/s (%.0f%%), both through %d gateway replica(s); lag p50 %.1f ms, p99 %.1f ms",
-			ev.QPS, ev.QPS*b.facts.DeliveriesPerEvent, b.facts.DeliveriesPerEvent, f.QPS, 100*ev.QPS/f.QPS, b.facts.EventGateways, ev.P50, ev.P99)
+		unary := ""
+		if u := b.find("events-delivery-unary", top); u != nil {
+			unary = fmt.Sprintf("; unary Publish (a call per event, %d callers): %.0f events/s end to end (%.0f%%)", top, u.QPS, 100*u.QPS/f.QPS)
+		}
+		add(fmt.Sprintf("life events end to end with audit (PublishStream, %d in flight) ≥ the full path's throughput at c=%d, same run (issue 19)", top, top), ev.QPS >= f.QPS,
+			"%.0f events/s (%.0f deliveries/s, %.2f per event) vs %.0f queries/s (%.0f%%), both through %d gateway replica(s); lag p50 %.1f ms, p99 %.1f ms%s",
+			ev.QPS, ev.QPS*b.facts.DeliveriesPerEvent, b.facts.DeliveriesPerEvent, f.QPS, 100*ev.QPS/f.QPS, b.facts.EventGateways, ev.P50, ev.P99, unary)
 	}
 	if small, large := b.find("population-10k", 0), b.find("large", 0); small != nil && large != nil && small.P50 > 0 {
 		add(fmt.Sprintf("%d citizens: p50 within 20%% of 10,000 (c=%d, alternating rounds)", b.facts.Large, large.Concurrency), large.P50 <= 1.2*small.P50,
@@ -298,6 +304,19 @@ func markdownCosts(w func(string, ...any), rep Report) {
 		c := r.Control
 		w("| %s | %.0f → %.0f (%+.0f%%) | %.2f → %.2f | %.2f → %.2f | %.0f → %.0f | %.0f µs |\n", strings.TrimPrefix(r.Scenario, "no-"),
 			c.QPS, r.QPS, 100*(r.QPS/c.QPS-1), c.P50, r.P50, c.P99, r.P99, c.CPUMicros, r.CPUMicros, c.CPUMicros-r.CPUMicros)
+	}
+	w("\n")
+	// Where each cost is paid: the CPU per query of each process, on → off.
+	for _, r := range costs {
+		if len(r.Control.CPUByProcess) == 0 {
+			continue
+		}
+		var parts []string
+		for _, p := range sortedKeys(r.Control.CPUByProcess) {
+			on, off := r.Control.CPUByProcess[p], r.CPUByProcess[p]
+			parts = append(parts, fmt.Sprintf("%s %.0f → %.0f (%+.0f)", p, on, off, off-on))
+		}
+		w("- %s, CPU µs/query by process, on → off: %s.\n", strings.TrimPrefix(r.Scenario, "no-"), strings.Join(parts, ", "))
 	}
 	w("\n")
 }

@@ -117,6 +117,13 @@ func validate(cfg Config, o options) error {
 		return fmt.Errorf("%w: Config.Clients is required", ErrConfig)
 	case len(o.concurrency) == 0:
 		return fmt.Errorf("%w: at least one concurrency is required", ErrConfig)
+	case o.safeguardsOnly && len(o.safeguards) == 0:
+		return fmt.Errorf("%w: name at least one safeguard to measure", ErrConfig)
+	}
+	for _, s := range o.safeguards {
+		if !slices.Contains(Safeguards, s) {
+			return fmt.Errorf("%w: unknown safeguard %q (one of %s)", ErrConfig, s, strings.Join(Safeguards, ", "))
+		}
 	}
 	return nil
 }
@@ -151,6 +158,10 @@ func (b *harness) run(ctx context.Context) error {
 		}
 		closeClient()
 		return nil
+	}
+	if b.o.safeguardsOnly {
+		defer closeClient()
+		return b.safeguards(ctx, f, tokens, client)
 	}
 	if err := b.measureSizes(ctx, f, client, tokens[0]); err != nil {
 		return err
@@ -292,7 +303,11 @@ func (b *harness) measureFull(ctx context.Context, f *cluster, tokens []token, c
 func (b *harness) safeguards(ctx context.Context, f *cluster, tokens []token, client civilv1.CivilRegistryClient) error {
 	top := b.top()
 	var controls []Result
-	for _, skip := range []string{"consent", "audit", "minimise"} {
+	names := Safeguards
+	if b.o.safeguards != nil {
+		names = b.o.safeguards
+	}
+	for _, skip := range names {
 		b.step("the gateway with and without " + skip + ", alternating")
 		var on, off []Result
 		for i, without := range []bool{false, true, true, false} {
@@ -305,7 +320,16 @@ func (b *harness) safeguards(ctx context.Context, f *cluster, tokens []token, cl
 			if err := b.restartGateways(ctx, f, skips, "gw-1"); err != nil {
 				return err
 			}
+			var prof chan error
+			if b.o.profile && b.o.safeguardsOnly && i < 2 {
+				prof = b.profileAs(ctx, f.procs(), b.o.warmup, skip+map[bool]string{false: "-on-", true: "-off-"}[without])
+			}
 			r := b.measureCalls(ctx, label, "control", top, f.procs(), tokens, client)
+			if prof != nil {
+				if err := <-prof; err != nil {
+					fmt.Fprintf(b.stderr, "profile: %v\n", err)
+				}
+			}
 			if without {
 				r.Scenario = "no-" + skip
 				off = append(off, r)
@@ -315,7 +339,7 @@ func (b *harness) safeguards(ctx context.Context, f *cluster, tokens []token, cl
 		}
 		ctl := mergeResults("", on)
 		r := mergeResults(fmt.Sprintf("without %s, c=%d", skip, top), off)
-		r.Control = &Control{QPS: ctl.QPS, P50: ctl.P50, P99: ctl.P99, CPUMicros: ctl.CPUMicros}
+		r.Control = &Control{QPS: ctl.QPS, P50: ctl.P50, P99: ctl.P99, CPUMicros: ctl.CPUMicros, CPUByProcess: ctl.CPUByProcess}
 		b.results = append(b.results, r)
 		controls = append(controls, on...)
 	}
