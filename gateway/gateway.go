@@ -719,6 +719,7 @@ func (g *Gateway) minimise(ctx context.Context, q subject.Query, m *catalog.Meth
 	g.droppedUnknown(ctx, q, m, minimise.DropUnknown(out.ProtoReflect()))
 	minimise.Trim(out.ProtoReflect(), fields)
 	minimise.ClearNamedOnly(out.ProtoReflect(), named)
+	minimise.CanonicalNaN(out.ProtoReflect())
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(out)
 	if err != nil {
 		return nil, decision.Refuse(codes.Internal, decision.ReasonMinimisation, "the reply could not be minimised")

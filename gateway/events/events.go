@@ -714,6 +714,7 @@ func (e *Events) prepare(ctx context.Context, s subject.Event, ev *eventsv1.Even
 		minimise.Trim(out.ProtoReflect(), append([]string{"id", "time", "eid"}, r.Fields...))
 	}
 	minimise.ClearNamedOnly(out.ProtoReflect(), r.Fields)
+	minimise.CanonicalNaN(out.ProtoReflect())
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(out)
 	if err != nil {
 		return nil, decision.Refuse(codes.Internal, decision.ReasonMinimisation, "the event could not be minimised")

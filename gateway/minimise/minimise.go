@@ -18,6 +18,7 @@
 package minimise
 
 import (
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -170,4 +171,62 @@ func released(m protoreflect.Message, prefix string, out *[]string) {
 		}
 		return true
 	})
+}
+
+// CanonicalNaN sets every NaN float and double in m, at any depth (lists
+// and map values included), to the one NaN the wire pass sends (math.NaN(),
+// and float32(math.NaN()) for a float). A NaN's 22 or 51 payload bits mean
+// nothing to a reader, and decoding and encoding keep them: without this, a
+// provider could pass hidden bits through any agreed float field.
+func CanonicalNaN(m protoreflect.Message) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap():
+			if k := fd.MapValue().Kind(); k == protoreflect.FloatKind || k == protoreflect.DoubleKind {
+				mp := v.Map()
+				mp.Range(func(key protoreflect.MapKey, mv protoreflect.Value) bool {
+					if nv, ok := canonicalNaN(k, mv); ok {
+						mp.Set(key, nv)
+					}
+					return true
+				})
+			} else if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					CanonicalNaN(mv.Message())
+					return true
+				})
+			}
+		case fd.IsList():
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				if fd.Message() != nil {
+					CanonicalNaN(l.Get(i).Message())
+				} else if nv, ok := canonicalNaN(fd.Kind(), l.Get(i)); ok {
+					l.Set(i, nv)
+				}
+			}
+		case fd.Message() != nil:
+			CanonicalNaN(v.Message())
+		default:
+			if nv, ok := canonicalNaN(fd.Kind(), v); ok {
+				m.Set(fd, nv)
+			}
+		}
+		return true
+	})
+}
+
+// canonicalNaN returns the canonical NaN for a NaN value v of kind k.
+func canonicalNaN(k protoreflect.Kind, v protoreflect.Value) (protoreflect.Value, bool) {
+	switch k {
+	case protoreflect.FloatKind:
+		if f := v.Float(); f != f && math.Float32bits(float32(f)) != 0x7fc00000 {
+			return protoreflect.ValueOfFloat32(math.Float32frombits(0x7fc00000)), true
+		}
+	case protoreflect.DoubleKind:
+		if f := v.Float(); f != f && math.Float64bits(f) != math.Float64bits(math.NaN()) {
+			return protoreflect.ValueOfFloat64(math.NaN()), true
+		}
+	}
+	return v, false
 }
