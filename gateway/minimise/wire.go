@@ -386,32 +386,15 @@ func (st *wstate) message(b []byte, n *wnode, depth int) (bool, error) {
 	}
 	any := false
 	for len(b) > 0 {
-		num, wt, tl := protowire.ConsumeTag(b)
-		if tl < 0 || num > protowire.MaxValidNumber {
-			return false, ErrInvalidReply
-		}
-		i := n.m.index(num)
-		if i < 0 {
-			vl := protowire.ConsumeFieldValue(num, wt, b[tl:])
-			if vl < 0 {
-				return false, ErrInvalidReply
-			}
-			st.unknown++
-			b = b[tl+vl:]
-			continue
-		}
-		f := &n.m.fields[i]
-		vl, ok, err := st.check(f, wt, b[tl:], depth)
+		i, f, wt, tl, vl, err := st.field(b, n, depth)
 		if err != nil {
 			return false, err
 		}
-		if !ok { // a known number with another wire type: an unknown field
-			st.unknown++
-			b = b[tl+vl:]
-			continue
-		}
 		chunk := b[:tl+vl]
 		b = b[tl+vl:]
+		if f == nil {
+			continue
+		}
 		if !n.keep[i] {
 			if f.kind == protoreflect.MessageKind {
 				if err := st.skipMessage(chunk[tl:], f.msg, depth+1); err != nil {
@@ -459,6 +442,34 @@ func (st *wstate) message(b []byte, n *wnode, depth int) (bool, error) {
 	return any, nil
 }
 
+// field reads the field at the start of b, in a message of n's type: its
+// index and schema, wire type, and the lengths of its tag and value. A
+// number n does not know, or a known number with another wire type, is an
+// unknown field: counted, and returned with a nil f for the caller to skip.
+func (st *wstate) field(b []byte, n *wnode, depth int) (i int, f *wfield, wt protowire.Type, tl, vl int, err error) {
+	num, wt, tl := protowire.ConsumeTag(b)
+	if tl < 0 || num > protowire.MaxValidNumber {
+		return 0, nil, 0, 0, 0, ErrInvalidReply
+	}
+	if i = n.m.index(num); i < 0 {
+		if vl = protowire.ConsumeFieldValue(num, wt, b[tl:]); vl < 0 {
+			return 0, nil, 0, 0, 0, ErrInvalidReply
+		}
+		st.unknown++
+		return i, nil, wt, tl, vl, nil
+	}
+	f = &n.m.fields[i]
+	vl, ok, err := st.check(f, wt, b[tl:], depth)
+	if err != nil {
+		return 0, nil, 0, 0, 0, err
+	}
+	if !ok {
+		st.unknown++
+		return i, nil, wt, tl, vl, nil
+	}
+	return i, f, wt, tl, vl, nil
+}
+
 // subMessage emits kept message field i of n holding v (one element or the
 // merged occurrences) and reports whether a path under it was released.
 func (st *wstate) subMessage(num protowire.Number, v []byte, n *wnode, i, depth int) (bool, error) {
@@ -503,30 +514,14 @@ func (st *wstate) messageMerged(b []byte, n *wnode, depth int) (bool, error) {
 	}
 	var occs []occ
 	for len(b) > 0 {
-		num, wt, tl := protowire.ConsumeTag(b)
-		if tl < 0 || num > protowire.MaxValidNumber {
-			return false, ErrInvalidReply
-		}
-		i := n.m.index(num)
-		if i < 0 {
-			vl := protowire.ConsumeFieldValue(num, wt, b[tl:])
-			if vl < 0 {
-				return false, ErrInvalidReply
-			}
-			st.unknown++
-			b = b[tl+vl:]
-			continue
-		}
-		f := &n.m.fields[i]
-		vl, ok, err := st.check(f, wt, b[tl:], depth)
+		i, f, wt, tl, vl, err := st.field(b, n, depth)
 		if err != nil {
 			return false, err
 		}
 		chunk := b[:tl+vl]
 		b = b[tl+vl:]
 		switch {
-		case !ok:
-			st.unknown++
+		case f == nil:
 		case f.kind == protoreflect.MessageKind && !n.keep[i]:
 			if err := st.skipMessage(chunk[tl:], f.msg, depth+1); err != nil {
 				return false, err
