@@ -49,3 +49,19 @@ func TestScalingStepsAndAllocsPerQuery(t *testing.T) {
 		t.Fatalf("no first sample: %v %v", per, all)
 	}
 }
+
+// TestPaidCost: a safeguard's cost is counted in the gateway replicas and
+// NATS only, where its work is done; the adapters' and backend's
+// differences are the run's noise and stay out.
+func TestPaidCost(t *testing.T) {
+	r := Result{
+		CPUByProcess: map[string]float64{"gateway-gw-1": 59, "gateway-gw-2": 60, "nats": 50, "adapter-cnss": 48, "backend": 48},
+		Control:      &Control{CPUByProcess: map[string]float64{"gateway-gw-1": 71, "gateway-gw-2": 64, "nats": 53, "adapter-cnss": 44, "backend": 43}},
+	}
+	if got, ok := paidCost(r); !ok || got != 12+4+3 {
+		t.Fatalf("paidCost = %v, %v; want 19, true", got, ok)
+	}
+	if _, ok := paidCost(Result{Control: &Control{}}); ok {
+		t.Fatal("paidCost without CPU by process: a figure")
+	}
+}
