@@ -8,5 +8,6 @@ func SetOwnPendingMax(ix *Index, n int) { ix.ownPendingMax = n }
 func OwnPending(ix *Index) int {
 	ix.pmu.Lock()
 	defer ix.pmu.Unlock()
+	ix.drainLocked()
 	return ix.pendCount - ix.pendStream
 }

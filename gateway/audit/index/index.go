@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -76,6 +77,28 @@ type Index struct {
 	// ownPendingMax bounds the own leaves handed over and not yet written
 	// (OwnPendingMax; a field for the test).
 	ownPendingMax int
+
+	// AddCommitted runs on the audit log's sequencer, and pmu is held across
+	// the store's I/O (a flush, which a locked or slow disk stretches to
+	// seconds): it only queues each batch here, under hmu, and whoever
+	// takes pmu next applies the queue first (drainLocked), so the state
+	// under pmu is as if each batch had been applied when handed over.
+	hmu         sync.Mutex
+	inbox       []handover
+	inboxLeaves int
+	// ownHeld is how many own leaves the index holds in memory (pending
+	// or held back), as of the last drain or flush: AddCommitted bounds
+	// them with it without taking pmu.
+	ownHeld atomic.Int64
+}
+
+// handover is one batch AddCommitted was told of; refused (past
+// ownPendingMax) it carries no leaves and the follower reads it.
+type handover struct {
+	logID      string
+	seq, first uint64
+	leaves     []Leaf
+	refused    bool
 }
 
 // OwnPendingMax is how many of the gateway's own leaves, handed over in
@@ -138,10 +161,60 @@ func (ix *Index) Own(logID string, from uint64) {
 
 // AddCommitted indexes records of this gateway's own log as it commits
 // them: leaves first, first+1, … stored in the message at seq. It only
-// queues them (no I/O): it runs on the log's sequencer.
+// queues them (no I/O, and it never waits for the store's): it runs on the
+// log's sequencer.
 func (ix *Index) AddCommitted(logID string, seq, first uint64, leaves []Leaf) {
-	ix.pmu.Lock()
-	defer ix.pmu.Unlock()
+	ix.hmu.Lock()
+	defer ix.hmu.Unlock()
+	refused := int(ix.ownHeld.Load())+ix.inboxLeaves+len(leaves) > ix.ownPendingMax
+	if refused {
+		ix.log.Warn("the audit index holds too many of this gateway's records unwritten: the follower reads this batch from the stream", "log", logID, "leaf", first)
+		leaves = nil
+		if n := len(ix.inbox); n > 0 && ix.inbox[n-1].refused && ix.inbox[n-1].logID == logID {
+			// Batches come in order: the later one stands for both (see
+			// addCommittedLocked).
+			ix.inbox[n-1].seq, ix.inbox[n-1].first = seq, first
+			return
+		}
+	}
+	ix.inbox = append(ix.inbox, handover{logID: logID, seq: seq, first: first, leaves: leaves, refused: refused})
+	ix.inboxLeaves += len(leaves)
+}
+
+// drainLocked applies the batches AddCommitted queued, in order (pmu held).
+func (ix *Index) drainLocked() {
+	ix.hmu.Lock()
+	defer ix.hmu.Unlock()
+	if len(ix.inbox) == 0 {
+		return
+	}
+	for i := range ix.inbox {
+		h := &ix.inbox[i]
+		ix.addCommittedLocked(h.logID, h.seq, h.first, h.leaves, h.refused)
+		ix.inbox[i] = handover{}
+	}
+	ix.inbox = ix.inbox[:0]
+	ix.inboxLeaves = 0
+	ix.noteOwnLocked()
+}
+
+// noteOwnLocked records how many own leaves the index holds in memory:
+// pending, and held back in ahead (pmu held).
+func (ix *Index) noteOwnLocked() {
+	n := ix.pendCount - ix.pendStream
+	ix.mu.Lock()
+	for id, held := range ix.ahead {
+		if _, own := ix.own[id]; own {
+			n += len(held)
+		}
+	}
+	ix.mu.Unlock()
+	ix.ownHeld.Store(int64(n))
+}
+
+// addCommittedLocked is AddCommitted's batch applied (pmu held); a refused
+// one only moves told and the read set on.
+func (ix *Index) addCommittedLocked(logID string, seq, first uint64, leaves []Leaf, refused bool) {
 	from, own := ix.own[logID]
 	if !own || first < from {
 		return // not declared Own: the follower reads it
@@ -158,8 +231,7 @@ func (ix *Index) AddCommitted(logID string, seq, first uint64, leaves []Leaf) {
 			return // the follower read it already
 		}
 	}
-	if ix.pendCount-ix.pendStream+len(leaves) > ix.ownPendingMax {
-		ix.log.Warn("the audit index holds too many of this gateway's records unwritten: the follower reads this batch from the stream", "log", logID, "leaf", first)
+	if refused {
 		return
 	}
 	ix.handed[logID][first] = struct{}{}
@@ -170,10 +242,12 @@ func (ix *Index) AddCommitted(logID string, seq, first uint64, leaves []Leaf) {
 	ix.pendCount += len(leaves)
 }
 
-// skipOwn reports whether a message is a batch of a log declared Own, from
-// the leaf on where its records are handed over in process (its headers say
-// which leaves it holds).
-func (ix *Index) skipOwn(m stream.Msg) bool {
+// skipOwnLocked reports whether a message is a batch of a log declared
+// Own, from the leaf on where its records are handed over in process (its
+// headers say which leaves it holds). pmu held, the handovers drained: a
+// batch it reports read goes to pend before pmu is released, so that it is
+// listed all along.
+func (ix *Index) skipOwnLocked(m stream.Msg) bool {
 	id, _, batch, err := record.ParseStoredSubject(m.Subject)
 	if err != nil || !batch {
 		return false
@@ -182,8 +256,6 @@ func (ix *Index) skipOwn(m stream.Msg) bool {
 	if err != nil {
 		return false
 	}
-	ix.pmu.Lock()
-	defer ix.pmu.Unlock()
 	from, ok := ix.own[id]
 	if !ok || first < from {
 		return false
@@ -233,6 +305,8 @@ func (ix *Index) followRecords(ctx context.Context) error {
 	// all but this gateway's own, which then keep the stream position from
 	// passing them — and the position.
 	flushLocked := func(all bool) error {
+		ix.drainLocked()
+		defer ix.noteOwnLocked()
 		if all {
 			ix.lastFlush = time.Now()
 		}
@@ -286,9 +360,10 @@ func (ix *Index) followRecords(ctx context.Context) error {
 		}
 	}()
 	return stream.Scan(ctx, ix.records, stream.ScanOptions{StartSeq: pos + 1, Follow: true}, func(m stream.Msg) error {
-		if ix.skipOwn(m) {
-			ix.pmu.Lock()
-			defer ix.pmu.Unlock()
+		ix.pmu.Lock()
+		defer ix.pmu.Unlock()
+		ix.drainLocked()
+		if ix.skipOwnLocked(m) {
 			ix.pendSeq = m.Seq
 			if ix.pendCount-ix.pendStream >= ownFlushRecords {
 				return flushLocked(true)
@@ -311,8 +386,6 @@ func (ix *Index) followRecords(ctx context.Context) error {
 		if err != nil {
 			ix.log.Error("a message of the audit stream is not a record: run `jisr audit verify`", "seq", m.Seq)
 		}
-		ix.pmu.Lock()
-		defer ix.pmu.Unlock()
 		ix.pendSeq = m.Seq
 		if len(leaves) > 0 {
 			ix.pend[id] = append(ix.pend[id], leaves...)
@@ -424,6 +497,11 @@ func (ix *Index) add(ctx context.Context, id string, leaves []aheadLeaf) {
 		ix.mu.Unlock()
 		if !errors.Is(err, ErrBroken) {
 			ix.log.Error("index", "log", id, "err", err)
+			// Held back again, for the next flush: the position does not
+			// pass them (safePosition), and Citizen lists the own ones.
+			for i, lf := range next {
+				ix.hold(id, aheadLeaf{Leaf: lf, index: size + uint64(i)})
+			}
 		}
 		return
 	}
@@ -582,7 +660,23 @@ func (ix *Index) Proof(ctx context.Context, id string, index uint64, leafHash []
 // written to the store, by log and leaf.
 func (ix *Index) Citizen(ctx context.Context, ckey string) ([]Access, error) {
 	ix.pmu.Lock()
+	ix.drainLocked()
 	var pending []Access
+	// This gateway's own leaves held back (behind a batch not read yet, or
+	// after a write of the store that failed) are committed all the same.
+	ix.mu.Lock()
+	for id, held := range ix.ahead {
+		from, own := ix.own[id]
+		if !own {
+			continue
+		}
+		for _, l := range held {
+			if l.CKey == ckey && l.index >= from {
+				pending = append(pending, Access{Log: id, Leaf: l.index, Seq: l.Seq})
+			}
+		}
+	}
+	ix.mu.Unlock()
 	for id, leaves := range ix.pend {
 		from, own := ix.own[id]
 		if !own {
