@@ -145,6 +145,8 @@ type Adapter struct {
 	// streamEvents holds a token per event of every PublishStream read
 	// and not yet answered by the gateway (PublishStreamsInFlight).
 	streamEvents chan struct{}
+	// openStreams holds a token per open PublishStream (PublishStreamsOpen).
+	openStreams chan struct{}
 }
 
 // New validates cfg and builds an adapter.
@@ -191,6 +193,7 @@ func New(cfg Config, opts ...Option) (*Adapter, error) {
 		sem:          make(chan struct{}, cfg.MaxInFlight),
 		work:         make(chan request),
 		streamEvents: make(chan struct{}, PublishStreamsInFlight),
+		openStreams:  make(chan struct{}, PublishStreamsOpen),
 		workerIdle:   workerIdle,
 	}
 	a.fs.Store(&fedState{fed: cfg.Federation, member: m, cat: cat})

@@ -89,6 +89,10 @@ func (a *Adapter) checkEvent(ev *eventsv1.Event) (checkedEvent, error) {
 	if err != nil {
 		return checkedEvent{}, status.Error(codes.InvalidArgument, "the event could not be encoded")
 	}
+	if max := a.cfg.Conn.MaxPayload(); max > 0 && int64(len(data)) > max {
+		// Refused before it waits anywhere: the bus would refuse it anyway.
+		return checkedEvent{}, status.Errorf(codes.InvalidArgument, "the event is %d bytes, over the bus's limit of %d", len(data), max)
+	}
 	return checkedEvent{subj: subj, ckey: ck, data: data}, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/jisr-bus/jisr/bus/refusal"
@@ -21,13 +22,22 @@ import (
 const PublishStreamInFlight = 256
 
 // PublishStreamsInFlight bounds the events of all the adapter's
-// PublishStreams together, read and not yet answered by the gateway (the
+// PublishStreams together, sent to the gateway and not yet answered (the
 // gateway decides at most 1,024 events at once anyway): without it each
 // stream a backend opens would add PublishStreamInFlight events, their
-// payloads and their lanes' goroutines, without limit. A stream waits for
-// one before it reads its next event. An answer the backend does not read
-// holds its stream's slot, not one of these.
+// payloads and their lanes' goroutines, without limit. A stream takes one
+// once it has read an event, and reads no further until it has it: a
+// stream waiting for its backend holds none, so idle streams never hold
+// back the others. An answer the backend does not read holds its
+// stream's slot, not one of these.
 const PublishStreamsInFlight = 1024
+
+// PublishStreamsOpen bounds the adapter's open PublishStreams: each may
+// hold one event read and waiting for a place among
+// PublishStreamsInFlight, so the events the adapter holds are at most
+// PublishStreamsInFlight + PublishStreamsOpen, each within the bus's
+// message size. A stream beyond it is refused (ResourceExhausted).
+const PublishStreamsOpen = 2048
 
 // PublishStream publishes the events of a stream without a gRPC call per
 // event (docs/events.md): each is checked exactly as by Publish
@@ -64,6 +74,12 @@ type pubEvent struct {
 }
 
 func (a *Adapter) publishStream(stream grpc.BidiStreamingServer[eventsv1.PublishStreamRequest, eventsv1.PublishStreamResponse], inFlight int) error {
+	select {
+	case a.openStreams <- struct{}{}:
+		defer func() { <-a.openStreams }()
+	default:
+		return status.Errorf(codes.ResourceExhausted, "the adapter has %d PublishStreams open, its limit: send more events on each", PublishStreamsOpen)
+	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	s := &pubStream{a: a, ctx: ctx, slots: make(chan struct{}, inFlight),
@@ -72,26 +88,16 @@ func (a *Adapter) publishStream(stream grpc.BidiStreamingServer[eventsv1.Publish
 	go func() { sent <- s.sendAnswers(stream, cancel) }()
 
 	var readErr error
+read:
 	for index := uint64(0); ; index++ {
 		select {
 		case s.slots <- struct{}{}:
 		case <-ctx.Done():
 			readErr = status.FromContextError(ctx.Err()).Err()
-		}
-		if readErr == nil {
-			select {
-			case a.streamEvents <- struct{}{}:
-			case <-ctx.Done():
-				<-s.slots
-				readErr = status.FromContextError(ctx.Err()).Err()
-			}
-		}
-		if readErr != nil {
-			break
+			break read
 		}
 		req, err := stream.Recv()
 		if err != nil {
-			<-a.streamEvents
 			<-s.slots
 			if !errors.Is(err, io.EOF) {
 				// Not a PublishStreamRequest, over gRPC's size limit, or
@@ -103,9 +109,15 @@ func (a *Adapter) publishStream(stream grpc.BidiStreamingServer[eventsv1.Publish
 		}
 		ev, err := a.checkEvent(req.GetEvent())
 		if err != nil {
-			<-a.streamEvents
 			s.answers <- answer(index, req.GetEvent().GetId(), nil, err) // never blocks: a slot is ours
 			continue
+		}
+		select {
+		case a.streamEvents <- struct{}{}:
+		case <-ctx.Done():
+			readErr = status.FromContextError(ctx.Err()).Err()
+			s.answers <- answer(index, req.GetEvent().GetId(), nil, readErr) // not sent to the gateway
+			break read
 		}
 		s.enqueue(pubEvent{index: index, id: req.GetEvent().GetId(), ev: ev})
 	}

@@ -601,3 +601,131 @@ func TestACancelledStreamFreesItsShareOfTheAdaptersBound(t *testing.T) {
 		return bustest.Check(f.gw.heldNow() == want, fmt.Sprintf("the gateway holds %d publications, want %d (the cancelled stream's and the whole bound)", f.gw.heldNow(), want))
 	})
 }
+
+// openAnswered opens n streams and publishes one event on each, reading
+// its answer: each stream's handler is then running, waiting for the next
+// event of an idle backend. The gateway must answer at once (releaseAll).
+func openAnswered(t *testing.T, ctx context.Context, f *streamFixture, n int, prefix string) []grpc.BidiStreamingClient[eventsv1.PublishStreamRequest, eventsv1.PublishStreamResponse] {
+	t.Helper()
+	sts := make([]grpc.BidiStreamingClient[eventsv1.PublishStreamRequest, eventsv1.PublishStreamResponse], n)
+	for s := range sts {
+		st, err := f.client.PublishStream(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&eventsv1.PublishStreamRequest{Event: addressChange(fmt.Sprintf("%s-%012d", prefix, s), fmt.Sprintf("I%d", 100000+s))}); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := st.Recv(); err != nil || r.GetCode() != 0 {
+			t.Fatalf("stream %d: answer %v, %v", s, r, err)
+		}
+		sts[s] = st
+	}
+	return sts
+}
+
+// Streams whose backend sends nothing for now (one per worker, say) hold
+// no place among the adapter's events in flight: with as many idle
+// streams as that bound, an event on another stream is still published.
+// (Each stream used to take its place before waiting for its next event.)
+func TestIdleStreamsHoldBackNoOtherStream(t *testing.T) {
+	t.Parallel()
+	f := startStreamFixture(t)
+	f.gw.releaseAll()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	openAnswered(t, ctx, f, adapter.PublishStreamsInFlight, "idle")
+
+	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+	defer acancel()
+	st, err := f.client.PublishStream(actx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&eventsv1.PublishStreamRequest{Event: addressChange("busy-0000000000000001", "B100001")}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := st.Recv(); err != nil || r.GetCode() != 0 {
+		t.Fatalf("behind %d idle streams, the event's answer: %v, %v", adapter.PublishStreamsInFlight, r, err)
+	}
+}
+
+// Streams beyond PublishStreamsOpen are refused with ResourceExhausted
+// (each open stream may hold an event waiting for a place in flight); a
+// stream that ends gives its place back.
+func TestPublishStreamsBeyondTheLimitAreRefused(t *testing.T) {
+	t.Parallel()
+	f := startStreamFixture(t)
+	f.gw.releaseAll()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	sts := openAnswered(t, ctx, f, adapter.PublishStreamsOpen, "open")
+
+	extra, err := f.client.PublishStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := extra.Recv(); status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "PublishStreams open") {
+		t.Fatalf("stream %d: %v, want ResourceExhausted", adapter.PublishStreamsOpen+1, err)
+	}
+
+	if err := sts[0].CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sts[0].Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("a closed stream ends with %v, want EOF", err)
+	}
+	bustest.Eventually(t, time.Minute, func() error {
+		st, err := f.client.PublishStream(ctx)
+		if err != nil {
+			return err
+		}
+		if err := st.Send(&eventsv1.PublishStreamRequest{Event: addressChange("again-0000000000000001", "A100001")}); err != nil {
+			return err
+		}
+		r, err := st.Recv()
+		if err != nil {
+			return err // the place is given back once the ended stream's handler has returned
+		}
+		return bustest.Check(r.GetCode() == 0, fmt.Sprintf("answer %v", r))
+	})
+}
+
+// An event over the bus's message size is refused at once, before it
+// waits for a place or a lane, and the stream goes on.
+func TestPublishStreamRefusesAnEventOverTheBusLimit(t *testing.T) {
+	t.Parallel()
+	f := startStreamFixture(t)
+	f.gw.releaseAll()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	st, err := f.client.PublishStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := addressChange("big-00000000000000001", "G100001")
+	big.GetAddressChanged().Street = strings.Repeat("x", 3<<20)
+	for _, ev := range []*eventsv1.Event{big, addressChange("small-0000000000000001", "G100002")} {
+		if err := st.Send(&eventsv1.PublishStreamRequest{Event: ev}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	answers, err := readAnswers(t, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := answers[0]; codes.Code(a.GetCode()) != codes.InvalidArgument || !strings.Contains(a.GetMessage(), "over the bus's limit") {
+		t.Errorf("the big event's answer: %v, want InvalidArgument over the bus's limit", a)
+	}
+	if a := answers[1]; a.GetCode() != 0 {
+		t.Errorf("the next event's answer: %v, want OK", a)
+	}
+	f.gw.mu.Lock()
+	defer f.gw.mu.Unlock()
+	if f.gw.received != 1 {
+		t.Errorf("the gateway received %d publications, want 1 (the small one)", f.gw.received)
+	}
+}
