@@ -146,3 +146,54 @@ func askHousehold(t *testing.T, reply []byte) ([]byte, *recorder, error) {
 	}
 	return got.Data, audit, nil
 }
+
+// TestHostileWireReplyUndefinedEnum: a provider answers GetHousehold, to a
+// token limited to household.members.relation, with relations its enum
+// does not define, each a number of the provider's choice (32 bits per
+// member: a relative's eID, a few members at a time). An undefined value
+// is an unknown field: it does not leave, the member is sent without it,
+// and the audit record lists only what the consumer receives.
+func TestHostileWireReplyUndefinedEnum(t *testing.T) {
+	t.Parallel()
+	const covert = 0x4b345678 // four bytes of a relative's eID
+	for name, c := range map[string]struct {
+		members [][]byte
+		want    []civilv1.Relation
+		fields  []string
+	}{
+		"beside a defined one": {[][]byte{varint(nil, 2, covert), varint(nil, 2, uint64(civilv1.Relation_RELATION_SPOUSE))},
+			[]civilv1.Relation{0, civilv1.Relation_RELATION_SPOUSE}, []string{"household.members.relation"}},
+		"alone":         {[][]byte{varint(nil, 2, covert)}, []civilv1.Relation{0}, []string{"household.members"}},
+		"negative":      {[][]byte{varint(nil, 2, 1<<64-covert)}, []civilv1.Relation{0}, []string{"household.members"}},
+		"the last wins": {[][]byte{varint(varint(nil, 2, uint64(civilv1.Relation_RELATION_HEAD)), 2, covert)}, []civilv1.Relation{0}, []string{"household.members"}},
+	} {
+		var household []byte
+		for _, m := range c.members {
+			household = msg(household, 2, m)
+		}
+		got, audit, err := askHousehold(t, msg(nil, 1, household))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var resp civilv1.GetHouseholdResponse
+		if err := proto.Unmarshal(got, &resp); err != nil {
+			t.Fatal(err)
+		}
+		ms := resp.GetHousehold().GetMembers()
+		if len(ms) != len(c.want) {
+			t.Fatalf("%s: sent %v", name, &resp)
+		}
+		for i, m := range ms {
+			if m.GetRelation() != c.want[i] {
+				t.Fatalf("%s: member %d's relation %d left (%x)", name, i, m.GetRelation(), got)
+			}
+		}
+		if canon, _ := (proto.MarshalOptions{Deterministic: true}).Marshal(&resp); !bytes.Equal(got, canon) {
+			t.Fatalf("%s: sent %x, not the values' own encoding %x", name, got, canon)
+		}
+		recs := audit.all()
+		if rel := minimise.Released(resp.ProtoReflect()); !slices.Equal(rel, c.fields) || len(recs) != 1 || !slices.Equal(recs[0].Fields, c.fields) {
+			t.Fatalf("%s: released %v, audited %v, want %v", name, rel, recs, c.fields)
+		}
+	}
+}

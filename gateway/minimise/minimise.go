@@ -7,8 +7,9 @@
 // field under it, releases it — neither a path above it nor a nil set does.
 //
 // Invariant: after DropUnknown and Trim, every populated field of the message
-// is one its descriptor knows and lies on or under an allowed path; nothing
-// outside them can leave the gateway.
+// is one its descriptor knows, holding no enum value its enum does not
+// define, and lies on or under an allowed path; nothing outside them can
+// leave the gateway.
 //
 // The gateway minimises a provider's reply with a WirePlan (wire.go): the
 // same result, computed in one pass over the reply's bytes without decoding
@@ -58,9 +59,13 @@ func covers(p, q string) bool {
 }
 
 // DropUnknown clears the unknown fields of m and of every message inside it
-// (singular, repeated and map values, at any depth) and returns how many
-// fields it dropped. Fields the descriptors do not know are never agreed,
-// and Trim cannot see them: they must go before anything is released.
+// (singular, repeated and map values, at any depth), and the enum values
+// their enums do not define (a singular field cleared, a list's element or
+// a map's entry removed), and returns how many it dropped. Fields the
+// descriptors do not know are never agreed, and Trim cannot see them: they
+// must go before anything is released. An undefined enum value is a number
+// the decoder keeps, open enum or closed: in an agreed field it would
+// carry 32 bits of the provider's choice.
 func DropUnknown(m protoreflect.Message) int {
 	return unknownfields.Drop(m)
 }

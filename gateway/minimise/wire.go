@@ -12,6 +12,15 @@ package minimise
 // bytes are those proto.Marshal writes for what they carry (no layout or
 // value encoding of the provider's choice leaves: see emit).
 //
+// An enum value its enum does not define is an unknown field, as for
+// DropUnknown (proto/unknownfields): the protobuf module keeps the number,
+// open enum or closed, and it would carry 32 bits of the provider's
+// choice. A singular field whose value (the last one, as decoding leaves
+// it) is undefined is dropped as if absent, an undefined element of a list
+// is dropped from it, and each is counted with the unknown fields, kept or
+// not. A lookup in the enum's set (unknownfields.EnumOf, built once per
+// enum) per value; nothing is allocated.
+//
 // It covers the message types whose every message (at any depth) has no
 // group, map, oneof (proto3 optional fields are fine), required field,
 // extension range or weak field, and is no message set: the ministries'
@@ -20,6 +29,7 @@ package minimise
 
 import (
 	"errors"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -29,6 +39,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/jisr-bus/jisr/proto/eidfield"
+	"github.com/jisr-bus/jisr/proto/unknownfields"
 )
 
 // ErrInvalidReply is returned for bytes that proto.Unmarshal would refuse
@@ -44,6 +55,12 @@ type wmsg struct {
 	sparse map[protowire.Number]int
 	fields []wfield
 	byNum  []int // field indexes in the order of their numbers (proto.Marshal's)
+	// lastWins: a singular enum field here, or under a singular message
+	// field, so that which value decoding keeps (the last; occurrences of a
+	// message merged) decides what is counted unknown: two occurrences of
+	// a message of this type are not counted one by one.
+	lastWins bool
+	mergeSub bool // a singular message field of a lastWins type
 }
 
 type wfield struct {
@@ -57,8 +74,13 @@ type wfield struct {
 	utf8      bool // a string whose bytes proto.Unmarshal checks
 	implicit  bool // implicit presence: a zero value is not populated
 	namedOnly bool
-	msg       *wmsg // for message fields; set once all types are built
+	enum      *unknownfields.Enum // for enum fields: the numbers the enum defines
+	msg       *wmsg               // for message fields; set once all types are built
 }
+
+// merges is whether f is a singular message field whose occurrences must
+// be merged before their undefined enum values are counted.
+func (f *wfield) merges() bool { return f.msg != nil && !f.list && f.msg.lastWins }
 
 func (w *wmsg) index(num protowire.Number) int {
 	if int(num) < len(w.dense) {
@@ -85,6 +107,7 @@ func wireMsg(md protoreflect.MessageDescriptor) *wmsg {
 		wmsgs.Store(md, (*wmsg)(nil))
 		return nil
 	}
+	setLastWins(built)
 	for d, x := range built {
 		wmsgs.LoadOrStore(d, x)
 	}
@@ -136,6 +159,9 @@ func buildWire(md protoreflect.MessageDescriptor, built map[protoreflect.Message
 			return nil
 		}
 		f.implicit = !f.list && !fd.HasPresence() && f.kind != protoreflect.MessageKind
+		if f.kind == protoreflect.EnumKind {
+			f.enum = unknownfields.EnumOf(fd.Enum())
+		}
 		f.packed = f.packable && fd.IsPacked()
 		if n := int(fd.Number()); n < 1024 && n+1 > maxDense {
 			maxDense = n + 1
@@ -163,6 +189,27 @@ func buildWire(md protoreflect.MessageDescriptor, built map[protoreflect.Message
 		}
 	}
 	return w
+}
+
+// setLastWins sets lastWins and mergeSub on the types of one build (a
+// fixed point: types may be recursive).
+func setLastWins(built map[protoreflect.MessageDescriptor]*wmsg) {
+	for changed := true; changed; {
+		changed = false
+		for _, w := range built {
+			for i := range w.fields {
+				f := &w.fields[i]
+				if !w.lastWins && !f.list && (f.enum != nil || f.msg != nil && f.msg.lastWins) {
+					w.lastWins, changed = true, true
+				}
+			}
+		}
+	}
+	for _, w := range built {
+		for i := range w.fields {
+			w.mergeSub = w.mergeSub || w.fields[i].merges()
+		}
+	}
 }
 
 func isMessageSet(md protoreflect.MessageDescriptor) bool {
@@ -362,7 +409,17 @@ func (st *wstate) message(b []byte, n *wnode, depth int) (bool, error) {
 		}
 		c = c[tl+vl:]
 		i := n.m.index(num)
-		if i < 0 || !n.keep[i] {
+		if i < 0 {
+			continue
+		}
+		if !n.keep[i] {
+			// A dropped message sent twice is counted merged (messageMerged).
+			if n.m.mergeSub && wt == protowire.BytesType && n.m.fields[i].merges() {
+				if seen[i/64]&(1<<(i%64)) != 0 {
+					return st.messageMerged(b, n, depth)
+				}
+				seen[i/64] |= 1 << (i % 64)
+			}
 			continue
 		}
 		f := &n.m.fields[i]
@@ -379,14 +436,14 @@ func (st *wstate) message(b []byte, n *wnode, depth int) (bool, error) {
 		}
 		prev = num
 	}
-	var presentSmall, listSmall [2]uint64 // message fields present; repeated scalars released
-	presentMsg, listRel := presentSmall[:], listSmall[:]
+	var presentSmall, listSmall, undefSmall [2]uint64 // message fields present; repeated scalars released; singular enums undefined
+	presentMsg, listRel, undef := presentSmall[:], listSmall[:], undefSmall[:]
 	if len(seen) > 2 {
-		presentMsg, listRel = make([]uint64, len(seen)), make([]uint64, len(seen))
+		presentMsg, listRel, undef = make([]uint64, len(seen)), make([]uint64, len(seen)), make([]uint64, len(seen))
 	}
 	any := false
 	for len(b) > 0 {
-		i, f, wt, tl, vl, err := st.field(b, n, depth)
+		i, f, wt, tl, vl, err := st.field(b, n, depth, undef)
 		if err != nil {
 			return false, err
 		}
@@ -397,7 +454,7 @@ func (st *wstate) message(b []byte, n *wnode, depth int) (bool, error) {
 		}
 		if !n.keep[i] {
 			if f.kind == protoreflect.MessageKind {
-				if err := st.skipMessage(chunk[tl:], f.msg, depth+1); err != nil {
+				if err := st.skipMessage(chunk[tl:], f.msg, depth+1, true); err != nil {
 					return false, err
 				}
 			}
@@ -439,14 +496,24 @@ func (st *wstate) message(b []byte, n *wnode, depth int) (bool, error) {
 			}
 		}
 	}
+	st.countUndefined(undef)
 	return any, nil
+}
+
+// countUndefined counts, as unknown, the singular enum fields of one
+// message whose last value is undefined.
+func (st *wstate) countUndefined(undef []uint64) {
+	for _, w := range undef {
+		st.unknown += bits.OnesCount64(w)
+	}
 }
 
 // field reads the field at the start of b, in a message of n's type: its
 // index and schema, wire type, and the lengths of its tag and value. A
 // number n does not know, or a known number with another wire type, is an
 // unknown field: counted, and returned with a nil f for the caller to skip.
-func (st *wstate) field(b []byte, n *wnode, depth int) (i int, f *wfield, wt protowire.Type, tl, vl int, err error) {
+// An enum field's undefined values are counted (enumValues, with undef).
+func (st *wstate) field(b []byte, n *wnode, depth int, undef []uint64) (i int, f *wfield, wt protowire.Type, tl, vl int, err error) {
 	num, wt, tl := protowire.ConsumeTag(b)
 	if tl < 0 || num > protowire.MaxValidNumber {
 		return 0, nil, 0, 0, 0, ErrInvalidReply
@@ -467,7 +534,35 @@ func (st *wstate) field(b []byte, n *wnode, depth int) (i int, f *wfield, wt pro
 		st.unknown++
 		return i, nil, wt, tl, vl, nil
 	}
+	if f.enum != nil {
+		st.enumValues(f, i, wt, b[tl:tl+vl], undef)
+	}
 	return i, f, wt, tl, vl, nil
+}
+
+// enumValues counts what DropUnknown counts of one checked occurrence b
+// of enum field f (index i): each value of a list that the enum does not
+// define; for a singular field, whose last value decides, it records in
+// undef whether this value is undefined, for countUndefined.
+func (st *wstate) enumValues(f *wfield, i int, wt protowire.Type, b []byte, undef []uint64) {
+	if !f.list {
+		if x, _ := protowire.ConsumeVarint(b); f.enum.Defines(protoreflect.EnumNumber(int32(x))) {
+			undef[i/64] &^= 1 << (i % 64)
+		} else {
+			undef[i/64] |= 1 << (i % 64)
+		}
+		return
+	}
+	if wt == protowire.BytesType {
+		b, _ = protowire.ConsumeBytes(b)
+	}
+	for len(b) > 0 {
+		x, k := protowire.ConsumeVarint(b)
+		if !f.enum.Defines(protoreflect.EnumNumber(int32(x))) {
+			st.unknown++
+		}
+		b = b[k:]
+	}
 }
 
 // subMessage emits kept message field i of n holding v (one element or the
@@ -513,8 +608,9 @@ func (st *wstate) messageMerged(b []byte, n *wnode, depth int) (bool, error) {
 		chunk []byte
 	}
 	var occs []occ
+	undef := make([]uint64, (len(n.m.fields)+63)/64)
 	for len(b) > 0 {
-		i, f, wt, tl, vl, err := st.field(b, n, depth)
+		i, f, wt, tl, vl, err := st.field(b, n, depth, undef)
 		if err != nil {
 			return false, err
 		}
@@ -522,8 +618,15 @@ func (st *wstate) messageMerged(b []byte, n *wnode, depth int) (bool, error) {
 		b = b[tl+vl:]
 		switch {
 		case f == nil:
+		case f.kind == protoreflect.MessageKind && !n.keep[i] && f.merges():
+			// Dropped, but counted merged (below): each occurrence must
+			// decode on its own.
+			if err := st.skipMessage(chunk[tl:], f.msg, depth+1, false); err != nil {
+				return false, err
+			}
+			occs = append(occs, occ{i, wt, tl, chunk})
 		case f.kind == protoreflect.MessageKind && !n.keep[i]:
-			if err := st.skipMessage(chunk[tl:], f.msg, depth+1); err != nil {
+			if err := st.skipMessage(chunk[tl:], f.msg, depth+1, true); err != nil {
 				return false, err
 			}
 		case f.kind == protoreflect.MessageKind:
@@ -541,12 +644,27 @@ func (st *wstate) messageMerged(b []byte, n *wnode, depth int) (bool, error) {
 			occs = append(occs, occ{i, wt, tl, chunk})
 		}
 	}
+	st.countUndefined(undef)
 	any := false
 	for _, i := range n.m.byNum {
+		f := &n.m.fields[i]
 		if !n.keep[i] {
+			if f.merges() {
+				// The occurrences of a dropped message, merged, counted
+				// as DropUnknown counts the decoded one.
+				var merged []byte
+				for j := range occs {
+					if o := &occs[j]; o.i == i {
+						w, _ := protowire.ConsumeBytes(o.chunk[o.tl:])
+						merged = append(merged, w...)
+					}
+				}
+				if err := st.validate(merged, f.msg, depth+1, true); err != nil {
+					return false, err
+				}
+			}
 			continue
 		}
-		f := &n.m.fields[i]
 		var last *occ
 		count := 0
 		for j := range occs {
@@ -703,13 +821,17 @@ func (st *wstate) emit(f *wfield, wt protowire.Type, b []byte) {
 		size := 0
 		for c := v; len(c) > 0; {
 			x, n := protowire.ConsumeVarint(c)
-			size += protowire.SizeVarint(canonVarint(f.kind, x))
+			if f.defines(x) {
+				size += protowire.SizeVarint(canonVarint(f.kind, x))
+			}
 			c = c[n:]
 		}
 		st.out = protowire.AppendVarint(protowire.AppendTag(st.out, num, wt), uint64(size))
 		for len(v) > 0 {
 			x, n := protowire.ConsumeVarint(v)
-			st.out = protowire.AppendVarint(st.out, canonVarint(f.kind, x))
+			if f.defines(x) {
+				st.out = protowire.AppendVarint(st.out, canonVarint(f.kind, x))
+			}
 			v = v[n:]
 		}
 		return
@@ -745,8 +867,11 @@ func appendValues(vals []byte, count int, f *wfield, wt protowire.Type, b []byte
 		switch f.wt {
 		case protowire.VarintType:
 			x, n := protowire.ConsumeVarint(b)
-			vals = protowire.AppendVarint(vals, canonVarint(f.kind, x))
 			b = b[n:]
+			if !f.defines(x) {
+				continue // an undefined enum value: unknown (counted by field)
+			}
+			vals = protowire.AppendVarint(vals, canonVarint(f.kind, x))
 		case protowire.Fixed32Type:
 			vals, b = appendFixed(vals, f, b[:4]), b[4:]
 		default:
@@ -798,18 +923,40 @@ func canonVarint(k protoreflect.Kind, x uint64) uint64 {
 	return x
 }
 
+// defines reports whether varint x, as a value of f, is not an enum value
+// that f's enum does not define (true for any other kind).
+func (f *wfield) defines(x uint64) bool {
+	return f.enum == nil || f.enum.Defines(protoreflect.EnumNumber(int32(x)))
+}
+
 // populated reports whether a checked value (or packed values) of a kept
-// non-message field leaves the field populated once decoded: an implicit-
-// presence scalar's zero does not, nor does an empty packed list.
+// non-message field leaves the field populated once decoded and unknown
+// values dropped: an implicit-presence scalar's zero does not, nor does an
+// empty packed list, nor an enum value the enum does not define (nor a
+// list of them).
 func populated(f *wfield, wt protowire.Type, b []byte) bool {
 	if f.list {
 		if f.packable && wt == protowire.BytesType {
 			v, _ := protowire.ConsumeBytes(b)
-			return len(v) > 0
+			if f.enum == nil {
+				return len(v) > 0
+			}
+			for len(v) > 0 {
+				x, n := protowire.ConsumeVarint(v)
+				if f.defines(x) {
+					return true
+				}
+				v = v[n:]
+			}
+			return false
 		}
-		return true
 	}
-	if !f.implicit {
+	if f.enum != nil && wt == protowire.VarintType {
+		if x, _ := protowire.ConsumeVarint(b); !f.defines(x) {
+			return false
+		}
+	}
+	if f.list || !f.implicit {
 		return true
 	}
 	switch f.kind {
@@ -832,9 +979,9 @@ func populated(f *wfield, wt protowire.Type, b []byte) bool {
 }
 
 // skipMessage validates a message that is not kept, as proto.Unmarshal
-// would decode it, and counts its unknown fields (DropUnknown counts them
-// before Trim drops the field).
-func (st *wstate) skipMessage(b []byte, m *wmsg, depth int) error {
+// would decode it, and counts its unknown fields where count is set
+// (DropUnknown counts them before Trim drops the field).
+func (st *wstate) skipMessage(b []byte, m *wmsg, depth int, count bool) error {
 	if depth > recursionLimit {
 		return ErrInvalidReply
 	}
@@ -842,7 +989,7 @@ func (st *wstate) skipMessage(b []byte, m *wmsg, depth int) error {
 	if n < 0 {
 		return ErrInvalidReply
 	}
-	return st.validate(v, m, depth, true)
+	return st.validate(v, m, depth, count)
 }
 
 // validate checks the message encoded in b at depth (and every message in
@@ -851,6 +998,98 @@ func (st *wstate) validate(b []byte, m *wmsg, depth int, count bool) error {
 	if depth > recursionLimit {
 		return ErrInvalidReply
 	}
+	if !count || !m.lastWins {
+		return st.validate1(b, m, depth, count, nil)
+	}
+	var undefSmall [2]uint64
+	undef := undefSmall[:]
+	if len(m.fields) > 128 {
+		undef = make([]uint64, (len(m.fields)+63)/64)
+	}
+	if m.mergeSub && sentTwice(b, m) {
+		return st.validateMerged(b, m, depth, undef)
+	}
+	if err := st.validate1(b, m, depth, true, undef); err != nil {
+		return err
+	}
+	st.countUndefined(undef)
+	return nil
+}
+
+// sentTwice reports whether a singular message field that must be counted
+// merged (wfield.merges) occurs more than once in b (which validate1
+// checks: here a malformed field only ends the scan).
+func sentTwice(b []byte, m *wmsg) bool {
+	var seenSmall [2]uint64
+	seen := seenSmall[:]
+	if len(m.fields) > 128 {
+		seen = make([]uint64, (len(m.fields)+63)/64)
+	}
+	for len(b) > 0 {
+		num, wt, tl := protowire.ConsumeTag(b)
+		if tl < 0 {
+			return false
+		}
+		vl := protowire.ConsumeFieldValue(num, wt, b[tl:])
+		if vl < 0 {
+			return false
+		}
+		b = b[tl+vl:]
+		if i := m.index(num); i >= 0 && wt == protowire.BytesType && m.fields[i].merges() {
+			if seen[i/64]&(1<<(i%64)) != 0 {
+				return true
+			}
+			seen[i/64] |= 1 << (i % 64)
+		}
+	}
+	return false
+}
+
+// validateMerged is validate, counting, for a message where a singular
+// message field that must be counted merged occurs more than once (rare:
+// a hostile reply): each occurrence is checked on its own, then their
+// merge is counted.
+func (st *wstate) validateMerged(b []byte, m *wmsg, depth int, undef []uint64) error {
+	var merged map[int][]byte
+	for c := b; len(c) > 0; {
+		num, wt, tl := protowire.ConsumeTag(c)
+		if tl < 0 || num > protowire.MaxValidNumber {
+			return ErrInvalidReply
+		}
+		vl := protowire.ConsumeFieldValue(num, wt, c[tl:])
+		if vl < 0 {
+			return ErrInvalidReply
+		}
+		if i := m.index(num); i >= 0 && wt == protowire.BytesType && m.fields[i].merges() {
+			if depth+1 > recursionLimit {
+				return ErrInvalidReply
+			}
+			v, _ := protowire.ConsumeBytes(c[tl:])
+			if err := st.validate1(v, m.fields[i].msg, depth+1, false, nil); err != nil {
+				return err
+			}
+			if merged == nil {
+				merged = map[int][]byte{}
+			}
+			merged[i] = append(merged[i], v...)
+		} else if err := st.validate1(c[:tl+vl], m, depth, true, undef); err != nil {
+			return err
+		}
+		c = c[tl+vl:]
+	}
+	st.countUndefined(undef)
+	for i, v := range merged {
+		if err := st.validate(v, m.fields[i].msg, depth+1, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validate1 is validate's pass over the fields of b, recording in undef
+// (where count is set and the type has singular enum fields) which of
+// them end undefined, for the caller to count.
+func (st *wstate) validate1(b []byte, m *wmsg, depth int, count bool, undef []uint64) error {
 	for len(b) > 0 {
 		num, wt, tl := protowire.ConsumeTag(b)
 		if tl < 0 || num > protowire.MaxValidNumber {
@@ -873,15 +1112,18 @@ func (st *wstate) validate(b []byte, m *wmsg, depth int, count bool) error {
 		if err != nil {
 			return err
 		}
-		if !ok {
+		switch {
+		case !ok:
 			if count {
 				st.unknown++
 			}
-		} else if f.kind == protoreflect.MessageKind {
+		case f.kind == protoreflect.MessageKind:
 			v, _ := protowire.ConsumeBytes(b[tl:])
 			if err := st.validate(v, f.msg, depth+1, count); err != nil {
 				return err
 			}
+		case f.enum != nil && count && (f.list || undef != nil): // a singular enum makes its type lastWins: validate passes undef
+			st.enumValues(f, i, wt, b[tl:tl+vl], undef)
 		}
 		b = b[tl+vl:]
 	}

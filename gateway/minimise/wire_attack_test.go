@@ -2,6 +2,7 @@ package minimise
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -82,7 +83,53 @@ func attack(t *testing.T, md protoreflect.MessageDescriptor, data []byte, fields
 		})
 	}
 	walk(got.ProtoReflect(), "")
+	// No enum value its enum does not define leaves: 32 free bits in an
+	// agreed field.
+	if v, ok := undefinedEnum(got.ProtoReflect()); ok {
+		t.Fatalf("%x: output %x carries the undefined enum value %s", data, out, v)
+	}
 	return out, rel, nil
+}
+
+// undefinedEnum finds an enum value, at any depth, that its enum does not
+// define.
+func undefinedEnum(m protoreflect.Message) (string, bool) {
+	var found string
+	defined := func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Enum().Values().ByNumber(v.Enum()) == nil {
+			found = fmt.Sprintf("%s=%d", fd.FullName(), v.Enum())
+			return false
+		}
+		return true
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap():
+			return true
+		case fd.Kind() == protoreflect.EnumKind && fd.IsList():
+			for i := 0; i < v.List().Len(); i++ {
+				if !defined(fd, v.List().Get(i)) {
+					return false
+				}
+			}
+		case fd.Kind() == protoreflect.EnumKind:
+			return defined(fd, v)
+		case fd.Message() != nil && fd.IsList():
+			for i := 0; i < v.List().Len(); i++ {
+				if s, ok := undefinedEnum(v.List().Get(i).Message()); ok {
+					found = s
+					return false
+				}
+			}
+		case fd.Message() != nil:
+			if s, ok := undefinedEnum(v.Message()); ok {
+				found = s
+				return false
+			}
+		}
+		return true
+	})
+	return found, found != ""
 }
 
 func mustRefuse(t *testing.T, md protoreflect.MessageDescriptor, data []byte, fields, named []string) {
@@ -108,7 +155,7 @@ func mustRelease(t *testing.T, md protoreflect.MessageDescriptor, data []byte, f
 
 // Field numbers of testType.
 const (
-	nI32, nOK, nColor, nStr, nRaw, nInts, nStrs, nChild, nKids, nOpt, nSecret = 1, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+	nI32, nOK, nColor, nStr, nRaw, nInts, nStrs, nChild, nKids, nOpt, nSecret, nColors = 1, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 22
 )
 
 func TestWireAttackWireTypeConfusion(t *testing.T) {
@@ -256,9 +303,11 @@ func TestWireAttackPresenceAndMerging(t *testing.T) {
 
 // TestWireAttackClosedEnum: a proto2 (closed) enum field with a value
 // outside the enum. The protobuf module decodes such a value as it is (it
-// does not move it to the unknown fields), so the wire pass may release it
-// exactly where the reference does; what is pinned here is that both agree,
-// so a protobuf upgrade that starts moving it is caught by this test.
+// does not move it to the unknown fields); both paths drop it as unknown
+// (TestWireAttackUndefinedEnum), counting the value decoding keeps. What
+// is pinned here is that both agree, so a protobuf upgrade that starts
+// moving it (then a singular field keeps its last defined value, and each
+// undefined occurrence counts) is caught by this test.
 func TestWireAttackClosedEnum(t *testing.T) {
 	t.Parallel()
 	md := testType("proto2")
@@ -272,6 +321,84 @@ func TestWireAttackClosedEnum(t *testing.T) {
 		if err != nil || !slices.Equal(rel, wantRel) {
 			t.Fatalf("%x: %q %v, reference %q", data, rel, err, wantRel)
 		}
+	}
+}
+
+// TestWireAttackUndefinedEnum: an enum value its enum does not define,
+// open (proto3) or closed (proto2, editions): the protobuf module keeps
+// the number as the field's value, so an agreed enum field would carry 32
+// bits of the provider's choice to the consumer. Both paths treat it as an
+// unknown field: a singular field is dropped as if absent, an element of a
+// list is dropped from it, and each counts as one unknown field (the
+// value decoding leaves: a singular field's last one), kept or not.
+func TestWireAttackUndefinedEnum(t *testing.T) {
+	t.Parallel()
+	p3, p2, ed := testType("proto3"), testType("proto2"), editionsType(t, false)
+	const hidden = uint64(0xdeadbeef) << 32
+	packed := func(vs ...uint64) []byte {
+		var b []byte
+		for _, v := range vs {
+			b = protowire.AppendVarint(b, v)
+		}
+		return b
+	}
+	secret := bytesF(nSecret, []byte("eid-123"))
+	for _, c := range []struct {
+		name    string
+		md      protoreflect.MessageDescriptor
+		data    []byte
+		fields  []string
+		sent    []byte // nil: not checked
+		rel     []string
+		unknown int
+	}{
+		{"open", p3, varintF(nColor, 7), []string{"color"}, []byte{}, nil, 1},
+		{"open, 32 bits", p3, varintF(nColor, 0xdeadbeef), []string{"color"}, []byte{}, nil, 1},
+		{"open, negative", p3, varintF(nColor, math.MaxUint64), []string{"color"}, []byte{}, nil, 1},
+		{"open, high bits over an undefined value", p3, varintF(nColor, hidden|7), []string{"color"}, []byte{}, nil, 1},
+		{"open, no restriction", p3, cat(varintF(nI32, 3), varintF(nColor, 7)), nil, varintF(nI32, 3), []string{"i32"}, 1},
+		{"open, beside an agreed field", p3, cat(varintF(nI32, 3), varintF(nColor, 7)), []string{"i32", "color"}, varintF(nI32, 3), []string{"i32"}, 1},
+		{"the last value undefined", p3, cat(varintF(nColor, 1), varintF(nColor, 7)), []string{"color"}, []byte{}, nil, 1},
+		{"the last value defined", p3, cat(varintF(nColor, 7), varintF(nColor, 1)), []string{"color"}, varintF(nColor, 1), []string{"color"}, 0},
+		{"twice undefined: one value", p3, cat(varintF(nColor, 7), varintF(nColor, 8)), []string{"color"}, []byte{}, nil, 1},
+		{"out of order", p3, cat(varintF(nOK, 1), varintF(nColor, 7)), []string{"ok", "color"}, varintF(nOK, 1), []string{"ok"}, 1},
+		{"not agreed: still counted", p3, cat(varintF(nI32, 3), varintF(nColor, 7)), []string{"i32"}, varintF(nI32, 3), []string{"i32"}, 1},
+		{"not agreed, last value wins", p3, cat(varintF(nColor, 7), varintF(nColor, 1), varintF(nI32, 3)), []string{"i32"}, nil, []string{"i32"}, 0},
+		{"in an agreed message", p3, bytesF(nChild, varintF(nColor, 9)), []string{"child.color"}, bytesF(nChild, nil), []string{"child"}, 1},
+		{"in a dropped message", p3, cat(bytesF(nKids, cat(varintF(nColor, 9), secret)), varintF(nI32, 2)), []string{"i32"}, varintF(nI32, 2), []string{"i32"}, 1},
+		{"in a dropped message, twice", p3, cat(bytesF(nKids, cat(varintF(nColor, 9), varintF(nColor, 1))), varintF(nI32, 2)), []string{"i32"}, varintF(nI32, 2), []string{"i32"}, 0},
+		{"in a merged message", p3, cat(bytesF(nChild, varintF(nColor, 1)), bytesF(nChild, varintF(nColor, 9))), []string{"child"}, bytesF(nChild, nil), []string{"child"}, 1},
+		{"packed", p3, bytesF(nColors, packed(1, 7, 0, hidden|5, 1)), []string{"colors"}, bytesF(nColors, packed(1, 0, 1)), []string{"colors"}, 2},
+		{"packed, none defined", p3, bytesF(nColors, packed(7, 0xdeadbeef)), []string{"colors"}, []byte{}, nil, 2},
+		{"packed, not agreed", p3, bytesF(nColors, packed(7, 1, 8)), []string{"i32"}, []byte{}, nil, 2},
+		{"packed in chunks", p3, cat(bytesF(nColors, packed(7)), bytesF(nColors, packed(1, 8))), []string{"colors"}, bytesF(nColors, packed(1)), []string{"colors"}, 2},
+		{"unpacked where packed", p3, cat(varintF(nColors, 9), varintF(nColors, 1)), []string{"colors"}, bytesF(nColors, packed(1)), []string{"colors"}, 1},
+		{"unpacked, none defined", p3, cat(varintF(nColors, 9), varintF(nColors, 3)), []string{"colors"}, []byte{}, nil, 2},
+		{"closed", p2, varintF(nColor, 7), []string{"color"}, []byte{}, nil, 1},
+		{"closed, explicit zero is defined", p2, varintF(nColor, 0), []string{"color"}, varintF(nColor, 0), []string{"color"}, 0},
+		{"closed list", p2, cat(varintF(nColors, 1), varintF(nColors, 7), varintF(nColors, 0)), []string{"colors"}, cat(varintF(nColors, 1), varintF(nColors, 0)), []string{"colors"}, 1},
+		{"closed list sent packed", p2, bytesF(nColors, packed(7, 1)), []string{"colors"}, varintF(nColors, 1), []string{"colors"}, 1},
+		{"editions closed, no zero", ed, varintF(4, 0), []string{"shade"}, []byte{}, nil, 1},
+		{"editions closed list", ed, bytesF(6, packed(1, 9, 2)), []string{"shades"}, bytesF(6, packed(1, 2)), []string{"shades"}, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, rel, err := attack(t, c.md, c.data, c.fields, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(rel, c.rel) {
+				t.Errorf("released %q, want %q", rel, c.rel)
+			}
+			if c.sent != nil && !slices.Equal(out, c.sent) {
+				t.Errorf("sent %x, want %x", out, c.sent)
+			}
+			if _, _, unknown, _ := WirePlanFor(c.md, c.fields, nil).Apply(c.data); unknown != c.unknown {
+				t.Errorf("wire pass: %d unknown fields, want %d", unknown, c.unknown)
+			}
+			if _, _, unknown, _ := reference(c.md, c.data, c.fields, nil); unknown != c.unknown {
+				t.Errorf("reference: %d unknown fields, want %d", unknown, c.unknown)
+			}
+		})
 	}
 }
 

@@ -62,7 +62,7 @@ func referenceAs(mt protoreflect.MessageType, reply []byte, fields, named []stri
 
 // wireKinds are the message types the differential tests run: the
 // reference ministries' replies, and two test types with every scalar kind,
-// proto3 optional, packed and unpacked lists, recursion, a named_only field
+// proto3 optional, packed and unpacked lists (enums among them), recursion, a named_only field
 // and a field number past the dense table (proto3 and proto2).
 var wireKinds = sync.OnceValue(func() []protoreflect.MessageDescriptor {
 	var out []protoreflect.MessageDescriptor
@@ -115,6 +115,9 @@ func testType(syntax string) protoreflect.MessageDescriptor {
 	add("far", 5000, descriptorpb.FieldDescriptorProto_TYPE_UINT64, opt, nil)
 	add("bools", 20, descriptorpb.FieldDescriptorProto_TYPE_BOOL, rep, nil)
 	add("date", 21, descriptorpb.FieldDescriptorProto_TYPE_MESSAGE, opt, func(f *descriptorpb.FieldDescriptorProto) { f.TypeName = proto.String(".jisr.v1.Date") })
+	add("colors", 22, descriptorpb.FieldDescriptorProto_TYPE_ENUM, rep, func(f *descriptorpb.FieldDescriptorProto) {
+		f.TypeName = proto.String(".wiretest." + syntax + ".Color")
+	})
 	file := &descriptorpb.FileDescriptorProto{Name: proto.String("wiretest/" + syntax + ".proto"), Package: proto.String("wiretest." + syntax),
 		Syntax: proto.String(syntax), Dependency: []string{"jisr/v1/options.proto", "jisr/v1/types.proto"},
 		EnumType: []*descriptorpb.EnumDescriptorProto{{Name: proto.String("Color"), Value: []*descriptorpb.EnumValueDescriptorProto{

@@ -556,7 +556,8 @@ func (a *Adapter) serve(msg *nats.Msg) {
 }
 
 // knownFields re-encodes a payload with only the fields its descriptor
-// knows, at every level, and says how many others it dropped. The gateway
+// knows (and the enum values their enums define), at every level, and
+// says how many others it dropped. The gateway
 // does the same at the boundary; the provider side does it too, so that a
 // backend's extra fields never even reach the bus (defence in depth).
 //

@@ -4,6 +4,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jisr-bus/jisr/bus/catalog"
+	"github.com/jisr-bus/jisr/proto/unknownfields"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -15,8 +16,9 @@ const maxCleanDepth = 32
 
 // wireClean reports whether b is a proto3 message of type md that
 // proto.Unmarshal accepts with no unknown field at any level: every field
-// number known and of its declared wire type, strings valid UTF-8, nested
-// messages clean too. It reads the wire bytes without decoding them into a
+// number known and of its declared wire type, strings valid UTF-8, enum
+// values defined by their enum (unknownfields.Drop drops the others),
+// nested messages clean too. It reads the wire bytes without decoding them into a
 // message, so that a payload the provider side passes through untouched
 // costs no allocation. It answers false whenever it is not sure (another
 // syntax, groups, a malformed varint, a depth over maxCleanDepth): the
@@ -42,7 +44,11 @@ func wireClean(md protoreflect.MessageDescriptor, b []byte, depth int) bool {
 			if !varintKind(fd.Kind()) {
 				return false
 			}
-			_, n = protowire.ConsumeVarint(b)
+			var x uint64
+			x, n = protowire.ConsumeVarint(b)
+			if n >= 0 && !definedEnum(fd, x) {
+				return false
+			}
 		case protowire.Fixed32Type:
 			if !fixed32Kind(fd.Kind()) {
 				return false
@@ -81,8 +87,8 @@ func cleanBytes(fd protoreflect.FieldDescriptor, v []byte, depth int) bool {
 		return wireClean(fd.Message(), v, depth+1)
 	case fd.IsList() && varintKind(k): // packed
 		for len(v) > 0 {
-			_, n := protowire.ConsumeVarint(v)
-			if n < 0 {
+			x, n := protowire.ConsumeVarint(v)
+			if n < 0 || !definedEnum(fd, x) {
 				return false
 			}
 			v = v[n:]
@@ -94,6 +100,12 @@ func cleanBytes(fd protoreflect.FieldDescriptor, v []byte, depth int) bool {
 		return len(v)%8 == 0
 	}
 	return false
+}
+
+// definedEnum reports whether varint x, as a value of fd, is not an enum
+// value that fd's enum does not define.
+func definedEnum(fd protoreflect.FieldDescriptor, x uint64) bool {
+	return fd.Kind() != protoreflect.EnumKind || unknownfields.EnumOf(fd.Enum()).Defines(protoreflect.EnumNumber(int32(x)))
 }
 
 func varintKind(k protoreflect.Kind) bool {

@@ -139,6 +139,9 @@ func TestWireCleanOnlyPassesWhatDecodingWouldPass(t *testing.T) {
 	group = protowire.AppendTag(group, 1, protowire.EndGroupType)
 	packedScalar := protowire.AppendTag(nil, 3, protowire.BytesType) // sex is not repeated
 	packedScalar = protowire.AppendBytes(packedScalar, []byte{1})
+	undefinedSex := protowire.AppendVarint(protowire.AppendTag(nil, 3, protowire.VarintType), 0x7e57) // an enum value Sex does not define
+	undefinedDeep := protowire.AppendVarint(protowire.AppendTag(nil, 6, protowire.VarintType), 7)     // All.e in All.child
+	undefinedDeep = protowire.AppendBytes(protowire.AppendTag(nil, 11, protowire.BytesType), undefinedDeep)
 	for _, c := range []struct {
 		name string
 		mt   protoreflect.MessageType
@@ -155,6 +158,8 @@ func TestWireCleanOnlyPassesWhatDecodingWouldPass(t *testing.T) {
 		{"invalid UTF-8 in a string", (&civilv1.Person{}).ProtoReflect().Type(), badUTF8, false},
 		{"a group", (&civilv1.Person{}).ProtoReflect().Type(), group, false},
 		{"a scalar sent packed", (&civilv1.Person{}).ProtoReflect().Type(), packedScalar, false},
+		{"an undefined enum value", (&civilv1.Person{}).ProtoReflect().Type(), undefinedSex, false},
+		{"an undefined enum value a level down", allKinds, undefinedDeep, false},
 		{"another syntax (structpb is proto3; descriptorpb is proto2)", (&descriptorpb.FileDescriptorProto{}).ProtoReflect().Type(), []byte{}, false},
 	} {
 		if got := wireClean(c.mt.Descriptor(), c.b, 0); got != c.want {
