@@ -309,6 +309,7 @@ func (ix *Index) followRecords(ctx context.Context) error {
 		defer ix.noteOwnLocked()
 		if all {
 			ix.lastFlush = time.Now()
+			defer ix.retryHeld(ctx) // a failed write's leaves wait for no new record
 		}
 		if ix.pendCount == 0 && ix.pendSeq == 0 {
 			return nil
@@ -412,6 +413,23 @@ func (ix *Index) hold(id string, l aheadLeaf) {
 		ix.ahead[id] = held
 	}
 	held[l.index] = l
+}
+
+// retryHeld indexes again what each log holds back that now continues it:
+// the leaves of a write that failed, when no new record of their log comes
+// to carry them (pmu held).
+func (ix *Index) retryHeld(ctx context.Context) {
+	ix.mu.Lock()
+	var ids []string
+	for id, held := range ix.ahead {
+		if len(held) > 0 {
+			ids = append(ids, id)
+		}
+	}
+	ix.mu.Unlock()
+	for _, id := range ids {
+		ix.add(ctx, id, nil)
+	}
 }
 
 // safePosition is the sequence the next start may resume after: not past a

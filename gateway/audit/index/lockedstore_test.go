@@ -3,6 +3,7 @@ package index_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -194,8 +195,21 @@ func TestAFailedIndexWriteLosesNoRecord(t *testing.T) {
 			t.Fatalf("after %v, %d records listed to the citizen, want all %d: %v", time.Since(start).Round(time.Millisecond), len(where), size-f.others, where)
 		}
 	}
+	// No more records: the last of them go through a failing flush too,
+	// and nothing is pending after it.
+	bustest.Eventually(t, 20*time.Second, func() error {
+		return bustest.Check(index.OwnPending(f.ix) == 0, fmt.Sprintf("%d of gw-1's records still pending", index.OwnPending(f.ix)))
+	})
 	if _, err := conn.ExecContext(f.ctx, `DROP TRIGGER fail_citizens`); err != nil {
 		t.Fatal(err)
+	}
+	// With no new record to carry them, the held-back records are written
+	// at the next whole flush.
+	size, _ := f.l.Size()
+	wctx, wcancel := context.WithTimeout(f.ctx, 20*time.Second)
+	defer wcancel()
+	if _, err := f.ix.WaitFor(wctx, "gw-1", size); err != nil {
+		t.Fatalf("with no new record, gw-1's %d records are not all indexed: %v", size, err)
 	}
 	f.allListed(t)
 }
