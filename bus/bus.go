@@ -80,6 +80,10 @@ const (
 // DefaultTimeout applies when a caller sets no deadline.
 const DefaultTimeout = 10 * time.Second
 
+// MaxEventBytes bounds one life event, encoded: the gateway refuses a
+// larger one, and an adapter refuses it as soon as its backend sends it.
+const MaxEventBytes = 64 << 10
+
 // ErrEmptyURL is returned by Connect without a server URL.
 var ErrEmptyURL = errors.New("bus: empty NATS URL")
 

@@ -57,7 +57,7 @@ const (
 )
 
 // MaxEventBytes bounds one published event (the streams refuse larger).
-const MaxEventBytes = 64 << 10
+const MaxEventBytes = bus.MaxEventBytes
 
 // MaxReplay bounds the events one replay request delivers.
 const MaxReplay = 1_000_000

@@ -89,9 +89,9 @@ func (a *Adapter) checkEvent(ev *eventsv1.Event) (checkedEvent, error) {
 	if err != nil {
 		return checkedEvent{}, status.Error(codes.InvalidArgument, "the event could not be encoded")
 	}
-	if max := a.cfg.Conn.MaxPayload(); max > 0 && int64(len(data)) > max {
-		// Refused before it waits anywhere: the bus would refuse it anyway.
-		return checkedEvent{}, status.Errorf(codes.InvalidArgument, "the event is %d bytes, over the bus's limit of %d", len(data), max)
+	if len(data) > bus.MaxEventBytes {
+		// Refused before it waits anywhere: the gateway would refuse it.
+		return checkedEvent{}, status.Errorf(codes.InvalidArgument, "the event is %d bytes, over the limit of %d", len(data), bus.MaxEventBytes)
 	}
 	return checkedEvent{subj: subj, ckey: ck, data: data}, nil
 }

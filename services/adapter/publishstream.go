@@ -107,19 +107,24 @@ read:
 			}
 			break
 		}
+		// Past this point only the id and the event's own encoding are
+		// kept: what else the request held (unknown fields, up to gRPC's
+		// 4 MiB) is not held while the event waits for a place.
+		id := req.GetEvent().GetId()
 		ev, err := a.checkEvent(req.GetEvent())
+		req = nil
 		if err != nil {
-			s.answers <- answer(index, req.GetEvent().GetId(), nil, err) // never blocks: a slot is ours
+			s.answers <- answer(index, id, nil, err) // never blocks: a slot is ours
 			continue
 		}
 		select {
 		case a.streamEvents <- struct{}{}:
 		case <-ctx.Done():
 			readErr = status.FromContextError(ctx.Err()).Err()
-			s.answers <- answer(index, req.GetEvent().GetId(), nil, readErr) // not sent to the gateway
+			s.answers <- answer(index, id, nil, readErr) // not sent to the gateway
 			break read
 		}
-		s.enqueue(pubEvent{index: index, id: req.GetEvent().GetId(), ev: ev})
+		s.enqueue(pubEvent{index: index, id: id, ev: ev})
 	}
 	// Every event read is answered (or, the stream broken, dropped) before
 	// the stream ends.

@@ -691,7 +691,7 @@ func TestPublishStreamsBeyondTheLimitAreRefused(t *testing.T) {
 	})
 }
 
-// An event over the bus's message size is refused at once, before it
+// An event over bus.MaxEventBytes (the gateway's limit) is refused at once, before it
 // waits for a place or a lane, and the stream goes on.
 func TestPublishStreamRefusesAnEventOverTheBusLimit(t *testing.T) {
 	t.Parallel()
@@ -704,7 +704,7 @@ func TestPublishStreamRefusesAnEventOverTheBusLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := addressChange("big-00000000000000001", "G100001")
-	big.GetAddressChanged().Street = strings.Repeat("x", 3<<20)
+	big.GetAddressChanged().Street = strings.Repeat("x", 100<<10)
 	for _, ev := range []*eventsv1.Event{big, addressChange("small-0000000000000001", "G100002")} {
 		if err := st.Send(&eventsv1.PublishStreamRequest{Event: ev}); err != nil {
 			t.Fatal(err)
@@ -717,8 +717,8 @@ func TestPublishStreamRefusesAnEventOverTheBusLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := answers[0]; codes.Code(a.GetCode()) != codes.InvalidArgument || !strings.Contains(a.GetMessage(), "over the bus's limit") {
-		t.Errorf("the big event's answer: %v, want InvalidArgument over the bus's limit", a)
+	if a := answers[0]; codes.Code(a.GetCode()) != codes.InvalidArgument || !strings.Contains(a.GetMessage(), "over the limit of 65536") {
+		t.Errorf("the big event's answer: %v, want InvalidArgument over the limit of 65536", a)
 	}
 	if a := answers[1]; a.GetCode() != 0 {
 		t.Errorf("the next event's answer: %v, want OK", a)
