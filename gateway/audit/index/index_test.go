@@ -162,47 +162,10 @@ func TestIndexFollowsEveryLogAndProvesEveryRecord(t *testing.T) {
 // records under a marked citizen key, which only it can produce.
 func TestTheGatewaysOwnRecordsAreIndexedInProcess(t *testing.T) {
 	t.Parallel()
-	env := bustest.Start(t)
-	keyDir := t.TempDir()
-	logger := bustest.Logger(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	gw := env.Connect(t, "gateway")
-	logs := map[string]*audit.Log{}
-	for _, id := range []string{"gw-1", "gw-2"} {
-		kp, _, err := checkpoint.EnsureKey(keyDir, id, checkpoint.Origin(td, id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: id, Key: kp}, audit.WithLogger(logger), audit.WithCheckpointEvery(50*time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = l.Close(context.Background()) })
-		logs[id] = l
-	}
-	keys, err := checkpoint.LoadPublicKeys(keyDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(gw)
-	records, _ := js.Stream(ctx, subject.AuditStream)
-	ckpts, _ := js.Stream(ctx, subject.CheckpointStream)
-	store, err := index.OpenStore(filepath.Join(t.TempDir(), "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ix := index.New(store, records, ckpts, td, keys, logger)
-	ix.Own("gw-1", logs["gw-1"].OnCommit(func(c audit.Committed) {
-		leaves := make([]index.Leaf, len(c.Leaves))
-		for i, lf := range c.Leaves {
-			leaves[i] = index.Leaf{Hash: lf.Hash, Prev: lf.Prev, CKey: "INPROC-" + lf.CKey}
-		}
-		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
-	}))
+	b := startAuditBus(t, 60*time.Second, "gw-1", "gw-2")
+	ctx, env, logs := b.ctx, b.env, b.logs
+	ix, store := b.newIndex(t, "")
+	handOver(ix, logs["gw-1"], "INPROC-", nil)
 	// The records are committed before the index follows the stream: a
 	// follower that read gw-1's batches first would index them from the
 	// stream (and drop the handovers), as it must when a handover is late.
@@ -218,10 +181,8 @@ func TestTheGatewaysOwnRecordsAreIndexedInProcess(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { ix.Run(rctx); close(done) }()
-	defer func() { stop(); <-done; store.Close() }()
+	stop := follow(ctx, ix)
+	defer func() { stop(); store.Close() }()
 	for _, id := range []string{"gw-1", "gw-2"} {
 		if _, err := ix.WaitFor(ctx, id, 20); err != nil {
 			t.Fatal(err)
@@ -285,51 +246,12 @@ func TestOwnCommittedRecordsAreListedBeforeTheyAreWritten(t *testing.T) {
 // wrote them (a crash) reads them again from the stream when it starts.
 func TestTheOwnRecordsNotYetWrittenAreReadAgainAfterARestart(t *testing.T) {
 	t.Parallel()
-	env := bustest.Start(t)
-	keyDir := t.TempDir()
-	logger := bustest.Logger(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	gw := env.Connect(t, "gateway")
-	logs := map[string]*audit.Log{}
-	for _, id := range []string{"gw-1", "gw-2"} {
-		kp, _, err := checkpoint.EnsureKey(keyDir, id, checkpoint.Origin(td, id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: id, Key: kp}, audit.WithLogger(logger), audit.WithCheckpointEvery(50*time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = l.Close(context.Background()) })
-		logs[id] = l
-	}
-	keys, err := checkpoint.LoadPublicKeys(keyDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(gw)
-	records, _ := js.Stream(ctx, subject.AuditStream)
-	ckpts, _ := js.Stream(ctx, subject.CheckpointStream)
+	b := startAuditBus(t, 60*time.Second, "gw-1", "gw-2")
+	ctx, env, logs := b.ctx, b.env, b.logs
 	path := filepath.Join(t.TempDir(), "index.db")
-	store, err := index.OpenStore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ix := index.New(store, records, ckpts, td, keys, logger)
-	ix.Own("gw-1", logs["gw-1"].OnCommit(func(c audit.Committed) {
-		leaves := make([]index.Leaf, len(c.Leaves))
-		for i, lf := range c.Leaves {
-			leaves[i] = index.Leaf{Hash: lf.Hash, Prev: lf.Prev, CKey: lf.CKey}
-		}
-		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
-	}))
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { ix.Run(rctx); close(done) }()
+	ix, store := b.newIndex(t, path)
+	handOver(ix, logs["gw-1"], "", nil)
+	stop := follow(ctx, ix)
 
 	ck := env.Keyer.CKey("AB1")
 	appendN := func(id string, n int) {
@@ -355,22 +277,14 @@ func TestTheOwnRecordsNotYetWrittenAreReadAgainAfterARestart(t *testing.T) {
 		t.Fatalf("listed %d accesses (%v), want gw-1's 10 and gw-2's 11", len(where), err)
 	}
 	stop()
-	<-done
 	logs["gw-1"].OnCommit(nil)
 	store.Close()
 
 	// Started again on the same store, without the in-process hand-over:
 	// gw-1's records come from the stream.
-	store, err = index.OpenStore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ix, store = b.newIndex(t, path)
 	defer store.Close()
-	ix = index.New(store, records, ckpts, td, keys, logger)
-	rctx, stop = context.WithCancel(ctx)
-	done = make(chan struct{})
-	go func() { ix.Run(rctx); close(done) }()
-	defer func() { stop(); <-done }()
+	defer follow(ctx, ix)()
 	if err := logs["gw-1"].Checkpoint(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -389,45 +303,12 @@ func TestTheOwnRecordsNotYetWrittenAreReadAgainAfterARestart(t *testing.T) {
 // it runs again: none is lost, every one listed to its citizen.
 func TestTheOwnLeavesHeldInMemoryAreBounded(t *testing.T) {
 	t.Parallel()
-	env := bustest.Start(t)
-	keyDir := t.TempDir()
-	logger := bustest.Logger(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	gw := env.Connect(t, "gateway")
-	kp, _, err := checkpoint.EnsureKey(keyDir, "gw-1", checkpoint.Origin(td, "gw-1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: "gw-1", Key: kp}, audit.WithLogger(logger), audit.WithCheckpointEvery(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close(context.Background()) })
-	keys, err := checkpoint.LoadPublicKeys(keyDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(gw)
-	records, _ := js.Stream(ctx, subject.AuditStream)
-	ckpts, _ := js.Stream(ctx, subject.CheckpointStream)
-	store, err := index.OpenStore(filepath.Join(t.TempDir(), "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ix := index.New(store, records, ckpts, td, keys, logger)
+	b := startAuditBus(t, 60*time.Second, "gw-1")
+	ctx, env, l := b.ctx, b.env, b.logs["gw-1"]
+	ix, store := b.newIndex(t, "")
 	const bound, n = 8, 30
 	index.SetOwnPendingMax(ix, bound)
-	ix.Own("gw-1", l.OnCommit(func(c audit.Committed) {
-		leaves := make([]index.Leaf, len(c.Leaves))
-		for i, lf := range c.Leaves {
-			leaves[i] = index.Leaf{Hash: lf.Hash, Prev: lf.Prev, CKey: lf.CKey}
-		}
-		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
-	}))
+	handOver(ix, l, "", nil)
 	ck := env.Keyer.CKey("AB1")
 	for range n { // the follower not running
 		if err := l.Append(ctx, &decision.Decision{Time: time.Now(), Consumer: "cnss", CKey: ck, Code: codes.OK, Allowed: true}); err != nil {
@@ -437,10 +318,8 @@ func TestTheOwnLeavesHeldInMemoryAreBounded(t *testing.T) {
 	if got := index.OwnPending(ix); got > bound {
 		t.Fatalf("the index holds %d own leaves in memory, want at most %d", got, bound)
 	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { ix.Run(rctx); close(done) }()
-	defer func() { stop(); <-done; store.Close() }()
+	stop := follow(ctx, ix)
+	defer func() { stop(); store.Close() }()
 	if _, err := ix.WaitFor(ctx, "gw-1", n); err != nil {
 		t.Fatal(err)
 	}
@@ -466,53 +345,15 @@ func TestTheOwnLeavesHeldInMemoryAreBounded(t *testing.T) {
 // record of this gateway is neither listed to its citizen nor proved.
 func TestAnOwnBatchNotHandedOverIsReadFromTheStream(t *testing.T) {
 	t.Parallel()
-	env := bustest.Start(t)
-	keyDir := t.TempDir()
-	logger := bustest.Logger(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	gw := env.Connect(t, "gateway")
-	kp, _, err := checkpoint.EnsureKey(keyDir, "gw-1", checkpoint.Origin(td, "gw-1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: "gw-1", Key: kp}, audit.WithLogger(logger), audit.WithCheckpointEvery(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close(context.Background()) })
-	keys, err := checkpoint.LoadPublicKeys(keyDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(gw)
-	records, _ := js.Stream(ctx, subject.AuditStream)
-	ckpts, _ := js.Stream(ctx, subject.CheckpointStream)
-	store, err := index.OpenStore(filepath.Join(t.TempDir(), "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ix := index.New(store, records, ckpts, td, keys, logger)
+	b := startAuditBus(t, 30*time.Second, "gw-1")
+	ctx, env, l := b.ctx, b.env, b.logs["gw-1"]
+	ix, store := b.newIndex(t, "")
 	const lost, n = 4, 12
-	var batches int
-	ix.Own("gw-1", l.OnCommit(func(c audit.Committed) {
-		batches++
-		if batches == lost+1 {
-			return // stored, its acknowledgement lost: adopted, never handed over
-		}
-		leaves := make([]index.Leaf, len(c.Leaves))
-		for i, lf := range c.Leaves {
-			leaves[i] = index.Leaf{Hash: lf.Hash, Prev: lf.Prev, CKey: lf.CKey}
-		}
-		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
-	}))
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { ix.Run(rctx); close(done) }()
-	defer func() { stop(); <-done; store.Close() }()
+	// Batch lost+1 is stored, its acknowledgement lost: adopted, never
+	// handed over.
+	handOver(ix, l, "", func(batch int) bool { return batch == lost+1 })
+	stop := follow(ctx, ix)
+	defer func() { stop(); store.Close() }()
 	ck := env.Keyer.CKey("AB1")
 	for range n {
 		if err := l.Append(ctx, &decision.Decision{Time: time.Now(), Consumer: "cnss", CKey: ck, Code: codes.OK, Allowed: true}); err != nil {

@@ -8,17 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
 
 	"github.com/jisr-bus/jisr/bus/bustest"
-	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/gateway/audit"
-	"github.com/jisr-bus/jisr/gateway/audit/checkpoint"
 	"github.com/jisr-bus/jisr/gateway/audit/index"
-	"github.com/jisr-bus/jisr/gateway/audit/stream"
 	"github.com/jisr-bus/jisr/gateway/decision"
-	"github.com/jisr-bus/jisr/gateway/natsstate"
 )
 
 // ownFixture is an index following the audit streams on a real store
@@ -36,47 +31,13 @@ type ownFixture struct {
 
 func startOwnFixture(t *testing.T) *ownFixture {
 	t.Helper()
-	env := bustest.Start(t)
-	keyDir := t.TempDir()
-	logger := bustest.Logger(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
-	t.Cleanup(cancel)
-	if _, err := natsstate.Init(ctx, env.Connect(t, "operator"), stream.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	gw := env.Connect(t, "gateway")
-	kp, _, err := checkpoint.EnsureKey(keyDir, "gw-1", checkpoint.Origin(td, "gw-1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := audit.Open(ctx, audit.Config{Conn: gw, TrustDomain: td, LogID: "gw-1", Key: kp}, audit.WithLogger(logger), audit.WithCheckpointEvery(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := checkpoint.LoadPublicKeys(keyDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(gw)
-	records, _ := js.Stream(ctx, subject.AuditStream)
-	ckpts, _ := js.Stream(ctx, subject.CheckpointStream)
+	b := startAuditBus(t, 90*time.Second, "gw-1")
+	ctx, env, l := b.ctx, b.env, b.logs["gw-1"]
 	path := filepath.Join(t.TempDir(), "index.db")
-	store, err := index.OpenStore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ix := index.New(store, records, ckpts, td, keys, logger)
-	ix.Own("gw-1", l.OnCommit(func(c audit.Committed) {
-		leaves := make([]index.Leaf, len(c.Leaves))
-		for i, lf := range c.Leaves {
-			leaves[i] = index.Leaf{Hash: lf.Hash, Prev: lf.Prev, CKey: lf.CKey}
-		}
-		ix.AddCommitted(c.LogID, c.Seq, c.First, leaves)
-	}))
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { ix.Run(rctx); close(done) }()
-	t.Cleanup(func() { stop(); <-done; _ = l.Close(context.Background()); store.Close() })
+	ix, store := b.newIndex(t, path)
+	handOver(ix, l, "", nil)
+	stop := follow(ctx, ix)
+	t.Cleanup(func() { stop(); store.Close() })
 	f := &ownFixture{ctx: ctx, l: l, ix: ix, path: path, ck: env.Keyer.CKey("AB1")}
 	if err := f.append(ctx); err != nil {
 		t.Fatal(err)
