@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -52,6 +53,7 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 		natsConns          int
 		keep, eventsOnly   bool
 		safeguardsOnly     []string
+		compare            string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -61,6 +63,7 @@ func newBenchCmd(g *process.Env) *cobra.Command {
   jisr bench --duration 10s --concurrency 1,16,128,512
   jisr bench --quick       # a smoke run of a few seconds
   jisr bench --quick --scaling --large 0   # the scaling curve, quickly
+  jisr bench --concurrency 1,16,128,512 --compare bench/results/latest.json --out /tmp/b16   # on a bigger machine, against this one
   jisr bench --safeguards-only audit --concurrency 128 --out /tmp/b   # only the audit's cost`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -76,6 +79,13 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 			}
 			if scaling {
 				opts = append(opts, bench.WithScaling(bench.ScalingSteps(runtime.NumCPU())...))
+			}
+			if compare != "" {
+				opt, err := bench.WithCompare(compare)
+				if err != nil {
+					return process.UsageError{Err: fmt.Errorf("--compare: %w", err)}
+				}
+				opts = append(opts, opt)
 			}
 			if quick {
 				opts = append(opts, bench.Quick())
@@ -97,6 +107,7 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 	f.BoolVar(&profile, "profile", true, "save a CPU profile of every component under the heaviest load")
 	f.BoolVar(&quick, "quick", false, "a smoke run: short scenarios, a 20,000-citizen \"large\" population, no profile")
 	f.BoolVar(&scaling, "scaling", true, "measure the full path and the baseline with each component limited to 1, 2, 4, … cores (GOMAXPROCS); with --quick only when given")
+	f.StringVar(&compare, "compare", "", "the latest.json of a run on a smaller machine: adds the target that the full path at the heaviest load is at least 5× that run's")
 	f.IntVar(&natsConns, "nats-conns", 0, "start the gateway and the adapters with --nats-conns N (0: their default)")
 	f.BoolVar(&eventsOnly, "events-only", false, "measure only the full path and the life events beside it (no safeguards, scaling, baseline or start-up)")
 	f.StringSliceVar(&safeguardsOnly, "safeguards-only", nil, "measure only the cost of these safeguards (consent, audit, minimise: with and without each, alternating rounds, at the last --concurrency), nothing else; with --profile, the first round with and without each are profiled as <safeguard>-{on,off}-<component>-*.pprof")

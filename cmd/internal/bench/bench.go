@@ -12,8 +12,11 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -71,6 +74,10 @@ type options struct {
 	scaling     []int
 	natsConns   int
 	keep        bool
+	// compare is a report of a smaller machine, read from comparePath:
+	// the heaviest load's throughput is set against its own.
+	compare     *Report
+	comparePath string
 	eventsOnly  bool
 	stdout      io.Writer
 	progress    io.Writer
@@ -121,6 +128,24 @@ func ScalingSteps(n int) []int {
 		out = append(out, c)
 	}
 	return append(out, max(n, 1))
+}
+
+// WithCompare reads the JSON report at path (latest.json of a run on a
+// smaller machine) and adds a target: the full path's throughput at the
+// heaviest load is at least 5× that report's at the same load.
+func WithCompare(path string) (Option, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rep Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if rep.Facts.Cores == 0 {
+		return nil, fmt.Errorf("%s: the report does not say how many cores it ran on (made by an older jisr bench)", path)
+	}
+	return func(o *options) { o.compare, o.comparePath = &rep, path }, nil
 }
 
 // WithNATSConns starts the gateway and the adapters with --nats-conns n

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -91,9 +92,12 @@ func Run(ctx context.Context, cfg Config, opts ...Option) error {
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
 		return err
 	}
+	if fedPath, err = liftFederation(fedPath, dir); err != nil {
+		return fmt.Errorf("the bench's copy of the federation: %w", err)
+	}
 	b := &harness{cfg: cfg, o: o, dir: dir, exe: cfg.Exe, fedPath: fedPath, stderr: o.progress, pprof: map[string]string{}}
 	b.facts.Started = time.Now().UTC()
-	b.facts.Machine = machine()
+	b.facts.Machine, b.facts.Cores = machine(), runtime.NumCPU()
 
 	// The dev PKI, as an operator makes it.
 	if err := b.runOnce(ctx, "certs", "certs", "init"); err != nil {
