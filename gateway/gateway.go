@@ -26,6 +26,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/descset"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/bus/workers"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	"github.com/jisr-bus/jisr/gateway/minimise"
 	"github.com/jisr-bus/jisr/gateway/policy"
@@ -128,7 +129,7 @@ type Gateway struct {
 	sem      chan struct{} // one slot per query being decided
 	refusals chan *decision.Decision
 	quit     chan struct{}
-	idle     chan admitted // workers waiting for a query (work)
+	workers  *workers.Pool[admitted] // decide the admitted queries (work)
 	stopOnce sync.Once
 	auditors sync.WaitGroup
 	wg       sync.WaitGroup
@@ -204,8 +205,9 @@ func New(cfg Config, opts ...Option) (*Gateway, error) {
 		tracer: o.tp.Tracer(tracerScope), spanOpts: []bus.SpanOption{bus.WithTracerProvider(o.tp)},
 		cfg: cfg, log: cfg.Log.With("component", "gateway"),
 		metrics: m, quota: quota.New(0), sem: make(chan struct{}, cfg.MaxInFlight),
-		refusals: make(chan *decision.Decision, cfg.RefusalQueue), quit: make(chan struct{}), idle: make(chan admitted),
+		refusals: make(chan *decision.Decision, cfg.RefusalQueue), quit: make(chan struct{}),
 	}
+	g.workers = workers.New(workerIdle, g.work)
 	if g.backends, err = newBackendWatch(g.log, cfg.Registerer); err != nil {
 		return nil, err
 	}
@@ -292,7 +294,7 @@ func (g *Gateway) Stop(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		g.wg.Wait()
-		g.stopOnce.Do(func() { close(g.quit) }) // the refusal auditors write what is queued, then end
+		g.stopOnce.Do(func() { close(g.quit); g.workers.Close() }) // the refusal auditors write what is queued, then end
 		g.auditors.Wait()
 		close(done)
 	}()
@@ -320,12 +322,7 @@ func (g *Gateway) dispatchOn(nc *nats.Conn, msg *nats.Msg) {
 		return
 	}
 	g.wg.Add(1)
-	q := admitted{nc: nc, msg: msg, sh: sh}
-	select {
-	case g.idle <- q: // a worker that is waiting takes it at once
-	default:
-		go g.work(q)
-	}
+	g.workers.Go(admitted{nc: nc, msg: msg, sh: sh}) // never waits for a worker
 }
 
 // admitted is a query admitted to be decided.
@@ -338,28 +335,13 @@ type admitted struct {
 // workerIdle is how long a worker waits for another query before it ends.
 const workerIdle = 2 * time.Second
 
-// work decides q, then the queries handed to it while it waits (dispatch
-// hands a query to a waiting worker, or starts one: a query never waits for
-// a worker). A new goroutine starts with a small stack and grows it —
-// copying it, twice or more — on the way through the checks, the spans and
-// the NATS calls; a worker that has decided a query has grown it already.
+// work decides q on a worker of g.workers: one that has decided a query
+// before has grown its stack already through the checks, the spans and the
+// NATS calls (a fresh goroutine grows it anew, copying it, twice or more).
 func (g *Gateway) work(q admitted) {
-	idle := time.NewTimer(workerIdle)
-	defer idle.Stop()
-	for {
-		g.handle(q.nc, q.msg)
-		g.release(q.sh)
-		g.wg.Done()
-		q = admitted{} // an idle worker holds no query (its payload has an eID)
-		idle.Reset(workerIdle)
-		select {
-		case q = <-g.idle:
-		case <-idle.C:
-			return
-		case <-g.quit:
-			return
-		}
-	}
+	g.handle(q.nc, q.msg)
+	g.release(q.sh)
+	g.wg.Done()
 }
 
 // connKey carries, in a query's context, the connection it arrived on.

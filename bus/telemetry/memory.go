@@ -20,13 +20,27 @@ import (
 // allocates nothing: the spans of one trace are a chain through the ring
 // (each slot names the trace's previous span and the sequence number that
 // slot had then), and the index holds only each trace's newest slot.
+//
+// The ring is cut into shards by trace (one, for a ring of under
+// memoryShardFrom spans), each with its own lock: every query ends several
+// spans, and one lock for all of them was a point of contention of the
+// gateway on many cores.
 type Memory struct {
+	shards []memShard
+}
+
+// memoryShardFrom is the smallest ring that is sharded, in memoryShards.
+const memoryShardFrom, memoryShards = 1024, 16
+
+// memShard is the ring of the traces whose ID ends in its number.
+type memShard struct {
 	mu   sync.Mutex
 	ring []slot // converted to Span only when asked for
 	seq  uint64 // spans kept so far; the next goes to ring[seq%len(ring)]
 	// index is each trace's newest slot; an entry goes when that slot is
 	// overwritten, so it never holds more traces than the ring has slots.
 	index map[trace.TraceID]int32
+	_     [64]byte // its own cache line: the shards' locks are taken at once
 }
 
 // slot is one kept span and the link to the previous span of its trace.
@@ -63,9 +77,25 @@ type Link struct {
 	SpanID  string `json:"span_id"`
 }
 
-// NewMemory keeps the last n spans (n > 0).
+// NewMemory keeps the last n spans (n > 0): exactly, below
+// memoryShardFrom; from there, the last n/memoryShards of each shard.
 func NewMemory(n int) *Memory {
-	return &Memory{ring: make([]slot, max(n, 1)), index: make(map[trace.TraceID]int32, max(n, 1))}
+	n = max(n, 1)
+	shards := 1
+	if n >= memoryShardFrom {
+		shards = memoryShards
+	}
+	m := &Memory{shards: make([]memShard, shards)}
+	for i := range m.shards {
+		each := n / shards
+		m.shards[i] = memShard{ring: make([]slot, each), index: make(map[trace.TraceID]int32, each)}
+	}
+	return m
+}
+
+// shard holds the trace id.
+func (m *Memory) shard(id trace.TraceID) *memShard {
+	return &m.shards[int(id[len(id)-1])%len(m.shards)]
 }
 
 // OnStart implements sdktrace.SpanProcessor.
@@ -75,6 +105,10 @@ func (m *Memory) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
 // oldest; the hot path does no conversion and no allocation.
 func (m *Memory) OnEnd(s sdktrace.ReadOnlySpan) {
 	id := s.SpanContext().TraceID()
+	m.shard(id).keep(s, id)
+}
+
+func (m *memShard) keep(s sdktrace.ReadOnlySpan, id trace.TraceID) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p := int32(m.seq % uint64(len(m.ring)))
@@ -132,6 +166,10 @@ func (m *Memory) ForceFlush(context.Context) error { return nil }
 
 // Trace returns the spans kept of one trace, oldest start first.
 func (m *Memory) Trace(id trace.TraceID) []Span {
+	return m.shard(id).trace(id)
+}
+
+func (m *memShard) trace(id trace.TraceID) []Span {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []Span

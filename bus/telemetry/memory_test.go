@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,11 +80,68 @@ func TestMemoryKeepsTheLastSpansByTrace(t *testing.T) {
 		_, s := tr.Start(context.Background(), "s")
 		s.End()
 	}
-	m.mu.Lock()
-	traces := len(m.index)
-	m.mu.Unlock()
+	if len(m.shards) != 1 {
+		t.Fatalf("a ring of 3 spans in %d shards", len(m.shards))
+	}
+	m.shards[0].mu.Lock()
+	traces := len(m.shards[0].index)
+	m.shards[0].mu.Unlock()
 	if traces > 3 {
 		t.Errorf("index holds %d traces for a ring of 3 spans", traces)
+	}
+}
+
+// TestMemoryShardedKeepsRecentTracesWhole: a ring large enough to be
+// sharded still serves each recent trace whole, from ends on many
+// goroutines at once, and evicts the old ones: no shard's index outgrows
+// its ring.
+func TestMemoryShardedKeepsRecentTracesWhole(t *testing.T) {
+	t.Parallel()
+	const n = 4096
+	tp, m := memoryProvider(n)
+	if len(m.shards) != memoryShards {
+		t.Fatalf("%d shards for a ring of %d spans, want %d", len(m.shards), n, memoryShards)
+	}
+	tr := tp.Tracer("test")
+	end := func() trace.TraceID {
+		ctx, root := tr.Start(context.Background(), "root")
+		_, child := tr.Start(ctx, "child")
+		child.End()
+		root.End()
+		return root.SpanContext().TraceID()
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 4 * n / 8 {
+				end()
+			}
+		}()
+	}
+	wg.Wait()
+	recent := make([]trace.TraceID, 32)
+	for i := range recent {
+		recent[i] = end()
+	}
+	for _, id := range recent {
+		if got := m.Trace(id); len(got) != 2 || got[0].Name != "root" || got[1].Name != "child" {
+			t.Fatalf("recent trace %s: %+v", id, got)
+		}
+	}
+	total := 0
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		if len(sh.index) > len(sh.ring) {
+			t.Errorf("shard %d: index holds %d traces for a ring of %d", i, len(sh.index), len(sh.ring))
+		}
+		total += len(sh.ring)
+		sh.mu.Unlock()
+	}
+	if total != n {
+		t.Errorf("the shards hold %d spans, want %d", total, n)
 	}
 }
 
@@ -136,9 +194,9 @@ func TestMemoryMatchesAModelOfTheRing(t *testing.T) {
 				}
 			}
 		}
-		m.mu.Lock()
-		traces := len(m.index)
-		m.mu.Unlock()
+		m.shards[0].mu.Lock()
+		traces := len(m.shards[0].index)
+		m.shards[0].mu.Unlock()
 		if traces > n {
 			t.Errorf("ring of %d: index holds %d traces", n, traces)
 		}

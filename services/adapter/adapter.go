@@ -36,6 +36,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/refusal"
 	"github.com/jisr-bus/jisr/bus/subject"
 	"github.com/jisr-bus/jisr/bus/telemetry"
+	"github.com/jisr-bus/jisr/bus/workers"
 	eventsv1 "github.com/jisr-bus/jisr/proto/gen/jisr/events/v1"
 	"github.com/jisr-bus/jisr/proto/unknownfields"
 )
@@ -118,7 +119,13 @@ type Adapter struct {
 	log    *slog.Logger
 	health *health.Server
 
-	backend *grpc.ClientConn
+	backend *grpc.ClientConn // the first of backends: health checks
+	// backends are the links to the backend, one per NATS connection:
+	// requests take them in turn. One HTTP/2 connection serialises every
+	// call's frames through its one writer, a point of contention on many
+	// cores.
+	backends    []*grpc.ClientConn
+	nextBackend atomic.Uint32
 	// fingerprint names the backend in answers to the gateway; seenBackends
 	// is the last list of the member's backends the gateway sent, when it
 	// named several (see noteBackends).
@@ -131,11 +138,10 @@ type Adapter struct {
 	next         atomic.Uint32    // the consumer side's next connection
 	sem          chan struct{}
 	wg           sync.WaitGroup
-	work         chan request    // to an idle provider worker (dispatchOn)
-	workerIdle   time.Duration   // how long a worker waits for one (workerIdle)
-	events       *eventsLoop     // delivery to the backend's EventSink, when started
-	eventsMu     sync.Mutex      // orders StartEvents' starts
-	builtWith    map[string]bool // the catalogue services GRPCServer registered
+	workers      *workers.Pool[request] // serve the provider requests (dispatchOn)
+	events       *eventsLoop            // delivery to the backend's EventSink, when started
+	eventsMu     sync.Mutex             // orders StartEvents' starts
+	builtWith    map[string]bool        // the catalogue services GRPCServer registered
 	microMu      sync.Mutex
 	micro        micro.Service // its catalogue entry
 	providing    bool          // StartProvider ran (under microMu)
@@ -191,11 +197,10 @@ func New(cfg Config, opts ...Option) (*Adapter, error) {
 		log:          cfg.Log.With("component", "adapter", "member", cfg.Member),
 		health:       health.NewServer(),
 		sem:          make(chan struct{}, cfg.MaxInFlight),
-		work:         make(chan request),
 		streamEvents: make(chan struct{}, PublishStreamsInFlight),
 		openStreams:  make(chan struct{}, PublishStreamsOpen),
-		workerIdle:   workerIdle,
 	}
+	a.workers = workers.New(workerIdle, a.handle)
 	a.fs.Store(&fedState{fed: cfg.Federation, member: m, cat: cat})
 	if cfg.Registerer != nil {
 		if a.metrics, err = telemetry.NewProviderMetrics(cfg.Registerer); err != nil {
@@ -380,12 +385,17 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newCodec())),
 	}, a.cfg.DialOptions...)
-	conn, err := grpc.NewClient(a.cfg.Backend, opts...)
-	if err != nil {
-		return fmt.Errorf("adapter: backend %s: %w", a.cfg.Backend, err)
+	links := make([]*grpc.ClientConn, 1+len(a.cfg.MoreConns))
+	for i := range links {
+		if links[i], err = grpc.NewClient(a.cfg.Backend, opts...); err != nil {
+			for _, c := range links[:i] {
+				_ = c.Close()
+			}
+			return fmt.Errorf("adapter: backend %s: %w", a.cfg.Backend, err)
+		}
 	}
 	a.microMu.Lock() // Ready reads the backend link (the side may start late: a later version)
-	a.backend = conn
+	a.backend, a.backends = links[0], links
 	a.fingerprint = bus.BackendFingerprint(a.cfg.Backend)
 	a.microMu.Unlock()
 	// bus.QueueSubscribe: a reconnection with a renewed SVID pauses it and
@@ -442,11 +452,7 @@ func (a *Adapter) dispatchOn(nc *nats.Conn) nats.MsgHandler {
 		r := request{msg: msg, done: bus.Serving(nc)}
 		a.sem <- struct{}{}
 		a.wg.Add(1)
-		select {
-		case a.work <- r:
-		default:
-			go a.worker(r)
-		}
+		a.workers.Go(r)
 	}
 }
 
@@ -461,22 +467,6 @@ type request struct {
 // variable for the test that has workers end between requests; an adapter
 // reads it once, in New).
 var workerIdle = 2 * time.Second
-
-// worker serves r, then the requests dispatchOn hands it, until none came
-// for workerIdle.
-func (a *Adapter) worker(r request) {
-	idle := time.NewTimer(a.workerIdle)
-	defer idle.Stop()
-	for {
-		a.handle(r)
-		idle.Reset(a.workerIdle)
-		select {
-		case r = <-a.work:
-		case <-idle.C:
-			return
-		}
-	}
-}
 
 func (a *Adapter) handle(r request) {
 	defer func() { <-a.sem; a.wg.Done(); r.done() }()
@@ -529,7 +519,8 @@ func (a *Adapter) serve(msg *nats.Msg) {
 	call := new([2]frame) // the request and the reply, in one allocation
 	call[0].b = in
 	out := &call[1]
-	if err := a.backend.Invoke(ctx, m.FullMethod, &call[0], out); err != nil {
+	backend := a.backends[int(a.nextBackend.Add(1))%len(a.backends)]
+	if err := backend.Invoke(ctx, m.FullMethod, &call[0], out); err != nil {
 		st := status.Convert(err)
 		if ctx.Err() != nil && st.Code() == codes.Unknown {
 			st = status.New(codes.DeadlineExceeded, "the backend did not answer before the deadline")
@@ -601,15 +592,15 @@ func (a *Adapter) Stop(ctx context.Context) error {
 	}
 	a.microMu.Unlock()
 	done := make(chan struct{})
-	go func() { a.wg.Wait(); close(done) }()
+	go func() { a.wg.Wait(); a.workers.Close(); close(done) }()
 	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
 		err = fmt.Errorf("adapter: requests still in flight: %w", ctx.Err())
 	}
-	if a.backend != nil {
-		_ = a.backend.Close()
+	for _, c := range a.backends {
+		_ = c.Close()
 	}
 	return err
 }

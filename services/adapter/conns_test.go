@@ -3,11 +3,13 @@ package adapter_test
 import (
 	"context"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jisr-bus/jisr/bus"
@@ -17,14 +19,31 @@ import (
 	"github.com/jisr-bus/jisr/services/adapter"
 )
 
+// peers records the client addresses its backend was called from.
+type peers struct {
+	counting
+	mu   sync.Mutex
+	from map[string]int
+}
+
+func (p *peers) GetPerson(ctx context.Context, req *civilv1.GetPersonRequest) (*civilv1.GetPersonResponse, error) {
+	if pr, ok := peer.FromContext(ctx); ok {
+		p.mu.Lock()
+		p.from[pr.Addr.String()]++
+		p.mu.Unlock()
+	}
+	return p.counting.GetPerson(ctx, req)
+}
+
 // With further connections, the provider side takes requests on each (one
-// queue group) and answers every one.
+// queue group) and answers every one, and calls its backend over as many
+// links (HTTP/2 connections), in turn.
 func TestProviderTakesRequestsOnEveryConnection(t *testing.T) {
 	t.Parallel()
 	env := bustest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	be := &counting{}
+	be := &peers{from: map[string]int{}}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -59,5 +78,15 @@ func TestProviderTakesRequestsOnEveryConnection(t *testing.T) {
 	}
 	if main.Stats().InMsgs == 0 || extra.Stats().InMsgs == 0 {
 		t.Fatalf("requests per connection: main %d, further %d: want both used", main.Stats().InMsgs, extra.Stats().InMsgs)
+	}
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	if len(be.from) != 2 {
+		t.Fatalf("backend calls by client address: %v; want 2 links, taken in turn", be.from)
+	}
+	for addr, calls := range be.from {
+		if calls != n/2 {
+			t.Errorf("link %s carried %d of %d calls, want %d (in turn)", addr, calls, n, n/2)
+		}
 	}
 }
