@@ -103,9 +103,16 @@ type Config struct {
 	Federation *federation.Federation
 	Keyer      *ckey.Keyer
 	// Conn is the gateway's connection: it subscribes to jisr.e.> and
-	// jisr.er.* and publishes deliveries.
-	Conn  *nats.Conn
-	Audit AuditLog
+	// jisr.er.*, answers, and reads the streams.
+	Conn *nats.Conn
+	// MoreConns are further connections of the gateway's identity (the
+	// node's query connections). The stores of an event (its log entry and
+	// its deliveries) go through one JetStream context per connection,
+	// Conn's and theirs, picked by the citizen's ckey: a citizen's events
+	// always take the same one, and each context's lock and socket serve a
+	// share of the citizens. The service does not close them.
+	MoreConns []*nats.Conn
+	Audit     AuditLog
 	// Consents answers for the rules on consent; nil: their deliveries are
 	// refused Unavailable (CONSENT_STATE_UNAVAILABLE), never made.
 	Consents Consents
@@ -127,9 +134,12 @@ var ErrConfig = errors.New("events: invalid configuration")
 
 // Events is the gateway's events service. Create with New, then Start.
 type Events struct {
-	cfg   Config
-	log   *slog.Logger
-	js    jetstream.JetStream
+	cfg Config
+	log *slog.Logger
+	js  jetstream.JetStream // on Conn: stream lookups and replays' reads
+	// pubs store events and deliveries: Conn's context, then one per
+	// MoreConns, picked by ckey (pubFor).
+	pubs  []jetstream.JetStream
 	sem   chan struct{}
 	subs  []*nats.Subscription
 	wg    sync.WaitGroup
@@ -168,17 +178,24 @@ func New(cfg Config) (*Events, error) {
 		return nil, err
 	}
 	// Stores are published asynchronously and their acks awaited: no
-	// request inbox and timer per store, the acks of all events in flight
-	// come back on one subscription.
-	js, err := jetstream.New(cfg.Conn, jetstream.WithPublishAsyncMaxPending(4*cfg.MaxInFlight), jetstream.WithPublishAsyncTimeout(cfg.Timeout))
-	if err != nil {
-		return nil, err
+	// request inbox and timer per store, the acks of a context's events in
+	// flight come back on one subscription of its connection.
+	var pubs []jetstream.JetStream
+	for _, nc := range append([]*nats.Conn{cfg.Conn}, cfg.MoreConns...) {
+		if nc == nil {
+			return nil, fmt.Errorf("%w: a nil connection in MoreConns", ErrConfig)
+		}
+		js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4*cfg.MaxInFlight), jetstream.WithPublishAsyncTimeout(cfg.Timeout))
+		if err != nil {
+			return nil, err
+		}
+		pubs = append(pubs, js)
 	}
 	var spanOpts []bus.SpanOption
 	if cfg.TracerProvider != nil {
 		spanOpts = []bus.SpanOption{bus.WithTracerProvider(cfg.TracerProvider)}
 	}
-	e := &Events{cfg: cfg, log: cfg.Log.With("component", "gateway-events"), js: js, sem: make(chan struct{}, cfg.MaxInFlight), spanOpts: spanOpts}
+	e := &Events{cfg: cfg, log: cfg.Log.With("component", "gateway-events"), js: pubs[0], pubs: pubs, sem: make(chan struct{}, cfg.MaxInFlight), spanOpts: spanOpts}
 	e.fs.Store(newFedState(cfg.Federation, nil))
 	return e, nil
 }
@@ -458,7 +475,8 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 	}
 	// The event log keeps the event as published, for replays.
 	logSubj, _ := s.LogSubject()
-	logAck, err := e.store(ctx, &nats.Msg{Subject: logSubj, Data: data},
+	js := e.pubFor(s.CKey) // the citizen's context: log entry and deliveries
+	logAck, err := e.store(ctx, js, &nats.Msg{Subject: logSubj, Data: data},
 		jetstream.WithMsgID(pub.Name+"."+ev.GetId()), jetstream.WithExpectStream(subject.EventLogStream))
 	if err != nil {
 		e.log.Error("event log refused the event", "publisher", pub.Name, "type", s.Type, "err", err)
@@ -520,7 +538,7 @@ func (e *Events) publish(ctx context.Context, msg *nats.Msg) (*eventsv1.PublishR
 		}
 		ds = append(ds, d)
 	}
-	if err := e.deliverAll(ctx, ds); err != nil {
+	if err := e.deliverAll(ctx, js, ds); err != nil {
 		return nil, err
 	}
 	return &eventsv1.PublishResponse{Id: ev.GetId(), Deliveries: n + int32(len(ds))}, nil
@@ -537,8 +555,8 @@ type delivery struct {
 // deliverAll audits every delivery of one event — at once, so that they
 // share the audit log's group commit — and only once all are durable
 // stores them in the consumers' streams, all at once, then waits for every
-// store's ack.
-func (e *Events) deliverAll(ctx context.Context, ds []*delivery) error {
+// store's ack. js is the citizen's context (pubFor).
+func (e *Events) deliverAll(ctx context.Context, js jetstream.JetStream, ds []*delivery) error {
 	switch len(ds) {
 	case 0:
 		return nil
@@ -561,7 +579,7 @@ func (e *Events) deliverAll(ctx context.Context, ds []*delivery) error {
 	}
 	futs := make([]jetstream.PubAckFuture, len(ds))
 	for i, d := range ds {
-		f, err := e.js.PublishMsgAsync(d.m, jetstream.WithMsgID(d.msgID), jetstream.WithExpectStream(subject.EventStream(d.rule.Consumer)))
+		f, err := js.PublishMsgAsync(d.m, jetstream.WithMsgID(d.msgID), jetstream.WithExpectStream(subject.EventStream(d.rule.Consumer)))
 		if err != nil {
 			e.log.Error("event stream refused a delivery", "consumer", d.rule.Consumer, "err", err)
 			return decision.Refuse(codes.Unavailable, decision.ReasonEventStoreUnavailable, "the event could not be delivered; publish it again")
@@ -581,13 +599,28 @@ func (e *Events) deliverAll(ctx context.Context, ds []*delivery) error {
 	return nil
 }
 
-// store publishes m to a stream and waits for its ack.
-func (e *Events) store(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
-	f, err := e.js.PublishMsgAsync(m, opts...)
+// store publishes m to a stream through js and waits for its ack.
+func (e *Events) store(ctx context.Context, js jetstream.JetStream, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	f, err := js.PublishMsgAsync(m, opts...)
 	if err != nil {
 		return nil, err
 	}
 	return awaitAck(ctx, f)
+}
+
+// pubFor is the context that stores the events of the citizen ck (FNV-1a
+// of the ckey): always the same one, so a citizen's stores never overtake
+// each other on two connections, and the citizens spread over them.
+func (e *Events) pubFor(ck string) jetstream.JetStream {
+	if len(e.pubs) == 1 {
+		return e.pubs[0]
+	}
+	h := uint32(2166136261)
+	for i := 0; i < len(ck); i++ {
+		h ^= uint32(ck[i])
+		h *= 16777619
+	}
+	return e.pubs[h%uint32(len(e.pubs))]
 }
 
 func awaitAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
@@ -703,7 +736,7 @@ func (e *Events) deliver(ctx context.Context, s subject.Event, ev *eventsv1.Even
 	if err != nil {
 		return err
 	}
-	return e.deliverAll(ctx, []*delivery{d})
+	return e.deliverAll(ctx, e.pubFor(s.CKey), []*delivery{d})
 }
 
 // prepare decides one delivery of ev under rule r: the copy minimised to

@@ -44,7 +44,8 @@ type GatewayOptions struct {
 	Unsafe         gateway.Safeguards
 	Pprof          bool
 	// NATSConns is how many NATS connections the gateway takes queries on
-	// (0: DefaultNATSConns; see gateway.Config.QueryConns).
+	// and stores life events through (0: DefaultNATSConns; see
+	// gateway.Config.QueryConns, events.Config.MoreConns).
 	NATSConns int
 	// consentJWKS is the consent service's public JWKS (default
 	// <certs>/consent-jwks.json); a private key there stops the gateway.
