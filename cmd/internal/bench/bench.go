@@ -89,7 +89,7 @@ type options struct {
 }
 
 func defaults() options {
-	return options{duration: 3 * time.Second, warmup: 700 * time.Millisecond, concurrency: []int{1, 16, 128},
+	return options{duration: 3 * time.Second, warmup: 700 * time.Millisecond, concurrency: []int{1, 16, 128, 512},
 		large: 1000000, revocations: 20, profile: true, stdout: io.Discard, progress: io.Discard}
 }
 
@@ -100,7 +100,7 @@ func WithDuration(d time.Duration) Option { return func(o *options) { o.duration
 func WithWarmup(d time.Duration) Option { return func(o *options) { o.warmup = d } }
 
 // WithConcurrency sets the concurrent callers of the full path and of the
-// baseline (default 1, 16, 128); the last is the heaviest load.
+// baseline (default 1, 16, 128, 512); the last is the heaviest load.
 func WithConcurrency(c ...int) Option { return func(o *options) { o.concurrency = c } }
 
 // WithLarge sets the citizens of the large-population run (default
