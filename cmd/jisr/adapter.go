@@ -59,7 +59,7 @@ anywhere else both links use mTLS with the member's SVID.`,
 	cmd.Flags().StringVar(&o.Listen, "listen", "", "consumer-side gRPC listen address (default: the member's dev port, 127.0.0.1:700N)")
 	cmd.Flags().StringVar(&o.HTTP, "http", "", "HTTP listen address for /metrics, /healthz and /readyz (NATS connected, backend SERVING over gRPC health) (default: none)")
 	cmd.Flags().StringVar(&o.Backend, "backend", "", "provider-side backend gRPC address (default: the member's dev backend port, 127.0.0.1:710N)")
-	cmd.Flags().IntVar(&o.NATSConns, "nats-conns", 0, "NATS connections the adapter uses (0: one per 4 cores, from 1 to 4): queries are spread over them, provider requests taken on each")
+	cmd.Flags().IntVar(&o.NATSConns, "nats-conns", 0, "NATS connections the adapter uses (0: one per 4 cores, from 1 to 4): queries are spread over them, life events too (by citizen), provider requests taken on each")
 	cmd.Flags().StringVar(&o.EventSink, "event-sink", "", "the backend's jisr.events.v1.EventSink address, when an event rule delivers to the member (default: the backend's address; off: none)")
 	cmd.Flags().DurationVar(&o.EventAckWait, "event-ack-wait", 30*time.Second, "how long an event delivered to the backend may stay unacknowledged before it is delivered again (after a crash)")
 	cmd.Flags().IntVar(&o.EventInFlight, "event-in-flight", 0, "events delivered to the backend at once, at most one per citizen, in order for each (0: 64); one delivering adapter per member, else 1")

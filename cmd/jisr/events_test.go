@@ -237,8 +237,9 @@ func TestEventsReachABackendThatWasDown(t *testing.T) {
 
 // startEventHub starts what the event tests share, in dir, with the
 // federation file fed: the certificates, NATS (initialised as the operator
-// does), one gateway (three NATS connections) and the civil registry's
-// adapter (its backend not served: the tests publish through the adapter).
+// does), one gateway and the civil registry's adapter, three NATS
+// connections each (its backend not served: the tests publish through the
+// adapter).
 // Everything stops with the test; logs gets the processes' warnings.
 func startEventHub(ctx context.Context, t *testing.T, fed, dir string, logs *syncBuffer) (*process.Env, *process.GatewayNode, *process.AdapterNode) {
 	t.Helper()
@@ -260,14 +261,15 @@ func startEventHub(ctx context.Context, t *testing.T, fed, dir string, logs *syn
 	if err := process.NATSInit(ctx, g, nil); err != nil {
 		t.Fatal(err)
 	}
-	// Three NATS connections, as on a 12-core machine: the stores spread
-	// over them by citizen, and the tests' order per citizen holds.
+	// Three NATS connections each, as on a 12-core machine: the adapter
+	// publishes over them by citizen, the gateway takes publications on
+	// each and stores by citizen, and the tests' order per citizen holds.
 	gw, err := process.StartGateway(ctx, g, process.GatewayOptions{HTTPAddr: "127.0.0.1:0", Instance: "gw-1", NATSConns: 3})
 	if err != nil {
 		t.Fatalf("gateway: %v\n%s", err, logs.String())
 	}
 	t.Cleanup(func() { _ = gw.Stop(context.Background()) })
-	civil, err := process.StartAdapter(ctx, g, process.AdapterOptions{Member: "civil-registry", Listen: "127.0.0.1:0", Backend: "127.0.0.1:1"})
+	civil, err := process.StartAdapter(ctx, g, process.AdapterOptions{Member: "civil-registry", Listen: "127.0.0.1:0", Backend: "127.0.0.1:1", NATSConns: 3})
 	if err != nil {
 		t.Fatal(err)
 	}

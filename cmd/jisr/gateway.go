@@ -47,7 +47,7 @@ Without --oidc-issuer there is no citizen sign-in.`,
 	cmd.Flags().StringVar(&o.NotifyWebhook, "notify-webhook", "", "POST each citizen notification (an access to their data) as signed JSON to this https URL (an SMS or e-mail gateway; see docs/citizen.md); default: log them")
 	cmd.Flags().StringVar(&o.NotifySecretFile, "notify-secret-file", "", "file holding the key (≥ 16 bytes) that signs each webhook notification (header Jisr-Signature)")
 	cmd.Flags().StringVar(&o.AuditAPIPrefix, "audit-api-prefix", "", `where the audit streams' JetStream API is seen when the NATS server keeps them in their own account ("$JS.AUDIT.API" with jisr nats-config --audit-account; see docs/audit.md)`)
-	cmd.Flags().IntVar(&o.NATSConns, "nats-conns", 0, "NATS connections the gateway takes queries on, in one queue group, and stores life events through, by citizen (0: one per 4 cores, from 1 to 4): each connection serialises its own reads and writes")
+	cmd.Flags().IntVar(&o.NATSConns, "nats-conns", 0, "NATS connections the gateway takes queries and life events on, in one queue group, and stores life events through, by citizen (0: one per 4 cores, from 1 to 4): each connection serialises its own reads and writes")
 	cmd.Flags().StringVar(&o.Instance, "instance", "gw-1", "this replica's name: names its audit log, so keep it stable across restarts")
 	cmd.Flags().StringSliceVar(&skip, "unsafe-skip", nil, "BENCHMARK ONLY: switch off safeguards (consent, audit, minimise) to measure their cost")
 	_ = cmd.Flags().MarkHidden("unsafe-skip")

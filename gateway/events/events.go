@@ -37,6 +37,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/ckey"
 	"github.com/jisr-bus/jisr/bus/federation"
 	"github.com/jisr-bus/jisr/bus/subject"
+	"github.com/jisr-bus/jisr/bus/workers"
 	"github.com/jisr-bus/jisr/gateway/decision"
 	"github.com/jisr-bus/jisr/gateway/minimise"
 	eventsv1 "github.com/jisr-bus/jisr/proto/gen/jisr/events/v1"
@@ -102,15 +103,17 @@ var ErrNoConsent = errors.New("events: no active consent grant covers the delive
 type Config struct {
 	Federation *federation.Federation
 	Keyer      *ckey.Keyer
-	// Conn is the gateway's connection: it subscribes to jisr.e.> and
-	// jisr.er.*, answers, and reads the streams.
+	// Conn is the gateway's connection: it takes publications (jisr.e.>)
+	// and replay requests (jisr.er.*), answers them, and reads the streams.
 	Conn *nats.Conn
 	// MoreConns are further connections of the gateway's identity (the
-	// node's query connections). The stores of an event (its log entry and
-	// its deliveries) go through one JetStream context per connection,
-	// Conn's and theirs, picked by the citizen's ckey: a citizen's events
-	// always take the same one, and each context's lock and socket serve a
-	// share of the citizens. The service does not close them.
+	// node's query connections). Publications are taken on each too, in
+	// the same queue group, and answered on the one they arrived on. The
+	// stores of an event (its log entry and its deliveries) go through one
+	// JetStream context per connection, Conn's and theirs, picked by the
+	// citizen's ckey: a citizen's events always take the same one, and each
+	// context's lock and socket serve a share of the citizens. The service
+	// does not close them.
 	MoreConns []*nats.Conn
 	Audit     AuditLog
 	// Consents answers for the rules on consent; nil: their deliveries are
@@ -139,11 +142,14 @@ type Events struct {
 	js  jetstream.JetStream // on Conn: stream lookups and replays' reads
 	// pubs store events and deliveries: Conn's context, then one per
 	// MoreConns, picked by ckey (pubFor).
-	pubs  []jetstream.JetStream
-	sem   chan struct{}
-	subs  []*nats.Subscription
-	wg    sync.WaitGroup
-	ready atomic.Bool
+	pubs []jetstream.JetStream
+	sem  chan struct{}
+	// workers run the publications and replay requests admitted (work).
+	workers  *workers.Pool[received]
+	stopOnce sync.Once
+	subs     []*bus.Responder
+	wg       sync.WaitGroup
+	ready    atomic.Bool
 	// replaying holds the members whose replay is running (one at a time).
 	replaying sync.Map
 	// fs is the federation in force and the publishers' fair shares under
@@ -196,6 +202,7 @@ func New(cfg Config) (*Events, error) {
 		spanOpts = []bus.SpanOption{bus.WithTracerProvider(cfg.TracerProvider)}
 	}
 	e := &Events{cfg: cfg, log: cfg.Log.With("component", "gateway-events"), js: pubs[0], pubs: pubs, sem: make(chan struct{}, cfg.MaxInFlight), spanOpts: spanOpts}
+	e.workers = workers.New(workerIdle, e.work)
 	e.fs.Store(newFedState(cfg.Federation, nil))
 	return e, nil
 }
@@ -273,28 +280,49 @@ func checkEventPath(p string) error {
 	return nil
 }
 
-// Start subscribes to events and replay requests in the gateway's queue
-// group, so replicas share them.
+// Start subscribes to events, on Conn and each of MoreConns, and to replay
+// requests, on Conn, in the gateway's queue group, so that the connections
+// and the replicas share them. bus.QueueSubscribe: a planned reconnection
+// of a connection (a renewed SVID) first stops its deliveries and lets the
+// requests it received be answered, since only it may answer them.
 func (e *Events) Start(ctx context.Context) error {
-	for _, s := range []struct {
+	conns := append([]*nats.Conn{e.cfg.Conn}, e.cfg.MoreConns...)
+	type sub struct {
+		nc   *nats.Conn
 		subj string
-		h    nats.MsgHandler
-	}{{subject.AllEvents(), e.dispatch(e.handlePublish)}, {subject.AllReplays(), e.dispatch(e.handleReplay)}} {
-		sub, err := e.cfg.Conn.QueueSubscribe(s.subj, subject.GatewayQueue, s.h)
+		h    func(*nats.Msg)
+	}
+	subs := []sub{{e.cfg.Conn, subject.AllReplays(), e.handleReplay}}
+	for _, nc := range conns {
+		subs = append(subs, sub{nc, subject.AllEvents(), e.handlePublish})
+	}
+	for _, s := range subs {
+		r, err := bus.QueueSubscribe(s.nc, s.subj, subject.GatewayQueue, e.dispatch(s.nc, s.h), 1<<16, 64<<20)
 		if err != nil {
+			e.unsubscribe()
 			return fmt.Errorf("events: subscribe %s: %w", s.subj, err)
 		}
-		if err := sub.SetPendingLimits(1<<16, 64<<20); err != nil {
-			return err
-		}
-		e.subs = append(e.subs, sub)
+		e.subs = append(e.subs, r)
 	}
-	if err := bus.Flush(ctx, e.cfg.Conn); err != nil {
-		return fmt.Errorf("events: subscribe: %w", err)
+	for _, nc := range conns {
+		if err := bus.Flush(ctx, nc); err != nil {
+			e.unsubscribe()
+			return fmt.Errorf("events: subscribe: %w", err)
+		}
 	}
 	e.ready.Store(true)
-	e.log.Info("events ready", "subject", subject.AllEvents(), "replays", subject.AllReplays())
+	e.log.Info("events ready", "subject", subject.AllEvents(), "replays", subject.AllReplays(), "conns", len(conns))
 	return nil
+}
+
+// unsubscribe ends every subscription of Start.
+func (e *Events) unsubscribe() {
+	for _, s := range e.subs {
+		if err := s.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			e.log.Warn("unsubscribe", "err", err)
+		}
+	}
+	e.subs = nil
 }
 
 // Ready reports whether the service takes events.
@@ -305,14 +333,17 @@ func (e *Events) Ready() error {
 	return nil
 }
 
-// Stop stops taking events and waits, until ctx ends, for those in flight.
+// Stop stops taking events, on every connection, and waits, until ctx
+// ends, for those in flight.
 func (e *Events) Stop(ctx context.Context) error {
 	e.ready.Store(false)
-	for _, s := range e.subs {
-		_ = s.Unsubscribe()
-	}
+	e.unsubscribe()
 	done := make(chan struct{})
-	go func() { e.wg.Wait(); close(done) }()
+	go func() {
+		e.wg.Wait()
+		e.stopOnce.Do(e.workers.Close)
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil
@@ -325,23 +356,46 @@ func (e *Events) Stop(ctx context.Context) error {
 // event is not counted) and the publications refused so far.
 func (e *Events) Counts() (delivered, refused int64) { return e.delivered.Load(), e.refused.Load() }
 
-// dispatch runs h on its own goroutine, or refuses at once when the service
-// is at capacity: the subscription's goroutine never blocks.
-func (e *Events) dispatch(h func(*nats.Msg)) nats.MsgHandler {
+// dispatch hands each request nc receives to a worker to run h, or refuses
+// it at once when the service is at capacity: the subscription's goroutine
+// never blocks. The request is counted in on nc until answered
+// (bus.Serving): a planned reconnection of nc waits for the answer, which
+// only nc may send (a reply leaves on the connection its request came in
+// on: nats.Msg.Respond).
+func (e *Events) dispatch(nc *nats.Conn, h func(*nats.Msg)) nats.MsgHandler {
 	return func(msg *nats.Msg) {
+		done := bus.Serving(nc)
 		select {
 		case e.sem <- struct{}{}:
 		default:
 			e.refused.Add(1)
 			e.answerTo(msg, nil, decision.Refuse(codes.ResourceExhausted, decision.ReasonOverloaded, "the gateway is at capacity: publish again later"))
+			done()
 			return
 		}
 		e.wg.Add(1)
-		go func() {
-			defer func() { <-e.sem; e.wg.Done() }()
-			h(msg)
-		}()
+		e.workers.Go(received{msg: msg, h: h, done: done}) // never waits for a worker
 	}
+}
+
+// received is a request admitted: a publication or a replay request.
+type received struct {
+	msg  *nats.Msg
+	h    func(*nats.Msg)
+	done func() // ends its count on the connection it came on
+}
+
+// workerIdle is how long a worker waits for another request before it ends.
+const workerIdle = 2 * time.Second
+
+// work runs r on a worker of e.workers: one that has handled an event
+// before has grown its stack already through the checks, the audit and the
+// stores (a fresh goroutine grows it anew, copying it, on every event).
+func (e *Events) work(r received) {
+	r.h(r.msg)
+	r.done()
+	<-e.sem
+	e.wg.Done()
 }
 
 // answerTo answers msg on its sender's own inbox only (the first token after

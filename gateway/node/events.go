@@ -32,8 +32,9 @@ func (n *Node) startEvents(ctx context.Context) error {
 	}
 	cfg := events.Config{
 		Federation: n.federation(), Keyer: n.cfg.Keyer, Conn: n.cfg.Conn, Audit: n.audit.Log, Log: n.cfg.Log,
-		// The stores spread over the query connections too, by citizen:
-		// one JetStream context's lock serialised them all.
+		// Publications are taken on the query connections too, and the
+		// stores spread over them by citizen: one connection and one
+		// JetStream context's lock serialised them all.
 		MoreConns: n.o.queryConns,
 	}
 	if n.consent != nil {

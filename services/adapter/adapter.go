@@ -55,10 +55,11 @@ type Config struct {
 	Keyer      *ckey.Keyer
 	Conn       *nats.Conn
 	// MoreConns are further connections of the member's identity: the
-	// consumer side spreads its queries over Conn and these, the provider
-	// side takes requests on each (one queue group) and answers on the one
-	// a request arrived on — one connection serialises its own reads and
-	// writes. The adapter does not close them.
+	// consumer side spreads its queries over Conn and these, the events it
+	// publishes by citizen (eventConn), the provider side takes requests on
+	// each (one queue group) and answers on the one a request arrived on —
+	// one connection serialises its own reads and writes. The adapter does
+	// not close them.
 	MoreConns []*nats.Conn
 	Log       *slog.Logger
 	// Services are descriptors of services given besides the federation's

@@ -2,6 +2,7 @@ package adapter_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/jisr-bus/jisr/bus/bustest"
 	"github.com/jisr-bus/jisr/bus/subject"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
+	eventsv1 "github.com/jisr-bus/jisr/proto/gen/jisr/events/v1"
 	"github.com/jisr-bus/jisr/services/adapter"
 )
 
@@ -87,6 +89,96 @@ func TestProviderTakesRequestsOnEveryConnection(t *testing.T) {
 	for addr, calls := range be.from {
 		if calls != n/2 {
 			t.Errorf("link %s carried %d of %d calls, want %d (in turn)", addr, calls, n, n/2)
+		}
+	}
+}
+
+// With further connections, the adapter publishes its events over all of
+// them, each citizen's always over the same one (by its ckey), so that a
+// citizen's events never overtake each other on two connections; on a
+// PublishStream each citizen's events still reach the gateway in the order
+// sent. Events all sent on Conn, or a connection picked per event, fail
+// it.
+func TestEventsSpreadOverTheConnectionsByCitizen(t *testing.T) {
+	t.Parallel()
+	f := startStreamFixtureConns(t, 3)
+	f.gw.releaseAll()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	out := func() []uint64 {
+		var n []uint64
+		for _, nc := range f.conns {
+			n = append(n, nc.Stats().OutMsgs)
+		}
+		return n
+	}
+	const citizens, each = 30, 3
+	used := map[int]int{} // connection → citizens it carried
+	for c := range citizens {
+		before := out()
+		for i := range each {
+			if _, err := f.client.Publish(ctx, &eventsv1.PublishRequest{Event: addressChange(fmt.Sprintf("unary-%06d%06d", c, i), fmt.Sprintf("AB%d", 1000+c))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		after := out()
+		carried := -1
+		for k := range f.conns {
+			switch n := after[k] - before[k]; n {
+			case 0:
+			case each:
+				carried = k
+			default:
+				t.Fatalf("citizen %d: connection %d carried %d of its %d events, want none or all", c, k, n, each)
+			}
+		}
+		if carried < 0 {
+			t.Fatalf("citizen %d: no connection carried its events", c)
+		}
+		used[carried]++
+	}
+	if len(used) != len(f.conns) {
+		t.Fatalf("events of %d citizens on connections %v, want all %d", citizens, used, len(f.conns))
+	}
+
+	// Many citizens at once on a stream: each one's events reach the
+	// gateway in the order sent.
+	st, err := f.client.PublishStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const many, per = 20, 8
+	sent := map[string][]string{} // eID → ids in order
+	for i := range per {
+		for c := range many {
+			eid := fmt.Sprintf("CD%d", 2000+c)
+			id := fmt.Sprintf("stream-%06d%06d", c, i)
+			sent[eid] = append(sent[eid], id)
+			if err := st.Send(&eventsv1.PublishStreamRequest{Event: addressChange(id, eid)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	answers, err := readAnswers(t, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(answers) != many*per {
+		t.Fatalf("%d answers, want %d", len(answers), many*per)
+	}
+	for _, r := range answers {
+		if r.GetCode() != 0 {
+			t.Fatalf("answer %v", r)
+		}
+	}
+	f.gw.mu.Lock()
+	defer f.gw.mu.Unlock()
+	for eid, ids := range sent {
+		if got := f.gw.order[f.env.Keyer.CKey(eid)]; fmt.Sprint(got) != fmt.Sprint(ids) {
+			t.Fatalf("citizen %s's events reached the gateway as %v, sent as %v", eid, got, ids)
 		}
 	}
 }

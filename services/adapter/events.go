@@ -96,10 +96,11 @@ func (a *Adapter) checkEvent(ev *eventsv1.Event) (checkedEvent, error) {
 	return checkedEvent{subj: subj, ckey: ck, data: data}, nil
 }
 
-// sendEvent sends a checked event to the gateway and returns its answer:
-// the deliveries, once every one is durable, or the refusal.
+// sendEvent sends a checked event to the gateway, on its citizen's
+// connection (eventConn), and returns its answer: the deliveries, once
+// every one is durable, or the refusal.
 func (a *Adapter) sendEvent(ctx context.Context, ev checkedEvent) (*eventsv1.PublishResponse, error) {
-	reply, err := bus.Call(ctx, a.cfg.Conn, &nats.Msg{Subject: ev.subj, Data: ev.data, Header: nats.Header{}}, a.spanOpts...)
+	reply, err := bus.Call(ctx, a.eventConn(ev.ckey), &nats.Msg{Subject: ev.subj, Data: ev.data, Header: nats.Header{}}, a.spanOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -108,6 +109,26 @@ func (a *Adapter) sendEvent(ctx context.Context, ev checkedEvent) (*eventsv1.Pub
 		return nil, status.Error(codes.Internal, "the gateway's answer is not a PublishResponse")
 	}
 	return out, nil
+}
+
+// eventConn is the connection the events of the citizen ck are sent on:
+// one of Conn and MoreConns, by FNV-1a of the ckey — always the same, so a
+// citizen's events, sent one after another (PublishStream's lanes), never
+// overtake each other on two connections, and the citizens spread over
+// them (one connection serialises its own writes and reads).
+func (a *Adapter) eventConn(ck string) *nats.Conn {
+	if len(a.cfg.MoreConns) == 0 {
+		return a.cfg.Conn
+	}
+	h := uint32(2166136261)
+	for i := 0; i < len(ck); i++ {
+		h ^= uint32(ck[i])
+		h *= 16777619
+	}
+	if i := h % uint32(len(a.cfg.MoreConns)+1); i > 0 {
+		return a.cfg.MoreConns[i-1]
+	}
+	return a.cfg.Conn
 }
 
 // Replay asks the gateway to deliver again the events since a time.

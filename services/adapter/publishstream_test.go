@@ -91,11 +91,21 @@ type streamFixture struct {
 	gw     *heldGateway
 	client eventsv1.EventPublisherClient
 	cc     *grpc.ClientConn
+	conns  []*nats.Conn // the adapter's: Conn, then MoreConns
+	env    *bustest.Env
 }
 
-func startStreamFixture(t *testing.T) *streamFixture {
+func startStreamFixture(t *testing.T) *streamFixture { return startStreamFixtureConns(t, 1) }
+
+// startStreamFixtureConns is startStreamFixture with an adapter of n NATS
+// connections.
+func startStreamFixtureConns(t *testing.T, n int) *streamFixture {
 	t.Helper()
 	env := bustest.Start(t)
+	var conns []*nats.Conn
+	for range n {
+		conns = append(conns, env.Connect(t, "civil-registry"))
+	}
 	g := &heldGateway{perCKey: map[string]int{}, order: map[string][]string{}}
 	gwc := env.Connect(t, "gateway")
 	sub, err := gwc.QueueSubscribe(subject.EventPrefix+".civil-registry.>", subject.GatewayQueue, g.take)
@@ -107,7 +117,7 @@ func startStreamFixture(t *testing.T) *streamFixture {
 		t.Fatal(err)
 	}
 	a, err := adapter.New(adapter.Config{Member: "civil-registry", Federation: env.Fed, Keyer: env.Keyer,
-		Conn: env.Connect(t, "civil-registry"), Log: bustest.Logger(t), DefaultTimeout: time.Minute})
+		Conn: conns[0], MoreConns: conns[1:], Log: bustest.Logger(t), DefaultTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +133,7 @@ func startStreamFixture(t *testing.T) *streamFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cc.Close() })
-	return &streamFixture{gw: g, client: eventsv1.NewEventPublisherClient(cc), cc: cc}
+	return &streamFixture{gw: g, client: eventsv1.NewEventPublisherClient(cc), cc: cc, conns: conns, env: env}
 }
 
 func addressChange(id, eid string) *eventsv1.Event {

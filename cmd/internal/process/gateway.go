@@ -43,8 +43,8 @@ type GatewayOptions struct {
 	AuditAPIPrefix string
 	Unsafe         gateway.Safeguards
 	Pprof          bool
-	// NATSConns is how many NATS connections the gateway takes queries on
-	// and stores life events through (0: DefaultNATSConns; see
+	// NATSConns is how many NATS connections the gateway takes queries and
+	// life events on and stores life events through (0: DefaultNATSConns; see
 	// gateway.Config.QueryConns, events.Config.MoreConns).
 	NATSConns int
 	// consentJWKS is the consent service's public JWKS (default
