@@ -108,7 +108,7 @@ func (b *harness) measureEvents(ctx context.Context, f *cluster) error {
 		return err
 	}
 	recv, err := b.spawn("adapter-tax-events", "--nats", f.natsURL, "adapter", "--member", "tax",
-		"--listen", taddr, "--backend", saddr, "--event-sink", saddr, "--event-in-flight", fmt.Sprint(eventInFlight(b.top())))
+		"--listen", taddr, "--backend", saddr, "--event-sink", saddr, "--event-in-flight", fmt.Sprint(eventInFlight(b.judgedAt())))
 	if err != nil {
 		return err
 	}
@@ -136,7 +136,7 @@ func (b *harness) measureEvents(ctx context.Context, f *cluster) error {
 				Place: &jisrv1.Place{Commune: "Agdal-Ryad", Province: "Rabat", Country: "MA"}, Street: "12 avenue de France"}},
 		}
 	}
-	conc := b.top()
+	conc := b.judgedAt()
 	procs := append(f.procs(), pub, recv)
 
 	// Unary: a call per event, a third of the measured time.

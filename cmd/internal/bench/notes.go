@@ -59,7 +59,7 @@ func (b *harness) notes(targets []Target) []string {
 
 // throughputNote explains a full path below half of the baseline.
 func (b *harness) throughputNote() string {
-	top, cores := b.top(), float64(runtime.NumCPU())
+	top, cores := b.judgedAt(), float64(runtime.NumCPU())
 	full, base := b.find("full", top), b.find("baseline", top)
 	if full == nil || base == nil || full.QPS <= 0 {
 		return ""
