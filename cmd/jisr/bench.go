@@ -101,7 +101,7 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 	f.StringVar(&out, "out", "bench/results", "directory for the report (latest.md, latest.json, latest.svg and dated copies)")
 	f.DurationVar(&duration, "duration", 3*time.Second, "measured time of each scenario")
 	f.DurationVar(&warmup, "warmup", 700*time.Millisecond, "unmeasured warm-up before each scenario")
-	f.IntSliceVar(&concurrency, "concurrency", []int{1, 16, 128, 512}, "concurrent callers of the full path and of the baseline (the safeguards, replicas, life events, scaling and profiles at the last)")
+	f.IntSliceVar(&concurrency, "concurrency", []int{1, 16, 128, 512}, "concurrent callers of the full path and of the baseline (the safeguards, replicas, scaling and profiles at the last; the life events, and both ratio targets, at 128 where it is listed)")
 	f.IntVar(&large, "large", 1000000, "citizens of the large-population run (0: skip it)")
 	f.IntVar(&revocations, "revocations", 20, "revocations timed on two gateway replicas")
 	f.BoolVar(&profile, "profile", true, "save a CPU profile of every component under the heaviest load")

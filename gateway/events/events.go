@@ -288,16 +288,22 @@ func checkEventPath(p string) error {
 func (e *Events) Start(ctx context.Context) error {
 	conns := append([]*nats.Conn{e.cfg.Conn}, e.cfg.MoreConns...)
 	type sub struct {
-		nc   *nats.Conn
-		subj string
-		h    func(*nats.Msg)
+		nc    *nats.Conn
+		subj  string
+		h     func(*nats.Msg)
+		count bool
 	}
-	subs := []sub{{e.cfg.Conn, subject.AllReplays(), e.handleReplay}}
+	// A replay can run for minutes: counted in, it would hold up every
+	// planned reconnection of Conn for the whole drain and be cut anyway.
+	subs := []sub{{e.cfg.Conn, subject.AllReplays(), e.handleReplay, false}}
 	for _, nc := range conns {
-		subs = append(subs, sub{nc, subject.AllEvents(), e.handlePublish})
+		subs = append(subs, sub{nc, subject.AllEvents(), e.handlePublish, true})
 	}
+	// The pending limits are shared out among the connections: together
+	// they hold no more than one connection did.
+	pendMsgs, pendBytes := max(1<<16/len(conns), 1024), max(64<<20/len(conns), 4<<20)
 	for _, s := range subs {
-		r, err := bus.QueueSubscribe(s.nc, s.subj, subject.GatewayQueue, e.dispatch(s.nc, s.h), 1<<16, 64<<20)
+		r, err := bus.QueueSubscribe(s.nc, s.subj, subject.GatewayQueue, e.dispatch(s.nc, s.h, s.count), pendMsgs, pendBytes)
 		if err != nil {
 			e.unsubscribe()
 			return fmt.Errorf("events: subscribe %s: %w", s.subj, err)
@@ -358,13 +364,16 @@ func (e *Events) Counts() (delivered, refused int64) { return e.delivered.Load()
 
 // dispatch hands each request nc receives to a worker to run h, or refuses
 // it at once when the service is at capacity: the subscription's goroutine
-// never blocks. The request is counted in on nc until answered
-// (bus.Serving): a planned reconnection of nc waits for the answer, which
-// only nc may send (a reply leaves on the connection its request came in
-// on: nats.Msg.Respond).
-func (e *Events) dispatch(nc *nats.Conn, h func(*nats.Msg)) nats.MsgHandler {
+// never blocks. With count, the request is counted in on nc until
+// answered (bus.Serving): a planned reconnection of nc waits for the
+// answer, which only nc may send (a reply leaves on the connection its
+// request came in on: nats.Msg.Respond).
+func (e *Events) dispatch(nc *nats.Conn, h func(*nats.Msg), count bool) nats.MsgHandler {
 	return func(msg *nats.Msg) {
-		done := bus.Serving(nc)
+		done := func() {}
+		if count {
+			done = bus.Serving(nc)
+		}
 		select {
 		case e.sem <- struct{}{}:
 		default:
@@ -663,8 +672,10 @@ func (e *Events) store(ctx context.Context, js jetstream.JetStream, m *nats.Msg,
 }
 
 // pubFor is the context that stores the events of the citizen ck (FNV-1a
-// of the ckey): always the same one, so a citizen's stores never overtake
-// each other on two connections, and the citizens spread over them.
+// of the ckey): always the same one, so that a citizen's stores, issued in
+// order, leave on one connection in that order (order across replicas, or
+// after a publisher gave up waiting, is the publisher's: docs/events.md),
+// and the citizens spread over the connections.
 func (e *Events) pubFor(ck string) jetstream.JetStream {
 	if len(e.pubs) == 1 {
 		return e.pubs[0]

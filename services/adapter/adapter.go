@@ -386,41 +386,49 @@ func (a *Adapter) StartProvider(ctx context.Context) error {
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newCodec())),
 	}, a.cfg.DialOptions...)
-	links := make([]*grpc.ClientConn, 1+len(a.cfg.MoreConns))
-	for i := range links {
-		if links[i], err = grpc.NewClient(a.cfg.Backend, opts...); err != nil {
-			for _, c := range links[:i] {
-				_ = c.Close()
+	// The links are made once: a StartProvider that failed below and is
+	// tried again with a later version keeps them (requests taken before
+	// the failure may still be using them; Stop closes them).
+	if a.backends == nil {
+		links := make([]*grpc.ClientConn, 1+len(a.cfg.MoreConns))
+		for i := range links {
+			if links[i], err = grpc.NewClient(a.cfg.Backend, opts...); err != nil {
+				for _, c := range links[:i] {
+					_ = c.Close()
+				}
+				return fmt.Errorf("adapter: backend %s: %w", a.cfg.Backend, err)
 			}
-			return fmt.Errorf("adapter: backend %s: %w", a.cfg.Backend, err)
 		}
+		a.microMu.Lock() // Ready reads the backend link (the side may start late: a later version)
+		a.backend, a.backends = links[0], links
+		a.fingerprint = bus.BackendFingerprint(a.cfg.Backend)
+		a.microMu.Unlock()
 	}
-	a.microMu.Lock() // Ready reads the backend link (the side may start late: a later version)
-	a.backend, a.backends = links[0], links
-	a.fingerprint = bus.BackendFingerprint(a.cfg.Backend)
-	a.microMu.Unlock()
+	// A failure below ends the subscriptions made, so that a later
+	// version's StartProvider starts them afresh.
+	var subs []*bus.Responder
+	fail := func(err error) error {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+		a.sub, a.subs = nil, nil
+		return err
+	}
 	// bus.QueueSubscribe: a reconnection with a renewed SVID pauses it and
 	// answers the requests received first (only this connection may).
-	sub, err := bus.QueueSubscribe(a.cfg.Conn, subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatchOn(a.cfg.Conn), 1<<16, 256<<20)
-	if err != nil {
-		return fmt.Errorf("adapter: subscribe: %w", err)
-	}
-	if err := bus.Flush(ctx, a.cfg.Conn); err != nil {
-		return fmt.Errorf("adapter: subscribe: %w", err)
-	}
-	a.sub = sub
-	for _, nc := range a.cfg.MoreConns {
+	for _, nc := range append([]*nats.Conn{a.cfg.Conn}, a.cfg.MoreConns...) {
 		s, err := bus.QueueSubscribe(nc, subject.ProviderQueries(a.cfg.Member), subject.ProviderQueue(a.cfg.Member), a.dispatchOn(nc), 1<<16, 256<<20)
-		if err == nil {
-			err = bus.Flush(ctx, nc)
-		}
 		if err != nil {
-			return fmt.Errorf("adapter: subscribe: %w", err)
+			return fail(fmt.Errorf("adapter: subscribe: %w", err))
 		}
-		a.subs = append(a.subs, s)
+		subs = append(subs, s)
+		if err := bus.Flush(ctx, nc); err != nil {
+			return fail(fmt.Errorf("adapter: subscribe: %w", err))
+		}
 	}
+	a.sub, a.subs = subs[0], subs[1:]
 	if err := a.register(a.fs.Load(), true); err != nil {
-		return fmt.Errorf("adapter: %w", err)
+		return fail(fmt.Errorf("adapter: %w", err))
 	}
 	a.log.Info("provider side ready", "subject", subject.ProviderQueries(a.cfg.Member), "backend", a.cfg.Backend, "backend_fingerprint", a.fingerprint)
 	return nil
@@ -520,7 +528,7 @@ func (a *Adapter) serve(msg *nats.Msg) {
 	call := new([2]frame) // the request and the reply, in one allocation
 	call[0].b = in
 	out := &call[1]
-	backend := a.backends[int(a.nextBackend.Add(1))%len(a.backends)]
+	backend := a.backends[a.nextBackend.Add(1)%uint32(len(a.backends))]
 	if err := backend.Invoke(ctx, m.FullMethod, &call[0], out); err != nil {
 		st := status.Convert(err)
 		if ctx.Err() != nil && st.Code() == codes.Unknown {

@@ -113,7 +113,7 @@ func TestEventsSpreadOverTheConnectionsByCitizen(t *testing.T) {
 		return n
 	}
 	const citizens, each = 60, 3 // all three connections used by chance: 1 - 3·(2/3)^60, about 1 - 1e-10
-	used := map[int]int{} // connection → citizens it carried
+	used := map[int]int{}        // connection → citizens it carried
 	for c := range citizens {
 		before := out()
 		for i := range each {

@@ -113,9 +113,11 @@ func (a *Adapter) sendEvent(ctx context.Context, ev checkedEvent) (*eventsv1.Pub
 
 // eventConn is the connection the events of the citizen ck are sent on:
 // one of Conn and MoreConns, by FNV-1a of the ckey — always the same, so a
-// citizen's events, sent one after another (PublishStream's lanes), never
-// overtake each other on two connections, and the citizens spread over
-// them (one connection serialises its own writes and reads).
+// citizen's events, sent one after another (PublishStream's lanes), do not
+// overtake each other on two connections (a lane that gave up waiting for
+// an answer, after its timeout, sends the next while the gateway may still
+// be storing the last: docs/events.md), and the citizens spread over them
+// (one connection serialises its own writes and reads).
 func (a *Adapter) eventConn(ck string) *nats.Conn {
 	if len(a.cfg.MoreConns) == 0 {
 		return a.cfg.Conn

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/jisr-bus/jisr/bus/federation"
@@ -33,6 +34,42 @@ func TestLiftFederation(t *testing.T) {
 		}
 		if l.MaxRequestBytes != was.MaxRequestBytes {
 			t.Errorf("%s: max_request_bytes %d, was %d: not the bench's to change", m.Name, l.MaxRequestBytes, was.MaxRequestBytes)
+		}
+	}
+}
+
+// The ≥ 5× target against a smaller machine's report: met, missed, and
+// failed — never dropped — when the two runs cannot be compared.
+func TestCompareTarget(t *testing.T) {
+	full := func(qps float64) []Result { return []Result{{Scenario: "full", Concurrency: 512, QPS: qps}} }
+	find := func(ts []Target) *Target {
+		for i := range ts {
+			if strings.Contains(ts[i].Target, "5×") {
+				return &ts[i]
+			}
+		}
+		return nil
+	}
+	for _, c := range []struct {
+		name        string
+		mine, ref   []Result
+		cores, refC int
+		met         bool
+		measured    string
+	}{
+		{"met", full(25000), full(3300), 16, 2, true, "7.6×"},
+		{"missed", full(10000), full(3300), 16, 2, false, "3.0×"},
+		{"no figure at the load", full(25000), []Result{{Scenario: "full", Concurrency: 128, QPS: 3000}}, 16, 2, false, "not comparable"},
+		{"not a smaller machine", full(25000), full(3300), 2, 2, false, "not comparable"},
+	} {
+		b := &harness{results: c.mine, facts: Facts{Cores: c.cores},
+			o: options{concurrency: []int{1, 512}, compare: &Report{Facts: Facts{Cores: c.refC}, Results: c.ref}, comparePath: "ref.json"}}
+		got := find(b.targets())
+		if got == nil {
+			t.Fatalf("%s: no ≥ 5× target", c.name)
+		}
+		if got.Met != c.met || !strings.Contains(got.Measured, c.measured) {
+			t.Errorf("%s: %+v, want met=%v and %q", c.name, *got, c.met, c.measured)
 		}
 	}
 }

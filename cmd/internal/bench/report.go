@@ -242,13 +242,19 @@ func (b *harness) targets() []Target {
 		if u := b.find("events-delivery-unary", ec); u != nil {
 			unary = fmt.Sprintf("; unary Publish (a call per event, %d callers): %.0f events/s end to end (%.0f%%)", ec, u.QPS, 100*u.QPS/f.QPS)
 		}
-		add(fmt.Sprintf("life events end to end with audit (PublishStream, %d in flight) ≥ the full path's throughput at c=%d, same run (issue 19)", ec, ec), ev.QPS >= f.QPS,
+		add(fmt.Sprintf("life events end to end with audit (PublishStream, %d in flight; the receiving adapter delivering %d at once, --event-in-flight) ≥ the full path's throughput at c=%d, same run (issue 19)", ec, eventInFlight(ec), ec), ev.QPS >= f.QPS,
 			"%.0f events/s (%.0f deliveries/s, %.2f per event) vs %.0f queries/s (%.0f%%), both through %d gateway replica(s); lag p50 %.1f ms, p99 %.1f ms%s",
 			ev.QPS, ev.QPS*b.facts.DeliveriesPerEvent, b.facts.DeliveriesPerEvent, f.QPS, 100*ev.QPS/f.QPS, b.facts.EventGateways, ev.P50, ev.P99, unary)
 	}
-	if ref := b.o.compare; ref != nil && ref.Facts.Cores > 0 {
+	if ref := b.o.compare; ref != nil {
 		mine, theirs := b.find("full", top), findIn(ref.Results, "full", top)
-		if mine != nil && theirs != nil && theirs.QPS > 0 {
+		unmet := fmt.Sprintf("full path at c=%d ≥ 5× the figure of %s", top, b.o.comparePath)
+		switch {
+		case mine == nil || theirs == nil || theirs.QPS <= 0:
+			add(unmet, false, "not comparable: that report or this run has no full path at c=%d", top)
+		case ref.Facts.Cores >= b.facts.Cores:
+			add(unmet, false, "not comparable: that report ran on %d cores, this run on %d", ref.Facts.Cores, b.facts.Cores)
+		default:
 			add(fmt.Sprintf("full path at c=%d on %d cores ≥ 5× the %d-core figure (%s, %s)", top, b.facts.Cores, ref.Facts.Cores, b.o.comparePath, ref.Facts.Started.Format("2006-01-02 15:04 MST")), mine.QPS >= 5*theirs.QPS,
 				"%.0f vs %.0f queries/s (%.1f×)", mine.QPS, theirs.QPS, mine.QPS/theirs.QPS)
 		}
@@ -282,6 +288,11 @@ func (b *harness) markdown(rep Report) string {
 	w("# jisr bench — %s\n\n", rep.Facts.Started.Format("2006-01-02 15:04 MST"))
 	w("Machine: %s. Every component a separate process on loopback, mTLS on every NATS link. ", rep.Facts.Machine)
 	w("Query: `CivilRegistry/GetPerson` through the CNSS adapter with a consent token (request %d B + %d B of headers; reply %d B from the provider, %d B after minimisation — the baseline carries the same sizes on each hop), %d citizens with a token each, on a copy of the federation with every member's fair-share limits lifted to the most it allows (the limiter is not what is measured). ", rep.Sizes[0], rep.Facts.HeaderBytes, rep.ProviderReply, rep.Sizes[1], tokensPerRun)
+	conns := b.o.natsConns
+	if conns == 0 {
+		conns = min(max(runtime.NumCPU()/4, 1), 4) // the processes' default (process.DefaultNATSConns)
+	}
+	w("Connections: the gateway and each adapter %d NATS connection(s), the load generator %d HTTP/2 link(s) to the cnss adapter; the baseline's client, relay and responder one NATS connection each. ", conns, loadLinks())
 	w("Each scenario: %s warm-up, %s measured.\n\n", b.o.warmup, b.o.duration)
 	w("| scenario | callers | queries/s | p50 ms | p90 ms | p99 ms | CPU µs/query | vs baseline | cores busy: path + load generator / machine | errors |\n")
 	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")

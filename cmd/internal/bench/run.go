@@ -526,7 +526,7 @@ func (b *harness) startConsumer(ctx context.Context, f *cluster) error {
 // through its one writer, in the client and in the adapter's server: on
 // 16 cores that, not the path, was the limit). Calls take them in turn.
 func (b *harness) dial(f *cluster) (civilv1.CivilRegistryClient, func(), error) {
-	n := min(max(runtime.NumCPU()/4, 1), 4)
+	n := loadLinks()
 	rr := &roundRobin{}
 	closeAll := func() {
 		for _, cc := range rr.conns {
@@ -546,6 +546,10 @@ func (b *harness) dial(f *cluster) (civilv1.CivilRegistryClient, func(), error) 
 	return rr, closeAll, nil
 }
 
+// loadLinks is how many HTTP/2 links the load generator opens to the
+// consumer adapter.
+func loadLinks() int { return min(max(runtime.NumCPU()/4, 1), 4) }
+
 // roundRobin sends each GetPerson on the next of its links.
 type roundRobin struct {
 	civilv1.CivilRegistryClient // the other methods: the first link
@@ -555,7 +559,7 @@ type roundRobin struct {
 }
 
 func (r *roundRobin) GetPerson(ctx context.Context, in *civilv1.GetPersonRequest, opts ...grpc.CallOption) (*civilv1.GetPersonResponse, error) {
-	return r.clients[int(r.next.Add(1))%len(r.clients)].GetPerson(ctx, in, opts...)
+	return r.clients[r.next.Add(1)%uint32(len(r.clients))].GetPerson(ctx, in, opts...)
 }
 
 // token is a citizen and a consent token for them.
