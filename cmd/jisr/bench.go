@@ -27,10 +27,12 @@ consumer adapter.
 
 In the same run it measures a raw two-hop baseline over the same NATS, mTLS,
 identities and payload sizes (client as cnss → relay as the gateway →
-responder as civil-registry, no checks), the cost of each safeguard
-(consent, audit, minimisation switched off in turn, against a control in
-alternating rounds), 10,000 vs 1,000,000 citizens (alternating rounds), two
-gateway replicas, revocation lag on each replica, the start-up time and
+responder as civil-registry, no checks) — at every load, and at 128 callers
+again in rounds alternating with the full path, which the ratio target is
+judged on —, the cost of each safeguard (consent, audit, minimisation
+switched off in turn, against a control in alternating rounds, at full load
+and again with both paced to one offered rate), 10,000 vs 1,000,000
+citizens (alternating rounds), two gateway replicas, revocation lag on each replica, the start-up time and
 memory of 'jisr dev'. CPU per query is read from /proc for every process,
 heap allocations per query from each process's pprof endpoint. With
 --scaling (the default) it measures the full path and the baseline again

@@ -45,17 +45,23 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 		if r.Queries == 0 || r.Errors != 0 || r.QPS <= 0 || r.P99 < r.P50 || r.CPUMicros <= 0 {
 			t.Errorf("%s: %+v", r.Name, r)
 		}
-		if r.Scenario == "full" && r.Ratio <= 0 {
+		if (r.Scenario == "full" || r.Scenario == "paired-full") && r.Ratio <= 0 {
 			t.Errorf("%s has no ratio to the baseline", r.Name)
 		}
 		if r.BusyPath <= 0 || r.BusyClient <= 0 || r.BusyMachine <= 0 {
 			t.Errorf("%s: cores busy not measured: path %v, load generator %v, machine %v", r.Name, r.BusyPath, r.BusyClient, r.BusyMachine)
 		}
-		if (r.Scenario == "large" || r.Scenario == "population-10k") && len(r.RoundP50) != 2 {
-			t.Errorf("%s: %d rounds, want 2 alternating", r.Name, len(r.RoundP50))
+		if (r.Scenario == "large" || r.Scenario == "population-10k") && len(r.RoundP50) != 4 {
+			t.Errorf("%s: %d rounds, want 4 alternating", r.Name, len(r.RoundP50))
+		}
+		if strings.HasPrefix(r.Scenario, "paired-") && len(r.RoundQPS) != 2 {
+			t.Errorf("%s: %d rounds, want 2 alternating with the other side", r.Name, len(r.RoundQPS))
+		}
+		if strings.HasPrefix(r.Scenario, "paced-") != (r.Offered > 0) || strings.HasPrefix(r.Scenario, "paced-") && r.Control == nil {
+			t.Errorf("%s: offered %v queries/s, control %v", r.Name, r.Offered, r.Control)
 		}
 	}
-	for _, s := range []string{"full", "baseline", "no-consent", "no-audit", "no-minimise", "two-replicas", "population-10k", "large", "events-publish", "events-delivery-unary", "events-stream-publish", "events-delivery"} {
+	for _, s := range []string{"full", "baseline", "no-consent", "no-audit", "no-minimise", "paced-no-consent", "paced-no-audit", "paced-no-minimise", "two-replicas", "paired-full", "paired-baseline", "population-10k", "large", "events-publish", "events-delivery-unary", "events-stream-publish", "events-delivery"} {
 		if seen[s] == 0 {
 			t.Errorf("no %s scenario in the report", s)
 		}
@@ -81,6 +87,9 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 		t.Errorf("targets: %+v", rep.Targets)
 	}
 	md, _ := os.ReadFile(filepath.Join(out, "latest.md"))
+	if !strings.Contains(string(md), "at one offered rate for both") {
+		t.Errorf("the Markdown report lacks the safeguards' cost at one offered rate:\n%s", md)
+	}
 	if !strings.Contains(string(md), "| full path, c=16 |") || !strings.Contains(stdout.String(), "## Targets") || !strings.Contains(string(md), "## Scaling with cores") {
 		t.Errorf("the Markdown report lacks the table:\n%s", md)
 	}

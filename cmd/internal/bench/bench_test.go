@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestRunRejectsAnIncompleteConfig: a run missing what it requires stops
@@ -63,5 +64,23 @@ func TestPaidCost(t *testing.T) {
 	}
 	if _, ok := paidCost(Result{Control: &Control{}}); ok {
 		t.Fatal("paidCost without CPU by process: a figure")
+	}
+}
+
+// TestPaceSkipsMissedSlots: a caller far behind the schedule skips the slots
+// it missed instead of making them up in a burst, so that a paced load
+// never offers more than its rate.
+func TestPaceSkipsMissedSlots(t *testing.T) {
+	var ws workers
+	every := time.Millisecond
+	start := time.Now().Add(-time.Second) // a second behind: about 1000 slots missed
+	ws.pace(start, every)
+	if k := ws.slot.Load(); k < 990 {
+		t.Fatalf("after a second behind, the next slot is %d: the missed ones were not skipped", k)
+	}
+	ws = workers{}
+	ws.pace(time.Now(), time.Hour) // the first slot is due at once
+	if k := ws.slot.Load(); k != 1 {
+		t.Fatalf("slot %d taken on schedule, want 1", k)
 	}
 }

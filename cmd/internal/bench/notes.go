@@ -60,7 +60,10 @@ func (b *harness) notes(targets []Target) []string {
 // throughputNote explains a full path below half of the baseline.
 func (b *harness) throughputNote() string {
 	top, cores := b.judgedAt(), float64(runtime.NumCPU())
-	full, base := b.find("full", top), b.find("baseline", top)
+	full, base := b.find("paired-full", top), b.find("paired-baseline", top)
+	if full == nil || base == nil {
+		full, base = b.find("full", top), b.find("baseline", top)
+	}
 	if full == nil || base == nil || full.QPS <= 0 {
 		return ""
 	}
@@ -77,8 +80,15 @@ func (b *harness) throughputNote() string {
 		"record (a JetStream publish, its acknowledgement and, for the citizen's access log, the gateway's index of its own records)."
 	var saved []string
 	var sum float64
+	how := ""
 	for _, s := range []string{"consent", "audit", "minimise"} {
-		if r := b.find("no-"+s, top); r != nil && r.Control != nil {
+		r := b.find("paced-no-"+s, top)
+		if r != nil {
+			how = " at the same offered rate"
+		} else {
+			r = b.find("no-"+s, top)
+		}
+		if r != nil && r.Control != nil {
 			cost := r.Control.CPUMicros - r.CPUMicros
 			if paid, ok := paidCost(*r); ok {
 				cost = paid
@@ -88,8 +98,8 @@ func (b *harness) throughputNote() string {
 		}
 	}
 	if len(saved) > 0 {
-		n += fmt.Sprintf(" The safeguards' own share, measured by switching each off, in the gateway and NATS (see the table above): %s — %.0f µs of the %.0f µs "+
-			"that separate the full path from the baseline; the rest is the extra hops.", strings.Join(saved, ", "), sum, fullAll-baseAll)
+		n += fmt.Sprintf(" The safeguards' own share, measured by switching each off%s, in the gateway and NATS (see the tables above): %s — %.0f µs of the %.0f µs "+
+			"that separate the full path from the baseline; the rest is the extra hops.", how, strings.Join(saved, ", "), sum, fullAll-baseAll)
 	}
 	return n
 }
@@ -112,17 +122,27 @@ func (b *harness) p99Note() string {
 	return n
 }
 
+// roundsText is populationRounds in words.
+func roundsText() string {
+	names := []string{"10k", "large"}
+	parts := make([]string, len(populationRounds))
+	for i, r := range populationRounds {
+		parts[i] = names[r]
+	}
+	return strings.Join(parts, ", ")
+}
+
 // populationNote explains a large population slower than the 10,000.
 func (b *harness) populationNote() string {
 	small, large := b.find("population-10k", 0), b.find("large", 0)
 	if small == nil || large == nil {
 		return ""
 	}
-	return fmt.Sprintf("%d vs 10,000 citizens: measured in alternating rounds (10k, large, large, 10k) against the same NATS, gateway and "+
+	return fmt.Sprintf("%d vs 10,000 citizens: measured in alternating rounds (%s) against the same NATS, gateway and "+
 		"adapters; p50 of the rounds: 10k %s ms, large %s ms. The backend's CPU per query: %.0f µs (10k) vs %.0f µs (large); the machine was "+
 		"%.0f%% / %.0f%% busy. A look-up is by primary key in a B-tree, one or two more levels for 100× the rows; a difference much larger "+
 		"than the spread between rounds of the same population points at page-cache misses of the large store (%.0f MiB on disk).",
-		b.facts.Large, joinMs(small.RoundP50), joinMs(large.RoundP50), small.CPUByProcess["backend"], large.CPUByProcess["backend-large"],
+		b.facts.Large, roundsText(), joinMs(small.RoundP50), joinMs(large.RoundP50), small.CPUByProcess["backend"], large.CPUByProcess["backend-large"],
 		100*small.BusyMachine, 100*large.BusyMachine, mib(b.facts.LargeStoreBytes))
 }
 

@@ -253,7 +253,16 @@ func tcpOpen(addr string) func(context.Context) error {
 // measures the steady part: latencies, errors, and the CPU the given
 // processes spent.
 func (b *harness) load(ctx context.Context, label string, conc int, procs []*proc, call func(ctx context.Context, worker, i int) error) Result {
-	ws := startWorkers(ctx, conc, call)
+	return b.loadPaced(ctx, label, conc, 0, procs, call)
+}
+
+// loadPaced is load with the calls paced to one every `every` among all the
+// callers (an offered rate of 1/every; 0: each caller calls again as soon as
+// its call returns). Paced, the throughput is the offered rate for as long
+// as the path keeps up, so that two variants of the path can be compared
+// doing the same work in the same time.
+func (b *harness) loadPaced(ctx context.Context, label string, conc int, every time.Duration, procs []*proc, call func(ctx context.Context, worker, i int) error) Result {
+	ws := startWorkers(ctx, conc, every, call)
 	bar := progress.New(b.stderr, fmt.Sprintf("%-34s", label))
 	sleepBar := func(d time.Duration, from, total time.Duration) {
 		end := time.Now().Add(d)
@@ -294,18 +303,24 @@ func (b *harness) load(ctx context.Context, label string, conc int, procs []*pro
 type workers struct {
 	measuring, stop atomic.Bool
 	errs            atomic.Int64
-	firstErr        atomic.Value
-	wg              sync.WaitGroup
-	lat             [][]time.Duration
+	// slot numbers the paced calls: call k is due at start + k·every.
+	slot     atomic.Int64
+	firstErr atomic.Value
+	wg       sync.WaitGroup
+	lat      [][]time.Duration
 }
 
-func startWorkers(ctx context.Context, conc int, call func(ctx context.Context, worker, i int) error) *workers {
+func startWorkers(ctx context.Context, conc int, every time.Duration, call func(ctx context.Context, worker, i int) error) *workers {
 	ws := &workers{lat: make([][]time.Duration, conc)}
+	start := time.Now()
 	for w := range conc {
 		ws.wg.Add(1)
 		go func() {
 			defer ws.wg.Done()
 			for i := 0; !ws.stop.Load(); i++ {
+				if every > 0 {
+					ws.pace(start, every)
+				}
 				t0 := time.Now()
 				err := call(ctx, w, i)
 				d := time.Since(t0)
@@ -322,6 +337,24 @@ func startWorkers(ctx context.Context, conc int, call func(ctx context.Context, 
 		}()
 	}
 	return ws
+}
+
+// pace waits for the caller's next slot of the schedule start + k·every.
+// Slots missed by more than a few periods are skipped, not made up in a
+// burst: a path that does not keep up shows as fewer queries done than
+// offered.
+func (ws *workers) pace(start time.Time, every time.Duration) {
+	for {
+		due := start.Add(time.Duration(ws.slot.Add(1)-1) * every)
+		d := time.Until(due)
+		if d > 0 {
+			time.Sleep(d)
+			return
+		}
+		if d > -4*every {
+			return
+		}
+	}
 }
 
 // halt stops the workers, waits for them and returns what they recorded.
@@ -380,7 +413,7 @@ func (r *Result) summarise() {
 
 // mergeResults combines rounds of the same scenario into one result.
 func mergeResults(name string, rounds []Result) Result {
-	m := Result{Name: name, Scenario: rounds[0].Scenario, Concurrency: rounds[0].Concurrency, Rounds: len(rounds), perCPU: map[string]time.Duration{}}
+	m := Result{Name: name, Scenario: rounds[0].Scenario, Concurrency: rounds[0].Concurrency, Offered: rounds[0].Offered, Rounds: len(rounds), perCPU: map[string]time.Duration{}}
 	for _, r := range rounds {
 		m.lat = append(m.lat, r.lat...)
 		m.Errors += r.Errors
@@ -396,6 +429,7 @@ func mergeResults(name string, rounds []Result) Result {
 		}
 		m.RSSUnderLoad = r.RSSUnderLoad
 		m.RoundP50 = append(m.RoundP50, r.P50)
+		m.RoundQPS = append(m.RoundQPS, r.QPS)
 	}
 	m.summarise()
 	return m
