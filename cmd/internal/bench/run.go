@@ -739,19 +739,14 @@ func (b *harness) baseline(ctx context.Context, f *cluster, tokens []token) erro
 		return err
 	}
 	defer func() { relay.stop(); responder.stop() }()
-	bg := b.clients(f.natsURL)
-	nc, src, err := bg.Connect(ctx, "cnss")
+	call, done, err := b.baselineClient(ctx, f, tokens)
 	if err != nil {
 		return err
 	}
-	defer func() { nc.Close(); src.Close() }()
-	msgs, err := b.queryMsgs(bg, tokens)
-	if err != nil {
-		return err
-	}
+	defer done()
 	procs := []*proc{f.nats, relay, responder}
 	for _, c := range b.o.concurrency {
-		r := b.load(ctx, fmt.Sprintf("raw two-hop baseline, c=%d", c), c, procs, baselineCall(nc, msgs))
+		r := b.load(ctx, fmt.Sprintf("raw two-hop baseline, c=%d", c), c, procs, call)
 		r.Scenario = "baseline"
 		b.results = append(b.results, r)
 	}
@@ -766,11 +761,28 @@ func (b *harness) baseline(ctx context.Context, f *cluster, tokens []token) erro
 			return err
 		}
 		top := b.top()
-		r := b.load(ctx, fmt.Sprintf("scaling: baseline, %d cores, c=%d", n, top), top, []*proc{f.nats, relay, responder}, baselineCall(nc, msgs))
+		r := b.load(ctx, fmt.Sprintf("scaling: baseline, %d cores, c=%d", n, top), top, []*proc{f.nats, relay, responder}, call)
 		r.Scenario, r.GOMAXPROCS = "scaling-baseline", n
 		b.results = append(b.results, r)
 	}
 	return nil
+}
+
+// baselineClient connects the baseline's client (as cnss) and returns its
+// call over the query messages of tokens; done closes the connection.
+func (b *harness) baselineClient(ctx context.Context, f *cluster, tokens []token) (call func(ctx context.Context, w, i int) error, done func(), err error) {
+	bg := b.clients(f.natsURL)
+	nc, src, err := bg.Connect(ctx, "cnss")
+	if err != nil {
+		return nil, nil, err
+	}
+	done = func() { nc.Close(); src.Close() }
+	msgs, err := b.queryMsgs(bg, tokens)
+	if err != nil {
+		done()
+		return nil, nil, err
+	}
+	return baselineCall(nc, msgs), done, nil
 }
 
 // baselineCall is the baseline's call: msgs in turn, as requests over nc.
@@ -800,16 +812,11 @@ var pairedRounds = []int{0, 1, 1, 0}
 func (b *harness) paired(ctx context.Context, f *cluster, tokens []token) error {
 	c := b.judgedAt()
 	b.step(fmt.Sprintf("the full path and the raw two-hop baseline in alternating rounds, c=%d", c))
-	bg := b.clients(f.natsURL)
-	nc, src, err := bg.Connect(ctx, "cnss")
+	call, done, err := b.baselineClient(ctx, f, tokens)
 	if err != nil {
 		return err
 	}
-	defer func() { nc.Close(); src.Close() }()
-	msgs, err := b.queryMsgs(bg, tokens)
-	if err != nil {
-		return err
-	}
+	defer done()
 	var full, base []Result
 	var relay, responder *proc
 	defer func() {
@@ -830,7 +837,7 @@ func (b *harness) paired(ctx context.Context, f *cluster, tokens []token) error 
 					return err
 				}
 			}
-			r := b.load(ctx, fmt.Sprintf("raw two-hop baseline, c=%d %s", c, n), c, []*proc{f.nats, relay, responder}, baselineCall(nc, msgs))
+			r := b.load(ctx, fmt.Sprintf("raw two-hop baseline, c=%d %s", c, n), c, []*proc{f.nats, relay, responder}, call)
 			r.Scenario = "paired-baseline"
 			base = append(base, r)
 			continue
