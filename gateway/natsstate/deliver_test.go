@@ -124,8 +124,11 @@ func TestPushConsumersOfThePartsWriteNothing(t *testing.T) {
 				wg.Go(func() {
 					req, _ := json.Marshal(map[string]any{"stream_name": sp.Stream, "config": map[string]any{
 						"deliver_subject": deliver, "ack_policy": "none", "inactive_threshold": int64(time.Minute)}})
-					// 5 s: hundreds of these run at once, and a loaded machine answers slowly.
-					m, err := nc.Request("$JS.API.CONSUMER.CREATE."+sp.Stream, req, 5*time.Second)
+					// 10 s: hundreds of these run at once, and a loaded machine
+					// answers slowly (5 s was too short for some of the allowed
+					// ones on 2 cores with a benchmark beside). A refused one is
+					// not answered and waits it out, all of them together.
+					m, err := nc.Request("$JS.API.CONSUMER.CREATE."+sp.Stream, req, 10*time.Second)
 					if err != nil {
 						return // refused by the permissions: no answer
 					}
