@@ -54,14 +54,14 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 		if (r.Scenario == "large" || r.Scenario == "population-10k") && len(r.RoundP50) != 4 {
 			t.Errorf("%s: %d rounds, want 4 alternating", r.Name, len(r.RoundP50))
 		}
-		if strings.HasPrefix(r.Scenario, "paired-") && len(r.RoundQPS) != 2 {
+		if (strings.HasPrefix(r.Scenario, "paired-") || r.Scenario == "events-full") && len(r.RoundQPS) != 2 {
 			t.Errorf("%s: %d rounds, want 2 alternating with the other side", r.Name, len(r.RoundQPS))
 		}
 		if strings.HasPrefix(r.Scenario, "paced-") != (r.Offered > 0) || strings.HasPrefix(r.Scenario, "paced-") && r.Control == nil {
 			t.Errorf("%s: offered %v queries/s, control %v", r.Name, r.Offered, r.Control)
 		}
 	}
-	for _, s := range []string{"full", "baseline", "no-consent", "no-audit", "no-minimise", "paced-no-consent", "paced-no-audit", "paced-no-minimise", "two-replicas", "paired-full", "paired-baseline", "population-10k", "large", "events-publish", "events-delivery-unary", "events-stream-publish", "events-delivery"} {
+	for _, s := range []string{"full", "baseline", "no-consent", "no-audit", "no-minimise", "paced-no-consent", "paced-no-audit", "paced-no-minimise", "two-replicas", "paired-full", "paired-baseline", "events-full", "population-10k", "large", "events-publish", "events-delivery-unary", "events-stream-publish", "events-delivery"} {
 		if seen[s] == 0 {
 			t.Errorf("no %s scenario in the report", s)
 		}

@@ -261,14 +261,20 @@ func (b *harness) targets() []Target {
 		}
 	}
 	ec := at
-	if f, ev := b.find("full", ec), b.find("events-delivery", ec); f != nil && ev != nil && f.QPS > 0 {
+	f, around := b.find("events-full", ec), ""
+	if f != nil {
+		around = fmt.Sprintf(" in rounds just before and after the events (%s)", joinQPS(f.RoundQPS))
+	} else {
+		f = b.find("full", ec)
+	}
+	if ev := b.find("events-delivery", ec); f != nil && ev != nil && f.QPS > 0 {
 		unary := ""
 		if u := b.find("events-delivery-unary", ec); u != nil {
 			unary = fmt.Sprintf("; unary Publish (a call per event, %d callers): %.0f events/s end to end (%.0f%%)", ec, u.QPS, 100*u.QPS/f.QPS)
 		}
 		add(fmt.Sprintf("life events end to end with audit (PublishStream, %d in flight; the receiving adapter delivering %d at once, --event-in-flight) ≥ the full path's throughput at c=%d, same run (issue 19)", ec, eventInFlight(ec), ec), ev.QPS >= f.QPS,
-			"%.0f events/s (%.0f deliveries/s, %.2f per event) vs %.0f queries/s (%.0f%%), both through %d gateway replica(s); lag p50 %.1f ms, p99 %.1f ms%s",
-			ev.QPS, ev.QPS*b.facts.DeliveriesPerEvent, b.facts.DeliveriesPerEvent, f.QPS, 100*ev.QPS/f.QPS, b.facts.EventGateways, ev.P50, ev.P99, unary)
+			"%.0f events/s (%.0f deliveries/s, %.2f per event) vs %.0f queries/s%s (%.0f%%), both through %d gateway replica(s); lag p50 %.1f ms, p99 %.1f ms%s",
+			ev.QPS, ev.QPS*b.facts.DeliveriesPerEvent, b.facts.DeliveriesPerEvent, f.QPS, around, 100*ev.QPS/f.QPS, b.facts.EventGateways, ev.P50, ev.P99, unary)
 	}
 	if ref := b.o.compare; ref != nil {
 		mine, theirs := b.find("full", top), findIn(ref.Results, "full", top)

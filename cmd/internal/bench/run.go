@@ -160,8 +160,8 @@ func (b *harness) run(ctx context.Context) error {
 		for _, c := range b.o.concurrency {
 			b.results = append(b.results, b.measureCalls(ctx, fmt.Sprintf("full path, c=%d", c), "full", c, f.procs(), tokens, client))
 		}
-		if err := b.measureEvents(ctx, f); err != nil { // events.go
-			return fmt.Errorf("life events: %w", err)
+		if err := b.eventsBracketed(ctx, f, tokens, client); err != nil {
+			return err
 		}
 		closeClient()
 		return nil
@@ -176,8 +176,8 @@ func (b *harness) run(ctx context.Context) error {
 	if err := b.measureFull(ctx, f, tokens, client); err != nil {
 		return err
 	}
-	if err := b.measureEvents(ctx, f); err != nil { // events.go
-		return fmt.Errorf("life events: %w", err)
+	if err := b.eventsBracketed(ctx, f, tokens, client); err != nil {
+		return err
 	}
 	closeClient()
 	if err := b.scalingFull(ctx, f, tokens); err != nil {
@@ -211,6 +211,25 @@ func (b *harness) run(ctx context.Context) error {
 
 	b.step("start-up time and memory of `jisr dev` with an existing data directory")
 	return b.devStartup(ctx)
+}
+
+// eventsBracketed measures the life events between two rounds of the full
+// path at the same load (scenario events-full, the rounds merged), which
+// the events' target compares them with: the full path's own scenario ran
+// a minute or more before, and this machine's speed drifts within minutes.
+func (b *harness) eventsBracketed(ctx context.Context, f *cluster, tokens []token, client civilv1.CivilRegistryClient) error {
+	c := b.judgedAt()
+	var rounds []Result
+	measure := func(when string) {
+		rounds = append(rounds, b.measureCalls(ctx, fmt.Sprintf("full path, c=%d, %s the life events", c, when), "events-full", c, f.procs(), tokens, client))
+	}
+	measure("before")
+	if err := b.measureEvents(ctx, f); err != nil { // events.go
+		return fmt.Errorf("life events: %w", err)
+	}
+	measure("after")
+	b.results = append(b.results, mergeResults(fmt.Sprintf("full path, c=%d, rounds before and after the life events", c), rounds))
+	return nil
 }
 
 // step says which part of the run starts.
