@@ -112,7 +112,7 @@ func newBenchCmd(g *process.Env) *cobra.Command {
 	f.StringVar(&compare, "compare", "", "the latest.json of a run on a smaller machine: adds the target that the full path at the heaviest load is at least 5× that run's")
 	f.IntVar(&natsConns, "nats-conns", 0, "start the gateway and the adapters with --nats-conns N (0: their default)")
 	f.BoolVar(&eventsOnly, "events-only", false, "measure only the full path and the life events beside it (no safeguards, scaling, baseline or start-up)")
-	f.StringSliceVar(&safeguardsOnly, "safeguards-only", nil, "measure only the cost of these safeguards (consent, audit, minimise: with and without each, alternating rounds, at the last --concurrency), nothing else; with --profile, the first round with and without each are profiled as <safeguard>-{on,off}-<component>-*.pprof")
+	f.StringSliceVar(&safeguardsOnly, "safeguards-only", nil, "measure only the cost of these safeguards (consent, audit, minimise: with and without each, alternating rounds, at the last --concurrency, then again with both sides paced to 70% of the control's throughput), nothing else; with --profile, the first round with and without each are profiled as <safeguard>-{on,off}-<component>-*.pprof")
 	f.BoolVar(&keep, "keep", false, "keep the temporary directory (logs of every process)")
 	cmd.AddCommand(newBenchRelayCmd(g), newBenchResponderCmd(g))
 	return cmd

@@ -57,6 +57,12 @@ func TestBenchQuickRunsEveryScenario(t *testing.T) {
 		if (strings.HasPrefix(r.Scenario, "paired-") || r.Scenario == "events-full") && len(r.RoundQPS) != 2 {
 			t.Errorf("%s: %d rounds, want 2 alternating with the other side", r.Name, len(r.RoundQPS))
 		}
+		if _, two := r.CPUByProcess["gateway-gw-2"]; two && (r.Scenario == "events-full" || strings.HasPrefix(r.Scenario, "events-")) {
+			t.Errorf("%s ran on two gateway replicas: the life events and the rounds around them run on one", r.Name)
+		}
+		if r.Offered > 0 && r.Ratio != 0 {
+			t.Errorf("%s: paced, but a ratio to the baseline (%v)", r.Name, r.Ratio)
+		}
 		if strings.HasPrefix(r.Scenario, "paced-") != (r.Offered > 0) || strings.HasPrefix(r.Scenario, "paced-") && r.Control == nil {
 			t.Errorf("%s: offered %v queries/s, control %v", r.Name, r.Offered, r.Control)
 		}

@@ -74,13 +74,40 @@ func TestPaceSkipsMissedSlots(t *testing.T) {
 	var ws workers
 	every := time.Millisecond
 	start := time.Now().Add(-time.Second) // a second behind: about 1000 slots missed
-	ws.pace(start, every)
+	ws.pace(context.Background(), start, every)
 	if k := ws.slot.Load(); k < 990 {
 		t.Fatalf("after a second behind, the next slot is %d: the missed ones were not skipped", k)
 	}
 	ws = workers{}
-	ws.pace(time.Now(), time.Hour) // the first slot is due at once
+	ws.pace(context.Background(), time.Now(), time.Hour) // the first slot is due at once
 	if k := ws.slot.Load(); k != 1 {
 		t.Fatalf("slot %d taken on schedule, want 1", k)
+	}
+	ws = workers{}
+	ws.pace(context.Background(), time.Now().Add(-2*time.Second), time.Second) // 2 periods late: made up, not skipped
+	if k := ws.slot.Load(); k != 1 {
+		t.Fatalf("a slot 2 periods late was skipped (next slot %d, want 1)", k)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	ws = workers{}
+	ws.pace(ctx, time.Now().Add(time.Hour), time.Hour) // due in an hour: returns at once, ctx done
+}
+
+// TestKeptUp: a paced comparison counts only where both sides did at least
+// 97 % of the offered rate.
+func TestKeptUp(t *testing.T) {
+	for _, c := range []struct {
+		r    Result
+		want bool
+	}{
+		{Result{QPS: 100}, true},
+		{Result{Offered: 100, QPS: 99, Control: &Control{QPS: 98}}, true},
+		{Result{Offered: 100, QPS: 99, Control: &Control{QPS: 90}}, false},
+		{Result{Offered: 100, QPS: 80, Control: &Control{QPS: 100}}, false},
+	} {
+		if got := c.r.KeptUp(); got != c.want {
+			t.Errorf("%+v: KeptUp = %v, want %v", c.r, got, c.want)
+		}
 	}
 }

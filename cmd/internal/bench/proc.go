@@ -319,7 +319,10 @@ func startWorkers(ctx context.Context, conc int, every time.Duration, call func(
 			defer ws.wg.Done()
 			for i := 0; !ws.stop.Load(); i++ {
 				if every > 0 {
-					ws.pace(start, every)
+					ws.pace(ctx, start, every)
+					if ws.stop.Load() {
+						return
+					}
 				}
 				t0 := time.Now()
 				err := call(ctx, w, i)
@@ -343,12 +346,17 @@ func startWorkers(ctx context.Context, conc int, every time.Duration, call func(
 // Slots missed by more than a few periods are skipped, not made up in a
 // burst: a path that does not keep up shows as fewer queries done than
 // offered.
-func (ws *workers) pace(start time.Time, every time.Duration) {
+func (ws *workers) pace(ctx context.Context, start time.Time, every time.Duration) {
 	for {
 		due := start.Add(time.Duration(ws.slot.Add(1)-1) * every)
 		d := time.Until(due)
 		if d > 0 {
-			time.Sleep(d)
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
 			return
 		}
 		if d > -4*every {
