@@ -20,7 +20,7 @@ import (
 // targets evaluated, the JSON, Markdown and SVG written.
 func TestBenchQuickRunsEveryScenario(t *testing.T) {
 	if testing.Short() {
-		t.Skip("-short (make test-short): runs the whole bench harness, a federation of separate processes, for about a minute; make test and CI run it")
+		t.Skip("-short (make test-short): runs the whole bench harness, a federation of separate processes, for about two minutes; make test and CI run it")
 	}
 	out := t.TempDir()
 	root := newRootCmd()
