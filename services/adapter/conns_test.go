@@ -159,13 +159,7 @@ func TestEventsSpreadOverTheConnectionsByCitizen(t *testing.T) {
 			}
 		}
 	}
-	if err := st.CloseSend(); err != nil {
-		t.Fatal(err)
-	}
-	answers, err := readAnswers(t, st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	answers := closeAndRead(t, st)
 	if len(answers) != many*per {
 		t.Fatalf("%d answers, want %d", len(answers), many*per)
 	}

@@ -143,6 +143,19 @@ func addressChange(id, eid string) *eventsv1.Event {
 }
 
 // readAnswers reads a stream's answers until it ends, by index.
+// closeAndRead ends the stream's sending side and reads every answer.
+func closeAndRead(t *testing.T, st grpc.BidiStreamingClient[eventsv1.PublishStreamRequest, eventsv1.PublishStreamResponse]) map[uint64]*eventsv1.PublishStreamResponse {
+	t.Helper()
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	answers, err := readAnswers(t, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answers
+}
+
 func readAnswers(t *testing.T, st grpc.BidiStreamingClient[eventsv1.PublishStreamRequest, eventsv1.PublishStreamResponse]) (map[uint64]*eventsv1.PublishStreamResponse, error) {
 	out := map[uint64]*eventsv1.PublishStreamResponse{}
 	for {
@@ -322,13 +335,7 @@ func TestPublishStreamChecksEachEventAsPublish(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := st.CloseSend(); err != nil {
-		t.Fatal(err)
-	}
-	answers, err := readAnswers(t, st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	answers := closeAndRead(t, st)
 	for i, ev := range bad {
 		_, uerr := f.client.Publish(ctx, &eventsv1.PublishRequest{Event: ev})
 		us := status.Convert(uerr)
@@ -720,13 +727,7 @@ func TestPublishStreamRefusesAnEventOverTheBusLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := st.CloseSend(); err != nil {
-		t.Fatal(err)
-	}
-	answers, err := readAnswers(t, st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	answers := closeAndRead(t, st)
 	if a := answers[0]; codes.Code(a.GetCode()) != codes.InvalidArgument || !strings.Contains(a.GetMessage(), "over the limit of 65536") {
 		t.Errorf("the big event's answer: %v, want InvalidArgument over the limit of 65536", a)
 	}
