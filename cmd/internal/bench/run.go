@@ -1243,6 +1243,11 @@ func relay(nc *nats.Conn, msg *nats.Msg, size int) {
 func Responder(ctx context.Context, nc *nats.Conn, member string, size int, log *slog.Logger) error {
 	payload := make([]byte, size)
 	sub, err := nc.QueueSubscribe(subject.ProviderQueries(member), "jisr-bench-responder", func(msg *nats.Msg) {
+		// Like a provider adapter, it answers only the gateway's (here the
+		// relay's) own inbox.
+		if subject.CheckReply(msg.Reply, "gateway") != nil {
+			return
+		}
 		_ = msg.Respond(payload)
 	})
 	if err != nil {

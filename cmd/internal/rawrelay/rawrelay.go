@@ -32,7 +32,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
@@ -40,6 +39,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/jisr-bus/jisr/bus/loopback"
 	civilv1 "github.com/jisr-bus/jisr/proto/gen/jisr/civilregistry/v1"
 
 	_ "google.golang.org/grpc/encoding/proto" // the codec delegated to for reflection
@@ -190,7 +190,13 @@ type Sizes struct {
 // writes their sizes as JSON: the relay and responder then carry the same.
 func Probe(ctx context.Context, adapter, backend, eid, purpose, token string, out io.Writer) error {
 	size := func(addr string, md ...string) (int, error) {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		// Plaintext only to loopback: the sidecar case of jisr dev's
+		// adapter and backend; anything else is refused.
+		creds, err := loopback.ClientCredentials(addr, nil)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", addr, err)
+		}
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			return 0, err
 		}

@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"slices"
 	"time"
@@ -73,7 +74,12 @@ func main() {
 	tok := demo.Tokens[i]
 
 	// Plaintext to the adapter on loopback (the sidecar case); off loopback
-	// the adapter serves mTLS with the member's SVID (docs/integrate.md).
+	// the adapter serves mTLS with the member's SVID (docs/integrate.md),
+	// which this example does not do: it refuses rather than send a
+	// citizen's eID and a consent token in the clear.
+	if !onLoopback(*adapter) {
+		log.Fatalf("--adapter %s: this example speaks plaintext, to a loopback address only (127.0.0.1, ::1, localhost)", *adapter)
+	}
 	cc, err := grpc.NewClient(*adapter, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		log.Fatal(err)
@@ -100,4 +106,17 @@ func main() {
 	call("with consent", tok.Citizen, "jisr-purpose", tok.Purpose, "jisr-consent", tok.Token)
 	call("without consent", tok.Citizen, "jisr-purpose", tok.Purpose)
 	call("bad eID", "nſ389813", "jisr-purpose", tok.Purpose, "jisr-consent", tok.Token)
+}
+
+// onLoopback reports whether addr (host:port) names this host's loopback.
+func onLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
