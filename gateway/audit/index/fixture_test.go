@@ -78,8 +78,9 @@ func (b *auditBus) newIndex(t *testing.T, path string) (*index.Index, *index.Sto
 }
 
 // handOver declares l's log Own by ix and hands it each batch l commits,
-// as the gateway does, its leaves' ckeys prefixed with mark; a batch for
-// which skip (if any) is true, counted from 1, is not handed over.
+// as the gateway does, its leaves' ckeys prefixed with mark. skip (if any)
+// runs first, on the log's sequencer, with the batch's number counted from
+// 1: a batch for which it is true is not handed over.
 func handOver(ix *index.Index, l *audit.Log, mark string, skip func(batch int) bool) {
 	batches := 0
 	ix.Own(l.ID(), l.OnCommit(func(c audit.Committed) {

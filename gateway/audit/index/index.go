@@ -74,6 +74,14 @@ type Index struct {
 	// Per own log: past the first leaf of the last batch AddCommitted was
 	// told of (batches come in order: none before it will be).
 	told map[string]uint64
+	// Per own log: the batches the follower reached before their handover,
+	// in stream order. The stream's delivery usually beats the
+	// acknowledgement to the log's sequencer, so the follower waits for the
+	// handover rather than parse the batch again: the handover of the
+	// batch drops it, a later one (or a refused one) shows it will never
+	// come, and deferMax ends the wait whatever happens.
+	deferred map[string][]deferredBatch
+	deferMax time.Duration // a field for the test
 	// ownPendingMax bounds the own leaves handed over and not yet written
 	// (OwnPendingMax; a field for the test).
 	ownPendingMax int
@@ -124,6 +132,19 @@ const (
 	ownFlushEvery      = 5 * time.Second
 )
 
+// deferredBatch is an own batch the follower waits to be handed over.
+type deferredBatch struct {
+	first uint64
+	m     stream.Msg
+	at    time.Time
+}
+
+// deferMax is how long the follower waits for the handover of an own batch
+// it reached first, before it reads the batch itself: longer than a commit
+// takes from the stream's storing it to the sequencer's handing it over,
+// however loaded the machine.
+const deferMax = 2 * time.Second
+
 type aheadLeaf struct {
 	Leaf
 	index uint64
@@ -142,6 +163,7 @@ func New(store *Store, records, checkpoints jetstream.Stream, trustDomain string
 		broken: map[string]error{}, ahead: map[string]map[uint64]aheadLeaf{},
 		pend: map[string][]aheadLeaf{}, own: map[string]uint64{},
 		handed: map[string]map[uint64]struct{}{}, read: map[string]map[uint64]struct{}{}, told: map[string]uint64{}, ownPendingMax: OwnPendingMax,
+		deferred: map[string][]deferredBatch{}, deferMax: deferMax,
 	}
 }
 
@@ -220,6 +242,23 @@ func (ix *Index) addCommittedLocked(logID string, seq, first uint64, leaves []Le
 		return // not declared Own: the follower reads it
 	}
 	ix.told[logID] = first + 1
+	waited := false
+	if d := ix.deferred[logID]; len(d) > 0 {
+		// Batches come in order: those the follower reached before this one
+		// will never be handed over (stored, their acknowledgement lost, and
+		// adopted by the log), so it reads them now; this one it drops,
+		// unless it is refused.
+		i := 0
+		for ; i < len(d) && d[i].first <= first; i++ {
+			if d[i].first == first && !refused {
+				waited = true
+				continue
+			}
+			ix.readLocked(d[i].m)
+		}
+		clear(d[:i])
+		ix.deferred[logID] = d[i:]
+	}
 	if read := ix.read[logID]; len(read) > 0 {
 		_, ok := read[first]
 		for f := range read {
@@ -234,7 +273,9 @@ func (ix *Index) addCommittedLocked(logID string, seq, first uint64, leaves []Le
 	if refused {
 		return
 	}
-	ix.handed[logID][first] = struct{}{}
+	if !waited { // the follower has not reached it yet: it skips it
+		ix.handed[logID][first] = struct{}{}
+	}
 	for i, lf := range leaves {
 		lf.Seq = seq
 		ix.pend[logID] = append(ix.pend[logID], aheadLeaf{Leaf: lf, index: first + uint64(i)})
@@ -242,33 +283,82 @@ func (ix *Index) addCommittedLocked(logID string, seq, first uint64, leaves []Le
 	ix.pendCount += len(leaves)
 }
 
-// skipOwnLocked reports whether a message is a batch of a log declared
-// Own, from the leaf on where its records are handed over in process (its
-// headers say which leaves it holds). pmu held, the handovers drained: a
-// batch it reports read goes to pend before pmu is released, so that it is
-// listed all along.
-func (ix *Index) skipOwnLocked(m stream.Msg) bool {
+// What the follower does with a message of the records' stream.
+type disposal int
+
+const (
+	readIt  disposal = iota // parse it: another log's, or an own batch never handed over
+	skipIt                  // an own batch handed over in process already
+	deferIt                 // an own batch not handed over yet: wait for it
+)
+
+// ownLocked tells what the follower does with a message: a batch of a log
+// declared Own, from the leaf on where its records are handed over in
+// process (its headers say which leaves it holds), is skipped if handed
+// over, else deferred until it is or is known never to be. pmu held, the
+// handovers drained: a batch it reports readIt goes to pend before pmu is
+// released, so that it is listed all along.
+func (ix *Index) ownLocked(m stream.Msg) disposal {
 	id, _, batch, err := record.ParseStoredSubject(m.Subject)
 	if err != nil || !batch {
-		return false
+		return readIt
 	}
 	first, err := strconv.ParseUint(m.Header.Get(record.HeaderFirstLeaf), 10, 64)
 	if err != nil {
-		return false
+		return readIt
 	}
 	from, ok := ix.own[id]
 	if !ok || first < from {
-		return false
+		return readIt
 	}
 	if _, ok := ix.handed[id][first]; ok {
 		delete(ix.handed[id], first)
-		return true
+		return skipIt
 	}
-	// Not handed over (yet): read it; a later handover of it is dropped.
-	if first >= ix.told[id] {
-		ix.read[id][first] = struct{}{}
+	if first < ix.told[id] { // a later batch was handed over: this one never will be
+		return readIt
 	}
-	return false
+	ix.deferred[id] = append(ix.deferred[id], deferredBatch{first: first, m: m, at: time.Now()})
+	return deferIt
+}
+
+// readOverdueLocked reads the own batches the follower has waited for
+// longer than deferMax (pmu held, the handovers drained): a later handover
+// of one is dropped (see read).
+func (ix *Index) readOverdueLocked(now time.Time) {
+	for id, d := range ix.deferred {
+		i := 0
+		for ; i < len(d) && now.Sub(d[i].at) >= ix.deferMax; i++ {
+			ix.read[id][d[i].first] = struct{}{}
+			ix.readLocked(d[i].m)
+		}
+		clear(d[:i])
+		ix.deferred[id] = d[i:]
+	}
+}
+
+// readLocked parses the records of a message of the stream into pend (pmu
+// held).
+func (ix *Index) readLocked(m stream.Msg) {
+	id, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
+	n := 0
+	for _, data := range recs {
+		rec, perr := record.Parse(data)
+		switch {
+		case perr != nil:
+			err = perr
+		case rec.GetLogId() != id:
+			ix.log.Error("a record is stored on another log's subject: run `jisr audit verify`", "seq", m.Seq)
+		default:
+			ix.pend[id] = append(ix.pend[id], aheadLeaf{Leaf: Leaf{Hash: tree.LeafHash(data), Prev: rec.GetPrevLeafHash(), Seq: m.Seq, CKey: rec.GetCkey()}, index: rec.GetLeafIndex()})
+			n++
+		}
+	}
+	if err != nil {
+		ix.log.Error("a message of the audit stream is not a record: run `jisr audit verify`", "seq", m.Seq)
+	}
+	ix.pendCount += n
+	ix.pendStream += n
 }
 
 // Run follows both streams until ctx ends, retrying after errors.
@@ -315,6 +405,11 @@ func (ix *Index) followRecords(ctx context.Context) error {
 			return nil
 		}
 		seq := ix.pendSeq
+		for _, d := range ix.deferred { // waited for: not indexed yet
+			if len(d) > 0 {
+				seq = min(seq, d[0].m.Seq-1)
+			}
+		}
 		for id, leaves := range ix.pend {
 			if _, own := ix.own[id]; own && !all {
 				for i := range leaves { // handed over, or read again after a restart: any order
@@ -346,6 +441,8 @@ func (ix *Index) followRecords(ctx context.Context) error {
 				return
 			case <-t.C:
 				ix.pmu.Lock()
+				ix.drainLocked()
+				ix.readOverdueLocked(time.Now())
 				var err error
 				switch {
 				case time.Since(ix.lastFlush) >= ownFlushEvery-streamFlushEvery/2:
@@ -364,35 +461,15 @@ func (ix *Index) followRecords(ctx context.Context) error {
 		ix.pmu.Lock()
 		defer ix.pmu.Unlock()
 		ix.drainLocked()
-		if ix.skipOwnLocked(m) {
-			ix.pendSeq = m.Seq
+		ix.pendSeq = m.Seq
+		switch ix.ownLocked(m) {
+		case skipIt, deferIt:
 			if ix.pendCount-ix.pendStream >= ownFlushRecords {
 				return flushLocked(true)
 			}
 			return nil
 		}
-		id, _, _, recs, err := record.Stored(m.Subject, m.Header, m.Data)
-		var leaves []aheadLeaf
-		for _, data := range recs {
-			rec, perr := record.Parse(data)
-			switch {
-			case perr != nil:
-				err = perr
-			case rec.GetLogId() != id:
-				ix.log.Error("a record is stored on another log's subject: run `jisr audit verify`", "seq", m.Seq)
-			default:
-				leaves = append(leaves, aheadLeaf{Leaf: Leaf{Hash: tree.LeafHash(data), Prev: rec.GetPrevLeafHash(), Seq: m.Seq, CKey: rec.GetCkey()}, index: rec.GetLeafIndex()})
-			}
-		}
-		if err != nil {
-			ix.log.Error("a message of the audit stream is not a record: run `jisr audit verify`", "seq", m.Seq)
-		}
-		ix.pendSeq = m.Seq
-		if len(leaves) > 0 {
-			ix.pend[id] = append(ix.pend[id], leaves...)
-			ix.pendCount += len(leaves)
-			ix.pendStream += len(leaves)
-		}
+		ix.readLocked(m)
 		switch {
 		case ix.pendCount-ix.pendStream >= ownFlushRecords:
 			return flushLocked(true)

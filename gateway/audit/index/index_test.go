@@ -345,29 +345,87 @@ func TestTheOwnLeavesHeldInMemoryAreBounded(t *testing.T) {
 // record of this gateway is neither listed to its citizen nor proved.
 func TestAnOwnBatchNotHandedOverIsReadFromTheStream(t *testing.T) {
 	t.Parallel()
-	b := startAuditBus(t, 30*time.Second, "gw-1")
+	const n = 12
+	// The lost batch is followed by others, whose handover shows it will
+	// never come; or it is the last, and the follower stops waiting for it
+	// after deferMax.
+	for _, lost := range []int{5, n} {
+		t.Run(fmt.Sprintf("batch %d of %d", lost, n), func(t *testing.T) {
+			t.Parallel()
+			b := startAuditBus(t, 30*time.Second, "gw-1")
+			ctx, env, l := b.ctx, b.env, b.logs["gw-1"]
+			ix, store := b.newIndex(t, "")
+			index.SetDeferMax(ix, 300*time.Millisecond)
+			// This batch is stored, its acknowledgement lost: adopted,
+			// never handed over.
+			handOver(ix, l, "", func(batch int) bool { return batch == lost })
+			stop := follow(ctx, ix)
+			defer func() { stop(); store.Close() }()
+			ck := env.Keyer.CKey("AB1")
+			for range n {
+				if err := l.Append(ctx, &decision.Decision{Time: time.Now(), Consumer: "cnss", CKey: ck, Code: codes.OK, Allowed: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := ix.WaitFor(ctx, "gw-1", n); err != nil {
+				t.Fatalf("gw-1's %d records not all indexed: %v", n, err)
+			}
+			where, err := ix.Citizen(ctx, ck)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(where) != n {
+				t.Fatalf("%d records listed to the citizen, want %d: %v", len(where), n, where)
+			}
+		})
+	}
+}
+
+// The follower usually receives the gateway's own batch from the stream
+// before the log's sequencer, which waits for JetStream's acknowledgement,
+// hands it over. It must not parse the batch again then: it waits for the
+// handover. Here every handover waits until the follower has reached its
+// batch; the records must still all be indexed in process (their citizen
+// keys marked, as only the handover files them), none read back.
+func TestTheFollowerWaitsForTheHandoverOfAnOwnBatchItReachesFirst(t *testing.T) {
+	t.Parallel()
+	b := startAuditBus(t, 60*time.Second, "gw-1")
 	ctx, env, l := b.ctx, b.env, b.logs["gw-1"]
 	ix, store := b.newIndex(t, "")
-	const lost, n = 4, 12
-	// Batch lost+1 is stored, its acknowledgement lost: adopted, never
-	// handed over.
-	handOver(ix, l, "", func(batch int) bool { return batch == lost+1 })
 	stop := follow(ctx, ix)
 	defer func() { stop(); store.Close() }()
+	reached := 0
+	handOver(ix, l, "INPROC-", func(int) bool {
+		for index.Deferred(ix) == 0 && ctx.Err() == nil {
+			time.Sleep(time.Millisecond) // polled: the follower's reaching the batch
+		}
+		if index.Deferred(ix) > 0 {
+			reached++
+		}
+		return false
+	})
+	const n = 6
 	ck := env.Keyer.CKey("AB1")
 	for range n {
 		if err := l.Append(ctx, &decision.Decision{Time: time.Now(), Consumer: "cnss", CKey: ck, Code: codes.OK, Allowed: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := ix.WaitFor(ctx, "gw-1", n); err != nil {
-		t.Fatalf("gw-1's %d records not all indexed: %v", n, err)
+	if reached != n {
+		t.Fatalf("the follower reached %d of the %d batches before their handover, want all", reached, n)
 	}
-	where, err := ix.Citizen(ctx, ck)
+	if _, err := ix.WaitFor(ctx, "gw-1", n); err != nil {
+		t.Fatal(err)
+	}
+	in, err := ix.Citizen(ctx, "INPROC-"+ck)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(where) != n {
-		t.Fatalf("%d records listed to the citizen, want %d: %v", len(where), n, where)
+	back, err := ix.Citizen(ctx, ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in) != n || len(back) != 0 {
+		t.Fatalf("%d records indexed as handed over and %d read back from the stream, want %d and none", len(in), len(back), n)
 	}
 }
