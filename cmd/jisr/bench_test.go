@@ -1,3 +1,5 @@
+//go:build benchsmoke
+
 package main
 
 import (
@@ -17,11 +19,10 @@ import (
 // TestBenchQuickRunsEveryScenario runs `jisr bench --quick` end to end —
 // every component a separate process (this test binary acting as jisr) —
 // and checks the report: every scenario measured without errors, the
-// targets evaluated, the JSON, Markdown and SVG written.
+// targets evaluated, the JSON, Markdown and SVG written. It takes about
+// four minutes under -race on 2 cores: `make test-bench` (mk/benchsmoke.mk)
+// runs it, and CI after `make test`.
 func TestBenchQuickRunsEveryScenario(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short (make test-short): runs the whole bench harness, a federation of separate processes, for about two minutes; make test and CI run it")
-	}
 	out := t.TempDir()
 	root := newRootCmd()
 	var stdout, stderr bytes.Buffer
