@@ -1,12 +1,14 @@
 package index
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -60,7 +62,7 @@ type insertTable struct {
 
 var (
 	insertTiles    = &insertTable{head: "INSERT OR REPLACE INTO tiles (log, level, tile, hashes) VALUES ", cols: 4}
-	insertCitizens = &insertTable{head: "INSERT OR REPLACE INTO citizens (ckey, log, leaf, seq) VALUES ", cols: 4}
+	insertCitizens = &insertTable{head: "INSERT OR REPLACE INTO citizens (epoch, ckey, log, leaf, seq) VALUES ", cols: 5}
 )
 
 // insertChunks are the row counts of the INSERTs a batch is split into
@@ -162,20 +164,36 @@ CREATE TABLE IF NOT EXISTS meta (
 
 // citizensSchema: which records are about which citizen (record format 2
 // keeps every citizen's records in one batch subject, so the access log
-// finds a citizen's records here). An index made before it existed is
-// rebuilt from the stream.
+// finds a citizen's records here). The rows are kept by epoch first — a
+// log's leaves epochLeaves at a time — then citizen: a write of the newest
+// records changes the pages of the newest epochs only, however large the
+// table has grown, where rows kept by citizen first put each new record on
+// a page of its own once the table outgrows the batch (a page written to
+// the WAL, then to the database, for every record). A citizen's records are
+// found with one look-up per epoch. An index made before the table existed,
+// or kept by citizen first, is rebuilt from the stream.
 const citizensSchema = `
+DROP TABLE IF EXISTS citizens;
 CREATE TABLE citizens (
-	ckey TEXT NOT NULL,
-	log  INTEGER NOT NULL,
-	leaf INTEGER NOT NULL,
-	seq  INTEGER NOT NULL,
-	PRIMARY KEY (ckey, log, leaf)
+	epoch INTEGER NOT NULL,
+	ckey  TEXT NOT NULL,
+	log   INTEGER NOT NULL,
+	leaf  INTEGER NOT NULL,
+	seq   INTEGER NOT NULL,
+	PRIMARY KEY (epoch, ckey, log, leaf)
 ) WITHOUT ROWID;
 DELETE FROM tiles;
 DELETE FROM logs;
 DELETE FROM meta;
 `
+
+// epochLeaves is how many leaves of a log one epoch of the citizens' table
+// holds (a power of two: the epoch is leaf >> epochShift). A batch of the
+// gateway's own records (ownFlushRecords) spans one or two.
+const (
+	epochShift  = 16
+	epochLeaves = 1 << epochShift
+)
 
 // tilesSchema: an index that kept one row per tree node (before tiles) is
 // rebuilt from the stream.
@@ -211,7 +229,7 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("index: %s: %w", path, err)
 	}
 	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'citizens'`).Scan(&n); err != nil {
+	if err := db.QueryRow(`SELECT count(*) FROM pragma_table_info('citizens') WHERE name = 'epoch'`).Scan(&n); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("index: %s: %w", path, err)
 	}
@@ -331,9 +349,15 @@ type Access struct {
 	Seq  uint64
 }
 
-// Citizen lists where the indexed records about the citizen ckey are, by log and leaf.
+// Citizen lists where the indexed records about the citizen ckey are, by
+// log and leaf: one look-up in each epoch, up to the largest log's last.
 func (s *Store) Citizen(ctx context.Context, ckey string) ([]Access, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT l.name, c.leaf, c.seq FROM citizens c JOIN logs l ON l.num = c.log WHERE c.ckey = ? ORDER BY l.name, c.leaf`, ckey)
+	rows, err := s.db.QueryContext(ctx, `
+WITH RECURSIVE epochs(e) AS (
+	SELECT 0 UNION ALL SELECT e + 1 FROM epochs WHERE e < (SELECT coalesce(max(size), 0) FROM logs) >> `+strconv.Itoa(epochShift)+`
+)
+SELECT l.name, c.leaf, c.seq FROM epochs JOIN citizens c ON c.epoch = epochs.e AND c.ckey = ? JOIN logs l ON l.num = c.log
+ORDER BY l.name, c.leaf`, ckey)
 	if err != nil {
 		return nil, fmt.Errorf("index: %w", err)
 	}
@@ -437,20 +461,27 @@ func (s *Store) Append(ctx context.Context, name string, leaves []Leaf) error {
 	if err := s.insert(ctx, tx, insertTiles, args); err != nil {
 		return err
 	}
-	// The citizens' rows in key order: the B-tree is walked once, from
-	// page to page, rather than entered afresh at random for each row.
+	// The citizens' rows in key order — epoch, then citizen —: the B-tree
+	// is walked once, from page to page, rather than entered afresh at
+	// random for each row.
 	rows := s.rows[:0]
 	for i := range leaves {
 		if leaves[i].CKey != "" {
 			rows = append(rows, int32(i))
 		}
 	}
-	slices.SortFunc(rows, func(a, b int32) int { return strings.Compare(leaves[a].CKey, leaves[b].CKey) })
+	epoch := func(i int32) uint64 { return (l.size + uint64(i)) >> epochShift }
+	slices.SortFunc(rows, func(a, b int32) int {
+		if c := cmp.Compare(epoch(a), epoch(b)); c != 0 {
+			return c
+		}
+		return strings.Compare(leaves[a].CKey, leaves[b].CKey)
+	})
 	s.rows = rows
 	args = args[:0]
 	for _, i := range rows {
 		lf := &leaves[i]
-		args = append(args, lf.CKey, l.num, int64(l.size)+int64(i), int64(lf.Seq))
+		args = append(args, int64(epoch(i)), lf.CKey, l.num, int64(l.size)+int64(i), int64(lf.Seq))
 	}
 	if err := s.insert(ctx, tx, insertCitizens, args); err != nil {
 		return err
