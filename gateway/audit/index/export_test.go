@@ -18,10 +18,12 @@ func OwnPending(ix *Index) int {
 // batch it reached first (deferMax).
 func SetDeferMax(ix *Index, d time.Duration) { ix.deferMax = d }
 
-// Deferred is how many own batches ix's follower waits to be handed over.
+// Deferred is how many own batches ix's follower waits to be handed over,
+// the handovers queued applied first.
 func Deferred(ix *Index) int {
 	ix.pmu.Lock()
 	defer ix.pmu.Unlock()
+	ix.drainLocked()
 	n := 0
 	for _, d := range ix.deferred {
 		n += len(d)

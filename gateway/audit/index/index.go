@@ -82,6 +82,7 @@ type Index struct {
 	// come, and deferMax ends the wait whatever happens.
 	deferred map[string][]deferredBatch
 	deferMax time.Duration // a field for the test
+	toRead   []stream.Msg  // deferred batches to parse, found under hmu (drainLocked)
 	// ownPendingMax bounds the own leaves handed over and not yet written
 	// (OwnPendingMax; a field for the test).
 	ownPendingMax int
@@ -203,11 +204,14 @@ func (ix *Index) AddCommitted(logID string, seq, first uint64, leaves []Leaf) {
 	ix.inboxLeaves += len(leaves)
 }
 
-// drainLocked applies the batches AddCommitted queued, in order (pmu held).
+// drainLocked applies the batches AddCommitted queued, in order (pmu held),
+// then parses the deferred batches they showed will never be handed over:
+// after hmu is released, so that the sequencer's AddCommitted never waits
+// on a parse.
 func (ix *Index) drainLocked() {
 	ix.hmu.Lock()
-	defer ix.hmu.Unlock()
 	if len(ix.inbox) == 0 {
+		ix.hmu.Unlock()
 		return
 	}
 	for i := range ix.inbox {
@@ -217,6 +221,12 @@ func (ix *Index) drainLocked() {
 	}
 	ix.inbox = ix.inbox[:0]
 	ix.inboxLeaves = 0
+	ix.hmu.Unlock()
+	for i, m := range ix.toRead {
+		ix.readLocked(m)
+		ix.toRead[i] = stream.Msg{}
+	}
+	ix.toRead = ix.toRead[:0]
 	ix.noteOwnLocked()
 }
 
@@ -254,7 +264,7 @@ func (ix *Index) addCommittedLocked(logID string, seq, first uint64, leaves []Le
 				waited = true
 				continue
 			}
-			ix.readLocked(d[i].m)
+			ix.toRead = append(ix.toRead, d[i].m) // parsed once hmu is released (drainLocked)
 		}
 		clear(d[:i])
 		ix.deferred[logID] = d[i:]
@@ -297,7 +307,9 @@ const (
 // process (its headers say which leaves it holds), is skipped if handed
 // over, else deferred until it is or is known never to be. pmu held, the
 // handovers drained: a batch it reports readIt goes to pend before pmu is
-// released, so that it is listed all along.
+// released, so that it is listed all along. A deferred batch is listed
+// once handed over; one never handed over (stored, its acknowledgement
+// lost: its queries were answered Unavailable) up to deferMax later.
 func (ix *Index) ownLocked(m stream.Msg) disposal {
 	id, _, batch, err := record.ParseStoredSubject(m.Subject)
 	if err != nil || !batch {
@@ -388,6 +400,11 @@ func (ix *Index) followRecords(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A follower started again reads from the stored position, which no
+	// batch it waited for was passed: it meets them again.
+	ix.pmu.Lock()
+	clear(ix.deferred)
+	ix.pmu.Unlock()
 	// Leaves are indexed in batches — one SQLite transaction for many
 	// records (streamFlushRecords, ownFlushRecords) — so that indexing
 	// stays cheap beside the gateway under load.

@@ -234,7 +234,7 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("index: %s: %w", path, err)
 	}
 	if n == 0 {
-		if _, err := db.Exec(citizensSchema); err != nil {
+		if err := migrate(db, citizensSchema); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("index: %s: %w", path, err)
 		}
@@ -244,7 +244,7 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("index: %s: %w", path, err)
 	}
 	if n > 0 {
-		if _, err := db.Exec(tilesSchema); err != nil {
+		if err := migrate(db, tilesSchema); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("index: %s: %w", path, err)
 		}
@@ -255,6 +255,21 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("index: %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// migrate runs a change of the schema in one transaction: a crash half-way
+// must not leave the new shape with the old position, which the next start
+// would take for an index already rebuilt.
+func migrate(db *sql.DB, statements string) error {
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.Exec(statements); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // Close closes the database.

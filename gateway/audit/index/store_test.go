@@ -353,9 +353,12 @@ func TestStoreFindsACitizenInEveryEpoch(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("listed %v,\nwant %v", got, want)
 	}
-	var epochs int
+	var epochs, misfiled int
 	if err := s.db.QueryRowContext(ctx, `SELECT count(DISTINCT epoch) FROM citizens WHERE ckey = ?`, ck).Scan(&epochs); err != nil || epochs != 3 {
 		t.Fatalf("the citizen's rows are in %d epochs (%v), want 3", epochs, err)
+	}
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM citizens WHERE epoch != leaf >> ?`, epochShift).Scan(&misfiled); err != nil || misfiled != 0 {
+		t.Fatalf("%d rows filed under another epoch than their leaf's (%v)", misfiled, err)
 	}
 	if got, _ := s.Citizen(ctx, "nobody"); len(got) != 0 {
 		t.Fatalf("listed %v for a citizen never seen", got)
