@@ -63,29 +63,39 @@ func TestStoreProvesEveryLeafAtEverySize(t *testing.T) {
 	}
 }
 
-func TestStoreRefusesABrokenChainAndSurvivesReopen(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "index.db")
+// storeOfTen is a store in a file (at path) holding leaves 0–9 of gw-1,
+// the fourth about ck-1, with its stream position at 10; prev is the last
+// leaf's hash.
+func storeOfTen(t *testing.T) (s *Store, path string, batch []Leaf, prev []byte) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "index.db")
 	s, err := OpenStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch, prev := leaves(0, 10, nil)
-	if err := s.Append(ctx, "gw-1", batch); err != nil {
+	batch, prev = leaves(0, 10, nil)
+	batch[3].CKey = "ck-1"
+	if err := s.Append(t.Context(), "gw-1", batch); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.SetPosition(t.Context(), 10); err != nil {
+		t.Fatal(err)
+	}
+	return s, path, batch, prev
+}
+
+func TestStoreRefusesABrokenChainAndSurvivesReopen(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, path, _, prev := storeOfTen(t)
 	bad, _ := leaves(10, 2, tree.LeafHash([]byte("not the previous leaf")))
 	if err := s.Append(ctx, "gw-1", bad); !errors.Is(err, ErrBroken) {
 		t.Fatalf("a leaf that does not chain: %v", err)
 	}
-	if err := s.SetPosition(ctx, 10); err != nil {
-		t.Fatal(err)
-	}
 	root10, _ := s.Root(ctx, "gw-1", 10)
 	s.Close()
 
-	s, err = OpenStore(path)
+	s, err := OpenStore(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,40 +280,48 @@ func TestStoreTilesSurviveReopenAndProveAcrossTiles(t *testing.T) {
 	}
 }
 
-// An index that kept one row per node (before tiles) is emptied, to be
-// rebuilt from the stream.
-func TestStoreOfNodeRowsIsRebuilt(t *testing.T) {
+// An index of an older shape is emptied, to be rebuilt from the stream:
+// one that kept a row per tree node (before tiles), or its citizens' rows
+// by citizen first (before epochs).
+func TestStoreOfAnOlderShapeIsRebuilt(t *testing.T) {
 	t.Parallel()
-	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "index.db")
-	s, err := OpenStore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, _ := leaves(0, 10, nil)
-	batch[3].CKey = "ck-1"
-	if err := s.Append(ctx, "gw-1", batch); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetPosition(ctx, 10); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.db.Exec(`CREATE TABLE nodes (log INTEGER, level INTEGER, idx INTEGER, hash BLOB)`); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	if s, err = OpenStore(path); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	size, _, err := s.Size(ctx, "gw-1")
-	pos, _ := s.Position(ctx)
-	acc, _ := s.Citizen(ctx, "ck-1")
-	if err != nil || size != 0 || pos != 0 || len(acc) != 0 {
-		t.Fatalf("after reopening an index of node rows: size %d, position %d, %d citizen rows, %v", size, pos, len(acc), err)
-	}
-	if err := s.Append(ctx, "gw-1", batch); err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		shape string
+		sql   []string
+	}{
+		{"node rows", []string{`CREATE TABLE nodes (log INTEGER, level INTEGER, idx INTEGER, hash BLOB)`}},
+		{"rows by citizen", []string{`DROP TABLE citizens`,
+			`CREATE TABLE citizens (ckey TEXT NOT NULL, log INTEGER NOT NULL, leaf INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (ckey, log, leaf)) WITHOUT ROWID`,
+			`INSERT INTO citizens VALUES ('ck-1', 1, 3, 4)`}},
+	} {
+		t.Run(c.shape, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			s, path, batch, _ := storeOfTen(t)
+			for _, q := range c.sql {
+				if _, err := s.db.Exec(q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.Close()
+			s, err := OpenStore(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			size, _, err := s.Size(ctx, "gw-1")
+			pos, _ := s.Position(ctx)
+			acc, _ := s.Citizen(ctx, "ck-1")
+			if err != nil || size != 0 || pos != 0 || len(acc) != 0 {
+				t.Fatalf("after reopening an index of %s: size %d, position %d, %d citizen rows, %v", c.shape, size, pos, len(acc), err)
+			}
+			if err := s.Append(ctx, "gw-1", batch); err != nil {
+				t.Fatal(err)
+			}
+			if acc, err := s.Citizen(ctx, "ck-1"); err != nil || len(acc) != 1 || acc[0].Leaf != 3 {
+				t.Fatalf("rebuilt: %v, %v", acc, err)
+			}
+		})
 	}
 }
 
@@ -362,48 +380,5 @@ func TestStoreFindsACitizenInEveryEpoch(t *testing.T) {
 	}
 	if got, _ := s.Citizen(ctx, "nobody"); len(got) != 0 {
 		t.Fatalf("listed %v for a citizen never seen", got)
-	}
-}
-
-// An index whose citizens' table is kept by citizen first (before epochs)
-// is emptied, to be rebuilt from the stream.
-func TestStoreOfCitizenRowsByCitizenIsRebuilt(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "index.db")
-	s, err := OpenStore(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, _ := leaves(0, 10, nil)
-	if err := s.Append(ctx, "gw-1", batch); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SetPosition(ctx, 10); err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{`DROP TABLE citizens`, `CREATE TABLE citizens (ckey TEXT NOT NULL, log INTEGER NOT NULL, leaf INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (ckey, log, leaf)) WITHOUT ROWID`,
-		`INSERT INTO citizens VALUES ('ck-1', 1, 3, 4)`} {
-		if _, err := s.db.Exec(q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.Close()
-	if s, err = OpenStore(path); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	size, _, err := s.Size(ctx, "gw-1")
-	pos, _ := s.Position(ctx)
-	acc, _ := s.Citizen(ctx, "ck-1")
-	if err != nil || size != 0 || pos != 0 || len(acc) != 0 {
-		t.Fatalf("after reopening an index of rows by citizen: size %d, position %d, %d citizen rows, %v", size, pos, len(acc), err)
-	}
-	batch[3].CKey = "ck-1"
-	if err := s.Append(ctx, "gw-1", batch); err != nil {
-		t.Fatal(err)
-	}
-	if acc, err := s.Citizen(ctx, "ck-1"); err != nil || len(acc) != 1 || acc[0].Leaf != 3 {
-		t.Fatalf("rebuilt: %v, %v", acc, err)
 	}
 }
